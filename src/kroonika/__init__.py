@@ -1,0 +1,1 @@
+"""Kroonika: token identity manager with a tamper-evident security audit trail."""
