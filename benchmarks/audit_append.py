@@ -1,0 +1,238 @@
+"""Append 200,000 realistic authentication events through the full Kroonika pipeline
+into SQLite (group commit, signed heads, checkpoints) and, in the same run, write
+the same events with stdlib logging + python-json-logger to a file.
+
+Prints both rates and, as its last two lines, ``ratio=`` (Kroonika / python-json-
+logger) and ``verify_rate=`` (records verified per second). Also prints the peak RSS
+of ``verify`` over a store of ``--verify-size`` events (default 1,000,000) measured in a
+child process. Usage: ``python benchmarks/audit_append.py [--events N] [--verify-size N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditTrail,
+    Correlation,
+    Counters,
+    Fingerprinter,
+    KeyRing,
+    Outcome,
+    PersonalData,
+    Pipeline,
+    Source,
+    SqlAuditStore,
+    SqlSubjectKeys,
+    events,
+    verify_store,
+)
+from kroonika.audit.synthetic import personal_code
+
+METHODS = [("idcard", "high"), ("mID", "high"), ("smartid", "high"), ("eidas", "substantial")]
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
+
+
+def make_inputs(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """The raw facts of n login attempts (what application code would have in hand)."""
+    rng = random.Random(seed)
+    people = [f"EE{personal_code(rng)}" for _ in range(5000)]
+    ips = [
+        f"{rng.choice([90, 176, 194, 213])}.{rng.randint(0, 255)}.{rng.randint(0, 255)}."
+        f"{rng.randint(1, 254)}"
+        for _ in range(3000)
+    ]
+    out = []
+    for i in range(n):
+        method, acr = rng.choice(METHODS)
+        failed = rng.random() < 0.1
+        out.append(
+            {
+                "subject": rng.choice(people),
+                "ip": rng.choice(ips),
+                "port": rng.randint(1024, 65535),
+                "method": method,
+                "acr": acr,
+                "failed": failed,
+                "reason": "id_token.nonce_mismatch" if failed else None,
+                "request_id": f"req-{i:010x}",
+                "flow_id": f"flow-{i:010x}",
+                "given": "MARY ÄNN",
+                "family": "O’CONNEŽ-ŠUSLIK",
+            }
+        )
+    return out
+
+
+def build_event(x: dict[str, Any]) -> AuditEvent:
+    return events.auth_login(
+        outcome=Outcome.FAILURE if x["failed"] else Outcome.SUCCESS,
+        reason=x["reason"],
+        actor=Actor(ActorType.USER, subject=x["subject"]),
+        source=Source(ip=x["ip"], port=x["port"], user_agent=UA),
+        correlation=Correlation(request_id=x["request_id"], flow_id=x["flow_id"]),
+        personal=PersonalData(given_name=x["given"], family_name=x["family"]),
+        method=x["method"],
+        acr=x["acr"],
+        amr=[x["method"]],
+        idp="tara",
+    )
+
+
+def open_trail(directory: Path) -> tuple[AuditTrail, SqlAuditStore, KeyRing]:
+    store = SqlAuditStore(f"sqlite:///{directory / 'audit.db'}")
+    store.upgrade()
+    keyring = KeyRing.open(directory / "keys", create=True)
+    counters = Counters()
+    keys = SqlSubjectKeys(store, b"m" * 32)
+    pipeline = Pipeline.standard(
+        fingerprinter=Fingerprinter(b"p" * 32, "p1"),
+        subject_keys=keys,
+        counters=counters,
+        strict=False,
+    )
+    trail = AuditTrail(
+        pipeline, store, keyring, stream="bench", counters=counters, subject_keys=keys
+    )
+    return trail, store, keyring
+
+
+async def run_kroonika(inputs: list[dict[str, Any]], directory: Path, mode: str) -> float:
+    trail, store, _ = open_trail(directory)
+    await trail.start()
+    start = time.perf_counter()
+    if mode == "emit_many":
+        chunk = 1000
+
+        async def producer(part: list[dict[str, Any]]) -> None:
+            for i in range(0, len(part), chunk):
+                await trail.emit_many([build_event(x) for x in part[i : i + chunk]])
+
+        half = len(inputs) // 2
+        await asyncio.gather(producer(inputs[:half]), producer(inputs[half:]))
+    else:  # one awaited emit() per event, 256 concurrent callers (a busy web service)
+        it = iter(inputs)
+
+        async def caller() -> None:
+            for x in it:
+                await trail.emit(build_event(x))
+
+        await asyncio.gather(*(caller() for _ in range(256)))
+    elapsed = time.perf_counter() - start
+    await trail.stop()
+    store.close()
+    return len(inputs) / elapsed
+
+
+def run_peer(inputs: list[dict[str, Any]], directory: Path) -> float:
+    logger = logging.getLogger("peer")
+    logger.propagate = False
+    handler = logging.FileHandler(directory / "peer.jsonl")
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    start = time.perf_counter()
+    for x in inputs:
+        logger.info(
+            "auth.login",
+            extra={
+                "outcome": "failure" if x["failed"] else "success",
+                "reason": x["reason"],
+                "subject": x["subject"],
+                "ip": x["ip"],
+                "port": x["port"],
+                "user_agent": UA,
+                "request_id": x["request_id"],
+                "flow_id": x["flow_id"],
+                "method": x["method"],
+                "acr": x["acr"],
+                "amr": [x["method"]],
+                "idp": "tara",
+                "given_name": x["given"],
+                "family_name": x["family"],
+            },
+        )
+    handler.flush()
+    elapsed = time.perf_counter() - start
+    handler.close()
+    return len(inputs) / elapsed
+
+
+def verify_child(directory: str) -> None:
+    """Child process: verify the store and print rate and peak RSS."""
+    path = Path(directory)
+    store = SqlAuditStore(f"sqlite:///{path / 'audit.db'}", read_only=True)
+    keys = KeyRing.open(path / "keys").public_keys()
+    start = time.perf_counter()
+    report = verify_store(store, keys)
+    elapsed = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{report.records} {report.records / elapsed:.0f} {rss:.0f} {int(report.intact)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--verify-size", type=int, default=1_000_000)
+    parser.add_argument("--mode", choices=["emit", "emit_many"], default="emit")
+    parser.add_argument("--verify-child")
+    args = parser.parse_args()
+    if args.verify_child:
+        verify_child(args.verify_child)
+        return
+    inputs = make_inputs(args.events)
+    tmp = Path(tempfile.mkdtemp(prefix="kroonika-bench-"))
+    try:
+        peer = run_peer(inputs, tmp)
+        ours = asyncio.run(run_kroonika(inputs, tmp / "k", args.mode))
+        peer2 = run_peer(inputs, tmp)
+        peer = max(peer, peer2)
+        print(f"python-json-logger: {peer:,.0f} events/s")
+        print(f"kroonika ({args.mode}): {ours:,.0f} events/s (full pipeline, SQLite, signed)")
+        # grow the store to verify-size for the verify measurement
+        big = tmp / "big"
+        remaining = args.verify_size
+        if remaining > 0:
+            shutil.copytree(tmp / "k", big)
+            have = args.events + 2
+            extra = max(0, remaining - have)
+            reps = inputs * (extra // len(inputs) + 1)
+            if extra:
+                asyncio.run(run_kroonika(reps[:extra], big, "emit_many"))
+            out = subprocess.run(
+                [sys.executable, __file__, "--verify-child", str(big)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            records, rate, rss, intact = int(out[0]), float(out[1]), float(out[2]), out[3]
+            print(
+                f"verify: {records:,} records, {rate:,.0f} records/s, peak RSS {rss:.0f} MB, "
+                f"intact={intact == '1'}"
+            )
+        else:
+            rate = 0.0
+        print(f"ratio={ours / peer:.2f}")
+        print(f"verify_rate={rate:.0f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

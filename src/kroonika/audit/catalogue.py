@@ -1,0 +1,545 @@
+"""The event catalogue: every event type Kroonika may emit (DESIGN.md section 3).
+
+For each type it says the category and default severity, the ``details`` fields it
+may carry (deny by default: anything undeclared is rejected in strict mode and
+dropped-and-counted otherwise), which of those are personal data (they go into the
+encrypted ``pii`` block, never in clear), the OCSF class and activity it maps to and
+the PCI DSS v4.0 requirement 10.2.1.x clause it serves.
+
+Event types are ``area.object.action`` and are never renamed once published; add a
+type rather than stretch one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final, Literal
+
+from kroonika.audit._model import Category, Severity
+
+FieldKind = Literal["str", "int", "bool", "str_list", "int_list"]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    kind: FieldKind = "str"
+    max_len: int = 256
+    personal: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    type: str
+    category: Category
+    severity: Severity
+    description: str
+    ocsf_class: int
+    ocsf_activity: int
+    pci: str
+    details: Mapping[str, FieldSpec] = field(default_factory=dict)
+    # Security, admin and audit events can never be filtered out.
+    filterable: bool = True
+
+
+S = FieldSpec()
+I = FieldSpec("int")  # noqa: E741
+B = FieldSpec("bool")
+L = FieldSpec("str_list")
+LONG = FieldSpec(max_len=2048)
+
+# Token metadata, shared by the token.* types: never the token itself.
+_TOKEN_META: Final = {
+    "jti": S,
+    "kid": S,
+    "alg": S,
+    "token_type": S,
+    "audience": L,
+    "issued_at": I,
+    "expires_at": I,
+    "claim_names": L,
+    "client": S,
+    "fingerprint": S,
+    "verdict": S,
+}
+_SESSION: Final = {
+    "method": S,
+    "acr": S,
+    "idle_timeout_s": I,
+    "expires_at": I,
+    "absolute_expires_at": I,
+    "reason": S,
+    "ended_by": S,
+}
+_PCI_ACCESS: Final = "10.2.1.4"  # invalid logical access attempts (failures) and access
+_PCI_ADMIN: Final = "10.2.1.2"
+_PCI_AUDIT_ACCESS: Final = "10.2.1.3"
+_PCI_AUDIT_LIFECYCLE: Final = "10.2.1.6"
+_PCI_CREDENTIALS: Final = "10.2.1.5"
+_PCI_OBJECTS: Final = "10.2.1.7"
+
+A, SE, T, AL, AD, C, J, SC, AU, AR = (
+    Category.AUTHENTICATION,
+    Category.SESSION,
+    Category.TOKEN,
+    Category.ACCESS_LIST,
+    Category.ADMIN,
+    Category.CONFIG,
+    Category.JOB,
+    Category.SECURITY,
+    Category.AUDIT,
+    Category.ALERT,
+)
+INFO, NOTICE, WARNING, ERROR, ALERT_ = (
+    Severity.INFO,
+    Severity.NOTICE,
+    Severity.WARNING,
+    Severity.ERROR,
+    Severity.ALERT,
+)
+
+# OCSF 1.x class uids
+_AUTHN, _ACCT, _AUTHZ, _ENTITY, _API, _FINDING, _DETECTION = (
+    3002,
+    3001,
+    3003,
+    3004,
+    6003,
+    2001,
+    2004,
+)
+
+
+def _specs() -> dict[str, EventSpec]:
+    specs = [
+        # --- authentication (AC1)
+        EventSpec(
+            "auth.flow.transition",
+            A,
+            Severity.DEBUG,
+            "One step of an OIDC login flow",
+            _AUTHN,
+            99,
+            _PCI_ACCESS,
+            {"from_state": S, "to_state": S, "method": S, "acr": S},
+        ),
+        EventSpec(
+            "auth.login",
+            A,
+            INFO,
+            "A login attempt through TARA, with its outcome",
+            _AUTHN,
+            1,
+            _PCI_ACCESS,
+            {
+                "method": S,
+                "acr": S,
+                "acr_requested": S,
+                "amr": L,
+                "idp": S,
+                "country": S,
+                "idp_error": S,
+            },
+        ),
+        EventSpec(
+            "auth.logout",
+            A,
+            INFO,
+            "A person logged out",
+            _AUTHN,
+            2,
+            _PCI_ACCESS,
+            {"method": S, "scope": S},
+        ),
+        EventSpec(
+            "session.create", SE, INFO, "A session was created", _AUTHN, 1, _PCI_ACCESS, _SESSION
+        ),
+        EventSpec(
+            "session.extend", SE, INFO, "A session was extended", _AUTHZ, 1, _PCI_ACCESS, _SESSION
+        ),
+        EventSpec(
+            "session.terminate",
+            SE,
+            INFO,
+            "A session ended (reason says why)",
+            _AUTHN,
+            2,
+            _PCI_ACCESS,
+            _SESSION,
+        ),
+        # --- tokens (AC2)
+        EventSpec(
+            "token.issue",
+            T,
+            INFO,
+            "A token was minted or refused",
+            _ACCT,
+            1,
+            _PCI_CREDENTIALS,
+            {**_TOKEN_META, "ttl_s": I, "subject_type": S},
+        ),
+        EventSpec(
+            "token.validate",
+            T,
+            INFO,
+            "A token was validated",
+            _API,
+            2,
+            _PCI_ACCESS,
+            {**_TOKEN_META, "count": I, "window_s": I},
+        ),
+        EventSpec(
+            "token.introspect",
+            T,
+            INFO,
+            "RFC 7662 introspection",
+            _API,
+            2,
+            _PCI_ACCESS,
+            {**_TOKEN_META, "active": B, "count": I, "window_s": I},
+        ),
+        EventSpec(
+            "token.extend",
+            T,
+            INFO,
+            "A token was replaced by a longer-lived one",
+            _ACCT,
+            99,
+            _PCI_CREDENTIALS,
+            {**_TOKEN_META, "new_jti": S, "new_expires_at": I},
+        ),
+        EventSpec(
+            "token.refresh",
+            T,
+            INFO,
+            "A token was refreshed",
+            _ACCT,
+            99,
+            _PCI_CREDENTIALS,
+            {**_TOKEN_META, "new_jti": S},
+        ),
+        EventSpec(
+            "token.revoke",
+            T,
+            NOTICE,
+            "Tokens were revoked",
+            _ACCT,
+            99,
+            _PCI_CREDENTIALS,
+            {**_TOKEN_META, "count": I, "revoked_by": S, "why": LONG},
+        ),
+        EventSpec(
+            "token.expire",
+            T,
+            INFO,
+            "Token expiry was observed",
+            _ACCT,
+            99,
+            _PCI_CREDENTIALS,
+            {**_TOKEN_META, "observed_by": S},
+        ),
+        EventSpec(
+            "access_list.add",
+            AL,
+            NOTICE,
+            "An allow/deny entry was added",
+            _ENTITY,
+            1,
+            _PCI_ADMIN,
+            {"list": S, "kind": S, "value_ref": S, "why": LONG, "expires_at": I},
+        ),
+        EventSpec(
+            "access_list.remove",
+            AL,
+            NOTICE,
+            "An allow/deny entry was removed",
+            _ENTITY,
+            4,
+            _PCI_ADMIN,
+            {"list": S, "kind": S, "value_ref": S, "why": LONG},
+        ),
+        EventSpec(
+            "access_list.update",
+            AL,
+            NOTICE,
+            "An allow/deny entry was changed",
+            _ENTITY,
+            3,
+            _PCI_ADMIN,
+            {"list": S, "kind": S, "value_ref": S, "why": LONG, "changes": LONG},
+        ),
+        # --- administration (AC3)
+        EventSpec(
+            "admin.request",
+            AD,
+            INFO,
+            "An admin or audit API call",
+            _API,
+            99,
+            _PCI_ADMIN,
+            {
+                "method": S,
+                "route": S,
+                "status": I,
+                "duration_ms": I,
+                "justification": LONG,
+                "params": LONG,
+            },
+            filterable=False,
+        ),
+        EventSpec(
+            "config.change",
+            C,
+            NOTICE,
+            "Runtime configuration changed",
+            _ENTITY,
+            3,
+            _PCI_ADMIN,
+            {"key": S, "before": LONG, "after": LONG, "justification": LONG},
+            filterable=False,
+        ),
+        EventSpec(
+            "admin.bulk",
+            AD,
+            NOTICE,
+            "A bulk administrative operation",
+            _API,
+            99,
+            _PCI_ADMIN,
+            {
+                "operation": S,
+                "requested": I,
+                "succeeded": I,
+                "failed": I,
+                "digest": S,
+                "justification": LONG,
+            },
+            filterable=False,
+        ),
+        EventSpec(
+            "job.run",
+            J,
+            INFO,
+            "A scheduled or manual job ran",
+            _API,
+            99,
+            _PCI_OBJECTS,
+            {"job": S, "trigger": S, "counts": LONG, "duration_ms": I},
+        ),
+        EventSpec(
+            "key.rotate",
+            AD,
+            NOTICE,
+            "A signing key was rotated",
+            _ENTITY,
+            3,
+            _PCI_CREDENTIALS,
+            {"purpose": S, "old_kid": S, "new_kid": S, "justification": LONG},
+            filterable=False,
+        ),
+        # --- security (AC4)
+        EventSpec(
+            "security.rate_limit",
+            SC,
+            WARNING,
+            "A rate limit was exceeded",
+            _DETECTION,
+            1,
+            _PCI_ACCESS,
+            {"limit": S, "key_kind": S, "window_s": I, "count": I, "summary": B},
+            filterable=False,
+        ),
+        EventSpec(
+            "security.policy_violation",
+            SC,
+            WARNING,
+            "A security policy refused",
+            _DETECTION,
+            1,
+            _PCI_ACCESS,
+            {"policy": S, "attempted": LONG, "decision": S},
+            filterable=False,
+        ),
+        EventSpec(
+            "security.anomaly",
+            SC,
+            WARNING,
+            "Unusual access pattern",
+            _DETECTION,
+            1,
+            _PCI_ACCESS,
+            {"kind": S, "evidence": LONG, "confidence": I},
+            filterable=False,
+        ),
+        EventSpec(
+            "security.threat_match",
+            SC,
+            WARNING,
+            "Source matched threat intel",
+            _DETECTION,
+            1,
+            _PCI_ACCESS,
+            {"feed": S, "action": S},
+            filterable=False,
+        ),
+        # --- the trail itself (PCI 10.2.1.3 and 10.2.1.6)
+        EventSpec(
+            "audit.log.start",
+            AU,
+            NOTICE,
+            "An audit writer started",
+            _API,
+            99,
+            _PCI_AUDIT_LIFECYCLE,
+            {"clock": S, "version": S, "store": S, "host": S, "pid": I},
+            filterable=False,
+        ),
+        EventSpec(
+            "audit.log.stop",
+            AU,
+            NOTICE,
+            "An audit writer stopped",
+            _API,
+            99,
+            _PCI_AUDIT_LIFECYCLE,
+            {"events": I, "reason": S},
+            filterable=False,
+        ),
+        EventSpec(
+            "audit.access",
+            AU,
+            NOTICE,
+            "The trail was read",
+            _API,
+            2,
+            _PCI_AUDIT_ACCESS,
+            {
+                "action": S,
+                "query": LONG,
+                "returned": I,
+                "format": S,
+                "result": S,
+                "interface": S,
+                "justification": LONG,
+            },
+            filterable=False,
+        ),
+        EventSpec(
+            "audit.checkpoint",
+            AU,
+            INFO,
+            "A checkpoint was published",
+            _API,
+            99,
+            _PCI_AUDIT_LIFECYCLE,
+            {"size": I, "root": S, "kid": S},
+            filterable=False,
+        ),
+        EventSpec(
+            "audit.retention",
+            AU,
+            NOTICE,
+            "Old events were purged",
+            _API,
+            4,
+            _PCI_AUDIT_LIFECYCLE,
+            {"stream_purged": S, "first_seq": I, "last_seq": I, "count": I, "archive": S},
+            filterable=False,
+        ),
+        EventSpec(
+            "audit.erasure",
+            AU,
+            NOTICE,
+            "A subject key was destroyed",
+            _API,
+            4,
+            _PCI_AUDIT_LIFECYCLE,
+            {"justification": LONG},
+            filterable=False,
+        ),
+        EventSpec(
+            "audit.sink",
+            AU,
+            WARNING,
+            "A sink failed or recovered",
+            _API,
+            99,
+            _PCI_AUDIT_LIFECYCLE,
+            {"sink": S, "state": S, "error": S, "lag": I},
+            filterable=False,
+        ),
+        # --- alerting (AC7)
+        EventSpec(
+            "alert.raise",
+            AR,
+            ALERT_,
+            "An alert was raised",
+            _FINDING,
+            1,
+            _PCI_ACCESS,
+            {"rule": S, "summary": LONG, "alert_id": S},
+            filterable=False,
+        ),
+        EventSpec(
+            "alert.acknowledge",
+            AR,
+            NOTICE,
+            "An alert was acknowledged",
+            _FINDING,
+            2,
+            _PCI_ADMIN,
+            {"alert_id": S, "note": LONG},
+            filterable=False,
+        ),
+        EventSpec(
+            "response.action",
+            AR,
+            NOTICE,
+            "An automated response acted",
+            _FINDING,
+            2,
+            _PCI_ADMIN,
+            {"action": S, "alert_id": S, "result": S},
+            filterable=False,
+        ),
+    ]
+    out: dict[str, EventSpec] = {}
+    for spec in specs:
+        if spec.category in _NEVER_FILTERED and spec.filterable:
+            spec = EventSpec(
+                spec.type,
+                spec.category,
+                spec.severity,
+                spec.description,
+                spec.ocsf_class,
+                spec.ocsf_activity,
+                spec.pci,
+                spec.details,
+                filterable=False,
+            )
+        out[spec.type] = EventSpec(
+            spec.type,
+            spec.category,
+            spec.severity,
+            spec.description,
+            spec.ocsf_class,
+            spec.ocsf_activity,
+            spec.pci,
+            MappingProxyType(dict(spec.details)),
+            spec.filterable,
+        )
+    return out
+
+
+_NEVER_FILTERED: Final = frozenset(
+    {Category.SECURITY, Category.ADMIN, Category.AUDIT, Category.CONFIG, Category.ALERT}
+)
+
+CATALOGUE: Final[Mapping[str, EventSpec]] = MappingProxyType(_specs())
+
+
+def spec_for(event_type: str) -> EventSpec:
+    """The catalogue entry for ``event_type``; ``KeyError`` for an unknown type."""
+    return CATALOGUE[event_type]

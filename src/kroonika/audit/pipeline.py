@@ -1,0 +1,279 @@
+"""emit() and the ordered processors; the writer with group commit; fail closed.
+
+    validate → redact → pseudonymise → protect_pii → anonymise_ip → enrich → filter
+    → seal → store
+
+Application code awaits :meth:`AuditTrail.emit`. It runs the processors in the
+caller (they are cheap and synchronous), then hands the record to the stream's
+writer task and waits until the block holding it is durably committed. Events
+that arrive while a commit is in flight are committed together (group commit).
+The queue is bounded: when it is full, ``emit`` waits (back-pressure). When the
+store cannot be written every waiting ``emit`` raises :class:`AuditUnavailable`:
+the caller must not act unaudited. Nothing is dropped silently: the only deliberate
+drop is the filter's, which raises :class:`EventFiltered` internally and is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from kroonika.audit._counters import Counters
+from kroonika.audit._errors import AuditUnavailable, EventFiltered
+from kroonika.audit._model import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    SealedEvent,
+    rfc3339_micro,
+    uuid7,
+)
+from kroonika.audit._sealer import StreamSealer
+from kroonika.audit.privacy import Fingerprinter, SubjectKeys
+from kroonika.audit.processors.anonymise_ip import AnonymiseIp
+from kroonika.audit.processors.enrich import Enrich, Enricher
+from kroonika.audit.processors.filter import Filter
+from kroonika.audit.processors.protect_pii import ProtectPersonalData
+from kroonika.audit.processors.pseudonymise import Pseudonymise
+from kroonika.audit.processors.redact import Redact
+from kroonika.audit.processors.validate import Validate
+from kroonika.audit.signing import KeyRing
+from kroonika.audit.store._types import AuditStore, Checkpoint
+
+Processor = Callable[[AuditEvent], AuditEvent]
+
+_VERSION = "0.1.0"
+
+
+class Pipeline:
+    """The ordered processors; each takes an event and returns it."""
+
+    def __init__(self, processors: Sequence[Processor]) -> None:
+        if not processors:
+            raise ValueError("a pipeline needs processors")
+        self.processors = tuple(processors)
+
+    @classmethod
+    def standard(
+        cls,
+        *,
+        fingerprinter: Fingerprinter,
+        subject_keys: SubjectKeys,
+        counters: Counters,
+        strict: bool,
+        enrichers: Sequence[Enricher] = (),
+        event_filter: Filter | None = None,
+        anonymise_ip: AnonymiseIp | None = None,
+    ) -> Pipeline:
+        return cls(
+            [
+                Validate(strict=strict, counters=counters),
+                Redact(counters),
+                Pseudonymise(fingerprinter),
+                ProtectPersonalData(subject_keys),
+                anonymise_ip or AnonymiseIp(),
+                Enrich(enrichers),
+                event_filter or Filter(counters=counters),
+            ]
+        )
+
+    def __call__(self, event: AuditEvent) -> AuditEvent:
+        for process in self.processors:
+            event = process(event)
+        return event
+
+
+class AuditTrail:
+    """One stream's writer: ``emit`` (async, group commit) and ``emit_sync``."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: AuditStore,
+        keyring: KeyRing,
+        *,
+        stream: str | None = None,
+        counters: Counters | None = None,
+        queue_size: int = 10_000,
+        batch_max: int = 4096,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 1.0,
+        clock: Callable[[], int] = time.time_ns,
+        on_commit: Callable[[list[SealedEvent]], None] | None = None,
+        subject_keys: SubjectKeys | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.counters = counters or Counters()
+        self.stream = stream or default_stream_name()
+        self._clock = clock
+        self._sealer = StreamSealer(
+            store,
+            self.stream,
+            keyring,
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval,
+            clock=clock,
+            subject_keys=subject_keys,
+        )
+        self._queue_size = queue_size
+        self._batch_max = batch_max
+        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[Any]]] | None
+        self._queue = None
+        self._task: asyncio.Task[None] | None = None
+        self._emitted = 0
+        self.on_commit = on_commit
+        self.checkpoint_listeners: list[Callable[[Checkpoint], None]] = []
+        self._sealer.on_checkpoint = self._checkpointed
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._queue = asyncio.Queue(self._queue_size)
+        self._task = asyncio.create_task(self._writer(), name=f"audit-writer-{self.stream}")
+        await self.emit(self._start_event())
+
+    async def stop(self, reason: str = "shutdown") -> None:
+        if self._task is None:
+            return
+        from kroonika.audit import events
+
+        with contextlib.suppress(AuditUnavailable):
+            await self.emit(
+                events.audit_log_stop(
+                    actor=Actor(type=ActorType.SYSTEM), events=self._emitted, reason=reason
+                )
+            )
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        with contextlib.suppress(AuditUnavailable):
+            await asyncio.to_thread(self._sealer.checkpoint_now)
+
+    def _start_event(self) -> AuditEvent:
+        from kroonika.audit import events
+
+        return events.audit_log_start(
+            actor=Actor(type=ActorType.SYSTEM),
+            clock="system clock (CLOCK_REALTIME), UTC",
+            version=_VERSION,
+            store=self.store.url.split(":", 1)[0],
+            host=socket.gethostname()[:128],
+            pid=os.getpid(),
+        )
+
+    # --- emitting -----------------------------------------------------------------
+
+    def prepare(self, event: AuditEvent) -> dict[str, Any] | None:
+        """Stamp and process one event; ``None`` if the filter dropped it."""
+        now = self._clock()
+        event.id = uuid7(now)
+        event.time = rfc3339_micro(now)
+        try:
+            event = self.pipeline(event)
+        except EventFiltered:
+            return None
+        return event.to_record()
+
+    async def emit(self, event: AuditEvent) -> SealedEvent | None:
+        """Process, seal and durably store one event; returns once it is committed."""
+        record = self.prepare(event)
+        if record is None:
+            return None
+        result = await self._submit([record])
+        return result[0]
+
+    async def emit_many(self, batch: Iterable[AuditEvent]) -> list[SealedEvent]:
+        """Emit several events that belong together (a bulk operation's items);
+        they are committed in order, in the same or consecutive blocks."""
+        records = [r for r in (self.prepare(e) for e in batch) if r is not None]
+        if not records:
+            return []
+        return await self._submit(records)
+
+    async def _submit(self, records: list[dict[str, Any]]) -> list[SealedEvent]:
+        if self._queue is None or self._task is None or self._task.done():
+            raise AuditUnavailable("the audit writer is not running")
+        fut: asyncio.Future[list[SealedEvent]] = asyncio.get_running_loop().create_future()
+        await self._queue.put((records, fut))
+        return await fut
+
+    def emit_sync(self, event: AuditEvent) -> SealedEvent | None:
+        """Synchronous emit for CLI commands and jobs outside an event loop. Must not
+        be mixed with a running ``start()``ed writer of the same trail."""
+        record = self.prepare(event)
+        if record is None:
+            return None
+        sealed = self._commit([record])
+        return sealed[0]
+
+    def log_start_sync(self) -> None:
+        self.emit_sync(self._start_event())
+
+    def _commit(self, records: list[dict[str, Any]]) -> list[SealedEvent]:
+        try:
+            sealed = self._sealer.commit(records)
+        except AuditUnavailable:
+            self.counters.add("writer.failed_events", len(records))
+            raise
+        self._emitted += len(sealed)
+        if self.on_commit is not None:
+            self.on_commit(sealed)
+        return sealed
+
+    async def _writer(self) -> None:
+        queue = self._queue
+        if queue is None:  # start() sets it before creating this task
+            raise RuntimeError("audit writer started without a queue")
+        batch_max = self._batch_max
+        while True:
+            items = [await queue.get()]
+            size = len(items[0][0])
+            while size < batch_max and not queue.empty():
+                item = queue.get_nowait()
+                items.append(item)
+                size += len(item[0])
+            records = [r for recs, _ in items for r in recs]
+            try:
+                sealed = await asyncio.to_thread(self._commit, records)
+            except AuditUnavailable as exc:
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(AuditUnavailable(str(exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001  (a bug must fail the callers, not hang them)
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(AuditUnavailable(f"audit writer error: {exc!r}"))
+                continue
+            pos = 0
+            for recs, fut in items:
+                n = len(recs)
+                if not fut.done():
+                    fut.set_result(sealed[pos : pos + n])
+                pos += n
+
+    def _checkpointed(self, checkpoint: Checkpoint) -> None:
+        for listener in self.checkpoint_listeners:
+            listener(checkpoint)
+
+    def checkpoint_now(self) -> Checkpoint | None:
+        return self._sealer.checkpoint_now()
+
+    @property
+    def size(self) -> int:
+        return self._sealer.size
+
+
+def default_stream_name() -> str:
+    """``<host>-<pid>-<random>``: unique per writer process."""
+    host = socket.gethostname().split(".")[0][:64] or "host"
+    return f"{host}-{os.getpid()}-{os.urandom(3).hex()}"

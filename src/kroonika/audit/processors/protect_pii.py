@@ -1,0 +1,43 @@
+"""protect_pii: personal data into ``pii``, AES-GCM under a per-subject data key.
+
+Block: ``{"kid": key id, "ct": base64(nonce || ciphertext || tag)}``.
+
+The plaintext is the JSON of the personal fields (personal code, names, e-mail,
+phone, full IP address). The key belongs to the subject's pseudonym, or for events
+with no known subject to a monthly ``anon:YYYY-MM`` subject, so erasure (deleting the
+subject's keys) and retention can shred either. The AAD is the event id: a
+ciphertext cannot be moved to another event.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import orjson
+
+from kroonika.audit._model import AuditEvent
+from kroonika.audit.privacy import SubjectKeys
+
+
+class ProtectPersonalData:
+    def __init__(self, keys: SubjectKeys) -> None:
+        self._keys = keys
+
+    def __call__(self, event: AuditEvent) -> AuditEvent:
+        personal = event.personal.as_dict() if event.personal is not None else {}
+        src = event.source
+        if src is not None and src.ip is not None and src.ip_prefix is None:
+            personal["ip"] = src.ip
+        if not personal:
+            event.personal = None
+            return event
+        subject = event.actor.pseudonym
+        if subject is None:
+            subject = "anon:" + (event.time or "")[:7]
+        key_id, aead = self._keys.get_or_create(subject)
+        nonce = os.urandom(12)
+        ct = aead.encrypt(nonce, orjson.dumps(personal), (event.id or "").encode())
+        event.pii = {"kid": key_id, "ct": base64.b64encode(nonce + ct).decode()}
+        event.personal = None
+        return event

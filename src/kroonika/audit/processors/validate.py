@@ -1,0 +1,103 @@
+"""validate: the catalogue's deny-by-default check, with text neutralisation."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from kroonika.audit._counters import Counters
+from kroonika.audit._errors import EventRejected, UndeclaredField
+from kroonika.audit._model import AuditEvent, DetailValue
+from kroonika.audit.catalogue import CATALOGUE, FieldSpec
+from kroonika.audit.processors._text import neutralise
+
+_SHORT: Final = 128
+_UA: Final = 512
+_LIST_MAX: Final = 64
+
+
+class Validate:
+    """Check an event against the catalogue.
+
+    ``strict=True`` (tests, development) raises :class:`UndeclaredField` for an
+    undeclared or ill-typed ``details`` field; ``strict=False`` (production) drops the
+    field and counts it under ``validate.dropped_field``. An unknown event type is
+    always an error. Every string that can carry user input is neutralised and
+    length-bounded.
+    """
+
+    def __init__(self, *, strict: bool, counters: Counters) -> None:
+        self._strict = strict
+        self._counters = counters
+
+    def __call__(self, event: AuditEvent) -> AuditEvent:
+        spec = CATALOGUE.get(event.type)
+        if spec is None:
+            raise EventRejected(f"unknown event type {event.type!r}")
+        if event.details:
+            fields = spec.details
+            clean: dict[str, DetailValue] = {}
+            for name, value in event.details.items():
+                if value is None:
+                    continue
+                fs = fields.get(name)
+                checked = _check(fs, value) if fs is not None else _INVALID
+                if checked is _INVALID:
+                    if self._strict:
+                        raise UndeclaredField(event.type, name)
+                    self._counters.add("validate.dropped_field")
+                    continue
+                clean[name] = checked  # type: ignore[assignment]
+            event.details = clean
+        if event.reason is not None:
+            event.reason = neutralise(event.reason, _SHORT)
+        actor = event.actor
+        if actor.client_id is not None:
+            actor.client_id = neutralise(actor.client_id, _SHORT)
+        if actor.roles:
+            actor.roles = tuple(neutralise(r, _SHORT) for r in actor.roles[:_LIST_MAX])
+        src = event.source
+        if src is not None and src.user_agent is not None:
+            src.user_agent = neutralise(src.user_agent, _UA)
+        if event.target is not None:
+            event.target.type = neutralise(event.target.type, _SHORT)
+            if event.target.id is not None:
+                event.target.id = neutralise(event.target.id, 256)
+        corr = event.correlation
+        if corr is not None:
+            for name in ("request_id", "trace_id", "flow_id", "session_ref"):
+                v = getattr(corr, name)
+                if v is not None:
+                    setattr(corr, name, neutralise(v, _SHORT))
+        personal = event.personal
+        if personal is not None:
+            for name in ("personal_code", "given_name", "family_name", "email", "phone", "ip"):
+                v = getattr(personal, name)
+                if v is not None:
+                    setattr(personal, name, neutralise(v, 256))
+        return event
+
+
+_INVALID: Final = object()
+
+
+def _check(fs: FieldSpec, value: object) -> object:
+    kind = fs.kind
+    if kind == "str":
+        if type(value) is not str:
+            return _INVALID
+        if value.isprintable() and len(value) <= fs.max_len:
+            return value
+        return neutralise(value, fs.max_len)
+    if kind == "int":
+        return value if type(value) is int and -(2**53) < value < 2**53 else _INVALID
+    if kind == "bool":
+        return value if type(value) is bool else _INVALID
+    if not isinstance(value, list | tuple) or len(value) > _LIST_MAX:
+        return _INVALID
+    if kind == "str_list":
+        if not all(type(v) is str for v in value):
+            return _INVALID
+        return [neutralise(v, fs.max_len) for v in value]
+    if all(type(v) is int and -(2**53) < v < 2**53 for v in value):
+        return list(value)
+    return _INVALID

@@ -1,0 +1,411 @@
+"""The SQL audit store: SQLite (default, WAL) and PostgreSQL (psycopg 3), one code path.
+
+One row per durable commit (a *block*): the records of the commit as canonical JSON,
+the signed tree head after it and the Merkle frontier. Writing one row per commit
+instead of one per event keeps the hot path close to an append (see
+``docs/decisions/0002-block-store.md``); the indexed columns (stream, seq range,
+time range, count) are derived from the records and checked by the verifier.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from kroonika.audit._errors import AuditUnavailable, StoreError
+from kroonika.audit.integrity import leaf_hash
+from kroonika.audit.privacy import KeyWrapper
+from kroonika.audit.store._schema import blocks, checkpoints, subject_keys
+from kroonika.audit.store._types import Block, Checkpoint, NewKey, StreamState, TreeHead
+
+_BLOCK_COLUMNS = (
+    blocks.c.id,
+    blocks.c.stream,
+    blocks.c.first_seq,
+    blocks.c.last_seq,
+    blocks.c.count,
+    blocks.c.first_time,
+    blocks.c.last_time,
+    blocks.c.data,
+    blocks.c.tree_size,
+    blocks.c.root,
+    blocks.c.head_time,
+    blocks.c.kid,
+    blocks.c.signature,
+    blocks.c.frontier,
+)
+
+
+def normalise_url(url: str) -> str:
+    """Accept a plain file path, ``sqlite:///...`` or ``postgresql://...``."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).resolve()}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _sqlite_path(url: str) -> str:
+    return url.split(":///", 1)[1]
+
+
+def _row_to_block(row: Any) -> Block:
+    return Block(
+        stream=row.stream,
+        first_seq=row.first_seq,
+        last_seq=row.last_seq,
+        count=row.count,
+        first_time=row.first_time,
+        last_time=row.last_time,
+        data=bytes(row.data),
+        head=TreeHead(
+            stream=row.stream,
+            size=row.tree_size,
+            root=bytes(row.root),
+            time=row.head_time,
+            kid=row.kid,
+            signature=bytes(row.signature),
+        ),
+        frontier=bytes(row.frontier),
+        rowid=row.id,
+    )
+
+
+def _row_to_checkpoint(row: Any) -> Checkpoint:
+    return Checkpoint(
+        stream=row.stream,
+        size=row.size,
+        root=bytes(row.root),
+        time=row.time,
+        kid=row.kid,
+        prev=bytes(row.prev),
+        signature=bytes(row.signature),
+    )
+
+
+class SqlAuditStore:
+    """Append-only audit store over SQLAlchemy Core.
+
+    ``read_only=True`` opens an archive or evidence copy without writing anything
+    (SQLite: ``mode=ro``, falling back to ``immutable=1`` on read-only media).
+    ``synchronous`` is SQLite's setting: ``FULL`` (default) survives power loss,
+    ``NORMAL`` survives process crashes only.
+    """
+
+    def __init__(self, url: str, *, read_only: bool = False, synchronous: str = "FULL") -> None:
+        self.url = normalise_url(url)
+        self.read_only = read_only
+        self.dialect = self.url.split(":", 1)[0].split("+", 1)[0]
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
+        if self.dialect == "sqlite":
+            path = _sqlite_path(self.url)
+            if read_only:
+                if not Path(path).exists():
+                    raise StoreError(f"no audit store at {path}")
+                self.engine = create_engine(
+                    "sqlite://", creator=lambda: _open_sqlite_ro(path), poolclass=_pool()
+                )
+            else:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.engine = create_engine(self.url, poolclass=_pool())
+                _configure_sqlite(self.engine, synchronous)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5)
+            if read_only:
+                event.listen(self.engine, "connect", _pg_read_only)
+        else:
+            raise StoreError(f"unsupported audit store URL scheme: {self.url.split(':')[0]}")
+
+    # --- schema -------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Create or migrate the audit tables (Alembic, version table
+        ``audit_schema_version``)."""
+        if self.read_only:
+            raise StoreError("a read-only store cannot be migrated")
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit store migration failed: {_brief(exc)}") from exc
+
+    # --- writing ------------------------------------------------------------------
+
+    def append(
+        self, block: Block, checkpoint: Checkpoint | None, keys: Sequence[NewKey] = ()
+    ) -> None:
+        """Store one block (with a checkpoint and the subject keys its events use
+        for the first time) in one transaction, durably."""
+        if self.read_only:
+            raise AuditUnavailable("the audit store is open read-only")
+        head = block.head
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(blocks),
+                    {
+                        "stream": block.stream,
+                        "first_seq": block.first_seq,
+                        "last_seq": block.last_seq,
+                        "count": block.count,
+                        "first_time": block.first_time,
+                        "last_time": block.last_time,
+                        "data": block.data,
+                        "tree_size": head.size,
+                        "root": head.root,
+                        "head_time": head.time,
+                        "kid": head.kid,
+                        "signature": head.signature,
+                        "frontier": block.frontier,
+                    },
+                )
+                if checkpoint is not None:
+                    conn.execute(insert(checkpoints), _checkpoint_row(checkpoint))
+                if keys:
+                    conn.execute(
+                        insert(subject_keys),
+                        [
+                            {
+                                "key_id": k.key_id,
+                                "subject": k.subject,
+                                "wrapped": k.wrapped,
+                                "created": k.created,
+                            }
+                            for k in keys
+                        ],
+                    )
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit store write failed: {_brief(exc)}") from exc
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(checkpoints), _checkpoint_row(checkpoint))
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit store write failed: {_brief(exc)}") from exc
+
+    # --- reading ------------------------------------------------------------------
+
+    def stream_state(self, stream: str) -> StreamState | None:
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(*_BLOCK_COLUMNS)
+                    .where(blocks.c.stream == stream)
+                    .order_by(blocks.c.last_seq.desc())
+                    .limit(1)
+                ).first()
+                cp_row = conn.execute(
+                    select(checkpoints)
+                    .where(checkpoints.c.stream == stream)
+                    .order_by(checkpoints.c.size.desc(), checkpoints.c.id.desc())
+                    .limit(1)
+                ).first()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit store read failed: {_brief(exc)}") from exc
+        if row is None:
+            return None
+        block = _row_to_block(row)
+        records = block.records()
+        return StreamState(
+            stream=stream,
+            size=block.head.size,
+            last_leaf=leaf_hash(records[-1]),
+            frontier=block.frontier,
+            last_checkpoint=_row_to_checkpoint(cp_row) if cp_row is not None else None,
+        )
+
+    def streams(self) -> list[str]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(select(blocks.c.stream).distinct()).all()]
+
+    def blocks(
+        self,
+        stream: str | None = None,
+        *,
+        after_seq: int = 0,
+        from_time: str | None = None,
+        to_time: str | None = None,
+        batch: int = 256,
+    ) -> Iterator[Block]:
+        """Blocks in storage order (by row id), streamed in batches of ``batch`` rows."""
+        last_id = 0
+        while True:
+            query = select(*_BLOCK_COLUMNS).where(blocks.c.id > last_id)
+            if stream is not None:
+                query = query.where(blocks.c.stream == stream)
+            if after_seq:
+                query = query.where(blocks.c.last_seq > after_seq)
+            if from_time is not None:
+                query = query.where(blocks.c.last_time >= from_time)
+            if to_time is not None:
+                query = query.where(blocks.c.first_time <= to_time)
+            query = query.order_by(blocks.c.id).limit(batch)
+            with self._read() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _row_to_block(row)
+            last_id = rows[-1].id
+
+    def block_count(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(blocks)).scalar_one())
+
+    def checkpoints(self, stream: str | None = None) -> list[Checkpoint]:
+        query = select(checkpoints).order_by(checkpoints.c.stream, checkpoints.c.size)
+        if stream is not None:
+            query = query.where(checkpoints.c.stream == stream)
+        with self._read() as conn:
+            return [_row_to_checkpoint(r) for r in conn.execute(query).all()]
+
+    def _read(self) -> Any:
+        try:
+            return self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the audit store: {_brief(exc)}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class SqlSubjectKeys:
+    """Per-subject data keys in ``audit_subject_keys``, wrapped under the master key.
+
+    ``get_or_create`` never touches the database on the hot path: a new key is
+    generated in memory and handed to the writer (``take_pending``), which stores
+    it in the same transaction as the block holding the first event that uses it.
+    Key ids are ``<subject>/<generation>`` with a random generation per process, so
+    several instances never race for one key. ``erase(subject)`` deletes every key
+    of the subject.
+    """
+
+    def __init__(self, store: SqlAuditStore, master_key: bytes, *, cache_size: int = 65536):
+        self._engine: Engine = store.engine
+        self._wrapper = KeyWrapper(master_key)
+        self._generation = os.urandom(4).hex()
+        self._cache: dict[str, AESGCM] = {}
+        self._by_subject: dict[str, str] = {}
+        self._pending: list[NewKey] = []
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def get_or_create(self, subject: str) -> tuple[str, AESGCM]:
+        key_id = self._by_subject.get(subject)
+        if key_id is not None:
+            return key_id, self._cache[key_id]
+        with self._lock:
+            data_key = AESGCM.generate_key(256)
+            key_id = f"{subject}/{self._generation}"
+            self._pending.append(
+                NewKey(
+                    key_id,
+                    subject,
+                    self._wrapper.wrap(key_id, data_key),
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                )
+            )
+            aead = AESGCM(data_key)
+            if len(self._by_subject) >= self._cache_size:
+                old = self._by_subject.pop(next(iter(self._by_subject)))
+                self._cache.pop(old, None)
+            self._by_subject[subject] = key_id
+            self._cache[key_id] = aead
+            return key_id, aead
+
+    def take_pending(self) -> list[NewKey]:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            return pending
+
+    def restore_pending(self, keys: list[NewKey]) -> None:
+        with self._lock:
+            self._pending[:0] = keys
+
+    def get(self, key_id: str) -> AESGCM | None:
+        aead = self._cache.get(key_id)
+        if aead is not None:
+            return aead
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(subject_keys.c.wrapped).where(subject_keys.c.key_id == key_id)
+            ).first()
+        if row is None:
+            return None
+        return AESGCM(self._wrapper.unwrap(key_id, bytes(row.wrapped)))
+
+    def erase(self, subject: str) -> int:
+        """Delete every data key of ``subject``; returns how many were deleted."""
+        with self._lock:
+            key_id = self._by_subject.pop(subject, None)
+            if key_id is not None:
+                self._cache.pop(key_id, None)
+            self._pending = [k for k in self._pending if k.subject != subject]
+            with self._engine.begin() as conn:
+                result = conn.execute(delete(subject_keys).where(subject_keys.c.subject == subject))
+            return int(result.rowcount)
+
+
+def _checkpoint_row(cp: Checkpoint) -> dict[str, Any]:
+    return {
+        "stream": cp.stream,
+        "size": cp.size,
+        "root": cp.root,
+        "time": cp.time,
+        "kid": cp.kid,
+        "prev": cp.prev,
+        "signature": cp.signature,
+    }
+
+
+def _pool() -> Any:
+    from sqlalchemy.pool import QueuePool
+
+    return QueuePool
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
+def _open_sqlite_ro(path: str) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True, check_same_thread=False)
+    return conn
+
+
+def _pg_read_only(dbapi_conn: Any, _record: object) -> None:
+    dbapi_conn.execute("SET default_transaction_read_only = on")
+    dbapi_conn.commit()
+
+
+def _brief(exc: BaseException) -> str:
+    """First line of a driver error, without SQL parameters (they may hold data)."""
+    text = str(getattr(exc, "orig", exc)) or type(exc).__name__
+    return text.splitlines()[0][:200]

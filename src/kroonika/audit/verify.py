@@ -1,0 +1,339 @@
+"""The verifier: recompute everything and name the first bad position (DESIGN.md 4).
+
+For each stream it re-reads every block in storage order and checks
+
+- each record's canonical bytes → leaf hash, and the chain (``integrity.prev``);
+- sequence numbers: gaps (*deleted*), duplicates (*inserted*), out of order
+  (*reordered*);
+- the indexed columns of each block against its records (*modified*);
+- the Merkle root after each block against its Ed25519-signed tree head
+  (*modified*, *bad signature*, *unknown key*); records after the last signed head
+  are an *unsigned tail*;
+- stored checkpoints: signature, chain of checkpoints, root at their size;
+- an external checkpoint (exported earlier): a store shorter than it is
+  *truncated*; a different root at its size is a rollback (*modified*).
+
+Findings are data, not exceptions: the report lists them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from kroonika.audit._sealer import ZERO_HASH, checkpoint_hash
+from kroonika.audit.integrity import CompactRange, leaf_hash
+from kroonika.audit.signing import PublicKeys
+from kroonika.audit.store._types import AuditStore, Block, Checkpoint, decode_records
+
+Kind = Literal[
+    "modified",
+    "deleted",
+    "inserted",
+    "reordered",
+    "unsigned_tail",
+    "truncated",
+    "bad_signature",
+    "unknown_key",
+    "malformed",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    stream: str
+    seq: int
+    kind: Kind
+    detail: str
+    expected: str | None = None
+    actual: str | None = None
+
+
+@dataclass(slots=True)
+class StreamReport:
+    stream: str
+    records: int = 0
+    blocks: int = 0
+    signed_size: int = 0
+    checkpoints: int = 0
+    root: str = ""
+
+
+@dataclass(slots=True)
+class Report:
+    streams: list[StreamReport] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    records: int = 0
+
+    @property
+    def intact(self) -> bool:
+        return not self.findings
+
+    def first(self) -> Finding | None:
+        return self.findings[0] if self.findings else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "intact": self.intact,
+            "records": self.records,
+            "streams": [asdict(s) for s in self.streams],
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+MAX_FINDINGS_PER_STREAM = 100
+
+
+class _StreamVerifier:
+    def __init__(self, stream: str, keys: PublicKeys, checkpoints: list[Checkpoint]):
+        self.stream = stream
+        self.keys = keys
+        self.tree = CompactRange()
+        self.prev = ZERO_HASH
+        self.expected = 1
+        self.seen_max = 0
+        self.findings: list[Finding] = []
+        self.report = StreamReport(stream)
+        self.roots_at: dict[int, bytes] = {}
+        self.want_roots = {cp.size for cp in checkpoints}
+        self._late: set[int] = set()
+
+    def add(self, seq: int, kind: Kind, detail: str, **kw: str | None) -> None:
+        if len(self.findings) < MAX_FINDINGS_PER_STREAM:
+            self.findings.append(Finding(self.stream, seq, kind, detail, **kw))
+
+    def block(self, block: Block) -> None:
+        rep = self.report
+        rep.blocks += 1
+        try:
+            bodies = decode_records(block.data)
+        except ValueError as exc:
+            self.add(self.expected, "modified", f"block framing damaged: {exc}")
+            self._resync(block)
+            return
+        before = len(self.findings)
+        docs: list[tuple[int, bytes, dict[str, Any] | None]] = []
+        for body in bodies:
+            try:
+                doc = orjson.loads(body)
+                seq = doc["seq"]
+                if type(seq) is not int:
+                    raise TypeError("seq")
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                docs.append((-1, body, None))
+                continue
+            docs.append((seq, body, doc))
+        block_seqs = {s for s, _, _ in docs}
+        for seq, body, doc in docs:
+            leaf = leaf_hash(body)
+            if doc is None:
+                self.add(self.expected, "modified", "record is not valid canonical JSON")
+                self.expected += 1
+            else:
+                self._record(seq, doc, block_seqs)
+            self.tree.append(leaf)
+            self.prev = leaf
+            size = self.tree.size
+            if size in self.want_roots:
+                self.roots_at[size] = self.tree.root()
+        rep.records += len(bodies)
+        record_findings = len(self.findings) > before
+        self._columns(block, docs)
+        self._head(block, record_findings)
+
+    def _record(self, seq: int, doc: dict[str, Any], block_seqs: set[int]) -> None:
+        exp = self.expected
+        if seq == exp:
+            integrity = doc.get("integrity")
+            prev = integrity.get("prev") if isinstance(integrity, dict) else None
+            if prev != self.prev.hex():
+                self.add(
+                    seq - 1 if seq > 1 else seq,
+                    "modified",
+                    f"record {seq - 1} no longer hashes to what record {seq} chained to",
+                    expected=str(prev),
+                    actual=self.prev.hex(),
+                )
+            if doc.get("stream") != self.stream:
+                self.add(
+                    seq,
+                    "inserted",
+                    "record names another stream",
+                    expected=self.stream,
+                    actual=str(doc.get("stream")),
+                )
+            self.expected = seq + 1
+        elif seq > exp:
+            if exp in block_seqs:
+                self.add(exp, "reordered", f"record {seq} stored before record {exp}")
+            else:
+                self.add(
+                    exp,
+                    "deleted",
+                    f"records {exp}..{seq - 1} are missing",
+                    expected=str(exp),
+                    actual=str(seq),
+                )
+            self.expected = seq + 1
+        elif seq <= self.seen_max and seq not in self._late:
+            self.add(seq, "inserted", f"a second record with seq {seq}")
+        self._late.discard(seq)
+        if seq > exp:
+            self._late.update(s for s in range(exp, seq) if s in block_seqs)
+        self.seen_max = max(self.seen_max, seq)
+
+    def _columns(self, block: Block, docs: list[tuple[int, bytes, dict[str, Any] | None]]) -> None:
+        good = [d for _, _, d in docs if d is not None]
+        if not good:
+            return
+        derived = {
+            "first_seq": good[0].get("seq"),
+            "last_seq": good[-1].get("seq"),
+            "count": len(docs),
+            "first_time": good[0].get("time"),
+            "last_time": good[-1].get("time"),
+        }
+        for column, value in derived.items():
+            stored = getattr(block, column)
+            if stored != value:
+                self.add(
+                    block.first_seq,
+                    "modified",
+                    f"indexed column {column} differs from the records",
+                    expected=str(value),
+                    actual=str(stored),
+                )
+
+    def _head(self, block: Block, record_findings: bool) -> None:
+        head = block.head
+        if head.kid not in self.keys:
+            self.add(head.size, "unknown_key", f"tree head signed by unknown key {head.kid}")
+            self._resync(block)
+            return
+        if not self.keys.verify(head.kid, head.signature, head.signed_bytes()):
+            self.add(head.size, "bad_signature", "tree head signature does not verify")
+            self._resync(block)
+            return
+        size = self.tree.size
+        if head.size < size:
+            self.add(
+                head.size + 1,
+                "unsigned_tail",
+                f"records {head.size + 1}..{size} are not covered by a signed tree head",
+                expected=str(head.size),
+                actual=str(size),
+            )
+            return
+        if head.size > size:
+            self.add(
+                size + 1,
+                "deleted",
+                "signed tree head covers records that are gone",
+                expected=str(head.size),
+                actual=str(size),
+            )
+            self._resync(block)
+            return
+        self.report.signed_size = head.size
+        root = self.tree.root()
+        if root != head.root:
+            if not record_findings:
+                self.add(
+                    block.first_seq,
+                    "modified",
+                    f"records {block.first_seq}..{block.last_seq} do not match the "
+                    "signed tree head (the chain was recomputed)",
+                    expected=head.root.hex(),
+                    actual=root.hex(),
+                )
+            self._resync(block)
+
+    def _resync(self, block: Block) -> None:
+        """After damage, continue from the block's stored frontier if it matches the
+        signed head, so later damage is still located."""
+        try:
+            tree = CompactRange.from_bytes(block.frontier)
+        except Exception:  # noqa: BLE001  (a damaged frontier just means no resync)
+            return
+        if tree.size == block.head.size and tree.root() == block.head.root:
+            self.tree = tree
+            self.expected = tree.size + 1
+            with contextlib.suppress(ValueError, IndexError):
+                self.prev = leaf_hash(decode_records(block.data)[-1])
+
+
+def verify_store(
+    store: AuditStore,
+    keys: PublicKeys,
+    *,
+    external: Iterable[Checkpoint] = (),
+) -> Report:
+    report = Report()
+    all_checkpoints = store.checkpoints()
+    external = list(external)
+    streams = sorted(set(store.streams()) | {cp.stream for cp in external})
+    for stream in streams:
+        stored_cps = [cp for cp in all_checkpoints if cp.stream == stream]
+        ext_cps = [cp for cp in external if cp.stream == stream]
+        v = _StreamVerifier(stream, keys, stored_cps + ext_cps)
+        for block in store.blocks(stream):
+            v.block(block)
+        size = v.tree.size
+        if (
+            size
+            and v.report.signed_size < size
+            and not any(f.kind == "unsigned_tail" for f in v.findings)
+        ):
+            v.add(v.report.signed_size + 1, "unsigned_tail", "records after the last signed head")
+        _checkpoints(v, stored_cps, size, external=False)
+        _checkpoints(v, ext_cps, size, external=True)
+        v.report.root = v.tree.root().hex()
+        v.report.checkpoints = len(stored_cps)
+        report.streams.append(v.report)
+        report.records += v.report.records
+        report.findings.extend(sorted(v.findings, key=lambda f: f.seq))
+    return report
+
+
+def _checkpoints(v: _StreamVerifier, cps: list[Checkpoint], size: int, *, external: bool) -> None:
+    where = "external checkpoint" if external else "checkpoint"
+    prev_hash = ZERO_HASH
+    for cp in cps:
+        if cp.kid not in v.keys:
+            v.add(cp.size, "unknown_key", f"{where} at {cp.size} signed by unknown key {cp.kid}")
+            continue
+        if not v.keys.verify(cp.kid, cp.signature, cp.signed_bytes()):
+            v.add(cp.size, "bad_signature", f"{where} at {cp.size} signature does not verify")
+            continue
+        if not external:
+            if cp.prev != prev_hash:
+                v.add(
+                    cp.size,
+                    "deleted",
+                    f"{where} at {cp.size} does not chain to the one before",
+                    expected=prev_hash.hex(),
+                    actual=cp.prev.hex(),
+                )
+            prev_hash = checkpoint_hash(cp)
+        if cp.size > size:
+            v.add(
+                size + 1,
+                "truncated",
+                f"{where} vouches for {cp.size} records, the store has {size}",
+                expected=str(cp.size),
+                actual=str(size),
+            )
+            continue
+        root = v.roots_at.get(cp.size)
+        if root is not None and root != cp.root:
+            v.add(
+                cp.size,
+                "modified",
+                f"store differs from the {where} at size {cp.size} (rollback or rewrite)",
+                expected=cp.root.hex(),
+                actual=root.hex(),
+            )

@@ -1,0 +1,68 @@
+"""Builds the audit trail of this service from its settings (the audit library
+itself knows nothing about Kroonika's configuration)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kroonika.audit import (
+    AuditTrail,
+    Counters,
+    Fingerprinter,
+    KeyRing,
+    Pipeline,
+    SqlAuditStore,
+    SqlSubjectKeys,
+)
+from kroonika.audit.processors.anonymise_ip import AnonymiseIp
+from kroonika.audit.processors.enrich import Enricher
+from kroonika.settings import Settings
+
+
+@dataclass
+class AuditComponents:
+    trail: AuditTrail
+    store: SqlAuditStore
+    keyring: KeyRing
+    fingerprinter: Fingerprinter
+    subject_keys: SqlSubjectKeys
+    counters: Counters
+
+
+def build_audit(
+    settings: Settings,
+    *,
+    stream: str | None = None,
+    enrichers: tuple[Enricher, ...] = (),
+) -> AuditComponents:
+    """Open (and migrate) the configured store and build the writer for one stream.
+    Refuses to build with missing keys in production (checked here, not on first use)."""
+    store = SqlAuditStore(
+        settings.resolved_audit_store_url(), synchronous=settings.audit_synchronous
+    )
+    store.upgrade()
+    keyring = KeyRing.open(settings.resolved_audit_keys_dir(), create=not settings.production)
+    counters = Counters()
+    fingerprinter = Fingerprinter(settings.secret_bytes("pseudonym_key"), settings.pseudonym_kid)
+    subject_keys = SqlSubjectKeys(store, settings.secret_bytes("master_key"))
+    pipeline = Pipeline.standard(
+        fingerprinter=fingerprinter,
+        subject_keys=subject_keys,
+        counters=counters,
+        strict=settings.audit_strict,
+        enrichers=enrichers,
+        anonymise_ip=AnonymiseIp(
+            v4_prefix=settings.audit_ip_v4_prefix, v6_prefix=settings.audit_ip_v6_prefix
+        ),
+    )
+    trail = AuditTrail(
+        pipeline,
+        store,
+        keyring,
+        stream=stream or settings.audit_stream,
+        counters=counters,
+        checkpoint_every=settings.audit_checkpoint_every,
+        checkpoint_interval=settings.audit_checkpoint_interval,
+        subject_keys=subject_keys,
+    )
+    return AuditComponents(trail, store, keyring, fingerprinter, subject_keys, counters)
