@@ -25,7 +25,7 @@ from kroonika.tara.mock import (
 from kroonika.tara.mock.__main__ import main
 from kroonika.tara.mock._keys import KEY_FILES, KeyRing, load_or_generate
 
-SECRET = "clients-file-secret-0123"
+SECRET = "clients-file-secret-0123"  # noqa: S105 (a test credential for the mock)
 EXAMPLE = Path(mock.__file__).parent / "example_clients.toml"
 
 
@@ -121,6 +121,7 @@ def test_small_keys_are_refused() -> None:
         ({"auth_method": "private_key_jwt"}, "auth_method"),
         ({"client_id": "has space"}, "client_id"),
         ({"colour": "blue"}, "colour"),
+        ({"token_request_networks": ["not-a-network"]}, "token_request_networks"),
     ],
 )
 def test_bad_client_in_file_is_refused(

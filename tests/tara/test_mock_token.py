@@ -27,15 +27,15 @@ pytestmark = pytest.mark.asyncio
 
 ISSUER = "https://tara.mock.test"
 CLIENT_ID = "rp"
-SECRET = "rp-secret-0123456789"
+SECRET = "rp-secret-0123456789"  # noqa: S105 (a test credential for the mock)
 POST_CLIENT_ID = "rp-post"
-POST_SECRET = "rp-post-secret-0123"
+POST_SECRET = "rp-post-secret-0123"  # noqa: S105 (a test credential for the mock)
 ODD_CLIENT_ID = "rp:odd/x+y%"
-ODD_SECRET = "p@ss:w%rd/+= ä"
+ODD_SECRET = "p@ss:w%rd/+= ä"  # noqa: S105 (a test credential for the mock)
 REDIRECT_URI = "https://rp.example/auth/callback"
 STATE = "state-0123456789"
 NONCE = "nonce-0123"
-CONTROL_TOKEN = "control-token-0123456789"
+CONTROL_TOKEN = "control-token-0123456789"  # noqa: S105 (a test credential for the mock)
 
 
 @functools.cache
@@ -175,7 +175,7 @@ async def test_token_response_has_the_tara_fields(client: httpx.AsyncClient) -> 
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"access_token", "token_type", "expires_in", "id_token", "scope"}
-    assert body["token_type"] == "bearer"
+    assert body["token_type"] == "bearer"  # noqa: S105 (a token type, not a secret)
     assert body["expires_in"] == 600
     assert body["scope"] == "openid idcard"
     assert response.headers["cache-control"] == "no-store"
@@ -772,3 +772,38 @@ async def test_secrets_codes_and_tokens_never_reach_the_log(
     assert caplog.records
     for secret in (SECRET, "wrong-secret-0123456789", code, body["access_token"], body["id_token"]):
         assert secret not in text
+
+
+async def test_token_request_from_an_unregistered_address_is_unauthorized_client() -> None:
+    """A client limited to some networks gets 400 unauthorized_client from elsewhere."""
+    limited = RegisteredClient(
+        client_id="limited",
+        secret=SecretStr(SECRET),
+        redirect_uris=(REDIRECT_URI,),
+        token_request_networks=("192.0.2.0/24",),
+    )
+    config = _config(clients=(limited,))
+    transport = httpx.ASGITransport(app=create_app(config), client=("198.51.100.7", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await _token(
+            client, await _code(client, client_id="limited"), headers=_basic("limited", SECRET)
+        )
+    assert response.status_code == 400
+    assert response.json()["error"] == "unauthorized_client"
+
+
+async def test_token_request_from_a_registered_network_is_accepted() -> None:
+    """A client limited to some networks gets tokens from inside them."""
+    limited = RegisteredClient(
+        client_id="limited",
+        secret=SecretStr(SECRET),
+        redirect_uris=(REDIRECT_URI,),
+        token_request_networks=("192.0.2.0/24", "2001:db8::1"),
+    )
+    config = _config(clients=(limited,))
+    transport = httpx.ASGITransport(app=create_app(config), client=("192.0.2.10", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await _token(
+            client, await _code(client, client_id="limited"), headers=_basic("limited", SECRET)
+        )
+    assert response.status_code == 200

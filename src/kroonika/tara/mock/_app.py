@@ -583,6 +583,8 @@ async def _token(server: MockServer, request: Request) -> Response:
         raise _TokenError("invalid_request", "the body must be application/x-www-form-urlencoded")
     form = await request.form()
     client = _authenticate_client(server, request, form)
+    if not client.accepts_token_request_from(request.client.host if request.client else None):
+        raise _TokenError("unauthorized_client", "token request from an unregistered address")
     grant_type, code, redirect_uri = (form.get(n) for n in ("grant_type", "code", "redirect_uri"))
     for name in ("grant_type", "code", "redirect_uri"):
         if len(form.getlist(name)) > 1:

@@ -7,6 +7,7 @@ through ``POST /mock/config`` when the control API is on.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -84,6 +85,28 @@ class RegisteredClient(BaseModel):
     """Scopes this client may ask for; ``eidas:country:xx`` is allowed with ``eidasonly``."""
     auth_method: AuthMethod = "client_secret_basic"
     """The one token endpoint authentication method this client uses; the other is refused."""
+    token_request_networks: tuple[str, ...] = ()
+    """If not empty, token requests from other addresses get ``unauthorized_client``, as TARA
+    production answers clients outside their registered IP addresses (CIDR or single IPs)."""
+
+    @field_validator("token_request_networks")
+    @classmethod
+    def _networks_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    def accepts_token_request_from(self, address: str | None) -> bool:
+        """True if a token request from ``address`` is allowed (always, with no networks)."""
+        if not self.token_request_networks:
+            return True
+        if address is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(n, strict=False) for n in self.token_request_networks)
 
     @field_validator("secret")
     @classmethod
