@@ -51,6 +51,30 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = None
+    db_auto_upgrade: bool = True
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    # --- TARA relying party
+    tara_issuer: str = "http://127.0.0.1:8001"
+    tara_client_id: str = "kroonika-dev"
+    tara_client_secret: SecretStr | None = None
+    tara_redirect_uri: str | None = None
+    tara_scopes: list[str] = Field(default_factory=lambda: ["openid"])
+    tara_acr_minimum: Literal["low", "substantial", "high"] = "substantial"
+    tara_timeout_s: float = Field(5.0, gt=0, le=60)
+    tara_leeway_s: int = Field(10, ge=0, le=300)
+    tara_jwks_ttl_s: int = Field(3600, ge=300, le=86400)
+    login_flow_ttl_s: int = Field(600, ge=30, le=3600)
+    login_return_to_allowed: list[str] = Field(default_factory=lambda: ["/"])
+
+    # --- sessions and cookies
+    session_idle_s: int = Field(900, ge=30)
+    session_absolute_s: int = Field(28800, ge=60)
+    session_max_per_person: int = Field(0, ge=0)
+    session_key: SecretStr | None = None
+    cookie_secure: bool = True
+    cookie_domain: str | None = None
 
     @field_validator("pseudonym_kid")
     @classmethod
@@ -68,6 +92,10 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'kroonika.db').resolve()}"
+
+    def resolved_tara_redirect_uri(self) -> str:
+        base = (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        return self.tara_redirect_uri or f"{base}/auth/callback"
 
     def resolved_audit_keys_dir(self) -> Path:
         return self.audit_keys_dir or self.var_dir / "keys" / "audit"
