@@ -76,6 +76,25 @@ class Settings(BaseSettings):
     cookie_secure: bool = True
     cookie_domain: str | None = None
 
+    # --- security events: rate limits, enrichment, detectors (issue 6)
+    redis_url: str | None = None
+    ratelimit_enabled: bool = True
+    ratelimit_limits: dict[str, str] = Field(default_factory=dict)
+    ratelimit_exempt_networks: list[str] = Field(default_factory=list)
+    geo_enabled: bool = True
+    geo_db_path: Path | None = None
+    threat_feeds: list[dict[str, str | int]] = Field(default_factory=list)
+    threat_check_interval_s: float = Field(5.0, gt=0)
+    security_travel_max_kmh: int = Field(1000, ge=100)
+    security_travel_max_accuracy_km: int = Field(500, ge=1)
+    security_brute_force_failures: int = Field(8, ge=2)
+    security_brute_force_window_s: int = Field(120, ge=10)
+    security_stuffing_people: int = Field(15, ge=2)
+    security_stuffing_attempts: int = Field(25, ge=2)
+    security_stuffing_window_s: int = Field(600, ge=10)
+    security_unusual_hour_min_logins: int = Field(10, ge=1)
+    security_unusual_hour_min_days: int = Field(14, ge=1)
+
     @field_validator("pseudonym_kid")
     @classmethod
     def _kid(cls, v: str) -> str:
