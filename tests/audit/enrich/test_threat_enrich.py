@@ -1,0 +1,220 @@
+"""Threat-intelligence feeds: lists and STIX 2.1 bundles, reload, never private ranges."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kroonika.audit import Actor, ActorType, Source, ThreatMatch, events
+from kroonika.audit.enrich import (
+    FeedAction,
+    FeedError,
+    FeedSpec,
+    ThreatIntel,
+    parse_ip_list,
+    parse_stix_bundle,
+)
+from kroonika.audit.processors.anonymise_ip import AnonymiseIp
+
+NOW = 1_780_000_000.0  # 2026-05-28
+
+DROP = """; Spamhaus DROP List 2026/05/28 - (c) 2026 The Spamhaus Project
+; Last-Modified: Thu, 28 May 2026 10:00:00 GMT
+1.10.16.0/20 ; SBL256894
+45.133.1.0/24 ; SBL487172
+"""
+
+FIREHOL = """#
+# firehol_level1  (bogons are listed on purpose)
+#
+0.0.0.0/8
+10.0.0.0/8
+127.0.0.0/8
+169.254.0.0/16
+192.168.0.0/16
+185.220.101.7
+2a0b:f4c0::/32
+"""
+
+
+def stix(*indicators: dict[str, object]) -> str:
+    return json.dumps(
+        {
+            "type": "bundle",
+            "id": "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d",
+            "objects": list(indicators),
+        }
+    )
+
+
+def indicator(pattern: str, **extra: object) -> dict[str, object]:
+    return {
+        "type": "indicator",
+        "spec_version": "2.1",
+        "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+        "created": "2026-01-01T00:00:00.000Z",
+        "modified": "2026-01-01T00:00:00.000Z",
+        "pattern": pattern,
+        "pattern_type": "stix",
+        "valid_from": "2026-01-01T00:00:00Z",
+        **extra,
+    }
+
+
+@pytest.fixture
+def feeds(tmp_path: Path) -> dict[str, Path]:
+    paths = {
+        "drop": tmp_path / "drop.txt",
+        "firehol": tmp_path / "firehol_level1.netset",
+        "stix": tmp_path / "bundle.json",
+    }
+    paths["drop"].write_text(DROP)
+    paths["firehol"].write_text(FIREHOL)
+    paths["stix"].write_text(
+        stix(
+            indicator(
+                "[ipv4-addr:value = '92.63.197.0/24' OR ipv4-addr:value = '91.92.93.94']",
+                confidence=90,
+                indicator_types=["anonymization"],
+            ),
+            indicator("[ipv6-addr:value = '2a01:4f8:c17:1::/64']", confidence=60),
+            indicator("[ipv4-addr:value = '77.88.99.1']", valid_until="2026-02-01T00:00:00Z"),
+            indicator("[ipv4-addr:value = '77.88.99.2']", revoked=True),
+            indicator("[domain-name:value = 'evil.example']"),
+            {"type": "ipv4-addr", "id": "ipv4-addr--1", "value": "5.6.7.8"},
+        )
+    )
+    return paths
+
+
+def intel(feeds: dict[str, Path], **kw: object) -> ThreatIntel:
+    return ThreatIntel(
+        [
+            FeedSpec("spamhaus-drop", feeds["drop"], action=FeedAction.DENY_LOGIN, confidence=95),
+            FeedSpec("firehol-level1", feeds["firehol"], category="malicious-activity"),
+            FeedSpec("misp-stix", feeds["stix"], action=FeedAction.DENY_TOKEN),
+        ],
+        clock=lambda: NOW,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_drop_list_network_matches_with_the_feed_action(feeds: dict[str, Path]) -> None:
+    """An address inside a DROP network matches with the feed's action and confidence."""
+    (m,) = intel(feeds).match("45.133.1.77")
+    assert (m.feed, m.indicator, m.confidence, m.action) == (
+        "spamhaus-drop",
+        "45.133.1.0/24",
+        95,
+        FeedAction.DENY_LOGIN,
+    )
+
+
+def test_firehol_single_host_matches(feeds: dict[str, Path]) -> None:
+    """A bare address in a FireHOL netset matches as a /32."""
+    (m,) = intel(feeds).match("185.220.101.7")
+    assert m.indicator == "185.220.101.7/32"
+
+
+@pytest.mark.parametrize(
+    "ip", ["10.1.2.3", "127.0.0.1", "169.254.9.9", "192.168.1.1", "::1", "fe80::1"]
+)
+def test_private_loopback_and_link_local_never_match(feeds: dict[str, Path], ip: str) -> None:
+    """Listed bogons never match a private, loopback or link-local address."""
+    assert intel(feeds).match(ip) == ()
+
+
+def test_stix_indicators_with_or_patterns_and_ipv6(feeds: dict[str, Path]) -> None:
+    """Both sides of an OR pattern and IPv6 networks are read, with confidence and type."""
+    t = intel(feeds)
+    (a,) = t.match("92.63.197.20")
+    (b,) = t.match("91.92.93.94")
+    (c,) = t.match("2a01:4f8:c17:1::5")
+    assert (a.category, a.confidence, b.category) == ("anonymization", 90, "anonymization")
+    assert (c.indicator, c.confidence) == ("2a01:4f8:c17:1::/64", 60)
+
+
+def test_expired_revoked_and_non_indicator_objects_are_ignored(feeds: dict[str, Path]) -> None:
+    """valid_until in the past, revoked, and bare observables do not match."""
+    t = intel(feeds)
+    assert t.match("77.88.99.1") == t.match("77.88.99.2") == t.match("5.6.7.8") == ()
+
+
+def test_enricher_appends_threat_matches_from_the_full_address(feeds: dict[str, Path]) -> None:
+    """After anonymise_ip the enricher reads raw_ip and fills event.threat."""
+    event = events.auth_login(
+        actor=Actor(ActorType.USER, subject="EE38001085718"), source=Source(ip="45.133.1.77")
+    )
+    AnonymiseIp()(event)
+    intel(feeds)(event)
+    assert event.threat == [ThreatMatch("spamhaus-drop", "45.133.1.0/24", "malicious-activity", 95)]
+    assert event.to_record()["threat"][0]["feed"] == "spamhaus-drop"
+
+
+def test_denies_filters_by_action(feeds: dict[str, Path]) -> None:
+    """denies() returns only matches whose feed has the asked action."""
+    t = intel(feeds)
+    assert t.denies("45.133.1.1", FeedAction.DENY_LOGIN)
+    assert not t.denies("45.133.1.1", FeedAction.DENY_TOKEN)
+    assert t.denies("91.92.93.94", FeedAction.DENY_TOKEN)
+
+
+def test_a_changed_file_is_reloaded(feeds: dict[str, Path]) -> None:
+    """A feed file rewritten on disk is picked up at the next check."""
+    clock = [NOW]
+    t = ThreatIntel([FeedSpec("drop", feeds["drop"])], clock=lambda: clock[0], check_interval=5.0)
+    assert t.match("31.41.59.26") == ()
+    feeds["drop"].write_text(DROP + "31.41.59.0/24 ; SBL1\n")
+    os.utime(feeds["drop"], ns=(1, 2))  # a different mtime even on coarse clocks
+    clock[0] += 10
+    assert t.match("31.41.59.26")[0].indicator == "31.41.59.0/24"
+
+
+def test_a_broken_update_keeps_the_previous_contents(feeds: dict[str, Path]) -> None:
+    """A feed that stops parsing keeps its old entries and records the error."""
+    clock = [NOW]
+    t = ThreatIntel([FeedSpec("drop", feeds["drop"])], clock=lambda: clock[0])
+    feeds["drop"].write_text("this is not a network\n")
+    clock[0] += 10
+    assert t.match("45.133.1.1")
+    assert "line 1" in t.errors["drop"]
+    assert t.load_failures == 1
+
+
+def test_a_missing_feed_file_is_reported_not_fatal(tmp_path: Path) -> None:
+    """A feed whose file is absent matches nothing and says why."""
+    t = ThreatIntel([FeedSpec("gone", tmp_path / "gone.txt")], clock=lambda: NOW)
+    assert t.match("45.133.1.1") == ()
+    assert "gone" in t.errors
+
+
+def test_list_parser_reports_the_bad_line() -> None:
+    """A malformed list line names its line number."""
+    with pytest.raises(FeedError, match="line 2"):
+        parse_ip_list("1.2.3.0/24\nnope\n", category="x", confidence=1)
+
+
+def test_drop_json_lines_are_read() -> None:
+    """Spamhaus DROP's JSON lines format (with its metadata line) parses."""
+    text = '{"cidr":"1.10.16.0/20","sblid":"SBL256894","rir":"apnic"}\n{"type":"metadata"}\n'
+    (ind,) = parse_ip_list(text, category="drop", confidence=90)
+    assert str(ind.network) == "1.10.16.0/20"
+
+
+def test_a_non_bundle_is_refused() -> None:
+    """A JSON document that is not a STIX bundle is a feed error."""
+    from datetime import UTC, datetime
+
+    with pytest.raises(FeedError):
+        parse_stix_bundle(
+            '{"type": "indicator"}', now=datetime.now(UTC), category="x", confidence=1
+        )
+
+
+def test_feed_names_are_checked() -> None:
+    """Feed names are short identifiers (they appear in events)."""
+    with pytest.raises(ValueError, match="feed name"):
+        FeedSpec("bad name with spaces", Path("x"))
