@@ -348,7 +348,16 @@ def _specs() -> dict[str, EventSpec]:
             _DETECTION,
             1,
             _PCI_ACCESS,
-            {"limit": S, "key_kind": S, "window_s": I, "count": I, "summary": B},
+            {
+                "limit": S,
+                "key_kind": S,
+                "route_group": S,
+                "window_s": I,
+                "count": I,
+                "summary": B,
+                "retry_after_s": I,
+                "penalty_level": I,
+            },
             filterable=False,
         ),
         EventSpec(
@@ -370,7 +379,7 @@ def _specs() -> dict[str, EventSpec]:
             _DETECTION,
             1,
             _PCI_ACCESS,
-            {"kind": S, "evidence": LONG, "confidence": I},
+            {"kind": S, "key_kind": S, "evidence": LONG, "confidence": I},
             filterable=False,
         ),
         EventSpec(
@@ -381,7 +390,7 @@ def _specs() -> dict[str, EventSpec]:
             _DETECTION,
             1,
             _PCI_ACCESS,
-            {"feed": S, "action": S},
+            {"feed": S, "action": S, "event_type": S},
             filterable=False,
         ),
         # --- the trail itself (PCI 10.2.1.3 and 10.2.1.6)
