@@ -1,0 +1,265 @@
+"""SecurityMonitor: runs the detectors on the live stream of committed events.
+
+It listens to the trail's commits (:attr:`AuditTrail.on_commit`, chained with any
+listener already there), takes ``auth.login`` events and events that carry threat
+matches, and emits ``security.anomaly`` and ``security.threat_match`` events through
+the same trail. Work happens on a task of its own, so a login response never waits
+for detection; :meth:`drain` waits until everything seen so far is handled (tests,
+shutdown).
+
+It works only on what the trail recorded: the pseudonym, the anonymised network and
+the geo location, so its state never holds a personal code or a full IP address.
+Window state (failures of the last minutes) is per process; the profiles are in the
+database and shared. Failure policy: fails open (a detector error is counted and the
+event skipped; the service keeps working).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditTrail,
+    AuditUnavailable,
+    Correlation,
+    SealedEvent,
+    Source,
+    ThreatMatch,
+    events,
+)
+from kroonika.audit.enrich import ThreatIntel
+from kroonika.security.detectors import (
+    DetectorConfig,
+    Finding,
+    LoginObservation,
+    Place,
+    brute_force,
+    credential_stuffing,
+    login_findings,
+)
+from kroonika.security.profiles import ProfileStore
+
+WATCHED = "auth.login"
+
+
+def observation(record: Mapping[str, Any]) -> LoginObservation:
+    """An ``auth.login`` record reduced to what the detectors use."""
+    src = record.get("source") or {}
+    ip, prefix = src.get("ip"), src.get("ip_prefix")
+    network = f"{ip}/{prefix}" if ip is not None and prefix is not None else ip
+    at = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
+    return LoginObservation(
+        at=at,
+        success=record.get("outcome") == "success",
+        person=(record.get("actor") or {}).get("pseudonym"),
+        network=network,
+        place=Place.from_geo(src.get("geo")),
+    )
+
+
+def _source(record: Mapping[str, Any]) -> Source | None:
+    src = record.get("source")
+    if not src:
+        return None
+    return Source(
+        ip=src.get("ip"),
+        ip_prefix=src.get("ip_prefix"),
+        geo=dict(src["geo"]) if src.get("geo") else None,
+    )
+
+
+def _correlation(record: Mapping[str, Any]) -> Correlation | None:
+    c = record.get("correlation")
+    if not c:
+        return None
+    return Correlation(
+        request_id=c.get("request_id"),
+        trace_id=c.get("trace_id"),
+        flow_id=c.get("flow_id"),
+        session_ref=c.get("session_ref"),
+    )
+
+
+class SecurityMonitor:
+    def __init__(
+        self,
+        trail: AuditTrail,
+        profiles: ProfileStore,
+        *,
+        config: DetectorConfig | None = None,
+        threat: ThreatIntel | None = None,
+        on_finding: Callable[[Finding], None] | None = None,
+    ) -> None:
+        self.trail = trail
+        self.profiles = profiles
+        self.config = config or DetectorConfig()
+        self.threat = threat
+        self.on_finding = on_finding
+        self._window: deque[LoginObservation] = deque()
+        self._span = max(self.config.brute_force_window_s, self.config.stuffing_window_s)
+        self._fired: dict[tuple[str, str, str], float] = {}
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._previous: Callable[[list[SealedEvent]], None] | None = None
+        self.counts: dict[str, int] = {"observed": 0, "findings": 0, "errors": 0}
+
+    # --- lifecycle
+
+    async def start(self) -> None:
+        """Listen to the trail's commits (call from the service's event loop)."""
+        if self._task is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._previous = self.trail.on_commit
+        self.trail.on_commit = self._on_commit
+        self._task = asyncio.create_task(self._run(), name="security-monitor")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.drain(), 10)
+        self.trail.on_commit = self._previous
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def drain(self) -> None:
+        """Wait until every event committed so far has been examined."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    def _on_commit(self, sealed: list[SealedEvent]) -> None:
+        # Runs on the writer's thread: only pick and hand over, never block.
+        if self._previous is not None:
+            self._previous(sealed)
+        loop, queue = self._loop, self._queue
+        if loop is None or queue is None:
+            return
+        for s in sealed:
+            if s.type.startswith("security.") or s.type.startswith("audit."):
+                continue
+            if s.type == WATCHED or b'"threat":' in s.canonical:
+                record = orjson.loads(s.canonical)
+                loop.call_soon_threadsafe(queue.put_nowait, record)
+
+    async def _run(self) -> None:
+        queue = self._queue
+        if queue is None:
+            raise RuntimeError("monitor started without a queue")
+        while True:
+            record = await queue.get()
+            try:
+                await self.observe(record)
+            except AuditUnavailable:
+                self.counts["errors"] += 1
+            except Exception:  # noqa: BLE001  (fail open: a detector bug must not stop the service)
+                self.counts["errors"] += 1
+            finally:
+                queue.task_done()
+
+    # --- examining one record
+
+    async def observe(self, record: Mapping[str, Any]) -> list[AuditEvent]:
+        """Examine one committed record; emit and return the resulting events."""
+        out: list[AuditEvent] = []
+        if record.get("threat"):
+            out.extend(self._threat_events(record))
+        if record.get("type") == WATCHED:
+            self.counts["observed"] += 1
+            obs = observation(record)
+            findings = await self._findings(obs)
+            for f in findings:
+                self.counts["findings"] += 1
+                if self.on_finding is not None:
+                    self.on_finding(f)
+                out.append(self._anomaly_event(f, record))
+        for event in out:
+            await self.trail.emit(event)
+        return out
+
+    async def _findings(self, obs: LoginObservation) -> list[Finding]:
+        if obs.success:
+            if obs.person is None:
+                return []
+            profile = await asyncio.to_thread(self.profiles.get, obs.person)
+            found = login_findings(profile, obs, self.config)
+            await asyncio.to_thread(self.profiles.record_login, obs)
+            return found
+        window = self._window
+        window.append(obs)
+        horizon = obs.at - self._span
+        while window and window[0].at < horizon:
+            window.popleft()
+        candidates = brute_force(window, obs.at, self.config) + credential_stuffing(
+            window, obs.at, self.config
+        )
+        return [f for f in candidates if self._fresh(f, obs.at)]
+
+    def _fresh(self, f: Finding, now: float) -> bool:
+        """One finding per kind and key per window (an attack is one anomaly, not
+        one per failed attempt)."""
+        span = (
+            self.config.brute_force_window_s
+            if f.kind == "brute_force"
+            else self.config.stuffing_window_s
+        )
+        key = (f.kind, f.key_kind, f.key)
+        last = self._fired.get(key)
+        if last is not None and now - last < span:
+            return False
+        self._fired[key] = now
+        if len(self._fired) > 10_000:
+            for k, t in list(self._fired.items()):
+                if now - t >= self._span:
+                    del self._fired[k]
+        return True
+
+    def _anomaly_event(self, f: Finding, record: Mapping[str, Any]) -> AuditEvent:
+        person = f.key if f.key_kind == "person" else (record.get("actor") or {}).get("pseudonym")
+        actor = Actor(ActorType.USER if person else ActorType.ANONYMOUS, pseudonym=person)
+        evidence = json.dumps(dict(f.evidence), sort_keys=True, separators=(",", ":"))
+        return events.security_anomaly(
+            actor=actor,
+            source=_source(record),
+            correlation=_correlation(record),
+            kind=f.kind,
+            key_kind=f.key_kind,
+            evidence=evidence[:2048],
+            confidence=f.confidence,
+        )
+
+    def _threat_events(self, record: Mapping[str, Any]) -> list[AuditEvent]:
+        pseudonym = (record.get("actor") or {}).get("pseudonym")
+        out = []
+        for m in record.get("threat") or []:
+            match = ThreatMatch(m["feed"], m["indicator"], m["category"], int(m["confidence"]))
+            action = self.threat.action_of(match.feed).value if self.threat else "log"
+            out.append(
+                events.security_threat_match(
+                    actor=Actor(
+                        ActorType.USER if pseudonym else ActorType.ANONYMOUS, pseudonym=pseudonym
+                    ),
+                    source=_source(record),
+                    correlation=_correlation(record),
+                    threat=[match],
+                    feed=match.feed,
+                    action=action,
+                    event_type=str(record.get("type")),
+                )
+            )
+        return out

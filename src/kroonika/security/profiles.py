@@ -1,0 +1,124 @@
+"""Per-person security profiles in the business database.
+
+What a person's logins looked like so far: how many, since when, from which
+countries and (anonymised) networks, at which hours, and the last login's place and
+time. The detectors compare a new login with it; :meth:`ProfileStore.record_login`
+then folds the login in. Only successful logins change a profile.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, tzinfo
+
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from kroonika.db.security import security_profile
+from kroonika.security.detectors import LoginObservation, Place, Profile
+
+MAX_NETWORKS = 32
+MAX_COUNTRIES = 64
+
+
+def _coord(value: float | None) -> str | None:
+    return None if value is None else f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+class ProfileStore:
+    """Profiles on a SQLAlchemy engine (SQLite or PostgreSQL). ``timezone`` is the
+    zone in which "usual hours" are counted (the detectors must use the same)."""
+
+    def __init__(self, engine: Engine, *, timezone: tzinfo = UTC) -> None:
+        self._engine = engine
+        self._tz = timezone
+
+    def get(self, person: str) -> Profile | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(security_profile).where(security_profile.c.person == person)
+            ).first()
+        if row is None:
+            return None
+        m = row._mapping
+        last_place = None
+        if m["last_country"] is not None or m["last_lat"] is not None:
+            last_place = Place(
+                m["last_country"],
+                m["last_city"],
+                float(m["last_lat"]) if m["last_lat"] is not None else None,
+                float(m["last_lon"]) if m["last_lon"] is not None else None,
+                m["last_accuracy_km"],
+            )
+        hours = json.loads(m["hours"])
+        return Profile(
+            person=person,
+            login_count=int(m["login_count"]),
+            first_seen=float(m["first_seen"]),
+            countries={str(k): int(v) for k, v in json.loads(m["countries"]).items()},
+            networks={str(k): float(v) for k, v in json.loads(m["networks"]).items()},
+            hours=tuple(int(h) for h in hours),
+            last_at=float(m["last_at"]) if m["last_at"] is not None else None,
+            last_place=last_place,
+        )
+
+    def record_login(self, obs: LoginObservation) -> None:
+        """Fold one successful login into its person's profile (read-modify-write in
+        one transaction, row locked on PostgreSQL; a racing first insert retries)."""
+        if not obs.success or obs.person is None:
+            return
+        for _attempt in range(3):
+            try:
+                self._record(obs, obs.person)
+                return
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not record login in the security profile")
+
+    def _record(self, obs: LoginObservation, person: str) -> None:
+        t = security_profile
+        at = int(obs.at)
+        hour = datetime.fromtimestamp(obs.at, self._tz).hour
+        place = obs.place
+        with self._engine.begin() as conn:
+            row = conn.execute(select(t).where(t.c.person == person).with_for_update()).first()
+            if row is None:
+                countries: dict[str, int] = {}
+                networks: dict[str, int] = {}
+                hours = [0] * 24
+                count, first = 0, at
+            else:
+                m = row._mapping
+                countries = json.loads(m["countries"])
+                networks = json.loads(m["networks"])
+                hours = json.loads(m["hours"])
+                count, first = int(m["login_count"]), int(m["first_seen"])
+            if place is not None and place.country is not None:
+                countries[place.country] = countries.get(place.country, 0) + 1
+                if len(countries) > MAX_COUNTRIES:
+                    rarest = min(countries, key=lambda c: countries[c])
+                    del countries[rarest]
+            if obs.network is not None:
+                networks[obs.network] = at
+                if len(networks) > MAX_NETWORKS:
+                    oldest = min(networks, key=lambda n: networks[n])
+                    del networks[oldest]
+            hours[hour] += 1
+            values = {
+                "login_count": count + 1,
+                "first_seen": min(first, at),
+                "last_at": at,
+                "last_country": place.country if place else None,
+                "last_city": place.city[:128] if place and place.city else None,
+                "last_lat": _coord(place.lat) if place else None,
+                "last_lon": _coord(place.lon) if place else None,
+                "last_accuracy_km": place.accuracy_km if place else None,
+                "countries": json.dumps(countries, sort_keys=True),
+                "networks": json.dumps(networks, sort_keys=True),
+                "hours": json.dumps(hours),
+                "updated_at": at,
+            }
+            if row is None:
+                conn.execute(insert(t).values(person=person, **values))
+            else:
+                conn.execute(update(t).where(t.c.person == person).values(**values))

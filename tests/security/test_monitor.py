@@ -1,0 +1,174 @@
+"""The monitor on the live stream: scripted auth.login sequences through a real trail
+(real pipeline with geo enrichment, SQLite store) and real profile tables."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from security_kit import Kit, make_kit
+
+from kroonika.audit import Actor, ActorType, Correlation, Outcome, Source, events
+from kroonika.audit.enrich import FeedAction, FeedSpec, ThreatIntel
+
+TARTU_IP = "193.40.12.7"
+TALLINN_IP = "194.126.100.9"
+LONDON_IP = "81.2.69.142"
+SYDNEY_IP = "1.1.1.1"
+ATTACKER_IP = "45.133.1.77"  # not in the geo fixture
+
+
+@pytest_asyncio.fixture
+async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
+    k = make_kit(tmp_path)
+    await k.trail.start()
+    await k.monitor.start()
+    yield k
+    await k.monitor.stop()
+    await k.trail.stop()
+    k.store.close()
+
+
+async def login(kit: Kit, ip: str, *, person: str | None = "38001085718", ok: bool = True) -> None:
+    await kit.trail.emit(
+        events.auth_login(
+            outcome=Outcome.SUCCESS if ok else Outcome.FAILURE,
+            reason=None if ok else "tara.user_cancel",
+            actor=Actor(
+                ActorType.USER if person else ActorType.ANONYMOUS, subject=person and f"EE{person}"
+            ),
+            source=Source(ip=ip, user_agent="Mozilla/5.0"),
+            correlation=Correlation(request_id="r1"),
+            method="smartid",
+        )
+    )
+    await kit.monitor.drain()
+
+
+async def normal_history(kit: Kit, days: int = 12) -> None:
+    """A person who logs in from Tartu or Tallinn around 09-11 UTC every day."""
+    for day in range(days):
+        kit.clock.now_ns = (1_780_000_000 // 86400 + day) * 86400 * 10**9 + 9 * 3600 * 10**9
+        kit.clock.advance((day % 3) * 1800)
+        await login(kit, TARTU_IP if day % 2 else TALLINN_IP)
+
+
+@pytest.mark.asyncio
+async def test_a_normal_sequence_gives_no_anomaly(kit: Kit) -> None:
+    """Twelve days of daytime logins from Estonia produce no anomaly."""
+    await normal_history(kit)
+    assert kit.anomalies() == []
+    assert kit.monitor.counts["observed"] == 12
+
+
+@pytest.mark.asyncio
+async def test_new_country(kit: Kit) -> None:
+    """After Estonian logins, a London login (a day later) is a new country."""
+    await normal_history(kit, days=3)
+    kit.clock.advance(86400)
+    await login(kit, LONDON_IP)
+    kinds = [k for k, _ in kit.anomalies()]
+    assert kinds == ["new_country"]
+    (_, rec) = kit.anomalies()[0]
+    assert rec["actor"]["pseudonym"] == kit.fingerprinter.pseudonym("EE38001085718")
+    assert rec["source"]["geo"]["city"] == "London"
+    assert '"country":"GB"' in rec["details"]["evidence"]
+
+
+@pytest.mark.asyncio
+async def test_impossible_travel(kit: Kit) -> None:
+    """Tartu and then Sydney twenty minutes later is impossible travel."""
+    await normal_history(kit, days=2)
+    kit.clock.advance(3600)
+    await login(kit, TARTU_IP)
+    kit.clock.advance(1200)
+    await login(kit, SYDNEY_IP)
+    kinds = sorted(k for k, _ in kit.anomalies())
+    assert "impossible_travel" in kinds
+    rec = next(r for k, r in kit.anomalies() if k == "impossible_travel")
+    assert '"from":"EE/Tartu"' in rec["details"]["evidence"]
+    assert rec["details"]["confidence"] >= 75
+
+
+@pytest.mark.asyncio
+async def test_unusual_hour(kit: Kit) -> None:
+    """After twelve days of 09-11 UTC logins, a 03:00 login is at an unusual hour."""
+    await normal_history(kit)
+    kit.clock.now_ns = (kit.clock.now_ns // (86400 * 10**9) + 1) * 86400 * 10**9 + 3 * 3600 * 10**9
+    await login(kit, TARTU_IP)
+    assert [k for k, _ in kit.anomalies()] == ["unusual_hour"]
+
+
+@pytest.mark.asyncio
+async def test_brute_force(kit: Kit) -> None:
+    """Eight failed logins for one person in a minute and a half: one brute-force
+    anomaly per key (person and network), not one per attempt."""
+    for _ in range(12):
+        kit.clock.advance(10)
+        await login(kit, ATTACKER_IP, ok=False)
+    found = sorted((r["details"]["key_kind"], k) for k, r in kit.anomalies())
+    assert found == [("ip", "brute_force"), ("person", "brute_force")]
+
+
+@pytest.mark.asyncio
+async def test_a_few_failures_are_not_brute_force(kit: Kit) -> None:
+    """Seven failures spread over a quarter of an hour are normal mistakes."""
+    for _ in range(7):
+        kit.clock.advance(130)
+        await login(kit, TARTU_IP, ok=False)
+    assert kit.anomalies() == []
+
+
+@pytest.mark.asyncio
+async def test_credential_stuffing(kit: Kit) -> None:
+    """One address failing for fifteen different people is credential stuffing."""
+    for i in range(15):
+        kit.clock.advance(20)
+        await login(kit, ATTACKER_IP, person=f"3800108{i:04d}", ok=False)
+    kinds = [k for k, _ in kit.anomalies()]
+    assert kinds == ["credential_stuffing"]
+    rec = kit.anomalies()[0][1]
+    assert rec["source"]["ip"] == "45.133.1.0"
+    assert ATTACKER_IP not in str(rec)
+
+
+@pytest.mark.asyncio
+async def test_threat_match_is_emitted_from_the_enriched_event(tmp_path: Path) -> None:
+    """A login from a listed address carries threat context and yields security.threat_match."""
+    feed = tmp_path / "drop.txt"
+    feed.write_text("45.133.1.0/24 ; SBL487172\n")
+    intel = ThreatIntel([FeedSpec("spamhaus-drop", feed, action=FeedAction.DENY_LOGIN)])
+    k = make_kit(tmp_path, threat=intel)
+    await k.trail.start()
+    await k.monitor.start()
+    try:
+        await login(k, ATTACKER_IP, ok=False)
+        (login_rec,) = k.of_type("auth.login")
+        (match,) = k.of_type("security.threat_match")
+    finally:
+        await k.monitor.stop()
+        await k.trail.stop()
+        k.store.close()
+    assert login_rec["threat"][0]["indicator"] == "45.133.1.0/24"
+    assert match["details"] == {
+        "feed": "spamhaus-drop",
+        "action": "deny_login",
+        "event_type": "auth.login",
+    }
+    assert match["threat"] == login_rec["threat"]
+
+
+@pytest.mark.asyncio
+async def test_profile_is_kept_in_the_database(kit: Kit) -> None:
+    """The profile keyed by pseudonym holds countries, networks, hours and the last place."""
+    await normal_history(kit, days=4)
+    p = kit.profiles.get(kit.fingerprinter.pseudonym("EE38001085718"))
+    assert p is not None
+    assert p.login_count == 4
+    assert dict(p.countries) == {"EE": 4}
+    assert set(p.networks) == {"193.40.12.0/24", "194.126.100.0/24"}
+    assert p.last_place is not None
+    assert p.last_place.city == "Tartu"
+    assert sum(p.hours[9:12]) == 4
