@@ -1,0 +1,62 @@
+"""The TARA relying party (discovery, JWKS cache, code exchange, ID-token checks) and the
+personal-code check; :mod:`kroonika.tara.mock` is a TARA-compatible identity provider.
+
+Errors: see :mod:`kroonika.tara._errors` (``TaraError`` and its subclasses, each with the
+``reason`` code of the ``auth.login`` event).
+"""
+
+from kroonika.tara._client import (
+    Discovery,
+    JwksCache,
+    TaraClient,
+    TaraClientConfig,
+    TokenResponse,
+    parse_jwks,
+)
+from kroonika.tara._errors import (
+    AcrTooLow,
+    AmrNotAllowed,
+    CodeExchangeFailed,
+    DiscoveryError,
+    IdpUnavailable,
+    IdTokenInvalid,
+    LoginRejected,
+    PersonalCodeInvalid,
+    TaraError,
+)
+from kroonika.tara._verify import (
+    ACR_ORDER,
+    METHODS,
+    Acr,
+    Expectations,
+    VerifiedIdToken,
+    acr_rank,
+    digest,
+    verify_id_token,
+)
+
+__all__ = [
+    "ACR_ORDER",
+    "METHODS",
+    "Acr",
+    "AcrTooLow",
+    "AmrNotAllowed",
+    "CodeExchangeFailed",
+    "Discovery",
+    "DiscoveryError",
+    "Expectations",
+    "IdTokenInvalid",
+    "IdpUnavailable",
+    "JwksCache",
+    "LoginRejected",
+    "PersonalCodeInvalid",
+    "TaraClient",
+    "TaraClientConfig",
+    "TaraError",
+    "TokenResponse",
+    "VerifiedIdToken",
+    "acr_rank",
+    "digest",
+    "parse_jwks",
+    "verify_id_token",
+]

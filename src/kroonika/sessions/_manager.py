@@ -1,0 +1,225 @@
+"""Session lifecycle with its audit events: create, find (ending lapsed ones), extend, end.
+
+Every change is committed to the database and then awaited into the audit trail. If the trail
+is down (``AuditUnavailable``) a new session is ended again before the error propagates, so
+nothing happens unaudited; an ending stays ended (the safe direction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditTrail,
+    AuditUnavailable,
+    Correlation,
+    Fingerprinter,
+    Source,
+    Target,
+    events,
+)
+from kroonika.sessions._model import (
+    Clock,
+    EndReason,
+    NewSession,
+    RequestContext,
+    SessionIdentity,
+    SessionPolicy,
+    SessionRecord,
+)
+from kroonika.sessions._store import SessionStore
+
+
+def secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class SessionManager:
+    def __init__(
+        self,
+        store: SessionStore,
+        policy: SessionPolicy,
+        trail: AuditTrail,
+        fingerprinter: Fingerprinter,
+        *,
+        clock: Clock,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.trail = trail
+        self.fingerprinter = fingerprinter
+        self.clock = clock
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def session_ref(self, record: SessionRecord) -> str:
+        """The keyed fingerprint that stands for the session in events and logs."""
+        return self.fingerprinter.fingerprint("session", record.ref)
+
+    def _parts(
+        self, record: SessionRecord, ctx: RequestContext
+    ) -> tuple[Actor, Source, Target, Correlation]:
+        ref = self.session_ref(record)
+        return (
+            Actor(ActorType.USER, subject=record.subject),
+            Source(ip=ctx.ip, user_agent=ctx.user_agent),
+            Target("session", ref),
+            Correlation(
+                request_id=ctx.request_id,
+                trace_id=ctx.trace_id,
+                flow_id=record.flow_id,
+                session_ref=ref,
+            ),
+        )
+
+    async def create(
+        self, identity: SessionIdentity, ctx: RequestContext, *, flow_id: str | None
+    ) -> NewSession:
+        now = self.now()
+        secret = secrets.token_urlsafe(32)
+        record = SessionRecord(
+            ref=secrets.token_urlsafe(12),
+            subject=identity.subject,
+            given_name=identity.given_name,
+            family_name=identity.family_name,
+            method=identity.method,
+            acr=identity.acr,
+            flow_id=flow_id,
+            ip=ctx.ip,
+            user_agent=(ctx.user_agent or "")[:512] or None,
+            created_at=now,
+            last_seen_at=now,
+            idle_expires_at=min(now + self.policy.idle_s, now + self.policy.absolute_s),
+            absolute_expires_at=now + self.policy.absolute_s,
+        )
+        await asyncio.to_thread(self.store.add, record, secret_digest(secret))
+        actor, source, target, corr = self._parts(record, ctx)
+        try:
+            await self.trail.emit(
+                events.session_create(
+                    actor=actor,
+                    source=source,
+                    target=target,
+                    correlation=corr,
+                    method=record.method,
+                    acr=record.acr,
+                    idle_timeout_s=self.policy.idle_s,
+                    expires_at=record.idle_expires_at,
+                    absolute_expires_at=record.absolute_expires_at,
+                )
+            )
+        except AuditUnavailable:
+            await asyncio.to_thread(self.store.end, [record.ref], now, "audit_unavailable")
+            raise
+        if self.policy.max_per_person:
+            active = await asyncio.to_thread(self.store.active_for, record.subject)
+            excess = len(active) - self.policy.max_per_person
+            oldest = [s for s in active if s.ref != record.ref][: max(excess, 0)]
+            for old in oldest:
+                await self.end(old, EndReason.LIMIT, ctx, ended_by="system")
+        return NewSession(secret=secret, record=record)
+
+    async def current(self, secret: str | None, ctx: RequestContext) -> SessionRecord | None:
+        """The live session for a cookie value; a lapsed one is ended (with its event)."""
+        if not secret or len(secret) > 128:
+            return None
+        record = await asyncio.to_thread(self.store.by_secret, secret_digest(secret))
+        if record is None or not record.active:
+            return None
+        if await self.end_if_lapsed(record, ctx):
+            return None
+        now = self.now()
+        await asyncio.to_thread(self.store.touch, record.ref, now)
+        return record
+
+    async def end_if_lapsed(self, record: SessionRecord, ctx: RequestContext) -> bool:
+        now = self.now()
+        if now >= record.absolute_expires_at:
+            await self.end(record, EndReason.EXPIRED, ctx, ended_by="system")
+            return True
+        if now >= record.idle_expires_at:
+            await self.end(record, EndReason.IDLE, ctx, ended_by="system")
+            return True
+        return False
+
+    async def extend(self, record: SessionRecord, ctx: RequestContext) -> SessionRecord | None:
+        """Slide the idle expiry (never past the absolute limit); None if it ended meanwhile."""
+        now = self.now()
+        new_idle = min(now + self.policy.idle_s, record.absolute_expires_at)
+        if not await asyncio.to_thread(self.store.extend, record.ref, now, new_idle):
+            return None
+        updated = await asyncio.to_thread(self.store.by_ref, record.ref)
+        if updated is None:
+            return None
+        actor, source, target, corr = self._parts(updated, ctx)
+        await self.trail.emit(
+            events.session_extend(
+                actor=actor,
+                source=source,
+                target=target,
+                correlation=corr,
+                method=updated.method,
+                acr=updated.acr,
+                idle_timeout_s=self.policy.idle_s,
+                expires_at=updated.idle_expires_at,
+                absolute_expires_at=updated.absolute_expires_at,
+            )
+        )
+        return updated
+
+    async def end(
+        self,
+        record: SessionRecord,
+        reason: EndReason,
+        ctx: RequestContext,
+        *,
+        ended_by: str = "user",
+    ) -> bool:
+        """End one session and emit ``session.terminate``; False if it had already ended."""
+        now = self.now()
+        ended = await asyncio.to_thread(self.store.end, [record.ref], now, reason.value)
+        if not ended:
+            return False
+        actor, source, target, corr = self._parts(record, ctx)
+        await self.trail.emit(
+            events.session_terminate(
+                actor=actor,
+                source=source,
+                target=target,
+                correlation=corr,
+                method=record.method,
+                acr=record.acr,
+                reason=reason.value,
+                ended_by=ended_by,
+                expires_at=record.idle_expires_at,
+                absolute_expires_at=record.absolute_expires_at,
+            )
+        )
+        return True
+
+    async def active_for(self, subject: str, ctx: RequestContext) -> list[SessionRecord]:
+        """Live sessions of a person; lapsed ones found on the way are ended."""
+        live = []
+        for record in await asyncio.to_thread(self.store.active_for, subject):
+            if not await self.end_if_lapsed(record, ctx):
+                live.append(record)
+        return live
+
+    async def by_ref(self, ref: str) -> SessionRecord | None:
+        if not ref or len(ref) > 32:
+            return None
+        return await asyncio.to_thread(self.store.by_ref, ref)
+
+    async def sweep(self, ctx: RequestContext | None = None) -> int:
+        """End every lapsed session (for a scheduled job); returns how many."""
+        ctx = ctx or RequestContext()
+        n = 0
+        for record in await asyncio.to_thread(self.store.lapsed, self.now()):
+            if await self.end_if_lapsed(record, ctx):
+                n += 1
+        return n

@@ -1,0 +1,302 @@
+"""The TARA relying party's network side: discovery, the JWKS cache, the code exchange.
+
+The HTTP client is injected (an ``httpx.AsyncClient``; tests pass one with a transport) and
+every call has a timeout. Pure checks live in :mod:`kroonika.tara._verify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from jwt.algorithms import RSAAlgorithm
+from pydantic import SecretStr
+
+from kroonika.tara._errors import (
+    CodeExchangeFailed,
+    DiscoveryError,
+    IdpUnavailable,
+    IdTokenInvalid,
+)
+from kroonika.tara._verify import Acr, Expectations, VerifiedIdToken, verify_id_token
+
+Clock = Callable[[], float]
+
+_METHOD_SCOPES = {"idcard", "mid", "smartid", "eidas"}
+
+
+@dataclass(frozen=True, slots=True)
+class TaraClientConfig:
+    issuer: str
+    client_id: str
+    client_secret: SecretStr
+    redirect_uri: str
+    scopes: tuple[str, ...] = ("openid",)
+    timeout_s: float = 5.0
+    leeway_s: int = 10
+    jwks_ttl_s: int = 3600
+    unknown_kid_cooldown_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.issuer.endswith("/"):
+            raise ValueError("the TARA issuer has no trailing slash")
+        if "openid" not in self.scopes:
+            raise ValueError("scopes must contain openid")
+        if not self.client_id:
+            raise ValueError("a client id is required")
+        if len(self.client_secret.get_secret_value()) < 8:
+            raise ValueError("the client secret is missing or too short")
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    id_token: str
+    access_token: str | None
+    scope: str | None
+
+
+class JwksCache:
+    """Keys by ``kid``, kept for ``ttl``; an unknown ``kid`` refetches the set once (but the same
+    unknown ``kid`` at most once per ``cooldown`` seconds, so forged tokens cannot make us hammer
+    TARA)."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Any],
+        *,
+        ttl: float,
+        cooldown: float,
+        clock: Clock,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._cooldown = cooldown
+        self._clock = clock
+        self._keys: dict[str, RSAPublicKey] = {}
+        self._fetched_at: float | None = None
+        self._misses: dict[str, float] = {}
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def keys(self) -> Mapping[str, RSAPublicKey]:
+        now = self._clock()
+        if self._fetched_at is None or now - self._fetched_at > self._ttl:
+            await self._refresh()
+        return self._keys
+
+    async def refetch_for(self, kid: str) -> bool:
+        """Refetch because ``kid`` was unknown; False if it was refetched for too recently."""
+        now = self._clock()
+        last = self._misses.get(kid)
+        if last is not None and now - last < self._cooldown:
+            return False
+        self._misses[kid] = now
+        if len(self._misses) > 1000:
+            self._misses.clear()
+        await self._refresh()
+        return True
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            doc = await self._fetch()
+            self.fetches += 1
+            self._keys = parse_jwks(doc)
+            self._fetched_at = self._clock()
+
+
+def parse_jwks(doc: object) -> dict[str, RSAPublicKey]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise IdpUnavailable("the JWKS document has no keys")
+    out: dict[str, RSAPublicKey] = {}
+    for jwk in doc["keys"]:
+        if not isinstance(jwk, dict) or jwk.get("kty") != "RSA" or not jwk.get("kid"):
+            continue
+        if jwk.get("use", "sig") != "sig" or jwk.get("alg", "RS256") != "RS256":
+            continue
+        try:
+            key = RSAAlgorithm.from_jwk(json.dumps(jwk))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(key, RSAPublicKey):
+            out[str(jwk["kid"])] = key
+    return out
+
+
+class TaraClient:
+    """TARA's relying party: authorization URLs, code exchange and ID-token verification."""
+
+    def __init__(
+        self,
+        config: TaraClientConfig,
+        http: httpx.AsyncClient,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config
+        self._http = http
+        self._clock = clock
+        self._discovery: Discovery | None = None
+        self.jwks = JwksCache(
+            self._fetch_jwks,
+            ttl=config.jwks_ttl_s,
+            cooldown=config.unknown_kid_cooldown_s,
+            clock=clock,
+        )
+
+    async def _get_json(self, url: str) -> Any:
+        try:
+            resp = await self._http.get(url, timeout=self.config.timeout_s)
+        except httpx.HTTPError as exc:
+            raise IdpUnavailable(f"GET {url} failed: {type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise IdpUnavailable(f"GET {url} answered {resp.status_code}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise IdpUnavailable(f"GET {url} did not answer JSON") from None
+
+    async def discovery(self) -> Discovery:
+        if self._discovery is not None:
+            return self._discovery
+        doc = await self._get_json(self.config.issuer + "/.well-known/openid-configuration")
+        try:
+            disc = Discovery(
+                issuer=str(doc["issuer"]),
+                authorization_endpoint=str(doc["authorization_endpoint"]),
+                token_endpoint=str(doc["token_endpoint"]),
+                jwks_uri=str(doc["jwks_uri"]),
+            )
+        except (KeyError, TypeError):
+            raise DiscoveryError("the discovery document lacks endpoints") from None
+        if disc.issuer != self.config.issuer:
+            raise DiscoveryError(
+                f"discovery issuer {disc.issuer!r} differs from the configured issuer"
+            )
+        self._discovery = disc
+        return disc
+
+    async def _fetch_jwks(self) -> Any:
+        disc = await self.discovery()
+        return await self._get_json(disc.jwks_uri)
+
+    def scopes_for(self, methods: Sequence[str]) -> list[str]:
+        """The configured scopes with the method scopes replaced by ``methods`` (if any)."""
+        base = [s for s in self.config.scopes if s not in _METHOD_SCOPES]
+        return base + [m for m in methods if m in _METHOD_SCOPES]
+
+    async def authorization_url(
+        self,
+        *,
+        state: str,
+        nonce: str,
+        acr: Acr | None,
+        methods: Sequence[str],
+        ui_locales: str | None,
+    ) -> str:
+        disc = await self.discovery()
+        params = {
+            "client_id": self.config.client_id,
+            "redirect_uri": self.config.redirect_uri,
+            "response_type": "code",
+            "scope": " ".join(self.scopes_for(methods)),
+            "state": state,
+            "nonce": nonce,
+        }
+        if acr is not None:
+            params["acr_values"] = acr
+        if ui_locales:
+            params["ui_locales"] = ui_locales
+        sep = "&" if "?" in disc.authorization_endpoint else "?"
+        return f"{disc.authorization_endpoint}{sep}{urlencode(params, quote_via=quote)}"
+
+    async def exchange_code(self, code: str) -> TokenResponse:
+        """``POST /oidc/token`` with ``client_secret_basic`` (id and secret form-urlencoded
+        first, RFC 6749 section 2.3.1)."""
+        disc = await self.discovery()
+        creds = f"{quote(self.config.client_id, safe='')}:" + quote(
+            self.config.client_secret.get_secret_value(), safe=""
+        )
+        auth = "Basic " + base64.b64encode(creds.encode()).decode()
+        try:
+            resp = await self._http.post(
+                disc.token_endpoint,
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": self.config.redirect_uri,
+                },
+                headers={"Authorization": auth, "Accept": "application/json"},
+                timeout=self.config.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise IdpUnavailable(f"token request failed: {type(exc).__name__}") from None
+        if resp.status_code >= 500:
+            raise IdpUnavailable(f"token endpoint answered {resp.status_code}")
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if resp.status_code != 200 or not isinstance(body, dict):
+            error = body.get("error") if isinstance(body, dict) else None
+            raise CodeExchangeFailed(
+                f"token endpoint answered {resp.status_code}",
+                error=error if isinstance(error, str) else None,
+                status=resp.status_code,
+            )
+        id_token = body.get("id_token")
+        if not isinstance(id_token, str):
+            raise CodeExchangeFailed("the token response has no id_token", status=200)
+        access = body.get("access_token")
+        scope = body.get("scope")
+        return TokenResponse(
+            id_token=id_token,
+            access_token=access if isinstance(access, str) else None,
+            scope=scope if isinstance(scope, str) else None,
+        )
+
+    async def verify(
+        self,
+        id_token: str,
+        *,
+        nonce_digest: str,
+        acr_minimum: Acr,
+        methods: Sequence[str],
+        state: str | None,
+    ) -> VerifiedIdToken:
+        """Every check of TARA.md; on an unknown ``kid`` the key set is refetched once."""
+        disc = await self.discovery()
+        expect = Expectations(
+            issuer=disc.issuer,
+            client_id=self.config.client_id,
+            nonce_digest=nonce_digest,
+            acr_minimum=acr_minimum,
+            methods=tuple(methods),
+            state=state,
+            leeway=self.config.leeway_s,
+        )
+        keys = await self.jwks.keys()
+        try:
+            return verify_id_token(id_token, keys, expect, now=int(self._clock()))
+        except IdTokenInvalid as exc:
+            if exc.check != "unknown_kid" or exc.actual is None:
+                raise
+            if not await self.jwks.refetch_for(str(exc.actual)):
+                raise
+        keys = await self.jwks.keys()
+        return verify_id_token(id_token, keys, expect, now=int(self._clock()))

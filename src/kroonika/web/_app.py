@@ -1,0 +1,225 @@
+"""The FastAPI application factory: everything is built here and kept on ``app.state``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kroonika.audit import AuditUnavailable
+from kroonika.auditing import build_audit
+from kroonika.db import make_engine
+from kroonika.db.migrate import upgrade
+from kroonika.sessions import Clock, FlowStore, SessionManager, SessionPolicy, SessionStore
+from kroonika.settings import Settings, SettingsError
+from kroonika.tara import TaraClient, TaraClientConfig
+from kroonika.web import _auth, _pages
+from kroonika.web._context import TrustedProxies, current_request
+from kroonika.web._middleware import RequestContextMiddleware
+from kroonika.web._services import CookieConfig, Services
+
+log = logging.getLogger("kroonika.web")
+
+DEV_CLIENT_SECRET = "kroonika-dev-secret-not-for-production"  # noqa: S105 (the dev mock's)
+
+
+def _request_id() -> str | None:
+    info = current_request.get()
+    return info.request_id if info else None
+
+
+def _tara_config(settings: Settings) -> TaraClientConfig:
+    secret = settings.tara_client_secret
+    if secret is None:
+        if settings.production:
+            raise SettingsError("KROONIKA_TARA_CLIENT_SECRET must be set in production")
+        from pydantic import SecretStr
+
+        secret = SecretStr(DEV_CLIENT_SECRET)
+    try:
+        return TaraClientConfig(
+            issuer=settings.tara_issuer,
+            client_id=settings.tara_client_id,
+            client_secret=secret,
+            redirect_uri=settings.resolved_tara_redirect_uri(),
+            scopes=tuple(settings.tara_scopes),
+            timeout_s=settings.tara_timeout_s,
+            leeway_s=settings.tara_leeway_s,
+            jwks_ttl_s=settings.tara_jwks_ttl_s,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"TARA settings: {exc}") from None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    http_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
+    """Build the service. Configuration is checked here (not on the first request); the
+    audit trail starts and stops with the app's lifespan."""
+    import time
+
+    clock = clock or time.time
+    if settings.production:
+        if not settings.cookie_secure:
+            raise SettingsError("KROONIKA_COOKIE_SECURE must be true in production")
+        if not settings.tara_issuer.startswith("https://"):
+            raise SettingsError("KROONIKA_TARA_ISSUER must be https in production")
+    try:
+        policy = SessionPolicy(
+            idle_s=settings.session_idle_s,
+            absolute_s=settings.session_absolute_s,
+            max_per_person=settings.session_max_per_person,
+        )
+        proxies = TrustedProxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    tara_config = _tara_config(settings)
+    csrf_key = settings.secret_bytes("session_key")
+
+    audit = build_audit(settings)
+    engine = make_engine(settings.resolved_database_url())
+    if settings.db_auto_upgrade:
+        upgrade(engine)
+    http = http_client or httpx.AsyncClient(
+        timeout=settings.tara_timeout_s, follow_redirects=False, trust_env=False
+    )
+    secure = settings.cookie_secure
+    services = Services(
+        settings=settings,
+        audit=audit,
+        engine=engine,
+        flows=FlowStore(engine),
+        sessions=SessionManager(
+            SessionStore(engine), policy, audit.trail, audit.fingerprinter, clock=clock
+        ),
+        tara=TaraClient(tara_config, http, clock=clock),
+        http=http,
+        clock=clock,
+        cookies=CookieConfig(
+            session_name=(
+                "__Host-kroonika_session"
+                if secure and settings.cookie_domain is None
+                else "kroonika_session"
+            ),
+            flow_name="kroonika_flow",
+            secure=secure,
+            domain=settings.cookie_domain,
+        ),
+        proxies=proxies,
+        csrf_key=csrf_key,
+        owns_http=http_client is None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await audit.trail.start()
+        try:
+            yield
+        finally:
+            await audit.trail.stop()
+            if services.owns_http:
+                await http.aclose()
+            audit.store.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Kroonika",
+        lifespan=lifespan,
+        docs_url=None if settings.production else "/docs",
+        redoc_url=None,
+        openapi_url=None if settings.production else "/openapi.json",
+    )
+    app.state.services = services
+    app.state.settings = settings
+    app.add_middleware(
+        RequestContextMiddleware,
+        proxies=proxies,
+        max_body_bytes=settings.max_body_bytes,
+        hsts=secure,
+    )
+    _install_error_handlers(app)
+    app.include_router(_health_router())
+    app.include_router(_auth.router)
+    app.include_router(_pages.router)
+    return app
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @router.get("/ready", response_model=None)
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: the business database and the audit store are reachable and the audit
+        writer runs."""
+        import asyncio
+
+        services: Services = request.app.state.services
+        checks: dict[str, str] = {}
+
+        def db_ok() -> None:
+            with services.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        def audit_ok() -> None:
+            services.audit.store.streams()
+
+        for name, probe in (("database", db_ok), ("audit_store", audit_ok)):
+            try:
+                await asyncio.to_thread(probe)
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 (readiness reports any failure as down)
+                log.warning("readiness: %s down: %s", name, type(exc).__name__)
+                checks[name] = "down"
+        checks["audit_writer"] = "ok" if services.audit.trail._task is not None else "down"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    return router
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def body(error: str) -> dict[str, str | None]:
+        return {"error": error, "request_id": _request_id()}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated"}
+        return JSONResponse(
+            body(codes.get(exc.status_code, "http_error")),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only where the problem is, never the input (it could be a code or a token).
+        where = [".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()]
+        return JSONResponse({**body("invalid_request"), "fields": where}, status_code=422)
+
+    @app.exception_handler(AuditUnavailable)
+    async def audit_down(_: Request, exc: AuditUnavailable) -> JSONResponse:
+        log.error("audit trail unavailable, request refused: %s", type(exc).__name__)
+        return JSONResponse(body("audit_unavailable"), status_code=503)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s request_id=%s", type(exc).__name__, _request_id(), exc_info=False)
+        return JSONResponse(body("internal_error"), status_code=500)

@@ -1,0 +1,566 @@
+"""``/auth/*``: the TARA login flow and the citizen's sessions, every step audited.
+
+A login attempt gives exactly one ``auth.login`` and one ``auth.flow.transition`` per step
+(``none → started → redirected → callback_received → code_exchanged → id_token_verified →
+session_created``, or ``… → failed``), all sharing ``correlation.flow_id``. A callback that
+names no known flow gets a flow id of its own, so it is still one attempt with one event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from kroonika.audit import Actor, ActorType, AuditEvent, Correlation, Outcome, Source, Target
+from kroonika.audit import events as ev
+from kroonika.sessions import (
+    EndReason,
+    FlowStatus,
+    LoginFlow,
+    Lookup,
+    RequestContext,
+    SessionIdentity,
+    SessionRecord,
+)
+from kroonika.tara import ACR_ORDER, METHODS, Acr, TaraError, VerifiedIdToken, acr_rank, digest
+from kroonika.web._services import Services, ServicesDep, request_context
+
+log = logging.getLogger("kroonika.web.auth")
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+_LOCALES = ("et", "en", "ru")
+_IDP_ERROR = re.compile(r"[a-z_]{1,64}")
+
+
+def state_for(binding: str) -> str:
+    """The ``state`` is the hash of the browser-bound cookie value."""
+    return base64.urlsafe_b64encode(hashlib.sha256(binding.encode()).digest()).rstrip(b"=").decode()
+
+
+def _error(status: int, error: str, request: Request, **extra: Any) -> JSONResponse:
+    info = request.scope.get("state", {}).get("request_info")
+    body = {"error": error, **extra}
+    if info is not None:
+        body["request_id"] = info.request_id
+    return JSONResponse(body, status_code=status)
+
+
+def safe_return_to(value: str | None, allowed: list[str]) -> str | None:
+    """A same-site path (or an allow-listed absolute URL prefix); None if not allowed."""
+    if value is None or value == "":
+        return "/"
+    if len(value) > 1024 or "\\" in value or any(ord(c) < 0x20 for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return (
+            value
+            if any(a.startswith(("http://", "https://")) and value.startswith(a) for a in allowed)
+            else None
+        )
+    if not value.startswith("/") or value.startswith("//"):
+        return None
+    return (
+        value
+        if any(not a.startswith(("http://", "https://")) and value.startswith(a) for a in allowed)
+        else None
+    )
+
+
+def _configured_methods(services: Services) -> tuple[str, ...]:
+    scoped = tuple(m for m in METHODS if m in services.settings.tara_scopes)
+    return scoped or METHODS
+
+
+# --- GET /auth/login ---------------------------------------------------------------------
+
+
+@router.get("/login", response_model=None)
+async def login(
+    request: Request,
+    services: ServicesDep,
+    acr: Annotated[str | None, Query(max_length=16)] = None,
+    method: Annotated[list[str] | None, Query(max_length=16)] = None,
+    ui_locales: Annotated[str | None, Query(max_length=64)] = None,
+    return_to: Annotated[str | None, Query(max_length=1024)] = None,
+) -> Response:
+    """Start a login: a flow stored server side, a browser-bound state, 302 to TARA."""
+    settings = services.settings
+    minimum: Acr = settings.tara_acr_minimum
+    if acr is not None and acr not in ACR_ORDER:
+        return _error(400, "invalid_request", request, detail="acr is low, substantial or high")
+    wanted: Acr = minimum
+    if acr is not None and acr_rank(acr) > acr_rank(minimum):
+        wanted = ACR_ORDER[acr_rank(acr)]
+    configured = _configured_methods(services)
+    methods = tuple(dict.fromkeys(m.lower() for m in (method or ())))
+    if any(m not in configured for m in methods):
+        return _error(400, "invalid_request", request, detail=f"method is one of {configured}")
+    locale = next((loc for loc in (ui_locales or "").split() if loc in _LOCALES), _LOCALES[0])
+    target = safe_return_to(return_to, settings.login_return_to_allowed)
+    if target is None:
+        return _error(400, "invalid_return_to", request)
+
+    ctx = request_context(request)
+    now = int(services.clock())
+    binding = secrets.token_urlsafe(32)
+    state = state_for(binding)
+    nonce = secrets.token_urlsafe(32)
+    flow = LoginFlow(
+        flow_id=str(uuid.uuid4()),
+        state_digest=digest(state),
+        nonce_digest=digest(nonce),
+        acr_requested=wanted,
+        methods=methods,
+        ui_locales=locale,
+        return_to=target,
+        status=FlowStatus.STARTED,
+        created_at=now,
+        expires_at=now + settings.login_flow_ttl_s,
+    )
+    await asyncio.to_thread(services.flows.add, flow)
+    attempt = _Attempt(services, ctx, flow_id=flow.flow_id, flow=flow)
+    await attempt.step(FlowStatus.STARTED)
+    try:
+        url = await services.tara.authorization_url(
+            state=state,
+            nonce=nonce,
+            acr=wanted,
+            methods=methods,
+            ui_locales=locale,
+        )
+    except TaraError as exc:
+        log.warning("login could not start: %s flow_id=%s", exc.reason, flow.flow_id)
+        await attempt.fail(exc.reason)
+        await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.FAILED)
+        return _error(503, "idp_unavailable", request)
+    await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.REDIRECTED)
+    await attempt.step(FlowStatus.REDIRECTED)
+    response = RedirectResponse(url, status_code=302)
+    response.set_cookie(
+        services.cookies.flow_name,
+        binding,
+        max_age=settings.login_flow_ttl_s,
+        path="/auth",
+        httponly=True,
+        secure=services.cookies.secure,
+        samesite="lax",
+        domain=services.cookies.domain,
+    )
+    return response
+
+
+# --- GET /auth/callback ------------------------------------------------------------------
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, status: int = 400, **details: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.details = details
+
+
+@dataclass
+class _Attempt:
+    """One login attempt's audit events: transitions and the single ``auth.login``."""
+
+    services: Services
+    ctx: RequestContext
+    flow_id: str
+    flow: LoginFlow | None = None
+    state: str = FlowStatus.NONE
+    identity: VerifiedIdToken | None = None
+    method: str | None = None
+    acr: str | None = None
+    finished: bool = False
+    pending: list[AuditEvent] = field(default_factory=list)
+
+    def _source(self) -> Source:
+        return Source(ip=self.ctx.ip, user_agent=self.ctx.user_agent)
+
+    def _corr(self, session_ref: str | None = None) -> Correlation:
+        return Correlation(
+            request_id=self.ctx.request_id,
+            trace_id=self.ctx.trace_id,
+            flow_id=self.flow_id,
+            session_ref=session_ref,
+        )
+
+    def _actor(self) -> Actor:
+        if self.identity is not None:
+            return Actor(ActorType.USER, subject=self.identity.subject)
+        return Actor(ActorType.ANONYMOUS)
+
+    def transition(self, to: str) -> AuditEvent:
+        event = ev.auth_flow_transition(
+            actor=self._actor(),
+            source=self._source(),
+            target=Target("login_flow", self.flow_id),
+            correlation=self._corr(),
+            from_state=str(self.state),
+            to_state=str(to),
+            method=self.method,
+            acr=self.acr,
+        )
+        self.state = str(to)
+        return event
+
+    async def step(self, to: str) -> None:
+        await self.services.audit.trail.emit(self.transition(to))
+
+    def _login(self, outcome: Outcome, reason: str | None, **details: Any) -> AuditEvent:
+        self.finished = True
+        flow = self.flow
+        return ev.auth_login(
+            outcome=outcome,
+            reason=reason,
+            actor=self._actor(),
+            source=self._source(),
+            target=Target("login_flow", self.flow_id),
+            correlation=self._corr(details.pop("session_ref", None)),
+            method=self.method,
+            acr=self.acr,
+            acr_requested=flow.acr_requested if flow else None,
+            amr=list(self.identity.amr) if self.identity else None,
+            country=self.identity.country if self.identity else None,
+            idp="tara",
+            **details,
+        )
+
+    async def fail(self, reason: str, **details: Any) -> None:
+        await self.services.audit.trail.emit_many(
+            [self.transition(FlowStatus.FAILED), self._login(Outcome.FAILURE, reason, **details)]
+        )
+
+    async def succeed(self, session_ref: str) -> None:
+        await self.services.audit.trail.emit_many(
+            [
+                self.transition(FlowStatus.SESSION_CREATED),
+                self._login(Outcome.SUCCESS, None, session_ref=session_ref),
+            ]
+        )
+
+
+@router.get("/callback", response_model=None)
+async def callback(request: Request, services: ServicesDep) -> Response:
+    """Complete a login: every check, then a session and a redirect to ``return_to``."""
+    params = request.query_params
+    ctx = request_context(request)
+    attempt = _Attempt(services, ctx, flow_id=str(uuid.uuid4()))
+    consumed = False
+    try:
+        response = await _complete(request, services, attempt, params)
+        consumed = True
+        return response
+    except _Failed as failed:
+        consumed = attempt.flow is not None and attempt.flow.consumed_at is not None
+        log.info("login failed: %s flow_id=%s", failed.reason, attempt.flow_id)
+        await attempt.fail(failed.reason, **failed.details)
+        if attempt.flow is not None and failed.reason not in (
+            Lookup.REPLAYED.value,
+            "state_not_bound",
+        ):
+            await asyncio.to_thread(services.flows.set_status, attempt.flow_id, FlowStatus.FAILED)
+        response = _error(failed.status, "login_failed", request, reason=failed.reason)
+        if failed.reason not in ("state_not_bound", "state_unknown", "state_missing"):
+            consumed = True
+        if consumed:
+            _clear_flow_cookie(response, services)
+        return response
+
+
+def _clear_flow_cookie(response: Response, services: Services) -> None:
+    response.delete_cookie(
+        services.cookies.flow_name,
+        path="/auth",
+        secure=services.cookies.secure,
+        httponly=True,
+        samesite="lax",
+        domain=services.cookies.domain,
+    )
+
+
+async def _complete(
+    request: Request, services: Services, attempt: _Attempt, params: Any
+) -> Response:
+    now = int(services.clock())
+    state = params.get("state")
+    if not state or len(state) > 256:
+        await attempt.step(FlowStatus.CALLBACK_RECEIVED)
+        raise _Failed("state_missing")
+    lookup, flow = await asyncio.to_thread(services.flows.find, digest(state), now)
+    if flow is None:
+        await attempt.step(FlowStatus.CALLBACK_RECEIVED)
+        raise _Failed(Lookup.UNKNOWN.value)
+    attempt.flow_id = flow.flow_id
+    attempt.flow = flow
+    attempt.state = flow.status
+    await attempt.step(FlowStatus.CALLBACK_RECEIVED)
+    if lookup is not Lookup.OK:
+        raise _Failed(lookup.value)
+    binding = request.cookies.get(services.cookies.flow_name)
+    if not binding or not hmac.compare_digest(state_for(binding), state):
+        raise _Failed("state_not_bound")
+    if not await asyncio.to_thread(services.flows.consume, flow.flow_id, now):
+        raise _Failed(Lookup.REPLAYED.value)
+    attempt.flow = flow = replace(flow, consumed_at=now)
+
+    error = params.get("error")
+    if error is not None:
+        code = error if _IDP_ERROR.fullmatch(error) else "unrecognised"
+        if code == "user_cancel":
+            raise _Failed("user_cancel")
+        raise _Failed("idp_error", idp_error=code)
+    code_value = params.get("code")
+    if not code_value or len(code_value) > 2048:
+        raise _Failed("code_missing")
+
+    try:
+        tokens = await services.tara.exchange_code(code_value)
+    except TaraError as exc:
+        log.warning("code exchange failed: %s (%s) flow_id=%s", exc.reason, exc, flow.flow_id)
+        raise _Failed(exc.reason, status=502 if exc.reason == "idp_unavailable" else 400) from None
+    await attempt.step(FlowStatus.CODE_EXCHANGED)
+
+    methods = flow.methods or _configured_methods(services)
+    try:
+        verified = await services.tara.verify(
+            tokens.id_token,
+            nonce_digest=flow.nonce_digest,
+            acr_minimum=flow.acr_requested,  # type: ignore[arg-type]
+            methods=methods,
+            state=state,
+        )
+    except TaraError as exc:
+        log.warning("ID token rejected: %s flow_id=%s", exc.reason, flow.flow_id)
+        raise _Failed(exc.reason, status=502 if exc.reason == "idp_unavailable" else 400) from None
+    attempt.identity = verified
+    attempt.method = verified.method
+    attempt.acr = verified.acr
+    await attempt.step(FlowStatus.ID_TOKEN_VERIFIED)
+
+    new = await services.sessions.create(
+        SessionIdentity(
+            subject=verified.subject,
+            method=verified.method,
+            acr=verified.acr,
+            given_name=verified.given_name,
+            family_name=verified.family_name,
+        ),
+        attempt.ctx,
+        flow_id=flow.flow_id,
+    )
+    await attempt.succeed(services.sessions.session_ref(new.record))
+    await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.SESSION_CREATED)
+
+    response = RedirectResponse(flow.return_to, status_code=302)
+    set_session_cookie(response, services, new.secret)
+    _clear_flow_cookie(response, services)
+    for hook in services.post_login:
+        await hook(request, response, new.record, verified)
+    return response
+
+
+def set_session_cookie(response: Response, services: Services, secret: str) -> None:
+    response.set_cookie(
+        services.cookies.session_name,
+        secret,
+        max_age=services.settings.session_absolute_s,
+        path="/",
+        httponly=True,
+        secure=services.cookies.secure,
+        samesite="lax",
+        domain=services.cookies.domain,
+    )
+
+
+def clear_session_cookie(response: Response, services: Services) -> None:
+    response.delete_cookie(
+        services.cookies.session_name,
+        path="/",
+        httponly=True,
+        secure=services.cookies.secure,
+        samesite="lax",
+        domain=services.cookies.domain,
+    )
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    record: SessionRecord
+    secret: str
+    ctx: RequestContext
+
+
+async def current_session(request: Request, services: Services) -> Current | None:
+    secret = request.cookies.get(services.cookies.session_name)
+    ctx = request_context(request)
+    record = await services.sessions.current(secret, ctx)
+    if record is None or secret is None:
+        return None
+    return Current(record, secret, ctx)
+
+
+def _unauthenticated(request: Request, services: Services) -> JSONResponse:
+    response = _error(401, "not_authenticated", request)
+    if request.cookies.get(services.cookies.session_name):
+        clear_session_cookie(response, services)
+    return response
+
+
+async def _csrf_token_from(request: Request) -> str | None:
+    header = request.headers.get("x-csrf-token")
+    if header:
+        return header
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.form()
+        value = form.get("csrf_token")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _session_view(services: Services, cur: Current) -> dict[str, Any]:
+    r = cur.record
+    return {
+        **r.public(current=True),
+        "subject": r.subject,
+        "given_name": r.given_name,
+        "family_name": r.family_name,
+        "csrf_token": services.csrf_token(cur.secret),
+    }
+
+
+@router.get("/session", response_model=None)
+async def get_session(request: Request, services: ServicesDep) -> Response:
+    """The current session (and the CSRF token for state-changing calls)."""
+    cur = await current_session(request, services)
+    if cur is None:
+        return _unauthenticated(request, services)
+    return JSONResponse(_session_view(services, cur))
+
+
+async def _authorised(
+    request: Request, services: Services
+) -> tuple[Current | None, Response | None]:
+    cur = await current_session(request, services)
+    if cur is None:
+        return None, _unauthenticated(request, services)
+    if not services.csrf_ok(cur.secret, await _csrf_token_from(request)):
+        log.warning("CSRF check failed request_id=%s", cur.ctx.request_id)
+        return None, _error(403, "csrf_failed", request)
+    return cur, None
+
+
+@router.post("/session/extend", response_model=None)
+async def extend_session(request: Request, services: ServicesDep) -> Response:
+    """Slide the idle expiry up to the absolute limit (CSRF-protected)."""
+    cur, refusal = await _authorised(request, services)
+    if cur is None:
+        return refusal  # type: ignore[return-value]
+    updated = await services.sessions.extend(cur.record, cur.ctx)
+    if updated is None:
+        return _unauthenticated(request, services)
+    return JSONResponse(_session_view(services, Current(updated, cur.secret, cur.ctx)))
+
+
+@router.get("/sessions", response_model=None)
+async def list_sessions(request: Request, services: ServicesDep) -> Response:
+    """The citizen's own live sessions (public references only)."""
+    cur = await current_session(request, services)
+    if cur is None:
+        return _unauthenticated(request, services)
+    live = await services.sessions.active_for(cur.record.subject, cur.ctx)
+    return JSONResponse({"sessions": [s.public(current=s.ref == cur.record.ref) for s in live]})
+
+
+async def _ended(
+    request: Request, services: Services, records: list[SessionRecord], reason: str
+) -> None:
+    for hook in services.on_sessions_ended:
+        await hook(request, records, reason)
+
+
+@router.delete("/sessions/{ref}", response_model=None)
+async def end_one(ref: str, request: Request, services: ServicesDep) -> Response:
+    """End one of the citizen's own sessions (CSRF-protected)."""
+    cur, refusal = await _authorised(request, services)
+    if cur is None:
+        return refusal  # type: ignore[return-value]
+    target = await services.sessions.by_ref(ref)
+    if target is None or target.subject != cur.record.subject or not target.active:
+        return _error(404, "session_not_found", request)
+    await services.sessions.end(target, EndReason.USER, cur.ctx, ended_by="user")
+    await _ended(request, services, [target], EndReason.USER.value)
+    response = JSONResponse({"ended": 1, "current_ended": target.ref == cur.record.ref})
+    if target.ref == cur.record.ref:
+        clear_session_cookie(response, services)
+    return response
+
+
+@router.delete("/sessions", response_model=None)
+async def end_all(request: Request, services: ServicesDep) -> Response:
+    """End every session of the citizen, the current one included (CSRF-protected)."""
+    cur, refusal = await _authorised(request, services)
+    if cur is None:
+        return refusal  # type: ignore[return-value]
+    live = await services.sessions.active_for(cur.record.subject, cur.ctx)
+    ended = []
+    for record in live:
+        if await services.sessions.end(record, EndReason.USER, cur.ctx, ended_by="user"):
+            ended.append(record)
+    await _ended(request, services, ended, EndReason.USER.value)
+    response = JSONResponse({"ended": len(ended), "current_ended": True})
+    clear_session_cookie(response, services)
+    return response
+
+
+@router.post("/logout", response_model=None)
+async def logout(request: Request, services: ServicesDep) -> Response:
+    """End the current session (CSRF-protected) and clear the cookie."""
+    cur, refusal = await _authorised(request, services)
+    if cur is None:
+        return refusal  # type: ignore[return-value]
+    record = cur.record
+    await services.sessions.end(record, EndReason.LOGOUT, cur.ctx, ended_by="user")
+    ref = services.sessions.session_ref(record)
+    await services.audit.trail.emit(
+        ev.auth_logout(
+            actor=Actor(ActorType.USER, subject=record.subject),
+            source=Source(ip=cur.ctx.ip, user_agent=cur.ctx.user_agent),
+            target=Target("session", ref),
+            correlation=Correlation(
+                request_id=cur.ctx.request_id,
+                trace_id=cur.ctx.trace_id,
+                flow_id=record.flow_id,
+                session_ref=ref,
+            ),
+            method=record.method,
+            scope="session",
+        )
+    )
+    await _ended(request, services, [record], EndReason.LOGOUT.value)
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    response: Response
+    if ctype == "application/x-www-form-urlencoded":
+        response = RedirectResponse("/", status_code=303)
+    else:
+        response = JSONResponse({"logged_out": True})
+    clear_session_cookie(response, services)
+    return response

@@ -1,0 +1,134 @@
+"""ASGI middleware: request id and trace id, client address, body size limit, security
+headers and one access-log line per request (path without query: callbacks carry codes)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kroonika.web._context import (
+    RequestInfo,
+    TrustedProxies,
+    current_request,
+    new_request_id,
+    new_trace_id,
+    request_id_from,
+    trace_id_from,
+)
+
+access_log = logging.getLogger("kroonika.web.access")
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "content-security-policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "cache-control": "no-store",
+}
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        proxies: TrustedProxies,
+        max_body_bytes: int,
+        hsts: bool,
+    ) -> None:
+        self.app = app
+        self.proxies = proxies
+        self.max_body = max_body_bytes
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        peer = scope.get("client")
+        info = RequestInfo(
+            request_id=request_id_from(headers.get("x-request-id")) or new_request_id(),
+            trace_id=trace_id_from(headers.get("traceparent")) or new_trace_id(),
+            client_ip=self.proxies.client_ip(
+                peer[0] if peer else None, headers.get("x-forwarded-for")
+            ),
+            user_agent=(headers.get("user-agent") or "")[:512] or None,
+        )
+        scope.setdefault("state", {})["request_info"] = info
+        token = current_request.set(info)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                out = MutableHeaders(scope=message)
+                out["x-request-id"] = info.request_id
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in out:
+                        out[name] = value
+                if self.hsts:
+                    out["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+            await send(message)
+
+        try:
+            declared = headers.get("content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+                await _too_large(send_wrapper)
+                return
+            received = 0
+
+            async def receive_wrapper() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body:
+                        raise _BodyTooLarge
+                return message
+
+            try:
+                await self.app(scope, receive_wrapper, send_wrapper)
+            except _BodyTooLarge:
+                if not response_started:
+                    await _too_large(send_wrapper)
+        finally:
+            access_log.info(
+                "%s %s %s %.1fms request_id=%s",
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                (time.perf_counter() - started) * 1000,
+                info.request_id,
+            )
+            current_request.reset(token)
+
+
+async def _too_large(send: Send) -> None:
+    body = b'{"error":"payload_too_large"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,61 @@
+"""A minimal page for the citizen: log in with a method, see and end own sessions."""
+
+from __future__ import annotations
+
+import datetime
+from html import escape
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from kroonika.web._auth import _configured_methods, current_session
+from kroonika.web._services import ServicesDep
+
+router = APIRouter(tags=["pages"])
+
+_NAMES = {"idcard": "ID-kaart", "mid": "Mobiil-ID", "smartid": "Smart-ID", "eidas": "eIDAS"}
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}"
+    "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;"
+    "padding:.3rem;text-align:left}a.b,button{padding:.4rem .8rem;margin:.2rem}"
+)
+
+
+def _time(ts: int) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _page(body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f'<!doctype html><html lang="et"><head><meta charset="utf-8"><title>Kroonika</title>'
+        f"<style>{_STYLE}</style></head><body><h1>Kroonika</h1>{body}</body></html>"
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(request: Request, services: ServicesDep) -> HTMLResponse:
+    cur = await current_session(request, services)
+    if cur is None:
+        links = "".join(
+            f'<a class="b" href="/auth/login?method={m}">{_NAMES[m]}</a>'
+            for m in _configured_methods(services)
+        )
+        return _page(f"<p>Logi sisse / Log in:</p><p>{links}</p>")
+    r = cur.record
+    live = await services.sessions.active_for(r.subject, cur.ctx)
+    csrf = services.csrf_token(cur.secret)
+    rows = "".join(
+        f"<tr><td>{escape(s.ref)}{' (see / this)' if s.ref == r.ref else ''}</td>"
+        f"<td>{escape(s.method)}</td><td>{escape(s.acr)}</td><td>{_time(s.created_at)}</td>"
+        f"<td>{_time(s.idle_expires_at)}</td><td>{escape(s.user_agent or '')}</td></tr>"
+        for s in live
+    )
+    name = escape(" ".join(p for p in (r.given_name, r.family_name) if p) or r.subject)
+    return _page(
+        f"<p>Tere, <b>{name}</b> ({escape(r.subject)})</p>"
+        f"<h2>Sessioonid / Sessions</h2><table><tr><th>id</th><th>method</th><th>acr</th>"
+        f"<th>created</th><th>expires</th><th>browser</th></tr>{rows}</table>"
+        f'<form method="post" action="/auth/logout">'
+        f'<input type="hidden" name="csrf_token" value="{csrf}">'
+        f'<button type="submit">Logi välja / Log out</button></form>'
+    )

@@ -1,0 +1,187 @@
+"""Real servers on loopback for the login end-to-end tests: the TARA mock and the service
+under uvicorn in threads, a browser-like httpx client, and readers of the audit store."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from kroonika.audit import Query, SqlAuditStore, run_query
+from kroonika.sessions import ManualClock
+from kroonika.settings import Settings
+from kroonika.tara.mock import MockConfig, RegisteredClient
+from kroonika.tara.mock import create_app as create_mock
+from kroonika.web import Services, create_app
+
+CLIENT_ID = "kroonika-e2e"
+SECRET = "e2e secret/with:reserved&chars-0123456789"
+ALL_SCOPES = ["openid", "idcard", "mid", "smartid", "eidas"]
+
+
+@functools.cache
+def mock_keys() -> tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
+    return (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    )
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def serve(app: Any, sock: socket.socket, *, lifespan: str = "on") -> Iterator[str]:
+    """Serve ``app`` on ``sock`` in a thread (no access log: URLs can carry codes)."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+@dataclass
+class Stack:
+    mock: str
+    service: str
+    settings: Settings
+    services: Services
+    clock: ManualClock
+
+    def browser(self, *, autologin: str | None = "38001085718", **extra: str) -> httpx.Client:
+        """An httpx client that follows redirects and keeps cookies like a browser; on the
+        mock's authorize page it 'picks' the identity ``autologin`` (or cancels)."""
+        mock_authorize = self.mock + "/oidc/authorize"
+
+        def choose(request: httpx.Request) -> None:
+            if autologin is not None and str(request.url).startswith(mock_authorize):
+                request.url = request.url.copy_merge_params({"autologin": autologin, **extra})
+
+        return httpx.Client(
+            follow_redirects=True,
+            timeout=20,
+            event_hooks={"request": [choose]},
+            headers={"user-agent": "Mozilla/5.0 (e2e) Kroonika-tests"},
+        )
+
+    def mock_switch(self, **switches: Any) -> None:
+        httpx.post(self.mock + "/mock/config", json=switches, timeout=10).raise_for_status()
+
+    def mock_rotate(self, *, new_key: bool) -> dict[str, Any]:
+        r = httpx.post(self.mock + "/mock/rotate", json={"new_key": new_key}, timeout=10)
+        result: dict[str, Any] = r.raise_for_status().json()
+        return result
+
+    def events(self, **query: Any) -> list[dict[str, Any]]:
+        store = SqlAuditStore(self.settings.resolved_audit_store_url(), read_only=True)
+        try:
+            return [orjson.loads(b) for b in run_query(store, Query(**query))]
+        finally:
+            store.close()
+
+    def raw_events(self) -> list[bytes]:
+        store = SqlAuditStore(self.settings.resolved_audit_store_url(), read_only=True)
+        try:
+            return list(run_query(store, Query()))
+        finally:
+            store.close()
+
+    def login_events(self, request_id: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """The one ``auth.login`` of the request and its flow's transitions (from, to)."""
+        logins = self.events(types=("auth.login",), correlation=request_id)
+        assert len(logins) == 1, logins
+        flow_id = logins[0]["correlation"]["flow_id"]
+        transitions = self.events(types=("auth.flow.transition",), correlation=flow_id)
+        return logins[0], [
+            (t["details"]["from_state"], t["details"]["to_state"]) for t in transitions
+        ]
+
+
+SUCCESS_STEPS = [
+    ("none", "started"),
+    ("started", "redirected"),
+    ("redirected", "callback_received"),
+    ("callback_received", "code_exchanged"),
+    ("code_exchanged", "id_token_verified"),
+    ("id_token_verified", "session_created"),
+]
+
+
+@contextmanager
+def running_stack(
+    tmp_path: Path,
+    *,
+    database_url: str | None = None,
+    settings_overrides: dict[str, Any] | None = None,
+    mock_strict: bool = False,
+    configure: Callable[[Services], None] | None = None,
+) -> Iterator[Stack]:
+    """The mock and the service on free loopback ports, wired to each other."""
+    service_sock = free_socket()
+    mock_sock = free_socket()
+    service_url = f"http://127.0.0.1:{service_sock.getsockname()[1]}"
+    mock_url = f"http://127.0.0.1:{mock_sock.getsockname()[1]}"
+    mock = create_mock(
+        MockConfig(
+            issuer=mock_url,
+            clients=(
+                RegisteredClient(
+                    client_id=CLIENT_ID,
+                    secret=SecretStr(SECRET),
+                    redirect_uris=(service_url + "/auth/callback",),
+                    allowed_scopes=frozenset([*ALL_SCOPES, "email", "phone"]),
+                ),
+            ),
+            strict=mock_strict,
+            keys=mock_keys(),
+            control_api=True,
+        )
+    )
+    values: dict[str, Any] = {
+        "var_dir": tmp_path / "var",
+        "audit_strict": True,
+        "database_url": database_url,
+        "tara_issuer": mock_url,
+        "tara_client_id": CLIENT_ID,
+        "tara_client_secret": SecretStr(SECRET),
+        "tara_redirect_uri": service_url + "/auth/callback",
+        "tara_scopes": ALL_SCOPES,
+        "cookie_secure": False,
+        "public_url": service_url,
+        **(settings_overrides or {}),
+    }
+    settings = Settings(**values)
+    clock = ManualClock()
+    app = create_app(settings, clock=clock)
+    services: Services = app.state.services
+    if configure is not None:
+        configure(services)
+    with serve(mock, mock_sock, lifespan="off") as m, serve(app, service_sock) as s:
+        yield Stack(mock=m, service=s, settings=settings, services=services, clock=clock)
