@@ -87,6 +87,36 @@ sink_cursors = Table(
     Column("updated", String(32), nullable=False),
 )
 
+# Items a sink refused permanently (after retries): the events stay in the store;
+# this row says which sink skipped which range and why (written by the SinkRunner).
+sink_dead_letters = Table(
+    "audit_sink_dead_letters",
+    metadata,
+    Column("id", _RowId, primary_key=True, autoincrement=True),
+    Column("sink", String(128), nullable=False),
+    Column("stream", String(128), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("item_id", String(200), nullable=False),
+    Column("error", String(500), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("time", String(32), nullable=False),
+    Index("audit_sink_dead_letters_sink", "sink", "stream", "seq"),
+)
+
+# Where a stream starts after a retention purge: the Merkle frontier and last leaf
+# at a checkpointed size, so the verifier resumes there (the checkpoint at ``size``
+# vouches for ``frontier``). Written in the purge's transaction.
+retained_bases = Table(
+    "audit_retained_bases",
+    metadata,
+    Column("stream", String(128), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("frontier", LargeBinary, nullable=False),
+    Column("last_leaf", LargeBinary, nullable=False),
+    Column("purged", String(32), nullable=False),
+)
+
 SQLITE_TRIGGERS = [
     """CREATE TRIGGER audit_blocks_no_update BEFORE UPDATE ON audit_blocks
        BEGIN SELECT RAISE(ABORT, 'audit_blocks is append-only'); END""",

@@ -1,0 +1,59 @@
+"""What the HTTP sinks share: one httpx client, status codes mapped to retry or not."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from kroonika.audit.sinks._base import PermanentSinkError, TransientSinkError
+
+#: Statuses that are worth retrying as they are.
+RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class HttpPoster:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        verify: bool | str = True,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("sink URL must be http:// or https://")
+        self.url = url
+        self._own = client is None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), verify=verify, follow_redirects=False
+        )
+
+    async def post(
+        self, content: bytes, headers: Mapping[str, str], *, auth_is_transient: bool = True
+    ) -> httpx.Response:
+        """POST and raise on anything but 2xx: retryable statuses, connection
+        errors and timeouts are transient; other 4xx are permanent, except that
+        401/403 (a wrong or expired credential, fixed by an operator) stay
+        transient unless ``auth_is_transient`` is False."""
+        try:
+            resp = await self._client.post(self.url, content=content, headers=dict(headers))
+        except httpx.TimeoutException as exc:
+            raise TransientSinkError(f"timeout posting to {self.host}") from exc
+        except httpx.TransportError as exc:
+            raise TransientSinkError(f"cannot reach {self.host}: {type(exc).__name__}") from exc
+        code = resp.status_code
+        if 200 <= code < 300:
+            return resp
+        message = f"{self.host} answered HTTP {code}"
+        if code in RETRYABLE or code >= 500 or (auth_is_transient and code in (401, 403)):
+            raise TransientSinkError(message)
+        raise PermanentSinkError(message)
+
+    @property
+    def host(self) -> str:
+        return httpx.URL(self.url).host
+
+    async def close(self) -> None:
+        if self._own:
+            await self._client.aclose()

@@ -1,0 +1,97 @@
+"""Elasticsearch / OpenSearch ``_bulk`` with ECS documents.
+
+Body (``application/x-ndjson``, newline-terminated): per event a ``create`` action
+naming the index or data stream and ``_id`` = event id, then the ECS document.
+``create`` with the event id makes a re-sent event a 409 conflict, which counts as
+delivered, so at-least-once becomes exactly-once in the index. A 200 answer with
+``"errors": true`` is read item by item: the first item that failed stops the
+cursor there (429 and 5xx items are retried; other refusals are permanent and end
+as dead letters); items after it are sent again and conflict harmlessly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from kroonika.audit.formats import ecs_document
+from kroonika.audit.sinks._base import (
+    CheckpointRecord,
+    Item,
+    PermanentSinkError,
+    TransientSinkError,
+)
+from kroonika.audit.sinks._http import HttpPoster
+
+
+class ElasticBulkSink:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        index: str = "logs-kroonika.audit-default",
+        api_key: SecretStr | None = None,
+        timeout: float = 30.0,
+        verify: bool | str = True,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.name = name
+        endpoint = url.rstrip("/")
+        if not endpoint.endswith("/_bulk"):
+            endpoint += "/_bulk"
+        self._http = HttpPoster(endpoint, timeout=timeout, verify=verify, client=client)
+        self.index = index
+        self._api_key = api_key
+
+    async def open(self) -> None:
+        """Nothing to open: one HTTP client is reused."""
+
+    def encode(self, item: Item) -> bytes:
+        if isinstance(item, CheckpointRecord):
+            doc = ecs_document(item.doc())
+            doc.setdefault("kroonika", {})["checkpoint"] = item.doc()["checkpoint"]
+        else:
+            doc = ecs_document(item.doc)
+        action = {"create": {"_id": item.id, "_index": self.index}}
+        return (
+            orjson.dumps(action, option=orjson.OPT_SORT_KEYS)
+            + b"\n"
+            + orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+            + b"\n"
+        )
+
+    async def send(self, batch: Sequence[Item]) -> None:
+        headers = {"Content-Type": "application/x-ndjson"}
+        if self._api_key is not None:
+            headers["Authorization"] = f"ApiKey {self._api_key.get_secret_value()}"
+        resp = await self._http.post(b"".join(self.encode(i) for i in batch), headers)
+        try:
+            answer: dict[str, Any] = orjson.loads(resp.content)
+        except orjson.JSONDecodeError as exc:
+            raise TransientSinkError("_bulk answer is not JSON") from exc
+        if not answer.get("errors"):
+            return
+        items = answer.get("items")
+        if not isinstance(items, list) or len(items) != len(batch):
+            raise TransientSinkError("_bulk answer does not list every item")
+        for pos, entry in enumerate(items):
+            result = entry.get("create") if isinstance(entry, dict) else None
+            status = result.get("status") if isinstance(result, dict) else None
+            if not isinstance(status, int):
+                raise TransientSinkError(f"_bulk item {pos} has no status", delivered=pos)
+            if 200 <= status < 300 or status == 409:
+                continue
+            error = result.get("error") if isinstance(result, dict) else None
+            reason = error.get("type", "") if isinstance(error, dict) else ""
+            message = f"_bulk item refused: HTTP {status} {reason}".strip()
+            if status == 429 or status >= 500:
+                raise TransientSinkError(message, delivered=pos)
+            raise PermanentSinkError(message, delivered=pos)
+
+    async def close(self) -> None:
+        await self._http.close()

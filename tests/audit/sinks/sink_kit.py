@@ -1,0 +1,199 @@
+"""Helpers for the sink tests: a trail on a real store, events with hostile strings,
+and a real rsyslogd run as an ordinary process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditTrail,
+    Correlation,
+    Counters,
+    Fingerprinter,
+    KeyRing,
+    Outcome,
+    Pipeline,
+    Source,
+    SqlAuditStore,
+    SqlSubjectKeys,
+    Target,
+    events,
+)
+
+REQUIRE_SERVICES = os.environ.get("KROONIKA_REQUIRE_SERVICES") == "1"
+
+HOSTILE = 'quote" back\\slash ]bracket |pipe =eq\r\nCRLF \x1b[31mANSI Õunapuu ÄÖÜ 🦊'
+
+
+@dataclass
+class Kit:
+    trail: AuditTrail
+    store: SqlAuditStore
+    keyring: KeyRing
+    url: str
+    keys_dir: Path
+
+
+def make_kit(url: str, keys_dir: Path, *, stream: str = "web-1", checkpoint_every: int = 5) -> Kit:
+    store = SqlAuditStore(url)
+    store.upgrade()
+    keyring = KeyRing.open(keys_dir, create=True)
+    counters = Counters()
+    subject_keys = SqlSubjectKeys(store, b"m" * 32)
+    pipeline = Pipeline.standard(
+        fingerprinter=Fingerprinter(b"k" * 32, "p1"),
+        subject_keys=subject_keys,
+        counters=counters,
+        strict=True,
+    )
+    trail = AuditTrail(
+        pipeline,
+        store,
+        keyring,
+        stream=stream,
+        counters=counters,
+        subject_keys=subject_keys,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval=3600,
+    )
+    return Kit(trail, store, keyring, url, keys_dir)
+
+
+def login_event(n: int, *, hostile: bool = False) -> AuditEvent:
+    """A failed login with a distinct request id (and hostile strings if asked)."""
+    return events.auth_login(
+        outcome=Outcome.FAILURE,
+        reason="id_token.nonce_mismatch",
+        actor=Actor(ActorType.USER, subject=f"EE3800108571{n % 10}"),
+        source=Source(ip="192.0.2.17", user_agent=HOSTILE if hostile else "Firefox/133.0"),
+        target=Target("session", f"s1:{n}"),
+        correlation=Correlation(request_id=f"req-{n}" + (HOSTILE if hostile else "")),
+        method="idcard",
+    )
+
+
+def write_events(kit: Kit, count: int, *, start: int = 0, hostile: bool = False) -> None:
+    """``count`` events, each its own block (so cursors move block by block)."""
+    for n in range(start, start + count):
+        kit.trail.emit_sync(login_event(n, hostile=hostile))
+
+
+# --- rsyslog ------------------------------------------------------------------------
+
+RSYSLOGD = "/usr/sbin/rsyslogd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Rsyslog:
+    port: int
+    output: Path
+    proc: subprocess.Popen[bytes]
+    ca_file: Path | None = None
+
+    def lines(self) -> list[str]:
+        if not self.output.exists():
+            return []
+        return self.output.read_bytes().decode("utf-8").splitlines()
+
+    def wait_lines(self, n: int, timeout: float = 30.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.lines()
+            if len(lines) >= n:
+                return lines
+            time.sleep(0.05)
+        return self.lines()
+
+
+def require_rsyslog() -> None:
+    if shutil.which(RSYSLOGD) is None and not Path(RSYSLOGD).exists():
+        if REQUIRE_SERVICES:
+            pytest.fail("rsyslogd is not installed and KROONIKA_REQUIRE_SERVICES=1")
+        pytest.skip("rsyslogd is not installed (apt-get install rsyslog rsyslog-openssl)")
+
+
+# The raw message as received, one per line: the property that proves the whole
+# RFC 5424 message (header, structured data, body) arrived intact.
+_TEMPLATE = 'template(name="raw" type="string" string="%rawmsg%\\n")'
+
+
+def start_rsyslog(workdir: Path, *, tls: tuple[Path, Path, Path] | None = None) -> Rsyslog:
+    """rsyslogd -n as an ordinary process: imtcp on a free loopback port, omfile."""
+    require_rsyslog()
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    output = workdir / "received.log"
+    if tls is None:
+        inputs = (
+            'module(load="imtcp" MaxSessions="100")\n'
+            f'input(type="imtcp" address="127.0.0.1" port="{port}" '
+            'SupportOctetCountedFraming="on")\n'
+        )
+    else:
+        ca, cert, key = tls
+        inputs = (
+            f'global(DefaultNetstreamDriver="ossl" DefaultNetstreamDriverCAFile="{ca}" '
+            f'DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")\n'
+            'module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" '
+            'StreamDriver.AuthMode="anon")\n'
+            f'input(type="imtcp" address="127.0.0.1" port="{port}" '
+            'SupportOctetCountedFraming="on")\n'
+        )
+    conf = workdir / "rsyslog.conf"
+    conf.write_text(
+        f'global(workDirectory="{workdir}" maxMessageSize="64k")\n'
+        + inputs
+        + _TEMPLATE
+        + "\n"
+        + f'action(type="omfile" file="{output}" template="raw" flushOnTXEnd="on" '
+        'asyncWriting="off")\n'
+    )
+    pidfile = workdir / "rsyslogd.pid"
+    proc = subprocess.Popen(
+        [RSYSLOGD, "-n", "-f", str(conf), "-i", str(pidfile)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "RSYSLOG_MODDIR": "/usr/lib/x86_64-linux-gnu/rsyslog/"},
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise RuntimeError(f"rsyslogd exited: {out}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("rsyslogd did not start listening")
+    return Rsyslog(port, output, proc, tls[0] if tls else None)
+
+
+def stop_rsyslog(r: Rsyslog) -> None:
+    r.proc.terminate()
+    try:
+        r.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        r.proc.kill()
+        r.proc.wait(5)
+    if r.proc.stdout is not None:
+        r.proc.stdout.close()

@@ -1,0 +1,237 @@
+"""The SinkRunner: cursor, order, checkpoints, retries, dead letters, ownership."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import orjson
+import pytest
+from sink_kit import Kit, write_events
+
+from kroonika.audit.sinks import (
+    CapturingSink,
+    CursorStore,
+    Item,
+    PermanentSinkError,
+    Record,
+    RetryPolicy,
+    SinkEvent,
+    SinkRunner,
+    TransientSinkError,
+)
+
+FAST = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=3, send_timeout=5)
+
+
+def seqs(sink: CapturingSink, stream: str = "web-1") -> list[int]:
+    return [r.seq for r in sink.records() if r.stream == stream]
+
+
+@pytest.mark.asyncio
+async def test_delivers_every_record_in_order_with_its_canonical_bytes(kit: Kit) -> None:
+    """Every stored record reaches the sink once, in seq order, byte for byte."""
+    write_events(kit, 12)
+    sink = CapturingSink()
+    runner = SinkRunner(kit.store, [sink], batch_size=5, retry=FAST)
+    await runner.drain()
+    stored = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+    assert [r.canonical for r in sink.records()] == stored
+    assert seqs(sink) == list(range(1, len(stored) + 1))
+
+
+@pytest.mark.asyncio
+async def test_cursor_persists_so_a_new_runner_resumes_without_resending(kit: Kit) -> None:
+    """A second runner (a restart) continues after the persisted cursor."""
+    write_events(kit, 4)
+    first = CapturingSink("s")
+    runner = SinkRunner(kit.store, [first], retry=FAST)
+    await runner.drain()
+    await runner.stop()  # releases ownership, as a process exit would
+    before = seqs(first)
+    write_events(kit, 3, start=4)
+    second = CapturingSink("s")
+    await SinkRunner(kit.store, [second], retry=FAST).drain()
+    assert seqs(second) == list(range(before[-1] + 1, before[-1] + 4))
+    assert CursorStore(kit.store.engine).get("s", "web-1") == before[-1] + 3
+
+
+@pytest.mark.asyncio
+async def test_checkpoints_are_shipped_after_the_records_they_cover(kit: Kit) -> None:
+    """Each stored checkpoint is delivered once, after the record at its size."""
+    write_events(kit, 11)  # checkpoint_every=5
+    sink = CapturingSink()
+    await SinkRunner(kit.store, [sink], batch_size=3, retry=FAST).drain()
+    stored = [cp.size for cp in kit.store.checkpoints("web-1")]
+    shipped = [c.checkpoint.size for c in sink.checkpoints()]
+    assert shipped == stored
+    assert stored
+    for cp in sink.checkpoints():
+        pos = sink.items.index(cp)
+        delivered_before = [i.seq for i in sink.items[:pos] if isinstance(i, Record)]
+        assert max(delivered_before) >= cp.checkpoint.size
+
+
+class FlakySink(CapturingSink):
+    """Fails with a transient error for the first ``outage`` sends."""
+
+    def __init__(self, outage: int) -> None:
+        super().__init__("flaky")
+        self.outage = outage
+        self.calls = 0
+
+    async def send(self, batch: Sequence[Item]) -> None:
+        self.calls += 1
+        if self.calls <= self.outage:
+            raise TransientSinkError("connection refused")
+        await super().send(batch)
+
+
+@pytest.mark.asyncio
+async def test_transient_outage_is_retried_and_reported_once_each_way(kit: Kit) -> None:
+    """An outage is retried with backoff; one 'failed' and one 'recovered' event."""
+    write_events(kit, 6)
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    sink = FlakySink(outage=4)
+    runner = SinkRunner(kit.store, [sink], retry=FAST, on_event=on_event)
+    await runner.drain()
+    assert seqs(sink) == list(range(1, kit.trail.size + 1))
+    assert [e.state for e in seen] == ["failed", "recovered"]
+    m = runner.metrics()["flaky"]
+    assert (m["retries"], m["failures"], m["failing"]) == (4, 4, False)
+
+
+class PoisonSink(CapturingSink):
+    """Refuses (permanently) any batch holding the record with seq ``poison``."""
+
+    def __init__(self, poison: int) -> None:
+        super().__init__("poison")
+        self.poison = poison
+
+    async def send(self, batch: Sequence[Item]) -> None:
+        for pos, item in enumerate(batch):
+            if isinstance(item, Record) and item.seq == self.poison:
+                raise PermanentSinkError("HTTP 400", delivered=0)
+            del pos
+        await super().send(batch)
+
+
+@pytest.mark.asyncio
+async def test_a_permanently_refused_record_becomes_one_dead_letter(kit: Kit) -> None:
+    """Only the refused record is dead-lettered; everything else is delivered."""
+    write_events(kit, 8)
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    sink = PoisonSink(poison=4)
+    runner = SinkRunner(kit.store, [sink], batch_size=100, retry=FAST, on_event=on_event)
+    await runner.drain()
+    total = kit.trail.size
+    assert seqs(sink) == [s for s in range(1, total + 1) if s != 4]
+    letters = CursorStore(kit.store.engine).dead_letters("poison")
+    assert [(d["stream"], d["seq"], d["attempts"]) for d in letters] == [("web-1", 4, 3)]
+    assert "dead_letter" in [e.state for e in seen]
+    assert runner.metrics()["poison"]["dead_letters"] == 1
+
+
+@pytest.mark.asyncio
+async def test_partial_acceptance_moves_the_cursor_past_what_was_accepted(kit: Kit) -> None:
+    """A failure that names accepted leading items does not re-send them."""
+    write_events(kit, 6)
+    sink = CapturingSink("partial")
+    sink.fail_with = TransientSinkError("busy", delivered=2)
+    sink.fail_times = 1
+    await SinkRunner(kit.store, [sink], retry=FAST).drain()
+    assert seqs(sink) == list(range(1, kit.trail.size + 1))
+
+
+@pytest.mark.asyncio
+async def test_two_runners_on_one_store_deliver_each_record_once(
+    kit: Kit, kit_factory: Callable[..., Kit]
+) -> None:
+    """Ownership by lock: two runners sharing a sink name never both deliver a stream."""
+    other = kit_factory(stream="web-2")
+    write_events(kit, 10)
+    write_events(other, 10)
+    a, b = CapturingSink("siem"), CapturingSink("siem")
+    ra = SinkRunner(kit.store, [a], batch_size=3, retry=FAST)
+    rb = SinkRunner(other.store, [b], batch_size=3, retry=FAST)
+    await asyncio.gather(ra.drain(), rb.drain())
+    await ra.drain()
+    got = [(r.stream, r.seq) for r in a.records() + b.records()]
+    assert len(got) == len(set(got))
+    expected = {
+        (s, q) for s, k in (("web-1", kit), ("web-2", other)) for q in range(1, k.trail.size + 1)
+    }
+    assert set(got) == expected
+    ra.lock.close()
+    rb.lock.close()
+
+
+@pytest.mark.asyncio
+async def test_lag_metrics_count_what_is_not_delivered_yet(kit: Kit) -> None:
+    """Lag in events falls to zero once the sink caught up."""
+    write_events(kit, 5)
+    sink = CapturingSink("lag")
+    sink.fail_with = TransientSinkError("down")
+    sink.fail_times = -1  # fail forever
+    runner = SinkRunner(kit.store, [sink], retry=FAST)
+    task = asyncio.create_task(runner.run_once(sink, refresh_streams=True))
+    await asyncio.sleep(0.05)
+    assert runner.metrics()["lag"]["lag_events"]["web-1"] == kit.trail.size
+    sink.fail_times = 0
+    await task
+    await runner.drain()
+    assert runner.metrics()["lag"]["lag_events_total"] == 0
+    assert runner.metrics()["lag"]["delivered"] == kit.trail.size
+
+
+@pytest.mark.asyncio
+async def test_start_notify_stop_delivers_new_events_without_polling_delay(kit: Kit) -> None:
+    """A started runner delivers what the trail commits (notify wakes it)."""
+    sink = CapturingSink("live")
+    runner = SinkRunner(kit.store, [sink], retry=FAST, poll_interval=30, streams_refresh=0)
+    kit.trail.on_commit = runner.notify
+    await runner.start()
+    try:
+        write_events(kit, 3)
+        for _ in range(200):
+            if len(seqs(sink)) >= kit.trail.size:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await runner.stop()
+    assert seqs(sink) == list(range(1, kit.trail.size + 1))
+
+
+def test_records_decode_to_the_stored_event(kit: Kit) -> None:
+    """Record.doc is the decoded canonical JSON."""
+    write_events(kit, 1)
+    body = next(iter(kit.store.blocks("web-1"))).records()[0]
+    rec = Record("web-1", 1, body)
+    assert rec.doc == orjson.loads(body)
+    assert rec.id == rec.doc["id"]
+
+
+def test_bad_configuration_is_refused_when_built(kit: Kit) -> None:
+    """Duplicate sink names and empty sink lists are refused at construction."""
+    with pytest.raises(ValueError, match="unique"):
+        SinkRunner(kit.store, [CapturingSink("x"), CapturingSink("x")])
+    with pytest.raises(ValueError, match="at least one"):
+        SinkRunner(kit.store, [])
+    with pytest.raises(ValueError, match="initial"):
+        RetryPolicy(initial=0)
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    """Delay for attempt n is within [d/2, d], d = min(max, initial*2**(n-1))."""
+    policy = RetryPolicy(initial=1, maximum=8)
+    delays = [policy.delay(n, r) for n, r in ((1, lambda: 0.0), (1, lambda: 1.0), (3, lambda: 1.0))]
+    assert delays == [0.5, 1.0, 4.0]
+    assert (policy.delay(10, lambda: 1.0), policy.delay(10, lambda: 0.0)) == (8.0, 4.0)
