@@ -1,0 +1,155 @@
+"""Sessions after a real login: extend, idle expiry, logout, end one, end all, the cap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from login_harness import Stack, running_stack
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(tmp_path, settings_overrides={"session_max_per_person": 3}) as s:
+        yield s
+
+
+def _logged_in(stack: Stack, code: str = "38001085718") -> tuple[httpx.Client, dict[str, Any]]:
+    b = stack.browser(autologin=code)
+    assert b.get(stack.service + "/auth/login").status_code == 200
+    return b, b.get(stack.service + "/auth/session").json()
+
+
+def _terminations(stack: Stack) -> list[dict[str, Any]]:
+    return stack.events(types=("session.terminate",))
+
+
+def test_extend_slides_idle_expiry_up_to_absolute(stack: Stack) -> None:
+    """Extend moves expiry to now + idle and emits session.extend."""
+    b, s = _logged_in(stack)
+    with closing(b):
+        stack.clock.advance(600)
+        r = b.post(
+            stack.service + "/auth/session/extend", headers={"x-csrf-token": s["csrf_token"]}
+        )
+        assert r.status_code == 200
+        assert r.json()["expires_at"] == s["expires_at"] + 600
+    ext = stack.events(types=("session.extend",))
+    assert len(ext) == 1
+    assert ext[0]["details"]["expires_at"] == s["expires_at"] + 600
+
+
+def test_extend_without_csrf_token_is_refused(stack: Stack) -> None:
+    """Extend without the CSRF token answers 403."""
+    b, _ = _logged_in(stack)
+    with closing(b):
+        assert b.post(stack.service + "/auth/session/extend").status_code == 403
+    assert stack.events(types=("session.extend",)) == []
+
+
+def test_idle_session_is_ended_with_an_event_when_found(stack: Stack) -> None:
+    """After the idle timeout the next request finds the session, ends it (idle) and 401s."""
+    b, _ = _logged_in(stack)
+    with closing(b):
+        stack.clock.advance(stack.settings.session_idle_s + 1)
+        assert b.get(stack.service + "/auth/session").status_code == 401
+    ends = _terminations(stack)
+    assert [e["reason"] for e in ends] == ["idle"]
+
+
+def test_absolute_lifetime_ends_even_an_extended_session(stack: Stack) -> None:
+    """Extending forever stops at the absolute lifetime: reason expired."""
+    b, s = _logged_in(stack)
+    with closing(b):
+        for _ in range(stack.settings.session_absolute_s // 800 + 1):
+            stack.clock.advance(800)
+            b.post(
+                stack.service + "/auth/session/extend", headers={"x-csrf-token": s["csrf_token"]}
+            )
+        assert b.get(stack.service + "/auth/session").status_code == 401
+    assert [e["reason"] for e in _terminations(stack)] == ["expired"]
+
+
+def test_logout_ends_session_and_emits_auth_logout(stack: Stack) -> None:
+    """Logout (with CSRF token) ends the session, clears the cookie, emits both events."""
+    b, s = _logged_in(stack)
+    with closing(b):
+        r = b.post(stack.service + "/auth/logout", headers={"x-csrf-token": s["csrf_token"]})
+        assert r.status_code == 200
+        assert b.get(stack.service + "/auth/session").status_code == 401
+    [logout] = stack.events(types=("auth.logout",))
+    [end] = _terminations(stack)
+    assert end["reason"] == "logout"
+    assert logout["actor"]["pseudonym"] == end["actor"]["pseudonym"]
+    assert logout["correlation"]["session_ref"] == end["correlation"]["session_ref"]
+    assert logout["source"]["ip"] == "127.0.0.0"
+
+
+def test_logout_without_csrf_token_is_refused(stack: Stack) -> None:
+    """A cross-site POST without the token cannot log anyone out."""
+    b, _ = _logged_in(stack)
+    with closing(b):
+        r = b.post(stack.service + "/auth/logout", data={"csrf_token": "forged"})
+        assert r.status_code == 403
+        assert b.get(stack.service + "/auth/session").status_code == 200
+
+
+def test_end_one_of_own_sessions(stack: Stack) -> None:
+    """A citizen ends another of their sessions by its public id; the other browser is out."""
+    b1, s1 = _logged_in(stack)
+    b2, s2 = _logged_in(stack)
+    with closing(b1), closing(b2):
+        listed = b1.get(stack.service + "/auth/sessions").json()["sessions"]
+        assert {x["id"] for x in listed} == {s1["id"], s2["id"]}
+        r = b1.delete(
+            stack.service + f"/auth/sessions/{s2['id']}", headers={"x-csrf-token": s1["csrf_token"]}
+        )
+        assert r.json() == {"ended": 1, "current_ended": False}
+        assert b2.get(stack.service + "/auth/session").status_code == 401
+        assert b1.get(stack.service + "/auth/session").status_code == 200
+    assert [e["reason"] for e in _terminations(stack)] == ["user"]
+
+
+def test_cannot_end_someone_elses_session(stack: Stack) -> None:
+    """Another person's session id answers 404 and stays alive."""
+    b1, s1 = _logged_in(stack)
+    b2, s2 = _logged_in(stack, code="40404040009")
+    with closing(b1), closing(b2):
+        r = b1.delete(
+            stack.service + f"/auth/sessions/{s2['id']}", headers={"x-csrf-token": s1["csrf_token"]}
+        )
+        assert r.status_code == 404
+        assert b2.get(stack.service + "/auth/session").status_code == 200
+
+
+def test_end_all_sessions(stack: Stack) -> None:
+    """End-all ends every session of the person, the current one too."""
+    b1, s1 = _logged_in(stack)
+    b2, _ = _logged_in(stack)
+    with closing(b1), closing(b2):
+        r = b1.delete(stack.service + "/auth/sessions", headers={"x-csrf-token": s1["csrf_token"]})
+        assert r.json()["ended"] == 2
+        assert b1.get(stack.service + "/auth/session").status_code == 401
+        assert b2.get(stack.service + "/auth/session").status_code == 401
+    assert sorted(e["reason"] for e in _terminations(stack)) == ["user", "user"]
+
+
+def test_concurrent_session_cap_ends_the_oldest(stack: Stack) -> None:
+    """The fourth login with a cap of three ends the oldest session (reason limit)."""
+    browsers = []
+    for _ in range(4):
+        stack.clock.advance(1)
+        browsers.append(_logged_in(stack))
+    try:
+        assert browsers[0][0].get(stack.service + "/auth/session").status_code == 401
+        for b, _ in browsers[1:]:
+            assert b.get(stack.service + "/auth/session").status_code == 200
+    finally:
+        for b, _ in browsers:
+            b.close()
+    ends = _terminations(stack)
+    assert [e["reason"] for e in ends] == ["limit"]
