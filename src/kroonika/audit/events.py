@@ -25,7 +25,7 @@ from kroonika.audit._model import (
 )
 from kroonika.audit.catalogue import CATALOGUE
 
-_SEVERITY_ORDER: Final = {s: i for i, s in enumerate(reversed(list(Severity)))}
+_SEVERITY_ORDER: Final = {s: i for i, s in enumerate(Severity)}  # debug=0 … emergency=7
 
 
 class EventConstructor(Protocol):

@@ -215,6 +215,11 @@ class AuditTrail:
         sealed = self._commit([record])
         return sealed[0]
 
+    def emit_many_sync(self, batch: Iterable[AuditEvent]) -> list[SealedEvent]:
+        """Synchronous ``emit_many``: one block for the whole batch."""
+        records = [r for r in (self.prepare(e) for e in batch) if r is not None]
+        return self._commit(records) if records else []
+
     def log_start_sync(self) -> None:
         self.emit_sync(self._start_event())
 

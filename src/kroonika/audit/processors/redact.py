@@ -1,9 +1,11 @@
 """redact: the second safety net that removes secret-shaped strings.
 
 The first line of defence is the catalogue (no field exists for a secret). This
-step scans the free-text values that could still carry one by mistake (details,
-reason, target id, user agent) for JWT-, key- and secret-shaped content, replaces
-what it finds with ``[REDACTED:<kind>]`` and counts it under ``redact.<kind>``.
+step scans every string that could still carry one by mistake (details, reason,
+target id, user agent, client id, roles, request and trace ids) for JWT-, key-,
+secret- and personal-code-shaped content, replaces what it finds with
+``[REDACTED:<kind>]`` and counts it under ``redact.<kind>``. Personal codes have
+their place: ``Actor.subject`` (pseudonymised) and ``PersonalData`` (encrypted).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ _SECRET_SHAPES: Final = re.compile(
     r"|(?P<authorization>(?i:\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,})"
     r"|(?P<assignment>(?i:\b(?:password|passwd|secret|client_secret|token|access_token|id_token"
     r"|refresh_token|code|state|nonce|session|sid|cookie|api_key|apikey)\s*[=:]\s*)[^\s&;,]{4,})"
+    r"|(?P<personal_code>\b(?:[A-Z]{2})?[1-6]\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{4}\b)"
     r"|(?P<secret>[A-Za-z0-9_-]{32,})"
 )
 _MIN_LEN: Final = 12
@@ -78,4 +81,15 @@ class Redact:
             event.target.id = scrub(event.target.id)
         if event.source is not None and event.source.user_agent is not None:
             event.source.user_agent = scrub(event.source.user_agent)
+        actor = event.actor
+        if actor.client_id is not None:
+            actor.client_id = scrub(actor.client_id)
+        if actor.roles:
+            actor.roles = tuple(scrub(r) for r in actor.roles)
+        corr = event.correlation
+        if corr is not None:  # request ids come from request headers
+            if corr.request_id is not None:
+                corr.request_id = scrub(corr.request_id)
+            if corr.trace_id is not None:
+                corr.trace_id = scrub(corr.trace_id)
         return event

@@ -133,10 +133,11 @@ SQLITE_TRIGGERS = [
 POSTGRES_TRIGGERS = [
     """CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
-         IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'audit_blocks' AND EXISTS (
-              SELECT 1 FROM audit_purge_grants g
-              WHERE g.stream = OLD.stream AND OLD.last_seq <= g.upto_seq) THEN
-           RETURN OLD;
+         IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'audit_blocks' THEN
+           IF EXISTS (SELECT 1 FROM audit_purge_grants g
+                      WHERE g.stream = OLD.stream AND OLD.last_seq <= g.upto_seq) THEN
+             RETURN OLD;
+           END IF;
          END IF;
          RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
        END $$""",

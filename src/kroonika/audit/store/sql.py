@@ -392,12 +392,13 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
 
 def _open_sqlite_ro(path: str) -> sqlite3.Connection:
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError:
-        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True, check_same_thread=False)
-    return conn
+    """Open without writing a byte. A database with no ``-wal`` file beside it (an
+    archive, an evidence copy, a store closed cleanly) is opened ``immutable`` so
+    SQLite creates no ``-shm``/``-wal`` files; a live WAL store is opened
+    ``mode=ro`` so concurrent commits are seen consistently."""
+    if not Path(f"{path}-wal").exists():
+        return sqlite3.connect(f"file:{path}?immutable=1", uri=True, check_same_thread=False)
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
 
 
 def _pg_read_only(dbapi_conn: Any, _record: object) -> None:

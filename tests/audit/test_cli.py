@@ -1,0 +1,204 @@
+"""The `kroonika audit` commands, run as a user would run them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from kroonika.audit import Query, SqlAuditStore, run_query
+from kroonika.audit.integrity import verify_inclusion
+
+KROONIKA = str(Path(sys.executable).parent / "kroonika")
+
+
+class Cli:
+    def __init__(self, var: Path) -> None:
+        self.var = var
+        self.env = {**os.environ, "KROONIKA_VAR_DIR": str(var), "KROONIKA_AUDIT_STRICT": "1"}
+
+    def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [KROONIKA, *args], env=self.env, capture_output=True, text=True, check=False
+        )
+        if ok:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    def access_events(self) -> list[dict[str, object]]:
+        store = SqlAuditStore(str(self.var / "audit.db"), read_only=True)
+        try:
+            return [orjson.loads(b) for b in run_query(store, Query(types=("audit.access",)))]
+        finally:
+            store.close()
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    var = tmp_path_factory.mktemp("var")
+    Cli(var)("audit", "generate", "--count", "3000")
+    return var
+
+
+@pytest.fixture
+def cli(generated: Path, tmp_path: Path) -> Cli:
+    var = tmp_path / "var"
+    shutil.copytree(generated, var)
+    return Cli(var)
+
+
+def test_verify_intact_exits_zero(cli: Cli) -> None:
+    """An untouched trail verifies with exit 0 and a JSON report that says so."""
+    done = cli("audit", "verify", "--json")
+    report = orjson.loads(done.stdout)
+    assert report["intact"] is True
+    assert report["records"] >= 3002
+
+
+def test_verify_damage_exits_one_and_names_it(cli: Cli) -> None:
+    """A flipped byte in the database makes verify exit 1 naming kind and seq."""
+    from sqlalchemy import text
+
+    store = SqlAuditStore(str(cli.var / "audit.db"))
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER audit_blocks_no_update"))
+        row = conn.execute(
+            text("SELECT id, data FROM audit_blocks ORDER BY id LIMIT 1 OFFSET 1")
+        ).one()
+        data = bytearray(row.data)
+        data[len(data) // 2] ^= 0x01
+        conn.execute(
+            text("UPDATE audit_blocks SET data = :d WHERE id = :i"), {"d": bytes(data), "i": row.id}
+        )
+    store.close()
+    done = cli("audit", "verify", "--json", ok=False)
+    assert done.returncode == 1
+    first = orjson.loads(done.stdout)["findings"][0]
+    assert first["kind"] in {"modified", "reordered", "deleted", "inserted"}
+    assert first["seq"] > 0
+    human = cli("audit", "verify", ok=False)
+    assert human.returncode == 1
+    assert "DAMAGE" in human.stdout
+
+
+def test_verify_usage_errors_exit_two(cli: Cli, tmp_path: Path) -> None:
+    """A missing store or unreadable key file is exit 2 with a clear message."""
+    missing = cli("audit", "verify", "--store", str(tmp_path / "nope.db"), ok=False)
+    assert missing.returncode == 2
+    assert "no audit store" in missing.stderr
+    bad_keys = tmp_path / "keys.json"
+    bad_keys.write_text("not json")
+    done = cli("audit", "verify", "--keys", str(bad_keys), ok=False)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+def test_truncation_found_with_exported_checkpoint(cli: Cli, tmp_path: Path) -> None:
+    """checkpoint export, then dropping the newest block: verify --checkpoint exits 1."""
+    cp_file = tmp_path / "cp.json"
+    cli("audit", "checkpoint", "export", "-o", str(cp_file))
+    from sqlalchemy import text
+
+    store = SqlAuditStore(str(cli.var / "audit.db"))
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER audit_blocks_no_delete"))
+        conn.execute(text("DROP TRIGGER audit_checkpoints_no_delete"))
+        stream = orjson.loads(cp_file.read_bytes())["checkpoints"][0]["stream"]
+        conn.execute(
+            text(
+                "DELETE FROM audit_blocks WHERE id = "
+                "(SELECT max(id) FROM audit_blocks WHERE stream = :s)"
+            ),
+            {"s": stream},
+        )
+        conn.execute(text("DELETE FROM audit_checkpoints"))
+    store.close()
+    assert cli("audit", "verify", "--json", ok=False).returncode in (0, 1)
+    done = cli("audit", "verify", "--json", "--checkpoint", str(cp_file), ok=False)
+    assert done.returncode == 1
+    kinds = {f["kind"] for f in orjson.loads(done.stdout)["findings"]}
+    assert "truncated" in kinds
+
+
+def test_query_filters_and_jsonl(cli: Cli) -> None:
+    """query --type --outcome -o jsonl prints only matching canonical records."""
+    done = cli("audit", "query", "--type", "auth.login", "--outcome", "failure", "-o", "jsonl")
+    docs = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert docs
+    assert {d["type"] for d in docs} == {"auth.login"}
+    assert {d["outcome"] for d in docs} == {"failure"}
+
+
+def test_every_read_is_recorded_as_audit_access(cli: Cli) -> None:
+    """query, verify, export and proof each leave an audit.access event."""
+    before = len(cli.access_events())
+    cli("audit", "query", "--type", "token", "--limit", "5")
+    cli("audit", "verify")
+    cli("audit", "export", "--format", "cef", "--type", "auth.login")
+    stream = next(
+        s for s in SqlAuditStore(str(cli.var / "audit.db"), read_only=True).streams()
+        if not s.startswith("cli-")
+    )  # fmt: skip
+    cli("audit", "proof", "--seq", "3", "--stream", stream)
+    accesses = cli.access_events()[before:]
+    assert [a["details"]["action"] for a in accesses] == ["query", "verify", "export", "proof"]  # type: ignore[index]
+    export = accesses[2]["details"]
+    assert export["format"] == "cef"  # type: ignore[index]
+    assert export["returned"] > 0  # type: ignore[index,operator]
+
+
+def test_proof_verifies_against_the_signed_root(cli: Cli) -> None:
+    """The inclusion proof printed for an event checks out with RFC 9162."""
+    store = SqlAuditStore(str(cli.var / "audit.db"), read_only=True)
+    stream = next(s for s in store.streams() if not s.startswith("cli-"))
+    store.close()
+    proof = orjson.loads(cli("audit", "proof", "--seq", "1234", "--stream", stream).stdout)
+    verify_inclusion(
+        bytes.fromhex(proof["leaf_hash"]),
+        proof["leaf_index"],
+        proof["tree_size"],
+        [bytes.fromhex(h) for h in proof["proof"]],
+        bytes.fromhex(proof["root"]),
+    )
+    assert proof["record"]["seq"] == 1234
+
+
+def test_read_only_copy_is_not_written(cli: Cli, tmp_path: Path) -> None:
+    """verify, query and export work on a read-only evidence copy and change no byte."""
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    checkpointed = SqlAuditStore(str(cli.var / "audit.db"))
+    with checkpointed.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpointed.close()
+    shutil.copy(cli.var / "audit.db", evidence / "audit.db")
+    (evidence / "audit.db").chmod(stat.S_IRUSR | stat.S_IRGRP)
+    evidence.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    before = hashlib.sha256((evidence / "audit.db").read_bytes()).hexdigest()
+    try:
+        url = str(evidence / "audit.db")
+        assert cli("audit", "verify", "--store", url).returncode == 0
+        assert cli("audit", "query", "--store", url, "--limit", "3").stdout.count("\n") == 3
+        assert "CEF:0" in cli("audit", "export", "--store", url, "--format", "cef").stdout
+        assert sorted(p.name for p in evidence.iterdir()) == ["audit.db"]
+        assert hashlib.sha256((evidence / "audit.db").read_bytes()).hexdigest() == before
+    finally:
+        evidence.chmod(stat.S_IRWXU)
+
+
+def test_keys_rotate_then_old_and_new_verify(cli: Cli) -> None:
+    """After rotation new heads use the new key and the whole trail still verifies."""
+    out = cli("audit", "keys", "rotate").stdout
+    assert "->" in out
+    cli("audit", "generate", "--count", "10")
+    listed = cli("audit", "keys", "list").stdout.splitlines()
+    assert len(listed) == 2
+    assert sum("(active)" in line for line in listed) == 1
+    assert orjson.loads(cli("audit", "verify", "--json").stdout)["intact"] is True
