@@ -1,0 +1,306 @@
+"""The limiter: ``limits`` moving windows on memory or Redis, penalties, events.
+
+Keys never hold a clear identifier: the IP, client id and person reference are
+hashed (SHA-256, truncated) before they become storage keys, so Redis holds no
+addresses. Pass a pseudonym or keyed fingerprint as ``person``, never a personal code.
+
+Failure policy: **fails open**. If the storage (Redis) cannot be reached the
+request is allowed, the failure is counted (:attr:`RateLimiter.counts`) and a
+``security.rate_limit`` event with reason ``limiter_unavailable`` is emitted (the
+first at once, then at most one per minute with the count).
+
+Events are summarised per limit and key: the first violation is emitted at once,
+the rest of that minute become one summary event (``summary=true``, ``count``), so
+a flood cannot flood the trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+
+from kroonika.audit import Actor, ActorType, AuditEvent, Correlation, Outcome, Source, events
+from kroonika.ratelimit._errors import RateLimited
+from kroonika.ratelimit._policy import KeyKind, RateLimitPolicy, RouteGroup
+
+Emit = Callable[[AuditEvent], Awaitable[Any]]
+SUMMARY_S = 60.0
+PREFIX = "kroonika"
+
+
+def _h(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:24]
+
+
+def make_storage(
+    redis_url: str | None, *, timeout_s: float = 0.5, key_prefix: str = f"{PREFIX}:rl"
+) -> Storage:
+    """Memory storage, or Redis (shared by all instances) when a URL is given."""
+    if not redis_url:
+        return MemoryStorage(wrap_exceptions=True)
+    uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+    return RedisStorage(
+        uri,
+        wrap_exceptions=True,
+        implementation="redispy",
+        key_prefix=key_prefix,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: str | None = None
+    retry_after: int = 0
+    penalty_level: int = 0
+    failed_open: bool = False
+
+
+@dataclass
+class _Flood:
+    start: float
+    suppressed: int
+    event: AuditEvent
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        policy: RateLimitPolicy,
+        *,
+        storage: Storage | None = None,
+        emit: Emit | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policy = policy
+        self.storage = storage or MemoryStorage(wrap_exceptions=True)
+        self._strategy = MovingWindowRateLimiter(self.storage)
+        self._emit = emit
+        self._clock = clock
+        self._floods: dict[tuple[str, str], _Flood] = {}
+        self._outage: _Flood | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.counts: dict[str, int] = {
+            "checked": 0,
+            "limited": 0,
+            "exempt": 0,
+            "storage_errors": 0,
+            "events": 0,
+            "suppressed": 0,
+        }
+
+    @property
+    def flusher(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
+    def policy(self) -> RateLimitPolicy:
+        return self._policy
+
+    def configure(self, policy: RateLimitPolicy) -> None:
+        """Swap the policy at runtime (the admin configuration calls this)."""
+        self._policy = policy
+
+    # --- lifecycle: a task flushes flood summaries once a minute ends
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._flusher(), name="ratelimit-summaries")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush(force=True)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            with contextlib.suppress(Exception):
+                await self.flush()
+
+    # --- checking
+
+    async def check(
+        self,
+        group: RouteGroup,
+        *,
+        ip: str | None,
+        client: str | None = None,
+        person: str | None = None,
+        request_id: str | None = None,
+        user_agent: str | None = None,
+    ) -> Decision:
+        """Count one request of ``group`` against every applicable limit."""
+        policy = self._policy
+        self.counts["checked"] += 1
+        if not policy.enabled:
+            return Decision(True)
+        if policy.exempted(ip):
+            self.counts["exempt"] += 1
+            return Decision(True)
+        values = {KeyKind.IP: ip, KeyKind.CLIENT: client, KeyKind.PERSON: person}
+        try:
+            for kind, item in policy.rules_for(group):
+                value = values[kind]
+                if value is None:
+                    continue
+                name = f"{group.value}:{kind.value}"
+                key = f"{name}:{_h(value)}"
+                blocked = await self._blocked(key)
+                if blocked is not None:
+                    retry, level = blocked
+                    return await self._deny(
+                        key, kind, group, item, retry, level, ip, client, request_id, user_agent
+                    )
+                if not await self._strategy.hit(item, PREFIX, key):
+                    retry, level = await self._penalise(key, item)
+                    return await self._deny(
+                        key, kind, group, item, retry, level, ip, client, request_id, user_agent
+                    )
+        except StorageError as exc:
+            await self._storage_failed(exc)
+            return Decision(True, failed_open=True)
+        return Decision(True)
+
+    async def hit(self, group: RouteGroup, **kw: Any) -> Decision:
+        """Like :meth:`check` but raises :class:`RateLimited` when over the limit."""
+        decision = await self.check(group, **kw)
+        if not decision.allowed:
+            raise RateLimited(decision.limit or group.value, decision.retry_after)
+        return decision
+
+    async def _blocked(self, key: str) -> tuple[int, int] | None:
+        block = f"{PREFIX}:block:{key}"
+        level = await self.storage.get(block)
+        if level <= 0:
+            return None
+        expiry = await self.storage.get_expiry(block)
+        return max(1, math.ceil(expiry - time.time())), level
+
+    async def _penalise(self, key: str, item: Any) -> tuple[int, int]:
+        """Count the violation; from the second one within ``penalty_memory_s`` the
+        key is blocked for ``penalty_base_s``, doubling each time up to the maximum."""
+        policy = self._policy
+        violations = await self.storage.incr(f"{PREFIX}:violations:{key}", policy.penalty_memory_s)
+        if violations <= 1:
+            stats = await self._strategy.get_window_stats(item, PREFIX, key)
+            return max(1, math.ceil(stats.reset_time - time.time())), 0
+        level = violations - 1
+        penalty = min(policy.penalty_base_s * 2 ** (level - 1), policy.penalty_max_s)
+        await self.storage.incr(f"{PREFIX}:block:{key}", penalty, amount=level)
+        return int(penalty), level
+
+    async def _deny(
+        self,
+        key: str,
+        kind: KeyKind,
+        group: RouteGroup,
+        item: Any,
+        retry: int,
+        level: int,
+        ip: str | None,
+        client: str | None,
+        request_id: str | None,
+        user_agent: str | None,
+    ) -> Decision:
+        self.counts["limited"] += 1
+        name = f"{group.value}:{kind.value}"
+        event = events.security_rate_limit(
+            outcome=Outcome.FAILURE,
+            reason="rate_limited",
+            actor=Actor(ActorType.CLIENT if client else ActorType.ANONYMOUS, client_id=client),
+            source=Source(ip=ip, user_agent=user_agent) if ip else None,
+            correlation=Correlation(request_id=request_id) if request_id else None,
+            limit=name,
+            key_kind=kind.value,
+            route_group=group.value,
+            window_s=int(item.get_expiry()),
+            count=1,
+            retry_after_s=retry,
+            penalty_level=level,
+        )
+        await self._record(name, key, event)
+        return Decision(False, name, retry, level)
+
+    async def _record(self, name: str, key: str, event: AuditEvent) -> None:
+        now = self._clock()
+        flood = self._floods.get((name, key))
+        if flood is not None and now - flood.start < SUMMARY_S:
+            flood.suppressed += 1
+            self.counts["suppressed"] += 1
+            return
+        if flood is not None:
+            await self._summarise(flood)
+        self._floods[(name, key)] = _Flood(now, 0, event)
+        await self._send(event)
+
+    async def _summarise(self, flood: _Flood) -> None:
+        if flood.suppressed == 0:
+            return
+        e = flood.event
+        summary = replace(
+            e,
+            details={**e.details, "count": flood.suppressed, "summary": True},
+            threat=list(e.threat),
+            id=None,
+            time=None,
+        )
+        flood.suppressed = 0
+        await self._send(summary)
+
+    async def flush(self, *, force: bool = False) -> None:
+        """Emit the summaries of floods whose minute is over (all when ``force``)."""
+        now = self._clock()
+        for key, flood in list(self._floods.items()):
+            if force or now - flood.start >= SUMMARY_S:
+                del self._floods[key]
+                await self._summarise(flood)
+        outage = self._outage
+        if outage is not None and (force or now - outage.start >= SUMMARY_S):
+            self._outage = None
+            await self._summarise(outage)
+
+    async def _storage_failed(self, exc: StorageError) -> None:
+        self.counts["storage_errors"] += 1
+        now = self._clock()
+        outage = self._outage
+        if outage is not None and now - outage.start < SUMMARY_S:
+            outage.suppressed += 1
+            return
+        if outage is not None:
+            await self._summarise(outage)
+        event = events.security_rate_limit(
+            outcome=Outcome.UNKNOWN,
+            reason="limiter_unavailable",
+            actor=Actor(ActorType.SYSTEM),
+            limit="storage",
+            key_kind="storage",
+            count=1,
+        )
+        self._outage = _Flood(now, 0, event)
+        await self._send(event)
+
+    async def _send(self, event: AuditEvent) -> None:
+        self.counts["events"] += 1
+        if self._emit is not None:
+            await self._emit(event)
+
+    async def reset(self) -> None:
+        """Forget every counter (tests and the admin "reset limits" action)."""
+        with contextlib.suppress(StorageError):
+            await self.storage.reset()

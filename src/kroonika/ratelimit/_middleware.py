@@ -1,0 +1,98 @@
+"""ASGI middleware: classify a request into a route group and apply the IP limits.
+
+Limits per client (relying service) and per person need the caller to be
+authenticated first; routes apply those with :meth:`RateLimiter.hit` (or the
+FastAPI dependency :func:`limit`) once they know who is calling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kroonika.ratelimit._errors import RateLimited
+from kroonika.ratelimit._limiter import RateLimiter
+from kroonika.ratelimit._policy import RouteGroup
+
+# (path prefix, group): the first matching prefix wins.
+DEFAULT_ROUTES: tuple[tuple[str, RouteGroup], ...] = (
+    ("/auth/login", RouteGroup.LOGIN_START),
+    ("/auth/callback", RouteGroup.CALLBACK),
+    ("/oauth/token", RouteGroup.TOKEN_MINT),
+    ("/api/tokens", RouteGroup.TOKEN_MINT),
+    ("/token", RouteGroup.TOKEN_MINT),
+    ("/oauth/introspect", RouteGroup.VALIDATE),
+    ("/introspect", RouteGroup.VALIDATE),
+    ("/api/validate", RouteGroup.VALIDATE),
+    ("/validate", RouteGroup.VALIDATE),
+    ("/api/admin", RouteGroup.ADMIN),
+    ("/admin", RouteGroup.ADMIN),
+)
+
+
+def too_many_requests(exc: RateLimited) -> JSONResponse:
+    """HTTP 429 with ``Retry-After`` (RFC 9110 section 10.2.3) and a JSON error."""
+    return JSONResponse(
+        {
+            "error": exc.error,
+            "error_description": "Too many requests; try again later.",
+            "limit": exc.limit,
+            "retry_after": exc.retry_after,
+        },
+        status_code=429,
+        headers={"Retry-After": str(exc.retry_after), "Cache-Control": "no-store"},
+    )
+
+
+def classify(path: str, routes: Sequence[tuple[str, RouteGroup]]) -> RouteGroup | None:
+    for prefix, group in routes:
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return group
+    return None
+
+
+class RateLimitMiddleware:
+    """Per-IP limits by route group, before the route runs. The client address is
+    the ASGI ``client`` (put the proxy-headers middleware in front of this one when
+    behind a trusted proxy)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: RateLimiter,
+        routes: Sequence[tuple[str, RouteGroup]] = DEFAULT_ROUTES,
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.routes = tuple(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        group = classify(scope["path"], self.routes)
+        if group is None:
+            await self.app(scope, receive, send)
+            return
+        if self.limiter.flusher is None:
+            await self.limiter.start()
+        client = scope.get("client")
+        ip = client[0] if client else None
+        headers = dict(scope.get("headers") or [])
+        ua = headers.get(b"user-agent", b"").decode("latin-1")[:512] or None
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or None
+        decision = await self.limiter.check(group, ip=ip, user_agent=ua, request_id=rid)
+        if decision.allowed:
+            await self.app(scope, receive, send)
+            return
+        response = too_many_requests(
+            RateLimited(decision.limit or group.value, decision.retry_after)
+        )
+        await response(scope, receive, send)
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None

@@ -1,0 +1,108 @@
+"""The limiter on memory storage: summaries, penalties, configuration checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from kroonika.audit import AuditEvent
+from kroonika.ratelimit import (
+    DEFAULT_ROUTES,
+    KeyKind,
+    RateLimitConfigError,
+    RateLimited,
+    RateLimiter,
+    RateLimitPolicy,
+    RouteGroup,
+    build_limiter,
+    classify,
+)
+from kroonika.settings import Settings
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    async def __call__(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+@pytest.mark.asyncio
+async def test_a_flood_is_one_event_then_one_summary_per_minute() -> None:
+    """A hundred violations in a minute give the first event and one summary of 99."""
+    now = [1000.0]
+    sink = Sink()
+    rl = RateLimiter(
+        RateLimitPolicy.build({"validate:ip": "1/minute"}, penalty_base_s=1, penalty_max_s=1),
+        emit=sink,
+        clock=lambda: now[0],
+    )
+    await rl.check(RouteGroup.VALIDATE, ip="45.133.1.77")
+    for _ in range(100):
+        assert not (await rl.check(RouteGroup.VALIDATE, ip="45.133.1.77")).allowed
+    assert len(sink.events) == 1
+    now[0] += 61
+    await rl.flush()
+    first, summary = sink.events
+    assert first.details["count"] == 1
+    assert (summary.details["count"], summary.details["summary"]) == (99, True)
+
+
+@pytest.mark.asyncio
+async def test_keys_are_summarised_separately() -> None:
+    """Two offending addresses each get their own first event."""
+    sink = Sink()
+    rl = RateLimiter(RateLimitPolicy.build({"validate:ip": "1/minute"}), emit=sink)
+    for ip in ("45.133.1.77", "45.133.1.78"):
+        await rl.check(RouteGroup.VALIDATE, ip=ip)
+        await rl.check(RouteGroup.VALIDATE, ip=ip)
+    assert len(sink.events) == 2
+
+
+@pytest.mark.asyncio
+async def test_penalty_doubles_up_to_the_maximum() -> None:
+    """Each violation after the first blocks for twice as long, capped."""
+    rl = RateLimiter(
+        RateLimitPolicy.build({"admin:ip": "1/minute"}, penalty_base_s=60, penalty_max_s=200)
+    )
+    item = rl.policy.limits[(RouteGroup.ADMIN, KeyKind.IP)]
+    penalties = [await rl._penalise("k", item) for _ in range(5)]
+    assert [p for p, _ in penalties[1:]] == [60, 120, 200, 200]
+    assert [lvl for _, lvl in penalties] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.asyncio
+async def test_hit_raises_rate_limited_with_retry_after() -> None:
+    """hit() raises RateLimited carrying the limit name and Retry-After seconds."""
+    rl = RateLimiter(RateLimitPolicy.build({"token_mint:person": "1/minute"}))
+    await rl.hit(RouteGroup.TOKEN_MINT, ip=None, person="p1:abc")
+    with pytest.raises(RateLimited) as err:
+        await rl.hit(RouteGroup.TOKEN_MINT, ip=None, person="p1:abc")
+    assert err.value.limit == "token_mint:person"
+    assert 1 <= err.value.retry_after <= 60
+
+
+@pytest.mark.parametrize(
+    ("overrides", "exempt"),
+    [({"login_start:ip": "lots"}, []), ({"nope:ip": "1/minute"}, []), ({}, ["not-a-net"])],
+)
+def test_bad_configuration_is_refused_when_building(
+    overrides: dict[str, str], exempt: list[str]
+) -> None:
+    """A bad limit, limit name or exempt network fails at build time."""
+    with pytest.raises(RateLimitConfigError):
+        RateLimitPolicy.build(overrides, exempt)
+
+
+def test_off_removes_a_limit_and_settings_build_a_limiter() -> None:
+    """'off' disables one limit; the settings fields build the limiter."""
+    rl = build_limiter(Settings(ratelimit_limits={"validate:ip": "off"}))
+    assert rl.policy.rules_for(RouteGroup.VALIDATE)[0][0].value == "client"
+
+
+def test_routes_are_classified_by_prefix() -> None:
+    """Paths map to route groups by prefix; unrelated paths are not limited."""
+    assert classify("/auth/login", DEFAULT_ROUTES) is RouteGroup.LOGIN_START
+    assert classify("/api/admin/tokens/x", DEFAULT_ROUTES) is RouteGroup.ADMIN
+    assert classify("/auth/loginx", DEFAULT_ROUTES) is None
+    assert classify("/static/app.css", DEFAULT_ROUTES) is None
