@@ -95,6 +95,29 @@ class Settings(BaseSettings):
     security_unusual_hour_min_logins: int = Field(10, ge=1)
     security_unusual_hour_min_days: int = Field(14, ge=1)
 
+    # --- tokens: signing keys, TTL policy, lists, audit summary (issue 4)
+    token_issuer: str | None = None
+    token_alg: Literal["ES256", "RS256"] = "ES256"  # noqa: S105  (an algorithm name)
+    token_rsa_bits: int = Field(3072, ge=2048, le=8192)
+    token_key_publish_lead_s: int = Field(600, ge=0)
+    token_key_rotation_interval_s: int = Field(30 * 86400, ge=0)
+    token_ttl_min_s: int = Field(60, ge=1)
+    token_ttl_default_s: int = Field(900, ge=1)
+    token_ttl_max_s: int = Field(3600, ge=1)
+    token_session_ttl_s: int = Field(900, ge=30)
+    token_session_audience: list[str] = Field(default_factory=lambda: ["kroonika"])
+    token_session_delivery: Literal["cookie", "body", "both"] = "both"  # noqa: S105
+    token_session_cookie: str = "kroonika_at"  # noqa: S105  (a cookie name)
+    token_leeway_s: int = Field(30, ge=0, le=300)
+    token_bulk_max: int = Field(100, ge=1, le=10_000)
+    token_max_custom_claims: int = Field(20, ge=0, le=200)
+    token_max_claim_bytes: int = Field(1024, ge=16)
+    token_max_claims_bytes: int = Field(4096, ge=16)
+    token_allowlist_mode: bool = False
+    token_list_cache_max_age_s: float = Field(30.0, gt=0)
+    token_audit_summary_window_s: int = Field(0, ge=0)
+    token_client_scrypt_n: int = Field(2**14, ge=2**10)
+
     @field_validator("pseudonym_kid")
     @classmethod
     def _kid(cls, v: str) -> str:
@@ -115,6 +138,11 @@ class Settings(BaseSettings):
     def resolved_tara_redirect_uri(self) -> str:
         base = (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
         return self.tara_redirect_uri or f"{base}/auth/callback"
+
+    def resolved_token_issuer(self) -> str:
+        return (self.token_issuer or self.public_url or f"http://{self.host}:{self.port}").rstrip(
+            "/"
+        )
 
     def resolved_audit_keys_dir(self) -> Path:
         return self.audit_keys_dir or self.var_dir / "keys" / "audit"
