@@ -1,0 +1,99 @@
+"""Errors of the token service.
+
+    TokenError
+    ├── KeyRingError            no usable signing key, a key that cannot be decrypted
+    ├── ClientError             client registry (unknown client, bad registration)
+    │   └── InvalidClient       client authentication failed (RFC 6749 ``invalid_client``, 401)
+    ├── MintRefused             a mint request broke the policy (``reason`` is the code)
+    ├── NotPermitted            the caller may not act on this token (``unauthorized_client``)
+    ├── ExtendConflict          another extension (or a revocation) won the race
+    ├── TokenRejected           the presented token is not valid for the operation
+    ├── BatchTooLarge           more items than ``token_bulk_max``
+    └── AccessListError         a bad list entry (kind, value, list)
+
+Wire errors carry their RFC error code and HTTP status.
+"""
+
+from __future__ import annotations
+
+
+class TokenError(Exception):
+    """Base of every error raised by :mod:`kroonika.tokens`."""
+
+    error: str = "invalid_request"
+    status: int = 400
+
+
+class KeyRingError(TokenError):
+    error = "server_error"
+    status = 500
+
+
+class ClientError(TokenError):
+    error = "invalid_request"
+    status = 400
+
+
+class InvalidClient(ClientError):
+    """RFC 6749 section 5.2 ``invalid_client``: answered with 401."""
+
+    error = "invalid_client"
+    status = 401
+
+
+class MintRefused(TokenError):
+    """A mint request was refused; ``reason`` is a machine-readable code."""
+
+    error = "invalid_request"
+    status = 400
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        if reason in {"denylisted", "not_allowlisted"} or reason.startswith("denylisted"):
+            self.error, self.status = "access_denied", 403
+
+
+class NotPermitted(TokenError):
+    """RFC 6749 ``unauthorized_client``: the token was not issued to or for the caller."""
+
+    error = "unauthorized_client"
+    status = 400
+
+
+class ExtendConflict(TokenError):
+    """The token is no longer active: another extension or a revocation won."""
+
+    error = "invalid_grant"
+    status = 409
+
+    def __init__(self, reason: str = "not_active") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BatchTooLarge(TokenError):
+    error = "invalid_request"
+    status = 413
+
+    def __init__(self, size: int, maximum: int) -> None:
+        super().__init__(f"batch of {size} items exceeds the maximum of {maximum}")
+        self.size = size
+        self.maximum = maximum
+
+
+class AccessListError(TokenError):
+    error = "invalid_request"
+    status = 400
+
+
+class TokenRejected(TokenError):
+    """The presented token is not valid for this operation (``reason`` says why)."""
+
+    error = "invalid_grant"
+    status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

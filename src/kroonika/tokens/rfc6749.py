@@ -1,0 +1,69 @@
+"""RFC 6749 OAuth 2.0: client authentication and error responses.
+
+- Section 2.3.1: the client authenticates with HTTP Basic (``client_secret_basic``),
+  its id and secret each ``application/x-www-form-urlencoded`` before joining them
+  with ``:``, or with ``client_id``/``client_secret`` in the form body
+  (``client_secret_post``). Using both at once is refused (section 2.3: "MUST NOT
+  use more than one authentication method in each request").
+- Section 5.2: error responses are JSON ``{"error": ..., "error_description": ...}``;
+  ``invalid_client`` is answered with 401 and a ``WWW-Authenticate`` header when
+  the client tried HTTP Basic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+
+from kroonika.tokens._errors import InvalidClient, TokenError
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    client_id: str
+    secret: str = field(repr=False)
+    method: str  # client_secret_basic | client_secret_post
+
+
+@dataclass(frozen=True, slots=True)
+class WireResponse:
+    """What an endpoint answers: status, JSON body and extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def credentials(authorization: str | None, form: Mapping[str, str]) -> Credentials:
+    """The client's credentials from the request, or :class:`InvalidClient`."""
+    basic = None
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                raw = base64.b64decode(value.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise InvalidClient("malformed Basic credentials") from exc
+            cid, sep, secret = raw.partition(":")
+            if not sep:
+                raise InvalidClient("malformed Basic credentials")
+            basic = Credentials(unquote_plus(cid), unquote_plus(secret), "client_secret_basic")
+    post_id, post_secret = form.get("client_id"), form.get("client_secret")
+    if basic is not None:
+        if post_secret is not None:
+            raise InvalidClient("more than one client authentication method")
+        return basic
+    if post_id and post_secret:
+        return Credentials(post_id, post_secret, "client_secret_post")
+    raise InvalidClient("client authentication required")
+
+
+def error_response(exc: TokenError, *, basic: bool = True) -> WireResponse:
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    if isinstance(exc, InvalidClient) and basic:
+        headers["WWW-Authenticate"] = 'Basic realm="kroonika", charset="UTF-8"'
+    return WireResponse(exc.status, {"error": exc.error, "error_description": str(exc)}, headers)

@@ -1,0 +1,70 @@
+"""RFC 7009 OAuth 2.0 Token Revocation.
+
+- Section 2.1, request: ``POST`` form body with ``token`` (REQUIRED) and
+  ``token_type_hint`` (OPTIONAL: ``access_token`` or ``refresh_token``; a server
+  that does not find the token under the hint extends its search). The client
+  authenticates (RFC 6749 section 2.3). "The authorization server first validates
+  the client credentials ... and then verifies whether the token was issued to
+  the client making the revocation request. If this validation fails, the
+  request is refused": RFC 6749 ``unauthorized_client``.
+- Before anything else the token's signature is verified, so a forged token that
+  carries a victim's ``jti`` can never revoke the victim's token.
+- Section 2.2, response: 200 on success "and also if the client submitted an
+  invalid token" (invalid tokens do not cause an error; the trail records them).
+- Section 2.2.1: ``unsupported_token_type`` for a hint we cannot handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from kroonika.audit import Actor, ActorType, Outcome, events
+from kroonika.tokens._clients import ClientRegistry
+from kroonika.tokens._errors import InvalidClient, NotPermitted, TokenError
+from kroonika.tokens._service import RequestContext, TokenService
+from kroonika.tokens.rfc6749 import WireResponse, credentials, error_response
+
+HINTS = frozenset({"access_token", "refresh_token"})
+
+
+class UnsupportedTokenType(TokenError):
+    error = "unsupported_token_type"
+    status = 400
+
+
+async def respond(
+    service: TokenService,
+    registry: ClientRegistry,
+    form: Mapping[str, str],
+    authorization: str | None,
+    ctx: RequestContext,
+) -> WireResponse:
+    claimed: str | None = None
+    try:
+        creds = credentials(authorization, form)
+        claimed = creds.client_id[:64]
+        client = await asyncio.to_thread(registry.authenticate, creds.client_id, creds.secret)
+    except InvalidClient as exc:
+        await service.trail.emit(
+            events.token_revoke(
+                outcome=Outcome.FAILURE,
+                reason="invalid_client",
+                actor=Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor(),
+                source=ctx.source(),
+                correlation=ctx.correlation(),
+                count=0,
+            )
+        )
+        return error_response(exc, basic=authorization is not None or claimed is None)
+    token = form.get("token")
+    if not token:
+        return error_response(TokenError("the token parameter is required"))
+    hint = form.get("token_type_hint")
+    if hint is not None and hint not in HINTS:
+        return error_response(UnsupportedTokenType(f"unsupported token_type_hint {hint[:32]!r}"))
+    try:
+        await service.revoke(token, caller=client, why="client_request", ctx=ctx)
+    except NotPermitted as exc:
+        return error_response(exc)
+    return WireResponse(200, {}, {"Cache-Control": "no-store"})

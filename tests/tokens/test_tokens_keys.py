@@ -1,0 +1,109 @@
+"""The signing key ring: algorithms, encryption at rest, rotation with overlap."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from conftest import Kit
+from kroonika.db.tokens import signing_keys
+from kroonika.tokens import (
+    FixedClock,
+    KeyRingError,
+    MintRequest,
+    Reason,
+    SigningKeyRing,
+    create_tables,
+)
+
+NOW = 1_750_000_000
+
+
+def _ring(alg: str = "ES256", master: bytes = b"m" * 32, **kw: object) -> SigningKeyRing:
+    engine = create_engine("sqlite://")
+    create_tables(engine)
+    return SigningKeyRing(engine, master, clock=FixedClock(NOW), alg=alg, **kw)  # type: ignore[arg-type]
+
+
+def test_es256_is_default_and_published() -> None:
+    """A first key is ES256, has a kid and appears in the JWK set."""
+    ring = _ring()
+    kid = ring.ensure()
+    (jwk,) = ring.jwks()["keys"]
+    assert jwk["kid"] == kid
+    assert jwk["alg"] == "ES256"
+    assert jwk["kty"] == "EC"
+    assert "d" not in jwk
+
+
+def test_rs256_configurable() -> None:
+    """RS256 keys can be configured instead."""
+    ring = _ring("RS256", rsa_bits=2048)
+    ring.ensure()
+    (jwk,) = ring.jwks()["keys"]
+    assert jwk["alg"] == "RS256"
+    assert jwk["kty"] == "RSA"
+    assert "d" not in jwk
+
+
+def test_private_key_encrypted_at_rest() -> None:
+    """The stored private key is ciphertext and needs the master key."""
+    ring = _ring()
+    kid = ring.ensure()
+    assert kid is not None
+    with ring._engine.connect() as conn:
+        blob = conn.execute(select(signing_keys.c.private_enc)).scalar_one()
+    assert b"PRIVATE KEY" not in blob
+    wrong = SigningKeyRing(ring._engine, b"x" * 32, clock=FixedClock(NOW))
+    with pytest.raises(KeyRingError):
+        wrong.current()
+
+
+def test_new_key_published_before_use() -> None:
+    """A rotated key is in the JWKS at once but signs only after the publish lead."""
+    clock = FixedClock(NOW)
+    engine = create_engine("sqlite://")
+    create_tables(engine)
+    ring = SigningKeyRing(engine, b"m" * 32, clock=clock, publish_lead_s=600)
+    first = ring.ensure()
+    old, new = ring.rotate()
+    assert old == first
+    assert {k["kid"] for k in ring.jwks()["keys"]} == {first, new}
+    assert ring.current().kid == first
+    clock.advance(600)
+    assert ring.current().kid == new
+
+
+def test_rotate_if_due() -> None:
+    """Scheduled rotation creates a key only when the interval has passed."""
+    clock = FixedClock(NOW)
+    engine = create_engine("sqlite://")
+    create_tables(engine)
+    ring = SigningKeyRing(engine, b"m" * 32, clock=clock, rotation_interval_s=86400)
+    ring.ensure()
+    assert ring.rotate_if_due() is None
+    clock.advance(86400)
+    assert ring.rotate_if_due() is not None
+
+
+@pytest.mark.asyncio
+async def test_old_key_tokens_valid_until_expiry_then_retired(kit: Kit) -> None:
+    """After rotation tokens signed by the old key stay valid until they expire;
+    the old key is retired only after its last token expired."""
+    client = kit.client()
+    ring = kit.tokens.keys
+    old_kid = ring.current().kid
+    issued = await kit.service.issue(client, MintRequest(subject="s", ttl_s=3600))
+    ring.publish_lead_s = 60
+    _, new_kid = ring.rotate()
+    kit.clock.advance(61)
+    assert ring.current().kid == new_kid
+    fresh = await kit.service.issue(client, MintRequest(subject="s"))
+    assert fresh.record.kid == new_kid
+    assert (await kit.service.validate(issued.token)).valid
+    assert ring.retire_expired() == []
+    assert old_kid in {k["kid"] for k in ring.jwks()["keys"]}
+    kit.clock.advance(3600 + 60)
+    assert ring.retire_expired() == [old_kid]
+    assert old_kid not in {k["kid"] for k in ring.jwks()["keys"]}
+    assert (await kit.service.validate(issued.token)).reason is Reason.UNKNOWN_KEY

@@ -1,0 +1,70 @@
+"""List cache invalidation across instances through the real Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+from kroonika.db import make_engine
+from kroonika.tokens import AccessLists, FixedClock, ListSubject, RedisInvalidation, create_tables
+
+
+@pytest.mark.redis
+def test_change_on_one_instance_invalidates_the_other(tmp_path: Path) -> None:
+    """Two list instances on one database agree after a change, via Redis pub/sub."""
+    need("Redis", "127.0.0.1", 6379)
+    engine = make_engine(str(tmp_path / "k.db"))
+    create_tables(engine)
+    clock = FixedClock(1_000)
+    channel = f"kroonika:test:{uuid.uuid4().hex}"
+    a = AccessLists(engine, clock=clock, max_age_s=3600)
+    b = AccessLists(engine, clock=clock, max_age_s=3600)
+    a.invalidation = RedisInvalidation("redis://127.0.0.1:6379/0", a.invalidate, channel=channel)
+    b.invalidation = RedisInvalidation("redis://127.0.0.1:6379/0", b.invalidate, channel=channel)
+    try:
+        who = ListSubject(subject="EE38001085718")
+        assert b.check(who).allowed  # b now holds a cached snapshot
+        time.sleep(0.3)  # let both subscriptions become active
+        a.add("deny", "subject", "EE38001085718", reason="fraud", created_by="t")
+        deadline = time.monotonic() + 5
+        while b.check(who).allowed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not b.check(who).allowed
+        assert b.loads >= 2
+    finally:
+        a.close()
+        b.close()
+        engine.dispose()
+
+
+def test_without_invalidation_cache_is_kept(tmp_path: Path) -> None:
+    """Without pub/sub another instance keeps its snapshot until it ages out (control)."""
+    engine = make_engine(str(tmp_path / "k.db"))
+    create_tables(engine)
+    clock = FixedClock(1_000)
+    a = AccessLists(engine, clock=clock, max_age_s=3600)
+    b = AccessLists(engine, clock=clock, max_age_s=3600)
+    who = ListSubject(client="c1")
+    assert b.check(who).allowed
+    a.add("deny", "client", "c1", reason="r", created_by="t")
+    assert b.check(who).allowed
+    b.invalidate()
+    assert not b.check(who).allowed
+    engine.dispose()
+
+
+def test_cidr_and_single_ip(tmp_path: Path) -> None:
+    """IP entries match single addresses and CIDR ranges, v4 and v6."""
+    engine = make_engine(str(tmp_path / "k.db"))
+    create_tables(engine)
+    lists = AccessLists(engine, clock=FixedClock(1))
+    lists.add("deny", "ip", "2001:db8::/32", reason="r", created_by="t")
+    lists.add("deny", "ip", "198.51.100.7", reason="r", created_by="t")
+    assert not lists.check(ListSubject(ip="2001:db8::1")).allowed
+    assert not lists.check(ListSubject(ip="198.51.100.7")).allowed
+    assert lists.check(ListSubject(ip="198.51.100.8")).allowed
+    engine.dispose()
