@@ -17,6 +17,8 @@ from kroonika.audit import AuditUnavailable
 from kroonika.auditing import build_audit
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
+from kroonika.ratelimit import build_limiter, install_rate_limiting
+from kroonika.security.service import build_enrichment, build_monitor
 from kroonika.sessions import Clock, FlowStore, SessionManager, SessionPolicy, SessionStore
 from kroonika.settings import Settings, SettingsError
 from kroonika.tara import TaraClient, TaraClientConfig
@@ -86,10 +88,13 @@ def create_app(
     tara_config = _tara_config(settings)
     csrf_key = settings.secret_bytes("session_key")
 
-    audit = build_audit(settings)
+    enrichment = build_enrichment(settings)
+    audit = build_audit(settings, enrichers=enrichment.enrichers)
     engine = make_engine(settings.resolved_database_url())
     if settings.db_auto_upgrade:
         upgrade(engine)
+    limiter = build_limiter(settings, emit=audit.trail.emit)
+    monitor = build_monitor(settings, audit.trail, engine, threat=enrichment.threat)
     http = http_client or httpx.AsyncClient(
         timeout=settings.tara_timeout_s, follow_redirects=False, trust_env=False
     )
@@ -123,9 +128,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await audit.trail.start()
+        await monitor.start()
         try:
             yield
         finally:
+            await monitor.stop()
+            await limiter.stop()
             await audit.trail.stop()
             if services.owns_http:
                 await http.aclose()
@@ -141,6 +149,9 @@ def create_app(
     )
     app.state.services = services
     app.state.settings = settings
+    app.state.security_monitor = monitor
+    app.state.threat_intel = enrichment.threat
+    install_rate_limiting(app, limiter)  # inside the request context (client IP, request id)
     app.add_middleware(
         RequestContextMiddleware,
         proxies=proxies,

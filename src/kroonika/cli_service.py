@@ -1,0 +1,246 @@
+"""Service commands of the ``kroonika`` CLI: ``serve``, ``mock-tara``, ``dev``, ``simulate``,
+``db upgrade``. Registered on the main app by :func:`register_service_commands`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from pydantic import SecretStr
+
+from kroonika.settings import Settings, SettingsError, load_settings
+
+db_app = typer.Typer(no_args_is_help=True, help="The business database.")
+
+DEV_CLIENT_ID = "kroonika-dev"
+ALL_METHOD_SCOPES = ["openid", "idcard", "mid", "smartid", "eidas"]
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except (SettingsError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Operational log to stderr. Transport libraries stay at WARNING: at DEBUG they dump
+    raw headers, and the access log is ours (path without query string)."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("httpcore", "httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level")] = "info",
+) -> None:
+    """Run the Kroonika service (default 127.0.0.1:8000)."""
+    from kroonika.web import create_app
+
+    settings = _settings()
+    configure_logging(log_level)
+    try:
+        app = create_app(settings)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        access_log=False,
+        log_config=None,
+        proxy_headers=False,
+    )
+
+
+def _dev_secret(settings: Settings) -> str:
+    path = settings.var_dir / "secrets" / "tara_dev_client_secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _dev_clients_file(settings: Settings, redirect_uri: str) -> Path:
+    path = settings.var_dir / "tara-mock-clients.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by `kroonika dev`: the local client registered with the TARA mock.\n"
+        "[[clients]]\n"
+        f'client_id = "{DEV_CLIENT_ID}"\n'
+        f'secret = "{_dev_secret(settings)}"\n'
+        f'redirect_uris = ["{redirect_uri}"]\n'
+        'allowed_scopes = ["openid", "idcard", "mid", "smartid", "eidas", "eidasonly", '
+        '"email", "phone"]\n'
+    )
+    path.chmod(0o600)
+    return path
+
+
+def mock_tara(
+    clients: Annotated[Path, typer.Option(help="Registered clients (.toml or .json)")],
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8001,
+    strict: Annotated[bool, typer.Option(help="Plain OIDC, no TARA quirks")] = False,
+    control_api: Annotated[bool, typer.Option(help="Serve /mock/* switches")] = False,
+    key_dir: Annotated[Path | None, typer.Option(help="Signing key directory")] = None,
+) -> None:
+    """Run the TARA mock identity provider (default 127.0.0.1:8001)."""
+    from kroonika.tara.mock import config_from_options, run
+
+    configure_logging()
+    config = config_from_options(
+        clients_file=clients,
+        host=host,
+        port=port,
+        strict=strict,
+        control_api=control_api,
+        key_dir=key_dir,
+    )
+    run(host, port, config)
+
+
+def dev(
+    port: Annotated[int, typer.Option(help="Service port")] = 8000,
+    mock_port: Annotated[int, typer.Option(help="TARA mock port")] = 8001,
+) -> None:
+    """Start the TARA mock and the service on loopback with SQLite under var/ (`make run`)."""
+    from kroonika.tara.mock import config_from_options
+    from kroonika.tara.mock import create_app as create_mock
+    from kroonika.web import create_app
+
+    configure_logging()
+    base = f"http://127.0.0.1:{port}"
+    issuer = f"http://127.0.0.1:{mock_port}"
+    settings = _settings(
+        port=port,
+        public_url=base,
+        tara_issuer=issuer,
+        tara_client_id=DEV_CLIENT_ID,
+        tara_redirect_uri=base + "/auth/callback",
+        tara_scopes=ALL_METHOD_SCOPES,
+        cookie_secure=False,
+    )
+    if settings.production:
+        typer.echo("error: `kroonika dev` is for development only", err=True)
+        raise typer.Exit(2)
+    settings = settings.model_copy(update={"tara_client_secret": SecretStr(_dev_secret(settings))})
+    clients = _dev_clients_file(settings, base + "/auth/callback")
+    mock_config = config_from_options(
+        clients_file=clients,
+        port=mock_port,
+        issuer=issuer,
+        control_api=True,
+        key_dir=settings.var_dir / "keys" / "tara-mock",
+    )
+    app = create_app(settings)
+    mock = create_mock(mock_config)
+
+    async def both() -> None:
+        servers = [
+            uvicorn.Server(
+                uvicorn.Config(
+                    mock,
+                    host="127.0.0.1",
+                    port=mock_port,
+                    access_log=False,
+                    log_config=None,
+                    lifespan="off",
+                )
+            ),
+            uvicorn.Server(
+                uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_config=None)
+            ),
+        ]
+        tasks = [asyncio.create_task(s.serve()) for s in servers]
+        while not all(s.started for s in servers):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            typer.echo(
+                f"\n  TARA mock:   {issuer}\n  Kroonika:    {base}/\n"
+                f"  Log in at:   {base}/auth/login\n"
+                f"  Traffic:     kroonika simulate --base-url {base}\n"
+            )
+        await asyncio.gather(*tasks)
+
+    asyncio.run(both())
+
+
+def simulate(
+    base_url: Annotated[str, typer.Option(help="The running service")] = "http://127.0.0.1:8000",
+    people: Annotated[int, typer.Option(min=1, max=1000, help="Simulated browsers")] = 5,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds to run")] = 30,
+    seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
+) -> None:
+    """Drive realistic browser traffic (logins per method, cancels, failures, extensions,
+    logouts) through the TARA mock against a running service; prints a summary."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from kroonika.web.simulate import simulate as run_simulation
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]simulating"),
+        BarColumn(),
+        TextColumn("{task.fields[actions]} actions"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("sim", total=duration, actions=0)
+
+        def tick(actions: int, elapsed: float) -> None:
+            progress.update(task, completed=min(elapsed, duration), actions=actions)
+
+        counts = asyncio.run(
+            run_simulation(base_url, people=people, duration=duration, seed=seed, on_progress=tick)
+        )
+        progress.update(task, completed=duration)
+    table = Table(title=f"{sum(counts.values())} actions by {people} people in {duration:g}s")
+    table.add_column("traffic")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    for (kind, outcome), n in sorted(counts.items()):
+        table.add_row(kind, outcome, str(n))
+    Console().print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the business database (KROONIKA_DATABASE_URL, default SQLite under var/)."""
+    from kroonika.db import make_engine
+    from kroonika.db.migrate import upgrade
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    typer.echo("database is at the newest revision")
+
+
+def register_service_commands(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("mock-tara")(mock_tara)
+    app.command("dev")(dev)
+    app.command("simulate")(simulate)
+    app.add_typer(db_app, name="db")
