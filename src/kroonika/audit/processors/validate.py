@@ -33,13 +33,22 @@ class Validate:
         spec = CATALOGUE.get(event.type)
         if spec is None:
             raise EventRejected(f"unknown event type {event.type!r}")
-        if event.details:
+        details = event.details
+        if details:
             fields = spec.details
             clean: dict[str, DetailValue] = {}
-            for name, value in event.details.items():
+            for name, value in details.items():
                 if value is None:
                     continue
                 fs = fields.get(name)
+                if fs is not None and fs.kind == "str" and type(value) is str:
+                    # the common case, inline: printable and short enough passes as is
+                    clean[name] = (
+                        value
+                        if value.isprintable() and len(value) <= fs.max_len
+                        else neutralise(value, fs.max_len)
+                    )
+                    continue
                 checked = _check(fs, value) if fs is not None else _INVALID
                 if checked is _INVALID:
                     if self._strict:
@@ -48,35 +57,42 @@ class Validate:
                     continue
                 clean[name] = checked  # type: ignore[assignment]
             event.details = clean
-        if event.reason is not None:
-            event.reason = neutralise(event.reason, _SHORT)
+        v = event.reason
+        if v is not None and not (v.isprintable() and len(v) <= _SHORT):
+            event.reason = neutralise(v, _SHORT)
         actor = event.actor
-        if actor.client_id is not None:
-            actor.client_id = neutralise(actor.client_id, _SHORT)
+        v = actor.client_id
+        if v is not None and not (v.isprintable() and len(v) <= _SHORT):
+            actor.client_id = neutralise(v, _SHORT)
         if actor.roles:
             actor.roles = tuple(neutralise(r, _SHORT) for r in actor.roles[:_LIST_MAX])
         src = event.source
-        if src is not None and src.user_agent is not None:
-            src.user_agent = neutralise(src.user_agent, _UA)
-        if event.target is not None:
-            event.target.type = neutralise(event.target.type, _SHORT)
-            if event.target.id is not None:
-                event.target.id = neutralise(event.target.id, 256)
+        if src is not None:
+            v = src.user_agent
+            if v is not None and not (v.isprintable() and len(v) <= _UA):
+                src.user_agent = neutralise(v, _UA)
+        target = event.target
+        if target is not None:
+            target.type = neutralise(target.type, _SHORT)
+            if target.id is not None:
+                target.id = neutralise(target.id, 256)
         corr = event.correlation
         if corr is not None:
-            for name in ("request_id", "trace_id", "flow_id", "session_ref"):
+            for name in _CORRELATION_FIELDS:
                 v = getattr(corr, name)
-                if v is not None:
+                if v is not None and not (v.isprintable() and len(v) <= _SHORT):
                     setattr(corr, name, neutralise(v, _SHORT))
         personal = event.personal
         if personal is not None:
-            for name in ("personal_code", "given_name", "family_name", "email", "phone", "ip"):
+            for name in _PERSONAL_FIELDS:
                 v = getattr(personal, name)
-                if v is not None:
+                if v is not None and not (v.isprintable() and len(v) <= 256):
                     setattr(personal, name, neutralise(v, 256))
         return event
 
 
+_CORRELATION_FIELDS: Final = ("request_id", "trace_id", "flow_id", "session_ref")
+_PERSONAL_FIELDS: Final = ("personal_code", "given_name", "family_name", "email", "phone", "ip")
 _INVALID: Final = object()
 
 
