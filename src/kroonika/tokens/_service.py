@@ -245,6 +245,12 @@ class TokenService:
 
     # --- helpers ------------------------------------------------------------------------
 
+    def _sref(self, session_ref: str | None) -> str | None:
+        """A session as events name it: the keyed fingerprint of its reference."""
+        return (
+            None if session_ref is None else self.fingerprinter.fingerprint("session", session_ref)
+        )
+
     def _who(self, actor: Actor) -> str:
         """Who acted, for the token table: never a clear personal code."""
         if actor.client_id:
@@ -419,7 +425,7 @@ class TokenService:
             actor=actor,
             source=ctx.source(),
             target=Target("token", record.jti),
-            correlation=ctx.correlation(record.session_ref),
+            correlation=ctx.correlation(self._sref(record.session_ref)),
             ttl_s=record.exp - record.iat,
             subject_type="person" if record.token_type == SESSION else "client_subject",
             **_any(self._meta(token, None, record)),
@@ -490,7 +496,7 @@ class TokenService:
                     reason=reason,
                     actor=actor,
                     source=ctx.source(),
-                    correlation=ctx.correlation(session_ref),
+                    correlation=ctx.correlation(self._sref(session_ref)),
                     token_type=SESSION,
                 )
             )
@@ -697,7 +703,7 @@ class TokenService:
             actor=actor,
             source=ctx.source(),
             target=Target("token", record.jti if record else None) if record else None,
-            correlation=ctx.correlation(record.session_ref if record else None),
+            correlation=ctx.correlation(self._sref(record.session_ref) if record else None),
             count=count,
             revoked_by=revoked_by,
             why=why,
@@ -849,7 +855,7 @@ class TokenService:
                 events.token_revoke(
                     actor=by,
                     source=ctx.source(),
-                    correlation=ctx.correlation(session_ref),
+                    correlation=ctx.correlation(self._sref(session_ref)),
                     count=0,
                     revoked_by=self._who(by),
                     why=why,
@@ -953,7 +959,7 @@ class TokenService:
                     actor=actor,
                     source=ctx.source(),
                     target=Target("token", new_record.jti),
-                    correlation=ctx.correlation(new_record.session_ref),
+                    correlation=ctx.correlation(self._sref(new_record.session_ref)),
                     **_any(meta),
                 )
             )
