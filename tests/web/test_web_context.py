@@ -1,0 +1,101 @@
+"""Request ids, trace ids, trusted proxies, body limit, security headers, error bodies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from kroonika.settings import Settings
+from kroonika.web import TrustedProxies, create_app
+from kroonika.web._context import request_id_from, trace_id_from
+
+
+@pytest_asyncio.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process (ASGI transport) with its lifespan running."""
+    settings = Settings(
+        var_dir=tmp_path / "var", audit_strict=True, cookie_secure=False, max_body_bytes=2048
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        yield c
+
+
+@pytest.mark.asyncio
+async def test_valid_request_id_is_echoed(client: httpx.AsyncClient) -> None:
+    """A safe incoming X-Request-ID comes back unchanged."""
+    r = await client.get("/health", headers={"x-request-id": "abc-12345678"})
+    assert r.headers["x-request-id"] == "abc-12345678"
+
+
+@pytest.mark.asyncio
+async def test_unsafe_request_id_is_replaced(client: httpx.AsyncClient) -> None:
+    """An X-Request-ID with odd characters is replaced by a generated one."""
+    r = await client.get("/health", headers={"x-request-id": "<script>alert(1)</script>"})
+    assert r.headers["x-request-id"] != "<script>alert(1)</script>"
+    assert len(r.headers["x-request-id"]) == 32
+
+
+def test_traceparent_parsing() -> None:
+    """A valid traceparent yields its trace id; all-zero or malformed ones do not."""
+    tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace_id_from(f"00-{tid}-00f067aa0ba902b7-01") == tid
+    assert trace_id_from(f"00-{'0' * 32}-00f067aa0ba902b7-01") is None
+    assert trace_id_from("garbage") is None
+    assert request_id_from("short") is None
+
+
+def test_forwarded_for_only_through_trusted_proxies() -> None:
+    """X-Forwarded-For is honoured only when the peer is a trusted proxy."""
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    assert proxies.client_ip("203.0.113.9", "198.51.100.1") == "203.0.113.9"
+    assert proxies.client_ip("10.0.0.1", "198.51.100.1, 10.0.0.2") == "198.51.100.1"
+    assert proxies.client_ip("10.0.0.1", "6.6.6.6, 198.51.100.1") == "198.51.100.1"
+    assert TrustedProxies([]).client_ip("10.0.0.1", "1.2.3.4") == "10.0.0.1"
+
+
+@pytest.mark.asyncio
+async def test_security_headers_present(client: httpx.AsyncClient) -> None:
+    """Responses carry nosniff, frame denial, no-referrer and a CSP."""
+    h = (await client.get("/health")).headers
+    assert h["x-content-type-options"] == "nosniff"
+    assert h["referrer-policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in h["content-security-policy"]
+
+
+@pytest.mark.asyncio
+async def test_body_over_limit_is_413(client: httpx.AsyncClient) -> None:
+    """A body over max_body_bytes is refused with 413."""
+    r = await client.post("/auth/logout", content=b"x" * 4096)
+    assert r.status_code == 413
+
+
+@pytest.mark.asyncio
+async def test_not_found_has_no_stack_trace(client: httpx.AsyncClient) -> None:
+    """Errors are a small JSON body with the request id."""
+    r = await client.get("/nope")
+    assert r.status_code == 404
+    assert set(r.json()) == {"error", "request_id"}
+
+
+@pytest.mark.asyncio
+async def test_ready_reports_database_and_audit(client: httpx.AsyncClient) -> None:
+    """/ready is 200 with the database, audit store and writer all ok."""
+    r = await client.get("/ready")
+    assert r.status_code == 200
+    assert r.json()["checks"] == {"database": "ok", "audit_store": "ok", "audit_writer": "ok"}
+
+
+@pytest.mark.asyncio
+async def test_return_to_outside_allow_list_is_refused(client: httpx.AsyncClient) -> None:
+    """An open redirect through return_to is refused before any flow starts."""
+    for bad in ("https://evil.example/", "//evil.example/", "/\\evil"):
+        r = await client.get("/auth/login", params={"return_to": bad}, follow_redirects=False)
+        assert r.status_code == 400
