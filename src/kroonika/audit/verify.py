@@ -86,6 +86,22 @@ class Report:
 
 
 MAX_FINDINGS_PER_STREAM = 100
+_PREV = b'"integrity":{"prev":"'
+_SEQ = b',"seq":'
+
+
+def _seq_of(body: bytes) -> int:
+    """The top-level ``seq`` of a canonical record, or -1. Keys are sorted, so the
+    top-level ``"seq"`` is the one right after ``"schema":"kroonika.audit/1"``."""
+    i = body.find(b'"schema":"kroonika.audit/1","seq":')
+    if i < 0:
+        return -1
+    i += 34
+    j = body.find(b",", i)
+    try:
+        return int(body[i:j])
+    except ValueError:
+        return -1
 
 
 class _StreamVerifier:
@@ -102,6 +118,8 @@ class _StreamVerifier:
         self.want_roots = {cp.size for cp in checkpoints}
         self._late: set[int] = set()
         self.head_failed = False
+        self.prev_hex = ZERO_HASH.hex().encode()
+        self.stream_bytes = b'"stream":' + orjson.dumps(stream) + b","
 
     def add(self, seq: int, kind: Kind, detail: str, **kw: str | None) -> None:
         if len(self.findings) < MAX_FINDINGS_PER_STREAM:
@@ -117,57 +135,52 @@ class _StreamVerifier:
             self._resync(block)
             return
         before = len(self.findings)
-        docs: list[tuple[int, bytes, dict[str, Any] | None]] = []
-        for body in bodies:
-            try:
-                doc = orjson.loads(body)
-                seq = doc["seq"]
-                if type(seq) is not int:
-                    raise TypeError("seq")
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                docs.append((-1, body, None))
-                continue
-            docs.append((seq, body, doc))
-        block_seqs = {s for s, _, _ in docs}
-        for seq, body, doc in docs:
-            leaf = leaf_hash(body)
-            if doc is None:
-                self.add(self.expected, "modified", "record is not valid canonical JSON")
+        # Only seq and integrity.prev are read per record, straight from the canonical
+        # bytes (the leaf hash covers every byte; a full JSON parse per record would
+        # be most of the cost). First and last records are parsed for the columns.
+        seqs = [_seq_of(body) for body in bodies]
+        block_seqs = set(seqs)
+        stream_bytes = self.stream_bytes
+        tree = self.tree
+        want = self.want_roots
+        for seq, body in zip(seqs, bodies, strict=True):
+            if seq < 0:
+                self.add(self.expected, "modified", "record has no readable seq")
                 self.expected += 1
+            elif seq == self.expected and body.find(stream_bytes) >= 0:
+                i = body.find(_PREV)
+                if i < 0 or body[i + 21 : i + 85] != self.prev_hex:
+                    self._chain_break(seq, body[i + 21 : i + 85] if i >= 0 else b"")
+                self.expected = seq + 1
+                self.seen_max = max(self.seen_max, seq)
             else:
-                self._record(seq, doc, block_seqs)
-            self.tree.append(leaf)
+                self._record(seq, body, block_seqs)
+            leaf = leaf_hash(body)
+            tree.append(leaf)
             self.prev = leaf
-            size = self.tree.size
-            if size in self.want_roots:
-                self.roots_at[size] = self.tree.root()
+            self.prev_hex = leaf.hex().encode()
+            if want and tree.size in want:
+                self.roots_at[tree.size] = tree.root()
         rep.records += len(bodies)
         record_findings = len(self.findings) > before
         if not record_findings:  # else the columns differ because of what was reported
-            self._columns(block, docs)
+            self._columns(block, bodies)
         self._head(block, record_findings)
 
-    def _record(self, seq: int, doc: dict[str, Any], block_seqs: set[int]) -> None:
+    def _chain_break(self, seq: int, found: bytes) -> None:
+        self.add(
+            seq - 1 if seq > 1 else seq,
+            "modified",
+            f"record {seq - 1} no longer hashes to what record {seq} chained to",
+            expected=found.decode(errors="replace"),
+            actual=self.prev.hex(),
+        )
+
+    def _record(self, seq: int, body: bytes, block_seqs: set[int]) -> None:
+        """The slow path: anything but the next seq of this stream."""
         exp = self.expected
-        if seq == exp:
-            integrity = doc.get("integrity")
-            prev = integrity.get("prev") if isinstance(integrity, dict) else None
-            if prev != self.prev.hex():
-                self.add(
-                    seq - 1 if seq > 1 else seq,
-                    "modified",
-                    f"record {seq - 1} no longer hashes to what record {seq} chained to",
-                    expected=str(prev),
-                    actual=self.prev.hex(),
-                )
-            if doc.get("stream") != self.stream:
-                self.add(
-                    seq,
-                    "inserted",
-                    "record names another stream",
-                    expected=self.stream,
-                    actual=str(doc.get("stream")),
-                )
+        if seq == exp:  # right seq, but it does not name this stream
+            self.add(seq, "inserted", "record names another stream", expected=self.stream)
             self.expected = seq + 1
         elif seq > exp:
             if exp in block_seqs:
@@ -188,16 +201,18 @@ class _StreamVerifier:
             self._late.update(s for s in range(exp, seq) if s in block_seqs)
         self.seen_max = max(self.seen_max, seq)
 
-    def _columns(self, block: Block, docs: list[tuple[int, bytes, dict[str, Any] | None]]) -> None:
-        good = [d for _, _, d in docs if d is not None]
-        if not good:
+    def _columns(self, block: Block, bodies: list[bytes]) -> None:
+        try:
+            first, last = orjson.loads(bodies[0]), orjson.loads(bodies[-1])
+        except (orjson.JSONDecodeError, IndexError):
+            self.add(block.first_seq, "modified", "block edge record is not valid JSON")
             return
         derived = {
-            "first_seq": good[0].get("seq"),
-            "last_seq": good[-1].get("seq"),
-            "count": len(docs),
-            "first_time": good[0].get("time"),
-            "last_time": good[-1].get("time"),
+            "first_seq": first.get("seq"),
+            "last_seq": last.get("seq"),
+            "count": len(bodies),
+            "first_time": first.get("time"),
+            "last_time": last.get("time"),
         }
         for column, value in derived.items():
             stored = getattr(block, column)
@@ -268,6 +283,7 @@ class _StreamVerifier:
             self.expected = tree.size + 1
             with contextlib.suppress(ValueError, IndexError):
                 self.prev = leaf_hash(decode_records(block.data)[-1])
+                self.prev_hex = self.prev.hex().encode()
 
 
 def verify_store(
