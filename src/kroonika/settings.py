@@ -118,6 +118,21 @@ class Settings(BaseSettings):
     token_audit_summary_window_s: int = Field(0, ge=0)
     token_client_scrypt_n: int = Field(2**14, ge=2**10)
 
+    # --- administration and jobs (issue 5)
+    admin_bootstrap: dict[str, list[str]] = Field(default_factory=dict)  # code -> roles
+    admin_second_approval: bool = True
+    admin_justification_min: int = Field(10, ge=1, le=500)
+    admin_ticket_pattern: str | None = None
+    admin_api_key_max_ttl_s: int = Field(90 * 86400, ge=60)
+    jobs_enabled: bool = True
+    jobs_tick_s: float = Field(15.0, gt=0)
+    jobs_lease_s: int = Field(300, ge=5)
+    jobs_batch_size: int = Field(500, ge=1, le=10_000)
+    jobs_token_retention_s: int = Field(30 * 86400, ge=0)
+    jobs_flow_retention_s: int = Field(3600, ge=0)
+    jobs_cron: dict[str, str] = Field(default_factory=dict)
+    jobs_disabled: list[str] = Field(default_factory=list)
+
     @field_validator("pseudonym_kid")
     @classmethod
     def _kid(cls, v: str) -> str:
