@@ -47,7 +47,9 @@ def test_no_secret_reaches_events_or_logs(
     http = httpx.AsyncClient(event_hooks={"response": [record_tokens]}, trust_env=False)
 
     def configure(services: Services) -> None:
-        services.tara._http = http  # noqa: SLF001 (observe the RP's own token responses)
+        # Observe the RP's own token responses; the app closes this client on shutdown.
+        services.tara._http = services.http = http
+        services.owns_http = True
 
     secrets: set[str] = {SECRET, CODE}
     with running_stack(tmp_path, configure=configure) as stack:
