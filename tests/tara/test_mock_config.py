@@ -25,7 +25,7 @@ from kroonika.tara.mock import (
 from kroonika.tara.mock.__main__ import main
 from kroonika.tara.mock._keys import KEY_FILES, KeyRing, load_or_generate
 
-SECRET = "clients-file-secret-0123"  # noqa: S105 (a test credential for the mock)
+SECRET = "clients-file-secret-0123"
 EXAMPLE = Path(mock.__file__).parent / "example_clients.toml"
 
 

@@ -45,7 +45,7 @@ CLIENT_ID = "kroonika-e2e"
 # Authlib 1.9 puts id:secret into Basic without form-urlencoding them first (RFC 6749 section
 # 2.3.1 and TARA.md say to), so this secret keeps to unreserved characters, where both agree.
 # The urlencoded form is tested in test_mock_token.py.
-SECRET = "e2e-secret_0123456789.~"  # noqa: S105 (a test credential for the mock)
+SECRET = "e2e-secret_0123456789.~"
 REDIRECT_URI = "http://127.0.0.1:9/auth/tara/callback"  # never contacted: we read Location
 LEEWAY = 5
 
@@ -189,7 +189,7 @@ def test_strict_mock_passes_standard_oidc_validation(strict_issuer: str) -> None
     assert claims["aud"] == [CLIENT_ID]
     assert claims["amr"] == ["idcard"]
     assert claims["profile_attributes"]["family_name"] == "JÕEORG"
-    assert login.token["token_type"] == "bearer"  # noqa: S105 (a token type, not a secret)
+    assert login.token["token_type"] == "bearer"
     assert userinfo["sub"] == claims["sub"]
 
 

@@ -27,15 +27,15 @@ pytestmark = pytest.mark.asyncio
 
 ISSUER = "https://tara.mock.test"
 CLIENT_ID = "rp"
-SECRET = "rp-secret-0123456789"  # noqa: S105 (a test credential for the mock)
+SECRET = "rp-secret-0123456789"
 POST_CLIENT_ID = "rp-post"
-POST_SECRET = "rp-post-secret-0123"  # noqa: S105 (a test credential for the mock)
+POST_SECRET = "rp-post-secret-0123"
 ODD_CLIENT_ID = "rp:odd/x+y%"
-ODD_SECRET = "p@ss:w%rd/+= ä"  # noqa: S105 (a test credential for the mock)
+ODD_SECRET = "p@ss:w%rd/+= ä"
 REDIRECT_URI = "https://rp.example/auth/callback"
 STATE = "state-0123456789"
 NONCE = "nonce-0123"
-CONTROL_TOKEN = "control-token-0123456789"  # noqa: S105 (a test credential for the mock)
+CONTROL_TOKEN = "control-token-0123456789"
 
 
 @functools.cache
@@ -175,7 +175,7 @@ async def test_token_response_has_the_tara_fields(client: httpx.AsyncClient) -> 
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {"access_token", "token_type", "expires_in", "id_token", "scope"}
-    assert body["token_type"] == "bearer"  # noqa: S105 (a token type, not a secret)
+    assert body["token_type"] == "bearer"
     assert body["expires_in"] == 600
     assert body["scope"] == "openid idcard"
     assert response.headers["cache-control"] == "no-store"
