@@ -169,21 +169,21 @@ class AuditEvent:
     def to_record(self) -> dict[str, Any]:
         """The JSON object of this event without ``stream``, ``seq`` and ``integrity``
         (the writer adds those when it seals). Transient clear fields are left out."""
-        # Enum members are str subclasses: orjson writes their value, and skipping
-        # the enum ``.value`` descriptor matters on this hot path.
+        # ``_value_`` is a plain attribute; the enum ``.value`` descriptor is slow on
+        # this hot path. The record holds only plain JSON types.
         rec: dict[str, Any] = {
             "schema": SCHEMA,
             "id": self.id,
             "time": self.time,
             "type": self.type,
-            "category": self.category,
-            "outcome": self.outcome,
-            "severity": self.severity,
+            "category": self.category._value_,
+            "outcome": self.outcome._value_,
+            "severity": self.severity._value_,
         }
         if self.reason is not None:
             rec["reason"] = self.reason
         a = self.actor
-        actor: dict[str, Any] = {"type": a.type}
+        actor: dict[str, Any] = {"type": a.type._value_}
         if a.pseudonym is not None:
             actor["pseudonym"] = a.pseudonym
         if a.roles:
