@@ -1,0 +1,451 @@
+"""Token endpoints: mint, validate, RFC 7662 introspection, RFC 7009 revocation, extend,
+``/tokens/mine``, bulk operations, and the session access token after a TARA login.
+
+:func:`install_tokens` builds the token subsystem for an app made by ``create_app``,
+registers the routers, and hooks into the login (mint the session's access token)
+and into the end of sessions (revoke the tokens bound to them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, events
+from kroonika.sessions import SessionRecord
+from kroonika.tara import VerifiedIdToken
+from kroonika.tokens import (
+    Client,
+    InvalidClient,
+    MintRequest,
+    RequestContext,
+    TokenComponents,
+    TokenError,
+    build_tokens,
+    rfc7009,
+    rfc7662,
+)
+from kroonika.tokens.rfc6749 import WireResponse, credentials, error_response
+from kroonika.web._services import Services, request_context
+from kroonika.web.routes_wellknown import router as wellknown_router
+
+router = APIRouter(tags=["tokens"])
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def install_tokens(app: FastAPI, services: Services) -> TokenComponents:
+    """Build the token subsystem on ``app.state.tokens`` and wire it into the app."""
+    comps = build_tokens(
+        services.settings,
+        engine=services.engine,
+        trail=services.audit.trail,
+        fingerprinter=services.audit.fingerprinter,
+        create=not services.settings.db_auto_upgrade,
+    )
+    app.state.tokens = comps
+    services.post_login.append(_mint_after_login)
+    services.on_sessions_ended.append(_revoke_ended_sessions)
+    app.include_router(router)
+    app.include_router(wellknown_router)
+    return comps
+
+
+def _comps(request: Request) -> TokenComponents:
+    comps: TokenComponents = request.app.state.tokens
+    return comps
+
+
+def _ctx(request: Request) -> RequestContext:
+    c = request_context(request)
+    return RequestContext(
+        ip=c.ip, user_agent=c.user_agent, request_id=c.request_id, trace_id=c.trace_id
+    )
+
+
+def _wire(resp: WireResponse) -> JSONResponse:
+    return JSONResponse(resp.body, status_code=resp.status, headers=resp.headers)
+
+
+def _error(exc: TokenError) -> JSONResponse:
+    return _wire(error_response(exc))
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise TokenError("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise TokenError("the body must be a JSON object")
+    return body
+
+
+async def _form(request: Request) -> dict[str, str]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise TokenError("the body must be application/x-www-form-urlencoded")
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+async def _client(request: Request, failed: AuditEvent) -> Client:
+    """The authenticated client (HTTP Basic); a failure is audited with ``failed``."""
+    comps = _comps(request)
+    claimed: str | None = None
+    try:
+        creds = credentials(request.headers.get("authorization"), {})
+        claimed = creds.client_id[:64]
+        return await asyncio.to_thread(comps.clients.authenticate, creds.client_id, creds.secret)
+    except InvalidClient:
+        ctx = _ctx(request)
+        failed.outcome = Outcome.FAILURE
+        failed.reason = "invalid_client"
+        failed.actor = Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor()
+        failed.source = ctx.source()
+        failed.correlation = ctx.correlation()
+        await comps.service.trail.emit(failed)
+        raise
+
+
+def _mint_request(item: Any) -> MintRequest:
+    if not isinstance(item, dict):
+        raise TokenError("each item must be an object")
+    aud = item.get("audience", ())
+    audience = (aud,) if isinstance(aud, str) else tuple(a for a in aud if isinstance(a, str))
+    claims = item.get("claims") or {}
+    return MintRequest(
+        subject=item.get("subject"),
+        audience=audience,
+        ttl_s=item.get("ttl_s"),
+        claims=claims if isinstance(claims, dict) else {"": claims},
+    )
+
+
+def _summary(results: list[dict[str, Any]], ok: set[str]) -> dict[str, int]:
+    good = sum(1 for r in results if r["status"] in ok)
+    return {"requested": len(results), "succeeded": good, "failed": len(results) - good}
+
+
+# --- minting -------------------------------------------------------------------------------
+
+
+@router.post("/tokens", response_model=None)
+async def mint(request: Request) -> Response:
+    """Mint a custom JWT for an authenticated client (reserved claims cannot be set)."""
+    comps = _comps(request)
+    try:
+        client = await _client(request, events.token_issue())
+        req = _mint_request(await _json(request))
+        issued = await comps.service.issue(client, req, _ctx(request))
+    except TokenError as exc:
+        return _error(exc)
+    rec = issued.record
+    return JSONResponse(
+        {
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": rec.exp - rec.iat,
+            "expires_at": rec.exp,
+            "jti": rec.jti,
+        },
+        status_code=201,
+        headers=NO_STORE,
+    )
+
+
+@router.post("/tokens/validate", response_model=None)
+async def validate(request: Request) -> Response:
+    """The detailed verdict for an authenticated client."""
+    comps = _comps(request)
+    try:
+        client = await _client(request, events.token_validate())
+        body = await _json(request)
+        token, audience = body.get("token"), body.get("audience")
+        if not isinstance(token, str) or (audience is not None and not isinstance(audience, str)):
+            raise TokenError("token (string) is required; audience must be a string")
+        verdict = await comps.service.validate(
+            token, audience=audience, caller=client, ctx=_ctx(request)
+        )
+    except TokenError as exc:
+        return _error(exc)
+    out: dict[str, Any] = {"valid": verdict.valid}
+    if not verdict.valid:
+        out["reason"] = str(verdict.reason)
+    if verdict.token is not None:
+        vt = verdict.token
+        out.update(jti=vt.jti, exp=vt.exp, iat=vt.iat, aud=list(vt.aud), kid=vt.kid)
+        if verdict.valid and vt.sub is not None:
+            out["sub"] = vt.sub
+    return JSONResponse(out, headers=NO_STORE)
+
+
+@router.post("/introspect", response_model=None)
+async def introspect(request: Request) -> Response:
+    """RFC 7662 token introspection (form body, client authentication)."""
+    comps = _comps(request)
+    try:
+        form = await _form(request)
+    except TokenError as exc:
+        return _error(exc)
+    resp = await rfc7662.respond(
+        comps.service, comps.clients, form, request.headers.get("authorization"), _ctx(request)
+    )
+    return _wire(resp)
+
+
+@router.post("/revoke", response_model=None)
+async def revoke(request: Request) -> Response:
+    """RFC 7009 token revocation (form body, client authentication)."""
+    comps = _comps(request)
+    try:
+        form = await _form(request)
+    except TokenError as exc:
+        return _error(exc)
+    resp = await rfc7009.respond(
+        comps.service, comps.clients, form, request.headers.get("authorization"), _ctx(request)
+    )
+    return _wire(resp)
+
+
+@router.post("/tokens/extend", response_model=None)
+async def extend(request: Request) -> Response:
+    """With client authentication (Basic): extend the token in the body (token.extend).
+    With ``Authorization: Bearer``: refresh that bearer token (token.refresh)."""
+    comps = _comps(request)
+    auth = request.headers.get("authorization") or ""
+    try:
+        body = await _json(request)
+        ttl = body.get("ttl_s")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
+            raise TokenError("ttl_s must be an integer")
+        if auth.lower().startswith("bearer "):
+            issued = await comps.service.extend(
+                auth[7:].strip(), caller=None, ttl_s=ttl, ctx=_ctx(request)
+            )
+        else:
+            client = await _client(request, events.token_extend())
+            token = body.get("token")
+            if not isinstance(token, str):
+                raise TokenError("token (string) is required")
+            issued = await comps.service.extend(token, caller=client, ttl_s=ttl, ctx=_ctx(request))
+    except TokenError as exc:
+        return _error(exc)
+    rec = issued.record
+    return JSONResponse(
+        {
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": rec.exp - rec.iat,
+            "expires_at": rec.exp,
+            "jti": rec.jti,
+        },
+        headers=NO_STORE,
+    )
+
+
+def _bearer(request: Request, comps: TokenComponents) -> str | None:
+    auth = request.headers.get("authorization") or ""
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.cookies.get(comps.settings.token_session_cookie)
+
+
+@router.get("/tokens/mine", response_model=None)
+async def mine(request: Request) -> Response:
+    """The bearer's own tokens, newest first, with filters and cursor pagination."""
+    comps = _comps(request)
+    bearer = _bearer(request, comps)
+    if not bearer:
+        return JSONResponse(
+            {"error": "invalid_token"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="kroonika"'},
+        )
+    q = request.query_params
+
+    def num(name: str) -> int | None:
+        value = q.get(name)
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise TokenError(f"{name} must be a non-negative integer")
+        return int(value)
+
+    try:
+        page = await comps.service.mine(
+            bearer,
+            limit=num("limit") or 20,
+            cursor=q.get("cursor"),
+            state=q.get("state"),
+            token_type=q.get("type"),
+            client_id=q.get("client_id"),
+            issued_after=num("issued_after"),
+            issued_before=num("issued_before"),
+            ctx=_ctx(request),
+        )
+    except TokenError as exc:
+        if exc.error == "invalid_grant":
+            return JSONResponse(
+                {"error": "invalid_token"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="kroonika", error="invalid_token"'},
+            )
+        return _error(exc)
+    return JSONResponse(
+        {"items": [r.public() for r in page.items], "next_cursor": page.next_cursor},
+        headers=NO_STORE,
+    )
+
+
+# --- bulk ----------------------------------------------------------------------------------
+
+
+@router.post("/tokens/bulk/validate", response_model=None)
+async def bulk_validate(request: Request) -> Response:
+    comps = _comps(request)
+    try:
+        client = await _client(request, events.token_validate())
+        body = await _json(request)
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise TokenError("tokens must be a list of strings")
+        audience = body.get("audience")
+        results = await comps.service.bulk_validate(
+            tokens,
+            caller=client,
+            audience=audience if isinstance(audience, str) else None,
+            ctx=_ctx(request),
+        )
+    except TokenError as exc:
+        return _error(exc)
+    items = [r.as_dict() for r in results]
+    return JSONResponse({"results": items, "summary": _summary(items, {"valid"})})
+
+
+@router.post("/tokens/bulk/revoke", response_model=None)
+async def bulk_revoke(request: Request) -> Response:
+    comps = _comps(request)
+    try:
+        client = await _client(request, events.token_revoke())
+        body = await _json(request)
+        items = body.get("items")
+        if not isinstance(items, list):
+            raise TokenError("items must be a list")
+        why = body.get("reason")
+        results = await comps.service.bulk_revoke(
+            items,
+            caller=client,
+            why=why[:500] if isinstance(why, str) and why else "client_request",
+            ctx=_ctx(request),
+        )
+    except TokenError as exc:
+        return _error(exc)
+    out = [r.as_dict() for r in results]
+    return JSONResponse({"results": out, "summary": _summary(out, {"revoked"})})
+
+
+@router.post("/tokens/bulk/issue", response_model=None)
+async def bulk_issue(request: Request) -> Response:
+    comps = _comps(request)
+    try:
+        client = await _client(request, events.token_issue())
+        body = await _json(request)
+        items = body.get("items")
+        if not isinstance(items, list):
+            raise TokenError("items must be a list")
+        comps.service._batch(len(items))  # refuse before parsing a huge batch
+        results = await comps.service.bulk_issue(
+            client, [_mint_request(i) for i in items], ctx=_ctx(request)
+        )
+    except TokenError as exc:
+        return _error(exc)
+    out = [r.as_dict() for r in results]
+    return JSONResponse({"results": out, "summary": _summary(out, {"issued"})}, headers=NO_STORE)
+
+
+# --- the session's access token ------------------------------------------------------------
+
+
+async def _mint_after_login(
+    request: Request, response: Response, session: SessionRecord, identity: VerifiedIdToken
+) -> None:
+    """Post-login hook: the session's access token, bound to the session (``sid``)."""
+    comps = _comps(request)
+    settings = comps.settings
+    issued = await comps.service.issue_session_token(
+        session_ref=session.ref,
+        subject=identity.subject,
+        given_name=identity.given_name,
+        family_name=identity.family_name,
+        amr=identity.amr,
+        acr=str(identity.acr),
+        ctx=_ctx(request),
+    )
+    if settings.token_session_delivery in ("cookie", "both"):
+        services: Services = request.app.state.services
+        response.set_cookie(
+            settings.token_session_cookie,
+            issued.token,
+            max_age=issued.record.exp - issued.record.iat,
+            path="/",
+            httponly=True,
+            secure=services.cookies.secure,
+            samesite="lax",
+            domain=services.cookies.domain,
+        )
+
+
+async def _revoke_ended_sessions(
+    request: Request, sessions: list[SessionRecord], reason: str
+) -> None:
+    """Session-ended hook: every token bound to those sessions is revoked."""
+    comps = _comps(request)
+    ctx = _ctx(request)
+    for s in sessions:
+        await comps.service.revoke_session(
+            s.ref, by=Actor(ActorType.USER, subject=s.subject), why=f"session_{reason}", ctx=ctx
+        )
+
+
+@router.post("/tokens/session", response_model=None)
+async def session_token(request: Request) -> Response:
+    """Body delivery: a fresh access token for the caller's current session, in the
+    response (session cookie and CSRF token required, like other session actions)."""
+    from kroonika.web._auth import current_session
+
+    comps = _comps(request)
+    services: Services = request.app.state.services
+    if comps.settings.token_session_delivery not in ("body", "both"):
+        return JSONResponse({"error": "not_found"}, status_code=404)
+    cur = await current_session(request, services)
+    if cur is None:
+        return JSONResponse({"error": "not_authenticated"}, status_code=401)
+    if not services.csrf_ok(cur.secret, request.headers.get("x-csrf-token")):
+        return JSONResponse({"error": "csrf_failed"}, status_code=403)
+    s = cur.record
+    try:
+        issued = await comps.service.issue_session_token(
+            session_ref=s.ref,
+            subject=s.subject,
+            given_name=s.given_name,
+            family_name=s.family_name,
+            amr=(s.method,),
+            acr=s.acr,
+            ctx=_ctx(request),
+        )
+    except TokenError as exc:
+        return _error(exc)
+    rec = issued.record
+    return JSONResponse(
+        {
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": rec.exp - rec.iat,
+            "jti": rec.jti,
+        },
+        headers=NO_STORE,
+    )
