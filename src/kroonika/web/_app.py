@@ -136,7 +136,7 @@ def create_app(
             await limiter.stop()
             await audit.trail.stop()
             if services.owns_http:
-                await services.http.aclose()
+                await http.aclose()
             audit.store.close()
             engine.dispose()
 
