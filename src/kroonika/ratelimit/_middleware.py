@@ -84,6 +84,12 @@ class RateLimitMiddleware:
         headers = dict(scope.get("headers") or [])
         ua = headers.get(b"user-agent", b"").decode("latin-1")[:512] or None
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or None
+        # The service's request-context middleware (outside this one) has already
+        # resolved the client behind trusted proxies and assigned the request id.
+        info = (scope.get("state") or {}).get("request_info")
+        if info is not None:
+            ip = getattr(info, "client_ip", ip)
+            rid = getattr(info, "request_id", rid)
         decision = await self.limiter.check(group, ip=ip, user_agent=ua, request_id=rid)
         if decision.allowed:
             await self.app(scope, receive, send)
