@@ -26,6 +26,7 @@ from kroonika.web import _auth, _pages
 from kroonika.web._context import TrustedProxies, current_request
 from kroonika.web._middleware import RequestContextMiddleware
 from kroonika.web._services import CookieConfig, Services
+from kroonika.web.routes_tokens import install_tokens
 
 log = logging.getLogger("kroonika.web")
 
@@ -132,11 +133,12 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.tokens.aclose()
             await monitor.stop()
             await limiter.stop()
             await audit.trail.stop()
             if services.owns_http:
-                await http.aclose()
+                await services.http.aclose()
             audit.store.close()
             engine.dispose()
 
@@ -162,6 +164,7 @@ def create_app(
     app.include_router(_health_router())
     app.include_router(_auth.router)
     app.include_router(_pages.router)
+    install_tokens(app, services)  # /tokens, /introspect, /revoke, JWKS; login/logout hooks
     return app
 
 
