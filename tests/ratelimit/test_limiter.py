@@ -106,3 +106,12 @@ def test_routes_are_classified_by_prefix() -> None:
     assert classify("/api/admin/tokens/x", DEFAULT_ROUTES) is RouteGroup.ADMIN
     assert classify("/auth/loginx", DEFAULT_ROUTES) is None
     assert classify("/static/app.css", DEFAULT_ROUTES) is None
+
+
+def test_service_token_routes_are_classified() -> None:
+    """The token service's routes fall into token minting and validation groups."""
+    assert classify("/tokens", DEFAULT_ROUTES) is RouteGroup.TOKEN_MINT
+    assert classify("/tokens/bulk/issue", DEFAULT_ROUTES) is RouteGroup.TOKEN_MINT
+    assert classify("/tokens/validate", DEFAULT_ROUTES) is RouteGroup.VALIDATE
+    assert classify("/introspect", DEFAULT_ROUTES) is RouteGroup.VALIDATE
+    assert classify("/revoke", DEFAULT_ROUTES) is RouteGroup.VALIDATE

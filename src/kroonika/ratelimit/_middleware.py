@@ -21,13 +21,12 @@ from kroonika.ratelimit._policy import RouteGroup
 DEFAULT_ROUTES: tuple[tuple[str, RouteGroup], ...] = (
     ("/auth/login", RouteGroup.LOGIN_START),
     ("/auth/callback", RouteGroup.CALLBACK),
-    ("/oauth/token", RouteGroup.TOKEN_MINT),
-    ("/api/tokens", RouteGroup.TOKEN_MINT),
-    ("/token", RouteGroup.TOKEN_MINT),
-    ("/oauth/introspect", RouteGroup.VALIDATE),
+    ("/tokens/validate", RouteGroup.VALIDATE),
+    ("/tokens/bulk/validate", RouteGroup.VALIDATE),
     ("/introspect", RouteGroup.VALIDATE),
-    ("/api/validate", RouteGroup.VALIDATE),
-    ("/validate", RouteGroup.VALIDATE),
+    ("/revoke", RouteGroup.VALIDATE),
+    ("/tokens", RouteGroup.TOKEN_MINT),
+    ("/oauth/token", RouteGroup.TOKEN_MINT),
     ("/api/admin", RouteGroup.ADMIN),
     ("/admin", RouteGroup.ADMIN),
 )
