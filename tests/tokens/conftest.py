@@ -83,6 +83,7 @@ def make_settings(tmp_path: Path, db: str, **overrides: Any) -> Settings:
         "token_key_publish_lead_s": 600,
         "token_key_rotation_interval_s": 0,
         "redis_url": None,
+        "audit_strict": True,
     }
     values.update(overrides)
     return Settings(**values)
