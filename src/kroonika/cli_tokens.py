@@ -1,0 +1,165 @@
+"""``kroonika keys rotate|list`` (token signing keys) and ``kroonika clients add|list``.
+Registered on the main app by :func:`register`. Every change is audited."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Annotated
+
+import typer
+
+from kroonika.audit import Actor, ActorType, AuditError, AuditEvent, events
+from kroonika.auditing import build_audit
+from kroonika.db import make_engine
+from kroonika.db.migrate import upgrade
+from kroonika.settings import Settings, SettingsError, load_settings
+from kroonika.tokens import ClientError, ClientRegistry, KeyRingError, SystemClock, TokenError
+from kroonika.tokens._build import key_ring
+
+keys_app = typer.Typer(no_args_is_help=True, help="Token signing keys (JWKS).")
+clients_app = typer.Typer(no_args_is_help=True, help="Registered clients (relying services).")
+CLI_ACTOR = Actor(ActorType.ADMIN, roles=("cli",))
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except (SettingsError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _audit(settings: Settings, event: AuditEvent) -> None:
+    comps = build_audit(settings, stream=f"cli-{os.getpid()}-{secrets.token_hex(2)}")
+    try:
+        comps.trail.log_start_sync()
+        comps.trail.emit_sync(event)
+    finally:
+        comps.store.close()
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    now: Annotated[
+        bool, typer.Option("--now", help="Sign with the new key at once (emergency only)")
+    ] = False,
+    justification: Annotated[str, typer.Option("--justification", "-j")] = "manual rotation",
+) -> None:
+    """Create a new token signing key. It is published in the JWKS at once and signs
+    after the publish lead; the old key stays until its last token expires."""
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        if settings.db_auto_upgrade:
+            upgrade(engine)
+        ring = key_ring(settings, engine, SystemClock())
+        old, new = ring.rotate(immediate=now)
+        retired = ring.retire_expired()
+        _audit(
+            settings,
+            events.key_rotate(
+                actor=CLI_ACTOR,
+                purpose="token_signing",
+                old_kid=old,
+                new_kid=new,
+                justification=justification[:2000],
+            ),
+        )
+    except (KeyRingError, SettingsError, AuditError) as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    lead = 0 if now or old is None else settings.token_key_publish_lead_s
+    typer.echo(f"rotated: {old} -> {new} (signs in {lead}s)")
+    for kid in retired:
+        typer.echo(f"retired: {kid}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The published token signing keys (the one signing now is marked)."""
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        ring = key_ring(settings, engine, SystemClock())
+        try:
+            current = ring.current().kid
+        except KeyRingError:
+            current = None
+        for key in ring.published():
+            mark = "  (signing)" if key.kid == current else ""
+            typer.echo(f"{key.kid}  {key.alg}  activates_at={key.activates_at}{mark}")
+    finally:
+        engine.dispose()
+
+
+@clients_app.command("add")
+def clients_add(
+    name: Annotated[str, typer.Argument(help="A name for the relying service")],
+    audience: Annotated[
+        list[str] | None, typer.Option("--audience", "-a", help="Allowed audience (repeat)")
+    ] = None,
+    claim: Annotated[
+        list[str] | None, typer.Option("--claim", "-c", help="Allowed custom claim (repeat)")
+    ] = None,
+    max_ttl: Annotated[int, typer.Option("--max-ttl", min=1)] = 3600,
+    rate_limit: Annotated[str | None, typer.Option("--rate-limit")] = None,
+) -> None:
+    """Register a client; prints its id and secret once (only a hash is stored)."""
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        if settings.db_auto_upgrade:
+            upgrade(engine)
+        registry = ClientRegistry(
+            engine, clock=SystemClock(), scrypt_n=settings.token_client_scrypt_n
+        )
+        new = registry.register(
+            name,
+            allowed_audiences=audience or [],
+            allowed_claims=claim or [],
+            max_ttl_s=max_ttl,
+            rate_limit=rate_limit,
+        )
+        _audit(
+            settings,
+            events.config_change(
+                actor=CLI_ACTOR,
+                key=f"clients.{new.client.client_id}",
+                before="",
+                after=f"registered {name[:100]!r} audiences={audience or []} max_ttl={max_ttl}",
+            ),
+        )
+    except (ClientError, TokenError, SettingsError, AuditError) as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"client_id: {new.client.client_id}")
+    typer.echo(f"client_secret: {new.secret}")
+    typer.echo("The secret is shown only now; store it safely.", err=True)
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """Registered clients (never their secrets)."""
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        for c in ClientRegistry(engine, clock=SystemClock()).list():
+            state = "disabled" if c.disabled else "active"
+            typer.echo(
+                f"{c.client_id}  {c.name}  aud={','.join(c.allowed_audiences)}  "
+                f"max_ttl={c.max_ttl_s}  {state}"
+            )
+    finally:
+        engine.dispose()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(clients_app, name="clients")
