@@ -29,6 +29,7 @@ from kroonika.audit.integrity import inclusion_proof, leaf_hash
 from kroonika.audit.store._types import Checkpoint
 from kroonika.auditing import AuditComponents, build_audit
 from kroonika.cli_service import register_service_commands
+from kroonika.cli_tokens import register as register_token_commands
 from kroonika.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(no_args_is_help=True, help="Kroonika: token identity manager and audit trail.")
@@ -37,6 +38,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="Audit signing (checkpoint) ke
 checkpoint_app = typer.Typer(no_args_is_help=True, help="Checkpoints for outside witnesses.")
 app.add_typer(audit_app, name="audit")
 register_service_commands(app)
+register_token_commands(app)
 audit_app.add_typer(keys_app, name="keys")
 audit_app.add_typer(checkpoint_app, name="checkpoint")
 
