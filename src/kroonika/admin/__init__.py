@@ -1,0 +1,52 @@
+"""Administration: roles (admin, auditor, security, privacy) of people and API keys, the
+mandatory justification, runtime configuration, and the ``/admin`` API::
+
+    admin = install_admin(app, services)   # app.state.admin; routers /admin and /audit
+"""
+
+from kroonika.admin._auth import (
+    AdminServices,
+    AuditedRoute,
+    Principal,
+    check_justification,
+    require,
+)
+from kroonika.admin._config import KEYS, Change, ConfigKey, RuntimeConfig
+from kroonika.admin._errors import (
+    AdminError,
+    ConfigInvalid,
+    Forbidden,
+    JustificationMissing,
+    NotAuthenticated,
+    NotFound,
+    RoleChangeRefused,
+)
+from kroonika.admin._install import install_admin
+from kroonika.admin._roles import ROLES, ApiKey, ApiKeys, Role, RoleRequest, RoleStore, parse_roles
+
+__all__ = [
+    "KEYS",
+    "ROLES",
+    "AdminError",
+    "AdminServices",
+    "ApiKey",
+    "ApiKeys",
+    "AuditedRoute",
+    "Change",
+    "ConfigInvalid",
+    "ConfigKey",
+    "Forbidden",
+    "JustificationMissing",
+    "NotAuthenticated",
+    "NotFound",
+    "Principal",
+    "Role",
+    "RoleChangeRefused",
+    "RoleRequest",
+    "RoleStore",
+    "RuntimeConfig",
+    "check_justification",
+    "install_admin",
+    "parse_roles",
+    "require",
+]

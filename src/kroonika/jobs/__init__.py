@@ -1,0 +1,28 @@
+"""Cleanup jobs and their scheduler (cron per job, a database lease so one instance runs a
+job at a time, every run audited as ``job.run``)::
+
+    scheduler = Scheduler(JOBS, deps, clock=time.time, schedule=lambda n: ("* * * * *", True))
+    await scheduler.start()            # ticks every tick_s
+    await scheduler.run("sessions", trigger="admin:...")   # manual run
+"""
+
+from kroonika.jobs._errors import JobBusy, JobError, LeaseLost, UnknownJob
+from kroonika.jobs._lease import Lease, Leases
+from kroonika.jobs._scheduler import RunResult, Scheduler, default_owner
+from kroonika.jobs.cleanup import JOBS, Job, JobContext, JobDeps
+
+__all__ = [
+    "JOBS",
+    "Job",
+    "JobBusy",
+    "JobContext",
+    "JobDeps",
+    "JobError",
+    "Lease",
+    "LeaseLost",
+    "Leases",
+    "RunResult",
+    "Scheduler",
+    "UnknownJob",
+    "default_owner",
+]

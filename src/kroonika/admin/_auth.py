@@ -1,0 +1,372 @@
+"""Who is calling the admin and audit APIs, may they, and why: authentication (TARA
+session cookie or ``Authorization: Bearer kra_...``), role checks, the mandatory
+justification of mutating calls, CSRF for cookie-authenticated changes, and the
+``admin.request`` event of every call (refusals included) through :class:`AuditedRoute`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+
+from kroonika.admin._config import RuntimeConfig
+from kroonika.admin._errors import AdminError, Forbidden, JustificationMissing, NotAuthenticated
+from kroonika.admin._roles import ApiKeys, RoleStore
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditUnavailable,
+    Correlation,
+    Fingerprinter,
+    Outcome,
+    Source,
+    Target,
+)
+from kroonika.audit import events as ev
+from kroonika.web._services import Services, request_info
+
+log = logging.getLogger("kroonika.admin")
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+SAFE_PARAMS = frozenset(
+    {
+        "jti",
+        "ref",
+        "entry_id",
+        "client_id",
+        "job",
+        "key_id",
+        "request_id",
+        "event_id",
+        "purpose",
+        "status",
+        "client",
+        "list",
+        "kind",
+        "limit",
+        "format",
+        "type",
+        "category",
+        "outcome",
+        "from",
+        "to",
+        "partial",
+        "active",
+        "role",
+        "stream",
+        "issued_after",
+        "issued_before",
+        "token_type",
+        "approve",
+    }
+)
+FINGERPRINTED = frozenset({"subject", "ip", "value", "actor", "correlation"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller: a person with a session, or an API key."""
+
+    kind: str  # session | api_key
+    roles: tuple[str, ...]
+    subject: str | None = None
+    key_id: str | None = None
+    pseudonym: str | None = None
+    session_secret: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Who acted, for business tables and API answers: never a clear personal code."""
+        if self.kind == "api_key":
+            return f"apikey:{self.key_id}"
+        return f"admin:{self.pseudonym}"
+
+    def actor(self) -> Actor:
+        if self.kind == "api_key":
+            return Actor(ActorType.ADMIN, roles=self.roles, client_id=f"apikey:{self.key_id}")
+        return Actor(ActorType.ADMIN, subject=self.subject, roles=self.roles)
+
+
+@dataclass
+class AdminServices:
+    """What the admin and audit routes need, on ``app.state.admin``."""
+
+    services: Services
+    roles: RoleStore
+    keys: ApiKeys
+    config: RuntimeConfig
+    fingerprinter: Fingerprinter
+    jobs: Any = None  # kroonika.jobs.Scheduler (set by install)
+
+
+@dataclass
+class CallState:
+    """Per call, on ``request.state.admin_call`` (read by :class:`AuditedRoute`)."""
+
+    principal: Principal | None = None
+    justification: str | None = None
+
+
+def admin_services(request: Request) -> AdminServices:
+    admin: AdminServices = request.app.state.admin
+    return admin
+
+
+def _call(request: Request) -> CallState:
+    state: CallState | None = getattr(request.state, "admin_call", None)
+    if state is None:
+        state = CallState()
+        request.state.admin_call = state
+    return state
+
+
+def source_of(request: Request) -> Source:
+    info = request_info(request)
+    return Source(ip=info.client_ip, user_agent=info.user_agent)
+
+
+def correlation_of(request: Request) -> Correlation:
+    info = request_info(request)
+    return Correlation(request_id=info.request_id, trace_id=info.trace_id)
+
+
+async def authenticate(request: Request, admin: AdminServices) -> Principal:
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise NotAuthenticated("Authorization must be Bearer <API key>")
+        key = await asyncio.to_thread(admin.keys.authenticate, value.strip())
+        if key is None:
+            raise NotAuthenticated("unknown, expired or revoked API key")
+        return Principal("api_key", key.roles, key_id=key.id)
+    services = admin.services
+    secret = request.cookies.get(services.cookies.session_name)
+    if secret:
+        info = request_info(request)
+        from kroonika.sessions import RequestContext
+
+        record = await services.sessions.current(
+            secret,
+            RequestContext(
+                ip=info.client_ip,
+                user_agent=info.user_agent,
+                request_id=info.request_id,
+                trace_id=info.trace_id,
+            ),
+        )
+        if record is not None:
+            roles = await asyncio.to_thread(admin.roles.roles_of, record.subject)
+            return Principal(
+                "session",
+                roles,
+                subject=record.subject,
+                pseudonym=admin.fingerprinter.pseudonym(record.subject),
+                session_secret=secret,
+            )
+    raise NotAuthenticated("log in through TARA or send an API key")
+
+
+async def justification_of(request: Request) -> str | None:
+    header = request.headers.get("x-justification")
+    if header:
+        return header
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(body, dict) and isinstance(body.get("justification"), str):
+            return str(body["justification"])
+    return None
+
+
+def check_justification(text: str | None, *, minimum: int, pattern: str | None) -> str:
+    """The justification, stripped; :class:`JustificationMissing` says what is wrong."""
+    value = (text or "").strip()
+    if len(value) < minimum:
+        raise JustificationMissing(
+            f"a justification of at least {minimum} characters is required "
+            "(X-Justification header or a justification field)"
+        )
+    if len(value) > 2000 or _CONTROL.search(value):
+        raise JustificationMissing("a justification is plain text of at most 2000 characters")
+    if pattern and re.search(pattern, value) is None:
+        raise JustificationMissing(
+            f"the justification must name a ticket matching {pattern!r}",
+            code="ticket_required",
+        )
+    return value
+
+
+def require(*roles: str, mutating: bool | None = None) -> Any:
+    """A dependency: authenticated, holding one of ``roles``; mutating calls (by default
+    every non-GET) carry a justification and, with a session cookie, a CSRF token."""
+
+    async def dependency(request: Request) -> Principal:
+        admin = admin_services(request)
+        call = _call(request)
+        principal = await authenticate(request, admin)
+        call.principal = principal
+        if not set(principal.roles) & set(roles):
+            raise Forbidden(f"needs one of the roles {sorted(roles)}")
+        changes = request.method in MUTATING if mutating is None else mutating
+        if changes:
+            if principal.kind == "session":
+                token = request.headers.get("x-csrf-token")
+                if principal.session_secret is None or not admin.services.csrf_ok(
+                    principal.session_secret, token
+                ):
+                    raise Forbidden("X-CSRF-Token missing or wrong", code="csrf_failed")
+            settings = admin.services.settings
+            raw = await justification_of(request)
+            try:
+                call.justification = check_justification(
+                    raw,
+                    minimum=settings.admin_justification_min,
+                    pattern=admin.config.get("admin.ticket_pattern"),
+                )
+            except JustificationMissing as exc:
+                await admin.services.audit.trail.emit(
+                    ev.security_policy_violation(
+                        outcome=Outcome.FAILURE,
+                        reason=exc.code,
+                        actor=principal.actor(),
+                        source=source_of(request),
+                        target=Target("admin_route", _template(request)),
+                        correlation=correlation_of(request),
+                        policy="admin.justification",
+                        attempted=f"{request.method} {_template(request)}",
+                        decision="refused",
+                    )
+                )
+                raise
+        else:
+            raw = request.headers.get("x-justification")
+            call.justification = raw.strip()[:2000] if raw and raw.strip() else None
+        return principal
+
+    dependency.__name__ = "require_" + "_".join(roles)
+    return Depends(dependency)
+
+
+def _template(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path_format", None) or request.url.path
+
+
+def summarise_params(request: Request, fp: Fingerprinter, body: bytes | None) -> str:
+    """Parameter names with safe values; personal values as fingerprints; the rest hidden."""
+
+    def show(name: str, value: str) -> str:
+        if name in SAFE_PARAMS:
+            return value[:80]
+        if name in FINGERPRINTED:
+            return "fp:" + fp.fingerprint(name, value)
+        return "[redacted]"
+
+    out: dict[str, Any] = {}
+    path = {k: show(k, str(v)) for k, v in request.path_params.items()}
+    if path:
+        out["path"] = path
+    query = {k: show(k, v) for k, v in request.query_params.items()}
+    if query:
+        out["query"] = query
+    if body:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            out["body_bytes"] = len(body)
+        else:
+            if isinstance(doc, dict):
+                out["body"] = sorted(k for k in doc if k != "justification")[:50]
+            elif isinstance(doc, list):
+                out["body_items"] = len(doc)
+    return orjson.dumps(out, option=orjson.OPT_SORT_KEYS).decode()[:2000]
+
+
+def error_response(request: Request, exc: AdminError) -> JSONResponse:
+    body: dict[str, Any] = {
+        "error": exc.code,
+        "detail": str(exc),
+        "request_id": request_info(request).request_id,
+    }
+    errors = getattr(exc, "errors", None)
+    if errors:
+        body["errors"] = errors
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+class AuditedRoute(APIRoute):
+    """Every call of a route of this class ends in one ``admin.request`` event with the
+    status it got (refusals included); :class:`AdminError` becomes its JSON answer."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+        template = self.path_format
+
+        async def handler(request: Request) -> Response:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await original(request)
+                status = response.status_code
+            except AdminError as exc:
+                status = exc.status
+                response = error_response(request, exc)
+            except HTTPException as exc:
+                await _record(request, template, exc.status_code, started)
+                raise
+            except RequestValidationError:
+                await _record(request, template, 422, started)
+                raise
+            except AuditUnavailable:
+                raise
+            except Exception:
+                await _record(request, template, 500, started)
+                raise
+            await _record(request, template, status, started)
+            return response
+
+        return handler
+
+
+async def _record(request: Request, template: str, status: int, started: float) -> None:
+    admin = admin_services(request)
+    call = _call(request)
+    principal = call.principal
+    body = getattr(request, "_body", None)
+    duration = int((time.perf_counter() - started) * 1000)
+    await admin.services.audit.trail.emit(
+        ev.admin_request(
+            outcome=Outcome.SUCCESS if status < 400 else Outcome.FAILURE,
+            reason=None if status < 400 else f"http_{status}",
+            actor=principal.actor() if principal else Actor(ActorType.ANONYMOUS),
+            source=source_of(request),
+            target=Target("admin_route", template),
+            correlation=correlation_of(request),
+            method=request.method,
+            route=template,
+            status=status,
+            duration_ms=duration,
+            justification=call.justification,
+            params=summarise_params(request, admin.fingerprinter, body),
+            auth=principal.kind if principal else "none",
+            api_key=principal.key_id if principal else None,
+        )
+    )

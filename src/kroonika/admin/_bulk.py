@@ -1,0 +1,159 @@
+"""Bulk operations as one unit: per-item outcomes, a summary, one ``admin.bulk`` event whose
+digest (SHA-256 over the canonical per-item outcomes) lets an auditor check the answer; the
+per-item events (``token.revoke``, ``access_list.add``, ``session.terminate``) share the
+request's correlation id.
+
+Allow/deny-list import accepts CSV (header ``list,kind,value,reason,expires_at``) or JSON (a
+list of objects with the same fields); every line is validated first, and errors name the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from kroonika.tokens._lists import KINDS, LISTS, normalise
+
+FIELDS = ("list", "kind", "value", "reason", "expires_at")
+
+
+@dataclass
+class Outcomes:
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, index: int, status: str, **extra: Any) -> None:
+        self.items.append({"index": index, "status": status, **extra})
+
+    def summary(self) -> dict[str, int]:
+        ok = sum(1 for i in self.items if i["status"] == "ok")
+        return {"requested": len(self.items), "succeeded": ok, "failed": len(self.items) - ok}
+
+    def digest(self) -> str:
+        canon = orjson.dumps(
+            [{"index": i["index"], "status": i["status"]} for i in self.items],
+            option=orjson.OPT_SORT_KEYS,
+        )
+        return hashlib.sha256(canon).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ListLine:
+    line: int
+    list: str
+    kind: str
+    value: str
+    reason: str
+    expires_at: int | None
+
+
+def _check(line: int, row: dict[str, Any]) -> ListLine:
+    lst = str(row.get("list") or "").strip().lower()
+    kind = str(row.get("kind") or "").strip().lower()
+    if lst not in LISTS:
+        raise ValueError(f"list must be one of {LISTS}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    value = normalise(kind, str(row.get("value") or ""))
+    reason = str(row.get("reason") or "").strip()
+    if not 3 <= len(reason) <= 500:
+        raise ValueError("reason must be 3..500 characters")
+    raw_exp = row.get("expires_at")
+    expires: int | None = None
+    if raw_exp not in (None, ""):
+        try:
+            expires = int(str(raw_exp))
+        except ValueError:
+            raise ValueError("expires_at must be epoch seconds") from None
+    return ListLine(line, lst, kind, value, reason, expires)
+
+
+def parse_list_import(data: bytes, fmt: str) -> tuple[list[ListLine], list[dict[str, Any]]]:
+    """(valid lines, errors by line number). Line numbers are 1-based data lines (CSV: the
+    header is line 1, so data starts at 2; JSON: the array position + 1)."""
+    from kroonika.tokens import AccessListError
+
+    rows: list[tuple[int, Any]] = []
+    if fmt == "csv":
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return [], [{"line": 0, "error": "not UTF-8"}]
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames is None or not {"list", "kind", "value", "reason"} <= set(
+            reader.fieldnames
+        ):
+            return [], [{"line": 1, "error": f"header must name {', '.join(FIELDS)}"}]
+        rows = [(reader.line_num, row) for row in reader]
+    elif fmt == "json":
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            return [], [{"line": 0, "error": f"not JSON: {exc.msg}"}]
+        if isinstance(doc, dict):
+            doc = doc.get("entries")
+        if not isinstance(doc, list):
+            return [], [{"line": 0, "error": "a JSON array of entries (or {entries: [...]})"}]
+        rows = list(enumerate(doc, start=1))
+    else:
+        return [], [{"line": 0, "error": "format is csv or json"}]
+    good: list[ListLine] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for line, row in rows:
+        if not isinstance(row, dict):
+            errors.append({"line": line, "error": "an object per entry"})
+            continue
+        try:
+            item = _check(line, row)
+        except (ValueError, AccessListError) as exc:
+            errors.append({"line": line, "error": str(exc)})
+            continue
+        key = (item.list, item.kind, item.value)
+        if key in seen:
+            errors.append({"line": line, "error": "duplicate of an earlier line"})
+            continue
+        seen.add(key)
+        good.append(item)
+    return good, errors
+
+
+def export_lists(entries: list[Any], fmt: str) -> bytes:
+    rows = [
+        {
+            "id": e.id,
+            "list": e.list,
+            "kind": e.kind,
+            "value": e.value,
+            "reason": e.reason,
+            "created_by": e.created_by,
+            "created_at": e.created_at,
+            "expires_at": e.expires_at,
+        }
+        for e in entries
+    ]
+    if fmt == "json":
+        return orjson.dumps(rows)
+    out = io.StringIO()
+    writer = csv.DictWriter(
+        out,
+        fieldnames=[
+            "list",
+            "kind",
+            "value",
+            "reason",
+            "expires_at",
+            "id",
+            "created_by",
+            "created_at",
+        ],
+        lineterminator="\n",
+    )
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return out.getvalue().encode()

@@ -1,0 +1,408 @@
+"""Runtime configuration: the settings an administrator may change while the service runs.
+
+Each key is declared once (:data:`KEYS`) with its validation; the values live in the
+``runtime_config`` table (JSON) over the defaults from :class:`~kroonika.settings.Settings`.
+A change is validated key by key, then as a whole by every :class:`Applier` (e.g. TTL
+min <= default <= max), persisted in one transaction, and applied to the running objects;
+other instances pick it up on :meth:`RuntimeConfig.refresh` (the scheduler's tick).
+Secret keys are never returned or logged: reads show whether they are set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, delete, insert, select, update
+
+from kroonika.admin._errors import ConfigInvalid
+from kroonika.db.admin import runtime_config
+from kroonika.settings import Settings
+
+Check = Callable[[Any], Any]
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SECRET_MASK = "********"  # noqa: S105 (what a masked secret looks like)
+
+
+def _int(lo: int, hi: int = 10**9) -> Check:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"an integer in {lo}..{hi}")
+        return v
+
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("true or false")
+    return v
+
+
+def _str_list(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and 0 < len(x) <= 200 for x in v):
+        raise ValueError("a list of strings of 1..200 characters")
+    return list(v)
+
+
+def _str_map(v: Any) -> dict[str, str]:
+    if not isinstance(v, dict) or not all(
+        isinstance(k, str) and isinstance(x, str) and len(k) <= 100 and len(x) <= 100
+        for k, x in v.items()
+    ):
+        raise ValueError("an object of strings")
+    return dict(v)
+
+
+def _levels(v: Any) -> dict[str, str]:
+    out = {k: x.upper() for k, x in _str_map(v).items()}
+    bad = [k for k, x in out.items() if x not in LEVELS or not k.startswith("kroonika")]
+    if bad:
+        raise ValueError(f"kroonika.* loggers with a level of {LEVELS}")
+    return out
+
+
+def _pattern(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or len(v) > 200:
+        raise ValueError("a regular expression of at most 200 characters, or null")
+    try:
+        re.compile(v)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return v
+
+
+def _secret(v: Any) -> str:
+    if not isinstance(v, str) or not 16 <= len(v) <= 512:
+        raise ValueError("a string of 16..512 characters")
+    return v
+
+
+def _cron(v: Any) -> str:
+    from croniter import croniter
+
+    if not isinstance(v, str) or not croniter.is_valid(v):
+        raise ValueError("a cron expression (5 fields)")
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigKey:
+    name: str
+    check: Check
+    default: Callable[[Settings], Any]
+    doc: str
+    secret: bool = False
+
+
+JOB_NAMES = ("login_flows", "sessions", "token_metadata", "access_lists")
+DEFAULT_CRON = {
+    "login_flows": "*/10 * * * *",
+    "sessions": "* * * * *",
+    "token_metadata": "17 * * * *",
+    "access_lists": "*/5 * * * *",
+}
+
+
+def _job_keys() -> list[ConfigKey]:
+    out = []
+    for job in JOB_NAMES:
+        out.append(
+            ConfigKey(
+                f"jobs.{job}.cron",
+                _cron,
+                lambda s, j=job: s.jobs_cron.get(j, DEFAULT_CRON[j]),  # type: ignore[misc]
+                f"when the {job} cleanup job runs",
+            )
+        )
+        out.append(
+            ConfigKey(
+                f"jobs.{job}.enabled",
+                _bool,
+                lambda s, j=job: j not in s.jobs_disabled,  # type: ignore[misc]
+                f"whether the {job} job runs on its schedule",
+            )
+        )
+    return out
+
+
+KEYS: Mapping[str, ConfigKey] = {
+    k.name: k
+    for k in [
+        ConfigKey("token.ttl_min_s", _int(1), lambda s: s.token_ttl_min_s, "shortest token TTL"),
+        ConfigKey(
+            "token.ttl_default_s", _int(1), lambda s: s.token_ttl_default_s, "default token TTL"
+        ),
+        ConfigKey("token.ttl_max_s", _int(1), lambda s: s.token_ttl_max_s, "longest token TTL"),
+        ConfigKey(
+            "token.session_ttl_s",
+            _int(30),
+            lambda s: s.token_session_ttl_s,
+            "TTL of the session access token",
+        ),
+        ConfigKey(
+            "token.session_audience",
+            _str_list,
+            lambda s: list(s.token_session_audience),
+            "audience policy: audiences of the session access token",
+        ),
+        ConfigKey("session.idle_s", _int(30), lambda s: s.session_idle_s, "idle timeout"),
+        ConfigKey(
+            "session.absolute_s", _int(60), lambda s: s.session_absolute_s, "absolute timeout"
+        ),
+        ConfigKey(
+            "session.max_per_person",
+            _int(0, 1000),
+            lambda s: s.session_max_per_person,
+            "concurrent sessions per person (0: no limit)",
+        ),
+        ConfigKey("ratelimit.enabled", _bool, lambda s: s.ratelimit_enabled, "rate limiting"),
+        ConfigKey(
+            "ratelimit.limits",
+            _str_map,
+            lambda s: dict(s.ratelimit_limits),
+            'limits over the defaults, e.g. {"login_start:ip": "20/minute"}',
+        ),
+        ConfigKey("log.levels", _levels, lambda s: {}, "levels of kroonika.* loggers"),
+        ConfigKey(
+            "alerts.brute_force_failures",
+            _int(2, 10_000),
+            lambda s: s.security_brute_force_failures,
+            "failed logins in the window that make a brute-force finding",
+        ),
+        ConfigKey(
+            "alerts.brute_force_window_s",
+            _int(10, 86_400),
+            lambda s: s.security_brute_force_window_s,
+            "brute-force window",
+        ),
+        ConfigKey(
+            "alerts.stuffing_people",
+            _int(2, 100_000),
+            lambda s: s.security_stuffing_people,
+            "distinct people from one source that make a credential-stuffing finding",
+        ),
+        ConfigKey(
+            "alerts.stuffing_attempts",
+            _int(2, 100_000),
+            lambda s: s.security_stuffing_attempts,
+            "failures from one source that make a credential-stuffing finding",
+        ),
+        ConfigKey(
+            "alerts.travel_max_kmh",
+            _int(100, 100_000),
+            lambda s: s.security_travel_max_kmh,
+            "speed above which travel is impossible",
+        ),
+        ConfigKey(
+            "alerts.webhook_secret",
+            _secret,
+            lambda s: None,
+            "HMAC key of the alert webhook",
+            secret=True,
+        ),
+        ConfigKey(
+            "admin.second_approval",
+            _bool,
+            lambda s: s.admin_second_approval,
+            "role changes need a second administrator",
+        ),
+        ConfigKey(
+            "admin.ticket_pattern",
+            _pattern,
+            lambda s: s.admin_ticket_pattern,
+            "a justification must contain a match (e.g. a ticket id), or null",
+        ),
+        *_job_keys(),
+    ]
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Applier:
+    """Checks a whole candidate configuration and applies it to one subsystem."""
+
+    name: str
+    check: Callable[[Mapping[str, Any]], object]  # raises ValueError
+    apply: Callable[[Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    key: str
+    before: Any
+    after: Any
+    secret: bool
+    version: int
+
+    def shown(self) -> tuple[str, str]:
+        """(before, after) as they may appear in an event: secrets as set/changed only."""
+        if self.secret:
+            return ("set" if self.before is not None else "unset"), "changed"
+        return (
+            orjson.dumps(self.before, option=orjson.OPT_SORT_KEYS).decode(),
+            orjson.dumps(self.after, option=orjson.OPT_SORT_KEYS).decode(),
+        )
+
+
+@dataclass
+class RuntimeConfig:
+    engine: Engine
+    settings: Settings
+    clock: Callable[[], float]
+    appliers: list[Applier] = field(default_factory=list)
+    _stored: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: key.default(self.settings) for name, key in KEYS.items()}
+
+    def effective(self) -> dict[str, Any]:
+        out = self.defaults()
+        out.update({k: v for k, (v, _) in self._stored.items() if k in KEYS})
+        return out
+
+    def get(self, name: str) -> Any:
+        return self.effective()[name]
+
+    def public(self) -> dict[str, Any]:
+        """Every key with its value (secrets masked), source and version."""
+        eff = self.effective()
+        out: dict[str, Any] = {}
+        for name, key in KEYS.items():
+            value = eff[name]
+            stored = self._stored.get(name)
+            out[name] = {
+                "value": (SECRET_MASK if value is not None else None) if key.secret else value,
+                "source": "runtime" if stored else "settings",
+                "version": stored[1] if stored else 0,
+                "secret": key.secret,
+                "doc": key.doc,
+            }
+        return out
+
+    def _load(self) -> dict[str, tuple[Any, int]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runtime_config)).all()
+        return {r.key: (orjson.loads(r.value), r.version) for r in rows}
+
+    def _check_all(self, candidate: Mapping[str, Any]) -> None:
+        for applier in self.appliers:
+            try:
+                applier.check(candidate)
+            except ValueError as exc:
+                raise ConfigInvalid(f"{applier.name}: {exc}") from None
+
+    def _apply_all(self, values: Mapping[str, Any]) -> None:
+        for applier in self.appliers:
+            applier.apply(values)
+
+    def refresh(self) -> bool:
+        """Load the stored values; apply them if anything changed. True if it did."""
+        loaded = self._load()
+        with self._lock:
+            if {k: v for k, (_, v) in loaded.items()} == {
+                k: v for k, (_, v) in self._stored.items()
+            }:
+                return False
+            self._stored = loaded
+            values = self.effective()
+        self._apply_all(values)
+        return True
+
+    def validate(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Normalised changes, or :class:`ConfigInvalid` naming each bad key."""
+        errors: dict[str, str] = {}
+        clean: dict[str, Any] = {}
+        for name, value in changes.items():
+            key = KEYS.get(name)
+            if key is None:
+                errors[name] = "unknown key"
+                continue
+            try:
+                clean[name] = key.check(value)
+            except ValueError as exc:
+                errors[name] = str(exc)
+        if errors:
+            err = ConfigInvalid("invalid configuration")
+            err.errors = errors  # type: ignore[attr-defined]
+            raise err
+        return clean
+
+    def change(self, changes: Mapping[str, Any], *, by: str) -> list[Change]:
+        """Validate, persist and apply; returns what actually changed."""
+        clean = self.validate(changes)
+        self.refresh()
+        with self._lock:
+            current = self.effective()
+            candidate = {**current, **clean}
+            self._check_all(candidate)
+            diff = [k for k in clean if current.get(k) != clean[k]]
+            if not diff:
+                return []
+            now = int(self.clock())
+            out: list[Change] = []
+            with self.engine.begin() as conn:
+                for name in diff:
+                    version = self._stored.get(name, (None, 0))[1] + 1
+                    data = orjson.dumps(clean[name]).decode()
+                    if version == 1:
+                        conn.execute(
+                            insert(runtime_config).values(
+                                key=name, value=data, version=1, updated_at=now, updated_by=by
+                            )
+                        )
+                    else:
+                        result = conn.execute(
+                            update(runtime_config)
+                            .where(
+                                runtime_config.c.key == name,
+                                runtime_config.c.version == version - 1,
+                            )
+                            .values(value=data, version=version, updated_at=now, updated_by=by)
+                        )
+                        if result.rowcount != 1:
+                            raise ConfigInvalid(
+                                f"{name} was changed concurrently; retry", code="conflict"
+                            )
+                    out.append(
+                        Change(name, current.get(name), clean[name], KEYS[name].secret, version)
+                    )
+            for c in out:
+                self._stored[c.key] = (c.after, c.version)
+            values = self.effective()
+        self._apply_all(values)
+        return out
+
+    def restore(self, changes: list[Change], *, by: str) -> None:
+        """Undo ``changes`` (the audit trail refused their record)."""
+        now = int(self.clock())
+        with self.engine.begin() as conn:
+            for c in changes:
+                if c.version == 1:
+                    conn.execute(delete(runtime_config).where(runtime_config.c.key == c.key))
+                else:
+                    conn.execute(
+                        update(runtime_config)
+                        .where(runtime_config.c.key == c.key)
+                        .values(
+                            value=orjson.dumps(c.before).decode(),
+                            version=c.version + 1,
+                            updated_at=now,
+                            updated_by=by,
+                        )
+                    )
+        self._stored = {}
+        self.refresh()
+
+
+def apply_log_levels(values: Mapping[str, Any]) -> None:
+    for name, level in values["log.levels"].items():
+        logging.getLogger(name).setLevel(level)

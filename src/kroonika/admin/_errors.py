@@ -1,0 +1,52 @@
+"""Errors of the administration package::
+
+AdminError                 base; ``status`` and ``code`` say how the API answers
+├── NotAuthenticated       401: no or bad credentials
+├── Forbidden              403: authenticated, but the role does not allow it
+├── JustificationMissing   400: a mutating call without a valid justification
+├── ConfigInvalid          422: a runtime configuration change that does not validate
+├── RoleChangeRefused      409: separation of duties (self-grant, same approver, ...)
+└── NotFound               404
+"""
+
+from __future__ import annotations
+
+
+class AdminError(Exception):
+    status = 400
+    code = "admin_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class NotAuthenticated(AdminError):
+    status = 401
+    code = "not_authenticated"
+
+
+class Forbidden(AdminError):
+    status = 403
+    code = "forbidden"
+
+
+class JustificationMissing(AdminError):
+    status = 400
+    code = "justification_required"
+
+
+class ConfigInvalid(AdminError):
+    status = 422
+    code = "invalid_config"
+
+
+class RoleChangeRefused(AdminError):
+    status = 409
+    code = "role_change_refused"
+
+
+class NotFound(AdminError):
+    status = 404
+    code = "not_found"

@@ -1,0 +1,162 @@
+"""Wires administration into an app made by ``create_app``: role store (bootstrapped from
+``KROONIKA_ADMIN_BOOTSTRAP``), API keys, runtime configuration with its appliers, the job
+scheduler, and the ``/admin`` and ``/audit`` routers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from kroonika.admin._auth import AdminServices
+from kroonika.admin._config import Applier, RuntimeConfig, apply_log_levels
+from kroonika.admin._roles import ApiKeys, RoleStore
+from kroonika.db import admin as admin_tables
+from kroonika.db import metadata
+from kroonika.jobs import JOBS, JobDeps, Scheduler
+from kroonika.sessions import SessionPolicy
+from kroonika.settings import SettingsError
+from kroonika.web._services import Services
+
+
+def _appliers(app: FastAPI, services: Services) -> list[Applier]:
+    def tokens_check(v: Mapping[str, Any]) -> None:
+        if not v["token.ttl_min_s"] <= v["token.ttl_default_s"] <= v["token.ttl_max_s"]:
+            raise ValueError("token TTLs need min <= default <= max")
+        if not v["token.session_audience"]:
+            raise ValueError("the session audience cannot be empty")
+
+    def tokens_apply(v: Mapping[str, Any]) -> None:
+        comps = getattr(app.state, "tokens", None)
+        if comps is None:
+            return
+        comps.service.policy = dataclasses.replace(
+            comps.service.policy,
+            ttl_min_s=v["token.ttl_min_s"],
+            ttl_default_s=v["token.ttl_default_s"],
+            ttl_max_s=v["token.ttl_max_s"],
+            session_ttl_s=v["token.session_ttl_s"],
+            session_audience=tuple(v["token.session_audience"]),
+        )
+
+    def session_policy(v: Mapping[str, Any]) -> SessionPolicy:
+        return SessionPolicy(
+            idle_s=v["session.idle_s"],
+            absolute_s=v["session.absolute_s"],
+            max_per_person=v["session.max_per_person"],
+        )
+
+    def sessions_apply(v: Mapping[str, Any]) -> None:
+        services.sessions.policy = session_policy(v)
+
+    def ratelimit_policy(v: Mapping[str, Any]) -> Any:
+        from kroonika.ratelimit import RateLimitPolicy
+
+        try:
+            return RateLimitPolicy.build(
+                v["ratelimit.limits"],
+                services.settings.ratelimit_exempt_networks,
+                enabled=v["ratelimit.enabled"],
+            )
+        except Exception as exc:  # noqa: BLE001 (RateLimitConfigError and limit parse errors)
+            raise ValueError(str(exc)) from None
+
+    def ratelimit_apply(v: Mapping[str, Any]) -> None:
+        limiter = getattr(app.state, "rate_limiter", None)
+        if limiter is not None:
+            limiter.configure(ratelimit_policy(v))
+
+    def alerts_apply(v: Mapping[str, Any]) -> None:
+        monitor = getattr(app.state, "security_monitor", None)
+        if monitor is None:
+            return
+        monitor.config = dataclasses.replace(
+            monitor.config,
+            brute_force_failures=v["alerts.brute_force_failures"],
+            brute_force_window_s=float(v["alerts.brute_force_window_s"]),
+            stuffing_people=v["alerts.stuffing_people"],
+            stuffing_attempts=v["alerts.stuffing_attempts"],
+            travel_max_kmh=float(v["alerts.travel_max_kmh"]),
+        )
+        # the monitor keeps observations for its longest window
+        monitor._span = max(monitor.config.brute_force_window_s, monitor.config.stuffing_window_s)
+
+    def nothing(_: Mapping[str, Any]) -> None:
+        return None
+
+    return [
+        Applier("tokens", tokens_check, tokens_apply),
+        Applier("sessions", session_policy, sessions_apply),
+        Applier("ratelimit", ratelimit_policy, ratelimit_apply),
+        Applier("log", nothing, apply_log_levels),
+        Applier("alerts", nothing, alerts_apply),
+    ]
+
+
+def install_admin(app: FastAPI, services: Services) -> AdminServices:
+    """Build administration on ``app.state.admin`` and register ``/admin`` and ``/audit``.
+    Call ``await app.state.admin_start()`` / ``admin_stop()`` from the lifespan."""
+    from kroonika.admin.routes import router as admin_router
+    from kroonika.web.routes_audit import router as audit_router
+
+    settings = services.settings
+    if not settings.db_auto_upgrade:
+        metadata.create_all(
+            services.engine,
+            tables=[getattr(admin_tables, name) for name in admin_tables.__all__],
+            checkfirst=True,
+        )
+    roles = RoleStore(services.engine, clock=services.clock)
+    try:
+        roles.bootstrap(settings.admin_bootstrap)
+    except ValueError as exc:
+        raise SettingsError(f"KROONIKA_ADMIN_BOOTSTRAP: {exc}") from None
+    config = RuntimeConfig(services.engine, settings, services.clock, _appliers(app, services))
+    try:
+        config.validate(config.defaults() | {"alerts.webhook_secret": "x" * 16})
+    except Exception as exc:  # noqa: BLE001 (any invalid default is a settings error)
+        raise SettingsError(f"runtime configuration defaults: {exc}") from None
+    config.refresh()
+
+    def schedule(name: str) -> tuple[str, bool]:
+        eff = config.effective()
+        return str(eff[f"jobs.{name}.cron"]), bool(eff[f"jobs.{name}.enabled"])
+
+    scheduler = Scheduler(
+        dict(JOBS),
+        JobDeps(
+            engine=services.engine,
+            trail=services.audit.trail,
+            sessions=services.sessions,
+            tokens=lambda: getattr(app.state, "tokens", None),
+            flow_retention_s=settings.jobs_flow_retention_s,
+            token_retention_s=settings.jobs_token_retention_s,
+        ),
+        clock=services.clock,
+        schedule=schedule,
+        lease_s=settings.jobs_lease_s,
+        batch_size=settings.jobs_batch_size,
+        tick_s=settings.jobs_tick_s,
+        on_tick=config.refresh,
+    )
+    admin = AdminServices(
+        services=services,
+        roles=roles,
+        keys=ApiKeys(services.engine, clock=services.clock),
+        config=config,
+        fingerprinter=services.audit.fingerprinter,
+        jobs=scheduler,
+    )
+    app.state.admin = admin
+
+    async def start() -> None:
+        if settings.jobs_enabled:
+            await scheduler.start()
+
+    app.state.admin_start = start
+    app.state.admin_stop = scheduler.stop
+    app.include_router(admin_router)
+    app.include_router(audit_router)
+    return admin

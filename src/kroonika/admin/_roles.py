@@ -1,0 +1,338 @@
+"""Roles of people (by personal code) and API keys for automation.
+
+API keys look like ``kra_<id>_<secret>``: the id finds the row, only SHA-256 of the whole
+key is stored (the secret is 256 random bits, so a slow hash adds nothing) and compared in
+constant time. A key carries a subset of its creator's roles, expires, can be revoked, and
+remembers when it was last used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from kroonika.admin._errors import NotFound, RoleChangeRefused
+from kroonika.db.admin import admin_api_key, admin_role, admin_role_request
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+    SECURITY = "security"
+    PRIVACY = "privacy"
+
+
+ROLES: frozenset[str] = frozenset(r.value for r in Role)
+KEY_PREFIX = "kra_"
+
+
+def parse_roles(values: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(sorted({v.strip().lower() for v in values if v.strip()}))
+    unknown = [r for r in out if r not in ROLES]
+    if unknown or not out:
+        raise ValueError(f"roles must be some of {sorted(ROLES)}")
+    return out
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRequest:
+    id: str
+    subject: str
+    role: str
+    action: str
+    requested_by: str
+    requested_at: int
+    justification: str
+    status: str
+    decided_by: str | None
+    decided_at: int | None
+
+    def public(self, pseudonymise: Callable[[str], str]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "subject_ref": pseudonymise(self.subject),
+            "role": self.role,
+            "action": self.action,
+            "requested_by": self.requested_by,
+            "requested_at": self.requested_at,
+            "status": self.status,
+            "decided_by": self.decided_by,
+            "decided_at": self.decided_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    roles: tuple[str, ...]
+    created_by: str
+    created_at: int
+    expires_at: int
+    revoked_at: int | None
+    revoked_by: str | None
+    last_used_at: int | None
+
+    def usable(self, now: int) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "roles": list(self.roles),
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "revoked_by": self.revoked_by,
+            "last_used_at": self.last_used_at,
+        }
+
+
+def _key(m: Any) -> ApiKey:
+    return ApiKey(
+        m["id"],
+        m["name"],
+        tuple(r for r in m["roles"].split(",") if r),
+        m["created_by"],
+        m["created_at"],
+        m["expires_at"],
+        m["revoked_at"],
+        m["revoked_by"],
+        m["last_used_at"],
+    )
+
+
+def _request(m: Any) -> RoleRequest:
+    return RoleRequest(**{k: m[k] for k in RoleRequest.__slots__})
+
+
+class RoleStore:
+    """Roles and role requests in the business database (synchronous; call in a thread)."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def roles_of(self, subject: str) -> tuple[str, ...]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(admin_role.c.role).where(admin_role.c.subject == subject.upper())
+            ).all()
+        return tuple(sorted(r[0] for r in rows))
+
+    def holders(self) -> list[tuple[str, str, str, int]]:
+        """(subject, role, granted_by, granted_at) for every grant."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(admin_role).order_by(admin_role.c.subject, admin_role.c.role)
+            ).all()
+        return [(r.subject, r.role, r.granted_by, r.granted_at) for r in rows]
+
+    def grant(self, subject: str, role: str, *, by: str) -> bool:
+        """Give ``subject`` the role; False if it already had it."""
+        parse_roles([role])
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(admin_role).values(
+                        subject=subject.upper(), role=role, granted_by=by, granted_at=self._now()
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def revoke(self, subject: str, role: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(admin_role).where(
+                    admin_role.c.subject == subject.upper(), admin_role.c.role == role
+                )
+            )
+        return result.rowcount == 1
+
+    def bootstrap(self, mapping: dict[str, list[str]]) -> int:
+        """Grants from configuration (``KROONIKA_ADMIN_BOOTSTRAP``); returns how many were new."""
+        n = 0
+        for subject, roles in mapping.items():
+            for role in parse_roles(roles):
+                n += self.grant(subject, role, by="bootstrap")
+        return n
+
+    # --- role requests (separation of duties) ------------------------------------------
+
+    def request(
+        self, subject: str, role: str, action: str, *, by: str, by_subject: str | None, why: str
+    ) -> RoleRequest:
+        parse_roles([role])
+        if action not in ("grant", "revoke"):
+            raise ValueError("action is grant or revoke")
+        if by_subject is not None and by_subject.upper() == subject.upper():
+            raise RoleChangeRefused("nobody can change their own roles", code="self_grant")
+        req = RoleRequest(
+            f"rr_{secrets.token_hex(8)}",
+            subject.upper(),
+            role,
+            action,
+            by,
+            self._now(),
+            why,
+            "pending",
+            None,
+            None,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(admin_role_request).values(
+                    **{k: getattr(req, k) for k in RoleRequest.__slots__}
+                )
+            )
+        return req
+
+    def get_request(self, request_id: str) -> RoleRequest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(admin_role_request).where(admin_role_request.c.id == request_id)
+            ).first()
+        return None if row is None else _request(row._mapping)
+
+    def requests(self, status: str | None = None) -> list[RoleRequest]:
+        q = select(admin_role_request).order_by(admin_role_request.c.requested_at)
+        if status is not None:
+            q = q.where(admin_role_request.c.status == status)
+        with self.engine.connect() as conn:
+            return [_request(r._mapping) for r in conn.execute(q).all()]
+
+    def decide(
+        self, request_id: str, *, approve: bool, by: str, by_subject: str | None
+    ) -> RoleRequest:
+        """Approve (and apply) or reject a pending request. The decider must be neither the
+        requester nor the person whose roles change."""
+        req = self.get_request(request_id)
+        if req is None:
+            raise NotFound(f"no role request {request_id}")
+        if req.status != "pending":
+            raise RoleChangeRefused("the request was already decided", code="already_decided")
+        if by == req.requested_by:
+            raise RoleChangeRefused("a second administrator must decide", code="same_admin")
+        if by_subject is not None and by_subject.upper() == req.subject:
+            raise RoleChangeRefused("nobody can change their own roles", code="self_grant")
+        status = "approved" if approve else "rejected"
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(admin_role_request)
+                .where(
+                    admin_role_request.c.id == request_id,
+                    admin_role_request.c.status == "pending",
+                )
+                .values(status=status, decided_by=by, decided_at=self._now())
+            )
+        if result.rowcount != 1:
+            raise RoleChangeRefused("the request was already decided", code="already_decided")
+        if approve:
+            if req.action == "grant":
+                self.grant(req.subject, req.role, by=f"{req.requested_by}+{by}")
+            else:
+                self.revoke(req.subject, req.role)
+        decided = self.get_request(request_id)
+        if decided is None:
+            raise NotFound(f"role request {request_id} vanished")
+        return decided
+
+
+class ApiKeys:
+    """API keys for automation (synchronous; call in a thread)."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def create(self, name: str, roles: Iterable[str], *, by: str, ttl_s: int) -> tuple[ApiKey, str]:
+        """A new key; the returned string is the only copy of it."""
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise ValueError("an API key needs a name of 1..200 characters")
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be positive")
+        parsed = parse_roles(roles)
+        key_id = secrets.token_hex(8)
+        value = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        now = self._now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(admin_api_key).values(
+                    id=key_id,
+                    name=name,
+                    secret_digest=_digest(value),
+                    roles=",".join(parsed),
+                    created_by=by,
+                    created_at=now,
+                    expires_at=now + ttl_s,
+                )
+            )
+        return ApiKey(key_id, name, parsed, by, now, now + ttl_s, None, None, None), value
+
+    def get(self, key_id: str) -> ApiKey | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(admin_api_key).where(admin_api_key.c.id == key_id)).first()
+        return None if row is None else _key(row._mapping)
+
+    def list(self) -> list[ApiKey]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(admin_api_key).order_by(admin_api_key.c.created_at)).all()
+        return [_key(r._mapping) for r in rows]
+
+    def authenticate(self, value: str) -> ApiKey | None:
+        """The usable key for this bearer value (last use recorded), or None."""
+        if not value.startswith(KEY_PREFIX) or len(value) > 200:
+            return None
+        key_id = value[len(KEY_PREFIX) :].split("_", 1)[0]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(admin_api_key).where(admin_api_key.c.id == key_id)).first()
+        want = row._mapping["secret_digest"] if row is not None else "0" * 64
+        ok = hmac.compare_digest(_digest(value), want)
+        if row is None or not ok:
+            return None
+        key = _key(row._mapping)
+        now = self._now()
+        if not key.usable(now):
+            return None
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(admin_api_key).where(admin_api_key.c.id == key_id).values(last_used_at=now)
+            )
+        return key
+
+    def revoke(self, key_id: str, *, by: str) -> ApiKey:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(admin_api_key)
+                .where(admin_api_key.c.id == key_id, admin_api_key.c.revoked_at.is_(None))
+                .values(revoked_at=self._now(), revoked_by=by)
+            )
+        key = self.get(key_id)
+        if key is None:
+            raise NotFound(f"no API key {key_id}")
+        if result.rowcount != 1:
+            raise RoleChangeRefused("the key was already revoked", code="already_revoked")
+        return key

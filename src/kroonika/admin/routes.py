@@ -1,0 +1,1042 @@
+"""The admin API under ``/admin``. Every route declares the roles that may call it
+(``x-roles`` in the OpenAPI document); every call is an ``admin.request`` event; every
+mutating call needs a justification (``X-Justification`` or a ``justification`` field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select, update
+
+from kroonika.admin._auth import (
+    AdminServices,
+    AuditedRoute,
+    Principal,
+    admin_services,
+    correlation_of,
+    require,
+    source_of,
+)
+from kroonika.admin._bulk import Outcomes, export_lists, parse_list_import
+from kroonika.admin._config import KEYS
+from kroonika.admin._errors import AdminError, ConfigInvalid, Forbidden, NotFound, RoleChangeRefused
+from kroonika.admin._roles import parse_roles
+from kroonika.audit import AuditUnavailable, Outcome, Target
+from kroonika.audit import events as ev
+from kroonika.db.sessions import session as session_table
+from kroonika.db.tokens import clients as clients_table
+from kroonika.db.tokens import tokens as tokens_table
+from kroonika.sessions import EndReason, RequestContext
+from kroonika.tokens import AccessListError, ClientError, ListSubject, hash_secret
+from kroonika.tokens import RequestContext as TokenContext
+
+ADMIN = ("admin",)
+OPS = ("admin", "security")  # incident response may read and end, not configure
+JOBS_ROLES = ("admin",)
+
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=AuditedRoute)
+
+
+def roles(*names: str) -> dict[str, Any]:
+    return {"x-roles": list(names)}
+
+
+def _tokens(request: Request) -> Any:
+    comps = getattr(request.app.state, "tokens", None)
+    if comps is None:
+        raise AdminError("the token service is not installed", code="unavailable")
+    return comps
+
+
+def _tctx(request: Request) -> TokenContext:
+    c = correlation_of(request)
+    s = source_of(request)
+    return TokenContext(
+        ip=s.ip, user_agent=s.user_agent, request_id=c.request_id, trace_id=c.trace_id
+    )
+
+
+def _sctx(request: Request) -> RequestContext:
+    c = correlation_of(request)
+    s = source_of(request)
+    return RequestContext(
+        ip=s.ip, user_agent=s.user_agent, request_id=c.request_id, trace_id=c.trace_id
+    )
+
+
+def _why(request: Request) -> str:
+    return str(request.state.admin_call.justification or "")
+
+
+async def _bulk_event(
+    request: Request, p: Principal, operation: str, outcomes: Outcomes
+) -> dict[str, Any]:
+    admin = admin_services(request)
+    s = outcomes.summary()
+    await admin.services.audit.trail.emit(
+        ev.admin_bulk(
+            outcome=Outcome.SUCCESS if s["failed"] == 0 else Outcome.FAILURE,
+            reason=None if s["failed"] == 0 else "partial",
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("bulk", operation),
+            correlation=correlation_of(request),
+            operation=operation,
+            digest=outcomes.digest(),
+            justification=_why(request),
+            requested=s["requested"],
+            succeeded=s["succeeded"],
+            failed=s["failed"],
+        )
+    )
+    return {"summary": s, "digest": outcomes.digest(), "items": outcomes.items}
+
+
+# --- tokens and sessions ------------------------------------------------------------------
+
+
+@router.get("/tokens", openapi_extra=roles(*OPS))
+async def search_tokens(
+    request: Request,
+    p: Annotated[Principal, require(*OPS)],
+    subject: str | None = None,
+    client: str | None = None,
+    status: Literal["active", "revoked", "replaced", "expired"] | None = None,
+    issued_after: int | None = None,
+    issued_before: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Search token metadata by subject, client, status and issue time (newest first)."""
+    t = tokens_table
+    q = select(t).order_by(t.c.iat.desc(), t.c.jti).limit(limit)
+    if subject:
+        q = q.where(t.c.subject == subject.strip().upper())
+    if client:
+        q = q.where(t.c.client_id == client)
+    if status:
+        q = q.where(t.c.state == status)
+    if issued_after is not None:
+        q = q.where(t.c.iat >= issued_after)
+    if issued_before is not None:
+        q = q.where(t.c.iat < issued_before)
+    engine = admin_services(request).services.engine
+
+    def run() -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [
+            {
+                "jti": r.jti,
+                "kid": r.kid,
+                "token_type": r.token_type,
+                "subject": r.subject,
+                "client_id": r.client_id,
+                "audience": orjson.loads(r.audience),
+                "iat": r.iat,
+                "exp": r.exp,
+                "state": r.state,
+                "changed_by": r.changed_by,
+            }
+            for r in rows
+        ]
+
+    return {"tokens": await asyncio.to_thread(run)}
+
+
+class RevokeBody(BaseModel):
+    justification: str | None = None
+
+
+@router.post("/tokens/{jti}/revoke", openapi_extra=roles(*OPS))
+async def revoke_token(
+    jti: str,
+    request: Request,
+    p: Annotated[Principal, require(*OPS)],
+    body: RevokeBody | None = None,
+) -> dict[str, Any]:
+    """Revoke one token by its id."""
+    n = await _tokens(request).service.revoke_jti(
+        jti, by=p.actor(), why=_why(request), ctx=_tctx(request)
+    )
+    if n == 0:
+        raise NotFound(f"no active token {jti}")
+    return {"revoked": n}
+
+
+class SubjectRevoke(BaseModel):
+    subject: str = Field(min_length=3, max_length=80)
+    ban: Literal["none", "temporary", "permanent"] = "none"
+    ban_seconds: int | None = Field(None, ge=60, le=10 * 365 * 86400)
+    justification: str | None = None
+
+
+async def _revoke_subject(
+    request: Request, p: Principal, subject: str, ban: str, ban_seconds: int | None
+) -> dict[str, Any]:
+    admin = admin_services(request)
+    subject = subject.strip().upper()
+    out: dict[str, Any] = {"tokens_revoked": 0, "sessions_ended": 0, "ban": None}
+    comps = getattr(request.app.state, "tokens", None)
+    if comps is not None:
+        out["tokens_revoked"] = await comps.service.revoke_subject(
+            subject, by=p.actor(), why=_why(request), ctx=_tctx(request)
+        )
+    ctx = _sctx(request)
+    for record in await admin.services.sessions.active_for(subject, ctx):
+        if await admin.services.sessions.end(
+            record, EndReason.SUBJECT_REVOKED, ctx, ended_by="admin"
+        ):
+            out["sessions_ended"] += 1
+    if ban != "none":
+        if comps is None:
+            raise AdminError("bans need the token service", code="unavailable")
+        if ban == "temporary" and not ban_seconds:
+            raise ConfigInvalid("a temporary ban needs ban_seconds", code="invalid_request")
+        now = int(admin.services.clock())
+        try:
+            entry = await comps.service.list_add(
+                "deny",
+                "subject",
+                subject,
+                reason=_why(request),
+                created_by=p.label,
+                actor=p.actor(),
+                expires_at=now + ban_seconds if ban == "temporary" and ban_seconds else None,
+                ctx=_tctx(request),
+            )
+            out["ban"] = {"entry_id": entry.id, "expires_at": entry.expires_at}
+        except AccessListError as exc:
+            out["ban"] = {"error": str(exc)}
+    return out
+
+
+@router.post("/subjects/revoke", openapi_extra=roles(*OPS))
+async def revoke_subject(
+    body: SubjectRevoke, request: Request, p: Annotated[Principal, require(*OPS)]
+) -> dict[str, Any]:
+    """Revoke every token and end every session of a person, optionally banning them."""
+    return await _revoke_subject(request, p, body.subject, body.ban, body.ban_seconds)
+
+
+@router.get("/sessions", openapi_extra=roles(*OPS))
+async def search_sessions(
+    request: Request,
+    p: Annotated[Principal, require(*OPS)],
+    subject: str | None = None,
+    active: bool = True,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Search sessions by subject; active ones by default."""
+    s = session_table
+    q = select(s).order_by(s.c.created_at.desc(), s.c.ref).limit(limit)
+    if subject:
+        q = q.where(s.c.subject == subject.strip().upper())
+    if active:
+        q = q.where(s.c.ended_at.is_(None))
+    engine = admin_services(request).services.engine
+
+    def run() -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [
+            {
+                "ref": r.ref,
+                "subject": r.subject,
+                "method": r.method,
+                "acr": r.acr,
+                "created_at": r.created_at,
+                "last_seen_at": r.last_seen_at,
+                "idle_expires_at": r.idle_expires_at,
+                "absolute_expires_at": r.absolute_expires_at,
+                "ended_at": r.ended_at,
+                "end_reason": r.end_reason,
+            }
+            for r in rows
+        ]
+
+    return {"sessions": await asyncio.to_thread(run)}
+
+
+@router.delete("/sessions/{ref}", openapi_extra=roles(*OPS))
+async def end_session(
+    ref: str, request: Request, p: Annotated[Principal, require(*OPS)]
+) -> dict[str, Any]:
+    """End one session (``session.terminate`` with reason ``admin``) and revoke its tokens."""
+    admin = admin_services(request)
+    record = await admin.services.sessions.by_ref(ref)
+    if record is None or not record.active:
+        raise NotFound(f"no active session {ref}")
+    await admin.services.sessions.end(record, EndReason.ADMIN, _sctx(request), ended_by="admin")
+    comps = getattr(request.app.state, "tokens", None)
+    revoked = 0
+    if comps is not None:
+        revoked = await comps.service.revoke_session(
+            record.ref, by=p.actor(), why=_why(request), ctx=_tctx(request)
+        )
+    return {"ended": 1, "tokens_revoked": revoked}
+
+
+# --- bulk ----------------------------------------------------------------------------------
+
+
+class BulkRevoke(BaseModel):
+    items: list[dict[str, str]] = Field(min_length=1, max_length=1000)
+    justification: str | None = None
+
+
+@router.post("/bulk/revoke", openapi_extra=roles(*OPS))
+async def bulk_revoke(
+    body: BulkRevoke, request: Request, p: Annotated[Principal, require(*OPS)]
+) -> dict[str, Any]:
+    """Revoke many tokens (``{"jti": ...}``) and/or subjects (``{"subject": ...}``) as one
+    unit: per-item outcomes, a summary, one ``admin.bulk`` event."""
+    comps = _tokens(request)
+    outcomes = Outcomes()
+    for i, item in enumerate(body.items):
+        if "jti" in item:
+            n = await comps.service.revoke_jti(
+                item["jti"], by=p.actor(), why=_why(request), ctx=_tctx(request)
+            )
+            outcomes.add(i, "ok" if n else "not_found", revoked=n)
+        elif "subject" in item:
+            r = await _revoke_subject(request, p, item["subject"], "none", None)
+            outcomes.add(i, "ok", revoked=r["tokens_revoked"], sessions_ended=r["sessions_ended"])
+        else:
+            outcomes.add(i, "invalid", error="an item names a jti or a subject")
+    return await _bulk_event(request, p, "revoke", outcomes)
+
+
+class BulkSessions(BaseModel):
+    refs: list[str] = Field(min_length=1, max_length=1000)
+    justification: str | None = None
+
+
+@router.post("/bulk/sessions/end", openapi_extra=roles(*OPS))
+async def bulk_end_sessions(
+    body: BulkSessions, request: Request, p: Annotated[Principal, require(*OPS)]
+) -> dict[str, Any]:
+    """End many sessions as one unit."""
+    admin = admin_services(request)
+    outcomes = Outcomes()
+    for i, ref in enumerate(body.refs):
+        record = await admin.services.sessions.by_ref(ref)
+        if record is None or not record.active:
+            outcomes.add(i, "not_found")
+            continue
+        ended = await admin.services.sessions.end(
+            record, EndReason.ADMIN, _sctx(request), ended_by="admin"
+        )
+        outcomes.add(i, "ok" if ended else "not_found")
+    return await _bulk_event(request, p, "sessions_end", outcomes)
+
+
+# --- allow/deny lists -----------------------------------------------------------------------
+
+
+def _entry(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "list": e.list,
+        "kind": e.kind,
+        "value": e.value,
+        "reason": e.reason,
+        "created_by": e.created_by,
+        "created_at": e.created_at,
+        "expires_at": e.expires_at,
+        "updated_at": e.updated_at,
+    }
+
+
+@router.get("/lists", openapi_extra=roles(*OPS))
+async def list_entries(
+    request: Request,
+    p: Annotated[Principal, require(*OPS)],
+    list: Literal["allow", "deny"] | None = None,
+    kind: Literal["jti", "subject", "client", "ip"] | None = None,
+) -> dict[str, Any]:
+    """Allow- and deny-list entries."""
+    lists = _tokens(request).lists
+    entries = await asyncio.to_thread(lists.entries, list, kind)
+    return {"entries": [_entry(e) for e in entries]}
+
+
+class NewEntry(BaseModel):
+    list: Literal["allow", "deny"]
+    kind: Literal["jti", "subject", "client", "ip"]
+    value: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=3, max_length=500)
+    expires_at: int | None = None
+    justification: str | None = None
+
+
+@router.post("/lists", status_code=201, openapi_extra=roles(*ADMIN))
+async def add_entry(
+    body: NewEntry, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Add an entry."""
+    try:
+        e = await _tokens(request).service.list_add(
+            body.list,
+            body.kind,
+            body.value,
+            reason=body.reason,
+            created_by=p.label,
+            actor=p.actor(),
+            expires_at=body.expires_at,
+            ctx=_tctx(request),
+        )
+    except AccessListError as exc:
+        raise AdminError(str(exc), code="invalid_entry") from None
+    return _entry(e)
+
+
+class EntryUpdate(BaseModel):
+    reason: str | None = Field(None, min_length=3, max_length=500)
+    expires_at: int | None = None
+    clear_expiry: bool = False
+    justification: str | None = None
+
+
+@router.patch("/lists/{entry_id}", openapi_extra=roles(*ADMIN))
+async def update_entry(
+    entry_id: str,
+    body: EntryUpdate,
+    request: Request,
+    p: Annotated[Principal, require(*ADMIN)],
+) -> dict[str, Any]:
+    """Change an entry's reason or expiry."""
+    try:
+        e = await _tokens(request).service.list_update(
+            entry_id,
+            why=_why(request),
+            actor=p.actor(),
+            reason=body.reason,
+            expires_at=body.expires_at,
+            clear_expiry=body.clear_expiry,
+            ctx=_tctx(request),
+        )
+    except AccessListError as exc:
+        raise NotFound(str(exc)) from None
+    return _entry(e)
+
+
+@router.delete("/lists/{entry_id}", openapi_extra=roles(*ADMIN))
+async def remove_entry(
+    entry_id: str, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Remove an entry."""
+    try:
+        e = await _tokens(request).service.list_remove(
+            entry_id, why=_why(request), actor=p.actor(), ctx=_tctx(request)
+        )
+    except AccessListError as exc:
+        raise NotFound(str(exc)) from None
+    return {"removed": e.id}
+
+
+@router.get("/lists/export", openapi_extra=roles(*OPS), response_model=None)
+async def export_entries(
+    request: Request,
+    p: Annotated[Principal, require(*OPS)],
+    format: Literal["csv", "json"] = "json",
+) -> Response:
+    """Every entry as CSV or JSON (importable again)."""
+    entries = await asyncio.to_thread(_tokens(request).lists.entries)
+    media = "text/csv" if format == "csv" else "application/json"
+    return Response(export_lists(entries, format), media_type=media)
+
+
+@router.post("/lists/import", openapi_extra=roles(*ADMIN), response_model=None)
+async def import_entries(
+    request: Request,
+    p: Annotated[Principal, require(*ADMIN)],
+    format: Literal["csv", "json"] = "csv",
+    partial: bool = False,
+) -> Response:
+    """Bulk import (CSV with a header line, or JSON). Every line is validated first; with any
+    bad line nothing is imported (422 with per-line errors) unless ``partial=true``, which
+    imports the good lines and reports the bad ones. Justification: ``X-Justification``."""
+    data = await request.body()
+    lines, errors = parse_list_import(data, format)
+    if errors and not partial:
+        return JSONResponse(
+            {"error": "invalid_lines", "imported": 0, "errors": errors, "valid": len(lines)},
+            status_code=422,
+        )
+    comps = _tokens(request)
+    outcomes = Outcomes()
+    for err in errors:
+        outcomes.add(err["line"], "invalid", error=err["error"])
+    for item in lines:
+        try:
+            e = await comps.service.list_add(
+                item.list,
+                item.kind,
+                item.value,
+                reason=item.reason,
+                created_by=p.label,
+                actor=p.actor(),
+                expires_at=item.expires_at,
+                ctx=_tctx(request),
+            )
+            outcomes.add(item.line, "ok", id=e.id)
+        except AccessListError as exc:
+            outcomes.add(item.line, "rejected", error=str(exc))
+    outcomes.items.sort(key=lambda i: i["index"])
+    result = await _bulk_event(request, p, "list_import", outcomes)
+    return JSONResponse(result, status_code=200)
+
+
+@router.get("/lists/status", openapi_extra=roles(*OPS))
+async def list_status(
+    request: Request,
+    p: Annotated[Principal, require(*OPS)],
+    subject: str | None = None,
+    jti: str | None = None,
+    ip: str | None = None,
+    client: str | None = None,
+) -> dict[str, Any]:
+    """Would this subject / token / IP / client be allowed now, and by which entry?"""
+    if not (subject or jti or ip or client):
+        raise AdminError("name a subject, jti, ip or client", code="invalid_request")
+    lists = _tokens(request).lists
+    who = ListSubject(
+        jti=jti, subject=subject.strip().upper() if subject else None, client=client, ip=ip
+    )
+    try:
+        d = await asyncio.to_thread(lists.check, who)
+    except (AccessListError, ValueError) as exc:
+        raise AdminError(str(exc), code="invalid_request") from None
+    return {"allowed": d.allowed, "reason": d.reason, "entry_id": d.entry_id}
+
+
+# --- clients --------------------------------------------------------------------------------
+
+
+def _client(c: Any) -> dict[str, Any]:
+    return {
+        "client_id": c.client_id,
+        "name": c.name,
+        "allowed_audiences": list(c.allowed_audiences),
+        "allowed_claims": list(c.allowed_claims),
+        "max_ttl_s": c.max_ttl_s,
+        "rate_limit": c.rate_limit,
+        "created_at": c.created_at,
+        "disabled": c.disabled,
+    }
+
+
+async def _client_change(
+    request: Request,
+    p: Principal,
+    client_id: str,
+    key: str,
+    before: Any,
+    after: Any,
+    *,
+    secret: bool = False,
+) -> None:
+    admin = admin_services(request)
+    await admin.services.audit.trail.emit(
+        ev.config_change(
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("client", client_id),
+            correlation=correlation_of(request),
+            key=f"client.{key}",
+            before="set" if secret else orjson.dumps(before).decode(),
+            after="changed" if secret else orjson.dumps(after).decode(),
+            secret=secret,
+            justification=_why(request),
+        )
+    )
+
+
+@router.get("/clients", openapi_extra=roles(*ADMIN))
+async def list_clients(
+    request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Registered relying services."""
+    found = await asyncio.to_thread(_tokens(request).clients.list)
+    return {"clients": [_client(c) for c in found]}
+
+
+class NewClientBody(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    allowed_audiences: list[str] = Field(default_factory=list)
+    allowed_claims: list[str] = Field(default_factory=list)
+    max_ttl_s: int = Field(3600, ge=1)
+    rate_limit: str | None = None
+    justification: str | None = None
+
+
+@router.post("/clients", status_code=201, openapi_extra=roles(*ADMIN))
+async def create_client(
+    body: NewClientBody, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Register a relying service; its secret is in this answer only."""
+    try:
+        new = await asyncio.to_thread(
+            _tokens(request).clients.register,
+            body.name,
+            allowed_audiences=body.allowed_audiences,
+            allowed_claims=body.allowed_claims,
+            max_ttl_s=body.max_ttl_s,
+            rate_limit=body.rate_limit,
+        )
+    except ClientError as exc:
+        raise AdminError(str(exc), code="invalid_client") from None
+    await _client_change(request, p, new.client.client_id, "created", None, _client(new.client))
+    return {**_client(new.client), "client_secret": new.secret}
+
+
+class ClientUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    allowed_audiences: list[str] | None = None
+    allowed_claims: list[str] | None = None
+    max_ttl_s: int | None = Field(None, ge=1)
+    rate_limit: str | None = None
+    disabled: bool | None = None
+    justification: str | None = None
+
+
+@router.patch("/clients/{client_id}", openapi_extra=roles(*ADMIN))
+async def update_client(
+    client_id: str, body: ClientUpdate, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Change a client's name, audiences, claims, TTL cap, rate limit or disabled flag."""
+    comps = _tokens(request)
+    before = await asyncio.to_thread(comps.clients.get, client_id)
+    if before is None:
+        raise NotFound(f"no client {client_id}")
+    values: dict[str, Any] = {}
+    for name in ("name", "max_ttl_s", "rate_limit"):
+        v = getattr(body, name)
+        if v is not None:
+            values[name] = v
+    for name in ("allowed_audiences", "allowed_claims"):
+        v = getattr(body, name)
+        if v is not None:
+            values[name] = orjson.dumps(v).decode()
+    if values:
+        engine = admin_services(request).services.engine
+
+        def run() -> None:
+            with engine.begin() as conn:
+                conn.execute(
+                    update(clients_table)
+                    .where(clients_table.c.client_id == client_id)
+                    .values(**values)
+                )
+
+        await asyncio.to_thread(run)
+    if body.disabled is not None:
+        await asyncio.to_thread(comps.clients.set_disabled, client_id, body.disabled)
+    after = await asyncio.to_thread(comps.clients.get, client_id)
+    b, a = _client(before), _client(after)
+    for key in sorted(k for k in a if a[k] != b[k]):
+        await _client_change(request, p, client_id, key, b[key], a[key])
+    return a
+
+
+@router.post("/clients/{client_id}/rotate-secret", openapi_extra=roles(*ADMIN))
+async def rotate_client_secret(
+    client_id: str, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """A new client secret (in this answer only); the old one stops working at once."""
+    import secrets as _secrets
+
+    comps = _tokens(request)
+    client = await asyncio.to_thread(comps.clients.get, client_id)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    secret = _secrets.token_urlsafe(32)
+    encoded = await asyncio.to_thread(hash_secret, secret, n=comps.settings.token_client_scrypt_n)
+    engine = admin_services(request).services.engine
+
+    def run() -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                update(clients_table)
+                .where(clients_table.c.client_id == client_id)
+                .values(secret_hash=encoded)
+            )
+
+    await asyncio.to_thread(run)
+    await asyncio.to_thread(comps.clients.set_disabled, client_id, client.disabled)  # drop cache
+    await _client_change(request, p, client_id, "secret", None, None, secret=True)
+    return {"client_id": client_id, "client_secret": secret}
+
+
+@router.post("/clients/{client_id}/disable", openapi_extra=roles(*ADMIN))
+async def disable_client(
+    client_id: str, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Disable a client: it can no longer authenticate."""
+    comps = _tokens(request)
+    client = await asyncio.to_thread(comps.clients.get, client_id)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    await asyncio.to_thread(comps.clients.set_disabled, client_id, True)
+    await _client_change(request, p, client_id, "disabled", client.disabled, True)
+    return {"client_id": client_id, "disabled": True}
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+@router.get("/keys", openapi_extra=roles(*ADMIN))
+async def list_keys(request: Request, p: Annotated[Principal, require(*ADMIN)]) -> dict[str, Any]:
+    """Token signing keys (public parts) and the audit checkpoint keys."""
+    admin = admin_services(request)
+    comps = getattr(request.app.state, "tokens", None)
+    signing = comps.keys.jwks()["keys"] if comps is not None else []
+    ring = admin.services.audit.keyring
+    return {
+        "signing": [{"kid": k.get("kid"), "alg": k.get("alg")} for k in signing],
+        "checkpoint": {"active": ring.active_kid, "kids": ring.public_keys().kids()},
+    }
+
+
+@router.post("/keys/{purpose}/rotate", openapi_extra=roles(*ADMIN))
+async def rotate_key(
+    purpose: Literal["signing", "checkpoint"],
+    request: Request,
+    p: Annotated[Principal, require(*ADMIN)],
+) -> dict[str, Any]:
+    """Rotate the token signing key (the old one stays published until its tokens expire)
+    or the audit checkpoint key (new heads are signed with the new key)."""
+    admin = admin_services(request)
+    if purpose == "signing":
+        comps = _tokens(request)
+        old, new = await asyncio.to_thread(comps.keys.rotate, immediate=True)
+    else:
+        old, new = await asyncio.to_thread(admin.services.audit.keyring.rotate)
+    await admin.services.audit.trail.emit(
+        ev.key_rotate(
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("key", new),
+            correlation=correlation_of(request),
+            purpose=purpose,
+            old_kid=old,
+            new_kid=new,
+            justification=_why(request),
+        )
+    )
+    return {"purpose": purpose, "old_kid": old, "new_kid": new}
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@router.get("/config", openapi_extra=roles(*ADMIN))
+async def get_config(request: Request, p: Annotated[Principal, require(*ADMIN)]) -> dict[str, Any]:
+    """Every runtime-changeable setting: value (secrets masked), source, version, doc."""
+    admin = admin_services(request)
+    await asyncio.to_thread(admin.config.refresh)
+    return {"config": admin.config.public()}
+
+
+class ConfigPatch(BaseModel):
+    changes: dict[str, Any] = Field(min_length=1, max_length=len(KEYS))
+    justification: str | None = None
+
+
+@router.patch("/config", openapi_extra=roles(*ADMIN))
+async def patch_config(
+    body: ConfigPatch, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Validate, persist and apply changes without a restart; one ``config.change`` per
+    changed key with its before and after value (secrets: set/changed only)."""
+    admin = admin_services(request)
+    changes = await asyncio.to_thread(admin.config.change, body.changes, by=p.label)
+    try:
+        await admin.services.audit.trail.emit_many(
+            [
+                ev.config_change(
+                    actor=p.actor(),
+                    source=source_of(request),
+                    target=Target("config", c.key),
+                    correlation=correlation_of(request),
+                    key=c.key,
+                    before=c.shown()[0],
+                    after=c.shown()[1],
+                    secret=c.secret,
+                    version=c.version,
+                    justification=_why(request),
+                )
+                for c in changes
+            ]
+        )
+    except AuditUnavailable:
+        await asyncio.to_thread(admin.config.restore, changes, by="audit_unavailable")
+        raise
+    return {"changed": [c.key for c in changes], "config": admin.config.public()}
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+@router.get("/jobs", openapi_extra=roles(*JOBS_ROLES))
+async def list_jobs(
+    request: Request, p: Annotated[Principal, require(*JOBS_ROLES)]
+) -> dict[str, Any]:
+    """Jobs with their schedule, last run and next run."""
+    admin = admin_services(request)
+    return {"jobs": await asyncio.to_thread(admin.jobs.status)}
+
+
+@router.post("/jobs/{job}/run", openapi_extra=roles(*JOBS_ROLES))
+async def run_job(
+    job: str, request: Request, p: Annotated[Principal, require(*JOBS_ROLES)]
+) -> dict[str, Any]:
+    """Run a job now (refused with 409 while it runs here or on another instance)."""
+    from kroonika.jobs import JobBusy, UnknownJob
+
+    admin = admin_services(request)
+    try:
+        result = await admin.jobs.run(
+            job, trigger=p.label, actor=p.actor(), correlation=correlation_of(request)
+        )
+    except UnknownJob:
+        raise NotFound(f"no job {job}") from None
+    except JobBusy as exc:
+        raise RoleChangeRefused(str(exc), code="job_busy") from None
+    public: dict[str, Any] = result.public()
+    return public
+
+
+@router.get("/jobs/{job}/runs", openapi_extra=roles(*JOBS_ROLES))
+async def job_history(
+    job: str,
+    request: Request,
+    p: Annotated[Principal, require(*JOBS_ROLES)],
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """A job's run history, newest first."""
+    from kroonika.jobs import UnknownJob
+
+    admin = admin_services(request)
+    try:
+        return {"runs": await asyncio.to_thread(admin.jobs.history, job, limit)}
+    except UnknownJob:
+        raise NotFound(f"no job {job}") from None
+
+
+# --- roles and API keys -----------------------------------------------------------------------
+
+
+async def _sod_violation(request: Request, p: Principal, exc: RoleChangeRefused) -> None:
+    await admin_services(request).services.audit.trail.emit(
+        ev.security_policy_violation(
+            outcome=Outcome.FAILURE,
+            reason=exc.code,
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("admin_route", request.url.path),
+            correlation=correlation_of(request),
+            policy="admin.separation_of_duties",
+            attempted=exc.code,
+            decision="refused",
+        )
+    )
+
+
+async def _roles_event(
+    request: Request, p: Principal, subject: str, before: tuple[str, ...], after: tuple[str, ...]
+) -> None:
+    admin = admin_services(request)
+    await admin.services.audit.trail.emit(
+        ev.config_change(
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("admin_roles", admin.fingerprinter.pseudonym(subject)),
+            correlation=correlation_of(request),
+            key="admin.roles",
+            before=orjson.dumps(list(before)).decode(),
+            after=orjson.dumps(list(after)).decode(),
+            justification=_why(request),
+        )
+    )
+
+
+@router.get("/roles", openapi_extra=roles(*ADMIN))
+async def list_roles(request: Request, p: Annotated[Principal, require(*ADMIN)]) -> dict[str, Any]:
+    """Role holders and pending role requests."""
+    admin = admin_services(request)
+    holders = await asyncio.to_thread(admin.roles.holders)
+    pending = await asyncio.to_thread(admin.roles.requests, "pending")
+    return {
+        "holders": [
+            {"subject": s, "role": r, "granted_by": by, "granted_at": at}
+            for s, r, by, at in holders
+        ],
+        "pending": [q.public(admin.fingerprinter.pseudonym) for q in pending],
+    }
+
+
+class RoleChange(BaseModel):
+    subject: str = Field(min_length=3, max_length=80)
+    role: str
+    action: Literal["grant", "revoke"] = "grant"
+    justification: str | None = None
+
+
+@router.post("/roles", status_code=202, openapi_extra=roles(*ADMIN))
+async def change_role(
+    body: RoleChange, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> JSONResponse:
+    """Ask for a role change. Nobody can change their own roles; with
+    ``admin.second_approval`` a second administrator must approve it."""
+    admin = admin_services(request)
+    try:
+        parse_roles([body.role])
+        if p.kind == "api_key":
+            raise RoleChangeRefused("role changes are made by people", code="api_key")
+        req = await asyncio.to_thread(
+            admin.roles.request,
+            body.subject,
+            body.role,
+            body.action,
+            by=p.label,
+            by_subject=p.subject,
+            why=_why(request),
+        )
+    except ValueError as exc:
+        raise AdminError(str(exc), code="invalid_role") from None
+    except RoleChangeRefused as exc:
+        await _sod_violation(request, p, exc)
+        raise
+    if not admin.config.get("admin.second_approval"):
+        return JSONResponse(await _decide(request, p, req.id, approve=True), status_code=200)
+    return JSONResponse({"request": req.public(admin.fingerprinter.pseudonym)}, status_code=202)
+
+
+async def _decide(
+    request: Request, p: Principal, request_id: str, *, approve: bool
+) -> dict[str, Any]:
+    admin = admin_services(request)
+    pending = await asyncio.to_thread(admin.roles.get_request, request_id)
+    if pending is None:
+        raise NotFound(f"no role request {request_id}")
+    before = await asyncio.to_thread(admin.roles.roles_of, pending.subject)
+    try:
+        if not admin.config.get("admin.second_approval") and pending.requested_by == p.label:
+            decided = await asyncio.to_thread(
+                admin.roles.decide,
+                request_id,
+                approve=approve,
+                by="policy:single",
+                by_subject=p.subject,
+            )
+        else:
+            decided = await asyncio.to_thread(
+                admin.roles.decide, request_id, approve=approve, by=p.label, by_subject=p.subject
+            )
+    except RoleChangeRefused as exc:
+        await _sod_violation(request, p, exc)
+        raise
+    after = await asyncio.to_thread(admin.roles.roles_of, pending.subject)
+    if before != after:
+        await _roles_event(request, p, pending.subject, before, after)
+    return {"request": decided.public(admin.fingerprinter.pseudonym), "roles": list(after)}
+
+
+class Decision(BaseModel):
+    approve: bool = True
+    justification: str | None = None
+
+
+@router.post("/roles/requests/{request_id}", openapi_extra=roles(*ADMIN))
+async def decide_role(
+    request_id: str, body: Decision, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Approve or reject a role request (a different administrator than the requester, and
+    not the person concerned)."""
+    if p.kind == "api_key":
+        raise Forbidden("role changes are decided by people", code="api_key")
+    return await _decide(request, p, request_id, approve=body.approve)
+
+
+@router.get("/api-keys", openapi_extra=roles(*ADMIN))
+async def list_api_keys(
+    request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """API keys (never their secrets)."""
+    keys = await asyncio.to_thread(admin_services(request).keys.list)
+    return {"api_keys": [k.public() for k in keys]}
+
+
+class NewApiKey(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    roles: list[str] = Field(min_length=1)
+    ttl_s: int = Field(30 * 86400, ge=60)
+    justification: str | None = None
+
+
+@router.post("/api-keys", status_code=201, openapi_extra=roles(*ADMIN))
+async def create_api_key(
+    body: NewApiKey, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """A new API key with some of the caller's own roles; the key is in this answer only."""
+    admin = admin_services(request)
+    try:
+        wanted = parse_roles(body.roles)
+    except ValueError as exc:
+        raise AdminError(str(exc), code="invalid_role") from None
+    if not set(wanted) <= set(p.roles):
+        refused = RoleChangeRefused(
+            "an API key can carry only roles its creator holds", code="self_grant"
+        )
+        await _sod_violation(request, p, refused)
+        raise refused
+    ttl = min(body.ttl_s, admin.services.settings.admin_api_key_max_ttl_s)
+    key, value = await asyncio.to_thread(
+        admin.keys.create, body.name, wanted, by=p.label, ttl_s=ttl
+    )
+    await admin.services.audit.trail.emit(
+        ev.config_change(
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("api_key", key.id),
+            correlation=correlation_of(request),
+            key="admin.api_key",
+            before="null",
+            after=orjson.dumps({"roles": list(key.roles), "expires_at": key.expires_at}).decode(),
+            secret=True,
+            justification=_why(request),
+        )
+    )
+    return {**key.public(), "api_key": value}
+
+
+@router.delete("/api-keys/{key_id}", openapi_extra=roles(*ADMIN))
+async def revoke_api_key(
+    key_id: str, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Revoke an API key at once."""
+    admin = admin_services(request)
+    key = await asyncio.to_thread(admin.keys.revoke, key_id, by=p.label)
+    await admin.services.audit.trail.emit(
+        ev.config_change(
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("api_key", key.id),
+            correlation=correlation_of(request),
+            key="admin.api_key",
+            before="active",
+            after="revoked",
+            justification=_why(request),
+        )
+    )
+    return key.public()
+
+
+__all__ = ["AdminServices", "router"]

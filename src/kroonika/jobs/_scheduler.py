@@ -1,0 +1,270 @@
+"""The scheduler: cron expressions (croniter) per job, each can be disabled, manual runs,
+a lease per job so that of several instances only one runs it at a time, and one ``job.run``
+event per run (failed runs included) with exact counts per kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from croniter import croniter
+from sqlalchemy import select
+
+from kroonika.audit import Actor, ActorType, Correlation, Outcome, Target
+from kroonika.audit import events as ev
+from kroonika.db.admin import job_run, job_state
+from kroonika.jobs._errors import JobBusy, LeaseLost, UnknownJob
+from kroonika.jobs._lease import Lease, Leases
+from kroonika.jobs.cleanup import Job, JobContext, JobDeps
+
+log = logging.getLogger("kroonika.jobs")
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    job: str
+    run_id: str
+    trigger: str
+    outcome: str
+    counts: dict[str, int]
+    duration_ms: int
+    resumed: bool
+    error: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "outcome": self.outcome,
+            "counts": self.counts,
+            "duration_ms": self.duration_ms,
+            "resumed": self.resumed,
+            "error": self.error,
+        }
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        jobs: dict[str, Job],
+        deps: JobDeps,
+        *,
+        clock: Callable[[], float],
+        schedule: Callable[[str], tuple[str, bool]],
+        lease_s: int = 300,
+        batch_size: int = 500,
+        tick_s: float = 15.0,
+        owner: str | None = None,
+        on_tick: Callable[[], object] | None = None,
+    ) -> None:
+        for name in jobs:
+            expr, _ = schedule(name)
+            if not croniter.is_valid(expr):
+                raise ValueError(f"job {name}: bad cron expression {expr!r}")
+        self.jobs = jobs
+        self.deps = deps
+        self.clock = clock
+        self.schedule = schedule  # name -> (cron expression, enabled)
+        self.batch_size = batch_size
+        self.tick_s = tick_s
+        self.leases = Leases(deps.engine, owner=owner or default_owner(), lease_s=lease_s)
+        self.on_tick = on_tick
+        self._task: asyncio.Task[None] | None = None
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def slot(self, name: str) -> int | None:
+        """The latest schedule slot at or before now, or None if the job is disabled."""
+        expr, enabled = self.schedule(name)
+        if not enabled:
+            return None
+        return int(croniter(expr, self._now() + 1).get_prev(float))
+
+    def next_run(self, name: str) -> int | None:
+        expr, enabled = self.schedule(name)
+        return int(croniter(expr, self._now()).get_next(float)) if enabled else None
+
+    async def run(
+        self,
+        name: str,
+        *,
+        trigger: str = "schedule",
+        actor: Actor | None = None,
+        slot: int | None = None,
+        correlation: Correlation | None = None,
+    ) -> RunResult:
+        """Run one job now (under its lease). :class:`JobBusy` if it runs elsewhere or this
+        slot already ran."""
+        job = self.jobs.get(name)
+        if job is None:
+            raise UnknownJob(name)
+        lease = await asyncio.to_thread(
+            self.leases.acquire, name, now=self._now(), trigger=trigger, slot=slot
+        )
+        if lease is None:
+            raise JobBusy(f"job {name} is running or already ran for this slot")
+        return await self._execute(job, lease, trigger, actor, correlation)
+
+    async def _execute(
+        self,
+        job: Job,
+        lease: Lease,
+        trigger: str,
+        actor: Actor | None,
+        correlation: Correlation | None,
+    ) -> RunResult:
+        counts: Counter[str] = Counter()
+
+        async def progress() -> None:
+            await asyncio.to_thread(self.leases.renew, lease, now=self._now(), counts=dict(counts))
+
+        ctx = JobContext(
+            now=self._now,
+            batch_size=self.batch_size,
+            counts=counts,
+            progress=progress,
+            request_id=correlation.request_id if correlation else None,
+        )
+        started = time.perf_counter()
+        outcome, error = "success", None
+        try:
+            await job(self.deps, ctx)
+        except LeaseLost:
+            outcome, error = "interrupted", "lease_lost"
+        except Exception as exc:
+            log.error("job %s failed: %s", lease.job, type(exc).__name__, exc_info=True)
+            outcome, error = "failure", type(exc).__name__
+        duration = int((time.perf_counter() - started) * 1000)
+        result = RunResult(
+            lease.job,
+            lease.run_id,
+            trigger,
+            outcome,
+            dict(sorted(counts.items())),
+            duration,
+            lease.resumed,
+            error,
+        )
+        await asyncio.to_thread(
+            self.leases.release,
+            lease,
+            now=self._now(),
+            outcome=outcome,
+            counts=result.counts,
+            error=error,
+        )
+        await self.deps.trail.emit(
+            ev.job_run(
+                outcome=Outcome.SUCCESS if outcome == "success" else Outcome.FAILURE,
+                reason=error,
+                actor=actor or Actor(ActorType.SYSTEM),
+                target=Target("job", lease.job),
+                correlation=correlation,
+                job=lease.job,
+                trigger=trigger,
+                counts=orjson.dumps(result.counts, option=orjson.OPT_SORT_KEYS).decode(),
+                duration_ms=duration,
+                run_id=lease.run_id,
+                error=error,
+                resumed=lease.resumed,
+                batches=ctx.batches,
+            )
+        )
+        return result
+
+    async def tick(self) -> list[RunResult]:
+        """Run every enabled job whose current slot has not run yet (on any instance)."""
+        if self.on_tick is not None:
+            await asyncio.to_thread(self.on_tick)
+        out = []
+        for name in self.jobs:
+            slot = self.slot(name)
+            if slot is None:
+                continue
+            with contextlib.suppress(JobBusy):
+                out.append(await self.run(name, slot=slot))
+        return out
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("scheduler tick failed: %s", type(exc).__name__, exc_info=True)
+            await asyncio.sleep(self.tick_s)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="kroonika-jobs")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def status(self) -> list[dict[str, Any]]:
+        with self.deps.engine.connect() as conn:
+            rows = {r.job: r for r in conn.execute(select(job_state)).all()}
+        out = []
+        for name in self.jobs:
+            expr, enabled = self.schedule(name)
+            r = rows.get(name)
+            out.append(
+                {
+                    "job": name,
+                    "cron": expr,
+                    "enabled": enabled,
+                    "running": bool(r and r.lease_until and r.lease_until >= self._now()),
+                    "last_started_at": r.last_started_at if r else None,
+                    "last_finished_at": r.last_finished_at if r else None,
+                    "last_outcome": r.last_outcome if r else None,
+                    "next_run": self.next_run(name),
+                }
+            )
+        return out
+
+    def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        if name not in self.jobs:
+            raise UnknownJob(name)
+        with self.deps.engine.connect() as conn:
+            rows = conn.execute(
+                select(job_run)
+                .where(job_run.c.job == name)
+                .order_by(job_run.c.started_at.desc(), job_run.c.id)
+                .limit(limit)
+            ).all()
+        return [
+            {
+                "run_id": r.id,
+                "trigger": r.trigger,
+                "owner": r.owner,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "outcome": r.outcome,
+                "counts": orjson.loads(r.counts),
+                "error": r.error,
+                "resumed": bool(r.resumed),
+            }
+            for r in rows
+        ]

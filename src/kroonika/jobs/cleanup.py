@@ -1,0 +1,202 @@
+"""The cleanup jobs. Each works in batches of ``batch_size`` rows, one short transaction per
+batch, and selects its work by condition (expired, lapsed), so a run that is interrupted
+leaves nothing half done and the next run simply continues.
+
+- ``login_flows``: delete login-flow states expired longer than the flow retention (they are
+  kept that long to recognise replayed callbacks).
+- ``sessions``: end sessions past their idle or absolute expiry; each ending emits
+  ``session.terminate`` (reason ``idle`` or ``expired``) and revokes the session's tokens.
+- ``token_metadata``: mark overdue tokens expired (``token.expire``), then delete the metadata
+  of tokens that expired, were revoked or replaced longer than the retention period ago.
+- ``access_lists``: remove allow/deny entries whose expiry has passed (``access_list.remove``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, delete, select
+
+from kroonika.audit import Actor, ActorType, AuditTrail, Correlation, Target
+from kroonika.audit import events as ev
+from kroonika.db.sessions import login_flow
+from kroonika.db.tokens import access_list, tokens
+from kroonika.sessions import EndReason, SessionManager, SessionRecord
+
+
+@dataclass
+class JobContext:
+    """What a job gets: the time, the batch size, counters, and ``progress()`` to call after
+    each batch (it renews the lease and raises if another instance took the job over)."""
+
+    now: Callable[[], int]
+    batch_size: int
+    counts: Counter[str]
+    progress: Callable[[], Awaitable[None]]
+    request_id: str | None = None
+    batches: int = 0
+
+    async def batch_done(self) -> None:
+        self.batches += 1
+        await self.progress()
+
+
+@dataclass
+class JobDeps:
+    engine: Engine
+    trail: AuditTrail
+    sessions: SessionManager
+    tokens: Callable[[], Any]  # -> kroonika.tokens.TokenComponents | None
+    flow_retention_s: int
+    token_retention_s: int
+
+
+Job = Callable[[JobDeps, JobContext], Awaitable[None]]
+
+
+def _ids(engine: Engine, query: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(query).all()]
+
+
+def _delete(engine: Engine, table: Any, column: Any, ids: list[Any], extra: Any = None) -> int:
+    cond = column.in_(ids)
+    if extra is not None:
+        cond = cond & extra
+    with engine.begin() as conn:
+        return int(conn.execute(delete(table).where(cond)).rowcount)
+
+
+async def login_flows(deps: JobDeps, ctx: JobContext) -> None:
+    while True:
+        before = ctx.now() - deps.flow_retention_s
+        ids = await asyncio.to_thread(
+            _ids,
+            deps.engine,
+            select(login_flow.c.flow_id)
+            .where(login_flow.c.expires_at < before)
+            .limit(ctx.batch_size),
+        )
+        if not ids:
+            return
+        n = await asyncio.to_thread(
+            _delete, deps.engine, login_flow, login_flow.c.flow_id, ids,
+            login_flow.c.expires_at < before,
+        )  # fmt: skip
+        ctx.counts["login_flows_deleted"] += n
+        await ctx.batch_done()
+
+
+def _terminate_event(
+    manager: SessionManager, record: SessionRecord, reason: str, request_id: str | None
+) -> Any:
+    ref = manager.session_ref(record)
+    return ev.session_terminate(
+        actor=Actor(ActorType.USER, subject=record.subject),
+        target=Target("session", ref),
+        correlation=Correlation(request_id=request_id, flow_id=record.flow_id, session_ref=ref),
+        method=record.method,
+        acr=record.acr,
+        reason=reason,
+        ended_by="system",
+        expires_at=record.idle_expires_at,
+        absolute_expires_at=record.absolute_expires_at,
+    )
+
+
+async def sessions(deps: JobDeps, ctx: JobContext) -> None:
+    store = deps.sessions.store
+    comps = deps.tokens()
+    seen: set[str] = set()
+    while True:
+        now = ctx.now()
+        lapsed = [
+            r
+            for r in await asyncio.to_thread(store.lapsed, now, ctx.batch_size)
+            if r.ref not in seen
+        ]
+        if not lapsed:
+            return
+        ended: list[tuple[SessionRecord, str]] = []
+        for reason in (EndReason.EXPIRED, EndReason.IDLE):
+            group = [
+                r for r in lapsed if (now >= r.absolute_expires_at) == (reason is EndReason.EXPIRED)
+            ]
+            if not group:
+                continue
+            done = set(await asyncio.to_thread(store.end, [r.ref for r in group], now, reason))
+            ended += [(r, reason.value) for r in group if r.ref in done]
+        seen.update(r.ref for r in lapsed)  # ended meanwhile by a request: not ours to count
+        if ended:
+            await deps.trail.emit_many(
+                [_terminate_event(deps.sessions, r, why, ctx.request_id) for r, why in ended]
+            )
+        for r, why in ended:
+            ctx.counts[f"sessions_{why}"] += 1
+            if comps is not None:
+                ctx.counts["tokens_revoked"] += await comps.service.revoke_session(
+                    r.ref, by=Actor(ActorType.SYSTEM), why=f"session_{why}"
+                )
+        await ctx.batch_done()
+
+
+async def token_metadata(deps: JobDeps, ctx: JobContext) -> None:
+    comps = deps.tokens()
+    if comps is not None:
+        while n := await comps.service.expire_overdue(limit=ctx.batch_size):
+            ctx.counts["tokens_expired"] += n
+            await ctx.batch_done()
+    while True:
+        before = ctx.now() - deps.token_retention_s
+        done = tokens.c.state.in_(("expired", "revoked", "replaced")) & (tokens.c.exp < before)
+        ids = await asyncio.to_thread(
+            _ids, deps.engine, select(tokens.c.jti).where(done).limit(ctx.batch_size)
+        )
+        if not ids:
+            return
+        n = await asyncio.to_thread(_delete, deps.engine, tokens, tokens.c.jti, ids, done)
+        ctx.counts["token_metadata_deleted"] += n
+        await ctx.batch_done()
+
+
+async def access_lists(deps: JobDeps, ctx: JobContext) -> None:
+    comps = deps.tokens()
+    from kroonika.tokens import AccessListError
+
+    while True:
+        now = ctx.now()
+        ids = await asyncio.to_thread(
+            _ids,
+            deps.engine,
+            select(access_list.c.id)
+            .where(access_list.c.expires_at.is_not(None), access_list.c.expires_at <= now)
+            .limit(ctx.batch_size),
+        )
+        if not ids:
+            return
+        for entry_id in ids:
+            try:
+                if comps is not None:
+                    await comps.service.list_remove(
+                        entry_id, why="expired", actor=Actor(ActorType.SYSTEM)
+                    )
+                else:
+                    await asyncio.to_thread(
+                        _delete, deps.engine, access_list, access_list.c.id, [entry_id]
+                    )
+            except AccessListError:
+                continue  # removed meanwhile by an administrator
+            ctx.counts["access_list_entries_removed"] += 1
+        await ctx.batch_done()
+
+
+JOBS: dict[str, Job] = {
+    "login_flows": login_flows,
+    "sessions": sessions,
+    "token_metadata": token_metadata,
+    "access_lists": access_lists,
+}

@@ -1,0 +1,272 @@
+"""The auditor's read API under ``/audit`` (role ``auditor``): search with the CLI's filters
+and cursor pagination, JSONL streaming for large exports, one event with its RFC 9162
+inclusion proof, the checkpoints, and the verifier's report. Every read of the trail is an
+``audit.access`` event (what was asked, how many events came back, in which format) and
+every call an ``admin.request``. Nothing here or anywhere else changes or deletes a record:
+PUT/PATCH/DELETE on events are refused and recorded as a policy violation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from kroonika.admin._auth import (
+    AuditedRoute,
+    Principal,
+    admin_services,
+    correlation_of,
+    require,
+    source_of,
+)
+from kroonika.admin._errors import AdminError, NotFound
+from kroonika.audit import Outcome, SqlAuditStore, Target, run_query
+from kroonika.audit import Query as AuditQuery
+from kroonika.audit import events as ev
+from kroonika.audit.integrity import inclusion_proof, leaf_hash
+from kroonika.audit.query import find_event
+from kroonika.audit.verify import verify_store
+
+AUDITOR = ("auditor",)
+router = APIRouter(prefix="/audit", tags=["audit"], route_class=AuditedRoute)
+X_ROLES = {"x-roles": list(AUDITOR)}
+EXPORT_CHUNK = 500
+
+
+def _open(request: Request) -> SqlAuditStore:
+    settings = admin_services(request).services.settings
+    return SqlAuditStore(settings.resolved_audit_store_url(), read_only=True)
+
+
+async def _access(
+    request: Request,
+    p: Principal,
+    action: str,
+    *,
+    query: str,
+    returned: int,
+    fmt: str = "json",
+    result: str = "ok",
+) -> None:
+    admin = admin_services(request)
+    await admin.services.audit.trail.emit(
+        ev.audit_access(
+            outcome=Outcome.SUCCESS if result == "ok" else Outcome.FAILURE,
+            reason=None if result == "ok" else result,
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("audit_trail", action),
+            correlation=correlation_of(request),
+            action=action,
+            query=query[:2000],
+            returned=returned,
+            format=fmt,
+            result=result,
+            interface="api",
+            justification=request.state.admin_call.justification,
+        )
+    )
+
+
+def encode_cursor(stream: str, seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{stream}\x00{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stream, seq = raw.split("\x00", 1)
+        return stream, int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise AdminError("invalid cursor", code="invalid_request") from None
+
+
+@router.get("/events", openapi_extra=X_ROLES, response_model=None)
+async def search_events(
+    request: Request,
+    p: Annotated[Principal, require(*AUDITOR)],
+    from_: Annotated[str | None, Query(alias="from")] = None,
+    to: str | None = None,
+    type: Annotated[list[str] | None, Query()] = None,
+    category: Annotated[list[str] | None, Query()] = None,
+    outcome: str | None = None,
+    actor: str | None = None,
+    correlation: str | None = None,
+    ip: str | None = None,
+    stream: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Literal["json", "jsonl"] = "json",
+) -> Response:
+    """Search the trail. ``json``: one page of ``limit`` events and a ``next_cursor``;
+    ``jsonl``: every matching event streamed, one per line (for large exports)."""
+    q = AuditQuery(
+        from_time=from_,
+        to_time=to,
+        types=tuple(type or ()),
+        categories=tuple(category or ()),
+        outcome=outcome,
+        actor=actor,
+        correlation=correlation,
+        ip_prefix=ip,
+        stream=stream,
+        after=decode_cursor(cursor) if cursor else None,
+    )
+    store = await asyncio.to_thread(_open, request)
+    if format == "json":
+        try:
+            bodies = await asyncio.to_thread(lambda: list(run_query(store, q, limit=limit)))
+        finally:
+            store.close()
+        docs = [orjson.loads(b) for b in bodies]
+        nxt = (
+            encode_cursor(docs[-1]["stream"], docs[-1]["seq"])
+            if len(docs) == limit and docs
+            else None
+        )
+        await _access(request, p, "query", query=q.describe(), returned=len(docs))
+        return JSONResponse({"events": docs, "next_cursor": nxt})
+
+    records = run_query(store, q)
+
+    async def lines() -> AsyncIterator[bytes]:
+        n = 0
+        result = "incomplete"
+        try:
+            while chunk := await asyncio.to_thread(
+                lambda: list(itertools.islice(records, EXPORT_CHUNK))
+            ):
+                n += len(chunk)
+                yield b"".join(b + b"\n" for b in chunk)
+            result = "ok"
+        finally:
+            store.close()
+            await _access(
+                request, p, "export", query=q.describe(), returned=n, fmt="jsonl", result=result
+            )
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _proof(store: SqlAuditStore, event_id: str) -> dict[str, Any] | None:
+    body = find_event(store, event_id)
+    if body is None:
+        return None
+    doc = orjson.loads(body)
+    stream, seq = doc["stream"], doc["seq"]
+    leaves: list[bytes] = []
+    head = None
+    for block in store.blocks(stream):
+        leaves.extend(leaf_hash(b) for b in block.records())
+        head = block.head
+    out: dict[str, Any] = {"event": doc}
+    if head is not None and seq <= head.size:
+        proof = inclusion_proof(seq - 1, head.size, leaves.__getitem__)
+        out["proof"] = {
+            "stream": stream,
+            "leaf_index": seq - 1,
+            "leaf_hash": leaves[seq - 1].hex(),
+            "tree_size": head.size,
+            "root": head.root.hex(),
+            "head": {"time": head.time, "kid": head.kid, "signature": head.signature.hex()},
+            "path": [h.hex() for h in proof],
+        }
+    else:
+        out["proof"] = None
+    return out
+
+
+@router.get("/events/{event_id}", openapi_extra=X_ROLES)
+async def get_event(
+    event_id: str, request: Request, p: Annotated[Principal, require(*AUDITOR)]
+) -> dict[str, Any]:
+    """One event and its inclusion proof against the stream's latest signed tree head."""
+    store = await asyncio.to_thread(_open, request)
+    try:
+        found = await asyncio.to_thread(_proof, store, event_id[:64])
+    finally:
+        store.close()
+    await _access(request, p, "read", query=f"id={event_id[:64]}", returned=1 if found else 0)
+    if found is None:
+        raise NotFound(f"no event {event_id[:64]}")
+    return found
+
+
+@router.get("/checkpoints", openapi_extra=X_ROLES)
+async def checkpoints(
+    request: Request, p: Annotated[Principal, require(*AUDITOR)], stream: str | None = None
+) -> dict[str, Any]:
+    """Every stored checkpoint (signed tree heads chained to their predecessor)."""
+    store = await asyncio.to_thread(_open, request)
+    try:
+        cps = await asyncio.to_thread(store.checkpoints, stream)
+    finally:
+        store.close()
+    await _access(
+        request, p, "checkpoints", query=f"stream={stream}" if stream else "all", returned=len(cps)
+    )
+    return {"checkpoints": [orjson.loads(cp.to_json()) for cp in cps]}
+
+
+@router.post("/verify", openapi_extra=X_ROLES)
+async def verify(
+    request: Request, p: Annotated[Principal, require(*AUDITOR, mutating=False)]
+) -> dict[str, Any]:
+    """Run the verifier over the whole store and return its report."""
+    admin = admin_services(request)
+    keys = admin.services.audit.keyring.public_keys()
+    store = await asyncio.to_thread(_open, request)
+    try:
+        report = await asyncio.to_thread(verify_store, store, keys)
+    finally:
+        store.close()
+    await _access(
+        request,
+        p,
+        "verify",
+        query="all",
+        returned=report.records,
+        result="ok" if report.intact else "damaged",
+    )
+    out: dict[str, Any] = report.to_dict()
+    return out
+
+
+async def _immutable(request: Request) -> Response:
+    admin = admin_services(request)
+    await admin.services.audit.trail.emit(
+        ev.security_policy_violation(
+            outcome=Outcome.FAILURE,
+            reason="audit_immutable",
+            source=source_of(request),
+            target=Target("audit_trail", request.url.path[:200]),
+            correlation=correlation_of(request),
+            policy="audit.immutable",
+            attempted=f"{request.method} /audit/events",
+            decision="refused",
+        )
+    )
+    return JSONResponse(
+        {"error": "audit_records_are_immutable"},
+        status_code=405,
+        headers={"Allow": "GET"},
+    )
+
+
+@router.api_route("/events/{event_id}", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def alter_event(event_id: str, request: Request) -> Response:
+    """Refused for everyone: audit records cannot be altered or deleted."""
+    return await _immutable(request)
+
+
+@router.api_route("/events", methods=["PUT", "PATCH", "DELETE", "POST"], include_in_schema=False)
+async def alter_events(request: Request) -> Response:
+    """Refused for everyone: audit records cannot be written, altered or deleted here."""
+    return await _immutable(request)
