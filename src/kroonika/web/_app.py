@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kroonika.admin import install_admin
 from kroonika.audit import AuditUnavailable
 from kroonika.auditing import build_audit
 from kroonika.db import make_engine
@@ -130,9 +131,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await audit.trail.start()
         await monitor.start()
+        await app.state.admin_start()
         try:
             yield
         finally:
+            await app.state.admin_stop()
             await app.state.tokens.aclose()
             await monitor.stop()
             await limiter.stop()
@@ -165,6 +168,7 @@ def create_app(
     app.include_router(_auth.router)
     app.include_router(_pages.router)
     install_tokens(app, services)  # /tokens, /introspect, /revoke, JWKS; login/logout hooks
+    install_admin(app, services)  # /admin, /audit; roles, runtime config, cleanup jobs
     return app
 
 
