@@ -42,6 +42,12 @@ def parse_roles(values: Iterable[str]) -> tuple[str, ...]:
     return out
 
 
+def normalise_subject(subject: str) -> str:
+    """The subject as TARA names it: an Estonian personal code gets its ``EE`` prefix."""
+    value = subject.strip().upper()
+    return "EE" + value if value.isdigit() and len(value) == 11 else value
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -133,7 +139,7 @@ class RoleStore:
     def roles_of(self, subject: str) -> tuple[str, ...]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(admin_role.c.role).where(admin_role.c.subject == subject.upper())
+                select(admin_role.c.role).where(admin_role.c.subject == normalise_subject(subject))
             ).all()
         return tuple(sorted(r[0] for r in rows))
 
@@ -152,7 +158,10 @@ class RoleStore:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(admin_role).values(
-                        subject=subject.upper(), role=role, granted_by=by, granted_at=self._now()
+                        subject=normalise_subject(subject),
+                        role=role,
+                        granted_by=by,
+                        granted_at=self._now(),
                     )
                 )
         except IntegrityError:
@@ -163,7 +172,7 @@ class RoleStore:
         with self.engine.begin() as conn:
             result = conn.execute(
                 delete(admin_role).where(
-                    admin_role.c.subject == subject.upper(), admin_role.c.role == role
+                    admin_role.c.subject == normalise_subject(subject), admin_role.c.role == role
                 )
             )
         return result.rowcount == 1
@@ -184,11 +193,11 @@ class RoleStore:
         parse_roles([role])
         if action not in ("grant", "revoke"):
             raise ValueError("action is grant or revoke")
-        if by_subject is not None and by_subject.upper() == subject.upper():
+        if by_subject is not None and normalise_subject(by_subject) == normalise_subject(subject):
             raise RoleChangeRefused("nobody can change their own roles", code="self_grant")
         req = RoleRequest(
             f"rr_{secrets.token_hex(8)}",
-            subject.upper(),
+            normalise_subject(subject),
             role,
             action,
             by,
@@ -232,7 +241,7 @@ class RoleStore:
             raise RoleChangeRefused("the request was already decided", code="already_decided")
         if by == req.requested_by:
             raise RoleChangeRefused("a second administrator must decide", code="same_admin")
-        if by_subject is not None and by_subject.upper() == req.subject:
+        if by_subject is not None and normalise_subject(by_subject) == req.subject:
             raise RoleChangeRefused("nobody can change their own roles", code="self_grant")
         status = "approved" if approve else "rejected"
         with self.engine.begin() as conn:

@@ -25,7 +25,7 @@ from kroonika.admin._auth import (
 )
 from kroonika.admin._bulk import Outcomes, export_lists, parse_list_import
 from kroonika.admin._config import KEYS
-from kroonika.admin._errors import AdminError, ConfigInvalid, Forbidden, NotFound, RoleChangeRefused
+from kroonika.admin._errors import AdminError, ConfigInvalid, NotFound, RoleChangeRefused
 from kroonika.admin._roles import parse_roles
 from kroonika.audit import AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
@@ -961,7 +961,7 @@ async def decide_role(
     """Approve or reject a role request (a different administrator than the requester, and
     not the person concerned)."""
     if p.kind == "api_key":
-        raise Forbidden("role changes are decided by people", code="api_key")
+        raise RoleChangeRefused("role changes are decided by people", code="api_key")
     return await _decide(request, p, request_id, approve=body.approve)
 
 

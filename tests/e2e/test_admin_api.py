@@ -1,0 +1,374 @@
+"""The admin and audit APIs over real HTTP: roles on every route, justification,
+configuration round trip, bulk import, separation of duties, reads of the trail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from admin_harness import ADMIN, AUDITOR, SECOND_ADMIN, WHY, AdminStack, admin_stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
+    with admin_stack(Path(tmp_path_factory.mktemp("admin"))) as s:
+        yield s
+
+
+A, AU, SEC = {"admin"}, {"auditor"}, {"admin", "security"}
+# (method, path, json body, roles allowed). Bodies are valid enough to pass validation.
+ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
+    ("GET", "/admin/tokens", None, SEC),
+    ("POST", "/admin/tokens/no-such-jti/revoke", None, SEC),
+    ("POST", "/admin/subjects/revoke", {"subject": "EE49002124277"}, SEC),
+    ("GET", "/admin/sessions", None, SEC),
+    ("DELETE", "/admin/sessions/nosuchref", None, SEC),
+    ("POST", "/admin/bulk/revoke", {"items": [{"jti": "nope"}]}, SEC),
+    ("POST", "/admin/bulk/sessions/end", {"refs": ["nope"]}, SEC),
+    ("GET", "/admin/lists", None, SEC),
+    ("POST", "/admin/lists", {"list": "deny", "kind": "jti", "value": "x", "reason": "rt"}, A),
+    ("PATCH", "/admin/lists/al_none", {"reason": "changed"}, A),
+    ("DELETE", "/admin/lists/al_none", None, A),
+    ("GET", "/admin/lists/export", None, SEC),
+    ("POST", "/admin/lists/import?format=json", None, A),
+    ("GET", "/admin/lists/status?ip=192.0.2.1", None, SEC),
+    ("GET", "/admin/clients", None, A),
+    ("POST", "/admin/clients", {"name": "svc"}, A),
+    ("PATCH", "/admin/clients/none", {"name": "x"}, A),
+    ("POST", "/admin/clients/none/rotate-secret", None, A),
+    ("POST", "/admin/clients/none/disable", None, A),
+    ("GET", "/admin/keys", None, A),
+    ("POST", "/admin/keys/checkpoint/rotate", None, A),
+    ("GET", "/admin/config", None, A),
+    ("PATCH", "/admin/config", {"changes": {"log.levels": {"kroonika.jobs": "INFO"}}}, A),
+    ("GET", "/admin/jobs", None, A),
+    ("POST", "/admin/jobs/login_flows/run", None, A),
+    ("GET", "/admin/jobs/login_flows/runs", None, A),
+    ("GET", "/admin/roles", None, A),
+    ("POST", "/admin/roles", {"subject": "EE49002124277", "role": "privacy"}, A),
+    ("POST", "/admin/roles/requests/rr_none", {"approve": False}, A),
+    ("GET", "/admin/api-keys", None, A),
+    ("POST", "/admin/api-keys", {"name": "k", "roles": ["admin"]}, A),
+    ("DELETE", "/admin/api-keys/none", None, A),
+    ("GET", "/audit/events", None, AU),
+    ("GET", "/audit/events/none", None, AU),
+    ("GET", "/audit/checkpoints", None, AU),
+    ("POST", "/audit/verify", None, AU),
+]
+CALLERS = [None, "admin", "auditor", "security", "privacy"]
+
+
+def test_every_admin_route_is_in_the_table(stack: AdminStack) -> None:
+    """The role table covers every /admin and /audit route of the OpenAPI document."""
+    import httpx
+
+    doc = httpx.get(stack.url + "/openapi.json").json()
+    routes = {
+        (m.upper(), p)
+        for p, ops in doc["paths"].items()
+        for m in ops
+        if p.startswith(("/admin", "/audit"))
+    }
+    covered = {(m, p.split("?")[0]) for m, p, _, _ in ROUTES}
+    templated = {
+        (m, p) for m, p in routes if any(m == cm and _matches(p, cp) for cm, cp in covered)
+    }
+    assert templated == routes
+
+
+def _matches(template: str, path: str) -> bool:
+    a, b = template.strip("/").split("/"), path.strip("/").split("/")
+    return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize(
+    ("method", "path", "body", "allowed"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES]
+)
+def test_role_enforcement(
+    stack: AdminStack,
+    caller: str | None,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    allowed: set[str],
+) -> None:
+    """No credentials: 401; a role the route does not allow: 403; an allowed role gets past
+    authorisation. Each call is one admin.request event with that status."""
+    kw: dict[str, Any] = {"json": body} if body is not None else {}
+    if path.startswith("/admin/lists/import"):
+        kw = {"content": b"[]", "headers": {"content-type": "application/json"}}
+    r = stack.call(method, path, role=caller, **kw)
+    if caller is None:
+        assert r.status_code == 401, r.text
+    elif caller not in allowed:
+        assert r.status_code == 403, r.text
+    else:
+        assert r.status_code not in (401, 403), r.text
+    rid = r.headers["x-request-id"]
+    recorded = stack.events(types=("admin.request",), correlation=rid)
+    assert [e["details"]["status"] for e in recorded] == [r.status_code]
+
+
+def test_mutation_without_justification_is_refused_and_audited(stack: AdminStack) -> None:
+    """400 justification_required, a security.policy_violation and a failed admin.request."""
+    body = {"list": "deny", "kind": "ip", "value": "198.51.100.7", "reason": "abuse"}
+    for why in (None, "too short"):
+        r = stack.call("POST", "/admin/lists", why=why, json=body)
+        assert r.status_code == 400
+        assert r.json()["error"] == "justification_required"
+        rid = r.headers["x-request-id"]
+        (violation,) = stack.events(types=("security.policy_violation",), correlation=rid)
+        assert violation["details"]["policy"] == "admin.justification"
+        (req,) = stack.events(types=("admin.request",), correlation=rid)
+        assert req["outcome"] == "failure"
+        assert req["details"]["status"] == 400
+    assert stack.call("GET", "/admin/lists/status?ip=198.51.100.7").json()["allowed"] is True
+
+
+def test_justification_in_the_body_is_accepted(stack: AdminStack) -> None:
+    """A justification field in the JSON body counts like the header and is recorded."""
+    body = {
+        "list": "deny",
+        "kind": "ip",
+        "value": "198.51.100.9",
+        "reason": "abuse",
+        "justification": WHY,
+    }
+    r = stack.call("POST", "/admin/lists", why=None, json=body)
+    assert r.status_code == 201, r.text
+    (req,) = stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+    assert req["details"]["justification"] == WHY
+    assert "198.51.100.9" not in str(req["details"]["params"])
+
+
+def test_ticket_pattern_is_enforced_once_configured(stack: AdminStack) -> None:
+    """With admin.ticket_pattern set, a justification without a ticket id is refused."""
+    assert (
+        stack.call(
+            "PATCH", "/admin/config", json={"changes": {"admin.ticket_pattern": r"INC-\d+"}}
+        ).status_code
+        == 200
+    )
+    try:
+        r = stack.call("DELETE", "/admin/lists/al_none", why="no ticket named in here")
+        assert r.status_code == 400
+        assert r.json()["error"] == "ticket_required"
+        assert stack.call("DELETE", "/admin/lists/al_none").status_code == 404
+    finally:
+        stack.call("PATCH", "/admin/config", json={"changes": {"admin.ticket_pattern": None}})
+
+
+def test_config_round_trip_with_diff_event(stack: AdminStack) -> None:
+    """PATCH persists and applies (the session policy changes); GET shows it; the
+    config.change event has before and after; a secret shows only set/changed."""
+    before = stack.call("GET", "/admin/config").json()["config"]["session.idle_s"]["value"]
+    new = before + 60
+    r = stack.call(
+        "PATCH",
+        "/admin/config",
+        json={"changes": {"session.idle_s": new, "alerts.webhook_secret": "w" * 32}},
+    )
+    assert r.status_code == 200, r.text
+    assert stack.stack.services.sessions.policy.idle_s == new
+    got = stack.call("GET", "/admin/config").json()["config"]
+    assert got["session.idle_s"]["value"] == new
+    assert got["session.idle_s"]["source"] == "runtime"
+    assert got["alerts.webhook_secret"]["value"] == "********"
+    rid = r.headers["x-request-id"]
+    changes = {
+        e["details"]["key"]: e["details"]
+        for e in stack.events(types=("config.change",), correlation=rid)
+    }
+    assert changes["session.idle_s"]["before"] == str(before)
+    assert changes["session.idle_s"]["after"] == str(new)
+    assert changes["alerts.webhook_secret"]["after"] == "changed"
+    assert "w" * 32 not in str(stack.stack.raw_events())
+
+
+def test_invalid_config_is_refused_per_key(stack: AdminStack) -> None:
+    """Bad values name their key; a cross-key rule (TTL min <= default) is checked; nothing
+    changes."""
+    r = stack.call("PATCH", "/admin/config", json={"changes": {"session.idle_s": "x", "nope": 1}})
+    assert r.status_code == 422
+    assert set(r.json()["errors"]) == {"session.idle_s", "nope"}
+    r = stack.call("PATCH", "/admin/config", json={"changes": {"token.ttl_min_s": 10**6}})
+    assert r.status_code == 422
+    assert "min <= default" in r.json()["detail"]
+
+
+def test_bulk_import_with_bad_lines(stack: AdminStack) -> None:
+    """Bad lines are named by line number and nothing is imported; with partial=true the
+    good lines are, with one admin.bulk event and per-item access_list.add children."""
+    csv = (
+        "list,kind,value,reason,expires_at\n"
+        "deny,ip,203.0.113.0/24,scanner range,\n"
+        "deny,ip,not-an-ip,bad line,\n"
+        "maybe,jti,abc,unknown list,\n"
+        "allow,client,svc-a,trusted client,\n"
+        "deny,subject,EE38001085718,x,\n"
+    )
+    r = stack.call(
+        "POST",
+        "/admin/lists/import?format=csv",
+        content=csv.encode(),
+        headers={"content-type": "text/csv"},
+    )
+    assert r.status_code == 422
+    assert [e["line"] for e in r.json()["errors"]] == [3, 4, 6]
+    assert stack.call("GET", "/admin/lists/status?ip=203.0.113.5").json()["allowed"] is True
+    r = stack.call(
+        "POST",
+        "/admin/lists/import?format=csv&partial=true",
+        content=csv.encode(),
+        headers={"content-type": "text/csv"},
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["summary"] == {"requested": 5, "succeeded": 2, "failed": 3}
+    assert [i["status"] for i in out["items"]] == ["ok", "invalid", "invalid", "ok", "invalid"]
+    assert stack.call("GET", "/admin/lists/status?ip=203.0.113.5").json()["allowed"] is False
+    rid = r.headers["x-request-id"]
+    (bulk,) = stack.events(types=("admin.bulk",), correlation=rid)
+    assert bulk["details"]["digest"] == out["digest"]
+    assert bulk["details"]["failed"] == 3
+    assert len(stack.events(types=("access_list.add",), correlation=rid)) == 2
+    exported = stack.call("GET", "/admin/lists/export?format=csv").text
+    assert "203.0.113.0/24" in exported
+
+
+def test_json_import_reports_bad_entries(stack: AdminStack) -> None:
+    """JSON entries are validated one by one too."""
+    body = b'[{"list":"deny","kind":"jti","value":"j1","reason":"leaked"}, {"list":"deny"}, 5]'
+    r = stack.call(
+        "POST",
+        "/admin/lists/import?format=json",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert [e["line"] for e in r.json()["errors"]] == [2, 3]
+
+
+def test_role_change_needs_a_second_admin(stack: AdminStack) -> None:
+    """An API key cannot change roles; a request waits for a second person; the requester
+    cannot approve it; nobody can grant themselves a role."""
+    r = stack.call("POST", "/admin/roles", json={"subject": "EE49002124277", "role": "security"})
+    assert r.status_code == 409
+    assert r.json()["error"] == "api_key"
+    from kroonika.admin import RoleChangeRefused, RoleStore
+
+    roles = RoleStore(stack.stack.services.engine, clock=stack.stack.services.clock)
+    with pytest.raises(RoleChangeRefused):
+        roles.request(ADMIN, "auditor", "grant", by="admin:x", by_subject=ADMIN, why=WHY)
+    req = roles.request(
+        "49002124277", "security", "grant", by="admin:first", by_subject=ADMIN, why=WHY
+    )
+    with pytest.raises(RoleChangeRefused):
+        roles.decide(req.id, approve=True, by="admin:first", by_subject=ADMIN)
+    with pytest.raises(RoleChangeRefused):
+        roles.decide(req.id, approve=True, by="admin:x", by_subject="49002124277")
+    roles.decide(req.id, approve=True, by="admin:second", by_subject=SECOND_ADMIN)
+    assert roles.roles_of("EE49002124277") == ("security",)
+
+
+def test_api_key_cannot_carry_roles_its_creator_lacks(stack: AdminStack) -> None:
+    """An admin cannot mint an auditor key (no self-granted roles); a security policy event
+    records the attempt; a key of its own roles is shown once and works."""
+    r = stack.call("POST", "/admin/api-keys", json={"name": "k", "roles": ["auditor"]})
+    assert r.status_code == 409
+    assert stack.events(types=("security.policy_violation",), correlation=r.headers["x-request-id"])
+    r = stack.call("POST", "/admin/api-keys", json={"name": "k2", "roles": ["admin"], "ttl_s": 600})
+    key = r.json()["api_key"]
+    assert key not in str(stack.stack.raw_events())
+    import httpx
+
+    ok = httpx.get(stack.url + "/admin/jobs", headers={"authorization": f"Bearer {key}"})
+    assert ok.status_code == 200
+    stack.call("DELETE", f"/admin/api-keys/{r.json()['id']}")
+    gone = httpx.get(stack.url + "/admin/jobs", headers={"authorization": f"Bearer {key}"})
+    assert gone.status_code == 401
+
+
+def test_every_read_of_the_trail_is_audited(stack: AdminStack) -> None:
+    """Query, paging, JSONL export, one event with proof, checkpoints and verify each give
+    one audit.access with what was asked and how many events came back."""
+    stack.call(
+        "POST",
+        "/admin/lists",
+        json={"list": "deny", "kind": "jti", "value": "read-me", "reason": "seed"},
+    )
+    page = stack.call("GET", "/audit/events", role="auditor", params={"limit": 2})
+    assert page.status_code == 200
+    assert len(page.json()["events"]) == 2
+    nxt = stack.call(
+        "GET",
+        "/audit/events",
+        role="auditor",
+        params={"limit": 2, "cursor": page.json()["next_cursor"]},
+    )
+    assert nxt.json()["events"][0]["id"] != page.json()["events"][0]["id"]
+    export = stack.call(
+        "GET", "/audit/events", role="auditor", params={"format": "jsonl", "type": "admin.request"}
+    )
+    lines = export.text.splitlines()
+    event_id = page.json()["events"][0]["id"]
+    one = stack.call("GET", f"/audit/events/{event_id}", role="auditor")
+    assert one.json()["proof"]["leaf_index"] == one.json()["event"]["seq"] - 1
+    cps = stack.call("GET", "/audit/checkpoints", role="auditor")
+    report = stack.call("POST", "/audit/verify", role="auditor", why=None)
+    assert report.json()["intact"] is True
+    expected = {
+        page.headers["x-request-id"]: ("query", 2, "json"),
+        nxt.headers["x-request-id"]: ("query", len(nxt.json()["events"]), "json"),
+        export.headers["x-request-id"]: ("export", len(lines), "jsonl"),
+        one.headers["x-request-id"]: ("read", 1, "json"),
+        cps.headers["x-request-id"]: ("checkpoints", len(cps.json()["checkpoints"]), "json"),
+        report.headers["x-request-id"]: ("verify", report.json()["records"], "json"),
+    }
+    for rid, (action, returned, fmt) in expected.items():
+        (access,) = stack.events(types=("audit.access",), correlation=rid)
+        d = access["details"]
+        assert (d["action"], d["returned"], d["format"]) == (action, returned, fmt)
+
+
+@pytest.mark.parametrize("role", [None, "admin", "auditor"])
+@pytest.mark.parametrize("method", ["DELETE", "PATCH", "PUT"])
+def test_audit_records_cannot_be_altered(stack: AdminStack, role: str | None, method: str) -> None:
+    """Nobody can change or delete an event: 405 and a policy violation."""
+    r = stack.call(method, "/audit/events/anything", role=role, json={})
+    assert r.status_code == 405
+    (v,) = stack.events(types=("security.policy_violation",), correlation=r.headers["x-request-id"])
+    assert v["details"]["policy"] == "audit.immutable"
+
+
+def test_admin_with_a_tara_session(stack: AdminStack) -> None:
+    """An administrator logged in through TARA uses the API with the session cookie; changes
+    also need the CSRF token; the event names the person by pseudonym only."""
+    import time
+
+    stack.stack.clock.advance(time.time() - stack.stack.clock())  # the mock signs in real time
+    with stack.stack.browser(autologin=ADMIN) as b:
+        assert b.get(stack.url + "/auth/login").status_code == 200
+        csrf = b.get(stack.url + "/auth/session").json()["csrf_token"]
+        assert b.get(stack.url + "/admin/jobs").status_code == 200
+        body = {"list": "deny", "kind": "jti", "value": "by-session", "reason": "seen leaked"}
+        refused = b.post(stack.url + "/admin/lists", json=body, headers={"x-justification": WHY})
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "csrf_failed"
+        ok = b.post(
+            stack.url + "/admin/lists",
+            json=body,
+            headers={"x-justification": WHY, "x-csrf-token": csrf},
+        )
+        assert ok.status_code == 201
+        (req,) = stack.events(types=("admin.request",), correlation=ok.headers["x-request-id"])
+        assert req["actor"]["type"] == "admin"
+        assert req["actor"]["roles"] == ["admin"]
+        assert ADMIN not in str(req)
+    with stack.stack.browser(autologin=AUDITOR) as b:
+        b.get(stack.url + "/auth/login")
+        assert b.get(stack.url + "/admin/jobs").status_code == 403
+        assert b.get(stack.url + "/audit/checkpoints").status_code == 200
