@@ -69,7 +69,8 @@ class RetryPolicy:
             raise ValueError("permanent_attempts must be at least 1")
 
     def delay(self, attempt: int, rand: Callable[[], float]) -> float:
-        d = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        exponent = min(max(0, attempt - 1), 64)
+        d = min(self.maximum, self.initial * self.factor**exponent)
         return d / 2 + rand() * d / 2
 
 
@@ -156,6 +157,7 @@ class SinkRunner:
         self._wake: list[asyncio.Event] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._opened = False
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -164,11 +166,17 @@ class SinkRunner:
             return
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        await self._open()
         for sink in self.sinks:
-            await sink.open()
             wake = asyncio.Event()
             self._wake.append(wake)
             self._tasks.append(asyncio.create_task(self._run(sink, wake), name=f"sink-{sink.name}"))
+
+    async def _open(self) -> None:
+        if not self._opened:
+            for sink in self.sinks:
+                await sink.open()
+            self._opened = True
 
     async def stop(self) -> None:
         self._stopping = True
@@ -184,6 +192,7 @@ class SinkRunner:
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.close()
+        self._opened = False
         await asyncio.to_thread(self.lock.close)
 
     def notify(self, *_: object) -> None:
@@ -217,6 +226,7 @@ class SinkRunner:
 
     async def drain(self, *, max_passes: int = 100_000) -> int:
         """Deliver until every sink is caught up (tests, CLI ``sinks run --once``)."""
+        await self._open()
         total = 0
         for _ in range(max_passes):
             moved = 0

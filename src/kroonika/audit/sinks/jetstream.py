@@ -10,6 +10,7 @@ a failure says how many were acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Sequence
@@ -20,6 +21,11 @@ import orjson
 from kroonika.audit.sinks._base import CheckpointRecord, Item, TransientSinkError
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py logs every connection error itself; the runner reports failures."""
+    del exc
 
 
 class JetStreamSink:
@@ -65,12 +71,16 @@ class JetStreamSink:
             return self._js
         await self.close()
         try:
-            self._nc = await nats.connect(
-                servers=self.servers,
-                connect_timeout=self.timeout,
-                max_reconnect_attempts=0,
-                allow_reconnect=False,
-                **self._options,
+            self._nc = await asyncio.wait_for(
+                nats.connect(
+                    servers=self.servers,
+                    connect_timeout=self.timeout,
+                    max_reconnect_attempts=1,
+                    allow_reconnect=False,
+                    error_cb=_quiet,
+                    **self._options,
+                ),
+                self.timeout * 2,
             )
         except (OSError, TimeoutError, NatsError) as exc:
             self._nc = None

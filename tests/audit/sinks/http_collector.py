@@ -1,0 +1,95 @@
+"""A small HTTP/1.1 server for the HTTP sink tests: records requests and can
+fail, stall or be down on command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+Handler = Callable[[Request], tuple[int, bytes]]
+
+
+@dataclass
+class Collector:
+    handler: Handler
+    port: int = 0
+    requests: list[Request] = field(default_factory=list)
+    accepted: list[Request] = field(default_factory=list)
+    script: list[str] = field(default_factory=list)  # per request: "ok", "503", "stall"
+    stall_seconds: float = 3.0
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Go down: close the listener (connections are refused until start())."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+            self._server = None
+        for task in list(self._tasks):  # and drop kept-alive connections
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, path, _ = line.decode().split(" ", 2)
+                headers: dict[str, str] = {}
+                while (h := await reader.readline()) not in (b"\r\n", b""):
+                    k, v = h.decode().split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                req = Request(method, path, headers, body)
+                self.requests.append(req)
+                mode = self.script.pop(0) if self.script else "ok"
+                if mode == "stall":
+                    await asyncio.sleep(self.stall_seconds)
+                    return
+                if mode == "ok":
+                    status, payload = self.handler(req)
+                else:
+                    status, payload = int(mode), b'{"text":"Server is busy","code":9}'
+                if 200 <= status < 300:
+                    self.accepted.append(req)
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except asyncio.CancelledError:
+            return
+        finally:
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)

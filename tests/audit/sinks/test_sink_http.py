@@ -1,0 +1,232 @@
+"""HTTP sinks against local collectors: wire format byte for byte; outages (errors,
+stalls, a collector that is down) followed by recovery with nothing lost, in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from http_collector import Collector, Request
+from pydantic import SecretStr
+from sink_kit import Kit, write_events
+
+from kroonika.audit.formats import ecs_document
+from kroonika.audit.sinks import (
+    CursorStore,
+    ElasticBulkSink,
+    RetryPolicy,
+    SinkEvent,
+    SinkRunner,
+    SplunkHecSink,
+    WebhookSink,
+)
+from kroonika.audit.sinks.webhook import check_signature
+
+FAST = RetryPolicy(initial=0.01, maximum=0.05, send_timeout=10, permanent_attempts=2)
+TOKEN = SecretStr("00000000-1111-2222-3333-444444444444")
+WEBHOOK_KEY = SecretStr("a-webhook-key-of-enough-length")
+
+
+def stored(kit: Kit) -> list[bytes]:
+    return [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+
+
+def epoch(rfc3339: str) -> str:
+    import datetime
+
+    main, frac = rfc3339.rstrip("Z").split(".")
+    dt = datetime.datetime.fromisoformat(main).replace(tzinfo=datetime.UTC)
+    return f"{int(dt.timestamp())}.{frac}"
+
+
+def hec_body(bodies: list[bytes]) -> bytes:
+    out = b""
+    for b in bodies:
+        t = orjson.loads(b)["time"]
+        out += (
+            b'{"event":' + b + b',"host":"kt","source":"kroonika","sourcetype":"kroonika:audit",'
+            b'"time":' + epoch(t).encode() + b"}"
+        )
+    return out
+
+
+@pytest.mark.asyncio
+async def test_hec_wire_format_is_exact(kit: Kit) -> None:
+    """HEC gets events back to back, time in epoch seconds, the Splunk token header."""
+    write_events(kit, 3, hostile=True)
+    hec = Collector(lambda r: (200, b'{"text":"Success","code":0}'))
+    await hec.start()
+    sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt")
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
+    await runner.drain()
+    await runner.stop()
+    await hec.stop()
+    (req,) = hec.accepted
+    assert req.path == "/services/collector/event"
+    assert req.headers["authorization"] == f"Splunk {TOKEN.get_secret_value()}"
+    assert req.body == hec_body(stored(kit))
+
+
+@pytest.mark.asyncio
+async def test_hec_outage_errors_stall_and_down_then_recovery_loses_nothing(kit: Kit) -> None:
+    """503s, a stalled request and a collector that is down: then every event, in order."""
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    hec = Collector(lambda r: (200, b'{"text":"Success","code":0}'), stall_seconds=2)
+    await hec.start()
+    port = hec.port
+    sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt", timeout=0.5)
+    runner = SinkRunner(
+        kit.store, [sink], batch_size=4, retry=FAST, on_event=on_event, ship_checkpoints=False
+    )
+    write_events(kit, 4)
+    await runner.drain()
+    hec.script = ["503", "503", "stall", "500"]
+    write_events(kit, 5, start=4)
+    await runner.drain()
+    await hec.stop()  # down: connection refused
+    write_events(kit, 3, start=9)
+    task = asyncio.create_task(runner.drain())
+    await asyncio.sleep(0.3)
+    hec.port = port
+    await hec.start()  # back
+    await task
+    await runner.stop()
+    await hec.stop()
+    assert b"".join(r.body for r in hec.accepted) == hec_body(stored(kit))
+    assert [e.state for e in seen] == ["failed", "recovered", "failed", "recovered"]
+
+
+@pytest.mark.asyncio
+async def test_hec_refused_event_is_found_and_dead_lettered(kit: Kit) -> None:
+    """A 400 for one event: the batch is narrowed and only that event is dead-lettered."""
+    write_events(kit, 5)
+    bad_id = orjson.loads(stored(kit)[2])["id"].encode()
+
+    def handler(r: Request) -> tuple[int, bytes]:
+        if bad_id in r.body:
+            return 400, b'{"text":"Invalid data format","code":6}'
+        return 200, b'{"text":"Success","code":0}'
+
+    hec = Collector(handler)
+    await hec.start()
+    sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt")
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
+    await runner.drain()
+    await runner.stop()
+    await hec.stop()
+    bodies = stored(kit)
+    assert b"".join(r.body for r in hec.accepted) == hec_body(bodies[:2] + bodies[3:])
+    letters = CursorStore(kit.store.engine).dead_letters("hec")
+    assert [d["seq"] for d in letters] == [3]
+
+
+def bulk_index() -> tuple[Collector, dict[str, dict[str, object]], list[str]]:
+    """An _bulk endpoint with create semantics; the first time it sees the 3rd item
+    it answers 429 for it (per item, in a 200 response)."""
+    index: dict[str, dict[str, object]] = {}
+    order: list[str] = []
+    throttled: list[bool] = [False]
+
+    def handler(r: Request) -> tuple[int, bytes]:
+        assert r.body.endswith(b"\n")
+        lines = r.body.split(b"\n")[:-1]
+        items = []
+        for pos in range(0, len(lines), 2):
+            action = orjson.loads(lines[pos])["create"]
+            doc_id = action["_id"]
+            if pos // 2 == 2 and not throttled[0]:
+                throttled[0] = True
+                items.append(
+                    {
+                        "create": {
+                            "_id": doc_id,
+                            "status": 429,
+                            "error": {"type": "es_rejected_execution_exception"},
+                        }
+                    }
+                )
+            elif doc_id in index:
+                items.append(
+                    {
+                        "create": {
+                            "_id": doc_id,
+                            "status": 409,
+                            "error": {"type": "version_conflict_engine_exception"},
+                        }
+                    }
+                )
+            else:
+                index[doc_id] = orjson.loads(lines[pos + 1])
+                order.append(doc_id)
+                items.append({"create": {"_id": doc_id, "status": 201}})
+        errors = any(i["create"]["status"] >= 300 for i in items)
+        return 200, orjson.dumps({"took": 1, "errors": errors, "items": items})
+
+    return Collector(handler), index, order
+
+
+@pytest.mark.asyncio
+async def test_bulk_per_item_failures_in_a_200_are_retried_not_ignored(kit: Kit) -> None:
+    """A 429 item inside a 200 answer is re-sent; duplicates conflict harmlessly."""
+    write_events(kit, 6, hostile=True)
+    es, index, order = bulk_index()
+    await es.start()
+    sink = ElasticBulkSink("es", es.url, index="logs-kroonika.audit-default")
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
+    await runner.drain()
+    await runner.stop()
+    await es.stop()
+    docs = [orjson.loads(b) for b in stored(kit)]
+    assert sorted(order) == sorted(d["id"] for d in docs)  # each once; ES keeps no order
+    assert [index[d["id"]] for d in docs] == [
+        orjson.loads(orjson.dumps(ecs_document(d))) for d in docs
+    ]
+    first = es.requests[0]
+    assert first.path == "/_bulk"
+    assert first.headers["content-type"] == "application/x-ndjson"
+    action = orjson.loads(first.body.split(b"\n")[0])
+    assert action == {"create": {"_id": docs[0]["id"], "_index": "logs-kroonika.audit-default"}}
+    assert len(es.requests) == 2
+    resent = [orjson.loads(x)["create"]["_id"] for x in es.requests[1].body.split(b"\n")[:-1:2]]
+    assert resent == [d["id"] for d in docs[2:]]  # from the refused item on, in order
+
+
+@pytest.mark.asyncio
+async def test_webhook_body_is_json_lines_with_a_valid_hmac(kit: Kit) -> None:
+    """Webhook: canonical JSON lines; the signature verifies over timestamp.body."""
+    write_events(kit, 3)
+    hook = Collector(lambda r: (204, b""))
+    await hook.start()
+    sink = WebhookSink("hook", hook.url + "/audit", WEBHOOK_KEY, clock=lambda: 1_800_000_000.0)
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
+    await runner.drain()
+    await runner.stop()
+    await hook.stop()
+    (req,) = hook.accepted
+    assert req.body == b"".join(b + b"\n" for b in stored(kit))
+    assert req.headers["x-kroonika-timestamp"] == "1800000000"
+    key = WEBHOOK_KEY.get_secret_value().encode()
+    assert check_signature(key, "1800000000", req.body, req.headers["x-kroonika-signature"])
+    assert not check_signature(
+        key, "1800000000", req.body + b" ", req.headers["x-kroonika-signature"]
+    )
+
+
+@pytest.mark.asyncio
+async def test_webhook_outage_then_recovery_keeps_order(kit: Kit) -> None:
+    """Webhook answers 502 and stalls, then accepts: all lines, in order, once."""
+    hook = Collector(lambda r: (200, b"{}"), stall_seconds=2)
+    await hook.start()
+    hook.script = ["502", "stall", "502"]
+    sink = WebhookSink("hook", hook.url, WEBHOOK_KEY, timeout=0.5)
+    runner = SinkRunner(kit.store, [sink], batch_size=3, retry=FAST, ship_checkpoints=False)
+    write_events(kit, 8)
+    await runner.drain()
+    await runner.stop()
+    await hook.stop()
+    assert b"".join(r.body for r in hook.accepted) == b"".join(b + b"\n" for b in stored(kit))

@@ -1,0 +1,110 @@
+"""JetStream against the real nats-server; JSONL files with rotation."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from sink_kit import Kit, write_events
+
+from kroonika.audit.sinks import JetStreamSink, JsonlFileSink, Record, RetryPolicy, SinkRunner
+
+FAST = RetryPolicy(initial=0.01, maximum=0.05, send_timeout=10)
+
+
+def require_nats() -> None:
+    try:
+        with socket.create_connection(("127.0.0.1", 4222), timeout=0.5):
+            return
+    except OSError:
+        if os.environ.get("KROONIKA_REQUIRE_SERVICES") == "1":
+            pytest.fail("NATS is not reachable on 127.0.0.1:4222 and KROONIKA_REQUIRE_SERVICES=1")
+        pytest.skip("NATS is not reachable on 127.0.0.1:4222")
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_jetstream_gets_one_message_per_event_and_deduplicates_resends(kit: Kit) -> None:
+    """Subject per category, Nats-Msg-Id = event id; a re-sent batch is dropped by the server."""
+    require_nats()
+    import nats
+
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    await js.add_stream(name=prefix, subjects=[f"{prefix}.>"], duplicate_window=120)
+    try:
+        write_events(kit, 4)
+        kit.trail.checkpoint_now()
+        sink = JetStreamSink("nats", "nats://127.0.0.1:4222", subject_prefix=prefix)
+        runner = SinkRunner(kit.store, [sink], batch_size=3, retry=FAST)
+        await runner.drain()
+        bodies = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+        await sink.send([Record("web-1", i + 1, b) for i, b in enumerate(bodies)])  # re-send
+        await runner.stop()
+        assert sink.duplicates == len(bodies)
+        sub = await js.pull_subscribe(f"{prefix}.>", durable=None)
+        msgs = await sub.fetch(100, timeout=2)
+        events = [m for m in msgs if not m.subject.endswith(".checkpoint")]
+        assert [m.data for m in events] == bodies
+        assert [m.headers["Nats-Msg-Id"] for m in events] == [orjson.loads(b)["id"] for b in bodies]
+        assert {m.subject for m in events} == {f"{prefix}.authentication"}
+        cps = [orjson.loads(m.data) for m in msgs if m.subject.endswith(".checkpoint")]
+        assert [c["checkpoint"]["size"] for c in cps] == [
+            cp.size for cp in kit.store.checkpoints("web-1")
+        ]
+        for m in msgs:
+            await m.ack()
+    finally:
+        await js.delete_stream(prefix)
+        await nc.close()
+
+
+@pytest.mark.asyncio
+async def test_jetstream_outage_is_transient(kit: Kit) -> None:
+    """With no server listening the sink fails transiently and delivers nothing."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = JetStreamSink("nats", f"nats://127.0.0.1:{port}", timeout=0.5)
+    write_events(kit, 1)
+    body = next(iter(kit.store.blocks("web-1"))).records()[0]
+    from kroonika.audit.sinks import TransientSinkError
+
+    with pytest.raises(TransientSinkError, match="cannot connect"):
+        await sink.send([Record("web-1", 1, body)])
+
+
+@pytest.mark.asyncio
+async def test_jsonl_file_gets_every_line_and_rotates_by_size(kit: Kit, tmp_path: Path) -> None:
+    """Lines are canonical events; past max_bytes the file is renamed and a new one begun."""
+    write_events(kit, 12)
+    sink = JsonlFileSink("file", tmp_path / "out", max_bytes=2048, fsync=False)
+    runner = SinkRunner(kit.store, [sink], batch_size=2, retry=FAST, ship_checkpoints=False)
+    await runner.drain()
+    await runner.stop()
+    rotated = sink.rotated_files()
+    assert rotated
+    data = b"".join(p.read_bytes() for p in [*rotated, sink.path])
+    assert data == b"".join(b + b"\n" for blk in kit.store.blocks("web-1") for b in blk.records())
+    assert all(p.stat().st_size <= 2048 for p in rotated)
+
+
+@pytest.mark.asyncio
+async def test_jsonl_file_rotates_by_age(kit: Kit, tmp_path: Path) -> None:
+    """A file older than max_age is rotated before the next write."""
+    now = [1000.0]
+    sink = JsonlFileSink("file", tmp_path / "out", max_age=60, fsync=False, clock=lambda: now[0])
+    await sink.open()
+    write_events(kit, 2)
+    bodies = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+    await sink.send([Record("web-1", 1, bodies[0])])
+    now[0] += 61
+    await sink.send([Record("web-1", 2, bodies[1])])
+    assert sink.rotations == 1
+    assert sink.rotated_files()[0].read_bytes() == bodies[0] + b"\n"
+    assert sink.path.read_bytes() == bodies[1] + b"\n"

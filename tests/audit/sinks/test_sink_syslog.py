@@ -1,0 +1,211 @@
+"""Syslog sinks against a real rsyslogd: octet-counted TCP and TLS, every field intact."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+from pathlib import Path
+
+import orjson
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sink_kit import Kit, Rsyslog, start_rsyslog, stop_rsyslog, write_events
+
+from kroonika.audit.formats import Rfc5424Renderer
+from kroonika.audit.sinks import (
+    CheckpointRecord,
+    Record,
+    RetryPolicy,
+    SinkRunner,
+    SyslogTcpSink,
+    SyslogUdpSink,
+    tls_context,
+)
+
+pytestmark = pytest.mark.rsyslog
+FAST = RetryPolicy(initial=0.01, maximum=0.05, send_timeout=10)
+RENDERER = Rfc5424Renderer(hostname="kroonika-test", procid="4242")
+
+
+def expected_messages(kit: Kit) -> list[str]:
+    """Events in order, then the checkpoints in order (see ``split``)."""
+    out = [RENDERER(orjson.loads(b)) for blk in kit.store.blocks("web-1") for b in blk.records()]
+    out += [RENDERER(CheckpointRecord(cp).doc()) for cp in kit.store.checkpoints("web-1")]
+    return out
+
+
+def split(lines: list[str]) -> list[str]:
+    """Received lines with events first (in arrival order), then checkpoints: a
+    checkpoint follows the batch holding its size, not the record itself."""
+    cps = [x for x in lines if " audit.checkpoint " in x.split("[", 1)[0]]
+    return [x for x in lines if x not in cps] + cps
+
+
+async def ship(kit: Kit, sink: SyslogTcpSink) -> None:
+    runner = SinkRunner(kit.store, [sink], batch_size=4, retry=FAST)
+    await runner.drain()
+    await runner.stop()
+
+
+@pytest.mark.asyncio
+async def test_octet_counted_tcp_arrives_with_every_field_intact(
+    kit: Kit, rsyslog: Rsyslog
+) -> None:
+    """rsyslog receives each RFC 5424 message byte for byte (hostile strings too)."""
+    write_events(kit, 6, hostile=True)
+    kit.trail.checkpoint_now()
+    sink = SyslogTcpSink("rsyslog", "127.0.0.1", rsyslog.port, renderer=RENDERER)
+    await ship(kit, sink)
+    want = expected_messages(kit)
+    got = rsyslog.wait_lines(len(want))
+    assert split(got) == want
+    first = orjson.loads(got[0].split("] ", 1)[1])
+    stored = orjson.loads(next(iter(kit.store.blocks("web-1"))).records()[0])
+    assert first == stored
+    assert "Õunapuu ÄÖÜ 🦊" in first["source"]["user_agent"]
+
+
+@pytest.mark.asyncio
+async def test_delivery_resumes_after_rsyslog_restarts(kit: Kit, tmp_path: Path) -> None:
+    """Events written while rsyslog is down arrive once it is back (none lost)."""
+    first = start_rsyslog(tmp_path / "r1")
+    port = first.port
+    sink = SyslogTcpSink("rsyslog", "127.0.0.1", port, renderer=RENDERER)
+    runner = SinkRunner(kit.store, [sink], batch_size=4, retry=FAST)
+    write_events(kit, 3)
+    await runner.drain()
+    n1 = len(first.wait_lines(3))
+    stop_rsyslog(first)
+    write_events(kit, 3, start=3)
+    second = start_rsyslog(tmp_path / "r2")
+    sink.port = second.port
+    try:
+        await runner.drain()
+        await runner.stop()
+        want = expected_messages(kit)
+        got = first.lines() + second.wait_lines(len(want) - n1)
+        assert sorted(got) == sorted(want)
+    finally:
+        stop_rsyslog(second)
+
+
+def _make_ca(tmp: Path) -> tuple[Path, Path, Path]:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kroonika test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (tmp / "ca.pem", tmp / "server.pem", tmp / "server-key.pem")
+    tmp.mkdir(parents=True, exist_ok=True)
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@pytest.mark.asyncio
+async def test_tls_syslog_arrives_with_every_field_intact(kit: Kit, tmp_path: Path) -> None:
+    """RFC 5425: rsyslog (ossl driver) receives the messages over verified TLS."""
+    ca, cert, key = _make_ca(tmp_path / "pki")
+    server = start_rsyslog(tmp_path / "tls", tls=(ca, cert, key))
+    try:
+        write_events(kit, 5, hostile=True)
+        kit.trail.checkpoint_now()
+        sink = SyslogTcpSink(
+            "rsyslog-tls",
+            "127.0.0.1",
+            server.port,
+            renderer=RENDERER,
+            tls=tls_context(str(ca)),
+            server_hostname="localhost",
+        )
+        await ship(kit, sink)
+        want = expected_messages(kit)
+        assert split(server.wait_lines(len(want))) == want
+    finally:
+        stop_rsyslog(server)
+
+
+@pytest.mark.asyncio
+async def test_tls_refuses_a_server_it_cannot_verify(kit: Kit, tmp_path: Path) -> None:
+    """A certificate from another CA is never sent data (the sink keeps failing)."""
+    ca, cert, key = _make_ca(tmp_path / "pki")
+    other_ca, _, _ = _make_ca(tmp_path / "other")
+    server = start_rsyslog(tmp_path / "tls", tls=(ca, cert, key))
+    try:
+        write_events(kit, 1)
+        sink = SyslogTcpSink(
+            "bad-tls",
+            "127.0.0.1",
+            server.port,
+            tls=tls_context(str(other_ca)),
+            server_hostname="localhost",
+        )
+        runner = SinkRunner(kit.store, [sink], retry=FAST)
+        task = asyncio.create_task(runner.run_once(sink, refresh_streams=True))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        await runner.stop()
+        assert runner.metrics()["bad-tls"]["delivered"] == 0
+        assert "CERTIFICATE_VERIFY_FAILED" in runner.metrics()["bad-tls"]["last_error"]
+        assert server.lines() == []
+    finally:
+        stop_rsyslog(server)
+
+
+@pytest.mark.asyncio
+async def test_udp_truncates_oversize_messages_and_counts_them(kit: Kit) -> None:
+    """UDP sends one datagram per message, cut at max_size and counted."""
+    import socket
+
+    recv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    recv.bind(("127.0.0.1", 0))
+    recv.settimeout(5)
+    write_events(kit, 1, hostile=True)
+    sink = SyslogUdpSink("udp", "127.0.0.1", recv.getsockname()[1], renderer=RENDERER, max_size=480)
+    body = next(iter(kit.store.blocks("web-1"))).records()[0]
+    await sink.send([Record("web-1", 1, body)])
+    data = await asyncio.to_thread(recv.recv, 65535)
+    await sink.close()
+    recv.close()
+    full = RENDERER(orjson.loads(body)).encode()
+    assert len(full) > 480
+    assert full.startswith(data)
+    assert len(data) <= 480
+    assert sink.truncated == 1
