@@ -91,12 +91,12 @@ class Principal:
     def label(self) -> str:
         """Who acted, for business tables and API answers: never a clear personal code."""
         if self.kind == "api_key":
-            return f"apikey:{self.key_id}"
+            return f"api-key/{self.key_id}"
         return f"admin:{self.pseudonym}"
 
     def actor(self) -> Actor:
         if self.kind == "api_key":
-            return Actor(ActorType.ADMIN, roles=self.roles, client_id=f"apikey:{self.key_id}")
+            return Actor(ActorType.ADMIN, roles=self.roles, client_id=f"api-key/{self.key_id}")
         return Actor(ActorType.ADMIN, subject=self.subject, roles=self.roles)
 
 

@@ -135,9 +135,16 @@ async def sessions(deps: JobDeps, ctx: JobContext) -> None:
             await deps.trail.emit_many(
                 [_terminate_event(deps.sessions, r, why, ctx.request_id) for r, why in ended]
             )
+        with_tokens = await asyncio.to_thread(
+            _ids,
+            deps.engine,
+            select(tokens.c.session_ref)
+            .where(tokens.c.state == "active", tokens.c.session_ref.in_([r.ref for r, _ in ended]))
+            .distinct(),
+        )
         for r, why in ended:
             ctx.counts[f"sessions_{why}"] += 1
-            if comps is not None:
+            if comps is not None and r.ref in with_tokens:
                 ctx.counts["tokens_revoked"] += await comps.service.revoke_session(
                     r.ref, by=Actor(ActorType.SYSTEM), why=f"session_{why}"
                 )

@@ -1,0 +1,143 @@
+"""Cleanup jobs over real HTTP: thousands of lapsed sessions and expired flows cleaned in
+batches while logins go on; exact counts in job.run; two instances on one PostgreSQL run a
+scheduled slot exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from admin_harness import admin_stack
+from sqlalchemy import insert
+
+from kroonika.db.sessions import login_flow, session
+
+IDLE, EXPIRED, FLOWS = 1200, 800, 1500
+
+
+def _seed(engine: Any, now: int) -> None:
+    rows = []
+    for i in range(IDLE + EXPIRED):
+        idle = i < IDLE
+        rows.append(
+            {
+                "ref": f"seed{i:08d}",
+                "secret_digest": f"{i:064x}",
+                "subject": f"EE4900212{i % 100:04d}",  # not the people logging in
+                "method": "idcard",
+                "acr": "high",
+                "created_at": now - 5000,
+                "last_seen_at": now - 4000,
+                "idle_expires_at": now - 100,
+                "absolute_expires_at": now + 1000 if idle else now - 10,
+            }
+        )
+    flows = [
+        {
+            "flow_id": f"00000000-0000-0000-0000-{i:012d}",
+            "state_digest": f"s{i:063d}",
+            "nonce_digest": "n" * 64,
+            "acr_requested": "high",
+            "methods": "",
+            "ui_locales": "et",
+            "return_to": "/",
+            "status": "redirected",
+            "created_at": now - 99_000,
+            "expires_at": now - 90_000,
+        }
+        for i in range(FLOWS)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(session), rows)
+        conn.execute(insert(login_flow), flows)
+
+
+def test_cleanup_with_thousands_of_rows_while_logins_go_on(tmp_path: Path) -> None:
+    """Both cleanup runs and every concurrent login complete; job.run counts are exact and
+    every ended session has its session.terminate (reason idle/expired)."""
+    with admin_stack(tmp_path, overrides={"jobs_batch_size": 200}) as a:
+        clock = a.stack.clock
+        clock.advance(time.time() - clock())
+        _seed(a.stack.services.engine, int(clock()))
+        logins: list[int] = []
+        results: dict[str, Any] = {}
+
+        def login() -> None:
+            with a.stack.browser() as b:
+                for _ in range(5):
+                    logins.append(b.get(a.url + "/auth/login").status_code)
+
+        def run(job: str) -> None:
+            results[job] = a.call("POST", f"/admin/jobs/{job}/run")
+
+        threads = [threading.Thread(target=run, args=(j,)) for j in ("sessions", "login_flows")]
+        threads += [threading.Thread(target=login) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=240)
+        assert logins == [200] * 15
+        assert results["sessions"].json()["counts"] == {
+            "sessions_expired": EXPIRED,
+            "sessions_idle": IDLE,
+        }
+        assert results["login_flows"].json()["counts"] == {"login_flows_deleted": FLOWS}
+        runs = {e["details"]["job"]: e for e in a.events(types=("job.run",))}
+        assert orjson.loads(runs["sessions"]["details"]["counts"]) == {
+            "sessions_expired": EXPIRED,
+            "sessions_idle": IDLE,
+        }
+        assert orjson.loads(runs["login_flows"]["details"]["counts"]) == {
+            "login_flows_deleted": FLOWS
+        }
+        assert runs["sessions"]["details"]["trigger"].startswith("api-key/")
+        ended = [
+            e
+            for e in a.events(types=("session.terminate",))
+            if e["details"]["ended_by"] == "system"
+        ]
+        assert len(ended) == IDLE + EXPIRED
+        history = a.call("GET", "/admin/jobs/sessions/runs").json()["runs"]
+        assert history[0]["outcome"] == "success"
+
+
+@pytest.mark.postgres
+def test_two_instances_run_a_scheduled_job_once(tmp_path: Path, fresh_postgres_url: str) -> None:
+    """Two services on one PostgreSQL, both ticking every 0.1 s with the same clock: each
+    job's slot runs exactly once across both."""
+    common = {
+        "jobs_enabled": True,
+        "jobs_tick_s": 0.1,
+        "audit_store_url": fresh_postgres_url,
+    }
+    with (
+        admin_stack(
+            tmp_path / "a",
+            overrides={**common, "audit_stream": "inst-a"},
+            database_url=fresh_postgres_url,
+        ) as a,
+        admin_stack(
+            tmp_path / "b",
+            overrides={**common, "audit_stream": "inst-b"},
+            database_url=fresh_postgres_url,
+        ) as b,
+    ):
+        b.stack.clock.advance(a.stack.clock() - b.stack.clock())  # both at the same instant
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            jobs = a.call("GET", "/admin/jobs").json()["jobs"]
+            if all(j["last_outcome"] == "success" for j in jobs):
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)  # many more ticks on both instances
+        for job in ("login_flows", "sessions", "token_metadata", "access_lists"):
+            runs = a.call("GET", f"/admin/jobs/{job}/runs").json()["runs"]
+            assert len(runs) == 1, (job, runs)
+        events = a.events(types=("job.run",))
+        assert sorted(e["details"]["job"] for e in events) == sorted(
+            ["login_flows", "sessions", "token_metadata", "access_lists"]
+        )
