@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import Depends, Request, Response
@@ -35,7 +35,10 @@ from kroonika.audit import (
     Target,
 )
 from kroonika.audit import events as ev
-from kroonika.web._services import Services, request_info
+
+if TYPE_CHECKING:
+    from kroonika.web._context import RequestInfo
+    from kroonika.web._services import Services
 
 log = logging.getLogger("kroonika.admin")
 
@@ -118,6 +121,15 @@ class CallState:
 
     principal: Principal | None = None
     justification: str | None = None
+
+
+def request_info(request: Request) -> RequestInfo:
+    """The request context the web middleware put in the scope (kroonika.web is not
+    imported here: the app factory imports this package)."""
+    info: RequestInfo | None = request.scope.get("state", {}).get("request_info")
+    if info is None:
+        raise RuntimeError("request context middleware is not installed")
+    return info
 
 
 def admin_services(request: Request) -> AdminServices:

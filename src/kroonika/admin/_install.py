@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -18,7 +18,9 @@ from kroonika.db import metadata
 from kroonika.jobs import JOBS, JobDeps, Scheduler
 from kroonika.sessions import SessionPolicy
 from kroonika.settings import SettingsError
-from kroonika.web._services import Services
+
+if TYPE_CHECKING:
+    from kroonika.web._services import Services
 
 
 def _appliers(app: FastAPI, services: Services) -> list[Applier]:
