@@ -28,6 +28,7 @@ from kroonika.audit._model import DetailValue
 from kroonika.audit.integrity import inclusion_proof, leaf_hash
 from kroonika.audit.store._types import Checkpoint
 from kroonika.auditing import AuditComponents, build_audit
+from kroonika.cli_admin import register_admin_commands
 from kroonika.cli_service import register_service_commands
 from kroonika.cli_tokens import register as register_token_commands
 from kroonika.settings import Settings, SettingsError, load_settings
@@ -39,6 +40,7 @@ checkpoint_app = typer.Typer(no_args_is_help=True, help="Checkpoints for outside
 app.add_typer(audit_app, name="audit")
 register_service_commands(app)
 register_token_commands(app)
+register_admin_commands(app)
 audit_app.add_typer(keys_app, name="keys")
 audit_app.add_typer(checkpoint_app, name="checkpoint")
 
