@@ -19,7 +19,7 @@ Findings are data, not exceptions: the report lists them in order.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -53,9 +53,22 @@ class Finding:
     actual: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RetainedBase:
+    """Where a stream starts after a retention purge: the Merkle frontier and last
+    leaf hash at ``size``; a stored, signed checkpoint at ``size`` must vouch for it."""
+
+    stream: str
+    size: int
+    root: bytes
+    frontier: bytes
+    last_leaf: bytes
+
+
 @dataclass(slots=True)
 class StreamReport:
     stream: str
+    base: int = 0  # records 1..base were purged by retention (vouched for by a checkpoint)
     records: int = 0
     blocks: int = 0
     signed_size: int = 0
@@ -124,6 +137,40 @@ class _StreamVerifier:
     def add(self, seq: int, kind: Kind, detail: str, **kw: str | None) -> None:
         if len(self.findings) < MAX_FINDINGS_PER_STREAM:
             self.findings.append(Finding(self.stream, seq, kind, detail, **kw))
+
+    def start_at(self, base: RetainedBase, checkpoints: list[Checkpoint]) -> None:
+        """Resume at a retained base instead of the empty tree, if a valid signed
+        checkpoint at its size has the same root as its frontier."""
+        try:
+            tree = CompactRange.from_bytes(base.frontier)
+            root = tree.root()
+        except Exception:  # noqa: BLE001  (a damaged frontier is reported below)
+            tree, root = None, b""
+        vouched = any(
+            cp.size == base.size
+            and cp.root == root
+            and cp.kid in self.keys
+            and self.keys.verify(cp.kid, cp.signature, cp.signed_bytes())
+            for cp in checkpoints
+        )
+        if tree is None or tree.size != base.size or root != base.root or not vouched:
+            self.add(
+                1,
+                "deleted",
+                f"records 1..{base.size} are gone and the retained base is not vouched "
+                "for by a signed checkpoint",
+                expected="a signed checkpoint with the base's root",
+                actual=base.root.hex(),
+            )
+            return
+        self.tree = tree
+        self.expected = base.size + 1
+        self.seen_max = base.size
+        self.prev = base.last_leaf
+        self.prev_hex = base.last_leaf.hex().encode()
+        self.roots_at[base.size] = root
+        self.report.base = base.size
+        self.report.signed_size = base.size
 
     def block(self, block: Block) -> None:
         rep = self.report
@@ -291,15 +338,23 @@ def verify_store(
     keys: PublicKeys,
     *,
     external: Iterable[Checkpoint] = (),
+    bases: Mapping[str, RetainedBase] | None = None,
 ) -> Report:
+    """Verify every stream. ``bases`` (default: read from the store's
+    ``audit_retained_bases``) are where purged streams start again."""
     report = Report()
+    if bases is None:
+        bases = stored_bases(store)
     all_checkpoints = store.checkpoints()
     external = list(external)
-    streams = sorted(set(store.streams()) | {cp.stream for cp in external})
+    streams = sorted(set(store.streams()) | {cp.stream for cp in external} | set(bases))
     for stream in streams:
         stored_cps = [cp for cp in all_checkpoints if cp.stream == stream]
         ext_cps = [cp for cp in external if cp.stream == stream]
         v = _StreamVerifier(stream, keys, stored_cps + ext_cps)
+        base = bases.get(stream)
+        if base is not None:
+            v.start_at(base, stored_cps)
         for block in store.blocks(stream):
             v.block(block)
         size = v.tree.size
@@ -318,6 +373,32 @@ def verify_store(
         report.records += v.report.records
         report.findings.extend(sorted(v.findings, key=lambda f: f.seq))
     return report
+
+
+def stored_bases(store: AuditStore) -> dict[str, RetainedBase]:
+    """The retained bases recorded by retention purges (none for stores without
+    the table, e.g. an old archive copy)."""
+    engine = getattr(store, "engine", None)
+    if engine is None:
+        return {}
+    from sqlalchemy import inspect, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kroonika.audit.store._schema import retained_bases
+
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table(retained_bases.name):
+                return {}
+            rows = conn.execute(select(retained_bases)).all()
+    except SQLAlchemyError:
+        return {}
+    return {
+        r.stream: RetainedBase(
+            r.stream, int(r.size), bytes(r.root), bytes(r.frontier), bytes(r.last_leaf)
+        )
+        for r in rows
+    }
 
 
 def _checkpoints(v: _StreamVerifier, cps: list[Checkpoint], size: int, *, external: bool) -> None:

@@ -1,0 +1,462 @@
+"""Retention: purge old audit blocks in whole ranges that end at a checkpoint.
+
+Policy (days, per event type first, then per category, then the default)::
+
+    security, admin, audit, authentication, token, ...    400 days
+    auth.flow.transition                                  90 days
+
+PCI DSS 10.5.1 wants 12 months kept with the last 3 immediately available: keep
+``default_days`` >= 365 and archive (``archive_dir``) what is purged. A block holds
+the events of one commit, whatever their category, so a block expires when its
+*longest-lived* event does; a stream's purgeable prefix is cut back to its last
+checkpoint. A legal hold stops every purge (:class:`LegalHoldActive`).
+
+A purge of one stream is one transaction: a grant row in ``audit_purge_grants``
+(the delete triggers refuse any delete that no grant covers), the stream's retained
+base in ``audit_retained_bases`` (Merkle frontier and last leaf at the checkpoint,
+so :func:`~kroonika.audit.verify.verify_store` resumes there), then the delete.
+Checkpoints are never deleted. On PostgreSQL, monthly partitions of
+``audit_blocks`` that the grants cover entirely are dropped instead of deleted row
+by row. Before the purge the range can be archived as gzip JSON lines with its
+checkpoints, verifiable on its own (:func:`verify_archive`).
+
+Errors::
+
+    AuditError
+    └── RetentionError
+        └── LegalHoldActive
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import delete, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from kroonika.audit._errors import AuditError
+from kroonika.audit._model import rfc3339_micro
+from kroonika.audit._sealer import ZERO_HASH
+from kroonika.audit.integrity import CompactRange, leaf_hash
+from kroonika.audit.signing import PublicKeys
+from kroonika.audit.store._schema import blocks, purge_grants, retained_bases
+from kroonika.audit.store._types import Checkpoint
+from kroonika.audit.store.sql import SqlAuditStore
+from kroonika.audit.verify import Finding, Report, RetainedBase, StreamReport, stored_bases
+
+log = logging.getLogger("kroonika.audit.retention")
+
+DAY = 86400
+
+DEFAULT_CATEGORY_DAYS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "security": 400,
+        "admin": 400,
+        "audit": 400,
+        "authentication": 400,
+        "token": 400,
+    }
+)
+DEFAULT_TYPE_DAYS: Final[Mapping[str, int]] = MappingProxyType({"auth.flow.transition": 90})
+
+
+class RetentionError(AuditError):
+    """The purge cannot run as asked."""
+
+
+class LegalHoldActive(RetentionError):
+    """A legal hold is in force: nothing may be purged."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    default_days: int = 400
+    categories: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_CATEGORY_DAYS))
+    types: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_TYPE_DAYS))
+    legal_hold: bool = False
+
+    def __post_init__(self) -> None:
+        for name, days in [
+            ("default", self.default_days),
+            *self.categories.items(),
+            *self.types.items(),
+        ]:
+            if days < 1:
+                raise ValueError(f"retention for {name} must be at least 1 day")
+
+    def days_for(self, category: str, event_type: str) -> int:
+        if event_type in self.types:
+            return self.types[event_type]
+        return self.categories.get(category, self.default_days)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    stream: str
+    first_seq: int
+    last_seq: int  # a checkpointed size
+    blocks: int
+    base: RetainedBase  # the new base at last_seq
+    checkpoint: Checkpoint
+    base_checkpoint: Checkpoint | None  # the checkpoint at the old base, if any
+    old_base: RetainedBase | None
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+@dataclass(slots=True)
+class PurgeResult:
+    stream: str
+    first_seq: int
+    last_seq: int
+    count: int
+    archive: Path | None = None
+    partitions_dropped: list[str] = field(default_factory=list)
+
+
+class RetentionJob:
+    """Plans and runs purges; ``on_purged`` records ``audit.retention`` (the service
+    passes a callback that emits through its trail)."""
+
+    def __init__(
+        self,
+        store: SqlAuditStore,
+        policy: RetentionPolicy,
+        *,
+        archive_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        max_blocks: int = 10_000,
+        on_purged: Callable[[PurgeResult], None] | None = None,
+    ) -> None:
+        if store.read_only:
+            raise RetentionError("retention needs a writable store")
+        self.store = store
+        self.policy = policy
+        self.archive_dir = archive_dir
+        self._clock = clock
+        self.max_blocks = max_blocks
+        self.on_purged = on_purged
+
+    # --- planning -----------------------------------------------------------------
+
+    def plan(self) -> list[PurgePlan]:
+        bases = stored_bases(self.store)
+        plans = []
+        for stream in sorted(self.store.streams()):
+            plan = self._plan_stream(stream, bases.get(stream))
+            if plan is not None:
+                plans.append(plan)
+        return plans
+
+    def _cutoffs(self) -> Callable[[str, str], str]:
+        now = self._clock()
+        cache: dict[int, str] = {}
+
+        def cutoff(category: str, event_type: str) -> str:
+            days = self.policy.days_for(category, event_type)
+            if days not in cache:
+                cache[days] = rfc3339_micro(int((now - days * DAY) * 1e9))
+            return cache[days]
+
+        return cutoff
+
+    def _plan_stream(self, stream: str, base: RetainedBase | None) -> PurgePlan | None:
+        start = base.size if base is not None else 0
+        cps = {cp.size: cp for cp in self.store.checkpoints(stream)}
+        cutoff = self._cutoffs()
+        found: tuple[int, RetainedBase, int] | None = None
+        for scanned, block in enumerate(self.store.blocks(stream, after_seq=start), 1):
+            if scanned > self.max_blocks:
+                break
+            records = block.records()
+            expired = True
+            for body in records:
+                doc = orjson.loads(body)
+                if doc["time"] >= cutoff(str(doc.get("category")), str(doc.get("type"))):
+                    expired = False
+                    break
+            if not expired:
+                break
+            if block.last_seq in cps and cps[block.last_seq].root == block.head.root:
+                new_base = RetainedBase(
+                    stream,
+                    block.last_seq,
+                    block.head.root,
+                    block.frontier,
+                    leaf_hash(records[-1]),
+                )
+                found = (block.last_seq, new_base, scanned)
+        if found is None:
+            return None
+        upto, new_base, n_blocks = found
+        return PurgePlan(
+            stream=stream,
+            first_seq=start + 1,
+            last_seq=upto,
+            blocks=n_blocks,
+            base=new_base,
+            checkpoint=cps[upto],
+            base_checkpoint=cps.get(start) if start else None,
+            old_base=base,
+        )
+
+    # --- running ------------------------------------------------------------------
+
+    def run(self, *, dry_run: bool = False) -> list[PurgeResult]:
+        if self.policy.legal_hold:
+            raise LegalHoldActive("a legal hold is in force: no audit data is purged")
+        results = []
+        for plan in self.plan():
+            if dry_run:
+                results.append(PurgeResult(plan.stream, plan.first_seq, plan.last_seq, plan.count))
+                continue
+            archive = self._archive(plan) if self.archive_dir is not None else None
+            dropped = self._purge(plan)
+            result = PurgeResult(
+                plan.stream, plan.first_seq, plan.last_seq, plan.count, archive, dropped
+            )
+            log.info("purged %s %d..%d", plan.stream, plan.first_seq, plan.last_seq)
+            if self.on_purged is not None:
+                self.on_purged(result)
+            results.append(result)
+        return results
+
+    def _purge(self, plan: PurgePlan) -> list[str]:
+        engine = self.store.engine
+        dialect = engine.dialect.name
+        ins: Any = (postgresql if dialect == "postgresql" else sqlite).insert
+        now = rfc3339_micro(int(self._clock() * 1e9))
+        grant = ins(purge_grants).values(stream=plan.stream, upto_seq=plan.last_seq)
+        grant = grant.on_conflict_do_update(
+            index_elements=[purge_grants.c.stream], set_={"upto_seq": grant.excluded.upto_seq}
+        )
+        base_values = {
+            "stream": plan.stream,
+            "size": plan.base.size,
+            "root": plan.base.root,
+            "frontier": plan.base.frontier,
+            "last_leaf": plan.base.last_leaf,
+            "purged": now,
+        }
+        base = ins(retained_bases).values(**base_values)
+        base = base.on_conflict_do_update(
+            index_elements=[retained_bases.c.stream],
+            set_={k: getattr(base.excluded, k) for k in base_values if k != "stream"},
+        )
+        dropped: list[str] = []
+        with engine.begin() as conn:
+            conn.execute(grant)
+            conn.execute(base)
+            if dialect == "postgresql":
+                dropped = _drop_covered_partitions(conn)
+            conn.execute(
+                delete(blocks).where(
+                    blocks.c.stream == plan.stream, blocks.c.last_seq <= plan.last_seq
+                )
+            )
+        return dropped
+
+    def _archive(self, plan: PurgePlan) -> Path:
+        directory = self.archive_dir
+        if directory is None:
+            raise RetentionError("no archive directory")
+        directory.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in plan.stream)
+        path = directory / f"{safe}-{plan.first_seq:012d}-{plan.last_seq:012d}.jsonl.gz"
+        header: dict[str, Any] = {
+            "kind": "kroonika.archive/1",
+            "stream": plan.stream,
+            "first_seq": plan.first_seq,
+            "last_seq": plan.last_seq,
+            "checkpoint": orjson.loads(plan.checkpoint.to_json()),
+            "base": None,
+        }
+        if plan.old_base is not None and plan.base_checkpoint is not None:
+            header["base"] = {
+                "size": plan.old_base.size,
+                "root": plan.old_base.root.hex(),
+                "frontier": plan.old_base.frontier.hex(),
+                "last_leaf": plan.old_base.last_leaf.hex(),
+                "checkpoint": orjson.loads(plan.base_checkpoint.to_json()),
+            }
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            gz.write(orjson.dumps(header, option=orjson.OPT_SORT_KEYS) + b"\n")
+            for block in self.store.blocks(plan.stream, after_seq=plan.first_seq - 1):
+                if block.first_seq > plan.last_seq:
+                    break
+                for i, body in enumerate(block.records()):
+                    if plan.first_seq <= block.first_seq + i <= plan.last_seq:
+                        gz.write(body + b"\n")
+            gz.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+        return path
+
+
+def _drop_covered_partitions(conn: Any) -> list[str]:
+    """Drop monthly partitions of ``audit_blocks`` whose every row is covered by a
+    purge grant (PostgreSQL only; a no-op if the table is not partitioned)."""
+    parts = (
+        conn.execute(
+            text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'audit_blocks' "
+                "ORDER BY c.relname"
+            )
+        )
+        .scalars()
+        .all()
+    )
+    dropped = []
+    for name in parts:
+        if not name.startswith("audit_blocks_p") or name == "audit_blocks_pdefault":
+            continue
+        quoted = f'"{name}"'
+        has_rows = conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {quoted})")).scalar()  # noqa: S608
+        uncovered = conn.execute(
+            text(
+                f"SELECT EXISTS (SELECT 1 FROM {quoted} b WHERE NOT EXISTS ("  # noqa: S608
+                "SELECT 1 FROM audit_purge_grants g WHERE g.stream = b.stream "
+                "AND b.last_seq <= g.upto_seq))"
+            )
+        ).scalar()
+        if has_rows and not uncovered:
+            conn.execute(text(f"ALTER TABLE audit_blocks DETACH PARTITION {quoted}"))
+            conn.execute(text(f"DROP TABLE {quoted}"))
+            dropped.append(name)
+    return dropped
+
+
+# --- archives -------------------------------------------------------------------------
+
+
+def verify_archive(path: Path, keys: PublicKeys) -> Report:
+    """Verify an archive segment on its own: chain, seqs, the Merkle root at its end
+    against its signed checkpoint, and its start against the signed base checkpoint."""
+    report = Report()
+    try:
+        with gzip.open(path, "rb") as fh:
+            lines = fh.read().splitlines()
+        header = orjson.loads(lines[0])
+        if header.get("kind") != "kroonika.archive/1":
+            raise ValueError("not a kroonika archive")
+        stream = str(header["stream"])
+        cp = Checkpoint.from_dict(header["checkpoint"])
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
+        report.findings.append(Finding(str(path), 0, "malformed", f"cannot read archive: {exc}"))
+        return report
+    rep = StreamReport(stream)
+    report.streams.append(rep)
+
+    def bad(seq: int, kind: Any, detail: str, **kw: str | None) -> None:
+        report.findings.append(Finding(stream, seq, kind, detail, **kw))
+
+    tree = CompactRange()
+    prev = ZERO_HASH
+    expected = 1
+    base = header.get("base")
+    if base is not None:
+        base_cp = Checkpoint.from_dict(base["checkpoint"])
+        tree = CompactRange.from_bytes(bytes.fromhex(base["frontier"]))
+        ok = (
+            base_cp.kid in keys
+            and keys.verify(base_cp.kid, base_cp.signature, base_cp.signed_bytes())
+            and base_cp.size == tree.size == int(base["size"])
+            and base_cp.root == tree.root()
+        )
+        if not ok:
+            bad(int(base["size"]), "bad_signature", "the archive's base is not vouched for")
+        prev = bytes.fromhex(base["last_leaf"])
+        expected = int(base["size"]) + 1
+        rep.base = expected - 1
+    for body in lines[1:]:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            bad(expected, "modified", "record is not valid JSON")
+            doc = {}
+        if doc.get("seq") != expected:
+            bad(
+                expected,
+                "deleted",
+                "sequence gap",
+                expected=str(expected),
+                actual=str(doc.get("seq")),
+            )
+        elif doc.get("integrity", {}).get("prev") != prev.hex():
+            bad(
+                expected,
+                "modified",
+                "chain broken",
+                expected=prev.hex(),
+                actual=str(doc.get("integrity")),
+            )
+        prev = leaf_hash(body)
+        tree.append(prev)
+        expected += 1
+        rep.records += 1
+    report.records = rep.records
+    if cp.kid not in keys:
+        bad(cp.size, "unknown_key", f"checkpoint signed by unknown key {cp.kid}")
+    elif not keys.verify(cp.kid, cp.signature, cp.signed_bytes()):
+        bad(cp.size, "bad_signature", "checkpoint signature does not verify")
+    if tree.size != cp.size:
+        bad(
+            tree.size,
+            "truncated",
+            "archive size differs from its checkpoint",
+            expected=str(cp.size),
+            actual=str(tree.size),
+        )
+    elif tree.root() != cp.root:
+        bad(
+            cp.size,
+            "modified",
+            "archive does not match its checkpoint",
+            expected=cp.root.hex(),
+            actual=tree.root().hex(),
+        )
+    rep.signed_size = cp.size
+    rep.checkpoints = 1
+    rep.root = tree.root().hex()
+    return report
+
+
+def retention_event_details(result: PurgeResult) -> dict[str, str | int]:
+    """The ``audit.retention`` details for one purge."""
+    details: dict[str, str | int] = {
+        "stream_purged": result.stream,
+        "first_seq": result.first_seq,
+        "last_seq": result.last_seq,
+        "count": result.count,
+    }
+    if result.archive is not None:
+        details["archive"] = result.archive.name
+    return details
+
+
+__all__ = [
+    "DEFAULT_CATEGORY_DAYS",
+    "DEFAULT_TYPE_DAYS",
+    "LegalHoldActive",
+    "PurgePlan",
+    "PurgeResult",
+    "RetentionError",
+    "RetentionJob",
+    "RetentionPolicy",
+    "retention_event_details",
+    "verify_archive",
+]

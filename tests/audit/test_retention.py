@@ -1,0 +1,149 @@
+"""Retention: purge whole checkpointed ranges, keep the frontier, verify afterwards."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "sinks"))
+
+from sink_kit import Kit, make_kit, write_events
+
+from kroonika.audit import Actor, ActorType, verify_store
+from kroonika.audit import events as ev
+from kroonika.audit.retention import (
+    LegalHoldActive,
+    PurgeResult,
+    RetentionJob,
+    RetentionPolicy,
+    verify_archive,
+)
+
+DAY = 86400.0
+
+
+def later(days: float) -> float:
+    return time.time() + days * DAY
+
+
+@pytest.fixture
+def kit(tmp_path: Path, store_url: str) -> Kit:
+    k = make_kit(store_url, tmp_path / "keys", checkpoint_every=5)
+    yield k  # type: ignore[misc]
+    k.store.close()
+
+
+def test_purge_removes_a_checkpointed_prefix_and_verify_still_passes(kit: Kit) -> None:
+    """After a purge the store verifies, starting at the retained checkpoint."""
+    write_events(kit, 12)  # checkpoints at 5 and 10; 11..12 after the last one
+    purged: list[PurgeResult] = []
+    job = RetentionJob(
+        kit.store, RetentionPolicy(), clock=lambda: later(401), on_purged=purged.append
+    )
+    (result,) = job.run()
+    assert (result.stream, result.first_seq, result.last_seq, result.count) == ("web-1", 1, 10, 10)
+    assert [b.first_seq for b in kit.store.blocks("web-1")] == [11, 12]
+    report = verify_store(kit.store, kit.keyring.public_keys())
+    assert report.intact, report.findings
+    assert report.streams[0].base == 10
+    assert report.streams[0].records == 2
+    assert purged == [result]
+    assert [cp.size for cp in kit.store.checkpoints("web-1")] == [5, 10]
+
+
+def test_nothing_younger_than_the_policy_is_purged(kit: Kit) -> None:
+    """Events within their retention stay; the plan is empty."""
+    write_events(kit, 10)
+    assert RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(399)).run() == []
+    assert sum(b.count for b in kit.store.blocks()) == 10
+
+
+def test_legal_hold_stops_every_purge(kit: Kit) -> None:
+    """With a legal hold nothing is deleted."""
+    write_events(kit, 10)
+    job = RetentionJob(kit.store, RetentionPolicy(legal_hold=True), clock=lambda: later(1000))
+    with pytest.raises(LegalHoldActive):
+        job.run()
+    assert sum(b.count for b in kit.store.blocks()) == 10
+
+
+def test_short_lived_types_go_first_but_a_block_waits_for_its_longest_lived_event(
+    kit: Kit,
+) -> None:
+    """Flow transitions (90 days) are purged at 91 days unless a login shares the range."""
+    actor = Actor(ActorType.ANONYMOUS)
+    for i in range(5):
+        kit.trail.emit_sync(
+            ev.auth_flow_transition(actor=actor, from_state="start", to_state=f"s{i}")
+        )
+    write_events(kit, 5)
+    job = RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(91))
+    (result,) = job.run()
+    assert (result.first_seq, result.last_seq) == (1, 5)
+    assert verify_store(kit.store, kit.keyring.public_keys()).intact
+
+
+def test_a_second_purge_continues_from_the_retained_base(kit: Kit) -> None:
+    """Purging twice keeps the chain verifiable from the newest base."""
+    write_events(kit, 5)
+    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
+    write_events(kit, 5, start=5)
+    (second,) = RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
+    assert (second.first_seq, second.last_seq) == (6, 10)
+    report = verify_store(kit.store, kit.keyring.public_keys())
+    assert report.intact, report.findings
+    assert report.streams[0].base == 10
+
+
+def test_deleting_a_prefix_without_a_vouched_base_is_found(kit: Kit) -> None:
+    """A forged base whose root no signed checkpoint has is reported as deleted."""
+    from kroonika.audit.verify import RetainedBase
+
+    write_events(kit, 10)
+    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
+    real = verify_store(kit.store, kit.keyring.public_keys())
+    assert real.intact
+    forged = {"web-1": RetainedBase("web-1", 10, b"\x01" * 32, b"", b"\x00" * 32)}
+    report = verify_store(kit.store, kit.keyring.public_keys(), bases=forged)
+    assert not report.intact
+    assert report.findings[0].kind == "deleted"
+
+
+def test_archive_of_the_purged_range_verifies_on_its_own(kit: Kit, tmp_path: Path) -> None:
+    """The gzip JSONL archive verifies against its checkpoint; a changed byte fails."""
+    write_events(kit, 5)
+    RetentionJob(
+        kit.store, RetentionPolicy(), archive_dir=tmp_path / "a", clock=lambda: later(401)
+    ).run()
+    write_events(kit, 5, start=5)
+    (second,) = RetentionJob(
+        kit.store, RetentionPolicy(), archive_dir=tmp_path / "a", clock=lambda: later(401)
+    ).run()
+    keys = kit.keyring.public_keys()
+    assert second.archive is not None
+    report = verify_archive(second.archive, keys)
+    assert report.intact, report.findings
+    assert (report.records, report.streams[0].base) == (5, 5)
+    with gzip.open(second.archive) as fh:
+        lines = fh.read().splitlines()
+    lines[2] = lines[2].replace(b"req-6", b"req-X")
+    tampered = tmp_path / "tampered.jsonl.gz"
+    tampered.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    assert not verify_archive(tampered, keys).intact
+
+
+def test_deletes_without_a_grant_are_still_refused(kit: Kit) -> None:
+    """The purge's grant covers only its range: a later delete is refused."""
+    from sqlalchemy import delete
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kroonika.audit.store._schema import blocks
+
+    write_events(kit, 12)
+    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
+    with pytest.raises(SQLAlchemyError), kit.store.engine.begin() as conn:
+        conn.execute(delete(blocks).where(blocks.c.last_seq == 12))
