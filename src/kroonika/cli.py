@@ -501,6 +501,11 @@ def checkpoint_export(
     typer.echo(f"wrote {len(docs)} checkpoints to {output}")
 
 
+from kroonika.cli_audit_ops import register_ops  # noqa: E402  (its commands use the helpers above)
+
+register_ops(audit_app)
+
+
 def main() -> None:
     try:
         app()

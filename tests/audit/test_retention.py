@@ -147,3 +147,34 @@ def test_deletes_without_a_grant_are_still_refused(kit: Kit) -> None:
     RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
     with pytest.raises(SQLAlchemyError), kit.store.engine.begin() as conn:
         conn.execute(delete(blocks).where(blocks.c.last_seq == 12))
+
+
+def test_cli_archive_verify_exits_0_for_an_intact_archive(
+    kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kroonika audit archive verify`` exits 0 intact, 1 damaged, 2 missing file."""
+    from typer.testing import CliRunner
+
+    from kroonika.cli import app
+
+    write_events(kit, 5)
+    (result,) = RetentionJob(
+        kit.store, RetentionPolicy(), archive_dir=tmp_path / "a", clock=lambda: later(401)
+    ).run()
+    assert result.archive is not None
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_bytes(kit.keyring.public_keys().to_json())
+    monkeypatch.setenv("KROONIKA_VAR_DIR", str(tmp_path / "var"))
+    runner = CliRunner()
+    ok = runner.invoke(
+        app, ["audit", "archive", "verify", str(result.archive), "--keys", str(keys_file)]
+    )
+    assert ok.exit_code == 0, ok.output
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(
+        gzip.compress(gzip.decompress(result.archive.read_bytes()).replace(b"req-1", b"req-9"))
+    )
+    damaged = runner.invoke(app, ["audit", "archive", "verify", str(bad), "--keys", str(keys_file)])
+    assert damaged.exit_code == 1
+    missing = runner.invoke(app, ["audit", "archive", "verify", str(tmp_path / "nope.gz")])
+    assert missing.exit_code == 2
