@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     security_stuffing_window_s: int = Field(600, ge=10)
     security_unusual_hour_min_logins: int = Field(10, ge=1)
     security_unusual_hour_min_days: int = Field(14, ge=1)
+    # CORS: origins (scheme://host[:port]) allowed to call the service from a browser;
+    # any other cross-origin preflight or credentialed request is refused and audited.
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    cors_max_age_s: int = Field(600, ge=0, le=86400)
 
     # --- tokens: signing keys, TTL policy, lists, audit summary (issue 4)
     token_issuer: str | None = None
