@@ -2,8 +2,12 @@
 batch, and selects its work by condition (expired, lapsed), so a run that is interrupted
 leaves nothing half done and the next run simply continues.
 
-- ``login_flows``: delete login-flow states expired longer than the flow retention (they are
-  kept that long to recognise replayed callbacks).
+- ``login_flows``: first conclude every flow that expired without its browser ever coming
+  back (not consumed, status still ``started`` or ``redirected``): the flow is claimed by a
+  conditional update (status -> ``failed``) and gets its ``auth.flow.transition`` to
+  ``failed`` and its one ``auth.login`` (failure, reason ``flow_abandoned``), so every login
+  attempt ends with exactly one ``auth.login``. Then delete concluded flows expired longer
+  than the flow retention (they are kept that long to recognise replayed callbacks).
 - ``sessions``: end sessions past their idle or absolute expiry; each ending emits
   ``session.terminate`` (reason ``idle`` or ``expired``) and revokes the session's tokens.
 - ``token_metadata``: mark overdue tokens expired (``token.expire``), then delete the metadata
@@ -19,9 +23,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 
-from kroonika.audit import Actor, ActorType, AuditTrail, Correlation, Target
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditTrail,
+    AuditUnavailable,
+    Correlation,
+    Outcome,
+    Target,
+)
 from kroonika.audit import events as ev
 from kroonika.db.sessions import login_flow
 from kroonika.db.tokens import access_list, tokens
@@ -71,22 +84,121 @@ def _delete(engine: Engine, table: Any, column: Any, ids: list[Any], extra: Any 
         return int(conn.execute(delete(table).where(cond)).rowcount)
 
 
+OPEN_FLOW_STATES = ("started", "redirected")
+"""Stored statuses of a flow whose browser has not come back: the callback sets ``failed``
+or ``session_created`` (and consumes the flow) when it concludes an attempt."""
+
+ABANDONED = "flow_abandoned"
+
+
+def _claim_abandoned(engine: Engine, rows: list[Any], now: int) -> list[Any]:
+    """Mark each open, unconsumed, expired flow failed; the rows this call claimed (a
+    callback or another run that got there first keeps its own)."""
+    claimed = []
+    with engine.begin() as conn:
+        for row in rows:
+            result = conn.execute(
+                update(login_flow)
+                .where(
+                    login_flow.c.flow_id == row.flow_id,
+                    login_flow.c.status == row.status,
+                    login_flow.c.consumed_at.is_(None),
+                    login_flow.c.expires_at < now,
+                )
+                .values(status="failed")
+            )
+            if result.rowcount == 1:
+                claimed.append(row)
+    return claimed
+
+
+def _unclaim(engine: Engine, rows: list[Any]) -> None:
+    """Undo a claim whose events the trail refused (the next run tries again)."""
+    with engine.begin() as conn:
+        for row in rows:
+            conn.execute(
+                update(login_flow)
+                .where(login_flow.c.flow_id == row.flow_id, login_flow.c.status == "failed")
+                .values(status=row.status)
+            )
+
+
+def abandoned_events(row: Any, request_id: str | None) -> list[AuditEvent]:
+    """The transition to ``failed`` and the single ``auth.login`` of an abandoned flow."""
+    corr = Correlation(request_id=request_id, flow_id=row.flow_id)
+    target = Target("login_flow", row.flow_id)
+    return [
+        ev.auth_flow_transition(
+            actor=Actor(ActorType.ANONYMOUS),
+            target=target,
+            correlation=corr,
+            from_state=row.status,
+            to_state="failed",
+        ),
+        ev.auth_login(
+            outcome=Outcome.FAILURE,
+            reason=ABANDONED,
+            actor=Actor(ActorType.ANONYMOUS),
+            target=target,
+            correlation=corr,
+            acr_requested=row.acr_requested,
+            idp="tara",
+        ),
+    ]
+
+
+async def _abandon_flows(deps: JobDeps, ctx: JobContext) -> None:
+    while True:
+        now = ctx.now()
+        query = (
+            select(login_flow.c.flow_id, login_flow.c.status, login_flow.c.acr_requested)
+            .where(
+                login_flow.c.expires_at < now,
+                login_flow.c.consumed_at.is_(None),
+                login_flow.c.status.in_(OPEN_FLOW_STATES),
+            )
+            .order_by(login_flow.c.expires_at)
+            .limit(ctx.batch_size)
+        )
+        rows = await asyncio.to_thread(_rows, deps.engine, query)
+        if not rows:
+            return
+        claimed = await asyncio.to_thread(_claim_abandoned, deps.engine, rows, now)
+        if claimed:
+            try:
+                await deps.trail.emit_many(
+                    [e for row in claimed for e in abandoned_events(row, ctx.request_id)]
+                )
+            except AuditUnavailable:
+                await asyncio.to_thread(_unclaim, deps.engine, claimed)
+                raise
+            ctx.counts["login_flows_abandoned"] += len(claimed)
+        await ctx.batch_done()
+
+
+def _rows(engine: Engine, query: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(query).all())
+
+
 async def login_flows(deps: JobDeps, ctx: JobContext) -> None:
+    await _abandon_flows(deps, ctx)
     while True:
         before = ctx.now() - deps.flow_retention_s
+        # only concluded flows: an open one is first concluded by _abandon_flows
+        concluded = (login_flow.c.expires_at < before) & (
+            login_flow.c.status.not_in(OPEN_FLOW_STATES) | login_flow.c.consumed_at.is_not(None)
+        )
         ids = await asyncio.to_thread(
             _ids,
             deps.engine,
-            select(login_flow.c.flow_id)
-            .where(login_flow.c.expires_at < before)
-            .limit(ctx.batch_size),
+            select(login_flow.c.flow_id).where(concluded).limit(ctx.batch_size),
         )
         if not ids:
             return
         n = await asyncio.to_thread(
-            _delete, deps.engine, login_flow, login_flow.c.flow_id, ids,
-            login_flow.c.expires_at < before,
-        )  # fmt: skip
+            _delete, deps.engine, login_flow, login_flow.c.flow_id, ids, concluded
+        )
         ctx.counts["login_flows_deleted"] += n
         await ctx.batch_done()
 
