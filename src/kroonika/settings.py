@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo"}
@@ -22,6 +22,53 @@ _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "placeholder", "xxx", "t
 
 class SettingsError(Exception):
     """Configuration that cannot work; the message says which setting and why."""
+
+
+class AuditSinkSettings(BaseModel):
+    """One log shipping destination (``KROONIKA_AUDIT_SINKS`` is a JSON list of these, or
+    ``[[audit_sinks]]`` tables in the config file). Checked when the app is built; the
+    secret (HEC token, Elastic API key, webhook signing key) comes from ``secret`` or,
+    better, ``secret_file`` and is never logged. Unknown keys are refused by the builder
+    (naming the key, never echoing its value)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal[
+        "syslog_tcp",
+        "syslog_tls",
+        "syslog_udp",
+        "splunk_hec",
+        "elastic_bulk",
+        "webhook",
+        "nats",
+        "jsonl",
+    ]
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    url: str | None = None
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_hostname: str | None = None
+    body: Literal["json", "cef"] = "json"
+    app_name: str = "kroonika"
+    hostname: str | None = None
+    max_size: int = Field(2048, ge=480, le=65507)
+    index: str | None = None
+    source: str = "kroonika"
+    sourcetype: str = "kroonika:audit"
+    subject_prefix: str = "kroonika.audit"
+    directory: Path | None = None
+    basename: str = "audit"
+    max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    max_age_s: float = Field(86400.0, gt=0)
+    keep: int = Field(30, ge=1)
+    fsync: bool = True
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    tls_verify: bool = True
 
 
 class Settings(BaseSettings):
@@ -136,6 +183,22 @@ class Settings(BaseSettings):
     jobs_flow_retention_s: int = Field(3600, ge=0)
     jobs_cron: dict[str, str] = Field(default_factory=dict)
     jobs_disabled: list[str] = Field(default_factory=list)
+
+    # --- log shipping, metrics and retention (issue 7)
+    audit_sinks: list[AuditSinkSettings] = Field(default_factory=list)
+    audit_sink_batch_size: int = Field(500, ge=1, le=100_000)
+    audit_sink_poll_s: float = Field(0.5, gt=0, le=60)
+    audit_sink_retry_max_s: float = Field(30.0, gt=0, le=3600)
+    audit_jsonl_max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    audit_jsonl_max_age_s: float = Field(86400.0, gt=0)
+    audit_jsonl_keep: int = Field(30, ge=1)
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
+    audit_retention_default_days: int = Field(400, ge=1)
+    audit_retention_days: dict[str, int] = Field(default_factory=dict)  # category or type
+    audit_legal_hold: bool = False
+    audit_archive_dir: Path | None = None
+    audit_partitions_ahead: int = Field(3, ge=1, le=36)
 
     @field_validator("pseudonym_kid")
     @classmethod
