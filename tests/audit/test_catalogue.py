@@ -124,3 +124,26 @@ def test_estonian_letters_and_emoji_pass_unchanged() -> None:
     text = "JÕEORG O’CONNEŽ-ŠUSLIK 🙂"
     event = Validate(strict=True, counters=Counters())(events.auth_login(method=text))
     assert event.details["method"] == text
+
+
+def test_personal_data_outside_the_catalogue_is_refused() -> None:
+    """A token event may not carry a person's name; a login event may."""
+    from kroonika.audit import EventRejected, PersonalData
+
+    with pytest.raises(EventRejected, match="given_name"):
+        Validate(strict=True, counters=Counters())(
+            events.token_issue(personal=PersonalData(given_name="MARI-LIIS"))
+        )
+    counters = Counters()
+    event = Validate(strict=False, counters=counters)(
+        events.token_issue(personal=PersonalData(given_name="MARI-LIIS", ip="192.0.2.1"))
+    )
+    assert event.personal is not None
+    assert event.personal.given_name is None
+    assert event.personal.ip == "192.0.2.1"
+    assert counters.get("validate.dropped_personal") == 1
+    login = Validate(strict=True, counters=Counters())(
+        events.auth_login(personal=PersonalData(given_name="MARI-LIIS"))
+    )
+    assert login.personal is not None
+    assert login.personal.given_name == "MARI-LIIS"

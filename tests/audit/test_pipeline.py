@@ -189,7 +189,7 @@ def test_fast_canonical_matches_rfc8785_reference_on_events(
         source=Source(ip=ip, user_agent=ua, port=443),
         target=None if target is None else Target("token", target),
         correlation=Correlation(request_id=request_id),
-        personal=PersonalData(given_name=given_name),
+        personal=PersonalData(personal_code=given_name),
         jti=method, audience=amr, issued_at=n,
     )  # fmt: skip
     event.id, event.time = "0192f3c1-7d2e-7abc-8def-0123456789ab", "2026-11-27T00:00:00.000000Z"

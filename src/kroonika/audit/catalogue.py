@@ -2,7 +2,7 @@
 
 For each type it says the category and default severity, the ``details`` fields it
 may carry (deny by default: anything undeclared is rejected in strict mode and
-dropped-and-counted otherwise), which of those are personal data (they go into the
+dropped-and-counted otherwise), which personal data it may carry (it goes into the
 encrypted ``pii`` block, never in clear), the OCSF class and activity it maps to and
 the PCI DSS v4.0 requirement 10.2.1.x clause it serves.
 
@@ -13,7 +13,7 @@ type rather than stretch one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -26,7 +26,6 @@ FieldKind = Literal["str", "int", "bool", "str_list", "int_list"]
 class FieldSpec:
     kind: FieldKind = "str"
     max_len: int = 256
-    personal: bool = False
     doc: str = ""
 
 
@@ -42,6 +41,10 @@ class EventSpec:
     details: Mapping[str, FieldSpec] = field(default_factory=dict)
     # Security, admin and audit events can never be filtered out.
     filterable: bool = True
+    # Which personal data (PersonalData fields) the type may carry; they are
+    # stored only encrypted in ``pii``. Anything else is refused like an
+    # undeclared detail (data minimisation, GDPR art. 5(1)(c)).
+    personal: frozenset[str] = frozenset()
 
 
 S = FieldSpec()
@@ -534,31 +537,21 @@ def _specs() -> dict[str, EventSpec]:
     ]
     out: dict[str, EventSpec] = {}
     for spec in specs:
-        if spec.category in _NEVER_FILTERED and spec.filterable:
-            spec = EventSpec(
-                spec.type,
-                spec.category,
-                spec.severity,
-                spec.description,
-                spec.ocsf_class,
-                spec.ocsf_activity,
-                spec.pci,
-                spec.details,
-                filterable=False,
-            )
-        out[spec.type] = EventSpec(
-            spec.type,
-            spec.category,
-            spec.severity,
-            spec.description,
-            spec.ocsf_class,
-            spec.ocsf_activity,
-            spec.pci,
-            MappingProxyType(dict(spec.details)),
-            spec.filterable,
+        out[spec.type] = replace(
+            spec,
+            details=MappingProxyType(dict(spec.details)),
+            filterable=spec.filterable and spec.category not in _NEVER_FILTERED,
+            personal=_IDENTITY_PERSONAL if spec.type in _IDENTITY_TYPES else _BASIC_PERSONAL,
         )
     return out
 
+
+# Every type may carry the subject's personal code (from Actor.subject) and the full
+# client IP; only the events of a login and its session may carry what TARA said
+# about the person.
+_BASIC_PERSONAL: Final = frozenset({"personal_code", "ip"})
+_IDENTITY_PERSONAL: Final = _BASIC_PERSONAL | {"given_name", "family_name", "email", "phone"}
+_IDENTITY_TYPES: Final = frozenset({"auth.login", "session.create"})
 
 _NEVER_FILTERED: Final = frozenset(
     {Category.SECURITY, Category.ADMIN, Category.AUDIT, Category.CONFIG, Category.ALERT}

@@ -84,9 +84,17 @@ class Validate:
                     setattr(corr, name, neutralise(v, _SHORT))
         personal = event.personal
         if personal is not None:
+            allowed = spec.personal
             for name in _PERSONAL_FIELDS:
                 v = getattr(personal, name)
-                if v is not None and not (v.isprintable() and len(v) <= 256):
+                if v is None:
+                    continue
+                if name not in allowed:
+                    if self._strict:
+                        raise EventRejected(f"{event.type} may not carry personal data {name}")
+                    self._counters.add("validate.dropped_personal")
+                    setattr(personal, name, None)
+                elif not (v.isprintable() and len(v) <= 256):
                     setattr(personal, name, neutralise(v, 256))
         return event
 
