@@ -8,10 +8,30 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from kroonika.settings import Settings
 from kroonika.web import TrustedProxies, create_app
 from kroonika.web._context import request_id_from, trace_id_from
+
+
+def _tara(request: httpx.Request) -> httpx.Response:
+    """A stand-in TARA for the start-up check: discovery and a key set with one RSA key."""
+    issuer = "http://127.0.0.1:8001"
+    if request.url.path == "/.well-known/openid-configuration":
+        return httpx.Response(
+            200,
+            json={
+                "issuer": issuer,
+                "authorization_endpoint": issuer + "/oidc/authorize",
+                "token_endpoint": issuer + "/oidc/token",
+                "jwks_uri": issuer + "/oidc/jwks",
+            },
+        )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    jwk = RSAAlgorithm.to_jwk(key, as_dict=True) | {"kid": "k1", "use": "sig", "alg": "RS256"}
+    return httpx.Response(200, json={"keys": [jwk]})
 
 
 @pytest_asyncio.fixture
@@ -20,7 +40,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         var_dir=tmp_path / "var", audit_strict=True, cookie_secure=False, max_body_bytes=2048
     )
-    app = create_app(settings)
+    app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_tara)))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
@@ -87,10 +107,15 @@ async def test_not_found_has_no_stack_trace(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.asyncio
 async def test_ready_reports_database_and_audit(client: httpx.AsyncClient) -> None:
-    """/ready is 200 with the database, audit store and writer all ok."""
+    """/ready is 200 with the database, audit store, writer and TARA's discovery all ok."""
     r = await client.get("/ready")
     assert r.status_code == 200
-    assert r.json()["checks"] == {"database": "ok", "audit_store": "ok", "audit_writer": "ok"}
+    assert r.json()["checks"] == {
+        "database": "ok",
+        "audit_store": "ok",
+        "audit_writer": "ok",
+        "tara": "ok",
+    }
 
 
 @pytest.mark.asyncio

@@ -191,6 +191,16 @@ class TaraClient:
         self._discovery = disc
         return disc
 
+    async def check(self) -> Discovery:
+        """Fetch and check the discovery document and the key set now (start-up and
+        readiness): :class:`DiscoveryError` for a document that does not fit the
+        configuration (issuer differs, endpoints or signing keys missing),
+        :class:`IdpUnavailable` when TARA cannot be reached."""
+        disc = await self.discovery()
+        if not await self.jwks.keys():
+            raise DiscoveryError(f"the key set at {disc.jwks_uri} has no RS256 signing key")
+        return disc
+
     async def _fetch_jwks(self) -> Any:
         disc = await self.discovery()
         return await self._get_json(disc.jwks_uri)

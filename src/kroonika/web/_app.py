@@ -22,7 +22,7 @@ from kroonika.ratelimit import build_limiter, install_rate_limiting
 from kroonika.security.service import build_enrichment, build_monitor
 from kroonika.sessions import Clock, FlowStore, SessionManager, SessionPolicy, SessionStore
 from kroonika.settings import Settings, SettingsError
-from kroonika.tara import TaraClient, TaraClientConfig
+from kroonika.tara import DiscoveryError, TaraClient, TaraClientConfig, TaraError
 from kroonika.web import _auth, _pages
 from kroonika.web._context import TrustedProxies, current_request
 from kroonika.web._middleware import RequestContextMiddleware
@@ -60,6 +60,48 @@ def _tara_config(settings: Settings) -> TaraClientConfig:
         )
     except ValueError as exc:
         raise SettingsError(f"TARA settings: {exc}") from None
+
+
+async def check_tara(app: FastAPI) -> str:
+    """Check TARA's discovery document and key set; keep and return the verdict (``ok``,
+    ``misconfigured``: the document does not fit the configuration, e.g. another issuer;
+    ``unreachable``). The reason goes to the operational log, never a secret."""
+    services: Services = app.state.services
+    detail: str | None
+    try:
+        await services.tara.check()
+    except DiscoveryError as exc:
+        verdict, detail = "misconfigured", str(exc)
+    except TaraError as exc:
+        verdict, detail = "unreachable", str(exc)
+    else:
+        verdict, detail = "ok", None
+    app.state.tara_status = verdict
+    app.state.tara_detail = detail
+    return verdict
+
+
+async def _startup_tara(app: FastAPI, settings: Settings) -> None:
+    """Production refuses to start with TARA misconfigured or unreachable; development
+    starts anyway (the mock may come up later) and ``/ready`` reports not ready."""
+    verdict = await check_tara(app)
+    if verdict == "ok":
+        return
+    detail = app.state.tara_detail
+    if settings.production:
+        log.critical(
+            "TARA at %s is %s: %s; refusing to start in production",
+            settings.tara_issuer,
+            verdict,
+            detail,
+        )
+        raise SettingsError(f"TARA at {settings.tara_issuer} is {verdict}: {detail}")
+    log.warning(
+        "TARA at %s is %s: %s; /ready reports not ready until it answers",
+        settings.tara_issuer,
+        verdict,
+        detail,
+    )
 
 
 def create_app(
@@ -129,6 +171,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await _startup_tara(app, settings)
+        except SettingsError:
+            if services.owns_http:
+                await services.http.aclose()
+            audit.store.close()
+            engine.dispose()
+            raise
         await audit.trail.start()
         await monitor.start()
         await app.state.admin_start()
@@ -154,6 +204,8 @@ def create_app(
     )
     app.state.services = services
     app.state.settings = settings
+    app.state.tara_status = "unchecked"
+    app.state.tara_detail = None
     app.state.security_monitor = monitor
     app.state.threat_intel = enrichment.threat
     install_rate_limiting(app, limiter)  # inside the request context (client IP, request id)
@@ -182,8 +234,10 @@ def _health_router() -> APIRouter:
 
     @router.get("/ready", response_model=None)
     async def ready(request: Request) -> JSONResponse:
-        """Readiness: the business database and the audit store are reachable and the audit
-        writer runs."""
+        """Readiness: the business database and the audit store are reachable, the audit
+        writer runs, and TARA's discovery document and keys fit the configuration (checked
+        at start-up; until that succeeded it is checked again here). TARA's later outages
+        do not make the service unready: logins then fail with ``idp_unavailable``."""
         import asyncio
 
         services: Services = request.app.state.services
@@ -204,9 +258,15 @@ def _health_router() -> APIRouter:
                 log.warning("readiness: %s down: %s", name, type(exc).__name__)
                 checks[name] = "down"
         checks["audit_writer"] = "ok" if services.audit.trail._task is not None else "down"
+        tara = request.app.state.tara_status
+        checks["tara"] = tara if tara == "ok" else await check_tara(request.app)
         ok = all(v == "ok" for v in checks.values())
+        body: dict[str, object] = {"status": "ok" if ok else "unavailable", "checks": checks}
+        if checks["tara"] != "ok":
+            body["tara_issuer"] = services.settings.tara_issuer
+            body["tara_detail"] = request.app.state.tara_detail
         return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "checks": checks},
+            body,
             status_code=200 if ok else 503,
         )
 

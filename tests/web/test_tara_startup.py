@@ -1,0 +1,196 @@
+"""TARA misconfiguration is found at start-up: production refuses to start (unreachable
+issuer, discovery for another issuer), development starts and ``/ready`` says why not."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from kroonika.audit import KeyRing
+from kroonika.settings import Settings, SettingsError
+from kroonika.tara.mock import MockConfig, RegisteredClient
+from kroonika.tara.mock import create_app as create_mock
+from kroonika.web import create_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from login_harness import free_socket, mock_keys, serve
+
+SECRET = "startup-test-secret-0123456789"
+
+
+@contextmanager
+def tara_mock(issuer: str | None = None) -> Iterator[str]:
+    """The TARA mock on a free loopback port; ``issuer`` is what its discovery claims."""
+    sock = free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    mock = create_mock(
+        MockConfig(
+            issuer=issuer or url,
+            clients=(
+                RegisteredClient(
+                    client_id="kroonika-startup",
+                    secret=SecretStr(SECRET),
+                    redirect_uris=("https://kroonika.example/auth/callback",),
+                    allowed_scopes=frozenset(["openid"]),
+                ),
+            ),
+            keys=mock_keys(),
+        )
+    )
+    with serve(mock, sock, lifespan="off") as served:
+        yield served
+
+
+class ToLoopback(httpx.AsyncBaseTransport):
+    """Sends requests for ``https://<host>`` over real HTTP to the mock on loopback (the
+    production check insists on https; the mock speaks plain HTTP)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = httpx.URL(target)
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(
+            scheme=self.target.scheme, host=self.target.host, port=self.target.port
+        )
+        request.headers["host"] = f"{self.target.host}:{self.target.port}"
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _key() -> SecretStr:
+    return SecretStr(base64.b64encode(os.urandom(32)).decode())
+
+
+def production(tmp_path: Path, issuer: str) -> Settings:
+    keys = tmp_path / "audit-keys"
+    KeyRing.open(keys, create=True)
+    return Settings(
+        env="production",
+        var_dir=tmp_path / "var",
+        audit_keys_dir=keys,
+        master_key=_key(),
+        pseudonym_key=_key(),
+        session_key=_key(),
+        tara_issuer=issuer,
+        tara_client_id="kroonika-startup",
+        tara_client_secret=SecretStr(SECRET),
+        public_url="https://kroonika.example",
+        jobs_enabled=False,
+    )
+
+
+async def _start(app: Any) -> None:
+    async with app.router.lifespan_context(app):
+        pass
+
+
+@pytest.mark.asyncio
+async def test_production_refuses_an_unreachable_issuer(tmp_path: Path) -> None:
+    """Nothing listens on the issuer's port: start-up fails naming the issuer and why."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    issuer = f"https://127.0.0.1:{port}"
+    app = create_app(production(tmp_path, issuer))
+    with pytest.raises(SettingsError, match=r"TARA at https://127\.0\.0\.1:\d+ is unreachable"):
+        await _start(app)
+
+
+@pytest.mark.asyncio
+async def test_production_refuses_discovery_for_another_issuer(tmp_path: Path) -> None:
+    """The discovery document names another issuer: start-up fails as misconfigured."""
+    with tara_mock(issuer="https://tara.other.example") as mock:
+        http = httpx.AsyncClient(transport=ToLoopback(mock), trust_env=False)
+        app = create_app(production(tmp_path, "https://tara.example"), http_client=http)
+        with pytest.raises(SettingsError, match=r"misconfigured.*differs from the configured"):
+            await _start(app)
+        await http.aclose()
+
+
+@pytest.mark.asyncio
+async def test_production_starts_when_discovery_fits(tmp_path: Path) -> None:
+    """The same set-up with the matching issuer starts and is ready (the control case)."""
+    with tara_mock(issuer="https://tara.example") as mock:
+        http = httpx.AsyncClient(transport=ToLoopback(mock), trust_env=False)
+        app = create_app(production(tmp_path, "https://tara.example"), http_client=http)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="https://kroonika.example"
+            ) as client,
+        ):
+            r = await client.get("/ready")
+        await http.aclose()
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"]["tara"] == "ok"
+
+
+def _development(tmp_path: Path, issuer: str) -> Settings:
+    return Settings(
+        var_dir=tmp_path / "var",
+        tara_issuer=issuer,
+        tara_client_id="kroonika-startup",
+        tara_client_secret=SecretStr(SECRET),
+        cookie_secure=False,
+        jobs_enabled=False,
+    )
+
+
+def test_development_starts_and_reports_another_issuer_not_ready(tmp_path: Path) -> None:
+    """Over real HTTP: the service starts, /ready is 503 with tara misconfigured and the
+    reason, /health is fine, and a login does not start."""
+    with tara_mock() as mock:
+        wrong = mock.replace("127.0.0.1", "localhost")  # same server, another issuer name
+        app = create_app(_development(tmp_path, wrong))
+        with serve(app, free_socket()) as service:
+            ready = httpx.get(service + "/ready", timeout=20)
+            health = httpx.get(service + "/health", timeout=20)
+            login = httpx.get(service + "/auth/login", timeout=20)
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["checks"]["tara"] == "misconfigured"
+    assert body["checks"]["database"] == "ok"
+    assert "differs from the configured issuer" in body["tara_detail"]
+    assert health.status_code == 200
+    assert login.status_code == 503
+
+
+def test_development_becomes_ready_when_tara_comes_up(tmp_path: Path) -> None:
+    """Started before the mock: /ready says unreachable, then ok once the mock answers."""
+    mock_sock = free_socket()
+    mock_url = f"http://127.0.0.1:{mock_sock.getsockname()[1]}"
+    app = create_app(_development(tmp_path, mock_url))
+    with serve(app, free_socket()) as service:
+        before = httpx.get(service + "/ready", timeout=20)
+        mock = create_mock(
+            MockConfig(
+                issuer=mock_url,
+                clients=(
+                    RegisteredClient(
+                        client_id="kroonika-startup",
+                        secret=SecretStr(SECRET),
+                        redirect_uris=(service + "/auth/callback",),
+                        allowed_scopes=frozenset(["openid"]),
+                    ),
+                ),
+                keys=mock_keys(),
+            )
+        )
+        with serve(mock, mock_sock, lifespan="off"):
+            after = httpx.get(service + "/ready", timeout=20)
+    assert before.status_code == 503
+    assert before.json()["checks"]["tara"] == "unreachable"
+    assert after.status_code == 200
+    assert after.json()["checks"]["tara"] == "ok"
