@@ -50,7 +50,9 @@ def free_socket() -> socket.socket:
 def serve(app: Any, sock: socket.socket, *, lifespan: str = "on") -> Iterator[str]:
     """Serve ``app`` on ``sock`` in a thread (no access log: URLs can carry codes)."""
     server = uvicorn.Server(
-        uvicorn.Config(app, lifespan=lifespan, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, lifespan=lifespan, log_level="warning", access_log=False, proxy_headers=False
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -61,8 +61,10 @@ class RequestContextMiddleware:
         info = RequestInfo(
             request_id=request_id_from(headers.get("x-request-id")) or new_request_id(),
             trace_id=trace_id_from(headers.get("traceparent")) or new_trace_id(),
+            # every X-Forwarded-For line, in order (RFC 9110 5.3: a proxy may append a
+            # line of its own after the client's instead of extending the client's line)
             client_ip=self.proxies.client_ip(
-                peer[0] if peer else None, headers.get("x-forwarded-for")
+                peer[0] if peer else None, ",".join(headers.getlist("x-forwarded-for")) or None
             ),
             user_agent=(headers.get("user-agent") or "")[:512] or None,
         )
