@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from hashlib import sha256 as _sha256
 from typing import Any, Literal
 
 import orjson
@@ -188,26 +189,36 @@ class _StreamVerifier:
         seqs = [_seq_of(body) for body in bodies]
         block_seqs = set(seqs)
         stream_bytes = self.stream_bytes
-        tree = self.tree
+        append = self.tree.append
         want = self.want_roots
+        find = bytes.find
+        expected = self.expected
+        prev_hex = self.prev_hex
         for seq, body in zip(seqs, bodies, strict=True):
-            if seq < 0:
-                self.add(self.expected, "modified", "record has no readable seq")
-                self.expected += 1
-            elif seq == self.expected and body.find(stream_bytes) >= 0:
-                i = body.find(_PREV)
-                if i < 0 or body[i + 21 : i + 85] != self.prev_hex:
-                    self._chain_break(seq, body[i + 21 : i + 85] if i >= 0 else b"")
-                self.expected = seq + 1
-                self.seen_max = max(self.seen_max, seq)
+            if seq == expected and find(body, stream_bytes) >= 0:
+                i = find(body, _PREV) + 21
+                if i < 21 or body[i : i + 64] != prev_hex:
+                    self.prev_hex = prev_hex
+                    self._chain_break(seq, body[i : i + 64] if i >= 21 else b"")
+                expected = seq + 1
             else:
-                self._record(seq, body, block_seqs)
-            leaf = leaf_hash(body)
-            tree.append(leaf)
-            self.prev = leaf
-            self.prev_hex = leaf.hex().encode()
-            if want and tree.size in want:
-                self.roots_at[tree.size] = tree.root()
+                self.expected = expected
+                self.seen_max = max(self.seen_max, expected - 1)
+                if seq < 0:
+                    self.add(expected, "modified", "record has no readable seq")
+                    self.expected += 1
+                else:
+                    self._record(seq, body, block_seqs)
+                expected = self.expected
+            leaf = _sha256(b"\x00" + body).digest()
+            append(leaf)
+            prev_hex = leaf.hex().encode()
+            if want and self.tree.size in want:
+                self.roots_at[self.tree.size] = self.tree.root()
+        self.expected = expected
+        self.seen_max = max(self.seen_max, expected - 1)
+        self.prev_hex = prev_hex
+        self.prev = bytes.fromhex(prev_hex.decode())
         rep.records += len(bodies)
         record_findings = len(self.findings) > before
         if not record_findings:  # else the columns differ because of what was reported
@@ -220,7 +231,7 @@ class _StreamVerifier:
             "modified",
             f"record {seq - 1} no longer hashes to what record {seq} chained to",
             expected=found.decode(errors="replace"),
-            actual=self.prev.hex(),
+            actual=self.prev_hex.decode(),
         )
 
     def _record(self, seq: int, body: bytes, block_seqs: set[int]) -> None:

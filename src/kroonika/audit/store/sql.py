@@ -141,6 +141,10 @@ class SqlAuditStore:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+            if self.dialect == "postgresql":
+                from kroonika.audit.store.partitions import ensure_partitions
+
+                ensure_partitions(self.engine)  # this month and the next ones
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"audit store migration failed: {_brief(exc)}") from exc
 
@@ -241,9 +245,10 @@ class SqlAuditStore:
         after_seq: int = 0,
         from_time: str | None = None,
         to_time: str | None = None,
-        batch: int = 256,
+        batch: int = 16,
     ) -> Iterator[Block]:
-        """Blocks in storage order (by row id), streamed in batches of ``batch`` rows."""
+        """Blocks in storage order (by row id), streamed in batches of ``batch`` rows
+        (a block holds up to a few thousand records, so a batch stays a few MB)."""
         last_id = 0
         while True:
             query = select(*_BLOCK_COLUMNS).where(blocks.c.id > last_id)
