@@ -15,6 +15,7 @@ def test_exported_names() -> None:
         "IntegrityError",
         "LeafSource",
         "ProofError",
+        "aligned_subtrees",
         "canonical",
         "consistency_proof",
         "inclusion_proof",

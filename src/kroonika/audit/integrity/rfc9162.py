@@ -138,6 +138,22 @@ class CompactRange:
         hashes.append(node)
         self._size += 1
 
+    def append_subtree(self, root: bytes, height: int) -> None:
+        """Add a perfect subtree of ``2**height`` leaves given by its root. The current
+        size must be a multiple of ``2**height`` (the subtree is aligned), as the
+        pieces from :func:`aligned_subtrees` are."""
+        width = 1 << height
+        if height < 0 or self._size % width:
+            raise ValueError(f"a subtree of height {height} cannot start at {self._size}")
+        hashes = self._hashes
+        node = root
+        n = self._size >> height
+        while n & 1:
+            node = sha256(_NODE_PREFIX + hashes.pop() + node).digest()
+            n >>= 1
+        hashes.append(node)
+        self._size += width
+
     def root(self) -> bytes:
         """Return the Merkle Tree Hash of leaves ``[0, size)`` (:data:`EMPTY_ROOT` if empty)."""
         hashes = self._hashes
@@ -187,6 +203,34 @@ class CompactRange:
 
     def __repr__(self) -> str:
         return f"CompactRange(size={self._size}, root={self.root().hex()})"
+
+
+def aligned_subtrees(start: int, leaves: Sequence[bytes]) -> list[tuple[bytes, int]]:
+    """Split the leaves ``[start, start + len(leaves))`` into the aligned perfect
+    subtrees a :class:`CompactRange` of size ``start`` can take with
+    :meth:`CompactRange.append_subtree`, left to right, as ``(root, height)``.
+
+    This lets independent workers hash disjoint ranges of one tree in parallel; the
+    result is the same tree as appending the leaves one by one.
+    """
+    out: list[tuple[bytes, int]] = []
+    pos, end, i = start, start + len(leaves), 0
+    while pos < end:
+        width = pos & -pos if pos else 1 << (end - pos).bit_length()
+        while pos + width > end:
+            width >>= 1
+        level = list(leaves[i : i + width])
+        height = 0
+        while len(level) > 1:
+            level = [
+                sha256(_NODE_PREFIX + level[j] + level[j + 1]).digest()
+                for j in range(0, len(level), 2)
+            ]
+            height += 1
+        out.append((level[0], height))
+        pos += width
+        i += width
+    return out
 
 
 def inclusion_proof(index: int, size: int, leaf_at: LeafSource) -> list[bytes]:
