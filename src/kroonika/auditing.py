@@ -3,6 +3,8 @@ itself knows nothing about Kroonika's configuration)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kroonika.audit import (
@@ -34,6 +36,7 @@ def build_audit(
     *,
     stream: str | None = None,
     enrichers: tuple[Enricher, ...] = (),
+    clock: Callable[[], int] | None = None,
 ) -> AuditComponents:
     """Open (and migrate) the configured store and build the writer for one stream.
     Refuses to build with missing keys in production (checked here, not on first use)."""
@@ -64,5 +67,6 @@ def build_audit(
         checkpoint_every=settings.audit_checkpoint_every,
         checkpoint_interval=settings.audit_checkpoint_interval,
         subject_keys=subject_keys,
+        clock=clock or time.time_ns,
     )
     return AuditComponents(trail, store, keyring, fingerprinter, subject_keys, counters)

@@ -121,7 +121,7 @@ def test_mutation_without_justification_is_refused_and_audited(stack: AdminStack
         assert r.json()["error"] == "justification_required"
         rid = r.headers["x-request-id"]
         (violation,) = stack.events(types=("security.policy_violation",), correlation=rid)
-        assert violation["details"]["policy"] == "admin.justification"
+        assert violation["details"]["policy"] == "admin_justification_missing"
         (req,) = stack.events(types=("admin.request",), correlation=rid)
         assert req["outcome"] == "failure"
         assert req["details"]["status"] == 400

@@ -35,6 +35,7 @@ from kroonika.audit import (
     Target,
 )
 from kroonika.audit import events as ev
+from kroonika.security import Policy, emit_policy_violation
 
 if TYPE_CHECKING:
     from kroonika.web._context import RequestInfo
@@ -235,6 +236,12 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
         principal = await authenticate(request, admin)
         call.principal = principal
         if not set(principal.roles) & set(roles):
+            await _violation(
+                request,
+                principal,
+                Policy.ROLE_EXCEEDED,
+                f"{request.method} {_template(request)} needing one of {','.join(sorted(roles))}",
+            )
             raise Forbidden(f"needs one of the roles {sorted(roles)}")
         changes = request.method in MUTATING if mutating is None else mutating
         if changes:
@@ -243,6 +250,12 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
                 if principal.session_secret is None or not admin.services.csrf_ok(
                     principal.session_secret, token
                 ):
+                    await _violation(
+                        request,
+                        principal,
+                        Policy.CSRF_FAILED,
+                        f"{request.method} {_template(request)} without a valid CSRF token",
+                    )
                     raise Forbidden("X-CSRF-Token missing or wrong", code="csrf_failed")
             settings = admin.services.settings
             raw = await justification_of(request)
@@ -253,18 +266,12 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
                     pattern=admin.config.get("admin.ticket_pattern"),
                 )
             except JustificationMissing as exc:
-                await admin.services.audit.trail.emit(
-                    ev.security_policy_violation(
-                        outcome=Outcome.FAILURE,
-                        reason=exc.code,
-                        actor=principal.actor(),
-                        source=source_of(request),
-                        target=Target("admin_route", _template(request)),
-                        correlation=correlation_of(request),
-                        policy="admin.justification",
-                        attempted=f"{request.method} {_template(request)}",
-                        decision="refused",
-                    )
+                await _violation(
+                    request,
+                    principal,
+                    Policy.JUSTIFICATION_MISSING,
+                    f"{request.method} {_template(request)} without a justification",
+                    reason=exc.code,
                 )
                 raise
         else:
@@ -274,6 +281,27 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
 
     dependency.__name__ = "require_" + "_".join(roles)
     return Depends(dependency)
+
+
+async def _violation(
+    request: Request,
+    principal: Principal,
+    policy: Policy,
+    attempted: str,
+    *,
+    reason: str | None = None,
+) -> None:
+    """The ``security.policy_violation`` of a refused admin call (who, from where, what)."""
+    await emit_policy_violation(
+        admin_services(request).services.audit.trail,
+        policy,
+        attempted=attempted,
+        actor=principal.actor(),
+        source=source_of(request),
+        target=Target("admin_route", _template(request)),
+        correlation=correlation_of(request),
+        reason=reason,
+    )
 
 
 def _template(request: Request) -> str:

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -144,8 +144,11 @@ class RateLimiter:
         person: str | None = None,
         request_id: str | None = None,
         user_agent: str | None = None,
+        kinds: Collection[KeyKind] | None = None,
     ) -> Decision:
-        """Count one request of ``group`` against every applicable limit."""
+        """Count one request of ``group`` against every applicable limit (only those of
+        ``kinds`` if given: a route that knows the client or person counts those, the
+        middleware has already counted the IP)."""
         policy = self._policy
         self.counts["checked"] += 1
         if not policy.enabled:
@@ -156,6 +159,8 @@ class RateLimiter:
         values = {KeyKind.IP: ip, KeyKind.CLIENT: client, KeyKind.PERSON: person}
         try:
             for kind, item in policy.rules_for(group):
+                if kinds is not None and kind not in kinds:
+                    continue
                 value = values[kind]
                 if value is None:
                     continue
@@ -165,12 +170,32 @@ class RateLimiter:
                 if blocked is not None:
                     retry, level = blocked
                     return await self._deny(
-                        key, kind, group, item, retry, level, ip, client, request_id, user_agent
+                        key,
+                        kind,
+                        group,
+                        item,
+                        retry,
+                        level,
+                        ip,
+                        client,
+                        request_id,
+                        user_agent,
+                        person=person if kind is KeyKind.PERSON else None,
                     )
                 if not await self._strategy.hit(item, PREFIX, key):
                     retry, level = await self._penalise(key, item)
                     return await self._deny(
-                        key, kind, group, item, retry, level, ip, client, request_id, user_agent
+                        key,
+                        kind,
+                        group,
+                        item,
+                        retry,
+                        level,
+                        ip,
+                        client,
+                        request_id,
+                        user_agent,
+                        person=person if kind is KeyKind.PERSON else None,
                     )
         except StorageError as exc:
             await self._storage_failed(exc)
@@ -217,13 +242,19 @@ class RateLimiter:
         client: str | None,
         request_id: str | None,
         user_agent: str | None,
+        *,
+        person: str | None = None,
     ) -> Decision:
         self.counts["limited"] += 1
         name = f"{group.value}:{kind.value}"
+        if person is not None:  # a pseudonym: the limiter never sees a personal code
+            actor = Actor(ActorType.USER, pseudonym=person, client_id=client)
+        else:
+            actor = Actor(ActorType.CLIENT if client else ActorType.ANONYMOUS, client_id=client)
         event = events.security_rate_limit(
             outcome=Outcome.FAILURE,
             reason="rate_limited",
-            actor=Actor(ActorType.CLIENT if client else ActorType.ANONYMOUS, client_id=client),
+            actor=actor,
             source=Source(ip=ip, user_agent=user_agent) if ip else None,
             correlation=Correlation(request_id=request_id) if request_id else None,
             limit=name,

@@ -47,6 +47,9 @@ class CodeExchangeFailed(TaraError):
 
 class LoginRejected(TaraError):
     reason = "id_token.invalid"
+    subject: str | None = None
+    """Set by the policy checks (``acr``, ``amr``) that run after the token was found
+    authentic and meant for this flow: whose login was refused (audited by pseudonym)."""
 
 
 class IdTokenInvalid(LoginRejected):

@@ -169,18 +169,24 @@ def verify_id_token(
     ):
         raise IdTokenInvalid("state_mismatch", "the state claim differs from this flow")
 
+    # From here the token is authentic and for this flow: a refusal names the person.
+    sub = claims.get("sub") if isinstance(claims.get("sub"), str) else None
     acr = claims.get("acr", "substantial")
     if acr not in ACR_ORDER:
         raise IdTokenInvalid("acr_invalid", "acr is not low, substantial or high", actual=acr)
     if acr_rank(acr) < acr_rank(expect.acr_minimum):
-        raise AcrTooLow(f"acr {acr} is below {expect.acr_minimum}")
+        too_low = AcrTooLow(f"acr {acr} is below {expect.acr_minimum}")
+        too_low.subject = sub
+        raise too_low
     amr = claims.get("amr")
     if not isinstance(amr, list) or not amr or not all(isinstance(a, str) for a in amr):
         raise IdTokenInvalid("missing_claim", "amr is missing")
     folded = tuple(a.casefold() for a in amr)
     allowed = {m.casefold() for m in expect.methods}
     if not all(a in allowed for a in folded):
-        raise AmrNotAllowed(f"amr {folded} not among the methods asked for")
+        refused = AmrNotAllowed(f"amr {folded} not among the methods asked for")
+        refused.subject = sub
+        raise refused
 
     subject = _str_claim(claims, "sub")
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -25,6 +25,7 @@ from kroonika.settings import Settings, SettingsError
 from kroonika.tara import DiscoveryError, TaraClient, TaraClientConfig, TaraError
 from kroonika.web import _auth, _pages
 from kroonika.web._context import TrustedProxies, current_request
+from kroonika.web._cors import CorsMiddleware, allowed_origins
 from kroonika.web._middleware import RequestContextMiddleware
 from kroonika.web._services import CookieConfig, Services
 from kroonika.web.routes_tokens import install_tokens
@@ -109,9 +110,11 @@ def create_app(
     *,
     clock: Clock | None = None,
     http_client: httpx.AsyncClient | None = None,
+    audit_clock: Callable[[], int] | None = None,
 ) -> FastAPI:
     """Build the service. Configuration is checked here (not on the first request); the
-    audit trail starts and stops with the app's lifespan."""
+    audit trail starts and stops with the app's lifespan. ``audit_clock`` (ns since the
+    epoch) stamps the events: tests that need a time of day inject it."""
     import time
 
     clock = clock or time.time
@@ -127,13 +130,14 @@ def create_app(
             max_per_person=settings.session_max_per_person,
         )
         proxies = TrustedProxies(settings.trusted_proxies)
+        cors_origins = allowed_origins(settings.cors_allowed_origins)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     tara_config = _tara_config(settings)
     csrf_key = settings.secret_bytes("session_key")
 
     enrichment = build_enrichment(settings)
-    audit = build_audit(settings, enrichers=enrichment.enrichers)
+    audit = build_audit(settings, enrichers=enrichment.enrichers, clock=audit_clock)
     engine = make_engine(settings.resolved_database_url())
     if settings.db_auto_upgrade:
         upgrade(engine)
@@ -208,6 +212,13 @@ def create_app(
     app.state.tara_detail = None
     app.state.security_monitor = monitor
     app.state.threat_intel = enrichment.threat
+    app.add_middleware(
+        CorsMiddleware,
+        allowed=sorted(cors_origins),
+        emit=audit.trail.emit,
+        public_url=settings.public_url,
+        max_age_s=settings.cors_max_age_s,
+    )
     install_rate_limiting(app, limiter)  # inside the request context (client IP, request id)
     app.add_middleware(
         RequestContextMiddleware,

@@ -23,8 +23,19 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from kroonika.audit import Actor, ActorType, AuditEvent, Correlation, Outcome, Source, Target
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    Correlation,
+    Outcome,
+    Source,
+    Target,
+    ThreatMatch,
+)
 from kroonika.audit import events as ev
+from kroonika.audit.enrich import FeedAction, ThreatIntel
+from kroonika.ratelimit import KeyKind, RateLimiter, RouteGroup
 from kroonika.sessions import (
     EndReason,
     FlowStatus,
@@ -35,6 +46,8 @@ from kroonika.sessions import (
     SessionRecord,
 )
 from kroonika.tara import ACR_ORDER, METHODS, Acr, TaraError, VerifiedIdToken, acr_rank, digest
+from kroonika.tokens import AccessLists, ListSubject
+from kroonika.web._policy import REASON_POLICIES, violation
 from kroonika.web._services import Services, ServicesDep, request_context
 
 log = logging.getLogger("kroonika.web.auth")
@@ -106,14 +119,25 @@ async def login(
         wanted = ACR_ORDER[acr_rank(acr)]
     configured = _configured_methods(services)
     methods = tuple(dict.fromkeys(m.lower() for m in (method or ())))
+    ctx = request_context(request)
+    refused = _Attempt(services, ctx, flow_id=str(uuid.uuid4()))
     if any(m not in configured for m in methods):
+        asked = ",".join(m[:16] for m in methods if m not in configured)
+        await _refuse_start(request, refused, "method_not_allowed", f"login with method {asked}")
         return _error(400, "invalid_request", request, detail=f"method is one of {configured}")
     locale = next((loc for loc in (ui_locales or "").split() if loc in _LOCALES), _LOCALES[0])
     target = safe_return_to(return_to, settings.login_return_to_allowed)
     if target is None:
+        shown = (return_to or "")[:200].encode("unicode_escape").decode("ascii")
+        await _refuse_start(request, refused, "invalid_return_to", f"login with return_to {shown}")
         return _error(400, "invalid_return_to", request)
+    denied = await _source_denied(request, services, ctx.ip)
+    if denied is not None:
+        await _refuse_start(
+            request, refused, denied.reason, f"login start from {denied.what}", threat=denied.threat
+        )
+        return _error(403, "access_denied", request, reason=denied.reason)
 
-    ctx = request_context(request)
     now = int(services.clock())
     binding = secrets.token_urlsafe(32)
     state = state_for(binding)
@@ -166,11 +190,93 @@ async def login(
 
 
 class _Failed(Exception):
-    def __init__(self, reason: str, status: int = 400, **details: Any) -> None:
+    def __init__(
+        self,
+        reason: str,
+        status: int = 400,
+        *,
+        attempted: str | None = None,
+        threat: list[ThreatMatch] | None = None,
+        headers: dict[str, str] | None = None,
+        **details: Any,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.attempted = attempted
+        self.threat = threat
+        self.headers = headers
         self.details = details
+
+
+@dataclass(frozen=True, slots=True)
+class _Denied:
+    reason: str  # threat_intel_deny | denylisted_ip | denylisted_subject
+    what: str  # for the violation's ``attempted``
+    threat: list[ThreatMatch] | None = None
+
+
+async def _source_denied(
+    request: Request, services: Services, ip: str | None, subject: str | None = None
+) -> _Denied | None:
+    """Threat intelligence (feeds whose action is ``deny_login``), then the denylist
+    (IP, and the person once known). Allowlists govern tokens, not logins."""
+    intel: ThreatIntel | None = getattr(request.app.state, "threat_intel", None)
+    if intel is not None and ip is not None:
+        matches = await asyncio.to_thread(intel.denies, ip, FeedAction.DENY_LOGIN)
+        if matches:
+            feeds = ",".join(sorted({m.feed for m in matches}))
+            return _Denied(
+                "threat_intel_deny",
+                f"an address listed by {feeds}",
+                [m.threat_match() for m in matches],
+            )
+    tokens = getattr(request.app.state, "tokens", None)
+    lists: AccessLists | None = getattr(tokens, "lists", None)
+    if lists is None or (ip is None and subject is None):
+        return None
+    decision = await asyncio.to_thread(lists.check, ListSubject(subject=subject, ip=ip))
+    if decision.reason in ("denylisted_ip", "denylisted_subject"):
+        who = (
+            "a denylisted address" if decision.reason == "denylisted_ip" else "a denylisted person"
+        )
+        return _Denied(decision.reason, who)
+    return None
+
+
+def _violations(
+    request: Request,
+    attempt: _Attempt,
+    reason: str,
+    attempted: str,
+    threat: list[ThreatMatch] | None = None,
+) -> tuple[AuditEvent, ...]:
+    policy = REASON_POLICIES.get(reason)
+    if policy is None:
+        return ()
+    return (
+        violation(
+            request,
+            policy,
+            attempted=attempted,
+            actor=attempt._actor(),
+            target=Target("login_flow", attempt.flow_id),
+            flow_id=attempt.flow_id,
+            threat=threat,
+        ),
+    )
+
+
+async def _refuse_start(
+    request: Request,
+    attempt: _Attempt,
+    reason: str,
+    attempted: str,
+    threat: list[ThreatMatch] | None = None,
+) -> None:
+    """A login refused before it started: one failed attempt and its violation."""
+    log.info("login refused at start: %s flow_id=%s", reason, attempt.flow_id)
+    await attempt.fail(reason, extra=_violations(request, attempt, reason, attempted, threat))
 
 
 @dataclass
@@ -183,6 +289,7 @@ class _Attempt:
     flow: LoginFlow | None = None
     state: str = FlowStatus.NONE
     identity: VerifiedIdToken | None = None
+    subject: str | None = None  # of an authentic ID token refused by policy (acr, amr)
     method: str | None = None
     acr: str | None = None
     finished: bool = False
@@ -202,6 +309,8 @@ class _Attempt:
     def _actor(self) -> Actor:
         if self.identity is not None:
             return Actor(ActorType.USER, subject=self.identity.subject)
+        if self.subject is not None:
+            return Actor(ActorType.USER, subject=self.subject)
         return Actor(ActorType.ANONYMOUS)
 
     def transition(self, to: str) -> AuditEvent:
@@ -240,9 +349,17 @@ class _Attempt:
             **details,
         )
 
-    async def fail(self, reason: str, **details: Any) -> None:
+    async def fail(
+        self, reason: str, *, extra: tuple[AuditEvent, ...] = (), **details: Any
+    ) -> None:
+        """The failed transition, the attempt's one ``auth.login`` and any ``extra``
+        (the policy violation) in one batch."""
         await self.services.audit.trail.emit_many(
-            [self.transition(FlowStatus.FAILED), self._login(Outcome.FAILURE, reason, **details)]
+            [
+                self.transition(FlowStatus.FAILED),
+                self._login(Outcome.FAILURE, reason, **details),
+                *extra,
+            ]
         )
 
     async def succeed(self, session_ref: str) -> None:
@@ -268,13 +385,22 @@ async def callback(request: Request, services: ServicesDep) -> Response:
     except _Failed as failed:
         consumed = attempt.flow is not None and attempt.flow.consumed_at is not None
         log.info("login failed: %s flow_id=%s", failed.reason, attempt.flow_id)
-        await attempt.fail(failed.reason, **failed.details)
+        extra = _violations(
+            request,
+            attempt,
+            failed.reason,
+            failed.attempted or f"login callback refused: {failed.reason}",
+            failed.threat,
+        )
+        await attempt.fail(failed.reason, extra=extra, **failed.details)
         if attempt.flow is not None and failed.reason not in (
             Lookup.REPLAYED.value,
             "state_not_bound",
         ):
             await asyncio.to_thread(services.flows.set_status, attempt.flow_id, FlowStatus.FAILED)
         response = _error(failed.status, "login_failed", request, reason=failed.reason)
+        if failed.headers:
+            response.headers.update(failed.headers)
         if failed.reason not in ("state_not_bound", "state_unknown", "state_missing"):
             consumed = True
         if consumed:
@@ -310,12 +436,15 @@ async def _complete(
     attempt.state = flow.status
     await attempt.step(FlowStatus.CALLBACK_RECEIVED)
     if lookup is not Lookup.OK:
-        raise _Failed(lookup.value)
+        raise _Failed(
+            lookup.value,
+            attempted="login callback with a used state" if lookup is Lookup.REPLAYED else None,
+        )
     binding = request.cookies.get(services.cookies.flow_name)
     if not binding or not hmac.compare_digest(state_for(binding), state):
         raise _Failed("state_not_bound")
     if not await asyncio.to_thread(services.flows.consume, flow.flow_id, now):
-        raise _Failed(Lookup.REPLAYED.value)
+        raise _Failed(Lookup.REPLAYED.value, attempted="login callback with a used state")
     attempt.flow = flow = replace(flow, consumed_at=now)
 
     error = params.get("error")
@@ -327,12 +456,21 @@ async def _complete(
     code_value = params.get("code")
     if not code_value or len(code_value) > 2048:
         raise _Failed("code_missing")
+    denied = await _source_denied(request, services, attempt.ctx.ip)
+    if denied is not None:
+        raise _Failed(
+            denied.reason, 403, attempted=f"login from {denied.what}", threat=denied.threat
+        )
+    code_ref = services.audit.fingerprinter.fingerprint("authorization_code", code_value)
+    if services.used_codes.seen(code_ref, now):
+        raise _Failed("code_reused", attempted="login callback with an already used code")
 
     try:
         tokens = await services.tara.exchange_code(code_value)
     except TaraError as exc:
         log.warning("code exchange failed: %s (%s) flow_id=%s", exc.reason, exc, flow.flow_id)
         raise _Failed(exc.reason, status=502 if exc.reason == "idp_unavailable" else 400) from None
+    services.used_codes.add(code_ref, now)
     await attempt.step(FlowStatus.CODE_EXCHANGED)
 
     methods = flow.methods or _configured_methods(services)
@@ -346,11 +484,33 @@ async def _complete(
         )
     except TaraError as exc:
         log.warning("ID token rejected: %s flow_id=%s", exc.reason, flow.flow_id)
-        raise _Failed(exc.reason, status=502 if exc.reason == "idp_unavailable" else 400) from None
+        attempt.subject = getattr(exc, "subject", None)
+        attempted = {
+            "acr_too_low": f"login below the level of assurance {flow.acr_requested}",
+            "amr_not_allowed": f"login with a method outside {','.join(methods)}",
+        }.get(exc.reason)
+        raise _Failed(
+            exc.reason, status=502 if exc.reason == "idp_unavailable" else 400, attempted=attempted
+        ) from None
     attempt.identity = verified
     attempt.method = verified.method
     attempt.acr = verified.acr
     await attempt.step(FlowStatus.ID_TOKEN_VERIFIED)
+    denied = await _source_denied(request, services, attempt.ctx.ip, verified.subject)
+    if denied is not None:
+        raise _Failed(denied.reason, 403, attempted=f"login of {denied.what}")
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        decision = await limiter.check(
+            RouteGroup.LOGIN_START,
+            ip=attempt.ctx.ip,
+            person=services.audit.fingerprinter.pseudonym(verified.subject),
+            request_id=attempt.ctx.request_id,
+            user_agent=attempt.ctx.user_agent,
+            kinds=(KeyKind.PERSON,),
+        )
+        if not decision.allowed:
+            raise _Failed("rate_limited", 429, headers={"Retry-After": str(decision.retry_after)})
 
     new = await services.sessions.create(
         SessionIdentity(
@@ -436,6 +596,21 @@ async def _csrf_token_from(request: Request) -> str | None:
     return None
 
 
+async def csrf_violation(request: Request, services: Services, record: SessionRecord) -> None:
+    """The session's CSRF token was missing or wrong on a state-changing call."""
+    ref = services.sessions.session_ref(record)
+    await services.audit.trail.emit(
+        violation(
+            request,
+            REASON_POLICIES["csrf_failed"],
+            attempted=f"{request.method} {request.url.path[:200]} without a valid CSRF token",
+            actor=Actor(ActorType.USER, subject=record.subject),
+            target=Target("session", ref),
+            session_ref=ref,
+        )
+    )
+
+
 def _session_view(services: Services, cur: Current) -> dict[str, Any]:
     r = cur.record
     return {
@@ -464,6 +639,7 @@ async def _authorised(
         return None, _unauthenticated(request, services)
     if not services.csrf_ok(cur.secret, await _csrf_token_from(request)):
         log.warning("CSRF check failed request_id=%s", cur.ctx.request_id)
+        await csrf_violation(request, services, cur.record)
         return None, _error(403, "csrf_failed", request)
     return cur, None
 

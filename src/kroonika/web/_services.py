@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
@@ -55,6 +56,29 @@ class CookieConfig:
     domain: str | None
 
 
+class UsedCodes:
+    """Keyed fingerprints of the authorization codes this instance has exchanged, kept
+    for ``ttl_s`` (bounded), so a code presented again is refused before it reaches
+    TARA. Per instance; TARA itself refuses a second exchange of a code everywhere."""
+
+    def __init__(self, ttl_s: float = 3600.0, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, ref: str, now: float) -> None:
+        self._seen[ref] = now + self.ttl_s
+        self._seen.move_to_end(ref)
+        while len(self._seen) > self.max_entries or (
+            self._seen and next(iter(self._seen.values())) <= now
+        ):
+            self._seen.popitem(last=False)
+
+    def seen(self, ref: str, now: float) -> bool:
+        expiry = self._seen.get(ref)
+        return expiry is not None and expiry > now
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -71,6 +95,7 @@ class Services:
     owns_http: bool = True
     post_login: list[PostLoginHook] = field(default_factory=list)
     on_sessions_ended: list[LogoutHook] = field(default_factory=list)
+    used_codes: UsedCodes = field(default_factory=UsedCodes)
 
     def csrf_token(self, session_secret: str) -> str:
         """A CSRF token bound to the session (derived; the cookie itself stays HttpOnly)."""

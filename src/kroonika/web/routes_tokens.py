@@ -16,6 +16,8 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, events
+from kroonika.audit.enrich import FeedAction, ThreatIntel
+from kroonika.ratelimit import KeyKind, RateLimiter, RouteGroup
 from kroonika.sessions import SessionRecord
 from kroonika.tara import VerifiedIdToken
 from kroonika.tokens import (
@@ -30,6 +32,7 @@ from kroonika.tokens import (
     rfc7662,
 )
 from kroonika.tokens.rfc6749 import WireResponse, credentials, error_response
+from kroonika.web._policy import PolicyEmitter
 from kroonika.web._services import Services, request_context
 from kroonika.web.routes_wellknown import router as wellknown_router
 
@@ -46,6 +49,10 @@ def install_tokens(app: FastAPI, services: Services) -> TokenComponents:
         fingerprinter=services.audit.fingerprinter,
         create=not services.settings.db_auto_upgrade,
     )
+    # Refusals that are policy violations (revoked or expired token, denylisted
+    # subject or address, reserved claims, failed client authentication) get their
+    # security.policy_violation in the same batch, whichever route refused.
+    comps.service.trail = PolicyEmitter(comps.service.trail)
     app.state.tokens = comps
     services.post_login.append(_mint_after_login)
     services.on_sessions_ended.append(_revoke_ended_sessions)
@@ -130,6 +137,71 @@ def _summary(results: list[dict[str, Any]], ok: set[str]) -> dict[str, int]:
     return {"requested": len(results), "succeeded": good, "failed": len(results) - good}
 
 
+async def _limit(
+    request: Request,
+    group: RouteGroup,
+    *,
+    client: str | None = None,
+    subject: str | None = None,
+) -> None:
+    """Per-client and per-person limits, once the caller is known (the middleware has
+    counted the address); over the limit raises ``RateLimited`` (429, Retry-After)."""
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    services: Services = request.app.state.services
+    ctx = _ctx(request)
+    await limiter.hit(
+        group,
+        ip=ctx.ip,
+        client=client,
+        person=services.audit.fingerprinter.pseudonym(subject) if subject else None,
+        request_id=ctx.request_id,
+        user_agent=ctx.user_agent,
+        kinds=(KeyKind.CLIENT, KeyKind.PERSON),
+    )
+
+
+async def _threat_refused(request: Request, actor: Actor, token_type: str) -> bool:
+    """True (and audited: token.issue refused plus its policy violation) when a threat
+    feed whose action is ``deny_token`` lists the caller's address."""
+    intel: ThreatIntel | None = getattr(request.app.state, "threat_intel", None)
+    ctx = _ctx(request)
+    if intel is None or ctx.ip is None:
+        return False
+    matches = await asyncio.to_thread(intel.denies, ctx.ip, FeedAction.DENY_TOKEN)
+    if not matches:
+        return False
+    await _comps(request).service.trail.emit(
+        events.token_issue(
+            outcome=Outcome.FAILURE,
+            reason="threat_intel_deny",
+            actor=actor,
+            source=ctx.source(),
+            correlation=ctx.correlation(),
+            threat=[m.threat_match() for m in matches],
+            token_type=token_type,
+            **_client_detail(actor),
+        )
+    )
+    return True
+
+
+def _client_detail(actor: Actor) -> dict[str, Any]:
+    return {"client": actor.client_id} if actor.client_id else {}
+
+
+def _threat_denied() -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": "access_denied",
+            "error_description": "token minting is refused for this source address",
+        },
+        status_code=403,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 # --- minting -------------------------------------------------------------------------------
 
 
@@ -140,6 +212,16 @@ async def mint(request: Request) -> Response:
     try:
         client = await _client(request, events.token_issue())
         req = _mint_request(await _json(request))
+        await _limit(
+            request,
+            RouteGroup.TOKEN_MINT,
+            client=client.client_id,
+            subject=req.subject if isinstance(req.subject, str) else None,
+        )
+        if await _threat_refused(
+            request, Actor(ActorType.CLIENT, client_id=client.client_id), "custom"
+        ):
+            return _threat_denied()
         issued = await comps.service.issue(client, req, _ctx(request))
     except TokenError as exc:
         return _error(exc)
@@ -163,6 +245,7 @@ async def validate(request: Request) -> Response:
     comps = _comps(request)
     try:
         client = await _client(request, events.token_validate())
+        await _limit(request, RouteGroup.VALIDATE, client=client.client_id)
         body = await _json(request)
         token, audience = body.get("token"), body.get("audience")
         if not isinstance(token, str) or (audience is not None and not isinstance(audience, str)):
@@ -353,11 +436,16 @@ async def bulk_issue(request: Request) -> Response:
     comps = _comps(request)
     try:
         client = await _client(request, events.token_issue())
+        await _limit(request, RouteGroup.TOKEN_MINT, client=client.client_id)
         body = await _json(request)
         items = body.get("items")
         if not isinstance(items, list):
             raise TokenError("items must be a list")
         comps.service._batch(len(items))  # refuse before parsing a huge batch
+        if await _threat_refused(
+            request, Actor(ActorType.CLIENT, client_id=client.client_id), "custom"
+        ):
+            return _threat_denied()
         results = await comps.service.bulk_issue(
             client, [_mint_request(i) for i in items], ctx=_ctx(request)
         )
@@ -376,6 +464,8 @@ async def _mint_after_login(
     """Post-login hook: the session's access token, bound to the session (``sid``)."""
     comps = _comps(request)
     settings = comps.settings
+    if await _threat_refused(request, Actor(ActorType.USER, subject=identity.subject), "session"):
+        return  # the login stands (its feed denies tokens, not logins); no access token
     issued = await comps.service.issue_session_token(
         session_ref=session.ref,
         subject=identity.subject,
@@ -415,7 +505,7 @@ async def _revoke_ended_sessions(
 async def session_token(request: Request) -> Response:
     """Body delivery: a fresh access token for the caller's current session, in the
     response (session cookie and CSRF token required, like other session actions)."""
-    from kroonika.web._auth import current_session
+    from kroonika.web._auth import csrf_violation, current_session
 
     comps = _comps(request)
     services: Services = request.app.state.services
@@ -425,8 +515,11 @@ async def session_token(request: Request) -> Response:
     if cur is None:
         return JSONResponse({"error": "not_authenticated"}, status_code=401)
     if not services.csrf_ok(cur.secret, request.headers.get("x-csrf-token")):
+        await csrf_violation(request, services, cur.record)
         return JSONResponse({"error": "csrf_failed"}, status_code=403)
     s = cur.record
+    if await _threat_refused(request, Actor(ActorType.USER, subject=s.subject), "session"):
+        return _threat_denied()
     try:
         issued = await comps.service.issue_session_token(
             session_ref=s.ref,
