@@ -78,7 +78,10 @@ class SecStack(Stack):
         return client
 
     def login(self, ip: str, code: str = "38001085718", **extra: str) -> httpx.Response:
-        """A whole login through the mock from ``ip``; the callback's response."""
+        """A whole login through the mock from ``ip``; the callback's response (any valid
+        personal code: the mock is given names for people it does not know)."""
+        extra.setdefault("autologin_given_name", "MARI")
+        extra.setdefault("autologin_family_name", "MAASIKAS")
         with self.browser_from(ip, code, **extra) as b:
             landed = b.get(self.service + "/auth/login")
         callback = [h for h in landed.history if h.url.path == "/auth/callback"]
