@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 import uvicorn
@@ -115,6 +118,45 @@ def mock_tara(
     run(host, port, config)
 
 
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to ``kroonika dev`` (two servers in one process
+    cannot both own SIGINT/SIGTERM)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _banner(settings: Settings, base: str, issuer: str, *, trusts_loopback: bool) -> str:
+    from sqlalchemy.engine import make_url
+
+    def shown(url: str) -> str:
+        return make_url(url).render_as_string(hide_password=True)
+
+    lines = [
+        "",
+        "Kroonika is running (development mode, not for production)",
+        f"  Service:      {base}/",
+        f"  Log in at:    {base}/auth/login",
+        f"  Your session: {base}/auth/session",
+        f"  Readiness:    {base}/ready",
+        f"  TARA mock:    {issuer}  (public test identities, e.g. 38001085718; no real TARA)",
+        f"  var/:         {settings.var_dir.resolve()}",
+        f"  Database:     {shown(settings.resolved_database_url())}",
+        f"  Audit store:  {shown(settings.resolved_audit_store_url())}",
+        "  Keys/secrets: generated under var/ on first start (keys/, secrets/)",
+    ]
+    if trusts_loopback:
+        lines.append("  Proxies:      X-Forwarded-For from loopback is trusted (development only)")
+    lines += [
+        f"  Traffic:      kroonika simulate --base-url {base}",
+        "  Check trail:  kroonika audit verify",
+        "Stop with Ctrl-C (SIGINT) or SIGTERM; the audit trail records audit.log.stop.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def dev(
     port: Annotated[int, typer.Option(help="Service port")] = 8000,
     mock_port: Annotated[int, typer.Option(help="TARA mock port")] = 8001,
@@ -127,18 +169,23 @@ def dev(
     configure_logging()
     base = f"http://127.0.0.1:{port}"
     issuer = f"http://127.0.0.1:{mock_port}"
-    settings = _settings(
-        port=port,
-        public_url=base,
-        tara_issuer=issuer,
-        tara_client_id=DEV_CLIENT_ID,
-        tara_redirect_uri=base + "/auth/callback",
-        tara_scopes=ALL_METHOD_SCOPES,
-        cookie_secure=False,
-    )
+    overrides: dict[str, object] = {
+        "port": port,
+        "public_url": base,
+        "tara_issuer": issuer,
+        "tara_client_id": DEV_CLIENT_ID,
+        "tara_redirect_uri": base + "/auth/callback",
+        "tara_scopes": ALL_METHOD_SCOPES,
+        "cookie_secure": False,
+    }
+    settings = _settings(**overrides)
     if settings.production:
         typer.echo("error: `kroonika dev` is for development only", err=True)
         raise typer.Exit(2)
+    # `kroonika simulate` presents many client addresses through X-Forwarded-For on loopback
+    trusts_loopback = not settings.trusted_proxies
+    if trusts_loopback:
+        settings = _settings(**overrides, trusted_proxies=["127.0.0.1/32", "::1/128"])
     settings = settings.model_copy(update={"tara_client_secret": SecretStr(_dev_secret(settings))})
     clients = _dev_clients_file(settings, base + "/auth/callback")
     mock_config = config_from_options(
@@ -148,39 +195,71 @@ def dev(
         control_api=True,
         key_dir=settings.var_dir / "keys" / "tara-mock",
     )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     mock = create_mock(mock_config)
 
-    async def both() -> None:
-        servers = [
-            uvicorn.Server(
-                uvicorn.Config(
-                    mock,
-                    host="127.0.0.1",
-                    port=mock_port,
-                    access_log=False,
-                    log_config=None,
-                    lifespan="off",
-                )
-            ),
-            uvicorn.Server(
-                uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_config=None)
-            ),
-        ]
-        tasks = [asyncio.create_task(s.serve()) for s in servers]
-        while not all(s.started for s in servers):
-            if any(t.done() for t in tasks):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            typer.echo(
-                f"\n  TARA mock:   {issuer}\n  Kroonika:    {base}/\n"
-                f"  Log in at:   {base}/auth/login\n"
-                f"  Traffic:     kroonika simulate --base-url {base}\n"
+    def server(asgi: Any, listen_port: int, lifespan: Literal["on", "off"]) -> _Server:
+        return _Server(
+            uvicorn.Config(
+                asgi,
+                host="127.0.0.1",
+                port=listen_port,
+                access_log=False,
+                log_config=None,
+                lifespan=lifespan,
+                proxy_headers=False,  # our middleware resolves X-Forwarded-For
             )
-        await asyncio.gather(*tasks)
+        )
 
-    asyncio.run(both())
+    async def started(srv: _Server, task: asyncio.Task[None]) -> bool:
+        while not srv.started:
+            if task.done():
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def run(srv: _Server) -> None:
+        # uvicorn ends a failed start with SystemExit (e.g. the port is taken): keep it
+        # inside the task so the other server can still be stopped in order
+        with contextlib.suppress(SystemExit):
+            await srv.serve()
+
+    async def both() -> int:
+        mock_server = server(mock, mock_port, "off")
+        app_server = server(app, port, "on")
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            for srv in (app_server, mock_server):
+                if srv.should_exit:
+                    srv.force_exit = True
+                srv.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+        mock_task = asyncio.create_task(run(mock_server))
+        if not await started(mock_server, mock_task):
+            typer.echo(f"error: the TARA mock could not listen on {issuer}", err=True)
+            return 1
+        # the service checks TARA's discovery at start-up, so the mock is up first
+        app_task = asyncio.create_task(run(app_server))
+        if await started(app_server, app_task):
+            typer.echo(_banner(settings, base, issuer, trusts_loopback=trusts_loopback))
+            await app_task
+            code = 0
+        else:
+            typer.echo(f"error: Kroonika could not start on {base} (see the log above)", err=True)
+            code = 1
+        mock_server.should_exit = True
+        await mock_task
+        typer.echo("Kroonika stopped.", err=True)
+        return code
+
+    raise typer.Exit(asyncio.run(both()))
 
 
 def simulate(

@@ -1,0 +1,153 @@
+"""``kroonika dev`` (what ``make run`` starts) on a fresh machine: a subprocess in an empty
+directory prints what it started, a browser logs in through the printed login URL, the
+process stops cleanly on SIGINT or SIGTERM, and the trail it left verifies."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from login_harness import free_socket
+
+pytestmark = pytest.mark.slow
+
+KROONIKA = str(Path(sys.executable).with_name("kroonika"))
+PERSON = "38001085718"
+
+
+def _free_port() -> int:
+    sock = free_socket()
+    try:
+        return int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def _env() -> dict[str, str]:
+    """The caller's environment without any KROONIKA_* setting (a fresh machine)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("KROONIKA_")}
+
+
+class Banner:
+    """Reads the process's stdout in a thread until the banner is complete."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.done = threading.Event()
+        self.proc = proc
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("Stop with"):
+                self.done.set()
+        self.done.set()
+
+    def field(self, name: str) -> str:
+        for line in self.lines:
+            m = re.match(rf"\s+{re.escape(name)}:\s+(\S+)", line)
+            if m:
+                return m.group(1)
+        raise AssertionError(f"{name} not printed in {self.lines}")
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [KROONIKA, *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_dev_from_a_fresh_directory(tmp_path: Path, stop: signal.Signals) -> None:
+    """Both URLs answer, the printed login URL logs a test identity in, the session is
+    visible, the signal stops it with exit code 0, audit.log.stop is recorded and
+    ``kroonika audit verify`` passes."""
+    port, mock_port = _free_port(), _free_port()
+    stderr = (tmp_path / "stderr.log").open("w")
+    proc = subprocess.Popen(
+        [KROONIKA, "dev", "--port", str(port), "--mock-port", str(mock_port)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    banner = Banner(proc)
+    try:
+        assert banner.done.wait(120), (tmp_path / "stderr.log").read_text()
+        service = banner.field("Service").rstrip("/")
+        login_url = banner.field("Log in at")
+        mock = banner.field("TARA mock")
+        assert service == f"http://127.0.0.1:{port}"
+        assert mock == f"http://127.0.0.1:{mock_port}"
+        assert login_url == service + "/auth/login"
+        assert Path(banner.field("var/")) == (tmp_path / "var").resolve()
+
+        assert httpx.get(mock + "/.well-known/openid-configuration").status_code == 200
+        ready = httpx.get(service + "/ready", timeout=30)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["tara"] == "ok"
+
+        def autologin(request: httpx.Request) -> None:
+            if str(request.url).startswith(mock + "/oidc/authorize"):
+                request.url = request.url.copy_merge_params({"autologin": PERSON})
+
+        with httpx.Client(
+            follow_redirects=True, timeout=30, event_hooks={"request": [autologin]}
+        ) as browser:
+            landed = browser.get(login_url)
+            assert landed.status_code == 200
+            assert str(landed.url).startswith(service)
+            session = browser.get(service + "/auth/session")
+        assert session.status_code == 200, session.text
+        assert session.json()["subject"] == "EE" + PERSON
+    finally:
+        proc.send_signal(stop)
+        try:
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            stderr.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
+    log = (tmp_path / "stderr.log").read_text()
+    assert code == 0, log
+    assert "Kroonika stopped." in log
+
+    stops = _cli(tmp_path, "audit", "query", "--type", "audit.log.stop", "-o", "jsonl")
+    assert stops.returncode == 0, stops.stderr
+    assert len(stops.stdout.splitlines()) == 1
+    logins = _cli(tmp_path, "audit", "query", "--type", "auth.login", "-o", "jsonl")
+    assert [orjson.loads(x)["outcome"] for x in logins.stdout.splitlines()] == ["success"]
+    verify = _cli(tmp_path, "audit", "verify", "--json")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_dev_refuses_a_taken_port(tmp_path: Path) -> None:
+    """A port already in use ends the command with a clear error and exit code 1."""
+    taken = free_socket()
+    taken.listen()
+    try:
+        done = _cli(
+            tmp_path,
+            "dev",
+            "--port",
+            str(taken.getsockname()[1]),
+            "--mock-port",
+            str(_free_port()),
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "could not start" in done.stderr
