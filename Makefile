@@ -13,8 +13,9 @@ $(BIN)/uv:
 install: $(BIN)/uv
 	$(BIN)/uv sync --frozen --inexact --python $(BIN)/python --quiet
 
+# e.g. make run RUN_ARGS="--port 8080 --mock-port 8081"
 run: install
-	$(BIN)/kroonika dev
+	$(BIN)/kroonika dev $(RUN_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
