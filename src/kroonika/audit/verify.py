@@ -19,15 +19,20 @@ Findings are data, not exceptions: the report lists them in order.
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256 as _sha256
+from multiprocessing import get_context
 from typing import Any, Literal
 
 import orjson
 
 from kroonika.audit._sealer import ZERO_HASH, checkpoint_hash
-from kroonika.audit.integrity import CompactRange, leaf_hash
+from kroonika.audit.integrity import CompactRange, aligned_subtrees, leaf_hash
 from kroonika.audit.signing import PublicKeys
 from kroonika.audit.store._types import AuditStore, Block, Checkpoint, decode_records
 
@@ -350,40 +355,221 @@ def verify_store(
     *,
     external: Iterable[Checkpoint] = (),
     bases: Mapping[str, RetainedBase] | None = None,
+    workers: int | None = None,
+    parallel_min_blocks: int = 64,
 ) -> Report:
     """Verify every stream. ``bases`` (default: read from the store's
-    ``audit_retained_bases``) are where purged streams start again."""
+    ``audit_retained_bases``) are where purged streams start again.
+
+    Streams of at least ``parallel_min_blocks`` blocks are first checked by
+    ``workers`` processes (default: one per CPU) that hash disjoint block ranges;
+    the main process joins their Merkle subtrees and checks the chain, sequence
+    and signed heads across ranges. Any irregularity sends the stream through the
+    sequential verifier, which locates and names the damage.
+    """
     report = Report()
     if bases is None:
         bases = stored_bases(store)
     all_checkpoints = store.checkpoints()
     external = list(external)
     streams = sorted(set(store.streams()) | {cp.stream for cp in external} | set(bases))
-    for stream in streams:
-        stored_cps = [cp for cp in all_checkpoints if cp.stream == stream]
-        ext_cps = [cp for cp in external if cp.stream == stream]
-        v = _StreamVerifier(stream, keys, stored_cps + ext_cps)
-        base = bases.get(stream)
-        if base is not None:
-            v.start_at(base, stored_cps)
-        for block in store.blocks(stream):
-            v.block(block)
-        size = v.tree.size
-        if (
-            size
-            and v.report.signed_size < size
-            and not v.head_failed
-            and not any(f.kind == "unsigned_tail" for f in v.findings)
-        ):
-            v.add(v.report.signed_size + 1, "unsigned_tail", "records after the last signed head")
-        _checkpoints(v, stored_cps, size, external=False)
-        _checkpoints(v, ext_cps, size, external=True)
-        v.report.root = v.tree.root().hex()
-        v.report.checkpoints = len(stored_cps)
-        report.streams.append(v.report)
-        report.records += v.report.records
-        report.findings.extend(sorted(v.findings, key=lambda f: f.seq))
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    pool: ProcessPoolExecutor | None = None
+    try:
+        for stream in streams:
+            stored_cps = [cp for cp in all_checkpoints if cp.stream == stream]
+            ext_cps = [cp for cp in external if cp.stream == stream]
+            v = _StreamVerifier(stream, keys, stored_cps + ext_cps)
+            base = bases.get(stream)
+            ids = _block_ids(store, stream) if n_workers > 1 and base is None else []
+            if len(ids) >= parallel_min_blocks:
+                if pool is None:
+                    pool = _process_pool(n_workers)
+                try:
+                    intact = _fast_stream(v, store, ids, pool, n_workers)
+                except (BrokenProcessPool, OSError, RuntimeError):
+                    intact = False  # no usable workers: the sequential pass decides
+                if intact:
+                    _finish_stream(v, report, stored_cps, ext_cps)
+                    continue
+                v = _StreamVerifier(stream, keys, stored_cps + ext_cps)
+            _verify_sequentially(v, store, base, stored_cps)
+            _finish_stream(v, report, stored_cps, ext_cps)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return report
+
+
+def _verify_sequentially(
+    v: _StreamVerifier, store: AuditStore, base: RetainedBase | None, stored_cps: list[Checkpoint]
+) -> None:
+    if base is not None:
+        v.start_at(base, stored_cps)
+    for block in store.blocks(v.stream):
+        v.block(block)
+
+
+def _finish_stream(
+    v: _StreamVerifier, report: Report, stored_cps: list[Checkpoint], ext_cps: list[Checkpoint]
+) -> None:
+    size = v.tree.size
+    if (
+        size
+        and v.report.signed_size < size
+        and not v.head_failed
+        and not any(f.kind == "unsigned_tail" for f in v.findings)
+    ):
+        v.add(v.report.signed_size + 1, "unsigned_tail", "records after the last signed head")
+    _checkpoints(v, stored_cps, size, external=False)
+    _checkpoints(v, ext_cps, size, external=True)
+    v.report.root = v.tree.root().hex()
+    v.report.checkpoints = len(stored_cps)
+    report.streams.append(v.report)
+    report.records += v.report.records
+    report.findings.extend(sorted(v.findings, key=lambda f: f.seq))
+
+
+# --- the parallel fast path ---------------------------------------------------------
+
+
+def _process_pool(n_workers: int) -> ProcessPoolExecutor:
+    """Fork when this process has no other threads (fast, and safe then); otherwise
+    spawn fresh interpreters."""
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    return ProcessPoolExecutor(n_workers, mp_context=get_context(method))
+
+
+def _block_ids(store: AuditStore, stream: str) -> list[int]:
+    get = getattr(store, "block_ids", None)
+    return list(get(stream)) if get is not None else []
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    """What a worker found in one block; ``ok`` only if nothing at all is irregular."""
+
+    ok: bool
+    first_seq: int = 0
+    last_seq: int = 0
+    count: int = 0
+    first_prev: bytes = b""
+    last_leaf: bytes = b""
+    subtrees: tuple[tuple[bytes, int], ...] = ()
+    head_size: int = 0
+    head_root: bytes = b""
+
+
+_BAD = _Summary(ok=False)
+_worker_state: dict[str, Any] = {}
+
+
+def _summarise_range(
+    url: str, keys_json: bytes, stream: str, after_id: int, upto_id: int
+) -> list[_Summary]:
+    """Worker process: summarise the blocks of ``stream`` with ids in (after_id, upto_id]."""
+    from kroonika.audit.store.sql import SqlAuditStore
+
+    store = _worker_state.get(url)
+    if store is None:
+        store = _worker_state[url] = SqlAuditStore(url, read_only=True)
+    keys = _worker_state.get("keys")
+    if keys is None or _worker_state.get("keys_json") != keys_json:
+        keys = _worker_state["keys"] = PublicKeys.from_json(keys_json)
+        _worker_state["keys_json"] = keys_json
+    stream_bytes = b'"stream":' + orjson.dumps(stream) + b","
+    return [
+        _summarise_block(block, keys, stream_bytes)
+        for block in store.blocks(stream, after_id=after_id, upto_id=upto_id)
+    ]
+
+
+def _summarise_block(block: Block, keys: PublicKeys, stream_bytes: bytes) -> _Summary:
+    head = block.head
+    if head.kid not in keys or not keys.verify(head.kid, head.signature, head.signed_bytes()):
+        return _BAD
+    try:
+        bodies = decode_records(block.data)
+    except ValueError:
+        return _BAD
+    n = len(bodies)
+    first = block.first_seq
+    if not n or n != block.count or first + n - 1 != block.last_seq or head.size != block.last_seq:
+        return _BAD
+    leaves = [_sha256(b"\x00" + body).digest() for body in bodies]
+    prev_hex = b""
+    for i, body in enumerate(bodies):
+        if _seq_of(body) != first + i or body.find(stream_bytes) < 0:
+            return _BAD
+        j = body.find(_PREV) + 21
+        if j < 21:
+            return _BAD
+        if i == 0:
+            prev_hex = body[j : j + 64]
+        elif body[j : j + 64] != leaves[i - 1].hex().encode():
+            return _BAD
+    try:
+        head_doc, tail_doc = orjson.loads(bodies[0]), orjson.loads(bodies[-1])
+    except orjson.JSONDecodeError:
+        return _BAD
+    if head_doc.get("time") != block.first_time or tail_doc.get("time") != block.last_time:
+        return _BAD
+    return _Summary(
+        ok=True,
+        first_seq=first,
+        last_seq=block.last_seq,
+        count=n,
+        first_prev=prev_hex,
+        last_leaf=leaves[-1],
+        subtrees=tuple(aligned_subtrees(first - 1, leaves)),
+        head_size=head.size,
+        head_root=head.root,
+    )
+
+
+def _fast_stream(
+    v: _StreamVerifier,
+    store: AuditStore,
+    ids: list[int],
+    pool: ProcessPoolExecutor,
+    n_workers: int,
+) -> bool:
+    """Check one stream in parallel; True if it is intact (``v`` then holds the
+    tree, the roots at checkpoint sizes and the counts)."""
+    url = getattr(store, "url", None)
+    if url is None:
+        return False
+    keys_json = v.keys.to_json()
+    chunk = max(1, min(32, len(ids) // (n_workers * 4) or 1))
+    tasks = [
+        (ids[i - 1] if i else 0, ids[min(i + chunk, len(ids)) - 1])
+        for i in range(0, len(ids), chunk)
+    ]
+    futures = [pool.submit(_summarise_range, url, keys_json, v.stream, lo, hi) for lo, hi in tasks]
+    tree = v.tree
+    expected = 1
+    prev_hex = ZERO_HASH.hex().encode()
+    last_leaf = ZERO_HASH
+    for future in futures:
+        for s in future.result():
+            if not s.ok or s.first_seq != expected or s.first_prev != prev_hex:
+                return False
+            for root, height in s.subtrees:
+                tree.append_subtree(root, height)
+            if tree.root() != s.head_root:
+                return False
+            if tree.size in v.want_roots:
+                v.roots_at[tree.size] = tree.root()
+            expected = s.last_seq + 1
+            last_leaf = s.last_leaf
+            prev_hex = last_leaf.hex().encode()
+            v.report.blocks += 1
+            v.report.records += s.count
+    v.report.signed_size = tree.size
+    v.expected = expected
+    v.prev = last_leaf
+    v.prev_hex = prev_hex
+    return True
 
 
 def stored_bases(store: AuditStore) -> dict[str, RetainedBase]:

@@ -246,12 +246,17 @@ class SqlAuditStore:
         from_time: str | None = None,
         to_time: str | None = None,
         batch: int = 16,
+        after_id: int = 0,
+        upto_id: int | None = None,
     ) -> Iterator[Block]:
         """Blocks in storage order (by row id), streamed in batches of ``batch`` rows
-        (a block holds up to a few thousand records, so a batch stays a few MB)."""
-        last_id = 0
+        (a block holds up to a few thousand records, so a batch stays a few MB).
+        ``after_id``/``upto_id`` bound the row ids (for parallel readers)."""
+        last_id = after_id
         while True:
             query = select(*_BLOCK_COLUMNS).where(blocks.c.id > last_id)
+            if upto_id is not None:
+                query = query.where(blocks.c.id <= upto_id)
             if stream is not None:
                 query = query.where(blocks.c.stream == stream)
             if after_seq:
@@ -268,6 +273,14 @@ class SqlAuditStore:
             for row in rows:
                 yield _row_to_block(row)
             last_id = rows[-1].id
+
+    def block_ids(self, stream: str) -> list[int]:
+        """Row ids of a stream's blocks in storage order (small: one per commit)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(blocks.c.id).where(blocks.c.stream == stream).order_by(blocks.c.id)
+            ).all()
+        return [r[0] for r in rows]
 
     def block_count(self) -> int:
         with self._read() as conn:
