@@ -196,3 +196,21 @@ def test_fast_canonical_matches_rfc8785_reference_on_events(
     record = pipeline(event).to_record()
     record.update(stream="s", seq=1, integrity={"prev": "00" * 32})
     assert canonical_record(record) == rfc8785.dumps(record)
+
+
+@pytest.mark.asyncio
+async def test_stop_answers_every_queued_emit(kit: TrailKit) -> None:
+    """Emits queued when stop() begins are committed and answered; later ones fail closed."""
+    await kit.trail.start()
+    pending = [asyncio.ensure_future(kit.trail.emit(_login(i))) for i in range(200)]  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    await kit.trail.stop()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    committed = [r for r in results if not isinstance(r, BaseException)]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(f, AuditUnavailable) for f in failed)
+    assert len(committed) + len(failed) == 200
+    stored = list(run_query(kit.store, Query(types=("auth.login",))))
+    assert len(stored) == len(committed)
+    with pytest.raises(AuditUnavailable):
+        await kit.trail.emit(_login(1))  # type: ignore[arg-type]

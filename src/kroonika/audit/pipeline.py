@@ -123,9 +123,10 @@ class AuditTrail:
         )
         self._queue_size = queue_size
         self._batch_max = batch_max
-        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[Any]]] | None
+        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[Any]] | None] | None
         self._queue = None
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._emitted = 0
         self.on_commit = on_commit
         self.checkpoint_listeners: list[Callable[[Checkpoint], None]] = []
@@ -137,6 +138,7 @@ class AuditTrail:
         if self._task is not None:
             return
         self._queue = asyncio.Queue(self._queue_size)
+        self._closing = False
         self._task = asyncio.create_task(self._writer(), name=f"audit-writer-{self.stream}")
         await self.emit(self._start_event())
 
@@ -151,7 +153,11 @@ class AuditTrail:
                     actor=Actor(type=ActorType.SYSTEM), events=self._emitted, reason=reason
                 )
             )
-        self._task.cancel()
+        # A sentinel, not cancel(): everything queued before it is committed (and
+        # its caller answered) before the writer ends; later emits fail closed.
+        self._closing = True
+        if self._queue is not None:
+            await self._queue.put(None)
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
@@ -200,7 +206,7 @@ class AuditTrail:
         return await self._submit(records)
 
     async def _submit(self, records: list[dict[str, Any]]) -> list[SealedEvent]:
-        if self._queue is None or self._task is None or self._task.done():
+        if self._queue is None or self._task is None or self._task.done() or self._closing:
             raise AuditUnavailable("the audit writer is not running")
         fut: asyncio.Future[list[SealedEvent]] = asyncio.get_running_loop().create_future()
         await self._queue.put((records, fut))
@@ -239,11 +245,18 @@ class AuditTrail:
         if queue is None:  # start() sets it before creating this task
             raise RuntimeError("audit writer started without a queue")
         batch_max = self._batch_max
-        while True:
-            items = [await queue.get()]
-            size = len(items[0][0])
+        stopping = False
+        while not stopping:
+            first = await queue.get()
+            if first is None:
+                return
+            items = [first]
+            size = len(first[0])
             while size < batch_max and not queue.empty():
                 item = queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
                 items.append(item)
                 size += len(item[0])
             records = [r for recs, _ in items for r in recs]
