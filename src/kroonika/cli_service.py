@@ -267,14 +267,48 @@ def simulate(
     people: Annotated[int, typer.Option(min=1, max=1000, help="Simulated browsers")] = 5,
     duration: Annotated[float, typer.Option(min=1, help="Seconds to run")] = 30,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
+    attack: Annotated[
+        str | None,
+        typer.Option(help="brute-force | credential-stuffing | impossible-travel | rate-limit"),
+    ] = None,
+    mock_url: Annotated[
+        str, typer.Option(help="The TARA mock (its control API, for credential-stuffing)")
+    ] = "http://127.0.0.1:8001",
+    client_id: Annotated[str | None, typer.Option(help="Client for token traffic")] = None,
+    client_secret: Annotated[
+        str | None, typer.Option(envvar="KROONIKA_SIM_CLIENT_SECRET", help="Its secret")
+    ] = None,
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="KROONIKA_SIM_ADMIN_KEY", help="Admin API key")
+    ] = None,
+    auditor_key: Annotated[
+        str | None, typer.Option(envvar="KROONIKA_SIM_AUDITOR_KEY", help="Auditor API key")
+    ] = None,
 ) -> None:
     """Drive realistic browser traffic (logins per method, cancels, failures, extensions,
-    logouts) through the TARA mock against a running service; prints a summary."""
+    logouts; token and admin traffic with credentials) through the TARA mock against a
+    running service; or one attack pattern with --attack. Prints a summary."""
+    if attack is not None:
+        from rich.console import Console as AttackConsole
+
+        from kroonika.security.simulate_attacks import run_attack
+
+        try:
+            done = asyncio.run(run_attack(attack, base_url, mock_url=mock_url))
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        for (name, outcome), n in sorted(done.items()):
+            AttackConsole().print(f"{name}\t{outcome}\t{n}")
+        return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from kroonika.web.simulate import Credentials
     from kroonika.web.simulate import simulate as run_simulation
+
+    creds = Credentials(client_id, client_secret, admin_key, auditor_key)
 
     console = Console(stderr=True)
     with Progress(
@@ -290,7 +324,14 @@ def simulate(
             progress.update(task, completed=min(elapsed, duration), actions=actions)
 
         counts = asyncio.run(
-            run_simulation(base_url, people=people, duration=duration, seed=seed, on_progress=tick)
+            run_simulation(
+                base_url,
+                people=people,
+                duration=duration,
+                seed=seed,
+                on_progress=tick,
+                credentials=creds,
+            )
         )
         progress.update(task, completed=duration)
     table = Table(title=f"{sum(counts.values())} actions by {people} people in {duration:g}s")

@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import httpx
@@ -25,6 +25,16 @@ PEOPLE = (
 )
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What the token and admin traffic kinds act with (``skipped`` without them)."""
+
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    admin_key: str | None = field(default=None, repr=False)
+    auditor_key: str | None = field(default=None, repr=False)
+
+
 @dataclass
 class Browser:
     """One simulated browser; ``identity`` is what it picks on the mock's login page."""
@@ -35,6 +45,8 @@ class Browser:
     identity: str = "38001085718"
     choice: dict[str, str] = field(default_factory=dict)
     csrf: str | None = None
+    creds: Credentials = field(default_factory=Credentials)
+    tokens: list[str] = field(default_factory=list)
 
     async def login(self, method: str | None = None, **choice: str) -> httpx.Response:
         self.choice = {"autologin": self.identity, **choice}
@@ -142,21 +154,32 @@ async def simulate(
     duration: float,
     seed: int | None = None,
     on_progress: Callable[[int, float], None] | None = None,
+    credentials: Credentials | None = None,
+    kinds: Collection[str] | None = None,
 ) -> Counter[tuple[str, str]]:
-    """Run ``people`` browsers for ``duration`` seconds; count (kind, outcome) pairs."""
+    """Run ``people`` browsers for ``duration`` seconds; count (kind, outcome) pairs.
+    ``kinds`` limits the traffic to the named kinds."""
     master = random.Random(seed)
     counts: Counter[tuple[str, str]] = Counter()
     deadline = time.monotonic() + duration
     started = time.monotonic()
-    weights = [k.weight for k in KINDS]
+    chosen = [k for k in KINDS if kinds is None or k.name in kinds]
+    if not chosen:
+        raise ValueError(f"no traffic kind among {sorted(kinds or ())}")
+    weights = [k.weight for k in chosen]
 
     async def person(i: int) -> None:
         holder: list[Browser] = []
         async with _client(holder) as client:
-            b = Browser(base_url.rstrip("/"), client, random.Random(master.random()))
+            b = Browser(
+                base_url.rstrip("/"),
+                client,
+                random.Random(master.random()),
+                creds=credentials or Credentials(),
+            )
             holder.append(b)
             while time.monotonic() < deadline:
-                kind = b.rng.choices(KINDS, weights)[0]
+                kind = b.rng.choices(chosen, weights)[0]
                 try:
                     outcome = await kind.run(b)
                 except httpx.HTTPError as exc:
@@ -168,3 +191,7 @@ async def simulate(
 
     await asyncio.gather(*(person(i) for i in range(people)))
     return counts
+
+
+# The token and administrative kinds register themselves on import.
+from kroonika.web import simulate_traffic as _traffic  # noqa: E402, F401
