@@ -27,23 +27,66 @@ def _roles_store() -> tuple[RoleStore, Engine]:
     return RoleStore(engine, clock=time.time), engine
 
 
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
 @admins_app.command("add")
 def add(
     personal_code: Annotated[str, typer.Argument(help="Personal code, e.g. 38001085718")],
     role: Annotated[str, typer.Option(help="admin, auditor, security or privacy")] = "admin",
+    justification: Annotated[
+        str, typer.Option("--justification", "-j", help="Why (recorded in the audit trail)")
+    ] = "bootstrap from the command line",
 ) -> None:
-    """Give a person a role (recorded as granted by the command line)."""
+    """Give a person a role (recorded as granted by the command line). The grant is audited
+    as ``config.change`` of ``admin.roles`` by the actor system/cli; if the trail cannot
+    record it, the grant is undone."""
+    import os
+    import secrets
+
+    import orjson
+
     from kroonika.admin import parse_roles
+    from kroonika.admin._roles import normalise_subject
+    from kroonika.audit import Actor, ActorType, AuditError, Target
+    from kroonika.audit import events as ev
+    from kroonika.auditing import build_audit
+    from kroonika.settings import SettingsError, load_settings
 
     try:
         (parsed,) = parse_roles([role])
+        subject = normalise_subject(personal_code)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    try:
+        settings = load_settings()
+        comps = build_audit(settings, stream=f"cli-{os.getpid()}-{secrets.token_hex(2)}")
+    except (SettingsError, ValueError, AuditError) as exc:
+        raise _fail(f"the audit trail cannot be opened: {exc}") from None
     store, engine = _roles_store()
     try:
-        new = store.grant(personal_code, parsed, by="cli")
+        before = store.roles_of(subject)
+        new = store.grant(subject, parsed, by="cli")
+        if new:
+            event = ev.config_change(
+                actor=Actor(ActorType.SYSTEM, client_id="cli"),
+                target=Target("admin_roles", comps.fingerprinter.pseudonym(subject)),
+                key="admin.roles",
+                before=orjson.dumps(list(before)).decode(),
+                after=orjson.dumps(list(store.roles_of(subject))).decode(),
+                justification=justification,
+            )
+            try:
+                comps.trail.log_start_sync()
+                comps.trail.emit_sync(event)
+            except AuditError as exc:
+                store.revoke(subject, parsed)
+                raise _fail(f"not granted: the audit trail refused the record ({exc})") from None
     finally:
         engine.dispose()
+        comps.store.close()
     typer.echo(f"role {parsed} {'granted' if new else 'was already held'}")
 
 

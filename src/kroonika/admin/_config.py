@@ -5,12 +5,17 @@ Each key is declared once (:data:`KEYS`) with its validation; the values live in
 A change is validated key by key, then as a whole by every :class:`Applier` (e.g. TTL
 min <= default <= max), persisted in one transaction, and applied to the running objects;
 other instances pick it up on :meth:`RuntimeConfig.refresh` (the scheduler's tick).
-Secret keys are never returned or logged: reads show whether they are set.
+Secret keys are never returned or logged: reads show whether they are set. Their stored
+value is AES-256-GCM ciphertext under a key derived from the master key
+(``KROONIKA_MASTER_KEY``; HKDF info ``kroonika.admin.runtime-config/1``, the key name as
+associated data), so the database alone does not give them away.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -18,6 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine, delete, insert, select, update
 
 from kroonika.admin._errors import ConfigInvalid
@@ -27,6 +36,7 @@ from kroonika.settings import Settings
 Check = Callable[[Any], Any]
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECRET_MASK = "********"  # noqa: S105 (what a masked secret looks like)
+log = logging.getLogger("kroonika.admin.config")
 
 
 def _int(lo: int, hi: int = 10**9) -> Check:
@@ -225,6 +235,41 @@ KEYS: Mapping[str, ConfigKey] = {
 }
 
 
+class SecretBox:
+    """Seals secret configuration values under the master key; the stored form is
+    ``{"enc": "v1:<base64 nonce||ciphertext>"}`` and names no value."""
+
+    PREFIX = "v1:"
+
+    def __init__(self, master_key: bytes) -> None:
+        if len(master_key) < 32:
+            raise ValueError("the master key must be at least 32 bytes")
+        key = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=b"kroonika.admin.runtime-config/1",
+        ).derive(master_key)
+        self._aead = AESGCM(key)
+
+    def seal(self, name: str, value: Any) -> dict[str, str]:
+        nonce = os.urandom(12)
+        sealed = nonce + self._aead.encrypt(nonce, orjson.dumps(value), name.encode())
+        return {"enc": self.PREFIX + base64.b64encode(sealed).decode()}
+
+    def open(self, name: str, stored: Any) -> Any:
+        """The value, or ``ValueError`` for a stored form that is not ours or does not
+        open under this master key (wrong key, or tampered)."""
+        token = stored.get("enc") if isinstance(stored, dict) else None
+        if not isinstance(token, str) or not token.startswith(self.PREFIX):
+            raise ValueError(f"{name} is not stored encrypted")
+        raw = base64.b64decode(token[len(self.PREFIX) :])
+        try:
+            return orjson.loads(self._aead.decrypt(raw[:12], raw[12:], name.encode()))
+        except InvalidTag:
+            raise ValueError(f"{name} does not open under the master key") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Applier:
     """Checks a whole candidate configuration and applies it to one subsystem."""
@@ -258,6 +303,7 @@ class RuntimeConfig:
     settings: Settings
     clock: Callable[[], float]
     appliers: list[Applier] = field(default_factory=list)
+    box: SecretBox | None = None
     _stored: dict[str, tuple[Any, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -288,10 +334,35 @@ class RuntimeConfig:
             }
         return out
 
+    def _encode(self, name: str, value: Any) -> str:
+        """What goes into the table: JSON, secrets sealed under the master key."""
+        key = KEYS.get(name)
+        if key is not None and key.secret and value is not None:
+            if self.box is None:
+                raise ConfigInvalid(f"{name} is secret and no master key is configured")
+            return orjson.dumps(self.box.seal(name, value)).decode()
+        return orjson.dumps(value).decode()
+
+    def _decode(self, name: str, data: str) -> Any:
+        value = orjson.loads(data)
+        key = KEYS.get(name)
+        if key is None or not key.secret or value is None:
+            return value
+        if self.box is None:
+            raise ConfigInvalid(f"{name} is secret and no master key is configured")
+        return self.box.open(name, value)
+
     def _load(self) -> dict[str, tuple[Any, int]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(runtime_config)).all()
-        return {r.key: (orjson.loads(r.value), r.version) for r in rows}
+        out: dict[str, tuple[Any, int]] = {}
+        for r in rows:
+            try:
+                out[r.key] = (self._decode(r.key, r.value), r.version)
+            except (ValueError, ConfigInvalid) as exc:
+                # never the value; the setting falls back to its default
+                log.error("runtime config %s ignored: %s", r.key, exc)
+        return out
 
     def _check_all(self, candidate: Mapping[str, Any]) -> None:
         for applier in self.appliers:
@@ -352,7 +423,7 @@ class RuntimeConfig:
             with self.engine.begin() as conn:
                 for name in diff:
                     version = self._stored.get(name, (None, 0))[1] + 1
-                    data = orjson.dumps(clean[name]).decode()
+                    data = self._encode(name, clean[name])
                     if version == 1:
                         conn.execute(
                             insert(runtime_config).values(
@@ -393,7 +464,7 @@ class RuntimeConfig:
                         update(runtime_config)
                         .where(runtime_config.c.key == c.key)
                         .values(
-                            value=orjson.dumps(c.before).decode(),
+                            value=self._encode(c.key, c.before),
                             version=c.version + 1,
                             updated_at=now,
                             updated_by=by,

@@ -6,6 +6,7 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── JustificationMissing   400: a mutating call without a valid justification
 ├── ConfigInvalid          422: a runtime configuration change that does not validate
 ├── RoleChangeRefused      409: separation of duties (self-grant, same approver, ...)
+├── JobAlreadyRunning      409: the job runs here or on another instance, or this slot ran
 └── NotFound               404
 """
 
@@ -45,6 +46,11 @@ class ConfigInvalid(AdminError):
 class RoleChangeRefused(AdminError):
     status = 409
     code = "role_change_refused"
+
+
+class JobAlreadyRunning(AdminError):
+    status = 409
+    code = "job_busy"
 
 
 class NotFound(AdminError):

@@ -4,14 +4,25 @@ scheduler, and the ``/admin`` and ``/audit`` routers."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
-from kroonika.admin._auth import AdminServices
-from kroonika.admin._config import Applier, RuntimeConfig, apply_log_levels
+from kroonika.admin._auth import (
+    AdminServices,
+    AuditedRoute,
+    _call,
+    admin_services,
+    authenticate,
+)
+from kroonika.admin._auth import _record as record_call
+from kroonika.admin._config import Applier, RuntimeConfig, SecretBox, apply_log_levels
+from kroonika.admin._errors import AdminError
 from kroonika.admin._roles import ApiKeys, RoleStore
 from kroonika.db import admin as admin_tables
 from kroonika.db import metadata
@@ -115,7 +126,13 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         roles.bootstrap(settings.admin_bootstrap)
     except ValueError as exc:
         raise SettingsError(f"KROONIKA_ADMIN_BOOTSTRAP: {exc}") from None
-    config = RuntimeConfig(services.engine, settings, services.clock, _appliers(app, services))
+    config = RuntimeConfig(
+        services.engine,
+        settings,
+        services.clock,
+        _appliers(app, services),
+        box=SecretBox(settings.secret_bytes("master_key")),
+    )
     try:
         config.validate(config.defaults() | {"alerts.webhook_secret": "x" * 16})
     except Exception as exc:  # noqa: BLE001 (any invalid default is a settings error)
@@ -161,4 +178,45 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     app.state.admin_stop = scheduler.stop
     app.include_router(admin_router)
     app.include_router(audit_router)
+    _audit_unmatched(app)
     return admin
+
+
+ADMIN_PREFIXES = ("/admin", "/audit")
+
+
+def _audit_unmatched(app: FastAPI) -> None:
+    """``admin.request`` also for calls under ``/admin`` and ``/audit`` that no route took:
+    unknown paths (404) and known paths with a method they do not allow (405). The app's
+    own answer is kept; the path itself stays out of the event (it could carry a personal
+    code): the route is ``/admin/{unmatched}`` or, for a 405, the route's template."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    original = app.exception_handlers.get(StarletteHTTPException)
+    if original is None:  # the app factory installs one; without it there is nothing to wrap
+        raise RuntimeError("install_admin needs the app's HTTP error handler")
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        path = request.url.path
+        status = getattr(exc, "status_code", 500)
+        if status in (404, 405) and any(
+            path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES
+        ):
+            route = request.scope.get("route")
+            ran = isinstance(route, AuditedRoute) and request.method in (route.methods or ())
+            if not ran:  # an audited route that ran has recorded its own call
+                template = (
+                    route.path_format
+                    if isinstance(route, AuditedRoute)
+                    else ("/audit" if path.startswith("/audit") else "/admin") + "/{unmatched}"
+                )
+                admin = admin_services(request)
+                with contextlib.suppress(AdminError):
+                    _call(request).principal = await authenticate(request, admin)
+                await record_call(request, template, status, time.perf_counter())
+        response = original(request, exc)
+        if inspect.isawaitable(response):
+            response = await response
+        return response
+
+    app.add_exception_handler(StarletteHTTPException, handler)

@@ -25,7 +25,13 @@ from kroonika.admin._auth import (
 )
 from kroonika.admin._bulk import Outcomes, export_lists, parse_list_import
 from kroonika.admin._config import KEYS
-from kroonika.admin._errors import AdminError, ConfigInvalid, NotFound, RoleChangeRefused
+from kroonika.admin._errors import (
+    AdminError,
+    ConfigInvalid,
+    JobAlreadyRunning,
+    NotFound,
+    RoleChangeRefused,
+)
 from kroonika.admin._roles import parse_roles
 from kroonika.audit import AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
@@ -808,7 +814,7 @@ async def run_job(
     except UnknownJob:
         raise NotFound(f"no job {job}") from None
     except JobBusy as exc:
-        raise RoleChangeRefused(str(exc), code="job_busy") from None
+        raise JobAlreadyRunning(str(exc)) from None
     public: dict[str, Any] = result.public()
     return public
 

@@ -1,0 +1,92 @@
+"""``kroonika admins add``: the grant is audited as config.change of admin.roles by
+system/cli, never with the clear personal code, and undone if the trail refuses it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from kroonika.audit import AuditTrail, AuditUnavailable, Query, SqlAuditStore, run_query
+from kroonika.cli import app
+from kroonika.settings import Settings
+
+CODE = "38001085718"
+
+
+@pytest.fixture
+def var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith("KROONIKA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KROONIKA_VAR_DIR", str(tmp_path / "var"))
+    return tmp_path / "var"
+
+
+def _events(var: Path, kind: str) -> list[dict[str, object]]:
+    store = SqlAuditStore(Settings(var_dir=var).resolved_audit_store_url(), read_only=True)
+    try:
+        return [orjson.loads(b) for b in run_query(store, Query(types=(kind,)))]
+    finally:
+        store.close()
+
+
+def test_a_grant_is_audited_once(var: Path) -> None:
+    """The first grant gives one config.change (before [], after ["admin"]) by system/cli
+    with the justification; granting again changes nothing and records nothing."""
+    runner = CliRunner()
+    first = runner.invoke(
+        app, ["admins", "add", CODE, "--role", "admin", "-j", "INC-9 first admin"]
+    )
+    assert first.exit_code == 0, first.output
+    assert "granted" in first.output
+    (event,) = _events(var, "config.change")
+    assert event["details"]["key"] == "admin.roles"
+    assert event["details"]["before"] == "[]"
+    assert event["details"]["after"] == '["admin"]'
+    assert event["details"]["justification"] == "INC-9 first admin"
+    assert event["actor"]["type"] == "system"
+    assert event["actor"]["client_id"] == "cli"
+    assert event["target"]["type"] == "admin_roles"
+    again = runner.invoke(app, ["admins", "add", CODE, "--role", "admin"])
+    assert again.exit_code == 0
+    assert "already held" in again.output
+    assert len(_events(var, "config.change")) == 1
+    second_role = runner.invoke(app, ["admins", "add", CODE, "--role", "auditor"])
+    assert second_role.exit_code == 0
+    latest = _events(var, "config.change")[-1]["details"]
+    assert (latest["before"], latest["after"]) == ('["admin"]', '["admin","auditor"]')
+    raw = b"".join(
+        orjson.dumps(e) for e in _events(var, "config.change") + _events(var, "audit.log.start")
+    )
+    assert CODE.encode() not in raw
+
+
+def test_the_grant_is_undone_when_the_trail_refuses(
+    var: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No role without its record: a refused event exits 2 and leaves no grant."""
+
+    def refuse(self: AuditTrail, event: object) -> None:
+        raise AuditUnavailable("store down")
+
+    monkeypatch.setattr(AuditTrail, "emit_sync", refuse)
+    runner = CliRunner()
+    done = runner.invoke(app, ["admins", "add", CODE])
+    assert done.exit_code == 2
+    assert "not granted" in done.output
+    monkeypatch.undo()
+    monkeypatch.setenv("KROONIKA_VAR_DIR", str(var))
+    listed = runner.invoke(app, ["admins", "list"])
+    assert listed.exit_code == 0
+    assert CODE not in listed.output
+
+
+def test_a_bad_role_is_a_usage_error(var: Path) -> None:
+    """An unknown role is refused before anything is granted or recorded."""
+    done = CliRunner().invoke(app, ["admins", "add", CODE, "--role", "root"])
+    assert done.exit_code == 2
+    assert not (var / "audit.db").exists() or _events(var, "config.change") == []

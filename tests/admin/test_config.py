@@ -1,0 +1,151 @@
+"""Runtime configuration: key checks, whole-config checks, diffs, and secret values stored
+encrypted under the master key."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from kroonika.admin import KEYS, ConfigInvalid, RuntimeConfig
+from kroonika.admin._config import SECRET_MASK, Applier, SecretBox
+from kroonika.db import make_engine
+from kroonika.db.admin import runtime_config
+from kroonika.db.migrate import upgrade
+from kroonika.settings import Settings
+
+WEBHOOK = "whsec-0123456789abcdef-very-secret"
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    e = make_engine(f"sqlite:///{tmp_path / 'config.db'}")
+    upgrade(e)
+    return e
+
+
+def _ttls(v: Mapping[str, Any]) -> None:
+    if not v["token.ttl_min_s"] <= v["token.ttl_default_s"] <= v["token.ttl_max_s"]:
+        raise ValueError("token TTLs need min <= default <= max")
+
+
+def config(engine: Engine, tmp_path: Path, key: bytes | None = None) -> RuntimeConfig:
+    return RuntimeConfig(
+        engine,
+        Settings(var_dir=tmp_path / "var"),
+        lambda: 1_700_000_000.0,
+        [Applier("tokens", _ttls, lambda v: None)],
+        box=SecretBox(key or b"k" * 32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("session.idle_s", 29),
+        ("session.idle_s", True),
+        ("session.idle_s", "900"),
+        ("session.max_per_person", 1001),
+        ("ratelimit.enabled", 1),
+        ("ratelimit.limits", {"login_start:ip": 20}),
+        ("token.session_audience", ["", "x"]),
+        ("log.levels", {"uvicorn": "DEBUG"}),
+        ("log.levels", {"kroonika.web": "LOUD"}),
+        ("admin.ticket_pattern", "(unclosed"),
+        ("jobs.sessions.cron", "every minute"),
+        ("alerts.webhook_secret", "short"),
+        ("no.such.key", 1),
+    ],
+)
+def test_each_key_refuses_bad_values(
+    engine: Engine, tmp_path: Path, key: str, value: object
+) -> None:
+    """A bad value is refused with its key named in the errors, and nothing is stored."""
+    cfg = config(engine, tmp_path)
+    with pytest.raises(ConfigInvalid) as err:
+        cfg.change({key: value}, by="test")
+    assert key in err.value.errors  # type: ignore[attr-defined]
+    assert cfg.effective() == cfg.defaults()
+
+
+def test_values_are_normalised(engine: Engine, tmp_path: Path) -> None:
+    """Log levels are upper-cased; a null ticket pattern is allowed."""
+    cfg = config(engine, tmp_path)
+    clean = cfg.validate({"log.levels": {"kroonika.web": "debug"}, "admin.ticket_pattern": None})
+    assert clean == {"log.levels": {"kroonika.web": "DEBUG"}, "admin.ticket_pattern": None}
+
+
+def test_the_whole_configuration_is_checked(engine: Engine, tmp_path: Path) -> None:
+    """Each value may be valid alone and the combination still refused (min > default)."""
+    cfg = config(engine, tmp_path)
+    with pytest.raises(ConfigInvalid, match="tokens: token TTLs"):
+        cfg.change({"token.ttl_min_s": 10_000}, by="test")
+    assert cfg.get("token.ttl_min_s") == Settings().token_ttl_min_s
+
+
+def test_a_change_reports_before_after_and_version(engine: Engine, tmp_path: Path) -> None:
+    """Only keys whose value changes are reported, with a version per key."""
+    cfg = config(engine, tmp_path)
+    idle = cfg.get("session.idle_s")
+    (change,) = cfg.change({"session.idle_s": idle + 60, "ratelimit.enabled": True}, by="t")
+    assert (change.key, change.before, change.after, change.version) == (
+        "session.idle_s",
+        idle,
+        idle + 60,
+        1,
+    )
+    assert change.shown() == (str(idle), str(idle + 60))
+    assert cfg.change({"session.idle_s": idle + 60}, by="t") == []
+    (again,) = cfg.change({"session.idle_s": idle}, by="t")
+    assert again.version == 2
+
+
+def test_secret_values_are_stored_encrypted_and_never_shown(engine: Engine, tmp_path: Path) -> None:
+    """The table holds ciphertext (not the value); reads mask it; diffs say set/changed;
+    a fresh reader with the same master key gets the value back."""
+    cfg = config(engine, tmp_path)
+    (change,) = cfg.change({"alerts.webhook_secret": WEBHOOK}, by="t")
+    assert change.shown() == ("unset", "changed")
+    with engine.connect() as conn:
+        (stored,) = conn.execute(select(runtime_config.c.value)).scalars().all()
+    assert WEBHOOK not in stored
+    assert '"enc":"v1:' in stored
+    assert cfg.public()["alerts.webhook_secret"]["value"] == SECRET_MASK
+    other = config(engine, tmp_path)
+    other.refresh()
+    assert other.get("alerts.webhook_secret") == WEBHOOK
+    (second,) = cfg.change({"alerts.webhook_secret": WEBHOOK + "-2"}, by="t")
+    assert second.shown() == ("set", "changed")
+
+
+def test_a_secret_does_not_open_under_another_master_key(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the wrong master key the stored secret is ignored (default applies), the log
+    names the key but not the value."""
+    config(engine, tmp_path).change({"alerts.webhook_secret": WEBHOOK}, by="t")
+    wrong = config(engine, tmp_path, key=os.urandom(32))
+    wrong.refresh()
+    assert wrong.get("alerts.webhook_secret") is None
+    assert "alerts.webhook_secret" in caplog.text
+    assert WEBHOOK not in caplog.text
+
+
+def test_sealed_values_are_bound_to_their_key_name() -> None:
+    """Ciphertext moved to another key name does not open (the name is associated data)."""
+    box = SecretBox(b"m" * 32)
+    sealed = box.seal("alerts.webhook_secret", WEBHOOK)
+    assert box.open("alerts.webhook_secret", sealed) == WEBHOOK
+    with pytest.raises(ValueError, match="does not open"):
+        box.open("other.secret", sealed)
+    with pytest.raises(ValueError, match="not stored encrypted"):
+        box.open("alerts.webhook_secret", WEBHOOK)
+
+
+def test_every_secret_key_is_declared_secret() -> None:
+    """Keys whose name says secret are marked secret (so they are sealed and masked)."""
+    assert [k for k in KEYS if "secret" in k] == [k for k, v in KEYS.items() if v.secret]

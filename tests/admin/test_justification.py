@@ -1,0 +1,50 @@
+"""The mandatory justification of mutating admin calls: length, plain text, ticket pattern."""
+
+from __future__ import annotations
+
+import pytest
+
+from kroonika.admin import JustificationMissing, check_justification
+
+
+def test_a_long_enough_justification_is_returned_stripped() -> None:
+    """Surrounding white space is removed; the text itself is kept."""
+    assert check_justification("  INC-1 rotating keys  ", minimum=10, pattern=None) == (
+        "INC-1 rotating keys"
+    )
+
+
+@pytest.mark.parametrize("text", [None, "", "   ", "too short", " 123456789 "])
+def test_missing_or_short_justifications_are_refused(text: str | None) -> None:
+    """Nothing, white space, or fewer than the minimum characters after stripping."""
+    with pytest.raises(JustificationMissing) as err:
+        check_justification(text, minimum=10, pattern=None)
+    assert err.value.code == "justification_required"
+    assert err.value.status == 400
+
+
+def test_exactly_the_minimum_is_enough() -> None:
+    """The minimum is inclusive."""
+    assert check_justification("x" * 10, minimum=10, pattern=None) == "x" * 10
+
+
+@pytest.mark.parametrize("text", ["line one\x00 hidden", "bell \x07 in the text", "x" * 2001])
+def test_control_characters_and_huge_texts_are_refused(text: str) -> None:
+    """A justification is plain text of at most 2000 characters (no NUL, no terminal codes)."""
+    with pytest.raises(JustificationMissing):
+        check_justification(text, minimum=10, pattern=None)
+
+
+def test_new_lines_and_tabs_are_plain_text() -> None:
+    """Line breaks and tabs are allowed (people paste ticket text)."""
+    text = "INC-7 revoking\n\tafter the phishing report"
+    assert check_justification(text, minimum=10, pattern=None) == text
+
+
+def test_a_ticket_pattern_must_match_somewhere() -> None:
+    """With a pattern, the text must contain a match; the refusal says ticket_required."""
+    pattern = r"\b(INC|CHG)-\d+\b"
+    assert check_justification("per CHG-42 approved change", minimum=10, pattern=pattern)
+    with pytest.raises(JustificationMissing) as err:
+        check_justification("no ticket named here", minimum=10, pattern=pattern)
+    assert err.value.code == "ticket_required"
