@@ -26,6 +26,7 @@ from kroonika.tara import DiscoveryError, TaraClient, TaraClientConfig, TaraErro
 from kroonika.web import _auth, _pages
 from kroonika.web._context import TrustedProxies, current_request
 from kroonika.web._cors import CorsMiddleware, allowed_origins
+from kroonika.web._metrics import install_log_shipping, install_retention_job
 from kroonika.web._middleware import RequestContextMiddleware
 from kroonika.web._services import CookieConfig, Services
 from kroonika.web.routes_tokens import install_tokens
@@ -184,6 +185,7 @@ def create_app(
             engine.dispose()
             raise
         await audit.trail.start()
+        await app.state.log_shipping.start()  # before the monitor: on_commit listeners nest
         await monitor.start()
         await app.state.admin_start()
         try:
@@ -194,6 +196,7 @@ def create_app(
             await monitor.stop()
             await limiter.stop()
             await audit.trail.stop()
+            await app.state.log_shipping.stop()  # after the trail: audit.log.stop ships too
             if services.owns_http:
                 await services.http.aclose()
             audit.store.close()
@@ -231,7 +234,9 @@ def create_app(
     app.include_router(_auth.router)
     app.include_router(_pages.router)
     install_tokens(app, services)  # /tokens, /introspect, /revoke, JWKS; login/logout hooks
+    install_log_shipping(app, services)  # sinks, /metrics (a bad sink refuses to start)
     install_admin(app, services)  # /admin, /audit; roles, runtime config, cleanup jobs
+    install_retention_job(app.state.admin, services)  # audit_retention on the scheduler
     return app
 
 

@@ -178,7 +178,10 @@ class SinkRunner:
                 await sink.open()
             self._opened = True
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain: float = 0.0) -> None:
+        """Stop the sink tasks; with ``drain`` > 0 first deliver what is stored, for at
+        most ``drain`` seconds (one pass at a time, so nothing is sent twice), then close
+        the sinks and release ownership."""
         self._stopping = True
         for wake in self._wake:
             wake.set()
@@ -189,6 +192,16 @@ class SinkRunner:
                 await task
         self._tasks.clear()
         self._wake.clear()
+        if drain > 0 and self._opened:
+            self._stopping = False
+            try:
+                await asyncio.wait_for(self.drain(), drain)
+            except TimeoutError:
+                log.warning("sinks not caught up after %.1fs at stop", drain)
+            except Exception:
+                log.exception("sinks: final delivery pass failed")
+            finally:
+                self._stopping = True
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.close()

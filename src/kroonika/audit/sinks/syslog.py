@@ -104,10 +104,11 @@ class SyslogTcpSink:
 
 
 def tls_context(
-    cafile: str, *, certfile: str | None = None, keyfile: str | None = None
+    cafile: str | None, *, certfile: str | None = None, keyfile: str | None = None
 ) -> ssl.SSLContext:
     """A client context for RFC 5425: TLS 1.2+, the server certificate verified
-    against ``cafile`` and its name checked; optional client certificate."""
+    against ``cafile`` (the system's trust store when None) and its name checked;
+    optional client certificate."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = True

@@ -1,0 +1,75 @@
+"""The ``audit_retention`` job: purge audit blocks past the retention policy, in batches,
+each purge recorded as ``audit.retention``; on PostgreSQL it first creates the monthly
+partitions of ``audit_blocks`` ahead of time. Under a legal hold it purges nothing (and
+says so in its counts: ``legal_hold``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from kroonika.audit import Actor, ActorType
+from kroonika.audit import events as ev
+from kroonika.audit.retention import (
+    PurgeResult,
+    RetentionJob,
+    RetentionPolicy,
+    retention_event_details,
+)
+from kroonika.audit.store.partitions import ensure_partitions
+from kroonika.audit.store.sql import SqlAuditStore
+from kroonika.jobs.cleanup import Job, JobContext, JobDeps
+
+JOB_NAME = "audit_retention"
+
+
+def audit_retention_job(
+    store: SqlAuditStore,
+    policy: RetentionPolicy,
+    *,
+    archive_dir: Path | None = None,
+    partitions_ahead: int = 3,
+) -> Job:
+    """A scheduler job (see :mod:`kroonika.jobs`) bound to the audit store and policy."""
+
+    async def audit_retention(deps: JobDeps, ctx: JobContext) -> None:
+        loop = asyncio.get_running_loop()
+        if store.dialect == "postgresql":
+            created = await asyncio.to_thread(
+                ensure_partitions, store.engine, now=float(ctx.now()), ahead=partitions_ahead
+            )
+            ctx.counts["partitions_created"] += len(created)
+        if policy.legal_hold:
+            ctx.counts["legal_hold"] += 1
+            return
+
+        def record(result: PurgeResult) -> None:
+            # Runs in the worker thread; the trail's writer lives on the loop.
+            event = ev.audit_retention(actor=Actor(ActorType.SYSTEM))
+            event.details.update(retention_event_details(result))
+            asyncio.run_coroutine_threadsafe(deps.trail.emit(event), loop).result(60)
+
+        job = RetentionJob(
+            store,
+            policy,
+            archive_dir=archive_dir,
+            clock=lambda: float(ctx.now()),
+            max_blocks=ctx.batch_size,
+            on_purged=record,
+        )
+        while True:
+            results = await asyncio.to_thread(job.run)
+            if not results:
+                return
+            for r in results:
+                ctx.counts["events_purged"] += r.count
+                ctx.counts["ranges_purged"] += 1
+                ctx.counts["partitions_dropped"] += len(r.partitions_dropped)
+                if r.archive is not None:
+                    ctx.counts["archives_written"] += 1
+            await ctx.batch_done()
+
+    return audit_retention
+
+
+__all__ = ["JOB_NAME", "audit_retention_job"]

@@ -1,0 +1,445 @@
+"""Log shipping, metrics and retention of this service, built from its settings (the audit
+library knows nothing about Kroonika's configuration).
+
+- :func:`build_sinks` turns ``KROONIKA_AUDIT_SINKS`` (and ``KROONIKA_AUDIT_JSONL_DIR``) into
+  sinks, checking everything when the app is built: a bad sink refuses to start the
+  service (:class:`~kroonika.settings.SettingsError`), naming the sink and the setting but
+  never echoing a value.
+- :class:`LogShipping` runs one :class:`~kroonika.audit.sinks.SinkRunner` for all sinks,
+  woken by the trail's commits (chained with any other ``on_commit`` listener) and
+  reporting failures and recoveries as ``audit.sink``; it renders Prometheus metrics.
+- :func:`retention_policy` is the policy from settings; the scheduled job is in
+  :mod:`kroonika.jobs.retention`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from kroonika.audit import AuditTrail, SealedEvent
+from kroonika.audit.formats import Rfc5424Renderer
+from kroonika.audit.retention import DEFAULT_CATEGORY_DAYS, DEFAULT_TYPE_DAYS, RetentionPolicy
+from kroonika.audit.sinks import (
+    CursorStore,
+    ElasticBulkSink,
+    JetStreamSink,
+    JsonlFileSink,
+    RetryPolicy,
+    Sink,
+    SinkRunner,
+    SplunkHecSink,
+    SyslogTcpSink,
+    SyslogUdpSink,
+    WebhookSink,
+    tls_context,
+    trail_reporter,
+)
+from kroonika.audit.store._schema import blocks
+from kroonika.audit.store.sql import SqlAuditStore
+from kroonika.settings import AuditSinkSettings, Settings, SettingsError
+
+log = logging.getLogger("kroonika.shipping")
+
+JSONL_SINK_NAME = "jsonl"
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo"}
+_NEEDS_ADDRESS = {"syslog_tcp", "syslog_tls", "syslog_udp"}
+_NEEDS_URL = {"splunk_hec", "elastic_bulk", "webhook"}
+_NEEDS_SECRET = {"splunk_hec", "webhook"}
+
+
+def _fail(spec: AuditSinkSettings, what: str) -> SettingsError:
+    return SettingsError(f"KROONIKA_AUDIT_SINKS: sink {spec.name!r} ({spec.kind}): {what}")
+
+
+def _secret(spec: AuditSinkSettings, settings: Settings) -> SecretStr | None:
+    if spec.secret is not None and spec.secret_file is not None:
+        raise _fail(spec, "give secret or secret_file, not both")
+    value = spec.secret
+    if spec.secret_file is not None:
+        try:
+            value = SecretStr(spec.secret_file.read_text().strip())
+        except OSError as exc:
+            raise _fail(spec, f"cannot read secret_file: {exc.strerror}") from None
+    if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDERS:
+        raise _fail(spec, "the secret is empty or a placeholder")
+    if value is None and spec.kind in _NEEDS_SECRET:
+        raise _fail(spec, "a secret (or secret_file) is required")
+    return value
+
+
+def _http_verify(spec: AuditSinkSettings, settings: Settings) -> bool | str:
+    if not spec.tls_verify:
+        if settings.production:
+            raise _fail(spec, "tls_verify=false is refused in production")
+        return False
+    return str(spec.ca_file) if spec.ca_file is not None else True
+
+
+def _check_url(spec: AuditSinkSettings, settings: Settings, secret: SecretStr | None) -> str:
+    url = spec.url or ""
+    if not url.startswith(("http://", "https://")):
+        raise _fail(spec, "url must be http:// or https://")
+    if settings.production and secret is not None and url.startswith("http://"):
+        raise _fail(spec, "a credential over plain http is refused in production")
+    return url
+
+
+def _renderer(spec: AuditSinkSettings) -> Rfc5424Renderer:
+    import socket
+
+    try:
+        return Rfc5424Renderer(
+            hostname=spec.hostname or socket.gethostname().split(".")[0] or "-",
+            app_name=spec.app_name,
+            body=spec.body,
+        )
+    except (TypeError, ValueError) as exc:
+        raise _fail(spec, str(exc)) from None
+
+
+def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
+    """One sink from its settings; :class:`SettingsError` if it cannot work."""
+    extra = sorted((spec.model_extra or {}).keys())
+    if extra:
+        raise _fail(spec, f"unknown keys {extra}")
+    secret = _secret(spec, settings)
+    kind = spec.kind
+    if kind in _NEEDS_ADDRESS and (not spec.host or spec.port is None):
+        raise _fail(spec, "host and port are required")
+    if kind in _NEEDS_URL and not spec.url:
+        raise _fail(spec, "url is required")
+    try:
+        if kind == "syslog_tcp":
+            return SyslogTcpSink(
+                spec.name,
+                str(spec.host),
+                int(spec.port or 0),
+                renderer=_renderer(spec),
+                connect_timeout=spec.timeout_s,
+            )
+        if kind == "syslog_tls":
+            if not spec.tls_verify:
+                raise _fail(spec, "syslog over TLS always verifies the server (RFC 5425)")
+            try:
+                ctx = tls_context(
+                    str(spec.ca_file) if spec.ca_file else None,
+                    certfile=str(spec.cert_file) if spec.cert_file else None,
+                    keyfile=str(spec.key_file) if spec.key_file else None,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise _fail(spec, f"TLS files: {type(exc).__name__}") from None
+            return SyslogTcpSink(
+                spec.name,
+                str(spec.host),
+                int(spec.port or 0),
+                renderer=_renderer(spec),
+                tls=ctx,
+                server_hostname=spec.server_hostname,
+                connect_timeout=spec.timeout_s,
+            )
+        if kind == "syslog_udp":
+            return SyslogUdpSink(
+                spec.name,
+                str(spec.host),
+                int(spec.port or 0),
+                renderer=_renderer(spec),
+                max_size=spec.max_size,
+            )
+        if kind == "splunk_hec":
+            if secret is None:  # checked by _secret; keeps mypy informed
+                raise _fail(spec, "a secret is required")
+            return SplunkHecSink(
+                spec.name,
+                _check_url(spec, settings, secret),
+                secret,
+                index=spec.index,
+                source=spec.source,
+                sourcetype=spec.sourcetype,
+                host=spec.hostname,
+                timeout=spec.timeout_s,
+                verify=_http_verify(spec, settings),
+            )
+        if kind == "elastic_bulk":
+            return ElasticBulkSink(
+                spec.name,
+                _check_url(spec, settings, secret),
+                index=spec.index or "logs-kroonika.audit-default",
+                api_key=secret,
+                timeout=spec.timeout_s,
+                verify=_http_verify(spec, settings),
+            )
+        if kind == "webhook":
+            if secret is None:
+                raise _fail(spec, "a secret is required")
+            return WebhookSink(
+                spec.name,
+                _check_url(spec, settings, secret),
+                secret,
+                timeout=spec.timeout_s,
+                verify=_http_verify(spec, settings),
+            )
+        if kind == "nats":
+            servers = [s.strip() for s in (spec.url or "nats://127.0.0.1:4222").split(",")]
+            if not all(s.startswith(("nats://", "tls://")) for s in servers):
+                raise _fail(spec, "url must list nats:// or tls:// servers")
+            options: dict[str, Any] = {}
+            if secret is not None:
+                options["token"] = secret.get_secret_value()
+            if spec.ca_file is not None or any(s.startswith("tls://") for s in servers):
+                try:
+                    options["tls"] = tls_context(
+                        str(spec.ca_file) if spec.ca_file else None,
+                        certfile=str(spec.cert_file) if spec.cert_file else None,
+                        keyfile=str(spec.key_file) if spec.key_file else None,
+                    )
+                except (OSError, ssl.SSLError) as exc:
+                    raise _fail(spec, f"TLS files: {type(exc).__name__}") from None
+            return JetStreamSink(
+                spec.name,
+                servers,
+                subject_prefix=spec.subject_prefix,
+                timeout=spec.timeout_s,
+                connect_options=options,
+            )
+        if kind == "jsonl":
+            if spec.directory is None:
+                raise _fail(spec, "directory is required")
+            return JsonlFileSink(
+                spec.name,
+                spec.directory,
+                basename=spec.basename,
+                max_bytes=spec.max_bytes,
+                max_age=spec.max_age_s,
+                keep=spec.keep,
+                fsync=spec.fsync,
+            )
+    except ValueError as exc:
+        raise _fail(spec, str(exc)) from None
+    raise _fail(spec, "unknown kind")  # pragma: no cover (Literal-checked)
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """Every configured sink, the JSONL segment output (``audit_jsonl_dir``) included."""
+    sinks = [build_sink(spec, settings) for spec in settings.audit_sinks]
+    if settings.audit_jsonl_dir is not None:
+        try:
+            sinks.append(
+                JsonlFileSink(
+                    JSONL_SINK_NAME,
+                    settings.audit_jsonl_dir,
+                    max_bytes=settings.audit_jsonl_max_bytes,
+                    max_age=settings.audit_jsonl_max_age_s,
+                    keep=settings.audit_jsonl_keep,
+                )
+            )
+        except ValueError as exc:
+            raise SettingsError(f"KROONIKA_AUDIT_JSONL_DIR: {exc}") from None
+    names = [s.name for s in sinks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SettingsError(f"KROONIKA_AUDIT_SINKS: sink names must be unique: {dupes}")
+    return sinks
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    """Per-type and per-category days from ``KROONIKA_AUDIT_RETENTION_DAYS`` (a key with a
+    dot is an event type, otherwise a category) over the defaults; the legal hold."""
+    categories = dict(DEFAULT_CATEGORY_DAYS)
+    types = dict(DEFAULT_TYPE_DAYS)
+    for key, days in settings.audit_retention_days.items():
+        (types if "." in key else categories)[key] = days
+    try:
+        return RetentionPolicy(
+            default_days=settings.audit_retention_default_days,
+            categories=categories,
+            types=types,
+            legal_hold=settings.audit_legal_hold,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"KROONIKA_AUDIT_RETENTION_DAYS: {exc}") from None
+
+
+class LogShipping:
+    """One :class:`SinkRunner` for the service's sinks (or none when none is configured).
+
+    ``start()`` chains ``runner.notify`` onto ``trail.on_commit`` (keeping the listener that
+    was there) and ``stop()`` puts it back, so listeners compose LIFO with the security
+    monitor. Delivery fails open: a sink outage never blocks the writer."""
+
+    def __init__(
+        self,
+        trail: AuditTrail,
+        store: SqlAuditStore,
+        sinks: list[Sink],
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+        retry: RetryPolicy | None = None,
+        stop_drain_s: float = 5.0,
+    ) -> None:
+        self.trail = trail
+        self.store = store
+        self.stop_drain_s = stop_drain_s
+        self.runner: SinkRunner | None = None
+        if sinks:
+            self.runner = SinkRunner(
+                store,
+                sinks,
+                batch_size=batch_size,
+                poll_interval=poll_interval,
+                retry=retry,
+                on_event=trail_reporter(trail),
+            )
+        self._previous: Callable[[list[SealedEvent]], None] | None = None
+        self._listener: Callable[[list[SealedEvent]], None] | None = None
+        self._started = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, trail: AuditTrail, store: SqlAuditStore
+    ) -> LogShipping:
+        return cls(
+            trail,
+            store,
+            build_sinks(settings),
+            batch_size=settings.audit_sink_batch_size,
+            poll_interval=settings.audit_sink_poll_s,
+            retry=RetryPolicy(maximum=max(0.5, settings.audit_sink_retry_max_s)),
+        )
+
+    async def start(self) -> None:
+        runner = self.runner
+        if runner is None or self._started:
+            return
+        previous = self.trail.on_commit
+
+        def on_commit(sealed: list[SealedEvent]) -> None:
+            if previous is not None:
+                previous(sealed)
+            runner.notify()
+
+        self._previous, self._listener = previous, on_commit
+        self.trail.on_commit = on_commit
+        self.trail.checkpoint_listeners.append(runner.notify)
+        await runner.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Stop delivering: a last bounded catch-up (so ``audit.log.stop`` usually leaves
+        with us), then release ownership so another instance takes over."""
+        runner = self.runner
+        if runner is None or not self._started:
+            return
+        self._started = False
+        if self.trail.on_commit is self._listener:
+            self.trail.on_commit = self._previous
+        if runner.notify in self.trail.checkpoint_listeners:
+            self.trail.checkpoint_listeners.remove(runner.notify)
+        await runner.stop(drain=self.stop_drain_s)
+
+    # --- metrics ------------------------------------------------------------------
+
+    def _store_lag(self) -> list[tuple[str, str, int, int]]:
+        """(sink, stream, delivered seq, head seq) from the database: the lag of every
+        stream, whichever instance delivers it."""
+        if self.runner is None:
+            return []
+        names = {s.name for s in self.runner.sinks}
+        cursors = CursorStore(self.store.engine).all()
+        with self.store.engine.connect() as conn:
+            heads = {
+                str(stream): int(head or 0)
+                for stream, head in conn.execute(
+                    select(blocks.c.stream, func.max(blocks.c.last_seq)).group_by(blocks.c.stream)
+                ).all()
+            }
+        return [
+            (sink, stream, cursors.get((sink, stream), 0), head)
+            for sink in sorted(names)
+            for stream, head in sorted(heads.items())
+        ]
+
+    async def prometheus(self) -> str:
+        """The sink metrics in the Prometheus text exposition format (0.0.4)."""
+        lines: list[str] = []
+
+        def family(name: str, kind: str, doc: str) -> None:
+            lines.append(f"# HELP {name} {doc}")
+            lines.append(f"# TYPE {name} {kind}")
+
+        runner = self.runner
+        metrics = runner.metrics() if runner is not None else {}
+        counters = (
+            ("delivered", "Events delivered by this instance since it started."),
+            ("checkpoints", "Checkpoints delivered by this instance since it started."),
+            ("batches", "Batches delivered by this instance since it started."),
+            ("failures", "Failed delivery attempts."),
+            ("retries", "Retries after a failed attempt."),
+            ("dead_letters", "Items refused permanently and dead-lettered."),
+        )
+        for key, doc in counters:
+            family(f"kroonika_audit_sink_{key}_total", "counter", doc)
+            for sink, m in sorted(metrics.items()):
+                lines.append(f'kroonika_audit_sink_{key}_total{{sink="{_label(sink)}"}} {m[key]}')
+        family("kroonika_audit_sink_failing", "gauge", "1 while the sink is failing.")
+        for sink, m in sorted(metrics.items()):
+            lines.append(
+                f'kroonika_audit_sink_failing{{sink="{_label(sink)}"}} {int(m["failing"])}'
+            )
+        family(
+            "kroonika_audit_sink_lag_seconds",
+            "gauge",
+            "Age of the oldest undelivered event, per stream this instance delivers.",
+        )
+        for sink, m in sorted(metrics.items()):
+            for stream, secs in sorted(m["lag_seconds"].items()):
+                lines.append(
+                    f'kroonika_audit_sink_lag_seconds{{sink="{_label(sink)}",'
+                    f'stream="{_label(stream)}"}} {float(secs):.3f}'
+                )
+        family(
+            "kroonika_audit_sink_lag_events",
+            "gauge",
+            "Events stored but not yet delivered, per sink and stream (any instance).",
+        )
+        rows = await asyncio.to_thread(self._store_lag) if runner is not None else []
+        for sink, stream, seq, head in rows:
+            lines.append(
+                f'kroonika_audit_sink_lag_events{{sink="{_label(sink)}",'
+                f'stream="{_label(stream)}"}} {max(0, head - seq)}'
+            )
+        family(
+            "kroonika_audit_sink_cursor",
+            "gauge",
+            "Last delivered sequence number per sink and stream.",
+        )
+        for sink, stream, seq, _ in rows:
+            lines.append(
+                f'kroonika_audit_sink_cursor{{sink="{_label(sink)}",'
+                f'stream="{_label(stream)}"}} {seq}'
+            )
+        family("kroonika_audit_events_total", "counter", "Audit trail counters of this instance.")
+        for key, value in sorted(self.trail.counters.snapshot().items()):
+            lines.append(f'kroonika_audit_events_total{{counter="{_label(key)}"}} {value}')
+        return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+__all__ = [
+    "JSONL_SINK_NAME",
+    "LogShipping",
+    "build_sink",
+    "build_sinks",
+    "retention_policy",
+]

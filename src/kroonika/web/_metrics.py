@@ -1,0 +1,103 @@
+"""``GET /metrics`` (Prometheus text format) and the log shipping of the app.
+
+Access: with ``KROONIKA_METRICS_TOKEN`` set, a scraper sends ``Authorization: Bearer
+<token>`` (compared in constant time); without a token only a client connected from a
+loopback address is served (the direct peer, never a forwarded header), so a service
+exposed through a proxy does not publish its metrics by accident. ``KROONIKA_METRICS_ENABLED
+=false`` removes the route. Metrics carry sink and stream names and counts only."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from kroonika.shipping import LogShipping
+from kroonika.web._services import Services
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _router(shipping: LogShipping, token: bytes | None) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/metrics", response_model=None)
+    async def metrics(request: Request) -> Response:
+        """Sink lag and delivery counts, audit trail counters (Prometheus text 0.0.4)."""
+        if token is not None:
+            given = request.headers.get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token):
+                return JSONResponse(
+                    {"error": "not_authenticated"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        elif not _loopback(request.client.host if request.client else None):
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        return PlainTextResponse(await shipping.prometheus(), media_type=CONTENT_TYPE)
+
+    return router
+
+
+def install_log_shipping(app: FastAPI, services: Services) -> LogShipping:
+    """Build the sinks (a bad sink refuses to start), keep the shipping on
+    ``app.state.log_shipping`` and register ``/metrics``. The lifespan starts it after the
+    trail and stops it after the trail (so ``audit.log.stop`` is shipped too)."""
+    settings = services.settings
+    shipping = LogShipping.from_settings(settings, services.audit.trail, services.audit.store)
+    app.state.log_shipping = shipping
+    if settings.metrics_enabled:
+        secret = settings.metrics_token
+        token = secret.get_secret_value().encode() if secret is not None else None
+        if token is not None and len(token) < 16:
+            from kroonika.settings import SettingsError
+
+            raise SettingsError("KROONIKA_METRICS_TOKEN must be at least 16 characters")
+        app.include_router(_router(shipping, token))
+    return shipping
+
+
+DEFAULT_RETENTION_CRON = "23 3 * * *"
+
+
+def install_retention_job(admin: Any, services: Services) -> None:
+    """Add ``audit_retention`` to the admin scheduler (``admin.jobs``). Its schedule comes
+    from ``KROONIKA_JOBS_CRON`` / ``KROONIKA_JOBS_DISABLED`` (key ``audit_retention``,
+    default daily at 03:23 UTC); the other jobs keep their runtime configuration."""
+    from croniter import croniter
+
+    from kroonika.jobs.retention import JOB_NAME, audit_retention_job
+    from kroonika.settings import SettingsError
+    from kroonika.shipping import retention_policy
+
+    settings = services.settings
+    scheduler = admin.jobs
+    cron = settings.jobs_cron.get(JOB_NAME, DEFAULT_RETENTION_CRON)
+    if not croniter.is_valid(cron):
+        raise SettingsError(f"KROONIKA_JOBS_CRON: {JOB_NAME}: bad cron expression")
+    enabled = JOB_NAME not in settings.jobs_disabled
+    scheduler.jobs[JOB_NAME] = audit_retention_job(
+        services.audit.store,
+        retention_policy(settings),
+        archive_dir=settings.audit_archive_dir,
+        partitions_ahead=settings.audit_partitions_ahead,
+    )
+    inner = scheduler.schedule
+
+    def schedule(name: str) -> tuple[str, bool]:
+        return (cron, enabled) if name == JOB_NAME else inner(name)
+
+    scheduler.schedule = schedule
