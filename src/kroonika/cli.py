@@ -140,9 +140,17 @@ def verify_cmd(
     ] = None,
     keys: Annotated[Path | None, typer.Option(help="Public keys JSON file")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report")] = False,
+    archive: Annotated[
+        Path | None,
+        typer.Option("--archive", help="Verify a retention archive (.jsonl.gz) on its own"),
+    ] = None,
 ) -> None:
     """Recompute hashes, chain, Merkle roots and signatures. Exit 0 intact, 1 damaged,
     2 usage or access error."""
+    if archive is not None:
+        from kroonika.cli_audit_ops import archive_verify
+
+        archive_verify(archive, keys, as_json)  # raises typer.Exit(0|1|2)
     settings = _settings()
     public = _public_keys(settings, keys)
     external = _load_checkpoint(checkpoint) if checkpoint else []
