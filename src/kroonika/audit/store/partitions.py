@@ -79,7 +79,9 @@ def create_month(conn: Connection, year: int, month: int) -> bool:
                 )
             )
     except SQLAlchemyError as exc:
-        log.warning("audit partition %s not created: %s", name, type(getattr(exc, "orig", exc)).__name__)
+        log.warning(
+            "audit partition %s not created: %s", name, type(getattr(exc, "orig", exc)).__name__
+        )
         return False
     return True
 
