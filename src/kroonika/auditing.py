@@ -8,6 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditError,
     AuditTrail,
     Counters,
     Fingerprinter,
@@ -15,6 +18,7 @@ from kroonika.audit import (
     Pipeline,
     SqlAuditStore,
     SqlSubjectKeys,
+    events,
 )
 from kroonika.audit.processors.anonymise_ip import AnonymiseIp
 from kroonika.audit.processors.enrich import Enricher
@@ -29,6 +33,21 @@ class AuditComponents:
     fingerprinter: Fingerprinter
     subject_keys: SqlSubjectKeys
     counters: Counters
+
+    def stop_sync(self, reason: str = "cli exit") -> None:
+        """For short-lived writers (CLI commands): record ``audit.log.stop`` if the
+        writer recorded its start, then close the store."""
+        try:
+            if self.trail.size and self.trail.started_sync:
+                self.trail.emit_sync(
+                    events.audit_log_stop(
+                        actor=Actor(ActorType.SYSTEM), events=self.trail.emitted, reason=reason
+                    )
+                )
+        except AuditError:
+            pass  # the command already failed closed on its own event
+        finally:
+            self.store.close()
 
 
 def build_audit(

@@ -82,12 +82,7 @@ def _access_trail(settings: Settings) -> Iterator[AuditComponents]:
     try:
         yield comps
     finally:
-        try:
-            comps.trail.emit_sync(
-                events.audit_log_stop(actor=Actor(ActorType.SYSTEM), events=0, reason="cli exit")
-            )
-        finally:
-            comps.store.close()
+        comps.stop_sync()
 
 
 def _short_stream() -> str:

@@ -86,7 +86,7 @@ def add(
                 raise _fail(f"not granted: the audit trail refused the record ({exc})") from None
     finally:
         engine.dispose()
-        comps.store.close()
+        comps.stop_sync()
     typer.echo(f"role {parsed} {'granted' if new else 'was already held'}")
 
 

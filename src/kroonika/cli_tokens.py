@@ -40,7 +40,7 @@ def _audit(settings: Settings, event: AuditEvent) -> None:
         comps.trail.log_start_sync()
         comps.trail.emit_sync(event)
     finally:
-        comps.store.close()
+        comps.stop_sync()
 
 
 @keys_app.command("rotate")

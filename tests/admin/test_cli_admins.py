@@ -90,3 +90,14 @@ def test_a_bad_role_is_a_usage_error(var: Path) -> None:
     done = CliRunner().invoke(app, ["admins", "add", CODE, "--role", "root"])
     assert done.exit_code == 2
     assert not (var / "audit.db").exists() or _events(var, "config.change") == []
+
+
+def test_every_cli_writer_records_its_stop(var: Path) -> None:
+    """Each command that writes to the trail leaves a matching audit.log.stop per stream."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["admins", "add", CODE, "-j", "INC-9 first admin"]).exit_code == 0
+    assert runner.invoke(app, ["admins", "add", CODE, "--role", "auditor"]).exit_code == 0
+    starts = {e["stream"] for e in _events(var, "audit.log.start")}
+    stops = {e["stream"] for e in _events(var, "audit.log.stop")}
+    assert len(starts) == 2
+    assert starts == stops

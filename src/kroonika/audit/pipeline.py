@@ -127,6 +127,7 @@ class AuditTrail:
         self._queue = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.started_sync = False
         self._emitted = 0
         self.on_commit = on_commit
         self.checkpoint_listeners: list[Callable[[Checkpoint], None]] = []
@@ -228,6 +229,12 @@ class AuditTrail:
 
     def log_start_sync(self) -> None:
         self.emit_sync(self._start_event())
+        self.started_sync = True
+
+    @property
+    def emitted(self) -> int:
+        """Events this writer has committed."""
+        return self._emitted
 
     def _commit(self, records: list[dict[str, Any]]) -> list[SealedEvent]:
         try:
