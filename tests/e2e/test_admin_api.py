@@ -341,7 +341,7 @@ def test_audit_records_cannot_be_altered(stack: AdminStack, role: str | None, me
     r = stack.call(method, "/audit/events/anything", role=role, json={})
     assert r.status_code == 405
     (v,) = stack.events(types=("security.policy_violation",), correlation=r.headers["x-request-id"])
-    assert v["details"]["policy"] == "audit.immutable"
+    assert v["details"]["policy"] == "audit_trail_immutable"
 
 
 def test_admin_with_a_tara_session(stack: AdminStack) -> None:

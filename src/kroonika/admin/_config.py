@@ -112,8 +112,9 @@ class ConfigKey:
     secret: bool = False
 
 
-JOB_NAMES = ("login_flows", "sessions", "token_metadata", "access_lists")
+JOB_NAMES = ("login_flows", "sessions", "token_metadata", "access_lists", "audit_retention")
 DEFAULT_CRON = {
+    "audit_retention": "23 3 * * *",
     "login_flows": "*/10 * * * *",
     "sessions": "* * * * *",
     "token_metadata": "17 * * * *",

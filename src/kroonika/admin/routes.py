@@ -38,6 +38,8 @@ from kroonika.audit import events as ev
 from kroonika.db.sessions import session as session_table
 from kroonika.db.tokens import clients as clients_table
 from kroonika.db.tokens import tokens as tokens_table
+from kroonika.security.policy import Decision as PolicyDecision
+from kroonika.security.policy import Policy
 from kroonika.sessions import EndReason, RequestContext
 from kroonika.tokens import AccessListError, ClientError, ListSubject, hash_secret
 from kroonika.tokens import RequestContext as TokenContext
@@ -848,9 +850,9 @@ async def _sod_violation(request: Request, p: Principal, exc: RoleChangeRefused)
             source=source_of(request),
             target=Target("admin_route", request.url.path),
             correlation=correlation_of(request),
-            policy="admin.separation_of_duties",
+            policy=Policy.SEPARATION_OF_DUTIES.value,
             attempted=exc.code,
-            decision="refused",
+            decision=PolicyDecision.DENIED.value,
         )
     )
 

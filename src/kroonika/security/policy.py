@@ -43,6 +43,8 @@ class Policy(StrEnum):
     RESERVED_CLAIMS = "reserved_claims"
     JUSTIFICATION_MISSING = "admin_justification_missing"
     ROLE_EXCEEDED = "role_exceeded"
+    SEPARATION_OF_DUTIES = "separation_of_duties"
+    AUDIT_TRAIL_IMMUTABLE = "audit_trail_immutable"
 
 
 class Decision(StrEnum):

@@ -70,34 +70,17 @@ def install_log_shipping(app: FastAPI, services: Services) -> LogShipping:
     return shipping
 
 
-DEFAULT_RETENTION_CRON = "23 3 * * *"
-
-
 def install_retention_job(admin: Any, services: Services) -> None:
-    """Add ``audit_retention`` to the admin scheduler (``admin.jobs``). Its schedule comes
-    from ``KROONIKA_JOBS_CRON`` / ``KROONIKA_JOBS_DISABLED`` (key ``audit_retention``,
-    default daily at 03:23 UTC); the other jobs keep their runtime configuration."""
-    from croniter import croniter
-
+    """Add ``audit_retention`` to the admin scheduler (``admin.jobs``). Like every job,
+    its schedule and on/off switch are runtime configuration (``jobs.audit_retention.*``,
+    default daily at 03:23 UTC, seeded from ``KROONIKA_JOBS_CRON``/``_DISABLED``)."""
     from kroonika.jobs.retention import JOB_NAME, audit_retention_job
-    from kroonika.settings import SettingsError
     from kroonika.shipping import retention_policy
 
     settings = services.settings
-    scheduler = admin.jobs
-    cron = settings.jobs_cron.get(JOB_NAME, DEFAULT_RETENTION_CRON)
-    if not croniter.is_valid(cron):
-        raise SettingsError(f"KROONIKA_JOBS_CRON: {JOB_NAME}: bad cron expression")
-    enabled = JOB_NAME not in settings.jobs_disabled
-    scheduler.jobs[JOB_NAME] = audit_retention_job(
+    admin.jobs.jobs[JOB_NAME] = audit_retention_job(
         services.audit.store,
         retention_policy(settings),
         archive_dir=settings.audit_archive_dir,
         partitions_ahead=settings.audit_partitions_ahead,
     )
-    inner = scheduler.schedule
-
-    def schedule(name: str) -> tuple[str, bool]:
-        return (cron, enabled) if name == JOB_NAME else inner(name)
-
-    scheduler.schedule = schedule

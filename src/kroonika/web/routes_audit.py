@@ -33,6 +33,7 @@ from kroonika.audit import events as ev
 from kroonika.audit.integrity import inclusion_proof, leaf_hash
 from kroonika.audit.query import find_event
 from kroonika.audit.verify import verify_store
+from kroonika.security.policy import Decision, Policy
 
 AUDITOR = ("auditor",)
 router = APIRouter(prefix="/audit", tags=["audit"], route_class=AuditedRoute)
@@ -248,9 +249,9 @@ async def _immutable(request: Request) -> Response:
             source=source_of(request),
             target=Target("audit_trail", request.url.path[:200]),
             correlation=correlation_of(request),
-            policy="audit.immutable",
+            policy=Policy.AUDIT_TRAIL_IMMUTABLE.value,
             attempted=f"{request.method} /audit/events",
-            decision="refused",
+            decision=Decision.DENIED.value,
         )
     )
     return JSONResponse(
