@@ -135,7 +135,14 @@ def test_two_instances_run_a_scheduled_job_once(tmp_path: Path, fresh_postgres_u
                 break
             time.sleep(0.2)
         time.sleep(1.0)  # many more ticks on both instances
-        jobs = ("login_flows", "sessions", "token_metadata", "access_lists", "audit_retention")
+        jobs = (
+            "login_flows",
+            "sessions",
+            "token_metadata",
+            "access_lists",
+            "token_keys",
+            "audit_retention",
+        )
         for job in jobs:
             runs = a.call("GET", f"/admin/jobs/{job}/runs").json()["runs"]
             assert len(runs) == 1, (job, runs)

@@ -112,9 +112,17 @@ class ConfigKey:
     secret: bool = False
 
 
-JOB_NAMES = ("login_flows", "sessions", "token_metadata", "access_lists", "audit_retention")
+JOB_NAMES = (
+    "login_flows",
+    "sessions",
+    "token_metadata",
+    "access_lists",
+    "token_keys",
+    "audit_retention",
+)
 DEFAULT_CRON = {
     "audit_retention": "23 3 * * *",
+    "token_keys": "41 * * * *",
     "login_flows": "*/10 * * * *",
     "sessions": "* * * * *",
     "token_metadata": "17 * * * *",

@@ -13,6 +13,8 @@ leaves nothing half done and the next run simply continues.
 - ``token_metadata``: mark overdue tokens expired (``token.expire``), then delete the metadata
   of tokens that expired, were revoked or replaced longer than the retention period ago.
 - ``access_lists``: remove allow/deny entries whose expiry has passed (``access_list.remove``).
+- ``token_keys``: rotate the token signing key when it is older than the rotation interval
+  (``key.rotate``) and retire superseded keys whose last token has expired.
 """
 
 from __future__ import annotations
@@ -313,9 +315,38 @@ async def access_lists(deps: JobDeps, ctx: JobContext) -> None:
         await ctx.batch_done()
 
 
+async def token_keys(deps: JobDeps, ctx: JobContext) -> None:
+    """Scheduled rotation of the token signing keys: a new key when the newest is older
+    than the rotation interval (published before it signs), and retirement of
+    superseded keys whose last token has expired."""
+    comps = deps.tokens()
+    if comps is None:
+        return
+    rotated = await asyncio.to_thread(comps.keys.rotate_if_due)
+    if rotated is not None:
+        old, new = rotated
+        await deps.trail.emit_many(
+            [
+                ev.key_rotate(
+                    actor=Actor(ActorType.SYSTEM),
+                    target=Target("signing_key", new),
+                    correlation=Correlation(request_id=ctx.request_id),
+                    purpose="token_signing",
+                    old_kid=old,
+                    new_kid=new,
+                    justification="scheduled rotation (token_key_rotation_interval_s)",
+                )
+            ]
+        )
+        ctx.counts["keys_rotated"] += 1
+    retired = await asyncio.to_thread(comps.keys.retire_expired)
+    ctx.counts["keys_retired"] += len(retired)
+
+
 JOBS: dict[str, Job] = {
     "login_flows": login_flows,
     "sessions": sessions,
     "token_metadata": token_metadata,
     "access_lists": access_lists,
+    "token_keys": token_keys,
 }

@@ -1,0 +1,80 @@
+"""The token_keys job rotates on schedule, audits it, and retires old keys."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kroonika.audit import AuditEvent
+from kroonika.db import make_engine
+from kroonika.db.migrate import upgrade
+from kroonika.jobs import JobContext, JobDeps
+from kroonika.jobs.cleanup import token_keys
+from kroonika.tokens._clock import FixedClock
+from kroonika.tokens._keys import SigningKeyRing
+
+NOW = 1_700_000_000
+DAY = 86_400
+
+
+class Trail:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    async def emit_many(self, events: list[AuditEvent]) -> None:
+        self.events.extend(events)
+
+
+class Comps:
+    def __init__(self, keys: SigningKeyRing) -> None:
+        self.keys = keys
+
+
+async def _run(keys: SigningKeyRing, trail: Trail) -> Counter[str]:
+    counts: Counter[str] = Counter()
+
+    async def progress() -> None:
+        return None
+
+    deps: Any = JobDeps(
+        engine=None,  # type: ignore[arg-type]
+        trail=trail,  # type: ignore[arg-type]
+        sessions=None,  # type: ignore[arg-type]
+        tokens=lambda: Comps(keys),
+        flow_retention_s=0,
+        token_retention_s=0,
+    )
+    await token_keys(deps, JobContext(now=lambda: NOW, batch_size=10, counts=counts,
+                                      progress=progress))  # fmt: skip
+    return counts
+
+
+@pytest.mark.asyncio
+async def test_rotation_happens_when_due_and_is_audited(tmp_path: Path) -> None:
+    """Nothing happens while the key is young; after the interval one new key is made,
+    published, and recorded as key.rotate; superseded keys retire after their tokens."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    upgrade(engine)
+    clock = FixedClock(NOW)
+    keys = SigningKeyRing(engine, b"m" * 32, clock=clock, alg="ES256", rsa_bits=2048,
+                          publish_lead_s=3600, rotation_interval_s=30 * DAY,
+                          max_token_lifetime_s=3600)  # fmt: skip
+    first = keys.ensure()
+    trail = Trail()
+    assert await _run(keys, trail) == Counter({"keys_retired": 0})
+    assert trail.events == []
+    clock.advance(31 * DAY)
+    counts = await _run(keys, trail)
+    assert counts["keys_rotated"] == 1
+    (event,) = trail.events
+    assert event.type == "key.rotate"
+    assert event.details["old_kid"] == first
+    new_kid = event.details["new_kid"]
+    assert [k.kid for k in keys.published()] == [first, new_kid]
+    clock.advance(2 * 3600 + 3600 + 1)  # new key active, then the old one's tokens are gone
+    counts = await _run(keys, trail)
+    assert counts["keys_retired"] == 1
+    assert [k.kid for k in keys.published()] == [new_kid]
