@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,19 +45,17 @@ def require_binary(name: str, path: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped at the end."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
+@contextmanager
+def temporary_database(prefix: str) -> Iterator[str]:
+    """Create a uniquely named PostgreSQL database and drop it afterwards."""
     import psycopg
 
-    name = f"kroonika_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = POSTGRES_ADMIN_URL
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}"
+        yield f"{admin.rsplit('/', 1)[0]}/{name}"
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
@@ -64,25 +63,19 @@ def postgres_url() -> Iterator[str]:
                 (name,),
             )
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    with temporary_database("kroonika_test") as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
     """A database of its own for one test (the audit store is append-only, so tests
     that tamper with it cannot share one)."""
-    import psycopg
-
-    name = f"kroonika_t_{uuid.uuid4().hex[:12]}"
-    admin = POSTGRES_ADMIN_URL
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    with temporary_database("kroonika_t") as url:
+        yield url
