@@ -52,9 +52,18 @@ def run(
 ) -> None:
     """Serve the mock with uvicorn until interrupted (one process: its state is in memory).
 
-    uvicorn's access log shows request lines; the mock never puts codes or tokens in its own
-    URLs (they travel in redirects to the relying party and in POST bodies), so none is logged.
+    uvicorn's access log is off: authorization requests carry the relying party's
+    ``state`` and ``nonce`` (and ``autologin`` a personal code) in their query strings,
+    and none of those may reach a log line.
     """
     if config is None:
         raise InvalidMockConfig("run() needs a MockConfig, e.g. from config_from_options()")
-    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level, workers=1)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level=log_level,
+        workers=1,
+        access_log=False,
+        proxy_headers=False,
+    )
