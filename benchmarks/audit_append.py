@@ -187,8 +187,22 @@ def verify_child(directory: str) -> None:
     start = time.perf_counter()
     report = verify_store(store, keys)
     elapsed = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{report.records} {report.records / elapsed:.0f} {rss:.0f} {int(report.intact)}")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child of
+    # this big benchmark process would report the parent's peak, not its own.
+    rss = _peak_rss_mb()
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rate = report.records / elapsed
+    print(f"{report.records} {rate:.0f} {rss:.0f} {int(report.intact)} {workers:.0f}")
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -241,8 +255,8 @@ def main() -> None:
             ).stdout.split()
             records, rate, rss, intact = int(out[0]), float(out[1]), float(out[2]), out[3]
             print(
-                f"verify: {records:,} records, {rate:,.0f} records/s, peak RSS {rss:.0f} MB, "
-                f"intact={intact == '1'}"
+                f"verify: {records:,} records, {rate:,.0f} records/s, peak RSS {rss:.0f} MB "
+                f"(largest worker process {float(out[4]):.0f} MB), intact={intact == '1'}"
             )
         else:
             rate = 0.0
