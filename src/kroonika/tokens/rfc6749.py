@@ -12,14 +12,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
+from kroonika.audit import Actor, ActorType
 from kroonika.tokens._errors import InvalidClient, TokenError
+
+if TYPE_CHECKING:
+    from kroonika.tokens._clients import Client, ClientRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +72,22 @@ def error_response(exc: TokenError, *, basic: bool = True) -> WireResponse:
     if isinstance(exc, InvalidClient) and basic:
         headers["WWW-Authenticate"] = 'Basic realm="kroonika", charset="UTF-8"'
     return WireResponse(exc.status, {"error": exc.error, "error_description": str(exc)}, headers)
+
+
+async def authenticate_client(
+    registry: ClientRegistry,
+    form: Mapping[str, str],
+    authorization: str | None,
+    on_refused: Callable[[Actor], Awaitable[None]],
+) -> Client | WireResponse:
+    """Client authentication for the token endpoints (RFC 6749 section 2.3.1): the
+    client, or the ``invalid_client`` answer after ``on_refused`` has recorded the
+    refusal (with the claimed client id, never the secret)."""
+    claimed: str | None = None
+    try:
+        creds = credentials(authorization, form)
+        claimed = creds.client_id[:64]
+        return await asyncio.to_thread(registry.authenticate, creds.client_id, creds.secret)
+    except InvalidClient as exc:
+        await on_refused(Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor())
+        return error_response(exc, basic=authorization is not None or claimed is None)

@@ -16,14 +16,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
-from kroonika.audit import Actor, ActorType, Outcome, events
+from kroonika.audit import Actor, Outcome, events
 from kroonika.tokens._clients import ClientRegistry
-from kroonika.tokens._errors import InvalidClient, NotPermitted, TokenError
+from kroonika.tokens._errors import NotPermitted, TokenError
 from kroonika.tokens._service import RequestContext, TokenService
-from kroonika.tokens.rfc6749 import WireResponse, credentials, error_response
+from kroonika.tokens.rfc6749 import WireResponse, authenticate_client, error_response
 
 HINTS = frozenset({"access_token", "refresh_token"})
 
@@ -40,23 +39,21 @@ async def respond(
     authorization: str | None,
     ctx: RequestContext,
 ) -> WireResponse:
-    claimed: str | None = None
-    try:
-        creds = credentials(authorization, form)
-        claimed = creds.client_id[:64]
-        client = await asyncio.to_thread(registry.authenticate, creds.client_id, creds.secret)
-    except InvalidClient as exc:
+    async def refused(actor: Actor) -> None:
         await service.trail.emit(
             events.token_revoke(
                 outcome=Outcome.FAILURE,
                 reason="invalid_client",
-                actor=Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor(),
+                actor=actor,
                 source=ctx.source(),
                 correlation=ctx.correlation(),
                 count=0,
             )
         )
-        return error_response(exc, basic=authorization is not None or claimed is None)
+
+    client = await authenticate_client(registry, form, authorization, refused)
+    if isinstance(client, WireResponse):
+        return client
     token = form.get("token")
     if not token:
         return error_response(TokenError("the token parameter is required"))

@@ -20,14 +20,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
-from kroonika.audit import Actor, ActorType, Outcome, events
+from kroonika.audit import Actor, Outcome, events
 from kroonika.tokens._clients import ClientRegistry
-from kroonika.tokens._errors import InvalidClient, TokenError
+from kroonika.tokens._errors import TokenError
 from kroonika.tokens._service import RequestContext, TokenService
-from kroonika.tokens.rfc6749 import WireResponse, credentials, error_response
+from kroonika.tokens.rfc6749 import WireResponse, authenticate_client, error_response
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -40,23 +39,22 @@ async def respond(
     ctx: RequestContext,
 ) -> WireResponse:
     """Authenticate the caller, then introspect (section 2)."""
-    claimed: str | None = None
-    try:
-        creds = credentials(authorization, form)
-        claimed = creds.client_id[:64]
-        client = await asyncio.to_thread(registry.authenticate, creds.client_id, creds.secret)
-    except InvalidClient as exc:
+
+    async def refused(actor: Actor) -> None:
         await service.trail.emit(
             events.token_introspect(
                 outcome=Outcome.FAILURE,
                 reason="invalid_client",
-                actor=Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor(),
+                actor=actor,
                 source=ctx.source(),
                 correlation=ctx.correlation(),
                 active=False,
             )
         )
-        return error_response(exc, basic=authorization is not None or claimed is None)
+
+    client = await authenticate_client(registry, form, authorization, refused)
+    if isinstance(client, WireResponse):
+        return client
     token = form.get("token")
     if not token:
         return error_response(TokenError("the token parameter is required"))
