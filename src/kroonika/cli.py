@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -226,9 +226,6 @@ def generate_cmd(
     typer.echo(f"wrote {written} events")
 
 
-QueryOpts = tuple[str | None, str | None, list[str], list[str], str | None, str | None, str | None]
-
-
 def _query(
     from_: str | None,
     to: str | None,
@@ -280,8 +277,27 @@ def query_cmd(
     """Search the trail (streamed; works on read-only copies)."""
     if output not in ("table", "jsonl"):
         raise _fail("--output must be table or jsonl")
-    settings = _settings()
     q = _query(from_, to, type_, category, outcome, actor, correlation, ip)
+    if output == "jsonl":
+        _stream_records(store, q, "query", output, lambda body: body, limit=limit)
+    else:
+        _stream_records(
+            store, q, "query", output, lambda b: _table_row(orjson.loads(b)).encode(), limit=limit
+        )
+
+
+def _stream_records(
+    store: str | None,
+    q: Query,
+    action: str,
+    fmt: str,
+    render: Callable[[bytes], bytes],
+    *,
+    limit: int | None = None,
+) -> None:
+    """Write the matching records to standard output, one rendered line each, then
+    record the read as ``audit.access`` (streamed: memory does not grow)."""
+    settings = _settings()
     source = _open_read_only(settings, store)
     n = 0
     with _access_trail(settings) as comps:
@@ -289,16 +305,13 @@ def query_cmd(
         try:
             for body in run_query(source, q, limit=limit):
                 n += 1
-                if output == "jsonl":
-                    out.write(body + b"\n")
-                else:
-                    out.write(_table_row(orjson.loads(body)).encode() + b"\n")
+                out.write(render(body) + b"\n")
             out.flush()
         except (AuditError, StoreError) as exc:
             raise _fail(str(exc)) from None
         finally:
             source.close()
-        _record_access(comps, "query", query=q.describe(), returned=n, format=output)
+        _record_access(comps, action, query=q.describe(), returned=n, format=fmt)
 
 
 def _table_row(doc: dict[str, Any]) -> str:
@@ -371,23 +384,13 @@ def export_cmd(
 
     if fmt != "json" and fmt not in formats.RENDERERS:
         raise _fail(f"unknown format {fmt!r}; one of json, {', '.join(sorted(formats.RENDERERS))}")
-    settings = _settings()
     q = _query(from_, to, type_, category, outcome, actor, correlation, ip)
-    source = _open_read_only(settings, store)
-    n = 0
-    with _access_trail(settings) as comps:
-        out = sys.stdout.buffer
-        try:
-            for body in run_query(source, q):
-                n += 1
-                if fmt == "json":
-                    out.write(body + b"\n")
-                else:
-                    out.write(formats.render(fmt, orjson.loads(body)).encode() + b"\n")
-            out.flush()
-        finally:
-            source.close()
-        _record_access(comps, "export", query=q.describe(), returned=n, format=fmt)
+    if fmt == "json":
+        _stream_records(store, q, "export", fmt, lambda body: body)
+    else:
+        _stream_records(
+            store, q, "export", fmt, lambda b: formats.render(fmt, orjson.loads(b)).encode()
+        )
 
 
 @audit_app.command("proof")
