@@ -497,13 +497,15 @@ def checkpoint_export(
     """Write the latest checkpoint of every stream to a file for an outside witness."""
     settings = _settings()
     source = _open_read_only(settings, store)
-    latest: dict[str, Checkpoint] = {}
-    for cp in source.checkpoints():
-        if cp.stream not in latest or cp.size >= latest[cp.stream].size:
-            latest[cp.stream] = cp
-    source.close()
-    docs = [orjson.loads(cp.to_json()) for cp in latest.values()]
-    output.write_bytes(orjson.dumps({"checkpoints": docs}, option=orjson.OPT_INDENT_2))
+    with _access_trail(settings) as comps:
+        latest: dict[str, Checkpoint] = {}
+        for cp in source.checkpoints():
+            if cp.stream not in latest or cp.size >= latest[cp.stream].size:
+                latest[cp.stream] = cp
+        source.close()
+        docs = [orjson.loads(cp.to_json()) for cp in latest.values()]
+        output.write_bytes(orjson.dumps({"checkpoints": docs}, option=orjson.OPT_INDENT_2))
+        _record_access(comps, "checkpoint_export", query=str(output.name), returned=len(docs))
     typer.echo(f"wrote {len(docs)} checkpoints to {output}")
 
 

@@ -55,14 +55,19 @@ def sinks_dead_letters(
 ) -> None:
     """Items sinks refused permanently (the events themselves stay in the store)."""
     from kroonika.audit.sinks import CursorStore
-    from kroonika.cli import _open_read_only, _settings
+    from kroonika.cli import _access_trail, _open_read_only, _record_access, _settings
 
-    source = _open_read_only(_settings(), store)
-    try:
-        for row in CursorStore(source.engine).dead_letters(sink):
-            typer.echo(orjson.dumps(row).decode())
-    finally:
-        source.close()
+    settings = _settings()
+    source = _open_read_only(settings, store)
+    with _access_trail(settings) as comps:
+        n = 0
+        try:
+            for row in CursorStore(source.engine).dead_letters(sink):
+                typer.echo(orjson.dumps(row).decode())
+                n += 1
+        finally:
+            source.close()
+        _record_access(comps, "dead_letters", query=f"sink={sink or 'all'}", returned=n)
 
 
 @retention_app.command("run")
@@ -117,11 +122,20 @@ def archive_verify(
 ) -> None:
     """Verify an archive on its own. Exit 0 intact, 1 damaged, 2 usage error."""
     from kroonika.audit.retention import verify_archive
-    from kroonika.cli import _fail, _public_keys, _settings
+    from kroonika.cli import _access_trail, _fail, _public_keys, _record_access, _settings
 
     if not archive.is_file():
         raise _fail(f"no archive at {archive}")
-    report = verify_archive(archive, _public_keys(_settings(), keys))
+    settings = _settings()
+    with _access_trail(settings) as comps:
+        report = verify_archive(archive, _public_keys(settings, keys))
+        _record_access(
+            comps,
+            "verify",
+            query=f"archive={archive.name}",
+            returned=report.records,
+            result="intact" if report.intact else "damaged",
+        )
     if as_json:
         typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:

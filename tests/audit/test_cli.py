@@ -147,8 +147,12 @@ def test_every_read_is_recorded_as_audit_access(cli: Cli) -> None:
         if not s.startswith("cli-")
     )  # fmt: skip
     cli("audit", "proof", "--seq", "3", "--stream", stream)
+    cli("audit", "checkpoint", "export", "-o", str(cli.var / "cp.json"))
+    cli("audit", "sinks", "dead-letters")
     accesses = cli.access_events()[before:]
-    assert [a["details"]["action"] for a in accesses] == ["query", "verify", "export", "proof"]  # type: ignore[index]
+    assert [a["details"]["action"] for a in accesses] == [  # type: ignore[index]
+        "query", "verify", "export", "proof", "checkpoint_export", "dead_letters",
+    ]  # fmt: skip
     export = accesses[2]["details"]
     assert export["format"] == "cef"  # type: ignore[index]
     assert export["returned"] > 0  # type: ignore[index,operator]
