@@ -558,8 +558,3 @@ _NEVER_FILTERED: Final = frozenset(
 )
 
 CATALOGUE: Final[Mapping[str, EventSpec]] = MappingProxyType(_specs())
-
-
-def spec_for(event_type: str) -> EventSpec:
-    """The catalogue entry for ``event_type``; ``KeyError`` for an unknown type."""
-    return CATALOGUE[event_type]

@@ -20,7 +20,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy import Engine, create_engine, delete, event, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from kroonika.audit._errors import AuditUnavailable, StoreError
@@ -281,10 +281,6 @@ class SqlAuditStore:
                 select(blocks.c.id).where(blocks.c.stream == stream).order_by(blocks.c.id)
             ).all()
         return [r[0] for r in rows]
-
-    def block_count(self) -> int:
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(blocks)).scalar_one())
 
     def checkpoints(self, stream: str | None = None) -> list[Checkpoint]:
         query = select(checkpoints).order_by(checkpoints.c.stream, checkpoints.c.size)
