@@ -36,6 +36,9 @@ blocks = Table(
     Column("signature", LargeBinary, nullable=False),
     Column("frontier", LargeBinary, nullable=False),
     Index("audit_blocks_stream_seq", "stream", "last_seq"),
+    # Readers walk one stream in storage order (WHERE stream = ? AND id > ? ORDER BY id):
+    # without this index SQLite sorts every block of the stream, blobs included, per page.
+    Index("audit_blocks_stream_id", "stream", "id"),
     Index("audit_blocks_time", "last_time"),
 )
 
