@@ -14,6 +14,7 @@ import secrets
 from kroonika.audit import (
     Actor,
     ActorType,
+    AuditEvent,
     AuditTrail,
     AuditUnavailable,
     Correlation,
@@ -77,6 +78,23 @@ class SessionManager:
             ),
         )
 
+    def _lifecycle(
+        self, make: events.EventConstructor, record: SessionRecord, ctx: RequestContext
+    ) -> AuditEvent:
+        """``session.create`` / ``session.extend``: who, where, and the new expiries."""
+        actor, source, target, corr = self._parts(record, ctx)
+        return make(
+            actor=actor,
+            source=source,
+            target=target,
+            correlation=corr,
+            method=record.method,
+            acr=record.acr,
+            idle_timeout_s=self.policy.idle_s,
+            expires_at=record.idle_expires_at,
+            absolute_expires_at=record.absolute_expires_at,
+        )
+
     async def create(
         self, identity: SessionIdentity, ctx: RequestContext, *, flow_id: str | None
     ) -> NewSession:
@@ -98,21 +116,8 @@ class SessionManager:
             absolute_expires_at=now + self.policy.absolute_s,
         )
         await asyncio.to_thread(self.store.add, record, secret_digest(secret))
-        actor, source, target, corr = self._parts(record, ctx)
         try:
-            await self.trail.emit(
-                events.session_create(
-                    actor=actor,
-                    source=source,
-                    target=target,
-                    correlation=corr,
-                    method=record.method,
-                    acr=record.acr,
-                    idle_timeout_s=self.policy.idle_s,
-                    expires_at=record.idle_expires_at,
-                    absolute_expires_at=record.absolute_expires_at,
-                )
-            )
+            await self.trail.emit(self._lifecycle(events.session_create, record, ctx))
         except AuditUnavailable:
             await asyncio.to_thread(self.store.end, [record.ref], now, "audit_unavailable")
             raise
@@ -156,20 +161,7 @@ class SessionManager:
         updated = await asyncio.to_thread(self.store.by_ref, record.ref)
         if updated is None:
             return None
-        actor, source, target, corr = self._parts(updated, ctx)
-        await self.trail.emit(
-            events.session_extend(
-                actor=actor,
-                source=source,
-                target=target,
-                correlation=corr,
-                method=updated.method,
-                acr=updated.acr,
-                idle_timeout_s=self.policy.idle_s,
-                expires_at=updated.idle_expires_at,
-                absolute_expires_at=updated.absolute_expires_at,
-            )
-        )
+        await self.trail.emit(self._lifecycle(events.session_extend, updated, ctx))
         return updated
 
     async def end(
