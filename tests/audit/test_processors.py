@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kroonika.audit import (
     Actor,
@@ -22,7 +24,7 @@ from kroonika.audit.processors.anonymise_ip import AnonymiseIp
 from kroonika.audit.processors.filter import Filter
 from kroonika.audit.processors.protect_pii import ProtectPersonalData
 from kroonika.audit.processors.pseudonymise import Pseudonymise
-from kroonika.audit.processors.redact import Redact
+from kroonika.audit.processors.redact import _MAYBE_SECRET, _SECRET_MIN, _SECRET_SHAPES, Redact
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJFRTM4MDAxMDg1NzE4In0.c2lnbmF0dXJlLWJ5dGVz"
 RANDOM_SECRET = "Zx8Kq2LmN4pR7tVw9yB3cD5fG6hJ1kM0nQ"
@@ -159,3 +161,41 @@ def test_filter_refuses_unknown_types() -> None:
     """A filter configured with a misspelt type fails when built, not silently."""
     with pytest.raises(ValueError, match=r"auth\.logn"):
         Filter(counters=Counters(), drop_types=["auth.logn"])
+
+
+_SHAPED = st.sampled_from(
+    [
+        "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
+        "-----BEGIN PRIVATE KEY-----",
+        "Bearer abcdefgh12345678",
+        "basic\tQWxhZGRpbjpvcGVu",
+        "token=abcd1234",
+        "state: xyzw",
+        "38001085718",
+        "EE49403136526",
+        "٣٨٠٠١٠٨٥٧١٨",  # eleven Arabic-Indic digits: still \\d to the pattern
+    ]
+)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.tuples(st.text(max_size=12), _SHAPED, st.text(max_size=12)).map("".join),
+    )
+)
+@settings(max_examples=600, deadline=None)
+def test_the_quick_pre_check_never_lets_a_secret_shape_past(text: str) -> None:
+    """redact skips the full pattern for short strings without any of the cheap signs;
+    whatever the full pattern would find, the pre-check must not skip."""
+    if _SECRET_SHAPES.search(text) is not None:
+        assert len(text) >= _SECRET_MIN or _MAYBE_SECRET.search(text) is not None
+    scrubbed = Redact(Counters()).scrub(text)
+    assert scrubbed == _SECRET_SHAPES.sub(Redact(Counters())._replace, text) or len(text) < 12
+
+
+def test_a_request_id_passes_redact_untouched_and_uncached() -> None:
+    redact = Redact(Counters())
+    assert redact.scrub("req-000000001a") == "req-000000001a"
+    assert "req-000000001a" not in redact._clean
+    assert redact.scrub("req-38001085718") == "req-[REDACTED:personal_code]"

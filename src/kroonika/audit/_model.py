@@ -133,10 +133,18 @@ class PersonalData:
 
     def as_dict(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for name in ("personal_code", "given_name", "family_name", "email", "phone", "ip"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        if self.personal_code is not None:
+            out["personal_code"] = self.personal_code
+        if self.given_name is not None:
+            out["given_name"] = self.given_name
+        if self.family_name is not None:
+            out["family_name"] = self.family_name
+        if self.email is not None:
+            out["email"] = self.email
+        if self.phone is not None:
+            out["phone"] = self.phone
+        if self.ip is not None:
+            out["ip"] = self.ip
         return out
 
 
@@ -215,20 +223,26 @@ class AuditEvent:
             rec["target"] = {"type": t.type, "id": t.id} if t.id is not None else {"type": t.type}
         c = self.correlation
         if c is not None:
-            corr = {
-                k: v
-                for k, v in (
-                    ("request_id", c.request_id),
-                    ("trace_id", c.trace_id),
-                    ("flow_id", c.flow_id),
-                    ("session_ref", c.session_ref),
-                )
-                if v is not None
-            }
+            corr: dict[str, str] = {}
+            if c.request_id is not None:
+                corr["request_id"] = c.request_id
+            if c.trace_id is not None:
+                corr["trace_id"] = c.trace_id
+            if c.flow_id is not None:
+                corr["flow_id"] = c.flow_id
+            if c.session_ref is not None:
+                corr["session_ref"] = c.session_ref
             if corr:
                 rec["correlation"] = corr
-        if self.details:
-            rec["details"] = {k: v for k, v in self.details.items() if v is not None}
+        details = self.details
+        if details:
+            # validate has already left out the None values; this is for pipelines
+            # built without it
+            rec["details"] = (
+                details
+                if None not in details.values()
+                else {k: v for k, v in details.items() if v is not None}
+            )
         if self.threat:
             rec["threat"] = [
                 {

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from hashlib import sha256
 from typing import Any
 
 import orjson
+from orjson import dumps
 
 from kroonika.audit._errors import AuditUnavailable
 from kroonika.audit._model import SealedEvent, rfc3339_micro
-from kroonika.audit.integrity import CompactRange, leaf_hash
+from kroonika.audit.integrity import CompactRange
 from kroonika.audit.privacy import SubjectKeys
 from kroonika.audit.signing import KeyRing
 from kroonika.audit.store._types import (
@@ -93,31 +95,36 @@ class StreamSealer:
         prev = self.last_leaf
         bodies: list[bytes] = []
         sealed: list[SealedEvent] = []
-        append = tree.append
+        append = tree.append_unchecked  # the 32-byte hash is made right here
+        add_body = bodies.append
+        add_sealed = sealed.append
+        new_sealed = tuple.__new__  # SealedEvent(...) without the keyword machinery
         for rec in records:
             seq += 1
             rec["stream"] = stream
             rec["seq"] = seq
             rec["integrity"] = {"prev": prev.hex()}
-            body = canonical_record(rec)
-            leaf = leaf_hash(body)
-            append(leaf)
-            bodies.append(body)
-            sealed.append(
-                SealedEvent(
-                    stream,
-                    seq,
-                    rec["id"],
-                    rec["time"],
-                    rec["type"],
-                    rec["category"],
-                    rec["outcome"],
-                    rec["severity"],
-                    body,
-                    leaf,
+            body = dumps(rec, option=_CANONICAL_OPTIONS)
+            prev = sha256(b"\x00" + body).digest()  # the RFC 9162 leaf hash
+            append(prev)
+            add_body(body)
+            add_sealed(
+                new_sealed(
+                    SealedEvent,
+                    (
+                        stream,
+                        seq,
+                        rec["id"],
+                        rec["time"],
+                        rec["type"],
+                        rec["category"],
+                        rec["outcome"],
+                        rec["severity"],
+                        body,
+                        prev,
+                    ),
                 )
             )
-            prev = leaf
         now_ns = self._clock()
         now = rfc3339_micro(now_ns)
         kid = self.keyring.active_kid

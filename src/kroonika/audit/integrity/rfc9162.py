@@ -127,6 +127,10 @@ class CompactRange:
         """Add the next leaf, given by its leaf hash (:func:`leaf_hash`)."""
         if type(leaf_hash) is not bytes or len(leaf_hash) != HASH_SIZE:
             raise ValueError(f"a leaf hash is {HASH_SIZE} bytes, got {leaf_hash!r}")
+        self.append_unchecked(leaf_hash)
+
+    def append_unchecked(self, leaf_hash: bytes) -> None:
+        """:meth:`append` for a caller that made the 32-byte hash itself (the sealer)."""
         hashes = self._hashes
         node = leaf_hash
         # Each trailing 1 bit of the old size is a perfect subtree of the same height as the

@@ -26,6 +26,14 @@ _SECRET_SHAPES: Final = re.compile(
     r"|(?P<secret>[A-Za-z0-9_-]{32,})"
 )
 _MIN_LEN: Final = 12
+# What every shape above needs, cheap to look for: "eyJ" (JWT), five dashes (PEM), a
+# space after bearer/basic, "=" or ":" (assignments), eleven digits in a row (personal
+# code); only the bare random secret needs nothing but 32 characters. A string shorter
+# than that without any of these cannot match, and skips the full pattern (2 µs on
+# a 14-character request id, against 0.5 µs for this one). A property test keeps the
+# two in step.
+_MAYBE_SECRET: Final = re.compile(r"eyJ|-----|[=:\s]|\d{11}")
+_SECRET_MIN: Final = 32
 
 
 def _looks_random(token: str) -> bool:
@@ -52,6 +60,8 @@ class Redact:
     def scrub(self, value: str) -> str:
         if len(value) < _MIN_LEN or value in self._clean:
             return value
+        if len(value) < _SECRET_MIN and _MAYBE_SECRET.search(value) is None:
+            return value  # unique values such as request ids: not worth caching
         if _SECRET_SHAPES.search(value) is None:
             if len(self._clean) >= self._cache_size:
                 self._clean.clear()

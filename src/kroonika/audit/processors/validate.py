@@ -78,17 +78,22 @@ class Validate:
                 target.id = neutralise(target.id, 256)
         corr = event.correlation
         if corr is not None:
-            for name in _CORRELATION_FIELDS:
-                v = getattr(corr, name)
-                if v is not None and not (v.isprintable() and len(v) <= _SHORT):
-                    setattr(corr, name, neutralise(v, _SHORT))
+            v = corr.request_id
+            if v is not None and not (v.isprintable() and len(v) <= _SHORT):
+                corr.request_id = neutralise(v, _SHORT)
+            v = corr.trace_id
+            if v is not None and not (v.isprintable() and len(v) <= _SHORT):
+                corr.trace_id = neutralise(v, _SHORT)
+            v = corr.flow_id
+            if v is not None and not (v.isprintable() and len(v) <= _SHORT):
+                corr.flow_id = neutralise(v, _SHORT)
+            v = corr.session_ref
+            if v is not None and not (v.isprintable() and len(v) <= _SHORT):
+                corr.session_ref = neutralise(v, _SHORT)
         personal = event.personal
         if personal is not None:
             allowed = spec.personal
-            for name in _PERSONAL_FIELDS:
-                v = getattr(personal, name)
-                if v is None:
-                    continue
+            for name, v in personal.as_dict().items():
                 if name not in allowed:
                     if self._strict:
                         raise EventRejected(f"{event.type} may not carry personal data {name}")
@@ -99,8 +104,6 @@ class Validate:
         return event
 
 
-_CORRELATION_FIELDS: Final = ("request_id", "trace_id", "flow_id", "session_ref")
-_PERSONAL_FIELDS: Final = ("personal_code", "given_name", "family_name", "email", "phone", "ip")
 _INVALID: Final = object()
 
 
@@ -119,9 +122,13 @@ def _check(fs: FieldSpec, value: object) -> object:
     if not isinstance(value, list | tuple) or len(value) > _LIST_MAX:
         return _INVALID
     if kind == "str_list":
-        if not all(type(v) is str for v in value):
-            return _INVALID
-        return [neutralise(v, fs.max_len) for v in value]
+        max_len = fs.max_len
+        out: list[str] = []
+        for v in value:
+            if type(v) is not str:
+                return _INVALID
+            out.append(v if v.isprintable() and len(v) <= max_len else neutralise(v, max_len))
+        return out
     if all(type(v) is int and -(2**53) < v < 2**53 for v in value):
         return list(value)
     return _INVALID
