@@ -44,6 +44,7 @@ from kroonika.audit import (
     events,
     verify_store,
 )
+from kroonika.audit._model import rfc3339_micro, uuid7
 from kroonika.audit.synthetic import personal_code
 
 METHODS = [("idcard", "high"), ("mID", "high"), ("smartid", "high"), ("eidas", "substantial")]
@@ -179,6 +180,49 @@ def run_peer(inputs: list[dict[str, Any]], directory: Path) -> float:
     return len(inputs) / elapsed
 
 
+def stage_costs(inputs: list[dict[str, Any]], directory: Path) -> dict[str, float]:
+    """Where the time goes: microseconds per event of each step, run one step at a
+    time over the same events (so each figure is the step alone, caches warm, the
+    cyclic GC paused as in a tight loop). The sum is what one core must do per event
+    outside the event loop's own costs."""
+    trail, store, _ = open_trail(directory)
+    trail.log_start_sync()
+    for x in inputs[: len(inputs) // 4]:  # warm the pseudonym and subject-key caches
+        trail.prepare(build_event(x))
+    n = len(inputs)
+    costs: dict[str, float] = {}
+
+    def timed(name: str, start: float) -> None:
+        costs[name] = min(costs.get(name, 1e9), (time.perf_counter() - start) / n * 1e6)
+
+    gc.disable()
+    try:
+        for _ in range(3):
+            t = time.perf_counter()
+            evs = [build_event(x) for x in inputs]
+            timed("build (application code)", t)
+            t = time.perf_counter()
+            for e in evs:
+                now = time.time_ns()
+                e.id, e.time = uuid7(now), rfc3339_micro(now)
+            timed("stamp (id, time)", t)
+            for process in trail.pipeline.processors:
+                t = time.perf_counter()
+                evs = [process(e) for e in evs]
+                timed(type(process).__name__, t)
+            t = time.perf_counter()
+            records = [e.to_record() for e in evs]
+            timed("to_record", t)
+            t = time.perf_counter()
+            for i in range(0, n, 256):
+                trail._commit(records[i : i + 256])
+            timed("seal + store (256 per block)", t)
+    finally:
+        gc.enable()
+        store.close()
+    return costs
+
+
 def verify_child(directory: str) -> None:
     """Child process: verify the store and print rate and peak RSS."""
     path = Path(directory)
@@ -237,6 +281,11 @@ def main() -> None:
             f"kroonika ({args.mode}, synchronous={args.synchronous}): {ours:,.0f} events/s "
             "(full pipeline, SQLite, signed)"
         )
+        costs = stage_costs(inputs[:20_000], tmp / "stages")
+        print("per event, each step alone (us):")
+        for name, cost in costs.items():
+            print(f"  {name:30s} {cost:6.2f}")
+        print(f"  {'sum':30s} {sum(costs.values()):6.2f}  (python-json-logger: {1e6 / peer:.2f})")
         # grow the store to verify-size for the verify measurement
         big = tmp / "big"
         remaining = args.verify_size
