@@ -1,7 +1,9 @@
 """Querying the trail: filters over the stored canonical records, streamed.
 
-Blocks are pruned by their indexed time range and stream; records are then
-filtered one by one. Nothing is held in memory beyond one block.
+Blocks are pruned by their indexed time range and stream. Within a block, a record
+is parsed only if its canonical bytes contain what the filters need (the actor's
+pseudonym, the correlation id, the type...), and then filtered. Nothing is held in
+memory beyond one block.
 """
 
 from __future__ import annotations
@@ -37,6 +39,25 @@ class Query:
             if value not in (None, ()):
                 parts.append(f"{f.name}={value}")
         return " ".join(parts) or "all"
+
+    def needles(self) -> list[tuple[bytes, ...]]:
+        """Byte strings that a matching record's canonical JSON must contain: one of
+        each tuple. The canonical form has no spaces and escapes strings exactly as
+        ``orjson.dumps`` does, so a record without them cannot match and need not be
+        parsed. A hit is only a candidate: :meth:`matches` decides."""
+        out: list[tuple[bytes, ...]] = []
+        if self.types:
+            # no closing quote: "auth" must also find "auth.login"
+            out.append(tuple(b'"type":' + orjson.dumps(t)[:-1] for t in self.types))
+        if self.categories:
+            out.append(tuple(b'"category":' + orjson.dumps(c) for c in self.categories))
+        if self.outcome is not None:
+            out.append((b'"outcome":' + orjson.dumps(self.outcome),))
+        if self.actor is not None:
+            out.append((b'"pseudonym":' + orjson.dumps(self.actor),))
+        if self.correlation is not None:
+            out.append((orjson.dumps(self.correlation),))
+        return out
 
     def matches(self, doc: dict[str, Any]) -> bool:
         t = doc.get("time", "")
@@ -78,10 +99,16 @@ def run_query(store: AuditStore, query: Query, *, limit: int | None = None) -> I
     n = 0
     after_stream, after_seq = query.after if query.after else (None, 0)
     passed_cursor = query.after is None
+    needles = query.needles()
     for block in store.blocks(query.stream, from_time=query.from_time, to_time=query.to_time):
         if not passed_cursor and block.stream == after_stream and block.last_seq < after_seq:
             continue
+        data = block.data
+        if passed_cursor and not _has_all(data, needles):
+            continue  # no record of this block can match: skip parsing it
         for body in block.records():
+            if passed_cursor and not _has_all(body, needles):
+                continue
             doc = orjson.loads(body)
             if not passed_cursor:
                 if doc.get("stream") == after_stream and doc.get("seq") == after_seq:
@@ -92,6 +119,10 @@ def run_query(store: AuditStore, query: Query, *, limit: int | None = None) -> I
                 n += 1
                 if limit is not None and n >= limit:
                     return
+
+
+def _has_all(data: bytes, needles: list[tuple[bytes, ...]]) -> bool:
+    return all(any(n in data for n in group) for group in needles)
 
 
 def find_event(store: AuditStore, event_id: str) -> bytes | None:
