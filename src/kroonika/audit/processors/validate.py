@@ -78,18 +78,10 @@ class Validate:
                 target.id = neutralise(target.id, 256)
         corr = event.correlation
         if corr is not None:
-            v = corr.request_id
-            if v is not None and not (v.isprintable() and len(v) <= _SHORT):
-                corr.request_id = neutralise(v, _SHORT)
-            v = corr.trace_id
-            if v is not None and not (v.isprintable() and len(v) <= _SHORT):
-                corr.trace_id = neutralise(v, _SHORT)
-            v = corr.flow_id
-            if v is not None and not (v.isprintable() and len(v) <= _SHORT):
-                corr.flow_id = neutralise(v, _SHORT)
-            v = corr.session_ref
-            if v is not None and not (v.isprintable() and len(v) <= _SHORT):
-                corr.session_ref = neutralise(v, _SHORT)
+            for name in _CORRELATION_FIELDS:
+                v = getattr(corr, name)
+                if v is not None and not (v.isprintable() and len(v) <= _SHORT):
+                    setattr(corr, name, neutralise(v, _SHORT))
         personal = event.personal
         if personal is not None:
             allowed = spec.personal
@@ -104,6 +96,7 @@ class Validate:
         return event
 
 
+_CORRELATION_FIELDS: Final = ("request_id", "trace_id", "flow_id", "session_ref")
 _INVALID: Final = object()
 
 
