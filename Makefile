@@ -10,8 +10,12 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set (as on
+# this project's machines) every command would otherwise compile every module it
+# imports, each time (`kroonika --help`: 4.8 s without, 0.9 s with).
 install: $(BIN)/uv
-	$(BIN)/uv sync --frozen --inexact --python $(BIN)/python --quiet
+	$(BIN)/uv sync --frozen --inexact --python $(BIN)/python --quiet --compile-bytecode
+	$(BIN)/python -m compileall -q src
 
 # e.g. make run RUN_ARGS="--port 8080 --mock-port 8081"
 run: install
