@@ -106,16 +106,16 @@ class Report:
 
 MAX_FINDINGS_PER_STREAM = 100
 _PREV = b'"integrity":{"prev":"'
-_SEQ = b',"seq":'
+_SCHEMA_SEQ = b'"schema":"kroonika.audit/1","seq":'
 
 
 def _seq_of(body: bytes) -> int:
     """The top-level ``seq`` of a canonical record, or -1. Keys are sorted, so the
     top-level ``"seq"`` is the one right after ``"schema":"kroonika.audit/1"``."""
-    i = body.find(b'"schema":"kroonika.audit/1","seq":')
+    i = body.find(_SCHEMA_SEQ)
     if i < 0:
         return -1
-    i += 34
+    i += len(_SCHEMA_SEQ)
     j = body.find(b",", i)
     try:
         return int(body[i:j])
@@ -496,22 +496,29 @@ def _summarise_block(block: Block, keys: PublicKeys, stream_bytes: bytes) -> _Su
     first = block.first_seq
     if not n or n != block.count or first + n - 1 != block.last_seq or head.size != block.last_seq:
         return _BAD
-    leaves = [_sha256(b"\x00" + body).digest() for body in bodies]
     # The signed root covers every byte and the sealer wrote the stream into each
     # record, so naming the stream is checked at the block's edges only.
     if bodies[0].find(stream_bytes) < 0 or bodies[-1].find(stream_bytes) < 0:
         return _BAD
-    prev_hex = b""
-    for i, body in enumerate(bodies):
-        if _seq_of(body) != first + i:
+    j = bodies[0].find(_PREV) + 21
+    if j < 21:
+        return _BAD
+    prev_hex = expected = bodies[0][j : j + 64]
+    leaves: list[bytes] = []
+    add = leaves.append
+    seq = first
+    for body in bodies:
+        # seq and integrity.prev straight from the bytes; keys are sorted, so the
+        # top-level seq is the one right after the schema
+        if body.find(_SCHEMA_SEQ + str(seq).encode() + b",") < 0:
             return _BAD
         j = body.find(_PREV) + 21
-        if j < 21:
+        if j < 21 or body[j : j + 64] != expected:
             return _BAD
-        if i == 0:
-            prev_hex = body[j : j + 64]
-        elif body[j : j + 64] != leaves[i - 1].hex().encode():
-            return _BAD
+        leaf = _sha256(b"\x00" + body).digest()
+        add(leaf)
+        expected = leaf.hex().encode()
+        seq += 1
     try:
         head_doc, tail_doc = orjson.loads(bodies[0]), orjson.loads(bodies[-1])
     except orjson.JSONDecodeError:
