@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pythonjsonlogger.json import JsonFormatter
 
 from kroonika.audit import (
@@ -239,6 +240,25 @@ def verify_child(directory: str) -> None:
     print(f"{report.records} {rate:.0f} {rss:.0f} {int(report.intact)} {workers:.0f}")
 
 
+def read_child(directory: str, what: str) -> None:
+    """Child process: stream every record through ``run_query`` (what ``kroonika audit
+    query -o jsonl`` does) or through the ECS renderer (``kroonika audit export
+    --format ecs``), and print the rate and the peak RSS: neither may grow with the
+    store."""
+    from kroonika.audit import Query, formats, run_query
+
+    path = Path(directory)
+    store = SqlAuditStore(f"sqlite:///{path / 'audit.db'}", read_only=True)
+    start = time.perf_counter()
+    n = size = 0
+    for body in run_query(store, Query()):
+        out = body if what == "query" else formats.render("ecs", orjson.loads(body)).encode()
+        n += 1
+        size += len(out)
+    elapsed = time.perf_counter() - start
+    print(f"{n} {n / elapsed:.0f} {_peak_rss_mb():.0f} {size}")
+
+
 def _peak_rss_mb() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -261,9 +281,13 @@ def main() -> None:
         help="SQLite durability: FULL survives power loss (default), NORMAL process crashes",
     )
     parser.add_argument("--verify-child")
+    parser.add_argument("--read-child", nargs=2, metavar=("DIR", "query|export"))
     args = parser.parse_args()
     if args.verify_child:
         verify_child(args.verify_child)
+        return
+    if args.read_child:
+        read_child(*args.read_child)
         return
     inputs = make_inputs(args.events)
     # The 200,000 prepared inputs are long-lived: keep the cyclic GC from re-scanning
@@ -307,6 +331,18 @@ def main() -> None:
                 f"verify: {records:,} records, {rate:,.0f} records/s, peak RSS {rss:.0f} MB "
                 f"(largest worker process {float(out[4]):.0f} MB), intact={intact == '1'}"
             )
+            for what in ("query", "export"):
+                got = subprocess.run(
+                    [sys.executable, __file__, "--read-child", str(big), what],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                label = "query (all, jsonl)" if what == "query" else "export (all, ecs)"
+                print(
+                    f"{label}: {int(got[0]):,} records, {float(got[1]):,.0f} records/s, "
+                    f"peak RSS {float(got[2]):.0f} MB, {int(got[3]) / 1e6:,.0f} MB out"
+                )
         else:
             rate = 0.0
         print(f"ratio={ours / peer:.2f}")
