@@ -11,15 +11,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from hashlib import sha256
 from typing import Any
 
 import orjson
-from orjson import dumps
 
 from kroonika.audit._errors import AuditUnavailable
 from kroonika.audit._model import SealedEvent, rfc3339_micro
-from kroonika.audit.integrity import CompactRange
+from kroonika.audit.integrity import CompactRange, leaf_hash
 from kroonika.audit.privacy import SubjectKeys
 from kroonika.audit.signing import KeyRing
 from kroonika.audit.store._types import (
@@ -95,7 +93,7 @@ class StreamSealer:
         prev = self.last_leaf
         bodies: list[bytes] = []
         sealed: list[SealedEvent] = []
-        append = tree.append_unchecked  # the 32-byte hash is made right here
+        append = tree.append_unchecked  # leaf_hash makes the 32 bytes
         add_body = bodies.append
         add_sealed = sealed.append
         new_sealed = tuple.__new__  # SealedEvent(...) without the keyword machinery
@@ -104,8 +102,8 @@ class StreamSealer:
             rec["stream"] = stream
             rec["seq"] = seq
             rec["integrity"] = {"prev": prev.hex()}
-            body = dumps(rec, option=_CANONICAL_OPTIONS)
-            prev = sha256(b"\x00" + body).digest()  # the RFC 9162 leaf hash
+            body = canonical_record(rec)
+            prev = leaf_hash(body)
             append(prev)
             add_body(body)
             add_sealed(
