@@ -103,11 +103,11 @@ def run_query(store: AuditStore, query: Query, *, limit: int | None = None) -> I
     for block in store.blocks(query.stream, from_time=query.from_time, to_time=query.to_time):
         if not passed_cursor and block.stream == after_stream and block.last_seq < after_seq:
             continue
-        data = block.data
-        if passed_cursor and not _has_all(data, needles):
+        sift = bool(needles) and passed_cursor
+        if sift and not _has_all(block.data, needles):
             continue  # no record of this block can match: skip parsing it
         for body in block.records():
-            if passed_cursor and not _has_all(body, needles):
+            if sift and not _has_all(body, needles):
                 continue
             doc = orjson.loads(body)
             if not passed_cursor:
