@@ -33,14 +33,38 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
+def _log_escapes() -> dict[int, str]:
+    table = {cp: f"\\x{cp:02x}" for cp in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+    # line and paragraph separators, and the bidi controls that reorder what a
+    # terminal shows ("Trojan Source")
+    for cp in (0x2028, 0x2029, 0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F)):
+        table[cp] = f"\\u{cp:04x}"
+    for cp in range(0x2066, 0x206A):
+        table[cp] = f"\\u{cp:04x}"
+    return table
+
+
+class OneLineFormatter(logging.Formatter):
+    """Each record is one line whatever its message holds. Messages carry what clients
+    send (the access log's path, an identity provider's error text): a CR or LF there
+    would forge a log line of its own, an ANSI escape would act on the operator's
+    terminal. Control characters, line separators and bidi controls are shown escaped
+    (``\\x0d``, ``\\u2028``). A traceback, added after the line, keeps its lines."""
+
+    _escapes = _log_escapes()
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        return line if line.isprintable() else line.translate(self._escapes)
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Operational log to stderr. Transport libraries stay at WARNING: at DEBUG they dump
-    raw headers, and the access log is ours (path without query string)."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """Operational log to stderr, one line per record (:class:`OneLineFormatter`).
+    Transport libraries stay at WARNING: at DEBUG they dump raw headers, and the access
+    log is ours (path without query string)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     for noisy in ("httpcore", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

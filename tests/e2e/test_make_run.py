@@ -111,6 +111,9 @@ def test_dev_from_a_fresh_directory(tmp_path: Path, stop: signal.Signals) -> Non
             session = browser.get(service + "/auth/session")
         assert session.status_code == 200, session.text
         assert session.json()["subject"] == "EE" + PERSON
+        # a path that tries to forge a log line and to colour the operator's terminal
+        forged = httpx.get(service + "/probe%0d%0a2026-01-01%20INFO%20forged%1b[31m%e2%80%a8x")
+        assert forged.status_code == 404
     finally:
         proc.send_signal(stop)
         try:
@@ -124,6 +127,10 @@ def test_dev_from_a_fresh_directory(tmp_path: Path, stop: signal.Signals) -> Non
     log = (tmp_path / "stderr.log").read_text()
     assert code == 0, log
     assert "Kroonika stopped." in log
+    assert "/probe\\x0d\\x0a2026-01-01 INFO forged\\x1b[31m\\u2028x 404" in log, log
+    assert not any(line.startswith("2026-01-01 INFO forged") for line in log.splitlines())
+    assert "\x1b" not in log
+    assert "\u2028" not in log
 
     stops = _cli(tmp_path, "audit", "query", "--type", "audit.log.stop", "-o", "jsonl")
     assert stops.returncode == 0, stops.stderr

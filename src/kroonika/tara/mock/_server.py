@@ -66,4 +66,5 @@ def run(
         workers=1,
         access_log=False,
         proxy_headers=False,
+        log_config=None,  # the CLI's logging: one escaped line per record
     )
