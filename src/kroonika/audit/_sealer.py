@@ -149,7 +149,7 @@ class StreamSealer:
         keys = self._subject_keys.take_pending() if self._subject_keys is not None else []
         try:
             self.store.append(block, checkpoint, keys)
-        except AuditUnavailable:
+        except BaseException:  # whatever went wrong, the new keys must not be lost
             if keys and self._subject_keys is not None:
                 self._subject_keys.restore_pending(keys)
             raise

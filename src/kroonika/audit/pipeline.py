@@ -77,7 +77,7 @@ class Pipeline:
                 Pseudonymise(fingerprinter),
                 ProtectPersonalData(subject_keys),
                 anonymise_ip or AnonymiseIp(),
-                Enrich(enrichers),
+                Enrich(enrichers, counters),
                 event_filter or Filter(counters=counters),
             ]
         )
@@ -219,13 +219,22 @@ class AuditTrail:
         record = self.prepare(event)
         if record is None:
             return None
-        sealed = self._commit([record])
+        sealed = self._commit_sync([record])
         return sealed[0]
 
     def emit_many_sync(self, batch: Iterable[AuditEvent]) -> list[SealedEvent]:
         """Synchronous ``emit_many``: one block for the whole batch."""
         records = [r for r in (self.prepare(e) for e in batch) if r is not None]
-        return self._commit(records) if records else []
+        return self._commit_sync(records) if records else []
+
+    def _commit_sync(self, records: list[dict[str, Any]]) -> list[SealedEvent]:
+        try:
+            return self._commit(records)
+        except AuditUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001  (see _commit_each)
+            self.counters.add("writer.rejected_events", len(records))
+            raise AuditUnavailable(f"audit writer could not seal the event: {exc!r:.200}") from exc
 
     def log_start_sync(self) -> None:
         self.emit_sync(self._start_event())
@@ -244,7 +253,12 @@ class AuditTrail:
             raise
         self._emitted += len(sealed)
         if self.on_commit is not None:
-            self.on_commit(sealed)
+            # The block is durable: a listener's failure must not make the writer
+            # think it was not (it would commit the records a second time).
+            try:
+                self.on_commit(sealed)
+            except Exception:  # noqa: BLE001
+                self.counters.add("writer.listener_errors")
         return sealed
 
     async def _writer(self) -> None:
@@ -274,10 +288,11 @@ class AuditTrail:
                     if not fut.done():
                         fut.set_exception(AuditUnavailable(str(exc)))
                 continue
-            except Exception as exc:  # noqa: BLE001  (a bug must fail the callers, not hang them)
-                for _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(AuditUnavailable(f"audit writer error: {exc!r}"))
+            except Exception:  # noqa: BLE001  (a bug must fail the callers, not hang them)
+                # One record the sealer cannot take (a value validate let through)
+                # must not fail the others committed with it: commit each caller's
+                # records alone, so only the bad one's caller gets the error.
+                await self._commit_each(items)
                 continue
             pos = 0
             for recs, fut in items:
@@ -285,6 +300,25 @@ class AuditTrail:
                 if not fut.done():
                     fut.set_result(sealed[pos : pos + n])
                 pos += n
+
+    async def _commit_each(
+        self, items: list[tuple[list[dict[str, Any]], asyncio.Future[Any]]]
+    ) -> None:
+        for records, fut in items:
+            try:
+                sealed = await asyncio.to_thread(self._commit, records)
+            except AuditUnavailable as exc:
+                if not fut.done():
+                    fut.set_exception(AuditUnavailable(str(exc)))
+            except Exception as exc:  # noqa: BLE001
+                self.counters.add("writer.rejected_events", len(records))
+                if not fut.done():
+                    fut.set_exception(
+                        AuditUnavailable(f"audit writer could not seal the event: {exc!r:.200}")
+                    )
+            else:
+                if not fut.done():
+                    fut.set_result(sealed)
 
     def _checkpointed(self, checkpoint: Checkpoint) -> None:
         for listener in self.checkpoint_listeners:
