@@ -24,6 +24,7 @@ from kroonika.audit.store._types import (
     AuditStore,
     Block,
     Checkpoint,
+    StreamState,
     TreeHead,
     encode_records,
 )
@@ -48,6 +49,42 @@ def canonical_record(record: dict[str, Any]) -> bytes:
 
 def checkpoint_hash(cp: Checkpoint) -> bytes:
     return hashlib.sha256(cp.signed_bytes()).digest()
+
+
+def _resumable_tree(state: StreamState, keyring: KeyRing) -> CompactRange:
+    """The Merkle frontier to continue a stream from, if its newest block's signed
+    head vouches for it.
+
+    The frontier column is not signed itself. Resuming from one that someone
+    planted (with records rewritten to match) would make the next signed head
+    cover a forged history; so the writer refuses, fail closed, unless the frontier
+    reproduces the size and root of a head that verifies under this key ring.
+    """
+    where = f"cannot resume audit stream {state.stream}"
+    head = state.head
+    if head is None:
+        raise AuditUnavailable(f"{where}: its newest block has no signed head")
+    try:
+        tree = CompactRange.from_bytes(state.frontier)
+    except ValueError as exc:
+        raise AuditUnavailable(f"{where}: its newest block's frontier is damaged") from exc
+    if tree.size != head.size or tree.size != state.size or tree.root() != head.root:
+        raise AuditUnavailable(
+            f"{where}: its newest block's frontier does not match its signed head "
+            "(run `kroonika audit verify`)"
+        )
+    keys = keyring.public_keys()
+    if head.kid not in keys:
+        raise AuditUnavailable(
+            f"{where}: its newest block is signed with key {head.kid}, which this key ring "
+            "does not hold"
+        )
+    if not keys.verify(head.kid, head.signature, head.signed_bytes()):
+        raise AuditUnavailable(
+            f"{where}: its newest block's head signature does not verify "
+            "(run `kroonika audit verify`)"
+        )
+    return tree
 
 
 class StreamSealer:
@@ -80,7 +117,7 @@ class StreamSealer:
         else:
             self.size = state.size
             self.last_leaf = state.last_leaf
-            self.tree = CompactRange.from_bytes(state.frontier)
+            self.tree = _resumable_tree(state, keyring)
             self.last_checkpoint = state.last_checkpoint
         self._last_checkpoint_ns = clock()
         self.on_checkpoint: Callable[[Checkpoint], None] | None = None

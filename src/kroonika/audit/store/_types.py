@@ -155,6 +155,7 @@ class StreamState:
     last_leaf: bytes
     frontier: bytes
     last_checkpoint: Checkpoint | None
+    head: TreeHead | None = None  # the newest block's signed head
 
 
 class AuditStore(Protocol):

@@ -232,6 +232,7 @@ class SqlAuditStore:
             last_leaf=leaf_hash(records[-1]),
             frontier=block.frontier,
             last_checkpoint=_row_to_checkpoint(cp_row) if cp_row is not None else None,
+            head=block.head,
         )
 
     def streams(self) -> list[str]:
