@@ -25,6 +25,7 @@ from kroonika.audit import (
     verify_store,
 )
 from kroonika.audit._model import DetailValue
+from kroonika.audit.formats._text import clean
 from kroonika.audit.integrity import inclusion_proof, leaf_hash
 from kroonika.audit.store._types import Checkpoint
 from kroonika.auditing import AuditComponents, build_audit
@@ -315,17 +316,22 @@ def _stream_records(
 
 
 def _table_row(doc: dict[str, Any]) -> str:
+    """One line of the ``query`` / ``tail`` table. Every value is display text
+    (:func:`clean`): a stored value cannot start a forged row, send a terminal escape or
+    hide text in invisible characters."""
     actor = doc.get("actor") or {}
     source = doc.get("source") or {}
     return "  ".join(
         [
-            str(doc.get("time", ""))[:26],
-            f"{doc.get('stream')}#{doc.get('seq')}",
-            f"{doc.get('type', ''):<26}",
-            f"{doc.get('outcome', ''):<7}",
-            str(actor.get("pseudonym") or actor.get("client_id") or actor.get("type") or "-"),
-            str(source.get("ip") or "-"),
-            str(doc.get("reason") or ""),
+            clean(str(doc.get("time", "")))[:26],
+            clean(f"{doc.get('stream')}#{doc.get('seq')}"),
+            f"{clean(str(doc.get('type', ''))):<26}",
+            f"{clean(str(doc.get('outcome', ''))):<7}",
+            clean(
+                str(actor.get("pseudonym") or actor.get("client_id") or actor.get("type") or "-")
+            ),
+            clean(str(source.get("ip") or "-")),
+            clean(str(doc.get("reason") or "")),
         ]
     )
 

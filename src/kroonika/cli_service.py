@@ -17,6 +17,7 @@ import typer
 import uvicorn
 from pydantic import SecretStr
 
+from kroonika.audit.formats._text import escape_unprintable
 from kroonika.settings import Settings, SettingsError, load_settings
 
 db_app = typer.Typer(no_args_is_help=True, help="The business database.")
@@ -33,29 +34,30 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _log_escapes() -> dict[int, str]:
-    table = {cp: f"\\x{cp:02x}" for cp in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-    # line and paragraph separators, and the bidi controls that reorder what a
-    # terminal shows ("Trojan Source")
-    for cp in (0x2028, 0x2029, 0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F)):
-        table[cp] = f"\\u{cp:04x}"
-    for cp in range(0x2066, 0x206A):
-        table[cp] = f"\\u{cp:04x}"
-    return table
+def _escape(ch: str) -> str:
+    """``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN`` for one character, as Python's repr writes it."""
+    cp = ord(ch)
+    if cp < 0x100:
+        return f"\\x{cp:02x}"
+    if cp < 0x10000:
+        return f"\\u{cp:04x}"
+    return f"\\U{cp:08x}"
 
 
 class OneLineFormatter(logging.Formatter):
     """Each record is one line whatever its message holds. Messages carry what clients
-    send (the access log's path, an identity provider's error text): a CR or LF there
-    would forge a log line of its own, an ANSI escape would act on the operator's
-    terminal. Control characters, line separators and bidi controls are shown escaped
-    (``\\x0d``, ``\\u2028``). A traceback, added after the line, keeps its lines."""
-
-    _escapes = _log_escapes()
+    send (the access log's percent-decoded path, an identity provider's error text): a CR
+    or LF there would forge a log line of its own, an ANSI escape would act on the
+    operator's terminal, a bidi control would reorder what it shows ("Trojan Source") and
+    a zero-width or other invisible character would hide text. So every character for
+    which :meth:`str.isprintable` is False (controls, line and paragraph separators, bidi
+    and format characters, non-ASCII spaces, unassigned code points) is shown escaped
+    (``\\x0d``, ``\\u2028``, ``\\u200b``, ``\\U000e0041``). A traceback, added after
+    the line, keeps its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
-        return line if line.isprintable() else line.translate(self._escapes)
+        return escape_unprintable(line, _escape)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -233,4 +233,5 @@ def test_hostile_sample_keeps_estonian_letters_and_emoji() -> None:
 def test_clean_strips_ansi_sequences_and_controls() -> None:
     """clean() drops CSI/OSC sequences and controls, and turns line breaks into spaces."""
     assert clean("a\x1b[1;31mb\x1b[0m\x1b]0;title\x07c\r\nd\x00\x7f\x9b2Je") == "abc  de"
-    assert clean("Tõnu 🇪🇪 👨‍👩‍👧") == "Tõnu 🇪🇪 👨‍👩‍👧"
+    # the zero-width joiner goes: invisible characters can disguise text
+    assert clean("Tõnu 🇪🇪 👨\u200d👩\u200d👧") == "Tõnu 🇪🇪 👨👩👧"

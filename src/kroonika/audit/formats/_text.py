@@ -3,13 +3,19 @@
 Every renderer turns user-controlled strings into *display text* with :func:`clean` before it
 escapes them for its own wire syntax. :func:`clean` removes ANSI / ECMA-48 escape sequences
 (CSI ``ESC [ ... final``, OSC ``ESC ] ... BEL|ST``, two-byte ``ESC x`` and the 8-bit CSI
-``U+009B``), turns line-like controls (TAB, LF, VT, FF, CR, NEL, U+2028, U+2029) into one space
-and drops every other C0 control, DEL, C1 control and the Unicode bidi overrides (so a value can
-neither forge a new record nor re-order how a line is shown). Estonian letters, emoji and
-zero-width joiners are kept: they are printable.
+``U+009B``), turns line-like controls (TAB, LF, VT, FF, CR, NEL, U+2028, U+2029) and the other
+space separators (NO-BREAK SPACE, U+2000-U+200A, U+3000, ...) into one space and drops every other
+character for which :meth:`str.isprintable` is False: C0 and C1 controls, DEL, the bidi controls,
+zero-width and other format characters (U+200B, U+200D, U+FEFF, U+00AD, U+2060-U+2064, tag
+characters U+E0000-U+E007F), surrogates, private-use and unassigned code points. So a value can
+neither forge a new record, nor re-order how a line is shown, nor hide text in invisible
+characters. Estonian letters, other scripts and emoji are kept; an emoji sequence loses its
+zero-width joiner (``"👩\\u200d💻"`` is shown as ``👩💻``).
 
-The common case costs one ``str.isprintable()`` call: only values that contain something
-non-printable take the regex and ``str.translate`` path.
+Which characters are non-printable is what :meth:`str.isprintable` says (the running Python's
+Unicode database), not a fixed list: the tables for the Basic Multilingual Plane are built from it
+once, on first use, and characters beyond it are asked one by one. The common case costs one
+``str.isprintable()`` call: only values that contain something non-printable take the regex path.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import re
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -34,38 +41,83 @@ _ANSI: Final = re.compile(
 #: Characters that end or break a line somewhere (syslog receivers, splitlines, JS).
 LINE_BREAKS: Final = "\t\n\x0b\x0c\r\x85\u2028\u2029"
 
-_DROP: Final = (
-    [c for c in range(0x20) if chr(c) not in LINE_BREAKS]
-    + list(range(0x7F, 0xA0))
-    + list(range(0x202A, 0x202F))
-    + list(range(0x2066, 0x206A))
-)
+#: A run of characters outside the Basic Multilingual Plane (emoji, tag characters, ...).
+_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]+")
 
 
-def _table(keep: str = "") -> dict[int, str | None]:
-    table: dict[int, str | None] = {c: None for c in _DROP if chr(c) not in keep}
-    table.update({ord(c): " " for c in LINE_BREAKS if c not in keep})
-    return table
+def _char_class(code_points: list[int]) -> re.Pattern[str]:
+    runs: list[list[int]] = []
+    for cp in code_points:
+        if runs and runs[-1][1] == cp - 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    return re.compile("[" + "".join(f"\\u{first:04x}-\\u{last:04x}" for first, last in runs) + "]")
 
 
-#: ``str.translate`` table used by :func:`clean`.
-CLEAN_TABLE: Final = _table()
-#: Like :data:`CLEAN_TABLE` but keeps CR and LF, for formats that escape them (CEF).
-CLEAN_KEEP_CRLF_TABLE: Final = _table("\r\n")
+@functools.cache
+def _bmp(keep: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """For the Basic Multilingual Plane, built once: a pattern matching one line break or
+    other space separator (Zs, Zl, Zp; each becomes one space) and a pattern matching one other
+    character for which :meth:`str.isprintable` is False (each is dropped), except ``keep``.
+
+    A character class with ranges above U+FFFF makes ``re`` test each of them for every
+    character, so astral characters are left to :func:`_astral` (separators all lie in the
+    BMP; one added elsewhere by a later Unicode version would be dropped, which is still safe).
+    """
+    spaces: list[int] = []
+    drop: list[int] = []
+    for cp in range(0x10000):
+        ch = chr(cp)
+        if ch.isprintable() or ch in keep:
+            continue
+        if ch in LINE_BREAKS or unicodedata.category(ch)[0] == "Z":
+            spaces.append(cp)
+        else:
+            drop.append(cp)
+    return _char_class(spaces), _char_class(drop)
+
+
+def _astral(value: str, replace: Callable[[str], str]) -> str:
+    def each(match: re.Match[str]) -> str:
+        return "".join(ch if ch.isprintable() else replace(ch) for ch in match.group())
+
+    return _ASTRAL.sub(each, value)
+
+
+def _drop(ch: str) -> str:
+    return ""
+
+
+def _clean(value: str, keep: str) -> str:
+    spaces, drop = _bmp(keep)
+    value = drop.sub("", spaces.sub(" ", _ANSI.sub("", value)))
+    return value if value.isprintable() else _astral(value, _drop)
+
+
+def escape_unprintable(value: str, escape: Callable[[str], str]) -> str:
+    """``value`` with each character for which :meth:`str.isprintable` is False replaced by
+    ``escape(character)``, which must return printable text."""
+    if value.isprintable():
+        return value
+    spaces, drop = _bmp("")
+    value = drop.sub(lambda match: escape(match.group()), value)
+    value = spaces.sub(lambda match: escape(match.group()), value)
+    return value if value.isprintable() else _astral(value, escape)
 
 
 def clean(value: str) -> str:
     """Return ``value`` as one line of display text (see the module docstring)."""
     if value.isprintable():
         return value
-    return _ANSI.sub("", value).translate(CLEAN_TABLE)
+    return _clean(value, "")
 
 
 def clean_keep_crlf(value: str) -> str:
     """Like :func:`clean` but keep CR and LF so that the caller can escape them."""
     if value.isprintable():
         return value
-    return _ANSI.sub("", value).translate(CLEAN_KEEP_CRLF_TABLE)
+    return _clean(value, "\r\n")
 
 
 def clean_obj(value: Any) -> Any:
@@ -94,11 +146,12 @@ def text(value: Any) -> str:
     return clean(dumps(value))
 
 
-_JSON_UNSAFE: Final = re.compile("[\x7f-\x9f\u2028\u2029]")
-
-
-def _json_escape(match: re.Match[str]) -> str:
-    return f"\\u{ord(match.group()):04x}"
+def _json_escape(ch: str) -> str:
+    cp = ord(ch)
+    if cp < 0x10000:
+        return f"\\u{cp:04x}"
+    cp -= 0x10000  # RFC 8259 section 7: a UTF-16 surrogate pair
+    return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
 
 
 def _default(obj: Any) -> Any:
@@ -110,14 +163,14 @@ def _default(obj: Any) -> Any:
 def dumps(value: Any) -> str:
     """Compact JSON with sorted keys and nothing that a line-oriented reader could trip over.
 
-    orjson already escapes C0 controls; DEL, C1 controls, U+2028 and U+2029 (valid raw JSON but
-    line breaks or terminal controls elsewhere) are escaped as ``\\uXXXX`` too. They can only
-    occur inside JSON strings, so the rewrite keeps the document equal.
+    orjson already escapes C0 controls; every other character for which :meth:`str.isprintable`
+    is False (DEL, C1 controls, U+2028, U+2029, bidi, zero-width and other invisible characters,
+    non-ASCII spaces; valid raw JSON but line breaks, terminal controls or hidden text elsewhere)
+    is escaped as ``\\uXXXX`` too. They can only occur inside JSON strings, so the rewrite keeps
+    the document equal.
     """
     out = orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS).decode()
-    if out.isascii():
-        return out.replace("\x7f", "\\u007f") if "\x7f" in out else out
-    return _JSON_UNSAFE.sub(_json_escape, out)
+    return escape_unprintable(out, _json_escape)
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

@@ -5,11 +5,19 @@ Follows the IBM QRadar DSM Guide "Log Event Extended Format (LEEF)", LEEF 2.0:
 attributes separated by the declared delimiter (tab by default, declared as ``x09``; a printable
 delimiter is declared as itself).
 
+The delimiter is one ASCII character and is checked when the renderer is built: letters, digits,
+space, ``=``, ``|`` and ``\\`` are refused, and so are ``-``, ``+``, ``:`` and ``.``, which occur
+in values written as they are (``devTime``, ``devTimeFormat``, negative numbers) or that a
+delimiter would mangle (IPv4 and IPv6 addresses), as well as NUL and the controls that end a
+line somewhere (LF, VT, FF, CR and FS, GS, RS, which :meth:`str.splitlines` splits at) or start
+an escape sequence (ESC).
+
 LEEF has no escape syntax for attribute values, so values are cleaned
-(:func:`kroonika.audit.formats._text.clean`: ANSI sequences and controls removed, TAB/CR/LF
-and other line breaks turned into a space) and any occurrence of the declared delimiter is
-replaced by a space. ``=`` may stay in values (a value runs to the next delimiter). In header
-fields ``\\`` and ``|`` are escaped as in CEF (``\\\\``, ``\\|``).
+(:func:`kroonika.audit.formats._text.clean`: ANSI sequences and every other non-printable
+character removed, TAB, CR, LF, other line breaks and non-ASCII spaces turned into a space) and
+any occurrence of the declared delimiter is replaced by a space. ``=`` may stay in values (a
+value runs to the next delimiter). In header fields ``\\`` and ``|`` are escaped as in CEF
+(``\\\\``, ``\\|``).
 
 Attributes: ``devTime`` with ``devTimeFormat`` (``yyyy-MM-dd HH:mm:ss.SSS Z``, UTC),
 ``cat`` (category), ``sev`` (1..10), ``src``, ``srcPort``, ``usrName`` (pseudonym), ``role``,
@@ -50,6 +58,10 @@ _LEEF_SEVERITY: Final[Mapping[str, int]] = {
 _HEADER_ESCAPES: Final = str.maketrans({"\\": "\\\\", "|": "\\|"})
 _IDENTITY_CATEGORIES: Final = frozenset({"authentication", "session"})
 DEV_TIME_FORMAT: Final = "yyyy-MM-dd HH:mm:ss.SSS Z"
+#: Delimiters refused besides letters and digits: LEEF syntax, characters of the values written
+#: unescaped (devTime ``2026-11-27 09:34:14.495 +0000``, devTimeFormat, ``-`` of a negative
+#: number) or of IP addresses, and controls that break the line or start an escape sequence.
+_REFUSED_DELIMITERS: Final = frozenset("=|\\ " + "-+:." + "\x00\n\x0b\x0c\r\x1c\x1d\x1e\x1b")
 
 
 def _header(value: str) -> str:
@@ -62,18 +74,23 @@ def _header(value: str) -> str:
 class LeefRenderer:
     """Render events as LEEF:2.0 records with one configured attribute delimiter.
 
-    The delimiter must be a single character that is not ``=``, ``|``, ``\\``, a letter, a
-    digit or a space; it is checked here, when the renderer is built.
+    The delimiter must be a single ASCII character that is not a letter, a digit, a space,
+    ``=``, ``|``, ``\\``, ``-``, ``+``, ``:``, ``.``, NUL, a line break or ESC (see the
+    module docstring); it is checked here, when the renderer is built (``ValueError``).
     """
 
     __slots__ = ("_delimiter", "_prefix", "_prefix_end")
 
     def __init__(self, *, delimiter: str = "\t", product_version: str | None = None) -> None:
-        if len(delimiter) != 1 or delimiter in "=|\\ " or delimiter.isalnum():
-            raise ValueError(f"unusable LEEF delimiter {delimiter!r}")
+        if len(delimiter) != 1 or not delimiter.isascii():
+            raise ValueError(f"LEEF delimiter must be one ASCII character, got {delimiter!r}")
+        if delimiter in _REFUSED_DELIMITERS or delimiter.isalnum():
+            raise ValueError(
+                f"unusable LEEF delimiter {delimiter!r}: it is LEEF syntax, a line break or "
+                "escape, or occurs in attribute values (devTime, devTimeFormat, numbers, IP "
+                "addresses); use TAB (the default), '^', ';' or another punctuation character"
+            )
         code = ord(delimiter)
-        if code > 0xFF:
-            raise ValueError(f"LEEF delimiter must be one byte, got {delimiter!r}")
         declared = delimiter if delimiter.isprintable() else f"x{code:02x}"
         version = product_version if product_version is not None else product_version_default()
         self._delimiter = delimiter

@@ -2,9 +2,11 @@
 
 This is the record of truth (``kroonika.audit/1``), so values are *not* rewritten: JSON string
 escaping (RFC 8259 section 7) already keeps CR, LF, ESC and every other C0 control out of the
-output, and :func:`kroonika.audit.formats._text.dumps` additionally escapes DEL, the C1 controls,
-U+2028 and U+2029, so one event is always exactly one line. Escape sequences therefore survive
-*as data* (``\\u001b``), to be neutralised by whoever displays them. The result is compact JSON
+output, and :func:`kroonika.audit.formats._text.dumps` additionally escapes every other
+non-printable character (DEL, the C1 controls, U+2028 and U+2029, bidi and invisible format
+characters) as ``\\uXXXX``, so one event is always exactly one visible line. Escape
+sequences therefore survive *as data* (``\\u001b``), to be neutralised by whoever displays
+them. The result is compact JSON
 with sorted keys but is not the RFC 8785 canonical form (use ``kroonika.audit.integrity`` for that).
 """
 

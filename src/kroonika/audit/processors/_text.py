@@ -11,8 +11,12 @@ _REPLACEMENT: Final = "\ufffd"
 
 def neutralise(value: str, max_len: int) -> str:
     """Remove ANSI escape sequences, replace every other non-printable character
-    (C0/C1 controls, CR, LF, TAB, DEL, line/paragraph separators, bidi controls) with
-    U+FFFD, and bound the length. Printable text, Estonian letters and emoji pass."""
+    (C0/C1 controls, CR, LF, TAB, DEL, line/paragraph separators, bidi controls, zero-width
+    and other invisible format characters, non-ASCII spaces) with U+FFFD, and bound the
+    length. Printable text, Estonian letters and single emoji pass; in an emoji sequence the
+    zero-width joiner (U+200D) and tag characters are replaced too (``"👩\\u200d💻"``
+    becomes ``"👩\\ufffd💻"``), on purpose: an invisible character could disguise text in
+    an audit record."""
     if not value.isprintable():
         value = _ANSI.sub(_REPLACEMENT, value)
         if not value.isprintable():
