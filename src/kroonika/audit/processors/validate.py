@@ -196,9 +196,7 @@ class Validate:
         if src.ip_prefix is not None:
             # the caller says the address is already a network: check that it is one
             prefix = src.ip_prefix
-            if not (
-                type(prefix) is int and src.ip is not None and _network_ok(src.ip, prefix)
-            ):
+            if not (type(prefix) is int and src.ip is not None and _network_ok(src.ip, prefix)):
                 self._bad(event, "source.ip / ip_prefix is not a network address")
                 src.ip = src.ip_prefix = None
         port = src.port
