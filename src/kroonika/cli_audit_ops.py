@@ -101,6 +101,7 @@ def retention_run(
             RetentionPolicy(legal_hold=legal_hold),
             archive_dir=archive_dir,
             on_purged=None if dry_run else record,
+            keyring=comps.keyring,
         )
         try:
             results = job.run(dry_run=dry_run)

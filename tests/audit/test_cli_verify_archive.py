@@ -37,7 +37,11 @@ def archived(tmp_path: Path) -> tuple[Path, Path]:
         write_events(kit, 12)
         later = time.time() + 401 * 86400
         (result,) = RetentionJob(
-            kit.store, RetentionPolicy(), archive_dir=tmp_path / "arch", clock=lambda: later
+            kit.store,
+            RetentionPolicy(),
+            archive_dir=tmp_path / "arch",
+            clock=lambda: later,
+            keyring=kit.keyring,
         ).run()
     finally:
         kit.store.close()

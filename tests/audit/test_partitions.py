@@ -149,7 +149,7 @@ def test_purge_drops_a_covered_partition_and_verify_passes(
         trail.emit_sync(login(n))
     assert verify_store(store, keyring.public_keys()).intact
 
-    (result,) = RetentionJob(store, RetentionPolicy(), clock=lambda: NOW).run()
+    (result,) = RetentionJob(store, RetentionPolicy(), clock=lambda: NOW, keyring=keyring).run()
 
     assert (result.first_seq, result.last_seq) == (1, 10)
     assert result.partitions_dropped == [old_partition()]
@@ -169,7 +169,7 @@ def test_a_partition_with_rows_not_covered_stays(store: SqlAuditStore, tmp_path:
     trail, keyring = trail_on(store, tmp_path / "keys", clock)
     for n in range(7):  # checkpoint at 5; 6..7 in the same month, not checkpointed
         trail.emit_sync(login(n))
-    (result,) = RetentionJob(store, RetentionPolicy(), clock=lambda: NOW).run()
+    (result,) = RetentionJob(store, RetentionPolicy(), clock=lambda: NOW, keyring=keyring).run()
     assert (result.last_seq, result.partitions_dropped) == (5, [])
     with store.engine.connect() as conn:
         assert old_partition() in existing_partitions(conn)

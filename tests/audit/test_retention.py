@@ -42,7 +42,11 @@ def test_purge_removes_a_checkpointed_prefix_and_verify_still_passes(kit: Kit) -
     write_events(kit, 12)  # checkpoints at 5 and 10; 11..12 after the last one
     purged: list[PurgeResult] = []
     job = RetentionJob(
-        kit.store, RetentionPolicy(), clock=lambda: later(401), on_purged=purged.append
+        kit.store,
+        RetentionPolicy(),
+        clock=lambda: later(401),
+        on_purged=purged.append,
+        keyring=kit.keyring,
     )
     (result,) = job.run()
     assert (result.stream, result.first_seq, result.last_seq, result.count) == ("web-1", 1, 10, 10)
@@ -58,14 +62,21 @@ def test_purge_removes_a_checkpointed_prefix_and_verify_still_passes(kit: Kit) -
 def test_nothing_younger_than_the_policy_is_purged(kit: Kit) -> None:
     """Events within their retention stay; the plan is empty."""
     write_events(kit, 10)
-    assert RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(399)).run() == []
+    assert (
+        RetentionJob(
+            kit.store, RetentionPolicy(), clock=lambda: later(399), keyring=kit.keyring
+        ).run()
+        == []
+    )
     assert sum(b.count for b in kit.store.blocks()) == 10
 
 
 def test_legal_hold_stops_every_purge(kit: Kit) -> None:
     """With a legal hold nothing is deleted."""
     write_events(kit, 10)
-    job = RetentionJob(kit.store, RetentionPolicy(legal_hold=True), clock=lambda: later(1000))
+    job = RetentionJob(
+        kit.store, RetentionPolicy(legal_hold=True), clock=lambda: later(1000), keyring=kit.keyring
+    )
     with pytest.raises(LegalHoldActive):
         job.run()
     assert sum(b.count for b in kit.store.blocks()) == 10
@@ -81,7 +92,7 @@ def test_short_lived_types_go_first_but_a_block_waits_for_its_longest_lived_even
             ev.auth_flow_transition(actor=actor, from_state="start", to_state=f"s{i}")
         )
     write_events(kit, 5)
-    job = RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(91))
+    job = RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(91), keyring=kit.keyring)
     (result,) = job.run()
     assert (result.first_seq, result.last_seq) == (1, 5)
     assert verify_store(kit.store, kit.keyring.public_keys()).intact
@@ -90,9 +101,11 @@ def test_short_lived_types_go_first_but_a_block_waits_for_its_longest_lived_even
 def test_a_second_purge_continues_from_the_retained_base(kit: Kit) -> None:
     """Purging twice keeps the chain verifiable from the newest base."""
     write_events(kit, 5)
-    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
+    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401), keyring=kit.keyring).run()
     write_events(kit, 5, start=5)
-    (second,) = RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
+    (second,) = RetentionJob(
+        kit.store, RetentionPolicy(), clock=lambda: later(401), keyring=kit.keyring
+    ).run()
     assert (second.first_seq, second.last_seq) == (6, 10)
     report = verify_store(kit.store, kit.keyring.public_keys())
     assert report.intact, report.findings
@@ -104,7 +117,7 @@ def test_deleting_a_prefix_without_a_vouched_base_is_found(kit: Kit) -> None:
     from kroonika.audit.verify import RetainedBase
 
     write_events(kit, 10)
-    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
+    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401), keyring=kit.keyring).run()
     real = verify_store(kit.store, kit.keyring.public_keys())
     assert real.intact
     forged = {"web-1": RetainedBase("web-1", 10, b"\x01" * 32, b"", b"\x00" * 32)}
@@ -117,11 +130,19 @@ def test_archive_of_the_purged_range_verifies_on_its_own(kit: Kit, tmp_path: Pat
     """The gzip JSONL archive verifies against its checkpoint; a changed byte fails."""
     write_events(kit, 5)
     RetentionJob(
-        kit.store, RetentionPolicy(), archive_dir=tmp_path / "a", clock=lambda: later(401)
+        kit.store,
+        RetentionPolicy(),
+        archive_dir=tmp_path / "a",
+        clock=lambda: later(401),
+        keyring=kit.keyring,
     ).run()
     write_events(kit, 5, start=5)
     (second,) = RetentionJob(
-        kit.store, RetentionPolicy(), archive_dir=tmp_path / "a", clock=lambda: later(401)
+        kit.store,
+        RetentionPolicy(),
+        archive_dir=tmp_path / "a",
+        clock=lambda: later(401),
+        keyring=kit.keyring,
     ).run()
     keys = kit.keyring.public_keys()
     assert second.archive is not None
@@ -144,7 +165,7 @@ def test_deletes_without_a_grant_are_still_refused(kit: Kit) -> None:
     from kroonika.audit.store._schema import blocks
 
     write_events(kit, 12)
-    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401)).run()
+    RetentionJob(kit.store, RetentionPolicy(), clock=lambda: later(401), keyring=kit.keyring).run()
     with pytest.raises(SQLAlchemyError), kit.store.engine.begin() as conn:
         conn.execute(delete(blocks).where(blocks.c.last_seq == 12))
 
@@ -159,7 +180,11 @@ def test_cli_archive_verify_exits_0_for_an_intact_archive(
 
     write_events(kit, 5)
     (result,) = RetentionJob(
-        kit.store, RetentionPolicy(), archive_dir=tmp_path / "a", clock=lambda: later(401)
+        kit.store,
+        RetentionPolicy(),
+        archive_dir=tmp_path / "a",
+        clock=lambda: later(401),
+        keyring=kit.keyring,
     ).run()
     assert result.archive is not None
     keys_file = tmp_path / "keys.json"

@@ -331,6 +331,11 @@ class AuditTrail:
     def size(self) -> int:
         return self._sealer.size
 
+    @property
+    def keyring(self) -> KeyRing:
+        """The signing keys of this stream (retention signs its bases with them)."""
+        return self._sealer.keyring
+
 
 def default_stream_name() -> str:
     """``<host>-<pid>-<random>``: unique per writer process."""

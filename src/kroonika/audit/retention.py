@@ -14,7 +14,8 @@ checkpoint. A legal hold stops every purge (:class:`LegalHoldActive`).
 A purge of one stream is one transaction: a grant row in ``audit_purge_grants``
 (the delete triggers refuse any delete that no grant covers), the stream's retained
 base in ``audit_retained_bases`` (Merkle frontier and last leaf at the checkpoint,
-so :func:`~kroonika.audit.verify.verify_store` resumes there), then the delete.
+signed with the audit key so that nobody without it can leave one behind, and
+:func:`~kroonika.audit.verify.verify_store` resumes there), then the delete.
 Checkpoints are never deleted. On PostgreSQL, monthly partitions of
 ``audit_blocks`` that the grants cover entirely are dropped instead of deleted row
 by row. Before the purge the range can be archived as gzip JSON lines with its
@@ -47,9 +48,9 @@ from kroonika.audit._errors import AuditError
 from kroonika.audit._model import rfc3339_micro
 from kroonika.audit._sealer import ZERO_HASH
 from kroonika.audit.integrity import CompactRange, leaf_hash
-from kroonika.audit.signing import PublicKeys
+from kroonika.audit.signing import KeyRing, PublicKeys
 from kroonika.audit.store._schema import blocks, purge_grants, retained_bases
-from kroonika.audit.store._types import Checkpoint
+from kroonika.audit.store._types import Checkpoint, base_statement
 from kroonika.audit.store.sql import SqlAuditStore
 from kroonika.audit.verify import Finding, Report, RetainedBase, StreamReport, stored_bases
 
@@ -138,10 +139,12 @@ class RetentionJob:
         clock: Callable[[], float] = time.time,
         max_blocks: int = 10_000,
         on_purged: Callable[[PurgeResult], None] | None = None,
+        keyring: KeyRing | None = None,
     ) -> None:
         if store.read_only:
             raise RetentionError("retention needs a writable store")
         self.store = store
+        self.keyring = keyring
         self.policy = policy
         self.archive_dir = archive_dir
         self._clock = clock
@@ -233,6 +236,10 @@ class RetentionJob:
         return results
 
     def _purge(self, plan: PurgePlan) -> list[str]:
+        if self.keyring is None:
+            raise RetentionError(
+                "a purge signs the base it leaves behind: retention needs the audit key ring"
+            )
         engine = self.store.engine
         dialect = engine.dialect.name
         ins: Any = (postgresql if dialect == "postgresql" else sqlite).insert
@@ -241,13 +248,17 @@ class RetentionJob:
         grant = grant.on_conflict_do_update(
             index_elements=[purge_grants.c.stream], set_={"upto_seq": grant.excluded.upto_seq}
         )
+        b, kid = plan.base, self.keyring.active_kid
+        statement = base_statement(plan.stream, b.size, b.root, b.frontier, b.last_leaf, now, kid)
         base_values = {
             "stream": plan.stream,
-            "size": plan.base.size,
-            "root": plan.base.root,
-            "frontier": plan.base.frontier,
-            "last_leaf": plan.base.last_leaf,
+            "size": b.size,
+            "root": b.root,
+            "frontier": b.frontier,
+            "last_leaf": b.last_leaf,
             "purged": now,
+            "kid": kid,
+            "signature": self.keyring.sign(statement),
         }
         base = ins(retained_bases).values(**base_values)
         base = base.on_conflict_do_update(

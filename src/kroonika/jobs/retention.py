@@ -56,6 +56,7 @@ def audit_retention_job(
             clock=lambda: float(ctx.now()),
             max_blocks=ctx.batch_size,
             on_purged=record,
+            keyring=deps.trail.keyring,
         )
         while True:
             results = await asyncio.to_thread(job.run)

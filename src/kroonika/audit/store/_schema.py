@@ -118,6 +118,10 @@ retained_bases = Table(
     Column("frontier", LargeBinary, nullable=False),
     Column("last_leaf", LargeBinary, nullable=False),
     Column("purged", String(32), nullable=False),
+    # Ed25519 over store._types.base_statement by a checkpoint key (a0005). A base
+    # without a valid signature is not trusted: the purged records count as deleted.
+    Column("kid", String(64), nullable=True),
+    Column("signature", LargeBinary, nullable=True),
 )
 
 SQLITE_TRIGGERS = [

@@ -146,6 +146,27 @@ class NewKey:
     created: str
 
 
+def base_statement(
+    stream: str, size: int, root: bytes, frontier: bytes, last_leaf: bytes, purged: str, kid: str
+) -> bytes:
+    """What the retention job signs when it purges a stream up to ``size``: where
+    the stream starts again. Without the signature anyone who can write the
+    database could delete a stream's recent records and leave a base behind."""
+    return orjson.dumps(
+        {
+            "frontier": frontier.hex(),
+            "kid": kid,
+            "kind": "kroonika.retained_base/1",
+            "last_leaf": last_leaf.hex(),
+            "purged": purged,
+            "root": root.hex(),
+            "size": size,
+            "stream": stream,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StreamState:
     """Where a stream stands: enough to resume writing it."""
