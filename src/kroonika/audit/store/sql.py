@@ -10,12 +10,15 @@ time range, count) are derived from the records and checked by the verifier.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from alembic import command
 from alembic.config import Config
@@ -50,14 +53,17 @@ _BLOCK_COLUMNS = (
 def normalise_url(url: str) -> str:
     """Accept a plain file path, ``sqlite:///...`` or ``postgresql://...``."""
     if "://" not in url:
-        return f"sqlite:///{Path(url).resolve()}"
+        # a file name, not URL syntax: "%", "#" and "?" are quoted (see _sqlite_path)
+        return f"sqlite:///{quote(str(Path(url).resolve()), safe='/')}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 
 
 def _sqlite_path(url: str) -> str:
-    return url.split(":///", 1)[1]
+    """The file of a ``sqlite:///`` URL, percent-decoded once (SQLAlchemy's own URL
+    parsing is kept out of it: connections are made from this path)."""
+    return unquote(url.split(":///", 1)[1].split("?", 1)[0])
 
 
 def _row_to_block(row: Any) -> Block:
@@ -98,28 +104,47 @@ class SqlAuditStore:
     """Append-only audit store over SQLAlchemy Core.
 
     ``read_only=True`` opens an archive or evidence copy without writing anything
-    (SQLite: ``mode=ro``, falling back to ``immutable=1`` on read-only media).
+    (SQLite: see :func:`_read_only_path`); ``follow=True`` (``audit tail -f``) also
+    sees what a writer commits later.
     ``synchronous`` is SQLite's setting: ``FULL`` (default) survives power loss,
     ``NORMAL`` survives process crashes only.
     """
 
-    def __init__(self, url: str, *, read_only: bool = False, synchronous: str = "FULL") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        synchronous: str = "FULL",
+        follow: bool = False,
+    ) -> None:
         self.url = normalise_url(url)
         self.read_only = read_only
+        self._scratch: Path | None = None
         self.dialect = self.url.split(":", 1)[0].split("+", 1)[0]
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
         if self.dialect == "sqlite":
+            if ":///" not in self.url or not _sqlite_path(self.url):
+                raise StoreError("an SQLite audit store URL names a file: sqlite:///path")
             path = _sqlite_path(self.url)
             if read_only:
-                if not Path(path).exists():
+                if not Path(path).is_file():
                     raise StoreError(f"no audit store at {path}")
+                path, self._scratch = _read_only_path(path, follow=follow)
+                uri = _read_only_uri(path, follow=follow)
                 self.engine = create_engine(
-                    "sqlite://", creator=lambda: _open_sqlite_ro(path), poolclass=_pool()
+                    "sqlite://",
+                    creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+                    poolclass=_pool(),
                 )
             else:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self.engine = create_engine(self.url, poolclass=_pool())
+                self.engine = create_engine(
+                    self.url,  # engine.url names the file (sink locks sit beside it)
+                    creator=lambda: sqlite3.connect(path, check_same_thread=False),
+                    poolclass=_pool(),
+                )
                 _configure_sqlite(self.engine, synchronous)
         elif self.dialect == "postgresql":
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5)
@@ -298,6 +323,9 @@ class SqlAuditStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
 
 class SqlSubjectKeys:
@@ -406,14 +434,43 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cur.close()
 
 
-def _open_sqlite_ro(path: str) -> sqlite3.Connection:
-    """Open without writing a byte. A database with no ``-wal`` file beside it (an
-    archive, an evidence copy, a store closed cleanly) is opened ``immutable`` so
-    SQLite creates no ``-shm``/``-wal`` files; a live WAL store is opened
-    ``mode=ro`` so concurrent commits are seen consistently."""
-    if not Path(f"{path}-wal").exists():
-        return sqlite3.connect(f"file:{path}?immutable=1", uri=True, check_same_thread=False)
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+def _read_only_path(path: str, *, follow: bool) -> tuple[str, Path | None]:
+    """Where to open a store read-only without writing a byte beside it.
+
+    A store with no ``-wal`` file (an archive, an evidence copy, a store closed
+    cleanly) is opened in place, ``immutable``. A live store (its ``-shm`` file
+    writable, as the writer left it) is opened in place with ``mode=ro``, which
+    is how SQLite reads a WAL database that another process writes. Anything else
+    with a ``-wal`` file (a copy of a live store made read-only, on read-only media
+    or with no ``-shm``) would need SQLite to write the ``-shm`` file: the files
+    are copied into a private scratch directory and opened there, so the evidence
+    is not touched and the commits in the ``-wal`` are still read. Returns the path
+    to open and the scratch directory to remove on close.
+    """
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    if not wal.exists() or follow:
+        return path, None
+    if shm.exists() and shm.stat().st_mode & 0o200 and not _read_only_media(path):
+        return path, None
+    scratch = Path(tempfile.mkdtemp(prefix="kroonika-evidence-"))
+    copy = scratch / "audit.db"
+    shutil.copyfile(path, copy)
+    shutil.copyfile(wal, f"{copy}-wal")
+    return str(copy), scratch
+
+
+def _read_only_uri(path: str, *, follow: bool) -> str:
+    """An SQLite URI for ``path`` (quoted: ``%``, ``#`` and ``?`` are file name
+    characters here, not URI syntax)."""
+    live = follow or Path(f"{path}-wal").exists()
+    return f"file:{quote(path)}?{'mode=ro' if live else 'immutable=1'}"
+
+
+def _read_only_media(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return True
 
 
 def _pg_read_only(dbapi_conn: Any, _record: object) -> None:
