@@ -36,7 +36,9 @@ class AuditComponents:
 
     def stop_sync(self, reason: str = "cli exit") -> None:
         """For short-lived writers (CLI commands): record ``audit.log.stop`` if the
-        writer recorded its start, then close the store."""
+        writer recorded its start, publish a checkpoint of the stream (so that an
+        exported witness covers it, and deleting a CLI command's whole stream is
+        detectable), then close the store."""
         try:
             if self.trail.size and self.trail.started_sync:
                 self.trail.emit_sync(
@@ -44,6 +46,7 @@ class AuditComponents:
                         actor=Actor(ActorType.SYSTEM), events=self.trail.emitted, reason=reason
                     )
                 )
+                self.trail.checkpoint_now()
         except AuditError:
             pass  # the command already failed closed on its own event
         finally:

@@ -206,3 +206,20 @@ def test_keys_rotate_then_old_and_new_verify(cli: Cli) -> None:
     assert len(listed) == 2
     assert sum("(active)" in line for line in listed) == 1
     assert orjson.loads(cli("audit", "verify", "--json").stdout)["intact"] is True
+
+
+def test_each_cli_command_checkpoints_its_stream(cli: Cli) -> None:
+    """A command's own stream (its audit.access) is covered by a stored checkpoint,
+    so an exported witness makes deleting that stream detectable."""
+    cli("audit", "query", "--type", "token", "--limit", "1")
+    store = SqlAuditStore(str(cli.var / "audit.db"), read_only=True)
+    try:
+        cli_streams = [s for s in store.streams() if s.startswith("cli-")]
+        assert cli_streams
+        for stream in cli_streams:
+            sizes = [cp.size for cp in store.checkpoints(stream)]
+            last = max(b.last_seq for b in store.blocks(stream))
+            assert sizes, stream
+            assert max(sizes) == last
+    finally:
+        store.close()
