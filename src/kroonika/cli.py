@@ -120,11 +120,12 @@ def _public_keys(settings: Settings, keys_file: Path | None) -> PublicKeys:
 
 
 def _load_checkpoint(path: Path) -> list[Checkpoint]:
+    """The checkpoints of an exported file; anything malformed is a usage error."""
+    from kroonika.audit.verify import load_checkpoints
+
     try:
-        doc = orjson.loads(path.read_bytes())
-        docs = doc if isinstance(doc, list) else doc.get("checkpoints", [doc])
-        return [Checkpoint.from_dict(d) for d in docs]
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return load_checkpoints(path.read_bytes())
+    except (OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise _fail(f"cannot read checkpoint file {path}: {exc}") from None
 
 

@@ -126,6 +126,61 @@ def test_deleting_a_prefix_without_a_vouched_base_is_found(kit: Kit) -> None:
     assert report.findings[0].kind == "deleted"
 
 
+def _forge_purge(kit: Kit, upto: int, kid: str | None, signature: bytes | None) -> None:
+    """What someone with write access but no key can do with the triggers in place:
+    grant themselves a purge, leave a base that a stored checkpoint vouches for,
+    and delete recent records."""
+    from sqlalchemy import text
+
+    from kroonika.audit.integrity import leaf_hash
+
+    block = next(b for b in kit.store.blocks("web-1") if b.last_seq == upto)
+    cp = next(c for c in kit.store.checkpoints("web-1") if c.size == upto)
+    with kit.store.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO audit_purge_grants (stream, upto_seq) VALUES ('web-1', :u)"),
+            {"u": upto},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO audit_retained_bases (stream, size, root, frontier, last_leaf, "
+                "purged, kid, signature) VALUES ('web-1', :s, :r, :f, :l, '2026-01-01', :k, :g)"
+            ),
+            {
+                "s": upto,
+                "r": cp.root,
+                "f": block.frontier,
+                "l": leaf_hash(block.records()[-1]),
+                "k": kid,
+                "g": signature,
+            },
+        )
+        conn.execute(
+            text("DELETE FROM audit_blocks WHERE stream = 'web-1' AND last_seq <= :u"), {"u": upto}
+        )
+
+
+@pytest.mark.parametrize("signed", ["unsigned", "signed by another key", "bad signature"])
+def test_a_forged_purge_of_recent_records_is_found(kit: Kit, tmp_path: Path, signed: str) -> None:
+    """Records seconds old, removed through a grant and a base the attacker wrote
+    (the triggers still in place): the base carries no valid signature, so the
+    records count as deleted."""
+    from kroonika.audit import KeyRing
+
+    write_events(kit, 12)
+    if signed == "unsigned":
+        kid, signature = None, None
+    elif signed == "signed by another key":
+        other = KeyRing.open(tmp_path / "other", create=True)
+        kid, signature = other.active_kid, other.sign(b"anything")
+    else:
+        kid, signature = kit.keyring.active_kid, b"\x00" * 64
+    _forge_purge(kit, 10, kid, signature)
+    report = verify_store(kit.store, kit.keyring.public_keys())
+    assert not report.intact
+    assert (report.findings[0].kind, report.findings[0].seq) == ("deleted", 1)
+
+
 def test_archive_of_the_purged_range_verifies_on_its_own(kit: Kit, tmp_path: Path) -> None:
     """The gzip JSONL archive verifies against its checkpoint; a changed byte fails."""
     write_events(kit, 5)
