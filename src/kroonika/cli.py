@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
+import re
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import orjson
 import typer
+from cryptography.exceptions import UnsupportedAlgorithm
+from sqlalchemy.exc import SQLAlchemyError
 
 from kroonika.audit import (
     Actor,
@@ -25,8 +31,15 @@ from kroonika.audit import (
     verify_store,
 )
 from kroonika.audit._model import DetailValue
-from kroonika.audit.formats._text import clean
-from kroonika.audit.integrity import inclusion_proof, leaf_hash
+from kroonika.audit.formats._text import _json_escape, clean, escape_unprintable
+from kroonika.audit.integrity import (
+    CompactRange,
+    ProofError,
+    inclusion_proof,
+    leaf_hash,
+    verify_inclusion,
+)
+from kroonika.audit.query import time_bound
 from kroonika.audit.store._types import Checkpoint
 from kroonika.auditing import AuditComponents, build_audit
 from kroonika.cli_admin import register_admin_commands
@@ -46,6 +59,8 @@ audit_app.add_typer(keys_app, name="keys")
 audit_app.add_typer(checkpoint_app, name="checkpoint")
 
 EXIT_INTACT, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
+#: Standard output was closed early (``| head``): exit quietly, as click does for EPIPE.
+EXIT_BROKEN_PIPE: Final = 1
 
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Store URL or SQLite path (default: configured)")
@@ -53,8 +68,36 @@ StoreOpt = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    """A usage or access error: one line on standard error, exit 2. The message is display
+    text (:func:`clean`) with any URL password masked; values the user gave should be
+    passed through :func:`_shown` first so that they stay readable."""
+    typer.echo(f"error: {clean(_mask_passwords(message))}", err=True)
     return typer.Exit(EXIT_USAGE)
+
+
+def _shown(value: object) -> str:
+    """User-given text (a path, a stream name, an option value) for a message: every
+    character that :func:`clean` would drop or blank is escaped as ``repr`` does (``\\n``,
+    ``\\x1b``, ``\\udcff``), so it can neither forge a line nor send a terminal escape and
+    still reads as what was given."""
+    return escape_unprintable(str(value), lambda ch: ascii(ch)[1:-1])
+
+
+#: ``scheme://user:password@`` (SQLAlchemy's URL syntax: the password ends at the first
+#: ``@``) and a libpq ``password=`` parameter.
+_URL_PASSWORD: Final = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_PARAM_PASSWORD: Final = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
+
+
+def _mask_passwords(text: str) -> str:
+    """``text`` with the password of every database URL in it replaced by ``***``."""
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def _first_line(exc: BaseException) -> str:
+    """A driver error's first line, without SQL or parameters (they may hold data)."""
+    text = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
+    return text.splitlines()[0][:200] if text.strip() else type(exc).__name__
 
 
 def _settings() -> Settings:
@@ -64,22 +107,110 @@ def _settings() -> Settings:
         raise _fail(str(exc)) from None
 
 
-def _open_read_only(settings: Settings, url: str | None) -> SqlAuditStore:
+#: What opening a store, a key ring or the trail can raise for a bad URL, path, driver or
+#: file, as opposed to a bug: each becomes a one-line usage error.
+_OPEN_ERRORS: Final = (
+    AuditError,
+    SettingsError,
+    SQLAlchemyError,
+    sqlite3.Error,
+    OSError,
+    ValueError,  # a URL SQLAlchemy cannot parse (a port that is not a number), a bad key file
+    UnsupportedAlgorithm,
+    ImportError,  # the URL names a database driver that is not installed
+)
+
+
+def _open_error(exc: BaseException) -> str:
+    if isinstance(exc, ImportError):
+        return f"the database driver is not installed ({_shown(exc.name or exc)})"
+    if isinstance(exc, AuditError | SettingsError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {_shown(exc.filename)}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _store_option(url: str | None) -> None:
+    if url is not None and not url.strip():
+        raise _fail("--store is empty: give a store URL or an SQLite path, or leave it out")
+
+
+def _open_read_only(
+    settings: Settings, url: str | None, *, follow: bool = False, may_be_empty: bool = False
+) -> SqlAuditStore:
+    """The store to read (``--store`` or the configured one), checked to be an audit store.
+    ``follow=True`` (``tail -f``) also sees what a writer commits later.
+    ``may_be_empty=True`` (verify against a checkpoint file) lets a file with no tables
+    at all through: measured against a witness it is a store emptied of everything."""
+    _store_option(url)
+    target = settings.resolved_audit_store_url() if url is None else url
+    name = _shown(_redact_url(target))
     try:
-        return SqlAuditStore(url or settings.resolved_audit_store_url(), read_only=True)
+        source = SqlAuditStore(target, read_only=True, follow=follow)
     except AuditError as exc:
         raise _fail(str(exc)) from None
+    except _OPEN_ERRORS as exc:
+        raise _fail(f"cannot open the audit store {name}: {_open_error(exc)}") from None
+    try:
+        _check_audit_store(source, name, may_be_empty=may_be_empty)
+    except BaseException:
+        source.close()
+        raise
+    return source
+
+
+_AUDIT_TABLES: Final = ("audit_blocks", "audit_checkpoints")
+
+
+def _check_audit_store(source: SqlAuditStore, name: str, *, may_be_empty: bool = False) -> None:
+    """Refuse anything that is not an audit store (an empty or foreign file, another
+    database) before reading: its tables must be there and its first block readable."""
+    from sqlalchemy import inspect, select
+
+    from kroonika.audit.store._schema import blocks
+
+    try:
+        with source.engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if set(_AUDIT_TABLES) <= tables:
+                conn.execute(select(blocks.c.id).order_by(blocks.c.id).limit(1)).all()
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise _fail(f"cannot read the audit store {name}: {_first_line(exc)}") from None
+    missing = [t for t in _AUDIT_TABLES if t not in tables]
+    if missing and not (may_be_empty and not tables):
+        raise _fail(f"{name} is not an audit store (no table {', '.join(missing)})")
 
 
 @contextmanager
-def _access_trail(settings: Settings) -> Iterator[AuditComponents]:
-    """The configured trail, open for recording ``audit.access`` by this command.
-    Reading the trail without recording the read is refused (fail closed)."""
+def _reading(source: SqlAuditStore) -> Iterator[None]:
+    """Errors while reading ``source`` as one-line usage errors: a damaged file (a
+    truncated database) may be found on any page, not only when it is opened."""
+    try:
+        yield
+    except (AuditError, SQLAlchemyError, sqlite3.Error, orjson.JSONDecodeError) as exc:
+        raise _fail(
+            f"cannot read the audit store {_shown(_redact_url(source.url))}: {_first_line(exc)}"
+        ) from None
+
+
+@contextmanager
+def _access_trail(
+    settings: Settings, *, purpose: str = "record this access"
+) -> Iterator[AuditComponents]:
+    """The configured trail, open for recording ``audit.access`` by this command, with
+    ``audit.log.start`` recorded (so it is known to be writable). Reading the trail
+    without recording the read is refused (fail closed)."""
     try:
         comps = build_audit(settings, stream=f"cli-{_short_stream()}")
+    except _OPEN_ERRORS as exc:
+        raise _fail(f"cannot {purpose} in the audit trail: {_open_error(exc)}") from None
+    try:
         comps.trail.log_start_sync()
-    except (AuditError, SettingsError) as exc:
-        raise _fail(f"cannot record this access in the audit trail: {exc}") from None
+    except AuditError as exc:
+        comps.store.close()
+        raise _fail(f"cannot {purpose} in the audit trail: {exc}") from None
     try:
         yield comps
     finally:
@@ -107,16 +238,29 @@ def _record_access(comps: AuditComponents, action: str, **details: DetailValue) 
 def _public_keys(settings: Settings, keys_file: Path | None) -> PublicKeys:
     if keys_file is not None:
         try:
-            return PublicKeys.from_json(keys_file.read_bytes())
+            keys = PublicKeys.from_json(keys_file.read_bytes())
         except (OSError, AuditError) as exc:
-            raise _fail(f"cannot read public keys from {keys_file}: {exc}") from None
-    keys = PublicKeys.from_directory(settings.resolved_audit_keys_dir())
+            raise _fail(f"cannot read public keys from {_shown(keys_file)}: {exc}") from None
+        if not keys.kids():
+            raise _fail(f"{_shown(keys_file)} holds no public keys: nothing could be verified")
+        return keys
+    keys = _directory_keys(settings.resolved_audit_keys_dir())
     if not keys.kids():
         raise _fail(
-            f"no public keys in {settings.resolved_audit_keys_dir()}; pass --keys FILE "
+            f"no public keys in {_shown(settings.resolved_audit_keys_dir())}; pass --keys FILE "
             "(from `kroonika audit keys export`)"
         )
     return keys
+
+
+def _directory_keys(directory: Path) -> PublicKeys:
+    """The ``*.pub`` keys of a key directory; a file that is not a key is a usage error."""
+    try:
+        return PublicKeys.from_directory(directory)
+    except (OSError, ValueError) as exc:  # binascii.Error and UnicodeDecodeError too
+        raise _fail(
+            f"a *.pub file in {_shown(directory)} is not an Ed25519 public key: {_first_line(exc)}"
+        ) from None
 
 
 def _load_checkpoint(path: Path) -> list[Checkpoint]:
@@ -151,7 +295,7 @@ def verify_cmd(
     settings = _settings()
     public = _public_keys(settings, keys)
     external = _load_checkpoint(checkpoint) if checkpoint else []
-    source = _open_read_only(settings, store)
+    source = _open_read_only(settings, store, may_be_empty=bool(external))
     with _access_trail(settings) as comps:
         try:
             report = verify_store(source, public, external=external)
@@ -183,11 +327,18 @@ def verify_cmd(
 
 def _redact_url(url: str) -> str:
     """A store URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
-    return url
+    return _mask_passwords(url)
+
+
+def _described(source: SqlAuditStore, what: str, *, limit: int | None = None) -> str:
+    """The ``query`` detail of ``audit.access``: what was asked, of which store (the
+    catalogue has no separate store or limit field)."""
+    parts = [
+        what,
+        f"limit={limit}" if limit is not None else "",
+        f"store={_redact_url(source.url)}",
+    ]
+    return " ".join(p for p in parts if p)
 
 
 @audit_app.command("generate")
@@ -199,8 +350,9 @@ def generate_cmd(
     """Write COUNT realistic synthetic events through the full pipeline."""
     from kroonika.audit.synthetic import generate_events
 
+    _store_option(store)
     settings = _settings()
-    if store:
+    if store is not None:
         settings = settings.model_copy(update={"audit_store_url": store})
 
     async def run() -> int:
@@ -223,8 +375,8 @@ def generate_cmd(
 
     try:
         written = asyncio.run(run())
-    except (AuditError, SettingsError) as exc:
-        raise _fail(str(exc)) from None
+    except _OPEN_ERRORS as exc:
+        raise _fail(f"cannot write the audit trail: {_open_error(exc)}") from None
     typer.echo(f"wrote {written} events")
 
 
@@ -239,17 +391,44 @@ def _query(
     ip: str | None,
     stream: str | None = None,
 ) -> Query:
+    """The filters of ``query`` and ``export``; a bound or prefix that cannot be meant as
+    given is a usage error (it would otherwise match nothing, or the wrong events)."""
+    start = _time_option("--from", from_, end=False)
+    end = _time_option("--to", to, end=True)
+    if start is not None and end is not None and start > end:
+        raise _fail(f"--from {_shown(from_)} is after --to {_shown(to)}")
     return Query(
-        from_time=from_,
-        to_time=to,
+        from_time=start,
+        to_time=end,
         types=tuple(types or ()),
         categories=tuple(categories or ()),
         outcome=outcome,
         actor=actor,
         correlation=correlation,
-        ip_prefix=ip,
+        ip_prefix=_ip_option(ip),
         stream=stream,
     )
+
+
+def _time_option(name: str, value: str | None, *, end: bool) -> str | None:
+    """An RFC 3339 bound in the stored form (UTC, microseconds, ``Z``)."""
+    if value is None:
+        return None
+    try:
+        return time_bound(value, end=end)
+    except ValueError as exc:
+        raise _fail(f"{name} {_shown(value)}: {exc}") from None
+
+
+def _ip_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise _fail(
+            f"--ip {_shown(value)} is not an IP address or prefix (e.g. 192.0.2.0/24)"
+        ) from None
 
 
 FromOpt = Annotated[str | None, typer.Option("--from", help="RFC 3339 start time")]
@@ -302,18 +481,42 @@ def _stream_records(
     settings = _settings()
     source = _open_read_only(settings, store)
     n = 0
+    cut_short = False
     with _access_trail(settings) as comps:
         out = sys.stdout.buffer
         try:
-            for body in run_query(source, q, limit=limit):
-                n += 1
-                out.write(render(body) + b"\n")
-            out.flush()
-        except (AuditError, StoreError) as exc:
-            raise _fail(str(exc)) from None
+            with _reading(source):
+                for body in run_query(source, q, limit=limit):
+                    line = render(body) + b"\n"
+                    n += 1  # handed to the output: if the reader goes away, an upper bound
+                    out.write(line)
+                out.flush()
+        except BrokenPipeError:
+            cut_short = True  # `| head`: what was written still has to be recorded
         finally:
             source.close()
-        _record_access(comps, action, query=q.describe(), returned=n, format=fmt)
+        extra: dict[str, DetailValue] = {"result": "incomplete"} if cut_short else {}
+        _record_access(
+            comps,
+            action,
+            query=_described(source, q.describe(), limit=limit),
+            returned=n,
+            format=fmt,
+            **extra,
+        )
+    if cut_short:
+        _silence_stdout()
+        raise typer.Exit(EXIT_BROKEN_PIPE)
+
+
+def _silence_stdout() -> None:
+    """Standard output's reader went away: point it at /dev/null, so that flushing what
+    is still buffered at exit does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _table_row(doc: dict[str, Any]) -> str:
@@ -342,28 +545,33 @@ def tail_cmd(
     store: StoreOpt = None,
     lines: Annotated[int, typer.Option("-n", min=1, help="How many recent events")] = 20,
     follow: Annotated[bool, typer.Option("--follow", "-f")] = False,
-    interval: Annotated[float, typer.Option(help="Poll interval with --follow")] = 1.0,
+    interval: Annotated[
+        float, typer.Option(min=0.05, help="Poll interval (seconds) with --follow")
+    ] = 1.0,
 ) -> None:
     """Show the most recent events (and follow new ones)."""
     import collections
     import time as _time
 
     settings = _settings()
-    source = _open_read_only(settings, store)
+    # following: open as a live store even if it had no -wal file yet (else new commits
+    # would never be seen)
+    source = _open_read_only(settings, store, follow=follow)
     with _access_trail(settings) as comps:
-        _record_access(comps, "tail", query=f"last {lines}", format="table")
-        recent: collections.deque[bytes] = collections.deque(maxlen=lines)
-        last_row = 0
-        for block in source.blocks():
-            recent.extend(block.records())
-            last_row = block.rowid
-        for body in recent:
-            typer.echo(_table_row(orjson.loads(body)))
+        what = f"last {lines}" + (" follow" if follow else "")
+        _record_access(comps, "tail", query=_described(source, what), format="table")
         try:
-            while follow:
-                _time.sleep(interval)
+            with _reading(source):
+                recent: collections.deque[bytes] = collections.deque(maxlen=lines)
+                last_row = 0
                 for block in source.blocks():
-                    if block.rowid > last_row:
+                    recent.extend(block.records())
+                    last_row = block.rowid
+                for body in recent:
+                    typer.echo(_table_row(orjson.loads(body)))
+                while follow:
+                    _time.sleep(interval)
+                    for block in source.blocks(after_id=last_row):
                         for body in block.records():
                             typer.echo(_table_row(orjson.loads(body)))
                         last_row = block.rowid
@@ -410,42 +618,100 @@ def proof_cmd(
     settings = _settings()
     source = _open_read_only(settings, store)
     with _access_trail(settings) as comps:
-        streams = source.streams()
-        if stream is None:
-            candidates = [s for s in streams if not s.startswith("cli-")]
-            if len(candidates) != 1:
-                raise _fail(f"name a --stream; the store has {len(streams)} streams")
-            stream = candidates[0]
-        leaves: list[bytes] = []
-        head = None
-        record = None
-        for block in source.blocks(stream):
-            for body in block.records():
-                leaves.append(leaf_hash(body))
-                if len(leaves) == seq:
-                    record = body
-            head = block.head
-        source.close()
-        if head is None or record is None or seq > head.size:
-            raise _fail(f"stream {stream} has no signed record {seq}")
-        proof = inclusion_proof(seq - 1, head.size, leaves.__getitem__)
-        _record_access(comps, "proof", query=f"stream={stream} seq={seq}", returned=1)
-    typer.echo(
-        orjson.dumps(
-            {
-                "stream": stream,
-                "seq": seq,
-                "leaf_index": seq - 1,
-                "leaf_hash": leaves[seq - 1].hex(),
-                "tree_size": head.size,
-                "root": head.root.hex(),
-                "head": {"time": head.time, "kid": head.kid, "signature": head.signature.hex()},
-                "proof": [h.hex() for h in proof],
-                "record": orjson.loads(record),
-            },
-            option=orjson.OPT_INDENT_2,
-        ).decode()
-    )
+        try:
+            with _reading(source):
+                if stream is None:
+                    streams = source.streams()
+                    candidates = [s for s in streams if not s.startswith("cli-")]
+                    if len(candidates) != 1:
+                        raise _fail(f"name a --stream; the store has {len(streams)} streams")
+                    stream = candidates[0]
+                proof = _proof(source, stream, seq)
+        finally:
+            source.close()
+        _record_access(
+            comps, "proof", query=_described(source, f"stream={stream} seq={seq}"), returned=1
+        )
+    typer.echo(_json_display(proof))
+
+
+def _proof(source: SqlAuditStore, stream: str, seq: int) -> dict[str, Any]:
+    """The inclusion proof of record ``seq`` of ``stream`` against its latest signed head.
+
+    After a retention purge the stream's blocks start past 1: the leaves of the purged
+    records are gone, and the path is made from the retained base's Merkle frontier (the
+    subtrees left of the first kept record) and the kept leaves. The proof is checked
+    against the head's root before it is shown (its signature is the verifier's to check)."""
+    from kroonika.audit.verify import stored_bases
+    from kroonika.cli_audit_ops import inclusion_proof_after_base
+
+    name = _shown(stream)
+    leaves: list[bytes] = []
+    first: int | None = None
+    head = None
+    record = None
+    for block in source.blocks(stream):
+        if first is None:
+            first = block.first_seq
+        for body in block.records():
+            leaves.append(leaf_hash(body))
+            if first + len(leaves) - 1 == seq:
+                record = body
+        head = block.head
+    if first is None or head is None:
+        raise _fail(f"stream {name} has no records in this store")
+    gone = first - 1  # records 1..gone are not in the store
+    base = stored_bases(source).get(stream) if gone else None
+    if seq <= gone:
+        if base is not None:
+            raise _fail(f"record {seq} was purged by retention; see the archive")
+        raise _fail(
+            f"record {seq} is not in this store (stream {name} starts at {first} and no "
+            "retained base says why; run `kroonika audit verify`)"
+        )
+    if record is None or seq > head.size:
+        raise _fail(f"stream {name} has no signed record {seq}")
+    index = seq - 1
+    try:
+        if gone:
+            if base is None:
+                raise ValueError(f"records 1..{gone} are missing and no retained base is stored")
+            tree = CompactRange.from_bytes(base.frontier)
+            if tree.size != gone:
+                raise ValueError(
+                    f"the retained base is at {tree.size}, the stream starts at {first}"
+                )
+            path = inclusion_proof_after_base(index, head.size, tree, lambda i: leaves[i - gone])
+        else:
+            path = inclusion_proof(index, head.size, leaves.__getitem__)
+        verify_inclusion(leaves[index - gone], index, head.size, path, head.root)
+    except (ValueError, TypeError, ProofError) as exc:  # TypeError: a damaged base row
+        raise _fail(
+            f"cannot prove record {seq} of stream {name}: {_first_line(exc)} "
+            "(run `kroonika audit verify`)"
+        ) from None
+    return {
+        "stream": stream,
+        "seq": seq,
+        "leaf_index": index,
+        "leaf_hash": leaves[index - gone].hex(),
+        "tree_size": head.size,
+        "root": head.root.hex(),
+        "head": {"time": head.time, "kid": head.kid, "signature": head.signature.hex()},
+        "proof": [h.hex() for h in path],
+        "record": orjson.loads(record),
+    }
+
+
+def _json_display(doc: Any) -> str:
+    """Indented JSON for a terminal: characters that JSON may hold raw but a terminal
+    would act on (C1 controls, U+2028, bidi and invisible characters) are escaped too.
+    orjson escapes C0 controls, so a raw newline in its output is layout only."""
+    text = orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+    return "\n".join(escape_unprintable(line, _json_escape) for line in text.split("\n"))
+
+
+_KEY_ERRORS: Final = (AuditError, OSError, ValueError, UnsupportedAlgorithm)
 
 
 @keys_app.command("list")
@@ -454,32 +720,58 @@ def keys_list() -> None:
     from kroonika.audit import KeyRing
 
     settings = _settings()
+    keys_dir = settings.resolved_audit_keys_dir()
     try:
-        ring = KeyRing.open(settings.resolved_audit_keys_dir())
-    except AuditError as exc:
-        raise _fail(str(exc)) from None
+        ring = KeyRing.open(keys_dir)
+    except _KEY_ERRORS as exc:
+        raise _fail(
+            f"cannot open the signing keys in {_shown(keys_dir)}: {_open_error(exc)}"
+        ) from None
     for kid in ring.public_keys().kids():
-        typer.echo(f"{kid}{'  (active)' if kid == ring.active_kid else ''}")
+        typer.echo(f"{clean(kid)}{'  (active)' if kid == ring.active_kid else ''}")
 
 
 @keys_app.command("rotate")
 def keys_rotate() -> None:
-    """Add a new signing key and make it active; old public keys stay for verification."""
+    """Add a new signing key and make it active; old public keys stay for verification.
+    The trail is opened first: a rotation that cannot be recorded is not made."""
     from kroonika.audit import KeyRing
 
     settings = _settings()
-    ring = KeyRing.open(settings.resolved_audit_keys_dir(), create=not settings.production)
-    old, new = ring.rotate()
-    with _access_trail(settings) as comps:
-        comps.trail.emit_sync(
-            events.key_rotate(
-                actor=Actor(ActorType.ADMIN, roles=("cli",)),
-                purpose="audit_checkpoint",
-                old_kid=old,
-                new_kid=new,
+    keys_dir = settings.resolved_audit_keys_dir()
+    with _access_trail(settings, purpose="record the key rotation") as comps:
+        try:
+            ring = KeyRing.open(keys_dir, create=not settings.production)
+            old, new = ring.rotate()
+        except _KEY_ERRORS as exc:
+            raise _fail(
+                f"cannot rotate the keys in {_shown(keys_dir)}: {_open_error(exc)}"
+            ) from None
+        try:
+            comps.trail.emit_sync(
+                events.key_rotate(
+                    actor=Actor(ActorType.ADMIN, roles=("cli",)),
+                    purpose="audit_checkpoint",
+                    old_kid=old,
+                    new_kid=new,
+                )
             )
-        )
-    typer.echo(f"rotated: {old} -> {new}")
+        except AuditError as exc:
+            undone = _undo_rotation(keys_dir, old, new)
+            raise _fail(f"cannot record key.rotate in the audit trail: {exc}; {undone}") from None
+    typer.echo(f"rotated: {clean(old)} -> {clean(new)}")
+
+
+def _undo_rotation(keys_dir: Path, old: str, new: str) -> str:
+    """Put the key ring back as it was before an unrecorded rotation: ``old`` active
+    again and the new key (which has signed nothing) removed."""
+    try:
+        (keys_dir / "active").write_text(old)
+    except OSError as exc:
+        return f"AND THE ROTATION COULD NOT BE UNDONE ({exc.strerror}): {new} is active"
+    for suffix in (".key", ".pub"):
+        (keys_dir / f"{new}{suffix}").unlink(missing_ok=True)
+    return f"the rotation was undone ({old} is still active)"
 
 
 @keys_app.command("export")
@@ -488,12 +780,22 @@ def keys_export(
 ) -> None:
     """Write the public keys (JSON) that verifiers need."""
     settings = _settings()
-    keys = PublicKeys.from_directory(settings.resolved_audit_keys_dir())
+    keys_dir = settings.resolved_audit_keys_dir()
+    keys = _directory_keys(keys_dir)
+    if not keys.kids():
+        raise _fail(f"no public keys in {_shown(keys_dir)}: nothing to export")
     data = keys.to_json()
     if output:
-        output.write_bytes(data)
+        _write_file(output, data)
     else:
         typer.echo(data.decode())
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise _fail(f"cannot write {_shown(path)}: {exc.strerror or exc}") from None
 
 
 @checkpoint_app.command("export")
@@ -505,15 +807,24 @@ def checkpoint_export(
     settings = _settings()
     source = _open_read_only(settings, store)
     with _access_trail(settings) as comps:
+        try:
+            with _reading(source):
+                checkpoints = source.checkpoints()
+        finally:
+            source.close()
         latest: dict[str, Checkpoint] = {}
-        for cp in source.checkpoints():
+        for cp in checkpoints:
             if cp.stream not in latest or cp.size >= latest[cp.stream].size:
                 latest[cp.stream] = cp
-        source.close()
         docs = [orjson.loads(cp.to_json()) for cp in latest.values()]
-        output.write_bytes(orjson.dumps({"checkpoints": docs}, option=orjson.OPT_INDENT_2))
-        _record_access(comps, "checkpoint_export", query=str(output.name), returned=len(docs))
-    typer.echo(f"wrote {len(docs)} checkpoints to {output}")
+        _write_file(output, orjson.dumps({"checkpoints": docs}, option=orjson.OPT_INDENT_2))
+        _record_access(
+            comps,
+            "checkpoint_export",
+            query=_described(source, f"output={output.name}"),
+            returned=len(docs),
+        )
+    typer.echo(f"wrote {len(docs)} checkpoints to {_shown(output)}")
 
 
 from kroonika.cli_audit_ops import register_ops  # noqa: E402  (its commands use the helpers above)
@@ -522,8 +833,34 @@ register_ops(audit_app)
 
 
 def main() -> None:
+    """The console entry point. No command ends in a traceback: arguments that are not
+    valid UTF-8 are refused, and an unexpected exception is one line on standard error with
+    exit 2 (``KROONIKA_DEBUG=1`` shows the traceback)."""
+    for i, arg in enumerate(sys.argv[1:], 1):
+        if _undecodable(arg):
+            typer.echo(f"error: argument {i} is not valid UTF-8: {_shown(arg)}", err=True)
+            sys.exit(EXIT_USAGE)
     try:
         app()
     except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {clean(_mask_passwords(str(exc)))}", err=True)
         sys.exit(EXIT_USAGE)
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(EXIT_BROKEN_PIPE)
+    except Exception as exc:  # last resort, not validation: the type is shown, not hidden
+        if os.environ.get("KROONIKA_DEBUG") == "1":
+            raise
+        message = clean(_mask_passwords(_shown(_first_line(exc))))
+        typer.echo(f"error: {type(exc).__name__}: {message}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def _undecodable(arg: str) -> bool:
+    """Whether a command-line argument held bytes that are not UTF-8 (Python keeps them
+    as lone surrogates, which no audit record, query or path can carry)."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -9,13 +9,72 @@ memory beyond one block.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, Final
 
 import orjson
 
 from kroonika.audit.store._types import AuditStore
+
+_RFC3339: Final = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})"
+    r"(?:[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
+    r"(?P<offset>[Zz]|[+-]\d{2}:\d{2}))?",
+    re.ASCII,
+)
+_MICRO: Final = timedelta(microseconds=1)
+
+
+def time_bound(value: str, *, end: bool = False) -> str:
+    """An RFC 3339 time bound in the stored form, so that comparing strings compares times.
+
+    Stored times are UTC with six fraction digits and ``Z`` (``2026-11-27T10:01:53.123456Z``).
+    ``value`` is an RFC 3339 ``date-time`` (section 5.6: any offset, ``Z`` or ``+02:00``, an
+    optional fraction of any length) or a ``full-date`` alone, which means its midnight UTC.
+    A fraction finer than a microsecond is rounded inwards: up for a start bound, down for an
+    ``end`` bound. A leap second (``:60``) is the instant after ``:59.999999``. Raises
+    ``ValueError`` naming what is wrong.
+    """
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        raise ValueError(
+            "not an RFC 3339 time (a time of day needs Z or an offset): use "
+            "2026-11-27T10:01:53Z, 2026-11-27T12:01:53.5+02:00 or a date alone, 2026-11-27"
+        )
+    try:
+        if m["time"] is None:
+            moment = datetime.fromisoformat(m["date"]).replace(tzinfo=UTC)
+        else:
+            hh, mm, ss = (int(x) for x in m["time"].split(":"))
+            offset = m["offset"].upper()
+            tz = UTC
+            if offset != "Z":
+                oh, om = int(offset[1:3]), int(offset[4:6])
+                if oh > 23 or om > 59:
+                    raise ValueError(f"offset {offset} is out of range")
+                sign = -1 if offset[0] == "-" else 1
+                tz = timezone(sign * timedelta(hours=oh, minutes=om))
+            leap = ss == 60
+            moment = datetime.fromisoformat(m["date"]).replace(
+                hour=hh, minute=mm, second=59 if leap else ss, tzinfo=tz
+            )
+            frac = m["frac"] or ""
+            if leap:
+                moment += timedelta(seconds=1) - (_MICRO if end else timedelta(0))
+            else:
+                moment += int(frac[:6].ljust(6, "0")) * _MICRO
+                if not end and frac[6:].strip("0"):
+                    moment += _MICRO
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"not a valid time: {exc}") from None
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
+        f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}.{moment.microsecond:06d}Z"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -354,84 +354,110 @@ def _drop_covered_partitions(conn: Any) -> list[str]:
 # --- archives -------------------------------------------------------------------------
 
 
+class ArchiveUnreadable(RetentionError):
+    """The file is not a Kroonika archive at all (a usage error, not damage)."""
+
+
 def verify_archive(path: Path, keys: PublicKeys) -> Report:
     """Verify an archive segment on its own: chain, seqs, the Merkle root at its end
-    against its signed checkpoint, and its start against the signed base checkpoint."""
-    report = Report()
+    against its signed checkpoint, and its start against the signed base checkpoint.
+
+    Findings are named as the store verifier names them (decision 0004): a record
+    whose bytes no longer match the next record's chain hash is ``modified`` at its
+    own seq, a gap is ``deleted`` once at its first missing seq (later records are
+    checked from where the archive resumes), a short archive is ``truncated`` at the
+    first missing seq. A file that is not an archive raises :class:`ArchiveUnreadable`.
+    """
     try:
         with gzip.open(path, "rb") as fh:
             lines = fh.read().splitlines()
-        header = orjson.loads(lines[0])
-        if header.get("kind") != "kroonika.archive/1":
-            raise ValueError("not a kroonika archive")
-        stream = str(header["stream"])
-        cp = Checkpoint.from_dict(header["checkpoint"])
-    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:
-        report.findings.append(Finding(str(path), 0, "malformed", f"cannot read archive: {exc}"))
-        return report
+        header = orjson.loads(lines[0]) if lines else None
+    except (OSError, EOFError, ValueError) as exc:
+        raise ArchiveUnreadable(f"{path.name} is not a readable archive: {exc}") from None
+    if not isinstance(header, dict) or header.get("kind") != "kroonika.archive/1":
+        raise ArchiveUnreadable(f"{path.name} is not a kroonika archive")
+    report = Report()
+    stream = header.get("stream")
+    stream = stream if isinstance(stream, str) else "?"
     rep = StreamReport(stream)
     report.streams.append(rep)
 
     def bad(seq: int, kind: Any, detail: str, **kw: str | None) -> None:
         report.findings.append(Finding(stream, seq, kind, detail, **kw))
 
+    try:
+        cp = Checkpoint.from_dict(header["checkpoint"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        bad(1, "modified", "the archive's header has no readable checkpoint")
+        return report
     tree = CompactRange()
     prev = ZERO_HASH
     expected = 1
     base = header.get("base")
     if base is not None:
-        base_cp = Checkpoint.from_dict(base["checkpoint"])
-        tree = CompactRange.from_bytes(bytes.fromhex(base["frontier"]))
-        ok = (
-            base_cp.kid in keys
-            and keys.verify(base_cp.kid, base_cp.signature, base_cp.signed_bytes())
-            and base_cp.size == tree.size == int(base["size"])
-            and base_cp.root == tree.root()
-        )
+        try:
+            base_cp = Checkpoint.from_dict(base["checkpoint"])
+            size = int(base["size"])
+            tree = CompactRange.from_bytes(bytes.fromhex(base["frontier"]))
+            prev = bytes.fromhex(base["last_leaf"])
+            ok = (
+                base_cp.kid in keys
+                and keys.verify(base_cp.kid, base_cp.signature, base_cp.signed_bytes())
+                and base_cp.size == tree.size == size
+                and base_cp.root == tree.root()
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            bad(1, "modified", "the archive's base is unreadable")
+            return report
         if not ok:
-            bad(int(base["size"]), "bad_signature", "the archive's base is not vouched for")
-        prev = bytes.fromhex(base["last_leaf"])
-        expected = int(base["size"]) + 1
-        rep.base = expected - 1
+            bad(size, "bad_signature", "the archive's base is not vouched for")
+        expected = size + 1
+        rep.base = size
+    last_good = True  # whether ``prev`` is the leaf hash of record expected - 1
     for body in lines[1:]:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            bad(expected, "modified", "record is not valid JSON")
+            doc = None
+        if not isinstance(doc, dict):
+            bad(expected, "modified", "record is not a JSON object")
             doc = {}
-        if doc.get("seq") != expected:
+        seq = doc.get("seq")
+        if type(seq) is int and seq > expected:
+            bad(expected, "deleted", "sequence gap", expected=str(expected), actual=str(seq))
+            expected, last_good = seq, False  # resume at what the archive holds
+        elif seq != expected:
+            bad(expected, "modified", "record holds the wrong seq", actual=str(seq)[:40])
+        integrity = doc.get("integrity")
+        chained = isinstance(integrity, dict) and integrity.get("prev") == prev.hex()
+        if not chained and last_good and expected > 1:
             bad(
-                expected,
-                "deleted",
-                "sequence gap",
-                expected=str(expected),
-                actual=str(doc.get("seq")),
-            )
-        elif doc.get("integrity", {}).get("prev") != prev.hex():
-            bad(
-                expected,
+                expected - 1,
                 "modified",
-                "chain broken",
+                f"record {expected - 1} does not match the chain hash record {expected} holds",
                 expected=prev.hex(),
-                actual=str(doc.get("integrity")),
+                actual=str(integrity)[:100],
             )
         prev = leaf_hash(body)
+        last_good = True
         tree.append(prev)
         expected += 1
         rep.records += 1
     report.records = rep.records
     if cp.kid not in keys:
-        bad(cp.size, "unknown_key", f"checkpoint signed by unknown key {cp.kid}")
+        bad(cp.size, "unknown_key", f"checkpoint signed by unknown key {cp.kid!a}")
     elif not keys.verify(cp.kid, cp.signature, cp.signed_bytes()):
         bad(cp.size, "bad_signature", "checkpoint signature does not verify")
-    if tree.size != cp.size:
+    if tree.size < cp.size:
         bad(
-            tree.size,
+            tree.size + 1,
             "truncated",
-            "archive size differs from its checkpoint",
+            "the archive ends before its checkpoint",
             expected=str(cp.size),
             actual=str(tree.size),
         )
+    elif tree.size > cp.size:
+        bad(cp.size + 1, "inserted", "records after the archive's checkpoint")
     elif tree.root() != cp.root:
         bad(
             cp.size,
