@@ -372,3 +372,42 @@ def test_admin_with_a_tara_session(stack: AdminStack) -> None:
         b.get(stack.url + "/auth/login")
         assert b.get(stack.url + "/admin/jobs").status_code == 403
         assert b.get(stack.url + "/audit/checkpoints").status_code == 200
+
+
+def test_event_search_compares_times_not_strings(stack: AdminStack) -> None:
+    """from/to are RFC 3339 instants in any offset; stored times are UTC strings with
+    microseconds, so a bound without them (or with +02:00) must be converted first."""
+    everything = stack.call("GET", "/audit/events", role="auditor", params={"limit": 1000})
+    events = everything.json()["events"]
+    assert events
+    first = events[0]["time"]  # e.g. 2026-11-27T10:01:53.123456Z
+    second = first[:19]  # the whole second the first event fell in
+    hour = int(second[11:13])
+    local = f"{second[:11]}{(hour + 2) % 24:02d}{second[13:]}+02:00"
+    for bound in (f"{second}Z", local):
+        if (hour + 2) >= 24 and bound == local:
+            continue  # the date would change too; the Z form covers it
+        got = stack.call(
+            "GET", "/audit/events", role="auditor", params={"from": bound, "limit": 1000}
+        ).json()["events"]
+        assert first in [e["time"] for e in got], bound
+        before = stack.call(
+            "GET", "/audit/events", role="auditor", params={"to": bound, "limit": 1000}
+        ).json()["events"]
+        assert all(e["time"] <= f"{second}.000000Z" for e in before), bound
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "yesterday"},
+        {"from": "2026-13-45T99:99:99Z"},
+        {"from": "2030-01-01T00:00:00Z", "to": "2020-01-01T00:00:00Z"},
+        {"ip": "not-an-ip"},
+        {"ip": "10.0.0.0/99"},
+    ],
+)
+def test_event_search_refuses_bad_bounds(stack: AdminStack, params: dict[str, str]) -> None:
+    r = stack.call("GET", "/audit/events", role="auditor", params=params)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"

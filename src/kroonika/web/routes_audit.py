@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import itertools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -31,7 +32,7 @@ from kroonika.audit import Outcome, SqlAuditStore, Target, run_query
 from kroonika.audit import Query as AuditQuery
 from kroonika.audit import events as ev
 from kroonika.audit.integrity import inclusion_proof, leaf_hash
-from kroonika.audit.query import find_event
+from kroonika.audit.query import find_event, time_bound
 from kroonika.audit.verify import verify_store
 from kroonika.security.policy import Decision, Policy
 
@@ -89,6 +90,30 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
         raise AdminError("invalid cursor", code="invalid_request") from None
 
 
+def _time_param(name: str, value: str | None, *, end: bool) -> str | None:
+    """An RFC 3339 bound in the stored form (stored times compare as strings)."""
+    if value is None:
+        return None
+    try:
+        return time_bound(value, end=end)
+    except ValueError:
+        raise AdminError(
+            f"{name} must be an RFC 3339 time (2026-11-27T10:00:00Z) or date",
+            code="invalid_request",
+        ) from None
+
+
+def _ip_param(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise AdminError(
+            "ip must be an address or network (192.0.2.0/24)", code="invalid_request"
+        ) from None
+
+
 @router.get("/events", openapi_extra=X_ROLES, response_model=None)
 async def search_events(
     request: Request,
@@ -109,17 +134,19 @@ async def search_events(
     """Search the trail. ``json``: one page of ``limit`` events and a ``next_cursor``;
     ``jsonl``: every matching event streamed, one per line (for large exports)."""
     q = AuditQuery(
-        from_time=from_,
-        to_time=to,
+        from_time=_time_param("from", from_, end=False),
+        to_time=_time_param("to", to, end=True),
         types=tuple(type or ()),
         categories=tuple(category or ()),
         outcome=outcome,
         actor=actor,
         correlation=correlation,
-        ip_prefix=ip,
+        ip_prefix=_ip_param(ip),
         stream=stream,
         after=decode_cursor(cursor) if cursor else None,
     )
+    if q.from_time and q.to_time and q.from_time > q.to_time:
+        raise AdminError("from is after to", code="invalid_request")
     store = await asyncio.to_thread(_open, request)
     if format == "json":
         try:
