@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from cli_kit import Cli
 
-from kroonika.audit import Query, SqlAuditStore, run_query
+from kroonika.audit import SqlAuditStore
 from kroonika.audit.integrity import verify_inclusion
-
-KROONIKA = str(Path(sys.executable).parent / "kroonika")
-
-
-class Cli:
-    def __init__(self, var: Path) -> None:
-        self.var = var
-        self.env = {**os.environ, "KROONIKA_VAR_DIR": str(var), "KROONIKA_AUDIT_STRICT": "1"}
-
-    def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [KROONIKA, *args], env=self.env, capture_output=True, text=True, check=False
-        )
-        if ok:
-            assert done.returncode == 0, done.stderr
-        return done
-
-    def access_events(self) -> list[dict[str, object]]:
-        store = SqlAuditStore(str(self.var / "audit.db"), read_only=True)
-        try:
-            return [orjson.loads(b) for b in run_query(store, Query(types=("audit.access",)))]
-        finally:
-            store.close()
 
 
 @pytest.fixture(scope="module")
