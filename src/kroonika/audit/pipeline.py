@@ -232,7 +232,7 @@ class AuditTrail:
             return self._commit(records)
         except AuditUnavailable:
             raise
-        except Exception as exc:  # noqa: BLE001  (see _commit_each)
+        except Exception as exc:  # re-raised as AuditUnavailable (see _commit_each)
             self.counters.add("writer.rejected_events", len(records))
             raise AuditUnavailable(f"audit writer could not seal the event: {exc!r:.200}") from exc
 

@@ -20,9 +20,7 @@ def upgrade() -> None:
     if "kid" not in have:
         op.add_column("audit_retained_bases", sa.Column("kid", sa.String(64), nullable=True))
     if "signature" not in have:
-        op.add_column(
-            "audit_retained_bases", sa.Column("signature", sa.LargeBinary, nullable=True)
-        )
+        op.add_column("audit_retained_bases", sa.Column("signature", sa.LargeBinary, nullable=True))
 
 
 def downgrade() -> None:
