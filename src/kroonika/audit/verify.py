@@ -27,6 +27,7 @@ Findings are data, not exceptions: the report lists them in order.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -136,6 +137,8 @@ _PREV = b'"integrity":{"prev":"'
 _SCHEMA_SEQ = b'"schema":"kroonika.audit/1","seq":'
 _HEAD_COLUMNS: Final = ("tree_size", "root", "head_time", "kid", "signature")
 _MAX_SIZE: Final = 2**63 - 1  # BigInteger, and what a signed head's JSON can hold
+_LEN: Final = struct.Struct(">I")  # the record framing of store._types.encode_records
+_MAX_HELD: Final = 8  # blocks held back while looking for the one stored too late
 
 
 def _seq_of(body: bytes) -> int:
@@ -187,6 +190,20 @@ class _StreamVerifier:
         self.prev_unknown = False  # resynced to a block whose last record is unreadable
         self.prev_hex = ZERO_HASH.hex().encode()
         self.stream_bytes = b'"stream":' + orjson.dumps(stream) + b","
+        self.block_first = 0  # the first seq of the block being checked
+        self.missing = 0  # records this block's seq gaps reported deleted
+
+    def lead(self, block: Block, damage: Mapping[str, str]) -> int:
+        """The seq of the block's first record, or -1 if that record cannot be read
+        or does not name this stream (read before the block is checked)."""
+        data = block.data
+        if "data" in damage or len(data) < _LEN.size:
+            return -1
+        (n,) = _LEN.unpack_from(data, 0)
+        body = data[_LEN.size : _LEN.size + n]
+        if body.find(self.stream_bytes) < 0:
+            return -1
+        return _seq_of(body)
 
     def add(self, seq: int, kind: Kind, detail: str, **kw: str | None) -> None:
         if len(self.findings) < MAX_FINDINGS_PER_STREAM:
@@ -257,6 +274,12 @@ class _StreamVerifier:
             self.add(self.expected, "modified", f"block framing damaged: {exc}")
             self._resync(block, signed=self._head_verifies(block, damage))
             return
+        if (
+            bodies
+            and bodies[0].find(self.stream_bytes) < 0
+            and self._foreign(block, bodies, damage)
+        ):
+            return
         before = len(self.findings)
         start = self.tree.copy()
         # Only seq and integrity.prev are read per record, straight from the canonical
@@ -265,6 +288,8 @@ class _StreamVerifier:
         seqs = [_seq_of(body) for body in bodies]
         # The block's position as its records say (the columns may be forged).
         first = seqs[0] if seqs and seqs[0] > 0 else self.expected
+        self.block_first = first
+        self.missing = 0
         block_seqs = set(seqs)
         stream_bytes = self.stream_bytes
         append = self.tree.append_unchecked  # the leaf hash is made below
@@ -286,7 +311,9 @@ class _StreamVerifier:
                     self.add(expected, "modified", "record has no readable seq")
                     self.expected += 1
                 else:
-                    self._record(seq, body, block_seqs)
+                    i = self.tree.size - start.size  # this record's index in the block
+                    following = seqs[i + 1] if i + 1 < len(seqs) else -1
+                    self._record(seq, body, block_seqs, following)
                 expected = self.expected
             leaf = _sha256(b"\x00" + body).digest()
             append(leaf)
@@ -308,10 +335,44 @@ class _StreamVerifier:
             self._columns(block, bodies, first, damage)
         self._head(block, bodies, start, first, last, record_findings, damage)
 
+    def _foreign(self, block: Block, bodies: list[bytes], damage: Mapping[str, str]) -> bool:
+        """Whether the block belongs to another stream: none of its records name this
+        stream, and its head verifies as signed for the stream they name. It is then
+        reported as inserted at the position it was found and not checked further."""
+        if any(c in damage for c in _HEAD_COLUMNS) or any(
+            body.find(self.stream_bytes) >= 0 for body in bodies
+        ):
+            return False
+        try:
+            doc = orjson.loads(bodies[0])
+        except orjson.JSONDecodeError:
+            return False
+        other = doc.get("stream") if isinstance(doc, dict) else None
+        head = block.head
+        if not isinstance(other, str) or other == self.stream or head.kid not in self.keys:
+            return False
+        theirs = TreeHead(other, head.size, head.root, head.time, head.kid, head.signature)
+        if not self.keys.verify(head.kid, head.signature, theirs.signed_bytes()):
+            return False
+        seqs = _seq_of(bodies[0]), _seq_of(bodies[-1])
+        self.add(
+            self.expected,
+            "inserted",
+            f"a block of stream {other!a} (its records {seqs[0]}..{seqs[1]} and signed "
+            "head name that stream) is stored in this stream",
+            expected=self.stream,
+            actual=other,
+        )
+        return True
+
     def _chain_break(self, seq: int, found: bytes) -> None:
-        if self.prev_unknown:  # what it chains to was reported with the block before
+        if self.prev_unknown and seq == self.block_first:
+            # what it chains to was reported with the block before
             self.prev_unknown = False
             return
+        last = self.findings[-1] if self.findings else None
+        if last is not None and last.kind == "modified" and last.seq == seq - 1:
+            return  # record seq - 1 was reported modified already
         self.add(
             seq - 1 if seq > 1 else seq,
             "modified",
@@ -320,13 +381,26 @@ class _StreamVerifier:
             actual=self.prev_hex.decode(),
         )
 
-    def _record(self, seq: int, body: bytes, block_seqs: set[int]) -> None:
-        """The slow path: anything but the next seq of this stream."""
+    def _record(self, seq: int, body: bytes, block_seqs: set[int], following: int) -> None:
+        """The slow path: anything but the next seq of this stream. ``following`` is
+        the seq of the next record in the block (-1 at its end)."""
         exp = self.expected
-        if seq == exp:  # right seq, but it does not name this stream
-            self.add(seq, "inserted", "record names another stream", expected=self.stream)
+        if seq == exp:  # right seq, but it does not name this stream (a foreign
+            # block was taken out whole, so this record was edited)
+            self.add(seq, "modified", "record names another stream", expected=self.stream)
             self.expected = seq + 1
-        elif seq > exp:
+            return
+        if following == exp + 1:  # the records around it continue: its seq was edited
+            self.add(
+                exp,
+                "modified",
+                f"record {exp} says it is seq {seq}",
+                expected=str(exp),
+                actual=str(seq),
+            )
+            self.expected = exp + 1
+            return
+        if seq > exp:
             if exp in block_seqs:
                 self.add(exp, "reordered", f"record {seq} stored before record {exp}")
             else:
@@ -337,6 +411,7 @@ class _StreamVerifier:
                     expected=str(exp),
                     actual=str(seq),
                 )
+                self.missing += seq - exp
             self.expected = seq + 1
         elif seq <= self.seen_max and seq not in self._late:
             self.add(seq, "inserted", f"a second record with seq {seq}")
@@ -425,24 +500,30 @@ class _StreamVerifier:
             self._signed_part(block, bodies, start, first, record_findings, damage)
             return
         if head.size > size:
-            self.add(
-                size + 1,
-                "deleted",
-                "signed tree head covers records that are gone",
-                expected=str(head.size),
-                actual=str(size),
-            )
             signed = self._signed_frontier(block)
-            if (
+            rewritten = (
                 signed is not None
                 and not record_findings
                 and _shared_subtrees_differ(self.tree, signed)
-            ):
+            )
+            if rewritten:
                 self.add(
                     first,
                     "modified",
                     f"records {first}..{size} do not match the signed tree head (the "
                     "chain was recomputed)",
+                )
+            if not (record_findings and head.size == size + self.missing):
+                # (else the gap in the records was reported deleted already)
+                self.add(
+                    size + 1,
+                    "deleted",
+                    f"signed tree head covers records that are gone (with the chain "
+                    f"recomputed, which of {first}..{head.size} cannot be told)"
+                    if rewritten
+                    else "signed tree head covers records that are gone",
+                    expected=str(head.size),
+                    actual=str(size),
                 )
             self._resync(block, signed=True)
             return
@@ -532,10 +613,12 @@ class _StreamVerifier:
             self.report.signed_size = tree.size
             if tree.size in self.want_roots:  # unless the records already gave one
                 self.roots_at.setdefault(tree.size, block.head.root)
+        # The next block chained to the record as signed, not as stored: a break at
+        # its first record is a consequence of what was reported here.
+        self.prev_unknown = True
         try:
             self.prev = leaf_hash(decode_records(block.data)[-1])
         except (ValueError, IndexError):
-            self.prev_unknown = True
             return
         self.prev_hex = self.prev.hex().encode()
 
@@ -865,10 +948,40 @@ def verify_store(
 def _verify_sequentially(
     v: _StreamVerifier, rows: _Rows, base: RetainedBase | None, stored_cps: list[Checkpoint]
 ) -> None:
+    """Check the blocks in storage order. A block that starts past the next seq is
+    held back (up to ``_MAX_HELD``) while a later one may start at it: that one was
+    stored too late (*reordered*), and the held ones follow it in seq order.
+    Otherwise the held blocks are checked in storage order (a gap: *deleted*)."""
     if base is not None:
         v.start_at(base, stored_cps)
+    held: list[tuple[Block, dict[str, str], int]] = []
     for block, damage in rows.blocks(v.stream):
+        lead = v.lead(block, damage)
+        if lead > v.expected and len(held) < _MAX_HELD:
+            held.append((block, damage, lead))
+            continue
+        if held and lead == v.expected:
+            v.add(
+                lead,
+                "reordered",
+                f"the block from record {lead} is stored after the block from record {held[0][2]}",
+                expected=str(lead),
+                actual=str(held[0][2]),
+            )
+            v.block(block, damage)
+            while True:
+                nxt = next((h for h in held if h[2] == v.expected), None)
+                if nxt is None:
+                    break
+                held.remove(nxt)
+                v.block(nxt[0], nxt[1])
+            continue
+        for b, d, _ in held:
+            v.block(b, d)
+        held = []
         v.block(block, damage)
+    for b, d, _ in held:
+        v.block(b, d)
 
 
 def _finish_stream(
@@ -1088,6 +1201,7 @@ def stored_bases(store: AuditStore) -> dict[str, RetainedBase]:
 def _checkpoints(v: _StreamVerifier, cps: list[Checkpoint], size: int, *, external: bool) -> None:
     where = "external checkpoint" if external else "checkpoint"
     prev_hash = ZERO_HASH
+    last_size = -1
     for cp in cps:
         if cp.kid not in v.keys:
             v.add(cp.size, "unknown_key", f"{where} at {cp.size} signed by unknown key {cp.kid!a}")
@@ -1096,6 +1210,10 @@ def _checkpoints(v: _StreamVerifier, cps: list[Checkpoint], size: int, *, extern
             v.add(cp.size, "bad_signature", f"{where} at {cp.size} signature does not verify")
             continue
         if not external:
+            if cp.size == last_size:  # sorted by size: a second row at a size
+                v.add(cp.size, "inserted", f"a second {where} at {cp.size}")
+                continue
+            last_size = cp.size
             if cp.prev != prev_hash:
                 v.add(
                     cp.size,
