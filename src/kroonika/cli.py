@@ -224,10 +224,19 @@ def _short_stream() -> str:
     return f"{socket.gethostname().split('.')[0][:40]}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
-def _record_access(comps: AuditComponents, action: str, **details: DetailValue) -> None:
+def _record_access(
+    comps: AuditComponents,
+    action: str,
+    source: SqlAuditStore | None = None,
+    **details: DetailValue,
+) -> None:
+    """Record this command's read as ``audit.access``, naming the store it read (its
+    password masked)."""
     event = events.audit_access(
         actor=Actor(ActorType.ADMIN, roles=("cli",)), action=action, interface="cli"
     )
+    if source is not None:
+        event.details["store"] = _redact_url(source.url)
     event.details.update(details)
     try:
         comps.trail.emit_sync(event)
@@ -306,9 +315,9 @@ def verify_cmd(
         _record_access(
             comps,
             "verify",
+            source,
             result="intact" if report.intact else "damaged",
             returned=report.records,
-            query=f"store={_redact_url(source.url)}",
         )
     if as_json:
         typer.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
@@ -328,17 +337,6 @@ def verify_cmd(
 def _redact_url(url: str) -> str:
     """A store URL without its password."""
     return _mask_passwords(url)
-
-
-def _described(source: SqlAuditStore, what: str, *, limit: int | None = None) -> str:
-    """The ``query`` detail of ``audit.access``: what was asked, of which store (the
-    catalogue has no separate store or limit field)."""
-    parts = [
-        what,
-        f"limit={limit}" if limit is not None else "",
-        f"store={_redact_url(source.url)}",
-    ]
-    return " ".join(p for p in parts if p)
 
 
 @audit_app.command("generate")
@@ -496,10 +494,13 @@ def _stream_records(
         finally:
             source.close()
         extra: dict[str, DetailValue] = {"result": "incomplete"} if cut_short else {}
+        if limit is not None:
+            extra["limit"] = limit
         _record_access(
             comps,
             action,
-            query=_described(source, q.describe(), limit=limit),
+            source,
+            query=q.describe(),
             returned=n,
             format=fmt,
             **extra,
@@ -559,7 +560,7 @@ def tail_cmd(
     source = _open_read_only(settings, store, follow=follow)
     with _access_trail(settings) as comps:
         what = f"last {lines}" + (" follow" if follow else "")
-        _record_access(comps, "tail", query=_described(source, what), format="table")
+        _record_access(comps, "tail", source, query=what, format="table")
         try:
             with _reading(source):
                 recent: collections.deque[bytes] = collections.deque(maxlen=lines)
@@ -629,9 +630,7 @@ def proof_cmd(
                 proof = _proof(source, stream, seq)
         finally:
             source.close()
-        _record_access(
-            comps, "proof", query=_described(source, f"stream={stream} seq={seq}"), returned=1
-        )
+        _record_access(comps, "proof", source, query=f"stream={stream} seq={seq}", returned=1)
     typer.echo(_json_display(proof))
 
 
@@ -821,7 +820,8 @@ def checkpoint_export(
         _record_access(
             comps,
             "checkpoint_export",
-            query=_described(source, f"output={output.name}"),
+            source,
+            query=f"output={output.name}",
             returned=len(docs),
         )
     typer.echo(f"wrote {len(docs)} checkpoints to {_shown(output)}")

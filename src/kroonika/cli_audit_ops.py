@@ -64,7 +64,6 @@ def sinks_dead_letters(
     from kroonika.audit.sinks import CursorStore
     from kroonika.cli import (
         _access_trail,
-        _described,
         _open_read_only,
         _reading,
         _record_access,
@@ -83,9 +82,7 @@ def sinks_dead_letters(
                 n += 1
         finally:
             source.close()
-        _record_access(
-            comps, "dead_letters", query=_described(source, f"sink={sink or 'all'}"), returned=n
-        )
+        _record_access(comps, "dead_letters", source, query=f"sink={sink or 'all'}", returned=n)
 
 
 @retention_app.command("run")
@@ -156,7 +153,7 @@ def archive_verify(
         _record_access(
             comps,
             "verify",
-            query=f"archive={archive.name}",
+            store=f"archive:{archive}",
             returned=report.records,
             result="intact" if report.intact else "damaged",
         )

@@ -394,12 +394,14 @@ def test_read_cut_short_is_still_recorded(cli: Cli) -> None:
 
 
 def test_access_records_name_the_store_and_limit(cli: Cli, tmp_path: Path) -> None:
-    """query, export, tail, proof and checkpoint export record the store; query its limit."""
+    """query, export, tail, proof, verify and checkpoint export record the store they
+    read in the catalogue's own fields; query its limit."""
     store = cli.var / "audit.db"
     cli("audit", "query", "--limit", "5", "--store", str(store))
-    query = str(cli.last_access()["query"])
-    assert "limit=5" in query
-    assert f"store=sqlite:///{store}" in query
+    details = cli.last_access()
+    assert details["limit"] == 5
+    assert details["store"] == f"sqlite:///{store}"
+    assert "store=" not in str(details["query"])
     stream = next(
         s for s in SqlAuditStore(str(store), read_only=True).streams() if not s.startswith("cli-")
     )
@@ -408,9 +410,12 @@ def test_access_records_name_the_store_and_limit(cli: Cli, tmp_path: Path) -> No
         ("tail", "-n", "2"),
         ("proof", "--seq", "2", "--stream", stream),
         ("checkpoint", "export", "-o", str(tmp_path / "cp.json")),
+        ("verify",),
     ]:
         cli("audit", *args)
-        assert f"store=sqlite:///{store}" in str(cli.last_access()["query"]), args
+        details = cli.last_access()
+        assert details["store"] == f"sqlite:///{store}", args
+        assert "limit" not in details, args
 
 
 def test_store_password_is_not_recorded() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "sinks"))
 
+from cli_kit import Cli
 from sink_kit import make_kit, write_events
 
 from kroonika.audit.retention import RetentionJob, RetentionPolicy
@@ -58,6 +59,9 @@ def test_intact_archive_exits_zero(archived: tuple[Path, Path]) -> None:
     report = orjson.loads(done.stdout)
     assert report["intact"] is True
     assert report["records"] == 10
+    access = Cli(var).last_access()
+    assert (access["action"], access["store"]) == ("verify", f"archive:{archive}")
+    assert access["returned"] == 10
 
 
 def test_modified_archive_exits_one_naming_the_damage(archived: tuple[Path, Path]) -> None:

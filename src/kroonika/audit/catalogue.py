@@ -453,6 +453,10 @@ def _specs() -> dict[str, EventSpec]:
                 "result": S,
                 "interface": S,
                 "justification": LONG,
+                # which store or archive was read (a URL's password masked), and
+                # the row limit asked for
+                "store": LONG,
+                "limit": I,
             },
             filterable=False,
         ),
