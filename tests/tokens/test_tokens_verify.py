@@ -178,3 +178,43 @@ def test_time_is_injected(ring: SigningKeyRing) -> None:
     assert verify(token, ring, now=int(time.time()) + 10**8, leeway=0, issuer=ISS).reason is (
         Reason.EXPIRED
     )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "ES256", "kid": 123},  # PyJWT refuses a kid that is not a string
+        {"alg": "ES256", "kid": "k", "crit": "b64"},  # crit must be a list
+        {"alg": "ES256", "kid": "k", "crit": ["x-unknown"]},  # an extension nobody knows
+        {"alg": "ES256", "kid": "k", "crit": []},
+    ],
+)
+def test_headers_pyjwt_refuses_are_malformed(ring: SigningKeyRing, header: object) -> None:
+    """A header PyJWT itself refuses is ``malformed``, never an exception (it was a 500)."""
+    body = _b64(json.dumps({"iss": ISS, "jti": "j1", "iat": NOW, "exp": NOW + 60}).encode())
+    token = f"{_b64(json.dumps(header).encode())}.{body}.AAAA"
+    assert _check(ring, token) is Reason.MALFORMED
+
+
+def test_crit_header_on_a_signed_token_is_refused(ring: SigningKeyRing) -> None:
+    """A token we could have signed but that names a critical extension is refused."""
+    key = ring.current()
+    payload = {"iss": ISS, "aud": "svc", "iat": NOW, "exp": NOW + 300, "jti": "j1"}
+    token = jwt.encode(
+        payload, key.private, algorithm=key.alg, headers={"kid": key.kid, "crit": ["exp"]}
+    )
+    assert _check(ring, token) is not None
+
+
+def test_kid_with_crlf_or_path_is_unknown_key(ring: SigningKeyRing) -> None:
+    """A kid with a path, CR/LF or a URL is only ever a dictionary miss; jku/x5u are
+    never fetched (the verdict is the same with or without them)."""
+    body = _b64(json.dumps({"iss": ISS, "jti": "j1", "iat": NOW, "exp": NOW + 60}).encode())
+    for header in (
+        {"alg": "ES256", "kid": "../../etc/passwd"},
+        {"alg": "ES256", "kid": "a\r\nSet-Cookie: x=1"},
+        {"alg": "ES256", "kid": "x", "jku": "http://127.0.0.1:1/jwks"},
+        {"alg": "ES256", "kid": "x", "x5u": "http://127.0.0.1:1/cert"},
+    ):
+        token = f"{_b64(json.dumps(header).encode())}.{body}.AAAA"
+        assert _check(ring, token) is Reason.UNKNOWN_KEY

@@ -106,7 +106,9 @@ def verify_signature(token: str, keys: KeyLookup) -> Verdict:
         return Verdict(Reason.MALFORMED)
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
+    except jwt.PyJWTError:
+        # DecodeError, and InvalidTokenError for a header PyJWT itself refuses (a kid
+        # that is not a string, a bad or unsupported ``crit``): malformed either way.
         return Verdict(Reason.MALFORMED)
     alg, kid = header.get("alg"), header.get("kid")
     if alg not in SUPPORTED_ALGS:
@@ -138,7 +140,7 @@ def verify_signature(token: str, keys: KeyLookup) -> Verdict:
         )
     except jwt.InvalidSignatureError:
         return Verdict(Reason.BAD_SIGNATURE, kid=kid, alg=alg)
-    except jwt.DecodeError:
+    except jwt.PyJWTError:
         return Verdict(Reason.MALFORMED, kid=kid, alg=alg)
     parsed = _typed(claims)
     if parsed is None:
