@@ -77,3 +77,87 @@ def test_bad_claim_name_refused(registry: ClientRegistry) -> None:
     """A registration with an invalid claim name is refused."""
     with pytest.raises(ClientError):
         registry.register("svc", allowed_claims=["no spaces"])
+
+
+@pytest.mark.parametrize(
+    "client_id", ["\x00", "kc_\x00x", "a b", "x" * 65, "\u00e4", "a\r\nb", "\udcff"]
+)
+def test_client_ids_outside_visible_ascii_are_refused_unread(
+    registry: ClientRegistry, client_id: str
+) -> None:
+    """Such an id is refused as invalid_client before any database lookup (PostgreSQL
+    cannot even hold a NUL: that was a 500, and an unaudited authentication failure)."""
+    with pytest.raises(InvalidClient):
+        registry.authenticate(client_id, "secret")
+
+
+def test_secret_with_lone_surrogate_refused(registry: ClientRegistry) -> None:
+    """A secret that cannot be encoded is a failed authentication, not an exception."""
+    new = registry.register("a")
+    with pytest.raises(InvalidClient):
+        registry.authenticate(new.client.client_id, "\udcff")
+
+
+def test_disabled_elsewhere_refused_despite_cache(registry: ClientRegistry) -> None:
+    """Disabling on another instance (another registry on the same database) takes
+    effect at once: the success cache does not outlive the row."""
+    new = registry.register("a")
+    registry.authenticate(new.client.client_id, new.secret)  # now cached
+    other = ClientRegistry(registry._engine, clock=FixedClock(1), scrypt_n=2**10)
+    other.set_disabled(new.client.client_id, True)
+    with pytest.raises(InvalidClient):
+        registry.authenticate(new.client.client_id, new.secret)
+
+
+def test_new_secret_elsewhere_retires_cached_old_one(registry: ClientRegistry) -> None:
+    """After a secret rotation on another instance, the old (cached) secret fails."""
+    new = registry.register("a")
+    registry.authenticate(new.client.client_id, new.secret)
+    with registry._engine.begin() as conn:
+        conn.execute(
+            clients.update()
+            .where(clients.c.client_id == new.client.client_id)
+            .values(secret_hash=hash_secret("rotated", n=2**10))
+        )
+    with pytest.raises(InvalidClient):
+        registry.authenticate(new.client.client_id, new.secret)
+    assert registry.authenticate(new.client.client_id, "rotated").client_id == new.client.client_id
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "evil\x1b[31m"}, "control"),
+        ({"name": "two\r\nlines"}, "control"),
+        ({"name": "a", "allowed_audiences": ["a\nb"]}, "audience"),
+        ({"name": "a", "allowed_audiences": ["with space"]}, "audience"),
+        ({"name": "a", "allowed_audiences": [""]}, "audience"),
+        ({"name": "a", "max_ttl_s": 10**30}, "max_ttl_s"),
+        ({"name": "a", "max_ttl_s": 0}, "max_ttl_s"),
+        ({"name": "a", "client_id": "id\x00"}, "client id"),
+        ({"name": "a", "rate_limit": "1/s\n"}, "rate limit"),
+    ],
+)
+def test_registration_refuses_unsafe_values(
+    registry: ClientRegistry, kwargs: dict[str, object], message: str
+) -> None:
+    """Names, audiences, ids and limits that could forge output lines, overflow a column
+    or never authenticate are refused at registration."""
+    name = kwargs.pop("name")
+    with pytest.raises(ClientError, match=message):
+        registry.register(name, **kwargs)  # type: ignore[arg-type]
+
+
+def test_unicode_name_is_fine(registry: ClientRegistry) -> None:
+    """Printable non-ASCII names (Estonian services) are welcome."""
+    assert registry.register("Maksu- ja Tolliamet – e-teenus ÕÄÖÜ").client.name.endswith("ÕÄÖÜ")
+
+
+def test_remove(registry: ClientRegistry) -> None:
+    """A removed registration no longer authenticates."""
+    new = registry.register("a")
+    registry.authenticate(new.client.client_id, new.secret)
+    registry.remove(new.client.client_id)
+    with pytest.raises(InvalidClient):
+        registry.authenticate(new.client.client_id, new.secret)
+    assert registry.get(new.client.client_id) is None

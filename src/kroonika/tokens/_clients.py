@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from kroonika.db.tokens import clients
 from kroonika.tokens._clock import Clock
@@ -33,6 +33,12 @@ _SCRYPT_R = 8
 _SCRYPT_P = 1
 _MAXMEM = 256 * 1024 * 1024
 _CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+# A client id is visible ASCII (no space, no control character, no NUL, which
+# PostgreSQL text cannot hold): generated ids are ``kc_`` + URL-safe base64.
+CLIENT_ID = re.compile(r"[\x21-\x7e]{1,64}")
+# An audience becomes a JWT ``aud`` value: visible ASCII as well.
+_AUDIENCE = re.compile(r"[\x21-\x7e]{1,200}")
+MAX_TTL_S = 2**31 - 1
 
 
 def _b64(data: bytes) -> str:
@@ -103,7 +109,7 @@ class ClientRegistry:
         self._n = scrypt_n
         self._cache_s = cache_s
         self._cache_key = secrets.token_bytes(32)
-        self._verified: dict[str, tuple[bytes, float, Client]] = {}
+        self._verified: dict[str, tuple[bytes, float, str]] = {}
         self._lock = threading.Lock()
         self._dummy = hash_secret(secrets.token_urlsafe(32), n=scrypt_n)
 
@@ -121,14 +127,22 @@ class ClientRegistry:
         name = name.strip()
         if not name or len(name) > 200:
             raise ClientError("a client needs a name of 1..200 characters")
-        if max_ttl_s <= 0:
-            raise ClientError("max_ttl_s must be positive")
+        if not name.isprintable():
+            raise ClientError("a client name cannot hold control or line-break characters")
+        if isinstance(max_ttl_s, bool) or not 0 < max_ttl_s <= MAX_TTL_S:
+            raise ClientError(f"max_ttl_s must be 1..{MAX_TTL_S}")
         for claim in allowed_claims:
             if not _CLAIM_NAME.match(claim):
                 raise ClientError(f"invalid claim name {claim!r}")
         for aud in allowed_audiences:
-            if not aud or len(aud) > 200:
-                raise ClientError("audiences must be 1..200 characters")
+            if not _AUDIENCE.fullmatch(aud):
+                raise ClientError(
+                    f"invalid audience {aud[:64]!r}: 1..200 visible ASCII characters, no spaces"
+                )
+        if rate_limit is not None and (not rate_limit.isprintable() or len(rate_limit) > 64):
+            raise ClientError("a rate limit is at most 64 printable characters")
+        if client_id is not None and not CLIENT_ID.fullmatch(client_id):
+            raise ClientError("a client id is 1..64 visible ASCII characters")
         cid = client_id or f"kc_{secrets.token_urlsafe(12)}"
         secret = secrets.token_urlsafe(32)
         client = Client(
@@ -192,16 +206,41 @@ class ClientRegistry:
         with self._lock:
             self._verified.pop(client_id, None)
 
+    def remove(self, client_id: str) -> None:
+        """Delete a registration (undoing one whose audit record could not be written)."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(clients).where(clients.c.client_id == client_id))
+        with self._lock:
+            self._verified.pop(client_id, None)
+
     def authenticate(self, client_id: str, secret: str) -> Client:
-        """The client, or :class:`InvalidClient`. Unknown ids cost as much as known ones."""
-        if not client_id or not secret or len(client_id) > 64 or len(secret) > 512:
+        """The client, or :class:`InvalidClient`. Unknown ids cost as much as known ones.
+
+        The row is read on every call, cached or not: a client disabled, or given a new
+        secret, by another instance (or the CLI) is refused at once, not when this
+        instance's cache entry runs out; the cache only saves the scrypt computation,
+        and only for the secret hash it was computed against."""
+        if (
+            not client_id
+            or not secret
+            or len(secret) > 512
+            or not CLIENT_ID.fullmatch(client_id)
+            or not secret.isprintable()
+        ):
             raise InvalidClient("client authentication failed")
         mac = hmac.new(self._cache_key, secret.encode(), hashlib.sha256).digest()
+        row = self._row(client_id)
         with self._lock:
             hit = self._verified.get(client_id)
-        if hit is not None and hit[1] > time.monotonic() and hmac.compare_digest(hit[0], mac):
-            return hit[2]
-        row = self._row(client_id)
+        if (
+            row is not None
+            and not row[0].disabled
+            and hit is not None
+            and hit[1] > time.monotonic()
+            and hmac.compare_digest(hit[2], row[1])
+            and hmac.compare_digest(hit[0], mac)
+        ):
+            return row[0]
         encoded = row[1] if row is not None else self._dummy
         ok = verify_secret(secret, encoded)
         if row is None or not ok or row[0].disabled:
@@ -209,5 +248,5 @@ class ClientRegistry:
         with self._lock:
             if len(self._verified) > 10_000:
                 self._verified.clear()
-            self._verified[client_id] = (mac, time.monotonic() + self._cache_s, row[0])
+            self._verified[client_id] = (mac, time.monotonic() + self._cache_s, row[1])
         return row[0]
