@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from kroonika.audit import Actor, ActorType, AuditError, AuditEvent, events
+from kroonika.audit.formats._text import escape_unprintable
 from kroonika.auditing import build_audit
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
@@ -22,8 +23,14 @@ clients_app = typer.Typer(no_args_is_help=True, help="Registered clients (relyin
 CLI_ACTOR = Actor(ActorType.ADMIN, roles=("cli",))
 
 
+def _shown(value: object) -> str:
+    """Stored or user-given text for the terminal: every character that could break a
+    line or send a terminal escape (CR, LF, ESC, bidi controls ...) is shown escaped."""
+    return escape_unprintable(str(value), lambda ch: ascii(ch)[1:-1])
+
+
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_shown(message)}", err=True)
     return typer.Exit(2)
 
 
@@ -93,7 +100,7 @@ def keys_list() -> None:
             current = None
         for key in ring.published():
             mark = "  (signing)" if key.kid == current else ""
-            typer.echo(f"{key.kid}  {key.alg}  activates_at={key.activates_at}{mark}")
+            typer.echo(f"{_shown(key.kid)}  {key.alg}  activates_at={key.activates_at}{mark}")
     finally:
         engine.dispose()
 
@@ -126,15 +133,19 @@ def clients_add(
             max_ttl_s=max_ttl,
             rate_limit=rate_limit,
         )
-        _audit(
-            settings,
-            events.config_change(
-                actor=CLI_ACTOR,
-                key=f"clients.{new.client.client_id}",
-                before="",
-                after=f"registered {name[:100]!r} audiences={audience or []} max_ttl={max_ttl}",
-            ),
-        )
+        try:
+            _audit(
+                settings,
+                events.config_change(
+                    actor=CLI_ACTOR,
+                    key=f"clients.{new.client.client_id}",
+                    before="",
+                    after=f"registered {name[:100]!r} audiences={audience or []} max_ttl={max_ttl}",
+                ),
+            )
+        except Exception:
+            registry.remove(new.client.client_id)  # no unaudited client stays registered
+            raise
     except (ClientError, TokenError, SettingsError, AuditError) as exc:
         raise _fail(str(exc)) from None
     finally:
@@ -152,9 +163,11 @@ def clients_list() -> None:
     try:
         for c in ClientRegistry(engine, clock=SystemClock()).list():
             state = "disabled" if c.disabled else "active"
+            # names and audiences come from the database (and from the admin API):
+            # escaped, so that no stored value can forge a line or a terminal escape
             typer.echo(
-                f"{c.client_id}  {c.name}  aud={','.join(c.allowed_audiences)}  "
-                f"max_ttl={c.max_ttl_s}  {state}"
+                f"{_shown(c.client_id)}  {_shown(c.name)}  "
+                f"aud={_shown(','.join(c.allowed_audiences))}  max_ttl={c.max_ttl_s}  {state}"
             )
     finally:
         engine.dispose()

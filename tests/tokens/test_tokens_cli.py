@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from kroonika.audit import AuditUnavailable
 from kroonika.cli import app
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
+from kroonika.db.tokens import clients
 from kroonika.settings import Settings
 from kroonika.tokens import ClientRegistry, SystemClock
 from kroonika.tokens._build import key_ring
@@ -53,3 +55,77 @@ def test_keys_rotate_publishes_new_key(env: Settings) -> None:
     assert len(kids) == 2
     assert ring.current().kid == first
     engine.dispose()
+
+
+def _one_line_error(result: object) -> str:
+    """A usage error: exit 2, no traceback, one line on standard error."""
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    assert isinstance(result.exception, SystemExit)  # type: ignore[attr-defined]
+    err: str = result.stderr  # type: ignore[attr-defined]
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["clients", "add", "evil\x1b[31m\r\nclient_secret: forged"],
+        ["clients", "add", "x", "-a", "two\nlines"],
+        ["clients", "add", "x", "--max-ttl", str(10**30)],
+        ["clients", "add", "x", "-c", "bad\x1b[2Jclaim"],
+    ],
+)
+def test_clients_add_bad_input_is_one_clean_line(env: Settings, args: list[str]) -> None:
+    """Control characters, line breaks and numbers no column holds: refused with one
+    line that carries no raw escape, and nothing is registered."""
+    err = _one_line_error(CliRunner().invoke(app, args))
+    assert "\x1b" not in err
+    assert "\r" not in err
+    engine = make_engine(env.resolved_database_url())
+    try:
+        assert ClientRegistry(engine, clock=SystemClock()).list() == []
+    finally:
+        engine.dispose()
+
+
+def test_clients_list_escapes_stored_text(env: Settings) -> None:
+    """A name or audience stored with control characters (by an older version, or by
+    hand) is listed escaped: it cannot forge a line or send a terminal escape."""
+    engine = make_engine(env.resolved_database_url())
+    try:
+        upgrade(engine)
+        registry = ClientRegistry(engine, clock=SystemClock(), scrypt_n=1024)
+        cid = registry.register("plain", allowed_audiences=["svc"]).client.client_id
+        with engine.begin() as conn:
+            conn.execute(
+                clients.update()
+                .where(clients.c.client_id == cid)
+                .values(name="a\r\nclient_secret: forged\x1b[31m", allowed_audiences='["x\\ny"]')
+            )
+    finally:
+        engine.dispose()
+    result = CliRunner().invoke(app, ["clients", "list"])
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    assert "\\r\\nclient_secret: forged\\x1b[31m" in line
+    assert "aud=x\\ny" in line
+
+
+def test_clients_add_unaudited_is_undone(env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the trail cannot record the registration, the client is removed again and
+    no secret is printed."""
+
+    def broken(settings: Settings, event: object) -> None:
+        raise AuditUnavailable("trail down")
+
+    monkeypatch.setattr("kroonika.cli_tokens._audit", broken)
+    result = CliRunner().invoke(app, ["clients", "add", "portal", "-a", "svc-a"])
+    _one_line_error(result)
+    assert "client_secret" not in result.stdout
+    engine = make_engine(env.resolved_database_url())
+    try:
+        assert ClientRegistry(engine, clock=SystemClock()).list() == []
+    finally:
+        engine.dispose()
