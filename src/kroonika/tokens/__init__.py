@@ -32,6 +32,7 @@ from kroonika.tokens._lists import (
 from kroonika.tokens._lists import Subject as ListSubject
 from kroonika.tokens._service import (
     RESERVED_CLAIMS,
+    ClientLookup,
     Emitter,
     IssuedToken,
     ItemResult,
@@ -39,6 +40,7 @@ from kroonika.tokens._service import (
     Policy,
     RequestContext,
     TokenService,
+    parse_mint_request,
 )
 from kroonika.tokens._store import Page, TokenRecord, TokenStore
 from kroonika.tokens._verify import Reason, Verdict, VerifiedToken, verify
@@ -50,6 +52,7 @@ __all__ = [
     "BatchTooLarge",
     "Client",
     "ClientError",
+    "ClientLookup",
     "ClientRegistry",
     "Clock",
     "Decision",
@@ -87,6 +90,7 @@ __all__ = [
     "build_tokens",
     "create_tables",
     "hash_secret",
+    "parse_mint_request",
     "policy_from",
     "verify",
     "verify_secret",

@@ -117,6 +117,7 @@ def build_tokens(
             fingerprinter=fingerprinter,
             clock=clock,
             policy=policy,
+            clients=registry,
         )
     except ValueError as exc:
         with contextlib.suppress(Exception):

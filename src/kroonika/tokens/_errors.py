@@ -18,10 +18,14 @@ from __future__ import annotations
 
 
 class TokenError(Exception):
-    """Base of every error raised by :mod:`kroonika.tokens`."""
+    """Base of every error raised by :mod:`kroonika.tokens`.
+
+    ``audited`` is True once the refusal has its audit event (the service sets it when
+    it wrote one), so that a caller that audits refusals itself does not do so twice."""
 
     error: str = "invalid_request"
     status: int = 400
+    audited: bool = False
 
 
 class KeyRingError(TokenError):

@@ -70,6 +70,10 @@ RESERVED_CLAIMS = frozenset(
         "given_name",
         "family_name",
         "token_type",
+        # RFC 7662 response members that introspection fills in itself: a custom
+        # ``username`` would otherwise be reported as the token's user.
+        "active",
+        "username",
     }
 )
 SESSION: Final = "session"
@@ -77,6 +81,22 @@ CUSTOM: Final = "custom"
 BEARER: Final = "Bearer"
 _CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 _SUBJECT = re.compile(r"^[\x21-\x7e]{1,200}$")
+# Every jti we mint is secrets.token_urlsafe(16); a bulk item's jti must at least look so.
+_JTI = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# How far revocation follows a chain of extensions (A replaced by B replaced by C ...).
+_MAX_CHAIN = 1000
+
+
+def _shown(value: object, limit: int = 64) -> str:
+    """Caller-supplied text for an error message: short, every unusual character escaped."""
+    text = value if isinstance(value, str) else repr(value)
+    return ascii(text[:limit])[1:-1] + ("..." if len(text) > limit else "")
+
+
+class ClientLookup(Protocol):
+    """Where the service finds the client that minted a token (a ClientRegistry)."""
+
+    def get(self, client_id: str) -> Client | None: ...
 
 
 class Emitter(Protocol):
@@ -162,6 +182,35 @@ class MintRequest:
     claims: Mapping[str, Any] = field(default_factory=dict)
 
 
+def parse_mint_request(item: Any) -> MintRequest:
+    """A mint request from its JSON form (``subject``, ``audience``, ``ttl_s``,
+    ``claims``); :class:`MintRefused` names what is wrong, so the refusal is audited like
+    any other."""
+    if not isinstance(item, Mapping):
+        raise MintRefused("invalid_request", "a mint request must be an object")
+    subject = item.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise MintRefused("invalid_subject", "subject must be a string")
+    aud = item.get("audience")
+    if aud is None:
+        audience: tuple[str, ...] = ()
+    elif isinstance(aud, str):
+        audience = (aud,)
+    elif isinstance(aud, list) and all(isinstance(a, str) for a in aud):
+        audience = tuple(aud)
+    else:
+        raise MintRefused("invalid_audience", "audience must be a string or a list of strings")
+    ttl = item.get("ttl_s")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
+        raise MintRefused("invalid_ttl", "ttl must be an integer number of seconds")
+    claims = item.get("claims")
+    if claims is None:
+        claims = {}
+    elif not isinstance(claims, Mapping):
+        raise MintRefused("invalid_claims", "claims must be an object")
+    return MintRequest(subject=subject, audience=audience, ttl_s=ttl, claims=claims)
+
+
 @dataclass
 class _Check:
     verdict: Verdict
@@ -229,6 +278,7 @@ class TokenService:
         fingerprinter: Fingerprinter,
         clock: Clock,
         policy: Policy,
+        clients: ClientLookup | None = None,
     ) -> None:
         if not policy.ttl_min_s <= policy.ttl_default_s <= policy.ttl_max_s:
             raise ValueError("token TTL policy needs min <= default <= max")
@@ -239,6 +289,7 @@ class TokenService:
         self.fingerprinter = fingerprinter
         self.clock = clock
         self.policy = policy
+        self.clients = clients
         self._summary = (
             _Summary(policy.summary_window_s, clock) if policy.summary_window_s else None
         )
@@ -366,7 +417,7 @@ class TokenService:
             raise MintRefused("audience_required")
         for aud in audience:
             if aud not in client.allowed_audiences:
-                raise MintRefused("audience_not_allowed", aud)
+                raise MintRefused("audience_not_allowed", _shown(aud))
         ttl = self._ttl(req.ttl_s, client.max_ttl_s)
         custom = self._check_claims(client, req.claims)
         jti = secrets.token_urlsafe(16)
@@ -464,6 +515,7 @@ class TokenService:
                     actor, exc.reason, ctx, client=client.client_id, token_type=CUSTOM
                 )
             )
+            exc.audited = True
             raise
         await self._store_and_audit(
             [(token, record)], [self._issued_event(actor, token, record, ctx)]
@@ -500,7 +552,9 @@ class TokenService:
                     token_type=SESSION,
                 )
             )
-            raise MintRefused(reason)
+            refused = MintRefused(reason)
+            refused.audited = True
+            raise refused
         now = self._now()
         ttl = ttl_s or self.policy.session_ttl_s
         jti = secrets.token_urlsafe(16)
@@ -710,6 +764,61 @@ class TokenService:
             **_any(self._meta(token, verified, record, kid=kid, alg=alg)),
         )
 
+    def _revoke_in(
+        self, conn: Any, jtis: Sequence[str], *, now: int, by: str, why: str
+    ) -> tuple[set[str], dict[str, list[str]]]:
+        """Revoke ``jtis`` in ``conn``'s transaction. A token that is no longer active
+        because an extension replaced it takes its replacement down with it (whoever
+        revokes the original means the access it gave, not one copy of it). Returns the
+        jtis that changed and, per requested jti, the replacements revoked for it."""
+        changed = set(self.store.revoke(jtis, now=now, by=by, why=why, conn=conn))
+        cascaded: dict[str, list[str]] = {}
+        for jti in dict.fromkeys(jtis):
+            if jti in changed:
+                continue
+            successors = self.store.revoke_successors(
+                jti, now=now, by=by, why=why, conn=conn, limit=_MAX_CHAIN
+            )
+            if successors:
+                cascaded[jti] = successors
+        return changed, cascaded
+
+    def _revoke_all(
+        self, jtis: Sequence[str], *, by: str, why: str
+    ) -> tuple[set[str], dict[str, list[str]], dict[str, TokenRecord]]:
+        with self.store.engine.begin() as conn:
+            changed, cascaded = self._revoke_in(conn, jtis, now=self._now(), by=by, why=why)
+        records = self.store.get_many(j for js in cascaded.values() for j in js)
+        return changed, cascaded, records
+
+    def _successor_events(
+        self,
+        origin: str,
+        successors: Sequence[str],
+        records: Mapping[str, TokenRecord],
+        *,
+        actor: Actor,
+        ctx: RequestContext,
+        revoked_by: str,
+        why: str,
+    ) -> list[AuditEvent]:
+        """One ``token.revoke`` per replacement revoked with the token ``origin``."""
+        return [
+            self._revoke_event(
+                outcome=Outcome.SUCCESS,
+                reason=None,
+                actor=actor,
+                ctx=ctx,
+                token=None,
+                verified=None,
+                record=records.get(jti),
+                count=1,
+                revoked_by=revoked_by,
+                why=f"{why} (extension of revoked token {origin})",
+            )
+            for jti in successors
+        ]
+
     def _owned_record(
         self, token: str, caller: Client
     ) -> tuple[Verdict, TokenRecord | None, str | None]:
@@ -758,27 +867,33 @@ class TokenService:
                 )
             )
             if refusal == "not_owner":
-                raise NotPermitted("the token was not issued to or for this client")
+                refused = NotPermitted("the token was not issued to or for this client")
+                refused.audited = True
+                raise refused
             return 0
         if record is None:  # for mypy: refusal is None implies a record
             return 0
-        changed = await asyncio.to_thread(
-            self.store.revoke,
-            [record.jti],
-            now=self._now(),
-            by=f"client:{caller.client_id}",
-            why=why,
+        by = f"client:{caller.client_id}"
+        changed, cascaded, records = await asyncio.to_thread(
+            self._revoke_all, [record.jti], by=by, why=why
         )
-        await self._emit(
-            self._revoke_event(
-                outcome=Outcome.SUCCESS,
-                reason=None if changed else "not_active",
-                record=record,
-                count=len(changed),
-                **common,
-            )
+        successors = cascaded.get(record.jti, [])
+        count = len(changed) + len(successors)
+        await self.trail.emit_many(
+            [
+                self._revoke_event(
+                    outcome=Outcome.SUCCESS,
+                    reason=None if count else "not_active",
+                    record=record,
+                    count=count,
+                    **common,
+                ),
+                *self._successor_events(
+                    record.jti, successors, records, actor=actor, ctx=ctx, revoked_by=by, why=why
+                ),
+            ]
         )
-        return len(changed)
+        return count
 
     async def revoke_jti(
         self, jti: str, *, by: Actor, why: str, ctx: RequestContext | None = None
@@ -786,24 +901,38 @@ class TokenService:
         """Administrative revocation by token id (the admin API calls this)."""
         ctx = ctx or RequestContext()
         record = await asyncio.to_thread(self.store.get, jti)
-        changed = await asyncio.to_thread(
-            self.store.revoke, [jti], now=self._now(), by=self._who(by), why=why
-        )
-        await self._emit(
-            self._revoke_event(
-                outcome=Outcome.SUCCESS if record else Outcome.FAILURE,
-                reason=None if record else "unknown_token",
-                actor=by,
-                ctx=ctx,
-                token=None,
-                verified=None,
-                record=record,
-                count=len(changed),
-                revoked_by=self._who(by),
-                why=why,
+        who = self._who(by)
+        if record is None:
+            changed: set[str] = set()
+            successors: list[str] = []
+            records: dict[str, TokenRecord] = {}
+        else:
+            changed, cascaded, records = await asyncio.to_thread(
+                self._revoke_all, [jti], by=who, why=why
             )
+            successors = cascaded.get(jti, [])
+        count = len(changed) + len(successors)
+        reason = "unknown_token" if record is None else None if count else "not_active"
+        await self.trail.emit_many(
+            [
+                self._revoke_event(
+                    outcome=Outcome.SUCCESS if record else Outcome.FAILURE,
+                    reason=reason,
+                    actor=by,
+                    ctx=ctx,
+                    token=None,
+                    verified=None,
+                    record=record,
+                    count=count,
+                    revoked_by=who,
+                    why=why,
+                ),
+                *self._successor_events(
+                    jti, successors, records, actor=by, ctx=ctx, revoked_by=who, why=why
+                ),
+            ]
         )
-        return len(changed)
+        return count
 
     async def revoke_session(
         self, session_ref: str, *, by: Actor, why: str, ctx: RequestContext | None = None
@@ -896,7 +1025,7 @@ class TokenService:
                 if record.token_type == SESSION:
                     ttl = self._ttl(ttl_s, self.policy.session_ttl_s)
                 else:
-                    cap = caller.max_ttl_s if caller is not None else self.policy.ttl_max_s
+                    cap = await asyncio.to_thread(self._extension_cap, record, caller)
                     ttl = self._ttl(ttl_s, cap)
                 now = self._now()
                 payload = dict(vt.claims)
@@ -945,11 +1074,15 @@ class TokenService:
                 )
             )
             await self.trail.emit_many(evts)
+            error: NotPermitted | ExtendConflict | TokenRejected
             if refusal == "not_owner":
-                raise NotPermitted("the token was not issued to or for this client")
-            if refusal == "not_active":
-                raise ExtendConflict(refusal)
-            raise TokenRejected(refusal or "invalid")
+                error = NotPermitted("the token was not issued to or for this client")
+            elif refusal == "not_active":
+                error = ExtendConflict(refusal)
+            else:
+                error = TokenRejected(refusal or "invalid")
+            error.audited = True
+            raise error
         meta["new_jti"] = new_record.jti
         if caller is not None:
             meta["new_expires_at"] = new_record.exp
@@ -973,6 +1106,24 @@ class TokenService:
             )
             raise
         return IssuedToken(new_token, new_record)
+
+    def _extension_cap(self, record: TokenRecord, caller: Client | None) -> int:
+        """The longest lifetime an extension of a client's token may get: the minting
+        client's maximum (not only the caller's: an audience client or the bearer may
+        not stretch a token past what its issuer may mint), and no extension at all
+        once the minting client is disabled or gone. Without a client lookup, the
+        lifetime the token was minted with."""
+        cap = self.policy.ttl_max_s
+        if self.clients is not None and record.client_id:
+            issuer = self.clients.get(record.client_id)
+            if issuer is None or issuer.disabled:
+                raise MintRefused("client_disabled")
+            cap = min(cap, issuer.max_ttl_s)
+        elif caller is None:
+            cap = min(cap, max(record.exp - record.iat, self.policy.ttl_min_s))
+        if caller is not None:
+            cap = min(cap, caller.max_ttl_s)
+        return cap
 
     # --- listing --------------------------------------------------------------------------
 
@@ -998,7 +1149,9 @@ class TokenService:
                 [(bearer, check, self._check_event("token.validate", bearer, check, None, ctx))],
                 None,
             )
-            raise TokenRejected(str(check.verdict.reason or "no_subject"))
+            rejected = TokenRejected(str(check.verdict.reason or "no_subject"))
+            rejected.audited = True
+            raise rejected
         limit = max(1, min(limit, 100))
         return await asyncio.to_thread(
             self.store.page_for_subject,
@@ -1018,6 +1171,17 @@ class TokenService:
         if n > self.policy.bulk_max:
             raise BatchTooLarge(n, self.policy.bulk_max)
 
+    async def _check_batch(self, n: int, refused: AuditEvent) -> None:
+        """:class:`BatchTooLarge` (audited with ``refused``) when ``n`` is over the limit."""
+        try:
+            self._batch(n)
+        except BatchTooLarge as exc:
+            refused.outcome = Outcome.FAILURE
+            refused.reason = "batch_too_large"
+            await self._emit(refused)
+            exc.audited = True
+            raise
+
     async def bulk_validate(
         self,
         tokens_: Sequence[str],
@@ -1026,8 +1190,16 @@ class TokenService:
         audience: str | None = None,
         ctx: RequestContext | None = None,
     ) -> list[ItemResult]:
-        self._batch(len(tokens_))
         ctx = ctx or RequestContext()
+        await self._check_batch(
+            len(tokens_),
+            events.token_validate(
+                actor=_client_actor(caller),
+                source=ctx.source(),
+                correlation=ctx.correlation(),
+                **_any({"client": caller.client_id} if caller else {}),
+            ),
+        )
 
         def run() -> list[_Check]:
             return [self._check(t, audience, ctx.ip) for t in tokens_]
@@ -1052,18 +1224,52 @@ class TokenService:
 
     async def bulk_revoke(
         self,
-        items: Sequence[Mapping[str, Any]],
+        items: Sequence[Any],
         *,
         caller: Client,
         why: str = "client_request",
         ctx: RequestContext | None = None,
     ) -> list[ItemResult]:
         """Each item is ``{"token": ...}`` or ``{"jti": ...}``; the revocations happen in
-        one transaction; results say per item what happened."""
-        self._batch(len(items))
+        one transaction; results say per item what happened, and every item, refused or
+        not, has its ``token.revoke`` event."""
         ctx = ctx or RequestContext()
         actor = _client_actor(caller)
         by = f"client:{caller.client_id}"
+        await self._check_batch(
+            len(items),
+            events.token_revoke(
+                actor=actor,
+                source=ctx.source(),
+                correlation=ctx.correlation(),
+                count=0,
+                revoked_by=by,
+                why=why,
+                client=caller.client_id,
+            ),
+        )
+
+        def refused_event(
+            reason: str,
+            *,
+            token: str | None = None,
+            verdict: Verdict | None = None,
+            record: TokenRecord | None = None,
+        ) -> AuditEvent:
+            return self._revoke_event(
+                outcome=Outcome.FAILURE,
+                reason=reason,
+                actor=actor,
+                ctx=ctx,
+                token=token,
+                verified=verdict.token if verdict else None,
+                record=record,
+                count=0,
+                revoked_by=by,
+                why=why,
+                kid=verdict.kid if verdict else None,
+                alg=verdict.alg if verdict else None,
+            )
 
         def run() -> tuple[list[ItemResult], list[AuditEvent]]:
             results: list[ItemResult | None] = [None] * len(items)
@@ -1079,24 +1285,16 @@ class TokenService:
                             i, "refused", verdict.token.jti if verdict.token else None, refusal
                         )
                         evts.append(
-                            self._revoke_event(
-                                outcome=Outcome.FAILURE,
-                                reason=refusal,
-                                actor=actor,
-                                ctx=ctx,
+                            refused_event(
+                                refusal or "unknown_token",
                                 token=token,
-                                verified=verdict.token,
+                                verdict=verdict,
                                 record=record,
-                                count=0,
-                                revoked_by=by,
-                                why=why,
-                                kid=verdict.kid,
-                                alg=verdict.alg,
                             )
                         )
                         continue
                     plan.append((i, token, verdict, record))
-                elif isinstance(jti, str) and 0 < len(jti) <= 64:
+                elif isinstance(jti, str) and _JTI.fullmatch(jti):
                     rec = self.store.get(jti)
                     if rec is None or not (
                         rec.client_id == caller.client_id or caller.client_id in rec.audience
@@ -1104,45 +1302,45 @@ class TokenService:
                         # Unknown and foreign ids answer alike: no probing of other clients' ids.
                         results[i] = ItemResult(i, "refused", jti, "unknown_token")
                         evts.append(
-                            self._revoke_event(
-                                outcome=Outcome.FAILURE,
-                                reason="unknown_token" if rec is None else "not_owner",
-                                actor=actor,
-                                ctx=ctx,
-                                token=None,
-                                verified=None,
-                                record=rec,
-                                count=0,
-                                revoked_by=by,
-                                why=why,
+                            refused_event(
+                                "unknown_token" if rec is None else "not_owner", record=rec
                             )
                         )
                         continue
                     plan.append((i, None, None, rec))
                 else:
                     results[i] = ItemResult(i, "refused", None, "malformed")
+                    evts.append(refused_event("malformed"))
             now = self._now()
             with self.store.engine.begin() as conn:
-                changed = set(
-                    self.store.revoke(
-                        [r.jti for _, _, _, r in plan], now=now, by=by, why=why, conn=conn
-                    )
+                changed, cascaded = self._revoke_in(
+                    conn, [r.jti for _, _, _, r in plan], now=now, by=by, why=why
                 )
+            successors = self.store.get_many(j for js in cascaded.values() for j in js)
+            reported: set[str] = set()
             for i, token, vd, rec in plan:
-                ok = rec.jti in changed
-                results[i] = ItemResult(i, "revoked" if ok else "not_active", rec.jti)
+                first = rec.jti not in reported  # a duplicate item finds it already done
+                reported.add(rec.jti)
+                mine = cascaded.get(rec.jti, []) if first else []
+                count = (int(rec.jti in changed) if first else 0) + len(mine)
+                results[i] = ItemResult(i, "revoked" if count else "not_active", rec.jti)
                 evts.append(
                     self._revoke_event(
                         outcome=Outcome.SUCCESS,
-                        reason=None if ok else "not_active",
+                        reason=None if count else "not_active",
                         actor=actor,
                         ctx=ctx,
                         token=token,
                         verified=vd.token if vd else None,
                         record=rec,
-                        count=1 if ok else 0,
+                        count=count,
                         revoked_by=by,
                         why=why,
+                    )
+                )
+                evts.extend(
+                    self._successor_events(
+                        rec.jti, mine, successors, actor=actor, ctx=ctx, revoked_by=by, why=why
                     )
                 )
             return [r for r in results if r is not None], evts
@@ -1155,21 +1353,29 @@ class TokenService:
     async def bulk_issue(
         self,
         client: Client,
-        requests: Sequence[MintRequest],
+        requests: Sequence[MintRequest | Any],
         *,
         ctx: RequestContext | None = None,
     ) -> list[ItemResult]:
-        """Mint several tokens; the issued ones are stored in one transaction."""
-        self._batch(len(requests))
+        """Mint several tokens; the issued ones are stored in one transaction. An item
+        may be a :class:`MintRequest` or its JSON form (:func:`parse_mint_request`); a
+        malformed one is refused on its own, like any other refusal."""
         ctx = ctx or RequestContext()
         actor = _client_actor(client)
+        await self._check_batch(
+            len(requests),
+            self._refused_event(
+                actor, "batch_too_large", ctx, client=client.client_id, token_type=CUSTOM
+            ),
+        )
 
         def run() -> tuple[list[ItemResult], list[tuple[str, TokenRecord]], list[AuditEvent]]:
             results: list[ItemResult] = []
             issued: list[tuple[str, TokenRecord]] = []
             evts: list[AuditEvent] = []
-            for i, req in enumerate(requests):
+            for i, item in enumerate(requests):
                 try:
+                    req = item if isinstance(item, MintRequest) else parse_mint_request(item)
                     token, record = self._prepare_client_token(client, req, ctx)
                 except MintRefused as exc:
                     results.append(ItemResult(i, "refused", None, exc.reason))

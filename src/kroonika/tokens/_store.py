@@ -10,6 +10,7 @@ WHERE after the first commits and matches nothing).
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,10 +109,21 @@ def encode_cursor(iat: int, jti: str) -> str:
     return base64.urlsafe_b64encode(f"{iat}:{jti}".encode()).decode().rstrip("=")
 
 
+_CURSOR_JTI = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The (iat, jti) a cursor names. Anything that is not one of our cursors is
+    ``invalid cursor`` (never a value the database refuses: a huge number, a NUL)."""
     try:
+        if len(cursor) > 200:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         iat, jti = raw.split(":", 1)
+        if not (iat.isascii() and iat.isdigit() and len(iat) <= 16):
+            raise ValueError("not a time")
+        if not _CURSOR_JTI.fullmatch(jti):
+            raise ValueError("not a token id")
         return int(iat), jti
     except (ValueError, UnicodeDecodeError) as exc:
         raise TokenError("invalid cursor") from exc
@@ -197,6 +209,27 @@ class TokenStore:
             ).rowcount
             if n == 1:
                 changed.append(jti)
+        return changed
+
+    def revoke_successors(
+        self, jti: str, *, now: int, by: str, why: str, conn: Connection, limit: int = 1000
+    ) -> list[str]:
+        """Revoke what replaced ``jti`` by extension: follow ``replaced_by`` (A was
+        replaced by B, B by C ...) and revoke the active token at the end. Inside the
+        caller's transaction, and re-reading each link after trying it, so an extension
+        that commits meanwhile is followed too. Returns the revoked jtis."""
+        changed: list[str] = []
+        seen = {jti}
+        current = jti
+        for _ in range(limit):
+            nxt = conn.execute(
+                select(tokens.c.replaced_by).where(tokens.c.jti == current)
+            ).scalar_one_or_none()
+            if not nxt or nxt in seen:
+                break
+            seen.add(nxt)
+            changed += self.revoke([nxt], now=now, by=by, why=why, conn=conn)
+            current = nxt
         return changed
 
     def active_jtis(

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from kroonika.tokens._clients import Client, ClientRegistry
 
 
+FORM_REQUIRED = "the body must be application/x-www-form-urlencoded"
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     client_id: str

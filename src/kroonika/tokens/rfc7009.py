@@ -18,11 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kroonika.audit import Actor, Outcome, events
+from kroonika.audit import Actor, ActorType, Outcome, events
 from kroonika.tokens._clients import ClientRegistry
 from kroonika.tokens._errors import NotPermitted, TokenError
 from kroonika.tokens._service import RequestContext, TokenService
-from kroonika.tokens.rfc6749 import WireResponse, authenticate_client, error_response
+from kroonika.tokens.rfc6749 import (
+    FORM_REQUIRED,
+    WireResponse,
+    authenticate_client,
+    error_response,
+)
 
 HINTS = frozenset({"access_token", "refresh_token"})
 
@@ -35,31 +40,41 @@ class UnsupportedTokenType(TokenError):
 async def respond(
     service: TokenService,
     registry: ClientRegistry,
-    form: Mapping[str, str],
+    form: Mapping[str, str] | None,
     authorization: str | None,
     ctx: RequestContext,
 ) -> WireResponse:
-    async def refused(actor: Actor) -> None:
-        await service.trail.emit(
-            events.token_revoke(
-                outcome=Outcome.FAILURE,
-                reason="invalid_client",
-                actor=actor,
-                source=ctx.source(),
-                correlation=ctx.correlation(),
-                count=0,
-            )
-        )
+    """Authenticate the caller, then revoke (section 2). ``form`` is ``None`` when the
+    body was not ``application/x-www-form-urlencoded``. Every refusal is audited."""
 
-    client = await authenticate_client(registry, form, authorization, refused)
+    async def refused(actor: Actor, reason: str = "invalid_client") -> None:
+        event = events.token_revoke(
+            outcome=Outcome.FAILURE,
+            reason=reason,
+            actor=actor,
+            source=ctx.source(),
+            correlation=ctx.correlation(),
+            count=0,
+        )
+        if reason != "invalid_client" and actor.client_id:
+            event.details["client"] = actor.client_id
+        await service.trail.emit(event)
+
+    client = await authenticate_client(registry, form or {}, authorization, refused)
     if isinstance(client, WireResponse):
         return client
+    caller = Actor(ActorType.CLIENT, client_id=client.client_id)
+    if form is None:
+        await refused(caller, "invalid_request")
+        return error_response(TokenError(FORM_REQUIRED))
     token = form.get("token")
     if not token:
+        await refused(caller, "invalid_request")
         return error_response(TokenError("the token parameter is required"))
     hint = form.get("token_type_hint")
     if hint is not None and hint not in HINTS:
-        return error_response(UnsupportedTokenType(f"unsupported token_type_hint {hint[:32]!r}"))
+        await refused(caller, "unsupported_token_type")
+        return error_response(UnsupportedTokenType(f"unsupported token_type_hint {hint[:32]!a}"))
     try:
         await service.revoke(token, caller=client, why="client_request", ctx=ctx)
     except NotPermitted as exc:

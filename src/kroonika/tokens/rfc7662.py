@@ -13,7 +13,8 @@
   inactive token, including why the token is inactive" (the reason goes only to
   the audit trail).
 - Section 2.3, errors: a failed client authentication is RFC 6749 section 5.2
-  ``invalid_client`` (401); a missing ``token`` is ``invalid_request`` (400).
+  ``invalid_client`` (401); a missing ``token`` or a body that is not a form is
+  ``invalid_request`` (400), audited like the refusal it is.
 - Section 4, security: a token is reported active only to a client it was issued
   to or for (its audience), to stop token scanning across clients.
 """
@@ -22,11 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kroonika.audit import Actor, Outcome, events
+from kroonika.audit import Actor, ActorType, Outcome, events
 from kroonika.tokens._clients import ClientRegistry
 from kroonika.tokens._errors import TokenError
 from kroonika.tokens._service import RequestContext, TokenService
-from kroonika.tokens.rfc6749 import WireResponse, authenticate_client, error_response
+from kroonika.tokens.rfc6749 import (
+    FORM_REQUIRED,
+    WireResponse,
+    authenticate_client,
+    error_response,
+)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -34,29 +40,36 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def respond(
     service: TokenService,
     registry: ClientRegistry,
-    form: Mapping[str, str],
+    form: Mapping[str, str] | None,
     authorization: str | None,
     ctx: RequestContext,
 ) -> WireResponse:
-    """Authenticate the caller, then introspect (section 2)."""
+    """Authenticate the caller, then introspect (section 2). ``form`` is ``None`` when
+    the body was not ``application/x-www-form-urlencoded``."""
 
-    async def refused(actor: Actor) -> None:
-        await service.trail.emit(
-            events.token_introspect(
-                outcome=Outcome.FAILURE,
-                reason="invalid_client",
-                actor=actor,
-                source=ctx.source(),
-                correlation=ctx.correlation(),
-                active=False,
-            )
+    async def refused(actor: Actor, reason: str = "invalid_client") -> None:
+        event = events.token_introspect(
+            outcome=Outcome.FAILURE,
+            reason=reason,
+            actor=actor,
+            source=ctx.source(),
+            correlation=ctx.correlation(),
+            active=False,
         )
+        if reason != "invalid_client" and actor.client_id:
+            event.details["client"] = actor.client_id
+        await service.trail.emit(event)
 
-    client = await authenticate_client(registry, form, authorization, refused)
+    client = await authenticate_client(registry, form or {}, authorization, refused)
     if isinstance(client, WireResponse):
         return client
+    caller = Actor(ActorType.CLIENT, client_id=client.client_id)
+    if form is None:
+        await refused(caller, "invalid_request")
+        return error_response(TokenError(FORM_REQUIRED))
     token = form.get("token")
     if not token:
+        await refused(caller, "invalid_request")
         return error_response(TokenError("the token parameter is required"))
     body = await service.introspect(token, caller=client, ctx=ctx)
     return WireResponse(200, body, dict(NO_STORE))

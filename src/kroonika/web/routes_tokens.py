@@ -9,6 +9,8 @@ and into the end of sessions (revoke the tokens bound to them).
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from typing import Any
 
 import orjson
@@ -23,11 +25,11 @@ from kroonika.tara import VerifiedIdToken
 from kroonika.tokens import (
     Client,
     InvalidClient,
-    MintRequest,
     RequestContext,
     TokenComponents,
     TokenError,
     build_tokens,
+    parse_mint_request,
     rfc7009,
     rfc7662,
 )
@@ -36,8 +38,15 @@ from kroonika.web._policy import PolicyEmitter
 from kroonika.web._services import Services, request_context
 from kroonika.web.routes_wellknown import router as wellknown_router
 
+log = logging.getLogger("kroonika.web.tokens")
 router = APIRouter(tags=["tokens"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_JSON_TYPE = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json")
+_STATES = frozenset({"active", "revoked", "expired", "replaced"})
+_TYPES = frozenset({"session", "custom"})
+_CLIENT_ID = re.compile(r"[\x21-\x7e]{1,64}")
+_MAX_QUERY_INT = 2**53
+CUSTOM = "custom"  # the token type of a client's token
 
 
 def install_tokens(app: FastAPI, services: Services) -> TokenComponents:
@@ -81,7 +90,15 @@ def _error(exc: TokenError) -> JSONResponse:
     return _wire(error_response(exc))
 
 
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def _json(request: Request) -> dict[str, Any]:
+    """The JSON object in the body; the body must say it is JSON (``application/json``),
+    so that no HTML form or other "simple" cross-site request is taken for one."""
+    if not _JSON_TYPE.fullmatch(_media_type(request)):
+        raise TokenError("the body must be application/json")
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
@@ -91,10 +108,11 @@ async def _json(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _form(request: Request) -> dict[str, str]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise TokenError("the body must be application/x-www-form-urlencoded")
+async def _form(request: Request) -> dict[str, str] | None:
+    """The form fields, or ``None`` when the body is not a form (refused by the endpoint
+    once it knows, and has audited, who asked)."""
+    if _media_type(request) != "application/x-www-form-urlencoded":
+        return None
     form = await request.form()
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
@@ -107,7 +125,7 @@ async def _client(request: Request, failed: AuditEvent) -> Client:
         creds = credentials(request.headers.get("authorization"), {})
         claimed = creds.client_id[:64]
         return await asyncio.to_thread(comps.clients.authenticate, creds.client_id, creds.secret)
-    except InvalidClient:
+    except InvalidClient as exc:
         ctx = _ctx(request)
         failed.outcome = Outcome.FAILURE
         failed.reason = "invalid_client"
@@ -115,21 +133,28 @@ async def _client(request: Request, failed: AuditEvent) -> Client:
         failed.source = ctx.source()
         failed.correlation = ctx.correlation()
         await comps.service.trail.emit(failed)
+        exc.audited = True
         raise
 
 
-def _mint_request(item: Any) -> MintRequest:
-    if not isinstance(item, dict):
-        raise TokenError("each item must be an object")
-    aud = item.get("audience", ())
-    audience = (aud,) if isinstance(aud, str) else tuple(a for a in aud if isinstance(a, str))
-    claims = item.get("claims") or {}
-    return MintRequest(
-        subject=item.get("subject"),
-        audience=audience,
-        ttl_s=item.get("ttl_s"),
-        claims=claims if isinstance(claims, dict) else {"": claims},
-    )
+async def _refused(
+    request: Request, event: AuditEvent, exc: TokenError, client: Client | None = None
+) -> JSONResponse:
+    """The error answer for ``exc``; a refusal nobody audited yet (a malformed request,
+    a wrong content type) is audited first with ``event``, so every call of a token
+    operation leaves its record, the refused ones included."""
+    if not exc.audited:
+        ctx = _ctx(request)
+        event.outcome = Outcome.FAILURE
+        event.reason = getattr(exc, "reason", None) or exc.error
+        event.actor = Actor(ActorType.CLIENT, client_id=client.client_id) if client else Actor()
+        event.source = ctx.source()
+        event.correlation = ctx.correlation()
+        if client is not None:
+            event.details.setdefault("client", client.client_id)
+        await _comps(request).service.trail.emit(event)
+        exc.audited = True
+    return _error(exc)
 
 
 def _summary(results: list[dict[str, Any]], ok: set[str]) -> dict[str, int]:
@@ -209,9 +234,10 @@ def _threat_denied() -> JSONResponse:
 async def mint(request: Request) -> Response:
     """Mint a custom JWT for an authenticated client (reserved claims cannot be set)."""
     comps = _comps(request)
+    client: Client | None = None
     try:
         client = await _client(request, events.token_issue())
-        req = _mint_request(await _json(request))
+        req = parse_mint_request(await _json(request))
         await _limit(
             request,
             RouteGroup.TOKEN_MINT,
@@ -224,7 +250,7 @@ async def mint(request: Request) -> Response:
             return _threat_denied()
         issued = await comps.service.issue(client, req, _ctx(request))
     except TokenError as exc:
-        return _error(exc)
+        return await _refused(request, events.token_issue(token_type=CUSTOM), exc, client)
     rec = issued.record
     return JSONResponse(
         {
@@ -243,6 +269,7 @@ async def mint(request: Request) -> Response:
 async def validate(request: Request) -> Response:
     """The detailed verdict for an authenticated client."""
     comps = _comps(request)
+    client: Client | None = None
     try:
         client = await _client(request, events.token_validate())
         await _limit(request, RouteGroup.VALIDATE, client=client.client_id)
@@ -254,7 +281,7 @@ async def validate(request: Request) -> Response:
             token, audience=audience, caller=client, ctx=_ctx(request)
         )
     except TokenError as exc:
-        return _error(exc)
+        return await _refused(request, events.token_validate(), exc, client)
     out: dict[str, Any] = {"valid": verdict.valid}
     if not verdict.valid:
         out["reason"] = str(verdict.reason)
@@ -270,10 +297,7 @@ async def validate(request: Request) -> Response:
 async def introspect(request: Request) -> Response:
     """RFC 7662 token introspection (form body, client authentication)."""
     comps = _comps(request)
-    try:
-        form = await _form(request)
-    except TokenError as exc:
-        return _error(exc)
+    form = await _form(request)
     resp = await rfc7662.respond(
         comps.service, comps.clients, form, request.headers.get("authorization"), _ctx(request)
     )
@@ -284,10 +308,7 @@ async def introspect(request: Request) -> Response:
 async def revoke(request: Request) -> Response:
     """RFC 7009 token revocation (form body, client authentication)."""
     comps = _comps(request)
-    try:
-        form = await _form(request)
-    except TokenError as exc:
-        return _error(exc)
+    form = await _form(request)
     resp = await rfc7009.respond(
         comps.service, comps.clients, form, request.headers.get("authorization"), _ctx(request)
     )
@@ -300,23 +321,31 @@ async def extend(request: Request) -> Response:
     With ``Authorization: Bearer``: refresh that bearer token (token.refresh)."""
     comps = _comps(request)
     auth = request.headers.get("authorization") or ""
+    bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    client: Client | None = None
     try:
+        if bearer is None:
+            client = await _client(request, events.token_extend())
         body = await _json(request)
         ttl = body.get("ttl_s")
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
             raise TokenError("ttl_s must be an integer")
-        if auth.lower().startswith("bearer "):
-            issued = await comps.service.extend(
-                auth[7:].strip(), caller=None, ttl_s=ttl, ctx=_ctx(request)
-            )
+        if bearer is not None:
+            issued = await comps.service.extend(bearer, caller=None, ttl_s=ttl, ctx=_ctx(request))
         else:
-            client = await _client(request, events.token_extend())
             token = body.get("token")
             if not isinstance(token, str):
                 raise TokenError("token (string) is required")
             issued = await comps.service.extend(token, caller=client, ttl_s=ttl, ctx=_ctx(request))
     except TokenError as exc:
-        return _error(exc)
+        if bearer is not None:
+            refused = events.token_refresh()
+            if bearer:
+                refused.details["fingerprint"] = comps.service.fingerprinter.fingerprint(
+                    "token", bearer
+                )
+            return await _refused(request, refused, exc)
+        return await _refused(request, events.token_extend(), exc, client)
     rec = issued.record
     return JSONResponse(
         {
@@ -354,18 +383,32 @@ async def mine(request: Request) -> Response:
         value = q.get(name)
         if value is None:
             return None
-        if not value.isdigit():
+        # ASCII digits only ("²".isdigit() is true, and int() refuses it), and a size
+        # every database column takes.
+        if not (value.isascii() and value.isdigit() and len(value) <= 16):
             raise TokenError(f"{name} must be a non-negative integer")
-        return int(value)
+        number = int(value)
+        if number > _MAX_QUERY_INT:
+            raise TokenError(f"{name} is out of range")
+        return number
+
+    def one_of(name: str, allowed: frozenset[str]) -> str | None:
+        value = q.get(name)
+        if value is not None and value not in allowed:
+            raise TokenError(f"{name} must be one of {', '.join(sorted(allowed))}")
+        return value
 
     try:
+        client_id = q.get("client_id")
+        if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
+            raise TokenError("client_id must be 1..64 visible ASCII characters")
         page = await comps.service.mine(
             bearer,
             limit=num("limit") or 20,
             cursor=q.get("cursor"),
-            state=q.get("state"),
-            token_type=q.get("type"),
-            client_id=q.get("client_id"),
+            state=one_of("state", _STATES),
+            token_type=one_of("type", _TYPES),
+            client_id=client_id,
             issued_after=num("issued_after"),
             issued_before=num("issued_before"),
             ctx=_ctx(request),
@@ -390,6 +433,7 @@ async def mine(request: Request) -> Response:
 @router.post("/tokens/bulk/validate", response_model=None)
 async def bulk_validate(request: Request) -> Response:
     comps = _comps(request)
+    client: Client | None = None
     try:
         client = await _client(request, events.token_validate())
         body = await _json(request)
@@ -397,14 +441,14 @@ async def bulk_validate(request: Request) -> Response:
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise TokenError("tokens must be a list of strings")
         audience = body.get("audience")
+        if audience is not None and not isinstance(audience, str):
+            # never drop an audience check the caller asked for: refuse instead
+            raise TokenError("audience must be a string")
         results = await comps.service.bulk_validate(
-            tokens,
-            caller=client,
-            audience=audience if isinstance(audience, str) else None,
-            ctx=_ctx(request),
+            tokens, caller=client, audience=audience, ctx=_ctx(request)
         )
     except TokenError as exc:
-        return _error(exc)
+        return await _refused(request, events.token_validate(), exc, client)
     items = [r.as_dict() for r in results]
     return JSONResponse({"results": items, "summary": _summary(items, {"valid"})})
 
@@ -412,6 +456,7 @@ async def bulk_validate(request: Request) -> Response:
 @router.post("/tokens/bulk/revoke", response_model=None)
 async def bulk_revoke(request: Request) -> Response:
     comps = _comps(request)
+    client: Client | None = None
     try:
         client = await _client(request, events.token_revoke())
         body = await _json(request)
@@ -419,14 +464,18 @@ async def bulk_revoke(request: Request) -> Response:
         if not isinstance(items, list):
             raise TokenError("items must be a list")
         why = body.get("reason")
+        if why is not None and not isinstance(why, str):
+            raise TokenError("reason must be a string")
+        # one line of display text: no control, line-break or bidi characters
+        why = "".join(ch if ch.isprintable() else " " for ch in (why or "")[:500]).strip()
         results = await comps.service.bulk_revoke(
-            items,
-            caller=client,
-            why=why[:500] if isinstance(why, str) and why else "client_request",
-            ctx=_ctx(request),
+            items, caller=client, why=why or "client_request", ctx=_ctx(request)
         )
     except TokenError as exc:
-        return _error(exc)
+        refused = events.token_revoke(count=0)
+        if client is not None:
+            refused.details["revoked_by"] = f"client:{client.client_id}"
+        return await _refused(request, refused, exc, client)
     out = [r.as_dict() for r in results]
     return JSONResponse({"results": out, "summary": _summary(out, {"revoked"})})
 
@@ -434,6 +483,7 @@ async def bulk_revoke(request: Request) -> Response:
 @router.post("/tokens/bulk/issue", response_model=None)
 async def bulk_issue(request: Request) -> Response:
     comps = _comps(request)
+    client: Client | None = None
     try:
         client = await _client(request, events.token_issue())
         await _limit(request, RouteGroup.TOKEN_MINT, client=client.client_id)
@@ -441,16 +491,14 @@ async def bulk_issue(request: Request) -> Response:
         items = body.get("items")
         if not isinstance(items, list):
             raise TokenError("items must be a list")
-        comps.service._batch(len(items))  # refuse before parsing a huge batch
         if await _threat_refused(
             request, Actor(ActorType.CLIENT, client_id=client.client_id), "custom"
         ):
             return _threat_denied()
-        results = await comps.service.bulk_issue(
-            client, [_mint_request(i) for i in items], ctx=_ctx(request)
-        )
+        # each item is parsed (and, when malformed, refused and audited) on its own
+        results = await comps.service.bulk_issue(client, items, ctx=_ctx(request))
     except TokenError as exc:
-        return _error(exc)
+        return await _refused(request, events.token_issue(token_type=CUSTOM), exc, client)
     out = [r.as_dict() for r in results]
     return JSONResponse({"results": out, "summary": _summary(out, {"issued"})}, headers=NO_STORE)
 
@@ -466,15 +514,22 @@ async def _mint_after_login(
     settings = comps.settings
     if await _threat_refused(request, Actor(ActorType.USER, subject=identity.subject), "session"):
         return  # the login stands (its feed denies tokens, not logins); no access token
-    issued = await comps.service.issue_session_token(
-        session_ref=session.ref,
-        subject=identity.subject,
-        given_name=identity.given_name,
-        family_name=identity.family_name,
-        amr=identity.amr,
-        acr=str(identity.acr),
-        ctx=_ctx(request),
-    )
+    try:
+        issued = await comps.service.issue_session_token(
+            session_ref=session.ref,
+            subject=identity.subject,
+            given_name=identity.given_name,
+            family_name=identity.family_name,
+            amr=identity.amr,
+            acr=str(identity.acr),
+            ctx=_ctx(request),
+        )
+    except TokenError as exc:
+        # Refused (allow-list mode without an allow entry, a denylisted token id ...) and
+        # audited as token.issue: the login stands, without an access token. Failing
+        # here would answer 500 to a login whose session exists and is audited.
+        log.info("no session access token after login: %s", getattr(exc, "reason", exc.error))
+        return
     if settings.token_session_delivery in ("cookie", "both"):
         services: Services = request.app.state.services
         response.set_cookie(

@@ -1,0 +1,378 @@
+"""Hostile input to the token endpoints over real HTTP: wrong content types, malformed
+and non-object JSON, nasty tokens and query parameters, control characters. Nothing
+answers 500, every refusal of an authenticated client is audited, and no response and
+no log line carries a token value or a client secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from login_harness import Stack, running_stack
+
+from kroonika.db import make_engine
+from kroonika.tokens import ClientRegistry, NewClient, SystemClock
+
+SEEN_TOKENS: list[str] = []
+SEEN_SECRETS: list[str] = []
+RESPONSES: list[httpx.Response] = []
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.lines.append(f"{record.name} {record.levelname} {text}")
+
+
+LOGS = _Collect()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp: Path = tmp_path_factory.mktemp("tokens-hostile")
+    watched = [logging.getLogger(name) for name in (None, "uvicorn", "uvicorn.error")]
+    for logger in watched:
+        logger.addHandler(LOGS)
+    root_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        with running_stack(tmp, settings_overrides={"token_client_scrypt_n": 2**10}) as s:
+            yield s
+    finally:
+        logging.getLogger().setLevel(root_level)
+        for logger in watched:
+            logger.removeHandler(LOGS)
+
+
+def _register(stack: Stack, name: str, **kw: Any) -> NewClient:
+    kw.setdefault("allowed_audiences", ["svc-a"])
+    engine = make_engine(stack.settings.resolved_database_url())
+    try:
+        new = ClientRegistry(engine, clock=SystemClock(), scrypt_n=2**10).register(name, **kw)
+    finally:
+        engine.dispose()
+    SEEN_SECRETS.append(new.secret)
+    return new
+
+
+def _basic(c: NewClient) -> dict[str, str]:
+    raw = f"{c.client.client_id}:{c.secret}".encode()
+    return {"authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def _post(stack: Stack, path: str, **kw: Any) -> httpx.Response:
+    r = httpx.post(stack.service + path, timeout=30, **kw)
+    RESPONSES.append(r)
+    return r
+
+
+def _get(stack: Stack, path: str, **kw: Any) -> httpx.Response:
+    r = httpx.get(stack.service + path, timeout=30, **kw)
+    RESPONSES.append(r)
+    return r
+
+
+def _mint(stack: Stack, c: NewClient) -> str:
+    r = _post(stack, "/tokens", json={"subject": "u"}, headers=_basic(c))
+    assert r.status_code == 201, r.text
+    token: str = r.json()["access_token"]
+    SEEN_TOKENS.append(token)
+    return token
+
+
+def _refusal(stack: Stack, r: httpx.Response, etype: str) -> dict[str, Any]:
+    """The one event of ``etype`` the request left: a failure."""
+    (ev,) = stack.events(types=(etype,), correlation=r.headers["x-request-id"])
+    assert ev["outcome"] == "failure", ev
+    return ev
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+JSON_ROUTES = [
+    ("/tokens", "token.issue"),
+    ("/tokens/validate", "token.validate"),
+    ("/tokens/extend", "token.extend"),
+    ("/tokens/bulk/issue", "token.issue"),
+    ("/tokens/bulk/validate", "token.validate"),
+    ("/tokens/bulk/revoke", "token.revoke"),
+]
+
+
+@pytest.mark.parametrize(("path", "etype"), JSON_ROUTES)
+def test_json_routes_refuse_other_content_types_audited(
+    stack: Stack, path: str, etype: str
+) -> None:
+    """A JSON body sent as text/plain or as a form (what a cross-site page can send
+    without a preflight) is refused, and the refusal is on the trail."""
+    c = _register(stack, f"ctype{path}")
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", ""):
+        r = _post(
+            stack, path, content=b'{"token": "x"}', headers={**_basic(c), "content-type": ctype}
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error_description"] == "the body must be application/json"
+        ev = _refusal(stack, r, etype)
+        assert ev["reason"] == "invalid_request"
+        assert ev["actor"]["client_id"] == c.client.client_id
+
+
+@pytest.mark.parametrize(("path", "etype"), JSON_ROUTES)
+@pytest.mark.parametrize("body", [b"{bad", b"[1, 2]", b'"s"', b"null", b"1e999999"])
+def test_json_routes_refuse_non_objects_audited(
+    stack: Stack, path: str, etype: str, body: bytes
+) -> None:
+    """Broken or non-object JSON from an authenticated client: 400, audited."""
+    c = _register(stack, "nonobj")
+    r = _post(stack, path, content=body, headers={**_basic(c), "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert _refusal(stack, r, etype)["reason"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("path", "etype"), [("/introspect", "token.introspect"), ("/revoke", "token.revoke")]
+)
+def test_form_routes_refuse_json_and_missing_token_audited(
+    stack: Stack, path: str, etype: str
+) -> None:
+    """RFC 7662/7009 need a form with ``token``; otherwise 400 after the client is known,
+    and the refusal is recorded with that client."""
+    c = _register(stack, "form")
+    as_json = _post(stack, path, json={"token": "x"}, headers=_basic(c))
+    assert as_json.status_code == 400
+    assert _refusal(stack, as_json, etype)["actor"]["client_id"] == c.client.client_id
+    missing = _post(stack, path, data={"nottoken": "x"}, headers=_basic(c))
+    assert missing.status_code == 400
+    assert _refusal(stack, missing, etype)["reason"] == "invalid_request"
+    anonymous = _post(stack, path, json={"token": "x"})
+    assert anonymous.status_code == 401
+    assert _refusal(stack, anonymous, etype)["reason"] == "invalid_client"
+
+
+def test_unsupported_hint_is_audited_and_escaped(stack: Stack) -> None:
+    """A bad ``token_type_hint`` is refused, recorded, and not echoed raw."""
+    c = _register(stack, "hint")
+    r = _post(
+        stack, "/revoke", data={"token": "x", "token_type_hint": "\x1b[2J\r\nx"}, headers=_basic(c)
+    )
+    assert r.status_code == 400
+    assert "\x1b" not in r.json()["error_description"]
+    assert "\n" not in r.json()["error_description"]
+    assert _refusal(stack, r, "token.revoke")["reason"] == "unsupported_token_type"
+
+
+def _nasty_tokens(good: str) -> list[str]:
+    body = good.split(".")[1]
+
+    def with_header(header: object) -> str:
+        return f"{_b64(json.dumps(header).encode())}.{body}.AAAA"
+
+    deep = _b64(('{"a":' + "[" * 5000 + "]" * 5000 + "}").encode())
+
+    return [
+        with_header({"alg": "ES256", "kid": 123}),
+        with_header({"alg": "ES256", "kid": "k", "crit": "b64"}),
+        with_header({"alg": "ES256", "kid": "k", "crit": ["zzz"]}),
+        with_header({"alg": "none", "kid": "k"}),
+        with_header({"alg": "HS256", "kid": "k"}),
+        with_header({"alg": ["ES256"], "kid": {"a": 1}}),
+        with_header({"alg": "ES256", "kid": "../../etc/passwd\r\nX: y", "jku": "http://x"}),
+        f"{deep}.{body}.AAAA",
+        "\x00.\x00.\x00",
+        "é.ü.õ",
+        "a.b.c.d",
+        "x" * 20_000,
+    ]
+
+
+def test_nasty_tokens_never_crash_any_route(stack: Stack) -> None:
+    """Header tricks (a non-string kid was a 500), deep nesting, NUL and non-ASCII, on
+    every route that takes a token: refused or inactive, never 500, always audited."""
+    c = _register(stack, "nasty")
+    good = _mint(stack, c)
+    for token in _nasty_tokens(good):
+        v = _post(stack, "/tokens/validate", json={"token": token}, headers=_basic(c))
+        assert v.status_code == 200, v.text
+        assert v.json()["valid"] is False
+        i = _post(stack, "/introspect", data={"token": token}, headers=_basic(c))
+        assert i.json() == {"active": False}
+        assert _post(stack, "/revoke", data={"token": token}, headers=_basic(c)).status_code == 200
+        e = _post(stack, "/tokens/extend", json={"token": token}, headers=_basic(c))
+        assert e.status_code == 400
+        assert _refusal(stack, e, "token.extend")["reason"] in (
+            "malformed",
+            "bad_signature",
+            "unknown_key",
+        )
+    bulk = _post(
+        stack, "/tokens/bulk/validate", json={"tokens": _nasty_tokens(good)}, headers=_basic(c)
+    )
+    assert bulk.json()["summary"]["succeeded"] == 0
+
+
+def test_mint_with_wrong_types_is_a_named_refusal(stack: Stack) -> None:
+    """An audience that is a number was a 500; now a named, audited refusal, and a long
+    audience is not echoed back whole."""
+    c = _register(stack, "types")
+    for body, reason in (
+        ({"audience": 5}, "invalid_audience"),
+        ({"audience": [1]}, "invalid_audience"),
+        ({"subject": ["x"]}, "invalid_subject"),
+        ({"ttl_s": "60"}, "invalid_ttl"),
+        ({"claims": "x"}, "invalid_claims"),
+        ({"audience": "\x1b[31m" + "a" * 10_000}, "audience_not_allowed"),
+    ):
+        r = _post(stack, "/tokens", json=body, headers=_basic(c))
+        assert r.status_code == 400, r.text
+        assert r.json()["error_description"].startswith(reason)
+        assert len(r.text) < 400
+        assert _refusal(stack, r, "token.issue")["reason"] == reason
+
+
+def test_bulk_validate_audience_must_be_a_string(stack: Stack) -> None:
+    """An audience given as a list used to be dropped silently (every token 'valid' for
+    any audience): it is refused."""
+    c = _register(stack, "aud")
+    token = _mint(stack, c)
+    r = _post(
+        stack,
+        "/tokens/bulk/validate",
+        json={"tokens": [token], "audience": ["elsewhere"]},
+        headers=_basic(c),
+    )
+    assert r.status_code == 400
+    assert _refusal(stack, r, "token.validate")["reason"] == "invalid_request"
+
+
+def test_bulk_issue_malformed_item_is_refused_alone(stack: Stack) -> None:
+    """One bad item no longer fails (or crashes) the whole batch."""
+    c = _register(stack, "bulkitems")
+    r = _post(
+        stack,
+        "/tokens/bulk/issue",
+        json={"items": [{"subject": "a"}, 1, {"audience": 2}]},
+        headers=_basic(c),
+    )
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [x["status"] for x in out["results"]] == ["issued", "refused", "refused"]
+    SEEN_TOKENS.append(out["results"][0]["token"])
+
+
+def test_bulk_revoke_control_characters_in_reason(stack: Stack) -> None:
+    """A reason with CR/LF/ESC is stored and audited as one plain line; a reason that is
+    not a string is refused."""
+    c = _register(stack, "why")
+    token = _mint(stack, c)
+    r = _post(
+        stack,
+        "/tokens/bulk/revoke",
+        json={"items": [{"token": token}], "reason": "stolen\r\nFAKE: x\x1b[31m\u202e"},
+        headers=_basic(c),
+    )
+    assert r.json()["summary"]["succeeded"] == 1
+    (ev,) = stack.events(types=("token.revoke",), correlation=r.headers["x-request-id"])
+    assert ev["details"]["why"].isprintable()
+    bad = _post(stack, "/tokens/bulk/revoke", json={"items": [], "reason": 5}, headers=_basic(c))
+    assert bad.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=%C2%B2",
+        "limit=" + "9" * 5000,
+        "issued_after=" + "9" * 30,
+        "issued_before=-1",
+        "cursor=" + _b64(b"99999999999999999999999:x"),
+        "cursor=" + _b64(b"1:\x00"),
+        "cursor=%00",
+        "state=%00",
+        "state=bogus",
+        "type=x",
+        "client_id=%00",
+        "client_id=" + "x" * 100,
+    ],
+)
+def test_mine_refuses_bad_query_parameters(stack: Stack, query: str) -> None:
+    """Unicode digits, numbers no column holds and NULs were 500s (and tracebacks with
+    the subject in the operational log): now 400."""
+    c = _register(stack, "mine", allowed_audiences=["svc-a"])
+    token = _mint(stack, c)
+    r = _get(stack, "/tokens/mine?" + query, headers={"authorization": "Bearer " + token})
+    assert r.status_code == 400, r.text
+
+
+def test_client_id_with_nul_is_an_audited_invalid_client(stack: Stack) -> None:
+    """Basic and form credentials whose id holds a NUL: 401 invalid_client, recorded."""
+    basic = {"authorization": "Basic " + base64.b64encode(b"%00:secret").decode()}
+    r = _post(stack, "/tokens/validate", json={"token": "x"}, headers=basic)
+    assert r.status_code == 401
+    assert _refusal(stack, r, "token.validate")["reason"] == "invalid_client"
+    f = _post(stack, "/introspect", data={"token": "x", "client_id": "\x00", "client_secret": "s"})
+    assert f.status_code == 401
+    assert _refusal(stack, f, "token.introspect")["reason"] == "invalid_client"
+
+
+def test_bearer_refresh_with_bad_body_is_audited(stack: Stack) -> None:
+    """A bearer refresh with a body that is not JSON is refused as token.refresh."""
+    c = _register(stack, "refresh")
+    token = _mint(stack, c)
+    r = _post(
+        stack,
+        "/tokens/extend",
+        content=b"ttl=5",
+        headers={"authorization": "Bearer " + token, "content-type": "text/plain"},
+    )
+    assert r.status_code == 400
+    ev = _refusal(stack, r, "token.refresh")
+    assert ev["details"]["fingerprint"]
+
+
+def test_zz_no_500_and_no_secret_in_responses_or_logs(stack: Stack) -> None:
+    """Across this module: no answer was a 500, no traceback was logged, and no token
+    value, token signature or client secret appears in any response to a request that
+    did not mint it, nor in any log line."""
+    assert RESPONSES
+    assert [r.status_code for r in RESPONSES if r.status_code >= 500] == []
+    logs = "\n".join(LOGS.lines)
+    assert "Traceback" not in logs
+    assert "Exception in ASGI application" not in logs
+    for token in SEEN_TOKENS:
+        signature = token.rsplit(".", 1)[1]
+        assert signature not in logs
+        minted_in = [r for r in RESPONSES if signature in r.text]
+        assert all(r.request.url.path in ("/tokens", "/tokens/bulk/issue") for r in minted_in)
+    for secret in SEEN_SECRETS:
+        assert secret not in logs
+        assert not any(secret in r.text or secret in str(r.headers) for r in RESPONSES)
+
+
+def test_login_in_allowlist_mode_without_entry_still_logs_in(tmp_path: Path) -> None:
+    """In allow-list mode a person without an allow entry gets no access token; the
+    login itself stands (it was a 500 after the session had been created), and the
+    refused token.issue is on the trail."""
+    overrides = {"token_client_scrypt_n": 2**10, "token_allowlist_mode": True}
+    with running_stack(tmp_path, settings_overrides=overrides) as s, s.browser() as browser:
+        landed = browser.get(s.service + "/auth/login?method=idcard&return_to=/")
+        assert landed.status_code == 200, landed.text[:300]
+        assert browser.cookies.get("kroonika_at") is None
+        assert browser.get(s.service + "/auth/session").status_code == 200
+        refused = [e for e in s.events(types=("token.issue",)) if e["outcome"] == "failure"]
+        assert [(e["reason"], e["details"]["token_type"]) for e in refused] == [
+            ("not_allowlisted", "session")
+        ]
