@@ -34,13 +34,15 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for the business database; SQLite gets WAL and a busy timeout."""
+    """An engine for the business database; SQLite gets WAL and a busy timeout. Errors
+    never show the statement's parameters (personal codes, token ids): their text
+    reaches logs and tracebacks."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, **kwargs)
+        engine = create_engine(url, hide_parameters=True, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
@@ -52,4 +54,4 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)

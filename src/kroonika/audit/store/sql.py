@@ -137,6 +137,7 @@ class SqlAuditStore:
                     "sqlite://",
                     creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
                     poolclass=_pool(),
+                    hide_parameters=True,
                 )
             else:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -144,10 +145,13 @@ class SqlAuditStore:
                     self.url,  # engine.url names the file (sink locks sit beside it)
                     creator=lambda: sqlite3.connect(path, check_same_thread=False),
                     poolclass=_pool(),
+                    hide_parameters=True,
                 )
                 _configure_sqlite(self.engine, synchronous)
         elif self.dialect == "postgresql":
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5)
+            self.engine = create_engine(
+                self.url, pool_pre_ping=True, pool_size=5, hide_parameters=True
+            )
             if read_only:
                 event.listen(self.engine, "connect", _pg_read_only)
         else:
