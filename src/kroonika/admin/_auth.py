@@ -32,6 +32,7 @@ from kroonika.audit import (
     Fingerprinter,
     Outcome,
     Source,
+    StoreError,
     Target,
 )
 from kroonika.audit import events as ev
@@ -376,6 +377,9 @@ class AuditedRoute(APIRoute):
                 await _record(request, template, 422, started)
                 raise
             except AuditUnavailable:
+                raise
+            except StoreError:  # the trail cannot be read (503), it may still be written
+                await _record(request, template, 503, started)
                 raise
             except Exception:
                 await _record(request, template, 500, started)

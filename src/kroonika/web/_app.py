@@ -14,7 +14,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kroonika.admin import install_admin
-from kroonika.audit import AuditUnavailable
+from kroonika.audit import AuditUnavailable, StoreError
 from kroonika.auditing import build_audit
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
@@ -311,6 +311,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuditUnavailable)
     async def audit_down(_: Request, exc: AuditUnavailable) -> JSONResponse:
         log.error("audit trail unavailable, request refused: %s", type(exc).__name__)
+        return JSONResponse(body("audit_unavailable"), status_code=503)
+
+    @app.exception_handler(StoreError)
+    async def audit_unreadable(_: Request, exc: StoreError) -> JSONResponse:
+        # The message is the driver's first line, without SQL parameters; never the body.
+        log.error("audit store unreadable, request refused: %s", exc)
         return JSONResponse(body("audit_unavailable"), status_code=503)
 
     @app.exception_handler(Exception)

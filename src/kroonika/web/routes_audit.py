@@ -164,15 +164,24 @@ async def search_events(
 
     records = run_query(store, q)
 
+    def next_chunk() -> list[bytes]:
+        return list(itertools.islice(records, EXPORT_CHUNK))
+
+    try:  # an unreadable store is a 503 before the 200 is sent, not a cut stream
+        first = await asyncio.to_thread(next_chunk)
+    except BaseException:
+        store.close()
+        raise
+
     async def lines() -> AsyncIterator[bytes]:
         n = 0
         result = "incomplete"
+        chunk = first
         try:
-            while chunk := await asyncio.to_thread(
-                lambda: list(itertools.islice(records, EXPORT_CHUNK))
-            ):
+            while chunk:
                 n += len(chunk)
                 yield b"".join(b + b"\n" for b in chunk)
+                chunk = await asyncio.to_thread(next_chunk)
             result = "ok"
         finally:
             store.close()

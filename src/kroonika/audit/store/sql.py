@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -23,7 +24,7 @@ from urllib.parse import quote, unquote
 from alembic import command
 from alembic.config import Config
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, create_engine, delete, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from kroonika.audit._errors import AuditUnavailable, StoreError
@@ -319,11 +320,15 @@ class SqlAuditStore:
         with self._read() as conn:
             return [_row_to_checkpoint(r) for r in conn.execute(query).all()]
 
-    def _read(self) -> Any:
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A connection for reading; any database error (cannot connect, not a database,
+        a table missing, the server gone mid-query) becomes :class:`StoreError`."""
         try:
-            return self.engine.connect()
+            with self.engine.connect() as conn:
+                yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the audit store: {_brief(exc)}") from exc
+            raise StoreError(f"cannot read the audit store: {_brief(exc)}") from exc
 
     def close(self) -> None:
         self.engine.dispose()
