@@ -36,6 +36,7 @@ from kroonika.audit import (
     Target,
 )
 from kroonika.audit import events as ev
+from kroonika.db import UNAVAILABLE
 from kroonika.security import Policy, emit_policy_violation
 
 if TYPE_CHECKING:
@@ -353,6 +354,10 @@ def error_response(request: Request, exc: AdminError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
+#: A database or the audit store cannot be read: the app answers 503 (see ``web._app``).
+STORE_DOWN: tuple[type[Exception], ...] = (StoreError, *UNAVAILABLE)
+
+
 class AuditedRoute(APIRoute):
     """Every call of a route of this class ends in one ``admin.request`` event with the
     status it got (refusals included); :class:`AdminError` becomes its JSON answer."""
@@ -378,7 +383,7 @@ class AuditedRoute(APIRoute):
                 raise
             except AuditUnavailable:
                 raise
-            except StoreError:  # the trail cannot be read (503), it may still be written
+            except STORE_DOWN:  # a store is down (503); the trail can still take the record
                 await _record(request, template, 503, started)
                 raise
             except Exception:

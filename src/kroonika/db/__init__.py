@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -22,6 +23,11 @@ NAMING = {
 }
 
 metadata = MetaData(naming_convention=NAMING)
+
+#: Driver errors that mean the database cannot be used right now (server gone or refusing
+#: connections, connection dropped mid-query, SQLite file locked past the busy timeout):
+#: the request answers 503 ``database_unavailable`` and works again once it is back.
+UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 def normalise_url(url: str) -> str:
@@ -34,15 +40,16 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for the business database; SQLite gets WAL and a busy timeout. Errors
-    never show the statement's parameters (personal codes, token ids): their text
-    reaches logs and tracebacks."""
+    """An engine for the business database; SQLite gets WAL and a busy timeout. Driver
+    errors never quote the statement's parameters (personal codes, names, digests): they
+    end up in tracebacks in the operational log."""
     url = normalise_url(url)
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, hide_parameters=True, **kwargs)
+        engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
@@ -54,4 +61,4 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, **kwargs)

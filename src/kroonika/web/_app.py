@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kroonika.admin import install_admin
 from kroonika.audit import AuditUnavailable, StoreError
 from kroonika.auditing import build_audit
-from kroonika.db import make_engine
+from kroonika.db import UNAVAILABLE, make_engine
 from kroonika.db.migrate import upgrade
 from kroonika.ratelimit import build_limiter, install_rate_limiting
 from kroonika.security.service import build_enrichment, build_monitor
@@ -312,6 +312,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def audit_down(_: Request, exc: AuditUnavailable) -> JSONResponse:
         log.error("audit trail unavailable, request refused: %s", type(exc).__name__)
         return JSONResponse(body("audit_unavailable"), status_code=503)
+
+    async def database_down(_: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable, request refused: %s", type(exc).__name__)
+        return JSONResponse(body("database_unavailable"), status_code=503)
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_down)
 
     @app.exception_handler(StoreError)
     async def audit_unreadable(_: Request, exc: StoreError) -> JSONResponse:
