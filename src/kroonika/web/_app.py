@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -228,6 +228,7 @@ def create_app(
         proxies=proxies,
         max_body_bytes=settings.max_body_bytes,
         hsts=secure,
+        outages=OUTAGES,
     )
     _install_error_handlers(app)
     app.include_router(_health_router())
@@ -289,6 +290,15 @@ def _health_router() -> APIRouter:
     return router
 
 
+#: A component the request needs is down: 503 with this error (fail closed: an action
+#: whose audit event cannot be written does not happen).
+OUTAGES: tuple[tuple[type[Exception], str], ...] = (
+    (AuditUnavailable, "audit_unavailable"),
+    (StoreError, "audit_unavailable"),  # the trail cannot be read
+    *((kind, "database_unavailable") for kind in UNAVAILABLE),
+)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     def body(error: str) -> dict[str, str | None]:
         return {"error": error, "request_id": _request_id()}
@@ -308,23 +318,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         where = [".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()]
         return JSONResponse({**body("invalid_request"), "fields": where}, status_code=422)
 
-    @app.exception_handler(AuditUnavailable)
-    async def audit_down(_: Request, exc: AuditUnavailable) -> JSONResponse:
-        log.error("audit trail unavailable, request refused: %s", type(exc).__name__)
-        return JSONResponse(body("audit_unavailable"), status_code=503)
+    def outage(error: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def refuse(_: Request, exc: Exception) -> JSONResponse:
+            if isinstance(exc, StoreError):  # the driver's first line, no SQL parameters
+                log.error("%s, request refused: %s", error, exc)
+            else:
+                log.error("%s, request refused: %s", error, type(exc).__name__)
+            return JSONResponse(body(error), status_code=503)
 
-    async def database_down(_: Request, exc: Exception) -> JSONResponse:
-        log.error("database unavailable, request refused: %s", type(exc).__name__)
-        return JSONResponse(body("database_unavailable"), status_code=503)
+        return refuse
 
-    for unavailable in UNAVAILABLE:
-        app.add_exception_handler(unavailable, database_down)
-
-    @app.exception_handler(StoreError)
-    async def audit_unreadable(_: Request, exc: StoreError) -> JSONResponse:
-        # The message is the driver's first line, without SQL parameters; never the body.
-        log.error("audit store unreadable, request refused: %s", exc)
-        return JSONResponse(body("audit_unavailable"), status_code=503)
+    for kind, error in OUTAGES:
+        app.add_exception_handler(kind, outage(error))
 
     @app.exception_handler(Exception)
     async def crashed(_: Request, exc: Exception) -> JSONResponse:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
+import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +22,7 @@ from kroonika.web._context import (
 )
 
 access_log = logging.getLogger("kroonika.web.access")
+log = logging.getLogger("kroonika.web")
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -38,6 +41,13 @@ class _BodyTooLarge(Exception):
     pass
 
 
+#: Exceptions that mean a component the request needs is down, and the error code the
+#: answer (503) carries. The app's handlers answer them inside the routes; this middleware
+#: answers those raised by the middleware between it and the routes (the rate limiter and
+#: CORS emit audit events), which Starlette's handlers never see.
+Outages = Sequence[tuple[type[Exception], str]]
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -46,11 +56,13 @@ class RequestContextMiddleware:
         proxies: TrustedProxies,
         max_body_bytes: int,
         hsts: bool,
+        outages: Outages = (),
     ) -> None:
         self.app = app
         self.proxies = proxies
         self.max_body = max_body_bytes
         self.hsts = hsts
+        self.outages = tuple(outages)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,6 +121,15 @@ class RequestContextMiddleware:
             except _BodyTooLarge:
                 if not response_started:
                     await _too_large(send_wrapper)
+            except Exception as exc:
+                if response_started:
+                    raise
+                error = next((code for kind, code in self.outages if isinstance(exc, kind)), None)
+                if error is None:  # a bug: answer with the request id, let the server log it
+                    await _json(send_wrapper, 500, "internal_error", info.request_id)
+                    raise
+                log.error("%s, request refused: %s", error, type(exc).__name__)
+                await _json(send_wrapper, 503, error, info.request_id)
         finally:
             access_log.info(
                 "%s %s %s %.1fms request_id=%s",
@@ -122,11 +143,18 @@ class RequestContextMiddleware:
 
 
 async def _too_large(send: Send) -> None:
-    body = b'{"error":"payload_too_large"}'
+    await _send_body(send, 413, b'{"error":"payload_too_large"}')
+
+
+async def _json(send: Send, status: int, error: str, request_id: str) -> None:
+    await _send_body(send, status, orjson.dumps({"error": error, "request_id": request_id}))
+
+
+async def _send_body(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
