@@ -162,32 +162,44 @@ class Scheduler:
             lease.resumed,
             error,
         )
-        await asyncio.to_thread(
-            self.leases.release,
-            lease,
-            now=self._now(),
-            outcome=outcome,
-            counts=result.counts,
-            error=error,
-        )
+        try:
+            await asyncio.to_thread(
+                self.leases.release,
+                lease,
+                now=self._now(),
+                outcome=outcome,
+                counts=result.counts,
+                error=error,
+            )
+        finally:  # a database gone with the run: the lease runs out, the run is still recorded
+            await self._record(lease, result, actor, correlation, ctx.batches)
+        return result
+
+    async def _record(
+        self,
+        lease: Lease,
+        result: RunResult,
+        actor: Actor | None,
+        correlation: Correlation | None,
+        batches: int,
+    ) -> None:
         await self.deps.trail.emit(
             ev.job_run(
-                outcome=Outcome.SUCCESS if outcome == "success" else Outcome.FAILURE,
-                reason=error,
+                outcome=Outcome.SUCCESS if result.outcome == "success" else Outcome.FAILURE,
+                reason=result.error,
                 actor=actor or Actor(ActorType.SYSTEM),
                 target=Target("job", lease.job),
                 correlation=correlation,
                 job=lease.job,
-                trigger=trigger,
+                trigger=result.trigger,
                 counts=orjson.dumps(result.counts, option=orjson.OPT_SORT_KEYS).decode(),
-                duration_ms=duration,
+                duration_ms=result.duration_ms,
                 run_id=lease.run_id,
-                error=error,
+                error=result.error,
                 resumed=lease.resumed,
-                batches=ctx.batches,
+                batches=batches,
             )
         )
-        return result
 
     async def tick(self) -> list[RunResult]:
         """Run every enabled job whose current slot has not run yet (on any instance)."""
