@@ -108,6 +108,14 @@ def test_routes_are_classified_by_prefix() -> None:
     assert classify("/static/app.css", DEFAULT_ROUTES) is None
 
 
+def test_the_audit_read_api_counts_as_admin() -> None:
+    """The auditor's API (API keys guessed there, the verifier run over the whole store)
+    is limited per address like the rest of the administration API."""
+    assert classify("/audit/verify", DEFAULT_ROUTES) is RouteGroup.ADMIN
+    assert classify("/audit/events", DEFAULT_ROUTES) is RouteGroup.ADMIN
+    assert classify("/auditx", DEFAULT_ROUTES) is None
+
+
 def test_service_token_routes_are_classified() -> None:
     """The token service's routes fall into token minting and validation groups."""
     assert classify("/tokens", DEFAULT_ROUTES) is RouteGroup.TOKEN_MINT

@@ -29,6 +29,7 @@ DEFAULT_ROUTES: tuple[tuple[str, RouteGroup], ...] = (
     ("/oauth/token", RouteGroup.TOKEN_MINT),
     ("/api/admin", RouteGroup.ADMIN),
     ("/admin", RouteGroup.ADMIN),
+    ("/audit", RouteGroup.ADMIN),  # the auditor's API: same keys, same callers
 )
 
 
