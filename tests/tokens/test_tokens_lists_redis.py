@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 from conftest import need
 from kroonika.db import make_engine
@@ -68,3 +72,65 @@ def test_cidr_and_single_ip(tmp_path: Path) -> None:
     assert not lists.check(ListSubject(ip="198.51.100.7")).allowed
     assert lists.check(ListSubject(ip="198.51.100.8")).allowed
     engine.dispose()
+
+
+def _redis_server(binary: str, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            redis.Redis(host="127.0.0.1", port=port).ping()
+            return proc
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+
+
+def _agree(lists: AccessLists, who: ListSubject) -> bool:
+    deadline = time.monotonic() + 5
+    while lists.check(who).allowed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not lists.check(who).allowed
+
+
+@pytest.mark.redis
+def test_redis_going_away_and_back(tmp_path: Path) -> None:
+    """Redis stopped: a list change still succeeds (the others reload after max_age_s);
+    Redis back on its address: changes reach the other instance again, no restart."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    proc = _redis_server(binary, port)
+    engine = make_engine(str(tmp_path / "k.db"))
+    create_tables(engine)
+    a = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
+    b = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
+    a.invalidation = RedisInvalidation(url, a.invalidate)
+    b.invalidation = RedisInvalidation(url, b.invalidate)
+    try:
+        time.sleep(0.3)  # let both subscriptions become active
+        proc.terminate()
+        proc.wait(20)
+        time.sleep(0.3)  # the subscribers notice
+        a.add("deny", "client", "c1", reason="during", created_by="t")
+        proc = _redis_server(binary, port)
+        assert _agree(b, ListSubject(client="c1"))  # the outage dropped b's snapshot
+        time.sleep(1.5)  # b's subscriber reconnects
+        a.add("deny", "client", "c2", reason="after", created_by="t")
+        assert _agree(b, ListSubject(client="c2"))
+    finally:
+        a.close()
+        b.close()
+        engine.dispose()
+        proc.terminate()
+        proc.wait(20)

@@ -13,6 +13,7 @@ This store fails closed: a snapshot that cannot be loaded raises.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import secrets
 import threading
 import time
@@ -34,6 +35,7 @@ LISTS: tuple[ListName, ...] = ("allow", "deny")
 CHANNEL = "kroonika:access_lists"
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+log = logging.getLogger("kroonika.tokens.lists")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,23 +86,56 @@ class Invalidation(Protocol):
 
 
 class RedisInvalidation:
-    """Redis pub/sub: ``publish`` after a change; every subscriber drops its cache."""
+    """Redis pub/sub: ``publish`` after a change; every subscriber drops its cache.
 
-    def __init__(self, url: str, on_change: Callable[[], None], *, channel: str = CHANNEL):
+    Redis going away fails open: a change is still made (publishing it is logged as
+    failed; the other instances reload within ``max_age_s``), and the subscriber drops
+    the cache (it may miss changes), keeps retrying every ``retry_s`` and subscribes again
+    once Redis is back."""
+
+    def __init__(
+        self,
+        url: str,
+        on_change: Callable[[], None],
+        *,
+        channel: str = CHANNEL,
+        retry_s: float = 1.0,
+    ):
         import redis
 
         self._channel = channel
+        self._error = redis.RedisError
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._down = threading.Event()
 
         def handler(_message: Any) -> None:
+            if self._down.is_set():
+                self._down.clear()
+                log.warning("access list notices: Redis is back")
             on_change()
 
+        def lost(exc: BaseException, _pubsub: Any, _thread: Any) -> None:
+            if not isinstance(exc, redis.RedisError):
+                raise exc
+            if not self._down.is_set():
+                self._down.set()
+                log.warning("access list notices: Redis unreachable (%s)", type(exc).__name__)
+            on_change()
+            time.sleep(retry_s)
+
         self._pubsub.subscribe(**{channel: handler})
-        self._thread = self._pubsub.run_in_thread(sleep_time=0.05, daemon=True)
+        self._thread = self._pubsub.run_in_thread(
+            sleep_time=0.05, daemon=True, exception_handler=lost
+        )
 
     def publish(self) -> None:
-        self._redis.publish(self._channel, b"changed")
+        try:
+            self._redis.publish(self._channel, b"changed")
+        except self._error as exc:
+            log.warning(
+                "access list change not published, Redis unreachable (%s)", type(exc).__name__
+            )
 
     def close(self) -> None:
         self._thread.stop()
