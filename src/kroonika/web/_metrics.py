@@ -4,7 +4,8 @@ Access: with ``KROONIKA_METRICS_TOKEN`` set, a scraper sends ``Authorization: Be
 <token>`` (compared in constant time); without a token only a client connected from a
 loopback address is served (the direct peer, never a forwarded header), so a service
 exposed through a proxy does not publish its metrics by accident. ``KROONIKA_METRICS_ENABLED
-=false`` removes the route. Metrics carry sink and stream names and counts only."""
+=false`` removes the route. Metrics carry sink and stream names and counts only, and the
+rate limiter's counters (its fail-open count among them)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from kroonika.ratelimit import RateLimiter
 from kroonika.shipping import LogShipping
 from kroonika.web._services import Services
 
@@ -30,7 +32,22 @@ def _loopback(host: str | None) -> bool:
         return False
 
 
-def _router(shipping: LogShipping, token: bytes | None) -> APIRouter:
+def _limiter_metrics(limiter: RateLimiter) -> str:
+    """The limiter's counters; ``storage_errors`` counts checks that failed open because
+    the storage (Redis) could not be reached."""
+    lines = [
+        "# HELP kroonika_ratelimit_total Rate limiter counters of this instance"
+        " (storage_errors: checks that failed open, the storage unreachable).",
+        "# TYPE kroonika_ratelimit_total counter",
+    ]
+    lines += [
+        f'kroonika_ratelimit_total{{counter="{name}"}} {value}'
+        for name, value in sorted(limiter.counts.items())
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _router(shipping: LogShipping, token: bytes | None, limiter: RateLimiter | None) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/metrics", response_model=None)
@@ -47,7 +64,10 @@ def _router(shipping: LogShipping, token: bytes | None) -> APIRouter:
                 )
         elif not _loopback(request.client.host if request.client else None):
             return JSONResponse({"error": "forbidden"}, status_code=403)
-        return PlainTextResponse(await shipping.prometheus(), media_type=CONTENT_TYPE)
+        text = await shipping.prometheus()
+        if limiter is not None:
+            text += _limiter_metrics(limiter)
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     return router
 
@@ -66,7 +86,8 @@ def install_log_shipping(app: FastAPI, services: Services) -> LogShipping:
             from kroonika.settings import SettingsError
 
             raise SettingsError("KROONIKA_METRICS_TOKEN must be at least 16 characters")
-        app.include_router(_router(shipping, token))
+        limiter = getattr(app.state, "rate_limiter", None)
+        app.include_router(_router(shipping, token, limiter))
     return shipping
 
 
