@@ -124,3 +124,27 @@ async def test_return_to_outside_allow_list_is_refused(client: httpx.AsyncClient
     for bad in ("https://evil.example/", "//evil.example/", "/\\evil"):
         r = await client.get("/auth/login", params={"return_to": bad}, follow_redirects=False)
         assert r.status_code == 400
+
+
+@pytest.mark.asyncio
+async def test_a_crash_is_500_with_the_request_id_and_no_detail(tmp_path: Path) -> None:
+    """An unhandled exception answers 500 ``internal_error`` with the request id in the
+    body and the header and the security headers, never the exception's text."""
+    settings = Settings(var_dir=tmp_path / "var", audit_strict=True, cookie_secure=False)
+    app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_tara)))
+
+    async def boom() -> None:
+        raise RuntimeError("detail with a secret s3cr3t-value")
+
+    app.add_api_route("/boom", boom)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as c,
+    ):
+        r = await c.get("/boom", headers={"x-request-id": "crash-12345678"})
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal_error", "request_id": "crash-12345678"}
+    assert r.headers["x-request-id"] == "crash-12345678"
+    assert r.headers["cache-control"] == "no-store"
+    assert "s3cr3t" not in r.text
