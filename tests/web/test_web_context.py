@@ -14,6 +14,7 @@ from jwt.algorithms import RSAAlgorithm
 from kroonika.settings import Settings
 from kroonika.web import TrustedProxies, create_app
 from kroonika.web._context import request_id_from, trace_id_from
+from kroonika.web._metrics import _loopback
 
 
 def _tara(request: httpx.Request) -> httpx.Response:
@@ -79,6 +80,19 @@ def test_forwarded_for_only_through_trusted_proxies() -> None:
     assert proxies.client_ip("10.0.0.1", "198.51.100.1, 10.0.0.2") == "198.51.100.1"
     assert proxies.client_ip("10.0.0.1", "6.6.6.6, 198.51.100.1") == "198.51.100.1"
     assert TrustedProxies([]).client_ip("10.0.0.1", "1.2.3.4") == "10.0.0.1"
+
+
+def test_ipv4_mapped_addresses_are_ipv4() -> None:
+    """Behind a listener bound to ``::`` an IPv4 proxy shows as ``::ffff:10.0.0.1``: it is
+    still trusted (else every client shares the proxy's address and its rate limits), and
+    a mapped client address is given as IPv4."""
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    assert proxies.client_ip("::ffff:10.0.0.1", "198.51.100.1") == "198.51.100.1"
+    assert proxies.client_ip("10.0.0.1", "::ffff:198.51.100.1") == "198.51.100.1"
+    assert proxies.client_ip("10.0.0.1", "198.51.100.1, ::ffff:10.0.0.2") == "198.51.100.1"
+    assert TrustedProxies([]).client_ip("::ffff:203.0.113.9", None) == "203.0.113.9"
+    assert TrustedProxies([]).client_ip("2001:db8::1", None) == "2001:db8::1"
+    assert _loopback("::ffff:127.0.0.1")  # a local scraper may read /metrics
 
 
 @pytest.mark.asyncio

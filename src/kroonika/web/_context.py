@@ -49,6 +49,18 @@ def new_trace_id() -> str:
     return secrets.token_hex(16)
 
 
+def plain_ip(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (``::ffff:192.0.2.1``: how a socket bound to ``::``
+    shows an IPv4 peer) as the IPv4 address, so that trusted proxies, rate-limit keys and
+    audit sources see one address whatever the listener; anything else unchanged."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+    return str(mapped) if mapped is not None else ip
+
+
 class TrustedProxies:
     """Client address resolution: ``X-Forwarded-For`` counts only through trusted proxies."""
 
@@ -57,7 +69,7 @@ class TrustedProxies:
 
     def trusted(self, ip: str) -> bool:
         try:
-            addr = ipaddress.ip_address(ip)
+            addr = ipaddress.ip_address(plain_ip(ip))
         except ValueError:
             return False
         return any(addr in n for n in self.networks)
@@ -65,11 +77,12 @@ class TrustedProxies:
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """Walk ``X-Forwarded-For`` from the right while the hop is a trusted proxy; the first
         untrusted address is the client."""
-        if peer is None or not self.networks or not self.trusted(peer):
+        if peer is None:
+            return None
+        peer = plain_ip(peer)
+        if not self.networks or not self.trusted(peer) or not forwarded_for:
             return peer
-        if not forwarded_for:
-            return peer
-        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        hops = [plain_ip(h.strip()) for h in forwarded_for.split(",") if h.strip()]
         candidate = peer
         for hop in reversed(hops):
             try:

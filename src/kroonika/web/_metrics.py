@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from kroonika.ratelimit import RateLimiter
 from kroonika.shipping import LogShipping
+from kroonika.web._context import plain_ip
 from kroonika.web._services import Services
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -27,7 +28,7 @@ def _loopback(host: str | None) -> bool:
     if not host:
         return False
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(plain_ip(host)).is_loopback
     except ValueError:
         return False
 
