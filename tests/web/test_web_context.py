@@ -141,9 +141,12 @@ async def test_return_to_outside_allow_list_is_refused(client: httpx.AsyncClient
 
 
 @pytest.mark.asyncio
-async def test_a_crash_is_500_with_the_request_id_and_no_detail(tmp_path: Path) -> None:
+async def test_a_crash_is_500_with_the_request_id_and_no_detail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """An unhandled exception answers 500 ``internal_error`` with the request id in the
-    body and the header and the security headers, never the exception's text."""
+    body and the header and the security headers, never the exception's text; the log
+    has one line with the request id and the traceback."""
     settings = Settings(var_dir=tmp_path / "var", audit_strict=True, cookie_secure=False)
     app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_tara)))
 
@@ -151,7 +154,7 @@ async def test_a_crash_is_500_with_the_request_id_and_no_detail(tmp_path: Path) 
         raise RuntimeError("detail with a secret s3cr3t-value")
 
     app.add_api_route("/boom", boom)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://t") as c,
@@ -162,3 +165,6 @@ async def test_a_crash_is_500_with_the_request_id_and_no_detail(tmp_path: Path) 
     assert r.headers["x-request-id"] == "crash-12345678"
     assert r.headers["cache-control"] == "no-store"
     assert "s3cr3t" not in r.text
+    (line,) = [rec for rec in caplog.records if rec.getMessage().startswith("unhandled")]
+    assert line.getMessage() == "unhandled RuntimeError request_id=crash-12345678"
+    assert line.exc_info is not None

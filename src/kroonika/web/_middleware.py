@@ -125,9 +125,15 @@ class RequestContextMiddleware:
                 if response_started:
                     raise
                 error = next((code for kind, code in self.outages if isinstance(exc, kind)), None)
-                if error is None:  # a bug: answer with the request id, let the server log it
+                if error is None:  # a bug: the traceback goes to the log, never the answer
+                    log.error(
+                        "unhandled %s request_id=%s",
+                        type(exc).__name__,
+                        info.request_id,
+                        exc_info=exc,
+                    )
                     await _json(send_wrapper, 500, "internal_error", info.request_id)
-                    raise
+                    return
                 log.error("%s, request refused: %s", error, type(exc).__name__)
                 await _json(send_wrapper, 503, error, info.request_id)
         finally:
