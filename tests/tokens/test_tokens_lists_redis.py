@@ -134,3 +134,34 @@ def test_redis_going_away_and_back(tmp_path: Path) -> None:
         engine.dispose()
         proc.terminate()
         proc.wait(20)
+
+
+@pytest.mark.redis
+def test_redis_away_at_start(tmp_path: Path) -> None:
+    """Redis not there when the lists start: they start anyway, and once Redis comes up
+    changes reach the other instance, without a restart."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    engine = make_engine(str(tmp_path / "k.db"))
+    create_tables(engine)
+    a = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
+    b = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
+    a.invalidation = RedisInvalidation(url, a.invalidate)
+    b.invalidation = RedisInvalidation(url, b.invalidate)
+    proc = _redis_server(binary, port)
+    try:
+        time.sleep(2.5)  # b's subscriber retries every second
+        assert b.check(ListSubject(client="c1")).allowed  # b holds a snapshot
+        a.add("deny", "client", "c1", reason="after start", created_by="t")
+        assert _agree(b, ListSubject(client="c1"))
+    finally:
+        a.close()
+        b.close()
+        engine.dispose()
+        proc.terminate()
+        proc.wait(20)

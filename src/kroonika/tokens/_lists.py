@@ -88,10 +88,10 @@ class Invalidation(Protocol):
 class RedisInvalidation:
     """Redis pub/sub: ``publish`` after a change; every subscriber drops its cache.
 
-    Redis going away fails open: a change is still made (publishing it is logged as
-    failed; the other instances reload within ``max_age_s``), and the subscriber drops
-    the cache (it may miss changes), keeps retrying every ``retry_s`` and subscribes again
-    once Redis is back."""
+    Redis away fails open: a change is still made (publishing it is logged as failed; the
+    other instances reload within ``max_age_s``), and the subscriber drops the cache (it
+    may miss changes), retries every ``retry_s`` and subscribes again once Redis is back,
+    also when Redis was already away when the service started."""
 
     def __init__(
         self,
@@ -104,30 +104,59 @@ class RedisInvalidation:
         import redis
 
         self._channel = channel
+        self._on_change = on_change
+        self._retry_s = retry_s
         self._error = redis.RedisError
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._down = threading.Event()
+        self._closed = threading.Event()
+        self._thread: Any = None
+        try:
+            self._listen()
+        except redis.RedisError as exc:
+            self._went_down(exc)
+            threading.Thread(
+                target=self._listen_later, name="kroonika-list-notices", daemon=True
+            ).start()
 
-        def handler(_message: Any) -> None:
-            if self._down.is_set():
-                self._down.clear()
-                log.warning("access list notices: Redis is back")
-            on_change()
-
-        def lost(exc: BaseException, _pubsub: Any, _thread: Any) -> None:
-            if not isinstance(exc, redis.RedisError):
-                raise exc
-            if not self._down.is_set():
-                self._down.set()
-                log.warning("access list notices: Redis unreachable (%s)", type(exc).__name__)
-            on_change()
-            time.sleep(retry_s)
-
-        self._pubsub.subscribe(**{channel: handler})
+    def _listen(self) -> None:
+        self._pubsub.subscribe(**{self._channel: self._message})
         self._thread = self._pubsub.run_in_thread(
-            sleep_time=0.05, daemon=True, exception_handler=lost
+            sleep_time=0.05, daemon=True, exception_handler=self._lost
         )
+
+    def _listen_later(self) -> None:
+        while not self._closed.wait(self._retry_s):
+            try:
+                self._listen()
+            except self._error:
+                continue
+            self._back()
+            if self._closed.is_set():
+                self._thread.stop()
+            return
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self._down.is_set():
+            self._down.set()
+            log.warning("access list notices: Redis unreachable (%s)", type(exc).__name__)
+        self._on_change()
+
+    def _back(self) -> None:
+        if self._down.is_set():
+            self._down.clear()
+            log.warning("access list notices: Redis is back")
+        self._on_change()
+
+    def _message(self, _message: Any) -> None:
+        self._back()
+
+    def _lost(self, exc: BaseException, _pubsub: Any, _thread: Any) -> None:
+        if not isinstance(exc, self._error):
+            raise exc
+        self._went_down(exc)
+        self._closed.wait(self._retry_s)
 
     def publish(self) -> None:
         try:
@@ -138,8 +167,10 @@ class RedisInvalidation:
             )
 
     def close(self) -> None:
-        self._thread.stop()
-        self._thread.join(timeout=2)
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread.join(timeout=2)
         self._pubsub.close()
         self._redis.close()
 
