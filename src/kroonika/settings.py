@@ -31,7 +31,7 @@ class AuditSinkSettings(BaseModel):
     better, ``secret_file`` and is never logged. Unknown keys are refused by the builder
     (naming the key, never echoing its value)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
 
     kind: Literal[
         "syslog_tcp",
@@ -72,7 +72,11 @@ class AuditSinkSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KROONIKA_", extra="ignore")
+    # A refused value is never quoted in the error: it may be a secret given in the
+    # wrong shape (the error names the setting).
+    model_config = SettingsConfigDict(
+        env_prefix="KROONIKA_", extra="ignore", hide_input_in_errors=True
+    )
 
     env: Literal["development", "production"] = "development"
     var_dir: Path = Path("var")
