@@ -204,6 +204,14 @@ class Settings(BaseSettings):
     audit_archive_dir: Path | None = None
     audit_partitions_ahead: int = Field(3, ge=1, le=36)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        # what both the rate limiter (limits) and the list notices (redis-py) accept
+        if v is not None and not v.startswith(("redis://", "rediss://")):
+            raise ValueError("redis_url must be a redis:// or rediss:// URL")
+        return v
+
     @field_validator("pseudonym_kid")
     @classmethod
     def _kid(cls, v: str) -> str:
