@@ -37,3 +37,24 @@ def test_a_login_and_a_rate_limited_request_are_refused(
         after = stack.call("GET", "/admin/sessions")
         assert after.status_code == 200
         assert stack.events(types=("admin.request",), correlation=after.headers["x-request-id"])
+
+
+@pytest.mark.postgres
+def test_sessions_ended_while_the_trail_is_down_are_ended_again_later(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """The sessions job cannot record the endings: it leaves the lapsed sessions for the
+    next run, which ends them with their session.terminate and revokes their tokens
+    (instead of ending them silently and leaving their tokens active)."""
+    with admin_stack(tmp_path, overrides={"audit_store_url": fresh_postgres_url}) as stack:
+        with stack.stack.browser() as b:
+            assert b.get(stack.url + "/auth/login").status_code == 200
+        stack.stack.clock.advance(stack.stack.settings.session_idle_s + 60)
+        with refusing_connections(fresh_postgres_url):
+            _assert_refused(stack.call("POST", "/admin/jobs/sessions/run"))
+        again = stack.call("POST", "/admin/jobs/sessions/run")
+        assert again.json()["counts"] == {"sessions_idle": 1, "tokens_revoked": 1}
+        (ended,) = stack.events(types=("session.terminate",))
+        assert ended["reason"] == "idle"
+        (token,) = stack.call("GET", "/admin/tokens").json()["tokens"]
+        assert token["state"] == "revoked"

@@ -38,7 +38,7 @@ from kroonika.audit import (
     Target,
 )
 from kroonika.audit import events as ev
-from kroonika.db.sessions import login_flow
+from kroonika.db.sessions import login_flow, session
 from kroonika.db.tokens import access_list, tokens
 from kroonika.sessions import EndReason, SessionManager, SessionRecord
 
@@ -122,6 +122,21 @@ def _unclaim(engine: Engine, rows: list[Any]) -> None:
                 update(login_flow)
                 .where(login_flow.c.flow_id == row.flow_id, login_flow.c.status == "failed")
                 .values(status=row.status)
+            )
+
+
+def _reopen(engine: Engine, ended: list[tuple[SessionRecord, str]], now: int) -> None:
+    """Undo the ending of lapsed sessions whose events the trail refused."""
+    with engine.begin() as conn:
+        for record, why in ended:
+            conn.execute(
+                update(session)
+                .where(
+                    session.c.ref == record.ref,
+                    session.c.ended_at == now,
+                    session.c.end_reason == why,
+                )
+                .values(ended_at=None, end_reason=None)
             )
 
 
@@ -246,9 +261,15 @@ async def sessions(deps: JobDeps, ctx: JobContext) -> None:
             ended += [(r, reason.value) for r in group if r.ref in done]
         seen.update(r.ref for r in lapsed)  # ended meanwhile by a request: not ours to count
         if ended:
-            await deps.trail.emit_many(
-                [_terminate_event(deps.sessions, r, why, ctx.request_id) for r, why in ended]
-            )
+            try:
+                await deps.trail.emit_many(
+                    [_terminate_event(deps.sessions, r, why, ctx.request_id) for r, why in ended]
+                )
+            except AuditUnavailable:
+                # Lapsed sessions cannot be used either way; reopened, the next run ends
+                # them with their events and revokes their tokens.
+                await asyncio.to_thread(_reopen, deps.engine, ended, now)
+                raise
         with_tokens = await asyncio.to_thread(
             _ids,
             deps.engine,
