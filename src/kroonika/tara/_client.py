@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
+from jwt.exceptions import InvalidKeyError
 from pydantic import SecretStr
 
 from kroonika.tara._errors import (
@@ -131,11 +132,19 @@ def parse_jwks(doc: object) -> dict[str, RSAPublicKey]:
             continue
         try:
             key = RSAAlgorithm.from_jwk(json.dumps(jwk))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, InvalidKeyError):
             continue
         if isinstance(key, RSAPublicKey):
             out[str(jwk["kid"])] = key
     return out
+
+
+def _json_body(resp: httpx.Response) -> Any:
+    """The body as JSON, or None when it is not JSON (or nested too deep to parse)."""
+    try:
+        return resp.json()
+    except (ValueError, RecursionError):
+        return None
 
 
 class TaraClient:
@@ -166,10 +175,10 @@ class TaraClient:
             raise IdpUnavailable(f"GET {url} failed: {type(exc).__name__}") from None
         if resp.status_code != 200:
             raise IdpUnavailable(f"GET {url} answered {resp.status_code}")
-        try:
-            return resp.json()
-        except ValueError:
-            raise IdpUnavailable(f"GET {url} did not answer JSON") from None
+        body = _json_body(resp)
+        if body is None:
+            raise IdpUnavailable(f"GET {url} did not answer JSON")
+        return body
 
     async def discovery(self) -> Discovery:
         if self._discovery is not None:
@@ -258,10 +267,7 @@ class TaraClient:
             raise IdpUnavailable(f"token request failed: {type(exc).__name__}") from None
         if resp.status_code >= 500:
             raise IdpUnavailable(f"token endpoint answered {resp.status_code}")
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
+        body = _json_body(resp)
         if resp.status_code != 200 or not isinstance(body, dict):
             error = body.get("error") if isinstance(body, dict) else None
             raise CodeExchangeFailed(

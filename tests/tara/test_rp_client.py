@@ -1,0 +1,106 @@
+"""The relying party's network side against a TARA that answers garbage (injected transport)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from kroonika.tara import (
+    CodeExchangeFailed,
+    IdpUnavailable,
+    TaraClient,
+    TaraClientConfig,
+    parse_jwks,
+)
+
+pytestmark = pytest.mark.asyncio
+
+ISSUER = "https://tara.mock.test"
+DEEP_JSON = b"[" * 100_000
+
+
+@functools.cache
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _good_jwk(kid: str = "good") -> dict[str, Any]:
+    jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(_key().public_key()))
+    return {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
+
+
+def _discovery() -> dict[str, str]:
+    return {
+        "issuer": ISSUER,
+        "authorization_endpoint": ISSUER + "/oidc/authorize",
+        "token_endpoint": ISSUER + "/oidc/token",
+        "jwks_uri": ISSUER + "/oidc/jwks",
+    }
+
+
+def _client(
+    *, jwks: Callable[[], httpx.Response], token: Callable[[], httpx.Response]
+) -> TaraClient:
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=_discovery())
+        if path == "/oidc/jwks":
+            return jwks()
+        if path == "/oidc/token":
+            return token()
+        return httpx.Response(404)
+
+    config = TaraClientConfig(
+        issuer=ISSUER,
+        client_id="rp",
+        client_secret=SecretStr("rp-secret-0123456789"),
+        redirect_uri="https://rp.example/auth/callback",
+    )
+    return TaraClient(config, httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+
+
+def _unused() -> httpx.Response:
+    raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"kty": "RSA", "kid": "no-modulus", "e": "AQAB"},
+        {"kty": "RSA", "kid": "bad-modulus", "n": "!!!", "e": "AQAB"},
+        {"kty": "RSA", "kid": "number-modulus", "n": 12, "e": "AQAB"},
+    ],
+)
+async def test_a_broken_key_in_the_set_is_skipped_not_fatal(broken: dict[str, Any]) -> None:
+    """One unusable RSA key in TARA's JWKS is skipped; the good ones are still used."""
+    client = _client(
+        jwks=lambda: httpx.Response(200, json={"keys": [broken, _good_jwk()]}),
+        token=_unused,
+    )
+    assert set(await client.jwks.keys()) == {"good"}
+    assert set(parse_jwks({"keys": [broken]})) == set()
+
+
+async def test_deeply_nested_jwks_is_idp_unavailable() -> None:
+    """A JWKS answer nested too deep to parse is TARA being unavailable, not a crash."""
+    client = _client(jwks=lambda: httpx.Response(200, content=DEEP_JSON), token=_unused)
+    with pytest.raises(IdpUnavailable):
+        await client.jwks.keys()
+
+
+@pytest.mark.parametrize("status", [200, 400])
+async def test_deeply_nested_token_response_is_refused(status: int) -> None:
+    """A token response nested too deep to parse is a failed code exchange, not a crash."""
+    client = _client(jwks=_unused, token=lambda: httpx.Response(status, content=DEEP_JSON))
+    with pytest.raises(CodeExchangeFailed) as caught:
+        await client.exchange_code("code-0123")
+    assert caught.value.status == status
