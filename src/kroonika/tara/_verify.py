@@ -36,8 +36,9 @@ def acr_rank(acr: str) -> int:
 
 
 def digest(value: str) -> str:
-    """Hex SHA-256 of a secret value (state, nonce), for storage and comparison."""
-    return sha256(value.encode()).hexdigest()
+    """Hex SHA-256 of a secret value (state, nonce), for storage and comparison. Any string
+    has a digest: a lone surrogate (JSON allows ``"\\ud800"``) must not crash the check."""
+    return sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,12 @@ def verify_id_token(
     if (
         state is not None
         and expect.state is not None
-        and (not isinstance(state, str) or not hmac.compare_digest(state, expect.state))
+        and (
+            not isinstance(state, str)
+            or not hmac.compare_digest(
+                state.encode("utf-8", "surrogatepass"), expect.state.encode()
+            )
+        )
     ):
         raise IdTokenInvalid("state_mismatch", "the state claim differs from this flow")
 
