@@ -51,6 +51,33 @@ def test_extend_without_csrf_token_is_refused(stack: Stack) -> None:
     assert stack.events(types=("session.extend",)) == []
 
 
+@pytest.mark.parametrize(
+    ("path", "request_kw"),
+    [
+        ("/auth/session/extend", {"headers": [(b"x-csrf-token", b"\xe9t\xe9")]}),
+        (
+            "/auth/logout",
+            {
+                "content": b"csrf_token=%C3%A4",
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
+        ),
+    ],
+)
+def test_non_ascii_csrf_token_is_refused_not_a_crash(
+    stack: Stack, path: str, request_kw: dict[str, Any]
+) -> None:
+    """A CSRF token with non-ASCII characters (header or form) is a 403 and a violation."""
+    b, _ = _logged_in(stack)
+    with closing(b):
+        r = b.post(stack.service + path, **request_kw)
+        assert (r.status_code, r.json()["error"]) == (403, "csrf_failed")
+        assert b.get(stack.service + "/auth/session").status_code == 200
+    refused = stack.events(types=("security.policy_violation",))
+    assert [e["reason"] for e in refused] == ["csrf_failed"]
+    assert stack.events(types=("session.extend", "auth.logout")) == []
+
+
 def test_idle_session_is_ended_with_an_event_when_found(stack: Stack) -> None:
     """After the idle timeout the next request finds the session, ends it (idle) and 401s."""
     b, _ = _logged_in(stack)

@@ -103,7 +103,11 @@ class Services:
         return mac.hexdigest()
 
     def csrf_ok(self, session_secret: str, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(self.csrf_token(session_secret), given)
+        # Bytes, not str: compare_digest raises TypeError on a non-ASCII str, and the header
+        # or form value is whatever the client sent.
+        return given is not None and hmac.compare_digest(
+            self.csrf_token(session_secret).encode(), given.encode("utf-8", "surrogatepass")
+        )
 
 
 def get_services(request: Request) -> Services:
