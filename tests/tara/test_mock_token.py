@@ -346,6 +346,18 @@ async def test_bad_client_credentials_are_invalid_client(
     assert response.headers["www-authenticate"].startswith("Basic")
 
 
+async def test_non_ascii_basic_credentials_are_invalid_client(client: httpx.AsyncClient) -> None:
+    """Basic credentials that are not even ASCII give 401 invalid_client, not a 500."""
+    data = {"grant_type": "authorization_code", "code": await _code(client)}
+    response = await client.post(
+        "/oidc/token",
+        data={**data, "redirect_uri": REDIRECT_URI},
+        headers=[(b"authorization", b"Basic \xc4\xc4")],
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
 async def test_basic_client_may_not_use_client_secret_post(client: httpx.AsyncClient) -> None:
     """A client registered for client_secret_basic is refused with client_secret_post."""
     response = await _token(
@@ -708,6 +720,19 @@ async def test_control_api_wants_json(client: httpx.AsyncClient) -> None:
         "/mock/config", content=b"[1]", headers={"content-type": "application/json"}
     )
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/mock/config", "/mock/rotate"])
+async def test_control_api_refuses_json_nested_too_deep(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """A body nested deeper than the JSON parser can go is a 400, not a 500."""
+    before = (await client.get("/mock/config")).json()
+    response = await client.post(
+        path, content=b"[" * 100_000, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert (await client.get("/mock/config")).json() == before
 
 
 async def test_control_token_guards_the_control_api() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import logging
 import re
@@ -525,7 +524,7 @@ def _basic_credentials(header: str) -> tuple[str, str]:
         raise _TokenError("invalid_client", "unsupported Authorization scheme", 401)
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error (not base64), non-ASCII text, UnicodeDecodeError
         raise _TokenError("invalid_client", "malformed Basic credentials", 401) from None
     client_id, colon, secret = decoded.partition(":")
     if not colon:
@@ -674,7 +673,7 @@ async def _json_object(request: Request) -> dict[str, Any] | Response:
         return {}
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can parse
         return JSONResponse({"error": "the body is not JSON"}, status_code=400)
     if not isinstance(body, dict):
         return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
