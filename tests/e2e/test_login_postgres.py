@@ -24,3 +24,16 @@ def test_login_and_logout_with_postgres(tmp_path: Path, fresh_postgres_url: str)
         assert login["outcome"] == "success"
         assert steps == SUCCESS_STEPS
         assert stack.events(types=("session.terminate",))[0]["reason"] == "logout"
+
+
+@pytest.mark.postgres
+def test_session_ref_with_nul_is_not_found(tmp_path: Path, fresh_postgres_url: str) -> None:
+    """A session ref no session can have (PostgreSQL refuses NUL in text) is a 404, not a 500."""
+    with running_stack(tmp_path, database_url=fresh_postgres_url) as stack, stack.browser() as b:
+        assert b.get(stack.service + "/auth/login").status_code == 200
+        s = b.get(stack.service + "/auth/session").json()
+        r = b.delete(
+            stack.service + "/auth/sessions/a%00b", headers={"x-csrf-token": s["csrf_token"]}
+        )
+        assert (r.status_code, r.json()["error"]) == (404, "session_not_found")
+        assert b.get(stack.service + "/auth/session").status_code == 200

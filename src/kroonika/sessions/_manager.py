@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import secrets
 
 from kroonika.audit import (
@@ -33,6 +34,9 @@ from kroonika.sessions._model import (
     SessionRecord,
 )
 from kroonika.sessions._store import SessionStore
+
+_REF = re.compile(r"[A-Za-z0-9_-]{1,32}")
+"""What a session ref can look like (``secrets.token_urlsafe``); anything else is no session."""
 
 
 def secret_digest(secret: str) -> str:
@@ -203,7 +207,7 @@ class SessionManager:
         return live
 
     async def by_ref(self, ref: str) -> SessionRecord | None:
-        if not ref or len(ref) > 32:
+        if not _REF.fullmatch(ref):  # PostgreSQL refuses NUL; no session has such a ref
             return None
         return await asyncio.to_thread(self.store.by_ref, ref)
 
