@@ -180,3 +180,17 @@ def test_concurrent_session_cap_ends_the_oldest(stack: Stack) -> None:
             b.close()
     ends = _terminations(stack)
     assert [e["reason"] for e in ends] == ["limit"]
+
+
+def test_session_ended_by_the_cap_has_its_tokens_revoked(stack: Stack) -> None:
+    """The session the cap ends loses its session access token, like any other ending."""
+    browsers = []
+    for _ in range(4):
+        stack.clock.advance(1)
+        browsers.append(_logged_in(stack))
+    for b, _ in browsers:
+        b.close()
+    (ended,) = _terminations(stack)
+    revoked = stack.events(types=("token.revoke",))
+    assert [(e["details"]["why"], e["details"]["count"]) for e in revoked] == [("session_limit", 1)]
+    assert revoked[0]["correlation"]["session_ref"] == ended["correlation"]["session_ref"]

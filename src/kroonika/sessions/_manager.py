@@ -125,13 +125,15 @@ class SessionManager:
         except AuditUnavailable:
             await asyncio.to_thread(self.store.end, [record.ref], now, "audit_unavailable")
             raise
+        ended: list[SessionRecord] = []
         if self.policy.max_per_person:
             active = await asyncio.to_thread(self.store.active_for, record.subject)
             excess = len(active) - self.policy.max_per_person
             oldest = [s for s in active if s.ref != record.ref][: max(excess, 0)]
             for old in oldest:
-                await self.end(old, EndReason.LIMIT, ctx, ended_by="system")
-        return NewSession(secret=secret, record=record)
+                if await self.end(old, EndReason.LIMIT, ctx, ended_by="system"):
+                    ended.append(old)
+        return NewSession(secret=secret, record=record, ended=tuple(ended))
 
     async def current(self, secret: str | None, ctx: RequestContext) -> SessionRecord | None:
         """The live session for a cookie value; a lapsed one is ended (with its event)."""

@@ -96,10 +96,13 @@ class SessionRecord:
 
 @dataclass(frozen=True, slots=True)
 class NewSession:
-    """A created session; ``secret`` goes into the cookie and nowhere else."""
+    """A created session; ``secret`` goes into the cookie and nowhere else. ``ended`` are the
+    person's older sessions the cap ended to make room (their tokens are the caller's to
+    revoke)."""
 
     secret: str
     record: SessionRecord
+    ended: tuple[SessionRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -525,6 +525,8 @@ async def _complete(
     )
     await attempt.succeed(services.sessions.session_ref(new.record))
     await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.SESSION_CREATED)
+    if new.ended:
+        await _ended(request, services, list(new.ended), EndReason.LIMIT.value)
 
     response = RedirectResponse(flow.return_to, status_code=302)
     set_session_cookie(response, services, new.secret)
