@@ -194,3 +194,33 @@ def test_session_ended_by_the_cap_has_its_tokens_revoked(stack: Stack) -> None:
     revoked = stack.events(types=("token.revoke",))
     assert [(e["details"]["why"], e["details"]["count"]) for e in revoked] == [("session_limit", 1)]
     assert revoked[0]["correlation"]["session_ref"] == ended["correlation"]["session_ref"]
+
+
+def test_login_again_in_the_same_browser_supersedes_its_session(stack: Stack) -> None:
+    """A new login over a live session cookie ends that session (superseded) and its tokens:
+    the browser can no longer reach it, so nothing should keep it alive."""
+    b, first = _logged_in(stack, "38001085718")
+    with closing(b):
+        stack.clock.advance(1)
+        assert b.get(stack.service + "/auth/login").status_code == 200
+        second = b.get(stack.service + "/auth/session").json()
+        assert second["id"] != first["id"]
+        live = b.get(stack.service + "/auth/sessions").json()["sessions"]
+        assert [s["id"] for s in live] == [second["id"]]
+    (ended,) = _terminations(stack)
+    assert (ended["reason"], ended["details"]["ended_by"]) == ("superseded", "system")
+    revoked = stack.events(types=("token.revoke",))
+    assert [e["details"]["why"] for e in revoked] == ["session_superseded"]
+    assert revoked[0]["correlation"]["session_ref"] == ended["correlation"]["session_ref"]
+
+
+def test_failed_login_keeps_the_session_it_would_have_superseded(stack: Stack) -> None:
+    """Only a successful login supersedes: a cancelled one leaves the live session alone."""
+    b, first = _logged_in(stack)
+    with closing(b):
+        start = b.get(stack.service + "/auth/login", follow_redirects=False)
+        cancel = httpx.URL(start.headers["location"]).copy_merge_params({"autologin": "cancel"})
+        back = httpx.get(str(cancel), timeout=10)
+        assert b.get(back.headers["location"]).json()["reason"] == "user_cancel"
+        assert b.get(stack.service + "/auth/session").json()["id"] == first["id"]
+    assert _terminations(stack) == []

@@ -527,6 +527,7 @@ async def _complete(
     await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.SESSION_CREATED)
     if new.ended:
         await _ended(request, services, list(new.ended), EndReason.LIMIT.value)
+    await _supersede(request, services, attempt.ctx, keep=new.record)
 
     response = RedirectResponse(flow.return_to, status_code=302)
     set_session_cookie(response, services, new.secret)
@@ -534,6 +535,20 @@ async def _complete(
     for hook in services.post_login:
         await hook(request, response, new.record, verified)
     return response
+
+
+async def _supersede(
+    request: Request, services: Services, ctx: RequestContext, *, keep: SessionRecord
+) -> None:
+    """The browser's previous session, if still live, ends (``superseded``) with its tokens:
+    the new cookie replaces its cookie, so nothing could reach or end it any more."""
+    previous = await services.sessions.current(
+        request.cookies.get(services.cookies.session_name), ctx
+    )
+    if previous is None or previous.ref == keep.ref:
+        return
+    if await services.sessions.end(previous, EndReason.SUPERSEDED, ctx, ended_by="system"):
+        await _ended(request, services, [previous], EndReason.SUPERSEDED.value)
 
 
 def set_session_cookie(response: Response, services: Services, secret: str) -> None:
