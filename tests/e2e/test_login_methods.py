@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from login_harness import SUCCESS_STEPS, Stack, running_stack
 
+from kroonika.audit import SqlAuditStore, SqlSubjectKeys
+from kroonika.audit.privacy import reveal
+
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
@@ -55,3 +58,27 @@ def test_login_with_each_method_creates_a_session(
     assert len(creates) == 1
     assert creates[0]["correlation"]["session_ref"] == login["correlation"]["session_ref"]
     assert session["id"] not in creates[0]["correlation"]["session_ref"]
+
+
+def test_login_event_carries_the_names_encrypted_and_unchanged(stack: Stack) -> None:
+    """Who logged in (personal code and TARA's names, ’ Ä Ž Š included) is in the auth.login
+    event's encrypted pii exactly as TARA sent it, and nowhere in the clear."""
+    with stack.browser(autologin="60001019906") as browser:
+        landed = browser.get(stack.service + "/auth/login")
+        assert landed.status_code == 200
+    login, _ = stack.login_events(landed.history[-1].headers["x-request-id"])
+    store = SqlAuditStore(stack.settings.resolved_audit_store_url(), read_only=True)
+    try:
+        keys = SqlSubjectKeys(store, stack.settings.secret_bytes("master_key"))
+        personal = reveal(login["pii"], login["id"], keys)
+    finally:
+        store.close()
+    assert personal is not None
+    assert (personal["given_name"], personal["family_name"]) == (
+        "MARY ÄNN",
+        "O’CONNEŽ-ŠUSLIK TESTNUMBER",
+    )
+    assert personal["personal_code"] == "EE60001019906"
+    clear = b"\n".join(stack.raw_events()).decode()
+    assert "CONNE" not in clear
+    assert "60001019906" not in clear

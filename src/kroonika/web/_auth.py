@@ -29,6 +29,7 @@ from kroonika.audit import (
     AuditEvent,
     Correlation,
     Outcome,
+    PersonalData,
     Source,
     Target,
     ThreatMatch,
@@ -363,10 +364,23 @@ class _Attempt:
         )
 
     async def succeed(self, session_ref: str) -> None:
+        """The last transition and the successful ``auth.login``, which records what TARA
+        said about the person (encrypted into ``pii`` by the trail)."""
+        who = self.identity
+        personal = (
+            PersonalData(
+                given_name=who.given_name,
+                family_name=who.family_name,
+                email=who.email,
+                phone=who.phone_number,
+            )
+            if who is not None
+            else None
+        )
         await self.services.audit.trail.emit_many(
             [
                 self.transition(FlowStatus.SESSION_CREATED),
-                self._login(Outcome.SUCCESS, None, session_ref=session_ref),
+                self._login(Outcome.SUCCESS, None, session_ref=session_ref, personal=personal),
             ]
         )
 
