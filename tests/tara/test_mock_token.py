@@ -471,6 +471,18 @@ async def test_bad_token_request_is_refused(
     assert response.json()["error"] == error
 
 
+async def test_oversized_token_request_is_an_oauth_error(client: httpx.AsyncClient) -> None:
+    """A form field over the parser's limit is a JSON invalid_request, as any bad request."""
+    code = await _code(client)
+    response = await client.post(
+        "/oidc/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": "x" * 1_100_000},
+        headers=_basic(),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
 async def test_token_request_must_be_form_encoded(client: httpx.AsyncClient) -> None:
     """A JSON body is invalid_request."""
     code = await _code(client)

@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus, urlencode, urlsplit
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -580,7 +581,10 @@ async def _token(server: MockServer, request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise _TokenError("invalid_request", "the body must be application/x-www-form-urlencoded")
-    form = await request.form()
+    try:
+        form = await request.form()
+    except HTTPException:  # Starlette's form parser refusing the body (a field over its limit)
+        raise _TokenError("invalid_request", "the form body cannot be parsed") from None
     client = _authenticate_client(server, request, form)
     if not client.accepts_token_request_from(request.client.host if request.client else None):
         raise _TokenError("unauthorized_client", "token request from an unregistered address")
