@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 from kroonika.tara import (
     CodeExchangeFailed,
     IdpUnavailable,
+    JwksCache,
     TaraClient,
     TaraClientConfig,
     parse_jwks,
@@ -104,3 +106,24 @@ async def test_deeply_nested_token_response_is_refused(status: int) -> None:
     with pytest.raises(CodeExchangeFailed) as caught:
         await client.exchange_code("code-0123")
     assert caught.value.status == status
+
+
+async def test_concurrent_logins_share_one_jwks_refresh() -> None:
+    """Many callbacks finding the key set stale at once cause one fetch, not one each."""
+    fetches = 0
+
+    async def fetch() -> dict[str, Any]:
+        nonlocal fetches
+        fetches += 1
+        await asyncio.sleep(0.05)
+        return {"keys": [_good_jwk()]}
+
+    now = [0.0]
+    cache = JwksCache(fetch, ttl=60, cooldown=10, clock=lambda: now[0])
+    await asyncio.gather(*(cache.keys() for _ in range(20)))
+    assert fetches == 1
+    now[0] = 61.0
+    await asyncio.gather(*(cache.keys() for _ in range(20)))
+    assert fetches == 2
+    await asyncio.gather(*(cache.refetch_for(f"kid-{i}") for i in range(5)))
+    assert fetches == 3

@@ -98,7 +98,7 @@ class JwksCache:
     async def keys(self) -> Mapping[str, RSAPublicKey]:
         now = self._clock()
         if self._fetched_at is None or now - self._fetched_at > self._ttl:
-            await self._refresh()
+            await self._refresh(seen=self.fetches)
         return self._keys
 
     async def refetch_for(self, kid: str) -> bool:
@@ -110,11 +110,16 @@ class JwksCache:
         self._misses[kid] = now
         if len(self._misses) > 1000:
             self._misses.clear()
-        await self._refresh()
+        await self._refresh(seen=self.fetches)
         return True
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, seen: int) -> None:
+        """Fetch the set, unless another caller did while this one waited for the lock
+        (``seen`` is the fetch count when this caller found the set wanting): one fetch
+        per stampede."""
         async with self._lock:
+            if self.fetches != seen:
+                return
             doc = await self._fetch()
             self.fetches += 1
             self._keys = parse_jwks(doc)
