@@ -10,6 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from login_harness import SUCCESS_STEPS, Stack, running_stack
+from sqlalchemy.exc import OperationalError
+
+from kroonika.web import Services
 
 STARTED = [("none", "started"), ("started", "redirected")]
 RECEIVED = [*STARTED, ("redirected", "callback_received")]
@@ -193,3 +196,27 @@ def test_key_rotation_during_a_flow(stack: Stack) -> None:
     assert steps == SUCCESS_STEPS
     assert stack.services.tara.jwks.fetches == fetches + 1
     assert rotated["signing_kid"] in rotated["kids"]
+
+
+def test_crash_after_the_state_was_used_still_ends_the_attempt(tmp_path: Path) -> None:
+    """The database failing while the session is stored (after the state was used, so no
+    job will ever see the flow again) is a 500, and the attempt still gets its failed
+    auth.login and transition."""
+
+    def configure(services: Services) -> None:
+        def gone(*_: object) -> None:
+            raise OperationalError("INSERT INTO session", {}, ConnectionError("server closed"))
+
+        services.sessions.store.add = gone  # type: ignore[method-assign]
+
+    with running_stack(tmp_path, configure=configure) as stack, stack.browser() as b:
+        r = b.get(stack.service + "/auth/login")
+        assert (r.status_code, r.json()["error"]) == (500, "internal_error")
+        (login,) = stack.events(types=("auth.login",))
+        assert (login["outcome"], login["reason"]) == ("failure", "internal_error")
+        transitions = stack.events(
+            types=("auth.flow.transition",), correlation=login["correlation"]["flow_id"]
+        )
+        assert [(t["details"]["from_state"], t["details"]["to_state"]) for t in transitions][
+            -2:
+        ] == [("code_exchanged", "id_token_verified"), ("id_token_verified", "failed")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -27,6 +28,7 @@ from kroonika.audit import (
     Actor,
     ActorType,
     AuditEvent,
+    AuditUnavailable,
     Correlation,
     Outcome,
     PersonalData,
@@ -420,6 +422,15 @@ async def callback(request: Request, services: ServicesDep) -> Response:
         if consumed:
             _clear_flow_cookie(response, services)
         return response
+    except Exception as exc:
+        # A crash (a bug, the database gone) still concludes the attempt with its one
+        # failed auth.login, since a used flow is never looked at again; the error itself
+        # goes on to the 500 handler unchanged.
+        if not attempt.finished:
+            log.error("login crashed: %s flow_id=%s", type(exc).__name__, attempt.flow_id)
+            with contextlib.suppress(AuditUnavailable):
+                await attempt.fail("internal_error")
+        raise
 
 
 def _clear_flow_cookie(response: Response, services: Services) -> None:
