@@ -19,7 +19,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -81,9 +81,14 @@ def safe_return_to(value: str | None, allowed: list[str]) -> str | None:
         return None
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
+        # Origin by origin, not by string prefix: "https://app.example" must not admit
+        # "https://app.example.evil.example/" or "https://app.example@evil.example/".
         return (
             value
-            if any(a.startswith(("http://", "https://")) and value.startswith(a) for a in allowed)
+            if any(
+                a.startswith(("http://", "https://")) and _within(parts, urlsplit(a))
+                for a in allowed
+            )
             else None
         )
     if not value.startswith("/") or value.startswith("//"):
@@ -92,6 +97,15 @@ def safe_return_to(value: str | None, allowed: list[str]) -> str | None:
         value
         if any(not a.startswith(("http://", "https://")) and value.startswith(a) for a in allowed)
         else None
+    )
+
+
+def _within(target: SplitResult, allowed: SplitResult) -> bool:
+    """Same scheme, same host and port (no user info), and under the allowed path."""
+    return (
+        target.scheme.lower() == allowed.scheme.lower()
+        and target.netloc.lower() == allowed.netloc.lower()
+        and (target.path or "/").startswith(allowed.path or "/")
     )
 
 
