@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 
 from kroonika.tara import (
     CodeExchangeFailed,
+    Discovery,
     IdpUnavailable,
     JwksCache,
     TaraClient,
@@ -127,3 +129,43 @@ async def test_concurrent_logins_share_one_jwks_refresh() -> None:
     assert fetches == 2
     await asyncio.gather(*(cache.refetch_for(f"kid-{i}") for i in range(5)))
     assert fetches == 3
+
+
+async def test_a_token_endpoint_that_trickles_is_cut_off_at_the_timeout() -> None:
+    """A TARA that sends its answer a byte at a time (each within httpx's per-read timeout)
+    is cut off at the configured timeout overall, not after however long it drips."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+        writer.write(b"content-length: 40\r\n\r\n")
+        try:
+            for _ in range(40):
+                await writer.drain()
+                await asyncio.sleep(0.2)
+                writer.write(b" ")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = TaraClientConfig(
+        issuer=ISSUER,
+        client_id="rp",
+        client_secret=SecretStr("rp-secret-0123456789"),
+        redirect_uri="https://rp.example/auth/callback",
+        timeout_s=1.0,
+    )
+    async with server, httpx.AsyncClient() as http:
+        client = TaraClient(config, http)
+        client._discovery = Discovery(
+            issuer=ISSUER,
+            authorization_endpoint=ISSUER + "/oidc/authorize",
+            token_endpoint=f"http://127.0.0.1:{port}/oidc/token",
+            jwks_uri=ISSUER + "/oidc/jwks",
+        )
+        started = time.monotonic()
+        with pytest.raises(IdpUnavailable):
+            await client.exchange_code("code-0123")
+        assert time.monotonic() - started < 2.5

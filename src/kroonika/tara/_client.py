@@ -173,11 +173,21 @@ class TaraClient:
             clock=clock,
         )
 
-    async def _get_json(self, url: str) -> Any:
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request to TARA, cut off at ``timeout_s`` in all: httpx's timeout applies to
+        each read, so a TARA that trickles its answer would otherwise hold the login."""
         try:
-            resp = await self._http.get(url, timeout=self.config.timeout_s)
+            async with asyncio.timeout(self.config.timeout_s):
+                return await self._http.request(
+                    method, url, timeout=self.config.timeout_s, **kwargs
+                )
+        except TimeoutError:
+            raise IdpUnavailable(f"{method} {url} took longer than the timeout") from None
         except httpx.HTTPError as exc:
-            raise IdpUnavailable(f"GET {url} failed: {type(exc).__name__}") from None
+            raise IdpUnavailable(f"{method} {url} failed: {type(exc).__name__}") from None
+
+    async def _get_json(self, url: str) -> Any:
+        resp = await self._send("GET", url)
         if resp.status_code != 200:
             raise IdpUnavailable(f"GET {url} answered {resp.status_code}")
         body = _json_body(resp)
@@ -257,19 +267,16 @@ class TaraClient:
             self.config.client_secret.get_secret_value(), safe=""
         )
         auth = "Basic " + base64.b64encode(creds.encode()).decode()
-        try:
-            resp = await self._http.post(
-                disc.token_endpoint,
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": self.config.redirect_uri,
-                },
-                headers={"Authorization": auth, "Accept": "application/json"},
-                timeout=self.config.timeout_s,
-            )
-        except httpx.HTTPError as exc:
-            raise IdpUnavailable(f"token request failed: {type(exc).__name__}") from None
+        resp = await self._send(
+            "POST",
+            disc.token_endpoint,
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": self.config.redirect_uri,
+            },
+            headers={"Authorization": auth, "Accept": "application/json"},
+        )
         if resp.status_code >= 500:
             raise IdpUnavailable(f"token endpoint answered {resp.status_code}")
         body = _json_body(resp)
