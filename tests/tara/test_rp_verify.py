@@ -145,3 +145,13 @@ def test_none_algorithm_is_refused() -> None:
     with pytest.raises(IdTokenInvalid) as exc:
         _verify(unsigned)
     assert exc.value.reason == "id_token.alg"
+
+
+def test_missing_acr_is_refused_not_assumed() -> None:
+    """A token without acr fails closed (TARA always sends it); it is not taken as substantial."""
+    claims = jwt.decode(_token(), options={"verify_signature": False})
+    del claims["acr"]
+    token = jwt.encode(claims, _key(), algorithm="RS256", headers={"kid": "k1"})
+    with pytest.raises(IdTokenInvalid) as exc:
+        _verify(token, acr_minimum="low")
+    assert exc.value.reason == "id_token.missing_claim"

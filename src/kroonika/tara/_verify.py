@@ -177,7 +177,9 @@ def verify_id_token(
 
     # From here the token is authentic and for this flow: a refusal names the person.
     sub = claims.get("sub") if isinstance(claims.get("sub"), str) else None
-    acr = claims.get("acr", "substantial")
+    acr = claims.get("acr")
+    if acr is None:  # TARA always sends it: never assume a level of assurance
+        raise IdTokenInvalid("missing_claim", "acr is missing")
     if acr not in ACR_ORDER:
         raise IdTokenInvalid("acr_invalid", "acr is not low, substantial or high", actual=acr)
     if acr_rank(acr) < acr_rank(expect.acr_minimum):
