@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,26 @@ def test_failed_login_keeps_the_session_it_would_have_superseded(stack: Stack) -
         assert b.get(back.headers["location"]).json()["reason"] == "user_cancel"
         assert b.get(stack.service + "/auth/session").json()["id"] == first["id"]
     assert _terminations(stack) == []
+
+
+def test_concurrent_logouts_of_one_session_are_audited_once(stack: Stack) -> None:
+    """Eight logouts racing on one session: one ends it and is audited, the rest are 401
+    and add no auth.logout or token.revoke of their own."""
+    rounds = 3
+    for _ in range(rounds):
+        b, s = _logged_in(stack)
+        with closing(b):
+            cookies = dict(b.cookies)
+
+        def logout(_: int, cookies: dict[str, str] = cookies, csrf: str = s["csrf_token"]) -> int:
+            with httpx.Client(cookies=cookies, timeout=20) as c:
+                r = c.post(stack.service + "/auth/logout", headers={"x-csrf-token": csrf})
+                return r.status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            codes = sorted(pool.map(logout, range(8)))
+        assert codes.count(200) == 1, codes
+        assert set(codes) == {200, 401}
+    assert len(stack.events(types=("auth.logout",))) == rounds
+    assert len(_terminations(stack)) == rounds
+    assert [e["details"]["count"] for e in stack.events(types=("token.revoke",))] == [1] * rounds

@@ -738,7 +738,8 @@ async def end_one(ref: str, request: Request, services: ServicesDep) -> Response
     target = await services.sessions.by_ref(ref)
     if target is None or target.subject != cur.record.subject or not target.active:
         return _error(404, "session_not_found", request)
-    await services.sessions.end(target, EndReason.USER, cur.ctx, ended_by="user")
+    if not await services.sessions.end(target, EndReason.USER, cur.ctx, ended_by="user"):
+        return _error(404, "session_not_found", request)  # ended meanwhile, and audited then
     await _ended(request, services, [target], EndReason.USER.value)
     response = JSONResponse({"ended": 1, "current_ended": target.ref == cur.record.ref})
     if target.ref == cur.record.ref:
@@ -770,7 +771,9 @@ async def logout(request: Request, services: ServicesDep) -> Response:
     if cur is None:
         return refusal  # type: ignore[return-value]
     record = cur.record
-    await services.sessions.end(record, EndReason.LOGOUT, cur.ctx, ended_by="user")
+    if not await services.sessions.end(record, EndReason.LOGOUT, cur.ctx, ended_by="user"):
+        # Another request ended it meanwhile (a racing logout): that one was audited.
+        return _unauthenticated(request, services)
     ref = services.sessions.session_ref(record)
     await services.audit.trail.emit(
         ev.auth_logout(
