@@ -248,3 +248,26 @@ def test_concurrent_logouts_of_one_session_are_audited_once(stack: Stack) -> Non
     assert len(stack.events(types=("auth.logout",))) == rounds
     assert len(_terminations(stack)) == rounds
     assert [e["details"]["count"] for e in stack.events(types=("token.revoke",))] == [1] * rounds
+
+
+def test_concurrent_logins_under_the_cap_never_end_every_session(tmp_path: Path) -> None:
+    """Six simultaneous logins of one person with a cap of one never end all six sessions
+    (each used to end the others, newer ones included); the next login restores the cap."""
+    overrides = {"session_max_per_person": 1, "ratelimit_enabled": False}
+    with running_stack(tmp_path, settings_overrides=overrides) as stack:
+
+        def login(_: int) -> int:
+            with stack.browser() as b:
+                return b.get(stack.service + "/auth/login").status_code
+
+        def live() -> int:
+            return len(stack.services.sessions.store.active_for("EE38001085718"))
+
+        for _ in range(3):
+            stack.clock.advance(1)
+            with ThreadPoolExecutor(6) as pool:
+                assert set(pool.map(login, range(6))) == {200}
+            assert live() >= 1
+            stack.clock.advance(1)
+            assert login(0) == 200
+            assert live() == 1

@@ -119,6 +119,15 @@ class SessionManager:
             idle_expires_at=min(now + self.policy.idle_s, now + self.policy.absolute_s),
             absolute_expires_at=now + self.policy.absolute_s,
         )
+        # The cap counts the sessions that existed before this one was stored, and ends only
+        # those: two logins racing each other then never end each other (nor themselves),
+        # so at least the newest survives; a race may leave one session over the cap until
+        # the next login.
+        earlier = (
+            await asyncio.to_thread(self.store.active_for, record.subject)
+            if self.policy.max_per_person
+            else []
+        )
         await asyncio.to_thread(self.store.add, record, secret_digest(secret))
         try:
             await self.trail.emit(self._lifecycle(events.session_create, record, ctx))
@@ -126,13 +135,10 @@ class SessionManager:
             await asyncio.to_thread(self.store.end, [record.ref], now, "audit_unavailable")
             raise
         ended: list[SessionRecord] = []
-        if self.policy.max_per_person:
-            active = await asyncio.to_thread(self.store.active_for, record.subject)
-            excess = len(active) - self.policy.max_per_person
-            oldest = [s for s in active if s.ref != record.ref][: max(excess, 0)]
-            for old in oldest:
-                if await self.end(old, EndReason.LIMIT, ctx, ended_by="system"):
-                    ended.append(old)
+        excess = len(earlier) + 1 - self.policy.max_per_person
+        for old in earlier[: max(excess, 0)] if self.policy.max_per_person else []:
+            if await self.end(old, EndReason.LIMIT, ctx, ended_by="system"):
+                ended.append(old)
         return NewSession(secret=secret, record=record, ended=tuple(ended))
 
     async def current(self, secret: str | None, ctx: RequestContext) -> SessionRecord | None:
