@@ -37,3 +37,22 @@ def test_session_ref_with_nul_is_not_found(tmp_path: Path, fresh_postgres_url: s
         )
         assert (r.status_code, r.json()["error"]) == (404, "session_not_found")
         assert b.get(stack.service + "/auth/session").status_code == 200
+
+
+@pytest.mark.postgres
+def test_name_longer_than_the_session_column_still_logs_in(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """A name TARA allows that upper-cases past the session table's 256 characters
+    ("ΐ" becomes three) is shortened there, not a 500 that dumps the row into the log."""
+    typed = "ΐ" * 100
+    with (
+        running_stack(tmp_path, database_url=fresh_postgres_url) as stack,
+        stack.browser(autologin_given_name=typed, autologin_family_name="TAMM") as b,
+    ):
+        landed = b.get(stack.service + "/auth/login")
+        assert landed.status_code == 200
+        session = b.get(stack.service + "/auth/session").json()
+        assert (session["given_name"], session["family_name"]) == (typed.upper()[:256], "TAMM")
+        login, _ = stack.login_events(landed.history[-1].headers["x-request-id"])
+        assert login["outcome"] == "success"

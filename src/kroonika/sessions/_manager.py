@@ -39,6 +39,10 @@ _REF = re.compile(r"[A-Za-z0-9_-]{1,32}")
 """What a session ref can look like (``secrets.token_urlsafe``); anything else is no session."""
 
 
+def _cut(value: str | None, length: int) -> str | None:
+    return value[:length] if value is not None else None
+
+
 def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -107,8 +111,10 @@ class SessionManager:
         record = SessionRecord(
             ref=secrets.token_urlsafe(12),
             subject=identity.subject,
-            given_name=identity.given_name,
-            family_name=identity.family_name,
+            # Shown to the citizen only: cut to the columns, as TARA documents no limit
+            # (PostgreSQL refuses a longer value, and the whole login with it).
+            given_name=_cut(identity.given_name, 256),
+            family_name=_cut(identity.family_name, 256),
             method=identity.method,
             acr=identity.acr,
             flow_id=flow_id,
