@@ -49,7 +49,7 @@ def add(
     import orjson
 
     from kroonika.admin import parse_roles
-    from kroonika.admin._roles import normalise_subject
+    from kroonika.admin._roles import checked_subject
     from kroonika.audit import Actor, ActorType, AuditError, Target
     from kroonika.audit import events as ev
     from kroonika.auditing import build_audit
@@ -57,7 +57,7 @@ def add(
 
     try:
         (parsed,) = parse_roles([role])
-        subject = normalise_subject(personal_code)
+        subject = checked_subject(personal_code)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
@@ -92,11 +92,17 @@ def add(
 
 @admins_app.command("list")
 def list_() -> None:
-    """Role holders."""
+    """Role holders, one per line; characters a terminal would act on are shown escaped
+    (rows written before subjects were checked can hold them)."""
+    from kroonika.audit.formats._text import escape_unprintable
+
+    def shown(value: str) -> str:
+        return escape_unprintable(value, lambda ch: ascii(ch)[1:-1])
+
     store, engine = _roles_store()
     try:
         for subject, role, by, _ in store.holders():
-            typer.echo(f"{subject}\t{role}\t{by}")
+            typer.echo("\t".join(shown(v) for v in (subject, role, by)))
     finally:
         engine.dispose()
 

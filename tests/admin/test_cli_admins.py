@@ -101,3 +101,37 @@ def test_every_cli_writer_records_its_stop(var: Path) -> None:
     stops = {e["stream"] for e in _events(var, "audit.log.stop")}
     assert len(starts) == 2
     assert starts == stops
+
+
+@pytest.mark.parametrize("code", ["", "\x1b[2J\x1b]0;owned\x07EE1", "EE3800108571\u202e8"])
+def test_a_subject_with_terminal_codes_or_nothing_is_a_usage_error(var: Path, code: str) -> None:
+    """Nothing, escape sequences or bidi controls are refused before anything is granted."""
+    done = CliRunner().invoke(app, ["admins", "add", code, "-j", "INC-9 first admin"])
+    assert done.exit_code == 2
+    assert "subject" in done.output
+    assert "\x1b" not in done.output
+    assert not (var / "audit.db").exists() or _events(var, "config.change") == []
+
+
+def test_the_list_shows_stored_control_characters_escaped(var: Path) -> None:
+    """A row written before subjects were checked cannot drive the operator's terminal."""
+    from sqlalchemy import insert
+
+    from kroonika.db import make_engine
+    from kroonika.db.admin import admin_role
+    from kroonika.db.migrate import upgrade
+
+    engine = make_engine(Settings(var_dir=var).resolved_database_url())
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(admin_role).values(
+                subject="\x1b]0;owned\x07EVIL\u202e", role="admin", granted_by="x", granted_at=1
+            )
+        )
+    engine.dispose()
+    listed = CliRunner().invoke(app, ["admins", "list"])
+    assert listed.exit_code == 0
+    assert "\x1b" not in listed.output
+    assert "\u202e" not in listed.output
+    assert "\\x1b]0;owned\\x07EVIL\\u202e\tadmin\tx" in listed.output

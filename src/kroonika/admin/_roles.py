@@ -48,6 +48,22 @@ def normalise_subject(subject: str) -> str:
     return "EE" + value if value.isdigit() and len(value) == 11 else value
 
 
+def checked_subject(subject: str) -> str:
+    """:func:`normalise_subject` of a subject that is about to be stored: one word of 3..80
+    printable characters (no spaces, terminal codes, bidi or invisible characters, which
+    would hide or forge what ``kroonika admins list`` and the API show)."""
+    value = normalise_subject(subject)
+    if not 3 <= len(value) <= 80 or not value.isprintable() or " " in value:
+        raise ValueError("a subject is 3..80 printable characters without spaces")
+    return value
+
+
+def _role(role: str) -> str:
+    """The one canonical role name (``" Admin "`` is ``admin``), or ``ValueError``."""
+    (value,) = parse_roles([role])
+    return value
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -153,12 +169,12 @@ class RoleStore:
 
     def grant(self, subject: str, role: str, *, by: str) -> bool:
         """Give ``subject`` the role; False if it already had it."""
-        parse_roles([role])
+        subject, role = checked_subject(subject), _role(role)
         try:
             with self.engine.begin() as conn:
                 conn.execute(
                     insert(admin_role).values(
-                        subject=normalise_subject(subject),
+                        subject=subject,
                         role=role,
                         granted_by=by,
                         granted_at=self._now(),
@@ -172,7 +188,8 @@ class RoleStore:
         with self.engine.begin() as conn:
             result = conn.execute(
                 delete(admin_role).where(
-                    admin_role.c.subject == normalise_subject(subject), admin_role.c.role == role
+                    admin_role.c.subject == normalise_subject(subject),
+                    admin_role.c.role == _role(role),
                 )
             )
         return result.rowcount == 1
@@ -190,14 +207,14 @@ class RoleStore:
     def request(
         self, subject: str, role: str, action: str, *, by: str, by_subject: str | None, why: str
     ) -> RoleRequest:
-        parse_roles([role])
+        subject, role = checked_subject(subject), _role(role)
         if action not in ("grant", "revoke"):
             raise ValueError("action is grant or revoke")
-        if by_subject is not None and normalise_subject(by_subject) == normalise_subject(subject):
+        if by_subject is not None and normalise_subject(by_subject) == subject:
             raise RoleChangeRefused("nobody can change their own roles", code="self_grant")
         req = RoleRequest(
             f"rr_{secrets.token_hex(8)}",
-            normalise_subject(subject),
+            subject,
             role,
             action,
             by,
