@@ -48,7 +48,7 @@ def add(
 
     import orjson
 
-    from kroonika.admin import parse_roles
+    from kroonika.admin import JustificationMissing, check_justification, parse_roles
     from kroonika.admin._roles import checked_subject
     from kroonika.audit import Actor, ActorType, AuditError, Target
     from kroonika.audit import events as ev
@@ -62,6 +62,17 @@ def add(
         raise typer.BadParameter(str(exc)) from None
     try:
         settings = load_settings()
+    except (SettingsError, ValueError) as exc:
+        raise _fail(f"the audit trail cannot be opened: {exc}") from None
+    try:  # the same rule as the API's: recorded as plain text, never CR or terminal codes
+        why = check_justification(
+            justification,
+            minimum=settings.admin_justification_min,
+            pattern=settings.admin_ticket_pattern,
+        )
+    except JustificationMissing as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--justification'") from None
+    try:
         comps = build_audit(settings, stream=f"cli-{os.getpid()}-{secrets.token_hex(2)}")
     except (SettingsError, ValueError, AuditError) as exc:
         raise _fail(f"the audit trail cannot be opened: {exc}") from None
@@ -76,7 +87,7 @@ def add(
                 key="admin.roles",
                 before=orjson.dumps(list(before)).decode(),
                 after=orjson.dumps(list(store.roles_of(subject))).decode(),
-                justification=justification,
+                justification=why,
             )
             try:
                 comps.trail.log_start_sync()

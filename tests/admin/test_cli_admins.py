@@ -135,3 +135,14 @@ def test_the_list_shows_stored_control_characters_escaped(var: Path) -> None:
     assert "\x1b" not in listed.output
     assert "\u202e" not in listed.output
     assert "\\x1b]0;owned\\x07EVIL\\u202e\tadmin\tx" in listed.output
+
+
+@pytest.mark.parametrize("why", ["", "   ", "INC-9 forged\r\nline", "INC-9 \x1b[2J wiped"])
+def test_a_justification_that_is_not_plain_text_is_a_usage_error(var: Path, why: str) -> None:
+    """The CLI holds its justification to the API's rule: no grant and no record without
+    one, or with CR or terminal codes in it."""
+    done = CliRunner().invoke(app, ["admins", "add", CODE, "-j", why])
+    assert done.exit_code == 2
+    assert "justification" in done.output
+    assert "\x1b" not in done.output
+    assert not (var / "audit.db").exists() or _events(var, "config.change") == []

@@ -28,11 +28,33 @@ def test_exactly_the_minimum_is_enough() -> None:
     assert check_justification("x" * 10, minimum=10, pattern=None) == "x" * 10
 
 
-@pytest.mark.parametrize("text", ["line one\x00 hidden", "bell \x07 in the text", "x" * 2001])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "line one\x00 hidden",
+        "bell \x07 in the text",
+        "x" * 2001,
+        "x" * 1_000_000,
+        "INC-1 forged\r\nsecond line",
+        "INC-1 8-bit CSI \x9b31m red",
+        "INC-1 approved \u202edesrever",
+        "INC-1 isolate \u2066hidden\u2069",
+        "INC-1 zero\u200bwidth",
+        "INC-1 line\u2028separator",
+        "INC-1 tag \U000e0041 character",
+    ],
+)
 def test_control_characters_and_huge_texts_are_refused(text: str) -> None:
-    """A justification is plain text of at most 2000 characters (no NUL, no terminal codes)."""
+    """A justification is plain text of at most 2000 characters: no NUL, CR, terminal codes
+    (7- or 8-bit), bidi controls, invisible or line-separator characters."""
     with pytest.raises(JustificationMissing):
         check_justification(text, minimum=10, pattern=None)
+
+
+def test_estonian_letters_and_other_scripts_are_plain_text() -> None:
+    """Printable text in any script is kept as written."""
+    text = "INC-7 õigustatud päring, žürii šokk, Привет"
+    assert check_justification(text, minimum=10, pattern=None) == text
 
 
 def test_new_lines_and_tabs_are_plain_text() -> None:

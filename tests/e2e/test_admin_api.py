@@ -144,6 +144,61 @@ def test_justification_in_the_body_is_accepted(stack: AdminStack) -> None:
     assert "198.51.100.9" not in str(req["details"]["params"])
 
 
+@pytest.mark.parametrize(
+    "why", ["INC-1 approved \u202edesrever", "INC-1 8-bit \x9b31m red", "INC-1 zero\u200bwidth"]
+)
+def test_a_justification_with_bidi_or_terminal_codes_is_refused(
+    stack: AdminStack, why: str
+) -> None:
+    """A body justification that would reorder or drive what a reader of the trail sees is
+    refused like a missing one, and nothing of it reaches the trail."""
+    body = {
+        "list": "deny",
+        "kind": "jti",
+        "value": "bidi-why",
+        "reason": "leaked",
+        "justification": why,
+    }
+    r = stack.call("POST", "/admin/lists", why=None, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "justification_required"
+    rid = r.headers["x-request-id"]
+    (violation,) = stack.events(types=("security.policy_violation",), correlation=rid)
+    assert violation["details"]["policy"] == "admin_justification_missing"
+    (req,) = stack.events(types=("admin.request",), correlation=rid)
+    assert "justification" not in req["details"]
+
+
+def test_a_utf8_justification_header_is_recorded_as_written(stack: AdminStack) -> None:
+    """X-Justification in UTF-8 (Estonian letters) is recorded as the client wrote it, on a
+    change and on a read."""
+    why = "INC-77 põhjendus: žürii €"
+    header = {"x-justification": why.encode()}
+    body = {"list": "deny", "kind": "jti", "value": "utf8-why", "reason": "leaked"}
+    for method, path, kw in [
+        ("POST", "/admin/lists", {"json": body}),
+        ("GET", "/admin/lists", {}),
+    ]:
+        r = stack.call(method, path, why=None, headers=header, **kw)
+        assert r.status_code < 300, r.text
+        (req,) = stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+        assert req["details"]["justification"] == why
+
+
+def test_a_read_with_a_justification_that_is_not_plain_text_is_refused(
+    stack: AdminStack,
+) -> None:
+    """The optional justification of a read is recorded only as plain text: bidi controls
+    in it are a 400, and the refused read is still one admin.request."""
+    header = {"x-justification": "INC-1 read \u202ereversed".encode()}
+    r = stack.call("GET", "/admin/lists", why=None, headers=header)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "justification_required"
+    (req,) = stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+    assert req["details"]["status"] == 400
+    assert "justification" not in req["details"]
+
+
 def test_ticket_pattern_is_enforced_once_configured(stack: AdminStack) -> None:
     """With admin.ticket_pattern set, a justification without a ticket id is refused."""
     assert (

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kroonika.admin")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+#: What a justification may hold besides printable characters (people paste ticket text).
+_PLAIN_WHITESPACE = frozenset("\n\t")
 SAFE_PARAMS = frozenset(
     {
         "jti",
@@ -195,10 +196,19 @@ async def authenticate(request: Request, admin: AdminServices) -> Principal:
     raise NotAuthenticated("log in through TARA or send an API key")
 
 
+def _header_text(value: str) -> str:
+    """A header value as the client wrote it: Starlette decodes headers as Latin-1, so UTF-8
+    text ("põhjendus") comes back as mojibake unless it is decoded again."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 async def justification_of(request: Request) -> str | None:
     header = request.headers.get("x-justification")
     if header:
-        return header
+        return _header_text(header)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
@@ -218,7 +228,9 @@ def check_justification(text: str | None, *, minimum: int, pattern: str | None) 
             f"a justification of at least {minimum} characters is required "
             "(X-Justification header or a justification field)"
         )
-    if len(value) > 2000 or _CONTROL.search(value):
+    if len(value) > 2000 or not all(c.isprintable() or c in _PLAIN_WHITESPACE for c in value):
+        # controls (CR, ESC, 8-bit CSI), bidi, invisible and line-separator characters
+        # would forge or hide what the audit trail and its readers show
         raise JustificationMissing("a justification is plain text of at most 2000 characters")
     if pattern and re.search(pattern, value) is None:
         raise JustificationMissing(
@@ -277,8 +289,13 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
                 )
                 raise
         else:
+            # optional on reads, but what is recorded is plain text like any justification
             raw = request.headers.get("x-justification")
-            call.justification = raw.strip()[:2000] if raw and raw.strip() else None
+            call.justification = (
+                check_justification(_header_text(raw), minimum=1, pattern=None)
+                if raw and raw.strip()
+                else None
+            )
         return principal
 
     dependency.__name__ = "require_" + "_".join(roles)
