@@ -43,6 +43,27 @@ def test_csv_bad_lines_are_named_by_line_number() -> None:
     assert errors[5]["error"] == "duplicate of an earlier line"
 
 
+@pytest.mark.parametrize("expires", ["99999999999999999999999", "-1", "253402300800"])
+def test_an_expiry_outside_epoch_seconds_is_a_line_error(expires: str) -> None:
+    """An expiry no database column can hold (or before 1970) is refused on its line."""
+    data = HEADER + f"deny,jti,abc,valid reason,{expires}\n" + "deny,jti,def,valid reason,\n"
+    entry = '{"list": "deny", "kind": "jti", "value": "abc", "reason": "why not", "expires_at": '
+    for doc, fmt, line in [(data, "csv", 2), (f"[{entry}{expires}}}]", "json", 1)]:
+        good, errors = parse_list_import(doc.encode(), fmt)
+        assert [g.line for g in good] == ([3] if fmt == "csv" else [])
+        assert [e["line"] for e in errors] == [line]
+        assert "epoch seconds" in errors[0]["error"]
+
+
+def test_a_csv_field_over_the_csv_module_limit_is_a_line_error() -> None:
+    """A field longer than the csv module reads is an error on its line, not a crash."""
+    data = HEADER + "deny,jti,abc,valid reason,\n" + "deny,jti," + "a" * 200_000 + ",why,\n"
+    good, errors = parse_list_import(data.encode(), "csv")
+    assert [g.line for g in good] == [2]
+    assert errors[0]["line"] == 3
+    assert "CSV" in errors[0]["error"]
+
+
 def test_csv_without_the_required_header_is_refused_as_a_whole() -> None:
     """A header missing a required column is one error on line 1 and no entries."""
     good, errors = parse_list_import(b"list,kind,value\ndeny,ip,1.2.3.4\n", "csv")

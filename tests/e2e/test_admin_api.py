@@ -199,6 +199,68 @@ def test_a_read_with_a_justification_that_is_not_plain_text_is_refused(
     assert "justification" not in req["details"]
 
 
+HUGE = 10**30  # no database integer column holds it
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kw"),
+    [
+        ("GET", "/admin/tokens", {"params": {"issued_after": str(HUGE)}}),
+        ("GET", "/admin/tokens", {"params": {"issued_before": "-1"}}),
+        (
+            "POST",
+            "/admin/lists",
+            {
+                "json": {
+                    "list": "deny",
+                    "kind": "jti",
+                    "value": "z",
+                    "reason": "rt!",
+                    "expires_at": HUGE,
+                }
+            },
+        ),
+        ("PATCH", "/admin/lists/al_none", {"json": {"expires_at": HUGE}}),
+        ("POST", "/admin/clients", {"json": {"name": "svc", "max_ttl_s": HUGE}}),
+        ("POST", "/admin/clients", {"json": {"name": "svc", "rate_limit": "9/minute" * 10}}),
+        ("PATCH", "/admin/clients/none", {"json": {"max_ttl_s": HUGE}}),
+    ],
+)
+def test_numbers_and_texts_beyond_their_columns_are_a_422(
+    stack: AdminStack, method: str, path: str, kw: dict[str, Any]
+) -> None:
+    """Values the database cannot hold are refused by validation (422 naming the field),
+    not by the database (500), and the call is still recorded with its status."""
+    r = stack.call(method, path, **kw)
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"]
+    (req,) = stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+    assert req["details"]["status"] == 422
+
+
+def test_an_import_line_with_an_overflowing_expiry_is_named(stack: AdminStack) -> None:
+    """A CSV line whose expiry no column holds is a line error (422), nothing imported."""
+    data = b"list,kind,value,reason,expires_at\ndeny,jti,huge-exp,valid reason,%d\n" % HUGE
+    r = stack.call("POST", "/admin/lists/import?format=csv", content=data)
+    assert r.status_code == 422, r.text
+    assert [e["line"] for e in r.json()["errors"]] == [2]
+    assert stack.call("GET", "/admin/lists/status", params={"jti": "huge-exp"}).json()["allowed"]
+
+
+def test_a_bulk_item_with_an_empty_subject_is_invalid_not_ok(stack: AdminStack) -> None:
+    """A bulk revoke item naming nothing (or far too much) is counted as invalid."""
+    items = [{"subject": " "}, {"subject": "x" * 5000}, {"jti": ""}, {"jti": "no-such"}]
+    r = stack.call("POST", "/admin/bulk/revoke", json={"items": items})
+    assert r.status_code == 200, r.text
+    assert [i["status"] for i in r.json()["items"]] == [
+        "invalid",
+        "invalid",
+        "invalid",
+        "not_found",
+    ]
+    assert r.json()["summary"] == {"requested": 4, "succeeded": 0, "failed": 4}
+
+
 def test_ticket_pattern_is_enforced_once_configured(stack: AdminStack) -> None:
     """With admin.ticket_pattern set, a justification without a ticket id is refused."""
     assert (

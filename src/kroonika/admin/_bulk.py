@@ -20,6 +20,9 @@ import orjson
 from kroonika.tokens._lists import KINDS, LISTS, normalise
 
 FIELDS = ("list", "kind", "value", "reason", "expires_at")
+#: The last second any expiry may name (9999-12-31T23:59:59Z): every database column and
+#: date library holds it.
+EPOCH_MAX = 253_402_300_799
 
 
 @dataclass
@@ -69,6 +72,8 @@ def _check(line: int, row: dict[str, Any]) -> ListLine:
             expires = int(str(raw_exp))
         except ValueError:
             raise ValueError("expires_at must be epoch seconds") from None
+        if not 0 <= expires <= EPOCH_MAX:
+            raise ValueError(f"expires_at must be epoch seconds in 0..{EPOCH_MAX}")
     return ListLine(line, lst, kind, value, reason, expires)
 
 
@@ -88,7 +93,16 @@ def parse_list_import(data: bytes, fmt: str) -> tuple[list[ListLine], list[dict[
             reader.fieldnames
         ):
             return [], [{"line": 1, "error": f"header must name {', '.join(FIELDS)}"}]
-        rows = [(reader.line_num, row) for row in reader]
+        rows = []
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
+                rows.append((reader.line_num + 1, f"not readable as CSV: {exc}"))
+                continue
+            rows.append((reader.line_num, row))
     elif fmt == "json":
         try:
             doc = orjson.loads(data)
@@ -105,6 +119,9 @@ def parse_list_import(data: bytes, fmt: str) -> tuple[list[ListLine], list[dict[
     errors: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
     for line, row in rows:
+        if isinstance(row, str) and fmt == "csv":
+            errors.append({"line": line, "error": row})
+            continue
         if not isinstance(row, dict):
             errors.append({"line": line, "error": "an object per entry"})
             continue

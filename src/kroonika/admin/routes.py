@@ -23,7 +23,7 @@ from kroonika.admin._auth import (
     require,
     source_of,
 )
-from kroonika.admin._bulk import Outcomes, export_lists, parse_list_import
+from kroonika.admin._bulk import EPOCH_MAX, Outcomes, export_lists, parse_list_import
 from kroonika.admin._config import KEYS
 from kroonika.admin._errors import (
     AdminError,
@@ -43,6 +43,11 @@ from kroonika.security.policy import Policy
 from kroonika.sessions import EndReason, RequestContext
 from kroonika.tokens import AccessListError, ClientError, ListSubject, hash_secret
 from kroonika.tokens import RequestContext as TokenContext
+
+#: Bounds that keep numbers inside their database columns (an overflow is a 500 there):
+#: epoch seconds up to 9999-12-31, and TTLs in a 32-bit INTEGER.
+Epoch = Annotated[int, Field(ge=0, le=EPOCH_MAX)]
+TTL_MAX = 10**9
 
 ADMIN = ("admin",)
 OPS = ("admin", "security")  # incident response may read and end, not configure
@@ -116,8 +121,8 @@ async def search_tokens(
     subject: str | None = None,
     client: str | None = None,
     status: Literal["active", "revoked", "replaced", "expired"] | None = None,
-    issued_after: int | None = None,
-    issued_before: int | None = None,
+    issued_after: Annotated[int | None, Query(ge=0, le=EPOCH_MAX)] = None,
+    issued_before: Annotated[int | None, Query(ge=0, le=EPOCH_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Search token metadata by subject, client, status and issue time (newest first)."""
@@ -307,7 +312,11 @@ async def bulk_revoke(
     comps = _tokens(request)
     outcomes = Outcomes()
     for i, item in enumerate(body.items):
-        if "jti" in item:
+        if "jti" in item and not 1 <= len(item["jti"]) <= 200:
+            outcomes.add(i, "invalid", error="a jti is 1..200 characters")
+        elif "subject" in item and not 3 <= len(item["subject"].strip()) <= 80:
+            outcomes.add(i, "invalid", error="a subject is 3..80 characters")
+        elif "jti" in item:
             n = await comps.service.revoke_jti(
                 item["jti"], by=p.actor(), why=_why(request), ctx=_tctx(request)
             )
@@ -379,7 +388,7 @@ class NewEntry(BaseModel):
     kind: Literal["jti", "subject", "client", "ip"]
     value: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=3, max_length=500)
-    expires_at: int | None = None
+    expires_at: Epoch | None = None
     justification: str | None = None
 
 
@@ -406,7 +415,7 @@ async def add_entry(
 
 class EntryUpdate(BaseModel):
     reason: str | None = Field(None, min_length=3, max_length=500)
-    expires_at: int | None = None
+    expires_at: Epoch | None = None
     clear_expiry: bool = False
     justification: str | None = None
 
@@ -579,8 +588,8 @@ class NewClientBody(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     allowed_audiences: list[str] = Field(default_factory=list)
     allowed_claims: list[str] = Field(default_factory=list)
-    max_ttl_s: int = Field(3600, ge=1)
-    rate_limit: str | None = None
+    max_ttl_s: int = Field(3600, ge=1, le=TTL_MAX)
+    rate_limit: str | None = Field(None, max_length=64)
     justification: str | None = None
 
 
@@ -608,8 +617,8 @@ class ClientUpdate(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=200)
     allowed_audiences: list[str] | None = None
     allowed_claims: list[str] | None = None
-    max_ttl_s: int | None = Field(None, ge=1)
-    rate_limit: str | None = None
+    max_ttl_s: int | None = Field(None, ge=1, le=TTL_MAX)
+    rate_limit: str | None = Field(None, max_length=64)
     disabled: bool | None = None
     justification: str | None = None
 
