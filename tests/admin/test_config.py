@@ -57,6 +57,13 @@ def config(engine: Engine, tmp_path: Path, key: bytes | None = None) -> RuntimeC
         ("log.levels", {"kroonika.web": "LOUD"}),
         ("admin.ticket_pattern", "(unclosed"),
         ("jobs.sessions.cron", "every minute"),
+        ("jobs.sessions.cron", "0 0 31 2 *"),
+        ("jobs.sessions.cron", "* * * * * */5"),
+        ("token.session_audience", ["aud"] * 101),
+        ("token.session_audience", ["\x1b[31maud"]),
+        ("ratelimit.limits", {f"k{i}": "1/minute" for i in range(101)}),
+        ("log.levels", {"kroonikaX\n": "INFO"}),
+        ("log.levels", {"kroonika.web\x1b[2J": "INFO"}),
         ("alerts.webhook_secret", "short"),
         ("no.such.key", 1),
     ],
@@ -149,3 +156,28 @@ def test_sealed_values_are_bound_to_their_key_name() -> None:
 def test_every_secret_key_is_declared_secret() -> None:
     """Keys whose name says secret are marked secret (so they are sealed and masked)."""
     assert [k for k in KEYS if "secret" in k] == [k for k, v in KEYS.items() if v.secret]
+
+
+def test_a_stored_value_that_no_longer_validates_falls_back_to_its_default(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A row written under an older, looser check (a cron that is never due) is ignored
+    on load, so nothing that reads the schedule fails on it."""
+    from sqlalchemy import insert
+
+    with engine.begin() as conn:
+        conn.execute(
+            insert(runtime_config).values(
+                key="jobs.sessions.cron",
+                value='"0 0 31 2 *"',
+                version=1,
+                updated_at=1,
+                updated_by="old",
+            )
+        )
+    cfg = config(engine, tmp_path)
+    cfg.refresh()
+    assert cfg.get("jobs.sessions.cron") == cfg.defaults()["jobs.sessions.cron"]
+    (change,) = cfg.change({"jobs.sessions.cron": "*/5 * * * *"}, by="t")
+    assert change.version == 2
+    assert config(engine, tmp_path).refresh()

@@ -35,6 +35,7 @@ from kroonika.settings import Settings
 
 Check = Callable[[Any], Any]
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOGGER = re.compile(r"kroonika(\.[A-Za-z0-9_]+)*")
 SECRET_MASK = "********"  # noqa: S105 (what a masked secret looks like)
 log = logging.getLogger("kroonika.admin.config")
 
@@ -55,23 +56,31 @@ def _bool(v: Any) -> bool:
 
 
 def _str_list(v: Any) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(x, str) and 0 < len(x) <= 200 for x in v):
-        raise ValueError("a list of strings of 1..200 characters")
+    if (
+        not isinstance(v, list)
+        or len(v) > 100
+        or not all(isinstance(x, str) and 0 < len(x) <= 200 and x.isprintable() for x in v)
+    ):
+        raise ValueError("a list of at most 100 printable strings of 1..200 characters")
     return list(v)
 
 
 def _str_map(v: Any) -> dict[str, str]:
-    if not isinstance(v, dict) or not all(
-        isinstance(k, str) and isinstance(x, str) and len(k) <= 100 and len(x) <= 100
-        for k, x in v.items()
+    if (
+        not isinstance(v, dict)
+        or len(v) > 100
+        or not all(
+            isinstance(k, str) and isinstance(x, str) and len(k) <= 100 and len(x) <= 100
+            for k, x in v.items()
+        )
     ):
-        raise ValueError("an object of strings")
+        raise ValueError("an object of at most 100 strings")
     return dict(v)
 
 
 def _levels(v: Any) -> dict[str, str]:
     out = {k: x.upper() for k, x in _str_map(v).items()}
-    bad = [k for k, x in out.items() if x not in LEVELS or not k.startswith("kroonika")]
+    bad = [k for k, x in out.items() if x not in LEVELS or not _LOGGER.fullmatch(k)]
     if bad:
         raise ValueError(f"kroonika.* loggers with a level of {LEVELS}")
     return out
@@ -98,8 +107,12 @@ def _secret(v: Any) -> str:
 def _cron(v: Any) -> str:
     from croniter import croniter
 
-    if not isinstance(v, str) or not croniter.is_valid(v):
+    if not isinstance(v, str) or len(v.split()) != 5 or not croniter.is_valid(v):
         raise ValueError("a cron expression (5 fields)")
+    try:  # valid but never due ("0 0 31 2 *") breaks every next-run computation
+        croniter(v, 0).get_next(float)
+    except ValueError:
+        raise ValueError("a cron expression that is ever due") from None
     return v
 
 
@@ -367,10 +380,16 @@ class RuntimeConfig:
         out: dict[str, tuple[Any, int]] = {}
         for r in rows:
             try:
-                out[r.key] = (self._decode(r.key, r.value), r.version)
+                value = self._decode(r.key, r.value)
+                if r.key in KEYS:  # stored under an older, looser check
+                    value = KEYS[r.key].check(value)
+                out[r.key] = (value, r.version)
             except (ValueError, ConfigInvalid) as exc:
-                # never the value; the setting falls back to its default
+                # never the value; the setting falls back to its default, and keeps its
+                # version so that the next change updates the row instead of colliding
                 log.error("runtime config %s ignored: %s", r.key, exc)
+                if r.key in KEYS:
+                    out[r.key] = (KEYS[r.key].default(self.settings), r.version)
         return out
 
     def _check_all(self, candidate: Mapping[str, Any]) -> None:
