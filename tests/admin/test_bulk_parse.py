@@ -55,6 +55,17 @@ def test_an_expiry_outside_epoch_seconds_is_a_line_error(expires: str) -> None:
         assert "epoch seconds" in errors[0]["error"]
 
 
+@pytest.mark.parametrize(
+    "line", ["deny,jti,a\x00b,valid reason,", "deny,jti,abc,reason \x1b[2J wiped,"]
+)
+def test_nul_and_terminal_codes_are_a_line_error(line: str) -> None:
+    """A NUL (refused by PostgreSQL) or an escape sequence in a value or reason is refused
+    on its line."""
+    good, errors = parse_list_import((HEADER + line + "\n").encode(), "csv")
+    assert good == []
+    assert errors == [{"line": 2, "error": "value and reason are printable characters only"}]
+
+
 def test_a_csv_field_over_the_csv_module_limit_is_a_line_error() -> None:
     """A field longer than the csv module reads is an error on its line, not a crash."""
     data = HEADER + "deny,jti,abc,valid reason,\n" + "deny,jti," + "a" * 200_000 + ",why,\n"

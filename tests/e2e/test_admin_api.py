@@ -238,6 +238,63 @@ def test_numbers_and_texts_beyond_their_columns_are_a_422(
     assert req["details"]["status"] == 422
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "kw"),
+    [
+        ("GET", "/admin/tokens", {"params": {"subject": "EE3800\x001085718"}}),
+        ("GET", "/admin/sessions", {"params": {"subject": "a\x00b"}}),
+        ("GET", "/audit/events", {"params": {"type": "a\x00b"}}),
+        ("POST", "/admin/tokens/a%00b/revoke", {}),
+        ("DELETE", "/admin/sessions/a%00b", {}),
+        ("DELETE", "/admin/api-keys/a%00b", {}),
+        ("PATCH", "/admin/clients/a%00b", {"json": {"name": "x"}}),
+    ],
+)
+def test_nul_in_a_path_or_query_value_is_a_400(
+    stack: AdminStack, method: str, path: str, kw: dict[str, Any]
+) -> None:
+    """A NUL (a 500 from PostgreSQL) or other control in a path or query value is refused
+    before any query runs: 400 invalid_request, recorded as one admin.request."""
+    role = "auditor" if path.startswith("/audit") else "admin"
+    r = stack.call(method, path, role=role, **kw)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+    (req,) = stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+    assert req["details"]["status"] == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        (
+            "POST",
+            "/admin/lists",
+            {"list": "deny", "kind": "jti", "value": "a\x00b", "reason": "rt!"},
+        ),
+        (
+            "POST",
+            "/admin/lists",
+            {"list": "deny", "kind": "jti", "value": "ab", "reason": "r\x00t"},
+        ),
+        ("POST", "/admin/clients", {"name": "svc\x00"}),
+        ("POST", "/admin/clients", {"name": "svc", "allowed_audiences": ["aud\x1b[2J"]}),
+        ("POST", "/admin/api-keys", {"name": "key\r\nforged", "roles": ["admin"]}),
+        ("POST", "/admin/subjects/revoke", {"subject": "EE3800\x001085718"}),
+        ("POST", "/admin/bulk/revoke", {"items": [{"jti": "a\x00"}]}),
+        ("POST", "/admin/bulk/sessions/end", {"refs": ["a\x00"]}),
+        ("PATCH", "/admin/config", {"changes": {"admin.ticket_pattern": "INC\x00"}}),
+    ],
+)
+def test_nul_or_controls_in_a_body_text_are_a_422(
+    stack: AdminStack, method: str, path: str, body: dict[str, Any]
+) -> None:
+    """Every text in an admin body is printable: NUL, CR/LF or escape codes are a 422
+    naming the field, not a 500 from the database."""
+    r = stack.call(method, path, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"]
+
+
 def test_an_import_line_with_an_overflowing_expiry_is_named(stack: AdminStack) -> None:
     """A CSV line whose expiry no column holds is a line error (422), nothing imported."""
     data = b"list,kind,value,reason,expires_at\ndeny,jti,huge-exp,valid reason,%d\n" % HUGE

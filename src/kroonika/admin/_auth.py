@@ -220,6 +220,19 @@ async def justification_of(request: Request) -> str | None:
     return None
 
 
+def printable(value: Any) -> bool:
+    """Whether every text in ``value`` (a string, or lists and objects of them, keys
+    included) is printable: :meth:`str.isprintable` refuses NUL, CR/LF and other controls,
+    bidi, invisible and non-ASCII space characters."""
+    if isinstance(value, str):
+        return value.isprintable()
+    if isinstance(value, list | tuple):
+        return all(printable(v) for v in value)
+    if isinstance(value, dict):
+        return all(printable(k) and printable(v) for k, v in value.items())
+    return True
+
+
 def check_justification(text: str | None, *, minimum: int, pattern: str | None) -> str:
     """The justification, stripped; :class:`JustificationMissing` says what is wrong."""
     value = (text or "").strip()
@@ -257,6 +270,13 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
                 f"{request.method} {_template(request)} needing one of {','.join(sorted(roles))}",
             )
             raise Forbidden(f"needs one of the roles {sorted(roles)}")
+        params = [str(v) for v in request.path_params.values()]
+        params += [t for item in request.query_params.multi_items() for t in item]
+        if not printable(params):
+            # NUL is a 500 in PostgreSQL; no identifier or filter holds controls
+            raise AdminError(
+                "path and query values are printable characters only", code="invalid_request"
+            )
         changes = request.method in MUTATING if mutating is None else mutating
         if changes:
             if principal.kind == "session":

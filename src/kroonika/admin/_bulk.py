@@ -65,6 +65,8 @@ def _check(line: int, row: dict[str, Any]) -> ListLine:
     reason = str(row.get("reason") or "").strip()
     if not 3 <= len(reason) <= 500:
         raise ValueError("reason must be 3..500 characters")
+    if not (value.isprintable() and reason.isprintable()):  # NUL is a 500 in PostgreSQL
+        raise ValueError("value and reason are printable characters only")
     raw_exp = row.get("expires_at")
     expires: int | None = None
     if raw_exp not in (None, ""):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from sqlalchemy import select, update
 
 from kroonika.admin._auth import (
@@ -20,6 +20,7 @@ from kroonika.admin._auth import (
     Principal,
     admin_services,
     correlation_of,
+    printable,
     require,
     source_of,
 )
@@ -58,6 +59,19 @@ router = APIRouter(prefix="/admin", tags=["admin"], route_class=AuditedRoute)
 
 def roles(*names: str) -> dict[str, Any]:
     return {"x-roles": list(names)}
+
+
+class Body(BaseModel):
+    """An admin request body. Every text in it (in lists and objects too) is printable:
+    no NUL (PostgreSQL refuses it, which would be a 500), CR/LF, terminal codes, bidi or
+    invisible characters. The justification has its own rule (line breaks allowed)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _printable(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name != "justification" and not printable(value):
+            raise ValueError("texts are printable characters only")
+        return value
 
 
 def _tokens(request: Request) -> Any:
@@ -162,7 +176,7 @@ async def search_tokens(
     return {"tokens": await asyncio.to_thread(run)}
 
 
-class RevokeBody(BaseModel):
+class RevokeBody(Body):
     justification: str | None = None
 
 
@@ -182,7 +196,7 @@ async def revoke_token(
     return {"revoked": n}
 
 
-class SubjectRevoke(BaseModel):
+class SubjectRevoke(Body):
     subject: str = Field(min_length=3, max_length=80)
     ban: Literal["none", "temporary", "permanent"] = "none"
     ban_seconds: int | None = Field(None, ge=60, le=10 * 365 * 86400)
@@ -298,7 +312,7 @@ async def end_session(
 # --- bulk ----------------------------------------------------------------------------------
 
 
-class BulkRevoke(BaseModel):
+class BulkRevoke(Body):
     items: list[dict[str, str]] = Field(min_length=1, max_length=1000)
     justification: str | None = None
 
@@ -329,7 +343,7 @@ async def bulk_revoke(
     return await _bulk_event(request, p, "revoke", outcomes)
 
 
-class BulkSessions(BaseModel):
+class BulkSessions(Body):
     refs: list[str] = Field(min_length=1, max_length=1000)
     justification: str | None = None
 
@@ -383,7 +397,7 @@ async def list_entries(
     return {"entries": [_entry(e) for e in entries]}
 
 
-class NewEntry(BaseModel):
+class NewEntry(Body):
     list: Literal["allow", "deny"]
     kind: Literal["jti", "subject", "client", "ip"]
     value: str = Field(min_length=1, max_length=200)
@@ -413,7 +427,7 @@ async def add_entry(
     return _entry(e)
 
 
-class EntryUpdate(BaseModel):
+class EntryUpdate(Body):
     reason: str | None = Field(None, min_length=3, max_length=500)
     expires_at: Epoch | None = None
     clear_expiry: bool = False
@@ -584,7 +598,7 @@ async def list_clients(
     return {"clients": [_client(c) for c in found]}
 
 
-class NewClientBody(BaseModel):
+class NewClientBody(Body):
     name: str = Field(min_length=1, max_length=200)
     allowed_audiences: list[str] = Field(default_factory=list)
     allowed_claims: list[str] = Field(default_factory=list)
@@ -613,7 +627,7 @@ async def create_client(
     return {**_client(new.client), "client_secret": new.secret}
 
 
-class ClientUpdate(BaseModel):
+class ClientUpdate(Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     allowed_audiences: list[str] | None = None
     allowed_claims: list[str] | None = None
@@ -761,7 +775,7 @@ async def get_config(request: Request, p: Annotated[Principal, require(*ADMIN)])
     return {"config": admin.config.public()}
 
 
-class ConfigPatch(BaseModel):
+class ConfigPatch(Body):
     changes: dict[str, Any] = Field(min_length=1, max_length=len(KEYS))
     justification: str | None = None
 
@@ -899,7 +913,7 @@ async def list_roles(request: Request, p: Annotated[Principal, require(*ADMIN)])
     }
 
 
-class RoleChange(BaseModel):
+class RoleChange(Body):
     subject: str = Field(min_length=3, max_length=80)
     role: str
     action: Literal["grant", "revoke"] = "grant"
@@ -966,7 +980,7 @@ async def _decide(
     return {"request": decided.public(admin.fingerprinter.pseudonym), "roles": list(after)}
 
 
-class Decision(BaseModel):
+class Decision(Body):
     approve: bool = True
     justification: str | None = None
 
@@ -991,7 +1005,7 @@ async def list_api_keys(
     return {"api_keys": [k.public() for k in keys]}
 
 
-class NewApiKey(BaseModel):
+class NewApiKey(Body):
     name: str = Field(min_length=1, max_length=200)
     roles: list[str] = Field(min_length=1)
     ttl_s: int = Field(30 * 86400, ge=60)
