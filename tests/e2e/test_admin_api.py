@@ -318,6 +318,39 @@ def test_a_bulk_item_with_an_empty_subject_is_invalid_not_ok(stack: AdminStack) 
     assert r.json()["summary"] == {"requested": 4, "succeeded": 0, "failed": 4}
 
 
+def test_a_client_change_takes_effect_at_once(stack: AdminStack) -> None:
+    """An audience taken from a client stops working on its next call (the verified-client
+    cache must not keep the old permissions), and the change is checked like a new
+    client's: an empty audience or a bad claim name is refused."""
+    import httpx
+
+    made = stack.call(
+        "POST", "/admin/clients", json={"name": "cached", "allowed_audiences": ["svc-a", "svc-b"]}
+    ).json()
+    auth = (made["client_id"], made["client_secret"])
+
+    def mint(aud: str) -> int:
+        r = httpx.post(stack.url + "/tokens", json={"audience": aud}, auth=auth, timeout=30)
+        return r.status_code
+
+    assert mint("svc-a") == 201
+    path = f"/admin/clients/{made['client_id']}"
+    changed = stack.call("PATCH", path, json={"allowed_audiences": ["svc-b"]})
+    assert changed.status_code == 200, changed.text
+    assert mint("svc-a") != 201
+    assert mint("svc-b") == 201
+    for bad in ({"allowed_audiences": [""]}, {"allowed_claims": ["no spaces"]}, {"name": "  "}):
+        r = stack.call("PATCH", path, json=bad)
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["error"] == "invalid_client"
+    (kept,) = [
+        c
+        for c in stack.call("GET", "/admin/clients").json()["clients"]
+        if c["client_id"] == made["client_id"]
+    ]
+    assert (kept["name"], kept["allowed_audiences"]) == ("cached", ["svc-b"])
+
+
 def test_ticket_pattern_is_enforced_once_configured(stack: AdminStack) -> None:
     """With admin.ticket_pattern set, a justification without a ticket id is refused."""
     assert (

@@ -646,27 +646,20 @@ async def update_client(
     before = await asyncio.to_thread(comps.clients.get, client_id)
     if before is None:
         raise NotFound(f"no client {client_id}")
-    values: dict[str, Any] = {}
-    for name in ("name", "max_ttl_s", "rate_limit"):
-        v = getattr(body, name)
-        if v is not None:
-            values[name] = v
-    for name in ("allowed_audiences", "allowed_claims"):
-        v = getattr(body, name)
-        if v is not None:
-            values[name] = orjson.dumps(v).decode()
-    if values:
-        engine = admin_services(request).services.engine
-
-        def run() -> None:
-            with engine.begin() as conn:
-                conn.execute(
-                    update(clients_table)
-                    .where(clients_table.c.client_id == client_id)
-                    .values(**values)
-                )
-
-        await asyncio.to_thread(run)
+    try:  # the registry's rules, and the client's next call sees the change
+        changed = await asyncio.to_thread(
+            comps.clients.update,
+            client_id,
+            name=body.name,
+            allowed_audiences=body.allowed_audiences,
+            allowed_claims=body.allowed_claims,
+            max_ttl_s=body.max_ttl_s,
+            rate_limit=body.rate_limit,
+        )
+    except ClientError as exc:
+        raise AdminError(str(exc), code="invalid_client") from None
+    if changed is None:
+        raise NotFound(f"no client {client_id}")
     if body.disabled is not None:
         await asyncio.to_thread(comps.clients.set_disabled, client_id, body.disabled)
     after = await asyncio.to_thread(comps.clients.get, client_id)

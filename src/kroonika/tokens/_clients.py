@@ -13,6 +13,7 @@ per-process random key (never the secret itself), compared in constant time.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import re
@@ -98,6 +99,35 @@ class NewClient:
     secret: str
 
 
+def _check(
+    name: str,
+    audiences: Sequence[str],
+    claims: Sequence[str],
+    max_ttl_s: int,
+    rate_limit: str | None,
+) -> str:
+    """The stripped name, or :class:`ClientError` for a field a client cannot have (the
+    rules of registration and of every later change alike)."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ClientError("a client needs a name of 1..200 characters")
+    if not name.isprintable():
+        raise ClientError("a client name cannot hold control or line-break characters")
+    if isinstance(max_ttl_s, bool) or not 0 < max_ttl_s <= MAX_TTL_S:
+        raise ClientError(f"max_ttl_s must be 1..{MAX_TTL_S}")
+    for claim in claims:
+        if not _CLAIM_NAME.match(claim):
+            raise ClientError(f"invalid claim name {claim!r}")
+    for aud in audiences:
+        if not _AUDIENCE.fullmatch(aud):
+            raise ClientError(
+                f"invalid audience {aud[:64]!r}: 1..200 visible ASCII characters, no spaces"
+            )
+    if rate_limit is not None and (not rate_limit.isprintable() or len(rate_limit) > 64):
+        raise ClientError("a rate limit is at most 64 printable characters")
+    return name
+
+
 class ClientRegistry:
     def __init__(
         self, engine: Engine, *, clock: Clock, scrypt_n: int = 2**14, cache_s: float = 60.0
@@ -124,23 +154,7 @@ class ClientRegistry:
         client_id: str | None = None,
     ) -> NewClient:
         """Register a client; the returned secret is the only copy."""
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise ClientError("a client needs a name of 1..200 characters")
-        if not name.isprintable():
-            raise ClientError("a client name cannot hold control or line-break characters")
-        if isinstance(max_ttl_s, bool) or not 0 < max_ttl_s <= MAX_TTL_S:
-            raise ClientError(f"max_ttl_s must be 1..{MAX_TTL_S}")
-        for claim in allowed_claims:
-            if not _CLAIM_NAME.match(claim):
-                raise ClientError(f"invalid claim name {claim!r}")
-        for aud in allowed_audiences:
-            if not _AUDIENCE.fullmatch(aud):
-                raise ClientError(
-                    f"invalid audience {aud[:64]!r}: 1..200 visible ASCII characters, no spaces"
-                )
-        if rate_limit is not None and (not rate_limit.isprintable() or len(rate_limit) > 64):
-            raise ClientError("a rate limit is at most 64 printable characters")
+        name = _check(name, allowed_audiences, allowed_claims, max_ttl_s, rate_limit)
         if client_id is not None and not CLIENT_ID.fullmatch(client_id):
             raise ClientError("a client id is 1..64 visible ASCII characters")
         cid = client_id or f"kc_{secrets.token_urlsafe(12)}"
@@ -212,6 +226,55 @@ class ClientRegistry:
             conn.execute(delete(clients).where(clients.c.client_id == client_id))
         with self._lock:
             self._verified.pop(client_id, None)
+
+    def update(
+        self,
+        client_id: str,
+        *,
+        name: str | None = None,
+        allowed_audiences: Sequence[str] | None = None,
+        allowed_claims: Sequence[str] | None = None,
+        max_ttl_s: int | None = None,
+        rate_limit: str | None = None,
+    ) -> Client | None:
+        """Change the given fields under the rules of :meth:`register`; the client's next
+        call sees them (its cached verification is dropped). None if there is no client."""
+        current = self.get(client_id)
+        if current is None:
+            return None
+        new = dataclasses.replace(
+            current,
+            name=current.name if name is None else name,
+            allowed_audiences=current.allowed_audiences
+            if allowed_audiences is None
+            else tuple(allowed_audiences),
+            allowed_claims=current.allowed_claims
+            if allowed_claims is None
+            else tuple(allowed_claims),
+            max_ttl_s=current.max_ttl_s if max_ttl_s is None else max_ttl_s,
+            rate_limit=current.rate_limit if rate_limit is None else rate_limit,
+        )
+        new = dataclasses.replace(
+            new,
+            name=_check(
+                new.name, new.allowed_audiences, new.allowed_claims, new.max_ttl_s, new.rate_limit
+            ),
+        )
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(clients)
+                .where(clients.c.client_id == client_id)
+                .values(
+                    name=new.name,
+                    allowed_audiences=orjson.dumps(list(new.allowed_audiences)).decode(),
+                    allowed_claims=orjson.dumps(list(new.allowed_claims)).decode(),
+                    max_ttl_s=new.max_ttl_s,
+                    rate_limit=new.rate_limit,
+                )
+            )
+        with self._lock:
+            self._verified.pop(client_id, None)
+        return self.get(client_id)
 
     def authenticate(self, client_id: str, secret: str) -> Client:
         """The client, or :class:`InvalidClient`. Unknown ids cost as much as known ones.
