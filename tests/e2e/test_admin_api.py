@@ -459,6 +459,16 @@ def test_json_import_reports_bad_entries(stack: AdminStack) -> None:
     assert [e["line"] for e in r.json()["errors"]] == [2, 3]
 
 
+@pytest.mark.parametrize("params", [{"ip": "not-an-ip"}, {"ip": "10.0.0.0/99"}])
+def test_a_status_check_of_a_malformed_address_is_a_400(
+    stack: AdminStack, params: dict[str, str]
+) -> None:
+    """An address that is not one is a 400, not an answer that it would be allowed."""
+    r = stack.call("GET", "/admin/lists/status", params=params)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "invalid_request"
+
+
 def test_role_change_needs_a_second_admin(stack: AdminStack) -> None:
     """An API key cannot change roles; a request waits for a second person; the requester
     cannot approve it; nobody can grant themselves a role."""
@@ -479,6 +489,26 @@ def test_role_change_needs_a_second_admin(stack: AdminStack) -> None:
         roles.decide(req.id, approve=True, by="admin:x", by_subject="49002124277")
     roles.decide(req.id, approve=True, by="admin:second", by_subject=SECOND_ADMIN)
     assert roles.roles_of("EE49002124277") == ("security",)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/roles", {"subject": "EE49002124277", "role": "security"}),
+        ("/admin/roles/requests/rr_0123456789abcdef", {"approve": True}),
+    ],
+)
+def test_an_api_key_touching_roles_is_a_policy_violation(
+    stack: AdminStack, path: str, body: dict[str, Any]
+) -> None:
+    """Asking for or deciding a role change with an API key is refused (409 api_key) and
+    recorded as a separation-of-duties violation on the route template."""
+    r = stack.call("POST", path, json=body)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "api_key"
+    (v,) = stack.events(types=("security.policy_violation",), correlation=r.headers["x-request-id"])
+    assert v["details"]["policy"] == "separation_of_duties"
+    assert v["target"]["id"] in ("/admin/roles", "/admin/roles/requests/{request_id}")
 
 
 def test_api_key_cannot_carry_roles_its_creator_lacks(stack: AdminStack) -> None:

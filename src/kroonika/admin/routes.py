@@ -6,6 +6,7 @@ mutating call needs a justification (``X-Justification`` or a ``justification`` 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -18,6 +19,7 @@ from kroonika.admin._auth import (
     AdminServices,
     AuditedRoute,
     Principal,
+    _template,
     admin_services,
     correlation_of,
     printable,
@@ -536,6 +538,11 @@ async def list_status(
     """Would this subject / token / IP / client be allowed now, and by which entry?"""
     if not (subject or jti or ip or client):
         raise AdminError("name a subject, jti, ip or client", code="invalid_request")
+    if ip is not None:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise AdminError("ip is not an IP address", code="invalid_request") from None
     lists = _tokens(request).lists
     who = ListSubject(
         jti=jti, subject=subject.strip().upper() if subject else None, client=client, ip=ip
@@ -864,7 +871,7 @@ async def _sod_violation(request: Request, p: Principal, exc: RoleChangeRefused)
             reason=exc.code,
             actor=p.actor(),
             source=source_of(request),
-            target=Target("admin_route", request.url.path),
+            target=Target("admin_route", _template(request)),
             correlation=correlation_of(request),
             policy=Policy.SEPARATION_OF_DUTIES.value,
             attempted=exc.code,
@@ -985,7 +992,9 @@ async def decide_role(
     """Approve or reject a role request (a different administrator than the requester, and
     not the person concerned)."""
     if p.kind == "api_key":
-        raise RoleChangeRefused("role changes are decided by people", code="api_key")
+        refused = RoleChangeRefused("role changes are decided by people", code="api_key")
+        await _sod_violation(request, p, refused)
+        raise refused
     return await _decide(request, p, request_id, approve=body.approve)
 
 
