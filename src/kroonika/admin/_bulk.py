@@ -5,6 +5,8 @@ request's correlation id.
 
 Allow/deny-list import accepts CSV (header ``list,kind,value,reason,expires_at``) or JSON (a
 list of objects with the same fields); every line is validated first, and errors name the line.
+A CSV export puts an apostrophe before any cell a spreadsheet would run as a formula; a CSV
+import takes it off again, so the round trip is exact.
 """
 
 from __future__ import annotations
@@ -20,6 +22,28 @@ import orjson
 from kroonika.tokens._lists import KINDS, LISTS, normalise
 
 FIELDS = ("list", "kind", "value", "reason", "expires_at")
+#: First characters that make a spreadsheet run a cell as a formula (OWASP "CSV
+#: injection"); such cells are exported behind an apostrophe, which the import removes.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defuse(cell: str) -> str:
+    """A cell as exported: a formula-like value (or one starting with an apostrophe) gets a
+    leading apostrophe, so the round trip through the import is exact."""
+    return "'" + cell if cell.startswith((*FORMULA_START, "'")) else cell
+
+
+def _restore(cell: Any) -> Any:
+    """The import's inverse of :func:`_defuse`."""
+    if (
+        isinstance(cell, str)
+        and cell.startswith("'")
+        and cell[1:].startswith((*FORMULA_START, "'"))
+    ):
+        return cell[1:]
+    return cell
+
+
 #: The last second any expiry may name (9999-12-31T23:59:59Z): every database column and
 #: date library holds it.
 EPOCH_MAX = 253_402_300_799
@@ -104,7 +128,7 @@ def parse_list_import(data: bytes, fmt: str) -> tuple[list[ListLine], list[dict[
             except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
                 rows.append((reader.line_num + 1, f"not readable as CSV: {exc}"))
                 continue
-            rows.append((reader.line_num, row))
+            rows.append((reader.line_num, {k: _restore(v) for k, v in row.items()}))
     elif fmt == "json":
         try:
             doc = orjson.loads(data)
@@ -174,5 +198,7 @@ def export_lists(entries: list[Any], fmt: str) -> bytes:
     )
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        writer.writerow(
+            {k: "" if v is None else _defuse(v) if isinstance(v, str) else v for k, v in r.items()}
+        )
     return out.getvalue().encode()
