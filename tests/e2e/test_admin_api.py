@@ -368,6 +368,20 @@ def test_ticket_pattern_is_enforced_once_configured(stack: AdminStack) -> None:
         stack.call("PATCH", "/admin/config", json={"changes": {"admin.ticket_pattern": None}})
 
 
+def test_a_ticket_pattern_that_would_lock_everyone_out_is_refused(stack: AdminStack) -> None:
+    """A pattern must match the justification of the change that sets it: one that nothing
+    matches ("(?!)") would refuse every later change, its own reset included."""
+    for pattern in ("(?!)", r"CHG-\d+"):
+        r = stack.call(
+            "PATCH", "/admin/config", json={"changes": {"admin.ticket_pattern": pattern}}
+        )
+        assert r.status_code == 422, r.text
+        assert "admin.ticket_pattern" in r.json()["errors"]
+    assert (
+        stack.call("GET", "/admin/config").json()["config"]["admin.ticket_pattern"]["value"] is None
+    )
+
+
 def test_config_round_trip_with_diff_event(stack: AdminStack) -> None:
     """PATCH persists and applies (the session policy changes); GET shows it; the
     config.change event has before and after; a secret shows only set/changed."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -787,6 +788,14 @@ async def patch_config(
     """Validate, persist and apply changes without a restart; one ``config.change`` per
     changed key with its before and after value (secrets: set/changed only)."""
     admin = admin_services(request)
+    pattern = admin.config.validate(body.changes).get("admin.ticket_pattern")
+    if pattern is not None and re.search(pattern, _why(request)) is None:
+        # one that nothing matches would refuse every later change, its own reset too
+        err = ConfigInvalid("invalid configuration")
+        err.errors = {  # type: ignore[attr-defined]
+            "admin.ticket_pattern": "the justification of this change must match it"
+        }
+        raise err
     changes = await asyncio.to_thread(admin.config.change, body.changes, by=p.label)
     try:
         await admin.services.audit.trail.emit_many(
