@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import ADMIN, AUDITOR, SECOND_ADMIN, WHY, AdminStack, admin_stack
+from admin_harness import ADMIN, AUDITOR, SECOND_ADMIN, SECURITY, WHY, AdminStack, admin_stack
 
 
 @pytest.fixture(scope="module")
@@ -623,6 +623,36 @@ def test_admin_with_a_tara_session(stack: AdminStack) -> None:
         b.get(stack.url + "/auth/login")
         assert b.get(stack.url + "/admin/jobs").status_code == 403
         assert b.get(stack.url + "/audit/checkpoints").status_code == 200
+
+
+def test_a_bulk_session_end_revokes_the_sessions_tokens(stack: AdminStack) -> None:
+    """Ending sessions in bulk does what ending one does: the session's access token stops
+    being active at once (not only when it expires)."""
+    import time
+
+    import httpx
+
+    stack.stack.clock.advance(time.time() - stack.stack.clock())  # the mock signs in real time
+    made = stack.call(
+        "POST", "/admin/clients", json={"name": "introspector", "allowed_audiences": ["kroonika"]}
+    ).json()
+    auth = (made["client_id"], made["client_secret"])
+    with stack.stack.browser(autologin=SECURITY) as b:
+        assert b.get(stack.url + "/auth/login").status_code == 200
+        token = b.cookies.get("kroonika_at")
+    assert token
+
+    def active() -> bool:
+        r = httpx.post(stack.url + "/introspect", data={"token": token}, auth=auth, timeout=30)
+        return bool(r.json()["active"])
+
+    assert active()
+    sessions = stack.call("GET", "/admin/sessions", params={"subject": "EE" + SECURITY}).json()
+    refs = [s["ref"] for s in sessions["sessions"]]
+    assert refs
+    r = stack.call("POST", "/admin/bulk/sessions/end", json={"refs": refs})
+    assert r.json()["summary"]["failed"] == 0, r.text
+    assert not active()
 
 
 def test_event_search_compares_times_not_strings(stack: AdminStack) -> None:

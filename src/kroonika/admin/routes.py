@@ -44,7 +44,7 @@ from kroonika.db.tokens import clients as clients_table
 from kroonika.db.tokens import tokens as tokens_table
 from kroonika.security.policy import Decision as PolicyDecision
 from kroonika.security.policy import Policy
-from kroonika.sessions import EndReason, RequestContext
+from kroonika.sessions import EndReason, RequestContext, SessionRecord
 from kroonika.tokens import AccessListError, ClientError, ListSubject, hash_secret
 from kroonika.tokens import RequestContext as TokenContext
 
@@ -302,14 +302,24 @@ async def end_session(
     record = await admin.services.sessions.by_ref(ref)
     if record is None or not record.active:
         raise NotFound(f"no active session {ref}")
-    await admin.services.sessions.end(record, EndReason.ADMIN, _sctx(request), ended_by="admin")
+    _, revoked = await _end_session(request, p, record)
+    return {"ended": 1, "tokens_revoked": revoked}
+
+
+async def _end_session(request: Request, p: Principal, record: SessionRecord) -> tuple[bool, int]:
+    """End a session for an administrator and revoke the tokens bound to it (they would
+    otherwise stay active until they expire): (ended, tokens revoked)."""
+    admin = admin_services(request)
+    ended = await admin.services.sessions.end(
+        record, EndReason.ADMIN, _sctx(request), ended_by="admin"
+    )
     comps = getattr(request.app.state, "tokens", None)
     revoked = 0
     if comps is not None:
         revoked = await comps.service.revoke_session(
             record.ref, by=p.actor(), why=_why(request), ctx=_tctx(request)
         )
-    return {"ended": 1, "tokens_revoked": revoked}
+    return bool(ended), revoked
 
 
 # --- bulk ----------------------------------------------------------------------------------
@@ -363,10 +373,8 @@ async def bulk_end_sessions(
         if record is None or not record.active:
             outcomes.add(i, "not_found")
             continue
-        ended = await admin.services.sessions.end(
-            record, EndReason.ADMIN, _sctx(request), ended_by="admin"
-        )
-        outcomes.add(i, "ok" if ended else "not_found")
+        ended, revoked = await _end_session(request, p, record)
+        outcomes.add(i, "ok" if ended else "not_found", tokens_revoked=revoked)
     return await _bulk_event(request, p, "sessions_end", outcomes)
 
 
