@@ -21,6 +21,13 @@ def test_csv_good_lines_are_normalised() -> None:
     ]
 
 
+def test_a_bare_personal_code_gets_the_prefix_tara_gives_it() -> None:
+    """A subject entry of 11 digits names the person TARA calls EE<code>."""
+    good, errors = parse_list_import((HEADER + "deny,subject,38001085718,fraud,\n").encode(), "csv")
+    assert errors == []
+    assert [g.value for g in good] == ["EE38001085718"]
+
+
 def test_csv_bad_lines_are_named_by_line_number() -> None:
     """Each bad line gives one error with its line (the header is line 1); good lines stay."""
     data = (

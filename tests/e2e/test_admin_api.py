@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import ADMIN, AUDITOR, SECOND_ADMIN, SECURITY, WHY, AdminStack, admin_stack
+from admin_harness import (
+    ADMIN,
+    AUDITOR,
+    PRIVACY,
+    SECOND_ADMIN,
+    SECURITY,
+    WHY,
+    AdminStack,
+    admin_stack,
+)
 
 
 @pytest.fixture(scope="module")
@@ -653,6 +662,29 @@ def test_a_bulk_session_end_revokes_the_sessions_tokens(stack: AdminStack) -> No
     r = stack.call("POST", "/admin/bulk/sessions/end", json={"refs": refs})
     assert r.json()["summary"]["failed"] == 0, r.text
     assert not active()
+
+
+def test_a_bare_personal_code_finds_revokes_and_bans_the_person(stack: AdminStack) -> None:
+    """Admins type personal codes without the EE prefix TARA gives them: a search, a
+    subject revoke and its ban must still reach EE<code>, not silently match nothing."""
+    import time
+
+    stack.stack.clock.advance(time.time() - stack.stack.clock())  # the mock signs in real time
+    with stack.stack.browser(autologin=PRIVACY) as b:
+        assert b.get(stack.url + "/auth/login").status_code == 200
+    found = stack.call("GET", "/admin/sessions", params={"subject": PRIVACY}).json()
+    assert [s["subject"] for s in found["sessions"]] == ["EE" + PRIVACY]
+    tokens = stack.call("GET", "/admin/tokens", params={"subject": PRIVACY}).json()["tokens"]
+    assert tokens
+    r = stack.call("POST", "/admin/subjects/revoke", json={"subject": PRIVACY, "ban": "permanent"})
+    assert r.status_code == 200, r.text
+    assert r.json()["sessions_ended"] == 1
+    assert r.json()["tokens_revoked"] == len(tokens)
+    status = stack.call("GET", "/admin/lists/status", params={"subject": "EE" + PRIVACY})
+    assert status.json()["allowed"] is False
+    entry = {"list": "deny", "kind": "subject", "value": "49002124277", "reason": "fraud"}
+    added = stack.call("POST", "/admin/lists", json=entry)
+    assert added.json()["value"] == "EE49002124277", added.text
 
 
 def test_event_search_compares_times_not_strings(stack: AdminStack) -> None:

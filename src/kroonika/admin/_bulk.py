@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from kroonika.admin._roles import normalise_subject
 from kroonika.tokens._lists import KINDS, LISTS, normalise
 
 FIELDS = ("list", "kind", "value", "reason", "expires_at")
@@ -86,6 +87,8 @@ def _check(line: int, row: dict[str, Any]) -> ListLine:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     value = normalise(kind, str(row.get("value") or ""))
+    if kind == "subject":  # "38001085718" is TARA's "EE38001085718"
+        value = normalise_subject(value)
     reason = str(row.get("reason") or "").strip()
     if not 3 <= len(reason) <= 500:
         raise ValueError("reason must be 3..500 characters")

@@ -36,7 +36,7 @@ from kroonika.admin._errors import (
     NotFound,
     RoleChangeRefused,
 )
-from kroonika.admin._roles import parse_roles
+from kroonika.admin._roles import normalise_subject, parse_roles
 from kroonika.audit import AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
 from kroonika.db.sessions import session as session_table
@@ -146,7 +146,7 @@ async def search_tokens(
     t = tokens_table
     q = select(t).order_by(t.c.iat.desc(), t.c.jti).limit(limit)
     if subject:
-        q = q.where(t.c.subject == subject.strip().upper())
+        q = q.where(t.c.subject == normalise_subject(subject))
     if client:
         q = q.where(t.c.client_id == client)
     if status:
@@ -210,7 +210,7 @@ async def _revoke_subject(
     request: Request, p: Principal, subject: str, ban: str, ban_seconds: int | None
 ) -> dict[str, Any]:
     admin = admin_services(request)
-    subject = subject.strip().upper()
+    subject = normalise_subject(subject)  # "38001085718" is TARA's "EE38001085718"
     out: dict[str, Any] = {"tokens_revoked": 0, "sessions_ended": 0, "ban": None}
     comps = getattr(request.app.state, "tokens", None)
     if comps is not None:
@@ -266,7 +266,7 @@ async def search_sessions(
     s = session_table
     q = select(s).order_by(s.c.created_at.desc(), s.c.ref).limit(limit)
     if subject:
-        q = q.where(s.c.subject == subject.strip().upper())
+        q = q.where(s.c.subject == normalise_subject(subject))
     if active:
         q = q.where(s.c.ended_at.is_(None))
     engine = admin_services(request).services.engine
@@ -426,7 +426,7 @@ async def add_entry(
         e = await _tokens(request).service.list_add(
             body.list,
             body.kind,
-            body.value,
+            normalise_subject(body.value) if body.kind == "subject" else body.value,
             reason=body.reason,
             created_by=p.label,
             actor=p.actor(),
@@ -554,7 +554,7 @@ async def list_status(
             raise AdminError("ip is not an IP address", code="invalid_request") from None
     lists = _tokens(request).lists
     who = ListSubject(
-        jti=jti, subject=subject.strip().upper() if subject else None, client=client, ip=ip
+        jti=jti, subject=normalise_subject(subject) if subject else None, client=client, ip=ip
     )
     try:
         d = await asyncio.to_thread(lists.check, who)
