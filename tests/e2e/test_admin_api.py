@@ -534,6 +534,53 @@ def test_an_api_key_touching_roles_is_a_policy_violation(
     assert v["target"]["id"] in ("/admin/roles", "/admin/roles/requests/{request_id}")
 
 
+def test_an_approved_role_change_the_trail_cannot_record_is_undone(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No role without its record: when the trail refuses the config.change of an approved
+    grant, the grant is taken back, the request is pending again, the caller gets 503."""
+    import time
+
+    from kroonika.admin import RoleStore
+    from kroonika.audit import AuditEvent, AuditUnavailable
+
+    target = "47101010033"
+    stack.stack.clock.advance(time.time() - stack.stack.clock())  # the mock signs in real time
+    with stack.stack.browser(autologin=ADMIN) as b:
+        b.get(stack.url + "/auth/login")
+        csrf = b.get(stack.url + "/auth/session").json()["csrf_token"]
+        asked = b.post(
+            stack.url + "/admin/roles",
+            json={"subject": target, "role": "privacy"},
+            headers={"x-justification": WHY, "x-csrf-token": csrf},
+        )
+    assert asked.status_code == 202, asked.text
+    trail = stack.stack.services.audit.trail
+    original = trail.emit
+
+    async def refuse_config_changes(event: AuditEvent) -> Any:
+        if event.type == "config.change":
+            raise AuditUnavailable("store down")
+        return await original(event)
+
+    monkeypatch.setattr(trail, "emit", refuse_config_changes)
+    with stack.stack.browser(autologin=SECOND_ADMIN) as b:
+        b.get(stack.url + "/auth/login")
+        csrf = b.get(stack.url + "/auth/session").json()["csrf_token"]
+        decided = b.post(
+            stack.url + f"/admin/roles/requests/{asked.json()['request']['id']}",
+            json={"approve": True},
+            headers={"x-justification": WHY, "x-csrf-token": csrf},
+        )
+    monkeypatch.undo()
+    assert decided.status_code == 503, decided.text
+    roles = RoleStore(stack.stack.services.engine, clock=stack.stack.services.clock)
+    assert "privacy" not in roles.roles_of(target)
+    again = roles.get_request(asked.json()["request"]["id"])
+    assert again is not None
+    assert again.status == "pending"
+
+
 def test_api_key_cannot_carry_roles_its_creator_lacks(stack: AdminStack) -> None:
     """An admin cannot mint an auditor key (no self-granted roles); a security policy event
     records the attempt; a key of its own roles is shown once and works."""

@@ -282,6 +282,24 @@ class RoleStore:
             raise NotFound(f"role request {request_id} vanished")
         return decided
 
+    def undo(self, decided: RoleRequest) -> None:
+        """Take back an applied decision whose record the audit trail refused: the role
+        as it was before, and the request pending again (it can be decided once more)."""
+        if decided.status == "approved":
+            if decided.action == "grant":
+                self.revoke(decided.subject, decided.role)
+            else:
+                self.grant(decided.subject, decided.role, by="restored")
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(admin_role_request)
+                .where(
+                    admin_role_request.c.id == decided.id,
+                    admin_role_request.c.status == decided.status,
+                )
+                .values(status="pending", decided_by=None, decided_at=None)
+            )
+
 
 class ApiKeys:
     """API keys for automation (synchronous; call in a thread)."""

@@ -993,7 +993,11 @@ async def _decide(
         raise
     after = await asyncio.to_thread(admin.roles.roles_of, pending.subject)
     if before != after:
-        await _roles_event(request, p, pending.subject, before, after)
+        try:
+            await _roles_event(request, p, pending.subject, before, after)
+        except AuditUnavailable:  # no role without its record
+            await asyncio.to_thread(admin.roles.undo, decided)
+            raise
     return {"request": decided.public(admin.fingerprinter.pseudonym), "roles": list(after)}
 
 
