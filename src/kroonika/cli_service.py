@@ -73,7 +73,7 @@ def configure_logging(level: str = "INFO") -> None:
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Listen port")] = None,
     log_level: Annotated[str, typer.Option(help="Log level")] = "info",
 ) -> None:
     """Run the Kroonika service (default 127.0.0.1:8000)."""
@@ -124,7 +124,7 @@ def _dev_clients_file(settings: Settings, redirect_uri: str) -> Path:
 def mock_tara(
     clients: Annotated[Path, typer.Option(help="Registered clients (.toml or .json)")],
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8001,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8001,
     strict: Annotated[bool, typer.Option(help="Plain OIDC, no TARA quirks")] = False,
     control_api: Annotated[bool, typer.Option(help="Serve /mock/* switches")] = False,
     key_dir: Annotated[Path | None, typer.Option(help="Signing key directory")] = None,
@@ -184,8 +184,8 @@ def _banner(settings: Settings, base: str, issuer: str, *, trusts_loopback: bool
 
 
 def dev(
-    port: Annotated[int, typer.Option(help="Service port")] = 8000,
-    mock_port: Annotated[int, typer.Option(help="TARA mock port")] = 8001,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Service port")] = 8000,
+    mock_port: Annotated[int, typer.Option(min=1, max=65535, help="TARA mock port")] = 8001,
 ) -> None:
     """Start the TARA mock and the service on loopback with SQLite under var/ (`make run`)."""
     from kroonika.tara.mock import config_from_options
