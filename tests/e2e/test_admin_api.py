@@ -360,6 +360,41 @@ def test_a_client_change_takes_effect_at_once(stack: AdminStack) -> None:
     assert (kept["name"], kept["allowed_audiences"]) == ("cached", ["svc-b"])
 
 
+def test_a_client_change_the_trail_cannot_record_is_undone(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No permission change without its record: when the trail refuses the client's
+    config.change events, the client is put back as it was and the caller gets 503."""
+    from kroonika.audit import AuditEvent, AuditUnavailable
+
+    made = stack.call(
+        "POST", "/admin/clients", json={"name": "guarded", "allowed_audiences": ["svc-a"]}
+    ).json()
+    trail = stack.stack.services.audit.trail
+
+    async def refuse(events: list[AuditEvent]) -> Any:
+        raise AuditUnavailable("store down")
+
+    monkeypatch.setattr(trail, "emit_many", refuse)
+    r = stack.call(
+        "PATCH",
+        f"/admin/clients/{made['client_id']}",
+        json={"allowed_audiences": ["svc-a", "everything"], "max_ttl_s": 99, "disabled": True},
+    )
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    (kept,) = [
+        c
+        for c in stack.call("GET", "/admin/clients").json()["clients"]
+        if c["client_id"] == made["client_id"]
+    ]
+    assert (kept["allowed_audiences"], kept["max_ttl_s"], kept["disabled"]) == (
+        ["svc-a"],
+        made["max_ttl_s"],
+        False,
+    )
+
+
 def test_ticket_pattern_is_enforced_once_configured(stack: AdminStack) -> None:
     """With admin.ticket_pattern set, a justification without a ticket id is refused."""
     assert (

@@ -37,7 +37,7 @@ from kroonika.admin._errors import (
     RoleChangeRefused,
 )
 from kroonika.admin._roles import normalise_subject, parse_roles
-from kroonika.audit import AuditUnavailable, Outcome, Target
+from kroonika.audit import AuditEvent, AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
 from kroonika.db.sessions import session as session_table
 from kroonika.db.tokens import clients as clients_table
@@ -579,6 +579,29 @@ def _client(c: Any) -> dict[str, Any]:
     }
 
 
+def _client_event(
+    request: Request,
+    p: Principal,
+    client_id: str,
+    key: str,
+    before: Any,
+    after: Any,
+    *,
+    secret: bool = False,
+) -> AuditEvent:
+    return ev.config_change(
+        actor=p.actor(),
+        source=source_of(request),
+        target=Target("client", client_id),
+        correlation=correlation_of(request),
+        key=f"client.{key}",
+        before="set" if secret else orjson.dumps(before).decode(),
+        after="changed" if secret else orjson.dumps(after).decode(),
+        secret=secret,
+        justification=_why(request),
+    )
+
+
 async def _client_change(
     request: Request,
     p: Principal,
@@ -589,19 +612,8 @@ async def _client_change(
     *,
     secret: bool = False,
 ) -> None:
-    admin = admin_services(request)
-    await admin.services.audit.trail.emit(
-        ev.config_change(
-            actor=p.actor(),
-            source=source_of(request),
-            target=Target("client", client_id),
-            correlation=correlation_of(request),
-            key=f"client.{key}",
-            before="set" if secret else orjson.dumps(before).decode(),
-            after="changed" if secret else orjson.dumps(after).decode(),
-            secret=secret,
-            justification=_why(request),
-        )
+    await admin_services(request).services.audit.trail.emit(
+        _client_event(request, p, client_id, key, before, after, secret=secret)
     )
 
 
@@ -680,8 +692,15 @@ async def update_client(
         await asyncio.to_thread(comps.clients.set_disabled, client_id, body.disabled)
     after = await asyncio.to_thread(comps.clients.get, client_id)
     b, a = _client(before), _client(after)
-    for key in sorted(k for k in a if a[k] != b[k]):
-        await _client_change(request, p, client_id, key, b[key], a[key])
+    events = [
+        _client_event(request, p, client_id, key, b[key], a[key])
+        for key in sorted(k for k in a if a[k] != b[k])
+    ]
+    try:
+        await admin_services(request).services.audit.trail.emit_many(events)
+    except AuditUnavailable:  # no permission change without its record
+        await asyncio.to_thread(comps.clients.restore, before)
+        raise
     return a
 
 

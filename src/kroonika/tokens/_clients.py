@@ -260,21 +260,27 @@ class ClientRegistry:
                 new.name, new.allowed_audiences, new.allowed_claims, new.max_ttl_s, new.rate_limit
             ),
         )
+        self.restore(new)
+        return self.get(client_id)
+
+    def restore(self, client: Client) -> None:
+        """Write every field of ``client`` back as it is (an update undone: the audit
+        trail refused its record); the secret stays, the cached verification goes."""
         with self._engine.begin() as conn:
             conn.execute(
                 update(clients)
-                .where(clients.c.client_id == client_id)
+                .where(clients.c.client_id == client.client_id)
                 .values(
-                    name=new.name,
-                    allowed_audiences=orjson.dumps(list(new.allowed_audiences)).decode(),
-                    allowed_claims=orjson.dumps(list(new.allowed_claims)).decode(),
-                    max_ttl_s=new.max_ttl_s,
-                    rate_limit=new.rate_limit,
+                    name=client.name,
+                    allowed_audiences=orjson.dumps(list(client.allowed_audiences)).decode(),
+                    allowed_claims=orjson.dumps(list(client.allowed_claims)).decode(),
+                    max_ttl_s=client.max_ttl_s,
+                    rate_limit=client.rate_limit,
+                    disabled=client.disabled,
                 )
             )
         with self._lock:
-            self._verified.pop(client_id, None)
-        return self.get(client_id)
+            self._verified.pop(client.client_id, None)
 
     def authenticate(self, client_id: str, secret: str) -> Client:
         """The client, or :class:`InvalidClient`. Unknown ids cost as much as known ones.
