@@ -304,6 +304,17 @@ def test_nul_or_controls_in_a_body_text_are_a_422(
     assert r.json()["fields"]
 
 
+def test_a_blank_reason_for_an_existing_entry_is_a_422_not_a_404(stack: AdminStack) -> None:
+    """White space is no reason: the change is refused as invalid, and the entry, which
+    exists, is not reported missing."""
+    entry = {"list": "deny", "kind": "jti", "value": "blank-reason", "reason": "leaked"}
+    made = stack.call("POST", "/admin/lists", json=entry)
+    assert made.status_code == 201, made.text
+    r = stack.call("PATCH", f"/admin/lists/{made.json()['id']}", json={"reason": "     "})
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"] == ["body.reason"]
+
+
 def test_an_import_line_with_an_overflowing_expiry_is_named(stack: AdminStack) -> None:
     """A CSV line whose expiry no column holds is a line error (422), nothing imported."""
     data = b"list,kind,value,reason,expires_at\ndeny,jti,huge-exp,valid reason,%d\n" % HUGE
@@ -348,10 +359,11 @@ def test_a_client_change_takes_effect_at_once(stack: AdminStack) -> None:
     assert changed.status_code == 200, changed.text
     assert mint("svc-a") != 201
     assert mint("svc-b") == 201
-    for bad in ({"allowed_audiences": [""]}, {"allowed_claims": ["no spaces"]}, {"name": "  "}):
+    for bad in ({"allowed_audiences": [""]}, {"allowed_claims": ["no spaces"]}):
         r = stack.call("PATCH", path, json=bad)
         assert r.status_code == 400, (bad, r.text)
         assert r.json()["error"] == "invalid_client"
+    assert stack.call("PATCH", path, json={"name": "  "}).status_code == 422
     (kept,) = [
         c
         for c in stack.call("GET", "/admin/clients").json()["clients"]

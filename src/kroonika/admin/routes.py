@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlalchemy import select, update
 
 from kroonika.admin._auth import (
@@ -67,7 +67,10 @@ def roles(*names: str) -> dict[str, Any]:
 class Body(BaseModel):
     """An admin request body. Every text in it (in lists and objects too) is printable:
     no NUL (PostgreSQL refuses it, which would be a 500), CR/LF, terminal codes, bidi or
-    invisible characters. The justification has its own rule (line breaks allowed)."""
+    invisible characters. The justification has its own rule (line breaks allowed).
+    Surrounding white space is removed first, so "   " is no reason or name."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
 
     @field_validator("*", mode="after")
     @classmethod
