@@ -646,6 +646,30 @@ def test_api_key_cannot_carry_roles_its_creator_lacks(stack: AdminStack) -> None
     assert gone.status_code == 401
 
 
+def test_an_api_key_the_trail_cannot_record_is_revoked(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No credential without its record: when the trail refuses the key's config.change,
+    the new key is revoked at once and the caller gets 503."""
+    from kroonika.audit import AuditEvent, AuditUnavailable
+
+    trail = stack.stack.services.audit.trail
+    original = trail.emit
+
+    async def refuse_config_changes(event: AuditEvent) -> Any:
+        if event.type == "config.change":
+            raise AuditUnavailable("store down")
+        return await original(event)
+
+    monkeypatch.setattr(trail, "emit", refuse_config_changes)
+    r = stack.call("POST", "/admin/api-keys", json={"name": "unrecorded", "roles": ["admin"]})
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    keys = stack.call("GET", "/admin/api-keys").json()["api_keys"]
+    (unrecorded,) = [k for k in keys if k["name"] == "unrecorded"]
+    assert unrecorded["revoked_at"] is not None
+
+
 def test_every_read_of_the_trail_is_audited(stack: AdminStack) -> None:
     """Query, paging, JSONL export, one event with proof, checkpoints and verify each give
     one audit.access with what was asked and how many events came back."""

@@ -1077,19 +1077,25 @@ async def create_api_key(
     key, value = await asyncio.to_thread(
         admin.keys.create, body.name, wanted, by=p.label, ttl_s=ttl
     )
-    await admin.services.audit.trail.emit(
-        ev.config_change(
-            actor=p.actor(),
-            source=source_of(request),
-            target=Target("api_key", key.id),
-            correlation=correlation_of(request),
-            key="admin.api_key",
-            before="null",
-            after=orjson.dumps({"roles": list(key.roles), "expires_at": key.expires_at}).decode(),
-            secret=True,
-            justification=_why(request),
+    try:
+        await admin.services.audit.trail.emit(
+            ev.config_change(
+                actor=p.actor(),
+                source=source_of(request),
+                target=Target("api_key", key.id),
+                correlation=correlation_of(request),
+                key="admin.api_key",
+                before="null",
+                after=orjson.dumps(
+                    {"roles": list(key.roles), "expires_at": key.expires_at}
+                ).decode(),
+                secret=True,
+                justification=_why(request),
+            )
         )
-    )
+    except AuditUnavailable:  # no credential without its record
+        await asyncio.to_thread(admin.keys.revoke, key.id, by="audit_unavailable")
+        raise
     return {**key.public(), "api_key": value}
 
 
