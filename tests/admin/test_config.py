@@ -181,3 +181,18 @@ def test_a_stored_value_that_no_longer_validates_falls_back_to_its_default(
     (change,) = cfg.change({"jobs.sessions.cron": "*/5 * * * *"}, by="t")
     assert change.version == 2
     assert config(engine, tmp_path).refresh()
+
+
+def test_two_first_changes_of_a_key_at_once_are_a_conflict(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another instance stores a key first (between this one's refresh and its
+    write), the change is refused as a conflict to retry, not a database error."""
+    first, second = config(engine, tmp_path), config(engine, tmp_path)
+    second.refresh()
+    monkeypatch.setattr(second, "refresh", lambda: False)  # the race: a stale view
+    first.change({"session.idle_s": 600}, by="a")
+    with pytest.raises(ConfigInvalid) as err:
+        second.change({"session.idle_s": 700}, by="b")
+    assert err.value.code == "conflict"
+    assert config(engine, tmp_path).refresh()

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from kroonika.admin._errors import ConfigInvalid
 from kroonika.db.admin import runtime_config
@@ -448,32 +449,37 @@ class RuntimeConfig:
                 return []
             now = int(self.clock())
             out: list[Change] = []
-            with self.engine.begin() as conn:
-                for name in diff:
-                    version = self._stored.get(name, (None, 0))[1] + 1
-                    data = self._encode(name, clean[name])
-                    if version == 1:
-                        conn.execute(
-                            insert(runtime_config).values(
-                                key=name, value=data, version=1, updated_at=now, updated_by=by
+            try:
+                with self.engine.begin() as conn:
+                    for name in diff:
+                        version = self._stored.get(name, (None, 0))[1] + 1
+                        data = self._encode(name, clean[name])
+                        if version == 1:
+                            conn.execute(
+                                insert(runtime_config).values(
+                                    key=name, value=data, version=1, updated_at=now, updated_by=by
+                                )
                             )
+                        else:
+                            result = conn.execute(
+                                update(runtime_config)
+                                .where(
+                                    runtime_config.c.key == name,
+                                    runtime_config.c.version == version - 1,
+                                )
+                                .values(value=data, version=version, updated_at=now, updated_by=by)
+                            )
+                            if result.rowcount != 1:
+                                raise ConfigInvalid(
+                                    f"{name} was changed concurrently; retry", code="conflict"
+                                )
+                        out.append(
+                            Change(name, current.get(name), clean[name], KEYS[name].secret, version)
                         )
-                    else:
-                        result = conn.execute(
-                            update(runtime_config)
-                            .where(
-                                runtime_config.c.key == name,
-                                runtime_config.c.version == version - 1,
-                            )
-                            .values(value=data, version=version, updated_at=now, updated_by=by)
-                        )
-                        if result.rowcount != 1:
-                            raise ConfigInvalid(
-                                f"{name} was changed concurrently; retry", code="conflict"
-                            )
-                    out.append(
-                        Change(name, current.get(name), clean[name], KEYS[name].secret, version)
-                    )
+            except IntegrityError:  # another instance stored a key first
+                raise ConfigInvalid(
+                    "the configuration was changed concurrently; retry", code="conflict"
+                ) from None
             for c in out:
                 self._stored[c.key] = (c.after, c.version)
             values = self.effective()
