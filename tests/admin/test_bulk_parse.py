@@ -82,6 +82,22 @@ def test_a_csv_field_over_the_csv_module_limit_is_a_line_error() -> None:
     assert "CSV" in errors[0]["error"]
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"list": "deny", "kind": "jti", "value": {"nested": 1}, "reason": "valid reason"},
+        {"list": "deny", "kind": "jti", "value": ["a"], "reason": "valid reason"},
+        {"list": "deny", "kind": "jti", "value": "abc", "reason": ["valid", "reason"]},
+        {"list": ["deny"], "kind": "jti", "value": "abc", "reason": "valid reason"},
+    ],
+)
+def test_json_fields_that_are_not_strings_are_a_line_error(entry: dict[str, object]) -> None:
+    """An object or array where a text belongs is refused, not stored as its Python repr."""
+    good, errors = parse_list_import(orjson.dumps([entry]), "json")
+    assert good == []
+    assert [e["line"] for e in errors] == [1]
+
+
 def test_csv_without_the_required_header_is_refused_as_a_whole() -> None:
     """A header missing a required column is one error on line 1 and no entries."""
     good, errors = parse_list_import(b"list,kind,value\ndeny,ip,1.2.3.4\n", "csv")

@@ -80,6 +80,8 @@ class ListLine:
 
 
 def _check(line: int, row: dict[str, Any]) -> ListLine:
+    if any(isinstance(row.get(name), dict | list) for name in FIELDS):
+        raise ValueError(f"{', '.join(FIELDS)} are texts (expires_at a number)")
     lst = str(row.get("list") or "").strip().lower()
     kind = str(row.get("kind") or "").strip().lower()
     if lst not in LISTS:
