@@ -89,6 +89,40 @@ def test_idle_session_is_ended_with_an_event_when_found(stack: Stack) -> None:
     assert [e["reason"] for e in ends] == ["idle"]
 
 
+@pytest.mark.parametrize("where", ["/auth/session", "/auth/sessions"])
+def test_a_lapsed_session_found_by_a_request_has_its_tokens_revoked(
+    stack: Stack, where: str
+) -> None:
+    """A session that a request finds lapsed (and ends) loses its session access token
+    there and then: once ended, no job looks at it again, and its token must not outlive
+    it. Both ways a request finds lapsed sessions: its own cookie, and the list of the
+    person's sessions."""
+    old, _ = _logged_in(stack)
+    old.close()
+    stack.clock.advance(1)
+    b, s = _logged_in(stack)
+    with closing(b):
+        stack.clock.advance(stack.settings.session_idle_s - 60)
+        extended = b.post(  # the second browser's session stays live
+            stack.service + "/auth/session/extend", headers={"x-csrf-token": s["csrf_token"]}
+        )
+        assert extended.status_code == 200
+        stack.clock.advance(61)
+        if where == "/auth/session":
+            # the first browser's cookie, presented again after its idle time
+            got = httpx.get(
+                stack.service + where, cookies=old.cookies, timeout=10, follow_redirects=False
+            )
+            assert got.status_code == 401
+        else:
+            assert b.get(stack.service + where).status_code == 200
+    (ended,) = _terminations(stack)
+    assert ended["reason"] == "idle"
+    revoked = stack.events(types=("token.revoke",))
+    assert [(e["details"]["why"], e["details"]["count"]) for e in revoked] == [("session_idle", 1)]
+    assert revoked[0]["correlation"]["session_ref"] == ended["correlation"]["session_ref"]
+
+
 def test_absolute_lifetime_ends_even_an_extended_session(stack: Stack) -> None:
     """Extending forever stops at the absolute lifetime: reason expired."""
     b, s = _logged_in(stack)

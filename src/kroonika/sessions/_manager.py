@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+from typing import Protocol
 
 from kroonika.audit import (
     Actor,
@@ -47,6 +48,12 @@ def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class LapsedHook(Protocol):
+    async def __call__(
+        self, record: SessionRecord, reason: EndReason, ctx: RequestContext
+    ) -> None: ...
+
+
 class SessionManager:
     def __init__(
         self,
@@ -62,6 +69,9 @@ class SessionManager:
         self.trail = trail
         self.fingerprinter = fingerprinter
         self.clock = clock
+        # Run after a request found a session lapsed and ended it (idle or absolute
+        # expiry), e.g. to revoke its tokens: once ended, nothing looks at it again.
+        self.on_lapsed: list[LapsedHook] = []
 
     def now(self) -> int:
         return int(self.clock())
@@ -161,14 +171,19 @@ class SessionManager:
         return record
 
     async def end_if_lapsed(self, record: SessionRecord, ctx: RequestContext) -> bool:
+        """True if the session has lapsed; ended here (with its event and the
+        ``on_lapsed`` hooks) unless something else ended it first."""
         now = self.now()
         if now >= record.absolute_expires_at:
-            await self.end(record, EndReason.EXPIRED, ctx, ended_by="system")
-            return True
-        if now >= record.idle_expires_at:
-            await self.end(record, EndReason.IDLE, ctx, ended_by="system")
-            return True
-        return False
+            reason = EndReason.EXPIRED
+        elif now >= record.idle_expires_at:
+            reason = EndReason.IDLE
+        else:
+            return False
+        if await self.end(record, reason, ctx, ended_by="system"):
+            for hook in self.on_lapsed:
+                await hook(record, reason, ctx)
+        return True
 
     async def extend(self, record: SessionRecord, ctx: RequestContext) -> SessionRecord | None:
         """Slide the idle expiry (never past the absolute limit); None if it ended meanwhile."""

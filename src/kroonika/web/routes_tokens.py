@@ -20,7 +20,8 @@ from fastapi.responses import JSONResponse
 from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, events
 from kroonika.audit.enrich import FeedAction, ThreatIntel
 from kroonika.ratelimit import KeyKind, RateLimiter, RouteGroup
-from kroonika.sessions import SessionRecord
+from kroonika.sessions import EndReason, SessionRecord
+from kroonika.sessions import RequestContext as SessionContext
 from kroonika.tara import VerifiedIdToken
 from kroonika.tokens import (
     Client,
@@ -65,6 +66,21 @@ def install_tokens(app: FastAPI, services: Services) -> TokenComponents:
     app.state.tokens = comps
     services.post_login.append(_mint_after_login)
     services.on_sessions_ended.append(_revoke_ended_sessions)
+
+    async def revoke_lapsed(record: SessionRecord, reason: EndReason, ctx: SessionContext) -> None:
+        await comps.service.revoke_session(
+            record.ref,
+            by=Actor(ActorType.SYSTEM),
+            why=f"session_{reason.value}",
+            ctx=RequestContext(
+                ip=ctx.ip,
+                user_agent=ctx.user_agent,
+                request_id=ctx.request_id,
+                trace_id=ctx.trace_id,
+            ),
+        )
+
+    services.sessions.on_lapsed.append(revoke_lapsed)
     app.include_router(router)
     app.include_router(wellknown_router)
     return comps
