@@ -4,12 +4,16 @@ a 500), and the service records again once the audit database is back."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-from admin_harness import admin_stack
+from admin_harness import AdminStack, admin_stack
+from sqlalchemy import select, update
 from test_database_down import refusing_connections
+
+from kroonika.db.tokens import access_list, signing_keys, tokens
 
 LIMITS = {"ratelimit_enabled": True, "ratelimit_limits": {"login_start:ip": "2/minute"}}
 
@@ -58,3 +62,83 @@ def test_sessions_ended_while_the_trail_is_down_are_ended_again_later(
         assert ended["reason"] == "idle"
         (token,) = stack.call("GET", "/admin/tokens").json()["tokens"]
         assert token["state"] == "revoked"
+
+
+def _token_state(stack: AdminStack) -> str:
+    (token,) = stack.call("GET", "/admin/tokens").json()["tokens"]
+    return str(token["state"])
+
+
+@pytest.mark.postgres
+def test_tokens_expired_while_the_trail_is_down_are_expired_again_later(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """The token_metadata job cannot record token.expire: the run fails and the overdue
+    token is left active (it is past its exp, so no verifier accepts it either way); the
+    next run marks it expired with its event."""
+    with admin_stack(tmp_path, overrides={"audit_store_url": fresh_postgres_url}) as stack:
+        with stack.stack.browser() as b:
+            assert b.get(stack.url + "/auth/login").status_code == 200
+        with stack.stack.services.engine.begin() as conn:
+            conn.execute(update(tokens).values(exp=int(time.time()) - 10))
+        with refusing_connections(fresh_postgres_url):
+            _assert_refused(stack.call("POST", "/admin/jobs/token_metadata/run"))
+        assert _token_state(stack) == "active"
+        assert (
+            stack.call("GET", "/admin/jobs/token_metadata/runs").json()["runs"][0]["outcome"]
+            == "failure"
+        )
+        again = stack.call("POST", "/admin/jobs/token_metadata/run")
+        assert again.json()["counts"] == {"tokens_expired": 1}
+        assert len(stack.events(types=("token.expire",))) == 1
+        assert _token_state(stack) == "expired"
+
+
+@pytest.mark.postgres
+def test_list_entries_removed_while_the_trail_is_down_are_removed_again_later(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """The access_lists job cannot record access_list.remove: the run fails and the
+    expired entry stays (expired entries are not enforced); the next run removes it with
+    its event."""
+    with admin_stack(tmp_path, overrides={"audit_store_url": fresh_postgres_url}) as stack:
+        added = stack.call(
+            "POST",
+            "/admin/lists",
+            json={"list": "deny", "kind": "client", "value": "c-1", "reason": "test"},
+        )
+        assert added.status_code == 201, added.text
+        with stack.stack.services.engine.begin() as conn:
+            conn.execute(update(access_list).values(expires_at=1))
+        with refusing_connections(fresh_postgres_url):
+            _assert_refused(stack.call("POST", "/admin/jobs/access_lists/run"))
+        (entry,) = stack.call("GET", "/admin/lists").json()["entries"]
+        assert entry["id"] == added.json()["id"]
+        again = stack.call("POST", "/admin/jobs/access_lists/run")
+        assert again.json()["counts"] == {"access_list_entries_removed": 1}
+        (removed,) = stack.events(types=("access_list.remove",))
+        assert removed["details"]["why"] == "expired"
+        assert stack.call("GET", "/admin/lists").json()["entries"] == []
+
+
+@pytest.mark.postgres
+def test_a_key_rotation_the_trail_cannot_record_is_not_published(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """The token_keys job cannot record key.rotate: the run fails and the new key is
+    neither published nor ever signs; the next run rotates with its event."""
+    overrides = {"audit_store_url": fresh_postgres_url, "token_key_rotation_interval_s": 1}
+    with admin_stack(tmp_path, overrides=overrides) as stack:
+        (first,) = httpx.get(stack.url + "/.well-known/jwks.json").json()["keys"]
+        time.sleep(1.1)  # the key is due for rotation
+        with refusing_connections(fresh_postgres_url):
+            _assert_refused(stack.call("POST", "/admin/jobs/token_keys/run"))
+        assert httpx.get(stack.url + "/.well-known/jwks.json").json()["keys"] == [first]
+        with stack.stack.services.engine.connect() as conn:
+            assert conn.execute(select(signing_keys.c.kid)).scalars().all() == [first["kid"]]
+        again = stack.call("POST", "/admin/jobs/token_keys/run")
+        assert again.json()["counts"]["keys_rotated"] == 1
+        (rotated,) = stack.events(types=("key.rotate",))
+        assert rotated["details"]["old_kid"] == first["kid"]
+        kids = [k["kid"] for k in httpx.get(stack.url + "/.well-known/jwks.json").json()["keys"]]
+        assert kids == [first["kid"], rotated["details"]["new_kid"]]

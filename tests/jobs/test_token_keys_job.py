@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from kroonika.audit import AuditEvent
+from kroonika.audit import AuditEvent, AuditUnavailable
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
+from kroonika.db.tokens import signing_keys
 from kroonika.jobs import JobContext, JobDeps
 from kroonika.jobs.cleanup import token_keys
 from kroonika.tokens._clock import FixedClock
@@ -23,8 +25,15 @@ DAY = 86_400
 class Trail:
     def __init__(self) -> None:
         self.events: list[AuditEvent] = []
+        self.down = False
+        self.ring: SigningKeyRing | None = None
+        self.current_at_emit: list[str] = []
 
     async def emit_many(self, events: list[AuditEvent]) -> None:
+        if self.ring is not None:  # what signs while the rotation is being recorded
+            self.current_at_emit.append(self.ring.current().kid)
+        if self.down:
+            raise AuditUnavailable("store down")
         self.events.extend(events)
 
 
@@ -78,3 +87,57 @@ async def test_rotation_happens_when_due_and_is_audited(tmp_path: Path) -> None:
     counts = await _run(keys, trail)
     assert counts["keys_retired"] == 1
     assert [k.kid for k in keys.published()] == [new_kid]
+
+
+@pytest.mark.asyncio
+async def test_a_rotation_the_trail_refuses_never_signs(tmp_path: Path) -> None:
+    """Even with no publish lead, the new key neither signs nor is published while its
+    key.rotate is being recorded; refused, it is deleted and the run fails; the next run
+    rotates with its event and the key signs from then on."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    upgrade(engine)
+    clock = FixedClock(NOW)
+    keys = SigningKeyRing(engine, b"m" * 32, clock=clock, alg="ES256", rsa_bits=2048,
+                          publish_lead_s=0, rotation_interval_s=30 * DAY,
+                          max_token_lifetime_s=3600)  # fmt: skip
+    first = keys.ensure()
+    trail = Trail()
+    trail.ring = keys
+    trail.down = True
+    clock.advance(31 * DAY)
+    with pytest.raises(AuditUnavailable):
+        await _run(keys, trail)
+    assert trail.current_at_emit == [first]
+    assert [k.kid for k in keys.published()] == [first]
+    with engine.connect() as conn:
+        assert conn.execute(select(signing_keys.c.kid)).scalars().all() == [first]
+    trail.down = False
+    assert (await _run(keys, trail))["keys_rotated"] == 1
+    assert trail.current_at_emit == [first, first]
+    (event,) = trail.events
+    assert [k.kid for k in keys.published()] == [first, event.details["new_kid"]]
+    assert keys.current().kid == event.details["new_kid"]
+
+
+def test_a_held_key_gets_its_whole_lead_from_publication(tmp_path: Path) -> None:
+    """A held key is invisible until published; its publish lead counts from then."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    upgrade(engine)
+    clock = FixedClock(NOW)
+    keys = SigningKeyRing(engine, b"m" * 32, clock=clock, alg="ES256", rsa_bits=2048,
+                          publish_lead_s=600, rotation_interval_s=DAY,
+                          max_token_lifetime_s=3600)  # fmt: skip
+    first = keys.ensure()
+    clock.advance(2 * DAY)
+    rotated = keys.rotate_if_due(held=True)
+    assert rotated is not None
+    _, new = rotated
+    assert [k.kid for k in keys.published()] == [first]
+    clock.advance(900)  # longer than the lead: still unpublished, so not signing
+    assert keys.current().kid == first
+    keys.publish(new)
+    (published,) = [k for k in keys.published() if k.kid == new]
+    assert (published.created_at, published.activates_at) == (clock.now(), clock.now() + 600)
+    assert keys.current().kid == first
+    clock.advance(600)
+    assert keys.current().kid == new

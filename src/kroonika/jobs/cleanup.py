@@ -1,6 +1,8 @@
 """The cleanup jobs. Each works in batches of ``batch_size`` rows, one short transaction per
 batch, and selects its work by condition (expired, lapsed), so a run that is interrupted
-leaves nothing half done and the next run simply continues.
+leaves nothing half done and the next run simply continues. A batch whose events the
+audit trail refuses is undone and the run fails (``AuditUnavailable``): no job leaves a
+change unaudited, and the next run does the batch again with its events.
 
 - ``login_flows``: first conclude every flow that expired without its browser ever coming
   back (not consumed, status still ``started`` or ``redirected``): the flow is claimed by a
@@ -9,12 +11,15 @@ leaves nothing half done and the next run simply continues.
   attempt ends with exactly one ``auth.login``. Then delete concluded flows expired longer
   than the flow retention (they are kept that long to recognise replayed callbacks).
 - ``sessions``: end sessions past their idle or absolute expiry; each ending emits
-  ``session.terminate`` (reason ``idle`` or ``expired``) and revokes the session's tokens.
+  ``session.terminate`` (reason ``idle`` or ``expired``). Then revoke the active tokens of
+  every ended session (``token.revoke``), so a revocation that could not be recorded
+  (and was therefore undone) is done by the next run.
 - ``token_metadata``: mark overdue tokens expired (``token.expire``), then delete the metadata
   of tokens that expired, were revoked or replaced longer than the retention period ago.
 - ``access_lists``: remove allow/deny entries whose expiry has passed (``access_list.remove``).
 - ``token_keys``: rotate the token signing key when it is older than the rotation interval
-  (``key.rotate``) and retire superseded keys whose last token has expired.
+  (``key.rotate``; the new key is held back, unpublished and unused, until its event is
+  recorded) and retire superseded keys whose last token has expired.
 """
 
 from __future__ import annotations
@@ -238,8 +243,12 @@ def _terminate_event(
 
 
 async def sessions(deps: JobDeps, ctx: JobContext) -> None:
+    await _end_lapsed(deps, ctx)
+    await _revoke_ended(deps, ctx)
+
+
+async def _end_lapsed(deps: JobDeps, ctx: JobContext) -> None:
     store = deps.sessions.store
-    comps = deps.tokens()
     seen: set[str] = set()
     while True:
         now = ctx.now()
@@ -270,19 +279,35 @@ async def sessions(deps: JobDeps, ctx: JobContext) -> None:
                 # them with their events and revokes their tokens.
                 await asyncio.to_thread(_reopen, deps.engine, ended, now)
                 raise
-        with_tokens = await asyncio.to_thread(
-            _ids,
-            deps.engine,
-            select(tokens.c.session_ref)
-            .where(tokens.c.state == "active", tokens.c.session_ref.in_([r.ref for r, _ in ended]))
-            .distinct(),
-        )
-        for r, why in ended:
+        for _, why in ended:
             ctx.counts[f"sessions_{why}"] += 1
-            if comps is not None and r.ref in with_tokens:
-                ctx.counts["tokens_revoked"] += await comps.service.revoke_session(
-                    r.ref, by=Actor(ActorType.SYSTEM), why=f"session_{why}"
-                )
+        await ctx.batch_done()
+
+
+async def _revoke_ended(deps: JobDeps, ctx: JobContext) -> None:
+    """Revoke the active tokens of ended sessions: those this run ended, and those whose
+    revocation an earlier run (or the request that ended the session) could not record
+    (``revoke_session`` then leaves them active), so none outlives its session."""
+    comps = deps.tokens()
+    if comps is None:
+        return
+    seen: set[str] = set()
+    while True:
+        query = (
+            select(session.c.ref, session.c.end_reason)
+            .select_from(tokens.join(session, tokens.c.session_ref == session.c.ref))
+            .where(tokens.c.state == "active", session.c.ended_at.is_not(None))
+            .distinct()
+            .limit(ctx.batch_size)
+        )
+        rows = [r for r in await asyncio.to_thread(_rows, deps.engine, query) if r.ref not in seen]
+        if not rows:
+            return
+        for ref, reason in rows:
+            seen.add(ref)
+            ctx.counts["tokens_revoked"] += await comps.service.revoke_session(
+                ref, by=Actor(ActorType.SYSTEM), why=f"session_{reason}", undo_if_unaudited=True
+            )
         await ctx.batch_done()
 
 
@@ -324,7 +349,10 @@ async def access_lists(deps: JobDeps, ctx: JobContext) -> None:
             try:
                 if comps is not None:
                     await comps.service.list_remove(
-                        entry_id, why="expired", actor=Actor(ActorType.SYSTEM)
+                        entry_id,
+                        why="expired",
+                        actor=Actor(ActorType.SYSTEM),
+                        undo_if_unaudited=True,
                     )
                 else:
                     await asyncio.to_thread(
@@ -343,22 +371,29 @@ async def token_keys(deps: JobDeps, ctx: JobContext) -> None:
     comps = deps.tokens()
     if comps is None:
         return
-    rotated = await asyncio.to_thread(comps.keys.rotate_if_due)
+    # The new key is held back (neither published nor used) until its key.rotate is
+    # recorded; refused, it is deleted and the next run rotates again.
+    rotated = await asyncio.to_thread(comps.keys.rotate_if_due, held=True)
     if rotated is not None:
         old, new = rotated
-        await deps.trail.emit_many(
-            [
-                ev.key_rotate(
-                    actor=Actor(ActorType.SYSTEM),
-                    target=Target("signing_key", new),
-                    correlation=Correlation(request_id=ctx.request_id),
-                    purpose="token_signing",
-                    old_kid=old,
-                    new_kid=new,
-                    justification="scheduled rotation (token_key_rotation_interval_s)",
-                )
-            ]
-        )
+        try:
+            await deps.trail.emit_many(
+                [
+                    ev.key_rotate(
+                        actor=Actor(ActorType.SYSTEM),
+                        target=Target("signing_key", new),
+                        correlation=Correlation(request_id=ctx.request_id),
+                        purpose="token_signing",
+                        old_kid=old,
+                        new_kid=new,
+                        justification="scheduled rotation (token_key_rotation_interval_s)",
+                    )
+                ]
+            )
+        except AuditUnavailable:
+            await asyncio.to_thread(comps.keys.discard, new)
+            raise
+        await asyncio.to_thread(comps.keys.publish, new)
         ctx.counts["keys_rotated"] += 1
     retired = await asyncio.to_thread(comps.keys.retire_expired)
     ctx.counts["keys_retired"] += len(retired)

@@ -7,7 +7,10 @@ Rotation with overlap:
   that cache the JWKS know it before the first token signed with it arrives;
 - when a newer key takes over, the old key is *superseded* but stays published and
   valid for verification until the last token it signed has expired; only then is
-  it *retired* (unpublished, and tokens naming it are ``unknown_key``).
+  it *retired* (unpublished, and tokens naming it are ``unknown_key``);
+- a scheduled rotation creates its key *held* (stored like a retired key but never
+  superseded: unpublished and unused) and publishes it only once its ``key.rotate``
+  is recorded, so a key whose rotation the audit trail refused never signs.
 
 Private keys are stored encrypted: AES-256-GCM under a key derived (HKDF-SHA256)
 from the master key, with the kid as associated data, so a row cannot be moved to
@@ -29,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from kroonika.db.tokens import signing_keys, tokens
 from kroonika.tokens._clock import Clock
@@ -234,27 +237,66 @@ class SigningKeyRing:
             return None
         return self._create(immediate=True)
 
-    def rotate(self, *, immediate: bool = False) -> tuple[str | None, str]:
+    def rotate(self, *, immediate: bool = False, held: bool = False) -> tuple[str | None, str]:
         """Create a new key. It is published now and signs from ``now + publish_lead_s``
         (or at once with ``immediate``, which only a first key or an emergency
-        should use). Returns ``(current kid or None, new kid)``."""
+        should use). Returns ``(current kid or None, new kid)``.
+
+        A ``held`` key is stored but neither published nor used until :meth:`publish`
+        (call it once the rotation is audited; :meth:`discard` if it cannot be): a key
+        whose ``key.rotate`` was never recorded never signs, even if the process dies
+        in between."""
         try:
             old: str | None = self.current().kid
         except KeyRingError:
             old = None
-        new = self._create(immediate=immediate or old is None)
+        new = self._create(immediate=immediate or old is None, held=held)
         return old, new
 
-    def rotate_if_due(self) -> tuple[str | None, str] | None:
+    def rotate_if_due(self, *, held: bool = False) -> tuple[str | None, str] | None:
         """Scheduled rotation: rotate when the newest key is older than the interval."""
         if self.rotation_interval_s <= 0:
             return None
         keys = self.published()
         if keys and keys[-1].created_at + self.rotation_interval_s > self._clock.now():
             return None
-        return self.rotate()
+        return self.rotate(held=held)
 
-    def _create(self, *, immediate: bool) -> str:
+    def publish(self, kid: str) -> None:
+        """Release a held key: published from now, signing after the same lead it was
+        created with (counted from now, so verifiers still get the whole lead)."""
+        now = self._clock.now()
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                select(signing_keys.c.created_at, signing_keys.c.activates_at).where(
+                    signing_keys.c.kid == kid,
+                    signing_keys.c.retired_at.is_not(None),
+                    signing_keys.c.superseded_at.is_(None),
+                )
+            ).one_or_none()
+            if row is None:
+                raise KeyRingError(f"no held signing key {kid}")
+            lead = row.activates_at - row.created_at
+            conn.execute(
+                update(signing_keys)
+                .where(signing_keys.c.kid == kid)
+                .values(created_at=now, activates_at=now + lead, retired_at=None)
+            )
+        self._load()
+
+    def discard(self, kid: str) -> None:
+        """Delete a held key (its rotation could not be audited); a published key is
+        never touched."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                delete(signing_keys).where(
+                    signing_keys.c.kid == kid,
+                    signing_keys.c.retired_at.is_not(None),
+                    signing_keys.c.superseded_at.is_(None),
+                )
+            )
+
+    def _create(self, *, immediate: bool, held: bool = False) -> str:
         now = self._clock.now()
         kid = (
             f"{self.alg.lower()}-{time.strftime('%Y%m%d', time.gmtime(now))}-{secrets.token_hex(4)}"
@@ -276,7 +318,7 @@ class SigningKeyRing:
                     created_at=now,
                     activates_at=now if immediate else now + self.publish_lead_s,
                     superseded_at=None,
-                    retired_at=None,
+                    retired_at=now if held else None,  # a held key: unpublished, unused
                     public_jwk=orjson.dumps(jwk).decode(),
                     private_enc=blob,
                 )

@@ -334,6 +334,24 @@ class AccessLists:
         self._changed()
         return entry
 
+    def restore(self, entry: Entry) -> None:
+        """Put back an entry :meth:`remove` took out (its removal could not be audited)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                insert(access_list).values(
+                    id=entry.id,
+                    list=entry.list,
+                    kind=entry.kind,
+                    value=entry.value,
+                    reason=entry.reason,
+                    created_by=entry.created_by,
+                    created_at=entry.created_at,
+                    expires_at=entry.expires_at,
+                    updated_at=entry.updated_at,
+                )
+            )
+        self._changed()
+
     def update(
         self,
         entry_id: str,

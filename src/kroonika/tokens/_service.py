@@ -935,10 +935,21 @@ class TokenService:
         return count
 
     async def revoke_session(
-        self, session_ref: str, *, by: Actor, why: str, ctx: RequestContext | None = None
+        self,
+        session_ref: str,
+        *,
+        by: Actor,
+        why: str,
+        ctx: RequestContext | None = None,
+        undo_if_unaudited: bool = False,
     ) -> int:
-        """Revoke every active token bound to a session (the session ended)."""
-        return await self._revoke_set(by, why, ctx, session_ref=session_ref)
+        """Revoke every active token bound to a session (the session ended). A request's
+        revocation stays done if its events cannot be recorded (decision 0006); the
+        sessions job passes ``undo_if_unaudited``: the tokens are made active again and
+        its next run revokes them with their events."""
+        return await self._revoke_set(
+            by, why, ctx, session_ref=session_ref, undo_if_unaudited=undo_if_unaudited
+        )
 
     async def revoke_subject(
         self, subject: str, *, by: Actor, why: str, ctx: RequestContext | None = None
@@ -954,13 +965,15 @@ class TokenService:
         *,
         session_ref: str | None = None,
         subject: str | None = None,
+        undo_if_unaudited: bool = False,
     ) -> int:
         ctx = ctx or RequestContext()
         records = await asyncio.to_thread(
             self.store.active_jtis, session_ref=session_ref, subject=subject
         )
+        now = self._now()
         changed = await asyncio.to_thread(
-            self.store.revoke, [r.jti for r in records], now=self._now(), by=self._who(by), why=why
+            self.store.revoke, [r.jti for r in records], now=now, by=self._who(by), why=why
         )
         done = set(changed)
         evts = [
@@ -990,7 +1003,15 @@ class TokenService:
                     why=why,
                 )
             ]
-        await self.trail.emit_many(evts)
+        try:
+            await self.trail.emit_many(evts)
+        except AuditUnavailable:
+            if undo_if_unaudited:
+                revoked = [r for r in records if r.jti in done]
+                await asyncio.to_thread(
+                    self.store.restore_active, revoked, state="revoked", now=now
+                )
+            raise
         return len(changed)
 
     # --- extension ------------------------------------------------------------------------
@@ -1400,20 +1421,28 @@ class TokenService:
     # --- cleanup --------------------------------------------------------------------------
 
     async def expire_overdue(self, *, limit: int = 1000) -> int:
-        """Cleanup job: mark overdue tokens expired, one ``token.expire`` each."""
-        done = await asyncio.to_thread(self.store.expire_overdue, now=self._now(), limit=limit)
+        """Cleanup job: mark overdue tokens expired, one ``token.expire`` each. A batch whose
+        events cannot be recorded is made active again (past its ``exp``, no verifier
+        accepts it either way) and :class:`AuditUnavailable` raised: the next run expires
+        it with its events."""
+        now = self._now()
+        done = await asyncio.to_thread(self.store.expire_overdue, now=now, limit=limit)
         if done:
-            await self.trail.emit_many(
-                [
-                    events.token_expire(
-                        actor=Actor(ActorType.SYSTEM),
-                        target=Target("token", r.jti),
-                        observed_by="cleanup",
-                        **_any(self._meta(None, None, r)),
-                    )
-                    for r in done
-                ]
-            )
+            try:
+                await self.trail.emit_many(
+                    [
+                        events.token_expire(
+                            actor=Actor(ActorType.SYSTEM),
+                            target=Target("token", r.jti),
+                            observed_by="cleanup",
+                            **_any(self._meta(None, None, r)),
+                        )
+                        for r in done
+                    ]
+                )
+            except AuditUnavailable:
+                await asyncio.to_thread(self.store.restore_active, done, state="expired", now=now)
+                raise
         return len(done)
 
     async def flush_summary(self) -> int:
@@ -1475,22 +1504,36 @@ class TokenService:
         return entry
 
     async def list_remove(
-        self, entry_id: str, *, why: str, actor: Actor, ctx: RequestContext | None = None
+        self,
+        entry_id: str,
+        *,
+        why: str,
+        actor: Actor,
+        ctx: RequestContext | None = None,
+        undo_if_unaudited: bool = False,
     ) -> Entry:
+        """Remove an entry (audited ``access_list.remove``). A request's removal stays done
+        if its event cannot be recorded (decision 0006); the access_lists job passes
+        ``undo_if_unaudited``: the entry is put back and its next run removes it."""
         ctx = ctx or RequestContext()
         entry = await asyncio.to_thread(self.lists.remove, entry_id)
-        await self._emit(
-            events.access_list_remove(
-                actor=actor,
-                source=ctx.source(),
-                target=Target("access_list_entry", entry.id),
-                correlation=ctx.correlation(),
-                list=entry.list,
-                kind=entry.kind,
-                value_ref=self._value_ref(entry.kind, entry.value),
-                why=why,
+        try:
+            await self._emit(
+                events.access_list_remove(
+                    actor=actor,
+                    source=ctx.source(),
+                    target=Target("access_list_entry", entry.id),
+                    correlation=ctx.correlation(),
+                    list=entry.list,
+                    kind=entry.kind,
+                    value_ref=self._value_ref(entry.kind, entry.value),
+                    why=why,
+                )
             )
-        )
+        except AuditUnavailable:
+            if undo_if_unaudited:
+                await asyncio.to_thread(self.lists.restore, entry)
+            raise
         return entry
 
     async def list_update(

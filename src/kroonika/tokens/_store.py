@@ -274,6 +274,29 @@ class TokenStore:
                     done.append(rec)
         return done
 
+    def restore_active(self, records: Sequence[TokenRecord], *, state: str, now: int) -> None:
+        """Undo a change of the active ``records`` to ``state`` made at ``now`` (by
+        :meth:`expire_overdue` or :meth:`revoke`) whose audit event could not be recorded:
+        each goes back to active, with its earlier change stamp, unless it changed since."""
+        with self.engine.begin() as conn:
+            for rec in records:
+                conn.execute(
+                    update(tokens)
+                    .where(
+                        tokens.c.jti == rec.jti,
+                        tokens.c.state == state,
+                        tokens.c.version == rec.version + 1,
+                        tokens.c.changed_at == now,
+                    )
+                    .values(
+                        state="active",
+                        version=rec.version + 2,
+                        changed_at=rec.changed_at,
+                        changed_by=rec.changed_by,
+                        change_reason=rec.change_reason,
+                    )
+                )
+
     def page_for_subject(
         self,
         subject: str,
