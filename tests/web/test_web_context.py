@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -130,6 +132,34 @@ async def test_ready_reports_database_and_audit(client: httpx.AsyncClient) -> No
         "audit_writer": "ok",
         "tara": "ok",
     }
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("ending", ["cancelled", "finished"])
+async def test_ready_reports_a_writer_task_that_ended(tmp_path: Path, ending: str) -> None:
+    """/ready is 503 with audit_writer down once the writer task has ended (cancelled, or
+    returned on a stop sentinel nobody sent through stop()), although the trail still
+    holds the task."""
+    settings = Settings(var_dir=tmp_path / "var", audit_strict=True, cookie_secure=False)
+    app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_tara)))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        assert (await c.get("/ready")).status_code == 200
+        trail = app.state.services.audit.trail
+        task = trail._task
+        if ending == "cancelled":
+            task.cancel()
+        else:
+            await trail._queue.put(None)  # the writer's stop sentinel: it returns
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert trail._task is task
+        assert task.done()
+        r = await c.get("/ready")
+        assert r.status_code == 503
+        assert r.json()["checks"]["audit_writer"] == "down"
 
 
 @pytest.mark.asyncio

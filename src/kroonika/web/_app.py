@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -241,6 +242,16 @@ def create_app(
     return app
 
 
+def _ending(task: asyncio.Task[None] | None) -> str:
+    """Why the audit writer task is not running (for the log line, never the answer)."""
+    if task is None:
+        return "not started"
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    return "finished" if exc is None else f"crashed ({type(exc).__name__})"
+
+
 def _health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
@@ -255,8 +266,6 @@ def _health_router() -> APIRouter:
         writer runs, and TARA's discovery document and keys fit the configuration (checked
         at start-up; until that succeeded it is checked again here). TARA's later outages
         do not make the service unready: logins then fail with ``idp_unavailable``."""
-        import asyncio
-
         services: Services = request.app.state.services
         checks: dict[str, str] = {}
 
@@ -274,7 +283,10 @@ def _health_router() -> APIRouter:
             except Exception as exc:  # noqa: BLE001 (readiness reports any failure as down)
                 log.warning("readiness: %s down: %s", name, type(exc).__name__)
                 checks[name] = "down"
-        checks["audit_writer"] = "ok" if services.audit.trail._task is not None else "down"
+        writer = services.audit.trail._task  # ended (crashed, cancelled): nothing is written
+        checks["audit_writer"] = "ok" if writer is not None and not writer.done() else "down"
+        if checks["audit_writer"] != "ok":
+            log.warning("readiness: audit_writer down: %s", _ending(writer))
         tara = request.app.state.tara_status
         checks["tara"] = tara if tara == "ok" else await check_tara(request.app)
         ok = all(v == "ok" for v in checks.values())
