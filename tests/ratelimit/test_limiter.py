@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from limits.errors import StorageError
 
-from kroonika.audit import AuditEvent
+from kroonika.audit import AuditEvent, AuditUnavailable
 from kroonika.ratelimit import (
     DEFAULT_ROUTES,
     KeyKind,
@@ -20,11 +21,24 @@ from kroonika.settings import Settings
 
 
 class Sink:
+    """Records events; refuses them (as the trail does with its store down) while ``down``."""
+
     def __init__(self) -> None:
         self.events: list[AuditEvent] = []
+        self.down = False
 
     async def __call__(self, event: AuditEvent) -> None:
+        if self.down:
+            raise AuditUnavailable("audit store down")
         self.events.append(event)
+
+
+def _flooding(sink: Sink, now: list[float]) -> RateLimiter:
+    return RateLimiter(
+        RateLimitPolicy.build({"validate:ip": "1/minute"}, penalty_base_s=1, penalty_max_s=1),
+        emit=sink,
+        clock=lambda: now[0],
+    )
 
 
 @pytest.mark.asyncio
@@ -46,6 +60,80 @@ async def test_a_flood_is_one_event_then_one_summary_per_minute() -> None:
     first, summary = sink.events
     assert first.details["count"] == 1
     assert (summary.details["count"], summary.details["summary"]) == (99, True)
+
+
+@pytest.mark.asyncio
+async def test_a_summary_the_trail_refuses_is_sent_by_the_next_flush() -> None:
+    """With the audit store down the summary's count is kept (not zeroed and dropped) and
+    the refusal counted; the next flush sends the whole count once."""
+    now = [1000.0]
+    sink = Sink()
+    rl = _flooding(sink, now)
+    for _ in range(51):
+        await rl.check(RouteGroup.VALIDATE, ip="45.133.1.77")
+    now[0] += 61
+    sink.down = True
+    with pytest.raises(AuditUnavailable):
+        await rl.flush()
+    assert (rl.counts["audit_errors"], rl.counts["events"]) == (1, 1)
+    sink.down = False
+    await rl.flush()
+    await rl.flush()
+    _, summary = sink.events
+    assert (summary.details["count"], summary.details["summary"]) == (49, True)
+    assert (rl.counts["audit_errors"], rl.counts["events"]) == (1, 2)
+
+
+@pytest.mark.asyncio
+async def test_violations_the_trail_refuses_go_into_the_summary() -> None:
+    """A first event the trail refuses fails its request, and its violation is carried
+    by the minute's summary; so is one that arrives while the previous summary is
+    refused."""
+    now = [1000.0]
+    sink = Sink()
+    rl = _flooding(sink, now)
+    await rl.check(RouteGroup.VALIDATE, ip="45.133.1.77")
+    sink.down = True
+    with pytest.raises(AuditUnavailable):
+        await rl.check(RouteGroup.VALIDATE, ip="45.133.1.77")  # the first violation
+    for _ in range(3):
+        assert not (await rl.check(RouteGroup.VALIDATE, ip="45.133.1.77")).allowed
+    now[0] += 61
+    with pytest.raises(AuditUnavailable):  # the summary is due and refused
+        await rl.check(RouteGroup.VALIDATE, ip="45.133.1.77")
+    sink.down = False
+    await rl.flush()
+    (summary,) = sink.events
+    assert (summary.details["count"], summary.details["summary"]) == (5, True)
+    assert rl.counts["audit_errors"] == 2
+
+
+@pytest.mark.asyncio
+async def test_an_outage_summary_the_trail_refuses_is_kept() -> None:
+    """The limiter_unavailable summary (Redis away) survives a refused flush too."""
+    now = [1000.0]
+    sink = Sink()
+    rl = _flooding(sink, now)
+    for _ in range(4):
+        await rl._storage_failed(StorageError(ConnectionError("redis away")))
+    now[0] += 61
+    sink.down = True
+    with pytest.raises(AuditUnavailable):
+        await rl.flush()
+    sink.down = False
+    await rl.flush()
+    first, summary = sink.events
+    assert first.details["limit"] == summary.details["limit"] == "storage"
+    assert summary.details["count"] == 3
+
+
+def test_refused_events_are_a_metric() -> None:
+    """/metrics shows the refusals as kroonika_ratelimit_total{counter="audit_errors"}."""
+    from kroonika.web._metrics import _limiter_metrics
+
+    rl = RateLimiter(RateLimitPolicy.build({}))
+    rl.counts["audit_errors"] += 2
+    assert 'kroonika_ratelimit_total{counter="audit_errors"} 2\n' in _limiter_metrics(rl)
 
 
 @pytest.mark.asyncio

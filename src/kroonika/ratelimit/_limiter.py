@@ -12,6 +12,11 @@ first at once, then at most one per minute with the count).
 Events are summarised per limit and key: the first violation is emitted at once,
 the rest of that minute become one summary event (``summary=true``, ``count``), so
 a flood cannot flood the trail.
+
+The audit trail refusing an event (store down) fails the request that sent it, as
+everywhere, but loses no violation: the count of a refused summary is kept, and a
+refused first event is added to it, for the next flush to send. Each refusal is
+counted (``audit_errors``); ``events`` counts the recorded ones.
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
-from kroonika.audit import Actor, ActorType, AuditEvent, Correlation, Outcome, Source, events
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditUnavailable,
+    Correlation,
+    Outcome,
+    Source,
+    events,
+)
 from kroonika.ratelimit._errors import RateLimited
 from kroonika.ratelimit._policy import KeyKind, RateLimitPolicy, RouteGroup
 
@@ -99,6 +113,7 @@ class RateLimiter:
             "storage_errors": 0,
             "events": 0,
             "suppressed": 0,
+            "audit_errors": 0,
         }
 
     @property
@@ -130,7 +145,7 @@ class RateLimiter:
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(5)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # refusals are counted and kept
                 await self.flush()
 
     # --- checking
@@ -275,36 +290,69 @@ class RateLimiter:
             flood.suppressed += 1
             self.counts["suppressed"] += 1
             return
-        if flood is not None:
-            await self._summarise(flood)
-        self._floods[(name, key)] = _Flood(now, 0, event)
-        await self._send(event)
+        try:
+            if flood is not None:
+                await self._summarise(flood, also=1)
+            flood = self._floods[(name, key)] = _Flood(now, 0, event)
+            await self._first(flood)
+        except AuditUnavailable:
+            self.counts["suppressed"] += 1  # this violation waits in a summary
+            raise
 
-    async def _summarise(self, flood: _Flood) -> None:
-        if flood.suppressed == 0:
+    async def _first(self, flood: _Flood) -> None:
+        """Send a flood's first event; refused, its violation goes into the summary."""
+        try:
+            await self._send(flood.event)
+        except AuditUnavailable:
+            flood.suppressed += 1
+            raise
+
+    async def _summarise(self, flood: _Flood, *, also: int = 0) -> None:
+        """Send the flood's summary. Refused, its count is kept (with ``also``, the
+        violation being handled, added to it) for the next flush."""
+        n = flood.suppressed
+        if n == 0:
             return
         e = flood.event
         summary = replace(
             e,
-            details={**e.details, "count": flood.suppressed, "summary": True},
+            details={**e.details, "count": n, "summary": True},
             threat=list(e.threat),
             id=None,
             time=None,
         )
         flood.suppressed = 0
-        await self._send(summary)
+        try:
+            await self._send(summary)
+        except AuditUnavailable:
+            flood.suppressed += n + also  # plus any counted while it was being sent
+            raise
 
     async def flush(self, *, force: bool = False) -> None:
-        """Emit the summaries of floods whose minute is over (all when ``force``)."""
+        """Emit the summaries of floods whose minute is over (all when ``force``). A
+        refused summary stays for the next flush; the refusal is raised (and counted)."""
         now = self._clock()
         for key, flood in list(self._floods.items()):
             if force or now - flood.start >= SUMMARY_S:
                 del self._floods[key]
-                await self._summarise(flood)
+                try:
+                    await self._summarise(flood)
+                except AuditUnavailable:
+                    newer = self._floods.setdefault(key, flood)
+                    if newer is not flood:  # a new flood began meanwhile: it carries both
+                        newer.suppressed += flood.suppressed
+                    raise
         outage = self._outage
         if outage is not None and (force or now - outage.start >= SUMMARY_S):
             self._outage = None
-            await self._summarise(outage)
+            try:
+                await self._summarise(outage)
+            except AuditUnavailable:
+                if self._outage is None:
+                    self._outage = outage
+                else:
+                    self._outage.suppressed += outage.suppressed
+                raise
 
     async def _storage_failed(self, exc: StorageError) -> None:
         self.counts["storage_errors"] += 1
@@ -314,7 +362,7 @@ class RateLimiter:
             outage.suppressed += 1
             return
         if outage is not None:
-            await self._summarise(outage)
+            await self._summarise(outage, also=1)
         event = events.security_rate_limit(
             outcome=Outcome.UNKNOWN,
             reason="limiter_unavailable",
@@ -324,12 +372,16 @@ class RateLimiter:
             count=1,
         )
         self._outage = _Flood(now, 0, event)
-        await self._send(event)
+        await self._first(self._outage)
 
     async def _send(self, event: AuditEvent) -> None:
-        self.counts["events"] += 1
         if self._emit is not None:
-            await self._emit(event)
+            try:
+                await self._emit(event)
+            except AuditUnavailable:
+                self.counts["audit_errors"] += 1
+                raise
+        self.counts["events"] += 1
 
     async def reset(self) -> None:
         """Forget every counter (tests and the admin "reset limits" action)."""

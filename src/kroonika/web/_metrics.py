@@ -35,10 +35,11 @@ def _loopback(host: str | None) -> bool:
 
 def _limiter_metrics(limiter: RateLimiter) -> str:
     """The limiter's counters; ``storage_errors`` counts checks that failed open because
-    the storage (Redis) could not be reached."""
+    the storage (Redis) could not be reached, ``audit_errors`` events the trail refused."""
     lines = [
         "# HELP kroonika_ratelimit_total Rate limiter counters of this instance"
-        " (storage_errors: checks that failed open, the storage unreachable).",
+        " (storage_errors: checks that failed open, the storage unreachable;"
+        " audit_errors: events the audit trail refused, kept for the next summary).",
         "# TYPE kroonika_ratelimit_total counter",
     ]
     lines += [
