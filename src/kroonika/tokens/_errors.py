@@ -11,7 +11,8 @@
     ├── BatchTooLarge           more items than ``token_bulk_max``
     └── AccessListError         a bad list entry (kind, value, list)
 
-Wire errors carry their RFC error code and HTTP status.
+Wire errors carry their RFC error code and HTTP status. The message of an error with a
+5xx status is never sent to the client (it is the operator's, for the log).
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ class TokenError(Exception):
 
 
 class KeyRingError(TokenError):
-    error = "server_error"
-    status = 500
+    """The message is for the operator (it may name a command or a kid): clients get
+    RFC 6749 ``temporarily_unavailable`` (503) and a generic description."""
+
+    error = "temporarily_unavailable"
+    status = 503
 
 
 class ClientError(TokenError):

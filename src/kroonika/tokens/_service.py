@@ -12,6 +12,7 @@ Events carry token metadata only: jti, kid, alg, type, audience, iat/exp, claim
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import threading
@@ -41,6 +42,7 @@ from kroonika.tokens._clock import Clock
 from kroonika.tokens._errors import (
     BatchTooLarge,
     ExtendConflict,
+    KeyRingError,
     MintRefused,
     NotPermitted,
     TokenRejected,
@@ -50,6 +52,8 @@ from kroonika.tokens._lists import AccessLists, Entry, Kind, ListName
 from kroonika.tokens._lists import Subject as ListSubject
 from kroonika.tokens._store import Page, TokenRecord, TokenStore
 from kroonika.tokens._verify import Reason, Verdict, VerifiedToken, check_claims, verify_signature
+
+log = logging.getLogger("kroonika.tokens")
 
 RESERVED_CLAIMS = frozenset(
     {
@@ -359,7 +363,13 @@ class TokenService:
         return self.clock.now()
 
     def _sign(self, payload: dict[str, Any], typ: str) -> tuple[str, str, str]:
-        key = self.keys.current()
+        try:
+            key = self.keys.current()
+        except KeyRingError as exc:
+            # the operator's hint (which command, which kid) goes here; the client gets
+            # a generic 503 (rfc6749.error_response)
+            log.error("cannot sign a token: %s", exc)
+            raise
         token = jwt.encode(
             payload, key.private, algorithm=key.alg, headers={"kid": key.kid, "typ": typ}
         )

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 
 FORM_REQUIRED = "the body must be application/x-www-form-urlencoded"
+UNAVAILABLE = "the service cannot handle this request now; try again later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +72,13 @@ def credentials(authorization: str | None, form: Mapping[str, str]) -> Credentia
 
 
 def error_response(exc: TokenError, *, basic: bool = True) -> WireResponse:
+    """The section 5.2 answer. A server-side failure (5xx) gets a generic description:
+    its message is for the operator's log, not for clients."""
     headers: dict[str, str] = {"Cache-Control": "no-store"}
     if isinstance(exc, InvalidClient) and basic:
         headers["WWW-Authenticate"] = 'Basic realm="kroonika", charset="UTF-8"'
-    return WireResponse(exc.status, {"error": exc.error, "error_description": str(exc)}, headers)
+    description = str(exc) if exc.status < 500 else UNAVAILABLE
+    return WireResponse(exc.status, {"error": exc.error, "error_description": description}, headers)
 
 
 async def authenticate_client(
