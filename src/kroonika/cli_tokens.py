@@ -58,25 +58,31 @@ def keys_rotate(
     justification: Annotated[str, typer.Option("--justification", "-j")] = "manual rotation",
 ) -> None:
     """Create a new token signing key. It is published in the JWKS at once and signs
-    after the publish lead; the old key stays until its last token expires."""
+    after the publish lead; the old key stays until its last token expires. The key
+    signs nothing until its rotation is recorded, and is removed if it cannot be."""
     settings = _settings()
     engine = make_engine(settings.resolved_database_url())
     try:
         if settings.db_auto_upgrade:
             upgrade(engine)
         ring = key_ring(settings, engine, SystemClock())
-        old, new = ring.rotate(immediate=now)
+        old, new = ring.rotate(staged=True)
+        try:
+            _audit(
+                settings,
+                events.key_rotate(
+                    actor=CLI_ACTOR,
+                    purpose="token_signing",
+                    old_kid=old,
+                    new_kid=new,
+                    justification=justification[:2000],
+                ),
+            )
+        except BaseException:
+            ring.discard(new)  # staged, so it never signed: no unrecorded key stays
+            raise
+        ring.activate(new, immediate=now or old is None)
         retired = ring.retire_expired()
-        _audit(
-            settings,
-            events.key_rotate(
-                actor=CLI_ACTOR,
-                purpose="token_signing",
-                old_kid=old,
-                new_kid=new,
-                justification=justification[:2000],
-            ),
-        )
     except (KeyRingError, SettingsError, AuditError) as exc:
         raise _fail(str(exc)) from None
     finally:

@@ -122,11 +122,12 @@ def test_list_entries_removed_while_the_trail_is_down_are_removed_again_later(
 
 
 @pytest.mark.postgres
-def test_a_key_rotation_the_trail_cannot_record_is_not_published(
+def test_a_key_rotation_the_trail_cannot_record_is_discarded(
     tmp_path: Path, fresh_postgres_url: str
 ) -> None:
     """The token_keys job cannot record key.rotate: the run fails and the new key is
-    neither published nor ever signs; the next run rotates with its event."""
+    discarded: it never signed and is no longer published; the next run rotates with
+    its event."""
     overrides = {"audit_store_url": fresh_postgres_url, "token_key_rotation_interval_s": 1}
     with admin_stack(tmp_path, overrides=overrides) as stack:
         (first,) = httpx.get(stack.url + "/.well-known/jwks.json").json()["keys"]
@@ -142,3 +143,21 @@ def test_a_key_rotation_the_trail_cannot_record_is_not_published(
         assert rotated["details"]["old_kid"] == first["kid"]
         kids = [k["kid"] for k in httpx.get(stack.url + "/.well-known/jwks.json").json()["keys"]]
         assert kids == [first["kid"], rotated["details"]["new_kid"]]
+
+
+@pytest.mark.postgres
+def test_signing_key_rotation_unrecorded_leaves_no_key(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """POST /admin/keys/signing/rotate while the audit store refuses connections: 503,
+    and the key set and the signing key are as they were (no unrecorded key signs)."""
+    with admin_stack(tmp_path, overrides={"audit_store_url": fresh_postgres_url}) as stack:
+        before = httpx.get(stack.url + "/.well-known/jwks.json").json()
+        with refusing_connections(fresh_postgres_url):
+            _assert_refused(stack.call("POST", "/admin/keys/signing/rotate"))
+        after = httpx.get(stack.url + "/.well-known/jwks.json").json()
+        assert after == before
+        rotated = stack.call("POST", "/admin/keys/signing/rotate")
+        assert rotated.status_code == 200, rotated.text
+        (event,) = stack.events(types=("key.rotate",))
+        assert event["details"]["new_kid"] == rotated.json()["new_kid"]

@@ -91,9 +91,9 @@ async def test_rotation_happens_when_due_and_is_audited(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_a_rotation_the_trail_refuses_never_signs(tmp_path: Path) -> None:
-    """Even with no publish lead, the new key neither signs nor is published while its
-    key.rotate is being recorded; refused, it is deleted and the run fails; the next run
-    rotates with its event and the key signs from then on."""
+    """Even with no publish lead, the new key does not sign while its key.rotate is
+    being recorded; refused, it is discarded (unpublished again) and the run fails; the
+    next run rotates with its event and the key signs from then on."""
     engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
     upgrade(engine)
     clock = FixedClock(NOW)
@@ -119,8 +119,11 @@ async def test_a_rotation_the_trail_refuses_never_signs(tmp_path: Path) -> None:
     assert keys.current().kid == event.details["new_kid"]
 
 
-def test_a_held_key_gets_its_whole_lead_from_publication(tmp_path: Path) -> None:
-    """A held key is invisible until published; its publish lead counts from then."""
+def test_a_staged_key_signs_only_once_activated_and_not_before_its_lead(
+    tmp_path: Path,
+) -> None:
+    """A staged key is published at once but signs nothing until activated; activated,
+    it still waits out the publish lead counted from its publication."""
     engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
     upgrade(engine)
     clock = FixedClock(NOW)
@@ -129,15 +132,18 @@ def test_a_held_key_gets_its_whole_lead_from_publication(tmp_path: Path) -> None
                           max_token_lifetime_s=3600)  # fmt: skip
     first = keys.ensure()
     clock.advance(2 * DAY)
-    rotated = keys.rotate_if_due(held=True)
+    rotated = keys.rotate_if_due(staged=True)
     assert rotated is not None
     _, new = rotated
-    assert [k.kid for k in keys.published()] == [first]
-    clock.advance(900)  # longer than the lead: still unpublished, so not signing
+    assert [k.kid for k in keys.published()] == [first, new]
+    clock.advance(900)  # longer than the lead: still staged, so not signing
     assert keys.current().kid == first
-    keys.publish(new)
-    (published,) = [k for k in keys.published() if k.kid == new]
-    assert (published.created_at, published.activates_at) == (clock.now(), clock.now() + 600)
-    assert keys.current().kid == first
-    clock.advance(600)
+    keys.activate(new)
+    assert keys.current().kid == new  # the lead had passed since publication
+    clock.advance(DAY)
+    _, newer = keys.rotate_if_due(staged=True) or (None, "")
+    clock.advance(100)
+    keys.activate(newer)  # within the lead: not yet
     assert keys.current().kid == new
+    clock.advance(500)
+    assert keys.current().kid == newer

@@ -11,7 +11,7 @@ from kroonika.audit import AuditUnavailable
 from kroonika.cli import app
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
-from kroonika.db.tokens import clients
+from kroonika.db.tokens import clients, signing_keys
 from kroonika.settings import Settings
 from kroonika.tokens import ClientRegistry, SystemClock
 from kroonika.tokens._build import key_ring
@@ -127,5 +127,63 @@ def test_clients_add_unaudited_is_undone(env: Settings, monkeypatch: pytest.Monk
     engine = make_engine(env.resolved_database_url())
     try:
         assert ClientRegistry(engine, clock=SystemClock()).list() == []
+    finally:
+        engine.dispose()
+
+
+# A PostgreSQL audit store on a port nobody listens on: the trail cannot be opened.
+_TRAIL_DOWN = "postgresql+psycopg://kroonika@127.0.0.1:1/audit"
+
+
+@pytest.mark.parametrize("now", [False, True])
+def test_keys_rotate_unaudited_is_undone(
+    env: Settings, monkeypatch: pytest.MonkeyPatch, now: bool
+) -> None:
+    """When the trail cannot record the rotation (with or without --now), no new key is
+    left behind: the old key signs, the key set is as it was, exit 2."""
+    engine = make_engine(env.resolved_database_url())
+    try:
+        upgrade(engine)
+        ring = key_ring(env, engine)
+        first = ring.ensure()
+        monkeypatch.setenv("KROONIKA_AUDIT_STORE_URL", _TRAIL_DOWN)
+        args = ["keys", "rotate", "-j", "test", *(["--now"] if now else [])]
+        _one_line_error(CliRunner().invoke(app, args))
+        ring.refresh()
+        assert [k.kid for k in ring.published()] == [first]
+        assert ring.current().kid == first
+    finally:
+        engine.dispose()
+
+
+def test_keys_rotate_now_signs_only_once_recorded(
+    env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--now: while the rotation is being recorded the new key is published but does
+    not sign yet; once recorded it signs at once."""
+    from kroonika import cli_tokens
+
+    engine = make_engine(env.resolved_database_url())
+    try:
+        upgrade(engine)
+        ring = key_ring(env, engine)
+        first = ring.ensure()
+        with engine.begin() as conn:  # long in use (no tie within one second)
+            conn.execute(signing_keys.update().values(created_at=1, activates_at=1))
+        seen: list[tuple[str, list[str]]] = []
+        record = cli_tokens._audit
+
+        def audit(settings: Settings, event: object) -> None:
+            ring.refresh()
+            seen.append((ring.current().kid, [k.kid for k in ring.published()]))
+            record(settings, event)  # type: ignore[arg-type]
+
+        monkeypatch.setattr("kroonika.cli_tokens._audit", audit)
+        result = CliRunner().invoke(app, ["keys", "rotate", "--now", "-j", "emergency"])
+        assert result.exit_code == 0, result.output
+        ring.refresh()
+        new = ring.current().kid
+        assert new != first
+        assert seen == [(first, [first, new])]
     finally:
         engine.dispose()

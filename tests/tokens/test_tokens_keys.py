@@ -107,3 +107,46 @@ async def test_old_key_tokens_valid_until_expiry_then_retired(kit: Kit) -> None:
     assert ring.retire_expired() == [old_kid]
     assert old_kid not in {k["kid"] for k in ring.jwks()["keys"]}
     assert (await kit.service.validate(issued.token)).reason is Reason.UNKNOWN_KEY
+
+
+def test_staged_key_is_published_but_signs_only_once_activated() -> None:
+    """A staged rotation publishes the key but never signs with it, whatever the time,
+    until it is activated (at once, or after the publish lead)."""
+    clock = FixedClock(NOW)
+    engine = create_engine("sqlite://")
+    create_tables(engine)
+    ring = SigningKeyRing(engine, b"m" * 32, clock=clock, publish_lead_s=600)
+    first = ring.ensure()
+    old, new = ring.rotate(immediate=True, staged=True)
+    assert old == first
+    assert {k["kid"] for k in ring.jwks()["keys"]} == {first, new}
+    clock.advance(10**7)
+    assert ring.current().kid == first
+    ring.activate(new, immediate=True)
+    assert ring.current().kid == new
+    _, later = ring.rotate(staged=True)
+    ring.activate(later)
+    assert ring.current().kid == new
+    clock.advance(600)
+    assert ring.current().kid == later
+
+
+def test_discard_removes_only_keys_that_never_signed() -> None:
+    """A staged or still pending key can be discarded (the undo of an unrecorded
+    rotation); a key that may have signed tokens cannot."""
+    clock = FixedClock(NOW)
+    engine = create_engine("sqlite://")
+    create_tables(engine)
+    ring = SigningKeyRing(engine, b"m" * 32, clock=clock, publish_lead_s=600)
+    first = ring.ensure()
+    assert first is not None
+    _, staged = ring.rotate(staged=True)
+    ring.discard(staged)
+    _, pending = ring.rotate()
+    ring.discard(pending)
+    assert [k.kid for k in ring.published()] == [first]
+    with pytest.raises(KeyRingError):
+        ring.discard(first)
+    with pytest.raises(KeyRingError):
+        ring.activate(first)
+    assert ring.current().kid == first

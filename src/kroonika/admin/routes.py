@@ -775,23 +775,31 @@ async def rotate_key(
     """Rotate the token signing key (the old one stays published until its tokens expire)
     or the audit checkpoint key (new heads are signed with the new key)."""
     admin = admin_services(request)
-    if purpose == "signing":
-        comps = _tokens(request)
-        old, new = await asyncio.to_thread(comps.keys.rotate, immediate=True)
+    ring = _tokens(request).keys if purpose == "signing" else None
+    if ring is not None:
+        # staged: the new signing key signs nothing until its rotation is recorded
+        old, new = await asyncio.to_thread(ring.rotate, staged=True)
     else:
         old, new = await asyncio.to_thread(admin.services.audit.keyring.rotate)
-    await admin.services.audit.trail.emit(
-        ev.key_rotate(
-            actor=p.actor(),
-            source=source_of(request),
-            target=Target("key", new),
-            correlation=correlation_of(request),
-            purpose=purpose,
-            old_kid=old,
-            new_kid=new,
-            justification=_why(request),
+    try:
+        await admin.services.audit.trail.emit(
+            ev.key_rotate(
+                actor=p.actor(),
+                source=source_of(request),
+                target=Target("key", new),
+                correlation=correlation_of(request),
+                purpose=purpose,
+                old_kid=old,
+                new_kid=new,
+                justification=_why(request),
+            )
         )
-    )
+    except BaseException:
+        if ring is not None:
+            await asyncio.to_thread(ring.discard, new)  # it never signed
+        raise
+    if ring is not None:
+        await asyncio.to_thread(ring.activate, new, immediate=True)
     return {"purpose": purpose, "old_kid": old, "new_kid": new}
 
 

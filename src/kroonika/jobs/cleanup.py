@@ -18,8 +18,8 @@ change unaudited, and the next run does the batch again with its events.
   of tokens that expired, were revoked or replaced longer than the retention period ago.
 - ``access_lists``: remove allow/deny entries whose expiry has passed (``access_list.remove``).
 - ``token_keys``: rotate the token signing key when it is older than the rotation interval
-  (``key.rotate``; the new key is held back, unpublished and unused, until its event is
-  recorded) and retire superseded keys whose last token has expired.
+  (``key.rotate``; the new key is staged, published but signing nothing, until its
+  event is recorded) and retire superseded keys whose last token has expired.
 """
 
 from __future__ import annotations
@@ -371,9 +371,9 @@ async def token_keys(deps: JobDeps, ctx: JobContext) -> None:
     comps = deps.tokens()
     if comps is None:
         return
-    # The new key is held back (neither published nor used) until its key.rotate is
-    # recorded; refused, it is deleted and the next run rotates again.
-    rotated = await asyncio.to_thread(comps.keys.rotate_if_due, held=True)
+    # The new key is staged (published, signing nothing) until its key.rotate is
+    # recorded; refused, it is discarded and the next run rotates again.
+    rotated = await asyncio.to_thread(comps.keys.rotate_if_due, staged=True)
     if rotated is not None:
         old, new = rotated
         try:
@@ -393,7 +393,7 @@ async def token_keys(deps: JobDeps, ctx: JobContext) -> None:
         except AuditUnavailable:
             await asyncio.to_thread(comps.keys.discard, new)
             raise
-        await asyncio.to_thread(comps.keys.publish, new)
+        await asyncio.to_thread(comps.keys.activate, new)
         ctx.counts["keys_rotated"] += 1
     retired = await asyncio.to_thread(comps.keys.retire_expired)
     ctx.counts["keys_retired"] += len(retired)

@@ -7,10 +7,14 @@ Rotation with overlap:
   that cache the JWKS know it before the first token signed with it arrives;
 - when a newer key takes over, the old key is *superseded* but stays published and
   valid for verification until the last token it signed has expired; only then is
-  it *retired* (unpublished, and tokens naming it are ``unknown_key``);
-- a scheduled rotation creates its key *held* (stored like a retired key but never
-  superseded: unpublished and unused) and publishes it only once its ``key.rotate``
-  is recorded, so a key whose rotation the audit trail refused never signs.
+  it *retired* (unpublished, and tokens naming it are ``unknown_key``).
+
+A rotation that must be recorded first is *staged*: the key is published but its
+activation time is :data:`STAGED` (it never comes), so nothing signs with it until
+:meth:`SigningKeyRing.activate`; if the rotation cannot be recorded,
+:meth:`SigningKeyRing.discard` removes it again (only a key that never signed can be
+discarded). A process that dies in between leaves an inert key, never an unrecorded
+signing one.
 
 Private keys are stored encrypted: AES-256-GCM under a key derived (HKDF-SHA256)
 from the master key, with the kid as associated data, so a row cannot be moved to
@@ -42,6 +46,8 @@ Alg = Literal["ES256", "RS256"]
 SUPPORTED_ALGS: tuple[Alg, ...] = ("ES256", "RS256")
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+# ``activates_at`` of a staged key: published, signs nothing until activated.
+STAGED = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,66 +243,75 @@ class SigningKeyRing:
             return None
         return self._create(immediate=True)
 
-    def rotate(self, *, immediate: bool = False, held: bool = False) -> tuple[str | None, str]:
+    def rotate(self, *, immediate: bool = False, staged: bool = False) -> tuple[str | None, str]:
         """Create a new key. It is published now and signs from ``now + publish_lead_s``
         (or at once with ``immediate``, which only a first key or an emergency
         should use). Returns ``(current kid or None, new kid)``.
 
-        A ``held`` key is stored but neither published nor used until :meth:`publish`
-        (call it once the rotation is audited; :meth:`discard` if it cannot be): a key
-        whose ``key.rotate`` was never recorded never signs, even if the process dies
-        in between."""
+        With ``staged`` it signs nothing until :meth:`activate` (``immediate`` is then
+        the caller's to pass there): record the rotation first, then activate it, or
+        :meth:`discard` it when it cannot be recorded."""
         try:
             old: str | None = self.current().kid
         except KeyRingError:
             old = None
-        new = self._create(immediate=immediate or old is None, held=held)
+        new = self._create(immediate=immediate or old is None, staged=staged)
         return old, new
 
-    def rotate_if_due(self, *, held: bool = False) -> tuple[str | None, str] | None:
-        """Scheduled rotation: rotate when the newest key is older than the interval."""
+    def rotate_if_due(self, *, staged: bool = False) -> tuple[str | None, str] | None:
+        """Scheduled rotation: rotate when the newest key is older than the interval
+        (``staged`` as for :meth:`rotate`)."""
         if self.rotation_interval_s <= 0:
             return None
         keys = self.published()
         if keys and keys[-1].created_at + self.rotation_interval_s > self._clock.now():
             return None
-        return self.rotate(held=held)
+        return self.rotate(staged=staged)
 
-    def publish(self, kid: str) -> None:
-        """Release a held key: published from now, signing after the same lead it was
-        created with (counted from now, so verifiers still get the whole lead)."""
+    def activate(self, kid: str, *, immediate: bool = False) -> None:
+        """Let the staged key ``kid`` sign: at once with ``immediate``, otherwise once
+        the publish lead since its creation (when it was published) has passed."""
         now = self._clock.now()
         with self._engine.begin() as conn:
-            row = conn.execute(
-                select(signing_keys.c.created_at, signing_keys.c.activates_at).where(
+            created = conn.execute(
+                select(signing_keys.c.created_at).where(
                     signing_keys.c.kid == kid,
-                    signing_keys.c.retired_at.is_not(None),
-                    signing_keys.c.superseded_at.is_(None),
+                    signing_keys.c.activates_at == STAGED,
+                    signing_keys.c.retired_at.is_(None),
                 )
-            ).one_or_none()
-            if row is None:
-                raise KeyRingError(f"no held signing key {kid}")
-            lead = row.activates_at - row.created_at
+            ).scalar_one_or_none()
+            if created is None:
+                raise KeyRingError(f"signing key {kid} is not staged")
+            at = now if immediate else max(now, created + self.publish_lead_s)
             conn.execute(
                 update(signing_keys)
-                .where(signing_keys.c.kid == kid)
-                .values(created_at=now, activates_at=now + lead, retired_at=None)
+                .where(signing_keys.c.kid == kid, signing_keys.c.activates_at == STAGED)
+                .values(activates_at=at)
             )
         self._load()
 
     def discard(self, kid: str) -> None:
-        """Delete a held key (its rotation could not be audited); a published key is
-        never touched."""
+        """Remove a key that has never been able to sign (staged, or still within its
+        publish lead): the undo of a rotation that could not be recorded. A key that
+        may have signed tokens is refused (it is retired, never discarded)."""
+        now = self._clock.now()
         with self._engine.begin() as conn:
-            conn.execute(
+            gone = conn.execute(
                 delete(signing_keys).where(
-                    signing_keys.c.kid == kid,
-                    signing_keys.c.retired_at.is_not(None),
-                    signing_keys.c.superseded_at.is_(None),
+                    signing_keys.c.kid == kid, signing_keys.c.activates_at > now
                 )
-            )
+            ).rowcount
+            if not gone:
+                exists = conn.execute(
+                    select(signing_keys.c.kid).where(signing_keys.c.kid == kid)
+                ).first()
+                if exists is not None:
+                    raise KeyRingError(f"signing key {kid} may have signed tokens")
+        with self._lock:
+            self._private.pop(kid, None)
+        self._load()
 
-    def _create(self, *, immediate: bool, held: bool = False) -> str:
+    def _create(self, *, immediate: bool, staged: bool = False) -> str:
         now = self._clock.now()
         kid = (
             f"{self.alg.lower()}-{time.strftime('%Y%m%d', time.gmtime(now))}-{secrets.token_hex(4)}"
@@ -316,9 +331,11 @@ class SigningKeyRing:
                     kid=kid,
                     alg=self.alg,
                     created_at=now,
-                    activates_at=now if immediate else now + self.publish_lead_s,
+                    activates_at=(
+                        STAGED if staged else now if immediate else now + self.publish_lead_s
+                    ),
                     superseded_at=None,
-                    retired_at=now if held else None,  # a held key: unpublished, unused
+                    retired_at=None,
                     public_jwk=orjson.dumps(jwk).decode(),
                     private_enc=blob,
                 )
