@@ -211,3 +211,34 @@ def test_service_token_routes_are_classified() -> None:
     assert classify("/tokens/validate", DEFAULT_ROUTES) is RouteGroup.VALIDATE
     assert classify("/introspect", DEFAULT_ROUTES) is RouteGroup.VALIDATE
     assert classify("/revoke", DEFAULT_ROUTES) is RouteGroup.VALIDATE
+
+
+@pytest.mark.asyncio
+async def test_a_clients_own_limit_spans_route_groups() -> None:
+    """A client's own limit is one window over every group it calls, counted even when
+    the route counts no group limit (``kinds=()``), and only for that client."""
+    sink = Sink()
+    rl = RateLimiter(RateLimitPolicy.build(), emit=sink)
+    own = {"client": "svc-a", "client_limit": "2/minute", "kinds": ()}
+    assert (await rl.check(RouteGroup.TOKEN_MINT, ip="10.0.0.1", **own)).allowed
+    assert (await rl.check(RouteGroup.VALIDATE, ip="10.0.0.1", **own)).allowed
+    over = await rl.check(RouteGroup.VALIDATE, ip="10.0.0.1", **own)
+    other = await rl.check(RouteGroup.VALIDATE, ip="10.0.0.1", client="svc-b", kinds=())
+    assert (over.allowed, over.limit) == (False, "client:own")
+    assert other.allowed
+    (event,) = sink.events
+    assert event.details["limit"] == "client:own"
+    assert event.actor.client_id == "svc-a"
+
+
+@pytest.mark.asyncio
+async def test_a_bad_stored_client_limit_fails_open_and_is_counted() -> None:
+    """A stored limit the limiter cannot parse (a hand edit, an older version) is not
+    applied: the request passes, and the counter says so."""
+    rl = RateLimiter(RateLimitPolicy.build())
+    for _ in range(3):
+        decision = await rl.check(
+            RouteGroup.TOKEN_MINT, ip="10.0.0.1", client="svc-a", client_limit="lots", kinds=()
+        )
+        assert decision.allowed
+    assert rl.counts["bad_client_limits"] == 3

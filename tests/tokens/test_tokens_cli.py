@@ -75,6 +75,8 @@ def _one_line_error(result: object) -> str:
         ["clients", "add", "x", "-a", "two\nlines"],
         ["clients", "add", "x", "--max-ttl", str(10**30)],
         ["clients", "add", "x", "-c", "bad\x1b[2Jclaim"],
+        ["clients", "add", "x", "--rate-limit", "lots\x1b[2J"],
+        ["clients", "add", "x", "--rate-limit", "0/minute"],
     ],
 )
 def test_clients_add_bad_input_is_one_clean_line(env: Settings, args: list[str]) -> None:

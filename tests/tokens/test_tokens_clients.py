@@ -161,3 +161,28 @@ def test_remove(registry: ClientRegistry) -> None:
     with pytest.raises(InvalidClient):
         registry.authenticate(new.client.client_id, new.secret)
     assert registry.get(new.client.client_id) is None
+
+
+@pytest.mark.parametrize(
+    "text", ["lots", "100", "100/fortnight", "0/minute", "-5/minute", "10/minute;1/second", " "]
+)
+def test_bad_rate_limit_refused_and_not_stored(registry: ClientRegistry, text: str) -> None:
+    """A rate limit the limiter would not apply as given is refused with a clear error
+    (the syntax and an example), and nothing is registered."""
+    with pytest.raises(ClientError, match="100/minute"):
+        registry.register("svc", rate_limit=text)
+    assert registry.list() == []
+
+
+@pytest.mark.parametrize("text", ["100/minute", "5 per second", "10/2 hours", " 1/day "])
+def test_rate_limit_stored_is_what_the_limiter_applies(registry: ClientRegistry, text: str) -> None:
+    """An accepted rate limit is stored in a form the rate limiter parses to the same
+    window as the text the administrator gave."""
+    from limits import parse
+
+    from kroonika.ratelimit._policy import client_limit
+
+    stored = registry.register("svc", rate_limit=text).client.rate_limit
+    assert stored is not None
+    assert stored == registry.list()[0].rate_limit
+    assert client_limit(stored) == parse(text)

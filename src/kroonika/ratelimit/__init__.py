@@ -1,9 +1,9 @@
 """Rate limiting on the ``limits`` library: moving windows per client IP, client,
-person and route group; memory storage, or Redis (``KROONIKA_REDIS_URL``) so that
-instances share counters. Over the limit: HTTP 429 with ``Retry-After`` and a JSON
-error, a growing penalty for repeat offenders, exempt networks, and summarised
-``security.rate_limit`` events. Fails open when Redis is unreachable (counted and
-reported as an event).
+person and route group, and a client's own limit over all its token routes; memory
+storage, or Redis (``KROONIKA_REDIS_URL``) so that instances share counters. Over the
+limit: HTTP 429 with ``Retry-After`` and a JSON error, a growing penalty for repeat
+offenders, exempt networks, and summarised ``security.rate_limit`` events. Fails open
+when Redis is unreachable (counted and reported as an event).
 
     limiter = build_limiter(settings, emit=trail.emit)
     install_rate_limiting(app, limiter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,19 @@ def _parse_limit(text: str) -> RateLimitItem:
         return parse(text)
     except ValueError as exc:
         raise RateLimitConfigError(f"bad rate limit {text!r}: {exc}") from None
+
+
+# The limit name of a client's own limit (``Client.rate_limit``): one window per client
+# over every token route it calls, on top of the route groups' per-client limits.
+CLIENT_OWN = "client:own"
+
+
+@functools.lru_cache(maxsize=1024)
+def client_limit(text: str) -> RateLimitItem:
+    """A client's own limit, e.g. ``"100/minute"`` (parsed once per distinct text).
+    The client registry only stores texts this accepts; anything else raises
+    :class:`RateLimitConfigError`."""
+    return _parse_limit(text)
 
 
 @dataclass(frozen=True)

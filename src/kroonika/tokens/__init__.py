@@ -7,7 +7,14 @@ RFC 7009 revocation, extension, bulk operations, allow/deny lists and clients.
 """
 
 from kroonika.tokens._build import TokenComponents, build_tokens, create_tables, policy_from
-from kroonika.tokens._clients import Client, ClientRegistry, NewClient, hash_secret, verify_secret
+from kroonika.tokens._clients import (
+    Client,
+    ClientRegistry,
+    NewClient,
+    check_rate_limit,
+    hash_secret,
+    verify_secret,
+)
 from kroonika.tokens._clock import Clock, FixedClock, SystemClock
 from kroonika.tokens._errors import (
     AccessListError,
@@ -88,6 +95,7 @@ __all__ = [
     "Verdict",
     "VerifiedToken",
     "build_tokens",
+    "check_rate_limit",
     "create_tables",
     "hash_secret",
     "parse_mint_request",

@@ -1,8 +1,9 @@
 """Registered clients (relying services) and their authentication.
 
 A client has an id, a secret stored only as an scrypt hash, the audiences it may
-put in tokens, the custom claims it may set, its maximum TTL and its rate limit
-(stored here; enforced by the rate limiter).
+put in tokens, the custom claims it may set, its maximum TTL and its own rate limit
+(checked and stored here, :func:`check_rate_limit`; enforced by the rate limiter on
+every token route the client calls).
 
 scrypt is deliberately slow, which a service answering thousands of
 introspections per second cannot pay on every request; so a successful check is
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
+from limits import parse as parse_limit
 from sqlalchemy import Engine, delete, insert, select, update
 
 from kroonika.db.tokens import clients
@@ -40,6 +42,27 @@ CLIENT_ID = re.compile(r"[\x21-\x7e]{1,64}")
 # An audience becomes a JWT ``aud`` value: visible ASCII as well.
 _AUDIENCE = re.compile(r"[\x21-\x7e]{1,200}")
 MAX_TTL_S = 2**31 - 1
+RATE_LIMIT_SYNTAX = (
+    "a rate limit is one '<count>/<period>' with a count of at least 1, e.g. '100/minute' "
+    "or '10 per second' (periods: second, minute, hour, day, month, year)"
+)
+
+
+def check_rate_limit(text: str) -> str:
+    """A client's own rate limit in the rate limiter's syntax (the ``limits`` library's,
+    as in ``KROONIKA_RATELIMIT_LIMITS``), stripped; :class:`ClientError` otherwise. One
+    window only (the limiter would silently apply just the first of ``a;b``) and a count
+    of at least 1 (to stop a client, disable it)."""
+    value = text.strip()
+    if not value or len(value) > 64 or not value.isprintable() or any(c in value for c in ";,|"):
+        raise ClientError(RATE_LIMIT_SYNTAX)
+    try:
+        item = parse_limit(value)
+    except ValueError:
+        raise ClientError(RATE_LIMIT_SYNTAX) from None
+    if item.amount < 1:
+        raise ClientError(RATE_LIMIT_SYNTAX)
+    return value
 
 
 def _b64(data: bytes) -> str:
@@ -123,8 +146,8 @@ def _check(
             raise ClientError(
                 f"invalid audience {aud[:64]!r}: 1..200 visible ASCII characters, no spaces"
             )
-    if rate_limit is not None and (not rate_limit.isprintable() or len(rate_limit) > 64):
-        raise ClientError("a rate limit is at most 64 printable characters")
+    if rate_limit is not None:
+        check_rate_limit(rate_limit)
     return name
 
 
@@ -155,6 +178,8 @@ class ClientRegistry:
     ) -> NewClient:
         """Register a client; the returned secret is the only copy."""
         name = _check(name, allowed_audiences, allowed_claims, max_ttl_s, rate_limit)
+        if rate_limit is not None:
+            rate_limit = check_rate_limit(rate_limit)
         if client_id is not None and not CLIENT_ID.fullmatch(client_id):
             raise ClientError("a client id is 1..64 visible ASCII characters")
         cid = client_id or f"kc_{secrets.token_urlsafe(12)}"
@@ -252,7 +277,7 @@ class ClientRegistry:
             if allowed_claims is None
             else tuple(allowed_claims),
             max_ttl_s=current.max_ttl_s if max_ttl_s is None else max_ttl_s,
-            rate_limit=current.rate_limit if rate_limit is None else rate_limit,
+            rate_limit=current.rate_limit if rate_limit is None else check_rate_limit(rate_limit),
         )
         new = dataclasses.replace(
             new,

@@ -16,10 +16,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from kroonika.audit import Actor, ActorType, Outcome, events
-from kroonika.tokens._clients import ClientRegistry
+from kroonika.tokens._clients import Client, ClientRegistry
 from kroonika.tokens._errors import NotPermitted, TokenError
 from kroonika.tokens._service import RequestContext, TokenService
 from kroonika.tokens.rfc6749 import (
@@ -43,6 +43,8 @@ async def respond(
     form: Mapping[str, str] | None,
     authorization: str | None,
     ctx: RequestContext,
+    *,
+    admit: Callable[[Client], Awaitable[None]] | None = None,
 ) -> WireResponse:
     """Authenticate the caller, then revoke (section 2). ``form`` is ``None`` when the
     body was not ``application/x-www-form-urlencoded``. Every refusal is audited."""
@@ -63,6 +65,8 @@ async def respond(
     client = await authenticate_client(registry, form or {}, authorization, refused)
     if isinstance(client, WireResponse):
         return client
+    if admit is not None:  # the caller's per-client checks (its rate limit) may raise
+        await admit(client)
     caller = Actor(ActorType.CLIENT, client_id=client.client_id)
     if form is None:
         await refused(caller, "invalid_request")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -181,12 +182,14 @@ def _summary(results: list[dict[str, Any]], ok: set[str]) -> dict[str, int]:
 async def _limit(
     request: Request,
     group: RouteGroup,
+    client: Client,
     *,
-    client: str | None = None,
     subject: str | None = None,
+    kinds: tuple[KeyKind, ...] = (KeyKind.CLIENT, KeyKind.PERSON),
 ) -> None:
-    """Per-client and per-person limits, once the caller is known (the middleware has
-    counted the address); over the limit raises ``RateLimited`` (429, Retry-After)."""
+    """The group's per-client and per-person limits (only ``kinds``) and the client's
+    own limit, once the caller is known (the middleware has counted the address);
+    over a limit raises ``RateLimited`` (429, Retry-After)."""
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None:
         return
@@ -195,12 +198,22 @@ async def _limit(
     await limiter.hit(
         group,
         ip=ctx.ip,
-        client=client,
+        client=client.client_id,
         person=services.audit.fingerprinter.pseudonym(subject) if subject else None,
         request_id=ctx.request_id,
         user_agent=ctx.user_agent,
-        kinds=(KeyKind.CLIENT, KeyKind.PERSON),
+        kinds=kinds,
+        client_limit=client.rate_limit,
     )
+
+
+def _own_limit(request: Request, group: RouteGroup) -> Callable[[Client], Awaitable[None]]:
+    """Only the client's own limit (for the routes that count no group limit per client)."""
+
+    async def admit(client: Client) -> None:
+        await _limit(request, group, client, kinds=())
+
+    return admit
 
 
 async def _threat_refused(request: Request, actor: Actor, token_type: str) -> bool:
@@ -257,7 +270,7 @@ async def mint(request: Request) -> Response:
         await _limit(
             request,
             RouteGroup.TOKEN_MINT,
-            client=client.client_id,
+            client,
             subject=req.subject if isinstance(req.subject, str) else None,
         )
         if await _threat_refused(
@@ -288,7 +301,7 @@ async def validate(request: Request) -> Response:
     client: Client | None = None
     try:
         client = await _client(request, events.token_validate())
-        await _limit(request, RouteGroup.VALIDATE, client=client.client_id)
+        await _limit(request, RouteGroup.VALIDATE, client)
         body = await _json(request)
         token, audience = body.get("token"), body.get("audience")
         if not isinstance(token, str) or (audience is not None and not isinstance(audience, str)):
@@ -315,7 +328,12 @@ async def introspect(request: Request) -> Response:
     comps = _comps(request)
     form = await _form(request)
     resp = await rfc7662.respond(
-        comps.service, comps.clients, form, request.headers.get("authorization"), _ctx(request)
+        comps.service,
+        comps.clients,
+        form,
+        request.headers.get("authorization"),
+        _ctx(request),
+        admit=_own_limit(request, RouteGroup.VALIDATE),
     )
     return _wire(resp)
 
@@ -326,7 +344,12 @@ async def revoke(request: Request) -> Response:
     comps = _comps(request)
     form = await _form(request)
     resp = await rfc7009.respond(
-        comps.service, comps.clients, form, request.headers.get("authorization"), _ctx(request)
+        comps.service,
+        comps.clients,
+        form,
+        request.headers.get("authorization"),
+        _ctx(request),
+        admit=_own_limit(request, RouteGroup.VALIDATE),
     )
     return _wire(resp)
 
@@ -342,6 +365,7 @@ async def extend(request: Request) -> Response:
     try:
         if bearer is None:
             client = await _client(request, events.token_extend())
+            await _own_limit(request, RouteGroup.TOKEN_MINT)(client)
         body = await _json(request)
         ttl = body.get("ttl_s")
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
@@ -452,6 +476,7 @@ async def bulk_validate(request: Request) -> Response:
     client: Client | None = None
     try:
         client = await _client(request, events.token_validate())
+        await _own_limit(request, RouteGroup.VALIDATE)(client)
         body = await _json(request)
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
@@ -475,6 +500,7 @@ async def bulk_revoke(request: Request) -> Response:
     client: Client | None = None
     try:
         client = await _client(request, events.token_revoke())
+        await _own_limit(request, RouteGroup.TOKEN_MINT)(client)
         body = await _json(request)
         items = body.get("items")
         if not isinstance(items, list):
@@ -502,7 +528,7 @@ async def bulk_issue(request: Request) -> Response:
     client: Client | None = None
     try:
         client = await _client(request, events.token_issue())
-        await _limit(request, RouteGroup.TOKEN_MINT, client=client.client_id)
+        await _limit(request, RouteGroup.TOKEN_MINT, client)
         body = await _json(request)
         items = body.get("items")
         if not isinstance(items, list):
