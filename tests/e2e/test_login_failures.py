@@ -200,7 +200,7 @@ def test_key_rotation_during_a_flow(stack: Stack) -> None:
 
 def test_crash_after_the_state_was_used_still_ends_the_attempt(tmp_path: Path) -> None:
     """The database failing while the session is stored (after the state was used, so no
-    job will ever see the flow again) is a 500, and the attempt still gets its failed
+    job will ever see the flow again) is a 503, and the attempt still gets its failed
     auth.login and transition."""
 
     def configure(services: Services) -> None:
@@ -211,7 +211,7 @@ def test_crash_after_the_state_was_used_still_ends_the_attempt(tmp_path: Path) -
 
     with running_stack(tmp_path, configure=configure) as stack, stack.browser() as b:
         r = b.get(stack.service + "/auth/login")
-        assert (r.status_code, r.json()["error"]) == (500, "internal_error")
+        assert (r.status_code, r.json()["error"]) == (503, "database_unavailable")
         (login,) = stack.events(types=("auth.login",))
         assert (login["outcome"], login["reason"]) == ("failure", "internal_error")
         transitions = stack.events(
