@@ -741,7 +741,7 @@ def keys_rotate() -> None:
     with _access_trail(settings, purpose="record the key rotation") as comps:
         try:
             ring = KeyRing.open(keys_dir, create=not settings.production)
-            old, new = ring.rotate()
+            old, new = ring.active_kid, ring.stage()
         except _KEY_ERRORS as exc:
             raise _fail(
                 f"cannot rotate the keys in {_shown(keys_dir)}: {_open_error(exc)}"
@@ -756,21 +756,19 @@ def keys_rotate() -> None:
                 )
             )
         except AuditError as exc:
-            undone = _undo_rotation(keys_dir, old, new)
-            raise _fail(f"cannot record key.rotate in the audit trail: {exc}; {undone}") from None
+            ring.discard(new)  # staged, so it signed nothing
+            raise _fail(
+                f"cannot record key.rotate in the audit trail: {exc}; the rotation was not "
+                f"made ({clean(old)} is still active)"
+            ) from None
+        try:
+            ring.activate(new)
+        except OSError as exc:
+            raise _fail(
+                f"key.rotate is recorded, but {clean(new)} could not be made active "
+                f"({exc.strerror}); run the rotation again"
+            ) from None
     typer.echo(f"rotated: {clean(old)} -> {clean(new)}")
-
-
-def _undo_rotation(keys_dir: Path, old: str, new: str) -> str:
-    """Put the key ring back as it was before an unrecorded rotation: ``old`` active
-    again and the new key (which has signed nothing) removed."""
-    try:
-        (keys_dir / "active").write_text(old)
-    except OSError as exc:
-        return f"AND THE ROTATION COULD NOT BE UNDONE ({exc.strerror}): {new} is active"
-    for suffix in (".key", ".pub"):
-        (keys_dir / f"{new}{suffix}").unlink(missing_ok=True)
-    return f"the rotation was undone ({old} is still active)"
 
 
 @keys_app.command("export")

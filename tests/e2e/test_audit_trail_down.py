@@ -161,3 +161,28 @@ def test_signing_key_rotation_unrecorded_leaves_no_key(
         assert rotated.status_code == 200, rotated.text
         (event,) = stack.events(types=("key.rotate",))
         assert event["details"]["new_kid"] == rotated.json()["new_kid"]
+
+
+@pytest.mark.postgres
+def test_checkpoint_key_rotation_unrecorded_leaves_no_key(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """POST /admin/keys/checkpoint/rotate while the audit store refuses connections: 503,
+    and the checkpoint keys are as they were, on disk too: no head is ever signed by a key
+    whose rotation was not recorded. Recorded, the new key signs from then on."""
+    with admin_stack(tmp_path, overrides={"audit_store_url": fresh_postgres_url}) as stack:
+        keys_dir = stack.stack.settings.resolved_audit_keys_dir()
+        files = sorted(p.name for p in keys_dir.iterdir())
+        before = stack.call("GET", "/admin/keys").json()["checkpoint"]
+        with refusing_connections(fresh_postgres_url):
+            _assert_refused(stack.call("POST", "/admin/keys/checkpoint/rotate"))
+        assert stack.call("GET", "/admin/keys").json()["checkpoint"] == before
+        assert sorted(p.name for p in keys_dir.iterdir()) == files
+        rotated = stack.call("POST", "/admin/keys/checkpoint/rotate")
+        assert rotated.status_code == 200, rotated.text
+        new = rotated.json()["new_kid"]
+        (event,) = stack.events(types=("key.rotate",))
+        assert (event["details"]["old_kid"], event["details"]["new_kid"]) == (before["active"], new)
+        after = stack.call("GET", "/admin/keys").json()["checkpoint"]
+        assert after["active"] == new
+        assert sorted(after["kids"]) == sorted([*before["kids"], new])

@@ -780,7 +780,10 @@ async def rotate_key(
         # staged: the new signing key signs nothing until its rotation is recorded
         old, new = await asyncio.to_thread(ring.rotate, staged=True)
     else:
-        old, new = await asyncio.to_thread(admin.services.audit.keyring.rotate)
+        # staged too: the heads (this event's included) are signed by the old key until
+        # the rotation is recorded
+        checkpoint_ring = admin.services.audit.keyring
+        old, new = checkpoint_ring.active_kid, await asyncio.to_thread(checkpoint_ring.stage)
     try:
         await admin.services.audit.trail.emit(
             ev.key_rotate(
@@ -797,9 +800,13 @@ async def rotate_key(
     except BaseException:
         if ring is not None:
             await asyncio.to_thread(ring.discard, new)  # it never signed
+        else:
+            await asyncio.to_thread(checkpoint_ring.discard, new)
         raise
     if ring is not None:
         await asyncio.to_thread(ring.activate, new, immediate=True)
+    else:
+        await asyncio.to_thread(checkpoint_ring.activate, new)
     return {"purpose": purpose, "old_kid": old, "new_kid": new}
 
 

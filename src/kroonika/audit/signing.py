@@ -106,6 +106,7 @@ class KeyRing:
         self._private = dict(private)
         self.active_kid = active
         self._active = self._private[active]
+        self._staged: set[str] = set()
 
     @classmethod
     def open(cls, directory: Path, *, create: bool = False) -> KeyRing:
@@ -125,6 +126,7 @@ class KeyRing:
             ring = cls.__new__(cls)
             ring.directory = directory
             ring._private = {}
+            ring._staged = set()
             kid = ring._add()
             active_file.write_text(kid)
             ring.active_kid = kid
@@ -153,13 +155,40 @@ class KeyRing:
         return kid
 
     def rotate(self) -> tuple[str, str]:
-        """Add a key and make it active; returns (old kid, new kid)."""
+        """Add a key and make it active; returns (old kid, new kid). Where the rotation
+        must be recorded first, :meth:`stage`, record, then :meth:`activate`."""
         old = self.active_kid
-        new = self._add()
-        (self.directory / "active").write_text(new)
-        self.active_kid = new
-        self._active = self._private[new]
+        new = self.stage()
+        self.activate(new)
         return old, new
+
+    def stage(self) -> str:
+        """Add a key that signs nothing until :meth:`activate`: record its ``key.rotate``
+        first (signed by the current key), and :meth:`discard` it if that fails, so no
+        head is ever signed by a key whose rotation was not recorded."""
+        kid = self._add()
+        self._staged.add(kid)
+        return kid
+
+    def activate(self, kid: str) -> None:
+        """Make ``kid`` (a key of this ring) the one that signs from now on."""
+        if kid not in self._private:
+            raise AuditKeyError(f"no key {kid} in the ring")
+        (self.directory / "active").write_text(kid)
+        self.active_kid = kid
+        self._active = self._private[kid]
+        self._staged.discard(kid)
+
+    def discard(self, kid: str) -> None:
+        """Remove a key staged by this ring and never activated (it has signed nothing).
+        Any other key may have signed heads, and is refused: removing it would leave
+        them unverifiable."""
+        if kid not in self._staged:
+            raise AuditKeyError(f"key {kid} was not staged here, so it may have signed")
+        self._staged.discard(kid)
+        self._private.pop(kid, None)
+        for suffix in (".key", ".pub"):
+            (self.directory / f"{kid}{suffix}").unlink(missing_ok=True)
 
     def sign(self, data: bytes) -> bytes:
         return self._active.sign(data)
