@@ -126,6 +126,7 @@ async def test_revocations_the_trail_refuses_are_done_by_the_next_run(tmp_path: 
         clock=FixedClock(NOW),
         create=False,
     )
+    await comps.start()
     store = Sessions(engine, fingerprinter)
     for n in range(2):
         ref = _session(store.store, n)

@@ -132,6 +132,7 @@ async def open_kit(tmp_path: Path, db: str, **overrides: Any) -> Kit:
     comps = build_tokens(
         settings, engine=engine, trail=audit.trail, fingerprinter=audit.fingerprinter, clock=clock
     )
+    await comps.start()
     return Kit(settings, engine, audit, comps, clock, [])
 
 

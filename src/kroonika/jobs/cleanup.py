@@ -368,32 +368,30 @@ async def token_keys(deps: JobDeps, ctx: JobContext) -> None:
     """Scheduled rotation of the token signing keys: a new key when the newest is older
     than the rotation interval (published before it signs), and retirement of
     superseded keys whose last token has expired."""
+    from kroonika.tokens import rotate_recorded
+
     comps = deps.tokens()
     if comps is None:
         return
     # The new key is staged (published, signing nothing) until its key.rotate is
     # recorded; refused, it is discarded and the next run rotates again.
-    rotated = await asyncio.to_thread(comps.keys.rotate_if_due, staged=True)
-    if rotated is not None:
-        old, new = rotated
-        try:
-            await deps.trail.emit_many(
-                [
-                    ev.key_rotate(
-                        actor=Actor(ActorType.SYSTEM),
-                        target=Target("signing_key", new),
-                        correlation=Correlation(request_id=ctx.request_id),
-                        purpose="token_signing",
-                        old_kid=old,
-                        new_kid=new,
-                        justification="scheduled rotation (token_key_rotation_interval_s)",
-                    )
-                ]
-            )
-        except AuditUnavailable:
-            await asyncio.to_thread(comps.keys.discard, new)
-            raise
-        await asyncio.to_thread(comps.keys.activate, new)
+
+    async def record(old: str | None, new: str) -> None:
+        await deps.trail.emit_many(
+            [
+                ev.key_rotate(
+                    actor=Actor(ActorType.SYSTEM),
+                    target=Target("signing_key", new),
+                    correlation=Correlation(request_id=ctx.request_id),
+                    purpose="token_signing",
+                    old_kid=old,
+                    new_kid=new,
+                    justification="scheduled rotation (token_key_rotation_interval_s)",
+                )
+            ]
+        )
+
+    if await rotate_recorded(comps.keys, record, due_only=True) is not None:
         ctx.counts["keys_rotated"] += 1
     retired = await asyncio.to_thread(comps.keys.retire_expired)
     ctx.counts["keys_retired"] += len(retired)

@@ -37,6 +37,7 @@ from kroonika.tokens._lists import (
     RedisInvalidation,
 )
 from kroonika.tokens._lists import Subject as ListSubject
+from kroonika.tokens._rotation import rotate_recorded
 from kroonika.tokens._service import (
     RESERVED_CLAIMS,
     ClientLookup,
@@ -100,6 +101,7 @@ __all__ = [
     "hash_secret",
     "parse_mint_request",
     "policy_from",
+    "rotate_recorded",
     "verify",
     "verify_secret",
 ]

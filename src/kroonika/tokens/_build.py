@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from kroonika.audit import Fingerprinter
+from kroonika.audit import Actor, ActorType, Fingerprinter, Target, events
 from kroonika.db import metadata
 from kroonika.db import tokens as token_tables
 from kroonika.settings import Settings, SettingsError
@@ -15,6 +16,7 @@ from kroonika.tokens._clients import ClientRegistry
 from kroonika.tokens._clock import Clock, SystemClock
 from kroonika.tokens._keys import SigningKeyRing
 from kroonika.tokens._lists import AccessLists, RedisInvalidation
+from kroonika.tokens._rotation import rotate_recorded
 from kroonika.tokens._service import Emitter, Policy, TokenService
 from kroonika.tokens._store import TokenStore
 
@@ -39,6 +41,28 @@ class TokenComponents:
     clients: ClientRegistry
     lists: AccessLists
     settings: Settings
+
+    async def start(self) -> None:
+        """At start-up, once the audit trail runs: a first signing key if there is none,
+        or the rotation that fell due while the service was down, each recorded as
+        ``key.rotate`` before it can sign (it signs nothing if that fails)."""
+        first = not await asyncio.to_thread(self.keys.published)
+
+        async def record(old: str | None, new: str) -> None:
+            await self.service.trail.emit(
+                events.key_rotate(
+                    actor=Actor(ActorType.SYSTEM),
+                    target=Target("signing_key", new),
+                    purpose="token_signing",
+                    old_kid=old,
+                    new_kid=new,
+                    justification="first signing key"
+                    if first
+                    else "scheduled rotation at start-up (token_key_rotation_interval_s)",
+                )
+            )
+
+        await rotate_recorded(self.keys, record, due_only=not first)
 
     async def aclose(self) -> None:
         try:
@@ -90,15 +114,13 @@ def build_tokens(
     clock: Clock | None = None,
     create: bool = True,
 ) -> TokenComponents:
-    """Everything the token routes and the admin API need. Creates a first signing
-    key when the ring is empty; subscribes to list changes when Redis is configured."""
+    """Everything the token routes and the admin API need; subscribes to list changes
+    when Redis is configured. :meth:`TokenComponents.start` makes the signing key."""
     clock = clock or SystemClock()
     policy = policy_from(settings)
     if create:
         create_tables(engine)
-    keys = key_ring(settings, engine, clock)
-    keys.ensure()
-    keys.rotate_if_due()
+    keys = key_ring(settings, engine, clock)  # a first key, or a due one: start()
     registry = ClientRegistry(engine, clock=clock, scrypt_n=settings.token_client_scrypt_n)
     lists = AccessLists(
         engine,

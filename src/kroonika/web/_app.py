@@ -186,6 +186,7 @@ def create_app(
             engine.dispose()
             raise
         await audit.trail.start()
+        await app.state.tokens.start()  # its key.rotate needs the trail
         await app.state.log_shipping.start()  # before the monitor: on_commit listeners nest
         await monitor.start()
         await app.state.admin_start()
