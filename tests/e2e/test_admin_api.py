@@ -842,3 +842,90 @@ def test_event_search_refuses_bad_bounds(stack: AdminStack, params: dict[str, st
     r = stack.call("GET", "/audit/events", role="auditor", params=params)
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "invalid_request"
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
+    """The admin stack with the limiter on: three admin calls a minute per caller, no
+    limit per address (every test call comes from the loopback address)."""
+    overrides = {
+        "ratelimit_enabled": True,
+        "ratelimit_limits": {"admin:person": "3/minute", "admin:ip": "off"},
+    }
+    with admin_stack(Path(tmp_path_factory.mktemp("admin-limited")), overrides=overrides) as s:
+        yield s
+
+
+def test_the_per_person_limit_refuses_an_api_key_over_it(limited: AdminStack) -> None:
+    """An API key's fourth call in a minute: 429 with Retry-After and limit admin:person,
+    one security.rate_limit naming the key, one failed admin.request with status 429;
+    another caller from the same address is not affected."""
+    codes = [limited.call("GET", "/admin/jobs").status_code for _ in range(3)]
+    over = limited.call("GET", "/admin/jobs")
+    assert codes == [200, 200, 200]
+    assert over.status_code == 429, over.text
+    assert 1 <= int(over.headers["retry-after"]) <= 60
+    assert over.json()["error"] == "rate_limited"
+    assert over.json()["limit"] == "admin:person"
+    assert limited.call("GET", "/audit/checkpoints", role="auditor").status_code == 200
+    rid = over.headers["x-request-id"]
+    (event,) = limited.events(types=("security.rate_limit",), correlation=rid)
+    assert event["outcome"] == "failure"
+    assert event["details"]["limit"] == "admin:person"
+    assert event["details"]["key_kind"] == "person"
+    assert event["details"]["route_group"] == "admin"
+    assert event["actor"]["type"] == "admin"
+    assert event["actor"]["client_id"].startswith("api-key/")
+    assert limited.keys["admin"] not in str(event)
+    (req,) = limited.events(types=("admin.request",), correlation=rid)
+    assert req["outcome"] == "failure"
+    assert req["details"]["status"] == 429
+    assert req["details"]["auth"] == "api_key"
+
+
+def test_a_change_over_the_per_person_limit_is_not_applied(limited: AdminStack) -> None:
+    """A change over the limit is refused before it runs: the entry is not added, and no
+    other call of the same request is recorded."""
+    from kroonika.admin import ApiKeys
+
+    services = limited.stack.services
+    _, key = ApiKeys(services.engine, clock=services.clock).create(
+        "limited-admin", ["admin"], by="test", ttl_s=3600
+    )
+    auth = {"authorization": f"Bearer {key}"}
+    for _ in range(3):
+        assert limited.call("GET", "/admin/lists", role=None, headers=auth).status_code == 200
+    body = {"list": "deny", "kind": "jti", "value": "over-the-limit", "reason": "test"}
+    over = limited.call("POST", "/admin/lists", role=None, headers=auth, json=body)
+    assert over.status_code == 429, over.text
+    status = limited.call("GET", "/admin/lists/status?jti=over-the-limit", role="security")
+    assert status.json()["allowed"] is True
+    rid = over.headers["x-request-id"]
+    assert [e["type"] for e in limited.events(correlation=rid)] == [
+        "security.rate_limit",
+        "admin.request",
+    ]
+    (req,) = limited.events(types=("admin.request",), correlation=rid)
+    assert (req["details"]["status"], req["details"]["method"]) == (429, "POST")
+
+
+def test_the_per_person_limit_counts_a_person_with_a_session(limited: AdminStack) -> None:
+    """An administrator using a TARA session is limited per person; the event names the
+    person by pseudonym only."""
+    import time
+
+    limited.stack.clock.advance(time.time() - limited.stack.clock())  # the mock signs in real time
+    with limited.stack.browser(autologin=SECOND_ADMIN) as b:
+        assert b.get(limited.url + "/auth/login").status_code == 200
+        codes = [b.get(limited.url + "/admin/jobs").status_code for _ in range(3)]
+        over = b.get(limited.url + "/admin/jobs")
+    assert codes == [200, 200, 200]
+    assert over.status_code == 429, over.text
+    assert over.json()["limit"] == "admin:person"
+    rid = over.headers["x-request-id"]
+    (event,) = limited.events(types=("security.rate_limit",), correlation=rid)
+    assert event["actor"]["type"] == "admin"
+    assert event["actor"]["pseudonym"]
+    assert SECOND_ADMIN not in str(event)
+    (req,) = limited.events(types=("admin.request",), correlation=rid)
+    assert (req["details"]["status"], req["details"]["auth"]) == (429, "session")

@@ -1,7 +1,8 @@
 """Who is calling the admin and audit APIs, may they, and why: authentication (TARA
 session cookie or ``Authorization: Bearer kra_...``), role checks, the mandatory
 justification of mutating calls, CSRF for cookie-authenticated changes, and the
-``admin.request`` event of every call (refusals included) through :class:`AuditedRoute`.
+``admin.request`` event of every call (refusals included) through :class:`AuditedRoute`,
+and the ``admin:person`` rate limit once the caller is known.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from kroonika.audit import (
 )
 from kroonika.audit import events as ev
 from kroonika.db import UNAVAILABLE
+from kroonika.ratelimit import KeyKind, RateLimited, RateLimiter, RouteGroup, too_many_requests
 from kroonika.security import Policy, emit_policy_violation
 
 if TYPE_CHECKING:
@@ -262,6 +264,7 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
         call = _call(request)
         principal = await authenticate(request, admin)
         call.principal = principal
+        await _limit(request, principal)
         if not set(principal.roles) & set(roles):
             await _violation(
                 request,
@@ -320,6 +323,26 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
 
     dependency.__name__ = "require_" + "_".join(roles)
     return Depends(dependency)
+
+
+async def _limit(request: Request, principal: Principal) -> None:
+    """The ``admin:person`` limit of an authenticated caller, a person or an API key, each
+    counted on its own (the middleware has counted the address before authentication);
+    over it raises ``RateLimited`` (429, Retry-After) and the limiter records the
+    ``security.rate_limit`` event naming the caller as admin events do."""
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    info = request_info(request)
+    await limiter.hit(
+        RouteGroup.ADMIN,
+        ip=info.client_ip,
+        person=principal.label,  # a pseudonym or an API key id, never a personal code
+        request_id=info.request_id,
+        user_agent=info.user_agent,
+        kinds=(KeyKind.PERSON,),
+        actor=principal.actor(),
+    )
 
 
 async def _violation(
@@ -412,6 +435,9 @@ class AuditedRoute(APIRoute):
             except AdminError as exc:
                 status = exc.status
                 response = error_response(request, exc)
+            except RateLimited as exc:
+                status = 429
+                response = too_many_requests(exc)
             except HTTPException as exc:
                 await _record(request, template, exc.status_code, started)
                 raise

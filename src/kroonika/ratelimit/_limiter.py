@@ -172,12 +172,15 @@ class RateLimiter:
         user_agent: str | None = None,
         kinds: Collection[KeyKind] | None = None,
         client_limit: str | None = None,
+        actor: Actor | None = None,
     ) -> Decision:
         """Count one request of ``group`` against every applicable limit (only those of
         ``kinds`` if given: a route that knows the client or person counts those, the
         middleware has already counted the IP), and against ``client_limit``, the
         authenticated ``client``'s own limit (one window per client over all groups,
-        whatever ``kinds`` says)."""
+        whatever ``kinds`` says). ``actor`` is who a violation's event names (by default
+        the client, the person's pseudonym or nobody); an administrator is named as
+        the admin API names them."""
         policy = self._policy
         self.counts["checked"] += 1
         if not policy.enabled:
@@ -219,6 +222,7 @@ class RateLimiter:
                     request_id,
                     user_agent,
                     person=person if kind is KeyKind.PERSON else None,
+                    actor=actor,
                 )
         except StorageError as exc:
             await self._storage_failed(exc)
@@ -280,11 +284,12 @@ class RateLimiter:
         user_agent: str | None,
         *,
         person: str | None = None,
+        actor: Actor | None = None,
     ) -> Decision:
         self.counts["limited"] += 1
-        if person is not None:  # a pseudonym: the limiter never sees a personal code
+        if actor is None and person is not None:  # a pseudonym, never a personal code
             actor = Actor(ActorType.USER, pseudonym=person, client_id=client)
-        else:
+        elif actor is None:
             actor = Actor(ActorType.CLIENT if client else ActorType.ANONYMOUS, client_id=client)
         event = events.security_rate_limit(
             outcome=Outcome.FAILURE,
