@@ -1,5 +1,5 @@
-"""Every failure path of /auth/callback over real HTTP: the exact auth.login reason and the
-auth.flow.transition sequence, read back from the audit store."""
+"""Every failure path of /auth/login and /auth/callback over real HTTP: the exact auth.login
+reason and the auth.flow.transition sequence, read back from the audit store."""
 
 from __future__ import annotations
 
@@ -220,3 +220,42 @@ def test_crash_after_the_state_was_used_still_ends_the_attempt(tmp_path: Path) -
         assert [(t["details"]["from_state"], t["details"]["to_state"]) for t in transitions][
             -2:
         ] == [("code_exchanged", "id_token_verified"), ("id_token_verified", "failed")]
+
+
+@pytest.fixture(scope="module")
+def starts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("starts")) as s:
+        yield s
+
+
+LONG = "x" * 3000
+REFUSED_STARTS = [
+    ("acr=bogus", "invalid_acr", "bogus"),
+    (f"acr={LONG}", "invalid_acr", LONG[:16]),
+    ("acr=%FF%FE", "invalid_acr", "\ufffd"),
+    ("method=bogus", "method_not_allowed", "bogus"),
+    (f"method=mid&method={LONG}", "method_not_allowed", LONG[:16]),
+    ("method=%00", "method_not_allowed", "\u0000"),
+    (f"ui_locales={LONG}", "invalid_request", LONG[:16]),
+    (f"return_to=/{LONG}", "invalid_return_to", LONG[:16]),
+]
+
+
+@pytest.mark.parametrize(
+    ("query", "reason", "raw"),
+    REFUSED_STARTS,
+    ids=[r[1] + str(i) for i, r in enumerate(REFUSED_STARTS)],
+)
+def test_a_refused_login_start_is_one_failed_attempt(
+    starts: Stack, query: str, reason: str, raw: str
+) -> None:
+    """A login start with a bad or over-long parameter is a 400 that does not repeat the
+    value, one failed auth.login with the reason and the none -> failed transition."""
+    r = httpx.get(starts.service + "/auth/login?" + query, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] in ("invalid_request", "invalid_return_to")
+    assert raw not in r.text
+    assert "set-cookie" not in r.headers
+    login, steps = starts.login_events(r.headers["x-request-id"])
+    assert (login["outcome"], login["reason"]) == ("failure", reason)
+    assert steps == [("none", "failed")]

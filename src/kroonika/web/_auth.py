@@ -57,6 +57,7 @@ log = logging.getLogger("kroonika.web.auth")
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 _LOCALES = ("et", "en", "ru")
+_UI_LOCALES_MAX = 64
 _IDP_ERROR = re.compile(r"[a-z_]{1,64}")
 
 
@@ -117,35 +118,53 @@ def _configured_methods(services: Services) -> tuple[str, ...]:
 # --- GET /auth/login ---------------------------------------------------------------------
 
 
+def _shown(value: str, limit: int) -> str:
+    """At most ``limit`` characters of a refused value for a violation's ``attempted``,
+    controls escaped (never for an answer: answers do not repeat what was sent)."""
+    return value[:limit].encode("unicode_escape").decode("ascii")
+
+
 @router.get("/login", response_model=None)
 async def login(
     request: Request,
     services: ServicesDep,
-    acr: Annotated[str | None, Query(max_length=16)] = None,
-    method: Annotated[list[str] | None, Query(max_length=16)] = None,
-    ui_locales: Annotated[str | None, Query(max_length=64)] = None,
-    return_to: Annotated[str | None, Query(max_length=1024)] = None,
+    acr: str | None = None,
+    method: Annotated[list[str] | None, Query()] = None,
+    ui_locales: str | None = None,
+    return_to: str | None = None,
 ) -> Response:
-    """Start a login: a flow stored server side, a browser-bound state, 302 to TARA."""
+    """Start a login: a flow stored server side, a browser-bound state, 302 to TARA.
+
+    The parameters are checked here, not by FastAPI: a refused start (a bad or over-long
+    value included) is still an attempt with its one failed ``auth.login``."""
     settings = services.settings
+    ctx = request_context(request)
+    refused = _Attempt(services, ctx, flow_id=str(uuid.uuid4()))
     minimum: Acr = settings.tara_acr_minimum
     if acr is not None and acr not in ACR_ORDER:
+        await _refuse_start(request, refused, "invalid_acr", "login with an unknown acr")
         return _error(400, "invalid_request", request, detail="acr is low, substantial or high")
     wanted: Acr = minimum
     if acr is not None and acr_rank(acr) > acr_rank(minimum):
         wanted = ACR_ORDER[acr_rank(acr)]
     configured = _configured_methods(services)
     methods = tuple(dict.fromkeys(m.lower() for m in (method or ())))
-    ctx = request_context(request)
-    refused = _Attempt(services, ctx, flow_id=str(uuid.uuid4()))
     if any(m not in configured for m in methods):
-        asked = ",".join(m[:16] for m in methods if m not in configured)
+        asked = ",".join(_shown(m, 16) for m in methods if m not in configured)
         await _refuse_start(request, refused, "method_not_allowed", f"login with method {asked}")
         return _error(400, "invalid_request", request, detail=f"method is one of {configured}")
+    if ui_locales is not None and len(ui_locales) > _UI_LOCALES_MAX:
+        await _refuse_start(request, refused, "invalid_request", "login with over-long ui_locales")
+        return _error(
+            400,
+            "invalid_request",
+            request,
+            detail=f"ui_locales is at most {_UI_LOCALES_MAX} characters",
+        )
     locale = next((loc for loc in (ui_locales or "").split() if loc in _LOCALES), _LOCALES[0])
     target = safe_return_to(return_to, settings.login_return_to_allowed)
     if target is None:
-        shown = (return_to or "")[:200].encode("unicode_escape").decode("ascii")
+        shown = _shown(return_to or "", 200)
         await _refuse_start(request, refused, "invalid_return_to", f"login with return_to {shown}")
         return _error(400, "invalid_return_to", request)
     denied = await _source_denied(request, services, ctx.ip)
