@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 import pytest
 
-from kroonika.admin._bulk import Outcomes, export_lists, parse_list_import
+from kroonika.admin import TooLarge
+from kroonika.admin._bulk import IMPORT_MAX, Outcomes, export_lists, parse_list_import
 
 HEADER = "list,kind,value,reason,expires_at\n"
 
@@ -199,3 +202,33 @@ def test_outcome_digest_depends_on_every_status() -> None:
     assert a.summary() == {"requested": 2, "succeeded": 2, "failed": 0}
     assert b.summary() == {"requested": 2, "succeeded": 1, "failed": 1}
     assert a.digest() != b.digest()
+
+
+def _csv_lines(n: int) -> bytes:
+    return (HEADER + "".join(f"deny,jti,j{i},leaked,\n" for i in range(n))).encode()
+
+
+def _json_entries(n: int) -> bytes:
+    return orjson.dumps(
+        [{"list": "deny", "kind": "jti", "value": f"j{i}", "reason": "leaked"} for i in range(n)]
+    )
+
+
+@pytest.mark.parametrize(("fmt", "make"), [("csv", _csv_lines), ("json", _json_entries)])
+def test_an_import_may_carry_exactly_the_cap(fmt: str, make: Callable[[int], bytes]) -> None:
+    """IMPORT_MAX entries are accepted, one more is TooLarge (413, too_many_entries)."""
+    good, errors = parse_list_import(make(IMPORT_MAX), fmt)
+    assert (len(good), errors) == (IMPORT_MAX, [])
+    with pytest.raises(TooLarge) as caught:
+        parse_list_import(make(IMPORT_MAX + 1), fmt)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_entries")
+
+
+def test_bad_lines_count_against_the_cap() -> None:
+    """The cap counts entries, not valid ones: bad lines cannot carry a larger import."""
+    data = HEADER + "deny,ip,not-an-ip,attack,\n" * 3 + "deny,jti,ok,leaked,\n"
+    with pytest.raises(TooLarge):
+        parse_list_import(data.encode(), "csv", limit=3)
+    wrapped = orjson.dumps({"entries": [5, 6, 7, 8]})
+    with pytest.raises(TooLarge):
+        parse_list_import(wrapped, "json", limit=3)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from admin_harness import (
     ADMIN,
@@ -527,6 +528,40 @@ def test_json_import_reports_bad_entries(stack: AdminStack) -> None:
     )
     assert r.status_code == 422
     assert [e["line"] for e in r.json()["errors"]] == [2, 3]
+
+
+@pytest.mark.parametrize(("fmt", "query"), [("json", ""), ("csv", ""), ("json", "&partial=true")])
+def test_an_import_over_the_entry_cap_is_refused_whole(
+    stack: AdminStack, fmt: str, query: str
+) -> None:
+    """An import of more than 1000 entries (all valid) is a 413 before anything is applied:
+    no entry, no access_list.add, one failed admin.request with the status."""
+    values = [f"cap-{fmt}{query}-{i}" for i in range(1001)]
+    if fmt == "json":
+        body = orjson.dumps(
+            [{"list": "deny", "kind": "jti", "value": v, "reason": "leaked"} for v in values]
+        )
+    else:
+        body = (
+            "list,kind,value,reason,expires_at\n"
+            + "".join(f"deny,jti,{v},leaked,\n" for v in values)
+        ).encode()
+    r = stack.call(
+        "POST",
+        f"/admin/lists/import?format={fmt}{query}",
+        content=body,
+        headers={"content-type": "text/csv" if fmt == "csv" else "application/json"},
+    )
+    assert r.status_code == 413, r.text[:500]
+    assert r.json()["error"] == "too_many_entries"
+    assert "1000" in r.json()["detail"]
+    for v in (values[0], values[-1]):
+        status = stack.call("GET", f"/admin/lists/status?jti={v}")
+        assert status.json()["allowed"] is True
+    rid = r.headers["x-request-id"]
+    assert not stack.events(types=("access_list.add", "admin.bulk"), correlation=rid)
+    (req,) = stack.events(types=("admin.request",), correlation=rid)
+    assert (req["outcome"], req["details"]["status"]) == ("failure", 413)
 
 
 @pytest.mark.parametrize("params", [{"ip": "not-an-ip"}, {"ip": "10.0.0.0/99"}])

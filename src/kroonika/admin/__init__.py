@@ -21,6 +21,7 @@ from kroonika.admin._errors import (
     NotAuthenticated,
     NotFound,
     RoleChangeRefused,
+    TooLarge,
 )
 from kroonika.admin._install import install_admin
 from kroonika.admin._roles import ROLES, ApiKey, ApiKeys, Role, RoleRequest, RoleStore, parse_roles
@@ -47,6 +48,7 @@ __all__ = [
     "RoleRequest",
     "RoleStore",
     "RuntimeConfig",
+    "TooLarge",
     "check_justification",
     "install_admin",
     "parse_roles",

@@ -4,7 +4,8 @@ per-item events (``token.revoke``, ``access_list.add``, ``session.terminate``) s
 request's correlation id.
 
 Allow/deny-list import accepts CSV (header ``list,kind,value,reason,expires_at``) or JSON (a
-list of objects with the same fields); every line is validated first, and errors name the line.
+list of objects with the same fields) of at most :data:`IMPORT_MAX` entries; every line is
+validated first, and errors name the line.
 A CSV export puts an apostrophe before any cell a spreadsheet would run as a formula; a CSV
 import takes it off again, so the round trip is exact.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from kroonika.admin._errors import TooLarge
 from kroonika.admin._roles import normalise_subject
 from kroonika.tokens._lists import KINDS, LISTS, normalise
 
@@ -43,6 +45,15 @@ def _restore(cell: Any) -> Any:
     ):
         return cell[1:]
     return cell
+
+
+#: Entries one import may carry (ADR 0008): each is its own insert and audit event in the
+#: one request, like the items of the other bulk calls (also at most 1000).
+IMPORT_MAX = 1000
+
+
+def _too_many(limit: int) -> TooLarge:
+    return TooLarge(f"at most {limit} entries per import", code="too_many_entries")
 
 
 #: The last second any expiry may name (9999-12-31T23:59:59Z): every database column and
@@ -108,9 +119,13 @@ def _check(line: int, row: dict[str, Any]) -> ListLine:
     return ListLine(line, lst, kind, value, reason, expires)
 
 
-def parse_list_import(data: bytes, fmt: str) -> tuple[list[ListLine], list[dict[str, Any]]]:
+def parse_list_import(
+    data: bytes, fmt: str, *, limit: int = IMPORT_MAX
+) -> tuple[list[ListLine], list[dict[str, Any]]]:
     """(valid lines, errors by line number). Line numbers are 1-based data lines (CSV: the
-    header is line 1, so data starts at 2; JSON: the array position + 1)."""
+    header is line 1, so data starts at 2; JSON: the array position + 1). More than
+    ``limit`` entries, valid or not, raise :class:`TooLarge` (CSV: as soon as one is
+    read past the limit)."""
     from kroonika.tokens import AccessListError
 
     rows: list[tuple[int, Any]] = []
@@ -126,6 +141,8 @@ def parse_list_import(data: bytes, fmt: str) -> tuple[list[ListLine], list[dict[
             return [], [{"line": 1, "error": f"header must name {', '.join(FIELDS)}"}]
         rows = []
         while True:
+            if len(rows) > limit:
+                raise _too_many(limit)
             try:
                 row = next(reader)
             except StopIteration:
@@ -143,6 +160,8 @@ def parse_list_import(data: bytes, fmt: str) -> tuple[list[ListLine], list[dict[
             doc = doc.get("entries")
         if not isinstance(doc, list):
             return [], [{"line": 0, "error": "a JSON array of entries (or {entries: [...]})"}]
+        if len(doc) > limit:
+            raise _too_many(limit)
         rows = list(enumerate(doc, start=1))
     else:
         return [], [{"line": 0, "error": "format is csv or json"}]

@@ -7,6 +7,7 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── ConfigInvalid          422: a runtime configuration change that does not validate
 ├── RoleChangeRefused      409: separation of duties (self-grant, same approver, ...)
 ├── JobAlreadyRunning      409: the job runs here or on another instance, or this slot ran
+├── TooLarge               413: more items than one call may carry (e.g. a list import)
 └── NotFound               404
 """
 
@@ -51,6 +52,11 @@ class RoleChangeRefused(AdminError):
 class JobAlreadyRunning(AdminError):
     status = 409
     code = "job_busy"
+
+
+class TooLarge(AdminError):
+    status = 413
+    code = "too_large"
 
 
 class NotFound(AdminError):

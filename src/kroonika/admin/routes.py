@@ -504,8 +504,9 @@ async def import_entries(
     format: Literal["csv", "json"] = "csv",
     partial: bool = False,
 ) -> Response:
-    """Bulk import (CSV with a header line, or JSON). Every line is validated first; with any
-    bad line nothing is imported (422 with per-line errors) unless ``partial=true``, which
+    """Bulk import (CSV with a header line, or JSON) of at most 1000 entries (more: 413
+    ``too_many_entries``, nothing imported). Every line is validated first; with any bad
+    line nothing is imported (422 with per-line errors) unless ``partial=true``, which
     imports the good lines and reports the bad ones. Justification: ``X-Justification``."""
     data = await request.body()
     lines, errors = parse_list_import(data, format)
