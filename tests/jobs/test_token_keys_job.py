@@ -147,3 +147,80 @@ def test_a_staged_key_signs_only_once_activated_and_not_before_its_lead(
     assert keys.current().kid == new
     clock.advance(500)
     assert keys.current().kid == newer
+
+
+def _ring(tmp_path: Path, clock: FixedClock, **kw: Any) -> tuple[Any, SigningKeyRing]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
+    upgrade(engine)
+    options: dict[str, Any] = {
+        "publish_lead_s": 600,
+        "rotation_interval_s": 30 * DAY,
+        "max_token_lifetime_s": 3600,
+        **kw,
+    }
+    return engine, SigningKeyRing(engine, b"m" * 32, clock=clock, alg="ES256", **options)
+
+
+@pytest.mark.asyncio
+async def test_a_staged_key_left_behind_is_discarded_once_safely_old(tmp_path: Path) -> None:
+    """A key staged by a rotation whose process died (neither activated nor discarded) is
+    kept for the publish lead plus an hour, then the job discards it and counts it; the
+    signing key is untouched and the run rotates nothing."""
+    clock = FixedClock(NOW)
+    engine, keys = _ring(tmp_path, clock)
+    first = keys.ensure()
+    clock.advance(DAY)
+    _, stale = keys.rotate(staged=True)  # ... and the process dies here
+    trail = Trail()
+    clock.advance(600 + 3600)  # exactly the lead plus an hour: a rotation may still be on
+    counts = await _run(keys, trail)
+    assert counts["keys_discarded"] == 0
+    assert [k.kid for k in keys.published()] == [first, stale]
+    clock.advance(1)
+    counts = await _run(keys, trail)
+    assert counts["keys_discarded"] == 1
+    assert counts["keys_rotated"] == 0
+    assert trail.events == []
+    assert [k.kid for k in keys.published()] == [first]
+    assert keys.jwks()["keys"][0]["kid"] == first
+    assert keys.current().kid == first
+    with engine.connect() as conn:
+        assert conn.execute(select(signing_keys.c.kid)).scalars().all() == [first]
+
+
+@pytest.mark.asyncio
+async def test_activated_and_pending_keys_are_never_discarded(tmp_path: Path) -> None:
+    """Only staged keys are discarded: a superseded key, the signing key (once staged,
+    then activated) and a pending one within its lead stay published however old."""
+    clock = FixedClock(NOW)
+    _, keys = _ring(tmp_path, clock, max_token_lifetime_s=400 * DAY)
+    first = keys.ensure()
+    clock.advance(DAY)
+    _, second = keys.rotate(staged=True)
+    keys.activate(second)  # signs from its lead on
+    clock.advance(10 * DAY)
+    _, third = keys.rotate()  # published, pending for its lead
+    counts = await _run(keys, Trail())
+    assert counts["keys_discarded"] == 0
+    assert [k.kid for k in keys.published()] == [first, second, third]
+
+
+@pytest.mark.asyncio
+async def test_a_left_behind_staged_key_does_not_hold_back_a_due_rotation(
+    tmp_path: Path,
+) -> None:
+    """A stale staged key is the newest key but signs nothing: once discarded, the same
+    run rotates the old signing key that is due."""
+    clock = FixedClock(NOW)
+    _, keys = _ring(tmp_path, clock)
+    first = keys.ensure()
+    clock.advance(29 * DAY)
+    _, stale = keys.rotate(staged=True)
+    clock.advance(2 * DAY)  # the signing key is 31 days old, the stale one 2 days
+    trail = Trail()
+    counts = await _run(keys, trail)
+    assert (counts["keys_discarded"], counts["keys_rotated"]) == (1, 1)
+    (event,) = trail.events
+    assert event.details["old_kid"] == first
+    assert [k.kid for k in keys.published()] == [first, event.details["new_kid"]]
+    assert stale not in [k["kid"] for k in keys.jwks()["keys"]]

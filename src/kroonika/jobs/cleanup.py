@@ -17,9 +17,11 @@ change unaudited, and the next run does the batch again with its events.
 - ``token_metadata``: mark overdue tokens expired (``token.expire``), then delete the metadata
   of tokens that expired, were revoked or replaced longer than the retention period ago.
 - ``access_lists``: remove allow/deny entries whose expiry has passed (``access_list.remove``).
-- ``token_keys``: rotate the token signing key when it is older than the rotation interval
-  (``key.rotate``; the new key is staged, published but signing nothing, until its
-  event is recorded) and retire superseded keys whose last token has expired.
+- ``token_keys``: discard keys staged by a rotation that was never recorded nor undone
+  (its process died) once they are older than the publish lead plus an hour; rotate the
+  token signing key when it is older than the rotation interval (``key.rotate``; the new
+  key is staged, published but signing nothing, until its event is recorded) and retire
+  superseded keys whose last token has expired.
 """
 
 from __future__ import annotations
@@ -365,14 +367,17 @@ async def access_lists(deps: JobDeps, ctx: JobContext) -> None:
 
 
 async def token_keys(deps: JobDeps, ctx: JobContext) -> None:
-    """Scheduled rotation of the token signing keys: a new key when the newest is older
-    than the rotation interval (published before it signs), and retirement of
-    superseded keys whose last token has expired."""
+    """Scheduled rotation of the token signing keys: abandoned staged keys discarded
+    (first, so that one cannot pass for the newest key and hold back a due rotation), a
+    new key when the newest is older than the rotation interval (published before it
+    signs), and retirement of superseded keys whose last token has expired."""
     from kroonika.tokens import rotate_recorded
 
     comps = deps.tokens()
     if comps is None:
         return
+    discarded = await asyncio.to_thread(comps.keys.discard_abandoned)
+    ctx.counts["keys_discarded"] += len(discarded)
     # The new key is staged (published, signing nothing) until its key.rotate is
     # recorded; refused, it is discarded and the next run rotates again.
 

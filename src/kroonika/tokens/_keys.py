@@ -14,7 +14,8 @@ activation time is :data:`STAGED` (it never comes), so nothing signs with it unt
 :meth:`SigningKeyRing.activate`; if the rotation cannot be recorded,
 :meth:`SigningKeyRing.discard` removes it again (only a key that never signed can be
 discarded). A process that dies in between leaves an inert key, never an unrecorded
-signing one.
+signing one; :meth:`SigningKeyRing.discard_abandoned` (the ``token_keys`` job) removes
+such a key once it has been staged for the publish lead plus :data:`ABANDONED_AFTER_S`.
 
 Private keys are stored encrypted: AES-256-GCM under a key derived (HKDF-SHA256)
 from the master key, with the kid as associated data, so a row cannot be moved to
@@ -48,6 +49,9 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 # ``activates_at`` of a staged key: published, signs nothing until activated.
 STAGED = 2**62
+#: How long past the publish lead a staged key waits for its rotation to be recorded
+#: before it counts as abandoned: a rotation in progress takes seconds.
+ABANDONED_AFTER_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +314,29 @@ class SigningKeyRing:
         with self._lock:
             self._private.pop(kid, None)
         self._load()
+
+    def discard_abandoned(self) -> list[str]:
+        """Discard the staged keys of rotations that were never recorded nor undone (the
+        process died between :meth:`rotate` and :meth:`activate` or :meth:`discard`):
+        those staged for longer than the publish lead plus :data:`ABANDONED_AFTER_S`,
+        so a rotation in progress is never touched. Each is deleted only while still
+        staged (an activation that wins the race keeps its key). Returns their kids."""
+        cutoff = self._clock.now() - self.publish_lead_s - ABANDONED_AFTER_S
+        staged = (signing_keys.c.activates_at == STAGED) & (signing_keys.c.created_at < cutoff)
+        discarded: list[str] = []
+        with self._engine.begin() as conn:
+            for kid in conn.execute(select(signing_keys.c.kid).where(staged)).scalars().all():
+                gone = conn.execute(
+                    delete(signing_keys).where(signing_keys.c.kid == kid, staged)
+                ).rowcount
+                if gone:
+                    discarded.append(kid)
+        if discarded:
+            with self._lock:
+                for kid in discarded:
+                    self._private.pop(kid, None)
+            self._load()
+        return discarded
 
     def _create(self, *, immediate: bool, staged: bool = False) -> str:
         now = self._clock.now()
