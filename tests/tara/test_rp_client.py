@@ -101,6 +101,27 @@ async def test_deeply_nested_jwks_is_idp_unavailable() -> None:
         await client.jwks.keys()
 
 
+async def test_an_oversized_jwks_is_idp_unavailable() -> None:
+    """A JWKS answer larger than any TARA sends (valid JSON, a good key in it) is not read
+    into memory whole: TARA is unavailable."""
+    huge = {"keys": [_good_jwk()], "padding": "x" * (2 << 20)}
+    client = _client(jwks=lambda: httpx.Response(200, json=huge), token=_unused)
+    with pytest.raises(IdpUnavailable, match="more than"):
+        await client.jwks.keys()
+
+
+async def test_a_gzipped_answer_is_read_decoded() -> None:
+    """A compressed answer still parses (the size cap counts decoded bytes)."""
+    import gzip
+
+    body = gzip.compress(json.dumps({"keys": [_good_jwk()]}).encode())
+    client = _client(
+        jwks=lambda: httpx.Response(200, content=body, headers={"content-encoding": "gzip"}),
+        token=_unused,
+    )
+    assert set(await client.jwks.keys()) == {"good"}
+
+
 @pytest.mark.parametrize("status", [200, 400])
 async def test_deeply_nested_token_response_is_refused(status: int) -> None:
     """A token response nested too deep to parse is a failed code exchange, not a crash."""

@@ -144,6 +144,9 @@ def parse_jwks(doc: object) -> dict[str, RSAPublicKey]:
     return out
 
 
+MAX_RESPONSE_BYTES = 1 << 20
+
+
 def _json_body(resp: httpx.Response) -> Any:
     """The body as JSON, or None when it is not JSON (or nested too deep to parse)."""
     try:
@@ -175,11 +178,29 @@ class TaraClient:
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """One request to TARA, cut off at ``timeout_s`` in all: httpx's timeout applies to
-        each read, so a TARA that trickles its answer would otherwise hold the login."""
+        each read, so a TARA that trickles its answer would otherwise hold the login. The
+        answer is read up to :data:`MAX_RESPONSE_BYTES` (TARA's are a few kB): a larger
+        one is TARA being unavailable, not a reason to hold it all in memory."""
         try:
-            async with asyncio.timeout(self.config.timeout_s):
-                return await self._http.request(
-                    method, url, timeout=self.config.timeout_s, **kwargs
+            async with (
+                asyncio.timeout(self.config.timeout_s),
+                self._http.stream(method, url, timeout=self.config.timeout_s, **kwargs) as resp,
+            ):
+                body = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise IdpUnavailable(
+                            f"{method} {url} answered more than {MAX_RESPONSE_BYTES} bytes"
+                        )
+                # decoded already: the copy must not claim an encoding or a length
+                headers = [
+                    (k, v)
+                    for k, v in resp.headers.multi_items()
+                    if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+                ]
+                return httpx.Response(
+                    resp.status_code, headers=headers, content=bytes(body), request=resp.request
                 )
         except TimeoutError:
             raise IdpUnavailable(f"{method} {url} took longer than the timeout") from None
