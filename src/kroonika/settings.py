@@ -8,12 +8,14 @@ must be given and the service refuses to start with a missing or placeholder one
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import secrets
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -69,6 +71,28 @@ class AuditSinkSettings(BaseModel):
     fsync: bool = True
     timeout_s: float = Field(10.0, gt=0, le=300)
     tls_verify: bool = True
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the refusal says what is wrong, once
+
+
+@functools.lru_cache(maxsize=16)
+def ticket_regex(pattern: str) -> re2._Regexp[str]:
+    """The ticket pattern a justification must contain a match of, compiled by RE2: the
+    time to match is linear in the justification, whatever the pattern (a backtracking
+    engine would let a pattern like ``(a+)+$`` and a crafted justification stall the
+    service). ``ValueError`` for a pattern RE2 does not take (look-around,
+    back-references) or one over 200 characters."""
+    if not isinstance(pattern, str) or len(pattern) > 200:
+        raise ValueError("a ticket pattern is a regular expression of at most 200 characters")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args else "invalid"
+        raise ValueError(
+            f"not a regular expression RE2 accepts ({detail}): no look-around or back-references"
+        ) from None
 
 
 class Settings(BaseSettings):
@@ -210,6 +234,13 @@ class Settings(BaseSettings):
         # what both the rate limiter (limits) and the list notices (redis-py) accept
         if v is not None and not v.startswith(("redis://", "rediss://")):
             raise ValueError("redis_url must be a redis:// or rediss:// URL")
+        return v
+
+    @field_validator("admin_ticket_pattern")
+    @classmethod
+    def _ticket(cls, v: str | None) -> str | None:
+        if v is not None:
+            ticket_regex(v)
         return v
 
     @field_validator("pseudonym_kid")

@@ -56,6 +56,8 @@ def config(engine: Engine, tmp_path: Path, key: bytes | None = None) -> RuntimeC
         ("log.levels", {"uvicorn": "DEBUG"}),
         ("log.levels", {"kroonika.web": "LOUD"}),
         ("admin.ticket_pattern", "(unclosed"),
+        ("admin.ticket_pattern", r"(?=INC)INC-\d+"),  # look-around: not linear-time
+        ("admin.ticket_pattern", r"(INC)-\d+ \1"),  # a back-reference neither
         ("jobs.sessions.cron", "every minute"),
         ("jobs.sessions.cron", "0 0 31 2 *"),
         ("jobs.sessions.cron", "* * * * * */5"),

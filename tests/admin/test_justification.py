@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from kroonika.admin import JustificationMissing, check_justification
+from kroonika.settings import Settings
 
 
 def test_a_long_enough_justification_is_returned_stripped() -> None:
@@ -70,3 +73,31 @@ def test_a_ticket_pattern_must_match_somewhere() -> None:
     with pytest.raises(JustificationMissing) as err:
         check_justification("no ticket named here", minimum=10, pattern=pattern)
     assert err.value.code == "ticket_required"
+
+
+def test_a_ticket_pattern_cannot_stall_the_service() -> None:
+    """Patterns are matched in time linear in the justification: one that a backtracking
+    engine takes exponential time on (here about 2**1990 steps) answers at once. The
+    thread's 60 s allowance is not a speed measurement: without the linear engine this
+    would not finish in the age of the universe."""
+    pattern = r"^(a+)+$"
+    text = "a" * 1990 + "!"
+    outcome: list[str] = []
+
+    def check() -> None:
+        try:
+            check_justification(text, minimum=10, pattern=pattern)
+        except JustificationMissing as exc:
+            outcome.append(exc.code)
+
+    worker = threading.Thread(target=check, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert outcome == ["ticket_required"]
+
+
+def test_settings_refuse_a_ticket_pattern_the_engine_cannot_take() -> None:
+    """A look-around pattern in the settings is a clear error at start, not at the first
+    justification."""
+    with pytest.raises(ValueError, match="RE2"):
+        Settings(admin_ticket_pattern=r"(?=INC)INC-\d+")

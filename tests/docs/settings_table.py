@@ -180,7 +180,10 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             '["admin"]}`, granted at start-up',
             "admin_second_approval": "role changes need a second administrator",
             "admin_justification_min": "characters a justification needs",
-            "admin_ticket_pattern": "a justification must contain a match of this regex",
+            "admin_ticket_pattern": (
+                "a justification must contain a match of this regex (RE2 syntax: no "
+                "look-around or back-references; matched in linear time)"
+            ),
             "admin_api_key_max_ttl_s": "longest API key lifetime",
             "jobs_enabled": "run the scheduler in this instance",
             "jobs_tick_s": "how often the scheduler looks for due jobs",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from kroonika.audit import events as ev
 from kroonika.db import UNAVAILABLE
 from kroonika.ratelimit import KeyKind, RateLimited, RateLimiter, RouteGroup, too_many_requests
 from kroonika.security import Policy, emit_policy_violation
+from kroonika.settings import ticket_regex
 
 if TYPE_CHECKING:
     from kroonika.web._context import RequestInfo
@@ -247,7 +247,7 @@ def check_justification(text: str | None, *, minimum: int, pattern: str | None) 
         # controls (CR, ESC, 8-bit CSI), bidi, invisible and line-separator characters
         # would forge or hide what the audit trail and its readers show
         raise JustificationMissing("a justification is plain text of at most 2000 characters")
-    if pattern and re.search(pattern, value) is None:
+    if pattern and ticket_regex(pattern).search(value) is None:
         raise JustificationMissing(
             f"the justification must name a ticket matching {pattern!r}",
             code="ticket_required",

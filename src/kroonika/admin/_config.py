@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kroonika.admin._errors import ConfigInvalid
 from kroonika.db.admin import runtime_config
-from kroonika.settings import Settings
+from kroonika.settings import Settings, ticket_regex
 
 Check = Callable[[Any], Any]
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -90,12 +90,9 @@ def _levels(v: Any) -> dict[str, str]:
 def _pattern(v: Any) -> str | None:
     if v is None:
         return None
-    if not isinstance(v, str) or len(v) > 200:
+    if not isinstance(v, str):
         raise ValueError("a regular expression of at most 200 characters, or null")
-    try:
-        re.compile(v)
-    except re.error as exc:
-        raise ValueError(f"not a regular expression: {exc}") from None
+    ticket_regex(v)
     return v
 
 

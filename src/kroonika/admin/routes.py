@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -45,6 +44,7 @@ from kroonika.db.tokens import tokens as tokens_table
 from kroonika.security.policy import Decision as PolicyDecision
 from kroonika.security.policy import Policy
 from kroonika.sessions import EndReason, RequestContext, SessionRecord
+from kroonika.settings import ticket_regex
 from kroonika.tokens import AccessListError, ClientError, ListSubject, hash_secret
 from kroonika.tokens import RequestContext as TokenContext
 
@@ -835,7 +835,7 @@ async def patch_config(
     changed key with its before and after value (secrets: set/changed only)."""
     admin = admin_services(request)
     pattern = admin.config.validate(body.changes).get("admin.ticket_pattern")
-    if pattern is not None and re.search(pattern, _why(request)) is None:
+    if pattern is not None and ticket_regex(pattern).search(_why(request)) is None:
         # one that nothing matches would refuse every later change, its own reset too
         err = ConfigInvalid("invalid configuration")
         err.errors = {  # type: ignore[attr-defined]
