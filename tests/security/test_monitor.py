@@ -172,3 +172,20 @@ async def test_profile_is_kept_in_the_database(kit: Kit) -> None:
     assert p.last_place is not None
     assert p.last_place.city == "Tartu"
     assert sum(p.hours[9:12]) == 4
+
+
+@pytest.mark.asyncio
+async def test_an_attack_is_never_pinned_on_another_network(kit: Kit) -> None:
+    """A brute-force finding names the attacking network and person: an unrelated
+    failed login from elsewhere, once the attack's window has passed, does not
+    re-raise the attack with the bystander's address and pseudonym."""
+    for _ in range(40):
+        kit.clock.advance(3)
+        await login(kit, ATTACKER_IP, ok=False)
+    kit.clock.advance(24)  # 120 s after the first findings; the attack is still in the window
+    await login(kit, TARTU_IP, person="49403136526", ok=False)
+    bystander = kit.fingerprinter.pseudonym("EE49403136526")
+    for _, rec in kit.anomalies():
+        assert rec["source"]["ip"] == "45.133.1.0"
+        assert rec["actor"].get("pseudonym") != bystander
+    assert len(kit.anomalies()) == 2

@@ -208,7 +208,11 @@ class SecurityMonitor:
         candidates = brute_force(window, obs.at, self.config) + credential_stuffing(
             window, obs.at, self.config
         )
-        return [f for f in candidates if self._fresh(f, obs.at)]
+        # Only findings about this login's own person and network: the anomaly event
+        # carries this login's source and actor, so another key's attack must not be
+        # raised (or re-raised) here in a bystander's name.
+        mine = {("person", obs.person), ("ip", obs.network)}
+        return [f for f in candidates if (f.key_kind, f.key) in mine and self._fresh(f, obs.at)]
 
     def _fresh(self, f: Finding, now: float) -> bool:
         """One finding per kind and key per window (an attack is one anomaly, not
