@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -12,6 +13,7 @@ from security_kit import Kit, make_kit
 
 from kroonika.audit import Actor, ActorType, Correlation, Outcome, Source, events
 from kroonika.audit.enrich import FeedAction, FeedSpec, ThreatIntel
+from kroonika.security import detectors, monitor
 
 TARTU_IP = "193.40.12.7"
 TALLINN_IP = "194.126.100.9"
@@ -189,3 +191,29 @@ async def test_an_attack_is_never_pinned_on_another_network(kit: Kit) -> None:
         assert rec["source"]["ip"] == "45.133.1.0"
         assert rec["actor"].get("pseudonym") != bystander
     assert len(kit.anomalies()) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_failure_is_checked_against_its_own_keys_only(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failures from many networks in one window: each is checked against its own
+    person's and network's history, so a flood of distinct addresses cannot make
+    detection cost grow with the square of the window and fall behind."""
+    sizes: list[int] = []
+
+    def brute_force(window: Any, now: float, config: detectors.DetectorConfig) -> Any:
+        sizes.append(len(window))
+        return detectors.brute_force(window, now, config)
+
+    monkeypatch.setattr(monitor, "brute_force", brute_force)
+    for i in range(300):
+        record = {
+            "type": "auth.login",
+            "time": f"2026-06-01T10:{i // 60:02d}:{i % 60:02d}Z",
+            "outcome": "failure",
+            "source": {"ip": f"10.{i // 256}.{i % 256}.0", "ip_prefix": 24},
+        }
+        assert await kit.monitor.observe(record) == []
+    assert len(sizes) == 300
+    assert max(sizes) == 1

@@ -51,6 +51,8 @@ from kroonika.security.detectors import (
 from kroonika.security.profiles import ProfileStore
 
 WATCHED = "auth.login"
+KEY_WINDOW_MAX = 256  # recent failures kept per person and per network
+SWEEP_EVERY = 1024  # failures between sweeps of keys that left the window
 
 
 def observation(record: Mapping[str, Any]) -> LoginObservation:
@@ -106,7 +108,15 @@ class SecurityMonitor:
         self.config = config or DetectorConfig()
         self.threat = threat
         self.on_finding = on_finding
-        self._window: deque[LoginObservation] = deque()
+        # Recent failures indexed by person and by network, so that a login costs work
+        # in proportion to its own keys' history, not to everything in the window.
+        c = self.config
+        self._key_max = max(
+            KEY_WINDOW_MAX, 4 * max(c.brute_force_failures, c.stuffing_people, c.stuffing_attempts)
+        )
+        self._by_person: dict[str, deque[LoginObservation]] = {}
+        self._by_network: dict[str, deque[LoginObservation]] = {}
+        self._since_sweep = 0
         self._span = max(self.config.brute_force_window_s, self.config.stuffing_window_s)
         self._fired: dict[tuple[str, str, str], float] = {}
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
@@ -200,19 +210,49 @@ class SecurityMonitor:
             found = login_findings(profile, obs, self.config)
             await asyncio.to_thread(self.profiles.record_login, obs)
             return found
-        window = self._window
-        window.append(obs)
         horizon = obs.at - self._span
-        while window and window[0].at < horizon:
-            window.popleft()
-        candidates = brute_force(window, obs.at, self.config) + credential_stuffing(
-            window, obs.at, self.config
-        )
+        self._sweep(horizon)
+        candidates: list[Finding] = []
+        if obs.person is not None:
+            mine_p = self._remember(self._by_person, obs.person, obs, horizon)
+            candidates += brute_force(mine_p, obs.at, self.config)
+        if obs.network is not None:
+            mine_n = self._remember(self._by_network, obs.network, obs, horizon)
+            candidates += brute_force(mine_n, obs.at, self.config)
+            candidates += credential_stuffing(mine_n, obs.at, self.config)
         # Only findings about this login's own person and network: the anomaly event
         # carries this login's source and actor, so another key's attack must not be
         # raised (or re-raised) here in a bystander's name.
         mine = {("person", obs.person), ("ip", obs.network)}
         return [f for f in candidates if (f.key_kind, f.key) in mine and self._fresh(f, obs.at)]
+
+    def _remember(
+        self,
+        index: dict[str, deque[LoginObservation]],
+        key: str,
+        obs: LoginObservation,
+        horizon: float,
+    ) -> deque[LoginObservation]:
+        """Add a failure to its key's recent history (the newest ``_key_max`` within
+        the window: enough to cross every threshold) and return that history."""
+        recent = index.get(key)
+        if recent is None:
+            recent = index[key] = deque(maxlen=self._key_max)
+        recent.append(obs)
+        while recent and recent[0].at < horizon:
+            recent.popleft()
+        return recent
+
+    def _sweep(self, horizon: float) -> None:
+        """Now and then forget the keys with no failure left in the window, so that
+        many distinct people or networks cannot grow the state without bound."""
+        self._since_sweep += 1
+        if self._since_sweep < SWEEP_EVERY:
+            return
+        self._since_sweep = 0
+        for index in (self._by_person, self._by_network):
+            for key in [k for k, d in index.items() if not d or d[-1].at < horizon]:
+                del index[key]
 
     def _fresh(self, f: Finding, now: float) -> bool:
         """One finding per kind and key per window (an attack is one anomaly, not
