@@ -78,6 +78,16 @@ def test_travel_that_a_plane_can_make_is_not_a_finding() -> None:
     assert impossible_travel(profile(), ok(T0 + 3600, TALLINN)) is None
 
 
+def test_a_login_seen_after_a_later_one_is_measured_over_the_real_time() -> None:
+    """A login examined after a later one (another instance, a lagging monitor) is
+    compared over the time between the two, not as if a minute apart."""
+    later = profile(last_place=LONDON)
+    assert impossible_travel(later, ok(T0 - 3 * 3600, TALLINN)) is None
+    f = impossible_travel(later, ok(T0 - 1800, SYDNEY))
+    assert f is not None
+    assert f.evidence["minutes"] == 30
+
+
 def test_low_accuracy_locations_are_ignored() -> None:
     """A location with a 1000 km accuracy radius never makes impossible travel."""
     assert impossible_travel(profile(), ok(T0 + 600, VAGUE)) is None

@@ -217,3 +217,23 @@ async def test_a_failure_is_checked_against_its_own_keys_only(
         assert await kit.monitor.observe(record) == []
     assert len(sizes) == 300
     assert max(sizes) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_older_login_does_not_replace_the_last_one(kit: Kit) -> None:
+    """A login folded in after a later one (several instances share the profiles)
+    counts in the history but leaves the last login's time and place."""
+    await normal_history(kit, days=2)
+    person = kit.fingerprinter.pseudonym("EE38001085718")
+    before = kit.profiles.get(person)
+    assert before is not None
+    assert before.last_at is not None
+    older = detectors.LoginObservation(
+        before.last_at - 7200, True, person, "81.2.69.0/24", detectors.Place("GB", "London")
+    )
+    kit.profiles.record_login(older)
+    after = kit.profiles.get(person)
+    assert after is not None
+    assert after.login_count == 3
+    assert dict(after.countries) == {"EE": 2, "GB": 1}
+    assert (after.last_at, after.last_place) == (before.last_at, before.last_place)

@@ -153,10 +153,15 @@ def impossible_travel(
     effective = distance - (a.accuracy_km or 0) - (b.accuracy_km or 0)
     if effective < config.travel_min_km:
         return None
-    hours = max(obs.at - profile.last_at, 60.0) / 3600.0
+    # A login can be examined after a later one (several instances share the
+    # profiles): the travel is between the two times, whichever came first.
+    elapsed = abs(obs.at - profile.last_at)
+    hours = max(elapsed, 60.0) / 3600.0
     speed = effective / hours
     if speed <= config.travel_max_kmh:
         return None
+    if obs.at < profile.last_at:
+        a, b = b, a
     confidence = 90 if speed > 3 * config.travel_max_kmh else 75
     return Finding(
         "impossible_travel",
@@ -166,7 +171,7 @@ def impossible_travel(
             "from": a.label(),
             "to": b.label(),
             "km": round(distance),
-            "minutes": round((obs.at - profile.last_at) / 60),
+            "minutes": round(elapsed / 60),
             "kmh": round(speed),
             "max_kmh": round(config.travel_max_kmh),
         },

@@ -87,37 +87,43 @@ class ProfileStore:
                 networks: dict[str, int] = {}
                 hours = [0] * 24
                 count, first = 0, at
+                latest = True
             else:
                 m = row._mapping
                 countries = json.loads(m["countries"])
                 networks = json.loads(m["networks"])
                 hours = json.loads(m["hours"])
                 count, first = int(m["login_count"]), int(m["first_seen"])
+                # an older login folded in late counts, but is not the last login
+                latest = m["last_at"] is None or at >= int(m["last_at"])
             if place is not None and place.country is not None:
                 countries[place.country] = countries.get(place.country, 0) + 1
                 if len(countries) > MAX_COUNTRIES:
                     rarest = min(countries, key=lambda c: countries[c])
                     del countries[rarest]
             if obs.network is not None:
-                networks[obs.network] = at
+                networks[obs.network] = max(at, int(networks.get(obs.network, at)))
                 if len(networks) > MAX_NETWORKS:
                     oldest = min(networks, key=lambda n: networks[n])
                     del networks[oldest]
             hours[hour] += 1
-            values = {
+            values: dict[str, object] = {
                 "login_count": count + 1,
                 "first_seen": min(first, at),
-                "last_at": at,
-                "last_country": place.country if place else None,
-                "last_city": place.city[:128] if place and place.city else None,
-                "last_lat": _coord(place.lat) if place else None,
-                "last_lon": _coord(place.lon) if place else None,
-                "last_accuracy_km": place.accuracy_km if place else None,
                 "countries": json.dumps(countries, sort_keys=True),
                 "networks": json.dumps(networks, sort_keys=True),
                 "hours": json.dumps(hours),
                 "updated_at": at,
             }
+            if latest:
+                values |= {
+                    "last_at": at,
+                    "last_country": place.country if place else None,
+                    "last_city": place.city[:128] if place and place.city else None,
+                    "last_lat": _coord(place.lat) if place else None,
+                    "last_lon": _coord(place.lon) if place else None,
+                    "last_accuracy_km": place.accuracy_km if place else None,
+                }
             if row is None:
                 conn.execute(insert(t).values(person=person, **values))
             else:
