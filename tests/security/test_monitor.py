@@ -237,3 +237,27 @@ async def test_an_older_login_does_not_replace_the_last_one(kit: Kit) -> None:
     assert after.login_count == 3
     assert dict(after.countries) == {"EE": 2, "GB": 1}
     assert (after.last_at, after.last_place) == (before.last_at, before.last_place)
+
+
+@pytest.mark.asyncio
+async def test_a_place_with_odd_coordinates_is_a_place_without_them(kit: Kit) -> None:
+    """Coordinates that are not a point on Earth ("nan", out of range) are ignored:
+    no detector error, and the login still counts in the profile."""
+    await normal_history(kit, days=2)
+    for lat, lon in (("nan", "0"), ("inf", "10"), ("91", "10"), ("10", "-181")):
+        kit.clock.advance(600)
+        await kit.trail.emit(
+            events.auth_login(
+                outcome=Outcome.SUCCESS,
+                actor=Actor(ActorType.USER, subject="EE38001085718"),
+                source=Source(ip=TARTU_IP, geo={"country": "EE", "lat": lat, "lon": lon}),
+                method="smartid",
+            )
+        )
+        await kit.monitor.drain()
+    assert kit.monitor.counts["errors"] == 0
+    p = kit.profiles.get(kit.fingerprinter.pseudonym("EE38001085718"))
+    assert p is not None
+    assert p.login_count == 6
+    assert p.last_place is not None
+    assert (p.last_place.lat, p.last_place.lon) == (None, None)

@@ -24,6 +24,16 @@ AnomalyKind = Literal[
 ]
 
 
+def _number(value: object) -> float | None:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Place:
     """Where a login came from, as the geo enrichment put it in ``source.geo``."""
@@ -36,16 +46,17 @@ class Place:
 
     @classmethod
     def from_geo(cls, geo: Mapping[str, str] | None) -> Place | None:
+        """The place of a recorded ``source.geo``; coordinates that are not a point on
+        Earth (unparsable, not finite, out of range) and a negative or unparsable
+        accuracy are left out rather than trusted."""
         if not geo:
             return None
-        try:
-            lat = float(geo["lat"]) if "lat" in geo else None
-            lon = float(geo["lon"]) if "lon" in geo else None
-            acc = int(geo["accuracy_km"]) if "accuracy_km" in geo else None
-        except ValueError:
+        lat, lon = _number(geo.get("lat")), _number(geo.get("lon"))
+        if lat is None or lon is None or abs(lat) > 90 or abs(lon) > 180:
             lat = lon = None
-            acc = None
-        return cls(geo.get("country"), geo.get("city"), lat, lon, acc)
+        acc = _number(geo.get("accuracy_km"))
+        accuracy = int(acc) if acc is not None and 0 <= acc < 1e6 else None
+        return cls(geo.get("country"), geo.get("city"), lat, lon, accuracy)
 
     def label(self) -> str:
         return "/".join(p for p in (self.country, self.city) if p) or "unknown"
