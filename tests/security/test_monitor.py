@@ -261,3 +261,23 @@ async def test_a_place_with_odd_coordinates_is_a_place_without_them(kit: Kit) ->
     assert p.login_count == 6
     assert p.last_place is not None
     assert (p.last_place.lat, p.last_place.lon) == (None, None)
+
+
+@pytest.mark.asyncio
+async def test_a_detector_error_still_folds_the_login_into_the_profile(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail open without losing history: when a per-login detector raises, the error
+    is counted and the login still counts in the person's profile."""
+    await normal_history(kit, days=2)
+
+    def broken(*_: Any) -> Any:
+        raise ValueError("detector bug")
+
+    monkeypatch.setattr(monitor, "login_findings", broken)
+    kit.clock.advance(3600)
+    await login(kit, TARTU_IP)
+    assert kit.monitor.counts["errors"] == 1
+    p = kit.profiles.get(kit.fingerprinter.pseudonym("EE38001085718"))
+    assert p is not None
+    assert p.login_count == 3

@@ -207,8 +207,11 @@ class SecurityMonitor:
             if obs.person is None:
                 return []
             profile = await asyncio.to_thread(self.profiles.get, obs.person)
-            found = login_findings(profile, obs, self.config)
-            await asyncio.to_thread(self.profiles.record_login, obs)
+            try:
+                found = login_findings(profile, obs, self.config)
+            finally:
+                # a detector error (counted by the caller) must not lose the history
+                await asyncio.to_thread(self.profiles.record_login, obs)
             return found
         horizon = obs.at - self._span
         self._sweep(horizon)
