@@ -63,6 +63,12 @@ def test_new_country_not_for_a_known_country_or_a_first_login() -> None:
     assert new_country(None, ok(T0, LONDON)) is None
 
 
+def test_new_country_not_when_no_country_was_known() -> None:
+    """Earlier logins without a country (unknown or private addresses) give nothing to
+    compare with: the first login with a country is not a new country."""
+    assert new_country(profile(countries={}), ok(T0 + 3600, TALLINN)) is None
+
+
 def test_impossible_travel_found() -> None:
     """Tartu then Sydney half an hour later is impossible travel."""
     f = impossible_travel(profile(), ok(T0 + 1800, SYDNEY))

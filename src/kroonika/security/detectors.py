@@ -126,8 +126,9 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def new_country(profile: Profile | None, obs: LoginObservation) -> Finding | None:
     """A successful login from a country this person has never logged in from.
-    The first login ever has nothing to compare with and is not a finding."""
-    if not obs.success or obs.person is None or profile is None or profile.login_count == 0:
+    The first login ever, or the first with a known country, has nothing to compare
+    with and is not a finding."""
+    if not obs.success or obs.person is None or profile is None or not profile.countries:
         return None
     country = obs.place.country if obs.place else None
     if country is None or country in profile.countries:
