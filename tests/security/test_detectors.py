@@ -94,6 +94,15 @@ def test_a_login_seen_after_a_later_one_is_measured_over_the_real_time() -> None
     assert f.evidence["minutes"] == 30
 
 
+def test_a_place_without_accuracy_is_not_taken_as_exact() -> None:
+    """DB-IP Lite gives no accuracy radius: Tartu broadband and a mobile address placed
+    in Tallinn minutes apart are not impossible travel, Tartu and London still are."""
+    tartu, tallinn = Place("EE", "Tartu", 58.3806, 26.7237), Place("EE", "Tallinn", 59.437, 24.7536)
+    london = Place("GB", "London", 51.5143, -0.0912)
+    assert impossible_travel(profile(last_place=tartu), ok(T0 + 300, tallinn)) is None
+    assert impossible_travel(profile(last_place=tartu), ok(T0 + 300, london)) is not None
+
+
 def test_low_accuracy_locations_are_ignored() -> None:
     """A location with a 1000 km accuracy radius never makes impossible travel."""
     assert impossible_travel(profile(), ok(T0 + 600, VAGUE)) is None

@@ -103,6 +103,7 @@ class DetectorConfig:
     travel_max_kmh: float = 1000.0
     travel_max_accuracy_km: int = 500
     travel_min_km: float = 100.0
+    travel_unknown_accuracy_km: int = 100  # a place whose geo database gives no radius
     unusual_hour_min_logins: int = 10
     unusual_hour_min_days: int = 14
     unusual_hour_timezone: tzinfo = UTC
@@ -150,7 +151,8 @@ def impossible_travel(
     """The distance from the previous login's place over the time since it needs a
     speed above ``travel_max_kmh``. Places whose accuracy radius is larger than
     ``travel_max_accuracy_km`` are ignored, and the radii are subtracted from the
-    distance so database imprecision cannot make a finding."""
+    distance so database imprecision cannot make a finding. A place without a radius
+    (DB-IP Lite gives none) has ``travel_unknown_accuracy_km``, not an exact point."""
     if not obs.success or obs.person is None or profile is None:
         return None
     a, b = profile.last_place, obs.place
@@ -158,11 +160,13 @@ def impossible_travel(
         return None
     if a.lat is None or a.lon is None or b.lat is None or b.lon is None:
         return None
-    limit = config.travel_max_accuracy_km
-    if (a.accuracy_km or 0) > limit or (b.accuracy_km or 0) > limit:
+    unknown = config.travel_unknown_accuracy_km
+    ra = a.accuracy_km if a.accuracy_km is not None else unknown
+    rb = b.accuracy_km if b.accuracy_km is not None else unknown
+    if ra > config.travel_max_accuracy_km or rb > config.travel_max_accuracy_km:
         return None
     distance = haversine_km(a.lat, a.lon, b.lat, b.lon)
-    effective = distance - (a.accuracy_km or 0) - (b.accuracy_km or 0)
+    effective = distance - ra - rb
     if effective < config.travel_min_km:
         return None
     # A login can be examined after a later one (several instances share the
