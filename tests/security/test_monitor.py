@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,21 @@ async def test_a_detector_error_still_folds_the_login_into_the_profile(
     p = kit.profiles.get(kit.fingerprinter.pseudonym("EE38001085718"))
     assert p is not None
     assert p.login_count == 3
+
+
+@pytest.mark.asyncio
+async def test_thresholds_raised_at_run_time_can_still_be_reached(kit: Kit) -> None:
+    """The admin API raises the brute-force threshold on a running monitor: the
+    history kept per network grows with it, so 300 failures still make a finding."""
+    kit.monitor.config = dataclasses.replace(kit.monitor.config, brute_force_failures=300)
+    found = []
+    for i in range(300):
+        record = {
+            "type": "auth.login",
+            "time": f"2026-06-01T10:00:{i // 10:02d}.{i % 10}00000Z",
+            "outcome": "failure",
+            "source": {"ip": "45.133.1.0", "ip_prefix": 24},
+        }
+        found += await kit.monitor.observe(record)
+    assert [(e.details["kind"], e.details["key_kind"]) for e in found] == [("brute_force", "ip")]
+    assert '"failures":300' in found[0].details["evidence"]

@@ -110,10 +110,6 @@ class SecurityMonitor:
         self.on_finding = on_finding
         # Recent failures indexed by person and by network, so that a login costs work
         # in proportion to its own keys' history, not to everything in the window.
-        c = self.config
-        self._key_max = max(
-            KEY_WINDOW_MAX, 4 * max(c.brute_force_failures, c.stuffing_people, c.stuffing_attempts)
-        )
         self._by_person: dict[str, deque[LoginObservation]] = {}
         self._by_network: dict[str, deque[LoginObservation]] = {}
         self._since_sweep = 0
@@ -236,13 +232,18 @@ class SecurityMonitor:
         obs: LoginObservation,
         horizon: float,
     ) -> deque[LoginObservation]:
-        """Add a failure to its key's recent history (the newest ``_key_max`` within
-        the window: enough to cross every threshold) and return that history."""
+        """Add a failure to its key's recent history (the newest within the window,
+        enough to cross every threshold) and return that history. The cap follows
+        the current thresholds, which the admin API may change at run time."""
+        c = self.config
+        cap = max(
+            KEY_WINDOW_MAX, 4 * max(c.brute_force_failures, c.stuffing_people, c.stuffing_attempts)
+        )
         recent = index.get(key)
         if recent is None:
-            recent = index[key] = deque(maxlen=self._key_max)
+            recent = index[key] = deque()
         recent.append(obs)
-        while recent and recent[0].at < horizon:
+        while recent and (recent[0].at < horizon or len(recent) > cap):
             recent.popleft()
         return recent
 
