@@ -261,7 +261,7 @@ async def test_a_place_with_odd_coordinates_is_a_place_without_them(kit: Kit) ->
     assert p is not None
     assert p.login_count == 6
     assert p.last_place is not None
-    assert (p.last_place.lat, p.last_place.lon) == (None, None)
+    assert p.last_place.city == "Tartu"  # the last login with a real location
 
 
 @pytest.mark.asyncio
@@ -300,3 +300,20 @@ async def test_thresholds_raised_at_run_time_can_still_be_reached(kit: Kit) -> N
         found += await kit.monitor.observe(record)
     assert [(e.details["kind"], e.details["key_kind"]) for e in found] == [("brute_force", "ip")]
     assert '"failures":300' in found[0].details["evidence"]
+
+
+@pytest.mark.asyncio
+async def test_a_login_without_a_location_does_not_reset_impossible_travel(kit: Kit) -> None:
+    """Tartu, then an address the geo database does not know, then Sydney ten minutes
+    after Tartu: still impossible travel, measured from Tartu."""
+    await normal_history(kit, days=2)
+    kit.clock.advance(3600)
+    await login(kit, TARTU_IP)
+    kit.clock.advance(300)
+    await login(kit, ATTACKER_IP)
+    kit.clock.advance(300)
+    await login(kit, SYDNEY_IP)
+    travel = [r for k, r in kit.anomalies() if k == "impossible_travel"]
+    assert len(travel) == 1
+    assert '"from":"EE/Tartu"' in travel[0]["details"]["evidence"]
+    assert '"minutes":10' in travel[0]["details"]["evidence"]

@@ -1,9 +1,11 @@
 """Per-person security profiles in the business database.
 
 What a person's logins looked like so far: how many, since when, from which
-countries and (anonymised) networks, at which hours, and the last login's place and
-time. The detectors compare a new login with it; :meth:`ProfileStore.record_login`
-then folds the login in. Only successful logins change a profile.
+countries and (anonymised) networks, at which hours, and the place and time of the
+last login whose location was known (a login from an address without coordinates
+must not reset impossible travel). The detectors compare a new login with it;
+:meth:`ProfileStore.record_login` then folds the login in. Only successful logins
+change a profile.
 """
 
 from __future__ import annotations
@@ -115,14 +117,15 @@ class ProfileStore:
                 "hours": json.dumps(hours),
                 "updated_at": at,
             }
-            if latest:
+            located = place is not None and place.lat is not None and place.lon is not None
+            if latest and located and place is not None:
                 values |= {
                     "last_at": at,
-                    "last_country": place.country if place else None,
-                    "last_city": place.city[:128] if place and place.city else None,
-                    "last_lat": _coord(place.lat) if place else None,
-                    "last_lon": _coord(place.lon) if place else None,
-                    "last_accuracy_km": place.accuracy_km if place else None,
+                    "last_country": place.country,
+                    "last_city": place.city[:128] if place.city else None,
+                    "last_lat": _coord(place.lat),
+                    "last_lon": _coord(place.lon),
+                    "last_accuracy_km": place.accuracy_km,
                 }
             if row is None:
                 conn.execute(insert(t).values(person=person, **values))
