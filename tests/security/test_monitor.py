@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from security_kit import Kit, make_kit
 
 from kroonika.audit import Actor, ActorType, Correlation, Outcome, Source, events
 from kroonika.audit.enrich import FeedAction, FeedSpec, ThreatIntel
-from kroonika.security import detectors, monitor
+from kroonika.security import SecurityMonitor, detectors, monitor
 
 TARTU_IP = "193.40.12.7"
 TALLINN_IP = "194.126.100.9"
@@ -317,3 +318,48 @@ async def test_a_login_without_a_location_does_not_reset_impossible_travel(kit: 
     assert len(travel) == 1
     assert '"from":"EE/Tartu"' in travel[0]["details"]["evidence"]
     assert '"minutes":10' in travel[0]["details"]["evidence"]
+
+
+@pytest.mark.asyncio
+async def test_a_monitor_that_falls_behind_drops_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Detection stuck behind: the queue holds at most queue_size events; the rest
+    are skipped and counted as dropped instead of held in memory without limit."""
+    k = make_kit(tmp_path)
+    stuck = SecurityMonitor(k.trail, k.profiles, queue_size=5)
+    release = asyncio.Event()
+    examined: list[dict[str, Any]] = []
+
+    async def slow(record: dict[str, Any]) -> list[Any]:
+        examined.append(record)
+        await release.wait()
+        return []
+
+    monkeypatch.setattr(stuck, "observe", slow)
+    await k.trail.start()
+    await stuck.start()
+    try:
+        for i in range(10):
+            k.clock.advance(1)
+            await k.trail.emit(
+                events.auth_login(
+                    outcome=Outcome.FAILURE,
+                    reason="tara.user_cancel",
+                    source=Source(ip=f"45.133.{i}.1"),
+                    method="smartid",
+                )
+            )
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if stuck.counts["dropped"] == 4:
+                break
+        assert stuck.counts["dropped"] == 4  # one being examined, five waiting
+        release.set()
+        await stuck.drain()
+        assert len(examined) == 6
+    finally:
+        release.set()
+        await stuck.stop()
+        await k.trail.stop()
+        k.store.close()

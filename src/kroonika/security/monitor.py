@@ -11,7 +11,8 @@ It works only on what the trail recorded: the pseudonym, the anonymised network 
 the geo location, so its state never holds a personal code or a full IP address.
 Window state (failures of the last minutes) is per process; the profiles are in the
 database and shared. Failure policy: fails open (a detector error is counted and the
-event skipped; the service keeps working).
+event skipped; the service keeps working), and events that find the bounded queue
+full are skipped and counted as ``dropped``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from kroonika.security.profiles import ProfileStore
 WATCHED = "auth.login"
 KEY_WINDOW_MAX = 256  # recent failures kept per person and per network
 SWEEP_EVERY = 1024  # failures between sweeps of keys that left the window
+QUEUE_SIZE = 10_000  # committed events waiting for detection; more are dropped and counted
 
 
 def observation(record: Mapping[str, Any]) -> LoginObservation:
@@ -102,8 +104,12 @@ class SecurityMonitor:
         config: DetectorConfig | None = None,
         threat: ThreatIntel | None = None,
         on_finding: Callable[[Finding], None] | None = None,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
         self.trail = trail
+        self._queue_size = queue_size
         self.profiles = profiles
         self.config = config or DetectorConfig()
         self.threat = threat
@@ -119,7 +125,7 @@ class SecurityMonitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._previous: Callable[[list[SealedEvent]], None] | None = None
-        self.counts: dict[str, int] = {"observed": 0, "findings": 0, "errors": 0}
+        self.counts: dict[str, int] = {"observed": 0, "findings": 0, "errors": 0, "dropped": 0}
 
     # --- lifecycle
 
@@ -128,7 +134,7 @@ class SecurityMonitor:
         if self._task is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(maxsize=self._queue_size)
         self._previous = self.trail.on_commit
         self.trail.on_commit = self._on_commit
         self._task = asyncio.create_task(self._run(), name="security-monitor")
@@ -139,6 +145,8 @@ class SecurityMonitor:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.drain(), 10)
         self.trail.on_commit = self._previous
+        if self._queue is not None:
+            self.counts["dropped"] += self._queue.qsize()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -161,7 +169,15 @@ class SecurityMonitor:
                 continue
             if s.type == WATCHED or b'"threat":' in s.canonical:
                 record = orjson.loads(s.canonical)
-                loop.call_soon_threadsafe(queue.put_nowait, record)
+                loop.call_soon_threadsafe(self._enqueue, queue, record)
+
+    def _enqueue(self, queue: asyncio.Queue[dict[str, Any]], record: dict[str, Any]) -> None:
+        # Fail open, bounded: when detection falls behind, events are skipped and
+        # counted rather than held in memory without limit.
+        try:
+            queue.put_nowait(record)
+        except asyncio.QueueFull:
+            self.counts["dropped"] += 1
 
     async def _run(self) -> None:
         queue = self._queue
