@@ -184,6 +184,22 @@ def test_a_broken_update_keeps_the_previous_contents(feeds: dict[str, Path]) -> 
     assert t.load_failures == 1
 
 
+def test_stix_times_without_a_zone_are_utc(feeds: dict[str, Path]) -> None:
+    """STIX times are UTC: one written without its "Z" is read as UTC, so such a
+    bundle neither breaks every lookup nor keeps an expired indicator."""
+    feeds["stix"].write_text(
+        stix(
+            indicator("[ipv4-addr:value = '91.92.93.94']", valid_from="2026-01-01T00:00:00"),
+            indicator("[ipv4-addr:value = '91.92.93.95']", valid_until="2026-02-01T00:00:00"),
+            indicator("[ipv4-addr:value = '91.92.93.96']", valid_from="2099-01-01T00:00:00"),
+        )
+    )
+    t = ThreatIntel([FeedSpec("misp-stix", feeds["stix"])], clock=lambda: NOW)
+    assert [m.indicator for m in t.match("91.92.93.94")] == ["91.92.93.94/32"]
+    assert t.match("91.92.93.95") == ()
+    assert t.match("91.92.93.96") == ()
+
+
 def test_a_missing_feed_file_is_reported_not_fatal(tmp_path: Path) -> None:
     """A feed whose file is absent matches nothing and says why."""
     t = ThreatIntel([FeedSpec("gone", tmp_path / "gone.txt")], clock=lambda: NOW)

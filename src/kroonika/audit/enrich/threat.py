@@ -126,12 +126,15 @@ _STIX_IP = re.compile(r"(ipv4-addr|ipv6-addr):value\s*(=|ISSUBSET)\s*'([^']+)'")
 
 
 def _stix_time(value: Any) -> datetime | None:
+    """A STIX timestamp; STIX times are UTC, so one written without a zone is UTC
+    (comparing it as naive with the aware ``now`` would raise on every lookup)."""
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def parse_stix_bundle(
