@@ -234,3 +234,29 @@ def test_feed_names_are_checked() -> None:
     """Feed names are short identifiers (they appear in events)."""
     with pytest.raises(ValueError, match="feed name"):
         FeedSpec("bad name with spaces", Path("x"))
+
+
+@pytest.mark.parametrize("whole", ["0.0.0.0/0", "::/0", '{"cidr": "0.0.0.0/0"}'])
+def test_a_list_entry_covering_every_address_refuses_the_list(whole: str) -> None:
+    """One entry that matches everything (a broken export) would deny every login
+    through a deny_login feed: the list is refused, like one with a malformed line."""
+    with pytest.raises(FeedError, match="every address"):
+        parse_ip_list(f"1.2.3.0/24\n{whole}\n", category="x", confidence=1)
+
+
+def test_a_stix_indicator_covering_every_address_refuses_the_bundle() -> None:
+    from datetime import UTC, datetime
+
+    bundle = {
+        "type": "bundle",
+        "objects": [
+            {
+                "type": "indicator",
+                "id": "indicator--1",
+                "pattern": "[ipv4-addr:value = '0.0.0.0/0']",
+                "valid_from": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    with pytest.raises(FeedError, match="every address"):
+        parse_stix_bundle(json.dumps(bundle), now=datetime.now(UTC), category="x", confidence=1)

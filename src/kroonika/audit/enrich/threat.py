@@ -118,6 +118,8 @@ def parse_ip_list(text: str, *, category: str, confidence: int) -> list[Indicato
             net = ipaddress.ip_network(token, strict=False)
         except ValueError:
             raise FeedError(f"line {number}: not an address or network: {token[:64]!r}") from None
+        if net.prefixlen == 0:  # a whole address family: a broken list, not an indicator
+            raise FeedError(f"line {number}: {net} would match every address")
         out.append(Indicator(net, category, confidence))
     return out
 
@@ -176,6 +178,10 @@ def parse_stix_bundle(
                 net = ipaddress.ip_network(value, strict=False)
             except ValueError:
                 continue
+            if net.prefixlen == 0:
+                raise FeedError(
+                    f"indicator {str(obj.get('id'))[:80]!r}: {net} would match every address"
+                )
             out.append(Indicator(net, (cat or category)[:64], conf))
     return out
 
