@@ -209,3 +209,32 @@ async def test_udp_truncates_oversize_messages_and_counts_them(kit: Kit) -> None
     assert full.startswith(data)
     assert len(data) <= 480
     assert sink.truncated == 1
+
+
+@pytest.mark.asyncio
+async def test_a_send_that_times_out_drops_the_connection_instead_of_piling_up(kit: Kit) -> None:
+    """A receiver that stops reading: each timed-out attempt starts on a new connection,
+    so re-sent batches never pile up unbounded in one connection's write buffer."""
+    write_events(kit, 1)
+    body = next(iter(kit.store.blocks("web-1"))).records()[0]
+    batch = [Record("web-1", 1, body)] * 10_000  # more than the kernel buffers take
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never reads
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sink = SyslogTcpSink("hang", "127.0.0.1", port, renderer=RENDERER)
+    try:
+        for _ in range(4):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(sink.send(batch), 0.3)
+        assert sink._writer is None  # nothing left buffered on this side
+        assert len(accepted) == 4
+    finally:
+        await sink.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

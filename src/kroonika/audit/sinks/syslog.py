@@ -4,9 +4,11 @@
 TCP and TLS have no application-level acknowledgement: a batch counts as delivered
 once it is written and drained to the kernel. A connection the receiver closed is
 detected before the next write and re-opened; what was in flight is sent again
-(at least once). UDP loses messages silently and is capped in size: a message
-longer than ``max_size`` is cut there (counted in ``truncated``), and a warning
-is logged when the sink is built.
+(at least once). A send that is cancelled (the runner's timeout: a receiver that
+stopped reading) drops its connection, so nothing piles up in a write buffer.
+UDP loses messages silently and is capped in size: a message longer than
+``max_size`` is cut there (counted in ``truncated``), and a warning is logged
+when the sink is built.
 """
 
 from __future__ import annotations
@@ -94,6 +96,17 @@ class SyslogTcpSink:
         except (OSError, ssl.SSLError) as exc:
             await self.close()
             raise TransientSinkError(f"write to {self.host}:{self.port} failed: {exc}") from exc
+        except asyncio.CancelledError:
+            # The runner's send timeout: the receiver stopped reading. Drop the
+            # connection with what it still buffers, or every retry of the batch
+            # would pile up in it without bound (and arrive again later).
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.transport.abort()
 
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
