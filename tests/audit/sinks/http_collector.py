@@ -17,7 +17,8 @@ class Request:
     body: bytes
 
 
-Handler = Callable[[Request], tuple[int, bytes]]
+#: Answers (status, body) or (status, body, extra response headers).
+Handler = Callable[[Request], tuple[int, bytes] | tuple[int, bytes, dict[str, str]]]
 
 
 @dataclass
@@ -73,14 +74,19 @@ class Collector:
                 if mode == "stall":
                     await asyncio.sleep(self.stall_seconds)
                     return
+                extra: dict[str, str] = {}
                 if mode == "ok":
-                    status, payload = self.handler(req)
+                    answer = self.handler(req)
+                    status, payload = answer[0], answer[1]
+                    if len(answer) == 3:
+                        extra = answer[2]
                 else:
                     status, payload = int(mode), b'{"text":"Server is busy","code":9}'
                 if 200 <= status < 300:
                     self.accepted.append(req)
+                more = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
                 writer.write(
-                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+                    f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{more}"
                     f"content-length: {len(payload)}\r\n\r\n".encode()
                     + payload
                 )

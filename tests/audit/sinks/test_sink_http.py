@@ -230,3 +230,49 @@ async def test_webhook_outage_then_recovery_keeps_order(kit: Kit) -> None:
     await runner.stop()
     await hook.stop()
     assert b"".join(r.body for r in hook.accepted) == b"".join(b + b"\n" for b in stored(kit))
+
+
+@pytest.mark.parametrize(
+    ("kind", "bad_answer"),
+    [
+        ("es", (200, b"[]")),
+        ("es", (200, b"null")),
+        ("es", (200, b"not gzip", {"content-encoding": "gzip"})),
+        ("hec", (200, b"not gzip", {"content-encoding": "gzip"})),
+    ],
+)
+@pytest.mark.asyncio
+async def test_a_malformed_answer_is_a_transient_failure_then_delivery_resumes(
+    kit: Kit, kind: str, bad_answer: tuple[int, bytes] | tuple[int, bytes, dict[str, str]]
+) -> None:
+    """An answer that is not a JSON object, or whose encoding is broken, is a reported,
+    retried failure (not a crash of the delivery pass); then every event arrives."""
+    write_events(kit, 3)
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    def handler(r: Request) -> tuple[int, bytes] | tuple[int, bytes, dict[str, str]]:
+        if len(collector.requests) == 1:
+            return bad_answer
+        return 200, b'{"took":1,"errors":false,"items":[]}'
+
+    collector = Collector(handler)
+    await collector.start()
+    sink: ElasticBulkSink | SplunkHecSink = (
+        ElasticBulkSink("out", collector.url)
+        if kind == "es"
+        else SplunkHecSink("out", collector.url, TOKEN, host="kt")
+    )
+    runner = SinkRunner(
+        kit.store, [sink], batch_size=10, retry=FAST, on_event=on_event, ship_checkpoints=False
+    )
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await collector.stop()
+    assert [e.state for e in seen] == ["failed", "recovered"]
+    assert runner.metrics()["out"]["delivered"] == len(stored(kit))
+    assert collector.requests[1].body == collector.requests[0].body  # the same batch again

@@ -33,15 +33,17 @@ class HttpPoster:
         self, content: bytes, headers: Mapping[str, str], *, auth_is_transient: bool = True
     ) -> httpx.Response:
         """POST and raise on anything but 2xx: retryable statuses, connection
-        errors and timeouts are transient; other 4xx are permanent, except that
-        401/403 (a wrong or expired credential, fixed by an operator) stay
-        transient unless ``auth_is_transient`` is False."""
+        errors, timeouts and an undecodable answer are transient; other 4xx are
+        permanent, except that 401/403 (a wrong or expired credential, fixed by an
+        operator) stay transient unless ``auth_is_transient`` is False."""
         try:
             resp = await self._client.post(self.url, content=content, headers=dict(headers))
         except httpx.TimeoutException as exc:
             raise TransientSinkError(f"timeout posting to {self.host}") from exc
         except httpx.TransportError as exc:
             raise TransientSinkError(f"cannot reach {self.host}: {type(exc).__name__}") from exc
+        except httpx.DecodingError as exc:  # a broken Content-Encoding
+            raise TransientSinkError(f"{self.host} sent an undecodable answer") from exc
         code = resp.status_code
         if 200 <= code < 300:
             return resp

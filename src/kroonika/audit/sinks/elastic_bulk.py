@@ -12,7 +12,6 @@ as dead letters); items after it are sent again and conflict harmlessly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import httpx
 import orjson
@@ -71,9 +70,11 @@ class ElasticBulkSink:
             headers["Authorization"] = f"ApiKey {self._api_key.get_secret_value()}"
         resp = await self._http.post(b"".join(self.encode(i) for i in batch), headers)
         try:
-            answer: dict[str, Any] = orjson.loads(resp.content)
+            answer: object = orjson.loads(resp.content)
         except orjson.JSONDecodeError as exc:
             raise TransientSinkError("_bulk answer is not JSON") from exc
+        if not isinstance(answer, dict):
+            raise TransientSinkError("_bulk answer is not a JSON object")
         if not answer.get("errors"):
             return
         items = answer.get("items")
