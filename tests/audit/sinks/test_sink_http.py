@@ -276,3 +276,36 @@ async def test_a_malformed_answer_is_a_transient_failure_then_delivery_resumes(
     assert [e.state for e in seen] == ["failed", "recovered"]
     assert runner.metrics()["out"]["delivered"] == len(stored(kit))
     assert collector.requests[1].body == collector.requests[0].body  # the same batch again
+
+
+@pytest.mark.asyncio
+async def test_an_oversized_answer_is_not_held_but_a_transient_failure(kit: Kit) -> None:
+    """A collector answering more than the sink reads (here 2 MiB to HEC, whose cap is
+    1 MiB) makes a retried failure, so no answer can make the sink hold any amount."""
+    write_events(kit, 3)
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    def handler(r: Request) -> tuple[int, bytes]:
+        if len(hec.requests) == 1:
+            return 200, b" " * (2 * 1024 * 1024)
+        return 200, b'{"text":"Success","code":0}'
+
+    hec = Collector(handler)
+    await hec.start()
+    sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt")
+    runner = SinkRunner(
+        kit.store, [sink], batch_size=10, retry=FAST, on_event=on_event, ship_checkpoints=False
+    )
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await hec.stop()
+    assert [(e.state, "more than 1048576 bytes" in e.error) for e in seen] == [
+        ("failed", True),
+        ("recovered", False),
+    ]
+    assert [r.body for r in hec.requests] == [hec_body(stored(kit))] * 2

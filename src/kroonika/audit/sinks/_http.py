@@ -13,6 +13,9 @@ RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 class HttpPoster:
+    """POSTs to one URL; reads at most ``max_answer`` bytes of a 2xx answer (and none of
+    another), so a collector cannot make the sink hold an answer of any size."""
+
     def __init__(
         self,
         url: str,
@@ -20,10 +23,14 @@ class HttpPoster:
         timeout: float,
         verify: bool | str = True,
         client: httpx.AsyncClient | None = None,
+        max_answer: int = 1024 * 1024,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("sink URL must be http:// or https://")
+        if max_answer < 1:
+            raise ValueError("max_answer must be positive")
         self.url = url
+        self.max_answer = max_answer
         self._own = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), verify=verify, follow_redirects=False
@@ -31,26 +38,37 @@ class HttpPoster:
 
     async def post(
         self, content: bytes, headers: Mapping[str, str], *, auth_is_transient: bool = True
-    ) -> httpx.Response:
-        """POST and raise on anything but 2xx: retryable statuses, connection
-        errors, timeouts and an undecodable answer are transient; other 4xx are
-        permanent, except that 401/403 (a wrong or expired credential, fixed by an
-        operator) stay transient unless ``auth_is_transient`` is False."""
+    ) -> bytes:
+        """POST and return the 2xx answer's body; raise on anything else: retryable
+        statuses, connection errors, timeouts, an undecodable answer and one longer
+        than ``max_answer`` are transient; other 4xx are permanent, except that
+        401/403 (a wrong or expired credential, fixed by an operator) stay transient
+        unless ``auth_is_transient`` is False."""
         try:
-            resp = await self._client.post(self.url, content=content, headers=dict(headers))
+            async with self._client.stream(
+                "POST", self.url, content=content, headers=dict(headers)
+            ) as resp:
+                code = resp.status_code
+                if 200 <= code < 300:
+                    return await self._read(resp)
         except httpx.TimeoutException as exc:
             raise TransientSinkError(f"timeout posting to {self.host}") from exc
         except httpx.TransportError as exc:
             raise TransientSinkError(f"cannot reach {self.host}: {type(exc).__name__}") from exc
         except httpx.DecodingError as exc:  # a broken Content-Encoding
             raise TransientSinkError(f"{self.host} sent an undecodable answer") from exc
-        code = resp.status_code
-        if 200 <= code < 300:
-            return resp
         message = f"{self.host} answered HTTP {code}"
         if code in RETRYABLE or code >= 500 or (auth_is_transient and code in (401, 403)):
             raise TransientSinkError(message)
         raise PermanentSinkError(message)
+
+    async def _read(self, resp: httpx.Response) -> bytes:
+        body = bytearray()
+        async for chunk in resp.aiter_bytes():  # decoded: a compressed bomb is counted too
+            body += chunk
+            if len(body) > self.max_answer:
+                raise TransientSinkError(f"{self.host} answered more than {self.max_answer} bytes")
+        return bytes(body)
 
     @property
     def host(self) -> str:

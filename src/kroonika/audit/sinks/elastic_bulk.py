@@ -43,7 +43,10 @@ class ElasticBulkSink:
         endpoint = url.rstrip("/")
         if not endpoint.endswith("/_bulk"):
             endpoint += "/_bulk"
-        self._http = HttpPoster(endpoint, timeout=timeout, verify=verify, client=client)
+        # An _bulk answer lists every item (a few hundred bytes each), so it may be long.
+        self._http = HttpPoster(
+            endpoint, timeout=timeout, verify=verify, client=client, max_answer=64 * 1024 * 1024
+        )
         self.index = index
         self._api_key = api_key
 
@@ -68,9 +71,9 @@ class ElasticBulkSink:
         headers = {"Content-Type": "application/x-ndjson"}
         if self._api_key is not None:
             headers["Authorization"] = f"ApiKey {self._api_key.get_secret_value()}"
-        resp = await self._http.post(b"".join(self.encode(i) for i in batch), headers)
+        body = await self._http.post(b"".join(self.encode(i) for i in batch), headers)
         try:
-            answer: object = orjson.loads(resp.content)
+            answer: object = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise TransientSinkError("_bulk answer is not JSON") from exc
         if not isinstance(answer, dict):
