@@ -74,12 +74,17 @@ def _secret(spec: AuditSinkSettings, settings: Settings) -> SecretStr | None:
     return value
 
 
-def _http_verify(spec: AuditSinkSettings, settings: Settings) -> bool | str:
+def _http_verify(spec: AuditSinkSettings, settings: Settings) -> bool | ssl.SSLContext:
     if not spec.tls_verify:
         if settings.production:
             raise _fail(spec, "tls_verify=false is refused in production")
         return False
-    return str(spec.ca_file) if spec.ca_file is not None else True
+    if spec.ca_file is None:
+        return True
+    try:
+        return tls_context(str(spec.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise _fail(spec, f"ca_file: {type(exc).__name__}") from None
 
 
 def _check_url(spec: AuditSinkSettings, settings: Settings, secret: SecretStr | None) -> str:

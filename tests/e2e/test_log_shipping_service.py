@@ -112,6 +112,15 @@ def test_metrics_token_is_required_when_set(tmp_path: Path) -> None:
         ({"kind": "elastic_bulk", "name": "e", "url": "ftp://h"}, "http"),
         ({"kind": "jsonl", "name": "j"}, "directory"),
         ({"kind": "nats", "name": "n", "url": "http://h"}, "nats://"),
+        (
+            {"kind": "splunk_hec", "name": "h", "url": "https://h", "secret": "t" * 20}
+            | {"ca_file": "/nonexistent/ca.pem"},
+            "ca_file: FileNotFoundError",
+        ),
+        (
+            {"kind": "elastic_bulk", "name": "e", "url": "https://h", "ca_file": __file__},
+            "ca_file: SSLError",
+        ),
     ],
 )
 def test_bad_sink_configuration_refuses_to_build(sink: dict[str, object], needle: str) -> None:

@@ -4,12 +4,15 @@ stalls, a collector that is down) followed by recovery with nothing lost, in ord
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
+from pathlib import Path
 
 import orjson
 import pytest
-from http_collector import Collector, Request
+from http_collector import Collector, Handler, Request
 from pydantic import SecretStr
-from sink_kit import Kit, write_events
+from sink_kit import Kit, make_ca, write_events
 
 from kroonika.audit.formats import ecs_document
 from kroonika.audit.sinks import (
@@ -22,6 +25,8 @@ from kroonika.audit.sinks import (
     WebhookSink,
 )
 from kroonika.audit.sinks.webhook import check_signature
+from kroonika.settings import AuditSinkSettings, Settings
+from kroonika.shipping import build_sink
 
 FAST = RetryPolicy(initial=0.01, maximum=0.05, send_timeout=10, permanent_attempts=2)
 TOKEN = SecretStr("00000000-1111-2222-3333-444444444444")
@@ -309,3 +314,49 @@ async def test_an_oversized_answer_is_not_held_but_a_transient_failure(kit: Kit)
         ("recovered", False),
     ]
     assert [r.body for r in hec.requests] == [hec_body(stored(kit))] * 2
+
+
+def tls_collector(tmp_path: Path, handler: Handler) -> tuple[Collector, Path]:
+    """An HTTPS collector whose certificate (for 127.0.0.1) a fresh CA signed."""
+    ca, cert, key = make_ca(tmp_path)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return Collector(handler, tls=server), ca
+
+
+@pytest.mark.parametrize("kind", ["splunk_hec", "elastic_bulk", "webhook"])
+@pytest.mark.asyncio
+async def test_https_sink_from_settings_trusts_its_ca_file_and_nothing_else(
+    kit: Kit, tmp_path: Path, kind: str
+) -> None:
+    """With ``ca_file`` the collector's certificate is verified against that CA: the
+    events arrive; a sink given another CA sends nothing and names the failure."""
+    write_events(kit, 2)
+    hook, ca = tls_collector(tmp_path / "pki", lambda r: (200, b'{"errors":false}'))
+    other_ca, _, _ = make_ca(tmp_path / "other")
+    await hook.start()
+    specs = [
+        {"kind": kind, "name": name, "url": hook.url, "secret": "s3cr3t-" * 4, "ca_file": str(f)}
+        for name, f in (("good", ca), ("bad", other_ca))
+    ]
+    good, bad = (build_sink(AuditSinkSettings.model_validate(spec), Settings()) for spec in specs)
+    runner = SinkRunner(kit.store, [good], retry=FAST, ship_checkpoints=False)
+    refused = SinkRunner(kit.store, [bad], retry=FAST, ship_checkpoints=False)
+    try:
+        await runner.drain()
+        task = asyncio.create_task(refused.drain())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await runner.stop()
+        await refused.stop()
+        await hook.stop()
+    assert len(hook.accepted) == 1
+    assert runner.metrics()["good"]["delivered"] == len(stored(kit))
+    assert refused.metrics()["bad"]["delivered"] == 0
+    assert (
+        refused.metrics()["bad"]["last_error"]
+        == "TransientSinkError: cannot reach 127.0.0.1: ConnectError"
+    )

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 from pathlib import Path
 
 import orjson
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from sink_kit import Kit, Rsyslog, start_rsyslog, stop_rsyslog, write_events
+from sink_kit import Kit, Rsyslog, make_ca, start_rsyslog, stop_rsyslog, write_events
 
 from kroonika.audit.formats import Rfc5424Renderer
 from kroonika.audit.sinks import (
@@ -93,56 +87,10 @@ async def test_delivery_resumes_after_rsyslog_restarts(kit: Kit, tmp_path: Path)
         stop_rsyslog(second)
 
 
-def _make_ca(tmp: Path) -> tuple[Path, Path, Path]:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kroonika test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = (tmp / "ca.pem", tmp / "server.pem", tmp / "server-key.pem")
-    tmp.mkdir(parents=True, exist_ok=True)
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 @pytest.mark.asyncio
 async def test_tls_syslog_arrives_with_every_field_intact(kit: Kit, tmp_path: Path) -> None:
     """RFC 5425: rsyslog (ossl driver) receives the messages over verified TLS."""
-    ca, cert, key = _make_ca(tmp_path / "pki")
+    ca, cert, key = make_ca(tmp_path / "pki")
     server = start_rsyslog(tmp_path / "tls", tls=(ca, cert, key))
     try:
         write_events(kit, 5, hostile=True)
@@ -165,8 +113,8 @@ async def test_tls_syslog_arrives_with_every_field_intact(kit: Kit, tmp_path: Pa
 @pytest.mark.asyncio
 async def test_tls_refuses_a_server_it_cannot_verify(kit: Kit, tmp_path: Path) -> None:
     """A certificate from another CA is never sent data (the sink keeps failing)."""
-    ca, cert, key = _make_ca(tmp_path / "pki")
-    other_ca, _, _ = _make_ca(tmp_path / "other")
+    ca, cert, key = make_ca(tmp_path / "pki")
+    other_ca, _, _ = make_ca(tmp_path / "other")
     server = start_rsyslog(tmp_path / "tls", tls=(ca, cert, key))
     try:
         write_events(kit, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 
 import httpx
@@ -21,7 +22,7 @@ class HttpPoster:
         url: str,
         *,
         timeout: float,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
         max_answer: int = 1024 * 1024,
     ) -> None:

@@ -11,6 +11,7 @@ as dead letters); items after it are sent again and conflict harmlessly.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 
 import httpx
@@ -36,7 +37,7 @@ class ElasticBulkSink:
         index: str = "logs-kroonika.audit-default",
         api_key: SecretStr | None = None,
         timeout: float = 30.0,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name

@@ -11,6 +11,7 @@ runner re-sends the batch one event at a time to find the event at fault;
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Sequence
 
 import httpx
@@ -37,7 +38,7 @@ class SplunkHecSink:
         sourcetype: str = "kroonika:audit",
         host: str | None = None,
         timeout: float = 10.0,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         if not token.get_secret_value():

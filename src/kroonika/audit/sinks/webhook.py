@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ssl
 import time
 from collections.abc import Callable, Sequence
 
@@ -41,7 +42,7 @@ class WebhookSink:
         key: SecretStr,
         *,
         timeout: float = 10.0,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
