@@ -78,6 +78,12 @@ def _http_verify(spec: AuditSinkSettings, settings: Settings) -> bool | ssl.SSLC
     if not spec.tls_verify:
         if settings.production:
             raise _fail(spec, "tls_verify=false is refused in production")
+        log.warning(
+            "sink %r (%s) does not verify the server's TLS certificate (tls_verify=false): "
+            "anyone on the path can read and alter what it ships",
+            spec.name,
+            spec.kind,
+        )
         return False
     if spec.ca_file is None:
         return True

@@ -164,3 +164,17 @@ def test_duplicate_sink_names_are_refused(tmp_path: Path) -> None:
     spec = AuditSinkSettings.model_validate({"kind": "jsonl", "name": "jsonl", "directory": "x"})
     with pytest.raises(SettingsError, match="unique"):
         build_sinks(Settings(audit_sinks=[spec], audit_jsonl_dir=tmp_path))
+
+
+def test_tls_verify_false_is_only_explicit_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Verification is on by default; switching it off (development only) is a warning
+    that names the sink."""
+    base = {"kind": "webhook", "name": "hook", "url": "https://h/x", "secret": "k" * 20}
+    with caplog.at_level("WARNING", logger="kroonika.shipping"):
+        build_sinks(Settings(audit_sinks=[AuditSinkSettings.model_validate(base)]))
+        assert caplog.records == []
+        off = AuditSinkSettings.model_validate(base | {"tls_verify": False})
+        build_sinks(Settings(audit_sinks=[off]))
+    (record,) = caplog.records
+    assert "'hook'" in record.getMessage()
+    assert "does not verify" in record.getMessage()
