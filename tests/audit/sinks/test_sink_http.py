@@ -360,3 +360,25 @@ async def test_https_sink_from_settings_trusts_its_ca_file_and_nothing_else(
         refused.metrics()["bad"]["last_error"]
         == "TransientSinkError: cannot reach 127.0.0.1: ConnectError"
     )
+
+
+@pytest.mark.parametrize("status", ["301", "404", "405"])
+@pytest.mark.asyncio
+async def test_an_endpoint_that_is_wrong_for_a_while_dead_letters_nothing(
+    kit: Kit, status: str
+) -> None:
+    """A redirect or a missing route refuses the endpoint, not an event: it is retried
+    (an operator fixes it) and then every event arrives, none dead-lettered."""
+    write_events(kit, 4)
+    hook = Collector(lambda r: (200, b"{}"))
+    await hook.start()
+    hook.script = [status] * 8
+    sink = WebhookSink("hook", hook.url, WEBHOOK_KEY)
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await hook.stop()
+    assert CursorStore(kit.store.engine).dead_letters("hook") == []
+    assert b"".join(r.body for r in hook.accepted) == b"".join(b + b"\n" for b in stored(kit))

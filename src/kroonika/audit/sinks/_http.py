@@ -9,8 +9,11 @@ import httpx
 
 from kroonika.audit.sinks._base import PermanentSinkError, TransientSinkError
 
-#: Statuses that are worth retrying as they are.
-RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: Statuses that refuse what was sent (a bad event, a batch too large): permanent, so
+#: the runner narrows the batch down and dead-letters the event at fault. Every other
+#: failure (busy, down, a redirect, a missing route, a wrong credential) concerns the
+#: endpoint, not an event, and is retried until it, or an operator, fixes it.
+REFUSES_CONTENT = frozenset({400, 413, 422})
 
 
 class HttpPoster:
@@ -40,11 +43,10 @@ class HttpPoster:
     async def post(
         self, content: bytes, headers: Mapping[str, str], *, auth_is_transient: bool = True
     ) -> bytes:
-        """POST and return the 2xx answer's body; raise on anything else: retryable
-        statuses, connection errors, timeouts, an undecodable answer and one longer
-        than ``max_answer`` are transient; other 4xx are permanent, except that
-        401/403 (a wrong or expired credential, fixed by an operator) stay transient
-        unless ``auth_is_transient`` is False."""
+        """POST and return the 2xx answer's body; raise on anything else: 400, 413 and
+        422 (and 401/403 when ``auth_is_transient`` is False) are permanent; every
+        other status, connection errors, timeouts, an undecodable answer and one
+        longer than ``max_answer`` are transient."""
         try:
             async with self._client.stream(
                 "POST", self.url, content=content, headers=dict(headers)
@@ -59,9 +61,9 @@ class HttpPoster:
         except httpx.DecodingError as exc:  # a broken Content-Encoding
             raise TransientSinkError(f"{self.host} sent an undecodable answer") from exc
         message = f"{self.host} answered HTTP {code}"
-        if code in RETRYABLE or code >= 500 or (auth_is_transient and code in (401, 403)):
-            raise TransientSinkError(message)
-        raise PermanentSinkError(message)
+        if code in REFUSES_CONTENT or (not auth_is_transient and code in (401, 403)):
+            raise PermanentSinkError(message)
+        raise TransientSinkError(message)
 
     async def _read(self, resp: httpx.Response) -> bytes:
         body = bytearray()
