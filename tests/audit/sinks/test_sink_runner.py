@@ -235,3 +235,67 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     delays = [policy.delay(n, r) for n, r in ((1, lambda: 0.0), (1, lambda: 1.0), (3, lambda: 1.0))]
     assert delays == [0.5, 1.0, 4.0]
     assert (policy.delay(10, lambda: 1.0), policy.delay(10, lambda: 0.0)) == (8.0, 4.0)
+
+
+@pytest.mark.parametrize("corrupt", ["garbage", 10**12, -5])
+@pytest.mark.asyncio
+async def test_a_corrupted_cursor_is_reported_and_delivers_nothing_until_fixed(
+    kit: Kit, corrupt: object
+) -> None:
+    """A cursor row that is no sequence number, or lies past the stream's head, makes the
+    sink fail loudly (not crash, not skip events silently); once the row is deleted the
+    stream is delivered from its start."""
+    from sqlalchemy import text
+
+    write_events(kit, 5)  # and a checkpoint (checkpoint_every=5)
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    sink = CapturingSink("siem")
+    runner = SinkRunner(kit.store, [sink], retry=FAST, on_event=on_event)
+    await runner.drain()
+    with kit.store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_sink_cursors SET seq = :v WHERE sink = 'siem'"), {"v": corrupt}
+        )
+    write_events(kit, 2, start=5)
+    delivered = len(sink.items)
+    await runner.drain()
+    assert len(sink.items) == delivered
+    assert runner.metrics()["siem"]["failing"] is True
+    assert [(e.state, "cursor" in e.error) for e in seen] == [("failed", True)]
+    assert ("siem@checkpoints", "web-1") in CursorStore(kit.store.engine).all()
+    with kit.store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_sink_cursors WHERE sink = 'siem'"))
+    await runner.drain()
+    assert seqs(sink)[-kit.trail.size :] == list(range(1, kit.trail.size + 1))
+    assert [e.state for e in seen] == ["failed", "recovered"]
+
+
+@pytest.mark.asyncio
+async def test_a_corrupted_checkpoint_cursor_stops_checkpoints_not_events(kit: Kit) -> None:
+    """A broken checkpoint cursor is reported; events keep flowing meanwhile."""
+    from sqlalchemy import text
+
+    write_events(kit, 5)
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    sink = CapturingSink("siem")
+    runner = SinkRunner(kit.store, [sink], batch_size=2, retry=FAST, on_event=on_event)
+    await runner.drain()
+    shipped = len(sink.checkpoints())
+    with kit.store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_sink_cursors SET seq = 'x' WHERE sink = 'siem@checkpoints'")
+        )
+    write_events(kit, 6, start=5)
+    await runner.drain()
+    assert seqs(sink) == list(range(1, kit.trail.size + 1))
+    assert len(sink.checkpoints()) == shipped
+    assert [(e.state, "'siem@checkpoints'" in e.error) for e in seen] == [("failed", True)]
+    assert runner.metrics()["siem"]["failing"] is True

@@ -40,7 +40,12 @@ from kroonika.audit.sinks._base import (
     SinkError,
     TransientSinkError,
 )
-from kroonika.audit.sinks._state import CursorStore, OwnershipLock, ownership_lock_for
+from kroonika.audit.sinks._state import (
+    CorruptCursor,
+    CursorStore,
+    OwnershipLock,
+    ownership_lock_for,
+)
 from kroonika.audit.store._schema import blocks as blocks_table
 from kroonika.audit.store._schema import checkpoints as checkpoints_table
 from kroonika.audit.store._types import Checkpoint
@@ -98,9 +103,11 @@ class SinkMetrics:
     last_error: str = ""
     lag_events: dict[str, int] = field(default_factory=dict)
     lag_seconds: dict[str, float] = field(default_factory=dict)
+    broken_cursors: dict[str, str] = field(default_factory=dict)  # cursor/stream -> why
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
+        doc["failing"] = self.failing or bool(self.broken_cursors)
         doc["lag_events_total"] = sum(self.lag_events.values())
         doc["lag_seconds_max"] = max(self.lag_seconds.values(), default=0.0)
         return doc
@@ -276,26 +283,73 @@ class SinkRunner:
         return list(self._streams)
 
     async def _stream_pass(self, sink: Sink, stream: str) -> int:
+        """One batch of ``stream``, then the checkpoints it covers."""
         metrics = self._metrics[sink.name]
-        cursor = await asyncio.to_thread(self.cursors.get, sink.name, stream)
+        cursor = await self._cursor(sink, sink.name, stream)
+        if cursor is None:
+            return 0
         records, head = await asyncio.to_thread(self._read, stream, cursor)
+        if cursor > head:
+            await self._broken_cursor(sink, sink.name, stream, f"past the head ({cursor} > {head})")
+            return 0
+        await self._cursor_fixed(sink, sink.name, stream)
         metrics.lag_events[stream] = max(0, head - cursor)
         metrics.lag_seconds[stream] = self._age(records[0].time) if records else 0.0
         moved = 0
         if records:
             moved += await self._deliver(sink, stream, records)
         if self.ship_checkpoints and not self._stopping:
-            cp_key = sink.name + CHECKPOINT_CURSOR_SUFFIX
-            done = await asyncio.to_thread(self.cursors.get, sink.name, stream)
-            cp_cursor = await asyncio.to_thread(self.cursors.get, cp_key, stream)
-            cps = await asyncio.to_thread(self._read_checkpoints, stream, cp_cursor, done)
-            if cps:
-                moved += await self._deliver(sink, stream, [CheckpointRecord(c) for c in cps])
+            moved += await self._checkpoint_pass(sink, stream)
         if moved:
             done = await asyncio.to_thread(self.cursors.get, sink.name, stream)
             metrics.lag_events[stream] = max(0, head - done)
             metrics.lag_seconds[stream] = 0.0 if done >= head else metrics.lag_seconds[stream]
         return moved
+
+    async def _checkpoint_pass(self, sink: Sink, stream: str) -> int:
+        cp_key = sink.name + CHECKPOINT_CURSOR_SUFFIX
+        done = await asyncio.to_thread(self.cursors.get, sink.name, stream)
+        cp_cursor = await self._cursor(sink, cp_key, stream)
+        if cp_cursor is None:
+            return 0
+        if cp_cursor > done:
+            await self._broken_cursor(
+                sink, cp_key, stream, f"past the delivered events ({cp_cursor} > {done})"
+            )
+            return 0
+        await self._cursor_fixed(sink, cp_key, stream)
+        cps = await asyncio.to_thread(self._read_checkpoints, stream, cp_cursor, done)
+        if not cps:
+            return 0
+        return await self._deliver(sink, stream, [CheckpointRecord(c) for c in cps])
+
+    # --- corrupted cursors --------------------------------------------------------
+    # A cursor row that cannot be a delivered position (not an integer, negative, past
+    # the head) stops delivery of what it counts until an operator fixes or deletes it:
+    # guessing a position could skip events or repeat the whole stream. It is reported
+    # once per cursor (so a healthy stream's recoveries do not make it flap).
+
+    async def _cursor(self, sink: Sink, name: str, stream: str) -> int | None:
+        try:
+            return await asyncio.to_thread(self.cursors.get, name, stream)
+        except CorruptCursor:
+            await self._broken_cursor(sink, name, stream, "not a sequence number")
+            return None
+
+    async def _broken_cursor(self, sink: Sink, name: str, stream: str, why: str) -> None:
+        metrics = self._metrics[sink.name]
+        key = f"{name}/{stream}"
+        if key in metrics.broken_cursors:
+            return
+        error = f"corrupted cursor {name!r} on stream {stream!r}: {why}"[:300]
+        metrics.broken_cursors[key] = error
+        metrics.failures += 1
+        metrics.last_error = error
+        await self._report(sink, "failed", error, stream)
+
+    async def _cursor_fixed(self, sink: Sink, name: str, stream: str) -> None:
+        if self._metrics[sink.name].broken_cursors.pop(f"{name}/{stream}", None) is not None:
+            await self._report(sink, "recovered", "", stream)
 
     def _age(self, when: str) -> float:
         from datetime import datetime

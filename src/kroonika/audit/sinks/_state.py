@@ -26,6 +26,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from kroonika.audit.store._schema import sink_cursors, sink_dead_letters
 
 
+class CorruptCursor(ValueError):
+    """A cursor row that is not a sequence number (not an integer, or negative)."""
+
+
+def _seq(value: object, sink: str, stream: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CorruptCursor(
+            f"cursor of sink {sink!r} on stream {stream!r} is not a sequence number"
+        )
+    return value
+
+
 class CursorStore:
     """Reads and writes sink cursors and dead letters in the audit database."""
 
@@ -40,12 +52,19 @@ class CursorStore:
                     sink_cursors.c.sink == sink, sink_cursors.c.stream == stream
                 )
             ).first()
-        return int(row.seq) if row is not None else 0
+        return _seq(row.seq, sink, stream) if row is not None else 0
 
     def all(self) -> dict[tuple[str, str], int]:
+        """Every valid cursor (a corrupted row is left out: the runner reports it)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(sink_cursors)).all()
-        return {(r.sink, r.stream): int(r.seq) for r in rows}
+        out: dict[tuple[str, str], int] = {}
+        for r in rows:
+            try:
+                out[(r.sink, r.stream)] = _seq(r.seq, r.sink, r.stream)
+            except CorruptCursor:
+                continue
+        return out
 
     def set(self, sink: str, stream: str, seq: int, now: str) -> None:
         """Move the cursor forward (never back: a lagging writer cannot rewind it)."""
