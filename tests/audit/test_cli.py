@@ -198,3 +198,23 @@ def test_each_cli_command_checkpoints_its_stream(cli: Cli) -> None:
             assert max(sizes) == last
     finally:
         store.close()
+
+
+def test_dead_letters_are_listed_one_json_object_per_line(cli: Cli) -> None:
+    """Each dead letter is printed as one JSON line, its hostile error text escaped."""
+    from kroonika.audit.sinks import CursorStore
+
+    store = SqlAuditStore(str(cli.var / "audit.db"))
+    cursors = CursorStore(store.engine)
+    cursors.dead_letter(
+        "hec", "web-1", 7, "ev-7", "HTTP 400 \x1b[31mred\r\n", 3, "2026-11-27T00:00:00Z"
+    )
+    store.close()
+    done = cli("audit", "sinks", "dead-letters", "--sink", "hec")
+    (line,) = done.stdout.splitlines()
+    assert "\x1b" not in line
+    row = orjson.loads(line)
+    assert (row["sink"], row["stream"], row["seq"], row["item_id"], row["attempts"]) == (
+        "hec", "web-1", 7, "ev-7", 3,
+    )  # fmt: skip
+    assert row["error"] == "HTTP 400 \x1b[31mred\r\n"

@@ -120,7 +120,9 @@ class CursorStore:
         if sink is not None:
             query = query.where(sink_dead_letters.c.sink == sink)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query).all()]
+            rows = conn.execute(query).all()
+        # plain str keys: SQLAlchemy's are quoted_name, which orjson refuses
+        return [{str(k): v for k, v in r._mapping.items()} for r in rows]
 
 
 class OwnershipLock(Protocol):
