@@ -299,3 +299,37 @@ async def test_a_corrupted_checkpoint_cursor_stops_checkpoints_not_events(kit: K
     assert len(sink.checkpoints()) == shipped
     assert [(e.state, "'siem@checkpoints'" in e.error) for e in seen] == [("failed", True)]
     assert runner.metrics()["siem"]["failing"] is True
+
+
+class RefuseAllSink(CapturingSink):
+    """Refuses every item permanently (say, HEC answering 400 'Incorrect index')."""
+
+    async def send(self, batch: Sequence[Item]) -> None:
+        raise PermanentSinkError("HTTP 400", delivered=0)
+
+
+@pytest.mark.asyncio
+async def test_a_sink_refusing_everything_does_not_feed_on_its_own_reports(kit: Kit) -> None:
+    """Each dead letter is an audit.sink event, which the refusing sink dead-letters in
+    turn: that must end (no dead-letter report about an audit.sink event), not loop."""
+    from kroonika.audit.sinks import trail_reporter
+
+    await kit.trail.start()
+    try:
+        write_events(kit, 3)
+        first = kit.trail.size
+        sink = RefuseAllSink("refuse")
+        runner = SinkRunner(kit.store, [sink], retry=FAST, on_event=trail_reporter(kit.trail))
+        await asyncio.wait_for(runner.drain(), 20)
+    finally:
+        await kit.trail.stop()
+    bodies = [orjson.loads(b) for blk in kit.store.blocks("web-1") for b in blk.records()]
+    reports = [b for b in bodies if b["type"] == "audit.sink"]
+    letters = CursorStore(kit.store.engine).dead_letters("refuse")
+    lettered = {d["item_id"] for d in letters}
+    assert {b["id"] for b in bodies[:first]} <= lettered
+    assert {b["id"] for b in reports} <= lettered  # recorded, but not reported again
+    not_reports = lettered - {b["id"] for b in reports}  # events before, and checkpoints
+    assert [r["details"]["state"] for r in reports] == ["failed"] + ["dead_letter"] * len(
+        not_reports
+    )

@@ -12,8 +12,10 @@ forever with exponential backoff and jitter; a :class:`PermanentSinkError` is
 retried ``permanent_attempts`` times, then the refused item is written as a dead
 letter and skipped. The first failure of a healthy sink, its recovery and every
 dead letter are reported through ``on_event`` (the service turns them into
-``audit.sink`` events). Checkpoints are shipped after the records they cover.
-Fails open: delivery never blocks the writer; lag is a metric.
+``audit.sink`` events), except the dead letter of an ``audit.sink`` event itself,
+which would otherwise feed a destination that refuses everything without end.
+Checkpoints are shipped after the records they cover. Fails open: delivery never
+blocks the writer; lag is a metric.
 """
 
 from __future__ import annotations
@@ -492,6 +494,11 @@ class SinkRunner:
         log.warning(
             "sink %s: dead-lettered %s#%d after %d attempts", sink.name, stream, seq, attempts
         )
+        if isinstance(item, Record) and item.doc.get("type") == "audit.sink":
+            # Reported as an event, it would reach the destination that refuses
+            # everything and be dead-lettered too: one more report, and so on forever.
+            # The dead letter row, the metric and the log line above still record it.
+            return
         await self._report(sink, "dead_letter", error, stream, seq)
 
     async def _report(
