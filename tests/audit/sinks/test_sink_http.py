@@ -86,7 +86,13 @@ async def test_hec_outage_errors_stall_and_down_then_recovery_loses_nothing(kit:
     port = hec.port
     sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt", timeout=0.5)
     runner = SinkRunner(
-        kit.store, [sink], batch_size=4, retry=FAST, on_event=on_event, ship_checkpoints=False
+        kit.store,
+        [sink],
+        batch_size=4,
+        retry=FAST,
+        on_event=on_event,
+        ship_checkpoints=False,
+        report_quiet=0,  # report the second outage too, however soon it follows
     )
     write_events(kit, 4)
     await runner.drain()

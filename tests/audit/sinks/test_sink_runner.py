@@ -333,3 +333,48 @@ async def test_a_sink_refusing_everything_does_not_feed_on_its_own_reports(kit: 
     assert [r["details"]["state"] for r in reports] == ["failed"] + ["dead_letter"] * len(
         not_reports
     )
+
+
+class FlappingSink(CapturingSink):
+    """Every other send fails (a load balancer with one bad backend)."""
+
+    def __init__(self) -> None:
+        super().__init__("flapping")
+        self.calls = 0
+
+    async def send(self, batch: Sequence[Item]) -> None:
+        self.calls += 1
+        if self.calls % 2:
+            raise TransientSinkError("HTTP 503")
+        await super().send(batch)
+
+
+@pytest.mark.asyncio
+async def test_a_flapping_sink_does_not_feed_on_its_own_reports(kit: Kit) -> None:
+    """failed/recovered reports are new events the flapping sink fails on again: within
+    report_quiet of a recovery a new failure is counted, not reported, so it ends."""
+    from kroonika.audit.sinks import trail_reporter
+
+    now = [1_800_000_000.0]
+    await kit.trail.start()
+    try:
+        write_events(kit, 3)
+        sink = FlappingSink()
+        runner = SinkRunner(
+            kit.store,
+            [sink],
+            retry=FAST,
+            on_event=trail_reporter(kit.trail),
+            clock=lambda: now[0],
+            report_quiet=60,
+        )
+        await asyncio.wait_for(runner.drain(), 20)
+        now[0] += 61  # after the quiet period a failure is reported again
+        write_events(kit, 1, start=3)
+        await asyncio.wait_for(runner.drain(), 20)
+    finally:
+        await kit.trail.stop()
+    bodies = [orjson.loads(b) for blk in kit.store.blocks("web-1") for b in blk.records()]
+    reports = [b["details"]["state"] for b in bodies if b["type"] == "audit.sink"]
+    assert reports == ["failed", "recovered"] * 2
+    assert runner.metrics()["flapping"]["failures"] > 2

@@ -10,8 +10,9 @@ which carries event ids so idempotent destinations drop it).
 Failures: a :class:`TransientSinkError` (or a timeout, or an OS error) is retried
 forever with exponential backoff and jitter; a :class:`PermanentSinkError` is
 retried ``permanent_attempts`` times, then the refused item is written as a dead
-letter and skipped. The first failure of a healthy sink, its recovery and every
-dead letter are reported through ``on_event`` (the service turns them into
+letter and skipped. The first failure of a healthy sink (not within
+``report_quiet`` seconds of a reported recovery, unless it lasts), its recovery and
+every dead letter are reported through ``on_event`` (the service turns them into
 ``audit.sink`` events), except the dead letter of an ``audit.sink`` event itself,
 which would otherwise feed a destination that refuses everything without end.
 Checkpoints are shipped after the records they cover. Fails open: delivery never
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import threading
 import time
@@ -135,6 +137,7 @@ class SinkRunner:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         streams_refresh: float = 5.0,
+        report_quiet: float = 60.0,
     ) -> None:
         if not sinks:
             raise ValueError("a SinkRunner needs at least one sink")
@@ -146,6 +149,8 @@ class SinkRunner:
                 raise ValueError(f"bad sink name {name!r}")
         if not 1 <= batch_size <= 100_000:
             raise ValueError("batch_size must be 1..100000")
+        if report_quiet < 0:
+            raise ValueError("report_quiet must be >= 0")
         self.store = store
         self.sinks = tuple(sinks)
         self.batch_size = batch_size
@@ -162,6 +167,12 @@ class SinkRunner:
         self._streams_at = -1e18
         self._streams_lock = threading.Lock()
         self._metrics = {s.name: SinkMetrics() for s in sinks}
+        # Reports are events the sink then ships: a sink failing every other request
+        # would feed on them forever. So within report_quiet seconds of a reported
+        # recovery a new failure is counted, not reported (unless it lasts longer).
+        self.report_quiet = report_quiet
+        self._reported_failing: set[str] = set()
+        self._recovered_at: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._wake: list[asyncio.Event] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -432,8 +443,12 @@ class SinkRunner:
                 error = _describe(exc)
                 metrics.failures += 1
                 metrics.last_error = error
-                if not metrics.failing:
-                    metrics.failing = True
+                metrics.failing = True
+                if sink.name not in self._reported_failing and (
+                    self._clock() - self._recovered_at.get(sink.name, -math.inf)
+                    >= self.report_quiet
+                ):
+                    self._reported_failing.add(sink.name)
                     await self._report(sink, "failed", error, stream)
                 if isinstance(exc, PermanentSinkError) and pending:
                     if len(chunk) - accepted > 1:
@@ -458,8 +473,10 @@ class SinkRunner:
             pending = pending[len(chunk) :]
             single = max(0, single - len(chunk))
             attempt = permanent = 0
-            if metrics.failing:
-                metrics.failing = False
+            metrics.failing = False
+            if sink.name in self._reported_failing:
+                self._reported_failing.discard(sink.name)
+                self._recovered_at[sink.name] = self._clock()
                 await self._report(sink, "recovered", "", stream)
         return delivered
 
