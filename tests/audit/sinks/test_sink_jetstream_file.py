@@ -108,3 +108,32 @@ async def test_jsonl_file_rotates_by_age(kit: Kit, tmp_path: Path) -> None:
     assert sink.rotations == 1
     assert sink.rotated_files()[0].read_bytes() == bodies[0] + b"\n"
     assert sink.path.read_bytes() == bodies[1] + b"\n"
+
+
+@pytest.mark.asyncio
+async def test_jsonl_a_write_cut_short_leaves_no_torn_line(
+    kit: Kit, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills up mid-batch (part written, then ENOSPC) leaves no half line
+    for the retried batch to merge with: the file holds whole events, each once."""
+    import errno
+
+    write_events(kit, 4)
+    sink = JsonlFileSink("file", tmp_path / "out", fsync=False)
+    real_write = os.write
+    full = [True]
+
+    def disk_full(fd: int, data: bytes | memoryview) -> int:
+        if full[0] and os.readlink(f"/proc/self/fd/{fd}") == str(sink.path):
+            full[0] = False
+            real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", disk_full)
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
+    await runner.drain()
+    await runner.stop()
+    assert not full[0]
+    bodies = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+    assert sink.path.read_bytes() == b"".join(b + b"\n" for b in bodies)

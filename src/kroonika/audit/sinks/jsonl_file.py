@@ -4,13 +4,15 @@ The active file is ``<dir>/<basename>.jsonl``: one canonical event per line
 (checkpoints as ``audit.checkpoint`` documents with the signed checkpoint). It is
 rotated by rename to ``<basename>-<UTC time>-<n>.jsonl`` when it would grow past
 ``max_bytes`` or is older than ``max_age`` seconds; tailers follow the inode.
-Each batch is written, flushed and (by default) fsynced before the cursor moves.
+Each batch is written, flushed and (by default) fsynced before the cursor moves; a
+batch that fails part way (a full disk) is cut off again, so no torn line is left.
 ``keep`` bounds how many rotated files stay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -82,12 +84,20 @@ class JsonlFileSink:
             self._rotate()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if self.fsync:
-                os.fsync(fd)
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                if self.fsync:
+                    os.fsync(fd)
+            except OSError:
+                # Disk full mid-batch: cut off the part that was written, or its torn
+                # last line would merge with the first line of the retried batch.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
         finally:
             os.close(fd)
 
