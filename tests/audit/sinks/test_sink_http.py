@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -388,3 +389,28 @@ async def test_an_endpoint_that_is_wrong_for_a_while_dead_letters_nothing(
         await hook.stop()
     assert CursorStore(kit.store.engine).dead_letters("hook") == []
     assert b"".join(r.body for r in hook.accepted) == b"".join(b + b"\n" for b in stored(kit))
+
+
+@pytest.mark.asyncio
+async def test_webhook_ships_checkpoints_of_a_stream_with_a_non_ascii_name(
+    kit_factory: Callable[..., Kit],
+) -> None:
+    """A checkpoint id holds the stream name ('tõrva-1'); the Idempotency-Key header
+    carries it percent-encoded (UTF-8), so the checkpoint is delivered, not stuck."""
+    kit = kit_factory(stream="tõrva-1")
+    write_events(kit, 5)  # and a checkpoint at 5
+    hook = Collector(lambda r: (200, b"{}"))
+    await hook.start()
+    sink = WebhookSink("hook", hook.url, WEBHOOK_KEY)
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST)
+    try:
+        await asyncio.wait_for(runner.drain(), 10)
+    finally:
+        await runner.stop()
+        await hook.stop()
+    (cp,) = kit.store.checkpoints("tõrva-1")
+    assert runner.metrics()["hook"]["checkpoints"] == 1
+    last = hook.accepted[-1]
+    assert orjson.loads(last.body)["checkpoint"]["size"] == cp.size
+    key = "checkpoint:t%C3%B5rva-1:5"
+    assert last.headers["idempotency-key"] == f"{key}..{key}"

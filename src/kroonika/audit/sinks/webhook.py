@@ -5,7 +5,8 @@ Headers: ``X-Kroonika-Timestamp: <unix seconds>`` and
 ``X-Kroonika-Signature: v1=<hex HMAC-SHA256(key, timestamp + "." + body)>``;
 the receiver recomputes it with the shared key, compares in constant time and
 refuses stale timestamps (replay). ``Idempotency-Key`` is the first and last
-event id of the batch.
+event id of the batch, ``<first>..<last>``, percent-encoded (UTF-8) where an id
+is not plain ASCII (a checkpoint's id holds its stream name).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hmac
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -22,6 +24,9 @@ from pydantic import SecretStr
 
 from kroonika.audit.sinks._base import CheckpointRecord, Item
 from kroonika.audit.sinks._http import HttpPoster
+
+#: Printable ASCII left as is in ``Idempotency-Key`` (besides letters, digits and ``_.-~``).
+_KEY_SAFE = ":@!$&'()*+,;=[]"
 
 
 def sign(key: bytes, timestamp: str, body: bytes) -> str:
@@ -70,7 +75,9 @@ class WebhookSink:
             "Content-Type": "application/x-ndjson",
             "X-Kroonika-Timestamp": timestamp,
             "X-Kroonika-Signature": sign(self._key, timestamp, body),
-            "Idempotency-Key": f"{batch[0].id}..{batch[-1].id}",
+            # A checkpoint's id holds the stream name, which may be any text: a header
+            # value must be printable ASCII.
+            "Idempotency-Key": quote(f"{batch[0].id}..{batch[-1].id}", safe=_KEY_SAFE),
         }
         await self._http.post(body, headers, auth_is_transient=True)
 
