@@ -52,6 +52,8 @@ _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "placeholder", "xxx", "t
 _NEEDS_ADDRESS = {"syslog_tcp", "syslog_tls", "syslog_udp"}
 _NEEDS_URL = {"splunk_hec", "elastic_bulk", "webhook"}
 _NEEDS_SECRET = {"splunk_hec", "webhook"}
+_SECRET_IN_HEADER = {"splunk_hec", "elastic_bulk"}  # sent as is in Authorization
+_TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 
 def _fail(spec: AuditSinkSettings, what: str) -> SettingsError:
@@ -71,6 +73,14 @@ def _secret(spec: AuditSinkSettings, settings: Settings) -> SecretStr | None:
         raise _fail(spec, "the secret is empty or a placeholder")
     if value is None and spec.kind in _NEEDS_SECRET:
         raise _fail(spec, "a secret (or secret_file) is required")
+    if (
+        value is not None
+        and spec.kind in _SECRET_IN_HEADER
+        and not set(value.get_secret_value()) <= _TOKEN_CHARS
+    ):
+        # A space, a line break or a non-ASCII letter (a pasted no-break space) would
+        # fail every request at run time, or split the header.
+        raise _fail(spec, "the secret must be printable ASCII without spaces")
     return value
 
 

@@ -121,6 +121,14 @@ def test_metrics_token_is_required_when_set(tmp_path: Path) -> None:
             {"kind": "elastic_bulk", "name": "e", "url": "https://h", "ca_file": __file__},
             "ca_file: SSLError",
         ),
+        (
+            {"kind": "splunk_hec", "name": "h", "url": "https://h", "secret": "tok\u00a0en-1234"},
+            "printable ASCII",
+        ),
+        (
+            {"kind": "elastic_bulk", "name": "e", "url": "https://h", "secret": "key\nX-A: b"},
+            "printable ASCII",
+        ),
     ],
 )
 def test_bad_sink_configuration_refuses_to_build(sink: dict[str, object], needle: str) -> None:
