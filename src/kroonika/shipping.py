@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
@@ -107,7 +108,12 @@ def _check_url(spec: AuditSinkSettings, settings: Settings, secret: SecretStr | 
     url = spec.url or ""
     if not url.startswith(("http://", "https://")):
         raise _fail(spec, "url must be http:// or https://")
-    if settings.production and secret is not None and url.startswith("http://"):
+    try:
+        userinfo = httpx.URL(url).userinfo
+    except httpx.InvalidURL:
+        raise _fail(spec, "url is not a valid URL") from None
+    credential = secret is not None or bool(userinfo)  # user:password@ is one too
+    if settings.production and credential and url.startswith("http://"):
         raise _fail(spec, "a credential over plain http is refused in production")
     return url
 

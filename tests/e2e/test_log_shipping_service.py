@@ -150,13 +150,20 @@ def test_unknown_keys_are_named_but_their_values_never_echoed() -> None:
     assert secret not in str(info.value)
 
 
-def test_production_refuses_credentials_over_plain_http(tmp_path: Path) -> None:
-    """In production a HEC token may not travel over http://."""
-    spec = AuditSinkSettings.model_validate(
-        {"kind": "splunk_hec", "name": "hec", "url": "http://h:8088", "secret": "t" * 20}
-    )
-    with pytest.raises(SettingsError, match="plain http"):
+@pytest.mark.parametrize(
+    "sink",
+    [
+        {"kind": "splunk_hec", "name": "hec", "url": "http://h:8088", "secret": "t" * 20},
+        {"kind": "elastic_bulk", "name": "es", "url": "http://elastic:pw-0123456789@h:9200"},
+    ],
+)
+def test_production_refuses_credentials_over_plain_http(sink: dict[str, object]) -> None:
+    """In production a HEC token, or a password in the URL, may not travel over http://
+    (and the refusal does not echo the password)."""
+    spec = AuditSinkSettings.model_validate(sink)
+    with pytest.raises(SettingsError, match="plain http") as info:
         build_sinks(Settings(env="production", audit_sinks=[spec]))
+    assert "pw-0123456789" not in str(info.value)
 
 
 def test_create_app_refuses_a_bad_sink(tmp_path: Path) -> None:
