@@ -109,10 +109,12 @@ def _check_url(spec: AuditSinkSettings, settings: Settings, secret: SecretStr | 
     if not url.startswith(("http://", "https://")):
         raise _fail(spec, "url must be http:// or https://")
     try:
-        userinfo = httpx.URL(url).userinfo
+        parsed = httpx.URL(url)
     except httpx.InvalidURL:
         raise _fail(spec, "url is not a valid URL") from None
-    credential = secret is not None or bool(userinfo)  # user:password@ is one too
+    if not parsed.host:
+        raise _fail(spec, "url has no host")
+    credential = secret is not None or bool(parsed.userinfo)  # user:password@ is one too
     if settings.production and credential and url.startswith("http://"):
         raise _fail(spec, "a credential over plain http is refused in production")
     return url

@@ -121,6 +121,7 @@ def test_metrics_token_is_required_when_set(tmp_path: Path) -> None:
             {"kind": "elastic_bulk", "name": "e", "url": "https://h", "ca_file": __file__},
             "ca_file: SSLError",
         ),
+        ({"kind": "webhook", "name": "w", "url": "https:///hook", "secret": "k" * 20}, "no host"),
         (
             {"kind": "splunk_hec", "name": "h", "url": "https://h", "secret": "tok\u00a0en-1234"},
             "printable ASCII",
