@@ -137,3 +137,23 @@ async def test_jsonl_a_write_cut_short_leaves_no_torn_line(
     assert not full[0]
     bodies = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
     assert sink.path.read_bytes() == b"".join(b + b"\n" for b in bodies)
+
+
+@pytest.mark.asyncio
+async def test_jsonl_keep_removes_the_oldest_files_even_past_ten_a_second(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """Rotated names within one second count up (-0, -1, ... -10, -11): ``keep`` must
+    drop the oldest of them, so what stays is the newest run of events, in order."""
+    write_events(kit, 14)
+    bodies = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+    sink = JsonlFileSink(
+        "file", tmp_path / "out", max_bytes=1024, keep=3, fsync=False, clock=lambda: 1.8e9
+    )
+    await sink.open()
+    for seq, body in enumerate(bodies, start=1):
+        await sink.send([Record("web-1", seq, body)])  # each batch rotates the last one
+    kept = sink.rotated_files()
+    assert len(kept) == 3
+    data = b"".join(p.read_bytes() for p in [*kept, sink.path])
+    assert data == b"".join(b + b"\n" for b in bodies[-4:])

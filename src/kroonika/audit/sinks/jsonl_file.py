@@ -103,21 +103,24 @@ class JsonlFileSink:
 
     def _rotate(self) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        n = 0
-        while True:
-            target = self.directory / f"{self.basename}-{stamp}-{n}.jsonl"
-            if not target.exists():
-                break
-            n += 1
-        os.rename(self.path, target)
+        # One more than the highest number of this second: a number freed by ``keep``
+        # is not used again, so the numbers stay in the order the files were made.
+        taken = [n for st, n, _ in map(self._order, self.rotated_files()) if st == stamp]
+        n = max(taken, default=-1) + 1
+        os.rename(self.path, self.directory / f"{self.basename}-{stamp}-{n}.jsonl")
         self._opened_at = self._clock()
         self.rotations += 1
-        rotated = sorted(self.directory.glob(f"{self.basename}-*.jsonl"))
+        rotated = self.rotated_files()
         for old in rotated[: max(0, len(rotated) - self.keep)]:
             old.unlink(missing_ok=True)
 
+    def _order(self, path: Path) -> tuple[str, int, str]:
+        stamp, _, n = path.name[len(self.basename) + 1 : -len(".jsonl")].rpartition("-")
+        return (stamp, int(n), path.name) if n.isdigit() else (path.name, -1, path.name)
+
     def rotated_files(self) -> list[Path]:
-        return sorted(self.directory.glob(f"{self.basename}-*.jsonl"))
+        """Rotated files, oldest first: by time, then by number (``-2`` before ``-10``)."""
+        return sorted(self.directory.glob(f"{self.basename}-*.jsonl"), key=self._order)
 
     async def close(self) -> None:
         """Files are opened per batch; nothing to close."""
