@@ -378,3 +378,41 @@ async def test_a_flapping_sink_does_not_feed_on_its_own_reports(kit: Kit) -> Non
     reports = [b["details"]["state"] for b in bodies if b["type"] == "audit.sink"]
     assert reports == ["failed", "recovered"] * 2
     assert runner.metrics()["flapping"]["failures"] > 2
+
+
+class BuggySink(CapturingSink):
+    """A sink with a bug: every send raises something that is no SinkError."""
+
+    def __init__(self) -> None:
+        super().__init__("buggy")
+        self.calls = 0
+
+    async def send(self, batch: Sequence[Item]) -> None:
+        self.calls += 1
+        raise KeyError("a bug")
+
+
+@pytest.mark.asyncio
+async def test_a_sink_bug_is_a_reported_failure_with_backoff(kit: Kit) -> None:
+    """An exception that is no SinkError (a bug) still marks the sink failing, is
+    reported once and is retried with back-off, not every poll interval."""
+    write_events(kit, 2)
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    sink = BuggySink()
+    slow = RetryPolicy(initial=0.4, maximum=1.0, send_timeout=5)
+    runner = SinkRunner(
+        kit.store, [sink], retry=slow, on_event=on_event, poll_interval=0.01, rand=lambda: 1.0
+    )
+    await runner.start()
+    await asyncio.sleep(1.0)
+    await runner.stop()
+    m = runner.metrics()["buggy"]
+    error = "KeyError: unexpected error, see the log"  # not its text: it could quote a secret
+    assert (m["failing"], m["delivered"], m["last_error"]) == (True, 0, error)
+    assert 2 <= sink.calls <= 3  # at 0 s, 0.4 s and perhaps 0.4 + 0.8 s: not 100 times
+    assert m["failures"] == sink.calls
+    assert [(e.state, e.error) for e in seen] == [("failed", error)]

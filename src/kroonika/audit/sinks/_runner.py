@@ -241,14 +241,21 @@ class SinkRunner:
         return {name: m.to_dict() for name, m in self._metrics.items()}
 
     async def _run(self, sink: Sink, wake: asyncio.Event) -> None:
+        broken = 0  # passes in a row that raised
         while not self._stopping:
             try:
                 moved = await self.run_once(sink)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                # Not a delivery failure the sink knows (a bug, the store down): still a
+                # failure, counted, reported and retried with back-off like one.
                 log.exception("sink %s: delivery pass failed", sink.name)
-                moved = 0
+                broken += 1
+                await self._failing(sink, _describe(exc), "")
+                await asyncio.sleep(self.retry.delay(broken, self._rand))
+                continue
+            broken = 0
             if moved:
                 continue
             wake.clear()
@@ -441,15 +448,7 @@ class SinkRunner:
                     single = max(0, single - accepted)
                     attempt = permanent = 0
                 error = _describe(exc)
-                metrics.failures += 1
-                metrics.last_error = error
-                metrics.failing = True
-                if sink.name not in self._reported_failing and (
-                    self._clock() - self._recovered_at.get(sink.name, -math.inf)
-                    >= self.report_quiet
-                ):
-                    self._reported_failing.add(sink.name)
-                    await self._report(sink, "failed", error, stream)
+                await self._failing(sink, error, stream)
                 if isinstance(exc, PermanentSinkError) and pending:
                     if len(chunk) - accepted > 1:
                         # A refused batch: find the item at fault, one at a time.
@@ -479,6 +478,19 @@ class SinkRunner:
                 self._recovered_at[sink.name] = self._clock()
                 await self._report(sink, "recovered", "", stream)
         return delivered
+
+    async def _failing(self, sink: Sink, error: str, stream: str) -> None:
+        """Count a failed attempt; report it unless it follows a reported recovery
+        within ``report_quiet``."""
+        metrics = self._metrics[sink.name]
+        metrics.failures += 1
+        metrics.last_error = error
+        metrics.failing = True
+        if sink.name not in self._reported_failing and (
+            self._clock() - self._recovered_at.get(sink.name, -math.inf) >= self.report_quiet
+        ):
+            self._reported_failing.add(sink.name)
+            await self._report(sink, "failed", error, stream)
 
     async def _advance(self, sink: Sink, stream: str, done: Sequence[Item]) -> None:
         metrics = self._metrics[sink.name]
@@ -544,6 +556,9 @@ def _describe(exc: BaseException) -> str:
     """A short error text without payloads (they may hold data)."""
     if isinstance(exc, TimeoutError):
         return "timeout: the destination stalled"
+    if not isinstance(exc, SinkError | OSError):
+        # Unexpected: its text is nobody's choice (it could quote a header value).
+        return f"{type(exc).__name__}: unexpected error, see the log"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:300]
 
