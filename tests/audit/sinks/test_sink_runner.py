@@ -416,3 +416,35 @@ async def test_a_sink_bug_is_a_reported_failure_with_backoff(kit: Kit) -> None:
     assert 2 <= sink.calls <= 3  # at 0 s, 0.4 s and perhaps 0.4 + 0.8 s: not 100 times
     assert m["failures"] == sink.calls
     assert [(e.state, e.error) for e in seen] == [("failed", error)]
+
+
+class GateSink(CapturingSink):
+    """Each send waits for the gate, then fails: the test decides the moment."""
+
+    def __init__(self) -> None:
+        super().__init__("gate")
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def send(self, batch: Sequence[Item]) -> None:
+        self.waiting.set()
+        await self.gate.wait()
+        self.gate.clear()
+        raise TransientSinkError("down")
+
+
+@pytest.mark.asyncio
+async def test_cancelling_delivery_stops_it_even_as_a_send_fails(kit: Kit) -> None:
+    """A cancellation that arrives as the send fails (asyncio.wait_for in Python 3.11
+    then raises the send's error instead) still ends delivery: stop and the stop-time
+    drain cannot hang on a failing sink."""
+    write_events(kit, 1)
+    sink = GateSink()
+    runner = SinkRunner(kit.store, [sink], retry=FAST)
+    task = asyncio.create_task(runner.drain())
+    await sink.waiting.wait()
+    sink.gate.set()
+    task.cancel()  # in the same step as the send's failure
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    runner.lock.close()

@@ -439,6 +439,12 @@ class SinkRunner:
             try:
                 await asyncio.wait_for(sink.send(chunk), self.retry.send_timeout)
             except (TimeoutError, OSError, SinkError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Cancelled as the send failed: Python 3.11's wait_for then raises
+                    # the send's error, and retrying would swallow the cancellation
+                    # (stop() and its bounded drain would hang on a failing sink).
+                    raise asyncio.CancelledError from exc
                 accepted = exc.delivered if isinstance(exc, SinkError) else 0
                 accepted = max(0, min(accepted, len(chunk)))
                 if accepted:
