@@ -12,6 +12,7 @@ This store fails closed: a snapshot that cannot be loaded raises.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import secrets
@@ -303,18 +304,7 @@ class AccessLists:
         )
         try:
             with self._engine.begin() as conn:
-                conn.execute(
-                    insert(access_list).values(
-                        id=entry.id,
-                        list=entry.list,
-                        kind=entry.kind,
-                        value=entry.value,
-                        reason=entry.reason,
-                        created_by=entry.created_by,
-                        created_at=entry.created_at,
-                        expires_at=entry.expires_at,
-                    )
-                )
+                conn.execute(insert(access_list).values(**dataclasses.asdict(entry)))
         except IntegrityError as exc:
             raise AccessListError(f"the {lst}list already has this {kind}") from exc
         self._changed()
@@ -337,19 +327,7 @@ class AccessLists:
     def restore(self, entry: Entry) -> None:
         """Put back an entry :meth:`remove` took out (its removal could not be audited)."""
         with self._engine.begin() as conn:
-            conn.execute(
-                insert(access_list).values(
-                    id=entry.id,
-                    list=entry.list,
-                    kind=entry.kind,
-                    value=entry.value,
-                    reason=entry.reason,
-                    created_by=entry.created_by,
-                    created_at=entry.created_at,
-                    expires_at=entry.expires_at,
-                    updated_at=entry.updated_at,
-                )
-            )
+            conn.execute(insert(access_list).values(**dataclasses.asdict(entry)))
         self._changed()
 
     def update(
