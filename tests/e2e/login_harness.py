@@ -3,6 +3,7 @@ under uvicorn in threads, a browser-like httpx client, and readers of the audit 
 
 from __future__ import annotations
 
+import base64
 import functools
 import socket
 import threading
@@ -20,10 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from kroonika.audit import Query, SqlAuditStore, run_query
+from kroonika.db import make_engine
 from kroonika.sessions import ManualClock
 from kroonika.settings import Settings
 from kroonika.tara.mock import MockConfig, RegisteredClient
 from kroonika.tara.mock import create_app as create_mock
+from kroonika.tokens import ClientRegistry, NewClient, SystemClock
 from kroonika.web import Services, create_app
 
 CLIENT_ID = "kroonika-e2e"
@@ -187,3 +190,22 @@ def running_stack(
         configure(services)
     with serve(mock, mock_sock, lifespan="off") as m, serve(app, service_sock) as s:
         yield Stack(mock=m, service=s, settings=settings, services=services, clock=clock)
+
+
+def register_client(stack: Stack, name: str, seen: list[str], **kw: Any) -> NewClient:
+    """Register a relying service straight in the stack's database (allowed audience
+    ``svc-a`` unless given); its secret is added to ``seen`` for the secret sweeps."""
+    kw.setdefault("allowed_audiences", ["svc-a"])
+    engine = make_engine(stack.settings.resolved_database_url())
+    try:
+        new = ClientRegistry(engine, clock=SystemClock(), scrypt_n=2**10).register(name, **kw)
+    finally:
+        engine.dispose()
+    seen.append(new.secret)
+    return new
+
+
+def basic_auth(c: NewClient) -> dict[str, str]:
+    """The client's HTTP Basic credentials as a header."""
+    raw = f"{c.client.client_id}:{c.secret}".encode()
+    return {"authorization": "Basic " + base64.b64encode(raw).decode()}

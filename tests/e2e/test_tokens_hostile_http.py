@@ -14,10 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from login_harness import Stack, running_stack
+from login_harness import Stack, basic_auth, register_client, running_stack
 
-from kroonika.db import make_engine
-from kroonika.tokens import ClientRegistry, NewClient, SystemClock
+from kroonika.tokens import NewClient
 
 SEEN_TOKENS: list[str] = []
 SEEN_SECRETS: list[str] = []
@@ -57,19 +56,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _register(stack: Stack, name: str, **kw: Any) -> NewClient:
-    kw.setdefault("allowed_audiences", ["svc-a"])
-    engine = make_engine(stack.settings.resolved_database_url())
-    try:
-        new = ClientRegistry(engine, clock=SystemClock(), scrypt_n=2**10).register(name, **kw)
-    finally:
-        engine.dispose()
-    SEEN_SECRETS.append(new.secret)
-    return new
+    return register_client(stack, name, SEEN_SECRETS, **kw)
 
 
-def _basic(c: NewClient) -> dict[str, str]:
-    raw = f"{c.client.client_id}:{c.secret}".encode()
-    return {"authorization": "Basic " + base64.b64encode(raw).decode()}
+_basic = basic_auth
 
 
 def _post(stack: Stack, path: str, **kw: Any) -> httpx.Response:

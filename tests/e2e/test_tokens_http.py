@@ -3,7 +3,6 @@ TARA mock for the login), every token endpoint, and the trail searched for secre
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +11,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from login_harness import Stack, running_stack
+from login_harness import Stack, basic_auth, register_client, running_stack
 
-from kroonika.db import make_engine
-from kroonika.tokens import ClientRegistry, NewClient, SystemClock
+from kroonika.tokens import NewClient
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +28,11 @@ SEEN_SECRETS: list[str] = []
 
 
 def _register(stack: Stack, name: str, **kw: Any) -> NewClient:
-    kw.setdefault("allowed_audiences", ["svc-a"])
     kw.setdefault("allowed_claims", ["role"])
-    engine = make_engine(stack.settings.resolved_database_url())
-    try:
-        new = ClientRegistry(engine, clock=SystemClock(), scrypt_n=2**10).register(name, **kw)
-    finally:
-        engine.dispose()
-    SEEN_SECRETS.append(new.secret)
-    return new
+    return register_client(stack, name, SEEN_SECRETS, **kw)
 
 
-def _basic(c: NewClient) -> dict[str, str]:
-    raw = f"{c.client.client_id}:{c.secret}".encode()
-    return {"authorization": "Basic " + base64.b64encode(raw).decode()}
+_basic = basic_auth
 
 
 def _mint(stack: Stack, c: NewClient, **body: Any) -> dict[str, Any]:
