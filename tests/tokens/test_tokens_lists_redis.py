@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import Engine
 
 from conftest import need
 from kroonika.db import make_engine
@@ -92,6 +93,28 @@ def _redis_server(binary: str, port: int) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
+def _own_redis() -> tuple[str, int]:
+    """A redis-server binary and a free port for a server of this test's own."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return binary, port
+
+
+def _pair(tmp_path: Path, url: str) -> tuple[Engine, AccessLists, AccessLists]:
+    """Two list instances on one database, told of changes through Redis at ``url``."""
+    engine = make_engine(str(tmp_path / "k.db"))
+    create_tables(engine)
+    a = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
+    b = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
+    a.invalidation = RedisInvalidation(url, a.invalidate)
+    b.invalidation = RedisInvalidation(url, b.invalidate)
+    return engine, a, b
+
+
 def _agree(lists: AccessLists, who: ListSubject) -> bool:
     deadline = time.monotonic() + 5
     while lists.check(who).allowed and time.monotonic() < deadline:
@@ -103,20 +126,10 @@ def _agree(lists: AccessLists, who: ListSubject) -> bool:
 def test_redis_going_away_and_back(tmp_path: Path) -> None:
     """Redis stopped: a list change still succeeds (the others reload after max_age_s);
     Redis back on its address: changes reach the other instance again, no restart."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    binary, port = _own_redis()
     url = f"redis://127.0.0.1:{port}/0"
     proc = _redis_server(binary, port)
-    engine = make_engine(str(tmp_path / "k.db"))
-    create_tables(engine)
-    a = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
-    b = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
-    a.invalidation = RedisInvalidation(url, a.invalidate)
-    b.invalidation = RedisInvalidation(url, b.invalidate)
+    engine, a, b = _pair(tmp_path, url)
     try:
         time.sleep(0.3)  # let both subscriptions become active
         proc.terminate()
@@ -140,19 +153,8 @@ def test_redis_going_away_and_back(tmp_path: Path) -> None:
 def test_redis_away_at_start(tmp_path: Path) -> None:
     """Redis not there when the lists start: they start anyway, and once Redis comes up
     changes reach the other instance, without a restart."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"redis://127.0.0.1:{port}/0"
-    engine = make_engine(str(tmp_path / "k.db"))
-    create_tables(engine)
-    a = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
-    b = AccessLists(engine, clock=FixedClock(1_000), max_age_s=3600)
-    a.invalidation = RedisInvalidation(url, a.invalidate)
-    b.invalidation = RedisInvalidation(url, b.invalidate)
+    binary, port = _own_redis()
+    engine, a, b = _pair(tmp_path, f"redis://127.0.0.1:{port}/0")
     proc = _redis_server(binary, port)
     try:
         time.sleep(2.5)  # b's subscriber retries every second
