@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -97,6 +98,8 @@ def _own_redis() -> tuple[str, int]:
     """A redis-server binary and a free port for a server of this test's own."""
     binary = shutil.which("redis-server")
     if binary is None:
+        if os.environ.get("KROONIKA_REQUIRE_SERVICES") == "1":
+            pytest.fail("redis-server is not installed and KROONIKA_REQUIRE_SERVICES=1")
         pytest.skip("redis-server is not installed")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
