@@ -3,14 +3,17 @@ next slot runs; a database gone mid-run still leaves its ``job.run`` event."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from sqlalchemy import Engine, select
 
-from kroonika.audit import AuditEvent
+from kroonika.audit import AuditEvent, AuditUnavailable
 from kroonika.db import make_engine
 from kroonika.db.admin import job_state
 from kroonika.db.migrate import upgrade
@@ -113,3 +116,41 @@ async def test_a_database_gone_mid_run_still_records_the_run(
     with pytest.raises(Exception, match="not a database"):
         await scheduler.run("flaky", trigger="schedule")
     assert trail.runs() == [("failure", "DatabaseError")]
+
+
+class _DownTrail(Trail):
+    async def emit(self, event: AuditEvent) -> None:
+        raise AuditUnavailable("the audit writer is not running")
+
+
+@pytest.mark.asyncio
+async def test_stop_ends_the_loop_when_the_trail_is_down_as_a_run_is_cancelled(
+    engine: Engine,
+) -> None:
+    """``stop()`` cancels a run inside its lease release while the trail is down: the
+    failed ``job.run`` record replaces the cancellation, yet the loop still ends (it used
+    to swallow the cancel and sleep on, so the app's shutdown hung)."""
+    releasing = threading.Event()
+
+    async def job(_deps: JobDeps, ctx: JobContext) -> None:
+        ctx.counts["done"] += 1
+
+    scheduler = _scheduler(engine, _DownTrail(), ManualClock(START), job)
+    release = scheduler.leases.release
+
+    def slow_release(*args: Any, **kwargs: Any) -> None:
+        releasing.set()
+        time.sleep(0.3)
+        release(*args, **kwargs)
+
+    scheduler.leases.release = slow_release  # type: ignore[method-assign]
+    await scheduler.start()
+    assert await asyncio.to_thread(releasing.wait, 10)
+    task = scheduler._task
+    assert task is not None
+    stopping = asyncio.create_task(scheduler.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    task.cancel()  # the second cancel ends a loop that swallowed the first (the old bug)
+    await stopping
+    assert stopping in done
+    assert task.cancelled()

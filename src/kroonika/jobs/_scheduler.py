@@ -222,6 +222,11 @@ class Scheduler:
                 raise
             except Exception as exc:
                 log.error("scheduler tick failed: %s", type(exc).__name__, exc_info=True)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # stop() cancelled a run whose record then failed (the trail is down):
+                    # that error replaced the cancellation, which must still end the loop
+                    raise asyncio.CancelledError from None
             await asyncio.sleep(self.tick_s)
 
     async def start(self) -> None:
