@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 import orjson
@@ -214,3 +215,50 @@ async def test_stop_answers_every_queued_emit(kit: TrailKit) -> None:
     assert len(stored) == len(committed)
     with pytest.raises(AuditUnavailable):
         await kit.trail.emit(_login(1))  # type: ignore[arg-type]
+
+
+class _Crash(BaseException):
+    """Escapes the writer's ``except Exception``: the writer task itself dies."""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("ending", ["cancelled", "crashed"])
+async def test_a_writer_task_that_dies_answers_its_callers_and_stop_returns(
+    kit: TrailKit, ending: str
+) -> None:
+    """The writer task dies during a commit (cancelled, or an exception it does not
+    catch) with callers waiting behind it: each of them gets AuditUnavailable instead of
+    waiting forever, later emits fail closed, ``stop()`` returns without raising, and
+    the store still verifies (the orphaned commit and stop's checkpoint do not race)."""
+    await kit.trail.start()
+    entered, release = threading.Event(), threading.Event()
+    commit = kit.trail._commit
+
+    def stuck(records: list[dict[str, object]]) -> object:
+        entered.set()
+        release.wait(10)
+        if ending == "crashed":
+            raise _Crash
+        return commit(records)
+
+    kit.trail._commit = stuck  # type: ignore[assignment,method-assign]
+    first = asyncio.ensure_future(kit.trail.emit(_login(1)))  # type: ignore[arg-type]
+    assert await asyncio.to_thread(entered.wait, 10)
+    queued = [asyncio.ensure_future(kit.trail.emit(_login(i))) for i in range(2, 6)]  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    task = kit.trail._task
+    assert task is not None
+    if ending == "cancelled":
+        task.cancel()
+    release.set()
+    done, pending = await asyncio.wait([first, *queued], timeout=10)
+    for p in pending:
+        p.cancel()
+    assert not pending, "callers still waiting on a dead writer"
+    assert all(isinstance(f.exception(), AuditUnavailable) for f in done)
+    with pytest.raises(AuditUnavailable):
+        await kit.trail.emit(_login(9))  # type: ignore[arg-type]
+    kit.trail._commit = commit  # type: ignore[method-assign]
+    await kit.trail.stop()
+    assert kit.trail._task is None
+    assert verify_store(kit.store, kit.keyring.public_keys()).intact

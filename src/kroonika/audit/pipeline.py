@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -44,6 +46,8 @@ from kroonika.audit.processors.redact import Redact
 from kroonika.audit.processors.validate import Validate
 from kroonika.audit.signing import KeyRing
 from kroonika.audit.store._types import AuditStore, Checkpoint
+
+log = logging.getLogger("kroonika.audit")
 
 Processor = Callable[[AuditEvent], AuditEvent]
 
@@ -126,6 +130,10 @@ class AuditTrail:
         self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[Any]] | None] | None
         self._queue = None
         self._task: asyncio.Task[None] | None = None
+        self._inflight: list[tuple[list[dict[str, Any]], asyncio.Future[Any]]] = []
+        # One commit or checkpoint at a time: a commit orphaned by a cancelled writer
+        # task still runs in its thread while stop() publishes the checkpoint.
+        self._seal_lock = threading.Lock()
         self._closing = False
         self.started_sync = False
         self._emitted = 0
@@ -141,6 +149,7 @@ class AuditTrail:
         self._queue = asyncio.Queue(self._queue_size)
         self._closing = False
         self._task = asyncio.create_task(self._writer(), name=f"audit-writer-{self.stream}")
+        self._task.add_done_callback(self._writer_ended)
         await self.emit(self._start_event())
 
     async def stop(self, reason: str = "shutdown") -> None:
@@ -157,13 +166,33 @@ class AuditTrail:
         # A sentinel, not cancel(): everything queued before it is committed (and
         # its caller answered) before the writer ends; later emits fail closed.
         self._closing = True
-        if self._queue is not None:
-            await self._queue.put(None)
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        task = self._task
+        if self._queue is not None and not task.done():
+            await self._queue.put(None)  # room is made if the writer dies meanwhile
+        await asyncio.wait({task})  # whatever ended it, without raising it here
         self._task = None
         with contextlib.suppress(AuditUnavailable):
-            await asyncio.to_thread(self._sealer.checkpoint_now)
+            await asyncio.to_thread(self.checkpoint_now)
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        """Answer every caller still waiting when the writer task ends: those of the
+        block it was committing and those queued behind it. After a normal stop
+        there are none; after a cancel or a crash they get AuditUnavailable (a
+        block whose commit was cut off may still have been stored)."""
+        if task.cancelled():
+            log.error("audit writer of stream %s was cancelled", self.stream)
+        elif (exc := task.exception()) is not None:
+            log.error("audit writer of stream %s crashed: %s", self.stream, type(exc).__name__)
+        waiting = self._inflight
+        self._inflight = []
+        queue = self._queue
+        while queue is not None and not queue.empty():
+            item = queue.get_nowait()
+            if item is not None:
+                waiting.append(item)
+        for _, fut in waiting:
+            if not fut.done():
+                fut.set_exception(AuditUnavailable("the audit writer stopped"))
 
     def _start_event(self) -> AuditEvent:
         from kroonika.audit import events
@@ -207,10 +236,14 @@ class AuditTrail:
         return await self._submit(records)
 
     async def _submit(self, records: list[dict[str, Any]]) -> list[SealedEvent]:
-        if self._queue is None or self._task is None or self._task.done() or self._closing:
+        task = self._task
+        if self._queue is None or task is None or task.done() or self._closing:
             raise AuditUnavailable("the audit writer is not running")
         fut: asyncio.Future[list[SealedEvent]] = asyncio.get_running_loop().create_future()
         await self._queue.put((records, fut))
+        if task.done() and not fut.done():  # it ended while this caller waited for room
+            fut.cancel()
+            raise AuditUnavailable("the audit writer stopped")
         return await fut
 
     def emit_sync(self, event: AuditEvent) -> SealedEvent | None:
@@ -247,7 +280,8 @@ class AuditTrail:
 
     def _commit(self, records: list[dict[str, Any]]) -> list[SealedEvent]:
         try:
-            sealed = self._sealer.commit(records)
+            with self._seal_lock:
+                sealed = self._sealer.commit(records)
         except AuditUnavailable:
             self.counters.add("writer.failed_events", len(records))
             raise
@@ -281,6 +315,7 @@ class AuditTrail:
                 items.append(item)
                 size += len(item[0])
             records = [r for recs, _ in items for r in recs]
+            self._inflight = items
             try:
                 sealed = await asyncio.to_thread(self._commit, records)
             except AuditUnavailable as exc:
@@ -325,7 +360,8 @@ class AuditTrail:
             listener(checkpoint)
 
     def checkpoint_now(self) -> Checkpoint | None:
-        return self._sealer.checkpoint_now()
+        with self._seal_lock:
+            return self._sealer.checkpoint_now()
 
     @property
     def size(self) -> int:
