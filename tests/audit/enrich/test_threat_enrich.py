@@ -260,3 +260,36 @@ def test_a_stix_indicator_covering_every_address_refuses_the_bundle() -> None:
     }
     with pytest.raises(FeedError, match="every address"):
         parse_stix_bundle(json.dumps(bundle), now=datetime.now(UTC), category="x", confidence=1)
+
+
+@pytest.mark.parametrize(
+    ("ip", "clear"),
+    [
+        ("185.220.101.7", "185.220.101.0/24"),  # a FireHOL /32: the address itself
+        ("91.92.93.94", "91.92.93.0/24"),  # a STIX single address
+        ("2a01:4f8:c17:1::5", "2a01:4f8:c17::/48"),  # a STIX /64
+        ("45.133.1.77", "45.133.1.0/24"),  # a /24 entry is already coarse enough
+    ],
+)
+def test_an_indicator_never_publishes_more_of_the_address_than_the_event(
+    feeds: dict[str, Path], ip: str, clear: str
+) -> None:
+    """A feed entry more specific than the anonymised prefix (a listed /32 is the
+    client's full address) is recorded as its covering /24 or /48, so the full address
+    stays only in ``pii``, whether the enricher or the route that denied the request
+    found the match; with ``keep_clear`` the entry is kept as listed."""
+    for route_found_it in (False, True):
+        event = events.auth_login(
+            actor=Actor(ActorType.USER, subject="EE38001085718"), source=Source(ip=ip)
+        )
+        if route_found_it:
+            event.threat = [m.threat_match() for m in intel(feeds).match(ip)]
+        AnonymiseIp()(event)
+        intel(feeds)(event)
+        assert [m.indicator for m in event.threat] == [clear]
+        record = json.dumps(event.to_record())
+        assert ip not in record
+    event = events.auth_login(actor=Actor(ActorType.USER), source=Source(ip="185.220.101.7"))
+    AnonymiseIp(keep_clear=True)(event)
+    intel(feeds)(event)
+    assert [m.indicator for m in event.threat] == ["185.220.101.7/32"]

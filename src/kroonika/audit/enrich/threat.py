@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kroonika.audit._model import AuditEvent, ThreatMatch
+from kroonika.audit.processors.anonymise_ip import coarsen_matches
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -341,10 +342,11 @@ class ThreatIntel:
         ip = src.raw_ip if src.raw_ip is not None else src.ip if src.ip_prefix is None else None
         if ip is None:
             return
+        found = [m.threat_match() for m in self.match(ip)]
+        if src.raw_ip is not None and src.ip_prefix is not None:  # anonymised: no narrower
+            found = coarsen_matches(found, src.ip_prefix, src.ip_prefix)
         known = {(m.feed, m.indicator) for m in event.threat}
-        for m in self.match(ip):
-            if (m.feed, m.indicator) not in known:
-                event.threat.append(m.threat_match())
+        event.threat.extend(m for m in found if (m.feed, m.indicator) not in known)
 
 
 def _index(indicators: Iterable[Indicator]) -> dict[int, dict[int, dict[int, Indicator]]]:

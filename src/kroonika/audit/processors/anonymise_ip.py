@@ -1,11 +1,38 @@
-"""anonymise_ip: keep the client address in clear only as its /24 (IPv4) or /48 (IPv6)."""
+"""anonymise_ip: keep the client address in clear only as its /24 (IPv4) or /48 (IPv6).
+
+A threat-intelligence match names the feed entry that listed the address; an entry
+more specific than that prefix (a listed /32 is the address itself) is recorded as
+the covering network at the prefix, so it does not publish what ``source.ip`` hides.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from functools import lru_cache
 
-from kroonika.audit._model import AuditEvent
+from kroonika.audit._model import AuditEvent, ThreatMatch
+
+
+@lru_cache(maxsize=4096)
+def coarsen_indicator(indicator: str, v4_prefix: int, v6_prefix: int) -> str:
+    """``indicator`` (a network) widened to the prefix of its family if narrower."""
+    try:
+        net = ipaddress.ip_network(indicator, strict=False)
+    except ValueError:
+        return indicator
+    prefix = v4_prefix if net.version == 4 else v6_prefix
+    return indicator if net.prefixlen <= prefix else str(net.supernet(new_prefix=prefix))
+
+
+def coarsen_matches(
+    matches: list[ThreatMatch], v4_prefix: int, v6_prefix: int
+) -> list[ThreatMatch]:
+    out = []
+    for m in matches:
+        wide = coarsen_indicator(m.indicator, v4_prefix, v6_prefix)
+        out.append(m if wide == m.indicator else dataclasses.replace(m, indicator=wide))
+    return out
 
 
 class AnonymiseIp:
@@ -20,6 +47,7 @@ class AnonymiseIp:
         if not (0 <= v4_prefix <= 32 and 0 <= v6_prefix <= 128):
             raise ValueError("prefix lengths out of range")
         self._keep_clear = keep_clear
+        self._prefixes = (v4_prefix, v6_prefix)
 
         @lru_cache(maxsize=65536)
         def anonymise(ip: str) -> tuple[str, int]:
@@ -42,4 +70,6 @@ class AnonymiseIp:
         if src is not None and src.ip is not None and src.ip_prefix is None:
             src.raw_ip = src.ip
             src.ip, src.ip_prefix = self._anonymise(src.ip)
+        if event.threat and not self._keep_clear:  # matches a route found before
+            event.threat = coarsen_matches(event.threat, *self._prefixes)
         return event
