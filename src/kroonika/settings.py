@@ -209,6 +209,8 @@ class Settings(BaseSettings):
     jobs_batch_size: int = Field(500, ge=1, le=10_000)
     jobs_token_retention_s: int = Field(30 * 86400, ge=0)
     jobs_flow_retention_s: int = Field(3600, ge=0)
+    jobs_session_retention_s: int = Field(30 * 86400, ge=0)  # 0: ended sessions kept
+    jobs_profile_retention_s: int = Field(400 * 86400, ge=0)  # 0: profiles kept
     jobs_cron: dict[str, str] = Field(default_factory=dict)
     jobs_disabled: list[str] = Field(default_factory=list)
 

@@ -191,6 +191,10 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "jobs_batch_size": "rows per cleanup batch (one short transaction each)",
             "jobs_token_retention_s": "token metadata kept after expiry or revocation",
             "jobs_flow_retention_s": "concluded login flows kept after expiry (replay detection)",
+            "jobs_session_retention_s": "ended sessions (personal code, names, address, browser "
+            "in clear) kept after they end; `0` keeps them",
+            "jobs_profile_retention_s": "a person's security profile kept after their last "
+            "login (400 days); `0` keeps them",
             "jobs_cron": 'JSON object job -> cron expression, e.g. `{"sessions": "* * * * *"}`',
             "jobs_disabled": "JSON list of jobs that do not run on schedule",
         },

@@ -130,6 +130,7 @@ JOB_NAMES = (
     "access_lists",
     "token_keys",
     "audit_retention",
+    "security_profiles",
 )
 DEFAULT_CRON = {
     "audit_retention": "23 3 * * *",
@@ -138,6 +139,7 @@ DEFAULT_CRON = {
     "sessions": "* * * * *",
     "token_metadata": "17 * * * *",
     "access_lists": "*/5 * * * *",
+    "security_profiles": "47 4 * * *",
 }
 
 

@@ -152,6 +152,8 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
             tokens=lambda: getattr(app.state, "tokens", None),
             flow_retention_s=settings.jobs_flow_retention_s,
             token_retention_s=settings.jobs_token_retention_s,
+            session_retention_s=settings.jobs_session_retention_s,
+            profile_retention_s=settings.jobs_profile_retention_s,
         ),
         clock=services.clock,
         schedule=schedule,

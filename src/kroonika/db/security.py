@@ -8,7 +8,7 @@ decimal strings as in the trail.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 
 from kroonika.db import metadata
 
@@ -28,5 +28,6 @@ security_profile = Table(
     Column("countries", Text, nullable=False),
     Column("networks", Text, nullable=False),
     Column("hours", Text, nullable=False),
-    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),  # the newest login folded in
+    Index("ix_security_profile_updated_at", "updated_at"),  # retention deletes
 )

@@ -51,5 +51,6 @@ session = Table(
 )
 Index("ix_session_subject_ended_at", session.c.subject, session.c.ended_at)
 Index("ix_session_idle_expires_at", session.c.idle_expires_at)
+Index("ix_session_ended_at", session.c.ended_at)  # retention deletes
 
 __all__ = ["login_flow", "session"]

@@ -13,7 +13,9 @@ change unaudited, and the next run does the batch again with its events.
 - ``sessions``: end sessions past their idle or absolute expiry; each ending emits
   ``session.terminate`` (reason ``idle`` or ``expired``). Then revoke the active tokens of
   every ended session (``token.revoke``), so a revocation that could not be recorded
-  (and was therefore undone) is done by the next run.
+  (and was therefore undone) is done by the next run. Last, delete sessions ended longer
+  than the session retention ago (they hold the person's code, names, address and
+  browser in clear) unless an active token still names them.
 - ``token_metadata``: mark overdue tokens expired (``token.expire``), then delete the metadata
   of tokens that expired, were revoked or replaced longer than the retention period ago.
 - ``access_lists``: remove allow/deny entries whose expiry has passed (``access_list.remove``).
@@ -22,6 +24,10 @@ change unaudited, and the next run does the batch again with its events.
   token signing key when it is older than the rotation interval (``key.rotate``; the new
   key is staged, published but signing nothing, until its event is recorded) and retire
   superseded keys whose last token has expired.
+- ``security_profiles``: delete the security profiles (places, networks and hours of a
+  person's logins) of people who have not logged in for the profile retention.
+
+A retention of 0 keeps those rows for ever (the deletion is off).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from kroonika.audit import (
     Target,
 )
 from kroonika.audit import events as ev
+from kroonika.db.security import security_profile
 from kroonika.db.sessions import login_flow, session
 from kroonika.db.tokens import access_list, tokens
 from kroonika.sessions import EndReason, SessionManager, SessionRecord
@@ -75,6 +82,8 @@ class JobDeps:
     tokens: Callable[[], Any]  # -> kroonika.tokens.TokenComponents | None
     flow_retention_s: int
     token_retention_s: int
+    session_retention_s: int = 30 * 86400
+    profile_retention_s: int = 400 * 86400
 
 
 Job = Callable[[JobDeps, JobContext], Awaitable[None]]
@@ -207,24 +216,14 @@ def _rows(engine: Engine, query: Any) -> list[Any]:
 
 async def login_flows(deps: JobDeps, ctx: JobContext) -> None:
     await _abandon_flows(deps, ctx)
-    while True:
-        before = ctx.now() - deps.flow_retention_s
+
+    def concluded(now: int) -> Any:
         # only concluded flows: an open one is first concluded by _abandon_flows
-        concluded = (login_flow.c.expires_at < before) & (
+        return (login_flow.c.expires_at < now - deps.flow_retention_s) & (
             login_flow.c.status.not_in(OPEN_FLOW_STATES) | login_flow.c.consumed_at.is_not(None)
         )
-        ids = await asyncio.to_thread(
-            _ids,
-            deps.engine,
-            select(login_flow.c.flow_id).where(concluded).limit(ctx.batch_size),
-        )
-        if not ids:
-            return
-        n = await asyncio.to_thread(
-            _delete, deps.engine, login_flow, login_flow.c.flow_id, ids, concluded
-        )
-        ctx.counts["login_flows_deleted"] += n
-        await ctx.batch_done()
+
+    await _purge(deps, ctx, login_flow.c.flow_id, concluded, "login_flows_deleted")
 
 
 def _terminate_event(
@@ -247,6 +246,45 @@ def _terminate_event(
 async def sessions(deps: JobDeps, ctx: JobContext) -> None:
     await _end_lapsed(deps, ctx)
     await _revoke_ended(deps, ctx)
+    if deps.session_retention_s:
+        live = select(tokens.c.jti).where(
+            tokens.c.session_ref == session.c.ref, tokens.c.state == "active"
+        )
+        await _purge(
+            deps,
+            ctx,
+            session.c.ref,
+            lambda now: (session.c.ended_at < now - deps.session_retention_s) & ~live.exists(),
+            "sessions_deleted",
+        )
+
+
+async def security_profiles(deps: JobDeps, ctx: JobContext) -> None:
+    if deps.profile_retention_s:
+        t = security_profile
+        await _purge(
+            deps,
+            ctx,
+            t.c.person,
+            lambda now: t.c.updated_at < now - deps.profile_retention_s,
+            "security_profiles_deleted",
+        )
+
+
+async def _purge(
+    deps: JobDeps, ctx: JobContext, key: Any, condition: Callable[[int], Any], counter: str
+) -> None:
+    """Delete the rows of ``key``'s table that meet ``condition(now)``, in batches."""
+    while True:
+        cond = condition(ctx.now())
+        ids = await asyncio.to_thread(
+            _ids, deps.engine, select(key).where(cond).limit(ctx.batch_size)
+        )
+        if not ids:
+            return
+        n = await asyncio.to_thread(_delete, deps.engine, key.table, key, ids, cond)
+        ctx.counts[counter] += n
+        await ctx.batch_done()
 
 
 async def _end_lapsed(deps: JobDeps, ctx: JobContext) -> None:
@@ -319,17 +357,16 @@ async def token_metadata(deps: JobDeps, ctx: JobContext) -> None:
         while n := await comps.service.expire_overdue(limit=ctx.batch_size):
             ctx.counts["tokens_expired"] += n
             await ctx.batch_done()
-    while True:
-        before = ctx.now() - deps.token_retention_s
-        done = tokens.c.state.in_(("expired", "revoked", "replaced")) & (tokens.c.exp < before)
-        ids = await asyncio.to_thread(
-            _ids, deps.engine, select(tokens.c.jti).where(done).limit(ctx.batch_size)
-        )
-        if not ids:
-            return
-        n = await asyncio.to_thread(_delete, deps.engine, tokens, tokens.c.jti, ids, done)
-        ctx.counts["token_metadata_deleted"] += n
-        await ctx.batch_done()
+    await _purge(
+        deps,
+        ctx,
+        tokens.c.jti,
+        lambda now: (
+            tokens.c.state.in_(("expired", "revoked", "replaced"))
+            & (tokens.c.exp < now - deps.token_retention_s)
+        ),
+        "token_metadata_deleted",
+    )
 
 
 async def access_lists(deps: JobDeps, ctx: JobContext) -> None:
@@ -408,4 +445,5 @@ JOBS: dict[str, Job] = {
     "token_metadata": token_metadata,
     "access_lists": access_lists,
     "token_keys": token_keys,
+    "security_profiles": security_profiles,
 }

@@ -88,7 +88,7 @@ class ProfileStore:
                 countries: dict[str, int] = {}
                 networks: dict[str, int] = {}
                 hours = [0] * 24
-                count, first = 0, at
+                count, first, updated = 0, at, at
                 latest = True
             else:
                 m = row._mapping
@@ -96,6 +96,7 @@ class ProfileStore:
                 networks = json.loads(m["networks"])
                 hours = json.loads(m["hours"])
                 count, first = int(m["login_count"]), int(m["first_seen"])
+                updated = max(at, int(m["updated_at"]))  # the newest login (retention)
                 # an older login folded in late counts, but is not the last login
                 latest = m["last_at"] is None or at >= int(m["last_at"])
             if place is not None and place.country is not None:
@@ -115,7 +116,7 @@ class ProfileStore:
                 "countries": json.dumps(countries, sort_keys=True),
                 "networks": json.dumps(networks, sort_keys=True),
                 "hours": json.dumps(hours),
-                "updated_at": at,
+                "updated_at": updated,
             }
             located = place is not None and place.lat is not None and place.lon is not None
             if latest and located and place is not None:
