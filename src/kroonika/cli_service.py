@@ -367,6 +367,15 @@ def simulate(
     for (kind, outcome), n in sorted(counts.items()):
         table.add_row(kind, outcome, str(n))
     Console().print(table)
+    skipped = sorted({kind for (kind, outcome) in counts if outcome == "skipped"})
+    if skipped:
+        console.print(
+            f"skipped for want of credentials: {', '.join(skipped)}. Token traffic needs "
+            "--client-id/--client-secret (`kroonika clients add NAME -a AUDIENCE`), admin and "
+            "auditor traffic --admin-key/--auditor-key (API keys from POST /admin/api-keys).",
+            markup=False,
+            highlight=False,
+        )
 
 
 @db_app.command("upgrade")

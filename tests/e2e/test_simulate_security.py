@@ -71,6 +71,10 @@ def test_traffic_kinds_leave_login_token_and_admin_events(stack: SecStack) -> No
         "audit.access",
     }
     assert expected <= types, expected - types
+    # each browser comes from its own public address, not all from loopback
+    logins = stack.events(types=("auth.login",))
+    assert len({e["source"]["ip"] for e in logins}) >= 3
+    assert not [e for e in logins if e["source"]["ip"].startswith("127.")]
 
 
 def test_traffic_without_credentials_skips_token_and_admin_kinds(stack: SecStack) -> None:

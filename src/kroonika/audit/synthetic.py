@@ -53,16 +53,20 @@ def personal_code(rng: random.Random) -> str:
     return body + str(check)
 
 
+def public_address(rng: random.Random) -> str:
+    """A public IPv4 address in networks Estonian providers announce (synthetic)."""
+    return (
+        f"{rng.choice([90, 176, 194, 213, 62, 84])}.{rng.randint(0, 255)}."
+        f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+    )
+
+
 def generate_events(count: int, *, seed: int = 1, people: int = 5000) -> Iterator[AuditEvent]:
     rng = random.Random(seed)
     persons = [
         (f"EE{personal_code(rng)}", rng.choice(_GIVEN), rng.choice(_FAMILY)) for _ in range(people)
     ]
-    ips = [
-        f"{rng.choice([90, 176, 194, 213, 62, 84])}.{rng.randint(0, 255)}."
-        f"{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        for _ in range(people // 2 + 1)
-    ]
+    ips = [public_address(rng) for _ in range(people // 2 + 1)]
     for i in range(count):
         subject, given, family = rng.choice(persons)
         ip = rng.choice(ips)

@@ -1,6 +1,9 @@
 """``kroonika simulate``: realistic browser traffic against a running service through the mock.
 
-Each simulated person is a browser (cookies, redirects) that picks a traffic kind by weight.
+Each simulated person is a browser (cookies, redirects) with its own public address,
+presented through ``X-Forwarded-For`` (``kroonika dev`` trusts it from loopback; a
+service that does not sees them all as the loopback address, and its per-address limits
+answer most logins with ``rate_limited``). Each picks a traffic kind by weight.
 Later features add kinds with :func:`register` (a name, a weight and an async function that
 returns an outcome label), so the simulator grows with the service.
 """
@@ -15,6 +18,8 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import httpx
+
+from kroonika.audit.synthetic import public_address
 
 PEOPLE = (
     ("38001085718", "idcard"),
@@ -133,7 +138,7 @@ async def _logout(b: Browser) -> str:
     return _result(r)
 
 
-def _client(b_holder: list[Browser]) -> httpx.AsyncClient:
+def _client(b_holder: list[Browser], address: str) -> httpx.AsyncClient:
     async def choose(request: httpx.Request) -> None:
         if request.url.path == "/oidc/authorize" and b_holder:
             request.url = request.url.copy_merge_params(b_holder[0].choice)
@@ -142,7 +147,7 @@ def _client(b_holder: list[Browser]) -> httpx.AsyncClient:
         follow_redirects=True,
         timeout=15,
         event_hooks={"request": [choose]},
-        headers={"user-agent": "Mozilla/5.0 (kroonika simulate)"},
+        headers={"user-agent": "Mozilla/5.0 (kroonika simulate)", "x-forwarded-for": address},
         trust_env=False,
     )
 
@@ -168,9 +173,11 @@ async def simulate(
         raise ValueError(f"no traffic kind among {sorted(kinds or ())}")
     weights = [k.weight for k in chosen]
 
+    addresses = [public_address(master) for _ in range(people)]
+
     async def person(i: int) -> None:
         holder: list[Browser] = []
-        async with _client(holder) as client:
+        async with _client(holder, addresses[i]) as client:
             b = Browser(
                 base_url.rstrip("/"),
                 client,

@@ -32,35 +32,36 @@ def _label(r: httpx.Response) -> str:
         return "ok"
     try:
         body = r.json()
-        return str(body.get("reason") or body.get("error") or f"http_{r.status_code}")
+        described = str(body.get("error_description") or "")
+        code = described if described.isidentifier() else None  # audience_required, ...
+        return str(body.get("reason") or code or body.get("error") or f"http_{r.status_code}")
     except ValueError:
         return f"http_{r.status_code}"
 
 
-async def _mint(b: Browser) -> str | None:
+async def _mint(b: Browser) -> tuple[str | None, str]:
+    """A new token and ``ok``, or ``None`` and why it was refused."""
     auth = _basic(b)
     if auth is None:
-        return None
+        return None, "skipped"
     r = await b.client.post(
         b.base_url + "/tokens", json={"subject": f"sim-{b.rng.randrange(50)}"}, headers=auth
     )
-    if r.status_code == 201:
-        token: str = r.json()["access_token"]
-        b.tokens.append(token)
-        del b.tokens[:-20]
-        return token
-    return None
+    if r.status_code != 201:
+        return None, _label(r)  # e.g. audience_required: register the client with -a
+    token: str = r.json()["access_token"]
+    b.tokens.append(token)
+    del b.tokens[:-20]
+    return token, "ok"
 
 
 async def _held(b: Browser) -> str | None:
-    return b.rng.choice(b.tokens) if b.tokens else await _mint(b)
+    return b.rng.choice(b.tokens) if b.tokens else (await _mint(b))[0]
 
 
 @register("token_mint", 2)
 async def _token_mint(b: Browser) -> str:
-    if _basic(b) is None:
-        return "skipped"
-    return "ok" if await _mint(b) else "refused"
+    return (await _mint(b))[1]
 
 
 @register("token_validate", 2)
