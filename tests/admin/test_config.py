@@ -198,3 +198,40 @@ def test_two_first_changes_of_a_key_at_once_are_a_conflict(
         second.change({"session.idle_s": 700}, by="b")
     assert err.value.code == "conflict"
     assert config(engine, tmp_path).refresh()
+
+
+def test_a_stored_false_cannot_switch_off_a_deployment_second_approval(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The deployment's second approval is a floor: a runtime ``false`` (stored before the
+    API refused it, or written into the table) does not switch it off."""
+    from sqlalchemy import insert
+
+    with engine.begin() as conn:
+        conn.execute(
+            insert(runtime_config).values(
+                key="admin.second_approval",
+                value="false",
+                version=1,
+                updated_at=1,
+                updated_by="admin:someone",
+            )
+        )
+    cfg = config(engine, tmp_path)
+    cfg.refresh()
+    assert cfg.get("admin.second_approval") is True
+
+
+def test_a_runtime_second_approval_holds_over_a_deployment_without_one(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Where the deployment has it off, switching it on at run time takes effect."""
+    cfg = RuntimeConfig(
+        engine,
+        Settings(var_dir=tmp_path / "var", admin_second_approval=False),
+        lambda: 1_700_000_000.0,
+        box=SecretBox(b"k" * 32),
+    )
+    assert cfg.get("admin.second_approval") is False
+    cfg.change({"admin.second_approval": True}, by="admin:x")
+    assert cfg.get("admin.second_approval") is True

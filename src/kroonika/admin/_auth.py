@@ -410,6 +410,9 @@ def error_response(request: Request, exc: AdminError) -> JSONResponse:
     errors = getattr(exc, "errors", None)
     if errors:
         body["errors"] = errors
+    run = getattr(exc, "run", None)
+    if run:
+        body["run"] = run
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(body, status_code=exc.status, headers=headers)
 

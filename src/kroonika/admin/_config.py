@@ -121,6 +121,9 @@ class ConfigKey:
     default: Callable[[Settings], Any]
     doc: str
     secret: bool = False
+    #: a safeguard the deployment can switch on and the API cannot switch off: the
+    #: effective value is the setting OR the runtime value (decision 0014)
+    floor: bool = False
 
 
 JOB_NAMES = (
@@ -244,7 +247,8 @@ KEYS: Mapping[str, ConfigKey] = {
             "admin.second_approval",
             _bool,
             lambda s: s.admin_second_approval,
-            "role changes need a second administrator",
+            "role changes need a second administrator (the API can only switch it on)",
+            floor=True,
         ),
         ConfigKey(
             "admin.ticket_pattern",
@@ -334,7 +338,10 @@ class RuntimeConfig:
 
     def effective(self) -> dict[str, Any]:
         out = self.defaults()
-        out.update({k: v for k, (v, _) in self._stored.items() if k in KEYS})
+        for name, (value, _) in self._stored.items():
+            key = KEYS.get(name)
+            if key is not None:
+                out[name] = (out[name] or value) if key.floor else value
         return out
 
     def get(self, name: str) -> Any:

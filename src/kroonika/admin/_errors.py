@@ -7,11 +7,15 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── ConfigInvalid          422: a runtime configuration change that does not validate
 ├── RoleChangeRefused      409: separation of duties (self-grant, same approver, ...)
 ├── JobAlreadyRunning      409: the job runs here or on another instance, or this slot ran
+├── JobRunFailed           500 job_failed, 503 job_unavailable (database or trail down),
+│                          409 job_interrupted; carries the run (id, outcome, counts)
 ├── TooLarge               413: more items than one call may carry (e.g. a list import)
 └── NotFound               404
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class AdminError(Exception):
@@ -52,6 +56,21 @@ class RoleChangeRefused(AdminError):
 class JobAlreadyRunning(AdminError):
     status = 409
     code = "job_busy"
+
+
+class JobRunFailed(AdminError):
+    """A manual run that ran and did not succeed; ``run`` is its public record."""
+
+    status = 500
+    code = "job_failed"
+
+    def __init__(self, message: str, run: dict[str, Any], *, cause: str | None) -> None:
+        super().__init__(message)
+        self.run = run
+        if run.get("outcome") == "interrupted":
+            self.status, self.code = 409, "job_interrupted"
+        elif cause is not None:
+            self.status, self.code = 503, "job_unavailable"
 
 
 class TooLarge(AdminError):

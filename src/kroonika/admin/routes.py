@@ -20,6 +20,7 @@ from kroonika.admin._auth import (
     AuditedRoute,
     Principal,
     _template,
+    _violation,
     admin_services,
     correlation_of,
     printable,
@@ -31,7 +32,9 @@ from kroonika.admin._config import KEYS
 from kroonika.admin._errors import (
     AdminError,
     ConfigInvalid,
+    Forbidden,
     JobAlreadyRunning,
+    JobRunFailed,
     NotFound,
     RoleChangeRefused,
 )
@@ -253,7 +256,18 @@ async def _revoke_subject(
 async def revoke_subject(
     body: SubjectRevoke, request: Request, p: Annotated[Principal, require(*OPS)]
 ) -> dict[str, Any]:
-    """Revoke every token and end every session of a person, optionally banning them."""
+    """Revoke every token and end every session of a person, optionally banning them
+    (a ban is a deny-list entry: admin only, like ``POST /admin/lists``)."""
+    if body.ban != "none" and "admin" not in p.roles:
+        # security revokes and ends (incident response); keeping a person out is a list
+        # change, which its documented powers do not include
+        await _violation(
+            request,
+            p,
+            Policy.ROLE_EXCEEDED,
+            f"POST {_template(request)} with ban={body.ban} needing admin",
+        )
+        raise Forbidden("a ban is a deny-list entry and needs the admin role")
     return await _revoke_subject(request, p, body.subject, body.ban, body.ban_seconds)
 
 
@@ -834,7 +848,19 @@ async def patch_config(
     """Validate, persist and apply changes without a restart; one ``config.change`` per
     changed key with its before and after value (secrets: set/changed only)."""
     admin = admin_services(request)
-    pattern = admin.config.validate(body.changes).get("admin.ticket_pattern")
+    clean = admin.config.validate(body.changes)
+    await asyncio.to_thread(admin.config.refresh)  # another instance may have switched it on
+    if clean.get("admin.second_approval") is False and admin.config.get("admin.second_approval"):
+        # four eyes cannot be waived by the one pair of eyes it guards (decision 0014):
+        # the API only ever tightens it; switching it off is a deployment change
+        refused = RoleChangeRefused(
+            "the second approval cannot be switched off through the API "
+            "(KROONIKA_ADMIN_SECOND_APPROVAL, see the operator guide)",
+            code="four_eyes",
+        )
+        await _sod_violation(request, p, refused)
+        raise refused
+    pattern = clean.get("admin.ticket_pattern")
     if pattern is not None and ticket_regex(pattern).search(_why(request)) is None:
         # one that nothing matches would refuse every later change, its own reset too
         err = ConfigInvalid("invalid configuration")
@@ -883,7 +909,10 @@ async def list_jobs(
 async def run_job(
     job: str, request: Request, p: Annotated[Principal, require(*JOBS_ROLES)]
 ) -> dict[str, Any]:
-    """Run a job now (refused with 409 while it runs here or on another instance)."""
+    """Run a job now (refused with 409 while it runs here or on another instance). A run
+    that fails answers 500 ``job_failed`` (503 ``job_unavailable`` when the database or
+    the trail was down, 409 ``job_interrupted`` when another instance took it over) with
+    the run's record under ``run``."""
     from kroonika.jobs import JobBusy, UnknownJob
 
     admin = admin_services(request)
@@ -896,6 +925,11 @@ async def run_job(
     except JobBusy as exc:
         raise JobAlreadyRunning(str(exc)) from None
     public: dict[str, Any] = result.public()
+    if result.outcome != "success":
+        # the run is recorded (history and job.run); the answer says it did not succeed
+        raise JobRunFailed(
+            f"job {job} run {result.run_id}: {result.outcome}", public, cause=result.cause
+        )
     return public
 
 

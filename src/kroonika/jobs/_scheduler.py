@@ -21,8 +21,17 @@ import orjson
 from croniter import croniter
 from sqlalchemy import select
 
-from kroonika.audit import Actor, ActorType, Correlation, Outcome, Target
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditUnavailable,
+    Correlation,
+    Outcome,
+    StoreError,
+    Target,
+)
 from kroonika.audit import events as ev
+from kroonika.db import UNAVAILABLE
 from kroonika.db.admin import job_run, job_state
 from kroonika.jobs._errors import JobBusy, LeaseLost, UnknownJob
 from kroonika.jobs._lease import Lease, Leases
@@ -41,6 +50,9 @@ class RunResult:
     duration_ms: int
     resumed: bool
     error: str | None = None
+    #: why a failed run failed when a component was down: ``database_unavailable`` or
+    #: ``audit_unavailable`` (None otherwise); not part of :meth:`public`
+    cause: str | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -53,6 +65,15 @@ class RunResult:
             "resumed": self.resumed,
             "error": self.error,
         }
+
+
+def _cause(exc: Exception) -> str | None:
+    """The component whose outage failed a run, if one did."""
+    if isinstance(exc, AuditUnavailable | StoreError):
+        return "audit_unavailable"
+    if isinstance(exc, UNAVAILABLE):
+        return "database_unavailable"
+    return None
 
 
 def default_owner() -> str:
@@ -143,14 +164,14 @@ class Scheduler:
             request_id=correlation.request_id if correlation else None,
         )
         started = time.perf_counter()
-        outcome, error = "success", None
+        outcome, error, cause = "success", None, None
         try:
             await job(self.deps, ctx)
         except LeaseLost:
             outcome, error = "interrupted", "lease_lost"
         except Exception as exc:
             log.error("job %s failed: %s", lease.job, type(exc).__name__, exc_info=True)
-            outcome, error = "failure", type(exc).__name__
+            outcome, error, cause = "failure", type(exc).__name__, _cause(exc)
         duration = int((time.perf_counter() - started) * 1000)
         result = RunResult(
             lease.job,
@@ -161,6 +182,7 @@ class Scheduler:
             duration,
             lease.resumed,
             error,
+            cause,
         )
         try:
             await asyncio.to_thread(

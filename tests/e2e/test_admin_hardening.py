@@ -1,0 +1,192 @@
+"""The admin API's own security over real HTTP (decision 0014): the four-eyes setting
+cannot be waived by one administrator, the security role stays inside its documented
+powers, a failed manual job run answers an error, API keys never outgrow their creator,
+and refusals made before any route ran still leave their admin.request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from admin_harness import SECOND_ADMIN, AdminStack, admin_stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
+    with admin_stack(Path(tmp_path_factory.mktemp("hardening"))) as s:
+        yield s
+
+
+def _violations(stack: AdminStack, rid: str) -> list[dict[str, Any]]:
+    return stack.events(types=("security.policy_violation",), correlation=rid)
+
+
+def _request_status(stack: AdminStack, rid: str) -> list[int]:
+    return [e["details"]["status"] for e in stack.events(types=("admin.request",), correlation=rid)]
+
+
+def _login(stack: AdminStack, code: str) -> None:
+    stack.stack.clock.advance(time.time() - stack.stack.clock())  # the mock signs in real time
+    with stack.stack.browser(autologin=code) as b:
+        assert b.get(stack.url + "/auth/login").status_code == 200
+
+
+# --- the security role ----------------------------------------------------------------------
+
+
+def test_security_cannot_ban_through_a_subject_revoke(stack: AdminStack) -> None:
+    """A ban is a deny-list entry, which only admin may add: security asking for one gets
+    403 and a role_exceeded violation, and nothing happens (no revocation, no entry)."""
+    target = "40404040009"
+    _login(stack, target)
+    for ban in ("permanent", "temporary"):
+        body: dict[str, Any] = {"subject": target, "ban": ban, "ban_seconds": 3600}
+        r = stack.call("POST", "/admin/subjects/revoke", role="security", json=body)
+        assert r.status_code == 403, r.text
+        (v,) = _violations(stack, r.headers["x-request-id"])
+        assert v["details"]["policy"] == "role_exceeded"
+        assert _request_status(stack, r.headers["x-request-id"]) == [403]
+    active = stack.call("GET", "/admin/sessions", params={"subject": target}).json()
+    assert len(active["sessions"]) == 1
+    status = stack.call("GET", "/admin/lists/status", params={"subject": target}).json()
+    assert status["allowed"] is True
+
+
+def test_security_still_revokes_and_ends_without_a_ban(stack: AdminStack) -> None:
+    """Revoking a person's tokens and ending their sessions is security's job."""
+    target = "37101010021"
+    _login(stack, target)
+    r = stack.call("POST", "/admin/subjects/revoke", role="security", json={"subject": target})
+    assert r.status_code == 200, r.text
+    assert (r.json()["sessions_ended"], r.json()["ban"]) == (1, None)
+
+
+def test_admin_may_still_ban(stack: AdminStack) -> None:
+    """The admin role keeps the ban of a subject revoke."""
+    r = stack.call(
+        "POST",
+        "/admin/subjects/revoke",
+        json={"subject": "49002124277", "ban": "temporary", "ban_seconds": 600},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["ban"]["expires_at"] is not None
+
+
+# --- four eyes ------------------------------------------------------------------------------
+
+
+def test_one_admin_cannot_switch_off_the_second_approval(stack: AdminStack) -> None:
+    """PATCH admin.second_approval=false while it is on: 409 four_eyes, a
+    separation_of_duties violation, the setting unchanged and no config.change."""
+    r = stack.call("PATCH", "/admin/config", json={"changes": {"admin.second_approval": False}})
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "four_eyes"
+    rid = r.headers["x-request-id"]
+    (v,) = _violations(stack, rid)
+    assert v["details"]["policy"] == "separation_of_duties"
+    assert not stack.events(types=("config.change",), correlation=rid)
+    got = stack.call("GET", "/admin/config").json()["config"]["admin.second_approval"]
+    assert got["value"] is True
+
+
+def test_the_second_approval_cannot_be_switched_off_with_other_changes(
+    stack: AdminStack,
+) -> None:
+    """Hiding the switch among other keys does not help: the whole change is refused."""
+    before = stack.call("GET", "/admin/config").json()["config"]["session.idle_s"]["value"]
+    changes = {"session.idle_s": before + 1, "admin.second_approval": False}
+    r = stack.call("PATCH", "/admin/config", json={"changes": changes})
+    assert r.status_code == 409, r.text
+    after = stack.call("GET", "/admin/config").json()["config"]["session.idle_s"]["value"]
+    assert after == before
+
+
+def test_a_person_cannot_switch_off_the_second_approval_either(stack: AdminStack) -> None:
+    """With a TARA session and CSRF token the answer is the same 409."""
+    stack.stack.clock.advance(time.time() - stack.stack.clock())
+    with stack.stack.browser(autologin=SECOND_ADMIN) as b:
+        b.get(stack.url + "/auth/login")
+        csrf = b.get(stack.url + "/auth/session").json()["csrf_token"]
+        r = b.patch(
+            stack.url + "/admin/config",
+            json={"changes": {"admin.second_approval": False}},
+            headers={"x-justification": "INC-1 turning four eyes off", "x-csrf-token": csrf},
+        )
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "four_eyes"
+
+
+def test_switching_the_second_approval_on_needs_one_admin(tmp_path: Path) -> None:
+    """Where the deployment has it off, one administrator may switch it on (stricter),
+    and from then on it cannot be switched off through the API."""
+    with admin_stack(tmp_path, overrides={"admin_second_approval": False}) as s:
+        on = s.call("PATCH", "/admin/config", json={"changes": {"admin.second_approval": True}})
+        assert on.status_code == 200, on.text
+        (change,) = s.events(types=("config.change",), correlation=on.headers["x-request-id"])
+        assert (change["details"]["before"], change["details"]["after"]) == ("false", "true")
+        off = s.call("PATCH", "/admin/config", json={"changes": {"admin.second_approval": False}})
+        assert off.status_code == 409, off.text
+
+
+# --- manual job runs ------------------------------------------------------------------------
+
+
+def test_a_failed_manual_run_answers_500_with_its_run(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that crashes: 500 job_failed with the run id and outcome failure, the
+    error's type but never its message or a traceback; the run is in the history."""
+    import kroonika.jobs.cleanup as cleanup
+
+    def crash(*_: Any) -> Any:
+        raise RuntimeError("secret-looking detail kra_0000_should_not_leak")
+
+    monkeypatch.setattr(cleanup, "_rows", crash)
+    r = stack.call("POST", "/admin/jobs/login_flows/run")
+    monkeypatch.undo()
+    assert r.status_code == 500, r.text
+    body = r.json()
+    assert body["error"] == "job_failed"
+    assert body["run"]["outcome"] == "failure"
+    assert body["run"]["error"] == "RuntimeError"
+    assert "should_not_leak" not in r.text
+    assert "Traceback" not in r.text
+    history = stack.call("GET", "/admin/jobs/login_flows/runs").json()["runs"]
+    assert body["run"]["run_id"] in {h["run_id"] for h in history}
+    rid = r.headers["x-request-id"]
+    (run,) = stack.events(types=("job.run",), correlation=rid)
+    assert (run["outcome"], run["details"]["run_id"]) == ("failure", body["run"]["run_id"])
+    assert _request_status(stack, rid) == [500]
+
+
+def test_a_manual_run_failing_on_the_database_answers_503(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that fails because the database is unavailable: 503 job_unavailable, with
+    its run id and recorded outcome."""
+    from sqlalchemy.exc import OperationalError
+
+    import kroonika.jobs.cleanup as cleanup
+
+    def down(*_: Any) -> Any:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(cleanup, "_rows", down)
+    r = stack.call("POST", "/admin/jobs/login_flows/run")
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "job_unavailable"
+    assert r.json()["run"]["outcome"] == "failure"
+    history = stack.call("GET", "/admin/jobs/login_flows/runs").json()["runs"]
+    assert r.json()["run"]["run_id"] in {h["run_id"] for h in history}
+    assert "SELECT" not in r.text
+
+
+def test_a_successful_manual_run_still_answers_200(stack: AdminStack) -> None:
+    """The ordinary case is unchanged."""
+    r = stack.call("POST", "/admin/jobs/access_lists/run")
+    assert r.status_code == 200, r.text
+    assert r.json()["outcome"] == "success"
