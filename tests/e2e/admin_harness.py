@@ -12,14 +12,24 @@ from typing import Any
 import httpx
 from login_harness import Stack, running_stack
 
-from kroonika.admin import ApiKeys
+from kroonika.admin import ApiKeys, Principal, RoleStore
+from kroonika.web import Services
 
 ADMIN = "38001085718"
 SECOND_ADMIN = "60001019906"
 AUDITOR = "60001017716"
 SECURITY = "40404040009"
 PRIVACY = "37101010021"
-PEOPLE = {ADMIN: ["admin"], SECOND_ADMIN: ["admin"], AUDITOR: ["auditor"]}
+PEOPLE = {
+    ADMIN: ["admin"],
+    SECOND_ADMIN: ["admin"],
+    AUDITOR: ["auditor"],
+    SECURITY: ["security"],
+    PRIVACY: ["privacy"],
+}
+#: who holds the role an API key of the harness is made with (a key never has more
+#: roles than its creator holds now)
+HOLDERS = {"admin": ADMIN, "auditor": AUDITOR, "security": SECURITY, "privacy": PRIVACY}
 WHY = "INC-1234 checking the admin API in a test"
 
 
@@ -63,9 +73,22 @@ def admin_stack(
         **(overrides or {}),
     }
     with running_stack(tmp_path, settings_overrides=values, **kw) as stack:
-        api_keys = ApiKeys(stack.services.engine, clock=stack.services.clock)
-        keys = {}
-        for role in ("admin", "auditor", "security", "privacy"):
-            _, value = api_keys.create(f"test-{role}", [role], by="test", ttl_s=3600)
-            keys[role] = value
+        keys = {role: holder_key(stack.services, role, HOLDERS[role]) for role in HOLDERS}
         yield AdminStack(stack, keys)
+
+
+def person_label(services: Services, code: str) -> str:
+    """How the admin API names the person with this personal code (``admin:<pseudonym>``)."""
+    subject = "EE" + code
+    pseudonym = services.audit.fingerprinter.pseudonym(subject)
+    return Principal("session", (), subject=subject, pseudonym=pseudonym).label
+
+
+def holder_key(services: Services, role: str, code: str, *, name: str | None = None) -> str:
+    """An API key with ``role`` made by the person ``code``, who is given the role first
+    (as ``kroonika admins add`` would)."""
+    RoleStore(services.engine, clock=services.clock).grant(code, role, by="test")
+    _, value = ApiKeys(services.engine, clock=services.clock).create(
+        name or f"test-{role}", [role], by=person_label(services, code), ttl_s=3600
+    )
+    return value

@@ -18,6 +18,7 @@ from admin_harness import (
     WHY,
     AdminStack,
     admin_stack,
+    holder_key,
 )
 
 
@@ -921,12 +922,7 @@ def test_the_per_person_limit_refuses_an_api_key_over_it(limited: AdminStack) ->
 def test_a_change_over_the_per_person_limit_is_not_applied(limited: AdminStack) -> None:
     """A change over the limit is refused before it runs: the entry is not added, and no
     other call of the same request is recorded."""
-    from kroonika.admin import ApiKeys
-
-    services = limited.stack.services
-    _, key = ApiKeys(services.engine, clock=services.clock).create(
-        "limited-admin", ["admin"], by="test", ttl_s=3600
-    )
+    key = holder_key(limited.stack.services, "admin", ADMIN, name="limited-admin")
     auth = {"authorization": f"Bearer {key}"}
     for _ in range(3):
         assert limited.call("GET", "/admin/lists", role=None, headers=auth).status_code == 200

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import SECOND_ADMIN, AdminStack, admin_stack
+from admin_harness import ADMIN, AUDITOR, SECOND_ADMIN, AdminStack, admin_stack, holder_key
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +190,78 @@ def test_a_successful_manual_run_still_answers_200(stack: AdminStack) -> None:
     r = stack.call("POST", "/admin/jobs/access_lists/run")
     assert r.status_code == 200, r.text
     assert r.json()["outcome"] == "success"
+
+
+# --- API keys never outgrow their creator ---------------------------------------------------
+
+
+def _as_person(stack: AdminStack, code: str, method: str, path: str, **kw: Any) -> Any:
+    """One admin call with a TARA session of ``code`` and its CSRF token."""
+    stack.stack.clock.advance(time.time() - stack.stack.clock())
+    with stack.stack.browser(autologin=code) as b:
+        b.get(stack.url + "/auth/login")
+        csrf = b.get(stack.url + "/auth/session").json()["csrf_token"]
+        headers = {"x-justification": "INC-7 automation key for the nightly export"}
+        return b.request(method, stack.url + path, headers={**headers, "x-csrf-token": csrf}, **kw)
+
+
+def _jobs(stack: AdminStack, key: str) -> Any:
+    return stack.call("GET", "/admin/jobs", role=None, headers={"authorization": f"Bearer {key}"})
+
+
+def test_an_api_key_loses_the_roles_its_creator_loses(stack: AdminStack) -> None:
+    """A person's admin key works while they are admin; once their admin role is revoked
+    the key is refused (403, a role_exceeded violation naming no roles), and the key
+    list shows what it may still do."""
+    from kroonika.admin import RoleStore
+
+    roles = RoleStore(stack.stack.services.engine, clock=stack.stack.services.clock)
+    roles.grant(AUDITOR, "admin", by="test")
+    made = _as_person(
+        stack, AUDITOR, "POST", "/admin/api-keys", json={"name": "n", "roles": ["admin"]}
+    )
+    assert made.status_code == 201, made.text
+    key = made.json()["api_key"]
+    assert _jobs(stack, key).status_code == 200
+    roles.revoke(AUDITOR, "admin")  # as an approved revoke request does
+    refused = _jobs(stack, key)
+    assert refused.status_code == 403, refused.text
+    (v,) = _violations(stack, refused.headers["x-request-id"])
+    assert v["details"]["policy"] == "role_exceeded"
+    assert v["actor"].get("roles", []) == []
+    listed = stack.call("GET", "/admin/api-keys").json()["api_keys"]
+    (shown,) = [k for k in listed if k["id"] == made.json()["id"]]
+    assert (shown["roles"], shown["effective_roles"]) == (["admin"], [])
+
+
+def test_an_api_key_of_someone_who_holds_no_role_has_none(stack: AdminStack) -> None:
+    """A key whose creator is no role holder (or cannot be resolved) may do nothing."""
+    from kroonika.admin import ApiKeys
+
+    services = stack.stack.services
+    _, key = ApiKeys(services.engine, clock=services.clock).create(
+        "orphan", ["admin"], by="admin:nobody-we-know", ttl_s=3600
+    )
+    assert _jobs(stack, key).status_code == 403
+
+
+def test_a_key_made_by_a_key_lives_and_acts_within_its_parent(stack: AdminStack) -> None:
+    """A key made with an API key expires no later than that key and stops acting when
+    it is revoked: automation cannot renew itself forever."""
+    parent = holder_key(stack.stack.services, "admin", ADMIN, name="parent")
+    auth = {"authorization": f"Bearer {parent}"}
+    parent_id = parent.split("_")[1]
+    made = stack.call(
+        "POST",
+        "/admin/api-keys",
+        role=None,
+        headers=auth,
+        json={"name": "child", "roles": ["admin"], "ttl_s": 30 * 86400},
+    )
+    assert made.status_code == 201, made.text
+    keys = {k["id"]: k for k in stack.call("GET", "/admin/api-keys").json()["api_keys"]}
+    assert made.json()["expires_at"] <= keys[parent_id]["expires_at"]
+    child = made.json()["api_key"]
+    assert _jobs(stack, child).status_code == 200
+    assert stack.call("DELETE", f"/admin/api-keys/{parent_id}").status_code == 200
+    assert _jobs(stack, child).status_code == 403

@@ -345,12 +345,9 @@ def test_revoked_or_expired_token_use(stack: SecStack, endpoint: str, state: str
 
 
 def _api_key(stack: SecStack, role: str) -> str:
-    from kroonika.admin import ApiKeys
+    from admin_harness import HOLDERS, holder_key
 
-    _, value = ApiKeys(stack.services.engine, clock=stack.services.clock).create(
-        f"policy-{role}", [role], by="test", ttl_s=3600
-    )
-    return value
+    return holder_key(stack.services, role, HOLDERS[role], name=f"policy-{role}")
 
 
 def test_admin_call_without_justification(stack: SecStack) -> None:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from admin_harness import HOLDERS, holder_key
 from security_harness import SecStack, security_stack
 
-from kroonika.admin import ApiKeys
 from kroonika.security.simulate_attacks import ATTACKS, run_attack
 from kroonika.web.simulate import Credentials, simulate
 
@@ -24,9 +24,8 @@ def stack(tmp_path: Path) -> Iterator[SecStack]:
 
 def _credentials(stack: SecStack) -> Credentials:
     client = stack.tokens.clients.register("simulated", allowed_audiences=["svc-a"])
-    keys = ApiKeys(stack.services.engine, clock=stack.services.clock)
-    _, admin = keys.create("sim-admin", ["admin"], by="test", ttl_s=3600)
-    _, auditor = keys.create("sim-auditor", ["auditor"], by="test", ttl_s=3600)
+    admin = holder_key(stack.services, "admin", HOLDERS["admin"], name="sim-admin")
+    auditor = holder_key(stack.services, "auditor", HOLDERS["auditor"], name="sim-auditor")
     return Credentials(client.client.client_id, client.secret, admin, auditor)
 
 

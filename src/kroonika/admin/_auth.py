@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 
 from kroonika.admin._config import RuntimeConfig
 from kroonika.admin._errors import AdminError, Forbidden, JustificationMissing, NotAuthenticated
-from kroonika.admin._roles import ApiKeys, RoleStore
+from kroonika.admin._roles import ApiKey, ApiKeys, RoleStore
 from kroonika.audit import (
     Actor,
     ActorType,
@@ -85,6 +85,13 @@ SAFE_PARAMS = frozenset(
 FINGERPRINTED = frozenset({"subject", "ip", "value", "actor", "correlation"})
 
 
+#: How callers are named in business tables and answers (``Principal.label``).
+PERSON_LABEL = "admin:"
+KEY_LABEL = "api-key/"
+#: The longest chain of keys made by keys that is followed (a longer one has no roles).
+MAX_KEY_CHAIN = 8
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller: a person with a session, or an API key."""
@@ -100,8 +107,8 @@ class Principal:
     def label(self) -> str:
         """Who acted, for business tables and API answers: never a clear personal code."""
         if self.kind == "api_key":
-            return f"api-key/{self.key_id}"
-        return f"admin:{self.pseudonym}"
+            return f"{KEY_LABEL}{self.key_id}"
+        return f"{PERSON_LABEL}{self.pseudonym}"
 
     def actor(self) -> Actor:
         if self.kind == "api_key":
@@ -170,7 +177,7 @@ async def authenticate(request: Request, admin: AdminServices) -> Principal:
         key = await asyncio.to_thread(admin.keys.authenticate, value.strip())
         if key is None:
             raise NotAuthenticated("unknown, expired or revoked API key")
-        return Principal("api_key", key.roles, key_id=key.id)
+        return Principal("api_key", await key_roles(admin, key), key_id=key.id)
     services = admin.services
     secret = request.cookies.get(services.cookies.session_name)
     if secret:
@@ -196,6 +203,31 @@ async def authenticate(request: Request, admin: AdminServices) -> Principal:
                 session_secret=secret,
             )
     raise NotAuthenticated("log in through TARA or send an API key")
+
+
+async def key_roles(admin: AdminServices, key: ApiKey) -> tuple[str, ...]:
+    """The roles ``key`` may use now: those it was made with that its creator still holds
+    (decision 0014). The creator is a person (``admin:<pseudonym>``), whose roles are read
+    now, or a key (``api-key/<id>``), which must itself be usable and is followed the same
+    way. A creator that cannot be resolved (unknown, revoked, expired, a cycle, a chain
+    longer than :data:`MAX_KEY_CHAIN`) leaves the key no roles: it fails closed."""
+    allowed, creator, seen = set(key.roles), key.created_by, {key.id}
+    now = int(admin.services.clock())
+    for _ in range(MAX_KEY_CHAIN):
+        if creator.startswith(PERSON_LABEL):
+            pseudonym = creator[len(PERSON_LABEL) :]
+            holders = await asyncio.to_thread(admin.roles.holders)
+            held = {r for s, r, _, _ in holders if admin.fingerprinter.pseudonym(s) == pseudonym}
+            return tuple(sorted(allowed & held))
+        if not creator.startswith(KEY_LABEL):
+            return ()
+        parent = await asyncio.to_thread(admin.keys.get, creator[len(KEY_LABEL) :])
+        if parent is None or parent.id in seen or not parent.usable(now):
+            return ()
+        seen.add(parent.id)
+        allowed &= set(parent.roles)
+        creator = parent.created_by
+    return ()
 
 
 def _header_text(value: str) -> str:

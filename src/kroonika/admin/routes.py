@@ -23,6 +23,7 @@ from kroonika.admin._auth import (
     _violation,
     admin_services,
     correlation_of,
+    key_roles,
     printable,
     require,
     source_of,
@@ -35,6 +36,7 @@ from kroonika.admin._errors import (
     Forbidden,
     JobAlreadyRunning,
     JobRunFailed,
+    NotAuthenticated,
     NotFound,
     RoleChangeRefused,
 )
@@ -1095,9 +1097,15 @@ async def decide_role(
 async def list_api_keys(
     request: Request, p: Annotated[Principal, require(*ADMIN)]
 ) -> dict[str, Any]:
-    """API keys (never their secrets)."""
-    keys = await asyncio.to_thread(admin_services(request).keys.list)
-    return {"api_keys": [k.public() for k in keys]}
+    """API keys (never their secrets), each with ``effective_roles``: the roles it was
+    made with that its creator still holds, which are all it may use."""
+    admin = admin_services(request)
+    keys = await asyncio.to_thread(admin.keys.list)
+    return {
+        "api_keys": [
+            {**k.public(), "effective_roles": list(await key_roles(admin, k))} for k in keys
+        ]
+    }
 
 
 class NewApiKey(Body):
@@ -1124,6 +1132,13 @@ async def create_api_key(
         await _sod_violation(request, p, refused)
         raise refused
     ttl = min(body.ttl_s, admin.services.settings.admin_api_key_max_ttl_s)
+    if p.kind == "api_key" and p.key_id is not None:
+        # a key made by a key expires with it: automation cannot renew itself for ever
+        parent = await asyncio.to_thread(admin.keys.get, p.key_id)
+        if parent is not None:
+            ttl = min(ttl, parent.expires_at - int(admin.services.clock()))
+        if ttl <= 0:
+            raise NotAuthenticated("the calling API key has expired")
     key, value = await asyncio.to_thread(
         admin.keys.create, body.name, wanted, by=p.label, ttl_s=ttl
     )
