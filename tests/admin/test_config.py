@@ -165,18 +165,7 @@ def test_a_stored_value_that_no_longer_validates_falls_back_to_its_default(
 ) -> None:
     """A row written under an older, looser check (a cron that is never due) is ignored
     on load, so nothing that reads the schedule fails on it."""
-    from sqlalchemy import insert
-
-    with engine.begin() as conn:
-        conn.execute(
-            insert(runtime_config).values(
-                key="jobs.sessions.cron",
-                value='"0 0 31 2 *"',
-                version=1,
-                updated_at=1,
-                updated_by="old",
-            )
-        )
+    _store_row(engine, "jobs.sessions.cron", '"0 0 31 2 *"')
     cfg = config(engine, tmp_path)
     cfg.refresh()
     assert cfg.get("jobs.sessions.cron") == cfg.defaults()["jobs.sessions.cron"]
@@ -205,18 +194,7 @@ def test_a_stored_false_cannot_switch_off_a_deployment_second_approval(
 ) -> None:
     """The deployment's second approval is a floor: a runtime ``false`` (stored before the
     API refused it, or written into the table) does not switch it off."""
-    from sqlalchemy import insert
-
-    with engine.begin() as conn:
-        conn.execute(
-            insert(runtime_config).values(
-                key="admin.second_approval",
-                value="false",
-                version=1,
-                updated_at=1,
-                updated_by="admin:someone",
-            )
-        )
+    _store_row(engine, "admin.second_approval", "false")
     cfg = config(engine, tmp_path)
     cfg.refresh()
     assert cfg.get("admin.second_approval") is True
@@ -235,3 +213,15 @@ def test_a_runtime_second_approval_holds_over_a_deployment_without_one(
     assert cfg.get("admin.second_approval") is False
     cfg.change({"admin.second_approval": True}, by="admin:x")
     assert cfg.get("admin.second_approval") is True
+
+
+def _store_row(engine: Engine, key: str, value: str) -> None:
+    """A runtime_config row as an older version or a hand edit left it."""
+    from sqlalchemy import insert
+
+    with engine.begin() as conn:
+        conn.execute(
+            insert(runtime_config).values(
+                key=key, value=value, version=1, updated_at=1, updated_by="old"
+            )
+        )

@@ -92,3 +92,19 @@ def holder_key(services: Services, role: str, code: str, *, name: str | None = N
         name or f"test-{role}", [role], by=person_label(services, code), ttl_s=3600
     )
     return value
+
+
+def refuse_events(monkeypatch: Any, stack: AdminStack, event_type: str) -> None:
+    """The trail refuses events of ``event_type`` (AuditUnavailable) until
+    ``monkeypatch.undo()``; every other event is stored as usual."""
+    from kroonika.audit import AuditEvent, AuditUnavailable
+
+    trail = stack.stack.services.audit.trail
+    original = trail.emit
+
+    async def refuse(event: AuditEvent) -> Any:
+        if event.type == event_type:
+            raise AuditUnavailable("store down")
+        return await original(event)
+
+    monkeypatch.setattr(trail, "emit", refuse)

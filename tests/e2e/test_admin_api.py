@@ -19,6 +19,7 @@ from admin_harness import (
     AdminStack,
     admin_stack,
     holder_key,
+    refuse_events,
 )
 
 
@@ -625,7 +626,6 @@ def test_an_approved_role_change_the_trail_cannot_record_is_undone(
     import time
 
     from kroonika.admin import RoleStore
-    from kroonika.audit import AuditEvent, AuditUnavailable
 
     target = "47101010033"
     stack.stack.clock.advance(time.time() - stack.stack.clock())  # the mock signs in real time
@@ -638,15 +638,7 @@ def test_an_approved_role_change_the_trail_cannot_record_is_undone(
             headers={"x-justification": WHY, "x-csrf-token": csrf},
         )
     assert asked.status_code == 202, asked.text
-    trail = stack.stack.services.audit.trail
-    original = trail.emit
-
-    async def refuse_config_changes(event: AuditEvent) -> Any:
-        if event.type == "config.change":
-            raise AuditUnavailable("store down")
-        return await original(event)
-
-    monkeypatch.setattr(trail, "emit", refuse_config_changes)
+    refuse_events(monkeypatch, stack, "config.change")
     with stack.stack.browser(autologin=SECOND_ADMIN) as b:
         b.get(stack.url + "/auth/login")
         csrf = b.get(stack.url + "/auth/session").json()["csrf_token"]
@@ -687,17 +679,8 @@ def test_an_api_key_the_trail_cannot_record_is_revoked(
 ) -> None:
     """No credential without its record: when the trail refuses the key's config.change,
     the new key is revoked at once and the caller gets 503."""
-    from kroonika.audit import AuditEvent, AuditUnavailable
 
-    trail = stack.stack.services.audit.trail
-    original = trail.emit
-
-    async def refuse_config_changes(event: AuditEvent) -> Any:
-        if event.type == "config.change":
-            raise AuditUnavailable("store down")
-        return await original(event)
-
-    monkeypatch.setattr(trail, "emit", refuse_config_changes)
+    refuse_events(monkeypatch, stack, "config.change")
     r = stack.call("POST", "/admin/api-keys", json={"name": "unrecorded", "roles": ["admin"]})
     monkeypatch.undo()
     assert r.status_code == 503, r.text

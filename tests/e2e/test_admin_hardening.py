@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import ADMIN, AUDITOR, SECOND_ADMIN, AdminStack, admin_stack, holder_key
+from admin_harness import (
+    ADMIN,
+    AUDITOR,
+    SECOND_ADMIN,
+    AdminStack,
+    admin_stack,
+    holder_key,
+    refuse_events,
+)
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +273,89 @@ def test_a_key_made_by_a_key_lives_and_acts_within_its_parent(stack: AdminStack)
     assert _jobs(stack, child).status_code == 200
     assert stack.call("DELETE", f"/admin/api-keys/{parent_id}").status_code == 200
     assert _jobs(stack, child).status_code == 403
+
+
+# --- refusals before any route ran ----------------------------------------------------------
+
+MARKER = "body-marker-that-must-not-be-recorded"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
+    """Small bodies only, and three admin calls a minute per address."""
+    overrides = {
+        "max_body_bytes": 4096,
+        "ratelimit_enabled": True,
+        "ratelimit_limits": {"admin:ip": "3/minute", "admin:person": "off"},
+    }
+    with admin_stack(Path(tmp_path_factory.mktemp("guarded")), overrides=overrides) as s:
+        yield s
+
+
+def _only_request(stack: AdminStack, rid: str) -> dict[str, Any]:
+    (event,) = stack.events(types=("admin.request",), correlation=rid)
+    return event
+
+
+def test_a_too_large_admin_body_is_recorded_without_it(guarded: AdminStack) -> None:
+    """413 before any route ran: one failed admin.request with the route template, the
+    method and the status; neither the body nor the key nor the query's personal code."""
+    body = ("x" * 5000 + MARKER).encode()
+    r = guarded.call(
+        "POST",
+        "/admin/lists/import?format=csv&subject=38001085718",
+        content=body,
+        headers={"content-type": "text/csv"},
+    )
+    assert r.status_code == 413, r.text
+    event = _only_request(guarded, r.headers["x-request-id"])
+    assert event["outcome"] == "failure"
+    d = event["details"]
+    assert (d["method"], d["route"], d["status"]) == ("POST", "/admin/lists/import", 413)
+    raw = str(guarded.stack.raw_events())
+    assert MARKER not in raw
+    assert "38001085718" not in raw
+    assert guarded.keys["admin"].split("_", 2)[2] not in raw
+
+
+def test_a_too_large_chunked_admin_body_is_recorded_as_413(guarded: AdminStack) -> None:
+    """A body without Content-Length that grows past the limit while the route reads it:
+    the one admin.request says 413, as the answer does (not 500)."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"list,kind,value,reason\n" + b"y" * 1000
+
+    r = guarded.call("POST", "/admin/lists/import?format=csv", content=chunks())
+    assert r.status_code == 413, r.text
+    assert _only_request(guarded, r.headers["x-request-id"])["details"]["status"] == 413
+
+
+def test_the_per_address_limit_leaves_an_admin_trail(guarded: AdminStack) -> None:
+    """Over admin:ip every refused call is still one failed admin.request (anonymous:
+    the limit is counted before authentication), on the route it probed or
+    /admin/{unmatched}, never with the path's personal code."""
+    answers = [guarded.call("GET", "/admin/jobs") for _ in range(5)]
+    refused = [r for r in answers if r.status_code == 429]
+    assert len(refused) >= 2, [r.status_code for r in answers]
+    for r in refused:
+        event = _only_request(guarded, r.headers["x-request-id"])
+        assert (event["details"]["route"], event["details"]["status"]) == ("/admin/jobs", 429)
+        assert event["details"]["auth"] == "none"
+    probe = guarded.call("GET", "/admin/people/38001085718")
+    assert probe.status_code == 429
+    event = _only_request(guarded, probe.headers["x-request-id"])
+    assert event["details"]["route"] == "/admin/{unmatched}"
+    assert "38001085718" not in str(event)
+
+
+def test_a_refusal_stands_when_the_trail_cannot_record_it(
+    guarded: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trail down: a too-large admin call is still a 413 (not a 500 or a hang); the
+    lost record is the operational log's business."""
+    refuse_events(monkeypatch, guarded, "admin.request")
+    r = guarded.call("POST", "/admin/lists/import", content=b"z" * 5000)
+    monkeypatch.undo()
+    assert r.status_code == 413, r.text
+    assert not guarded.events(types=("admin.request",), correlation=r.headers["x-request-id"])

@@ -24,7 +24,7 @@ from kroonika.admin._errors import (
     RoleChangeRefused,
     TooLarge,
 )
-from kroonika.admin._install import install_admin
+from kroonika.admin._install import install_admin, record_unrouted
 from kroonika.admin._roles import ROLES, ApiKey, ApiKeys, Role, RoleRequest, RoleStore, parse_roles
 
 __all__ = [
@@ -54,5 +54,6 @@ __all__ = [
     "check_justification",
     "install_admin",
     "parse_roles",
+    "record_unrouted",
     "require",
 ]

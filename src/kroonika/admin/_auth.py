@@ -484,8 +484,12 @@ class AuditedRoute(APIRoute):
             except STORE_DOWN:  # a store is down (503); the trail can still take the record
                 await _record(request, template, 503, started)
                 raise
-            except Exception:
-                await _record(request, template, 500, started)
+            except Exception as exc:
+                from kroonika.web._middleware import BodyTooLarge  # web imports this module
+
+                await _record(
+                    request, template, 413 if isinstance(exc, BodyTooLarge) else 500, started
+                )
                 raise
             await _record(request, template, status, started)
             return response
@@ -499,6 +503,7 @@ async def _record(request: Request, template: str, status: int, started: float) 
     principal = call.principal
     body = getattr(request, "_body", None)
     duration = int((time.perf_counter() - started) * 1000)
+    request.state.admin_recorded = True  # record_unrouted leaves this call alone
     await admin.services.audit.trail.emit(
         ev.admin_request(
             outcome=Outcome.SUCCESS if status < 400 else Outcome.FAILURE,

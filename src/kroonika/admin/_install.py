@@ -7,13 +7,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request, Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from kroonika.admin._auth import (
+    STORE_DOWN,
     AdminServices,
     AuditedRoute,
     _call,
@@ -24,6 +28,7 @@ from kroonika.admin._auth import _record as record_call
 from kroonika.admin._config import Applier, RuntimeConfig, SecretBox, apply_log_levels
 from kroonika.admin._errors import AdminError
 from kroonika.admin._roles import ApiKeys, RoleStore
+from kroonika.audit import AuditUnavailable
 from kroonika.db import admin as admin_tables
 from kroonika.db import metadata
 from kroonika.jobs import JOBS, JobDeps, Scheduler
@@ -32,6 +37,8 @@ from kroonika.settings import SettingsError
 
 if TYPE_CHECKING:
     from kroonika.web._services import Services
+
+log = logging.getLogger("kroonika.admin")
 
 
 def _appliers(app: FastAPI, services: Services) -> list[Applier]:
@@ -180,11 +187,65 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     app.state.admin_stop = scheduler.stop
     app.include_router(admin_router)
     app.include_router(audit_router)
+    # what record_unrouted matches a refused call against (FastAPI nests included routers)
+    app.state.admin_routes = (*admin_router.routes, *audit_router.routes)
     _audit_unmatched(app)
     return admin
 
 
 ADMIN_PREFIXES = ("/admin", "/audit")
+
+
+#: The trail or a store is down: a refused call's record is lost (and logged).
+REFUSED_BY_TRAIL: tuple[type[Exception], ...] = (AuditUnavailable, *STORE_DOWN)
+
+
+def _admin_path(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES)
+
+
+def _route_of(app: Any, scope: Scope) -> tuple[AuditedRoute, Mapping[str, Any]] | None:
+    """The audited route this call would have reached (a full match, else one of the
+    path only), with its path parameters."""
+    partial = None
+    for route in app.state.admin_routes:
+        if isinstance(route, AuditedRoute):
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                return route, child
+            if match is Match.PARTIAL and partial is None:
+                partial = route, child
+    return partial
+
+
+async def record_unrouted(scope: Scope, status: int) -> None:
+    """The ``admin.request`` of a call under ``/admin`` or ``/audit`` that was answered
+    before any route recorded it: a body over ``max_body_bytes`` (413) or the
+    ``admin:ip`` limit (429), both refused by middleware before routing and before
+    authentication. The caller is anonymous (nothing is authenticated for a refused call,
+    so a flood costs no database work), the route is the template the path would have
+    reached (``/admin/{unmatched}`` if none: the raw path can hold a personal code), the
+    parameters are summarised as for any call, and the body is never read. Called by the
+    request-context middleware just before the answer starts; a record the trail refuses
+    is logged and the refusal stands (no action happened that lacks its record)."""
+    if scope.get("type") != "http" or not _admin_path(scope.get("path", "")):
+        return
+    state = scope.get("state") or {}
+    app = scope.get("app")
+    if state.get("admin_recorded") or getattr(getattr(app, "state", None), "admin", None) is None:
+        return
+    routed: dict[str, Any] = dict(scope)
+    template = ("/audit" if scope["path"].startswith("/audit") else "/admin") + "/{unmatched}"
+    found = _route_of(app, scope)
+    if found is not None:
+        routed.update(found[1])
+        template = found[0].path_format
+    try:
+        await record_call(Request(routed), template, status, time.perf_counter())
+    except REFUSED_BY_TRAIL as exc:  # the refusal is answered all the same
+        log.error(
+            "admin.request of a refused call (%s) not recorded: %s", status, type(exc).__name__
+        )
 
 
 def _audit_unmatched(app: FastAPI) -> None:
@@ -201,9 +262,7 @@ def _audit_unmatched(app: FastAPI) -> None:
     async def handler(request: Request, exc: Exception) -> Response:
         path = request.url.path
         status = getattr(exc, "status_code", 500)
-        if status in (404, 405) and any(
-            path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES
-        ):
+        if status in (404, 405) and _admin_path(path):
             route = request.scope.get("route")
             ran = isinstance(route, AuditedRoute) and request.method in (route.methods or ())
             if not ran:  # an audited route that ran has recorded its own call

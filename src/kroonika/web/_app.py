@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kroonika.admin import install_admin
+from kroonika.admin import install_admin, record_unrouted
 from kroonika.audit import AuditUnavailable, StoreError
 from kroonika.auditing import build_audit
 from kroonika.db import UNAVAILABLE, make_engine
@@ -231,6 +231,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         hsts=secure,
         outages=OUTAGES,
+        before_response=record_unrouted,  # 413s and admin:ip 429s under /admin leave a trail
     )
     _install_error_handlers(app)
     app.include_router(_health_router())

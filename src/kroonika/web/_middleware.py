@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
 from starlette.datastructures import Headers, MutableHeaders
@@ -37,8 +37,9 @@ SECURITY_HEADERS = {
 }
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """The request body grew past ``max_body_bytes`` while it was read: the answer is 413
+    (the admin API's audited routes record that status, not a crash)."""
 
 
 #: Exceptions that mean a component the request needs is down, and the error code the
@@ -46,6 +47,9 @@ class _BodyTooLarge(Exception):
 #: answers those raised by the middleware between it and the routes (the rate limiter and
 #: CORS emit audit events), which Starlette's handlers never see.
 Outages = Sequence[tuple[type[Exception], str]]
+#: Called once per request with the status, just before the answer starts (the admin
+#: package records refusals that no route saw); it must not raise.
+BeforeResponse = Callable[[Scope, int], Awaitable[None]]
 
 
 class RequestContextMiddleware:
@@ -57,8 +61,10 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         hsts: bool,
         outages: Outages = (),
+        before_response: BeforeResponse | None = None,
     ) -> None:
         self.app = app
+        self.before_response = before_response
         self.proxies = proxies
         self.max_body = max_body_bytes
         self.hsts = hsts
@@ -89,6 +95,8 @@ class RequestContextMiddleware:
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
+                if not response_started and self.before_response is not None:
+                    await self.before_response(scope, message["status"])
                 response_started = True
                 status = message["status"]
                 out = MutableHeaders(scope=message)
@@ -113,12 +121,12 @@ class RequestContextMiddleware:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > self.max_body:
-                        raise _BodyTooLarge
+                        raise BodyTooLarge
                 return message
 
             try:
                 await self.app(scope, receive_wrapper, send_wrapper)
-            except _BodyTooLarge:
+            except BodyTooLarge:
                 if not response_started:
                     await _too_large(send_wrapper)
             except Exception as exc:
