@@ -282,13 +282,20 @@ MARKER = "body-marker-that-must-not-be-recorded"
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
-    """Small bodies only, and three admin calls a minute per address."""
+    """Small bodies only (the limiter is off, so no call is refused for its rate)."""
+    overrides = {"max_body_bytes": 4096}
+    with admin_stack(Path(tmp_path_factory.mktemp("guarded")), overrides=overrides) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def limited_ip(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
+    """Three admin calls a minute per address."""
     overrides = {
-        "max_body_bytes": 4096,
         "ratelimit_enabled": True,
         "ratelimit_limits": {"admin:ip": "3/minute", "admin:person": "off"},
     }
-    with admin_stack(Path(tmp_path_factory.mktemp("guarded")), overrides=overrides) as s:
+    with admin_stack(Path(tmp_path_factory.mktemp("limited-ip")), overrides=overrides) as s:
         yield s
 
 
@@ -331,20 +338,20 @@ def test_a_too_large_chunked_admin_body_is_recorded_as_413(guarded: AdminStack) 
     assert _only_request(guarded, r.headers["x-request-id"])["details"]["status"] == 413
 
 
-def test_the_per_address_limit_leaves_an_admin_trail(guarded: AdminStack) -> None:
+def test_the_per_address_limit_leaves_an_admin_trail(limited_ip: AdminStack) -> None:
     """Over admin:ip every refused call is still one failed admin.request (anonymous:
     the limit is counted before authentication), on the route it probed or
     /admin/{unmatched}, never with the path's personal code."""
-    answers = [guarded.call("GET", "/admin/jobs") for _ in range(5)]
+    answers = [limited_ip.call("GET", "/admin/jobs") for _ in range(5)]
     refused = [r for r in answers if r.status_code == 429]
     assert len(refused) >= 2, [r.status_code for r in answers]
     for r in refused:
-        event = _only_request(guarded, r.headers["x-request-id"])
+        event = _only_request(limited_ip, r.headers["x-request-id"])
         assert (event["details"]["route"], event["details"]["status"]) == ("/admin/jobs", 429)
         assert event["details"]["auth"] == "none"
-    probe = guarded.call("GET", "/admin/people/38001085718")
+    probe = limited_ip.call("GET", "/admin/people/38001085718")
     assert probe.status_code == 429
-    event = _only_request(guarded, probe.headers["x-request-id"])
+    event = _only_request(limited_ip, probe.headers["x-request-id"])
     assert event["details"]["route"] == "/admin/{unmatched}"
     assert "38001085718" not in str(event)
 
@@ -359,3 +366,55 @@ def test_a_refusal_stands_when_the_trail_cannot_record_it(
     monkeypatch.undo()
     assert r.status_code == 413, r.text
     assert not guarded.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+
+
+# --- client changes the trail cannot record are undone --------------------------------------
+
+
+def _registry(stack: AdminStack) -> Any:
+    from kroonika.tokens import ClientRegistry
+
+    services = stack.stack.services
+    return ClientRegistry(services.engine, clock=services.clock, scrypt_n=2**10)
+
+
+def test_a_client_whose_registration_cannot_be_recorded_is_removed(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No credential without its record: 503 and the client is not registered."""
+    refuse_events(monkeypatch, stack, "config.change")
+    r = stack.call("POST", "/admin/clients", json={"name": "unrecorded-client"})
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    names = [c["name"] for c in stack.call("GET", "/admin/clients").json()["clients"]]
+    assert "unrecorded-client" not in names
+
+
+def test_a_secret_rotation_that_cannot_be_recorded_keeps_the_old_secret(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """503, and the old secret still authenticates (the relying service keeps working)."""
+    made = stack.call("POST", "/admin/clients", json={"name": "rotating"}).json()
+    client_id, secret = made["client_id"], made["client_secret"]
+    refuse_events(monkeypatch, stack, "config.change")
+    r = stack.call("POST", f"/admin/clients/{client_id}/rotate-secret")
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    assert _registry(stack).authenticate(client_id, secret).client_id == client_id
+
+
+def test_a_disable_that_cannot_be_recorded_is_undone(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """503, and the client is enabled as before."""
+    client_id = stack.call("POST", "/admin/clients", json={"name": "disabling"}).json()["client_id"]
+    refuse_events(monkeypatch, stack, "config.change")
+    r = stack.call("POST", f"/admin/clients/{client_id}/disable")
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    (shown,) = [
+        c
+        for c in stack.call("GET", "/admin/clients").json()["clients"]
+        if c["client_id"] == client_id
+    ]
+    assert shown["disabled"] is False

@@ -671,7 +671,11 @@ async def create_client(
         )
     except ClientError as exc:
         raise AdminError(str(exc), code="invalid_client") from None
-    await _client_change(request, p, new.client.client_id, "created", None, _client(new.client))
+    try:
+        await _client_change(request, p, new.client.client_id, "created", None, _client(new.client))
+    except AuditUnavailable:  # no credential without its record
+        await asyncio.to_thread(_tokens(request).clients.remove, new.client.client_id)
+        raise
     return {**_client(new.client), "client_secret": new.secret}
 
 
@@ -739,17 +743,28 @@ async def rotate_client_secret(
     encoded = await asyncio.to_thread(hash_secret, secret, n=comps.settings.token_client_scrypt_n)
     engine = admin_services(request).services.engine
 
-    def run() -> None:
+    def swap(new_hash: str | None) -> str | None:
+        """Store ``new_hash`` (when given); the hash stored before."""
         with engine.begin() as conn:
-            conn.execute(
-                update(clients_table)
-                .where(clients_table.c.client_id == client_id)
-                .values(secret_hash=encoded)
-            )
+            old = conn.execute(
+                select(clients_table.c.secret_hash).where(clients_table.c.client_id == client_id)
+            ).scalar_one_or_none()
+            if new_hash is not None:
+                conn.execute(
+                    update(clients_table)
+                    .where(clients_table.c.client_id == client_id)
+                    .values(secret_hash=new_hash)
+                )
+        return str(old) if old is not None else None
 
-    await asyncio.to_thread(run)
+    old_hash = await asyncio.to_thread(swap, encoded)
     await asyncio.to_thread(comps.clients.set_disabled, client_id, client.disabled)  # drop cache
-    await _client_change(request, p, client_id, "secret", None, None, secret=True)
+    try:
+        await _client_change(request, p, client_id, "secret", None, None, secret=True)
+    except AuditUnavailable:  # the old secret stays the one that works
+        await asyncio.to_thread(swap, old_hash)
+        await asyncio.to_thread(comps.clients.set_disabled, client_id, client.disabled)
+        raise
     return {"client_id": client_id, "client_secret": secret}
 
 
@@ -763,7 +778,11 @@ async def disable_client(
     if client is None:
         raise NotFound(f"no client {client_id}")
     await asyncio.to_thread(comps.clients.set_disabled, client_id, True)
-    await _client_change(request, p, client_id, "disabled", client.disabled, True)
+    try:
+        await _client_change(request, p, client_id, "disabled", client.disabled, True)
+    except AuditUnavailable:  # no permission change without its record
+        await asyncio.to_thread(comps.clients.set_disabled, client_id, client.disabled)
+        raise
     return {"client_id": client_id, "disabled": True}
 
 
