@@ -418,3 +418,32 @@ def test_a_disable_that_cannot_be_recorded_is_undone(
         if c["client_id"] == client_id
     ]
     assert shown["disabled"] is False
+
+
+# --- role requests of someone who is no longer an administrator -----------------------------
+
+
+def test_a_request_of_someone_no_longer_admin_cannot_be_approved(stack: AdminStack) -> None:
+    """A role request outlives its requester's admin role: approving it then is refused
+    (409 requester_not_admin, a separation_of_duties violation) and changes nothing;
+    rejecting it still works."""
+    from kroonika.admin import RoleStore
+
+    roles = RoleStore(stack.stack.services.engine, clock=stack.stack.services.clock)
+    roles.grant(AUDITOR, "admin", by="test")
+    asked = _as_person(
+        stack, AUDITOR, "POST", "/admin/roles", json={"subject": "49002124277", "role": "admin"}
+    )
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["request"]["id"]
+    roles.revoke(AUDITOR, "admin")
+    path = f"/admin/roles/requests/{request_id}"
+    approved = _as_person(stack, SECOND_ADMIN, "POST", path, json={"approve": True})
+    assert approved.status_code == 409, approved.text
+    assert approved.json()["error"] == "requester_not_admin"
+    (v,) = _violations(stack, approved.headers["x-request-id"])
+    assert v["details"]["policy"] == "separation_of_duties"
+    assert "admin" not in roles.roles_of("49002124277")
+    rejected = _as_person(stack, SECOND_ADMIN, "POST", path, json={"approve": False})
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["request"]["status"] == "rejected"

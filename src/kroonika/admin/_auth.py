@@ -205,6 +205,16 @@ async def authenticate(request: Request, admin: AdminServices) -> Principal:
     raise NotAuthenticated("log in through TARA or send an API key")
 
 
+async def roles_of_label(admin: AdminServices, label: str) -> set[str]:
+    """The roles the person named ``admin:<pseudonym>`` holds now (none for any other
+    label, or a pseudonym no role holder has)."""
+    if not label.startswith(PERSON_LABEL):
+        return set()
+    pseudonym = label[len(PERSON_LABEL) :]
+    holders = await asyncio.to_thread(admin.roles.holders)
+    return {r for s, r, _, _ in holders if admin.fingerprinter.pseudonym(s) == pseudonym}
+
+
 async def key_roles(admin: AdminServices, key: ApiKey) -> tuple[str, ...]:
     """The roles ``key`` may use now: those it was made with that its creator still holds
     (decision 0014). The creator is a person (``admin:<pseudonym>``), whose roles are read
@@ -215,10 +225,7 @@ async def key_roles(admin: AdminServices, key: ApiKey) -> tuple[str, ...]:
     now = int(admin.services.clock())
     for _ in range(MAX_KEY_CHAIN):
         if creator.startswith(PERSON_LABEL):
-            pseudonym = creator[len(PERSON_LABEL) :]
-            holders = await asyncio.to_thread(admin.roles.holders)
-            held = {r for s, r, _, _ in holders if admin.fingerprinter.pseudonym(s) == pseudonym}
-            return tuple(sorted(allowed & held))
+            return tuple(sorted(allowed & await roles_of_label(admin, creator)))
         if not creator.startswith(KEY_LABEL):
             return ()
         parent = await asyncio.to_thread(admin.keys.get, creator[len(KEY_LABEL) :])

@@ -26,6 +26,7 @@ from kroonika.admin._auth import (
     key_roles,
     printable,
     require,
+    roles_of_label,
     source_of,
 )
 from kroonika.admin._bulk import EPOCH_MAX, Outcomes, export_lists, parse_list_import
@@ -1069,6 +1070,17 @@ async def _decide(
         raise NotFound(f"no role request {request_id}")
     before = await asyncio.to_thread(admin.roles.roles_of, pending.subject)
     try:
+        if (
+            approve
+            and pending.requested_by != p.label
+            and "admin" not in await roles_of_label(admin, pending.requested_by)
+        ):
+            # the second pair of eyes confirms an administrator's request, not an
+            # orphan's: whoever asked must still be one (decision 0014)
+            raise RoleChangeRefused(
+                "the requester no longer holds the admin role; reject the request",
+                code="requester_not_admin",
+            )
         if not admin.config.get("admin.second_approval") and pending.requested_by == p.label:
             decided = await asyncio.to_thread(
                 admin.roles.decide,
