@@ -198,6 +198,8 @@ def test_a_stored_false_cannot_switch_off_a_deployment_second_approval(
     cfg = config(engine, tmp_path)
     cfg.refresh()
     assert cfg.get("admin.second_approval") is True
+    shown = cfg.public()["admin.second_approval"]
+    assert (shown["value"], shown["source"]) == (True, "settings")
 
 
 def test_a_runtime_second_approval_holds_over_a_deployment_without_one(

@@ -356,7 +356,8 @@ class RuntimeConfig:
             stored = self._stored.get(name)
             out[name] = {
                 "value": (SECRET_MASK if value is not None else None) if key.secret else value,
-                "source": "runtime" if stored else "settings",
+                # a floor the runtime value does not lower comes from the settings
+                "source": "runtime" if stored and stored[0] == value else "settings",
                 "version": stored[1] if stored else 0,
                 "secret": key.secret,
                 "doc": key.doc,
