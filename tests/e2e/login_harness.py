@@ -146,9 +146,11 @@ def running_stack(
     database_url: str | None = None,
     settings_overrides: dict[str, Any] | None = None,
     mock_strict: bool = False,
+    mock_client: dict[str, Any] | None = None,
     configure: Callable[[Services], None] | None = None,
 ) -> Iterator[Stack]:
-    """The mock and the service on free loopback ports, wired to each other."""
+    """The mock and the service on free loopback ports, wired to each other
+    (``mock_client``: more fields of the client registered with the mock)."""
     service_sock = free_socket()
     mock_sock = free_socket()
     service_url = f"http://127.0.0.1:{service_sock.getsockname()[1]}"
@@ -162,6 +164,7 @@ def running_stack(
                     secret=SecretStr(SECRET),
                     redirect_uris=(service_url + "/auth/callback",),
                     allowed_scopes=frozenset([*ALL_SCOPES, "email", "phone"]),
+                    **(mock_client or {}),
                 ),
             ),
             strict=mock_strict,

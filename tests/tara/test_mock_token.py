@@ -670,6 +670,36 @@ async def test_fail_token_endpoint_switch_keeps_the_code() -> None:
     assert succeeded.status_code == 200
 
 
+@pytest.mark.parametrize("status", [302, 404, 429, 503])
+async def test_token_endpoint_status_switch(status: int) -> None:
+    """token_endpoint_status answers that status with a body that is not JSON."""
+    async with _client(_config()) as client:
+        code = await _code(client)
+        await client.post("/mock/config", json={"token_endpoint_status": status})
+        response = await _token(client, code)
+    assert response.status_code == status
+    with pytest.raises(json.JSONDecodeError):
+        response.json()
+
+
+async def test_token_endpoint_status_switch_refuses_a_success_status() -> None:
+    """A success status is not a misbehaviour: the control API refuses it."""
+    async with _client(_config()) as client:
+        response = await client.post("/mock/config", json={"token_endpoint_status": 200})
+    assert response.status_code == 400
+
+
+async def test_garbled_token_response_switch() -> None:
+    """garbled_token_response answers 200 with a body that is not JSON."""
+    async with _client(_config()) as client:
+        code = await _code(client)
+        await client.post("/mock/config", json={"garbled_token_response": True})
+        response = await _token(client, code)
+    assert response.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        response.json()
+
+
 async def test_slow_token_endpoint_switch() -> None:
     """slow_token_endpoint_seconds delays the token answer."""
     misbehaviour = Misbehaviour(slow_token_endpoint_seconds=0.3)

@@ -16,12 +16,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from kroonika.tara import (
+    ClientRejected,
     CodeExchangeFailed,
     Discovery,
+    IdpBadResponse,
     IdpUnavailable,
     JwksCache,
+    RequestRejected,
     TaraClient,
     TaraClientConfig,
+    TaraError,
     parse_jwks,
 )
 
@@ -124,11 +128,54 @@ async def test_a_gzipped_answer_is_read_decoded() -> None:
 
 @pytest.mark.parametrize("status", [200, 400])
 async def test_deeply_nested_token_response_is_refused(status: int) -> None:
-    """A token response nested too deep to parse is a failed code exchange, not a crash."""
+    """A token response nested too deep to parse is TARA answering garbage, not a crash."""
     client = _client(jwks=_unused, token=lambda: httpx.Response(status, content=DEEP_JSON))
-    with pytest.raises(CodeExchangeFailed) as caught:
+    with pytest.raises(IdpBadResponse, match=str(status)):
         await client.exchange_code("code-0123")
-    assert caught.value.status == status
+
+
+TOKEN_ANSWERS = [
+    (401, {"error": "invalid_client"}, ClientRejected, "invalid_client"),
+    (400, {"error": "invalid_client"}, ClientRejected, "invalid_client"),
+    (400, {"error": "unauthorized_client"}, ClientRejected, "unauthorized_client"),
+    (400, {"error": "invalid_grant"}, CodeExchangeFailed, "invalid_grant"),
+    (400, {"error": "invalid_request"}, RequestRejected, "invalid_request"),
+    (400, {"error": "unsupported_grant_type"}, RequestRejected, "unsupported_grant_type"),
+    (400, {"error": "no_such_error"}, IdpBadResponse, None),
+    (400, {"error": "invalid_grant\r\n\x1b[31m"}, IdpBadResponse, None),
+    (400, {"error": ["invalid_grant"]}, IdpBadResponse, None),
+    (401, {"error": "invalid_grant"}, IdpBadResponse, None),
+    (404, None, IdpBadResponse, None),
+    (302, None, IdpBadResponse, None),
+    (405, None, IdpBadResponse, None),
+    (429, None, IdpUnavailable, None),
+    (500, {"error": "server_error"}, IdpUnavailable, None),
+    (503, None, IdpUnavailable, None),
+]
+
+
+@pytest.mark.parametrize(("status", "body", "kind", "error"), TOKEN_ANSWERS)
+async def test_each_token_endpoint_answer_is_classified(
+    status: int, body: dict[str, Any] | None, kind: type[TaraError], error: str | None
+) -> None:
+    """Every token endpoint answer other than a token response maps to one error class:
+    the browser's code refused (400 to it), or TARA or our configuration at fault."""
+    answer = httpx.Response(status, json=body) if body else httpx.Response(status, text="<html>")
+    client = _client(jwks=_unused, token=lambda: answer)
+    with pytest.raises(TaraError) as caught:
+        await client.exchange_code("code-0123")
+    assert type(caught.value) is kind
+    assert caught.value.upstream is (kind is not CodeExchangeFailed)
+    assert getattr(caught.value, "error", None) == error
+    assert "\x1b" not in str(caught.value)
+    assert "\r" not in str(caught.value)
+
+
+async def test_a_token_response_without_an_id_token_is_a_bad_response() -> None:
+    """A 200 whose JSON has no id_token is TARA at fault, not the code."""
+    client = _client(jwks=_unused, token=lambda: httpx.Response(200, json={"scope": "openid"}))
+    with pytest.raises(IdpBadResponse, match="no id_token"):
+        await client.exchange_code("code-0123")
 
 
 async def test_concurrent_logins_share_one_jwks_refresh() -> None:

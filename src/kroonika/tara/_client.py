@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,10 +23,14 @@ from jwt.exceptions import InvalidKeyError
 from pydantic import SecretStr
 
 from kroonika.tara._errors import (
+    ClientRejected,
     CodeExchangeFailed,
     DiscoveryError,
+    IdpBadResponse,
     IdpUnavailable,
     IdTokenInvalid,
+    RequestRejected,
+    TaraError,
 )
 from kroonika.tara._verify import Acr, Expectations, VerifiedIdToken, verify_id_token
 
@@ -153,6 +158,36 @@ def _json_body(resp: httpx.Response) -> Any:
         return resp.json()
     except (ValueError, RecursionError):
         return None
+
+
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+_REQUEST_ERRORS = frozenset(
+    {"invalid_request", "unsupported_grant_type", "invalid_scope", "unsupported_response_type"}
+)
+
+
+def _token_error(resp: httpx.Response) -> TaraError:
+    """What a token endpoint's answer other than 200 means (RFC 6749 section 5.2): TARA
+    unavailable (5xx, 429), the code refused (``invalid_grant``), our client or request
+    refused, or an answer that is no OAuth error at all (a proxy's page, a redirect)."""
+    status = resp.status_code
+    if status >= 500 or status == 429:
+        return IdpUnavailable(f"the token endpoint answered {status}")
+    body = _json_body(resp)
+    raw = body.get("error") if isinstance(body, dict) else None
+    error = raw if isinstance(raw, str) and _ERROR_CODE.fullmatch(raw) else None
+    said = f"the token endpoint answered {status} {error}"
+    if status in (400, 401) and error in _CLIENT_ERRORS:
+        return ClientRejected(said, error=error, status=status)
+    if status == 400 and error == "invalid_grant":
+        return CodeExchangeFailed(said, error=error, status=status)
+    if status == 400 and error in _REQUEST_ERRORS:
+        return RequestRejected(said, error=error, status=status)
+    return IdpBadResponse(
+        f"the token endpoint answered {status} "
+        + ("with " + error if error else "without an OAuth error")
+    )
 
 
 class TaraClient:
@@ -298,19 +333,14 @@ class TaraClient:
             },
             headers={"Authorization": auth, "Accept": "application/json"},
         )
-        if resp.status_code >= 500:
-            raise IdpUnavailable(f"token endpoint answered {resp.status_code}")
+        if resp.status_code != 200:
+            raise _token_error(resp)
         body = _json_body(resp)
-        if resp.status_code != 200 or not isinstance(body, dict):
-            error = body.get("error") if isinstance(body, dict) else None
-            raise CodeExchangeFailed(
-                f"token endpoint answered {resp.status_code}",
-                error=error if isinstance(error, str) else None,
-                status=resp.status_code,
-            )
+        if not isinstance(body, dict):
+            raise IdpBadResponse("the token endpoint answered 200 without a JSON object")
         id_token = body.get("id_token")
         if not isinstance(id_token, str):
-            raise CodeExchangeFailed("the token response has no id_token", status=200)
+            raise IdpBadResponse("the token response has no id_token")
         access = body.get("access_token")
         scope = body.get("scope")
         return TokenResponse(

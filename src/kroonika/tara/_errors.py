@@ -2,16 +2,21 @@
 
     TaraError
     ├── DiscoveryError            discovery document unusable (configuration or TARA fault)
-    ├── IdpUnavailable            TARA unreachable, timing out or answering 5xx
+    ├── IdpUnavailable            TARA unreachable, timing out or answering 5xx or 429
+    ├── IdpBadResponse            TARA answered something that is not a token response
     ├── CodeExchangeFailed        the token endpoint refused the code (``error`` holds its code)
+    │   ├── ClientRejected        ... because of us: ``invalid_client``, ``unauthorized_client``
+    │   └── RequestRejected       ... because of our request: ``invalid_request`` and the like
     └── LoginRejected             the ID token or its content is not acceptable
         ├── IdTokenInvalid        one ID-token check failed (``check``, ``expected``, ``actual``)
         ├── AcrTooLow
         ├── AmrNotAllowed
         └── PersonalCodeInvalid
 
-Each carries ``reason``: the machine-readable code that goes into the ``auth.login`` event.
-Messages never contain token values, codes, nonces or personal codes.
+Each carries ``reason``: the machine-readable code that goes into the ``auth.login`` event,
+and ``upstream``: True when TARA or our own configuration is at fault rather than what the
+browser brought (a gateway answers such a failure 502, not 400). Messages never contain
+token values, codes, nonces, secrets or personal codes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class TaraError(Exception):
     """Base of the relying party's errors."""
 
     reason: str = "idp_error"
+    upstream: bool = False
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -30,19 +36,46 @@ class TaraError(Exception):
 
 class DiscoveryError(TaraError):
     reason = "idp_unavailable"
+    upstream = True
 
 
 class IdpUnavailable(TaraError):
     reason = "idp_unavailable"
+    upstream = True
+
+
+class IdpBadResponse(TaraError):
+    reason = "idp_bad_response"
+    upstream = True
 
 
 class CodeExchangeFailed(TaraError):
+    """TARA refused the code (``invalid_grant``: unknown, expired or used): ``error`` is
+    TARA's error code (RFC 6749 section 5.2), ``status`` its HTTP status."""
+
     reason = "code_exchange_failed"
 
     def __init__(self, message: str, *, error: str | None = None, status: int | None = None):
         super().__init__(message)
         self.error = error
         self.status = status
+
+
+class ClientRejected(CodeExchangeFailed):
+    """TARA refused our client: its id or secret (``invalid_client``, the secret wrong or
+    rotated, the wrong authentication method) or where the request came from
+    (``unauthorized_client``: production accepts only registered addresses)."""
+
+    reason = "idp_client_rejected"
+    upstream = True
+
+
+class RequestRejected(CodeExchangeFailed):
+    """TARA refused our token request as malformed (``invalid_request``,
+    ``unsupported_grant_type``, ...): a fault of this relying party, not of the browser."""
+
+    reason = "idp_request_rejected"
+    upstream = True
 
 
 class LoginRejected(TaraError):

@@ -48,7 +48,18 @@ from kroonika.sessions import (
     SessionIdentity,
     SessionRecord,
 )
-from kroonika.tara import ACR_ORDER, METHODS, Acr, TaraError, VerifiedIdToken, acr_rank, digest
+from kroonika.tara import (
+    ACR_ORDER,
+    METHODS,
+    Acr,
+    ClientRejected,
+    CodeExchangeFailed,
+    RequestRejected,
+    TaraError,
+    VerifiedIdToken,
+    acr_rank,
+    digest,
+)
 from kroonika.tokens import AccessLists, ListSubject
 from kroonika.web._policy import REASON_POLICIES, violation
 from kroonika.web._services import Services, ServicesDep, request_context
@@ -526,8 +537,9 @@ async def _complete(
     try:
         tokens = await services.tara.exchange_code(code_value)
     except TaraError as exc:
-        log.warning("code exchange failed: %s (%s) flow_id=%s", exc.reason, exc, flow.flow_id)
-        raise _Failed(exc.reason, status=502 if exc.reason == "idp_unavailable" else 400) from None
+        _log_exchange_failure(exc, flow.flow_id)
+        error = exc.error if isinstance(exc, CodeExchangeFailed) else None
+        raise _Failed(exc.reason, status=502 if exc.upstream else 400, idp_error=error) from None
     services.used_codes.add(code_ref, now)
     await attempt.step(FlowStatus.CODE_EXCHANGED)
 
@@ -548,7 +560,7 @@ async def _complete(
             "amr_not_allowed": f"login with a method outside {','.join(methods)}",
         }.get(exc.reason)
         raise _Failed(
-            exc.reason, status=502 if exc.reason == "idp_unavailable" else 400, attempted=attempted
+            exc.reason, status=502 if exc.upstream else 400, attempted=attempted
         ) from None
     attempt.identity = verified
     attempt.method = verified.method
@@ -593,6 +605,33 @@ async def _complete(
     for hook in services.post_login:
         await hook(request, response, new.record, verified)
     return response
+
+
+#: What the operator fixes when TARA refuses this service rather than the citizen's code.
+_OPERATOR_FIX = {
+    "invalid_client": "check KROONIKA_TARA_CLIENT_ID and KROONIKA_TARA_CLIENT_SECRET against "
+    "the registration with RIA (was the secret rotated?)",
+    "unauthorized_client": "TARA accepts token requests only from the addresses registered "
+    "with RIA: register this service's outgoing address",
+}
+
+
+def _log_exchange_failure(exc: TaraError, flow_id: str) -> None:
+    """One operator-facing line (the message names status and error code, never the code,
+    the secret or TARA's free text): ERROR when the operator must act, WARNING for TARA
+    being down or refusing one code."""
+    if isinstance(exc, ClientRejected):
+        fix = _OPERATOR_FIX.get(exc.error or "", _OPERATOR_FIX["invalid_client"])
+        log.error("TARA refused this service's token request: %s; %s flow_id=%s", exc, fix, flow_id)
+    elif isinstance(exc, RequestRejected):
+        log.error(
+            "TARA refused the token request as malformed: %s; Kroonika's TARA client is at "
+            "fault (report it) flow_id=%s",
+            exc,
+            flow_id,
+        )
+    else:
+        log.warning("code exchange failed: %s (%s) flow_id=%s", exc.reason, exc, flow_id)
 
 
 async def _supersede(

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from kroonika.tara.isikukood import InvalidPersonalCode
@@ -569,6 +569,16 @@ async def token(request: Request) -> Response:
             {"error": "server_error", "error_description": "switched on: fail_token_endpoint"},
             status_code=500,
             headers=_NO_STORE,
+        )
+    if misbehaviour.token_endpoint_status:
+        return PlainTextResponse(
+            "switched on: token_endpoint_status",
+            status_code=misbehaviour.token_endpoint_status,
+            headers=_NO_STORE,
+        )
+    if misbehaviour.garbled_token_response:
+        return PlainTextResponse(
+            "<html>switched on: garbled_token_response", status_code=200, headers=_NO_STORE
         )
     try:
         return await _token(server, request)

@@ -168,6 +168,18 @@ class Misbehaviour(BaseModel):
     """The token endpoint answers 500 ``server_error``."""
     slow_token_endpoint_seconds: Annotated[float, Field(ge=0, le=600)] = 0.0
     """The token endpoint waits this long before answering, for timeout tests."""
+    token_endpoint_status: Annotated[int, Field(ge=0, le=599)] = 0
+    """If not 0 (then 300 to 599), the token endpoint answers this HTTP status with a
+    plain-text body, as a proxy or load balancer in front of TARA would."""
+    garbled_token_response: bool = False
+    """The token endpoint answers 200 with a body that is not JSON."""
+
+    @field_validator("token_endpoint_status")
+    @classmethod
+    def _status_is_not_a_success(cls, value: int) -> int:
+        if value != 0 and value < 300:
+            raise ValueError("token_endpoint_status is 0 (off) or 300 to 599")
+        return value
 
 
 def _default_clock() -> float:
