@@ -245,11 +245,13 @@ class _Failed(Exception):
         attempted: str | None = None,
         threat: list[ThreatMatch] | None = None,
         headers: dict[str, str] | None = None,
+        explain: str | None = None,
         **details: Any,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.explain = explain  # the answer's ``detail``, never a value that was sent
         self.attempted = attempted
         self.threat = threat
         self.headers = headers
@@ -431,6 +433,14 @@ class _Attempt:
         )
 
 
+#: The callback's own parameters: each at most once.
+_CALLBACK_PARAMS = ("state", "code", "error", "error_description")
+#: Refusals that leave this browser's pending flow as it was (its cookie stays).
+_FLOW_UNTOUCHED = frozenset(
+    {"state_not_bound", "state_unknown", "state_missing", "duplicate_parameter"}
+)
+
+
 @router.get("/callback", response_model=None)
 async def callback(request: Request, services: ServicesDep) -> Response:
     """Complete a login: every check, then a session and a redirect to ``return_to``."""
@@ -458,10 +468,13 @@ async def callback(request: Request, services: ServicesDep) -> Response:
             "state_not_bound",
         ):
             await asyncio.to_thread(services.flows.set_status, attempt.flow_id, FlowStatus.FAILED)
-        response = _error(failed.status, "login_failed", request, reason=failed.reason)
+        extra_body = {"detail": failed.explain} if failed.explain else {}
+        response = _error(
+            failed.status, "login_failed", request, reason=failed.reason, **extra_body
+        )
         if failed.headers:
             response.headers.update(failed.headers)
-        if failed.reason not in ("state_not_bound", "state_unknown", "state_missing"):
+        if failed.reason not in _FLOW_UNTOUCHED:
             consumed = True
         if consumed:
             _clear_flow_cookie(response, services)
@@ -492,6 +505,12 @@ async def _complete(
     request: Request, services: Services, attempt: _Attempt, params: Any
 ) -> Response:
     now = int(services.clock())
+    repeated = next((n for n in _CALLBACK_PARAMS if len(params.getlist(n)) > 1), None)
+    if repeated is not None:
+        # Which of two values is TARA's is unknowable (parameter pollution): touch no
+        # flow and send no code to TARA.
+        await attempt.step(FlowStatus.CALLBACK_RECEIVED)
+        raise _Failed("duplicate_parameter", explain=f"{repeated} occurs more than once")
     state = params.get("state")
     if not state or len(state) > 256:
         await attempt.step(FlowStatus.CALLBACK_RECEIVED)
