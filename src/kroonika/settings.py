@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     tara_leeway_s: int = Field(10, ge=0, le=300)
     tara_jwks_ttl_s: int = Field(3600, ge=300, le=86400)
     login_flow_ttl_s: int = Field(600, ge=30, le=3600)
+    login_pending_flows_max: int = Field(5, ge=1, le=20)
     login_return_to_allowed: list[str] = Field(default_factory=lambda: ["/"])
 
     # --- sessions and cookies

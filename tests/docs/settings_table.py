@@ -104,6 +104,8 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "tara_leeway_s": "clock leeway for ID-token times",
             "tara_jwks_ttl_s": "how long TARA's key set is cached",
             "login_flow_ttl_s": "how long a started login may take",
+            "login_pending_flows_max": "logins one browser may have pending at once (tabs); "
+            "starting one more drops the oldest",
             "login_return_to_allowed": "JSON list of allowed `return_to` paths or URL prefixes "
             "(scheme, host and port must match exactly)",
         },

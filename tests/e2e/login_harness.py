@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
@@ -193,6 +194,27 @@ def running_stack(
         configure(services)
     with serve(mock, mock_sock, lifespan="off") as m, serve(app, service_sock) as s:
         yield Stack(mock=m, service=s, settings=settings, services=services, clock=clock)
+
+
+@contextmanager
+def refusing_connections(url: str) -> Iterator[None]:
+    """The PostgreSQL database at ``url`` refuses new connections and drops the ones it
+    has, then comes back."""
+    server, name = url.rsplit("/", 1)
+
+    def allow(on: bool) -> None:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(on).lower()}')
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+
+    allow(False)
+    try:
+        yield
+    finally:
+        allow(True)
 
 
 def register_client(stack: Stack, name: str, seen: list[str], **kw: Any) -> NewClient:

@@ -4,34 +4,12 @@ without a restart."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from admin_harness import ADMIN, admin_stack
-
-
-@contextmanager
-def refusing_connections(url: str) -> Iterator[None]:
-    """The database refuses new connections and drops the ones it has, then comes back."""
-    server, name = url.rsplit("/", 1)
-
-    def allow(on: bool) -> None:
-        with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(on).lower()}')
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-
-    allow(False)
-    try:
-        yield
-    finally:
-        allow(True)
+from login_harness import refusing_connections
 
 
 def _assert_unavailable(r: httpx.Response) -> None:

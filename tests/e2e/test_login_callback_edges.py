@@ -3,6 +3,7 @@ one failed login, never a traceback, and never a reason to reach TARA."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -15,7 +16,11 @@ ORPHAN = [("none", "callback_received"), ("callback_received", "failed")]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("callback-edges")) as s:
+    no_limits = {"login_start:ip": "off", "login_start:person": "off"}
+    with running_stack(
+        tmp_path_factory.mktemp("callback-edges"),
+        settings_overrides={"ratelimit_limits": no_limits},
+    ) as s:
         yield s
 
 
@@ -60,3 +65,70 @@ def test_a_repeated_parameter_is_refused_before_tara(stack: Stack, polluted: obj
     assert genuine.status_code == 302, genuine.text
     login, _ = stack.login_events(genuine.headers["x-request-id"])
     assert login["outcome"] == "success"
+
+
+@pytest.mark.parametrize(
+    ("param", "reason"),
+    [("state", "state_invalid"), ("code", "code_invalid")],
+)
+def test_an_over_long_parameter_is_named_as_such(stack: Stack, param: str, reason: str) -> None:
+    """A state or code of 10,000 characters is refused as invalid (not as missing), and
+    the answer does not repeat it."""
+    huge = "A" * 10_000
+    with stack.browser(autologin=None) as b:
+        url = _callback_url(stack, b)
+        q = dict(parse_qsl(urlsplit(url).query))
+        r = b.get(_with_query(url, list({**q, param: huge}.items())), follow_redirects=False)
+    assert (r.status_code, r.json()["reason"]) == (400, reason)
+    assert huge[:64] not in r.text
+    login, _ = stack.login_events(r.headers["x-request-id"])
+    assert login["reason"] == reason
+
+
+HOSTILE = "\r\n2026-01-01 INFO kroonika forged line \x1b[31mred\x1b[0m \u202e"
+
+
+def test_control_characters_from_tara_reach_no_log_line_or_event(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CR, LF, ANSI escapes and bidi controls in error or error_description (which the
+    browser relays from TARA, or forges) appear in no log line, event or answer; the
+    unrecognisable error is recorded as idp_error unrecognised."""
+    caplog.set_level(logging.DEBUG, logger="kroonika")
+    with stack.browser(autologin=None) as b:
+        url = _callback_url(stack, b)
+        q = dict(parse_qsl(urlsplit(url).query))
+        pairs = [("state", q["state"]), ("error", "bad" + HOSTILE)]
+        r = b.get(_with_query(url, [*pairs, ("error_description", HOSTILE)]))
+    assert (r.status_code, r.json()["reason"]) == (400, "idp_error")
+    login, _ = stack.login_events(r.headers["x-request-id"])
+    assert login["details"]["idp_error"] == "unrecognised"
+    raw = b"".join(stack.raw_events())
+    for part in ("forged line", "\x1b", "\u202e"):
+        assert part not in caplog.text
+        assert part.encode() not in raw
+        assert part not in r.text
+
+
+NAMES = [
+    ("60001019906", "MARY ÄNN", "O’CONNEŽ-ŠUSLIK TESTNUMBER"),
+    ("38001085718", "JAAK-KRISTJAN", "JÕEORG"),
+    ("37101010021", "IGOR", "ŽAIKOVSKI"),
+    ("39001010000", "ÕIE-ÜLLE ÄÄ", "D'ARTAGNAN ŠÕÖÜ"),
+]
+
+
+@pytest.mark.parametrize(("code", "given", "family"), NAMES)
+def test_names_from_tara_come_back_exactly(
+    stack: Stack, code: str, given: str, family: str
+) -> None:
+    """Upper-case names with ’ Ä Õ Ž Š, hyphens and apostrophes survive TARA, the session
+    store and /auth/session unchanged (NFC), and stay out of the clear audit trail."""
+    extra = {"autologin_given_name": given, "autologin_family_name": family}
+    with stack.browser(autologin=code, **extra) as b:
+        assert b.get(stack.service + "/auth/login").status_code == 200
+        session = b.get(stack.service + "/auth/session").json()
+    assert (session["given_name"], session["family_name"]) == (given, family)
+    raw = b"".join(stack.raw_events())
+    assert family.encode() not in raw
+    assert family.encode("unicode_escape") not in raw

@@ -220,9 +220,10 @@ async def login(
     await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.REDIRECTED)
     await attempt.step(FlowStatus.REDIRECTED)
     response = RedirectResponse(url, status_code=302)
+    _make_room_for_a_flow(request, response, services, flow.flow_id)
     response.set_cookie(
-        services.cookies.flow_name,
-        binding,
+        _flow_cookie_name(services, state),
+        f"{now}.{binding}",
         max_age=settings.login_flow_ttl_s,
         path="/auth",
         httponly=True,
@@ -231,6 +232,62 @@ async def login(
         domain=services.cookies.domain,
     )
     return response
+
+
+# --- the flow cookies --------------------------------------------------------------------
+#
+# Each pending login of a browser has a cookie of its own, so logins started in several
+# tabs do not overwrite each other: named ``<flow_name>_<the first 16 characters of the
+# state>`` (the state is in the browser's URLs anyway), holding ``<started>.<binding>``
+# with ``state == state_for(binding)``. A browser keeps at most
+# ``login_pending_flows_max`` of them; starting one more drops the oldest.
+
+_TAG = 16
+_STARTED = re.compile(r"[0-9]{1,12}")  # ASCII only: "²".isdigit() holds, int("²") fails
+
+
+def _flow_cookie_name(services: Services, state: str) -> str:
+    return f"{services.cookies.flow_name}_{state[:_TAG]}"
+
+
+def _flow_binding(request: Request, services: Services, state: str) -> str | None:
+    """The binding this browser holds for ``state`` (or the single cookie of a login
+    started before flow cookies were per state), unchecked."""
+    value = request.cookies.get(_flow_cookie_name(services, state))
+    if value is not None:
+        _, dot, binding = value.partition(".")
+        return binding if dot else None
+    return request.cookies.get(services.cookies.flow_name)
+
+
+def _pending_flow_cookies(request: Request, services: Services) -> list[tuple[int, str]]:
+    """This browser's flow cookies as (started, name), oldest first; an unreadable one
+    counts as the oldest (it is dropped first)."""
+    prefix = services.cookies.flow_name + "_"
+    pending = []
+    for name, value in request.cookies.items():
+        if name.startswith(prefix):
+            started, _, _ = value.partition(".")
+            readable = _STARTED.fullmatch(started) is not None
+            pending.append((int(started) if readable else -1, name))
+    return sorted(pending)
+
+
+def _make_room_for_a_flow(
+    request: Request, response: Response, services: Services, flow_id: str
+) -> None:
+    pending = _pending_flow_cookies(request, services)
+    excess = len(pending) - (services.settings.login_pending_flows_max - 1)
+    if excess <= 0:
+        return
+    log.info(
+        "browser holds %d pending logins, dropping the oldest %d flow_id=%s",
+        len(pending),
+        excess,
+        flow_id,
+    )
+    for _, name in pending[:excess]:
+        _delete_flow_cookie(response, services, name)
 
 
 # --- GET /auth/callback ------------------------------------------------------------------
@@ -435,9 +492,13 @@ class _Attempt:
 
 #: The callback's own parameters: each at most once.
 _CALLBACK_PARAMS = ("state", "code", "error", "error_description")
+#: Our state is 43 characters and TARA's codes are short: anything far longer is no
+#: callback of ours, and is refused before a database lookup or a request to TARA.
+_STATE_MAX = 256
+_CODE_MAX = 2048
 #: Refusals that leave this browser's pending flow as it was (its cookie stays).
 _FLOW_UNTOUCHED = frozenset(
-    {"state_not_bound", "state_unknown", "state_missing", "duplicate_parameter"}
+    {"state_not_bound", "state_unknown", "state_missing", "state_invalid", "duplicate_parameter"}
 )
 
 
@@ -477,7 +538,7 @@ async def callback(request: Request, services: ServicesDep) -> Response:
         if failed.reason not in _FLOW_UNTOUCHED:
             consumed = True
         if consumed:
-            _clear_flow_cookie(response, services)
+            _clear_flow_cookie(request, response, services, params.get("state"))
         return response
     except Exception as exc:
         # A crash (a bug, the database gone) still concludes the attempt with its one
@@ -490,9 +551,21 @@ async def callback(request: Request, services: ServicesDep) -> Response:
         raise
 
 
-def _clear_flow_cookie(response: Response, services: Services) -> None:
+def _clear_flow_cookie(
+    request: Request, response: Response, services: Services, state: str | None
+) -> None:
+    """Drop the cookie of the login that ``state`` names (and a single cookie of before)."""
+    if state:
+        name = _flow_cookie_name(services, state)
+        if name in request.cookies:
+            _delete_flow_cookie(response, services, name)
+    if services.cookies.flow_name in request.cookies:
+        _delete_flow_cookie(response, services, services.cookies.flow_name)
+
+
+def _delete_flow_cookie(response: Response, services: Services, name: str) -> None:
     response.delete_cookie(
-        services.cookies.flow_name,
+        name,
         path="/auth",
         secure=services.cookies.secure,
         httponly=True,
@@ -512,9 +585,12 @@ async def _complete(
         await attempt.step(FlowStatus.CALLBACK_RECEIVED)
         raise _Failed("duplicate_parameter", explain=f"{repeated} occurs more than once")
     state = params.get("state")
-    if not state or len(state) > 256:
+    if not state or len(state) > _STATE_MAX:
         await attempt.step(FlowStatus.CALLBACK_RECEIVED)
-        raise _Failed("state_missing")
+        raise _Failed(
+            "state_invalid" if state else "state_missing",
+            explain=f"state is at most {_STATE_MAX} characters" if state else None,
+        )
     lookup, flow = await asyncio.to_thread(services.flows.find, digest(state), now)
     if flow is None:
         await attempt.step(FlowStatus.CALLBACK_RECEIVED)
@@ -528,7 +604,7 @@ async def _complete(
             lookup.value,
             attempted="login callback with a used state" if lookup is Lookup.REPLAYED else None,
         )
-    binding = request.cookies.get(services.cookies.flow_name)
+    binding = _flow_binding(request, services, state)
     if not binding or not hmac.compare_digest(state_for(binding), state):
         raise _Failed("state_not_bound")
     if not await asyncio.to_thread(services.flows.consume, flow.flow_id, now):
@@ -542,8 +618,11 @@ async def _complete(
             raise _Failed("user_cancel")
         raise _Failed("idp_error", idp_error=code)
     code_value = params.get("code")
-    if not code_value or len(code_value) > 2048:
-        raise _Failed("code_missing")
+    if not code_value or len(code_value) > _CODE_MAX:
+        raise _Failed(
+            "code_invalid" if code_value else "code_missing",
+            explain=f"code is at most {_CODE_MAX} characters" if code_value else None,
+        )
     denied = await _source_denied(request, services, attempt.ctx.ip)
     if denied is not None:
         raise _Failed(
@@ -620,7 +699,7 @@ async def _complete(
 
     response = RedirectResponse(flow.return_to, status_code=302)
     set_session_cookie(response, services, new.secret)
-    _clear_flow_cookie(response, services)
+    _clear_flow_cookie(request, response, services, state)
     for hook in services.post_login:
         await hook(request, response, new.record, verified)
     return response
