@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
-from login_harness import Stack, running_stack
+from login_harness import SECRET, Stack, refusing_connections, running_stack
+
+from kroonika.web import Services
 
 ORPHAN = [("none", "callback_received"), ("callback_received", "failed")]
 
@@ -132,3 +136,74 @@ def test_names_from_tara_come_back_exactly(
     raw = b"".join(stack.raw_events())
     assert family.encode() not in raw
     assert family.encode("unicode_escape") not in raw
+
+
+def _no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """No line of the login path (web, sessions, TARA client) carries a traceback."""
+    login_path = ("kroonika.web", "kroonika.sessions", "kroonika.tara")
+    records = [r for r in caplog.records if r.name.startswith(login_path)]
+    assert records
+    assert [(r.name, r.getMessage()) for r in records if r.exc_info or r.exc_text] == []
+    assert not [r for r in records if "Traceback" in r.getMessage()]
+
+
+@pytest.mark.postgres
+def test_a_callback_while_the_database_is_gone_can_be_retried(
+    tmp_path: Path, fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refusing connections when TARA sends the browser back is a 503
+    database_unavailable, recorded as a failed login with that reason and logged without
+    a traceback; nothing was used up, so the same callback logs in once it is back."""
+    caplog.set_level(logging.INFO, logger="kroonika")
+    with (
+        running_stack(tmp_path, database_url=fresh_postgres_url) as stack,
+        stack.browser(autologin=None) as b,
+    ):
+        url = _callback_url(stack, b)
+        with refusing_connections(fresh_postgres_url):
+            r = b.get(url, follow_redirects=False)
+        assert (r.status_code, r.json()["error"]) == (503, "database_unavailable")
+        login, _ = stack.login_events(r.headers["x-request-id"])
+        assert (login["outcome"], login["reason"]) == ("failure", "database_unavailable")
+        again = b.get(url, follow_redirects=False)
+        assert again.status_code == 302, again.text
+    _no_traceback(caplog)
+
+
+@pytest.mark.postgres
+def test_the_database_going_away_after_the_code_exchange_ends_the_attempt(
+    tmp_path: Path, fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL going away between TARA's answer and storing the session is a 503:
+    one failed auth.login with reason database_unavailable, after id_token_verified;
+    no traceback, no secret; a new login works once it is back."""
+    caplog.set_level(logging.INFO, logger="kroonika")
+
+    def configure(services: Services) -> None:
+        store = services.sessions.store
+        original = store.add
+        first = [True]
+
+        def add_while_the_database_goes(*args: Any) -> None:
+            if first:
+                first.pop()
+                with refusing_connections(fresh_postgres_url):
+                    original(*args)
+            original(*args)
+
+        store.add = add_while_the_database_goes  # type: ignore[method-assign]
+
+    with running_stack(tmp_path, database_url=fresh_postgres_url, configure=configure) as stack:
+        with stack.browser() as b:
+            r = b.get(stack.service + "/auth/login")
+        assert (r.status_code, r.json()["error"]) == (503, "database_unavailable")
+        login, steps = stack.login_events(r.headers["x-request-id"])
+        assert (login["outcome"], login["reason"]) == ("failure", "database_unavailable")
+        assert steps[-2:] == [
+            ("code_exchanged", "id_token_verified"),
+            ("id_token_verified", "failed"),
+        ]
+        with stack.browser() as b:
+            assert b.get(stack.service + "/auth/login").status_code == 200
+    _no_traceback(caplog)
+    assert SECRET not in caplog.text

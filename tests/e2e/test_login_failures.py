@@ -201,7 +201,7 @@ def test_key_rotation_during_a_flow(stack: Stack) -> None:
 def test_crash_after_the_state_was_used_still_ends_the_attempt(tmp_path: Path) -> None:
     """The database failing while the session is stored (after the state was used, so no
     job will ever see the flow again) is a 503, and the attempt still gets its failed
-    auth.login and transition."""
+    auth.login (reason database_unavailable) and transition."""
 
     def configure(services: Services) -> None:
         def gone(*_: object) -> None:
@@ -213,7 +213,7 @@ def test_crash_after_the_state_was_used_still_ends_the_attempt(tmp_path: Path) -
         r = b.get(stack.service + "/auth/login")
         assert (r.status_code, r.json()["error"]) == (503, "database_unavailable")
         (login,) = stack.events(types=("auth.login",))
-        assert (login["outcome"], login["reason"]) == ("failure", "internal_error")
+        assert (login["outcome"], login["reason"]) == ("failure", "database_unavailable")
         transitions = stack.events(
             types=("auth.flow.transition",), correlation=login["correlation"]["flow_id"]
         )

@@ -160,6 +160,23 @@ def test_logout_without_csrf_token_is_refused(stack: Stack) -> None:
         assert b.get(stack.service + "/auth/session").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "ctype", ["multipart/form-data", "multipart/form-data; boundary=", "multipart/x; boundary=b"]
+)
+def test_logout_with_a_body_that_cannot_be_parsed_is_a_csrf_refusal(
+    stack: Stack, ctype: str
+) -> None:
+    """A form body that cannot be parsed (multipart without a boundary) carries no CSRF
+    token: 403 csrf_failed with its policy violation, not a bare 400 http_error."""
+    b, _ = _logged_in(stack)
+    with closing(b):
+        r = b.post(stack.service + "/auth/logout", headers={"content-type": ctype}, content=b"x")
+        assert (r.status_code, r.json()["error"]) == (403, "csrf_failed")
+        assert b.get(stack.service + "/auth/session").status_code == 200
+    (violation,) = stack.events(types=("security.policy_violation",))
+    assert violation["correlation"]["request_id"] == r.headers["x-request-id"]
+
+
 def test_end_one_of_own_sessions(stack: Stack) -> None:
     """A citizen ends another of their sessions by its public id; the other browser is out."""
     b1, s1 = _logged_in(stack)

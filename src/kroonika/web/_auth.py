@@ -23,6 +23,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException
 
 from kroonika.audit import (
     Actor,
@@ -38,6 +39,7 @@ from kroonika.audit import (
 )
 from kroonika.audit import events as ev
 from kroonika.audit.enrich import FeedAction, ThreatIntel
+from kroonika.db import UNAVAILABLE
 from kroonika.ratelimit import KeyKind, RateLimiter, RouteGroup
 from kroonika.sessions import (
     EndReason,
@@ -542,12 +544,15 @@ async def callback(request: Request, services: ServicesDep) -> Response:
         return response
     except Exception as exc:
         # A crash (a bug, the database gone) still concludes the attempt with its one
-        # failed auth.login, since a used flow is never looked at again; the error itself
-        # goes on to the 500 handler unchanged.
+        # failed auth.login (reason database_unavailable or internal_error), since a used
+        # flow is never looked at again; the error itself goes on to the 503/500 handler.
         if not attempt.finished:
-            log.error("login crashed: %s flow_id=%s", type(exc).__name__, attempt.flow_id)
+            reason = "database_unavailable" if isinstance(exc, UNAVAILABLE) else "internal_error"
+            log.error(
+                "login failed: %s (%s) flow_id=%s", reason, type(exc).__name__, attempt.flow_id
+            )
             with contextlib.suppress(AuditUnavailable):
-                await attempt.fail("internal_error")
+                await attempt.fail(reason)
         raise
 
 
@@ -802,7 +807,10 @@ async def _csrf_token_from(request: Request) -> str | None:
         return header
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.form()
+        try:
+            form = await request.form()
+        except HTTPException:  # Starlette refusing the body (no boundary, a part too large)
+            return None
         value = form.get("csrf_token")
         return value if isinstance(value, str) else None
     return None
