@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from login_harness import SECRET, running_stack
+from pydantic import SecretStr
 
 from kroonika.web import Services
 
@@ -55,13 +56,7 @@ def test_no_secret_reaches_events_or_logs(
     with running_stack(tmp_path, configure=configure) as stack:
         with stack.browser(autologin=CODE) as b:
             landed = b.get(stack.service + "/auth/login")
-            for hop in landed.history:
-                q = parse_qs(urlsplit(str(hop.headers.get("location", ""))).query)
-                for key in ("state", "nonce", "code"):
-                    secrets.update(q.get(key, []))
-                for name, value in hop.cookies.items():
-                    if name.startswith(("kroonika", "__Host-")):
-                        secrets.add(value)
+            _harvest(landed.history, secrets)
             session = b.get(stack.service + "/auth/session").json()
             secrets.add(session["csrf_token"])
             b.post(
@@ -73,15 +68,35 @@ def test_no_secret_reaches_events_or_logs(
         with stack.browser(autologin=CODE) as b2:
             failed = b2.get(stack.service + "/auth/login")
             assert failed.json()["reason"] == "id_token.nonce_mismatch"
-            for hop in failed.history:
-                q = parse_qs(urlsplit(str(hop.headers.get("location", ""))).query)
-                for key in ("state", "nonce", "code"):
-                    secrets.update(q.get(key, []))
+            _harvest(failed.history, secrets)
         raw = stack.raw_events()
     secrets |= seen["token"]
     assert len(seen["token"]) >= 2
     assert len(secrets) > 8
     assert len(raw) > 15
+    _assert_nowhere(secrets, raw, caplog, capfd)
+
+
+def _harvest(hops: list[httpx.Response], secrets: set[str]) -> None:
+    """The state, nonce and code in the hops' redirects and the values of the cookies
+    they set (and the state part of a flow cookie's name)."""
+    for hop in hops:
+        q = parse_qs(urlsplit(str(hop.headers.get("location", ""))).query)
+        for key in ("state", "nonce", "code"):
+            secrets.update(q.get(key, []))
+        for name, value in hop.cookies.items():
+            if name.startswith(("kroonika", "__Host-")):
+                secrets.add(value)
+                if name.startswith("kroonika_flow_"):
+                    secrets.add(name.removeprefix("kroonika_flow_"))
+
+
+def _assert_nowhere(
+    secrets: set[str],
+    raw: list[bytes],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     blob = b"\n".join(raw)
     for secret in secrets:
         assert secret.encode() not in blob
@@ -91,3 +106,37 @@ def test_no_secret_reaches_events_or_logs(
     assert any("request_id=" in line for line in lines)
     for secret in secrets:
         assert secret not in text
+
+
+def test_no_secret_from_the_edge_cases_reaches_events_or_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The refused and failing paths (a repeated parameter, a flow dropped by the cap,
+    TARA refusing our client, an over-long code) leak no state, nonce, code, cookie or
+    client secret either."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="httpcore")
+    wrong = "a-rotated-client-secret-0123456789"
+    secrets: set[str] = {SECRET, wrong, CODE}
+    overrides = {"login_pending_flows_max": 1, "tara_client_secret": SecretStr(wrong)}
+    with running_stack(tmp_path, settings_overrides=overrides) as stack:
+        with stack.browser(autologin=None) as b:
+            first = b.get(stack.service + "/auth/login", follow_redirects=False)
+            second = b.get(stack.service + "/auth/login", follow_redirects=False)
+            _harvest([first, second], secrets)
+            url = httpx.URL(second.headers["location"]).copy_merge_params({"autologin": CODE})
+            back = httpx.get(str(url), timeout=10)
+            _harvest([back], secrets)
+            q = dict(parse_qs(urlsplit(back.headers["location"]).query))
+            callback = stack.service + "/auth/callback"
+            twice = b.get(callback, params=[("state", q["state"][0])] * 2 + [("code", "c")])
+            assert twice.json()["reason"] == "duplicate_parameter"
+            long_code = b.get(callback, params={"state": q["state"][0], "code": "C" * 3000})
+            assert long_code.json()["reason"] == "code_invalid"
+        with stack.browser(autologin=CODE) as b2:
+            rejected = b2.get(stack.service + "/auth/login")
+            assert rejected.json()["reason"] == "idp_client_rejected"
+            _harvest(rejected.history, secrets)
+        raw = stack.raw_events()
+    assert len(secrets) > 10
+    _assert_nowhere(secrets, raw, caplog, capfd)
