@@ -113,6 +113,25 @@ def test_a_login_started_with_the_single_flow_cookie_of_before_still_finishes(
         assert _flow_cookies(b) == []
 
 
+def test_flow_cookies_with_names_the_service_cannot_write_do_not_break_a_login(
+    stack: Stack,
+) -> None:
+    """More junk flow cookies than the cap, with names a Set-Cookie cannot carry (the
+    service never wrote them, so it neither counts nor deletes them), and a callback
+    whose state would name such a cookie: a normal start, and a 400, never a 500."""
+    junk = "; ".join(f"kroonika_flow_a({i}=1" for i in range(CAP + 2))
+    with stack.browser(autologin=None) as b:
+        start = b.get(
+            stack.service + "/auth/login", headers={"cookie": junk}, follow_redirects=False
+        )
+        assert start.status_code == 302, start.text
+        r = b.get(
+            stack.service + "/auth/callback?state=a(0xxxxxxxxxxxxx&code=c",
+            headers={"cookie": "kroonika_flow_a(0xxxxxxxxxxxxx=1.x"},
+        )
+        assert (r.status_code, r.json()["reason"]) == (400, "state_unknown")
+
+
 @pytest.mark.parametrize(
     "value", [b"9" * 5000, b"\xb2\xb3.binding", b"", b"no-dot", b"12.", b".binding"]
 )

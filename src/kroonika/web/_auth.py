@@ -246,6 +246,9 @@ async def login(
 
 _TAG = 16
 _STARTED = re.compile(r"[0-9]{1,12}")  # ASCII only: "²".isdigit() holds, int("²") fails
+#: A tag the service writes (base64url). Another name under the prefix is left alone: it
+#: cannot be ours, and Set-Cookie cannot carry every name a Cookie header can.
+_TAG_FORM = re.compile(rf"[A-Za-z0-9_-]{{{_TAG}}}")
 
 
 def _flow_cookie_name(services: Services, state: str) -> str:
@@ -268,7 +271,7 @@ def _pending_flow_cookies(request: Request, services: Services) -> list[tuple[in
     prefix = services.cookies.flow_name + "_"
     pending = []
     for name, value in request.cookies.items():
-        if name.startswith(prefix):
+        if name.startswith(prefix) and _TAG_FORM.fullmatch(name, len(prefix)):
             started, _, _ = value.partition(".")
             readable = _STARTED.fullmatch(started) is not None
             pending.append((int(started) if readable else -1, name))
@@ -560,7 +563,7 @@ def _clear_flow_cookie(
     request: Request, response: Response, services: Services, state: str | None
 ) -> None:
     """Drop the cookie of the login that ``state`` names (and a single cookie of before)."""
-    if state:
+    if state and _TAG_FORM.match(state):
         name = _flow_cookie_name(services, state)
         if name in request.cookies:
             _delete_flow_cookie(response, services, name)
