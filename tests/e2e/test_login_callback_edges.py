@@ -207,3 +207,21 @@ def test_the_database_going_away_after_the_code_exchange_ends_the_attempt(
             assert b.get(stack.service + "/auth/login").status_code == 200
     _no_traceback(caplog)
     assert SECRET not in caplog.text
+
+
+@pytest.mark.postgres
+def test_a_login_started_while_the_database_is_gone_is_recorded(
+    tmp_path: Path, fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starting a login while the database refuses connections is a 503 and still one
+    failed attempt (reason database_unavailable), not a request the trail never saw."""
+    caplog.set_level(logging.INFO, logger="kroonika")
+    with running_stack(tmp_path, database_url=fresh_postgres_url) as stack:
+        with refusing_connections(fresh_postgres_url):
+            r = httpx.get(stack.service + "/auth/login", timeout=10)
+        assert (r.status_code, r.json()["error"]) == (503, "database_unavailable")
+        assert "set-cookie" not in r.headers
+        login, steps = stack.login_events(r.headers["x-request-id"])
+        assert (login["outcome"], login["reason"]) == ("failure", "database_unavailable")
+        assert steps == [("none", "failed")]
+    _no_traceback(caplog)

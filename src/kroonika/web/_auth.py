@@ -180,60 +180,77 @@ async def login(
         shown = _shown(return_to or "", 200)
         await _refuse_start(request, refused, "invalid_return_to", f"login with return_to {shown}")
         return _error(400, "invalid_return_to", request)
-    denied = await _source_denied(request, services, ctx.ip)
-    if denied is not None:
-        await _refuse_start(
-            request, refused, denied.reason, f"login start from {denied.what}", threat=denied.threat
-        )
-        return _error(403, "access_denied", request, reason=denied.reason)
-
-    now = int(services.clock())
-    binding = secrets.token_urlsafe(32)
-    state = state_for(binding)
-    nonce = secrets.token_urlsafe(32)
-    flow = LoginFlow(
-        flow_id=str(uuid.uuid4()),
-        state_digest=digest(state),
-        nonce_digest=digest(nonce),
-        acr_requested=wanted,
-        methods=methods,
-        ui_locales=locale,
-        return_to=target,
-        status=FlowStatus.STARTED,
-        created_at=now,
-        expires_at=now + settings.login_flow_ttl_s,
-    )
-    await asyncio.to_thread(services.flows.add, flow)
-    attempt = _Attempt(services, ctx, flow_id=flow.flow_id, flow=flow)
-    await attempt.step(FlowStatus.STARTED)
+    # The database gone (access lists, the flow store) still concludes the attempt
+    # with its one failed auth.login; the error goes on to the 503 handler.
     try:
-        url = await services.tara.authorization_url(
-            state=state,
-            nonce=nonce,
-            acr=wanted,
+        denied = await _source_denied(request, services, ctx.ip)
+        if denied is not None:
+            await _refuse_start(
+                request,
+                refused,
+                denied.reason,
+                f"login start from {denied.what}",
+                threat=denied.threat,
+            )
+            return _error(403, "access_denied", request, reason=denied.reason)
+
+        now = int(services.clock())
+        binding = secrets.token_urlsafe(32)
+        state = state_for(binding)
+        nonce = secrets.token_urlsafe(32)
+        flow = LoginFlow(
+            flow_id=str(uuid.uuid4()),
+            state_digest=digest(state),
+            nonce_digest=digest(nonce),
+            acr_requested=wanted,
             methods=methods,
             ui_locales=locale,
+            return_to=target,
+            status=FlowStatus.STARTED,
+            created_at=now,
+            expires_at=now + settings.login_flow_ttl_s,
         )
-    except TaraError as exc:
-        log.warning("login could not start: %s flow_id=%s", exc.reason, flow.flow_id)
-        await attempt.fail(exc.reason)
-        await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.FAILED)
-        return _error(503, "idp_unavailable", request)
-    await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.REDIRECTED)
-    await attempt.step(FlowStatus.REDIRECTED)
-    response = RedirectResponse(url, status_code=302)
-    _make_room_for_a_flow(request, response, services, flow.flow_id)
-    response.set_cookie(
-        _flow_cookie_name(services, state),
-        f"{now}.{binding}",
-        max_age=settings.login_flow_ttl_s,
-        path="/auth",
-        httponly=True,
-        secure=services.cookies.secure,
-        samesite="lax",
-        domain=services.cookies.domain,
-    )
-    return response
+        await asyncio.to_thread(services.flows.add, flow)
+        attempt = refused = _Attempt(services, ctx, flow_id=flow.flow_id, flow=flow)
+        await attempt.step(FlowStatus.STARTED)
+        try:
+            url = await services.tara.authorization_url(
+                state=state,
+                nonce=nonce,
+                acr=wanted,
+                methods=methods,
+                ui_locales=locale,
+            )
+        except TaraError as exc:
+            log.warning("login could not start: %s flow_id=%s", exc.reason, flow.flow_id)
+            await attempt.fail(exc.reason)
+            await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.FAILED)
+            return _error(503, "idp_unavailable", request)
+        await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.REDIRECTED)
+        await attempt.step(FlowStatus.REDIRECTED)
+        response = RedirectResponse(url, status_code=302)
+        _make_room_for_a_flow(request, response, services, flow.flow_id)
+        response.set_cookie(
+            _flow_cookie_name(services, state),
+            f"{now}.{binding}",
+            max_age=settings.login_flow_ttl_s,
+            path="/auth",
+            httponly=True,
+            secure=services.cookies.secure,
+            samesite="lax",
+            domain=services.cookies.domain,
+        )
+        return response
+    except UNAVAILABLE as exc:
+        if not refused.finished:
+            log.error(
+                "login start failed: database_unavailable (%s) flow_id=%s",
+                type(exc).__name__,
+                refused.flow_id,
+            )
+            with contextlib.suppress(AuditUnavailable):
+                await refused.fail("database_unavailable")
+        raise
 
 
 # --- the flow cookies --------------------------------------------------------------------
