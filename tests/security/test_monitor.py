@@ -35,11 +35,18 @@ async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
     k.store.close()
 
 
-async def login(kit: Kit, ip: str, *, person: str | None = "38001085718", ok: bool = True) -> None:
+async def login(
+    kit: Kit,
+    ip: str,
+    *,
+    person: str | None = "38001085718",
+    ok: bool = True,
+    reason: str = "tara.user_cancel",
+) -> None:
     await kit.trail.emit(
         events.auth_login(
             outcome=Outcome.SUCCESS if ok else Outcome.FAILURE,
-            reason=None if ok else "tara.user_cancel",
+            reason=None if ok else reason,
             actor=Actor(
                 ActorType.USER if person else ActorType.ANONYMOUS, subject=person and f"EE{person}"
             ),
@@ -114,6 +121,30 @@ async def test_brute_force(kit: Kit) -> None:
         await login(kit, ATTACKER_IP, ok=False)
     found = sorted((r["details"]["key_kind"], k) for k, r in kit.anomalies())
     assert found == [("ip", "brute_force"), ("person", "brute_force")]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "idp_unavailable",
+        "idp_bad_response",
+        "idp_client_rejected",
+        "idp_request_rejected",
+        "database_unavailable",
+        "internal_error",
+    ],
+)
+async def test_failures_that_are_the_services_fault_are_no_attack(kit: Kit, reason: str) -> None:
+    """TARA down or refusing our client secret fails every login from an office network
+    and of people who retry: no brute-force or credential-stuffing finding, since
+    nobody guessed anything."""
+    for i in range(15):
+        kit.clock.advance(10)
+        await login(kit, ATTACKER_IP, ok=False, reason=reason)
+        await login(kit, ATTACKER_IP, person=f"3800108{i:04d}", ok=False, reason=reason)
+    assert kit.anomalies() == []
+    assert kit.monitor.counts["service_faults"] == 30
 
 
 @pytest.mark.asyncio

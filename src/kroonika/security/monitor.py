@@ -52,6 +52,19 @@ from kroonika.security.detectors import (
 from kroonika.security.profiles import ProfileStore
 
 WATCHED = "auth.login"
+#: Failed logins that were TARA's or the service's fault (an outage, a misconfigured
+#: client secret, the database gone): they say nothing about who tried, so they feed no
+#: detector (every citizen's retry during an outage is not brute force). Counted.
+SERVICE_FAULTS = frozenset(
+    {
+        "idp_unavailable",
+        "idp_bad_response",
+        "idp_client_rejected",
+        "idp_request_rejected",
+        "database_unavailable",
+        "internal_error",
+    }
+)
 KEY_WINDOW_MAX = 256  # recent failures kept per person and per network
 SWEEP_EVERY = 1024  # failures between sweeps of keys that left the window
 QUEUE_SIZE = 10_000  # committed events waiting for detection; more are dropped and counted
@@ -125,7 +138,13 @@ class SecurityMonitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._previous: Callable[[list[SealedEvent]], None] | None = None
-        self.counts: dict[str, int] = {"observed": 0, "findings": 0, "errors": 0, "dropped": 0}
+        self.counts: dict[str, int] = {
+            "observed": 0,
+            "findings": 0,
+            "errors": 0,
+            "dropped": 0,
+            "service_faults": 0,
+        }
 
     # --- lifecycle
 
@@ -201,7 +220,9 @@ class SecurityMonitor:
         out: list[AuditEvent] = []
         if record.get("threat"):
             out.extend(self._threat_events(record))
-        if record.get("type") == WATCHED:
+        if record.get("type") == WATCHED and record.get("reason") in SERVICE_FAULTS:
+            self.counts["service_faults"] += 1
+        elif record.get("type") == WATCHED:
             self.counts["observed"] += 1
             obs = observation(record)
             findings = await self._findings(obs)
