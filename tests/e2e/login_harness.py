@@ -161,11 +161,13 @@ def running_stack(
             issuer=mock_url,
             clients=(
                 RegisteredClient(
-                    client_id=CLIENT_ID,
-                    secret=SecretStr(SECRET),
-                    redirect_uris=(service_url + "/auth/callback",),
-                    allowed_scopes=frozenset([*ALL_SCOPES, "email", "phone"]),
-                    **(mock_client or {}),
+                    **{
+                        "client_id": CLIENT_ID,
+                        "secret": SecretStr(SECRET),
+                        "redirect_uris": (service_url + "/auth/callback",),
+                        "allowed_scopes": frozenset([*ALL_SCOPES, "email", "phone"]),
+                        **(mock_client or {}),
+                    }
                 ),
             ),
             strict=mock_strict,

@@ -108,17 +108,18 @@ def test_bad_code_is_code_exchange_failed(stack: Stack) -> None:
 
 
 def test_provider_error_is_idp_error(stack: Stack) -> None:
-    """An error other than user_cancel from TARA gives idp_error with the error code."""
+    """An error TARA does not send (neither user_cancel nor one that blames TARA or this
+    service) gives idp_error with the error code."""
     with stack.browser(autologin=None) as b:
         url = _callback_url(stack, b)
         state = parse_qs(urlsplit(url).query)["state"][0]
         r = b.get(
             stack.service + "/auth/callback",
-            params={"state": state, "error": "invalid_request"},
+            params={"state": state, "error": "access_denied"},
         )
     login, steps = stack.login_events(r.headers["x-request-id"])
     assert login["reason"] == "idp_error"
-    assert login["details"]["idp_error"] == "invalid_request"
+    assert login["details"]["idp_error"] == "access_denied"
     assert steps == [*RECEIVED, ("callback_received", "failed")]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from login_harness import SECRET, Stack, running_stack
+from login_harness import ALL_SCOPES, SECRET, Stack, running_stack
 from pydantic import SecretStr
 
 RECEIVED = [("none", "started"), ("started", "redirected"), ("redirected", "callback_received")]
@@ -127,3 +127,44 @@ def test_a_code_tara_refuses_is_a_400_with_invalid_grant(stack: Stack) -> None:
     login, _ = stack.login_events(r.headers["x-request-id"])
     assert (r.status_code, r.json()["reason"]) == (400, "code_exchange_failed")
     assert login["details"]["idp_error"] == "invalid_grant"
+
+
+def test_a_scope_tara_does_not_allow_us_is_a_502_that_names_the_setting(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KROONIKA_TARA_SCOPES asking for a scope RIA did not register for the client makes
+    TARA send every browser back with invalid_scope: our configuration, so a 502 with
+    reason idp_request_rejected and an ERROR line naming the setting."""
+    caplog.set_level(logging.INFO, logger="kroonika")
+    registered = {"allowed_scopes": frozenset(ALL_SCOPES)}
+    asked = {"tara_scopes": [*ALL_SCOPES, "email"]}
+    with running_stack(tmp_path, mock_client=registered, settings_overrides=asked) as stack:
+        r, login, steps = _login(stack)
+    assert (r.status_code, r.json()["reason"]) == (502, "idp_request_rejected")
+    assert login["details"]["idp_error"] == "invalid_scope"
+    assert steps == [*RECEIVED, ("callback_received", "failed")]
+    errors = [r for r in _operator_lines(caplog) if r.levelno >= logging.ERROR]
+    assert any("KROONIKA_TARA_SCOPES" in e.getMessage() for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        ("server_error", 502, "idp_unavailable"),
+        ("temporarily_unavailable", 502, "idp_unavailable"),
+        ("invalid_request", 502, "idp_request_rejected"),
+        ("access_denied", 400, "idp_error"),
+    ],
+)
+def test_an_error_tara_sends_the_browser_back_with_is_classified(
+    stack: Stack, error: str, status: int, reason: str
+) -> None:
+    """An error on the callback is the citizen's only for user_cancel (and errors that
+    are not TARA's, such as access_denied): TARA failing or refusing our request is 502."""
+    with stack.browser(autologin=None) as b:
+        start = b.get(stack.service + "/auth/login", follow_redirects=False)
+        state = httpx.URL(start.headers["location"]).params["state"]
+        r = b.get(stack.service + "/auth/callback", params={"state": state, "error": error})
+    login, _ = stack.login_events(r.headers["x-request-id"])
+    assert (r.status_code, r.json()["reason"]) == (status, reason)
+    assert (login["reason"], login["details"]["idp_error"]) == (reason, error)

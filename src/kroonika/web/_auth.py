@@ -512,6 +512,19 @@ class _Attempt:
         )
 
 
+#: Errors TARA sends the browser back with that are not the citizen's doing (TARA.md;
+#: RFC 6749 section 4.1.2.1): TARA failing, or refusing what this service asked for.
+#: ``user_cancel`` (and a code TARA does not send) stays the citizen's 400.
+_IDP_FAILED = frozenset({"server_error", "temporarily_unavailable"})
+_REQUEST_REFUSED = frozenset(
+    {
+        "invalid_scope",
+        "invalid_request",
+        "invalid_state",
+        "unsupported_response_type",
+        "unauthorized_client",
+    }
+)
 #: The callback's own parameters: each at most once.
 _CALLBACK_PARAMS = ("state", "code", "error", "error_description")
 #: Our state is 43 characters and TARA's codes are short: anything far longer is no
@@ -641,6 +654,18 @@ async def _complete(
         code = error if _IDP_ERROR.fullmatch(error) else "unrecognised"
         if code == "user_cancel":
             raise _Failed("user_cancel")
+        if code in _IDP_FAILED:
+            log.warning("TARA could not serve the login: %s flow_id=%s", code, flow.flow_id)
+            raise _Failed("idp_unavailable", 502, idp_error=code)
+        if code in _REQUEST_REFUSED:
+            log.error(
+                "TARA refused this service's authorization request: %s; check "
+                "KROONIKA_TARA_SCOPES, KROONIKA_TARA_CLIENT_ID and KROONIKA_TARA_REDIRECT_URI "
+                "against the registration with RIA flow_id=%s",
+                code,
+                flow.flow_id,
+            )
+            raise _Failed("idp_request_rejected", 502, idp_error=code)
         raise _Failed("idp_error", idp_error=code)
     code_value = params.get("code")
     if not code_value or len(code_value) > _CODE_MAX:
