@@ -71,6 +71,9 @@ class AuditSinkSettings(BaseModel):
     fsync: bool = True
     timeout_s: float = Field(10.0, gt=0, le=300)
     tls_verify: bool = True
+    # Send the secret (or a URL's user:password) over a connection that is not TLS to
+    # a host that is not loopback. Off: such a sink is refused at start (decision 0013).
+    allow_cleartext_credentials: bool = False
 
 
 _RE2_OPTIONS = re2.Options()

@@ -4,7 +4,9 @@ library knows nothing about Kroonika's configuration).
 - :func:`build_sinks` turns ``KROONIKA_AUDIT_SINKS`` (and ``KROONIKA_AUDIT_JSONL_DIR``) into
   sinks, checking everything when the app is built: a bad sink refuses to start the
   service (:class:`~kroonika.settings.SettingsError`), naming the sink and the setting but
-  never echoing a value.
+  never echoing a value. A key that does nothing for the sink's kind is refused too, and
+  a credential never travels in clear to a host that is not loopback unless the sink
+  says ``allow_cleartext_credentials`` (decision 0013).
 - :class:`LogShipping` runs one :class:`~kroonika.audit.sinks.SinkRunner` for all sinks,
   woken by the trail's commits (chained with any other ``on_commit`` listener) and
   reporting failures and recoveries as ``audit.sink``; it renders Prometheus metrics.
@@ -18,7 +20,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -39,6 +41,7 @@ from kroonika.audit.sinks import (
     SyslogTcpSink,
     SyslogUdpSink,
     WebhookSink,
+    is_loopback,
     tls_context,
     trail_reporter,
 )
@@ -56,9 +59,72 @@ _NEEDS_SECRET = {"splunk_hec", "webhook"}
 _SECRET_IN_HEADER = {"splunk_hec", "elastic_bulk"}  # sent as is in Authorization
 _TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
+_SYSLOG = {"host", "port", "body", "app_name", "hostname"}
+_HTTP = {"url", "secret", "secret_file", "ca_file", "tls_verify", "timeout_s"}
+_CLEARTEXT_OPT_OUT = "allow_cleartext_credentials"
+#: The optional keys that do something, per kind (``kind`` and ``name`` always do).
+_APPLIES: dict[str, set[str]] = {
+    "syslog_tcp": _SYSLOG | {"timeout_s"},
+    "syslog_tls": _SYSLOG
+    | {"timeout_s", "ca_file", "cert_file", "key_file", "server_hostname", "tls_verify"},
+    "syslog_udp": _SYSLOG | {"max_size"},
+    "splunk_hec": _HTTP | {"index", "source", "sourcetype", "hostname", _CLEARTEXT_OPT_OUT},
+    "elastic_bulk": _HTTP | {"index", _CLEARTEXT_OPT_OUT},
+    "webhook": _HTTP | {_CLEARTEXT_OPT_OUT},
+    "nats": {
+        "url",
+        "secret",
+        "secret_file",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "subject_prefix",
+        "timeout_s",
+        "tls_verify",  # true only: checked in _check_keys
+        _CLEARTEXT_OPT_OUT,
+    },
+    "jsonl": {"directory", "basename", "max_bytes", "max_age_s", "keep", "fsync"},
+}
+
 
 def _fail(spec: AuditSinkSettings, what: str) -> SettingsError:
     return SettingsError(f"KROONIKA_AUDIT_SINKS: sink {spec.name!r} ({spec.kind}): {what}")
+
+
+def _check_keys(spec: AuditSinkSettings) -> None:
+    """Refuse a key the kind ignores: the operator believes it is in effect (a
+    ``ca_file`` on plain ``syslog_tcp`` does not make it TLS)."""
+    idle = sorted(spec.model_fields_set - _APPLIES[spec.kind] - {"kind", "name"})
+    if spec.kind == "nats" and not spec.tls_verify:
+        idle.append("tls_verify")
+    if not idle:
+        return
+    hint = ""
+    if spec.kind in ("syslog_tcp", "syslog_udp") and {"ca_file", "cert_file", "key_file"} & set(
+        idle
+    ):
+        hint = " (use kind syslog_tls for TLS)"
+    elif spec.kind == "nats" and "tls_verify" in idle:
+        hint = " (NATS always verifies the server certificate)"
+    raise _fail(spec, f"{', '.join(map(repr, idle))} has no effect on this kind{hint}")
+
+
+def _cleartext(spec: AuditSinkSettings, where: str) -> None:
+    """A credential is about to be configured for a connection that is not TLS to a host
+    that is not loopback: refused unless the sink opts out, which is logged."""
+    if not spec.allow_cleartext_credentials:
+        raise _fail(
+            spec,
+            f"url: the credential would travel in clear ({where}): use TLS, or set "
+            f"{_CLEARTEXT_OPT_OUT}=true if the network path is protected otherwise",
+        )
+    log.warning(
+        "sink %r (%s) sends its credential in clear (%s) because %s=true",
+        spec.name,
+        spec.kind,
+        where,
+        _CLEARTEXT_OPT_OUT,
+    )
 
 
 def _secret(spec: AuditSinkSettings, settings: Settings) -> SecretStr | None:
@@ -115,9 +181,24 @@ def _check_url(spec: AuditSinkSettings, settings: Settings, secret: SecretStr | 
     if not parsed.host:
         raise _fail(spec, "url has no host")
     credential = secret is not None or bool(parsed.userinfo)  # user:password@ is one too
-    if settings.production and credential and url.startswith("http://"):
-        raise _fail(spec, "a credential over plain http is refused in production")
+    if credential and parsed.scheme == "http" and not is_loopback(parsed.host):
+        _cleartext(spec, "plain http:// to a host that is not loopback")
     return url
+
+
+def _nats_servers(spec: AuditSinkSettings, secret: SecretStr | None) -> list[str]:
+    servers = [s.strip() for s in (spec.url or "nats://127.0.0.1:4222").split(",")]
+    if not all(s.startswith(("nats://", "tls://")) for s in servers):
+        raise _fail(spec, "url must list nats:// or tls:// servers")
+    parsed = [urlsplit(s) for s in servers]
+    if any("@" in p.netloc for p in parsed):
+        # nats-py would send it before this service could check the connection
+        raise _fail(spec, "url must not hold a credential: give it as secret or secret_file")
+    if secret is not None and any(
+        p.scheme == "nats" and not is_loopback(p.hostname) for p in parsed
+    ):
+        _cleartext(spec, "a nats:// server that is not loopback")
+    return servers
 
 
 def _renderer(spec: AuditSinkSettings) -> Rfc5424Renderer:
@@ -138,6 +219,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
     extra = sorted((spec.model_extra or {}).keys())
     if extra:
         raise _fail(spec, f"unknown keys {extra}")
+    _check_keys(spec)
     secret = _secret(spec, settings)
     kind = spec.kind
     if kind in _NEEDS_ADDRESS and (not spec.host or spec.port is None):
@@ -215,15 +297,11 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 verify=_http_verify(spec, settings),
             )
         if kind == "nats":
-            servers = [s.strip() for s in (spec.url or "nats://127.0.0.1:4222").split(",")]
-            if not all(s.startswith(("nats://", "tls://")) for s in servers):
-                raise _fail(spec, "url must list nats:// or tls:// servers")
-            options: dict[str, Any] = {}
-            if secret is not None:
-                options["token"] = secret.get_secret_value()
+            servers = _nats_servers(spec, secret)
+            tls: ssl.SSLContext | None = None
             if spec.ca_file is not None or any(s.startswith("tls://") for s in servers):
                 try:
-                    options["tls"] = tls_context(
+                    tls = tls_context(
                         str(spec.ca_file) if spec.ca_file else None,
                         certfile=str(spec.cert_file) if spec.cert_file else None,
                         keyfile=str(spec.key_file) if spec.key_file else None,
@@ -235,7 +313,9 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 servers,
                 subject_prefix=spec.subject_prefix,
                 timeout=spec.timeout_s,
-                connect_options=options,
+                token=secret,
+                tls=tls,
+                allow_cleartext_credentials=spec.allow_cleartext_credentials,
             )
         if kind == "jsonl":
             if spec.directory is None:

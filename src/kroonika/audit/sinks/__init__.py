@@ -32,6 +32,7 @@ from kroonika.audit.sinks._base import (
     Sink,
     SinkError,
     TransientSinkError,
+    is_loopback,
 )
 from kroonika.audit.sinks._runner import (
     RetryPolicy,
@@ -78,6 +79,7 @@ __all__ = [
     "SyslogUdpSink",
     "TransientSinkError",
     "WebhookSink",
+    "is_loopback",
     "ownership_lock_for",
     "tls_context",
     "trail_reporter",

@@ -14,6 +14,7 @@ them and only the rest is sent again.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -152,6 +153,20 @@ class CapturingSink:
 
     def checkpoints(self) -> list[CheckpointRecord]:
         return [i for i in self.items if isinstance(i, CheckpointRecord)]
+
+
+def is_loopback(host: str | None) -> bool:
+    """``localhost`` or a loopback IP literal (127.0.0.0/8, ::1): a name that merely
+    resolves to one is not trusted (DNS can change)."""
+    if not host:
+        return False
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def rfc3339_to_epoch(value: str) -> str:

@@ -6,6 +6,16 @@ duplicate window the server drops a re-sent event: at-least-once delivery
 becomes exactly-once in the stream. Each publish waits for the server's
 acknowledgement before the next, so order per stream is kept; ``delivered`` on
 a failure says how many were acknowledged.
+
+Transport security: nats-py switches to TLS only when the server's ``INFO`` asks for
+it (``tls_required``), whatever the URL scheme, so a server that does not, or a man
+in the middle who strips the flag, would get the CONNECT line (and its credential)
+and every event in clear. This sink checks the connection itself before nats-py
+writes CONNECT: a ``tls://`` server that did not start TLS gets nothing, and the
+credential (``token``) goes only over TLS or to a loopback host, unless
+``allow_cleartext_credentials`` says otherwise. A refused connection is a
+:class:`TransientSinkError` (the server or the configuration is at fault, never an
+event), so the runner retries and reports it.
 """
 
 from __future__ import annotations
@@ -13,14 +23,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 
-from kroonika.audit.sinks._base import CheckpointRecord, Item, TransientSinkError
+from kroonika.audit.sinks._base import CheckpointRecord, Item, TransientSinkError, is_loopback
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+
+#: nats-py options that carry a credential or decide TLS: given only through this
+#: sink's own arguments, so the transport check cannot be bypassed.
+_GUARDED_OPTIONS = frozenset(
+    {
+        "token",
+        "user",
+        "password",
+        "tls",
+        "tls_hostname",
+        "tls_handshake_first",
+        "nkeys_seed",
+        "nkeys_seed_str",
+        "user_credentials",
+        "signature_cb",
+        "user_jwt_cb",
+    }
+)
+
+
+class _ChannelRefused(Exception):
+    """Raised inside nats-py's connect, before CONNECT is written."""
 
 
 async def _quiet(exc: Exception) -> None:
@@ -36,14 +70,25 @@ class JetStreamSink:
         *,
         subject_prefix: str = "kroonika.audit",
         timeout: float = 5.0,
+        token: SecretStr | None = None,
+        tls: ssl.SSLContext | None = None,
+        allow_cleartext_credentials: bool = False,
         connect_options: dict[str, Any] | None = None,
     ) -> None:
         if not subject_prefix or any(c in subject_prefix for c in " *>\t\r\n"):
             raise ValueError("subject_prefix must be a plain NATS subject")
+        guarded = sorted(_GUARDED_OPTIONS & set(connect_options or {}))
+        if guarded:
+            raise ValueError(f"connect_options may not set {guarded}: use token= and tls=")
+        if tls is not None and tls.verify_mode != ssl.CERT_REQUIRED:
+            raise ValueError("the TLS context must verify the server certificate")
         self.name = name
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.prefix = subject_prefix
         self.timeout = timeout
+        self._token = token
+        self._tls = tls
+        self.allow_cleartext_credentials = allow_cleartext_credentials
         self._options = connect_options or {}
         self._nc: Any = None
         self._js: Any = None
@@ -64,29 +109,70 @@ class JetStreamSink:
         """Connected lazily, on the first send."""
 
     async def _connect(self) -> Any:
-        import nats
+        from nats.aio.client import Client
         from nats.errors import Error as NatsError
 
         if self._nc is not None and self._nc.is_connected:
             return self._js
         await self.close()
+        nc = Client()
+        # (connect_timeout is typed int in nats-py but used as a float by asyncio)
+        options: dict[str, Any] = {**self._options, "connect_timeout": self.timeout}
+        if self._tls is not None:
+            options["tls"] = self._tls
+        if self._token is not None:
+            token = self._token
+
+            def give_token() -> str:
+                # nats-py calls this while it writes CONNECT, after any TLS upgrade
+                self._check_channel(nc, credential=True)
+                return token.get_secret_value()
+
+            options["token"] = give_token
         try:
-            self._nc = await asyncio.wait_for(
-                nats.connect(
+            await asyncio.wait_for(
+                nc.connect(
                     servers=self.servers,
-                    connect_timeout=self.timeout,
                     max_reconnect_attempts=1,
                     allow_reconnect=False,
                     error_cb=_quiet,
-                    **self._options,
+                    **options,
                 ),
                 self.timeout * 2,
             )
+            self._check_channel(nc, credential=False)
+        except _ChannelRefused as exc:
+            await _close_quietly(nc)
+            raise TransientSinkError(str(exc)) from None
         except (OSError, TimeoutError, NatsError) as exc:
-            self._nc = None
+            await _close_quietly(nc)
             raise TransientSinkError(f"cannot connect to NATS: {type(exc).__name__}") from exc
-        self._js = self._nc.jetstream(timeout=self.timeout)
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self.timeout)
         return self._js
+
+    def _check_channel(self, nc: Any, *, credential: bool) -> None:
+        """Refuse a connection that is not TLS where TLS is due: always on a ``tls://``
+        server; for a credential, on any host but loopback (unless opted out). Reads
+        nats-py's connection state; what it cannot read counts as not TLS (fail closed)."""
+        server = getattr(nc, "_current_server", None)
+        uri = getattr(server, "uri", None)
+        host = getattr(uri, "hostname", None)
+        scheme = getattr(uri, "scheme", None)
+        writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+        encrypted = writer is not None and writer.get_extra_info("ssl_object") is not None
+        if encrypted:
+            return
+        where = f"{scheme}://{host}" if host else "the NATS server"
+        if scheme == "tls":
+            raise _ChannelRefused(
+                f"{where} did not start TLS: nothing sent (the server must require TLS)"
+            )
+        if credential and not is_loopback(host) and not self.allow_cleartext_credentials:
+            raise _ChannelRefused(
+                f"{where} is not TLS: the credential is not sent in clear to a host that is "
+                "not loopback (use tls://, or allow_cleartext_credentials)"
+            )
 
     async def send(self, batch: Sequence[Item]) -> None:
         from nats.errors import Error as NatsError
@@ -112,5 +198,13 @@ class JetStreamSink:
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None:
-            with contextlib.suppress(Exception):  # closing a broken connection
-                await nc.close()
+            await _close_quietly(nc)
+
+
+async def _close_quietly(nc: Any) -> None:
+    with contextlib.suppress(Exception):  # closing a broken or half-open connection
+        await nc.close()
+    transport = getattr(nc, "_transport", None)
+    if transport is not None:  # a connect refused before CONNECT leaves the socket open
+        with contextlib.suppress(Exception):
+            transport.close()
