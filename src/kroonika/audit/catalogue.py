@@ -497,11 +497,26 @@ def _specs() -> dict[str, EventSpec]:
             "audit.sink",
             AU,
             WARNING,
-            "A sink failed or recovered",
+            "A sink failed, recovered, dead-lettered or replayed an item",
             _API,
             99,
             _PCI_AUDIT_LIFECYCLE,
-            {"sink": S, "state": S, "error": S, "lag": I},
+            {
+                "sink": S,
+                # failed, recovered, dead_letter, replayed, replay_failed
+                "state": S,
+                "error": S,
+                "lag": I,
+                # the item concerned (dead_letter, replayed, replay_failed; the stream
+                # being delivered for failed and recovered): "event" or "checkpoint",
+                # its writer stream and seq (a checkpoint's size) and its id
+                "item": S,
+                "item_stream": S,
+                "item_seq": I,
+                "item_id": S,
+                # a replay: the operator's reason (recorded before anything is sent)
+                "justification": LONG,
+            },
             filterable=False,
         ),
         # --- alerting (AC7)

@@ -141,6 +141,38 @@ async def test_a_permanently_refused_record_becomes_one_dead_letter(kit: Kit) ->
 
 
 @pytest.mark.asyncio
+async def test_a_dead_letter_report_names_the_event_the_siem_is_missing(kit: Kit) -> None:
+    """The audit.sink dead_letter event carries the refused event's stream, seq and id
+    (declared details), so an operator can find it; a failure names the stream."""
+    from kroonika.audit.sinks import trail_reporter
+
+    await kit.trail.start()
+    try:
+        write_events(kit, 6)
+        poisoned = orjson.loads(
+            next(r for blk in kit.store.blocks("web-1") for r in blk.records() if b'"seq":4,' in r)
+        )
+        sink = PoisonSink(poison=4)
+        runner = SinkRunner(kit.store, [sink], retry=FAST, on_event=trail_reporter(kit.trail))
+        await asyncio.wait_for(runner.drain(), 20)
+    finally:
+        await kit.trail.stop()
+    bodies = [orjson.loads(b) for blk in kit.store.blocks("web-1") for b in blk.records()]
+    reports = {b["details"]["state"]: b["details"] for b in bodies if b["type"] == "audit.sink"}
+    assert poisoned["seq"] == 4
+    dead = reports["dead_letter"]
+    assert (dead["sink"], dead["item"], dead["item_stream"], dead["item_seq"]) == (
+        "poison", "event", "web-1", 4,
+    )  # fmt: skip
+    assert dead["item_id"] == poisoned["id"]
+    assert reports["failed"]["item_stream"] == "web-1"
+    (letter,) = CursorStore(kit.store.engine).dead_letters("poison")
+    assert (letter["stream"], letter["seq"], letter["item_id"]) == (
+        dead["item_stream"], dead["item_seq"], dead["item_id"],
+    )  # fmt: skip
+
+
+@pytest.mark.asyncio
 async def test_partial_acceptance_moves_the_cursor_past_what_was_accepted(kit: Kit) -> None:
     """A failure that names accepted leading items does not re-send them."""
     write_events(kit, 6)

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from sqlalchemy import func, select
 
-from kroonika.audit._model import rfc3339_micro
+from kroonika.audit._model import Actor, ActorType, AuditEvent, Outcome, rfc3339_micro
 from kroonika.audit.sinks._base import (
     CheckpointRecord,
     Item,
@@ -83,16 +83,23 @@ class RetryPolicy:
         return d / 2 + rand() * d / 2
 
 
+SinkState = Literal["failed", "recovered", "dead_letter", "replayed", "replay_failed"]
+
+
 @dataclass(frozen=True, slots=True)
 class SinkEvent:
-    """A change in a sink's health, for ``audit.sink``."""
+    """A change in a sink's health, or what happened to one item, for ``audit.sink``.
+    ``stream`` is the stream being delivered; for an item (a dead letter, a replay)
+    ``seq`` and ``item_id`` name it and ``item`` says ``event`` or ``checkpoint``."""
 
     sink: str
-    state: Literal["failed", "recovered", "dead_letter"]
+    state: SinkState
     error: str
     lag: int
     stream: str = ""
     seq: int = 0
+    item_id: str = ""
+    item: Literal["event", "checkpoint", ""] = ""
 
 
 @dataclass(slots=True)
@@ -534,15 +541,15 @@ class SinkRunner:
             # everything and be dead-lettered too: one more report, and so on forever.
             # The dead letter row, the metric and the log line above still record it.
             return
-        await self._report(sink, "dead_letter", error, stream, seq)
+        await self._report(sink, "dead_letter", error, stream, item)
 
     async def _report(
         self,
         sink: Sink,
-        state: Literal["failed", "recovered", "dead_letter"],
+        state: SinkState,
         error: str,
         stream: str,
-        seq: int = 0,
+        item: Item | None = None,
     ) -> None:
         metrics = self._metrics[sink.name]
         lag = sum(metrics.lag_events.values())
@@ -553,9 +560,22 @@ class SinkRunner:
         if self.on_event is None:
             return
         try:
-            await self.on_event(SinkEvent(sink.name, state, error, lag, stream, seq))
+            await self.on_event(sink_event(sink.name, state, error, lag, stream, item))
         except Exception:
             log.exception("sink %s: could not report %s", sink.name, state)
+
+
+def sink_event(
+    sink: str, state: SinkState, error: str, lag: int, stream: str, item: Item | None = None
+) -> SinkEvent:
+    """The :class:`SinkEvent` for ``state``, naming ``item`` when there is one."""
+    if item is None:
+        return SinkEvent(sink, state, error, lag, stream)
+    if isinstance(item, Record):
+        return SinkEvent(sink, state, error, lag, item.stream, item.seq, item.id, "event")
+    return SinkEvent(
+        sink, state, error, lag, item.stream, item.checkpoint.size, item.id, "checkpoint"
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -572,23 +592,33 @@ def _describe(exc: BaseException) -> str:
 def trail_reporter(trail: Any) -> EventCallback:
     """``on_event`` that records each :class:`SinkEvent` as ``audit.sink`` in ``trail``
     (an :class:`~kroonika.audit.AuditTrail`)."""
-    from kroonika.audit import events
-    from kroonika.audit._model import Actor, ActorType, Outcome
 
     async def report(ev: SinkEvent) -> None:
-        await trail.emit(
-            events.audit_sink(
-                outcome=Outcome.SUCCESS if ev.state == "recovered" else Outcome.FAILURE,
-                reason=None if ev.state == "recovered" else f"sink.{ev.state}",
-                actor=Actor(type=ActorType.SYSTEM),
-                sink=ev.sink,
-                state=ev.state,
-                error=ev.error or None,
-                lag=ev.lag,
-            )
-        )
+        await trail.emit(audit_sink_event(ev, Actor(type=ActorType.SYSTEM)))
 
     return report
+
+
+def audit_sink_event(ev: SinkEvent, actor: Actor, justification: str | None = None) -> AuditEvent:
+    """``audit.sink`` for ``ev`` (an :class:`~kroonika.audit.AuditEvent`), acted by
+    ``actor``: success for recovered and replayed, failure otherwise."""
+    from kroonika.audit import events
+
+    ok = ev.state in ("recovered", "replayed")
+    return events.audit_sink(
+        outcome=Outcome.SUCCESS if ok else Outcome.FAILURE,
+        reason=None if ok else f"sink.{ev.state}",
+        actor=actor,
+        sink=ev.sink,
+        state=ev.state,
+        error=ev.error or None,
+        lag=ev.lag,
+        item=ev.item or None,
+        item_stream=ev.stream or None,
+        item_seq=ev.seq if ev.item else None,
+        item_id=ev.item_id or None,
+        justification=justification,
+    )
 
 
 __all__ = [
@@ -598,6 +628,9 @@ __all__ = [
     "SinkEvent",
     "SinkMetrics",
     "SinkRunner",
+    "SinkState",
     "TransientSinkError",
+    "audit_sink_event",
+    "sink_event",
     "trail_reporter",
 ]
