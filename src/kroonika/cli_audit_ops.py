@@ -58,9 +58,13 @@ def sinks_status(store: StoreOpt = None) -> None:
 @sinks_app.command("dead-letters")
 def sinks_dead_letters(
     sink: Annotated[str | None, typer.Option(help="Only this sink")] = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Only those no replay has delivered")
+    ] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Items sinks refused permanently (the events themselves stay in the store)."""
+    """Items sinks refused permanently (the events themselves stay in the store);
+    ``replayed`` is when ``sinks replay`` delivered one (null: still pending)."""
     from kroonika.audit.sinks import CursorStore
     from kroonika.cli import (
         _access_trail,
@@ -76,13 +80,135 @@ def sinks_dead_letters(
         n = 0
         try:
             with _reading(source):
-                rows = CursorStore(source.engine).dead_letters(sink)
+                rows = CursorStore(source.engine).dead_letters(sink, pending=pending)
             for row in rows:
                 typer.echo(dumps(row))  # JSON with nothing a terminal would act on
                 n += 1
         finally:
             source.close()
-        _record_access(comps, "dead_letters", source, query=f"sink={sink or 'all'}", returned=n)
+        query = f"sink={sink or 'all'}" + (" pending" if pending else "")
+        _record_access(comps, "dead_letters", source, query=query, returned=n)
+
+
+@sinks_app.command("replay")
+def sinks_replay(
+    sink: Annotated[str, typer.Option("--sink", help="The configured sink to deliver through")],
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every pending dead letter of the sink")
+    ] = False,
+    seq: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--seq",
+            help="STREAM:SEQ: the pending dead letters at that position, the event and a "
+            "checkpoint of that size (repeatable)",
+        ),
+    ] = None,
+    justification: Annotated[
+        str | None,
+        typer.Option("--justification", "-j", help="Why (recorded in the audit trail)"),
+    ] = None,
+) -> None:
+    """Re-deliver dead letters through their sink once its destination is fixed: in
+    order, one item at a time, each marked replayed (the rows stay). Recorded as
+    audit.access (with the justification) before anything is sent, and one audit.sink
+    per item. Exit 0 when all went, 1 when the destination refused again (the rest stay
+    pending), 2 on a usage error."""
+    import asyncio
+
+    from kroonika.admin import JustificationMissing, check_justification
+    from kroonika.audit import Actor, ActorType, AuditError
+    from kroonika.audit.sinks import CursorStore, DeadLetterReplay, SinkEvent, audit_sink_event
+    from kroonika.cli import _access_trail, _fail, _record_access, _settings, _shown
+    from kroonika.settings import SettingsError
+    from kroonika.shipping import build_sinks
+
+    if all_ == bool(seq):
+        raise _fail("give --all or --seq STREAM:SEQ (one of them)")
+    wanted = {_stream_seq(value) for value in seq or []}
+    settings = _settings()
+    try:
+        why = check_justification(
+            justification,
+            minimum=settings.admin_justification_min,
+            pattern=settings.admin_ticket_pattern,
+        )
+    except JustificationMissing as exc:
+        raise _fail(f"--justification: {exc}") from None
+    try:
+        configured = {s.name: s for s in build_sinks(settings)}
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    if sink not in configured:
+        names = ", ".join(sorted(configured)) or "none"
+        raise _fail(f"no sink named '{_shown(sink)}' is configured (configured: {names})")
+    with _access_trail(settings, purpose="record this replay") as comps:
+        rows = CursorStore(comps.store.engine).dead_letters(sink, pending=True)
+        if wanted:
+            rows = [r for r in rows if (str(r["stream"]), int(r["seq"])) in wanted]
+            absent = sorted(wanted - {(str(r["stream"]), int(r["seq"])) for r in rows})
+            if absent:
+                where = ", ".join(f"{_shown(st)}:{n}" for st, n in absent)
+                raise _fail(f"no pending dead letter of sink '{_shown(sink)}' at {where}")
+        actor = Actor(ActorType.ADMIN, roles=("cli",))
+
+        async def record(ev: SinkEvent) -> None:
+            comps.trail.emit_sync(audit_sink_event(ev, actor, why))
+
+        replay = DeadLetterReplay(comps.store, configured[sink], rows, on_event=record)
+        selection = "all" if all_ else ",".join(f"{st}:{n}" for st, n in sorted(wanted))
+        _record_access(
+            comps,
+            "sink_replay",
+            comps.store,
+            query=f"sink={sink} seq={selection}",
+            returned=replay.count,
+            justification=why,
+        )
+        try:
+            if replay.count:
+                asyncio.run(replay.run())
+        except AuditError as exc:
+            raise _fail(
+                f"replay stopped: the audit trail could not record it ({exc}); "
+                f"{len(replay.replayed)} dead letters were re-delivered and marked"
+            ) from None
+    for row in replay.replayed:
+        typer.echo(
+            f"replayed {clean(str(row['stream']))}#{row['seq']} {clean(str(row['item_id']))}"
+        )
+    done = len({(r["stream"], r["seq"], r["item_id"]) for r in replay.replayed})
+    problems = []
+    if replay.failed is not None:
+        problems.append(
+            f"stopped at {_shown(str(replay.failed['stream']))}#{replay.failed['seq']}: "
+            + replay.error
+        )
+    if replay.missing:
+        gone = ", ".join(
+            f"{_shown(str(r['stream']))}#{r['seq']} ({why_})" for r, why_ in replay.missing
+        )
+        problems.append(f"not in the store: {gone}")
+    if problems:
+        typer.echo(
+            f"error: replay of sink '{_shown(sink)}': {'; '.join(problems)}; "
+            f"{done} of {replay.count} replayed, the other dead letters stay pending",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if not replay.count:
+        typer.echo(f"nothing to replay for sink '{clean(sink)}'")
+        return
+    typer.echo(f"replayed {done} of {replay.count} dead letters of sink '{clean(sink)}'")
+
+
+def _stream_seq(value: str) -> tuple[str, int]:
+    from kroonika.cli import _fail, _shown
+
+    stream, _, number = value.rpartition(":")
+    if not stream or not number.isdigit() or int(number) < 1:
+        raise _fail(f"--seq takes STREAM:SEQ (e.g. web-1:42), not '{_shown(value)}'")
+    return stream, int(number)
 
 
 @retention_app.command("run")

@@ -16,6 +16,9 @@ JsonlFileSink          JSON lines files with size/time rotation
 CapturingSink          in memory (tests)
 =====================  ==============================================================
 
+:class:`DeadLetterReplay` re-delivers dead letters through a sink once its destination
+is fixed (``kroonika audit sinks replay``).
+
 Errors::
 
     SinkError
@@ -34,11 +37,13 @@ from kroonika.audit.sinks._base import (
     TransientSinkError,
     is_loopback,
 )
+from kroonika.audit.sinks._replay import DeadLetterReplay
 from kroonika.audit.sinks._runner import (
     RetryPolicy,
     SinkEvent,
     SinkMetrics,
     SinkRunner,
+    audit_sink_event,
     trail_reporter,
 )
 from kroonika.audit.sinks._state import (
@@ -59,6 +64,7 @@ __all__ = [
     "CapturingSink",
     "CheckpointRecord",
     "CursorStore",
+    "DeadLetterReplay",
     "ElasticBulkSink",
     "FileLock",
     "Item",
@@ -79,6 +85,7 @@ __all__ = [
     "SyslogUdpSink",
     "TransientSinkError",
     "WebhookSink",
+    "audit_sink_event",
     "is_loopback",
     "ownership_lock_for",
     "tls_context",

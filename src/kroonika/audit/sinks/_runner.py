@@ -95,7 +95,7 @@ class SinkEvent:
     sink: str
     state: SinkState
     error: str
-    lag: int
+    lag: int | None  # None: not known (a replay by the command line)
     stream: str = ""
     seq: int = 0
     item_id: str = ""
@@ -259,7 +259,7 @@ class SinkRunner:
                 # failure, counted, reported and retried with back-off like one.
                 log.exception("sink %s: delivery pass failed", sink.name)
                 broken += 1
-                await self._failing(sink, _describe(exc), "")
+                await self._failing(sink, describe_error(exc), "")
                 await asyncio.sleep(self.retry.delay(broken, self._rand))
                 continue
             broken = 0
@@ -460,7 +460,7 @@ class SinkRunner:
                     pending = pending[accepted:]
                     single = max(0, single - accepted)
                     attempt = permanent = 0
-                error = _describe(exc)
+                error = describe_error(exc)
                 await self._failing(sink, error, stream)
                 if isinstance(exc, PermanentSinkError) and pending:
                     if len(chunk) - accepted > 1:
@@ -566,7 +566,12 @@ class SinkRunner:
 
 
 def sink_event(
-    sink: str, state: SinkState, error: str, lag: int, stream: str, item: Item | None = None
+    sink: str,
+    state: SinkState,
+    error: str,
+    lag: int | None,
+    stream: str,
+    item: Item | None = None,
 ) -> SinkEvent:
     """The :class:`SinkEvent` for ``state``, naming ``item`` when there is one."""
     if item is None:
@@ -578,7 +583,7 @@ def sink_event(
     )
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """A short error text without payloads (they may hold data)."""
     if isinstance(exc, TimeoutError):
         return "timeout: the destination stalled"
@@ -631,6 +636,7 @@ __all__ = [
     "SinkState",
     "TransientSinkError",
     "audit_sink_event",
+    "describe_error",
     "sink_event",
     "trail_reporter",
 ]

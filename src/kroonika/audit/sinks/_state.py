@@ -16,10 +16,11 @@ import fcntl
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -115,14 +116,43 @@ class CursorStore:
                 },
             )
 
-    def dead_letters(self, sink: str | None = None) -> list[dict[str, Any]]:
+    def dead_letters(
+        self, sink: str | None = None, *, pending: bool = False
+    ) -> list[dict[str, Any]]:
+        """Dead-letter rows in the order they were written; ``pending``: only those no
+        replay has delivered yet."""
         query = select(sink_dead_letters).order_by(sink_dead_letters.c.id)
         if sink is not None:
             query = query.where(sink_dead_letters.c.sink == sink)
+        if pending:
+            query = query.where(sink_dead_letters.c.replayed.is_(None))
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         # plain str keys: SQLAlchemy's are quoted_name, which orjson refuses
         return [{str(k): v for k, v in r._mapping.items()} for r in rows]
+
+    def mark_replayed(self, ids: Sequence[int], now: str) -> int:
+        """Mark dead letters as delivered by a replay (the rows stay: evidence of what a
+        destination refused and when it got it). Returns how many were still pending."""
+        if not ids:
+            return 0
+        c = sink_dead_letters.c
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(sink_dead_letters)
+                .where(c.id.in_(list(ids)), c.replayed.is_(None))
+                .values(replayed=now)
+            )
+        return int(done.rowcount or 0)
+
+    def pending_counts(self) -> dict[str, int]:
+        """Per sink, how many dead letters no replay has delivered yet."""
+        c = sink_dead_letters.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.sink, func.count()).where(c.replayed.is_(None)).group_by(c.sink)
+            ).all()
+        return {str(sink): int(n) for sink, n in rows}
 
 
 class OwnershipLock(Protocol):

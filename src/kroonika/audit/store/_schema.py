@@ -92,6 +92,8 @@ sink_cursors = Table(
 
 # Items a sink refused permanently (after retries): the events stay in the store;
 # this row says which sink skipped which range and why (written by the SinkRunner).
+# A row is never deleted: an operator's replay that delivers the item sets
+# ``replayed`` (a0006; decision 0013).
 sink_dead_letters = Table(
     "audit_sink_dead_letters",
     metadata,
@@ -103,6 +105,7 @@ sink_dead_letters = Table(
     Column("error", String(500), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("time", String(32), nullable=False),
+    Column("replayed", String(32), nullable=True),
     Index("audit_sink_dead_letters_sink", "sink", "stream", "seq"),
 )
 
