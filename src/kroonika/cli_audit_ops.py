@@ -29,30 +29,59 @@ def register_ops(audit_app: typer.Typer) -> None:
 
 @sinks_app.command("status")
 def sinks_status(store: StoreOpt = None) -> None:
-    """Each sink's cursor per stream and how many events it is behind."""
+    """Each sink's cursor per stream and how many events it is behind: the configured
+    sinks (also those that delivered nothing yet), cursors of sinks no longer configured,
+    corrupted cursors and pending dead letters. Exit 1 when a configured sink cannot be
+    built (the service would refuse to start) or a cursor is corrupted."""
     from sqlalchemy import func, select
 
     from kroonika.audit.sinks import CursorStore
+    from kroonika.audit.sinks._runner import CHECKPOINT_CURSOR_SUFFIX
     from kroonika.audit.store._schema import blocks
     from kroonika.cli import _open_read_only, _reading, _settings
+    from kroonika.settings import SettingsError
+    from kroonika.shipping import build_sinks
 
-    source = _open_read_only(_settings(), store)
+    settings = _settings()
+    try:
+        configured: set[str] | None = {s.name for s in build_sinks(settings)}
+        problem = ""
+    except SettingsError as exc:
+        configured, problem = None, str(exc)
+    source = _open_read_only(settings, store)
     try:
         with _reading(source):
-            cursors = CursorStore(source.engine).all()
+            state = CursorStore(source.engine)
+            cursors, broken = state.all(), state.corrupted()
+            pending = state.pending_counts()
             with source.engine.connect() as conn:
-                heads = dict(
-                    conn.execute(
+                heads = {
+                    str(stream): int(head or 0)
+                    for stream, head in conn.execute(
                         select(blocks.c.stream, func.max(blocks.c.last_seq)).group_by(
                             blocks.c.stream
                         )
                     ).all()
-                )
+                }
     finally:
         source.close()
-    for (sink, stream), seq in sorted(cursors.items()):
-        lag = max(0, int(heads.get(stream, 0) or 0) - seq) if "@" not in sink else 0
-        typer.echo(f"{clean(sink)}  {clean(stream)}  delivered_to={seq}  lag_events={lag}")
+    rows = dict(cursors)
+    for name in configured or ():
+        for stream in heads:
+            rows.setdefault((name, stream), 0)
+    for (sink, stream), seq in sorted(rows.items()):
+        base = sink.removesuffix(CHECKPOINT_CURSOR_SUFFIX)
+        lag = max(0, heads.get(stream, 0) - seq) if base == sink else 0
+        stale = "  (not configured)" if configured is not None and base not in configured else ""
+        typer.echo(f"{clean(sink)}  {clean(stream)}  delivered_to={seq}  lag_events={lag}{stale}")
+    for sink, stream in broken:
+        typer.echo(f"{clean(sink)}  {clean(stream)}  cursor corrupted: not a sequence number")
+    for sink, n in sorted(pending.items()):
+        typer.echo(f"{clean(sink)}  dead_letters_pending={n}")
+    if problem:
+        typer.echo(f"error: {clean(problem)}", err=True)
+    if problem or broken:
+        raise typer.Exit(1)
 
 
 @sinks_app.command("dead-letters")

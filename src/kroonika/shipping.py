@@ -455,6 +455,13 @@ class LogShipping:
 
     # --- metrics ------------------------------------------------------------------
 
+    def _pending_dead_letters(self) -> list[tuple[str, int]]:
+        """(sink, dead letters no replay has delivered yet) from the database."""
+        if self.runner is None:
+            return []
+        pending = CursorStore(self.store.engine).pending_counts()
+        return [(s.name, pending.get(s.name, 0)) for s in sorted(self.runner.sinks, key=_name)]
+
     def _store_lag(self) -> list[tuple[str, str, int, int]]:
         """(sink, stream, delivered seq, head seq) from the database: the lag of every
         stream, whichever instance delivers it."""
@@ -534,10 +541,22 @@ class LogShipping:
                 f'kroonika_audit_sink_cursor{{sink="{_label(sink)}",'
                 f'stream="{_label(stream)}"}} {seq}'
             )
+        family(
+            "kroonika_audit_sink_dead_letters_pending",
+            "gauge",
+            "Dead letters no replay has delivered yet, per sink (any instance).",
+        )
+        pending = await asyncio.to_thread(self._pending_dead_letters) if runner else []
+        for sink, n in pending:
+            lines.append(f'kroonika_audit_sink_dead_letters_pending{{sink="{_label(sink)}"}} {n}')
         family("kroonika_audit_events_total", "counter", "Audit trail counters of this instance.")
         for key, value in sorted(self.trail.counters.snapshot().items()):
             lines.append(f'kroonika_audit_events_total{{counter="{_label(key)}"}} {value}')
         return "\n".join(lines) + "\n"
+
+
+def _name(sink: Sink) -> str:
+    return sink.name
 
 
 def _label(value: str) -> str:

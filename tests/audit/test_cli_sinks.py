@@ -39,6 +39,12 @@ def cli(generated: Path, tmp_path: Path) -> Cli:
     return Cli(var)
 
 
+def hook_env(url: str) -> dict[str, str]:
+    """The environment that configures the webhook sink ``hook`` at ``url``."""
+    sink = {"kind": "webhook", "name": "hook", "url": url, "secret": KEY}
+    return {"KROONIKA_AUDIT_SINKS": orjson.dumps([sink]).decode()}
+
+
 class Hook:
     """The collector and what it answers: 400 (refuse the event) until told otherwise."""
 
@@ -47,8 +53,7 @@ class Hook:
         self.collector = Collector(lambda r: (self.status, b"{}"))
 
     def env(self) -> dict[str, str]:
-        sink = {"kind": "webhook", "name": "hook", "url": self.collector.url, "secret": KEY}
-        return {"KROONIKA_AUDIT_SINKS": orjson.dumps([sink]).decode()}
+        return hook_env(self.collector.url)
 
     async def replay(self, cli: Cli, *selection: str) -> tuple[int, str, str]:
         """``kroonika audit sinks replay --sink hook SELECTION -j WHY``."""
@@ -212,11 +217,7 @@ def test_replay_usage_errors_exit_two_and_send_nothing(
     cli: Cli, args: list[str], needle: str
 ) -> None:
     """Each mistake is one line on stderr, exit 2, nothing recorded as replayed."""
-    env = {
-        "KROONIKA_AUDIT_SINKS": orjson.dumps(
-            [{"kind": "webhook", "name": "hook", "url": "http://127.0.0.1:9/x", "secret": KEY}]
-        ).decode()
-    }
+    env = hook_env("http://127.0.0.1:9/x")
     line = cli.usage_error("audit", "sinks", "replay", *args, env=env)
     assert needle in line
     assert [e for e in events_of(cli, "audit.sink") if e["details"]["state"] == "replayed"] == []  # type: ignore[index]
@@ -224,14 +225,56 @@ def test_replay_usage_errors_exit_two_and_send_nothing(
 
 def test_replay_with_a_misconfigured_sink_names_the_setting(cli: Cli) -> None:
     """The sinks are checked as the service checks them: a bad one is a usage error."""
-    env = {
-        "KROONIKA_AUDIT_SINKS": orjson.dumps(
-            [{"kind": "webhook", "name": "hook", "url": "http://192.0.2.9/x", "secret": KEY}]
-        ).decode()
-    }
+    env = hook_env("http://192.0.2.9/x")
     line = cli.usage_error(
         "audit", "sinks", "replay", "--sink", "hook", "--all", "-j", WHY, env=env
     )
     assert "'hook'" in line
     assert "in clear" in line
     assert KEY not in line
+
+
+def status(cli: Cli, env: dict[str, str]) -> tuple[int, list[str], str]:
+    done = cli("audit", "sinks", "status", ok=False, env=env)
+    return done.returncode, done.stdout.splitlines(), done.stderr
+
+
+def test_status_shows_configured_sinks_pending_dead_letters_and_stale_cursors(cli: Cli) -> None:
+    """A configured sink that delivered nothing yet is listed with its whole lag; a
+    cursor of a sink no longer configured says so; pending dead letters are counted."""
+    store = SqlAuditStore(str(cli.var / "audit.db"))
+    cursors = CursorStore(store.engine)
+    (stream,) = [s for s in store.streams() if not s.startswith("cli-")]
+    cursors.set("renamed", stream, 2, "2026-11-27T00:00:00Z")
+    cursors.dead_letter("hook", stream, 1, "ev-1", "HTTP 400", 3, "2026-11-27T00:00:00Z")
+    head = max(b.last_seq for b in store.blocks(stream))
+    store.close()
+    env = hook_env("http://127.0.0.1:9/x")
+    rc, lines, err = status(cli, env)
+    assert rc == 0, err
+    assert f"hook  {stream}  delivered_to=0  lag_events={head}" in lines
+    assert f"renamed  {stream}  delivered_to=2  lag_events={head - 2}  (not configured)" in lines
+    assert "hook  dead_letters_pending=1" in lines
+
+
+def test_status_names_a_misconfigured_sink_and_a_corrupted_cursor(cli: Cli) -> None:
+    """What stops the service (a sink it refuses) or a sink (a cursor that is not a
+    position) is shown, exit 1, never the secret."""
+    from sqlalchemy import insert
+
+    from kroonika.audit.store._schema import sink_cursors
+
+    store = SqlAuditStore(str(cli.var / "audit.db"))
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(sink_cursors), {"sink": "hook", "stream": "web-9", "seq": -5, "updated": "x"}
+        )
+    store.close()
+    env = hook_env("http://192.0.2.9/x")
+    rc, lines, err = status(cli, env)
+    assert rc == 1
+    assert "hook  web-9  cursor corrupted: not a sequence number" in lines
+    assert_one_line(err)
+    assert "'hook'" in err
+    assert "in clear" in err
+    assert KEY not in err

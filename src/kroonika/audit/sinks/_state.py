@@ -57,15 +57,23 @@ class CursorStore:
 
     def all(self) -> dict[tuple[str, str], int]:
         """Every valid cursor (a corrupted row is left out: the runner reports it)."""
+        return self._read()[0]
+
+    def corrupted(self) -> list[tuple[str, str]]:
+        """(sink, stream) of every cursor row that is not a sequence number."""
+        return self._read()[1]
+
+    def _read(self) -> tuple[dict[tuple[str, str], int], list[tuple[str, str]]]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(sink_cursors)).all()
-        out: dict[tuple[str, str], int] = {}
+        good: dict[tuple[str, str], int] = {}
+        bad: list[tuple[str, str]] = []
         for r in rows:
             try:
-                out[(r.sink, r.stream)] = _seq(r.seq, r.sink, r.stream)
+                good[(r.sink, r.stream)] = _seq(r.seq, r.sink, r.stream)
             except CorruptCursor:
-                continue
-        return out
+                bad.append((str(r.sink), str(r.stream)))
+        return good, sorted(bad)
 
     def set(self, sink: str, stream: str, seq: int, now: str) -> None:
         """Move the cursor forward (never back: a lagging writer cannot rewind it)."""
