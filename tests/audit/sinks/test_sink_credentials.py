@@ -9,15 +9,17 @@ import asyncio
 import contextlib
 import logging
 import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from http_collector import Collector
 from pydantic import SecretStr
-from sink_kit import Kit, make_ca, write_events
+from sink_kit import REQUIRE_SERVICES, Kit, free_port, make_ca, write_events
 from test_sink_jetstream_file import require_nats
 
 from kroonika.audit.sinks import (
@@ -295,6 +297,68 @@ async def test_a_token_to_a_remote_server_in_clear_is_withheld_unless_opted_out(
             await opted.send([record])
         await opted.close()
     assert SECRET.encode() in proxy.sent
+
+
+NATS_SERVER = "/usr/sbin/nats-server"
+
+
+@contextlib.contextmanager
+def tls_nats_server(tmp: Path, token: str) -> Iterator[tuple[int, Path]]:
+    """A nats-server of our own with JetStream that requires TLS and ``token``."""
+    if not Path(NATS_SERVER).exists():
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{NATS_SERVER} is not installed and KROONIKA_REQUIRE_SERVICES=1")
+        pytest.skip(f"{NATS_SERVER} is not installed")
+    ca, cert, key = make_ca(tmp / "pki")
+    port = free_port()
+    conf = tmp / "nats.conf"
+    conf.write_text(
+        f'listen: "127.0.0.1:{port}"\n'
+        f'jetstream {{ store_dir: "{tmp / "js"}" }}\n'
+        f'tls {{ cert_file: "{cert}"\n key_file: "{key}" }}\n'
+        f'authorization {{ token: "{token}" }}\n'
+    )
+    proc = subprocess.Popen(
+        [NATS_SERVER, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("nats-server did not start listening")
+        yield port, ca
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_a_token_over_tls_reaches_a_server_that_requires_both(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """Built from settings, a tls:// NATS sink with a token delivers to a real server that
+    requires TLS and that token: the check lets a TLS connection through."""
+    import nats
+
+    with tls_nats_server(tmp_path, SECRET) as (port, ca):
+        url = f"tls://127.0.0.1:{port}"
+        nc = await nats.connect(url, tls=tls_context(str(ca)), token=SECRET)
+        js = nc.jetstream()
+        await js.add_stream(name="AUDIT", subjects=["kroonika.audit.>"])
+        try:
+            sink = build(
+                {"kind": "nats", "name": "n", "url": url, "secret": SECRET, "ca_file": str(ca)}
+            )
+            assert isinstance(sink, JetStreamSink)
+            await sink.send([one_record(kit)])
+            await sink.close()
+            assert (await js.stream_info("AUDIT")).state.messages == 1
+        finally:
+            await nc.close()
 
 
 def test_connect_options_cannot_carry_a_credential() -> None:
