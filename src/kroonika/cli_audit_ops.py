@@ -148,7 +148,7 @@ def sinks_replay(
     from kroonika.admin import JustificationMissing, check_justification
     from kroonika.audit import Actor, ActorType, AuditError
     from kroonika.audit.sinks import CursorStore, DeadLetterReplay, SinkEvent, audit_sink_event
-    from kroonika.cli import _access_trail, _fail, _record_access, _settings, _shown
+    from kroonika.cli import _access_trail, _fail, _reading, _record_access, _settings, _shown
     from kroonika.settings import SettingsError
     from kroonika.shipping import build_sinks
 
@@ -172,19 +172,20 @@ def sinks_replay(
         names = ", ".join(sorted(configured)) or "none"
         raise _fail(f"no sink named '{_shown(sink)}' is configured (configured: {names})")
     with _access_trail(settings, purpose="record this replay") as comps:
-        rows = CursorStore(comps.store.engine).dead_letters(sink, pending=True)
-        if wanted:
-            rows = [r for r in rows if (str(r["stream"]), int(r["seq"])) in wanted]
-            absent = sorted(wanted - {(str(r["stream"]), int(r["seq"])) for r in rows})
-            if absent:
-                where = ", ".join(f"{_shown(st)}:{n}" for st, n in absent)
-                raise _fail(f"no pending dead letter of sink '{_shown(sink)}' at {where}")
-        actor = Actor(ActorType.ADMIN, roles=("cli",))
+        with _reading(comps.store):
+            rows = CursorStore(comps.store.engine).dead_letters(sink, pending=True)
+            if wanted:
+                rows = [r for r in rows if (str(r["stream"]), int(r["seq"])) in wanted]
+                absent = sorted(wanted - {(str(r["stream"]), int(r["seq"])) for r in rows})
+                if absent:
+                    where = ", ".join(f"{_shown(st)}:{n}" for st, n in absent)
+                    raise _fail(f"no pending dead letter of sink '{_shown(sink)}' at {where}")
+            actor = Actor(ActorType.ADMIN, roles=("cli",))
 
-        async def record(ev: SinkEvent) -> None:
-            comps.trail.emit_sync(audit_sink_event(ev, actor, why))
+            async def record(ev: SinkEvent) -> None:
+                comps.trail.emit_sync(audit_sink_event(ev, actor, why))
 
-        replay = DeadLetterReplay(comps.store, configured[sink], rows, on_event=record)
+            replay = DeadLetterReplay(comps.store, configured[sink], rows, on_event=record)
         selection = "all" if all_ else ",".join(f"{st}:{n}" for st, n in sorted(wanted))
         _record_access(
             comps,
@@ -220,8 +221,11 @@ def sinks_replay(
         problems.append(f"not in the store: {gone}")
     if problems:
         typer.echo(
-            f"error: replay of sink '{_shown(sink)}': {'; '.join(problems)}; "
-            f"{done} of {replay.count} replayed, the other dead letters stay pending",
+            "error: "
+            + clean(
+                f"replay of sink '{_shown(sink)}': {'; '.join(problems)}; "
+                f"{done} of {replay.count} replayed, the other dead letters stay pending"
+            ),
             err=True,
         )
         raise typer.Exit(1)

@@ -170,7 +170,7 @@ def _http_verify(spec: AuditSinkSettings, settings: Settings) -> bool | ssl.SSLC
         raise _fail(spec, f"ca_file: {type(exc).__name__}") from None
 
 
-def _check_url(spec: AuditSinkSettings, settings: Settings, secret: SecretStr | None) -> str:
+def _check_url(spec: AuditSinkSettings, secret: SecretStr | None) -> str:
     url = spec.url or ""
     if not url.startswith(("http://", "https://")):
         raise _fail(spec, "url must be http:// or https://")
@@ -268,7 +268,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 raise _fail(spec, "a secret is required")
             return SplunkHecSink(
                 spec.name,
-                _check_url(spec, settings, secret),
+                _check_url(spec, secret),
                 secret,
                 index=spec.index,
                 source=spec.source,
@@ -280,7 +280,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
         if kind == "elastic_bulk":
             return ElasticBulkSink(
                 spec.name,
-                _check_url(spec, settings, secret),
+                _check_url(spec, secret),
                 index=spec.index or "logs-kroonika.audit-default",
                 api_key=secret,
                 timeout=spec.timeout_s,
@@ -291,7 +291,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 raise _fail(spec, "a secret is required")
             return WebhookSink(
                 spec.name,
-                _check_url(spec, settings, secret),
+                _check_url(spec, secret),
                 secret,
                 timeout=spec.timeout_s,
                 verify=_http_verify(spec, settings),
