@@ -194,6 +194,10 @@ def _nats_servers(spec: AuditSinkSettings, secret: SecretStr | None) -> list[str
     if any("@" in p.netloc for p in parsed):
         # nats-py would send it before this service could check the connection
         raise _fail(spec, "url must not hold a credential: give it as secret or secret_file")
+    tls_files = [k for k in ("ca_file", "cert_file", "key_file") if getattr(spec, k) is not None]
+    if tls_files and any(p.scheme == "nats" for p in parsed):
+        # nats-py would talk in clear to a server that does not ask for TLS
+        raise _fail(spec, f"{', '.join(tls_files)} given: list the servers as tls://, not nats://")
     if secret is not None and any(
         p.scheme == "nats" and not is_loopback(p.hostname) for p in parsed
     ):
@@ -299,7 +303,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
         if kind == "nats":
             servers = _nats_servers(spec, secret)
             tls: ssl.SSLContext | None = None
-            if spec.ca_file is not None or any(s.startswith("tls://") for s in servers):
+            if any(s.startswith("tls://") for s in servers):
                 try:
                     tls = tls_context(
                         str(spec.ca_file) if spec.ca_file else None,

@@ -114,6 +114,13 @@ def test_a_credential_in_a_nats_url_is_refused_without_echo() -> None:
     assert "secret" in text
 
 
+def test_nats_tls_files_with_a_plain_nats_url_are_refused() -> None:
+    """A ``ca_file`` says TLS is wanted, but nats:// lets a server that does not ask for
+    TLS talk in clear: the url must say tls://."""
+    text = refusal({"kind": "nats", "name": "n", "url": "nats://nats.example", "ca_file": "c"})
+    assert "tls://" in text
+
+
 @pytest.mark.parametrize(
     ("spec", "key"),
     [
