@@ -278,3 +278,36 @@ def test_status_names_a_misconfigured_sink_and_a_corrupted_cursor(cli: Cli) -> N
     assert "'hook'" in err
     assert "in clear" in err
     assert KEY not in err
+
+
+@pytest.mark.asyncio
+async def test_a_replay_the_trail_cannot_record_sends_nothing(cli: Cli) -> None:
+    """Fail closed: when the trail refuses the operator's audit.access, nothing is sent
+    and every dead letter stays pending (exit 2, one line)."""
+    from sqlalchemy import text
+
+    hook = Hook()
+    await hook.collector.start()
+    try:
+        rows = await dead_letter_everything(cli, hook)
+        store = SqlAuditStore(str(cli.var / "audit.db"))
+        with store.engine.begin() as conn:  # a command's stream takes audit.log.start only
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_cli_reads BEFORE INSERT ON audit_blocks "
+                    "WHEN NEW.stream LIKE 'cli-%' AND (SELECT count(*) FROM audit_blocks "
+                    "WHERE stream = NEW.stream) >= 1 "
+                    "BEGIN SELECT RAISE(ABORT, 'disk quota exceeded'); END"
+                )
+            )
+        store.close()
+        hook.status = 200
+        hook.collector.requests.clear()
+        rc, _, err = await hook.replay(cli, "--all")
+    finally:
+        await hook.collector.stop()
+    assert rc == 2
+    assert_one_line(err)
+    assert "cannot record this access" in err
+    assert hook.collector.requests == []
+    assert len(pending(cli)) == len(rows)
