@@ -139,6 +139,12 @@ async def test_replay_redelivers_marks_and_records_the_operator(cli: Cli) -> Non
         await hook.collector.stop()
     assert again[0] == 0
     assert "nothing to replay" in again[1]
+    assert KEY not in out + err + again[1] + again[2]
+    store = SqlAuditStore(str(cli.var / "audit.db"), read_only=True)
+    try:
+        assert all(KEY.encode() not in b for blk in store.blocks() for b in blk.records())
+    finally:
+        store.close()
     access = [e["details"] for e in events_of(cli, "audit.access")]
     replay = [d for d in access if d["action"] == "sink_replay"]  # type: ignore[index]
     assert [(d["justification"], d["returned"]) for d in replay] == [(WHY, len(rows)), (WHY, 0)]  # type: ignore[index]
