@@ -144,6 +144,7 @@ def test_two_instances_run_a_scheduled_job_once(tmp_path: Path, fresh_postgres_u
             "access_lists",
             "token_keys",
             "audit_retention",
+            "security_profiles",
         )
         for job in jobs:
             runs = a.call("GET", f"/admin/jobs/{job}/runs").json()["runs"]
