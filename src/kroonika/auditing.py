@@ -69,7 +69,9 @@ def build_audit(
     keyring = KeyRing.open(settings.resolved_audit_keys_dir(), create=not settings.production)
     counters = Counters()
     fingerprinter = Fingerprinter(settings.secret_bytes("pseudonym_key"), settings.pseudonym_kid)
-    subject_keys = SqlSubjectKeys(store, settings.secret_bytes("master_key"))
+    subject_keys = SqlSubjectKeys(
+        store, settings.secret_bytes("master_key"), key_ttl_s=settings.audit_subject_key_ttl_s
+    )
     pipeline = Pipeline.standard(
         fingerprinter=fingerprinter,
         subject_keys=subject_keys,

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = None
     pseudonym_key: SecretStr | None = None
     pseudonym_kid: str = "p1"
+    # Retired pseudonymisation keys (key id -> base64 key), kept so that erasure finds a
+    # person under every pseudonym the trail ever gave them (decision 0012).
+    pseudonym_previous_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    # How long a running instance encrypts a person's events under one data key before
+    # making a fresh one: an erasure on another instance takes effect here within it.
+    audit_subject_key_ttl_s: float = Field(300.0, gt=0, le=86400)
 
     # --- service
     database_url: str | None = None
@@ -255,6 +261,30 @@ class Settings(BaseSettings):
         if not v or ":" in v or len(v) > 16:
             raise ValueError("pseudonym_kid must be 1..16 characters without ':'")
         return v
+
+    @field_validator("pseudonym_previous_keys")
+    @classmethod
+    def _previous_kids(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for kid in v:
+            if not kid or ":" in kid or len(kid) > 16:
+                raise ValueError("pseudonym_previous_keys ids are 1..16 characters without ':'")
+        return v
+
+    def pseudonym_keys(self) -> list[tuple[str, bytes]]:
+        """Every pseudonymisation key as ``(key id, key)``, the current one first."""
+        out = [(self.pseudonym_kid, self.secret_bytes("pseudonym_key"))]
+        for kid, value in sorted(self.pseudonym_previous_keys.items()):
+            if kid == self.pseudonym_kid:
+                continue
+            name = f"pseudonym_previous_keys[{kid}]"
+            try:
+                data = base64.b64decode(value.get_secret_value(), validate=True)
+            except ValueError as exc:
+                raise SettingsError(f"KROONIKA_{name.upper()} is not base64") from exc
+            if len(data) < 32:
+                raise SettingsError(f"KROONIKA_{name.upper()} must be 32 bytes (base64)")
+            out.append((kid, data[:32]))
+        return out
 
     @property
     def production(self) -> bool:

@@ -52,6 +52,10 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "pseudonym_key": "32 bytes, base64: HMAC key of pseudonyms and fingerprints. "
             + DEV_SECRET,
             "pseudonym_kid": "id of the pseudonym key (written into pseudonyms)",
+            "pseudonym_previous_keys": "retired pseudonym keys, JSON `{key id: base64 key}`: "
+            "erasure also finds a person under the pseudonyms these made",
+            "audit_subject_key_ttl_s": "seconds an instance encrypts a person's events under "
+            "one data key; an erasure on another instance takes effect here within it",
         },
     ),
     (

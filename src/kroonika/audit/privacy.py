@@ -71,6 +71,8 @@ class SubjectKeys(Protocol):
 
     def erase(self, subject: str) -> int: ...
 
+    def count(self, subject: str) -> int: ...
+
     def take_pending(self) -> list[NewKey]: ...
 
     def restore_pending(self, keys: list[NewKey]) -> None: ...
@@ -114,6 +116,9 @@ class MemorySubjectKeys:
         with self._lock:
             return 1 if self._keys.pop(f"{subject}/mem", None) is not None else 0
 
+    def count(self, subject: str) -> int:
+        return 1 if f"{subject}/mem" in self._keys else 0
+
     def take_pending(self) -> list[NewKey]:
         return []
 
@@ -122,8 +127,9 @@ class MemorySubjectKeys:
 
 
 def reveal(pii: dict[str, str], event_id: str, keys: SubjectKeys) -> dict[str, Any] | None:
-    """Decrypt an event's ``pii`` block; ``None`` when the subject was erased.
-    Callers must audit this (``audit.access`` with action ``re-identify``)."""
+    """Decrypt an event's ``pii`` block; ``None`` when the subject was erased (its key is
+    no longer stored). Callers must audit this first (``audit.access`` with action
+    ``re-identify``) and answer nothing if the record fails."""
     aead = keys.get(pii["kid"])
     if aead is None:
         return None

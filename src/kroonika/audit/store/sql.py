@@ -15,7 +15,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote
 from alembic import command
 from alembic.config import Config
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from kroonika.audit._errors import AuditUnavailable, StoreError
@@ -343,28 +343,52 @@ class SqlSubjectKeys:
     ``get_or_create`` never touches the database on the hot path: a new key is
     generated in memory and handed to the writer (``take_pending``), which stores
     it in the same transaction as the block holding the first event that uses it.
-    Key ids are ``<subject>/<generation>`` with a random generation per process, so
-    several instances never race for one key. ``erase(subject)`` deletes every key
-    of the subject.
+    Key ids are ``<subject>/<generation>.<n>`` with a random generation per process
+    and a counter, so several instances never race for one key and a key made after
+    an erasure never reuses an erased key's id.
+
+    Erasure and several instances (``docs/decisions/0012-erasure-and-re-identification.md``):
+    ``erase(subject)`` deletes every stored key of the subject, whichever instance made
+    it, and forgets this instance's own. Another running instance may still hold the
+    subject's key in memory: it never decrypts with it (``get`` reads the key table,
+    never the cache, so an erased key answers ``None`` everywhere at once) and it
+    encrypts under it for at most ``key_ttl_s`` seconds after the key was made, then
+    makes a fresh one. Events it wrote in between carry a key id that is no longer
+    stored: their ``pii`` is unreadable, as the erasure asked.
     """
 
-    def __init__(self, store: SqlAuditStore, master_key: bytes, *, cache_size: int = 65536):
+    def __init__(
+        self,
+        store: SqlAuditStore,
+        master_key: bytes,
+        *,
+        cache_size: int = 65536,
+        key_ttl_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if key_ttl_s <= 0:
+            raise ValueError("key_ttl_s must be positive")
         self._engine: Engine = store.engine
         self._wrapper = KeyWrapper(master_key)
         self._generation = os.urandom(4).hex()
-        self._cache: dict[str, AESGCM] = {}
-        self._by_subject: dict[str, str] = {}
+        self._counter = 0
+        # subject -> (key id, key, when made by the clock)
+        self._by_subject: dict[str, tuple[str, AESGCM, float]] = {}
         self._pending: list[NewKey] = []
         self._cache_size = cache_size
+        self._ttl = key_ttl_s
+        self._clock = clock
         self._lock = threading.Lock()
 
     def get_or_create(self, subject: str) -> tuple[str, AESGCM]:
-        key_id = self._by_subject.get(subject)
-        if key_id is not None:
-            return key_id, self._cache[key_id]
+        cached = self._by_subject.get(subject)
+        now = self._clock()
+        if cached is not None and now - cached[2] < self._ttl:
+            return cached[0], cached[1]
         with self._lock:
             data_key = AESGCM.generate_key(256)
-            key_id = f"{subject}/{self._generation}"
+            self._counter += 1
+            key_id = f"{subject}/{self._generation}.{self._counter:x}"
             self._pending.append(
                 NewKey(
                     key_id,
@@ -374,11 +398,10 @@ class SqlSubjectKeys:
                 )
             )
             aead = AESGCM(data_key)
+            self._by_subject.pop(subject, None)
             if len(self._by_subject) >= self._cache_size:
-                old = self._by_subject.pop(next(iter(self._by_subject)))
-                self._cache.pop(old, None)
-            self._by_subject[subject] = key_id
-            self._cache[key_id] = aead
+                self._by_subject.pop(next(iter(self._by_subject)))
+            self._by_subject[subject] = (key_id, aead, now)
             return key_id, aead
 
     def take_pending(self) -> list[NewKey]:
@@ -391,26 +414,44 @@ class SqlSubjectKeys:
             self._pending[:0] = keys
 
     def get(self, key_id: str) -> AESGCM | None:
-        aead = self._cache.get(key_id)
-        if aead is not None:
-            return aead
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(subject_keys.c.wrapped).where(subject_keys.c.key_id == key_id)
-            ).first()
+        """The stored key ``key_id`` (``None`` once erased). Always read from the key
+        table: a key this or another instance erased must not decrypt from a cache."""
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(
+                    select(subject_keys.c.wrapped).where(subject_keys.c.key_id == key_id)
+                ).first()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit key table read failed: {_brief(exc)}") from exc
         if row is None:
             return None
         return AESGCM(self._wrapper.unwrap(key_id, bytes(row.wrapped)))
 
+    def count(self, subject: str) -> int:
+        """How many stored keys ``subject`` has (every writer's, every generation)."""
+        try:
+            with self._engine.connect() as conn:
+                n = conn.execute(
+                    select(func.count())
+                    .select_from(subject_keys)
+                    .where(subject_keys.c.subject == subject)
+                ).scalar_one()
+        except SQLAlchemyError as exc:
+            raise AuditUnavailable(f"audit key table read failed: {_brief(exc)}") from exc
+        return int(n)
+
     def erase(self, subject: str) -> int:
-        """Delete every data key of ``subject``; returns how many were deleted."""
+        """Delete every data key of ``subject``; returns how many stored keys were deleted."""
         with self._lock:
-            key_id = self._by_subject.pop(subject, None)
-            if key_id is not None:
-                self._cache.pop(key_id, None)
+            self._by_subject.pop(subject, None)
             self._pending = [k for k in self._pending if k.subject != subject]
-            with self._engine.begin() as conn:
-                result = conn.execute(delete(subject_keys).where(subject_keys.c.subject == subject))
+            try:
+                with self._engine.begin() as conn:
+                    result = conn.execute(
+                        delete(subject_keys).where(subject_keys.c.subject == subject)
+                    )
+            except SQLAlchemyError as exc:
+                raise AuditUnavailable(f"audit key erasure failed: {_brief(exc)}") from exc
             return int(result.rowcount)
 
 

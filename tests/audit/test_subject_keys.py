@@ -1,0 +1,131 @@
+"""Per-subject data keys under erasure, with several writers (instances) on one store:
+every writer's keys go, no writer decrypts with a key it still has in memory, and a
+writer stops encrypting under an erased key within the key cache's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from audit_kit import MASTER_KEY, TrailKit
+
+from kroonika.audit import Actor, ActorType, PersonalData, SqlSubjectKeys, events
+from kroonika.audit.privacy import reveal
+
+PERSON = "EE38001085718"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _record(kit: TrailKit) -> dict[str, Any]:
+    sealed = kit.trail.emit_sync(
+        events.session_create(
+            actor=Actor(ActorType.USER, subject=PERSON),
+            personal=PersonalData(given_name="MARI-LIIS", family_name="MÄNNIK"),
+        )
+    )
+    assert sealed is not None
+    record: dict[str, Any] = orjson.loads(sealed.canonical)
+    return record
+
+
+def _two_writers(
+    kit_factory: Callable[..., TrailKit], store_url: str, tmp_path: Path
+) -> tuple[TrailKit, TrailKit]:
+    a = kit_factory(store_url, stream="instance-a")
+    b = kit_factory(store_url, stream="instance-b")
+    return a, b
+
+
+def test_erasure_deletes_the_keys_of_every_writer(
+    kit_factory: Callable[..., TrailKit], store_url: str, tmp_path: Path
+) -> None:
+    """Two instances each made a key for the person; erasing on one deletes both."""
+    a, b = _two_writers(kit_factory, store_url, tmp_path)
+    ra, rb = _record(a), _record(b)
+    assert ra["pii"]["kid"] != rb["pii"]["kid"]
+    assert a.keys.erase(ra["actor"]["pseudonym"]) == 2
+    fresh = SqlSubjectKeys(a.store, MASTER_KEY)
+    assert reveal(ra["pii"], ra["id"], fresh) is None
+    assert reveal(rb["pii"], rb["id"], fresh) is None
+
+
+def test_no_instance_decrypts_with_an_erased_key_it_still_caches(
+    kit_factory: Callable[..., TrailKit], store_url: str, tmp_path: Path
+) -> None:
+    """Instance B made the key and keeps it in memory; after instance A erased the person
+    B's reveal answers 'erased' too (decryption reads the key table, not the cache)."""
+    a, b = _two_writers(kit_factory, store_url, tmp_path)
+    rb = _record(b)
+    assert reveal(rb["pii"], rb["id"], b.keys) is not None
+    assert a.keys.erase(rb["actor"]["pseudonym"]) == 1
+    assert reveal(rb["pii"], rb["id"], b.keys) is None
+
+
+def test_the_erasing_instance_makes_a_fresh_key_at_once(
+    kit_factory: Callable[..., TrailKit], store_url: str, tmp_path: Path
+) -> None:
+    """A new event for the person after the erasure gets a new, stored, readable key."""
+    a = kit_factory(store_url)
+    before = _record(a)
+    a.keys.erase(before["actor"]["pseudonym"])
+    after = _record(a)
+    assert after["pii"]["kid"] != before["pii"]["kid"]
+    assert reveal(after["pii"], after["id"], SqlSubjectKeys(a.store, MASTER_KEY)) == {
+        "personal_code": PERSON,
+        "given_name": "MARI-LIIS",
+        "family_name": "MÄNNIK",
+    }
+    assert reveal(before["pii"], before["id"], a.keys) is None
+
+
+def test_another_instance_stops_using_an_erased_key_after_the_cache_lifetime(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Instance B keeps a subject's key for at most ``key_ttl_s``: past it, B's next event
+    for the person is encrypted under a fresh key that is stored and readable."""
+    from audit_kit import make_kit
+
+    a = make_kit(store_url, tmp_path / "keys", stream="instance-a")
+    clock = Clock()
+    b = make_kit(store_url, tmp_path / "keys", stream="instance-b")
+    b.keys = SqlSubjectKeys(b.store, MASTER_KEY, key_ttl_s=60, clock=clock)
+    b.trail = _rewire(b)
+    try:
+        first = _record(b)
+        assert _record(b)["pii"]["kid"] == first["pii"]["kid"]  # cached within the TTL
+        a.keys.erase(first["actor"]["pseudonym"])
+        clock.now += 61
+        later = _record(b)
+        assert later["pii"]["kid"] != first["pii"]["kid"]
+        assert reveal(later["pii"], later["id"], a.keys) is not None
+        assert reveal(first["pii"], first["id"], a.keys) is None
+    finally:
+        a.store.close()
+        b.store.close()
+
+
+def _rewire(kit: TrailKit) -> Any:
+    """The kit's trail rebuilt around its (replaced) subject keys."""
+    from kroonika.audit import AuditTrail, Pipeline
+
+    pipeline = Pipeline.standard(
+        fingerprinter=kit.fingerprinter, subject_keys=kit.keys, counters=kit.counters, strict=True
+    )
+    return AuditTrail(
+        pipeline,
+        kit.store,
+        kit.keyring,
+        stream="instance-b",
+        counters=kit.counters,
+        subject_keys=kit.keys,
+        checkpoint_interval=3600,
+    )
