@@ -43,6 +43,7 @@ from kroonika.audit.query import time_bound
 from kroonika.audit.store._types import Checkpoint
 from kroonika.auditing import AuditComponents, build_audit
 from kroonika.cli_admin import register_admin_commands
+from kroonika.cli_privacy import register_privacy
 from kroonika.cli_service import register_service_commands
 from kroonika.cli_tokens import register as register_token_commands
 from kroonika.settings import Settings, SettingsError, load_settings
@@ -828,6 +829,7 @@ def checkpoint_export(
 from kroonika.cli_audit_ops import register_ops  # noqa: E402  (its commands use the helpers above)
 
 register_ops(audit_app)
+register_privacy(audit_app)
 
 
 def main() -> None:

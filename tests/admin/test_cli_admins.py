@@ -3,7 +3,6 @@ system/cli, never with the clear personal code, and undone if the trail refuses 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
@@ -15,15 +14,6 @@ from kroonika.cli import app
 from kroonika.settings import Settings
 
 CODE = "38001085718"
-
-
-@pytest.fixture
-def var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("KROONIKA_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("KROONIKA_VAR_DIR", str(tmp_path / "var"))
-    return tmp_path / "var"
 
 
 def _events(var: Path, kind: str) -> list[dict[str, object]]:

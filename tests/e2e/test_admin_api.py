@@ -29,7 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
         yield s
 
 
-A, AU, SEC = {"admin"}, {"auditor"}, {"admin", "security"}
+A, AU, SEC, PRIV = {"admin"}, {"auditor"}, {"admin", "security"}, {"privacy"}
 # (method, path, json body, roles allowed). Bodies are valid enough to pass validation.
 ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/admin/tokens", None, SEC),
@@ -64,6 +64,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/admin/api-keys", None, A),
     ("POST", "/admin/api-keys", {"name": "k", "roles": ["admin"]}, A),
     ("DELETE", "/admin/api-keys/none", None, A),
+    ("POST", "/admin/privacy/erasures", {"personal_code": "EE60001019906"}, PRIV),
+    ("POST", "/admin/privacy/re-identify", {"event_ids": ["0000"]}, PRIV),
     ("GET", "/audit/events", None, AU),
     ("GET", "/audit/events/none", None, AU),
     ("GET", "/audit/checkpoints", None, AU),

@@ -21,6 +21,7 @@ from kroonika.admin._errors import (
     JustificationMissing,
     NotAuthenticated,
     NotFound,
+    RequestInvalid,
     RoleChangeRefused,
     TooLarge,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "NotAuthenticated",
     "NotFound",
     "Principal",
+    "RequestInvalid",
     "Role",
     "RoleChangeRefused",
     "RoleRequest",

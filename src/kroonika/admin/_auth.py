@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 
 from kroonika.admin._config import RuntimeConfig
 from kroonika.admin._errors import AdminError, Forbidden, JustificationMissing, NotAuthenticated
+from kroonika.admin._privacy import Eraser
 from kroonika.admin._roles import ApiKey, ApiKeys, RoleStore
 from kroonika.audit import (
     Actor,
@@ -126,6 +127,7 @@ class AdminServices:
     config: RuntimeConfig
     fingerprinter: Fingerprinter
     jobs: Any = None  # kroonika.jobs.Scheduler (set by install)
+    eraser: Eraser | None = None  # the privacy officer's erasure (set by install)
 
 
 @dataclass

@@ -5,6 +5,7 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── Forbidden              403: authenticated, but the role does not allow it
 ├── JustificationMissing   400: a mutating call without a valid justification
 ├── ConfigInvalid          422: a runtime configuration change that does not validate
+├── RequestInvalid         422: a request that names nothing it can act on (privacy tools)
 ├── RoleChangeRefused      409: separation of duties (self-grant, same approver, ...)
 ├── JobAlreadyRunning      409: the job runs here or on another instance, or this slot ran
 ├── JobRunFailed           500 job_failed, 503 job_unavailable (database or trail down),
@@ -46,6 +47,11 @@ class JustificationMissing(AdminError):
 class ConfigInvalid(AdminError):
     status = 422
     code = "invalid_config"
+
+
+class RequestInvalid(AdminError):
+    status = 422
+    code = "invalid_request"
 
 
 class RoleChangeRefused(AdminError):

@@ -27,6 +27,7 @@ from kroonika.admin._auth import (
 from kroonika.admin._auth import _record as record_call
 from kroonika.admin._config import Applier, RuntimeConfig, SecretBox, apply_log_levels
 from kroonika.admin._errors import AdminError
+from kroonika.admin._privacy import Eraser, fingerprinters
 from kroonika.admin._roles import ApiKeys, RoleStore
 from kroonika.audit import AuditUnavailable
 from kroonika.db import admin as admin_tables
@@ -119,6 +120,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     """Build administration on ``app.state.admin`` and register ``/admin`` and ``/audit``.
     Call ``await app.state.admin_start()`` / ``admin_stop()`` from the lifespan."""
     from kroonika.admin.routes import router as admin_router
+    from kroonika.admin.routes_privacy import router as privacy_router
     from kroonika.web.routes_audit import router as audit_router
 
     settings = services.settings
@@ -176,6 +178,11 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         config=config,
         fingerprinter=services.audit.fingerprinter,
         jobs=scheduler,
+        eraser=Eraser(
+            services.engine,
+            services.audit.subject_keys,
+            fingerprinters(settings.pseudonym_keys()),
+        ),
     )
     app.state.admin = admin
 
@@ -186,6 +193,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     app.state.admin_start = start
     app.state.admin_stop = scheduler.stop
     app.include_router(admin_router)
+    app.include_router(privacy_router)
     app.include_router(audit_router)
     # what record_unrouted matches a refused call against (FastAPI nests included routers)
     app.state.admin_routes = (*admin_router.routes, *audit_router.routes)

@@ -457,6 +457,11 @@ def _specs() -> dict[str, EventSpec]:
                 # the row limit asked for
                 "store": LONG,
                 "limit": I,
+                # re-identify: which events were decrypted, which personal fields they
+                # held (names, never values) and how many were already erased
+                "event_ids": L,
+                "fields": L,
+                "erased": I,
             },
             filterable=False,
         ),
@@ -490,7 +495,19 @@ def _specs() -> dict[str, EventSpec]:
             _API,
             4,
             _PCI_AUDIT_LIFECYCLE,
-            {"justification": LONG},
+            {
+                "justification": LONG,
+                # how the person was named (personal_code | pseudonym; never the value),
+                # their pseudonyms under every pseudonymisation key, and what was deleted
+                "by": S,
+                "pseudonyms": L,
+                "keys": I,
+                "profiles": I,
+                "sessions": I,
+                "tokens": I,
+                "sessions_active": I,
+                "interface": S,
+            },
             filterable=False,
         ),
         EventSpec(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Final
@@ -193,3 +193,36 @@ def find_event(store: AuditStore, event_id: str) -> bytes | None:
                 if orjson.loads(body).get("id") == event_id:
                     return body
     return None
+
+
+def find_events(
+    store: AuditStore, ids: Iterable[str] = (), positions: Iterable[tuple[str, int]] = ()
+) -> dict[str | tuple[str, int], bytes]:
+    """The records with these ids and at these ``(stream, seq)`` positions, in one pass
+    over the store (stopping once all are found). Keys are the id or the position asked
+    for; what is not in the store is missing from the answer."""
+    wanted_ids = set(ids)
+    wanted_pos = set(positions)
+    found: dict[str | tuple[str, int], bytes] = {}
+    needles = {i: f'"id":"{i}"'.encode() for i in wanted_ids}
+    for block in store.blocks():
+        pos_here = [
+            p
+            for p in wanted_pos
+            if p[0] == block.stream and block.first_seq <= p[1] <= block.last_seq
+        ]
+        ids_here = [i for i, n in needles.items() if n in block.data]
+        if not pos_here and not ids_here:
+            continue
+        for body in block.records():
+            doc = orjson.loads(body)
+            if doc.get("id") in ids_here:
+                found[doc["id"]] = body
+                needles.pop(doc["id"], None)
+            key = (doc.get("stream"), doc.get("seq"))
+            if key in wanted_pos:
+                found[(block.stream, doc["seq"])] = body
+                wanted_pos.discard((block.stream, doc["seq"]))
+        if not needles and not wanted_pos:
+            break
+    return found

@@ -447,12 +447,32 @@ class SqlSubjectKeys:
             self._pending = [k for k in self._pending if k.subject != subject]
             try:
                 with self._engine.begin() as conn:
+                    secure_delete(conn)
                     result = conn.execute(
                         delete(subject_keys).where(subject_keys.c.subject == subject)
                     )
+                if result.rowcount:
+                    flush_deleted(self._engine)
             except SQLAlchemyError as exc:
                 raise AuditUnavailable(f"audit key erasure failed: {_brief(exc)}") from exc
             return int(result.rowcount)
+
+
+def secure_delete(conn: Connection) -> None:
+    """SQLite: overwrite what this connection deletes with zeros instead of leaving it in
+    free space (an erased key or name must not be recoverable from the file). PostgreSQL
+    has no such switch (see decision 0012)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA secure_delete=ON")
+
+
+def flush_deleted(engine: Engine) -> None:
+    """SQLite: copy the zeroed pages into the database file and empty the write-ahead log,
+    whose older frames still hold the deleted rows. Best effort: while another process
+    reads, part of the log stays until the next checkpoint."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _checkpoint_row(cp: Checkpoint) -> dict[str, Any]:

@@ -1,0 +1,337 @@
+"""The privacy officer's tools: erasure by crypto-shredding (GDPR art. 17) and audited
+re-identification (DESIGN.md section 5, ``docs/decisions/0012-erasure-and-re-identification.md``).
+
+Erasure names a person by personal code or by pseudonym, finds every pseudonym the trail
+gave them (one per pseudonymisation key, retired keys included), and deletes:
+
+- every audit data key of those pseudonyms (every writer's, every generation): the
+  events stay and still verify, their ``pii`` can no longer be decrypted;
+- the security monitor's profile (``security_profile``, keyed by pseudonym);
+- the person's ended sessions (clear subject, names, address, user agent), and the
+  clear subject of their tokens that are no longer active (the metadata stays for
+  revocation and audit, without the person).
+
+Active sessions and tokens are left alone (the person is using the service; ending
+them is an admin or security action of its own) and counted in the answer.
+
+Order: the ``audit.erasure`` event is recorded first, then the data is deleted. A key
+deleted without a record would be an unaudited act that cannot be undone; a record whose
+deletion then fails is corrected by a second ``audit.erasure`` with outcome ``failure``
+and the erasure can simply be run again (it is idempotent).
+
+Callers (the API route and the CLI command) emit the events this module builds: the
+module itself reads and deletes, it never records.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import Engine, delete, func, select, update
+
+from kroonika.admin._roles import checked_subject
+from kroonika.audit import (
+    Actor,
+    AuditEvent,
+    Correlation,
+    Fingerprinter,
+    Outcome,
+    Source,
+    SqlSubjectKeys,
+    Target,
+)
+from kroonika.audit import events as ev
+from kroonika.audit.privacy import reveal
+from kroonika.audit.query import find_events
+from kroonika.audit.store.sql import SqlAuditStore, flush_deleted, secure_delete
+from kroonika.db.security import security_profile
+from kroonika.db.sessions import session as session_table
+from kroonika.db.tokens import tokens as tokens_table
+
+#: How many events one re-identification may decrypt (each is named in its record).
+REVEAL_MAX: Final = 50
+_PSEUDONYM: Final = re.compile(r"[^:\s]{1,16}:[A-Za-z0-9_-]{24}")
+_EVENT_ID: Final = re.compile(r"[0-9a-fA-F-]{1,64}")
+
+
+class PrivacyRequestInvalid(ValueError):
+    """The request names nobody, or names them in a shape that cannot be meant."""
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Whom an erasure is about: how they were named, their clear subject if known (never
+    recorded), and their pseudonym under every pseudonymisation key (current first)."""
+
+    by: str  # personal_code | pseudonym
+    pseudonyms: tuple[str, ...]
+    subjects: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureCounts:
+    keys: int
+    profiles: int
+    sessions: int
+    tokens: int
+    sessions_active: int
+
+    @property
+    def deleted_any(self) -> bool:
+        """Whether anything was (or would be) deleted; active sessions are kept."""
+        return any((self.keys, self.profiles, self.sessions, self.tokens))
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "keys": self.keys,
+            "profiles": self.profiles,
+            "sessions": self.sessions,
+            "tokens": self.tokens,
+            "sessions_active": self.sessions_active,
+        }
+
+
+def fingerprinters(keys: Sequence[tuple[str, bytes]]) -> list[Fingerprinter]:
+    """One fingerprinter per pseudonymisation key (``Settings.pseudonym_keys()``)."""
+    return [Fingerprinter(key, kid) for kid, key in keys]
+
+
+class Eraser:
+    """Finds and deletes a person's keys and personal data (see the module docstring)."""
+
+    def __init__(
+        self, engine: Engine, keys: SqlSubjectKeys, fingerprinters: Sequence[Fingerprinter]
+    ) -> None:
+        if not fingerprinters:
+            raise ValueError("erasure needs the pseudonymisation key")
+        self._engine = engine
+        self._keys = keys
+        self._fps = tuple(fingerprinters)
+
+    def person(self, *, personal_code: str | None, pseudonym: str | None) -> Person:
+        """The person named by exactly one of ``personal_code`` and ``pseudonym``."""
+        if (personal_code is None) == (pseudonym is None):
+            raise PrivacyRequestInvalid("name the person by a personal code or by a pseudonym")
+        if personal_code is not None:
+            try:
+                subject = checked_subject(personal_code)
+            except ValueError as exc:
+                raise PrivacyRequestInvalid(f"personal code: {exc}") from None
+            return Person(
+                "personal_code", tuple(fp.pseudonym(subject) for fp in self._fps), (subject,)
+            )
+        value = (pseudonym or "").strip()
+        if not _PSEUDONYM.fullmatch(value):
+            raise PrivacyRequestInvalid("a pseudonym looks like p1:<24 base64url characters>")
+        return Person("pseudonym", (value,), tuple(self._subjects_with(value)))
+
+    def _subjects_with(self, pseudonym: str) -> list[str]:
+        """Clear subjects of the business tables whose pseudonym is ``pseudonym`` (the
+        tables hold the subject in clear, so each distinct one is pseudonymised once)."""
+        fp = next((f for f in self._fps if pseudonym.startswith(f.kid + ":")), None)
+        if fp is None:
+            return []
+        with self._engine.connect() as conn:
+            candidates = {
+                r[0]
+                for table in (session_table, tokens_table)
+                for r in conn.execute(
+                    select(table.c.subject).where(table.c.subject.is_not(None)).distinct()
+                )
+            }
+        return sorted(s for s in candidates if fp.pseudonym(s) == pseudonym)
+
+    def plan(self, person: Person) -> ErasureCounts:
+        """What an erasure of ``person`` would delete now (reads only)."""
+        keys = sum(self._keys.count(p) for p in person.pseudonyms)
+        s, t = session_table, tokens_table
+        with self._engine.connect() as conn:
+            profiles = _count(
+                conn, security_profile, security_profile.c.person.in_(person.pseudonyms)
+            )
+            if person.subjects:
+                mine = s.c.subject.in_(person.subjects)
+                ended = _count(conn, s, mine & s.c.ended_at.is_not(None))
+                active = _count(conn, s, mine & s.c.ended_at.is_(None))
+                tokens = _count(conn, t, t.c.subject.in_(person.subjects) & (t.c.state != "active"))
+            else:
+                ended = active = tokens = 0
+        return ErasureCounts(keys, profiles, ended, tokens, active)
+
+    def apply(self, person: Person) -> ErasureCounts:
+        """Delete what :meth:`plan` counted (and anything of the person that appeared
+        since); returns what was deleted."""
+        keys = sum(self._keys.erase(p) for p in person.pseudonyms)
+        s, t = session_table, tokens_table
+        with self._engine.begin() as conn:
+            secure_delete(conn)
+            profiles = conn.execute(
+                delete(security_profile).where(security_profile.c.person.in_(person.pseudonyms))
+            ).rowcount
+            ended = tokens = active = 0
+            if person.subjects:
+                mine = s.c.subject.in_(person.subjects)
+                ended = conn.execute(delete(s).where(mine & s.c.ended_at.is_not(None))).rowcount
+                active = _count(conn, s, mine & s.c.ended_at.is_(None))
+                tokens = conn.execute(
+                    update(t)
+                    .where(t.c.subject.in_(person.subjects) & (t.c.state != "active"))
+                    .values(subject=None)
+                ).rowcount
+        flush_deleted(self._engine)
+        return ErasureCounts(keys, int(profiles), int(ended), int(tokens), active)
+
+
+def _count(conn: Any, table: Any, where: Any) -> int:
+    return int(conn.execute(select(func.count()).select_from(table).where(where)).scalar_one())
+
+
+def erasure_event(
+    person: Person,
+    counts: ErasureCounts,
+    *,
+    actor: Actor,
+    justification: str,
+    interface: str,
+    source: Source | None = None,
+    correlation: Correlation | None = None,
+    failed: str | None = None,
+) -> AuditEvent:
+    """The ``audit.erasure`` record: the target is the person's current pseudonym, never
+    a personal code; ``failed`` (a reason code) makes it the failure record that follows
+    a recorded erasure whose deletion did not complete."""
+    event = ev.audit_erasure(
+        outcome=Outcome.FAILURE if failed else Outcome.SUCCESS,
+        reason=failed,
+        actor=actor,
+        source=source,
+        target=Target("subject", person.pseudonyms[0]),
+        correlation=correlation,
+        justification=justification,
+        by=person.by,
+        pseudonyms=list(person.pseudonyms),
+        interface=interface,
+    )
+    event.details.update(counts.as_dict())
+    return event
+
+
+# --- re-identification ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Revealed:
+    """What one re-identification found: per event asked for, its status (``revealed``,
+    ``erased``, ``no_personal_data``, ``not_found``) and, when revealed, the personal data."""
+
+    items: list[dict[str, Any]]
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [i["id"] for i in self.items if i["status"] == "revealed"]
+
+    @property
+    def fields(self) -> list[str]:
+        return sorted({k for i in self.items for k in i.get("personal", {})})
+
+    @property
+    def erased(self) -> int:
+        return sum(1 for i in self.items if i["status"] == "erased")
+
+
+def reveal_refs(
+    event_ids: Iterable[str], positions: Iterable[tuple[str, int]]
+) -> tuple[list[str], list[tuple[str, int]]]:
+    """The events asked for, checked: 1..REVEAL_MAX of them, ids and positions that can
+    exist (``PrivacyRequestInvalid`` otherwise). Duplicates are asked once."""
+    ids = list(dict.fromkeys(i.strip() for i in event_ids))
+    pos = list(dict.fromkeys((s.strip(), n) for s, n in positions))
+    if not ids and not pos:
+        raise PrivacyRequestInvalid("name at least one event (an event id or a stream and seq)")
+    if len(ids) + len(pos) > REVEAL_MAX:
+        raise PrivacyRequestInvalid(f"at most {REVEAL_MAX} events per re-identification")
+    for i in ids:
+        if not _EVENT_ID.fullmatch(i):
+            raise PrivacyRequestInvalid("an event id is a UUID (hex digits and dashes)")
+    for stream, seq in pos:
+        if not stream or len(stream) > 128 or not stream.isprintable() or seq < 1:
+            raise PrivacyRequestInvalid("a position is a stream name and a seq of at least 1")
+    return ids, pos
+
+
+def decrypt_events(
+    store: SqlAuditStore,
+    keys: SqlSubjectKeys,
+    ids: Sequence[str],
+    positions: Sequence[tuple[str, int]],
+) -> Revealed:
+    """Find the events and decrypt their ``pii`` in memory. Nothing here is answered yet:
+    the caller records ``audit.access`` (action ``re-identify``) first and answers only if
+    that record was stored."""
+    found = find_events(store, ids, positions)
+    items: list[dict[str, Any]] = []
+    refs: list[str | tuple[str, int]] = [*ids, *positions]
+    for ref in refs:
+        body = found.get(ref)
+        asked: dict[str, Any] = (
+            {"id": ref} if isinstance(ref, str) else {"stream": ref[0], "seq": ref[1]}
+        )
+        if body is None:
+            items.append({**asked, "status": "not_found"})
+            continue
+        doc = orjson.loads(body)
+        item: dict[str, Any] = {
+            "id": doc["id"],
+            "stream": doc["stream"],
+            "seq": doc["seq"],
+            "type": doc["type"],
+            "time": doc["time"],
+        }
+        pii = doc.get("pii")
+        if not isinstance(pii, dict):
+            item["status"] = "no_personal_data"
+        else:
+            personal = reveal(pii, doc["id"], keys)
+            if personal is None:
+                item["status"] = "erased"
+            else:
+                item["status"] = "revealed"
+                item["personal"] = personal
+        items.append(item)
+    return Revealed(items)
+
+
+def reidentify_event(
+    revealed: Revealed,
+    ids: Sequence[str],
+    positions: Sequence[tuple[str, int]],
+    *,
+    actor: Actor,
+    justification: str | None,
+    interface: str,
+    source: Source | None = None,
+    correlation: Correlation | None = None,
+) -> AuditEvent:
+    """The ``audit.access`` record of a re-identification (action ``re-identify``): what was
+    asked for, the ids of the events revealed, the names of their personal fields and how
+    many were erased; never a revealed value."""
+    asked = [f"id={i}" for i in ids] + [f"stream={s} seq={n}" for s, n in positions]
+    return ev.audit_access(
+        actor=actor,
+        source=source,
+        target=Target("audit_trail", "re-identify"),
+        correlation=correlation,
+        action="re-identify",
+        query=" ".join(asked)[:2000],
+        returned=len(revealed.event_ids),
+        event_ids=revealed.event_ids,
+        fields=revealed.fields,
+        erased=revealed.erased,
+        result="ok",
+        interface=interface,
+        justification=justification,
+    )

@@ -1,0 +1,162 @@
+"""The privacy officer's API under ``/admin/privacy`` (role ``privacy`` only; every call
+needs a justification and, with a session cookie, the CSRF token):
+
+- ``POST /admin/privacy/erasures``: erase a person by crypto-shredding (GDPR art. 17);
+- ``POST /admin/privacy/re-identify``: decrypt the personal data of named events.
+
+Both are recorded before they act or answer (``audit.erasure``, ``audit.access`` with
+action ``re-identify``): if the trail cannot record, the answer is 503 and nothing was
+deleted or revealed. See :mod:`kroonika.admin._privacy` and decision 0012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from pydantic import Field
+
+from kroonika.admin._auth import (
+    STORE_DOWN,
+    AuditedRoute,
+    Principal,
+    admin_services,
+    correlation_of,
+    require,
+    source_of,
+)
+from kroonika.admin._errors import AdminError, RequestInvalid
+from kroonika.admin._privacy import (
+    REVEAL_MAX,
+    Eraser,
+    PrivacyRequestInvalid,
+    decrypt_events,
+    erasure_event,
+    reidentify_event,
+    reveal_refs,
+)
+from kroonika.admin.routes import Body
+from kroonika.audit import AuditUnavailable, SqlAuditStore
+
+PRIVACY = ("privacy",)
+#: What a deletion that cannot complete raises (a database or the audit store down).
+DELETE_FAILED: tuple[type[Exception], ...] = (AuditUnavailable, *STORE_DOWN)
+router = APIRouter(prefix="/admin/privacy", tags=["privacy"], route_class=AuditedRoute)
+X_ROLES = {"x-roles": list(PRIVACY)}
+
+
+def _eraser(request: Request) -> Eraser:
+    eraser: Eraser | None = admin_services(request).eraser
+    if eraser is None:
+        raise AdminError("erasure is not configured", code="unavailable")
+    return eraser
+
+
+def _invalid(exc: PrivacyRequestInvalid) -> RequestInvalid:
+    return RequestInvalid(str(exc))
+
+
+class ErasureBody(Body):
+    personal_code: str | None = Field(None, max_length=80)
+    pseudonym: str | None = Field(None, max_length=64)
+    justification: str | None = None
+
+
+@router.post("/erasures", openapi_extra=X_ROLES)
+async def erase(
+    request: Request, p: Annotated[Principal, require(*PRIVACY)], body: ErasureBody
+) -> dict[str, Any]:
+    """Erase a person (by ``personal_code`` or ``pseudonym``): their audit data keys under
+    every pseudonym, their security profile, their ended sessions and the clear subject of
+    their inactive tokens. The ``audit.erasure`` record is stored first (503 and nothing
+    deleted if it cannot be); a person with nothing stored gets the same answer with zero
+    counts. The personal code is never echoed or recorded."""
+    eraser = _eraser(request)
+    try:
+        person = eraser.person(personal_code=body.personal_code, pseudonym=body.pseudonym)
+    except PrivacyRequestInvalid as exc:
+        raise _invalid(exc) from None
+    trail = admin_services(request).services.audit.trail
+    why = str(request.state.admin_call.justification)
+
+    def event(counts: Any, failed: str | None = None) -> Any:
+        return erasure_event(
+            person,
+            counts,
+            actor=p.actor(),
+            justification=why,
+            interface="api",
+            source=source_of(request),
+            correlation=correlation_of(request),
+            failed=failed,
+        )
+
+    planned = await asyncio.to_thread(eraser.plan, person)
+    await trail.emit(event(planned))  # fail closed: no record, nothing deleted
+    try:
+        done = await asyncio.to_thread(eraser.apply, person)
+    except DELETE_FAILED:
+        # the recorded erasure did not (fully) happen: say so, then answer 503
+        with contextlib.suppress(AuditUnavailable):
+            await trail.emit(event(planned, failed="incomplete"))
+        raise
+    return {
+        "status": "erased" if done.deleted_any else "nothing_found",
+        "pseudonym": person.pseudonyms[0],
+        "pseudonyms": list(person.pseudonyms),
+        "deleted": done.as_dict(),
+    }
+
+
+class Position(Body):
+    stream: str = Field(max_length=128)
+    seq: int = Field(ge=1, le=2**53)
+
+
+class ReidentifyBody(Body):
+    event_ids: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=REVEAL_MAX
+    )
+    positions: list[Position] = Field(default_factory=list, max_length=REVEAL_MAX)
+    justification: str | None = None
+
+
+@router.post("/re-identify", openapi_extra=X_ROLES)
+async def re_identify(
+    request: Request, p: Annotated[Principal, require(*PRIVACY)], body: ReidentifyBody
+) -> dict[str, Any]:
+    """Decrypt the personal data of up to 50 events (by id or by stream and seq). The
+    ``audit.access`` record (action ``re-identify``: the justification, the ids of the
+    events revealed and the names of the fields, never their values) is stored before the
+    answer; an erased person's event answers ``erased``."""
+    try:
+        ids, positions = reveal_refs(body.event_ids, [(x.stream, x.seq) for x in body.positions])
+    except PrivacyRequestInvalid as exc:
+        raise _invalid(exc) from None
+    admin = admin_services(request)
+    keys = admin.services.audit.subject_keys
+    url = admin.services.settings.resolved_audit_store_url()
+
+    def run() -> Any:
+        store = SqlAuditStore(url, read_only=True)
+        try:
+            return decrypt_events(store, keys, ids, positions)
+        finally:
+            store.close()
+
+    revealed = await asyncio.to_thread(run)
+    await admin.services.audit.trail.emit(
+        reidentify_event(
+            revealed,
+            ids,
+            positions,
+            actor=p.actor(),
+            justification=request.state.admin_call.justification,
+            interface="api",
+            source=source_of(request),
+            correlation=correlation_of(request),
+        )
+    )
+    return {"events": revealed.items}

@@ -1,0 +1,162 @@
+"""``kroonika audit erase|reveal``: the privacy officer's erasure (GDPR art. 17, by
+crypto-shredding) and audited re-identification from the command line.
+
+The command line has the keys of the host it runs on, so it checks no role (as
+``kroonika admins add``); it records who acted as ``admin``/``cli`` with the mandatory
+justification, and like the API it records before it deletes or answers: if the trail
+cannot record, nothing is deleted or shown (exit 2). See decision 0012.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated
+
+import typer
+
+from kroonika.audit.formats._text import dumps
+
+
+def register_privacy(audit_app: typer.Typer) -> None:
+    audit_app.command("erase")(erase_cmd)
+    audit_app.command("reveal")(reveal_cmd)
+
+
+WhyOpt = Annotated[
+    str,
+    typer.Option("--justification", "-j", help="Why (required; recorded in the audit trail)"),
+]
+
+
+def _justification(text: str) -> str:
+    from kroonika.admin import JustificationMissing, check_justification
+    from kroonika.cli import _settings
+
+    settings = _settings()
+    try:
+        return check_justification(
+            text, minimum=settings.admin_justification_min, pattern=settings.admin_ticket_pattern
+        )
+    except JustificationMissing as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--justification'") from None
+
+
+def erase_cmd(
+    justification: WhyOpt,
+    personal_code: Annotated[
+        str | None, typer.Option("--personal-code", help="The person's personal code")
+    ] = None,
+    pseudonym: Annotated[
+        str | None, typer.Option("--pseudonym", help="Or their pseudonym (p1:...)")
+    ] = None,
+) -> None:
+    """Erase a person: delete their audit data keys under every pseudonym (their events
+    stay and verify, their personal data becomes unreadable), their security profile, their
+    ended sessions and the clear subject of their inactive tokens. Records audit.erasure
+    first; prints the pseudonym and what was deleted, never the personal code."""
+    from kroonika.admin._privacy import Eraser, PrivacyRequestInvalid, erasure_event, fingerprinters
+    from kroonika.audit import Actor, ActorType, AuditError
+    from kroonika.cli import _OPEN_ERRORS, _access_trail, _fail, _open_error, _settings
+    from kroonika.db import make_engine
+    from kroonika.db.migrate import upgrade
+
+    why = _justification(justification)
+    settings = _settings()
+    with _access_trail(settings, purpose="record this erasure") as comps:
+        try:
+            engine = make_engine(settings.resolved_database_url())
+            upgrade(engine)
+        except _OPEN_ERRORS as exc:
+            raise _fail(f"cannot open the database: {_open_error(exc)}") from None
+        try:
+            eraser = Eraser(engine, comps.subject_keys, fingerprinters(settings.pseudonym_keys()))
+            try:
+                person = eraser.person(personal_code=personal_code, pseudonym=pseudonym)
+            except PrivacyRequestInvalid as exc:
+                raise typer.BadParameter(str(exc)) from None
+            actor = Actor(ActorType.ADMIN, roles=("cli",))
+            try:
+                planned = eraser.plan(person)
+                comps.trail.emit_sync(
+                    erasure_event(person, planned, actor=actor, justification=why, interface="cli")
+                )
+            except _OPEN_ERRORS as exc:
+                raise _fail(f"nothing erased: {_open_error(exc)}") from None
+            try:
+                done = eraser.apply(person)
+            except _OPEN_ERRORS as exc:
+                with contextlib.suppress(AuditError):
+                    comps.trail.emit_sync(
+                        erasure_event(
+                            person,
+                            planned,
+                            actor=actor,
+                            justification=why,
+                            interface="cli",
+                            failed="incomplete",
+                        )
+                    )
+                raise _fail(
+                    f"erasure recorded but not completed (run it again): {_open_error(exc)}"
+                ) from None
+        finally:
+            engine.dispose()
+    counts = " ".join(f"{k}={v}" for k, v in done.as_dict().items())
+    state = "erased" if done.deleted_any else "nothing found to erase for"
+    typer.echo(f"{state} {person.pseudonyms[0]}: {counts}")
+    for other in person.pseudonyms[1:]:
+        typer.echo(f"also under {other}")
+
+
+def reveal_cmd(
+    justification: WhyOpt,
+    event: Annotated[
+        list[str] | None, typer.Option("--event", help="Event id (repeatable)")
+    ] = None,
+    stream: Annotated[str | None, typer.Option("--stream", help="Stream of --seq")] = None,
+    seq: Annotated[
+        list[int] | None, typer.Option("--seq", min=1, help="Sequence number (repeatable)")
+    ] = None,
+) -> None:
+    """Re-identify: decrypt the personal data of up to 50 events of the configured store
+    (by --event id, or --stream with --seq). Records audit.access (action re-identify,
+    the justification, the event ids and field names, never the values) before printing
+    one JSON line per event; an erased person's event says "erased"."""
+    from kroonika.admin._privacy import (
+        PrivacyRequestInvalid,
+        decrypt_events,
+        reidentify_event,
+        reveal_refs,
+    )
+    from kroonika.audit import Actor, ActorType, AuditError
+    from kroonika.cli import _access_trail, _fail, _open_read_only, _reading, _settings
+
+    why = _justification(justification)
+    if seq and not stream:
+        raise typer.BadParameter("--seq needs --stream")
+    try:
+        ids, positions = reveal_refs(event or (), [(stream or "", n) for n in seq or ()])
+    except PrivacyRequestInvalid as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = _settings()
+    source = _open_read_only(settings, None)
+    with _access_trail(settings, purpose="record this re-identification") as comps:
+        try:
+            with _reading(source):
+                revealed = decrypt_events(source, comps.subject_keys, ids, positions)
+        finally:
+            source.close()
+        record = reidentify_event(
+            revealed,
+            ids,
+            positions,
+            actor=Actor(ActorType.ADMIN, roles=("cli",)),
+            justification=why,
+            interface="cli",
+        )
+        try:
+            comps.trail.emit_sync(record)
+        except AuditError as exc:
+            raise _fail(f"nothing revealed: the audit trail refused the record ({exc})") from None
+    for item in revealed.items:
+        typer.echo(dumps(item))

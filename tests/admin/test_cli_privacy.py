@@ -1,0 +1,319 @@
+"""``kroonika audit erase`` and ``kroonika audit reveal``: erasure by crypto-shredding leaves
+a trail that verifies, with the person's personal data unreadable and gone from the stored
+bytes; re-identification is recorded before it answers; both need a justification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import func, insert, select
+from typer.testing import CliRunner
+
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditTrail,
+    AuditUnavailable,
+    PersonalData,
+    Query,
+    SqlAuditStore,
+    events,
+    run_query,
+)
+from kroonika.audit.store._schema import subject_keys
+from kroonika.auditing import build_audit
+from kroonika.cli import app
+from kroonika.db import make_engine
+from kroonika.db.migrate import upgrade
+from kroonika.db.security import security_profile
+from kroonika.db.sessions import session
+from kroonika.settings import Settings
+
+CODE = "38001085718"
+GIVEN, FAMILY = "HERMIONE-ÜLLE", "KÕRVITSAPUU"
+WHY = "DPO-77 erasure request of a data subject"
+
+
+@pytest.fixture
+def person(var: Path) -> dict[str, Any]:
+    """A person with two events carrying their names, an ended session and a security
+    profile; yields the events and the pseudonym."""
+    settings = Settings(var_dir=var)
+    comps = build_audit(settings, stream="service-1")
+    comps.trail.log_start_sync()
+    records = []
+    for _ in range(2):
+        sealed = comps.trail.emit_sync(
+            events.session_create(
+                actor=Actor(ActorType.USER, subject="EE" + CODE),
+                personal=PersonalData(given_name=GIVEN, family_name=FAMILY),
+            )
+        )
+        assert sealed is not None
+        records.append(orjson.loads(sealed.canonical))
+    pseudonym = comps.fingerprinter.pseudonym("EE" + CODE)
+    comps.stop_sync()
+    engine = make_engine(settings.resolved_database_url())
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(session).values(**_session_row("ended", ended_at=5)))
+        conn.execute(insert(session).values(**_session_row("other", subject="EE60001017716")))
+        conn.execute(
+            insert(security_profile).values(
+                person=pseudonym,
+                login_count=3,
+                first_seen=1,
+                countries='{"EE": 3}',
+                networks="{}",
+                hours="[" + ",".join(["0"] * 24) + "]",
+                updated_at=1,
+            )
+        )
+    engine.dispose()
+    return {"records": records, "pseudonym": pseudonym}
+
+
+def _session_row(ref: str, *, subject: str = "EE" + CODE, ended_at: int | None = None) -> Any:
+    mine = subject == "EE" + CODE
+    return {
+        "ref": ref,
+        "secret_digest": ref * 4,
+        "subject": subject,
+        "given_name": GIVEN if mine else "TOOMAS",
+        "family_name": FAMILY if mine else "TAMM",
+        "method": "idcard",
+        "acr": "high",
+        "ip": "192.0.2.44",
+        "created_at": 1,
+        "last_seen_at": 1,
+        "idle_expires_at": 10,
+        "absolute_expires_at": 10,
+        "ended_at": ended_at,
+        "end_reason": "logout" if ended_at else None,
+    }
+
+
+def _events(var: Path, kind: str) -> list[dict[str, Any]]:
+    store = SqlAuditStore(Settings(var_dir=var).resolved_audit_store_url(), read_only=True)
+    try:
+        return [orjson.loads(b) for b in run_query(store, Query(types=(kind,)))]
+    finally:
+        store.close()
+
+
+def _count(url: str, table: Any) -> int:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _stored_bytes(var: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in var.glob("*.db*") if p.is_file())
+
+
+def test_erasure_shreds_the_person_and_the_trail_still_verifies(
+    var: Path, person: dict[str, Any]
+) -> None:
+    """After ``audit erase`` the events are still there and verify, their pii is unreadable
+    ('erased' on reveal), the profile and the ended session are gone, another person's row
+    stays, and the one audit.erasure names the pseudonym and the justification only."""
+    runner = CliRunner()
+    settings = Settings(var_dir=var)
+    audit_url = settings.resolved_audit_store_url()
+    engine = make_engine(audit_url)
+    with engine.connect() as conn:
+        wrapped = [bytes(r[0]) for r in conn.execute(select(subject_keys.c.wrapped))]
+    engine.dispose()
+    assert wrapped
+
+    done = runner.invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
+    assert done.exit_code == 0, done.output
+    assert person["pseudonym"] in done.output
+    assert "keys=1 profiles=1 sessions=1" in done.output
+    assert CODE not in done.output
+
+    verify = runner.invoke(app, ["audit", "verify"])
+    assert verify.exit_code == 0, verify.output
+    (erasure,) = _events(var, "audit.erasure")
+    assert erasure["outcome"] == "success"
+    assert erasure["target"] == {"type": "subject", "id": person["pseudonym"]}
+    assert erasure["details"]["justification"] == WHY
+    assert erasure["details"]["by"] == "personal_code"
+    assert erasure["details"]["keys"] == 1
+    assert "pii" not in erasure  # the command line's actor has no personal data
+    assert _count(audit_url, subject_keys) == 0
+    assert _count(settings.resolved_database_url(), security_profile) == 0
+    assert _count(settings.resolved_database_url(), session) == 1  # the other person's
+
+    ids = [r["id"] for r in person["records"]]
+    shown = runner.invoke(app, ["audit", "reveal", "-j", WHY, "--event", ids[0], "--event", ids[1]])
+    assert shown.exit_code == 0, shown.output
+    items = [orjson.loads(line) for line in shown.output.splitlines()]
+    assert [i["status"] for i in items] == ["erased", "erased"]
+    assert all("personal" not in i for i in items)
+
+    stored = _stored_bytes(var)
+    for clear in (CODE.encode(), GIVEN.encode(), FAMILY.encode(), *wrapped):
+        assert clear not in stored
+    assert b"TOOMAS" in stored  # the other person's session is still there
+
+
+def test_reveal_is_recorded_before_it_answers(var: Path, person: dict[str, Any]) -> None:
+    """A reveal prints the person's data and records audit.access 're-identify' with the
+    justification, the event id and the field names, never the values."""
+    record = person["records"][0]
+    shown = CliRunner().invoke(app, ["audit", "reveal", "-j", WHY, "--event", record["id"]])
+    assert shown.exit_code == 0, shown.output
+    (item,) = [orjson.loads(line) for line in shown.output.splitlines()]
+    assert item["status"] == "revealed"
+    assert item["personal"] == {
+        "personal_code": "EE" + CODE,
+        "given_name": GIVEN,
+        "family_name": FAMILY,
+    }
+    (access,) = [e for e in _events(var, "audit.access") if e["details"]["action"] == "re-identify"]
+    assert access["details"]["justification"] == WHY
+    assert access["details"]["event_ids"] == [record["id"]]
+    assert access["details"]["fields"] == ["family_name", "given_name", "personal_code"]
+    text = orjson.dumps(access).decode()
+    for clear in (CODE, GIVEN, FAMILY):
+        assert clear not in text
+
+
+def test_nothing_is_erased_or_revealed_when_the_trail_refuses(
+    var: Path, person: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trail takes the command's start but refuses its erasure and its re-identification
+    record: exit 2, the keys, profile and session are still there, nothing is printed."""
+    real = AuditTrail.emit_sync
+
+    def refuse(self: AuditTrail, event: Any) -> Any:
+        if event.type in ("audit.erasure", "audit.access"):
+            raise AuditUnavailable("store down")
+        return real(self, event)
+
+    monkeypatch.setattr(AuditTrail, "emit_sync", refuse)
+    runner = CliRunner()
+    done = runner.invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
+    assert done.exit_code == 2
+    assert "nothing erased" in done.output
+    shown = runner.invoke(
+        app, ["audit", "reveal", "-j", WHY, "--event", person["records"][0]["id"]]
+    )
+    assert shown.exit_code == 2
+    assert GIVEN not in shown.output
+    monkeypatch.undo()
+    settings = Settings(var_dir=var)
+    assert _count(settings.resolved_audit_store_url(), subject_keys) == 1
+    assert _count(settings.resolved_database_url(), security_profile) == 1
+    assert _count(settings.resolved_database_url(), session) == 2
+    assert _events(var, "audit.erasure") == []
+
+
+@pytest.mark.parametrize("args", [["-j", ""], ["-j", "short"], []])
+def test_a_justification_is_required(var: Path, person: dict[str, Any], args: list[str]) -> None:
+    """No, an empty or a too short justification is a usage error and erases nothing."""
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, *args])
+    assert done.exit_code == 2
+    assert "justification" in done.output.lower()
+    assert _events(var, "audit.erasure") == []
+
+
+def test_an_unknown_person_is_answered_and_recorded(var: Path, person: dict[str, Any]) -> None:
+    """Erasing someone with nothing stored says so (not an error) and is still recorded."""
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", "49002124277", "-j", WHY])
+    assert done.exit_code == 0, done.output
+    assert "nothing found" in done.output
+    assert "49002124277" not in done.output
+    (erasure,) = _events(var, "audit.erasure")
+    assert erasure["details"]["keys"] == 0
+    assert "49002124277" not in orjson.dumps(erasure).decode()
+
+
+def test_an_active_session_is_kept_and_reported(var: Path, person: dict[str, Any]) -> None:
+    """The other person is logged in: their active session stays and the answer says so."""
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", "60001017716", "-j", WHY])
+    assert done.exit_code == 0, done.output
+    assert "sessions_active=1" in done.output
+    assert _count(Settings(var_dir=var).resolved_database_url(), session) == 2
+
+
+def test_erasure_by_pseudonym_finds_the_session(var: Path, person: dict[str, Any]) -> None:
+    """Named by pseudonym only, the erasure still finds the person's ended session."""
+    done = CliRunner().invoke(
+        app, ["audit", "erase", "--pseudonym", person["pseudonym"], "-j", WHY]
+    )
+    assert done.exit_code == 0, done.output
+    assert "keys=1 profiles=1 sessions=1" in done.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--personal-code", CODE, "--pseudonym", "p1:" + "A" * 24],
+        ["--pseudonym", "not a pseudonym"],
+        ["--personal-code", "\x1b[2J"],
+    ],
+)
+def test_a_person_named_badly_is_a_usage_error(var: Path, args: list[str]) -> None:
+    """Nobody, two names or a malformed one: exit 2, nothing recorded, no escape echoed."""
+    done = CliRunner().invoke(app, ["audit", "erase", *args, "-j", WHY])
+    assert done.exit_code == 2
+    assert "\x1b" not in done.output
+    assert not (var / "audit.db").exists() or _events(var, "audit.erasure") == []
+
+
+def test_reveal_bounds_and_names(var: Path) -> None:
+    """More than 50 events, none, or a --seq without --stream are usage errors."""
+    runner = CliRunner()
+    many = [a for i in range(51) for a in ("--event", f"{i:08x}")]
+    assert runner.invoke(app, ["audit", "reveal", "-j", WHY, *many]).exit_code == 2
+    assert runner.invoke(app, ["audit", "reveal", "-j", WHY]).exit_code == 2
+    assert runner.invoke(app, ["audit", "reveal", "-j", WHY, "--seq", "1"]).exit_code == 2
+
+
+def test_reveal_by_stream_and_seq(var: Path, person: dict[str, Any]) -> None:
+    """An event named by its stream and seq is found and revealed like one named by id."""
+    record = person["records"][1]
+    shown = CliRunner().invoke(
+        app, ["audit", "reveal", "-j", WHY, "--stream", "service-1", "--seq", str(record["seq"])]
+    )
+    assert shown.exit_code == 0, shown.output
+    (item,) = [orjson.loads(line) for line in shown.output.splitlines()]
+    assert (item["id"], item["status"]) == (record["id"], "revealed")
+
+
+def test_erasure_finds_the_person_under_a_retired_pseudonym_key(
+    var: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events made before a pseudonymisation key rotation carry the old pseudonym: with the
+    retired key in KROONIKA_PSEUDONYM_PREVIOUS_KEYS the erasure deletes their keys too."""
+    import base64
+
+    old, new = base64.b64encode(b"o" * 32).decode(), base64.b64encode(b"n" * 32).decode()
+    pseudonyms = []
+    for kid, key in (("p0", old), ("p1", new)):
+        monkeypatch.setenv("KROONIKA_PSEUDONYM_KID", kid)
+        monkeypatch.setenv("KROONIKA_PSEUDONYM_KEY", key)
+        comps = build_audit(Settings(), stream=f"service-{kid}")
+        comps.trail.emit_sync(
+            events.session_create(actor=Actor(ActorType.USER, subject="EE" + CODE))
+        )
+        pseudonyms.append(comps.fingerprinter.pseudonym("EE" + CODE))
+        comps.stop_sync()
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_PREVIOUS_KEYS", f'{{"p0": "{old}"}}')
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
+    assert done.exit_code == 0, done.output
+    assert "keys=2" in done.output
+    assert pseudonyms[1] in done.output
+    assert f"also under {pseudonyms[0]}" in done.output
+    (erasure,) = _events(var, "audit.erasure")
+    assert erasure["details"]["pseudonyms"] == [pseudonyms[1], pseudonyms[0]]
+    assert _count(Settings().resolved_audit_store_url(), subject_keys) == 0
