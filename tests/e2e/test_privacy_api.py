@@ -270,3 +270,32 @@ def test_nothing_is_erased_or_revealed_while_the_trail_is_down(
         assert _count(db, security_profile, security_profile.c.person == pseudonym) == 1
         assert _count(db, session, session.c.subject == "EE" + CODE) == 1
         assert stack.events(types=("audit.erasure",)) == []
+
+
+def test_a_privacy_officer_logged_in_through_tara_needs_the_csrf_token(tmp_path: Path) -> None:
+    """With a session cookie instead of an API key, an erasure without the CSRF token is 403
+    csrf_failed and erases nothing; with it, the erasure is recorded as done by the officer's
+    pseudonym."""
+    from admin_harness import PEOPLE, PRIVACY
+
+    overrides = {"admin_bootstrap": {**PEOPLE, PRIVACY: ["privacy"]}}
+    with admin_stack(tmp_path, overrides=overrides) as stack:
+        login = _login_and_logout(stack)
+        pseudonym = login["actor"]["pseudonym"]
+        with stack.stack.browser(autologin=PRIVACY) as b:
+            assert b.get(stack.url + "/auth/login").status_code == 200
+            csrf = b.get(stack.url + "/auth/session").json()["csrf_token"]
+            body = {"personal_code": CODE}
+            forged = b.post(stack.url + ERASE, json=body, headers={"x-justification": WHY})
+            assert forged.status_code == 403
+            assert forged.json()["error"] == "csrf_failed"
+            assert _keys(stack, pseudonym) > 0
+            done = b.post(
+                stack.url + ERASE, json=body, headers={"x-justification": WHY, "x-csrf-token": csrf}
+            )
+        assert done.status_code == 200, done.text
+        assert _keys(stack, pseudonym) == 0
+        (erasure,) = stack.events(types=("audit.erasure",))
+        assert erasure["actor"]["type"] == "admin"
+        assert erasure["actor"]["roles"] == ["privacy"]
+        assert erasure["actor"]["pseudonym"] not in (None, pseudonym)

@@ -127,7 +127,10 @@ class Eraser:
         value = (pseudonym or "").strip()
         if not _PSEUDONYM.fullmatch(value):
             raise PrivacyRequestInvalid("a pseudonym looks like p1:<24 base64url characters>")
-        return Person("pseudonym", (value,), tuple(self._subjects_with(value)))
+        subjects = tuple(self._subjects_with(value))
+        # a subject found in clear gives the person's pseudonyms under the other keys too
+        others = [fp.pseudonym(s) for s in subjects for fp in self._fps]
+        return Person("pseudonym", tuple(dict.fromkeys([value, *others])), subjects)
 
     def _subjects_with(self, pseudonym: str) -> list[str]:
         """Clear subjects of the business tables whose pseudonym is ``pseudonym`` (the
