@@ -299,3 +299,38 @@ def test_a_privacy_officer_logged_in_through_tara_needs_the_csrf_token(tmp_path:
         assert erasure["actor"]["type"] == "admin"
         assert erasure["actor"]["roles"] == ["privacy"]
         assert erasure["actor"]["pseudonym"] not in (None, pseudonym)
+
+
+@pytest.mark.postgres
+def test_an_erasure_on_one_instance_holds_on_another_that_cached_the_key(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """Two services on one PostgreSQL (shared secrets, a stream each): the person logs in on
+    B, which keeps their data key in memory; A erases them; B's re-identification of the
+    login then answers 'erased' (B decrypts only with stored keys). Within its key lifetime
+    B still encrypts the person's next login under the key it holds, which is never stored
+    again: that login's personal data is unreadable too, not a resurrected key."""
+    url = fresh_postgres_url
+    common = {"database_url": url}
+    with (
+        admin_stack(
+            tmp_path, overrides={"audit_store_url": url, "audit_stream": "inst-a"}, **common
+        ) as a,
+        admin_stack(
+            tmp_path, overrides={"audit_store_url": url, "audit_stream": "inst-b"}, **common
+        ) as b,
+    ):
+        login = _login_and_logout(b)
+        assert login["stream"] == "inst-b"
+        assert _reveal(b, login["id"]).json()["events"][0]["status"] == "revealed"
+        erased = a.call("POST", ERASE, role="privacy", why=WHY, json={"personal_code": CODE})
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["deleted"]["keys"] >= 1
+        (item,) = _reveal(b, login["id"]).json()["events"]
+        assert item["status"] == "erased"
+        again = _login_and_logout(b)
+        assert again["pii"]["kid"] == login["pii"]["kid"]  # B's cached key, within its TTL
+        (item,) = _reveal(a, again["id"]).json()["events"]
+        assert item["status"] == "erased"
+        verify = a.call("POST", "/audit/verify", role="auditor")
+        assert verify.json()["intact"] is True
