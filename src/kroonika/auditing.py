@@ -70,7 +70,10 @@ def build_audit(
     counters = Counters()
     fingerprinter = Fingerprinter(settings.secret_bytes("pseudonym_key"), settings.pseudonym_kid)
     subject_keys = SqlSubjectKeys(
-        store, settings.secret_bytes("master_key"), key_ttl_s=settings.audit_subject_key_ttl_s
+        store,
+        settings.secret_bytes("master_key"),
+        key_ttl_s=settings.audit_subject_key_ttl_s,
+        erasure_check_s=settings.audit_erasure_check_s,
     )
     pipeline = Pipeline.standard(
         fingerprinter=fingerprinter,

@@ -127,8 +127,10 @@ class Settings(BaseSettings):
     # person under every pseudonym the trail ever gave them (decision 0012).
     pseudonym_previous_keys: dict[str, SecretStr] = Field(default_factory=dict)
     # How long a running instance encrypts a person's events under one data key before
-    # making a fresh one: an erasure on another instance takes effect here within it.
+    # making a fresh one (a bound on top of the erasure check below).
     audit_subject_key_ttl_s: float = Field(300.0, gt=0, le=86400)
+    # How often the writer asks which of the keys it used were erased by another instance.
+    audit_erasure_check_s: float = Field(1.0, ge=0, le=3600)
 
     # --- service
     database_url: str | None = None

@@ -129,3 +129,33 @@ def _rewire(kit: TrailKit) -> Any:
         subject_keys=kit.keys,
         checkpoint_interval=3600,
     )
+
+
+def test_another_instance_forgets_an_erased_key_at_its_next_check(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Instance B's writer asks, at most every ``erasure_check_s``, which stored keys it
+    used are gone: the first of B's events after the check is under a fresh, readable key
+    (the one event committed before the check is under the erased key, unreadable)."""
+    from audit_kit import make_kit
+
+    a = make_kit(store_url, tmp_path / "keys", stream="instance-a")
+    clock = Clock()
+    b = make_kit(store_url, tmp_path / "keys", stream="instance-b")
+    b.keys = SqlSubjectKeys(b.store, MASTER_KEY, erasure_check_s=5, clock=clock)
+    b.trail = _rewire(b)
+    try:
+        first = _record(b)
+        _record(b)  # the key is now a stored key B uses from its cache
+        a.keys.erase(first["actor"]["pseudonym"])
+        assert _record(b)["pii"]["kid"] == first["pii"]["kid"]  # not checked yet
+        clock.now += 5
+        during = _record(b)  # encrypted before its commit's check: under the erased key
+        assert during["pii"]["kid"] == first["pii"]["kid"]
+        after = _record(b)
+        assert after["pii"]["kid"] != first["pii"]["kid"]
+        assert reveal(after["pii"], after["id"], a.keys) is not None
+        assert reveal(during["pii"], during["id"], a.keys) is None
+    finally:
+        a.store.close()
+        b.store.close()

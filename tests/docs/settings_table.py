@@ -55,7 +55,9 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "pseudonym_previous_keys": "retired pseudonym keys, JSON `{key id: base64 key}`: "
             "erasure also finds a person under the pseudonyms these made",
             "audit_subject_key_ttl_s": "seconds an instance encrypts a person's events under "
-            "one data key; an erasure on another instance takes effect here within it",
+            "one data key at most",
+            "audit_erasure_check_s": "how often (seconds, at a commit) an instance asks which "
+            "data keys it uses were erased by another instance; 0: at every commit",
         },
     ),
     (

@@ -31,14 +31,16 @@ from kroonika.admin._errors import AdminError, RequestInvalid
 from kroonika.admin._privacy import (
     REVEAL_MAX,
     Eraser,
+    ErasureCounts,
     PrivacyRequestInvalid,
+    Revealed,
     decrypt_events,
     erasure_event,
     reidentify_event,
     reveal_refs,
 )
 from kroonika.admin.routes import Body
-from kroonika.audit import AuditUnavailable, SqlAuditStore
+from kroonika.audit import AuditEvent, AuditUnavailable, SqlAuditStore
 
 PRIVACY = ("privacy",)
 #: What a deletion that cannot complete raises (a database or the audit store down).
@@ -52,10 +54,6 @@ def _eraser(request: Request) -> Eraser:
     if eraser is None:
         raise AdminError("erasure is not configured", code="unavailable")
     return eraser
-
-
-def _invalid(exc: PrivacyRequestInvalid) -> RequestInvalid:
-    return RequestInvalid(str(exc))
 
 
 class ErasureBody(Body):
@@ -74,14 +72,16 @@ async def erase(
     deleted if it cannot be); a person with nothing stored gets the same answer with zero
     counts. The personal code is never echoed or recorded."""
     eraser = _eraser(request)
-    try:
-        person = eraser.person(personal_code=body.personal_code, pseudonym=body.pseudonym)
+    try:  # named by pseudonym, the business tables are searched: off the event loop
+        person = await asyncio.to_thread(
+            eraser.person, personal_code=body.personal_code, pseudonym=body.pseudonym
+        )
     except PrivacyRequestInvalid as exc:
-        raise _invalid(exc) from None
+        raise RequestInvalid(str(exc)) from None
     trail = admin_services(request).services.audit.trail
     why = str(request.state.admin_call.justification)
 
-    def event(counts: Any, failed: str | None = None) -> Any:
+    def event(counts: ErasureCounts, failed: str | None = None) -> AuditEvent:
         return erasure_event(
             person,
             counts,
@@ -134,12 +134,12 @@ async def re_identify(
     try:
         ids, positions = reveal_refs(body.event_ids, [(x.stream, x.seq) for x in body.positions])
     except PrivacyRequestInvalid as exc:
-        raise _invalid(exc) from None
+        raise RequestInvalid(str(exc)) from None
     admin = admin_services(request)
     keys = admin.services.audit.subject_keys
     url = admin.services.settings.resolved_audit_store_url()
 
-    def run() -> Any:
+    def run() -> Revealed:
         store = SqlAuditStore(url, read_only=True)
         try:
             return decrypt_events(store, keys, ids, positions)

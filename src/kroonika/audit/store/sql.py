@@ -351,10 +351,12 @@ class SqlSubjectKeys:
     ``erase(subject)`` deletes every stored key of the subject, whichever instance made
     it, and forgets this instance's own. Another running instance may still hold the
     subject's key in memory: it never decrypts with it (``get`` reads the key table,
-    never the cache, so an erased key answers ``None`` everywhere at once) and it
-    encrypts under it for at most ``key_ttl_s`` seconds after the key was made, then
-    makes a fresh one. Events it wrote in between carry a key id that is no longer
-    stored: their ``pii`` is unreadable, as the erasure asked.
+    never the cache, so an erased key answers ``None`` everywhere at once). It stops
+    encrypting under it at the first commit ``erasure_check_s`` after its last check:
+    the writer then asks the key table which of the stored keys it used since are gone
+    and forgets them (one query, off the event path). ``key_ttl_s`` bounds a key's use
+    in any case. Events written in between carry a key id that is no longer stored:
+    their ``pii`` is unreadable, as the erasure asked.
     """
 
     def __init__(
@@ -364,10 +366,11 @@ class SqlSubjectKeys:
         *,
         cache_size: int = 65536,
         key_ttl_s: float = 300.0,
+        erasure_check_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ):
-        if key_ttl_s <= 0:
-            raise ValueError("key_ttl_s must be positive")
+        if key_ttl_s <= 0 or erasure_check_s < 0:
+            raise ValueError("key_ttl_s must be positive and erasure_check_s not negative")
         self._engine: Engine = store.engine
         self._wrapper = KeyWrapper(master_key)
         self._generation = os.urandom(4).hex()
@@ -377,13 +380,17 @@ class SqlSubjectKeys:
         self._pending: list[NewKey] = []
         self._cache_size = cache_size
         self._ttl = key_ttl_s
+        self._check_s = erasure_check_s
         self._clock = clock
+        self._used: set[str] = set()  # stored keys handed out since the last erasure check
+        self._last_check = clock()
         self._lock = threading.Lock()
 
     def get_or_create(self, subject: str) -> tuple[str, AESGCM]:
         cached = self._by_subject.get(subject)
         now = self._clock()
         if cached is not None and now - cached[2] < self._ttl:
+            self._used.add(cached[0])
             return cached[0], cached[1]
         with self._lock:
             data_key = AESGCM.generate_key(256)
@@ -405,9 +412,42 @@ class SqlSubjectKeys:
             return key_id, aead
 
     def take_pending(self) -> list[NewKey]:
+        """The new keys for the writer to store with its block; also, at most every
+        ``erasure_check_s``, forgets the cached keys another instance erased."""
         with self._lock:
             pending, self._pending = self._pending, []
-            return pending
+            due = self._used and self._clock() - self._last_check >= self._check_s
+            used: set[str] = set()
+            if due:
+                used, self._used = self._used - {k.key_id for k in pending}, set()
+                self._last_check = self._clock()
+        if used:
+            self._forget_erased(used)
+        return pending
+
+    def _forget_erased(self, used: set[str]) -> None:
+        """Drop from the cache each of ``used`` (stored keys) that is no longer stored.
+        A failed read changes nothing: the writer's own append reports the store."""
+        ids = sorted(used)
+        stored: set[str] = set()
+        try:
+            with self._engine.connect() as conn:
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    rows = conn.execute(
+                        select(subject_keys.c.key_id).where(subject_keys.c.key_id.in_(chunk))
+                    )
+                    stored.update(r[0] for r in rows)
+        except SQLAlchemyError:
+            with self._lock:
+                self._used |= used
+            return
+        with self._lock:
+            for key_id in used - stored:
+                subject = key_id.rsplit("/", 1)[0]
+                cached = self._by_subject.get(subject)
+                if cached is not None and cached[0] == key_id:
+                    del self._by_subject[subject]
 
     def restore_pending(self, keys: list[NewKey]) -> None:
         with self._lock:
