@@ -4,7 +4,8 @@ writer stops encrypting under an erased key within the key cache's lifetime."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,19 +88,44 @@ def test_the_erasing_instance_makes_a_fresh_key_at_once(
     assert reveal(before["pii"], before["id"], a.keys) is None
 
 
-def test_another_instance_stops_using_an_erased_key_after_the_cache_lifetime(
-    store_url: str, tmp_path: Path
-) -> None:
-    """Instance B keeps a subject's key for at most ``key_ttl_s``: past it, B's next event
-    for the person is encrypted under a fresh key that is stored and readable."""
+@contextmanager
+def _instances(
+    store_url: str, tmp_path: Path, **options: float
+) -> Iterator[tuple[TrailKit, TrailKit, Clock]]:
+    """Instances A and B on one store; B's subject keys take ``options`` and a test clock."""
     from audit_kit import make_kit
+
+    from kroonika.audit import AuditTrail, Pipeline
 
     a = make_kit(store_url, tmp_path / "keys", stream="instance-a")
     clock = Clock()
     b = make_kit(store_url, tmp_path / "keys", stream="instance-b")
-    b.keys = SqlSubjectKeys(b.store, MASTER_KEY, key_ttl_s=60, clock=clock)
-    b.trail = _rewire(b)
+    b.keys = SqlSubjectKeys(b.store, MASTER_KEY, clock=clock, **options)  # type: ignore[arg-type]
+    pipeline = Pipeline.standard(
+        fingerprinter=b.fingerprinter, subject_keys=b.keys, counters=b.counters, strict=True
+    )
+    b.trail = AuditTrail(
+        pipeline,
+        b.store,
+        b.keyring,
+        stream="instance-b",
+        counters=b.counters,
+        subject_keys=b.keys,
+        checkpoint_interval=3600,
+    )
     try:
+        yield a, b, clock
+    finally:
+        a.store.close()
+        b.store.close()
+
+
+def test_another_instance_stops_using_an_erased_key_after_the_cache_lifetime(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Instance B keeps a subject's key for at most ``key_ttl_s`` (even with no erasure
+    check due): past it, B's next event for the person is under a fresh, readable key."""
+    with _instances(store_url, tmp_path, key_ttl_s=60, erasure_check_s=3600) as (a, b, clock):
         first = _record(b)
         assert _record(b)["pii"]["kid"] == first["pii"]["kid"]  # cached within the TTL
         a.keys.erase(first["actor"]["pseudonym"])
@@ -108,27 +134,6 @@ def test_another_instance_stops_using_an_erased_key_after_the_cache_lifetime(
         assert later["pii"]["kid"] != first["pii"]["kid"]
         assert reveal(later["pii"], later["id"], a.keys) is not None
         assert reveal(first["pii"], first["id"], a.keys) is None
-    finally:
-        a.store.close()
-        b.store.close()
-
-
-def _rewire(kit: TrailKit) -> Any:
-    """The kit's trail rebuilt around its (replaced) subject keys."""
-    from kroonika.audit import AuditTrail, Pipeline
-
-    pipeline = Pipeline.standard(
-        fingerprinter=kit.fingerprinter, subject_keys=kit.keys, counters=kit.counters, strict=True
-    )
-    return AuditTrail(
-        pipeline,
-        kit.store,
-        kit.keyring,
-        stream="instance-b",
-        counters=kit.counters,
-        subject_keys=kit.keys,
-        checkpoint_interval=3600,
-    )
 
 
 def test_another_instance_forgets_an_erased_key_at_its_next_check(
@@ -137,14 +142,7 @@ def test_another_instance_forgets_an_erased_key_at_its_next_check(
     """Instance B's writer asks, at most every ``erasure_check_s``, which stored keys it
     used are gone: the first of B's events after the check is under a fresh, readable key
     (the one event committed before the check is under the erased key, unreadable)."""
-    from audit_kit import make_kit
-
-    a = make_kit(store_url, tmp_path / "keys", stream="instance-a")
-    clock = Clock()
-    b = make_kit(store_url, tmp_path / "keys", stream="instance-b")
-    b.keys = SqlSubjectKeys(b.store, MASTER_KEY, erasure_check_s=5, clock=clock)
-    b.trail = _rewire(b)
-    try:
+    with _instances(store_url, tmp_path, erasure_check_s=5) as (a, b, clock):
         first = _record(b)
         _record(b)  # the key is now a stored key B uses from its cache
         a.keys.erase(first["actor"]["pseudonym"])
@@ -156,6 +154,3 @@ def test_another_instance_forgets_an_erased_key_at_its_next_check(
         assert after["pii"]["kid"] != first["pii"]["kid"]
         assert reveal(after["pii"], after["id"], a.keys) is not None
         assert reveal(during["pii"], during["id"], a.keys) is None
-    finally:
-        a.store.close()
-        b.store.close()
