@@ -394,3 +394,39 @@ async def test_a_monitor_that_falls_behind_drops_and_counts(
         await stuck.stop()
         await k.trail.stop()
         k.store.close()
+
+
+@pytest.mark.asyncio
+async def test_an_erased_person_is_forgotten_but_their_network_keeps_its_count(
+    kit: Kit,
+) -> None:
+    """forget (an erasure): the person's recent failures go, so their next ones start a
+    fresh window (no brute force on the person), while the network still counts every
+    failure from it (brute force on the address)."""
+    for _ in range(5):
+        kit.clock.advance(10)
+        await login(kit, ATTACKER_IP, ok=False)
+    assert kit.anomalies() == []
+    assert kit.monitor.forget([kit.fingerprinter.pseudonym("EE38001085718")]) == 5
+    for _ in range(5):
+        kit.clock.advance(10)
+        await login(kit, ATTACKER_IP, ok=False)
+    found = sorted((r["details"]["key_kind"], k) for k, r in kit.anomalies())
+    assert found == [("ip", "brute_force")]
+
+
+@pytest.mark.asyncio
+async def test_an_erased_person_still_counts_as_one_person_of_a_stuffing_network(
+    kit: Kit,
+) -> None:
+    """Credential stuffing counts distinct people per network: an erased person's failures
+    stay there under a stand-in that names nobody, so the attack is still found."""
+    people = [f"3800108{i:04d}" for i in range(15)]
+    for code in people[:8]:
+        kit.clock.advance(20)
+        await login(kit, ATTACKER_IP, person=code, ok=False)
+    assert kit.monitor.forget([kit.fingerprinter.pseudonym("EE" + people[0])]) == 1
+    for code in people[8:]:
+        kit.clock.advance(20)
+        await login(kit, ATTACKER_IP, person=code, ok=False)
+    assert [k for k, _ in kit.anomalies()] == ["credential_stuffing"]

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import secrets
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -294,6 +296,23 @@ class SecurityMonitor:
         for index in (self._by_person, self._by_network):
             for key in [k for k, d in index.items() if not d or d[-1].at < horizon]:
                 del index[key]
+
+    def forget(self, pseudonyms: Collection[str]) -> int:
+        """Forget the people ``pseudonyms`` (an erasure): their recent failures and the
+        findings raised on them. In a network's window each of their failures stays, under
+        a stand-in that names nobody, so the network's counts (credential stuffing counts
+        distinct people) do not change. Returns how many failures were forgotten."""
+        forgotten = 0
+        for pseudonym in pseudonyms:
+            forgotten += len(self._by_person.pop(pseudonym, ()))
+            stand_in = "erased:" + secrets.token_hex(6)
+            for recent in self._by_network.values():
+                for i, obs in enumerate(recent):
+                    if obs.person == pseudonym:
+                        recent[i] = dataclasses.replace(obs, person=stand_in)
+            for key in [k for k in self._fired if k[1] == "person" and k[2] == pseudonym]:
+                del self._fired[key]
+        return forgotten
 
     def _fresh(self, f: Finding, now: float) -> bool:
         """One finding per kind and key per window (an attack is one anomaly, not
