@@ -9,12 +9,22 @@ cannot record, nothing is deleted or shown (exit 2). See decision 0012.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import Annotated
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kroonika.audit.formats._text import dumps
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from kroonika.admin._privacy import Person
+    from kroonika.audit import Actor, AuditEvent, AuditTrail, SealedEvent
+    from kroonika.auditing import AuditComponents
+    from kroonika.settings import Settings
 
 
 def register_privacy(audit_app: typer.Typer) -> None:
@@ -52,9 +62,17 @@ def erase_cmd(
 ) -> None:
     """Erase a person: delete their audit data keys under every pseudonym (their events
     stay and verify, their personal data becomes unreadable), their security profile, their
-    ended sessions and the clear subject of their inactive tokens. Records audit.erasure
-    first; prints the pseudonym and what was deleted, never the personal code."""
-    from kroonika.admin._privacy import Eraser, PrivacyRequestInvalid, erasure_event, fingerprinters
+    sessions and the clear subject of their tokens; active sessions are ended (reason
+    erasure) and active tokens revoked first, each recorded. Refused while the person holds
+    an administrator role. Records audit.erasure first; prints the pseudonym and what was
+    done, never the personal code."""
+    from kroonika.admin._privacy import (
+        Eraser,
+        HoldsRoles,
+        PrivacyRequestInvalid,
+        erasure_event,
+        fingerprinters,
+    )
     from kroonika.audit import Actor, ActorType, AuditError
     from kroonika.cli import _OPEN_ERRORS, _access_trail, _fail, _open_error, _settings
     from kroonika.db import make_engine
@@ -74,6 +92,9 @@ def erase_cmd(
                 person = eraser.person(personal_code=personal_code, pseudonym=pseudonym)
             except PrivacyRequestInvalid as exc:
                 raise typer.BadParameter(str(exc)) from None
+            held = eraser.roles(person)
+            if held:
+                raise _fail(f"nothing erased: {HoldsRoles(held)}")
             actor = Actor(ActorType.ADMIN, roles=("cli",))
             try:
                 planned = eraser.plan(person)
@@ -83,7 +104,8 @@ def erase_cmd(
             except _OPEN_ERRORS as exc:
                 raise _fail(f"nothing erased: {_open_error(exc)}") from None
             try:
-                done = eraser.apply(person)
+                ended, revoked = asyncio.run(_end_active(settings, engine, comps, person, actor))
+                done = eraser.apply(person, ended=ended, revoked=revoked)
             except _OPEN_ERRORS as exc:
                 with contextlib.suppress(AuditError):
                     comps.trail.emit_sync(
@@ -106,6 +128,58 @@ def erase_cmd(
     typer.echo(f"{state} {person.pseudonyms[0]}: {counts}")
     for other in person.pseudonyms[1:]:
         typer.echo(f"also under {other}")
+
+
+class _SyncEmitter:
+    """The command's writer (synchronous: no writer task runs in a CLI command) seen
+    through the async ``emit`` the session manager and the token service await."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
+
+    async def emit(self, event: AuditEvent) -> SealedEvent | None:
+        return self._trail.emit_sync(event)
+
+    async def emit_many(self, batch: Iterable[AuditEvent]) -> list[SealedEvent]:
+        return self._trail.emit_many_sync(batch)
+
+
+async def _end_active(
+    settings: Settings, engine: Engine, comps: AuditComponents, person: Person, actor: Actor
+) -> tuple[int, int]:
+    """End the person's sessions and revoke their tokens as the API does (each recorded,
+    a refused step undone): the session manager and token service over this engine."""
+    import time
+
+    from kroonika.admin._privacy import end_active
+    from kroonika.sessions import RequestContext, SessionManager, SessionPolicy, SessionStore
+    from kroonika.tokens import RequestContext as TokenContext
+    from kroonika.tokens import build_tokens
+
+    emitter = _SyncEmitter(comps.trail)
+    policy = SessionPolicy(
+        idle_s=settings.session_idle_s,
+        absolute_s=settings.session_absolute_s,
+        max_per_person=settings.session_max_per_person,
+    )
+    sessions = SessionManager(
+        SessionStore(engine), policy, emitter, comps.fingerprinter, clock=time.time
+    )
+    tokens = build_tokens(
+        settings, engine=engine, trail=emitter, fingerprinter=comps.fingerprinter, create=False
+    )
+    try:
+        return await end_active(
+            person,
+            sessions,
+            tokens.service,
+            actor=actor,
+            why="erasure",
+            sctx=RequestContext(),
+            tctx=TokenContext(),
+        )
+    finally:
+        await tokens.aclose()
 
 
 def reveal_cmd(

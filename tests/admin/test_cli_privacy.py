@@ -236,12 +236,72 @@ def test_an_unknown_person_is_answered_and_recorded(var: Path, person: dict[str,
     assert "49002124277" not in orjson.dumps(erasure).decode()
 
 
-def test_an_active_session_is_kept_and_reported(var: Path, person: dict[str, Any]) -> None:
-    """The other person is logged in: their active session stays and the answer says so."""
-    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", "60001017716", "-j", WHY])
+def test_an_active_session_is_ended_recorded_and_deleted(var: Path, person: dict[str, Any]) -> None:
+    """The other person is logged in: their session is ended (session.terminate, reason
+    erasure, under their pseudonym), then deleted; the answer counts it."""
+    other = "60001017716"
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", other, "-j", WHY])
     assert done.exit_code == 0, done.output
-    assert "sessions_active=1" in done.output
-    assert _count(Settings(var_dir=var).resolved_database_url(), session) == 2
+    assert "sessions_ended=1" in done.output
+    assert "sessions_active=0" in done.output
+    assert _count(Settings(var_dir=var).resolved_database_url(), session) == 1
+    (ended,) = _events(var, "session.terminate")
+    assert (ended["reason"], ended["details"]["ended_by"]) == ("erasure", "privacy")
+    (erasure,) = _events(var, "audit.erasure")
+    assert ended["actor"]["pseudonym"] == erasure["target"]["id"]
+    assert erasure["details"]["sessions_active"] == 1
+
+
+def test_a_refused_ending_is_undone_and_can_be_run_again(
+    var: Path, person: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trail refuses session.terminate: exit 2 saying to run it again, the session is
+    active again and the erasure's failure is recorded; the second run completes."""
+    real = AuditTrail.emit_sync
+
+    def refuse(self: AuditTrail, event: Any) -> Any:
+        if event.type == "session.terminate":
+            raise AuditUnavailable("store down")
+        return real(self, event)
+
+    args = ["audit", "erase", "--personal-code", "60001017716", "-j", WHY]
+    with monkeypatch.context() as patched:  # the var fixture's settings stay
+        patched.setattr(AuditTrail, "emit_sync", refuse)
+        done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2
+    assert "run it again" in done.output
+    url = Settings(var_dir=var).resolved_database_url()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(session).where(session.c.ref == "other")).one()
+    finally:
+        engine.dispose()
+    assert (row.ended_at, row.end_reason) == (None, None)
+    outcomes = [(e["outcome"], e.get("reason")) for e in _events(var, "audit.erasure")]
+    assert outcomes == [("success", None), ("failure", "incomplete")]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "sessions_ended=1" in again.output
+    assert _count(url, session) == 1
+
+
+def test_an_administrator_is_refused(var: Path, person: dict[str, Any]) -> None:
+    """A person holding an administrator role: exit 2 naming what to do first, nothing
+    recorded as erased, their key kept."""
+    from kroonika.admin import RoleStore
+
+    engine = make_engine(Settings(var_dir=var).resolved_database_url())
+    try:
+        RoleStore(engine, clock=lambda: 1.0).grant(CODE, "auditor", by="test")
+    finally:
+        engine.dispose()
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
+    assert done.exit_code == 2
+    assert "administrator role" in done.output
+    assert CODE not in done.output
+    assert _events(var, "audit.erasure") == []
+    assert _count(Settings(var_dir=var).resolved_audit_store_url(), subject_keys) == 1
 
 
 def test_erasure_by_pseudonym_finds_the_session(var: Path, person: dict[str, Any]) -> None:

@@ -211,7 +211,7 @@ def test_a_person_named_badly_is_a_clear_422(stack: AdminStack, body: dict[str, 
 
 def test_an_unknown_person_gets_the_same_answer_with_nothing_deleted(stack: AdminStack) -> None:
     """Nobody by that code: 200 nothing_found, zero counts, and still one audit.erasure."""
-    r = stack.call("POST", ERASE, role="privacy", why=WHY, json={"personal_code": "60001019906"})
+    r = stack.call("POST", ERASE, role="privacy", why=WHY, json={"personal_code": "50001010006"})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "nothing_found"
     assert set(r.json()["deleted"].values()) == {0}

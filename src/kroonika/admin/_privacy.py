@@ -7,12 +7,17 @@ gave them (one per pseudonymisation key, retired keys included), and deletes:
 - every audit data key of those pseudonyms (every writer's, every generation): the
   events stay and still verify, their ``pii`` can no longer be decrypted;
 - the security monitor's profile (``security_profile``, keyed by pseudonym);
-- the person's ended sessions (clear subject, names, address, user agent), and the
-  clear subject of their tokens that are no longer active (the metadata stays for
-  revocation and audit, without the person).
+- the person's sessions (clear subject, names, address, user agent) and the clear
+  subject of their tokens (the metadata stays for revocation and audit, without the
+  person). Sessions still active are first ended (``session.terminate``, reason
+  ``erasure``) and active tokens revoked (``token.revoke``), each recorded like any
+  other ending or revocation; a step whose record the trail refuses is undone and the
+  erasure fails (run it again). See :func:`end_active`.
 
-Active sessions and tokens are left alone (the person is using the service; ending
-them is an admin or security action of its own) and counted in the answer.
+An erasure is refused (:class:`HoldsRoles`) while the person holds an administrator
+role: removing a role is an access-control change with its own route and record.
+Deny- and allow-list entries naming the person are kept (a security measure) and
+counted (``list_entries``). See decision 0018.
 
 Order: the ``audit.erasure`` event is recorded first, then the data is deleted. A key
 deleted without a record would be an unaudited act that cannot be undone; a record whose
@@ -25,6 +30,7 @@ module itself reads and deletes, it never records.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,9 +54,15 @@ from kroonika.audit import events as ev
 from kroonika.audit.privacy import reveal
 from kroonika.audit.query import find_events
 from kroonika.audit.store.sql import SqlAuditStore, flush_deleted, secure_delete
+from kroonika.db.admin import admin_role
 from kroonika.db.security import security_profile
 from kroonika.db.sessions import session as session_table
+from kroonika.db.tokens import access_list
 from kroonika.db.tokens import tokens as tokens_table
+from kroonika.sessions import EndReason, SessionManager
+from kroonika.sessions import RequestContext as SessionContext
+from kroonika.tokens import RequestContext as TokenContext
+from kroonika.tokens import TokenService
 
 #: How many events one re-identification may decrypt (each is named in its record).
 REVEAL_MAX: Final = 50
@@ -60,6 +72,18 @@ _EVENT_ID: Final = re.compile(r"[0-9a-fA-F-]{1,64}")
 
 class PrivacyRequestInvalid(ValueError):
     """The request names nobody, or names them in a shape that cannot be meant."""
+
+
+class HoldsRoles(ValueError):
+    """The person holds administrator roles: they are removed through the role routes
+    (their own record and approval) before the person can be erased."""
+
+    def __init__(self, roles: Sequence[str]) -> None:
+        super().__init__(
+            f"the person holds the administrator role(s) {', '.join(roles)}: "
+            "revoke them first (POST /admin/roles with action revoke), then erase"
+        )
+        self.roles = tuple(roles)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +102,24 @@ class ErasureCounts:
     profiles: int
     sessions: int
     tokens: int
-    sessions_active: int
+    sessions_active: int  # planned: to be ended; done: still active (a login since)
+    sessions_ended: int = 0
+    tokens_revoked: int = 0
+    list_entries: int = 0  # kept: deny/allow-list entries naming the person
 
     @property
     def deleted_any(self) -> bool:
-        """Whether anything was (or would be) deleted; active sessions are kept."""
-        return any((self.keys, self.profiles, self.sessions, self.tokens))
+        """Whether anything was (or would be) ended or deleted."""
+        return any(
+            (
+                self.keys,
+                self.profiles,
+                self.sessions,
+                self.tokens,
+                self.sessions_ended,
+                self.tokens_revoked,
+            )
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -92,6 +128,9 @@ class ErasureCounts:
             "sessions": self.sessions,
             "tokens": self.tokens,
             "sessions_active": self.sessions_active,
+            "sessions_ended": self.sessions_ended,
+            "tokens_revoked": self.tokens_revoked,
+            "list_entries": self.list_entries,
         }
 
 
@@ -141,15 +180,28 @@ class Eraser:
         with self._engine.connect() as conn:
             candidates = {
                 r[0]
-                for table in (session_table, tokens_table)
+                for table in (session_table, tokens_table, admin_role)
                 for r in conn.execute(
                     select(table.c.subject).where(table.c.subject.is_not(None)).distinct()
                 )
             }
         return sorted(s for s in candidates if fp.pseudonym(s) == pseudonym)
 
+    def roles(self, person: Person) -> list[str]:
+        """The administrator roles the person holds (an erasure is refused while any)."""
+        if not person.subjects:
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(admin_role.c.role)
+                .where(admin_role.c.subject.in_(person.subjects))
+                .distinct()
+                .order_by(admin_role.c.role)
+            ).all()
+        return [r[0] for r in rows]
+
     def plan(self, person: Person) -> ErasureCounts:
-        """What an erasure of ``person`` would delete now (reads only)."""
+        """What an erasure of ``person`` would end and delete now (reads only)."""
         keys = sum(self._keys.count(p) for p in person.pseudonyms)
         s, t = session_table, tokens_table
         with self._engine.connect() as conn:
@@ -158,16 +210,20 @@ class Eraser:
             )
             if person.subjects:
                 mine = s.c.subject.in_(person.subjects)
-                ended = _count(conn, s, mine & s.c.ended_at.is_not(None))
+                theirs = t.c.subject.in_(person.subjects)
+                sessions = _count(conn, s, mine)
                 active = _count(conn, s, mine & s.c.ended_at.is_(None))
-                tokens = _count(conn, t, t.c.subject.in_(person.subjects) & (t.c.state != "active"))
+                tokens = _count(conn, t, theirs)
+                live = _count(conn, t, theirs & (t.c.state == "active"))
+                lists = _count(conn, access_list, _named(person))
             else:
-                ended = active = tokens = 0
-        return ErasureCounts(keys, profiles, ended, tokens, active)
+                sessions = active = tokens = live = lists = 0
+        return ErasureCounts(keys, profiles, sessions, tokens, active, active, live, lists)
 
-    def apply(self, person: Person) -> ErasureCounts:
+    def apply(self, person: Person, *, ended: int = 0, revoked: int = 0) -> ErasureCounts:
         """Delete what :meth:`plan` counted (and anything of the person that appeared
-        since); returns what was deleted."""
+        since), after :func:`end_active` ended and revoked what was live (``ended`` and
+        ``revoked`` say how many, for the answer); returns what was done."""
         keys = sum(self._keys.erase(p) for p in person.pseudonyms)
         s, t = session_table, tokens_table
         with self._engine.begin() as conn:
@@ -175,18 +231,62 @@ class Eraser:
             profiles = conn.execute(
                 delete(security_profile).where(security_profile.c.person.in_(person.pseudonyms))
             ).rowcount
-            ended = tokens = active = 0
+            sessions = tokens = active = lists = 0
             if person.subjects:
                 mine = s.c.subject.in_(person.subjects)
-                ended = conn.execute(delete(s).where(mine & s.c.ended_at.is_not(None))).rowcount
+                sessions = conn.execute(delete(s).where(mine & s.c.ended_at.is_not(None))).rowcount
                 active = _count(conn, s, mine & s.c.ended_at.is_(None))
                 tokens = conn.execute(
                     update(t)
                     .where(t.c.subject.in_(person.subjects) & (t.c.state != "active"))
                     .values(subject=None)
                 ).rowcount
+                lists = _count(conn, access_list, _named(person))
         flush_deleted(self._engine)
-        return ErasureCounts(keys, int(profiles), int(ended), int(tokens), active)
+        return ErasureCounts(
+            keys, int(profiles), int(sessions), int(tokens), active, ended, revoked, lists
+        )
+
+
+def _named(person: Person) -> Any:
+    """Access-list entries naming the person (kept: see decision 0018)."""
+    return (access_list.c.kind == "subject") & access_list.c.value.in_(person.subjects)
+
+
+async def end_active(
+    person: Person,
+    sessions: SessionManager,
+    tokens: TokenService | None,
+    *,
+    actor: Actor,
+    why: str,
+    sctx: SessionContext,
+    tctx: TokenContext,
+) -> tuple[int, int]:
+    """End the person's active sessions (``session.terminate``, reason ``erasure``) and
+    revoke their active tokens (``token.revoke``), each recorded through the trail like
+    any other ending or revocation. Fail closed: if the trail refuses a record, that step
+    is undone (the session reopened, the tokens made active again) and
+    ``AuditUnavailable`` propagates; what was done before it stays done and recorded, and
+    the erasure is simply run again. Returns (sessions ended, tokens revoked)."""
+    ended = revoked = 0
+    for subject in person.subjects:
+        for record in await asyncio.to_thread(sessions.store.active_for, subject):
+            if await sessions.end(
+                record, EndReason.ERASURE, sctx, ended_by="privacy", undo_if_unaudited=True
+            ):
+                ended += 1
+        # only when there is something: a revocation of nothing is still an event
+        live = [] if tokens is None else await asyncio.to_thread(_live, tokens, subject)
+        if tokens is not None and live:
+            revoked += await tokens.revoke_subject(
+                subject, by=actor, why=why, ctx=tctx, undo_if_unaudited=True
+            )
+    return ended, revoked
+
+
+def _live(tokens: TokenService, subject: str) -> list[str]:
+    return [r.jti for r in tokens.store.active_jtis(subject=subject)]
 
 
 def _count(conn: Any, table: Any, where: Any) -> int:

@@ -32,14 +32,16 @@ from kroonika.admin._privacy import (
     REVEAL_MAX,
     Eraser,
     ErasureCounts,
+    HoldsRoles,
     PrivacyRequestInvalid,
     Revealed,
     decrypt_events,
+    end_active,
     erasure_event,
     reidentify_event,
     reveal_refs,
 )
-from kroonika.admin.routes import Body
+from kroonika.admin.routes import Body, _sctx, _tctx
 from kroonika.audit import AuditEvent, AuditUnavailable, SqlAuditStore
 
 PRIVACY = ("privacy",)
@@ -47,6 +49,13 @@ PRIVACY = ("privacy",)
 DELETE_FAILED: tuple[type[Exception], ...] = (AuditUnavailable, *STORE_DOWN)
 router = APIRouter(prefix="/admin/privacy", tags=["privacy"], route_class=AuditedRoute)
 X_ROLES = {"x-roles": list(PRIVACY)}
+
+
+class PersonHoldsRoles(AdminError):
+    status = 409
+
+    def __init__(self, exc: HoldsRoles) -> None:
+        super().__init__(str(exc), code="holds_admin_roles")
 
 
 def _eraser(request: Request) -> Eraser:
@@ -67,10 +76,13 @@ async def erase(
     request: Request, p: Annotated[Principal, require(*PRIVACY)], body: ErasureBody
 ) -> dict[str, Any]:
     """Erase a person (by ``personal_code`` or ``pseudonym``): their audit data keys under
-    every pseudonym, their security profile, their ended sessions and the clear subject of
-    their inactive tokens. The ``audit.erasure`` record is stored first (503 and nothing
-    deleted if it cannot be); a person with nothing stored gets the same answer with zero
-    counts. The personal code is never echoed or recorded."""
+    every pseudonym, their security profile, their sessions and the clear subject of their
+    tokens; sessions still active are ended (reason ``erasure``) and active tokens revoked
+    first, each with its own record. The ``audit.erasure`` record is stored first (503 and
+    nothing done if it cannot be); a step whose record is refused is undone (503, run it
+    again). 409 ``holds_admin_roles`` while the person is an administrator. A person with
+    nothing stored gets the same answer with zero counts. The personal code is never
+    echoed or recorded."""
     eraser = _eraser(request)
     try:  # named by pseudonym, the business tables are searched: off the event loop
         person = await asyncio.to_thread(
@@ -93,15 +105,32 @@ async def erase(
             failed=failed,
         )
 
+    held = await asyncio.to_thread(eraser.roles, person)
+    if held:
+        raise PersonHoldsRoles(HoldsRoles(held))
     planned = await asyncio.to_thread(eraser.plan, person)
     await trail.emit(event(planned))  # fail closed: no record, nothing deleted
+    admin = admin_services(request)
+    tokens = getattr(getattr(request.app.state, "tokens", None), "service", None)
     try:
-        done = await asyncio.to_thread(eraser.apply, person)
+        ended, revoked = await end_active(
+            person,
+            admin.services.sessions,
+            tokens,
+            actor=p.actor(),
+            why="erasure",
+            sctx=_sctx(request),
+            tctx=_tctx(request),
+        )
+        done = await asyncio.to_thread(eraser.apply, person, ended=ended, revoked=revoked)
     except DELETE_FAILED:
         # the recorded erasure did not (fully) happen: say so, then answer 503
         with contextlib.suppress(AuditUnavailable):
             await trail.emit(event(planned, failed="incomplete"))
         raise
+    monitor = getattr(request.app.state, "security_monitor", None)
+    if monitor is not None:  # this instance's recent failures of the person (decision 0018)
+        monitor.forget(person.pseudonyms)
     return {
         "status": "erased" if done.deleted_any else "nothing_found",
         "pseudonym": person.pseudonyms[0],

@@ -17,7 +17,6 @@ from kroonika.audit import (
     Actor,
     ActorType,
     AuditEvent,
-    AuditTrail,
     AuditUnavailable,
     Correlation,
     Fingerprinter,
@@ -48,6 +47,12 @@ def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class Emitter(Protocol):
+    """Where the events go (an :class:`~kroonika.audit.AuditTrail`)."""
+
+    async def emit(self, event: AuditEvent) -> object: ...
+
+
 class LapsedHook(Protocol):
     async def __call__(
         self, record: SessionRecord, reason: EndReason, ctx: RequestContext
@@ -59,7 +64,7 @@ class SessionManager:
         self,
         store: SessionStore,
         policy: SessionPolicy,
-        trail: AuditTrail,
+        trail: Emitter,
         fingerprinter: Fingerprinter,
         *,
         clock: Clock,
@@ -204,27 +209,35 @@ class SessionManager:
         ctx: RequestContext,
         *,
         ended_by: str = "user",
+        undo_if_unaudited: bool = False,
     ) -> bool:
-        """End one session and emit ``session.terminate``; False if it had already ended."""
+        """End one session and emit ``session.terminate``; False if it had already ended.
+        An ending whose event the trail refuses stays done (the safe direction), unless
+        ``undo_if_unaudited``: then the session is reopened before the error propagates
+        (an erasure, which must not act unaudited and is simply run again)."""
         now = self.now()
         ended = await asyncio.to_thread(self.store.end, [record.ref], now, reason.value)
         if not ended:
             return False
         actor, source, target, corr = self._parts(record, ctx)
-        await self.trail.emit(
-            events.session_terminate(
-                actor=actor,
-                source=source,
-                target=target,
-                correlation=corr,
-                method=record.method,
-                acr=record.acr,
-                reason=reason.value,
-                ended_by=ended_by,
-                expires_at=record.idle_expires_at,
-                absolute_expires_at=record.absolute_expires_at,
-            )
+        event = events.session_terminate(
+            actor=actor,
+            source=source,
+            target=target,
+            correlation=corr,
+            method=record.method,
+            acr=record.acr,
+            reason=reason.value,
+            ended_by=ended_by,
+            expires_at=record.idle_expires_at,
+            absolute_expires_at=record.absolute_expires_at,
         )
+        try:
+            await self.trail.emit(event)
+        except AuditUnavailable:
+            if undo_if_unaudited:
+                await asyncio.to_thread(self.store.reopen, record.ref, now, reason.value)
+            raise
         return True
 
     async def active_for(self, subject: str, ctx: RequestContext) -> list[SessionRecord]:

@@ -21,6 +21,7 @@ class EndReason(StrEnum):
     SUPERSEDED = "superseded"
     SUBJECT_REVOKED = "subject_revoked"
     INCIDENT_RESPONSE = "incident_response"
+    ERASURE = "erasure"
 
 
 class ManualClock:

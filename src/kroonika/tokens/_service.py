@@ -962,10 +962,20 @@ class TokenService:
         )
 
     async def revoke_subject(
-        self, subject: str, *, by: Actor, why: str, ctx: RequestContext | None = None
+        self,
+        subject: str,
+        *,
+        by: Actor,
+        why: str,
+        ctx: RequestContext | None = None,
+        undo_if_unaudited: bool = False,
     ) -> int:
-        """Revoke every active token of a person or client subject."""
-        return await self._revoke_set(by, why, ctx, subject=subject)
+        """Revoke every active token of a person or client subject; with
+        ``undo_if_unaudited`` (an erasure) they are made active again if the trail
+        refuses the events, and the caller fails closed."""
+        return await self._revoke_set(
+            by, why, ctx, subject=subject, undo_if_unaudited=undo_if_unaudited
+        )
 
     async def _revoke_set(
         self,
