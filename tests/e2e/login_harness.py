@@ -97,6 +97,14 @@ class Stack:
             headers={"user-agent": "Mozilla/5.0 (e2e) Kroonika-tests"},
         )
 
+    def login(self) -> tuple[httpx.Response, dict[str, Any], list[tuple[str, str]]]:
+        """One login in a fresh browser to its end: the last answer, the request's
+        ``auth.login`` and its flow's transitions."""
+        with self.browser() as b:
+            r = b.get(self.service + "/auth/login")
+        login, steps = self.login_events(r.headers["x-request-id"])
+        return r, login, steps
+
     def mock_switch(self, **switches: Any) -> None:
         httpx.post(self.mock + "/mock/config", json=switches, timeout=10).raise_for_status()
 

@@ -37,13 +37,6 @@ def _switches_off(request: pytest.FixtureRequest) -> Iterator[None]:
         httpx.post(stack.mock + "/mock/reset", json={}, timeout=10).raise_for_status()
 
 
-def _login(stack: Stack) -> tuple[httpx.Response, dict[str, Any], list[tuple[str, str]]]:
-    with stack.browser() as b:
-        r = b.get(stack.service + "/auth/login")
-    login, steps = stack.login_events(r.headers["x-request-id"])
-    return r, login, steps
-
-
 def _operator_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "kroonika.web.auth"]
 
@@ -57,7 +50,7 @@ def test_a_rotated_client_secret_is_a_502_that_names_the_fix(
     caplog.set_level(logging.INFO, logger="kroonika")
     overrides = {"tara_client_secret": SecretStr(ROTATED_SECRET)}
     with running_stack(tmp_path, settings_overrides=overrides) as stack:
-        r, login, steps = _login(stack)
+        r, login, steps = stack.login()
         raw = b"".join(stack.raw_events())
     assert r.status_code == 502
     assert r.json()["error"] == "login_failed"
@@ -82,7 +75,7 @@ def test_a_token_request_from_an_unregistered_address_is_a_502(
     caplog.set_level(logging.INFO, logger="kroonika")
     networks = {"token_request_networks": ("192.0.2.0/24",)}
     with running_stack(tmp_path, mock_client=networks) as stack:
-        r, login, _ = _login(stack)
+        r, login, _ = stack.login()
     assert (r.status_code, r.json()["reason"]) == (502, "idp_client_rejected")
     assert login["details"]["idp_error"] == "unauthorized_client"
     errors = [r for r in _operator_lines(caplog) if r.levelno >= logging.ERROR]
@@ -109,7 +102,7 @@ def test_a_failing_token_endpoint_is_a_502(
     """TARA down, slow, rate limiting or answering something that is not a token
     response is not the citizen's fault: 502 with the reason."""
     stack.mock_switch(**switches)
-    r, login, steps = _login(stack)
+    r, login, steps = stack.login()
     assert (r.status_code, r.json()["reason"]) == (status, reason)
     assert login["reason"] == reason
     assert steps == [*RECEIVED, ("callback_received", "failed")]
@@ -139,7 +132,7 @@ def test_a_scope_tara_does_not_allow_us_is_a_502_that_names_the_setting(
     registered = {"allowed_scopes": frozenset(ALL_SCOPES)}
     asked = {"tara_scopes": [*ALL_SCOPES, "email"]}
     with running_stack(tmp_path, mock_client=registered, settings_overrides=asked) as stack:
-        r, login, steps = _login(stack)
+        r, login, steps = stack.login()
     assert (r.status_code, r.json()["reason"]) == (502, "idp_request_rejected")
     assert login["details"]["idp_error"] == "invalid_scope"
     assert steps == [*RECEIVED, ("callback_received", "failed")]

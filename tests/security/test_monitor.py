@@ -133,6 +133,13 @@ async def test_brute_force(kit: Kit) -> None:
         "idp_request_rejected",
         "database_unavailable",
         "internal_error",
+        "id_token.bad_signature",
+        "id_token.unknown_kid",
+        "id_token.issuer_mismatch",
+        "id_token.audience_mismatch",
+        "id_token.expired",
+        "id_token.issued_in_future",
+        "id_token.missing_claim",
     ],
 )
 async def test_failures_that_are_the_services_fault_are_no_attack(kit: Kit, reason: str) -> None:
@@ -154,6 +161,30 @@ async def test_a_few_failures_are_not_brute_force(kit: Kit) -> None:
         kit.clock.advance(130)
         await login(kit, TARTU_IP, ok=False)
     assert kit.anomalies() == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reason", ["id_token.nonce_mismatch", "id_token.state_mismatch"])
+async def test_a_code_injected_into_the_browser_still_counts(kit: Kit, reason: str) -> None:
+    """A nonce or state that is not the flow's came through the browser: such failures
+    still feed the brute-force detector."""
+    for _ in range(8):
+        kit.clock.advance(10)
+        await login(kit, ATTACKER_IP, ok=False, reason=reason)
+    assert ("person", "brute_force") in [(r["details"]["key_kind"], k) for k, r in kit.anomalies()]
+    assert kit.monitor.counts["service_faults"] == 0
+
+
+def test_every_id_token_check_that_is_taras_fault_is_a_service_fault() -> None:
+    """The TARA client's upstream ID-token checks and the monitor's list agree: an ID
+    token that fails its checks after the code exchange never feeds a detector, and
+    one the browser can cause (nonce, state) always does."""
+    from kroonika.tara import ID_TOKEN_CHECKS, IdTokenInvalid
+
+    for check in ID_TOKEN_CHECKS:
+        exc = IdTokenInvalid(check, "x")
+        assert (exc.reason in monitor.SERVICE_FAULTS) == exc.upstream, check
+    assert {"nonce_mismatch", "state_mismatch", "bad_signature"} <= ID_TOKEN_CHECKS
 
 
 @pytest.mark.asyncio

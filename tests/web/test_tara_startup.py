@@ -164,7 +164,22 @@ def test_development_starts_and_reports_another_issuer_not_ready(tmp_path: Path)
     assert body["checks"]["database"] == "ok"
     assert "differs from the configured issuer" in body["tara_detail"]
     assert health.status_code == 200
-    assert login.status_code == 503
+    assert login.status_code == 502
+    assert (login.json()["error"], login.json()["reason"]) == ("login_failed", "idp_unavailable")
+
+
+def test_an_unreachable_tara_fails_the_login_start_as_the_callback(tmp_path: Path) -> None:
+    """Over real HTTP, nothing listening at the issuer: the login start answers what a
+    callback answers when TARA is down (502 login_failed, reason idp_unavailable), not a
+    503, which means this service's own database or trail is down (decision 0019)."""
+    nobody = free_socket()  # bound, never listening: connections are refused
+    dead = f"http://127.0.0.1:{nobody.getsockname()[1]}"
+    app = create_app(_development(tmp_path, dead))
+    with serve(app, free_socket()) as service:
+        login = httpx.get(service + "/auth/login", timeout=20)
+    nobody.close()
+    assert login.status_code == 502, login.text
+    assert (login.json()["error"], login.json()["reason"]) == ("login_failed", "idp_unavailable")
 
 
 def test_development_becomes_ready_when_tara_comes_up(tmp_path: Path) -> None:

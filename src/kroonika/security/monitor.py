@@ -55,8 +55,12 @@ from kroonika.security.profiles import ProfileStore
 
 WATCHED = "auth.login"
 #: Failed logins that were TARA's or the service's fault (an outage, a misconfigured
-#: client secret, the database gone): they say nothing about who tried, so they feed no
-#: detector (every citizen's retry during an outage is not brute force). Counted.
+#: client secret, the database gone, an ID token from TARA's back channel that fails
+#: its checks: a wrong issuer or audience setting, a clock out of step, a stale key
+#: set): they say nothing about who tried, so they feed no detector (every citizen's
+#: retry during an outage is not brute force). Counted. A nonce or state of another
+#: flow (``id_token.nonce_mismatch``, ``id_token.state_mismatch``) came through the
+#: browser and is not in this list (decisions 0015, 0019).
 SERVICE_FAULTS = frozenset(
     {
         "idp_unavailable",
@@ -65,6 +69,17 @@ SERVICE_FAULTS = frozenset(
         "idp_request_rejected",
         "database_unavailable",
         "internal_error",
+        "id_token.malformed",
+        "id_token.alg",
+        "id_token.unknown_kid",
+        "id_token.bad_signature",
+        "id_token.missing_claim",
+        "id_token.issuer_mismatch",
+        "id_token.audience_mismatch",
+        "id_token.expired",
+        "id_token.issued_in_future",
+        "id_token.not_yet_valid",
+        "id_token.acr_invalid",
     }
 )
 KEY_WINDOW_MAX = 256  # recent failures kept per person and per network

@@ -14,6 +14,8 @@ from kroonika.tara._client import (
     parse_jwks,
 )
 from kroonika.tara._errors import (
+    BROWSER_CHECKS,
+    ID_TOKEN_CHECKS,
     AcrTooLow,
     AmrNotAllowed,
     ClientRejected,
@@ -40,6 +42,8 @@ from kroonika.tara._verify import (
 
 __all__ = [
     "ACR_ORDER",
+    "BROWSER_CHECKS",
+    "ID_TOKEN_CHECKS",
     "METHODS",
     "Acr",
     "AcrTooLow",

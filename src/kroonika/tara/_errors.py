@@ -8,7 +8,8 @@
     │   ├── ClientRejected        ... because of us: ``invalid_client``, ``unauthorized_client``
     │   └── RequestRejected       ... because of our request: ``invalid_request`` and the like
     └── LoginRejected             the ID token or its content is not acceptable
-        ├── IdTokenInvalid        one ID-token check failed (``check``, ``expected``, ``actual``)
+        ├── IdTokenInvalid        one ID-token check failed (``check``, ``expected``, ``actual``;
+        │                         upstream except for a nonce or state of another flow)
         ├── AcrTooLow
         ├── AmrNotAllowed
         └── PersonalCodeInvalid
@@ -85,12 +86,38 @@ class LoginRejected(TaraError):
     authentic and meant for this flow: whose login was refused (audited by pseudonym)."""
 
 
+#: The checks whose failure the browser can cause: a code from another login injected
+#: into this browser's callback carries another flow's nonce and state.
+BROWSER_CHECKS = frozenset({"nonce_mismatch", "state_mismatch"})
+#: Every check :class:`IdTokenInvalid` names. Except :data:`BROWSER_CHECKS`, each is about
+#: a token TARA handed this service over its own TLS back channel after a good code
+#: exchange: TARA misbehaving, this service's clock or configuration, or someone on that
+#: channel, never the citizen (decision 0019).
+ID_TOKEN_CHECKS = BROWSER_CHECKS | frozenset(
+    {
+        "malformed",
+        "alg",
+        "unknown_kid",
+        "bad_signature",
+        "missing_claim",
+        "issuer_mismatch",
+        "audience_mismatch",
+        "expired",
+        "issued_in_future",
+        "not_yet_valid",
+        "acr_invalid",
+    }
+)
+
+
 class IdTokenInvalid(LoginRejected):
-    """One ID-token check failed: ``check`` names it (``reason`` is ``id_token.<check>``)."""
+    """One ID-token check failed: ``check`` names it (``reason`` is ``id_token.<check>``).
+    ``upstream`` unless the check is one of :data:`BROWSER_CHECKS`."""
 
     def __init__(self, check: str, message: str, *, expected: object = None, actual: object = None):
         super().__init__(message, reason=f"id_token.{check}")
         self.check = check
+        self.upstream = check not in BROWSER_CHECKS
         self.expected = expected
         self.actual = actual
 

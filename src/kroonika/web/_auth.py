@@ -56,6 +56,7 @@ from kroonika.tara import (
     Acr,
     ClientRejected,
     CodeExchangeFailed,
+    IdTokenInvalid,
     RequestRejected,
     TaraError,
     VerifiedIdToken,
@@ -222,10 +223,11 @@ async def login(
                 ui_locales=locale,
             )
         except TaraError as exc:
+            # TARA down is the same answer here as at the callback (decision 0019).
             log.warning("login could not start: %s flow_id=%s", exc.reason, flow.flow_id)
             await attempt.fail(exc.reason)
             await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.FAILED)
-            return _error(503, "idp_unavailable", request)
+            return _error(502, "login_failed", request, reason=exc.reason)
         await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.REDIRECTED)
         await attempt.step(FlowStatus.REDIRECTED)
         response = RedirectResponse(url, status_code=302)
@@ -701,6 +703,11 @@ async def _complete(
             state=state,
         )
     except TaraError as exc:
+        if isinstance(exc, IdTokenInvalid) and exc.upstream:
+            _log_id_token_failure(exc, flow.flow_id, services.settings.tara_leeway_s)
+            raise _Failed(
+                exc.reason, 502, explain=f"TARA's ID token failed the {exc.check} check"
+            ) from None
         log.warning("ID token rejected: %s flow_id=%s", exc.reason, flow.flow_id)
         attempt.subject = getattr(exc, "subject", None)
         attempted = {
@@ -780,6 +787,51 @@ def _log_exchange_failure(exc: TaraError, flow_id: str) -> None:
         )
     else:
         log.warning("code exchange failed: %s (%s) flow_id=%s", exc.reason, exc, flow_id)
+
+
+_KEYS = (
+    "check the key set (JWKS) at the jwks_uri of KROONIKA_TARA_ISSUER's discovery and the "
+    "network path to TARA: a token TARA did not sign means someone answers in its place"
+)
+_FORM = (
+    "something between this service and TARA answers in its place (check "
+    "KROONIKA_TARA_ISSUER and any outgoing proxy), or TARA misbehaves (report it to RIA)"
+)
+#: What the operator checks when TARA's ID token fails a check (decision 0019).
+_ID_TOKEN_FIX = {
+    "malformed": "the token is not a JWS: " + _FORM,
+    "alg": "the token is not RS256: " + _FORM,
+    "missing_claim": "a claim TARA documents is missing: " + _FORM,
+    "acr_invalid": "acr is not low, substantial or high: " + _FORM,
+    "unknown_kid": "its kid is not in TARA's key set even after a JWKS refresh: " + _KEYS,
+    "bad_signature": "it does not verify under the key its kid names: " + _KEYS,
+    "issuer_mismatch": "its iss is not the issuer of TARA's discovery document: check "
+    "KROONIKA_TARA_ISSUER (tara-test.ria.ee and tara.ria.ee are different issuers) and "
+    "that nothing between answers for TARA",
+    "audience_mismatch": "its aud is not this service: check KROONIKA_TARA_CLIENT_ID "
+    "against the registration with RIA",
+}
+_CLOCK_CLAIMS = {"expired": "exp", "issued_in_future": "iat", "not_yet_valid": "nbf"}
+
+
+def _log_id_token_failure(exc: IdTokenInvalid, flow_id: str, leeway: int) -> None:
+    """One ERROR line for the operator: which check an ID token TARA sent over the back
+    channel failed and what to check (never the token, only the check and, for a clock
+    check, how far apart the clocks are)."""
+    claim = _CLOCK_CLAIMS.get(exc.check)
+    if claim is not None and isinstance(exc.expected, int) and isinstance(exc.actual, int):
+        fix = (
+            f"its {claim} is {abs(exc.actual - exc.expected)} s from this host's clock, "
+            f"beyond KROONIKA_TARA_LEEWAY_S={leeway}: check this host's clock (NTP)"
+        )
+    else:
+        fix = _ID_TOKEN_FIX.get(exc.check, _FORM)
+    log.error(
+        "TARA's ID token failed the %s check after a good code exchange: %s flow_id=%s",
+        exc.check,
+        fix,
+        flow_id,
+    )
 
 
 async def _supersede(
