@@ -74,6 +74,9 @@ class AuditSinkSettings(BaseModel):
     # Send the secret (or a URL's user:password) over a connection that is not TLS to
     # a host that is not loopback. Off: such a sink is refused at start (decision 0013).
     allow_cleartext_credentials: bool = False
+    # Plain syslog (syslog_tcp, syslog_udp) to a host that is not loopback: the events
+    # travel in clear. Off: such a sink is refused at start; use syslog_tls (decision 0019).
+    allow_cleartext: bool = False
 
 
 _RE2_OPTIONS = re2.Options()

@@ -6,7 +6,8 @@ library knows nothing about Kroonika's configuration).
   service (:class:`~kroonika.settings.SettingsError`), naming the sink and the setting but
   never echoing a value. A key that does nothing for the sink's kind is refused too, and
   a credential never travels in clear to a host that is not loopback unless the sink
-  says ``allow_cleartext_credentials`` (decision 0013).
+  says ``allow_cleartext_credentials`` (decision 0013), nor do plain syslog's events
+  unless it says ``allow_cleartext`` (decision 0019).
 - :class:`LogShipping` runs one :class:`~kroonika.audit.sinks.SinkRunner` for all sinks,
   woken by the trail's commits (chained with any other ``on_commit`` listener) and
   reporting failures and recoveries as ``audit.sink``; it renders Prometheus metrics.
@@ -62,12 +63,14 @@ _TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 _SYSLOG = {"host", "port", "body", "app_name", "hostname"}
 _HTTP = {"url", "secret", "secret_file", "ca_file", "tls_verify", "timeout_s"}
 _CLEARTEXT_OPT_OUT = "allow_cleartext_credentials"
+#: Plain syslog's opt-out: it carries no credential, only the events (decision 0019).
+_EVENTS_OPT_OUT = "allow_cleartext"
 #: The optional keys that do something, per kind (``kind`` and ``name`` always do).
 _APPLIES: dict[str, set[str]] = {
-    "syslog_tcp": _SYSLOG | {"timeout_s"},
+    "syslog_tcp": _SYSLOG | {"timeout_s", _EVENTS_OPT_OUT},
     "syslog_tls": _SYSLOG
     | {"timeout_s", "ca_file", "cert_file", "key_file", "server_hostname", "tls_verify"},
-    "syslog_udp": _SYSLOG | {"max_size"},
+    "syslog_udp": _SYSLOG | {"max_size", _EVENTS_OPT_OUT},
     "splunk_hec": _HTTP | {"index", "source", "sourcetype", "hostname", _CLEARTEXT_OPT_OUT},
     "elastic_bulk": _HTTP | {"index", _CLEARTEXT_OPT_OUT},
     "webhook": _HTTP | {_CLEARTEXT_OPT_OUT},
@@ -100,10 +103,13 @@ def _check_keys(spec: AuditSinkSettings) -> None:
     if not idle:
         return
     hint = ""
-    if spec.kind in ("syslog_tcp", "syslog_udp") and {"ca_file", "cert_file", "key_file"} & set(
-        idle
-    ):
+    plain_syslog = spec.kind in ("syslog_tcp", "syslog_udp")
+    if plain_syslog and {"ca_file", "cert_file", "key_file"} & set(idle):
         hint = " (use kind syslog_tls for TLS)"
+    elif plain_syslog and _CLEARTEXT_OPT_OUT in idle:
+        hint = f" (syslog carries no credential: the opt-out for events is {_EVENTS_OPT_OUT}=true)"
+    elif _EVENTS_OPT_OUT in idle and _CLEARTEXT_OPT_OUT in _APPLIES[spec.kind]:
+        hint = f" (a credential in clear is allowed by {_CLEARTEXT_OPT_OUT}=true)"
     elif spec.kind == "nats" and "tls_verify" in idle:
         hint = " (NATS always verifies the server certificate)"
     raise _fail(spec, f"{', '.join(map(repr, idle))} has no effect on this kind{hint}")
@@ -125,6 +131,27 @@ def _cleartext(spec: AuditSinkSettings, where: str) -> None:
         where,
         _CLEARTEXT_OPT_OUT,
     )
+
+
+def _plain_syslog(spec: AuditSinkSettings) -> bool:
+    """Whether a ``syslog_tcp``/``syslog_udp`` sink may send in clear: to loopback, or to
+    another host only with ``allow_cleartext`` (logged); else refused (decision 0019)."""
+    if is_loopback(spec.host):
+        return False
+    if not spec.allow_cleartext:
+        raise _fail(
+            spec,
+            "host is not loopback: the events would travel in clear (IP prefixes, event "
+            "types, justifications): use kind syslog_tls, or set "
+            f"{_EVENTS_OPT_OUT}=true if the network path is protected otherwise",
+        )
+    log.warning(
+        "sink %r (%s) sends the events in clear to a host that is not loopback because %s=true",
+        spec.name,
+        spec.kind,
+        _EVENTS_OPT_OUT,
+    )
+    return True
 
 
 def _secret(spec: AuditSinkSettings, settings: Settings) -> SecretStr | None:
@@ -238,6 +265,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 int(spec.port or 0),
                 renderer=_renderer(spec),
                 connect_timeout=spec.timeout_s,
+                allow_cleartext=_plain_syslog(spec),
             )
         if kind == "syslog_tls":
             if not spec.tls_verify:
@@ -266,6 +294,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 int(spec.port or 0),
                 renderer=_renderer(spec),
                 max_size=spec.max_size,
+                allow_cleartext=_plain_syslog(spec),
             )
         if kind == "splunk_hec":
             if secret is None:  # checked by _secret; keeps mypy informed

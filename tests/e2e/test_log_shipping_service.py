@@ -175,6 +175,21 @@ def test_create_app_refuses_a_bad_sink(tmp_path: Path) -> None:
         create_app(settings)
 
 
+@pytest.mark.parametrize("kind", ["syslog_tcp", "syslog_udp"])
+def test_the_service_does_not_start_with_plain_syslog_to_a_remote_host(
+    tmp_path: Path, kind: str
+) -> None:
+    """The app factory refuses, in development too, to ship the trail in clear to a
+    collector on another host; the error names the sink and the way out (decision 0019)."""
+    spec = AuditSinkSettings.model_validate(
+        {"kind": kind, "name": "siem", "host": "192.0.2.2", "port": 514}
+    )
+    settings = Settings(var_dir=tmp_path / "var", audit_sinks=[spec])
+    with pytest.raises(SettingsError, match="'siem'") as info:
+        create_app(settings)
+    assert "syslog_tls" in str(info.value)
+
+
 def test_duplicate_sink_names_are_refused(tmp_path: Path) -> None:
     """The JSONL output is the sink 'jsonl'; another sink of that name is refused."""
     spec = AuditSinkSettings.model_validate({"kind": "jsonl", "name": "jsonl", "directory": "x"})

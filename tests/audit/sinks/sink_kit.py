@@ -140,8 +140,11 @@ def require_rsyslog() -> None:
 _TEMPLATE = 'template(name="raw" type="string" string="%rawmsg%\\n")'
 
 
-def start_rsyslog(workdir: Path, *, tls: tuple[Path, Path, Path] | None = None) -> Rsyslog:
-    """rsyslogd -n as an ordinary process: imtcp on a free loopback port, omfile."""
+def start_rsyslog(
+    workdir: Path, *, tls: tuple[Path, Path, Path] | None = None, address: str = "127.0.0.1"
+) -> Rsyslog:
+    """rsyslogd -n as an ordinary process: imtcp on a free port of ``address`` (loopback
+    unless told), omfile."""
     require_rsyslog()
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -149,7 +152,7 @@ def start_rsyslog(workdir: Path, *, tls: tuple[Path, Path, Path] | None = None) 
     if tls is None:
         inputs = (
             'module(load="imtcp" MaxSessions="100")\n'
-            f'input(type="imtcp" address="127.0.0.1" port="{port}" '
+            f'input(type="imtcp" address="{address}" port="{port}" '
             'SupportOctetCountedFraming="on")\n'
         )
     else:
@@ -159,7 +162,7 @@ def start_rsyslog(workdir: Path, *, tls: tuple[Path, Path, Path] | None = None) 
             f'DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")\n'
             'module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" '
             'StreamDriver.AuthMode="anon")\n'
-            f'input(type="imtcp" address="127.0.0.1" port="{port}" '
+            f'input(type="imtcp" address="{address}" port="{port}" '
             'SupportOctetCountedFraming="on")\n'
         )
     conf = workdir / "rsyslog.conf"
@@ -184,7 +187,7 @@ def start_rsyslog(workdir: Path, *, tls: tuple[Path, Path, Path] | None = None) 
             out = proc.stdout.read().decode() if proc.stdout else ""
             raise RuntimeError(f"rsyslogd exited: {out}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((address, port), timeout=0.2):
                 break
         except OSError:
             time.sleep(0.05)

@@ -9,6 +9,11 @@ stopped reading) drops its connection, so nothing piles up in a write buffer.
 UDP loses messages silently and is capped in size: a message longer than
 ``max_size`` is cut there (counted in ``truncated``), and a warning is logged
 when the sink is built.
+
+Plain TCP and UDP carry the events in clear: to a host that is not loopback they are
+refused unless ``allow_cleartext`` says the path is protected otherwise (an IPsec
+link, a mesh with mTLS). The events are pseudonymised, but still say who acted from
+which network and why; use TLS.
 """
 
 from __future__ import annotations
@@ -22,9 +27,17 @@ from collections.abc import Sequence
 from typing import Literal
 
 from kroonika.audit.formats import Rfc5424Renderer, frame_octet_counted
-from kroonika.audit.sinks._base import CheckpointRecord, Item, TransientSinkError
+from kroonika.audit.sinks._base import CheckpointRecord, Item, TransientSinkError, is_loopback
 
 log = logging.getLogger("kroonika.audit.sinks")
+
+
+def _refuse_cleartext(host: str, allow_cleartext: bool) -> None:
+    if not allow_cleartext and not is_loopback(host):
+        raise ValueError(
+            "host is not loopback: the events would travel in clear; use TLS, or "
+            "allow_cleartext if the network path is protected otherwise"
+        )
 
 
 class _Rendering:
@@ -49,9 +62,12 @@ class SyslogTcpSink:
         tls: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         connect_timeout: float = 10.0,
+        allow_cleartext: bool = False,
     ) -> None:
         if tls is not None and tls.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError("the TLS context must verify the server certificate (RFC 5425 5.1)")
+        if tls is None:
+            _refuse_cleartext(host, allow_cleartext)
         self.name = name
         self.host = host
         self.port = port
@@ -148,9 +164,11 @@ class SyslogUdpSink:
         renderer: Rfc5424Renderer | None = None,
         max_size: int = 2048,
         on_oversize: Literal["truncate"] = "truncate",
+        allow_cleartext: bool = False,
     ) -> None:
         if not 480 <= max_size <= 65507:
             raise ValueError("max_size must be 480..65507 (RFC 5426 3.2)")
+        _refuse_cleartext(host, allow_cleartext)
         self.name = name
         self.host = host
         self.port = port
