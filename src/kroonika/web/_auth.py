@@ -822,7 +822,8 @@ def _log_id_token_failure(exc: IdTokenInvalid, flow_id: str, leeway: int) -> Non
     if claim is not None and isinstance(exc.expected, int) and isinstance(exc.actual, int):
         fix = (
             f"its {claim} is {abs(exc.actual - exc.expected)} s from this host's clock, "
-            f"beyond KROONIKA_TARA_LEEWAY_S={leeway}: check this host's clock (NTP)"
+            f"beyond KROONIKA_TARA_LEEWAY_S={leeway}: check this host's clock (NTP); "
+            "if it is right, TARA's is not or its answer is stale"
         )
     else:
         fix = _ID_TOKEN_FIX.get(exc.check, _FORM)
