@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -82,7 +83,10 @@ def test_a_clock_out_of_step_with_tara_is_a_502_naming_the_clock(
     token already expired) fails every login alike: 502, and the line names the clock
     and the leeway setting."""
     caplog.set_level(logging.INFO, logger="kroonika")
-    with running_stack(tmp_path_factory.mktemp("clock")) as stack, stack.browser() as b:
+    with (
+        running_stack(tmp_path_factory.mktemp("clock"), mock_clock=time.time) as stack,
+        stack.browser() as b,
+    ):
         start = b.get(stack.service + "/auth/login", follow_redirects=False)
         stack.clock.advance(behind)
         r = b.get(start.headers["location"])
