@@ -215,6 +215,7 @@ class Settings(BaseSettings):
     # --- administration and jobs (issue 5)
     admin_bootstrap: dict[str, list[str]] = Field(default_factory=dict)  # code -> roles
     admin_second_approval: bool = True
+    admin_approval_ttl_s: int = Field(86400, ge=60, le=30 * 86400)
     admin_justification_min: int = Field(10, ge=1, le=500)
     admin_ticket_pattern: str | None = None
     admin_api_key_max_ttl_s: int = Field(90 * 86400, ge=60)

@@ -227,3 +227,83 @@ def _store_row(engine: Engine, key: str, value: str) -> None:
                 key=key, value=value, version=1, updated_at=1, updated_by="old"
             )
         )
+
+
+# --- which changes weaken a control (decision 0017) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "weakening"),
+    [
+        ({"admin.second_approval": False}, ["admin.second_approval"]),
+        ({"ratelimit.enabled": False}, ["ratelimit.enabled"]),
+        ({"ratelimit.limits": {"admin:ip": "off"}}, ["ratelimit.limits"]),
+        ({"ratelimit.limits": {"admin:person": "1000/minute"}}, ["ratelimit.limits"]),
+        ({"ratelimit.limits": {"admin:person": "1000/hour"}}, ["ratelimit.limits"]),  # burst
+        ({"ratelimit.limits": {"login_start:ip": "1/second"}}, ["ratelimit.limits"]),  # rate
+        ({"ratelimit.limits": {"admin:person": "60/minute"}}, []),
+        ({"ratelimit.limits": {"login_start:ip": "30/hour"}}, []),
+        ({"jobs.sessions.enabled": False}, ["jobs.sessions.enabled"]),
+        ({"jobs.audit_retention.enabled": False}, ["jobs.audit_retention.enabled"]),
+        ({"jobs.access_lists.enabled": False}, []),  # tidies entries no longer enforced
+        ({"jobs.audit_retention.cron": "23 3 1 * *"}, ["jobs.audit_retention.cron"]),
+        ({"jobs.audit_retention.cron": "23 */6 * * *"}, []),
+        ({"jobs.sessions.cron": "*/5 * * * *"}, ["jobs.sessions.cron"]),
+        ({"session.idle_s": 86_400}, ["session.idle_s"]),
+        ({"session.idle_s": 300}, []),
+        ({"session.max_per_person": 3}, []),  # from no limit to one: stricter
+        ({"token.ttl_max_s": 10**8}, ["token.ttl_max_s"]),
+        ({"token.session_audience": ["kroonika", "elsewhere"]}, ["token.session_audience"]),
+        ({"alerts.brute_force_failures": 10_000}, ["alerts.brute_force_failures"]),
+        ({"alerts.brute_force_window_s": 10}, ["alerts.brute_force_window_s"]),
+        ({"alerts.brute_force_window_s": 3600}, []),
+        ({"admin.ticket_pattern": r"INC-\d+"}, []),  # a pattern where there was none
+        ({"log.levels": {"kroonika": "ERROR"}}, []),
+        ({"alerts.webhook_secret": WEBHOOK}, []),
+        ({"ratelimit.enabled": True, "session.idle_s": 86_400}, ["session.idle_s"]),
+    ],
+)
+def test_weakening_changes_are_told_apart(
+    engine: Engine, tmp_path: Path, changes: dict[str, Any], weakening: list[str]
+) -> None:
+    """Each key says which direction weakens its control; the rest is not weakening."""
+    cfg = config(engine, tmp_path)
+    assert cfg.weakening(cfg.validate(changes)) == weakening
+
+
+def test_a_set_ticket_pattern_is_weakened_by_clearing_or_replacing_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Whether another pattern is stricter cannot be told, so any change away from a set
+    pattern counts as weakening; setting the same one again is no change at all."""
+    cfg = config(engine, tmp_path)
+    cfg.change({"admin.ticket_pattern": r"INC-\d+"}, by="test")
+    for value in (None, ".", r"INC-\d{4}"):
+        assert cfg.weakening({"admin.ticket_pattern": value}) == ["admin.ticket_pattern"]
+    assert cfg.weakening({"admin.ticket_pattern": r"INC-\d+"}) == []
+
+
+def test_a_limit_back_to_its_default_is_compared_with_the_default(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Dropping a stricter override raises the limit to the default: weakening."""
+    cfg = config(engine, tmp_path)
+    cfg.change({"ratelimit.limits": {"admin:ip": "10/minute"}}, by="test")
+    assert cfg.weakening({"ratelimit.limits": {}}) == ["ratelimit.limits"]
+
+
+def test_an_approved_change_whose_key_moved_on_is_stale(engine: Engine, tmp_path: Path) -> None:
+    """``expect`` holds the version and value a change was asked against: once the key
+    changed, applying it raises ChangeConflict and nothing is stored."""
+    from kroonika.admin import ChangeConflict
+
+    cfg = config(engine, tmp_path)
+    asked = {"session.idle_s": (cfg.version("session.idle_s"), cfg.get("session.idle_s"))}
+    cfg.change({"session.idle_s": 600}, by="other")
+    with pytest.raises(ChangeConflict):
+        cfg.change({"session.idle_s": 86_400}, by="test", expect=asked)
+    assert cfg.get("session.idle_s") == 600
+    fresh = {"session.idle_s": (cfg.version("session.idle_s"), 600)}
+    assert [c.key for c in cfg.change({"session.idle_s": 86_400}, by="t", expect=fresh)] == [
+        "session.idle_s"
+    ]

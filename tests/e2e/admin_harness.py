@@ -95,16 +95,45 @@ def holder_key(services: Services, role: str, code: str, *, name: str | None = N
 
 
 def refuse_events(monkeypatch: Any, stack: AdminStack, event_type: str) -> None:
-    """The trail refuses events of ``event_type`` (AuditUnavailable) until
-    ``monkeypatch.undo()``; every other event is stored as usual."""
+    """The trail refuses events of ``event_type`` (AuditUnavailable), alone or in a batch,
+    until ``monkeypatch.undo()``; every other event is stored as usual."""
     from kroonika.audit import AuditEvent, AuditUnavailable
 
     trail = stack.stack.services.audit.trail
-    original = trail.emit
+    original, original_many = trail.emit, trail.emit_many
 
     async def refuse(event: AuditEvent) -> Any:
         if event.type == event_type:
             raise AuditUnavailable("store down")
         return await original(event)
 
+    async def refuse_many(events: Any) -> Any:
+        batch = list(events)
+        if any(e.type == event_type for e in batch):
+            raise AuditUnavailable("store down")
+        return await original_many(batch)
+
     monkeypatch.setattr(trail, "emit", refuse)
+    monkeypatch.setattr(trail, "emit_many", refuse_many)
+
+
+@contextmanager
+def person_session(stack: AdminStack, code: str) -> Iterator[tuple[httpx.Client, str]]:
+    """A browser logged in through the TARA mock as ``code`` and its CSRF token (the
+    service's manual clock is brought up to the mock's real one first)."""
+    import time
+
+    clock = stack.stack.clock
+    clock.advance(max(0.0, time.time() - clock()))
+    with stack.stack.browser(autologin=code) as b:
+        assert b.get(stack.url + "/auth/login").status_code == 200
+        yield b, b.get(stack.url + "/auth/session").json()["csrf_token"]
+
+
+def as_person(
+    stack: AdminStack, code: str, method: str, path: str, *, why: str = WHY, **kw: Any
+) -> httpx.Response:
+    """One admin call with a TARA session of ``code``, its CSRF token and ``why``."""
+    with person_session(stack, code) as (b, csrf):
+        headers = {"x-justification": why, "x-csrf-token": csrf}
+        return b.request(method, stack.url + path, headers=headers, **kw)

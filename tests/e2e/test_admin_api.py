@@ -18,6 +18,7 @@ from admin_harness import (
     WHY,
     AdminStack,
     admin_stack,
+    as_person,
     holder_key,
     refuse_events,
 )
@@ -58,6 +59,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/admin/jobs", None, A),
     ("POST", "/admin/jobs/login_flows/run", None, A),
     ("GET", "/admin/jobs/login_flows/runs", None, A),
+    ("GET", "/admin/config/requests", None, A),
+    ("POST", "/admin/config/requests/cr_none", {"approve": False}, A),
     ("GET", "/admin/roles", None, A),
     ("POST", "/admin/roles", {"subject": "EE49002124277", "role": "privacy"}, A),
     ("POST", "/admin/roles/requests/rr_none", {"approve": False}, A),
@@ -426,7 +429,14 @@ def test_ticket_pattern_is_enforced_once_configured(stack: AdminStack) -> None:
         assert r.json()["error"] == "ticket_required"
         assert stack.call("DELETE", "/admin/lists/al_none").status_code == 404
     finally:
-        stack.call("PATCH", "/admin/config", json={"changes": {"admin.ticket_pattern": None}})
+        # clearing the pattern weakens a control: a second administrator approves it
+        asked = stack.call(
+            "PATCH", "/admin/config", json={"changes": {"admin.ticket_pattern": None}}
+        )
+        assert asked.status_code == 202, asked.text
+        path = f"/admin/config/requests/{asked.json()['request']['id']}"
+        done = as_person(stack, SECOND_ADMIN, "POST", path, json={"approve": True})
+        assert done.status_code == 200, done.text
 
 
 def test_a_ticket_pattern_that_would_lock_everyone_out_is_refused(stack: AdminStack) -> None:
@@ -447,7 +457,7 @@ def test_config_round_trip_with_diff_event(stack: AdminStack) -> None:
     """PATCH persists and applies (the session policy changes); GET shows it; the
     config.change event has before and after; a secret shows only set/changed."""
     before = stack.call("GET", "/admin/config").json()["config"]["session.idle_s"]["value"]
-    new = before + 60
+    new = before - 60  # shorter: applied at once (a longer one waits for a second admin)
     r = stack.call(
         "PATCH",
         "/admin/config",

@@ -1,5 +1,5 @@
-"""The admin API's own security over real HTTP (decision 0014): the four-eyes setting
-cannot be waived by one administrator, the security role stays inside its documented
+"""The admin API's own security over real HTTP (decision 0014): the deployment's four-eyes
+setting cannot be lowered at run time, the security role stays inside its documented
 powers, a failed manual job run answers an error, API keys never outgrow their creator,
 and refusals made before any route ran still leave their admin.request."""
 
@@ -17,6 +17,7 @@ from admin_harness import (
     SECOND_ADMIN,
     AdminStack,
     admin_stack,
+    as_person,
     holder_key,
     refuse_events,
 )
@@ -128,15 +129,18 @@ def test_a_person_cannot_switch_off_the_second_approval_either(stack: AdminStack
 
 
 def test_switching_the_second_approval_on_needs_one_admin(tmp_path: Path) -> None:
-    """Where the deployment has it off, one administrator may switch it on (stricter),
-    and from then on it cannot be switched off through the API."""
+    """Where the deployment has it off, one administrator may switch it on (stricter);
+    switching it off again is not one administrator's call: it waits for a second one
+    (decision 0017)."""
     with admin_stack(tmp_path, overrides={"admin_second_approval": False}) as s:
         on = s.call("PATCH", "/admin/config", json={"changes": {"admin.second_approval": True}})
         assert on.status_code == 200, on.text
         (change,) = s.events(types=("config.change",), correlation=on.headers["x-request-id"])
         assert (change["details"]["before"], change["details"]["after"]) == ("false", "true")
         off = s.call("PATCH", "/admin/config", json={"changes": {"admin.second_approval": False}})
-        assert off.status_code == 409, off.text
+        assert off.status_code == 202, off.text
+        got = s.call("GET", "/admin/config").json()["config"]["admin.second_approval"]
+        assert got["value"] is True
 
 
 # --- manual job runs ------------------------------------------------------------------------
@@ -205,12 +209,9 @@ def test_a_successful_manual_run_still_answers_200(stack: AdminStack) -> None:
 
 def _as_person(stack: AdminStack, code: str, method: str, path: str, **kw: Any) -> Any:
     """One admin call with a TARA session of ``code`` and its CSRF token."""
-    stack.stack.clock.advance(time.time() - stack.stack.clock())
-    with stack.stack.browser(autologin=code) as b:
-        b.get(stack.url + "/auth/login")
-        csrf = b.get(stack.url + "/auth/session").json()["csrf_token"]
-        headers = {"x-justification": "INC-7 automation key for the nightly export"}
-        return b.request(method, stack.url + path, headers={**headers, "x-csrf-token": csrf}, **kw)
+    return as_person(
+        stack, code, method, path, why="INC-7 automation key for the nightly export", **kw
+    )
 
 
 def _jobs(stack: AdminStack, key: str) -> Any:

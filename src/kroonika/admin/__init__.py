@@ -12,8 +12,10 @@ from kroonika.admin._auth import (
     require,
 )
 from kroonika.admin._config import KEYS, Change, ConfigKey, RuntimeConfig
+from kroonika.admin._config_requests import ConfigRequest, ConfigRequests
 from kroonika.admin._errors import (
     AdminError,
+    ChangeConflict,
     ConfigInvalid,
     Forbidden,
     JobAlreadyRunning,
@@ -37,8 +39,11 @@ __all__ = [
     "ApiKeys",
     "AuditedRoute",
     "Change",
+    "ChangeConflict",
     "ConfigInvalid",
     "ConfigKey",
+    "ConfigRequest",
+    "ConfigRequests",
     "Forbidden",
     "JobAlreadyRunning",
     "JobRunFailed",

@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from kroonika.admin._config import RuntimeConfig
+from kroonika.admin._config_requests import ConfigRequests
 from kroonika.admin._errors import AdminError, Forbidden, JustificationMissing, NotAuthenticated
 from kroonika.admin._privacy import Eraser
 from kroonika.admin._roles import ApiKey, ApiKeys, RoleStore
@@ -127,6 +128,7 @@ class AdminServices:
     config: RuntimeConfig
     fingerprinter: Fingerprinter
     jobs: Any = None  # kroonika.jobs.Scheduler (set by install)
+    requests: ConfigRequests | None = None  # weakening changes awaiting approval
     eraser: Eraser | None = None  # the privacy officer's erasure (set by install)
 
 
@@ -237,6 +239,31 @@ async def key_roles(admin: AdminServices, key: ApiKey) -> tuple[str, ...]:
         allowed &= set(parent.roles)
         creator = parent.created_by
     return ()
+
+
+async def creators(admin: AdminServices, label: str) -> set[str]:
+    """``label`` and everyone behind it: for an API key, the key that made it and so on up
+    to the person who made the first (:data:`MAX_KEY_CHAIN` levels, revoked and expired
+    keys included: a key stays its creator's even when it can no longer act)."""
+    out, creator = {label}, label
+    for _ in range(MAX_KEY_CHAIN):
+        if not creator.startswith(KEY_LABEL):
+            break
+        key = await asyncio.to_thread(admin.keys.get, creator[len(KEY_LABEL) :])
+        if key is None:
+            break
+        creator = key.created_by
+        out.add(creator)
+    return out
+
+
+async def admin_now(admin: AdminServices, label: str) -> bool:
+    """Whether the caller named ``label`` (a person or an API key) holds ``admin`` now."""
+    if label.startswith(KEY_LABEL):
+        key = await asyncio.to_thread(admin.keys.get, label[len(KEY_LABEL) :])
+        now = int(admin.services.clock())
+        return key is not None and key.usable(now) and "admin" in await key_roles(admin, key)
+    return "admin" in await roles_of_label(admin, label)
 
 
 def _header_text(value: str) -> str:

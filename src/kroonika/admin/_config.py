@@ -14,6 +14,7 @@ associated data), so the database alone does not give them away.
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from kroonika.admin._errors import ConfigInvalid
+from kroonika.admin._errors import ChangeConflict, ConfigInvalid
 from kroonika.db.admin import runtime_config
 from kroonika.settings import Settings, ticket_regex
 
@@ -114,6 +115,71 @@ def _cron(v: Any) -> str:
     return v
 
 
+# --- which changes weaken a control (decision 0017) ----------------------------------------
+# Each takes (before, after), both checked values, and says whether going from one to the
+# other weakens a security control. A comparison that cannot decide says yes (fail closed).
+Weakens = Callable[[Any, Any], bool]
+
+
+def _raised(before: Any, after: Any) -> bool:
+    """A larger number: longer lifetimes and timeouts, higher detection thresholds."""
+    return bool(after > before)
+
+
+def _lowered(before: Any, after: Any) -> bool:
+    """A smaller number: a shorter detection window sees fewer events."""
+    return bool(after < before)
+
+
+def _switched_off(before: Any, after: Any) -> bool:
+    return bool(before) and not after
+
+
+def _unlimited_or_raised(before: Any, after: Any) -> bool:
+    """0 means no limit, the loosest value of all."""
+    return bool(before != 0 and (after == 0 or after > before))
+
+
+def _widened(before: Any, after: Any) -> bool:
+    """A list that gains a member (an audience a token is good for)."""
+    return bool(set(after) - set(before))
+
+
+def _pattern_loosened(before: Any, after: Any) -> bool:
+    """Clearing a ticket pattern weakens it; so does replacing it, since whether another
+    pattern is stricter cannot be told in general (``.`` matches every justification)."""
+    return before is not None and after != before
+
+
+def _limits_loosened(before: Any, after: Any) -> bool:
+    """A rate limit that is removed (``off``), or allows more calls in its window or more
+    per second than before, over the defaults of :mod:`kroonika.ratelimit`."""
+    from kroonika.ratelimit import RateLimitPolicy
+
+    old = RateLimitPolicy.build(before).limits
+    new = RateLimitPolicy.build(after).limits
+    for name, limit in old.items():
+        other = new.get(name)
+        if other is None or other.amount > limit.amount:
+            return True
+        if other.amount * limit.get_expiry() > limit.amount * other.get_expiry():
+            return True
+    return False
+
+
+def _longest_gap(cron: str, runs: int = 24) -> float:
+    from croniter import croniter
+
+    it = croniter(cron, 0)
+    times = [it.get_next(float) for _ in range(runs)]
+    return max(b - a for a, b in itertools.pairwise(times))
+
+
+def _less_often(before: Any, after: Any) -> bool:
+    """A schedule whose longest pause between two runs is longer than before."""
+    return _longest_gap(after) > _longest_gap(before)
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigKey:
     name: str
@@ -124,8 +190,24 @@ class ConfigKey:
     #: a safeguard the deployment can switch on and the API cannot switch off: the
     #: effective value is the setting OR the runtime value (decision 0014)
     floor: bool = False
+    #: which direction of change weakens a control: such a change needs a second
+    #: administrator while ``admin.second_approval`` is on (decision 0017)
+    weakens: Weakens | None = None
 
 
+#: the jobs that enforce an expiry or a retention period: switching one off, or running
+#: it less often, weakens that control (``access_lists`` only tidies entries that are no
+#: longer enforced anyway)
+ENFORCING_JOBS = frozenset(
+    {
+        "login_flows",
+        "sessions",
+        "token_metadata",
+        "token_keys",
+        "audit_retention",
+        "security_profiles",
+    }
+)
 JOB_NAMES = (
     "login_flows",
     "sessions",
@@ -155,6 +237,7 @@ def _job_keys() -> list[ConfigKey]:
                 _cron,
                 lambda s, j=job: s.jobs_cron.get(j, DEFAULT_CRON[j]),  # type: ignore[misc]
                 f"when the {job} cleanup job runs",
+                weakens=_less_often if job in ENFORCING_JOBS else None,
             )
         )
         out.append(
@@ -163,6 +246,7 @@ def _job_keys() -> list[ConfigKey]:
                 _bool,
                 lambda s, j=job: j not in s.jobs_disabled,  # type: ignore[misc]
                 f"whether the {job} job runs on its schedule",
+                weakens=_switched_off if job in ENFORCING_JOBS else None,
             )
         )
     return out
@@ -171,39 +255,75 @@ def _job_keys() -> list[ConfigKey]:
 KEYS: Mapping[str, ConfigKey] = {
     k.name: k
     for k in [
-        ConfigKey("token.ttl_min_s", _int(1), lambda s: s.token_ttl_min_s, "shortest token TTL"),
         ConfigKey(
-            "token.ttl_default_s", _int(1), lambda s: s.token_ttl_default_s, "default token TTL"
+            "token.ttl_min_s",
+            _int(1),
+            lambda s: s.token_ttl_min_s,
+            "shortest token TTL",
+            weakens=_raised,
         ),
-        ConfigKey("token.ttl_max_s", _int(1), lambda s: s.token_ttl_max_s, "longest token TTL"),
+        ConfigKey(
+            "token.ttl_default_s",
+            _int(1),
+            lambda s: s.token_ttl_default_s,
+            "default token TTL",
+            weakens=_raised,
+        ),
+        ConfigKey(
+            "token.ttl_max_s",
+            _int(1),
+            lambda s: s.token_ttl_max_s,
+            "longest token TTL",
+            weakens=_raised,
+        ),
         ConfigKey(
             "token.session_ttl_s",
             _int(30),
             lambda s: s.token_session_ttl_s,
             "TTL of the session access token",
+            weakens=_raised,
         ),
         ConfigKey(
             "token.session_audience",
             _str_list,
             lambda s: list(s.token_session_audience),
             "audience policy: audiences of the session access token",
+            weakens=_widened,
         ),
-        ConfigKey("session.idle_s", _int(30), lambda s: s.session_idle_s, "idle timeout"),
         ConfigKey(
-            "session.absolute_s", _int(60), lambda s: s.session_absolute_s, "absolute timeout"
+            "session.idle_s",
+            _int(30),
+            lambda s: s.session_idle_s,
+            "idle timeout",
+            weakens=_raised,
+        ),
+        ConfigKey(
+            "session.absolute_s",
+            _int(60),
+            lambda s: s.session_absolute_s,
+            "absolute timeout",
+            weakens=_raised,
         ),
         ConfigKey(
             "session.max_per_person",
             _int(0, 1000),
             lambda s: s.session_max_per_person,
             "concurrent sessions per person (0: no limit)",
+            weakens=_unlimited_or_raised,
         ),
-        ConfigKey("ratelimit.enabled", _bool, lambda s: s.ratelimit_enabled, "rate limiting"),
+        ConfigKey(
+            "ratelimit.enabled",
+            _bool,
+            lambda s: s.ratelimit_enabled,
+            "rate limiting",
+            weakens=_switched_off,
+        ),
         ConfigKey(
             "ratelimit.limits",
             _str_map,
             lambda s: dict(s.ratelimit_limits),
             'limits over the defaults, e.g. {"login_start:ip": "20/minute"}',
+            weakens=_limits_loosened,
         ),
         ConfigKey("log.levels", _levels, lambda s: {}, "levels of kroonika.* loggers"),
         ConfigKey(
@@ -211,30 +331,35 @@ KEYS: Mapping[str, ConfigKey] = {
             _int(2, 10_000),
             lambda s: s.security_brute_force_failures,
             "failed logins in the window that make a brute-force finding",
+            weakens=_raised,
         ),
         ConfigKey(
             "alerts.brute_force_window_s",
             _int(10, 86_400),
             lambda s: s.security_brute_force_window_s,
             "brute-force window",
+            weakens=_lowered,
         ),
         ConfigKey(
             "alerts.stuffing_people",
             _int(2, 100_000),
             lambda s: s.security_stuffing_people,
             "distinct people from one source that make a credential-stuffing finding",
+            weakens=_raised,
         ),
         ConfigKey(
             "alerts.stuffing_attempts",
             _int(2, 100_000),
             lambda s: s.security_stuffing_attempts,
             "failures from one source that make a credential-stuffing finding",
+            weakens=_raised,
         ),
         ConfigKey(
             "alerts.travel_max_kmh",
             _int(100, 100_000),
             lambda s: s.security_travel_max_kmh,
             "speed above which travel is impossible",
+            weakens=_raised,
         ),
         ConfigKey(
             "alerts.webhook_secret",
@@ -247,14 +372,16 @@ KEYS: Mapping[str, ConfigKey] = {
             "admin.second_approval",
             _bool,
             lambda s: s.admin_second_approval,
-            "role changes need a second administrator (the API can only switch it on)",
+            "weakening changes and role changes need a second administrator",
             floor=True,
+            weakens=_switched_off,
         ),
         ConfigKey(
             "admin.ticket_pattern",
             _pattern,
             lambda s: s.admin_ticket_pattern,
             "a justification must contain a match (e.g. a ticket id), or null",
+            weakens=_pattern_loosened,
         ),
         *_job_keys(),
     ]
@@ -364,7 +491,7 @@ class RuntimeConfig:
             }
         return out
 
-    def _encode(self, name: str, value: Any) -> str:
+    def encode(self, name: str, value: Any) -> str:
         """What goes into the table: JSON, secrets sealed under the master key."""
         key = KEYS.get(name)
         if key is not None and key.secret and value is not None:
@@ -373,7 +500,7 @@ class RuntimeConfig:
             return orjson.dumps(self.box.seal(name, value)).decode()
         return orjson.dumps(value).decode()
 
-    def _decode(self, name: str, data: str) -> Any:
+    def decode(self, name: str, data: str) -> Any:
         value = orjson.loads(data)
         key = KEYS.get(name)
         if key is None or not key.secret or value is None:
@@ -388,7 +515,7 @@ class RuntimeConfig:
         out: dict[str, tuple[Any, int]] = {}
         for r in rows:
             try:
-                value = self._decode(r.key, r.value)
+                value = self.decode(r.key, r.value)
                 if r.key in KEYS:  # stored under an older, looser check
                     value = KEYS[r.key].check(value)
                 out[r.key] = (value, r.version)
@@ -443,16 +570,58 @@ class RuntimeConfig:
             raise err
         return clean
 
-    def change(self, changes: Mapping[str, Any], *, by: str) -> list[Change]:
-        """Validate, persist and apply; returns what actually changed."""
+    def version(self, name: str) -> int:
+        """The stored version of ``name`` (0: never changed at run time)."""
+        return self._stored.get(name, (None, 0))[1]
+
+    def check(self, clean: Mapping[str, Any]) -> None:
+        """:class:`ConfigInvalid` unless the current values with ``clean`` over them make a
+        configuration every applier accepts."""
+        self._check_all({**self.effective(), **clean})
+
+    def weakening(self, clean: Mapping[str, Any]) -> list[str]:
+        """The keys of validated ``clean`` whose change from the current value weakens a
+        control (``ConfigKey.weakens``); a comparison that fails counts as weakening."""
+        current = self.effective()
+        out = []
+        for name, value in clean.items():
+            weakens = KEYS[name].weakens
+            if weakens is None or current[name] == value:
+                continue
+            try:
+                if weakens(current[name], value):
+                    out.append(name)
+            except Exception:  # noqa: BLE001 (fail closed: cannot tell is weakening)
+                log.warning("cannot tell whether a change of %s weakens it", name)
+                out.append(name)
+        return sorted(out)
+
+    def change(
+        self,
+        changes: Mapping[str, Any],
+        *,
+        by: str,
+        expect: Mapping[str, tuple[int, Any]] | None = None,
+    ) -> list[Change]:
+        """Validate, persist and apply; returns what actually changed. With ``expect``
+        (key: (version, value) when the change was asked for) a key whose version or,
+        for a key that is not secret, effective value differs now raises
+        :class:`ChangeConflict` and nothing is changed."""
         clean = self.validate(changes)
         self.refresh()
         with self._lock:
             current = self.effective()
+            for name, (version, value) in (expect or {}).items():
+                if self.version(name) != version or (
+                    not KEYS[name].secret and current.get(name) != value
+                ):
+                    raise ChangeConflict(f"{name} has changed since the change was asked for")
             candidate = {**current, **clean}
             self._check_all(candidate)
             diff = [k for k in clean if current.get(k) != clean[k]]
             if not diff:
+                if expect:
+                    raise ChangeConflict("the configuration already has these values")
                 return []
             now = int(self.clock())
             out: list[Change] = []
@@ -460,7 +629,7 @@ class RuntimeConfig:
                 with self.engine.begin() as conn:
                     for name in diff:
                         version = self._stored.get(name, (None, 0))[1] + 1
-                        data = self._encode(name, clean[name])
+                        data = self.encode(name, clean[name])
                         if version == 1:
                             conn.execute(
                                 insert(runtime_config).values(
@@ -505,7 +674,7 @@ class RuntimeConfig:
                         update(runtime_config)
                         .where(runtime_config.c.key == c.key)
                         .values(
-                            value=self._encode(c.key, c.before),
+                            value=self.encode(c.key, c.before),
                             version=c.version + 1,
                             updated_at=now,
                             updated_by=by,

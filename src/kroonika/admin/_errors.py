@@ -7,6 +7,7 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── ConfigInvalid          422: a runtime configuration change that does not validate
 ├── RequestInvalid         422: a request that names nothing it can act on (privacy tools)
 ├── RoleChangeRefused      409: separation of duties (self-grant, same approver, ...)
+├── ChangeConflict         409: an approved change whose keys changed since it was asked
 ├── JobAlreadyRunning      409: the job runs here or on another instance, or this slot ran
 ├── JobRunFailed           500 job_failed, 503 job_unavailable (database or trail down),
 │                          409 job_interrupted; carries the run (id, outcome, counts)
@@ -57,6 +58,11 @@ class RequestInvalid(AdminError):
 class RoleChangeRefused(AdminError):
     status = 409
     code = "role_change_refused"
+
+
+class ChangeConflict(AdminError):
+    status = 409
+    code = "stale"
 
 
 class JobAlreadyRunning(AdminError):

@@ -26,6 +26,7 @@ from kroonika.admin._auth import (
 )
 from kroonika.admin._auth import _record as record_call
 from kroonika.admin._config import Applier, RuntimeConfig, SecretBox, apply_log_levels
+from kroonika.admin._config_requests import ConfigRequests
 from kroonika.admin._errors import AdminError
 from kroonika.admin._privacy import Eraser, fingerprinters
 from kroonika.admin._roles import ApiKeys, RoleStore
@@ -178,6 +179,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         config=config,
         fingerprinter=services.audit.fingerprinter,
         jobs=scheduler,
+        requests=ConfigRequests(config, clock=services.clock),
         eraser=Eraser(
             services.engine,
             services.audit.subject_keys,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -21,8 +22,10 @@ from kroonika.admin._auth import (
     Principal,
     _template,
     _violation,
+    admin_now,
     admin_services,
     correlation_of,
+    creators,
     key_roles,
     printable,
     require,
@@ -30,7 +33,14 @@ from kroonika.admin._auth import (
     source_of,
 )
 from kroonika.admin._bulk import EPOCH_MAX, Outcomes, export_lists, parse_list_import
-from kroonika.admin._config import KEYS
+from kroonika.admin._config import KEYS, Change
+from kroonika.admin._config_requests import (
+    APPROVED,
+    PENDING,
+    REJECTED,
+    ConfigRequest,
+    ConfigRequests,
+)
 from kroonika.admin._errors import (
     AdminError,
     ConfigInvalid,
@@ -858,6 +868,11 @@ async def get_config(request: Request, p: Annotated[Principal, require(*ADMIN)])
     return {"config": admin.config.public()}
 
 
+class Decision(Body):
+    approve: bool = True
+    justification: str | None = None
+
+
 class ConfigPatch(Body):
     changes: dict[str, Any] = Field(min_length=1, max_length=len(KEYS))
     justification: str | None = None
@@ -866,18 +881,20 @@ class ConfigPatch(Body):
 @router.patch("/config", openapi_extra=roles(*ADMIN))
 async def patch_config(
     body: ConfigPatch, request: Request, p: Annotated[Principal, require(*ADMIN)]
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Validate, persist and apply changes without a restart; one ``config.change`` per
-    changed key with its before and after value (secrets: set/changed only)."""
+    changed key with its before and after value (secrets: set/changed only). While
+    ``admin.second_approval`` is on, a change that weakens a control is not applied: it
+    waits for a second administrator (202 with the request, decision 0017)."""
     admin = admin_services(request)
     clean = admin.config.validate(body.changes)
     await asyncio.to_thread(admin.config.refresh)  # another instance may have switched it on
-    if clean.get("admin.second_approval") is False and admin.config.get("admin.second_approval"):
-        # four eyes cannot be waived by the one pair of eyes it guards (decision 0014):
-        # the API only ever tightens it; switching it off is a deployment change
+    settings = admin.services.settings
+    if clean.get("admin.second_approval") is False and settings.admin_second_approval:
+        # the deployment's KROONIKA_ADMIN_SECOND_APPROVAL=true is a floor (decision 0014)
         refused = RoleChangeRefused(
-            "the second approval cannot be switched off through the API "
-            "(KROONIKA_ADMIN_SECOND_APPROVAL, see the operator guide)",
+            "the deployment requires a second approval (KROONIKA_ADMIN_SECOND_APPROVAL); "
+            "it cannot be switched off at run time",
             code="four_eyes",
         )
         await _sod_violation(request, p, refused)
@@ -890,29 +907,191 @@ async def patch_config(
             "admin.ticket_pattern": "the justification of this change must match it"
         }
         raise err
+    admin.config.check(clean)
+    weakening = admin.config.weakening(clean)
+    if weakening and admin.config.get("admin.second_approval"):
+        return JSONResponse(await _ask_second(request, p, clean, weakening), status_code=202)
     changes = await asyncio.to_thread(admin.config.change, body.changes, by=p.label)
+    await _record_changes(request, p, changes, weakening)
+    return JSONResponse({"changed": [c.key for c in changes], "config": admin.config.public()})
+
+
+async def _record_changes(
+    request: Request,
+    p: Principal,
+    changes: list[Change],
+    weakening: list[str],
+    *,
+    approved: ConfigRequest | None = None,
+) -> None:
+    """The ``config.change`` of each applied change; when the trail refuses them the
+    changes are undone (and an approved request is pending again)."""
+    admin = admin_services(request)
+    state = None if approved is None else APPROVED
     try:
         await admin.services.audit.trail.emit_many(
-            [
-                ev.config_change(
-                    actor=p.actor(),
-                    source=source_of(request),
-                    target=Target("config", c.key),
-                    correlation=correlation_of(request),
-                    key=c.key,
-                    before=c.shown()[0],
-                    after=c.shown()[1],
-                    secret=c.secret,
-                    version=c.version,
-                    justification=_why(request),
-                )
-                for c in changes
-            ]
+            _config_events(request, p, changes, weakening, req=approved, state=state)
         )
     except AuditUnavailable:
         await asyncio.to_thread(admin.config.restore, changes, by="audit_unavailable")
+        if approved is not None:
+            await asyncio.to_thread(_requests(admin).undo, approved)
         raise
-    return {"changed": [c.key for c in changes], "config": admin.config.public()}
+
+
+def _requests(admin: AdminServices) -> ConfigRequests:
+    if admin.requests is None:
+        raise AdminError("configuration requests are not installed", code="unavailable")
+    return admin.requests
+
+
+def _config_events(
+    request: Request,
+    p: Principal,
+    changes: list[Change],
+    weakening: Iterable[str],
+    *,
+    req: ConfigRequest | None = None,
+    state: str | None = None,
+) -> list[AuditEvent]:
+    """One ``config.change`` per key: applied (success, with its version), asked for
+    (``state`` pending, outcome unknown: nothing changed yet) or rejected (failure); a
+    change of a request names it, its requester and, once decided, the decider."""
+    outcome = {PENDING: Outcome.UNKNOWN, REJECTED: Outcome.FAILURE}.get(state or "")
+    weak = set(weakening)
+    return [
+        ev.config_change(
+            outcome=outcome or Outcome.SUCCESS,
+            reason=REJECTED if state == REJECTED else None,
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("config", c.key),
+            correlation=correlation_of(request),
+            key=c.key,
+            before=c.shown()[0],
+            after=c.shown()[1],
+            secret=c.secret,
+            version=None if outcome else c.version,
+            justification=_why(request),
+            weakening=True if c.key in weak else None,
+            request_id=req.id if req else None,
+            state=state,
+            requested_by=req.requested_by if req else None,
+            expires_at=req.expires_at if req and outcome else None,
+            decided_by=p.label if req and state != PENDING else None,
+        )
+        for c in changes
+    ]
+
+
+async def _ask_second(
+    request: Request, p: Principal, clean: dict[str, Any], weakening: list[str]
+) -> dict[str, Any]:
+    """Store a weakening change as a request for a second administrator, recorded before
+    the answer (a request the trail refuses is removed again: 503)."""
+    admin = admin_services(request)
+    store = _requests(admin)
+    req = await asyncio.to_thread(
+        store.create,
+        clean,
+        weakening,
+        by=p.label,
+        why=_why(request),
+        ttl_s=admin.services.settings.admin_approval_ttl_s,
+    )
+    try:
+        await admin.services.audit.trail.emit_many(
+            _config_events(request, p, req.diff(), req.weakening, req=req, state=PENDING)
+        )
+    except AuditUnavailable:
+        await asyncio.to_thread(store.withdraw, req.id)
+        raise
+    return {"request": req.public(int(admin.services.clock()))}
+
+
+@router.get("/config/requests", openapi_extra=roles(*ADMIN))
+async def list_config_requests(
+    request: Request,
+    p: Annotated[Principal, require(*ADMIN)],
+    status: Literal["pending", "approved", "rejected", "expired"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Configuration changes that need or needed a second administrator, newest first
+    (secret values masked)."""
+    admin = admin_services(request)
+    store = _requests(admin)
+    found = await asyncio.to_thread(store.list, status, limit)
+    now = int(admin.services.clock())
+    return {"requests": [r.public(now) for r in found]}
+
+
+async def _second_pair_of_eyes(
+    request: Request, p: Principal, requested_by: str, *, approve: bool, what: str
+) -> None:
+    """Refuse (409, a separation_of_duties violation) a decision that is not a second
+    person's: an API key, the requester, anyone behind the requester's key or any key of
+    theirs; and the approval of a request whose requester is no longer an administrator
+    (decision 0014)."""
+    admin = admin_services(request)
+    refused: RoleChangeRefused | None = None
+    if p.kind == "api_key":
+        refused = RoleChangeRefused(f"{what} are decided by people", code="api_key")
+    elif await creators(admin, p.label) & await creators(admin, requested_by):
+        refused = RoleChangeRefused("a second administrator must decide", code="same_admin")
+    elif approve and not await admin_now(admin, requested_by):
+        refused = RoleChangeRefused(
+            "the requester no longer holds the admin role; reject the request",
+            code="requester_not_admin",
+        )
+    if refused is not None:
+        await _sod_violation(request, p, refused)
+        raise refused
+
+
+@router.post("/config/requests/{request_id}", openapi_extra=roles(*ADMIN))
+async def decide_config_request(
+    request_id: str, body: Decision, request: Request, p: Annotated[Principal, require(*ADMIN)]
+) -> dict[str, Any]:
+    """Approve (apply exactly as asked; 409 ``stale`` if a key changed since) or reject a
+    configuration request: a person other than the requester and whoever made the
+    requester's key; 409 ``expired`` after ``KROONIKA_ADMIN_APPROVAL_TTL_S``."""
+    admin = admin_services(request)
+    store = _requests(admin)
+    pending = await asyncio.to_thread(store.get, request_id)
+    if pending is None:
+        raise NotFound(f"no configuration request {request_id}")
+    await _second_pair_of_eyes(
+        request, p, pending.requested_by, approve=body.approve, what="configuration requests"
+    )
+    decided = await asyncio.to_thread(store.decide, request_id, approve=body.approve, by=p.label)
+    now = int(admin.services.clock())
+    if not body.approve:
+        try:
+            await admin.services.audit.trail.emit_many(
+                _config_events(
+                    request, p, decided.diff(), decided.weakening, req=decided, state=REJECTED
+                )
+            )
+        except AuditUnavailable:
+            await asyncio.to_thread(store.undo, decided)
+            raise
+        return {"request": decided.public(now), "changed": []}
+    try:
+        changes = await asyncio.to_thread(
+            admin.config.change,
+            decided.changes,
+            by=f"{decided.requested_by}+{p.label}",
+            expect=decided.expected,
+        )
+    except AdminError:  # stale, or no longer a valid whole configuration
+        await asyncio.to_thread(store.undo, decided)
+        raise
+    await _record_changes(request, p, changes, list(decided.weakening), approved=decided)
+    return {
+        "request": decided.public(now),
+        "changed": [c.key for c in changes],
+        "config": admin.config.public(),
+    }
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -1104,11 +1283,6 @@ async def _decide(
             await asyncio.to_thread(admin.roles.undo, decided)
             raise
     return {"request": decided.public(admin.fingerprinter.pseudonym), "roles": list(after)}
-
-
-class Decision(Body):
-    approve: bool = True
-    justification: str | None = None
 
 
 @router.post("/roles/requests/{request_id}", openapi_extra=roles(*ADMIN))

@@ -309,6 +309,13 @@ def _specs() -> dict[str, EventSpec]:
                 "justification": LONG,
                 "secret": B,
                 "version": I,
+                # a change that weakens a control, and its two-person approval (0017)
+                "weakening": B,
+                "request_id": S,
+                "state": S,
+                "requested_by": S,
+                "decided_by": S,
+                "expires_at": I,
             },
             filterable=False,
         ),

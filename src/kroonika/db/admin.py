@@ -2,6 +2,9 @@
 
 - ``admin_role``: which person (personal code, as the session knows it) holds which role.
 - ``admin_role_request``: role changes waiting for a second administrator.
+- ``admin_config_request``: runtime configuration changes that weaken a control, waiting
+  for a second administrator (the requested values as ``runtime_config`` stores them:
+  secrets sealed; what each key's version and value were when asked).
 - ``admin_api_key``: automation credentials; only the SHA-256 of the secret part is stored.
 - ``runtime_config``: runtime-changeable settings (JSON values) with a version per key.
 - ``job_state``: per job its lease (the single-runner lock), the last schedule slot it ran
@@ -40,6 +43,23 @@ admin_role_request = Table(
     Column("decided_at", BigInteger, nullable=True),
 )
 Index("ix_admin_role_request_status", admin_role_request.c.status)
+
+admin_config_request = Table(
+    "admin_config_request",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("changes", Text, nullable=False),  # JSON {key: stored form of the value}
+    Column("expected", Text, nullable=False),  # JSON {key: [version, value or null]}
+    Column("weakening", Text, nullable=False),  # JSON [key, ...]
+    Column("requested_by", String(200), nullable=False),
+    Column("requested_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("justification", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | approved | rejected
+    Column("decided_by", String(200), nullable=True),
+    Column("decided_at", BigInteger, nullable=True),
+)
+Index("ix_admin_config_request_status", admin_config_request.c.status)
 
 admin_api_key = Table(
     "admin_api_key",
@@ -98,6 +118,7 @@ Index("ix_job_run_job_started_at", job_run.c.job, job_run.c.started_at)
 
 __all__ = [
     "admin_api_key",
+    "admin_config_request",
     "admin_role",
     "admin_role_request",
     "job_run",
