@@ -18,6 +18,7 @@ from admin_harness import (
     AdminStack,
     admin_stack,
     as_person,
+    holder_key,
     person_label,
     person_session,
     refuse_events,
@@ -142,6 +143,28 @@ def test_the_maker_of_the_requesting_key_cannot_approve(stack: AdminStack) -> No
     r = _decide(stack, ADMIN, req["id"])
     assert (r.status_code, r.json()["error"]) == (409, "same_admin"), r.text
     assert _value(stack, "alerts.brute_force_failures") != 10_000
+
+
+def test_a_request_of_a_revoked_key_can_only_be_rejected(stack: AdminStack) -> None:
+    """The key that asked was revoked: approving is 409 requester_not_admin and applies
+    nothing; rejecting still works."""
+    key = holder_key(stack.stack.services, "admin", ADMIN, name="asks-then-revoked")
+    auth = {"authorization": f"Bearer {key}"}
+    asked = stack.call(
+        "PATCH",
+        CONFIG,
+        role=None,
+        headers=auth,
+        json={"changes": {"jobs.security_profiles.enabled": False}},
+    )
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["request"]["id"]
+    assert stack.call("DELETE", f"/admin/api-keys/{key.split('_')[1]}").status_code == 200
+    approved = _decide(stack, SECOND_ADMIN, request_id)
+    assert (approved.status_code, approved.json()["error"]) == (409, "requester_not_admin")
+    assert _value(stack, "jobs.security_profiles.enabled") is True
+    rejected = _decide(stack, SECOND_ADMIN, request_id, approve=False)
+    assert rejected.status_code == 200, rejected.text
 
 
 def test_a_second_admin_approves_and_both_are_recorded(stack: AdminStack) -> None:

@@ -591,7 +591,7 @@ class RuntimeConfig:
             try:
                 if weakens(current[name], value):
                     out.append(name)
-            except Exception:  # noqa: BLE001 (fail closed: cannot tell is weakening)
+            except (ValueError, TypeError):  # fail closed: cannot tell is weakening
                 log.warning("cannot tell whether a change of %s weakens it", name)
                 out.append(name)
         return sorted(out)
