@@ -141,21 +141,6 @@ def _unclaim(engine: Engine, rows: list[Any]) -> None:
             )
 
 
-def _reopen(engine: Engine, ended: list[tuple[SessionRecord, str]], now: int) -> None:
-    """Undo the ending of lapsed sessions whose events the trail refused."""
-    with engine.begin() as conn:
-        for record, why in ended:
-            conn.execute(
-                update(session)
-                .where(
-                    session.c.ref == record.ref,
-                    session.c.ended_at == now,
-                    session.c.end_reason == why,
-                )
-                .values(ended_at=None, end_reason=None)
-            )
-
-
 def abandoned_events(row: Any, request_id: str | None) -> list[AuditEvent]:
     """The transition to ``failed`` and the single ``auth.login`` of an abandoned flow."""
     corr = Correlation(request_id=request_id, flow_id=row.flow_id)
@@ -317,7 +302,9 @@ async def _end_lapsed(deps: JobDeps, ctx: JobContext) -> None:
             except AuditUnavailable:
                 # Lapsed sessions cannot be used either way; reopened, the next run ends
                 # them with their events and revokes their tokens.
-                await asyncio.to_thread(_reopen, deps.engine, ended, now)
+                await asyncio.to_thread(
+                    deps.sessions.store.reopen, [(r.ref, why) for r, why in ended], now
+                )
                 raise
         for _, why in ended:
             ctx.counts[f"sessions_{why}"] += 1

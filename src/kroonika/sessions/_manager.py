@@ -236,7 +236,7 @@ class SessionManager:
             await self.trail.emit(event)
         except AuditUnavailable:
             if undo_if_unaudited:
-                await asyncio.to_thread(self.store.reopen, record.ref, now, reason.value)
+                await asyncio.to_thread(self.store.reopen, [(record.ref, reason.value)], now)
             raise
         return True
 

@@ -194,14 +194,17 @@ class SessionStore:
                     ended.append(ref)
         return ended
 
-    def reopen(self, ref: str, now: int, reason: str) -> None:
-        """Undo :meth:`end` of ``ref`` at ``now`` for ``reason`` (its event was refused),
+    def reopen(self, ended: Sequence[tuple[str, str]], now: int) -> None:
+        """Undo :meth:`end` at ``now`` of each ``(ref, reason)`` (its event was refused),
         unless something ended it otherwise since."""
         with self.engine.begin() as conn:
-            conn.execute(
-                update(session)
-                .where(
-                    session.c.ref == ref, session.c.ended_at == now, session.c.end_reason == reason
+            for ref, reason in ended:
+                conn.execute(
+                    update(session)
+                    .where(
+                        session.c.ref == ref,
+                        session.c.ended_at == now,
+                        session.c.end_reason == reason,
+                    )
+                    .values(ended_at=None, end_reason=None)
                 )
-                .values(ended_at=None, end_reason=None)
-            )
