@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from kroonika.audit import Query, SqlAuditStore, run_query
 
@@ -60,3 +62,17 @@ def assert_one_line(stderr: str) -> None:
     assert stderr.count("\n") == 1, stderr
     assert stderr.endswith("\n"), stderr
     assert "\x1b" not in stderr, stderr
+
+
+def generated_var(factory: pytest.TempPathFactory, count: int) -> Path:
+    """A var dir holding ``count`` generated events (made once per module)."""
+    var = factory.mktemp("var")
+    Cli(var)("audit", "generate", "--count", str(count))
+    return var
+
+
+def copied_cli(generated: Path, tmp_path: Path) -> Cli:
+    """A ``Cli`` on this test's own copy of ``generated`` (the test may change it)."""
+    var = tmp_path / "var"
+    shutil.copytree(generated, var)
+    return Cli(var)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from cli_kit import Cli
+from cli_kit import Cli, copied_cli, generated_var
 
 from kroonika.audit import SqlAuditStore
 from kroonika.audit.integrity import verify_inclusion
@@ -17,16 +17,12 @@ from kroonika.audit.integrity import verify_inclusion
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    var = tmp_path_factory.mktemp("var")
-    Cli(var)("audit", "generate", "--count", "3000")
-    return var
+    return generated_var(tmp_path_factory, 3000)
 
 
 @pytest.fixture
 def cli(generated: Path, tmp_path: Path) -> Cli:
-    var = tmp_path / "var"
-    shutil.copytree(generated, var)
-    return Cli(var)
+    return copied_cli(generated, tmp_path)
 
 
 def test_verify_intact_exits_zero(cli: Cli) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 from audit_kit import TrailKit, make_kit
-from cli_kit import KROONIKA, Cli, assert_one_line
+from cli_kit import KROONIKA, Cli, assert_one_line, copied_cli, generated_var
 
 from kroonika.audit import (
     Actor,
@@ -38,16 +37,12 @@ DAY = 86400.0
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    var = tmp_path_factory.mktemp("var")
-    Cli(var)("audit", "generate", "--count", "300")
-    return var
+    return generated_var(tmp_path_factory, 300)
 
 
 @pytest.fixture
 def cli(generated: Path, tmp_path: Path) -> Cli:
-    var = tmp_path / "var"
-    shutil.copytree(generated, var)
-    return Cli(var)
+    return copied_cli(generated, tmp_path)
 
 
 def _records(done: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:

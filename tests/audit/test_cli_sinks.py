@@ -4,13 +4,12 @@ real local HTTP collector (the configured webhook sink)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 from pathlib import Path
 
 import orjson
 import pytest
-from cli_kit import KROONIKA, Cli, assert_one_line
+from cli_kit import KROONIKA, Cli, assert_one_line, copied_cli, generated_var
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).parent / "sinks"))
@@ -27,16 +26,12 @@ FAST = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=1, send_time
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    var = tmp_path_factory.mktemp("var")
-    Cli(var)("audit", "generate", "--count", "3")
-    return var
+    return generated_var(tmp_path_factory, 3)
 
 
 @pytest.fixture
 def cli(generated: Path, tmp_path: Path) -> Cli:
-    var = tmp_path / "var"
-    shutil.copytree(generated, var)
-    return Cli(var)
+    return copied_cli(generated, tmp_path)
 
 
 def hook_env(url: str) -> dict[str, str]:
