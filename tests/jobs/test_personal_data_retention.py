@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from kroonika.audit import AuditEvent, Fingerprinter
 from kroonika.db import make_engine
@@ -166,9 +166,6 @@ async def test_retention_zero_keeps_everything(engine: Engine) -> None:
     """0 switches the deletion off (an operator who must keep them elsewhere)."""
     store = SessionStore(engine)
     ref = _session(store, 1, ended_at=NOW - 999 * DAY)
-    ProfileStore(engine)
-    with engine.begin() as conn:
-        conn.execute(update(session).values(ended_at=NOW - 999 * DAY))
     _login(ProfileStore(engine), "p", NOW - 999 * DAY)
     assert await _run(engine, "sessions", session_retention_s=0) == Counter()
     assert await _run(engine, "security_profiles", profile_retention_s=0) == Counter()
