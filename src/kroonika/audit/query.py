@@ -186,13 +186,7 @@ def _has_all(data: bytes, needles: list[tuple[bytes, ...]]) -> bool:
 
 def find_event(store: AuditStore, event_id: str) -> bytes | None:
     """The record with this id (a full scan; ids are UUIDv7 so recent ones are late)."""
-    needle = f'"id":"{event_id}"'.encode()
-    for block in store.blocks():
-        if needle in block.data:
-            for body in block.records():
-                if orjson.loads(body).get("id") == event_id:
-                    return body
-    return None
+    return find_events(store, [event_id]).get(event_id)
 
 
 def find_events(
