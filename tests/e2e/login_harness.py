@@ -158,15 +158,17 @@ def running_stack(
     mock_client: dict[str, Any] | None = None,
     configure: Callable[[Services], None] | None = None,
     mock_clock: Callable[[], float] | None = None,
+    clock_start: float | None = None,
 ) -> Iterator[Stack]:
     """The mock and the service on free loopback ports, wired to each other
     (``mock_client``: more fields of the client registered with the mock). Both read
-    ``Stack.clock`` unless ``mock_clock`` gives the mock a clock of its own."""
+    ``Stack.clock`` (starting at ``clock_start``, default now) unless ``mock_clock``
+    gives the mock a clock of its own."""
     service_sock = free_socket()
     mock_sock = free_socket()
     # One clock for both: with the mock on real time, a stack that lives longer than
     # the leeway (a module fixture) saw every later ID token as issued in the future.
-    clock = ManualClock()
+    clock = ManualClock(clock_start)
     service_url = f"http://127.0.0.1:{service_sock.getsockname()[1]}"
     mock_url = f"http://127.0.0.1:{mock_sock.getsockname()[1]}"
     mock = create_mock(

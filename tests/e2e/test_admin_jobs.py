@@ -117,16 +117,21 @@ def test_two_instances_run_a_scheduled_job_once(tmp_path: Path, fresh_postgres_u
         "jobs_tick_s": 0.1,
         "audit_store_url": fresh_postgres_url,
     }
+    # One start for both clocks, just past a minute: b's scheduler ticks as soon as b is
+    # up, and a clock of its own read then could already be in the next minute's slot.
+    start = float(int(time.time()) // 60 * 60 + 1)
     with (
         admin_stack(
             tmp_path / "a",
             overrides={**common, "audit_stream": "inst-a"},
             database_url=fresh_postgres_url,
+            clock_start=start,
         ) as a,
         admin_stack(
             tmp_path / "b",
             overrides={**common, "audit_stream": "inst-b"},
             database_url=fresh_postgres_url,
+            clock_start=start,
         ) as b,
     ):
         b.stack.clock.advance(a.stack.clock() - b.stack.clock())  # both at the same instant
