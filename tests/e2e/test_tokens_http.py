@@ -103,6 +103,25 @@ def test_validate_introspect_extend_revoke_round_trip(stack: Stack) -> None:
     assert unknown.status_code == 200
 
 
+def test_validate_answers_a_stranger_only_not_for_caller(stack: Stack) -> None:
+    """Over HTTP a client the token is neither from nor for gets exactly
+    ``not_for_caller``, before and after the owner revokes it (no oracle)."""
+    owner = _register(stack, "owner-v")
+    stranger = _register(stack, "stranger-v", allowed_audiences=["svc-z"])
+    token = _mint(stack, owner)["access_token"]
+    for _ in ("active", "revoked"):
+        r = httpx.post(
+            stack.service + "/tokens/validate", json={"token": token}, headers=_basic(stranger)
+        )
+        assert r.status_code == 200
+        assert r.json() == {"valid": False, "reason": "not_for_caller"}
+        httpx.post(stack.service + "/revoke", data={"token": token}, headers=_basic(owner))
+    mine = httpx.post(
+        stack.service + "/tokens/validate", json={"token": token}, headers=_basic(owner)
+    )
+    assert mine.json()["reason"] == "revoked"
+
+
 def test_forged_token_cannot_revoke_over_http(stack: Stack) -> None:
     """A forged token carrying the victim's jti answers 200 and revokes nothing."""
     from cryptography.hazmat.primitives.asymmetric import ec

@@ -289,6 +289,40 @@ async def test_introspect_only_for_audience_or_issuer_client(kit: Kit) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("state", ["active", "revoked", "denylisted"])
+async def test_validate_tells_a_stranger_nothing_of_a_foreign_token(kit: Kit, state: str) -> None:
+    """A client the token is neither from nor for learns only ``not_for_caller``,
+    whatever the token's state: no revocation or deny-list oracle, no subject; the
+    trail keeps the real verdict and the probe."""
+    owner = kit.client("owner", allowed_audiences=["svc-a"])
+    other = kit.client("other", allowed_audiences=["svc-z"])
+    issued = await kit.service.issue(owner, MintRequest(subject="s-1", audience=("svc-a",)))
+    if state == "revoked":
+        assert await kit.service.revoke(issued.token, caller=owner) == 1
+    elif state == "denylisted":
+        await kit.service.list_add(
+            "deny", "subject", "s-1", reason="r", created_by="a", actor=ADMIN
+        )
+    seen = await kit.service.validate(issued.token, caller=other)
+    assert seen.reason is Reason.NOT_FOR_CALLER
+    assert seen.token is None
+    (item,) = await kit.service.bulk_validate([issued.token], caller=other)
+    assert (item.status, item.jti, item.reason) == ("invalid", None, "not_for_caller")
+    expected = {"active": None, "revoked": Reason.REVOKED, "denylisted": Reason.DENYLISTED_SUBJECT}
+    assert (await kit.service.validate(issued.token, caller=owner)).reason is expected[state]
+    probes = [
+        e
+        for e in _events(kit, "token.validate")
+        if e["actor"]["client_id"] == other.client_id  # type: ignore[index]
+    ]
+    assert len(probes) == 2
+    for e in probes:
+        assert e["reason"] == "not_for_caller"
+        assert e["outcome"] == "failure"
+        assert e["details"]["verdict"] == (expected[state] or "valid")  # type: ignore[index]
+
+
+@pytest.mark.asyncio
 async def test_introspect_invalid_leaks_no_reason(lite: Kit) -> None:
     """An invalid token introspects as exactly {active: false}."""
     client = lite.client()

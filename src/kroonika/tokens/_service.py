@@ -655,9 +655,12 @@ class TokenService:
         details.update(extra)
         if caller is not None:
             details.setdefault("client", caller.client_id)
+        foreign = self._foreign(caller, check)
         return make(
-            outcome=Outcome.SUCCESS if v.valid and extra.get("active", True) else Outcome.FAILURE,
-            reason=None if v.valid else str(v.reason),
+            outcome=Outcome.SUCCESS
+            if v.valid and extra.get("active", True) and not foreign
+            else Outcome.FAILURE,
+            reason=Reason.NOT_FOR_CALLER.value if foreign else None if v.valid else str(v.reason),
             actor=_client_actor(caller),
             source=ctx.source(),
             target=Target("token", v.token.jti) if v.token else None,
@@ -702,7 +705,20 @@ class TokenService:
             [(token, check, self._check_event("token.validate", token, check, caller, ctx))],
             caller,
         )
-        return check.verdict
+        return self._answer(caller, check)
+
+    def _foreign(self, caller: Client | None, check: _Check) -> bool:
+        """A token of ours in the store that is neither from nor for ``caller``: its
+        state (valid, revoked, deny-listed...) is not the caller's to learn."""
+        return (
+            caller is not None
+            and check.record is not None
+            and not self._for_caller(caller, check.record)
+        )
+
+    def _answer(self, caller: Client | None, check: _Check) -> Verdict:
+        """The verdict the caller may see (decision 0006)."""
+        return Verdict(Reason.NOT_FOR_CALLER) if self._foreign(caller, check) else check.verdict
 
     def _for_caller(self, caller: Client, record: TokenRecord | None) -> bool:
         if record is None:
@@ -721,9 +737,6 @@ class TokenService:
         active = check.verdict.valid and self._for_caller(caller, check.record)
         extra: dict[str, DetailValue] = {"active": active}
         event = self._check_event("token.introspect", token, check, caller, ctx, **extra)
-        if check.verdict.valid and not active:
-            event.reason = "not_for_caller"
-            event.details["verdict"] = "not_for_caller"
         await self._audit_checks([(token, check, event)], caller)
         vt = check.verdict.token
         if not active or vt is None or check.record is None:
@@ -1253,14 +1266,15 @@ class TokenService:
             ],
             caller,
         )
+        answers = [self._answer(caller, c) for c in checks]
         return [
             ItemResult(
                 i,
-                "valid" if c.verdict.valid else "invalid",
-                c.verdict.token.jti if c.verdict.token else None,
-                None if c.verdict.valid else str(c.verdict.reason),
+                "valid" if v.valid else "invalid",
+                v.token.jti if v.token else None,
+                None if v.valid else str(v.reason),
             )
-            for i, c in enumerate(checks)
+            for i, v in enumerate(answers)
         ]
 
     async def bulk_revoke(

@@ -40,6 +40,9 @@ class Reason(StrEnum):
     DENYLISTED_CLIENT = "denylisted_client"
     DENYLISTED_IP = "denylisted_ip"
     NOT_ALLOWLISTED = "not_allowlisted"
+    # The token is neither from nor for the asking client: its state is not theirs to
+    # learn (no revocation or deny-list oracle); the trail keeps the real verdict.
+    NOT_FOR_CALLER = "not_for_caller"
 
 
 class KeyLookup(Protocol):
