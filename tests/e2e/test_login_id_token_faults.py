@@ -9,6 +9,7 @@ operator line saying what to check; only a nonce or state that is not this flow'
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from login_harness import Stack, running_stack
+
+from kroonika.security.detectors import FORGERY_SIGNS
 
 RECEIVED = [("none", "started"), ("started", "redirected"), ("redirected", "callback_received")]
 EXCHANGED = [*RECEIVED, ("callback_received", "code_exchanged"), ("code_exchanged", "failed")]
@@ -110,3 +113,28 @@ def test_a_nonce_that_is_not_this_flows_stays_the_browsers_400(
     assert login["reason"] == "id_token.nonce_mismatch"
     assert steps == EXCHANGED
     assert _errors(caplog) == []
+
+
+def test_a_badly_signed_id_token_raises_a_forged_id_token_anomaly(stack: Stack) -> None:
+    """The service's own monitor turns a badly signed ID token into a
+    ``security.anomaly`` about the provider (decision 0007), not about the citizen."""
+    stack.mock_switch(bad_signature=True)
+    r, login, _ = stack.login()
+    assert login["reason"] == "id_token.bad_signature", r.text
+    deadline = time.monotonic() + 10
+    found: list[dict[str, object]] = []
+    while not found and time.monotonic() < deadline:
+        found = [
+            e
+            for e in stack.events(types=("security.anomaly",))
+            if e["details"]["kind"] == "forged_id_token"
+        ]
+        time.sleep(0.1)
+    # One per window: an earlier test's unknown_kid login may have raised it first.
+    assert found, "no forged_id_token anomaly within 10 s"
+    details = found[0]["details"]
+    assert isinstance(details, dict)
+    evidence = json.loads(str(details["evidence"]))
+    assert evidence["idp"] == "tara"
+    assert details["key_kind"] == "idp"
+    assert details["confidence"] == FORGERY_SIGNS[evidence["reason"]]

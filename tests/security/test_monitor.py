@@ -53,6 +53,7 @@ async def login(
             source=Source(ip=ip, user_agent="Mozilla/5.0"),
             correlation=Correlation(request_id="r1"),
             method="smartid",
+            idp="tara",
         )
     )
     await kit.monitor.drain()
@@ -150,8 +151,35 @@ async def test_failures_that_are_the_services_fault_are_no_attack(kit: Kit, reas
         kit.clock.advance(10)
         await login(kit, ATTACKER_IP, ok=False, reason=reason)
         await login(kit, ATTACKER_IP, person=f"3800108{i:04d}", ok=False, reason=reason)
-    assert kit.anomalies() == []
+    kinds = [k for k, _ in kit.anomalies()]
+    assert kinds == (["forged_id_token"] if reason in detectors.FORGERY_SIGNS else [])
     assert kit.monitor.counts["service_faults"] == 30
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reason", sorted(detectors.FORGERY_SIGNS))
+async def test_an_id_token_not_signed_by_the_provider_raises_one_anomaly(
+    kit: Kit, reason: str
+) -> None:
+    """A bad signature, a downgraded algorithm or a key id unknown after a refetch can
+    mean someone answers in TARA's place: one anomaly about the provider per window
+    (not one per login, and no brute force in the people's names); the next window
+    raises it again if it goes on."""
+    for _ in range(5):  # the ID token was not trusted, so the person is not known
+        kit.clock.advance(10)
+        await login(kit, ATTACKER_IP, person=None, ok=False, reason=reason)
+    ((kind, rec),) = kit.anomalies()
+    assert kind == "forged_id_token"
+    assert rec["details"]["key_kind"] == "idp"
+    assert rec["details"]["confidence"] == detectors.FORGERY_SIGNS[reason]
+    assert '"reason":"' + reason + '"' in rec["details"]["evidence"]
+    assert rec["actor"]["type"] == "anonymous"
+    assert rec["severity"] in ("warning", "error", "critical", "alert")
+    kit.clock.advance(int(kit.monitor.config.stuffing_window_s) + 1)
+    await login(kit, ATTACKER_IP, person=None, ok=False, reason=reason)
+    assert [k for k, _ in kit.anomalies()] == ["forged_id_token", "forged_id_token"]
+    await login(kit, ATTACKER_IP, ok=False, reason="id_token.issuer_mismatch")
+    assert len(kit.anomalies()) == 2
 
 
 @pytest.mark.asyncio

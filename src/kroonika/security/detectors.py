@@ -20,8 +20,24 @@ from typing import Literal
 EARTH_RADIUS_KM = 6371.0088
 
 AnomalyKind = Literal[
-    "new_country", "impossible_travel", "unusual_hour", "brute_force", "credential_stuffing"
+    "new_country",
+    "impossible_travel",
+    "unusual_hour",
+    "brute_force",
+    "credential_stuffing",
+    "forged_id_token",
 ]
+
+#: ID-token checks whose failure can mean that someone answers in the identity
+#: provider's place (a proxy on the back channel, a wrong issuer URL pointing at a
+#: look-alike), with the confidence of that reading: a bad signature or a downgraded
+#: algorithm is hard to explain otherwise; a key id still unknown after the key set
+#: was fetched again can also be the provider's own key rotation going wrong.
+FORGERY_SIGNS: Mapping[str, int] = {
+    "id_token.bad_signature": 90,
+    "id_token.alg": 90,
+    "id_token.unknown_kid": 60,
+}
 
 
 def _number(value: object) -> float | None:
@@ -92,7 +108,7 @@ class Finding:
     """An anomaly: its kind, what it is about, the evidence and a confidence 0..100."""
 
     kind: AnomalyKind
-    key_kind: Literal["person", "ip"]
+    key_kind: Literal["person", "ip", "idp"]
     key: str
     evidence: Mapping[str, str | int]
     confidence: int
@@ -311,3 +327,15 @@ def login_findings(
         unusual_hour(profile, obs, config),
     ]
     return [f for f in found if f is not None]
+
+
+def forged_id_token(reason: str | None, idp: str | None) -> Finding | None:
+    """A login that failed because the provider's ID token was not signed as it must
+    be (:data:`FORGERY_SIGNS`): about the provider, not the person or their network."""
+    confidence = FORGERY_SIGNS.get(reason or "")
+    if confidence is None:
+        return None
+    name = idp or "unknown"
+    return Finding(
+        "forged_id_token", "idp", name, {"reason": reason or "", "idp": name}, confidence
+    )

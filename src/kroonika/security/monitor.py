@@ -49,6 +49,7 @@ from kroonika.security.detectors import (
     Place,
     brute_force,
     credential_stuffing,
+    forged_id_token,
     login_findings,
 )
 from kroonika.security.profiles import ProfileStore
@@ -239,6 +240,12 @@ class SecurityMonitor:
             out.extend(self._threat_events(record))
         if record.get("type") == WATCHED and record.get("reason") in SERVICE_FAULTS:
             self.counts["service_faults"] += 1
+            forged = forged_id_token(record.get("reason"), (record.get("details") or {}).get("idp"))
+            if forged is not None and self._fresh(forged, observation(record).at):
+                self.counts["findings"] += 1
+                if self.on_finding is not None:
+                    self.on_finding(forged)
+                out.append(self._anomaly_event(forged, record))
         elif record.get("type") == WATCHED:
             self.counts["observed"] += 1
             obs = observation(record)
