@@ -65,6 +65,13 @@ def temporary_database(prefix: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis on this machine (skip by hand, fail in CI)."""
+    require_service("Redis", "127.0.0.1", 6379)
+    return "redis://127.0.0.1:6379/0"
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""

@@ -24,6 +24,7 @@ from kroonika.audit.enrich import GeoEnricher, ThreatIntel
 from kroonika.db import make_engine, metadata
 from kroonika.db import security as _security_tables
 from kroonika.security import DetectorConfig, ProfileStore, SecurityMonitor
+from kroonika.security.windows import FailureWindows, RedisWindows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "audit" / "enrich"))
 from geo_fixture import build_city_db
@@ -64,6 +65,7 @@ def make_kit(
     *,
     config: DetectorConfig | None = None,
     threat: ThreatIntel | None = None,
+    windows: FailureWindows | None = None,
 ) -> Kit:
     clock = Clock()
     store = SqlAuditStore(f"sqlite:///{tmp / 'audit.db'}")
@@ -100,5 +102,22 @@ def make_kit(
     engine = make_engine(f"sqlite:///{tmp / 'kroonika.db'}")
     metadata.create_all(engine, tables=[_security_tables.security_profile])
     profiles = ProfileStore(engine)
-    monitor = SecurityMonitor(trail, profiles, config=config, threat=threat)
+    monitor = SecurityMonitor(trail, profiles, config=config, threat=threat, windows=windows)
     return Kit(trail, store, monitor, profiles, clock, fingerprinter, committed)
+
+
+def redis_windows(url: str, prefix: str) -> RedisWindows:
+    """Windows in the real Redis under a prefix of the test's own."""
+    return RedisWindows(url, prefix=prefix)
+
+
+def drop_redis_keys(url: str, prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    try:
+        keys = list(r.scan_iter(match=prefix + ":*"))
+        if keys:
+            r.delete(*keys)
+    finally:
+        r.close()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from security_kit import Kit, make_kit
+from security_kit import Kit, drop_redis_keys, make_kit, redis_windows
 
 from kroonika.audit import Actor, ActorType, Correlation, Outcome, Source, events
 from kroonika.audit.enrich import FeedAction, FeedSpec, ThreatIntel
@@ -24,15 +25,24 @@ SYDNEY_IP = "1.1.1.1"
 ATTACKER_IP = "45.133.1.77"  # not in the geo fixture
 
 
-@pytest_asyncio.fixture
-async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
-    k = make_kit(tmp_path)
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def kit(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
+    """A monitor whose windows are in the process, or in the real Redis (as with
+    several instances): every detector test runs against both."""
+    prefix = f"kroonika-test:{uuid.uuid4().hex}"
+    shared = request.param == "redis"
+    k = make_kit(
+        tmp_path,
+        windows=redis_windows(request.getfixturevalue("redis_url"), prefix) if shared else None,
+    )
     await k.trail.start()
     await k.monitor.start()
     yield k
     await k.monitor.stop()
     await k.trail.stop()
     k.store.close()
+    if shared:
+        drop_redis_keys(request.getfixturevalue("redis_url"), prefix)
 
 
 async def login(

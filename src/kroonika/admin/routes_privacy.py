@@ -130,7 +130,7 @@ async def erase(
         raise
     monitor = getattr(request.app.state, "security_monitor", None)
     if monitor is not None:  # this instance's recent failures of the person (decision 0018)
-        monitor.forget(person.pseudonyms)
+        await asyncio.to_thread(monitor.forget, person.pseudonyms)
     return {
         "status": "erased" if done.deleted_any else "nothing_found",
         "pseudonym": person.pseudonyms[0],

@@ -9,21 +9,19 @@ shutdown).
 
 It works only on what the trail recorded: the pseudonym, the anonymised network and
 the geo location, so its state never holds a personal code or a full IP address.
-Window state (failures of the last minutes) is per process; the profiles are in the
-database and shared. Failure policy: fails open (a detector error is counted and the
-event skipped; the service keeps working), and events that find the bounded queue
-full are skipped and counted as ``dropped``.
+Window state (failures of the last minutes) is per process, or shared through
+Redis (:mod:`kroonika.security.windows`); the profiles are in the database and
+shared. Failure policy: fails open (a detector error is counted and the event
+skipped; the service keeps working), and events that find the bounded queue full
+are skipped and counted as ``dropped``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
-import secrets
-from collections import deque
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -53,6 +51,7 @@ from kroonika.security.detectors import (
     login_findings,
 )
 from kroonika.security.profiles import ProfileStore
+from kroonika.security.windows import FailureWindows, KeyKind, MemoryWindows
 
 WATCHED = "auth.login"
 #: Failed logins that were TARA's or the service's fault (an outage, a misconfigured
@@ -84,7 +83,6 @@ SERVICE_FAULTS = frozenset(
     }
 )
 KEY_WINDOW_MAX = 256  # recent failures kept per person and per network
-SWEEP_EVERY = 1024  # failures between sweeps of keys that left the window
 QUEUE_SIZE = 10_000  # committed events waiting for detection; more are dropped and counted
 
 
@@ -136,6 +134,7 @@ class SecurityMonitor:
         threat: ThreatIntel | None = None,
         on_finding: Callable[[Finding], None] | None = None,
         queue_size: int = QUEUE_SIZE,
+        windows: FailureWindows | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
@@ -146,12 +145,10 @@ class SecurityMonitor:
         self.threat = threat
         self.on_finding = on_finding
         # Recent failures indexed by person and by network, so that a login costs work
-        # in proportion to its own keys' history, not to everything in the window.
-        self._by_person: dict[str, deque[LoginObservation]] = {}
-        self._by_network: dict[str, deque[LoginObservation]] = {}
-        self._since_sweep = 0
+        # in proportion to its own keys' history, not to everything in the window; in
+        # the process, or shared by every instance through Redis.
+        self.windows: FailureWindows = windows or MemoryWindows()
         self._span = max(self.config.brute_force_window_s, self.config.stuffing_window_s)
-        self._fired: dict[tuple[str, str, str], float] = {}
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -188,6 +185,7 @@ class SecurityMonitor:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        self.windows.close()
 
     async def drain(self) -> None:
         """Wait until every event committed so far has been examined."""
@@ -241,7 +239,7 @@ class SecurityMonitor:
         if record.get("type") == WATCHED and record.get("reason") in SERVICE_FAULTS:
             self.counts["service_faults"] += 1
             forged = forged_id_token(record.get("reason"), (record.get("details") or {}).get("idp"))
-            if forged is not None and self._fresh(forged, observation(record).at):
+            if forged is not None and await self._fresh(forged, observation(record).at):
                 self.counts["findings"] += 1
                 if self.on_finding is not None:
                     self.on_finding(forged)
@@ -271,28 +269,25 @@ class SecurityMonitor:
                 await asyncio.to_thread(self.profiles.record_login, obs)
             return found
         horizon = obs.at - self._span
-        self._sweep(horizon)
         candidates: list[Finding] = []
         if obs.person is not None:
-            mine_p = self._remember(self._by_person, obs.person, obs, horizon)
+            mine_p = await self._remember("person", obs.person, obs, horizon)
             candidates += brute_force(mine_p, obs.at, self.config)
         if obs.network is not None:
-            mine_n = self._remember(self._by_network, obs.network, obs, horizon)
+            mine_n = await self._remember("ip", obs.network, obs, horizon)
             candidates += brute_force(mine_n, obs.at, self.config)
             candidates += credential_stuffing(mine_n, obs.at, self.config)
         # Only findings about this login's own person and network: the anomaly event
         # carries this login's source and actor, so another key's attack must not be
         # raised (or re-raised) here in a bystander's name.
         mine = {("person", obs.person), ("ip", obs.network)}
-        return [f for f in candidates if (f.key_kind, f.key) in mine and self._fresh(f, obs.at)]
+        return [
+            f for f in candidates if (f.key_kind, f.key) in mine and await self._fresh(f, obs.at)
+        ]
 
-    def _remember(
-        self,
-        index: dict[str, deque[LoginObservation]],
-        key: str,
-        obs: LoginObservation,
-        horizon: float,
-    ) -> deque[LoginObservation]:
+    async def _remember(
+        self, key_kind: KeyKind, key: str, obs: LoginObservation, horizon: float
+    ) -> Sequence[LoginObservation]:
         """Add a failure to its key's recent history (the newest within the window,
         enough to cross every threshold) and return that history. The cap follows
         the current thresholds, which the admin API may change at run time."""
@@ -300,60 +295,29 @@ class SecurityMonitor:
         cap = max(
             KEY_WINDOW_MAX, 4 * max(c.brute_force_failures, c.stuffing_people, c.stuffing_attempts)
         )
-        recent = index.get(key)
-        if recent is None:
-            recent = index[key] = deque()
-        recent.append(obs)
-        while recent and (recent[0].at < horizon or len(recent) > cap):
-            recent.popleft()
-        return recent
-
-    def _sweep(self, horizon: float) -> None:
-        """Now and then forget the keys with no failure left in the window, so that
-        many distinct people or networks cannot grow the state without bound."""
-        self._since_sweep += 1
-        if self._since_sweep < SWEEP_EVERY:
-            return
-        self._since_sweep = 0
-        for index in (self._by_person, self._by_network):
-            for key in [k for k, d in index.items() if not d or d[-1].at < horizon]:
-                del index[key]
+        if self.windows.blocking:
+            return await asyncio.to_thread(self.windows.remember, key_kind, key, obs, horizon, cap)
+        return self.windows.remember(key_kind, key, obs, horizon, cap)
 
     def forget(self, pseudonyms: Collection[str]) -> int:
         """Forget the people ``pseudonyms`` (an erasure): their recent failures and the
         findings raised on them. In a network's window each of their failures stays, under
         a stand-in that names nobody, so the network's counts (credential stuffing counts
         distinct people) do not change. Returns how many failures were forgotten."""
-        forgotten = 0
-        for pseudonym in pseudonyms:
-            forgotten += len(self._by_person.pop(pseudonym, ()))
-            stand_in = "erased:" + secrets.token_hex(6)
-            for recent in self._by_network.values():
-                for i, obs in enumerate(recent):
-                    if obs.person == pseudonym:
-                        recent[i] = dataclasses.replace(obs, person=stand_in)
-            for key in [k for k in self._fired if k[1] == "person" and k[2] == pseudonym]:
-                del self._fired[key]
-        return forgotten
+        return self.windows.forget(pseudonyms)
 
-    def _fresh(self, f: Finding, now: float) -> bool:
+    async def _fresh(self, f: Finding, now: float) -> bool:
         """One finding per kind and key per window (an attack is one anomaly, not
-        one per failed attempt)."""
+        one per failed attempt), across instances when the windows are shared."""
         span = (
             self.config.brute_force_window_s
             if f.kind == "brute_force"
             else self.config.stuffing_window_s
         )
         key = (f.kind, f.key_kind, f.key)
-        last = self._fired.get(key)
-        if last is not None and now - last < span:
-            return False
-        self._fired[key] = now
-        if len(self._fired) > 10_000:
-            for k, t in list(self._fired.items()):
-                if now - t >= self._span:
-                    del self._fired[k]
-        return True
+        if self.windows.blocking:
+            return await asyncio.to_thread(self.windows.claim, key, now, span, self._span)
+        return self.windows.claim(key, now, span, self._span)
 
     def _anomaly_event(self, f: Finding, record: Mapping[str, Any]) -> AuditEvent:
         person = f.key if f.key_kind == "person" else (record.get("actor") or {}).get("pseudonym")

@@ -21,6 +21,7 @@ from kroonika.audit.processors.enrich import Enricher
 from kroonika.security.detectors import DetectorConfig
 from kroonika.security.monitor import SecurityMonitor
 from kroonika.security.profiles import ProfileStore
+from kroonika.security.windows import RedisWindows
 from kroonika.settings import Settings, SettingsError
 
 
@@ -90,6 +91,12 @@ def detector_config(settings: Settings) -> DetectorConfig:
 def build_monitor(
     settings: Settings, trail: AuditTrail, engine: Engine, *, threat: ThreatIntel | None
 ) -> SecurityMonitor:
+    """The monitor; with Redis configured its brute-force and stuffing windows are
+    shared by every instance (decision 0007)."""
     return SecurityMonitor(
-        trail, ProfileStore(engine), config=detector_config(settings), threat=threat
+        trail,
+        ProfileStore(engine),
+        config=detector_config(settings),
+        threat=threat,
+        windows=RedisWindows(settings.redis_url) if settings.redis_url else None,
     )
