@@ -123,6 +123,14 @@ def erase_cmd(
                 ) from None
         finally:
             engine.dispose()
+    if settings.redis_url:  # the running instances' shared detector windows (decision 0018)
+        from kroonika.security.windows import RedisWindows
+
+        windows = RedisWindows(settings.redis_url)
+        try:
+            windows.forget(person.pseudonyms)
+        finally:
+            windows.close()
     counts = " ".join(f"{k}={v}" for k, v in done.as_dict().items())
     state = "erased" if done.deleted_any else "nothing found to erase for"
     typer.echo(f"{state} {person.pseudonyms[0]}: {counts}")

@@ -377,3 +377,37 @@ def test_erasure_finds_the_person_under_a_retired_pseudonym_key(
     (erasure,) = _events(var, "audit.erasure")
     assert erasure["details"]["pseudonyms"] == [pseudonyms[1], pseudonyms[0]]
     assert _count(Settings().resolved_audit_store_url(), subject_keys) == 0
+
+
+def test_a_cli_erasure_forgets_the_person_in_the_shared_detector_windows(
+    var: Path, person: dict[str, Any], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the detector windows shared through Redis, the command reaches the running
+    instances at once: the person's recent failures and findings there are gone, and in
+    a network's window their failure stays under a stand-in (decision 0018)."""
+    from kroonika.security.detectors import LoginObservation
+    from kroonika.security.windows import RedisWindows
+
+    monkeypatch.setenv("KROONIKA_REDIS_URL", redis_url)
+    pseudonym = person["pseudonym"]
+    windows = RedisWindows(redis_url)
+    network = f"198.51.{abs(hash(pseudonym)) % 250}.0/24"
+    try:
+        obs = LoginObservation(at=1_780_000_000.0, success=False, person=pseudonym, network=network)
+        for kind, key in (("person", pseudonym), ("ip", network)):
+            windows.remember(kind, key, obs, 1_779_999_000.0, 256)  # type: ignore[arg-type]
+        assert windows.claim(("brute_force", "person", pseudonym), obs.at, 120, 600)
+
+        done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
+        assert done.exit_code == 0, done.output
+
+        again = windows.remember("person", pseudonym, obs, 1_779_999_000.0, 256)
+        assert [o.person for o in again] == [pseudonym]  # only the one just added
+        by_net = windows.remember("ip", network, obs, 1_779_999_000.0, 256)
+        people = sorted(str(o.person) for o in by_net)
+        assert people[0].startswith("erased:")
+        assert people[1] == pseudonym
+        assert windows.claim(("brute_force", "person", pseudonym), obs.at, 120, 600)
+    finally:
+        windows.forget([pseudonym])
+        windows.close()
