@@ -139,6 +139,7 @@ async def test_brute_force(kit: Kit) -> None:
     "reason",
     [
         "idp_unavailable",
+        "idp_misconfigured",
         "idp_bad_response",
         "idp_client_rejected",
         "idp_request_rejected",

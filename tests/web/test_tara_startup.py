@@ -4,6 +4,7 @@ issuer, discovery for another issuer), development starts and ``/ready`` says wh
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -148,9 +149,14 @@ def _development(tmp_path: Path, issuer: str) -> Settings:
     )
 
 
-def test_development_starts_and_reports_another_issuer_not_ready(tmp_path: Path) -> None:
+def test_development_starts_and_reports_another_issuer_not_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Over real HTTP: the service starts, /ready is 503 with tara misconfigured and the
-    reason, /health is fine, and a login does not start."""
+    reason, /health is fine, and a login does not start: 502 ``idp_misconfigured`` (not
+    ``idp_unavailable``: TARA answered, this service's setting is wrong), with an ERROR
+    line naming the setting to fix."""
+    caplog.set_level(logging.INFO, logger="kroonika")
     with tara_mock() as mock:
         wrong = mock.replace("127.0.0.1", "localhost")  # same server, another issuer name
         app = create_app(_development(tmp_path, wrong))
@@ -165,7 +171,13 @@ def test_development_starts_and_reports_another_issuer_not_ready(tmp_path: Path)
     assert "differs from the configured issuer" in body["tara_detail"]
     assert health.status_code == 200
     assert login.status_code == 502
-    assert (login.json()["error"], login.json()["reason"]) == ("login_failed", "idp_unavailable")
+    assert (login.json()["error"], login.json()["reason"]) == ("login_failed", "idp_misconfigured")
+    errors = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "kroonika.web.auth" and r.levelno >= logging.ERROR
+    ]
+    assert any("KROONIKA_TARA_ISSUER" in e and "differs" in e for e in errors), errors
 
 
 def test_an_unreachable_tara_fails_the_login_start_as_the_callback(tmp_path: Path) -> None:

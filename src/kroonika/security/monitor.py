@@ -64,6 +64,7 @@ WATCHED = "auth.login"
 SERVICE_FAULTS = frozenset(
     {
         "idp_unavailable",
+        "idp_misconfigured",
         "idp_bad_response",
         "idp_client_rejected",
         "idp_request_rejected",

@@ -36,7 +36,11 @@ class TaraError(Exception):
 
 
 class DiscoveryError(TaraError):
-    reason = "idp_unavailable"
+    """TARA answered, but its discovery document or key set does not fit this service's
+    configuration (another issuer, endpoints or signing keys missing): the operator
+    fixes a setting, waiting does not help."""
+
+    reason = "idp_misconfigured"
     upstream = True
 
 

@@ -267,7 +267,8 @@ def _health_router() -> APIRouter:
         """Readiness: the business database and the audit store are reachable, the audit
         writer runs, and TARA's discovery document and keys fit the configuration (checked
         at start-up; until that succeeded it is checked again here). TARA's later outages
-        do not make the service unready: logins then fail with ``idp_unavailable``."""
+        do not make the service unready: logins then fail with ``idp_unavailable`` (or
+        ``idp_misconfigured`` while the discovery does not fit)."""
         services: Services = request.app.state.services
         checks: dict[str, str] = {}
 

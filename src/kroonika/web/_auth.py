@@ -56,6 +56,7 @@ from kroonika.tara import (
     Acr,
     ClientRejected,
     CodeExchangeFailed,
+    DiscoveryError,
     IdTokenInvalid,
     RequestRejected,
     TaraError,
@@ -224,7 +225,16 @@ async def login(
             )
         except TaraError as exc:
             # TARA down is the same answer here as at the callback (decision 0019).
-            log.warning("login could not start: %s flow_id=%s", exc.reason, flow.flow_id)
+            if isinstance(exc, DiscoveryError):
+                log.error(
+                    "login could not start: %s: %s; check KROONIKA_TARA_ISSUER (it must be "
+                    "exactly the issuer TARA's discovery names) flow_id=%s",
+                    exc.reason,
+                    exc,
+                    flow.flow_id,
+                )
+            else:
+                log.warning("login could not start: %s flow_id=%s", exc.reason, flow.flow_id)
             await attempt.fail(exc.reason)
             await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.FAILED)
             return _error(502, "login_failed", request, reason=exc.reason)
