@@ -73,9 +73,11 @@ class AuditSinkSettings(BaseModel):
     tls_verify: bool = True
     # Send the secret (or a URL's user:password) over a connection that is not TLS to
     # a host that is not loopback. Off: such a sink is refused at start (decision 0013).
+    # It covers the credential only: the events it travels with need allow_cleartext.
     allow_cleartext_credentials: bool = False
-    # Plain syslog (syslog_tcp, syslog_udp) to a host that is not loopback: the events
-    # travel in clear. Off: such a sink is refused at start; use syslog_tls (decision 0019).
+    # Send the events over a connection that is not TLS (syslog_tcp, syslog_udp, http://,
+    # nats://) to a host that is not loopback. Off: such a sink is refused at start
+    # (decisions 0019, 0020). It covers the events only, never a credential.
     allow_cleartext: bool = False
 
 

@@ -4,10 +4,10 @@ library knows nothing about Kroonika's configuration).
 - :func:`build_sinks` turns ``KROONIKA_AUDIT_SINKS`` (and ``KROONIKA_AUDIT_JSONL_DIR``) into
   sinks, checking everything when the app is built: a bad sink refuses to start the
   service (:class:`~kroonika.settings.SettingsError`), naming the sink and the setting but
-  never echoing a value. A key that does nothing for the sink's kind is refused too, and
-  a credential never travels in clear to a host that is not loopback unless the sink
-  says ``allow_cleartext_credentials`` (decision 0013), nor do plain syslog's events
-  unless it says ``allow_cleartext`` (decision 0019).
+  never echoing a value. A key that does nothing for the sink's kind is refused too.
+  Nothing travels in clear to a host that is not loopback unless the sink says so by
+  name: the events need ``allow_cleartext`` (decisions 0019, 0020), a credential
+  ``allow_cleartext_credentials`` besides (decision 0013); neither implies the other.
 - :class:`LogShipping` runs one :class:`~kroonika.audit.sinks.SinkRunner` for all sinks,
   woken by the trail's commits (chained with any other ``on_commit`` listener) and
   reporting failures and recoveries as ``audit.sink``; it renders Prometheus metrics.
@@ -61,19 +61,21 @@ _SECRET_IN_HEADER = {"splunk_hec", "elastic_bulk"}  # sent as is in Authorizatio
 _TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
 _SYSLOG = {"host", "port", "body", "app_name", "hostname"}
-_HTTP = {"url", "secret", "secret_file", "ca_file", "tls_verify", "timeout_s"}
+#: The opt-out for a credential in clear (decision 0013).
 _CLEARTEXT_OPT_OUT = "allow_cleartext_credentials"
-#: Plain syslog's opt-out: it carries no credential, only the events (decision 0019).
+#: The opt-out for the events in clear (decisions 0019, 0020): a separate risk.
 _EVENTS_OPT_OUT = "allow_cleartext"
+_IN_CLEAR = {_CLEARTEXT_OPT_OUT, _EVENTS_OPT_OUT}
+_HTTP = {"url", "secret", "secret_file", "ca_file", "tls_verify", "timeout_s"} | _IN_CLEAR
 #: The optional keys that do something, per kind (``kind`` and ``name`` always do).
 _APPLIES: dict[str, set[str]] = {
     "syslog_tcp": _SYSLOG | {"timeout_s", _EVENTS_OPT_OUT},
     "syslog_tls": _SYSLOG
     | {"timeout_s", "ca_file", "cert_file", "key_file", "server_hostname", "tls_verify"},
     "syslog_udp": _SYSLOG | {"max_size", _EVENTS_OPT_OUT},
-    "splunk_hec": _HTTP | {"index", "source", "sourcetype", "hostname", _CLEARTEXT_OPT_OUT},
-    "elastic_bulk": _HTTP | {"index", _CLEARTEXT_OPT_OUT},
-    "webhook": _HTTP | {_CLEARTEXT_OPT_OUT},
+    "splunk_hec": _HTTP | {"index", "source", "sourcetype", "hostname"},
+    "elastic_bulk": _HTTP | {"index"},
+    "webhook": _HTTP,
     "nats": {
         "url",
         "secret",
@@ -84,8 +86,8 @@ _APPLIES: dict[str, set[str]] = {
         "subject_prefix",
         "timeout_s",
         "tls_verify",  # true only: checked in _check_keys
-        _CLEARTEXT_OPT_OUT,
-    },
+    }
+    | _IN_CLEAR,
     "jsonl": {"directory", "basename", "max_bytes", "max_age_s", "keep", "fsync"},
 }
 
@@ -108,28 +110,37 @@ def _check_keys(spec: AuditSinkSettings) -> None:
         hint = " (use kind syslog_tls for TLS)"
     elif plain_syslog and _CLEARTEXT_OPT_OUT in idle:
         hint = f" (syslog carries no credential: the opt-out for events is {_EVENTS_OPT_OUT}=true)"
-    elif _EVENTS_OPT_OUT in idle and _CLEARTEXT_OPT_OUT in _APPLIES[spec.kind]:
-        hint = f" (a credential in clear is allowed by {_CLEARTEXT_OPT_OUT}=true)"
     elif spec.kind == "nats" and "tls_verify" in idle:
         hint = " (NATS always verifies the server certificate)"
     raise _fail(spec, f"{', '.join(map(repr, idle))} has no effect on this kind{hint}")
 
 
-def _cleartext(spec: AuditSinkSettings, where: str) -> None:
-    """A credential is about to be configured for a connection that is not TLS to a host
-    that is not loopback: refused unless the sink opts out, which is logged."""
-    if not spec.allow_cleartext_credentials:
+def _in_clear(
+    spec: AuditSinkSettings, setting: str, where: str, tls: str, *, credential: bool
+) -> None:
+    """The sink would send over a connection that is not TLS to a host that is not
+    loopback: the events always, a credential if it has one. Each risk has its own
+    opt-out and neither implies the other (decision 0020): refused, naming what is
+    missing, unless all are given; then logged (at every start)."""
+    risks = {_CLEARTEXT_OPT_OUT: "the credential"} if credential else {}
+    risks[_EVENTS_OPT_OUT] = "the events"
+    what = " and ".join(risks.values())
+    missing = [key for key in risks if not getattr(spec, key)]
+    if missing:
+        given = [f"{key}=true covers {risks[key]} only" for key in risks if key not in missing]
         raise _fail(
             spec,
-            f"url: the credential would travel in clear ({where}): use TLS, or set "
-            f"{_CLEARTEXT_OPT_OUT}=true if the network path is protected otherwise",
+            f"{setting}: {what} would travel in clear ({where}): use {tls}, or set "
+            f"{' and '.join(f'{key}=true' for key in missing)} if the network path is "
+            "protected otherwise" + (f" ({given[0]})" if given else ""),
         )
     log.warning(
-        "sink %r (%s) sends its credential in clear (%s) because %s=true",
+        "sink %r (%s) sends %s in clear (%s) because %s",
         spec.name,
         spec.kind,
+        what,
         where,
-        _CLEARTEXT_OPT_OUT,
+        " and ".join(f"{key}=true" for key in risks),
     )
 
 
@@ -138,19 +149,7 @@ def _plain_syslog(spec: AuditSinkSettings) -> bool:
     another host only with ``allow_cleartext`` (logged); else refused (decision 0019)."""
     if is_loopback(spec.host):
         return False
-    if not spec.allow_cleartext:
-        raise _fail(
-            spec,
-            "host is not loopback: the events would travel in clear (IP prefixes, event "
-            "types, justifications): use kind syslog_tls, or set "
-            f"{_EVENTS_OPT_OUT}=true if the network path is protected otherwise",
-        )
-    log.warning(
-        "sink %r (%s) sends the events in clear to a host that is not loopback because %s=true",
-        spec.name,
-        spec.kind,
-        _EVENTS_OPT_OUT,
-    )
+    _in_clear(spec, "host", "to a host that is not loopback", "kind syslog_tls", credential=False)
     return True
 
 
@@ -208,8 +207,9 @@ def _check_url(spec: AuditSinkSettings, secret: SecretStr | None) -> str:
     if not parsed.host:
         raise _fail(spec, "url has no host")
     credential = secret is not None or bool(parsed.userinfo)  # user:password@ is one too
-    if credential and parsed.scheme == "http" and not is_loopback(parsed.host):
-        _cleartext(spec, "plain http:// to a host that is not loopback")
+    if parsed.scheme == "http" and not is_loopback(parsed.host):
+        where = "plain http:// to a host that is not loopback"
+        _in_clear(spec, "url", where, "https://", credential=credential)
     return url
 
 
@@ -225,10 +225,9 @@ def _nats_servers(spec: AuditSinkSettings, secret: SecretStr | None) -> list[str
     if tls_files and any(p.scheme == "nats" for p in parsed):
         # nats-py would talk in clear to a server that does not ask for TLS
         raise _fail(spec, f"{', '.join(tls_files)} given: list the servers as tls://, not nats://")
-    if secret is not None and any(
-        p.scheme == "nats" and not is_loopback(p.hostname) for p in parsed
-    ):
-        _cleartext(spec, "a nats:// server that is not loopback")
+    if any(p.scheme == "nats" and not is_loopback(p.hostname) for p in parsed):
+        where = "a nats:// server that is not loopback"
+        _in_clear(spec, "url", where, "tls:// servers", credential=secret is not None)
     return servers
 
 
@@ -309,6 +308,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 host=spec.hostname,
                 timeout=spec.timeout_s,
                 verify=_http_verify(spec, settings),
+                allow_cleartext=spec.allow_cleartext,
             )
         if kind == "elastic_bulk":
             return ElasticBulkSink(
@@ -318,6 +318,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 api_key=secret,
                 timeout=spec.timeout_s,
                 verify=_http_verify(spec, settings),
+                allow_cleartext=spec.allow_cleartext,
             )
         if kind == "webhook":
             if secret is None:
@@ -328,6 +329,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 secret,
                 timeout=spec.timeout_s,
                 verify=_http_verify(spec, settings),
+                allow_cleartext=spec.allow_cleartext,
             )
         if kind == "nats":
             servers = _nats_servers(spec, secret)
@@ -349,6 +351,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 token=secret,
                 tls=tls,
                 allow_cleartext_credentials=spec.allow_cleartext_credentials,
+                allow_cleartext=spec.allow_cleartext,
             )
         if kind == "jsonl":
             if spec.directory is None:

@@ -31,15 +31,16 @@ class Collector:
     script: list[str] = field(default_factory=list)  # per request: "ok", "503", "stall"
     stall_seconds: float = 3.0
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
+    host: str = "127.0.0.1"  # another address of this host stands in for a remote collector
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.tls)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

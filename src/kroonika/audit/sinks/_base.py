@@ -169,6 +169,16 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def refuse_cleartext(host: str | None, allow_cleartext: bool, *, use: str) -> None:
+    """The events go over a connection that is not TLS only to loopback, or when the
+    caller says ``allow_cleartext`` (decisions 0019, 0020): :class:`ValueError` else."""
+    if not allow_cleartext and not is_loopback(host):
+        raise ValueError(
+            f"{host!r} is not loopback: the events would travel in clear; use {use}, or "
+            "allow_cleartext if the network path is protected otherwise"
+        )
+
+
 def rfc3339_to_epoch(value: str) -> str:
     """``2026-11-27T05:23:23.123456Z`` -> ``"1795757003.123456"`` exactly (no float)."""
     from datetime import datetime

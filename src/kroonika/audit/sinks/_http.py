@@ -1,4 +1,5 @@
-"""What the HTTP sinks share: one httpx client, status codes mapped to retry or not."""
+"""What the HTTP sinks share: one httpx client, status codes mapped to retry or not, and
+no ``http://`` to a host that is not loopback unless ``allow_cleartext`` (decision 0020)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from kroonika.audit.sinks._base import PermanentSinkError, TransientSinkError
+from kroonika.audit.sinks._base import PermanentSinkError, TransientSinkError, refuse_cleartext
 
 #: Statuses that refuse what was sent (a bad event, a batch too large): permanent, so
 #: the runner narrows the batch down and dead-letters the event at fault. Every other
@@ -18,7 +19,8 @@ REFUSES_CONTENT = frozenset({400, 413, 422})
 
 class HttpPoster:
     """POSTs to one URL; reads at most ``max_answer`` bytes of a 2xx answer (and none of
-    another), so a collector cannot make the sink hold an answer of any size."""
+    another), so a collector cannot make the sink hold an answer of any size. Plain
+    ``http://`` only to loopback, or with ``allow_cleartext``."""
 
     def __init__(
         self,
@@ -28,9 +30,16 @@ class HttpPoster:
         verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
         max_answer: int = 1024 * 1024,
+        allow_cleartext: bool = False,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("sink URL must be http:// or https://")
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise ValueError("sink URL is not a valid URL") from None
+        if parsed.scheme == "http":
+            refuse_cleartext(parsed.host, allow_cleartext, use="https://")
         if max_answer < 1:
             raise ValueError("max_answer must be positive")
         self.url = url

@@ -39,6 +39,7 @@ class ElasticBulkSink:
         timeout: float = 30.0,
         verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
+        allow_cleartext: bool = False,
     ) -> None:
         self.name = name
         endpoint = url.rstrip("/")
@@ -46,7 +47,12 @@ class ElasticBulkSink:
             endpoint += "/_bulk"
         # An _bulk answer lists every item (a few hundred bytes each), so it may be long.
         self._http = HttpPoster(
-            endpoint, timeout=timeout, verify=verify, client=client, max_answer=64 * 1024 * 1024
+            endpoint,
+            timeout=timeout,
+            verify=verify,
+            client=client,
+            max_answer=64 * 1024 * 1024,
+            allow_cleartext=allow_cleartext,
         )
         self.index = index
         self._api_key = api_key

@@ -10,27 +10,38 @@ a failure says how many were acknowledged.
 Transport security: nats-py switches to TLS only when the server's ``INFO`` asks for
 it (``tls_required``), whatever the URL scheme, so a server that does not, or a man
 in the middle who strips the flag, would get the CONNECT line (and its credential)
-and every event in clear. This sink checks the connection itself before nats-py
-writes CONNECT: a ``tls://`` server that did not start TLS gets nothing, and the
-credential (``token``) goes only over TLS or to a loopback host, unless
-``allow_cleartext_credentials`` says otherwise. A refused connection is a
-:class:`TransientSinkError` (the server or the configuration is at fault, never an
-event), so the runner retries and reports it.
+and every event in clear. This sink checks the connection itself just before nats-py
+writes CONNECT, its first byte: a ``tls://`` server that did not start TLS gets
+nothing; a connection that is not TLS to a host that is not loopback gets nothing
+unless ``allow_cleartext`` (the events) and, with a ``token``,
+``allow_cleartext_credentials`` (the credential) say so (decisions 0013, 0020).
+``nats://`` servers listed that are not loopback are refused when the sink is built,
+without ``allow_cleartext``. A refused connection is a :class:`TransientSinkError`
+(the server or the configuration is at fault, never an event), so the runner retries
+and reports it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import SecretStr
 
-from kroonika.audit.sinks._base import CheckpointRecord, Item, TransientSinkError, is_loopback
+from kroonika.audit.sinks._base import (
+    CheckpointRecord,
+    Item,
+    TransientSinkError,
+    is_loopback,
+    refuse_cleartext,
+)
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -57,6 +68,25 @@ class _ChannelRefused(Exception):
     """Raised inside nats-py's connect, before CONNECT is written."""
 
 
+@functools.cache
+def _guarded_client() -> type[Any]:
+    """nats-py's client, checking the connection before it writes CONNECT (its first
+    byte, after any TLS upgrade), with or without a credential."""
+    from nats.aio.client import Client
+
+    class GuardedClient(Client):
+        def __init__(self, check: Callable[[Any], None]) -> None:
+            super().__init__()
+            self._kroonika_check = check
+
+        def _connect_command(self) -> bytes:
+            self._kroonika_check(self)
+            command: bytes = super()._connect_command()
+            return command
+
+    return GuardedClient
+
+
 async def _quiet(exc: Exception) -> None:
     """nats-py logs every connection error itself; the runner reports failures."""
     del exc
@@ -73,6 +103,7 @@ class JetStreamSink:
         token: SecretStr | None = None,
         tls: ssl.SSLContext | None = None,
         allow_cleartext_credentials: bool = False,
+        allow_cleartext: bool = False,
         connect_options: dict[str, Any] | None = None,
     ) -> None:
         if not subject_prefix or any(c in subject_prefix for c in " *>\t\r\n"):
@@ -84,11 +115,16 @@ class JetStreamSink:
             raise ValueError("the TLS context must verify the server certificate")
         self.name = name
         self.servers = [servers] if isinstance(servers, str) else list(servers)
+        for server in self.servers:
+            uri = urlsplit(server.strip())
+            if uri.scheme == "nats":
+                refuse_cleartext(uri.hostname, allow_cleartext, use="tls://")
         self.prefix = subject_prefix
         self.timeout = timeout
         self._token = token
         self._tls = tls
         self.allow_cleartext_credentials = allow_cleartext_credentials
+        self.allow_cleartext = allow_cleartext
         self._options = connect_options or {}
         self._nc: Any = None
         self._js: Any = None
@@ -109,26 +145,18 @@ class JetStreamSink:
         """Connected lazily, on the first send."""
 
     async def _connect(self) -> Any:
-        from nats.aio.client import Client
         from nats.errors import Error as NatsError
 
         if self._nc is not None and self._nc.is_connected:
             return self._js
         await self.close()
-        nc = Client()
+        nc = _guarded_client()(self._check_channel)
         # (connect_timeout is typed int in nats-py but used as a float by asyncio)
         options: dict[str, Any] = {**self._options, "connect_timeout": self.timeout}
         if self._tls is not None:
             options["tls"] = self._tls
         if self._token is not None:
-            token = self._token
-
-            def give_token() -> str:
-                # nats-py calls this while it writes CONNECT, after any TLS upgrade
-                self._check_channel(nc, credential=True)
-                return token.get_secret_value()
-
-            options["token"] = give_token
+            options["token"] = self._token.get_secret_value
         try:
             await asyncio.wait_for(
                 nc.connect(
@@ -140,7 +168,7 @@ class JetStreamSink:
                 ),
                 self.timeout * 2,
             )
-            self._check_channel(nc, credential=False)
+            self._check_channel(nc)  # again, should nats-py stop calling the check
         except _ChannelRefused as exc:
             await _close_quietly(nc)
             raise TransientSinkError(str(exc)) from None
@@ -151,10 +179,11 @@ class JetStreamSink:
         self._js = nc.jetstream(timeout=self.timeout)
         return self._js
 
-    def _check_channel(self, nc: Any, *, credential: bool) -> None:
+    def _check_channel(self, nc: Any) -> None:
         """Refuse a connection that is not TLS where TLS is due: always on a ``tls://``
-        server; for a credential, on any host but loopback (unless opted out). Reads
-        nats-py's connection state; what it cannot read counts as not TLS (fail closed)."""
+        server; on any host but loopback unless the sink opted out of the events and
+        (with a token) of the credential in clear. Reads nats-py's connection state;
+        what it cannot read counts as not TLS (fail closed)."""
         server = getattr(nc, "_current_server", None)
         uri = getattr(server, "uri", None)
         host = getattr(uri, "hostname", None)
@@ -168,10 +197,15 @@ class JetStreamSink:
             raise _ChannelRefused(
                 f"{where} did not start TLS: nothing sent (the server must require TLS)"
             )
-        if credential and not is_loopback(host) and not self.allow_cleartext_credentials:
+        if is_loopback(host):
+            return
+        missing = [] if self.allow_cleartext else ["the events (allow_cleartext)"]
+        if self._token is not None and not self.allow_cleartext_credentials:
+            missing.append("the credential (allow_cleartext_credentials)")
+        if missing:
             raise _ChannelRefused(
-                f"{where} is not TLS: the credential is not sent in clear to a host that is "
-                "not loopback (use tls://, or allow_cleartext_credentials)"
+                f"{where} is not TLS and not loopback: nothing sent, as "
+                f"{' and '.join(missing)} may not travel in clear (use tls://)"
             )
 
     async def send(self, batch: Sequence[Item]) -> None:

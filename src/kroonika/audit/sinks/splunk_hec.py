@@ -40,6 +40,7 @@ class SplunkHecSink:
         timeout: float = 10.0,
         verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
+        allow_cleartext: bool = False,
     ) -> None:
         if not token.get_secret_value():
             raise ValueError("a HEC token is required")
@@ -47,7 +48,9 @@ class SplunkHecSink:
         if not endpoint.endswith("/services/collector/event"):
             endpoint += "/services/collector/event"
         self.name = name
-        self._http = HttpPoster(endpoint, timeout=timeout, verify=verify, client=client)
+        self._http = HttpPoster(
+            endpoint, timeout=timeout, verify=verify, client=client, allow_cleartext=allow_cleartext
+        )
         self._token = token
         meta: dict[str, str] = {
             "host": host or socket.gethostname().split(".")[0] or "-",

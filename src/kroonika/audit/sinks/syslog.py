@@ -27,17 +27,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 from kroonika.audit.formats import Rfc5424Renderer, frame_octet_counted
-from kroonika.audit.sinks._base import CheckpointRecord, Item, TransientSinkError, is_loopback
+from kroonika.audit.sinks._base import (
+    CheckpointRecord,
+    Item,
+    TransientSinkError,
+    refuse_cleartext,
+)
 
 log = logging.getLogger("kroonika.audit.sinks")
-
-
-def _refuse_cleartext(host: str, allow_cleartext: bool) -> None:
-    if not allow_cleartext and not is_loopback(host):
-        raise ValueError(
-            "host is not loopback: the events would travel in clear; use TLS, or "
-            "allow_cleartext if the network path is protected otherwise"
-        )
 
 
 class _Rendering:
@@ -67,7 +64,7 @@ class SyslogTcpSink:
         if tls is not None and tls.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError("the TLS context must verify the server certificate (RFC 5425 5.1)")
         if tls is None:
-            _refuse_cleartext(host, allow_cleartext)
+            refuse_cleartext(host, allow_cleartext, use="TLS")
         self.name = name
         self.host = host
         self.port = port
@@ -168,7 +165,7 @@ class SyslogUdpSink:
     ) -> None:
         if not 480 <= max_size <= 65507:
             raise ValueError("max_size must be 480..65507 (RFC 5426 3.2)")
-        _refuse_cleartext(host, allow_cleartext)
+        refuse_cleartext(host, allow_cleartext, use="TLS")
         self.name = name
         self.host = host
         self.port = port

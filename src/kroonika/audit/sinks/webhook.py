@@ -50,13 +50,16 @@ class WebhookSink:
         verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        allow_cleartext: bool = False,
     ) -> None:
         secret = key.get_secret_value().encode()
         if len(secret) < 16:
             raise ValueError("the webhook signing key must be at least 16 bytes")
         self.name = name
         self._key = secret
-        self._http = HttpPoster(url, timeout=timeout, verify=verify, client=client)
+        self._http = HttpPoster(
+            url, timeout=timeout, verify=verify, client=client, allow_cleartext=allow_cleartext
+        )
         self._clock = clock
 
     async def open(self) -> None:
