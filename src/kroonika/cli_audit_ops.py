@@ -32,22 +32,19 @@ def sinks_status(store: StoreOpt = None) -> None:
     """Each sink's cursor per stream and how many events it is behind: the configured
     sinks (also those that delivered nothing yet), cursors of sinks no longer configured,
     corrupted cursors and pending dead letters. Exit 1 when a configured sink cannot be
-    built (the service would refuse to start) or a cursor is corrupted."""
+    built (the service would refuse to start: one line per such sink) or a cursor is
+    corrupted."""
     from sqlalchemy import func, select
 
     from kroonika.audit.sinks import CursorStore
     from kroonika.audit.sinks._runner import CHECKPOINT_CURSOR_SUFFIX
     from kroonika.audit.store._schema import blocks
     from kroonika.cli import _open_read_only, _reading, _settings
-    from kroonika.settings import SettingsError
-    from kroonika.shipping import build_sinks
+    from kroonika.shipping import checked_sinks
 
     settings = _settings()
-    try:
-        configured: set[str] | None = {s.name for s in build_sinks(settings)}
-        problem = ""
-    except SettingsError as exc:
-        configured, problem = None, str(exc)
+    built, refusals = checked_sinks(settings)
+    configured = None if refusals else {s.name for s in built}
     source = _open_read_only(settings, store)
     try:
         with _reading(source):
@@ -78,9 +75,9 @@ def sinks_status(store: StoreOpt = None) -> None:
         typer.echo(f"{clean(sink)}  {clean(stream)}  cursor corrupted: not a sequence number")
     for sink, n in sorted(pending.items()):
         typer.echo(f"{clean(sink)}  dead_letters_pending={n}")
-    if problem:
-        typer.echo(f"error: {clean(problem)}", err=True)
-    if problem or broken:
+    for refusal in refusals:
+        typer.echo(f"error: {clean(str(refusal))}", err=True)
+    if refusals or broken:
         raise typer.Exit(1)
 
 

@@ -371,8 +371,24 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
 
 
 def build_sinks(settings: Settings) -> list[Sink]:
-    """Every configured sink, the JSONL segment output (``audit_jsonl_dir``) included."""
-    sinks = [build_sink(spec, settings) for spec in settings.audit_sinks]
+    """Every configured sink, the JSONL segment output (``audit_jsonl_dir``) included;
+    :class:`SettingsError` for the first that cannot work."""
+    sinks, refusals = checked_sinks(settings)
+    if refusals:
+        raise refusals[0]
+    return sinks
+
+
+def checked_sinks(settings: Settings) -> tuple[list[Sink], list[SettingsError]]:
+    """The sinks that build and every refusal, one per sink that does not (for
+    ``kroonika audit sinks status``: an operator fixes them all in one go)."""
+    sinks: list[Sink] = []
+    refusals: list[SettingsError] = []
+    for spec in settings.audit_sinks:
+        try:
+            sinks.append(build_sink(spec, settings))
+        except SettingsError as exc:
+            refusals.append(exc)
     if settings.audit_jsonl_dir is not None:
         try:
             sinks.append(
@@ -385,12 +401,12 @@ def build_sinks(settings: Settings) -> list[Sink]:
                 )
             )
         except ValueError as exc:
-            raise SettingsError(f"KROONIKA_AUDIT_JSONL_DIR: {exc}") from None
+            refusals.append(SettingsError(f"KROONIKA_AUDIT_JSONL_DIR: {exc}"))
     names = [s.name for s in sinks]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise SettingsError(f"KROONIKA_AUDIT_SINKS: sink names must be unique: {dupes}")
-    return sinks
+        refusals.append(SettingsError(f"KROONIKA_AUDIT_SINKS: sink names must be unique: {dupes}"))
+    return sinks, refusals
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:
@@ -605,5 +621,6 @@ __all__ = [
     "LogShipping",
     "build_sink",
     "build_sinks",
+    "checked_sinks",
     "retention_policy",
 ]

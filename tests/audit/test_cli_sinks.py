@@ -281,6 +281,23 @@ def test_status_names_a_misconfigured_sink_and_a_corrupted_cursor(cli: Cli) -> N
     assert KEY not in err
 
 
+def test_status_names_every_sink_the_service_refuses(cli: Cli) -> None:
+    """Each refused sink has its own line (the service names only the first): events in
+    clear to another host (decision 0020) and a credential in clear, exit 1, no secret."""
+    sinks = [
+        {"kind": "elastic_bulk", "name": "es", "url": "http://192.0.2.7:9200"},
+        {"kind": "webhook", "name": "hook", "url": "http://192.0.2.9/x", "secret": KEY},
+        {"kind": "nats", "name": "ok", "url": "nats://127.0.0.1:4222"},
+    ]
+    rc, _, err = status(cli, {"KROONIKA_AUDIT_SINKS": orjson.dumps(sinks).decode()})
+    assert rc == 1
+    lines = err.splitlines()
+    assert [line.split("'")[1] for line in lines] == ["es", "hook"]
+    assert all(line.startswith("error: ") and "in clear" in line for line in lines)
+    assert "set allow_cleartext=true" in lines[0]
+    assert KEY not in err
+
+
 @pytest.mark.asyncio
 async def test_a_replay_the_trail_cannot_record_sends_nothing(cli: Cli) -> None:
     """Fail closed: when the trail refuses the operator's audit.access, nothing is sent
