@@ -367,3 +367,31 @@ async def test_a_tls_url_to_a_server_that_does_not_start_tls_gets_nothing_at_all
                 await sink.send([one_record(kit)])
         await sink.close()
     assert proxy.sent == b""
+
+
+@pytest.mark.asyncio
+async def test_plain_http_to_loopback_does_not_go_through_a_proxy_from_the_environment(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTP_PROXY`` would carry a plain http:// request, in clear, to wherever the proxy
+    is: a loopback URL means this host, so the sink ignores the environment's proxy for
+    http:// (a second collector stands in for the proxy and must see nothing)."""
+    write_events(kit, 2)
+    answer = (200, b'{"errors":false,"items":[]}')
+    es, proxy = Collector(lambda r: answer), Collector(lambda r: answer)
+    await es.start()
+    await proxy.start()
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, proxy.url)
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        (sink,) = _build({"kind": "elastic_bulk", "name": "es", "url": es.url})
+        runner = SinkRunner(kit.store, [sink], retry=FAST, ship_checkpoints=False)  # type: ignore[list-item]
+        await runner.drain()
+        await runner.stop()
+    finally:
+        await es.stop()
+        await proxy.stop()
+    assert proxy.requests == []
+    assert len(es.accepted) >= 1

@@ -20,7 +20,8 @@ REFUSES_CONTENT = frozenset({400, 413, 422})
 class HttpPoster:
     """POSTs to one URL; reads at most ``max_answer`` bytes of a 2xx answer (and none of
     another), so a collector cannot make the sink hold an answer of any size. Plain
-    ``http://`` only to loopback, or with ``allow_cleartext``."""
+    ``http://`` only to loopback, or with ``allow_cleartext``, and never through a
+    proxy from the environment."""
 
     def __init__(
         self,
@@ -46,7 +47,12 @@ class HttpPoster:
         self.max_answer = max_answer
         self._own = client is None
         self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), verify=verify, follow_redirects=False
+            timeout=httpx.Timeout(timeout),
+            verify=verify,
+            follow_redirects=False,
+            # A proxy from the environment (HTTP_PROXY) would carry plain http:// in clear
+            # to wherever it is, past the loopback check; https:// keeps TLS to the end.
+            trust_env=parsed.scheme == "https",
         )
 
     async def post(
