@@ -197,6 +197,30 @@ def test_a_manual_run_failing_on_the_database_answers_503(
     assert "SELECT" not in r.text
 
 
+def test_a_run_whose_record_cannot_be_written_answers_503_with_its_run(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run ended but its job.run could not be written (the trail went away): 503
+    job_unavailable that still names the run (id, outcome) and says it is unrecorded,
+    so the operator can find it in the history, instead of a bare 503."""
+    from kroonika.audit import AuditUnavailable
+    from kroonika.jobs import Scheduler
+
+    async def refused(*_: Any, **__: Any) -> None:
+        raise AuditUnavailable("the audit writer stopped")
+
+    monkeypatch.setattr(Scheduler, "_record", refused)
+    r = stack.call("POST", "/admin/jobs/access_lists/run")
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["error"] == "job_unavailable"
+    assert body["run"]["outcome"] == "success"
+    assert body["run"]["recorded"] is False
+    history = stack.call("GET", "/admin/jobs/access_lists/runs").json()["runs"]
+    assert body["run"]["run_id"] in {h["run_id"] for h in history}
+
+
 def test_a_successful_manual_run_still_answers_200(stack: AdminStack) -> None:
     """The ordinary case is unchanged."""
     r = stack.call("POST", "/admin/jobs/access_lists/run")

@@ -1114,7 +1114,7 @@ async def run_job(
     that fails answers 500 ``job_failed`` (503 ``job_unavailable`` when the database or
     the trail was down, 409 ``job_interrupted`` when another instance took it over) with
     the run's record under ``run``."""
-    from kroonika.jobs import JobBusy, UnknownJob
+    from kroonika.jobs import JobBusy, RunUnrecorded, UnknownJob
 
     admin = admin_services(request)
     try:
@@ -1125,6 +1125,9 @@ async def run_job(
         raise NotFound(f"no job {job}") from None
     except JobBusy as exc:
         raise JobAlreadyRunning(str(exc)) from None
+    except RunUnrecorded as exc:  # the run is in the history; its job.run is not in the trail
+        run = {**exc.result.public(), "recorded": False}
+        raise JobRunFailed(str(exc), run, cause="audit_unavailable") from None
     public: dict[str, Any] = result.public()
     if result.outcome != "success":
         # the run is recorded (history and job.run); the answer says it did not succeed

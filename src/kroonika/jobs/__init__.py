@@ -6,7 +6,7 @@ job at a time, every run audited as ``job.run``)::
     await scheduler.run("sessions", trigger="admin:...")   # manual run
 """
 
-from kroonika.jobs._errors import JobBusy, JobError, LeaseLost, UnknownJob
+from kroonika.jobs._errors import JobBusy, JobError, LeaseLost, RunUnrecorded, UnknownJob
 from kroonika.jobs._lease import Lease, Leases
 from kroonika.jobs._scheduler import RunResult, Scheduler, default_owner
 from kroonika.jobs.cleanup import JOBS, Job, JobContext, JobDeps
@@ -22,6 +22,7 @@ __all__ = [
     "LeaseLost",
     "Leases",
     "RunResult",
+    "RunUnrecorded",
     "Scheduler",
     "UnknownJob",
     "default_owner",

@@ -33,7 +33,7 @@ from kroonika.audit import (
 from kroonika.audit import events as ev
 from kroonika.db import UNAVAILABLE
 from kroonika.db.admin import job_run, job_state
-from kroonika.jobs._errors import JobBusy, LeaseLost, UnknownJob
+from kroonika.jobs._errors import JobBusy, LeaseLost, RunUnrecorded, UnknownJob
 from kroonika.jobs._lease import Lease, Leases
 from kroonika.jobs.cleanup import Job, JobContext, JobDeps
 
@@ -194,7 +194,10 @@ class Scheduler:
                 error=error,
             )
         finally:  # a database gone with the run: the lease runs out, the run is still recorded
-            await self._record(lease, result, actor, correlation, ctx.batches)
+            try:
+                await self._record(lease, result, actor, correlation, ctx.batches)
+            except AuditUnavailable as exc:
+                raise RunUnrecorded(result) from exc
         return result
 
     async def _record(
