@@ -87,7 +87,12 @@ def erase_cmd(
         except _OPEN_ERRORS as exc:
             raise _fail(f"cannot open the database: {_open_error(exc)}") from None
         try:
-            eraser = Eraser(engine, comps.subject_keys, fingerprinters(settings.pseudonym_keys()))
+            eraser = Eraser(
+                engine,
+                comps.subject_keys,
+                fingerprinters(settings.pseudonym_keys()),
+                comps.store,
+            )
             try:
                 person = eraser.person(personal_code=personal_code, pseudonym=pseudonym)
             except PrivacyRequestInvalid as exc:

@@ -17,12 +17,15 @@ from kroonika.audit import (
     ActorType,
     AuditTrail,
     AuditUnavailable,
+    Correlation,
     PersonalData,
     Query,
+    Source,
     SqlAuditStore,
     events,
     run_query,
 )
+from kroonika.audit.privacy import flow_subject
 from kroonika.audit.store._schema import subject_keys
 from kroonika.auditing import build_audit
 from kroonika.cli import app
@@ -111,6 +114,15 @@ def _count(url: str, table: Any) -> int:
             return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
     finally:
         engine.dispose()
+
+
+def _key_subjects(url: str) -> set[str]:
+    store = SqlAuditStore(url)
+    try:
+        with store.engine.connect() as conn:
+            return set(conn.execute(select(subject_keys.c.subject)).scalars())
+    finally:
+        store.close()
 
 
 def _stored_bytes(var: Path) -> bytes:
@@ -411,3 +423,48 @@ def test_a_cli_erasure_forgets_the_person_in_the_shared_detector_windows(
     finally:
         windows.forget([pseudonym])
         windows.close()
+
+
+def test_erasure_reaches_the_steps_of_the_persons_logins_under_every_pseudonym_key(
+    var: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login before and one after a pseudonymisation key rotation, each written by
+    another instance: the erasure deletes the keys of both flows (their steps before TARA
+    named the person hold the full address); a stranger's flow keeps its key."""
+    import base64
+
+    old, new = base64.b64encode(b"o" * 32).decode(), base64.b64encode(b"n" * 32).decode()
+
+    def step(flow: str) -> Any:
+        return events.auth_flow_transition(
+            actor=Actor(ActorType.ANONYMOUS),
+            source=Source(ip="198.51.100.77"),
+            correlation=Correlation(flow_id=flow),
+            from_state="none",
+            to_state="started",
+        )
+
+    for kid, key in (("p0", old), ("p1", new)):
+        monkeypatch.setenv("KROONIKA_PSEUDONYM_KID", kid)
+        monkeypatch.setenv("KROONIKA_PSEUDONYM_KEY", key)
+        comps = build_audit(Settings(), stream=f"service-{kid}")
+        comps.trail.emit_sync(step(f"flow-{kid}"))
+        comps.trail.emit_sync(
+            events.auth_login(
+                actor=Actor(ActorType.USER, subject="EE" + CODE),
+                source=Source(ip="198.51.100.77"),
+                correlation=Correlation(flow_id=f"flow-{kid}"),
+            )
+        )
+        comps.trail.emit_sync(step("flow-stranger"))
+        comps.stop_sync()
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_PREVIOUS_KEYS", f'{{"p0": "{old}"}}')
+    url = Settings().resolved_audit_store_url()
+    flows = {flow_subject("flow-p0"), flow_subject("flow-p1"), flow_subject("flow-stranger")}
+    assert flows <= _key_subjects(url)
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
+    assert done.exit_code == 0, done.output
+    assert "flow_keys=2" in done.output
+    (erasure,) = _events(var, "audit.erasure")
+    assert erasure["details"]["flow_keys"] == 2
+    assert _key_subjects(url) & flows == {flow_subject("flow-stranger")}

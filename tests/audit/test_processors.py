@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from kroonika.audit import (
     Actor,
     ActorType,
     Category,
+    Correlation,
     Counters,
     EventFiltered,
     Fingerprinter,
@@ -19,7 +22,7 @@ from kroonika.audit import (
     Source,
     events,
 )
-from kroonika.audit.privacy import reveal
+from kroonika.audit.privacy import anon_subject, flow_subject, reveal
 from kroonika.audit.processors.anonymise_ip import AnonymiseIp
 from kroonika.audit.processors.filter import Filter
 from kroonika.audit.processors.protect_pii import ProtectPersonalData
@@ -121,6 +124,46 @@ def test_erasure_makes_personal_data_unreadable() -> None:
     _, record = _protected(keys)
     assert keys.erase(record["actor"]["pseudonym"]) == 1
     assert reveal(record["pii"], record["id"], keys) is None
+
+
+FLOW = "7f0c2a9e-1b4d-4e8a-9c3f-5d6e7f809a1b"
+
+
+def _step(actor: Actor, flow_id: str | None, keys: MemorySubjectKeys | None = None) -> Any:
+    """A login step from 198.51.100.77 through the privacy processors, as recorded."""
+    event = events.auth_flow_transition(
+        actor=actor,
+        source=Source(ip="198.51.100.77"),
+        correlation=Correlation(flow_id=flow_id),
+        from_state="none",
+        to_state="started",
+    )
+    event.id, event.time = "0192f3c1-7d2e-7abc-8def-0123456789ac", "2026-11-27T00:00:00.000000Z"
+    event = Pseudonymise(Fingerprinter(b"k" * 32, "p1"))(event)
+    return ProtectPersonalData(keys or MemorySubjectKeys())(event).to_record()
+
+
+def test_a_login_step_that_names_nobody_is_encrypted_under_its_flows_key() -> None:
+    """No person yet, a flow id: the full address is under the flow's key (erased with the
+    person the flow names later), not the month's; the key id does not show the flow id."""
+    keys = MemorySubjectKeys()
+    record = _step(Actor(ActorType.ANONYMOUS), FLOW, keys)
+    assert record["pii"]["kid"].startswith(flow_subject(FLOW) + "/")
+    assert FLOW not in record["pii"]["kid"]
+    assert reveal(record["pii"], record["id"], keys) == {"ip": "198.51.100.77"}
+    assert keys.erase(flow_subject(FLOW)) == 1
+    assert reveal(record["pii"], record["id"], keys) is None
+
+
+def test_each_flow_has_its_own_subject_and_a_person_keeps_theirs() -> None:
+    """Two flows never share a key subject; a step with no flow falls back to the month's
+    subject; a step that names the person is under the person's key, flow or not."""
+    assert flow_subject(FLOW) != flow_subject(FLOW[:-1] + "c")
+    assert _step(Actor(ActorType.ANONYMOUS), None)["pii"]["kid"].startswith(
+        anon_subject("2026-11-27") + "/"
+    )
+    person = _step(Actor(ActorType.USER, subject="EE38001085718"), FLOW)
+    assert person["pii"]["kid"].startswith(person["actor"]["pseudonym"] + "/")
 
 
 def test_ciphertext_is_bound_to_its_event() -> None:

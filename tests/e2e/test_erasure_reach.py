@@ -235,3 +235,57 @@ def test_after_an_erasure_no_event_in_the_store_reveals_the_person(
         assert {i["id"] for i in before} <= {i["id"] for i in after if i["status"] == "erased"}
         kept = stack.call("GET", "/admin/lists?kind=subject").json()["entries"]
         assert [e["value"] for e in kept] == [SUBJECT]
+
+
+def _reveal_ids(stack: AdminStack, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Re-identify the events ``ids`` (at most 50): each one's answer by id."""
+    r = stack.call("POST", REVEAL, role="privacy", why=WHY, json={"event_ids": ids})
+    assert r.status_code == 200, r.text
+    return {i["id"]: i for i in r.json()["events"]}
+
+
+def _anonymous_with_pii(stack: AdminStack, flow_id: str) -> list[str]:
+    """The ids of the events of one login flow that name no person but carry ``pii``."""
+    return [
+        e["id"]
+        for e in stack.events(correlation=flow_id)
+        if e.get("correlation", {}).get("flow_id") == flow_id
+        and "pseudonym" not in e["actor"]
+        and isinstance(e.get("pii"), dict)
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_after_an_erasure_the_steps_of_the_persons_logins_before_tara_answered_are_unreadable(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The steps of the person's login before TARA named them (started, redirected,
+    callback) carry the browser's full address and share the login's flow id: after the
+    erasure they answer 'erased'. A stranger's login that never named anybody stays
+    readable (decision 0023)."""
+    with _stack(tmp_path, backend, request) as stack:
+        with stack.stack.browser(autologin=None) as stranger:
+            assert stranger.get(stack.url + "/auth/login").status_code == 200
+        (abandoned,) = {
+            e["correlation"]["flow_id"]
+            for e in stack.events(types=("auth.flow.transition",))
+            if e["details"]["to_state"] == "redirected"
+        }
+        _logged_in(stack).close()
+        (login,) = [e for e in stack.events(types=("auth.login",)) if e["outcome"] == "success"]
+        flow_id = login["correlation"]["flow_id"]
+        early = _anonymous_with_pii(stack, flow_id)
+        assert len(early) >= 2
+        others = _anonymous_with_pii(stack, abandoned)
+        assert others
+        before = _reveal_ids(stack, early + others)
+        assert {before[i]["status"] for i in early + others} == {"revealed"}
+        assert all(before[i]["personal"].get("ip") for i in early)
+
+        r = _erase(stack)
+        assert r.status_code == 200, r.text
+        after = _reveal_ids(stack, early + others)
+        assert {after[i]["status"] for i in early} == {"erased"}
+        assert {after[i]["status"] for i in others} == {"revealed"}
+        assert r.json()["deleted"]["flow_keys"] >= 1
+        assert stack.call("POST", "/audit/verify", role="auditor").json()["intact"] is True

@@ -184,6 +184,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
             services.engine,
             services.audit.subject_keys,
             fingerprinters(settings.pseudonym_keys()),
+            services.audit.store,
         ),
     )
     app.state.admin = admin

@@ -6,6 +6,9 @@ gave them (one per pseudonymisation key, retired keys included), and deletes:
 
 - every audit data key of those pseudonyms (every writer's, every generation): the
   events stay and still verify, their ``pii`` can no longer be decrypted;
+- the data keys of every login flow the person's events name (``correlation.flow_id``,
+  found in the trail under any of those pseudonyms): the steps of their logins before
+  TARA named them hold the browser's full address under the flow's key (decision 0023);
 - the security monitor's profile (``security_profile``, keyed by pseudonym);
 - the person's sessions (clear subject, names, address, user agent) and the clear
   subject of their tokens (the metadata stays for revocation and audit, without the
@@ -51,8 +54,8 @@ from kroonika.audit import (
     Target,
 )
 from kroonika.audit import events as ev
-from kroonika.audit.privacy import reveal
-from kroonika.audit.query import find_events
+from kroonika.audit.privacy import flow_subject, reveal
+from kroonika.audit.query import find_events, flow_ids_of
 from kroonika.audit.store.sql import SqlAuditStore, flush_deleted, secure_delete
 from kroonika.db.admin import admin_role
 from kroonika.db.security import security_profile
@@ -106,6 +109,7 @@ class ErasureCounts:
     sessions_ended: int = 0
     tokens_revoked: int = 0
     list_entries: int = 0  # kept: deny/allow-list entries naming the person
+    flow_keys: int = 0  # data keys of the person's login flows (decision 0023)
 
     @property
     def deleted_any(self) -> bool:
@@ -113,6 +117,7 @@ class ErasureCounts:
         return any(
             (
                 self.keys,
+                self.flow_keys,
                 self.profiles,
                 self.sessions,
                 self.tokens,
@@ -131,6 +136,7 @@ class ErasureCounts:
             "sessions_ended": self.sessions_ended,
             "tokens_revoked": self.tokens_revoked,
             "list_entries": self.list_entries,
+            "flow_keys": self.flow_keys,
         }
 
 
@@ -143,13 +149,23 @@ class Eraser:
     """Finds and deletes a person's keys and personal data (see the module docstring)."""
 
     def __init__(
-        self, engine: Engine, keys: SqlSubjectKeys, fingerprinters: Sequence[Fingerprinter]
+        self,
+        engine: Engine,
+        keys: SqlSubjectKeys,
+        fingerprinters: Sequence[Fingerprinter],
+        trail: SqlAuditStore,
     ) -> None:
         if not fingerprinters:
             raise ValueError("erasure needs the pseudonymisation key")
         self._engine = engine
         self._keys = keys
         self._fps = tuple(fingerprinters)
+        self._trail = trail
+
+    def flows(self, person: Person) -> list[str]:
+        """The key subjects of the login flows the person's events name (a pass over the
+        trail; ``flow:`` subjects, never the flow ids themselves)."""
+        return sorted({flow_subject(f) for f in flow_ids_of(self._trail, person.pseudonyms)})
 
     def person(self, *, personal_code: str | None, pseudonym: str | None) -> Person:
         """The person named by exactly one of ``personal_code`` and ``pseudonym``."""
@@ -202,7 +218,8 @@ class Eraser:
 
     def plan(self, person: Person) -> ErasureCounts:
         """What an erasure of ``person`` would end and delete now (reads only)."""
-        keys = sum(self._keys.count(p) for p in person.pseudonyms)
+        keys = self._keys.count_many(person.pseudonyms)
+        flow_keys = self._keys.count_many(self.flows(person))
         s, t = session_table, tokens_table
         with self._engine.connect() as conn:
             profiles = _count(
@@ -218,13 +235,16 @@ class Eraser:
                 lists = _count(conn, access_list, _named(person))
             else:
                 sessions = active = tokens = live = lists = 0
-        return ErasureCounts(keys, profiles, sessions, tokens, active, active, live, lists)
+        return ErasureCounts(
+            keys, profiles, sessions, tokens, active, active, live, lists, flow_keys
+        )
 
     def apply(self, person: Person, *, ended: int = 0, revoked: int = 0) -> ErasureCounts:
         """Delete what :meth:`plan` counted (and anything of the person that appeared
         since), after :func:`end_active` ended and revoked what was live (``ended`` and
         ``revoked`` say how many, for the answer); returns what was done."""
-        keys = sum(self._keys.erase(p) for p in person.pseudonyms)
+        keys = self._keys.erase_many(person.pseudonyms)
+        flow_keys = self._keys.erase_many(self.flows(person))
         s, t = session_table, tokens_table
         with self._engine.begin() as conn:
             secure_delete(conn)
@@ -244,7 +264,15 @@ class Eraser:
                 lists = _count(conn, access_list, _named(person))
         flush_deleted(self._engine)
         return ErasureCounts(
-            keys, int(profiles), int(sessions), int(tokens), active, ended, revoked, lists
+            keys,
+            int(profiles),
+            int(sessions),
+            int(tokens),
+            active,
+            ended,
+            revoked,
+            lists,
+            flow_keys,
         )
 
 

@@ -509,6 +509,7 @@ def _specs() -> dict[str, EventSpec]:
                 "by": S,
                 "pseudonyms": L,
                 "keys": I,
+                "flow_keys": I,
                 "profiles": I,
                 "sessions": I,
                 "tokens": I,

@@ -6,6 +6,9 @@
 - :class:`SubjectKeys` hands out one AES-256-GCM data key per subject; the keys are
   stored wrapped (AES-GCM) under a master key. Erasure (GDPR art. 17) deletes the
   subject's key: its events stay, verifiable, and unreadable.
+- Events that name no person have a subject of their own: :func:`flow_subject` for the
+  steps of one login flow (erased with the person the login named, decision 0023),
+  :func:`anon_subject` for the rest (one per month).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import os
 import threading
 from collections import OrderedDict
 from hashlib import sha256
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -27,6 +30,24 @@ from kroonika.audit.store._types import NewKey
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+#: Subjects that are no person: a month of anonymous events, one login flow.
+ANON_PREFIX: Final = "anon:"
+FLOW_PREFIX: Final = "flow:"
+
+
+def anon_subject(time: str) -> str:
+    """The subject of events with no person and no flow: their month (``anon:YYYY-MM``)."""
+    return ANON_PREFIX + time[:7]
+
+
+def flow_subject(flow_id: str) -> str:
+    """The subject of a login flow's events that name no person yet (``flow:`` and a
+    SHA-256 of the flow id). The flow id is a random UUID that the trail shows in clear,
+    so the hash hides nothing: it bounds the length and the alphabet of what lands in the
+    key table, whatever a caller put in ``correlation.flow_id``."""
+    return FLOW_PREFIX + _b64(sha256(flow_id.encode()).digest()[:18])
 
 
 class Fingerprinter:

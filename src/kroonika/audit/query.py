@@ -220,3 +220,26 @@ def find_events(
         if not needles and not wanted_pos:
             break
     return found
+
+
+def flow_ids_of(store: AuditStore, pseudonyms: Iterable[str]) -> set[str]:
+    """The login flows (``correlation.flow_id``) of the events whose actor is one of
+    ``pseudonyms``, in one pass over the store; a record is parsed only if its bytes hold
+    one of the pseudonyms and a flow id. Erasure uses it to reach the steps of the
+    person's logins made before TARA named them (decision 0023)."""
+    names = set(pseudonyms)
+    needles = [tuple(b'"pseudonym":' + orjson.dumps(p) for p in sorted(names)), (b'"flow_id":',)]
+    flows: set[str] = set()
+    if not names:
+        return flows
+    for block in store.blocks():
+        if not _has_all(block.data, needles):
+            continue
+        for body in block.records():
+            if not _has_all(body, needles):
+                continue
+            doc = orjson.loads(body)
+            flow = doc.get("correlation", {}).get("flow_id")
+            if isinstance(flow, str) and doc.get("actor", {}).get("pseudonym") in names:
+                flows.add(flow)
+    return flows

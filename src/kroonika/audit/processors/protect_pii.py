@@ -3,9 +3,11 @@
 Block: ``{"kid": key id, "ct": base64(nonce || ciphertext || tag)}``.
 
 The plaintext is the JSON of the personal fields (personal code, names, e-mail,
-phone, full IP address). The key belongs to the subject's pseudonym, or for events
-with no known subject to a monthly ``anon:YYYY-MM`` subject, so erasure (deleting the
-subject's keys) and retention can shred either. The AAD is the event id: a
+phone, full IP address). The key belongs to the subject's pseudonym; for events with
+no known subject, to their login flow (``flow:…``, when ``correlation.flow_id`` names
+one: the steps before TARA names the person, erased with the person whose login the
+flow became, decision 0023) or else to a monthly ``anon:YYYY-MM`` subject. Erasure
+(deleting the subject's keys) and retention can shred each. The AAD is the event id: a
 ciphertext cannot be moved to another event.
 """
 
@@ -17,7 +19,7 @@ import os
 import orjson
 
 from kroonika.audit._model import AuditEvent
-from kroonika.audit.privacy import SubjectKeys
+from kroonika.audit.privacy import SubjectKeys, anon_subject, flow_subject
 
 
 class ProtectPersonalData:
@@ -34,7 +36,8 @@ class ProtectPersonalData:
             return event
         subject = event.actor.pseudonym
         if subject is None:
-            subject = "anon:" + (event.time or "")[:7]
+            flow = event.correlation.flow_id if event.correlation is not None else None
+            subject = flow_subject(flow) if flow else anon_subject(event.time or "")
         key_id, aead = self._keys.get_or_create(subject)
         nonce = os.urandom(12)
         ct = aead.encrypt(nonce, orjson.dumps(personal), (event.id or "").encode())

@@ -15,7 +15,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -469,33 +469,52 @@ class SqlSubjectKeys:
 
     def count(self, subject: str) -> int:
         """How many stored keys ``subject`` has (every writer's, every generation)."""
+        return self.count_many([subject])
+
+    def count_many(self, subjects: Iterable[str]) -> int:
+        """How many stored keys the ``subjects`` have together."""
+        wanted = sorted(set(subjects))
+        n = 0
         try:
             with self._engine.connect() as conn:
-                n = conn.execute(
-                    select(func.count())
-                    .select_from(subject_keys)
-                    .where(subject_keys.c.subject == subject)
-                ).scalar_one()
+                for i in range(0, len(wanted), 500):
+                    n += conn.execute(
+                        select(func.count())
+                        .select_from(subject_keys)
+                        .where(subject_keys.c.subject.in_(wanted[i : i + 500]))
+                    ).scalar_one()
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"audit key table read failed: {_brief(exc)}") from exc
         return int(n)
 
     def erase(self, subject: str) -> int:
         """Delete every data key of ``subject``; returns how many stored keys were deleted."""
+        return self.erase_many([subject])
+
+    def erase_many(self, subjects: Iterable[str]) -> int:
+        """Delete every data key of each of ``subjects`` (one transaction); returns how many
+        stored keys were deleted."""
+        wanted = sorted(set(subjects))
+        gone = set(wanted)
+        deleted = 0
         with self._lock:
-            self._by_subject.pop(subject, None)
-            self._pending = [k for k in self._pending if k.subject != subject]
+            for subject in wanted:
+                self._by_subject.pop(subject, None)
+            self._pending = [k for k in self._pending if k.subject not in gone]
             try:
                 with self._engine.begin() as conn:
                     secure_delete(conn)
-                    result = conn.execute(
-                        delete(subject_keys).where(subject_keys.c.subject == subject)
-                    )
-                if result.rowcount:
+                    for i in range(0, len(wanted), 500):
+                        deleted += conn.execute(
+                            delete(subject_keys).where(
+                                subject_keys.c.subject.in_(wanted[i : i + 500])
+                            )
+                        ).rowcount
+                if deleted:
                     flush_deleted(self._engine)
             except SQLAlchemyError as exc:
                 raise AuditUnavailable(f"audit key erasure failed: {_brief(exc)}") from exc
-            return int(result.rowcount)
+            return int(deleted)
 
 
 def secure_delete(conn: Connection) -> None:
