@@ -249,23 +249,28 @@ def retention_run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go")] = False,
     legal_hold: Annotated[bool, typer.Option("--legal-hold", help="Refuse to purge")] = False,
 ) -> None:
-    """Purge whole checkpointed ranges past their retention; records audit.retention."""
+    """Purge whole checkpointed ranges past their retention and shred the data keys of
+    anonymous months and login flows no retained event needs; records audit.retention."""
     from kroonika.audit import Actor, ActorType, AuditError, events
     from kroonika.audit.retention import (
         PurgeResult,
         RetentionJob,
         RetentionPolicy,
         retention_event_details,
+        shredded_event_details,
     )
     from kroonika.cli import _access_trail, _fail, _settings
 
     settings = _settings()
     with _access_trail(settings) as comps:
 
-        def record(result: PurgeResult) -> None:
+        def emit(details: dict[str, str | int]) -> None:
             event = events.audit_retention(actor=Actor(ActorType.SYSTEM))
-            event.details.update(retention_event_details(result))
+            event.details.update(details)
             comps.trail.emit_sync(event)
+
+        def record(result: PurgeResult) -> None:
+            emit(retention_event_details(result))
 
         job = RetentionJob(
             comps.store,
@@ -273,9 +278,11 @@ def retention_run(
             archive_dir=archive_dir,
             on_purged=None if dry_run else record,
             keyring=comps.keyring,
+            on_shredded=lambda n, made_before: emit(shredded_event_details(n, made_before)),
         )
         try:
             results = job.run(dry_run=dry_run)
+            shredded = job.shred_keys(dry_run=dry_run)
         except AuditError as exc:
             raise _fail(str(exc)) from None
     for r in results:
@@ -286,6 +293,9 @@ def retention_run(
         )
     if not results:
         typer.echo("nothing to purge")
+    if shredded:
+        verb = "would shred" if dry_run else "shredded"
+        typer.echo(f"{verb} {shredded} data keys of anonymous months and login flows")
 
 
 @archive_app.command("verify")

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).parent / "sinks"))
 
 from sink_kit import Kit, make_kit, write_events
 
-from kroonika.audit import Actor, ActorType, verify_store
+from kroonika.audit import Actor, ActorType, Correlation, Source, verify_store
 from kroonika.audit import events as ev
 from kroonika.audit.retention import (
     LegalHoldActive,
@@ -22,6 +23,7 @@ from kroonika.audit.retention import (
     RetentionPolicy,
     verify_archive,
 )
+from kroonika.audit.store._schema import subject_keys
 
 DAY = 86400.0
 
@@ -258,3 +260,68 @@ def test_cli_archive_verify_exits_0_for_an_intact_archive(
     assert damaged.exit_code == 1
     missing = runner.invoke(app, ["audit", "archive", "verify", str(tmp_path / "nope.gz")])
     assert missing.exit_code == 2
+
+
+def _key_subjects(kit: Kit) -> list[str]:
+    with kit.store.engine.connect() as conn:
+        return sorted(conn.execute(select(subject_keys.c.subject)).scalars())
+
+
+def _three_kinds_of_key(kit: Kit) -> str:
+    """A step of a login flow that names nobody, an anonymous event with no flow and a
+    person's login: one key each (flow:, anon:, the person's pseudonym), stored now."""
+    kit.trail.emit_sync(
+        ev.auth_flow_transition(
+            actor=Actor(ActorType.ANONYMOUS),
+            source=Source(ip="198.51.100.77"),
+            correlation=Correlation(flow_id="7f0c2a9e-1b4d-4e8a-9c3f-5d6e7f809a1b"),
+            from_state="none",
+            to_state="started",
+        )
+    )
+    kit.trail.emit_sync(ev.auth_login(actor=Actor(ActorType.ANONYMOUS), source=Source(ip="::1")))
+    write_events(kit, 1)
+    subjects = _key_subjects(kit)
+    assert [s.split(":")[0] for s in subjects] == ["anon", "flow", "p1"]
+    return subjects[2]
+
+
+def test_keys_of_anonymous_months_and_login_flows_are_shredded_after_the_longest_retention(
+    kit: Kit,
+) -> None:
+    """Keys of subjects that are no person go once no retained event can need them (the
+    longest retention and a day); a person's key stays (only an erasure deletes it); each
+    shredding is reported with its count and cutoff."""
+    person = _three_kinds_of_key(kit)
+    shredded: list[tuple[int, str]] = []
+    policy = RetentionPolicy()
+
+    def job(days: float) -> RetentionJob:
+        return RetentionJob(
+            kit.store,
+            policy,
+            clock=lambda: later(days),
+            keyring=kit.keyring,
+            on_shredded=lambda n, before: shredded.append((n, before)),
+        )
+
+    assert job(policy.longest_days).shred_keys() == 0
+    assert len(_key_subjects(kit)) == 3
+    assert job(policy.longest_days + 2).shred_keys(dry_run=True) == 2
+    assert len(_key_subjects(kit)) == 3
+    late = job(policy.longest_days + 2)
+    assert late.shred_keys() == 2
+    assert _key_subjects(kit) == [person]
+    assert shredded == [(2, late.keys_cutoff())]
+    assert verify_store(kit.store, kit.keyring.public_keys()).intact
+
+
+def test_legal_hold_stops_the_shredding_of_keys(kit: Kit) -> None:
+    """Under a legal hold no key is shredded, however old."""
+    _three_kinds_of_key(kit)
+    job = RetentionJob(
+        kit.store, RetentionPolicy(legal_hold=True), clock=lambda: later(5000), keyring=kit.keyring
+    )
+    with pytest.raises(LegalHoldActive):
+        job.shred_keys()
+    assert len(_key_subjects(kit)) == 3

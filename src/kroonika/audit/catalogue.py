@@ -491,7 +491,16 @@ def _specs() -> dict[str, EventSpec]:
             _API,
             4,
             _PCI_AUDIT_LIFECYCLE,
-            {"stream_purged": S, "first_seq": I, "last_seq": I, "count": I, "archive": S},
+            {
+                "stream_purged": S,
+                "first_seq": I,
+                "last_seq": I,
+                "count": I,
+                "archive": S,
+                # the data keys of anon: months and flow: logins shredded (decision 0023)
+                "keys_shredded": I,
+                "keys_made_before": S,
+            },
             filterable=False,
         ),
         EventSpec(

@@ -8,7 +8,8 @@
   subject's key: its events stay, verifiable, and unreadable.
 - Events that name no person have a subject of their own: :func:`flow_subject` for the
   steps of one login flow (erased with the person the login named, decision 0023),
-  :func:`anon_subject` for the rest (one per month).
+  :func:`anon_subject` for the rest (one per month). Retention shreds both kinds
+  (:data:`KEYLESS_PREFIXES`) once every event that can use their keys has expired.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def _b64(data: bytes) -> str:
 #: Subjects that are no person: a month of anonymous events, one login flow.
 ANON_PREFIX: Final = "anon:"
 FLOW_PREFIX: Final = "flow:"
+KEYLESS_PREFIXES: Final = (ANON_PREFIX, FLOW_PREFIX)
 
 
 def anon_subject(time: str) -> str:

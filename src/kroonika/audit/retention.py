@@ -21,6 +21,13 @@ Checkpoints are never deleted. On PostgreSQL, monthly partitions of
 by row. Before the purge the range can be archived as gzip JSON lines with its
 checkpoints, verifiable on its own (:func:`verify_archive`).
 
+The data keys of subjects that are no person (``anon:`` months, ``flow:`` logins:
+:data:`~kroonika.audit.privacy.KEYLESS_PREFIXES`) are shredded by
+:meth:`RetentionJob.shred_keys` once they were made longer ago than the policy's
+longest retention (and a day: a writer keeps using a key for its cache lifetime, at
+most a day): every event that can be encrypted under them has expired by then. A
+person's keys go only with an erasure. See decision 0023.
+
 Errors::
 
     AuditError
@@ -41,17 +48,18 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import delete, text
+from sqlalchemy import and_, delete, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kroonika.audit._errors import AuditError
 from kroonika.audit._model import rfc3339_micro
 from kroonika.audit._sealer import ZERO_HASH
 from kroonika.audit.integrity import CompactRange, leaf_hash
+from kroonika.audit.privacy import KEYLESS_PREFIXES
 from kroonika.audit.signing import KeyRing, PublicKeys
-from kroonika.audit.store._schema import blocks, purge_grants, retained_bases
+from kroonika.audit.store._schema import blocks, purge_grants, retained_bases, subject_keys
 from kroonika.audit.store._types import Checkpoint, base_statement
-from kroonika.audit.store.sql import SqlAuditStore
+from kroonika.audit.store.sql import SqlAuditStore, flush_deleted, secure_delete
 from kroonika.audit.verify import Finding, Report, RetainedBase, StreamReport, stored_bases
 
 log = logging.getLogger("kroonika.audit.retention")
@@ -99,6 +107,12 @@ class RetentionPolicy:
             return self.types[event_type]
         return self.categories.get(category, self.default_days)
 
+    @property
+    def longest_days(self) -> int:
+        """The longest any event is kept: the age past which no retained event can need a
+        data key made before it."""
+        return max(self.default_days, *self.categories.values(), *self.types.values())
+
 
 @dataclass(frozen=True, slots=True)
 class PurgePlan:
@@ -127,8 +141,9 @@ class PurgeResult:
 
 
 class RetentionJob:
-    """Plans and runs purges; ``on_purged`` records ``audit.retention`` (the service
-    passes a callback that emits through its trail)."""
+    """Plans and runs purges and shreds old keys of subjects that are no person;
+    ``on_purged`` and ``on_shredded`` record ``audit.retention`` (the service passes
+    callbacks that emit through its trail)."""
 
     def __init__(
         self,
@@ -140,6 +155,7 @@ class RetentionJob:
         max_blocks: int = 10_000,
         on_purged: Callable[[PurgeResult], None] | None = None,
         keyring: KeyRing | None = None,
+        on_shredded: Callable[[int, str], None] | None = None,
     ) -> None:
         if store.read_only:
             raise RetentionError("retention needs a writable store")
@@ -150,6 +166,7 @@ class RetentionJob:
         self._clock = clock
         self.max_blocks = max_blocks
         self.on_purged = on_purged
+        self.on_shredded = on_shredded
 
     # --- planning -----------------------------------------------------------------
 
@@ -234,6 +251,46 @@ class RetentionJob:
                 self.on_purged(result)
             results.append(result)
         return results
+
+    # --- keys of subjects that are no person -----------------------------------------
+
+    def keys_cutoff(self) -> str:
+        """Keys of ``anon:`` and ``flow:`` subjects made before this time are shredded."""
+        age = (self.policy.longest_days + 1) * DAY
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock() - age))
+
+    def shred_keys(self, *, dry_run: bool = False) -> int:
+        """Delete (or with ``dry_run`` count) the data keys of subjects that are no person
+        made before :meth:`keys_cutoff`, in batches of ``max_blocks``; ``on_shredded``
+        records how many. Refused under a legal hold, like a purge."""
+        if self.policy.legal_hold:
+            raise LegalHoldActive("a legal hold is in force: no audit data key is shredded")
+        cutoff = self.keys_cutoff()
+        c = subject_keys.c
+        keyless = or_(
+            *(
+                and_(c.subject >= p, c.subject < p[:-1] + chr(ord(p[-1]) + 1))
+                for p in KEYLESS_PREFIXES
+            )
+        )
+        old = select(c.key_id).where(keyless, c.created < cutoff).limit(self.max_blocks)
+        engine = self.store.engine
+        shredded = 0
+        while True:
+            with engine.begin() as conn:
+                ids = list(conn.execute(old).scalars())
+                if ids and not dry_run:
+                    secure_delete(conn)
+                    conn.execute(delete(subject_keys).where(c.key_id.in_(ids)))
+            shredded += len(ids)
+            if dry_run or len(ids) < self.max_blocks:
+                break
+        if shredded and not dry_run:
+            flush_deleted(engine)
+            log.info("shredded %d data keys made before %s", shredded, cutoff)
+            if self.on_shredded is not None:
+                self.on_shredded(shredded, cutoff)
+        return shredded
 
     def _purge(self, plan: PurgePlan) -> list[str]:
         if self.keyring is None:
@@ -472,6 +529,11 @@ def verify_archive(path: Path, keys: PublicKeys) -> Report:
     return report
 
 
+def shredded_event_details(shredded: int, made_before: str) -> dict[str, str | int]:
+    """The ``audit.retention`` details for one shredding of keys."""
+    return {"keys_shredded": shredded, "keys_made_before": made_before}
+
+
 def retention_event_details(result: PurgeResult) -> dict[str, str | int]:
     """The ``audit.retention`` details for one purge."""
     details: dict[str, str | int] = {
@@ -495,5 +557,6 @@ __all__ = [
     "RetentionJob",
     "RetentionPolicy",
     "retention_event_details",
+    "shredded_event_details",
     "verify_archive",
 ]

@@ -1,7 +1,9 @@
 """The ``audit_retention`` job: purge audit blocks past the retention policy, in batches,
-each purge recorded as ``audit.retention``; on PostgreSQL it first creates the monthly
-partitions of ``audit_blocks`` ahead of time. Under a legal hold it purges nothing (and
-says so in its counts: ``legal_hold``)."""
+each purge recorded as ``audit.retention``, then shred the data keys of ``anon:`` months
+and ``flow:`` logins that no retained event can need (``keys_shredded``, recorded the
+same way; decision 0023); on PostgreSQL it first creates the monthly partitions of
+``audit_blocks`` ahead of time. Under a legal hold it purges and shreds nothing (and says
+so in its counts: ``legal_hold``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from kroonika.audit.retention import (
     RetentionJob,
     RetentionPolicy,
     retention_event_details,
+    shredded_event_details,
 )
 from kroonika.audit.store.partitions import ensure_partitions
 from kroonika.audit.store.sql import SqlAuditStore
@@ -43,11 +46,17 @@ def audit_retention_job(
             ctx.counts["legal_hold"] += 1
             return
 
-        def record(result: PurgeResult) -> None:
+        def emit(details: dict[str, str | int]) -> None:
             # Runs in the worker thread; the trail's writer lives on the loop.
             event = ev.audit_retention(actor=Actor(ActorType.SYSTEM))
-            event.details.update(retention_event_details(result))
+            event.details.update(details)
             asyncio.run_coroutine_threadsafe(deps.trail.emit(event), loop).result(60)
+
+        def record(result: PurgeResult) -> None:
+            emit(retention_event_details(result))
+
+        def shredded(n: int, made_before: str) -> None:
+            emit(shredded_event_details(n, made_before))
 
         job = RetentionJob(
             store,
@@ -57,11 +66,12 @@ def audit_retention_job(
             max_blocks=ctx.batch_size,
             on_purged=record,
             keyring=deps.trail.keyring,
+            on_shredded=shredded,
         )
         while True:
             results = await asyncio.to_thread(job.run)
             if not results:
-                return
+                break
             for r in results:
                 ctx.counts["events_purged"] += r.count
                 ctx.counts["ranges_purged"] += 1
@@ -69,6 +79,7 @@ def audit_retention_job(
                 if r.archive is not None:
                     ctx.counts["archives_written"] += 1
             await ctx.batch_done()
+        ctx.counts["keys_shredded"] += await asyncio.to_thread(job.shred_keys)
 
     return audit_retention
 
