@@ -5,7 +5,10 @@ the same events with stdlib logging + python-json-logger to a file.
 Prints both rates and, as its last two lines, ``ratio=`` (Kroonika / python-json-
 logger) and ``verify_rate=`` (records verified per second). Also prints the peak RSS
 of ``verify`` over a store of ``--verify-size`` events (default 1,000,000) measured in a
-child process. Usage: ``python benchmarks/audit_append.py [--events N] [--verify-size N]``.
+child process. ``--anonymous F`` makes that share of the events failed logins that name
+nobody, each of a login flow of its own (so each needs a new flow data key, decision
+0023: the worst case, where a real flow has several steps per key). Usage:
+``python benchmarks/audit_append.py [--events N] [--verify-size N] [--anonymous F]``.
 """
 
 from __future__ import annotations
@@ -58,9 +61,11 @@ METHODS = [("idcard", "high"), ("mID", "high"), ("smartid", "high"), ("eidas", "
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 
 
-def make_inputs(n: int, seed: int = 7) -> list[dict[str, Any]]:
-    """The raw facts of n login attempts (what application code would have in hand)."""
+def make_inputs(n: int, seed: int = 7, anonymous: float = 0.0) -> list[dict[str, Any]]:
+    """The raw facts of n login attempts (what application code would have in hand); a
+    share ``anonymous`` of them name nobody (drawn apart, so the rest stay the same)."""
     rng = random.Random(seed)
+    nobody = random.Random(seed + 1)
     people = [f"EE{personal_code(rng)}" for _ in range(5000)]
     ips = [
         f"{rng.choice([90, 176, 194, 213])}.{rng.randint(0, 255)}.{rng.randint(0, 255)}."
@@ -74,6 +79,7 @@ def make_inputs(n: int, seed: int = 7) -> list[dict[str, Any]]:
         out.append(
             {
                 "subject": rng.choice(people),
+                "anonymous": anonymous > 0 and nobody.random() < anonymous,
                 "ip": rng.choice(ips),
                 "port": rng.randint(1024, 65535),
                 "method": method,
@@ -90,6 +96,15 @@ def make_inputs(n: int, seed: int = 7) -> list[dict[str, Any]]:
 
 
 def build_event(x: dict[str, Any]) -> AuditEvent:
+    if x["anonymous"]:
+        return events.auth_login(
+            outcome=Outcome.FAILURE,
+            reason="state_unknown",
+            actor=Actor(ActorType.ANONYMOUS),
+            source=Source(ip=x["ip"], port=x["port"], user_agent=UA),
+            correlation=Correlation(request_id=x["request_id"], flow_id=x["flow_id"]),
+            idp="tara",
+        )
     return events.auth_login(
         outcome=Outcome.FAILURE if x["failed"] else Outcome.SUCCESS,
         reason=x["reason"],
@@ -345,6 +360,9 @@ def main() -> None:
         default="FULL",
         help="SQLite durability: FULL survives power loss (default), NORMAL process crashes",
     )
+    parser.add_argument(
+        "--anonymous", type=float, default=0.0, help="share of logins that name nobody (0..1)"
+    )
     parser.add_argument("--verify-child")
     parser.add_argument("--read-child", nargs=2, metavar=("DIR", "query|export"))
     args = parser.parse_args()
@@ -354,7 +372,7 @@ def main() -> None:
     if args.read_child:
         read_child(*args.read_child)
         return
-    inputs = make_inputs(args.events)
+    inputs = make_inputs(args.events, anonymous=args.anonymous)
     # The 200,000 prepared inputs are long-lived: keep the cyclic GC from re-scanning
     # them on every collection, for both contenders alike.
     gc.collect()
