@@ -90,3 +90,35 @@ async def test_legal_hold_purges_nothing_and_says_so(kit: Kit) -> None:
     assert ctx.counts == Counter({"legal_hold": 1})
     assert retention_events(kit) == []
     assert sum(b.count for b in kit.store.blocks("web-1")) >= 12
+
+
+@pytest.mark.asyncio
+async def test_job_shreds_old_keys_of_login_flows_and_records_it(kit: Kit) -> None:
+    """A login step that named nobody has a key of its flow; past the longest retention
+    and a day the job shreds it, counts it and records audit.retention with the count."""
+    from kroonika.audit import Actor, ActorType, Correlation, Source
+    from kroonika.audit import events as ev
+    from kroonika.audit.store._schema import subject_keys
+
+    step = ev.auth_flow_transition(
+        actor=Actor(ActorType.ANONYMOUS),
+        source=Source(ip="198.51.100.77"),
+        correlation=Correlation(flow_id="7f0c2a9e-1b4d-4e8a-9c3f-5d6e7f809a1b"),
+        from_state="none",
+        to_state="started",
+    )
+    kit.trail.emit_sync(step)
+    policy = RetentionPolicy()
+    later = int(time.time() + (policy.longest_days + 2) * 86400)
+    ctx = JobContext(now=lambda: later, batch_size=500, counts=Counter(), progress=_noop)
+    await kit.trail.start()
+    try:
+        await audit_retention_job(kit.store, policy)(deps(kit), ctx)
+    finally:
+        await kit.trail.stop()
+    assert ctx.counts["keys_shredded"] == 1
+    (event,) = [e for e in retention_events(kit) if "keys_shredded" in e["details"]]
+    assert event["details"]["keys_shredded"] == 1
+    with kit.store.engine.connect() as conn:
+        left = list(conn.execute(subject_keys.select()).all())
+    assert [r.subject for r in left if r.subject.startswith("flow:")] == []
