@@ -80,6 +80,13 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def module_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A database of its own for one test module (a module fixture's deployment)."""
+    with temporary_database("kroonika_m") as url:
+        yield url
+
+
 @pytest.fixture
 def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
     """A database of its own for one test (the audit store is append-only, so tests

@@ -104,6 +104,8 @@ class Principal:
     key_id: str | None = None
     pseudonym: str | None = None
     session_secret: str | None = None
+    #: a person's labels under the retired pseudonymisation keys (decision 0022)
+    former_labels: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -111,6 +113,12 @@ class Principal:
         if self.kind == "api_key":
             return f"{KEY_LABEL}{self.key_id}"
         return f"{PERSON_LABEL}{self.pseudonym}"
+
+    @property
+    def labels(self) -> frozenset[str]:
+        """Every label that names this caller: a person's under each pseudonymisation key
+        Kroonika knows (what they made or asked for before a rotation is theirs too)."""
+        return frozenset((self.label, *self.former_labels))
 
     def actor(self) -> Actor:
         if self.kind == "api_key":
@@ -130,6 +138,14 @@ class AdminServices:
     jobs: Any = None  # kroonika.jobs.Scheduler (set by install)
     requests: ConfigRequests | None = None  # weakening changes awaiting approval
     eraser: Eraser | None = None  # the privacy officer's erasure (set by install)
+    #: the retired pseudonymisation keys (``KROONIKA_PSEUDONYM_PREVIOUS_KEYS``)
+    retired: tuple[Fingerprinter, ...] = ()
+
+    def pseudonymiser(self, pseudonym: str) -> Fingerprinter | None:
+        """The key a stored pseudonym was made with (its key id says which), or None
+        when that key is no longer configured: then nobody can tell whom it names."""
+        kid = pseudonym.partition(":")[0]
+        return next((f for f in (self.fingerprinter, *self.retired) if f.kid == kid), None)
 
 
 @dataclass
@@ -205,18 +221,26 @@ async def authenticate(request: Request, admin: AdminServices) -> Principal:
                 subject=record.subject,
                 pseudonym=admin.fingerprinter.pseudonym(record.subject),
                 session_secret=secret,
+                former_labels=tuple(
+                    f"{PERSON_LABEL}{f.pseudonym(record.subject)}" for f in admin.retired
+                ),
             )
     raise NotAuthenticated("log in through TARA or send an API key")
 
 
 async def roles_of_label(admin: AdminServices, label: str) -> set[str]:
-    """The roles the person named ``admin:<pseudonym>`` holds now (none for any other
-    label, or a pseudonym no role holder has)."""
+    """The roles the person named ``admin:<pseudonym>`` holds now: the pseudonym is
+    computed under the key it names, the current one or a retired one, so a rotation of
+    the pseudonymisation key changes nobody's roles (decision 0022). None for any other
+    label, a pseudonym no role holder has, or one under a key no longer configured."""
     if not label.startswith(PERSON_LABEL):
         return set()
     pseudonym = label[len(PERSON_LABEL) :]
+    made_with = admin.pseudonymiser(pseudonym)
+    if made_with is None:
+        return set()
     holders = await asyncio.to_thread(admin.roles.holders)
-    return {r for s, r, _, _ in holders if admin.fingerprinter.pseudonym(s) == pseudonym}
+    return {r for s, r, _, _ in holders if made_with.pseudonym(s) == pseudonym}
 
 
 async def key_roles(admin: AdminServices, key: ApiKey) -> tuple[str, ...]:
@@ -224,7 +248,8 @@ async def key_roles(admin: AdminServices, key: ApiKey) -> tuple[str, ...]:
     (decision 0014). The creator is a person (``admin:<pseudonym>``), whose roles are read
     now, or a key (``api-key/<id>``), which must itself be usable and is followed the same
     way. A creator that cannot be resolved (unknown, revoked, expired, a cycle, a chain
-    longer than :data:`MAX_KEY_CHAIN`) leaves the key no roles: it fails closed."""
+    longer than :data:`MAX_KEY_CHAIN`, a person named under a pseudonymisation key that is
+    no longer configured) leaves the key no roles: it fails closed."""
     allowed, creator, seen = set(key.roles), key.created_by, {key.id}
     now = int(admin.services.clock())
     for _ in range(MAX_KEY_CHAIN):

@@ -172,6 +172,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         tick_s=settings.jobs_tick_s,
         on_tick=config.refresh,
     )
+    known = fingerprinters(settings.pseudonym_keys())  # the current key first
     admin = AdminServices(
         services=services,
         roles=roles,
@@ -183,9 +184,10 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         eraser=Eraser(
             services.engine,
             services.audit.subject_keys,
-            fingerprinters(settings.pseudonym_keys()),
+            known,
             services.audit.store,
         ),
+        retired=tuple(known[1:]),
     )
     app.state.admin = admin
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -247,16 +247,23 @@ class RoleStore:
             return [_request(r._mapping) for r in conn.execute(q).all()]
 
     def decide(
-        self, request_id: str, *, approve: bool, by: str, by_subject: str | None
+        self,
+        request_id: str,
+        *,
+        approve: bool,
+        by: str,
+        by_subject: str | None,
+        by_labels: Collection[str] = (),
     ) -> RoleRequest:
-        """Approve (and apply) or reject a pending request. The decider must be neither the
-        requester nor the person whose roles change."""
+        """Approve (and apply) or reject a pending request. The decider (``by``, also named
+        ``by_labels`` under retired pseudonymisation keys) must be neither the requester nor
+        the person whose roles change."""
         req = self.get_request(request_id)
         if req is None:
             raise NotFound(f"no role request {request_id}")
         if req.status != "pending":
             raise RoleChangeRefused("the request was already decided", code="already_decided")
-        if by == req.requested_by:
+        if by == req.requested_by or req.requested_by in by_labels:
             raise RoleChangeRefused("a second administrator must decide", code="same_admin")
         if by_subject is not None and normalise_subject(by_subject) == req.subject:
             raise RoleChangeRefused("nobody can change their own roles", code="self_grant")

@@ -1036,7 +1036,7 @@ async def _second_pair_of_eyes(
     refused: RoleChangeRefused | None = None
     if p.kind == "api_key":
         refused = RoleChangeRefused(f"{what} are decided by people", code="api_key")
-    elif await creators(admin, p.label) & await creators(admin, requested_by):
+    elif (await creators(admin, p.label) | p.labels) & await creators(admin, requested_by):
         refused = RoleChangeRefused("a second administrator must decide", code="same_admin")
     elif approve and not await admin_now(admin, requested_by):
         refused = RoleChangeRefused(
@@ -1254,7 +1254,7 @@ async def _decide(
     try:
         if (
             approve
-            and pending.requested_by != p.label
+            and pending.requested_by not in p.labels
             and "admin" not in await roles_of_label(admin, pending.requested_by)
         ):
             # the second pair of eyes confirms an administrator's request, not an
@@ -1263,7 +1263,7 @@ async def _decide(
                 "the requester no longer holds the admin role; reject the request",
                 code="requester_not_admin",
             )
-        if not admin.config.get("admin.second_approval") and pending.requested_by == p.label:
+        if not admin.config.get("admin.second_approval") and pending.requested_by in p.labels:
             decided = await asyncio.to_thread(
                 admin.roles.decide,
                 request_id,
@@ -1273,7 +1273,12 @@ async def _decide(
             )
         else:
             decided = await asyncio.to_thread(
-                admin.roles.decide, request_id, approve=approve, by=p.label, by_subject=p.subject
+                admin.roles.decide,
+                request_id,
+                approve=approve,
+                by=p.label,
+                by_subject=p.subject,
+                by_labels=p.labels,
             )
     except RoleChangeRefused as exc:
         await _sod_violation(request, p, exc)

@@ -1,0 +1,231 @@
+"""A routine rotation of the pseudonymisation key, over real HTTP with the TARA mock and
+PostgreSQL (decision 0022): the service is restarted with a new key and the old one in
+``KROONIKA_PSEUDONYM_PREVIOUS_KEYS``. Who may do what does not change: API keys made by
+people before the rotation keep their roles, administrators keep theirs, requests made
+before it are decided as before (and never by their own requester), an erasure named by
+the old pseudonym finds the person. Only a label whose
+key is no longer configured at all cannot be resolved, and that fails closed."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from admin_harness import (
+    ADMIN,
+    AUDITOR,
+    PRIVACY,
+    SECOND_ADMIN,
+    WHY,
+    AdminStack,
+    admin_stack,
+    as_person,
+    person_label,
+)
+
+from kroonika.admin import RoleStore
+
+OLD = base64.b64encode(b"old pseudonymisation key 32 byte").decode()
+NEW = base64.b64encode(b"new pseudonymisation key 32 byte").decode()
+BEFORE = {"pseudonym_key": OLD, "pseudonym_kid": "p1"}
+AFTER = {"pseudonym_key": NEW, "pseudonym_kid": "p2", "pseudonym_previous_keys": {"p1": OLD}}
+#: a weakening change: it waits for a second administrator (decision 0017)
+WEAKER = {"ratelimit.limits": {"login_start:ip": "off"}}
+#: someone who holds no role (a role request's subject)
+NEWCOMER = "49002010965"
+
+
+@dataclass
+class Before:
+    """What was made before the rotation."""
+
+    keys: dict[str, str]  # role -> API key made by that role's holder
+    chained: str  # an admin key made with the admin key
+    config_requests: list[str]  # pending, asked with the admin key (ADMIN's)
+    role_requests: list[str]  # pending, asked by ADMIN in person
+    old_labels: dict[str, str]  # personal code -> admin:<pseudonym under p1>
+
+
+@dataclass
+class Rotated:
+    stack: AdminStack
+    before: Before
+
+    def with_key(self, method: str, path: str, key: str, **kw: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}", "x-justification": WHY}
+        return httpx.request(method, self.stack.url + path, headers=headers, timeout=60, **kw)
+
+
+def _make_before(stack: AdminStack) -> Before:
+    r = stack.call("POST", "/admin/api-keys", json={"name": "chained", "roles": ["admin"]})
+    assert r.status_code == 201, r.text
+    config_requests = []
+    for _ in range(2):
+        asked = stack.call("PATCH", "/admin/config", json={"changes": WEAKER})
+        assert asked.status_code == 202, asked.text
+        config_requests.append(asked.json()["request"]["id"])
+    services = stack.stack.services
+    roles = RoleStore(services.engine, clock=services.clock)
+    role_requests = [
+        roles.request(
+            NEWCOMER,
+            role,
+            "grant",
+            by=person_label(services, ADMIN),
+            by_subject="EE" + ADMIN,
+            why=WHY,
+        ).id
+        for role in ("auditor", "security")
+    ]
+    return Before(
+        keys=dict(stack.keys),
+        chained=r.json()["api_key"],
+        config_requests=config_requests,
+        role_requests=role_requests,
+        old_labels={c: person_label(services, c) for c in (ADMIN, SECOND_ADMIN, AUDITOR)},
+    )
+
+
+@pytest.fixture(scope="module")
+def rotated(
+    tmp_path_factory: pytest.TempPathFactory, module_postgres_url: str
+) -> Iterator[Rotated]:
+    """One deployment on a PostgreSQL database of its own, run under the key p1, then
+    restarted under p2 with p1 kept as a previous key."""
+    tmp = Path(tmp_path_factory.mktemp("rotation"))
+    url = module_postgres_url
+    with admin_stack(tmp, database_url=url, overrides=BEFORE) as first:
+        before = _make_before(first)
+    with admin_stack(tmp, database_url=url, overrides=AFTER) as second:
+        yield Rotated(second, before)
+
+
+def test_an_api_key_made_before_the_rotation_keeps_its_roles(rotated: Rotated) -> None:
+    """The admin key made by ADMIN under p1 still acts as admin under p2, and the listing
+    shows its effective roles unchanged."""
+    r = rotated.with_key("GET", "/admin/api-keys", rotated.before.keys["admin"])
+    assert r.status_code == 200, r.text
+    by_label = {k["created_by"]: k for k in r.json()["api_keys"]}
+    made = by_label[rotated.before.old_labels[ADMIN]]
+    assert made["created_by"].startswith("admin:p1:")
+    assert made["effective_roles"] == ["admin"]
+
+
+def test_every_role_of_a_key_made_before_the_rotation_still_acts(rotated: Rotated) -> None:
+    """The auditor's key reads the trail; the privacy officer's key reaches the privacy
+    routes (past the role check: 422 for a body that names nobody, not 403)."""
+    audit = rotated.with_key("GET", "/audit/events?limit=1", rotated.before.keys["auditor"])
+    assert audit.status_code == 200, audit.text
+    privacy = rotated.with_key(
+        "POST", "/admin/privacy/erasures", rotated.before.keys["privacy"], json={}
+    )
+    assert (privacy.status_code, privacy.json()["error"]) == (422, "invalid_request")
+
+
+def test_a_key_made_by_a_key_before_the_rotation_keeps_its_roles(rotated: Rotated) -> None:
+    """The chain key -> key -> person is followed to the person under the old key."""
+    r = rotated.with_key("GET", "/admin/api-keys", rotated.before.chained)
+    assert r.status_code == 200, r.text
+
+
+def test_an_administrator_logging_in_after_the_rotation_holds_their_roles(
+    rotated: Rotated,
+) -> None:
+    """Roles are held by the person, not by a pseudonym: ADMIN logs in and acts as admin,
+    now named under p2."""
+    r = as_person(rotated.stack, ADMIN, "GET", "/admin/api-keys")
+    assert r.status_code == 200, r.text
+    (call,) = rotated.stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+    assert call["actor"]["roles"] == ["admin"]
+    assert call["actor"]["pseudonym"].startswith("p2:")
+
+
+def test_a_config_request_from_before_the_rotation_is_approved_by_another_administrator(
+    rotated: Rotated,
+) -> None:
+    """The requester (an API key of ADMIN's, made under p1) is still an administrator."""
+    rid = rotated.before.config_requests[0]
+    r = as_person(
+        rotated.stack, SECOND_ADMIN, "POST", f"/admin/config/requests/{rid}", json={"approve": True}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["request"]["status"] == "approved"
+
+
+def test_the_requester_cannot_approve_their_own_config_request_after_the_rotation(
+    rotated: Rotated,
+) -> None:
+    """ADMIN, now named under p2, is still the person behind the requesting key: 409
+    ``same_admin``, and the request stays pending."""
+    rid = rotated.before.config_requests[1]
+    r = as_person(
+        rotated.stack, ADMIN, "POST", f"/admin/config/requests/{rid}", json={"approve": True}
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "same_admin"
+    listed = rotated.stack.call("GET", "/admin/config/requests?status=pending").json()
+    assert rid in {q["id"] for q in listed["requests"]}
+
+
+def test_a_role_request_from_before_the_rotation_is_approved_by_another_administrator(
+    rotated: Rotated,
+) -> None:
+    """The requester, ADMIN under p1, still holds admin: SECOND_ADMIN's approval applies."""
+    rid = rotated.before.role_requests[0]
+    r = as_person(
+        rotated.stack, SECOND_ADMIN, "POST", f"/admin/roles/requests/{rid}", json={"approve": True}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["roles"] == ["auditor"]
+
+
+def test_the_requester_cannot_approve_their_own_role_request_after_the_rotation(
+    rotated: Rotated,
+) -> None:
+    """ADMIN asked under p1 and decides under p2: still the same person, 409
+    ``same_admin``; the newcomer gets nothing."""
+    rid = rotated.before.role_requests[1]
+    r = as_person(
+        rotated.stack, ADMIN, "POST", f"/admin/roles/requests/{rid}", json={"approve": True}
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "same_admin"
+    services = rotated.stack.stack.services
+    assert "security" not in RoleStore(services.engine, clock=services.clock).roles_of(NEWCOMER)
+
+
+def test_an_erasure_named_by_the_old_pseudonym_still_refuses_an_administrator(
+    rotated: Rotated,
+) -> None:
+    """The auditor (a role holder) named by their p1 pseudonym is found: 409
+    ``holds_admin_roles``, nothing done."""
+    old = rotated.before.old_labels[AUDITOR].removeprefix("admin:")
+    r = as_person(
+        rotated.stack, PRIVACY, "POST", "/admin/privacy/erasures", json={"pseudonym": old}
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "holds_admin_roles"
+
+
+def test_a_key_whose_creator_was_named_under_a_dropped_key_has_no_roles(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """Without p1 configured nobody can tell who ``admin:p1:...`` is: that key fails
+    closed (403), while its creator, logging in, holds their roles."""
+    url = fresh_postgres_url
+    with admin_stack(tmp_path, database_url=url, overrides=BEFORE) as first:
+        old_key = first.keys["admin"]
+    dropped = {"pseudonym_key": NEW, "pseudonym_kid": "p2"}
+    with admin_stack(tmp_path, database_url=url, overrides=dropped) as second:
+        r = httpx.get(
+            second.url + "/admin/api-keys",
+            headers={"authorization": f"Bearer {old_key}"},
+            timeout=60,
+        )
+        assert r.status_code == 403, r.text
+        assert as_person(second, ADMIN, "GET", "/admin/api-keys").status_code == 200
