@@ -3,7 +3,7 @@ PostgreSQL (decision 0022): the service is restarted with a new key and the old 
 ``KROONIKA_PSEUDONYM_PREVIOUS_KEYS``. Who may do what does not change: API keys made by
 people before the rotation keep their roles, administrators keep theirs, requests made
 before it are decided as before (and never by their own requester), an erasure named by
-the old pseudonym finds the person. Only a label whose
+the old pseudonym finds the person; the trail records the rotation. Only a label whose
 key is no longer configured at all cannot be resolved, and that fails closed."""
 
 from __future__ import annotations
@@ -212,11 +212,43 @@ def test_an_erasure_named_by_the_old_pseudonym_still_refuses_an_administrator(
     assert r.json()["error"] == "holds_admin_roles"
 
 
+def test_the_rotation_is_recorded_once(rotated: Rotated) -> None:
+    """The first start under p2 records ``key.rotate`` (purpose ``pseudonymisation``,
+    p1 -> p2, actor system) naming no key material."""
+    (event,) = [
+        e
+        for e in rotated.stack.events(types=("key.rotate",))
+        if e["details"].get("purpose") == "pseudonymisation"
+    ]
+    assert (event["details"]["old_kid"], event["details"]["new_kid"]) == ("p1", "p2")
+    assert event["actor"]["type"] == "system"
+    stored = b"\n".join(rotated.stack.stack.raw_events())
+    assert OLD.encode() not in stored
+    assert NEW.encode() not in stored
+
+
+def test_the_keys_listing_shows_what_still_needs_the_retired_key(rotated: Rotated) -> None:
+    """GET /admin/keys: p2 active since the restart, p1 retired, and per key id the API
+    keys and requests that name a person under it (those made before the rotation under
+    p1, the harness's new keys under p2)."""
+    r = rotated.stack.call("GET", "/admin/keys")
+    assert r.status_code == 200, r.text
+    keys = r.json()["pseudonymisation"]
+    assert (keys["active"], keys["retired"]) == ("p2", ["p1"])
+    assert keys["since"] is not None
+    listed = rotated.stack.call("GET", "/admin/api-keys").json()["api_keys"]
+    made_under = {kid: sum(k["created_by"].startswith(f"admin:{kid}:") for k in listed)
+                  for kid in ("p1", "p2")}  # fmt: skip
+    assert keys["labels"]["p2"] == made_under["p2"]
+    assert keys["labels"]["p1"] >= made_under["p1"] > 0
+
+
 def test_a_key_whose_creator_was_named_under_a_dropped_key_has_no_roles(
-    tmp_path: Path, fresh_postgres_url: str
+    tmp_path: Path, fresh_postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Without p1 configured nobody can tell who ``admin:p1:...`` is: that key fails
-    closed (403), while its creator, logging in, holds their roles."""
+    closed (403), while its creator, logging in, holds their roles. The start warns, and
+    the rotation's record says the old key is gone."""
     url = fresh_postgres_url
     with admin_stack(tmp_path, database_url=url, overrides=BEFORE) as first:
         old_key = first.keys["admin"]
@@ -229,3 +261,11 @@ def test_a_key_whose_creator_was_named_under_a_dropped_key_has_no_roles(
         )
         assert r.status_code == 403, r.text
         assert as_person(second, ADMIN, "GET", "/admin/api-keys").status_code == 200
+        (rotation,) = [
+            e
+            for e in second.events(types=("key.rotate",))
+            if e["details"]["purpose"] == "pseudonymisation"
+        ]
+        assert "p1 no longer configured" in rotation["details"]["justification"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("'p1', which is not configured" in w for w in warnings), warnings

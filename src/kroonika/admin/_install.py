@@ -29,6 +29,7 @@ from kroonika.admin._config import Applier, RuntimeConfig, SecretBox, apply_log_
 from kroonika.admin._config_requests import ConfigRequests
 from kroonika.admin._errors import AdminError
 from kroonika.admin._privacy import Eraser, fingerprinters
+from kroonika.admin._pseudonym_keys import record_rotation
 from kroonika.admin._roles import ApiKeys, RoleStore
 from kroonika.audit import AuditUnavailable
 from kroonika.db import admin as admin_tables
@@ -192,6 +193,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     app.state.admin = admin
 
     async def start() -> None:
+        await record_rotation(admin)  # a new pseudonymisation key: key.rotate first
         if settings.jobs_enabled:
             await scheduler.start()
 

@@ -51,6 +51,7 @@ from kroonika.admin._errors import (
     NotFound,
     RoleChangeRefused,
 )
+from kroonika.admin._pseudonym_keys import in_use, labels_by_kid
 from kroonika.admin._roles import normalise_subject, parse_roles
 from kroonika.audit import AuditEvent, AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
@@ -802,14 +803,26 @@ async def disable_client(
 
 @router.get("/keys", openapi_extra=roles(*ADMIN))
 async def list_keys(request: Request, p: Annotated[Principal, require(*ADMIN)]) -> dict[str, Any]:
-    """Token signing keys (public parts) and the audit checkpoint keys."""
+    """Token signing keys (public parts), the audit checkpoint keys, and the
+    pseudonymisation key ids: the active one (since when it was first used), the retired
+    ones still configured, and per key id how many usable API keys and pending requests
+    name a person under it (decision 0022)."""
     admin = admin_services(request)
     comps = getattr(request.app.state, "tokens", None)
     signing = comps.keys.jwks()["keys"] if comps is not None else []
     ring = admin.services.audit.keyring
+    engine, now = admin.services.engine, int(admin.services.clock())
+    state = await asyncio.to_thread(in_use, engine)
+    active = admin.fingerprinter.kid
     return {
         "signing": [{"kid": k.get("kid"), "alg": k.get("alg")} for k in signing],
         "checkpoint": {"active": ring.active_kid, "kids": ring.public_keys().kids()},
+        "pseudonymisation": {
+            "active": active,
+            "since": state.since if state is not None and state.kid == active else None,
+            "retired": sorted(f.kid for f in admin.retired),
+            "labels": dict(sorted((await asyncio.to_thread(labels_by_kid, engine, now)).items())),
+        },
     }
 
 

@@ -7,6 +7,8 @@
   secrets sealed; what each key's version and value were when asked).
 - ``admin_api_key``: automation credentials; only the SHA-256 of the secret part is stored.
 - ``runtime_config``: runtime-changeable settings (JSON values) with a version per key.
+- ``pseudonym_key_state``: one row, the pseudonymisation key id the service last ran with,
+  so that a start under another key is recorded as its rotation (decision 0022).
 - ``job_state``: per job its lease (the single-runner lock), the last schedule slot it ran
   for, and the cursor of an interrupted run; ``job_run``: the run history.
 
@@ -86,6 +88,14 @@ runtime_config = Table(
     Column("updated_by", String(200), nullable=False),
 )
 
+pseudonym_key_state = Table(
+    "pseudonym_key_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("kid", String(16), nullable=False),
+    Column("since", BigInteger, nullable=False),
+)
+
 job_state = Table(
     "job_state",
     metadata,
@@ -123,5 +133,6 @@ __all__ = [
     "admin_role_request",
     "job_run",
     "job_state",
+    "pseudonym_key_state",
     "runtime_config",
 ]
