@@ -468,3 +468,28 @@ def test_erasure_reaches_the_steps_of_the_persons_logins_under_every_pseudonym_k
     (erasure,) = _events(var, "audit.erasure")
     assert erasure["details"]["flow_keys"] == 2
     assert _key_subjects(url) & flows == {flow_subject("flow-stranger")}
+
+
+def test_erasure_by_a_retired_pseudonym_names_the_current_one_first(
+    var: Path, person: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a rotation the person named by their old (p1) pseudonym is found through
+    their session; the answer and the record name them under the current key (p2)
+    first, as the trail names them now, and the old pseudonym after it."""
+    import base64
+
+    old_key = (var / "secrets" / "pseudonym_key").read_text().strip()
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_KID", "p2")
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_KEY", base64.b64encode(b"n" * 32).decode())
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_PREVIOUS_KEYS", f'{{"p1": "{old_key}"}}')
+    done = CliRunner().invoke(
+        app, ["audit", "erase", "--pseudonym", person["pseudonym"], "-j", WHY]
+    )
+    assert done.exit_code == 0, done.output
+    first, also = done.output.splitlines()[:2]
+    assert first.startswith("erased p2:")
+    assert also == f"also under {person['pseudonym']}"
+    (erasure,) = _events(var, "audit.erasure")
+    current = first.split()[1].rstrip(":")
+    assert erasure["target"]["id"] == current
+    assert erasure["details"]["pseudonyms"] == [current, person["pseudonym"]]

@@ -183,9 +183,11 @@ class Eraser:
         if not _PSEUDONYM.fullmatch(value):
             raise PrivacyRequestInvalid("a pseudonym looks like p1:<24 base64url characters>")
         subjects = tuple(self._subjects_with(value))
-        # a subject found in clear gives the person's pseudonyms under the other keys too
+        # a subject found in clear gives the person's pseudonyms under the other keys too,
+        # the current one first (named by a retired pseudonym, the record names them as
+        # the trail names them now)
         others = [fp.pseudonym(s) for s in subjects for fp in self._fps]
-        return Person("pseudonym", tuple(dict.fromkeys([value, *others])), subjects)
+        return Person("pseudonym", tuple(dict.fromkeys([*others, value])), subjects)
 
     def _subjects_with(self, pseudonym: str) -> list[str]:
         """Clear subjects of the business tables whose pseudonym is ``pseudonym`` (the
