@@ -33,6 +33,9 @@ class AuditComponents:
     fingerprinter: Fingerprinter
     subject_keys: SqlSubjectKeys
     counters: Counters
+    #: the retired pseudonymisation keys (``KROONIKA_PSEUDONYM_PREVIOUS_KEYS``): what was
+    #: stored under them still names its person (decisions 0012, 0022)
+    retired: tuple[Fingerprinter, ...] = ()
 
     def stop_sync(self, reason: str = "cli exit") -> None:
         """For short-lived writers (CLI commands): record ``audit.log.stop`` if the
@@ -69,6 +72,7 @@ def build_audit(
     keyring = KeyRing.open(settings.resolved_audit_keys_dir(), create=not settings.production)
     counters = Counters()
     fingerprinter = Fingerprinter(settings.secret_bytes("pseudonym_key"), settings.pseudonym_kid)
+    retired = tuple(Fingerprinter(key, kid) for kid, key in settings.pseudonym_keys()[1:])
     subject_keys = SqlSubjectKeys(
         store,
         settings.secret_bytes("master_key"),
@@ -96,4 +100,6 @@ def build_audit(
         subject_keys=subject_keys,
         clock=clock or time.time_ns,
     )
-    return AuditComponents(trail, store, keyring, fingerprinter, subject_keys, counters)
+    return AuditComponents(
+        trail, store, keyring, fingerprinter, subject_keys, counters, retired=retired
+    )

@@ -9,7 +9,8 @@ key is no longer configured at all cannot be resolved, and that fails closed."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,18 @@ from admin_harness import (
     AUDITOR,
     PRIVACY,
     SECOND_ADMIN,
+    SECURITY,
     WHY,
     AdminStack,
     admin_stack,
     as_person,
     person_label,
+    person_session,
 )
 
 from kroonika.admin import RoleStore
+from kroonika.security.detectors import Profile
+from kroonika.security.profiles import ProfileStore
 
 OLD = base64.b64encode(b"old pseudonymisation key 32 byte").decode()
 NEW = base64.b64encode(b"new pseudonymisation key 32 byte").decode()
@@ -49,6 +54,7 @@ class Before:
     config_requests: list[str]  # pending, asked with the admin key (ADMIN's)
     role_requests: list[str]  # pending, asked by ADMIN in person
     old_labels: dict[str, str]  # personal code -> admin:<pseudonym under p1>
+    profile: Profile  # SECURITY's security profile under p1, after one login
 
 
 @dataclass
@@ -70,6 +76,9 @@ def _make_before(stack: AdminStack) -> Before:
         assert asked.status_code == 202, asked.text
         config_requests.append(asked.json()["request"]["id"])
     services = stack.stack.services
+    with person_session(stack, SECURITY):
+        pass  # one login: the monitor makes a profile under the p1 pseudonym
+    profile = _profile(stack, "EE" + SECURITY, lambda p: p.login_count >= 1)
     roles = RoleStore(services.engine, clock=services.clock)
     role_requests = [
         roles.request(
@@ -87,8 +96,25 @@ def _make_before(stack: AdminStack) -> Before:
         chained=r.json()["api_key"],
         config_requests=config_requests,
         role_requests=role_requests,
-        old_labels={c: person_label(services, c) for c in (ADMIN, SECOND_ADMIN, AUDITOR)},
+        old_labels={c: person_label(services, c) for c in (ADMIN, SECOND_ADMIN, AUDITOR, SECURITY)},
+        profile=profile,
     )
+
+
+def _profile(stack: AdminStack, subject: str, ready: Callable[[Profile], bool]) -> Profile:
+    """The person's security profile under the current key once ``ready`` holds (the
+    monitor folds a login in after its record is stored)."""
+    services = stack.stack.services
+    store = ProfileStore(services.engine)
+    person = services.audit.fingerprinter.pseudonym(subject)
+    deadline = time.monotonic() + 20
+    while True:
+        found = store.get(person)
+        if found is not None and ready(found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no profile for {person}: {found}")
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +267,24 @@ def test_the_keys_listing_shows_what_still_needs_the_retired_key(rotated: Rotate
                   for kid in ("p1", "p2")}  # fmt: skip
     assert keys["labels"]["p2"] == made_under["p2"]
     assert keys["labels"]["p1"] >= made_under["p1"] > 0
+
+
+def test_a_person_logging_in_after_the_rotation_keeps_their_security_profile(
+    rotated: Rotated,
+) -> None:
+    """SECURITY's profile made under p1 moves to their p2 pseudonym at their first login
+    after the rotation: the baseline goes on (count, first seen, countries), it does not
+    start again, and nothing stays under the old pseudonym."""
+    before = rotated.before.profile
+    with person_session(rotated.stack, SECURITY):
+        pass
+    after = _profile(rotated.stack, "EE" + SECURITY, lambda p: p.login_count > before.login_count)
+    assert after.login_count == before.login_count + 1
+    assert after.first_seen == before.first_seen
+    assert set(before.countries) <= set(after.countries)
+    services = rotated.stack.stack.services
+    old = rotated.before.old_labels[SECURITY].removeprefix("admin:")
+    assert ProfileStore(services.engine).get(old) is None
 
 
 def test_a_key_whose_creator_was_named_under_a_dropped_key_has_no_roles(

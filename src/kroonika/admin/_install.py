@@ -28,7 +28,7 @@ from kroonika.admin._auth import _record as record_call
 from kroonika.admin._config import Applier, RuntimeConfig, SecretBox, apply_log_levels
 from kroonika.admin._config_requests import ConfigRequests
 from kroonika.admin._errors import AdminError
-from kroonika.admin._privacy import Eraser, fingerprinters
+from kroonika.admin._privacy import Eraser
 from kroonika.admin._pseudonym_keys import record_rotation
 from kroonika.admin._roles import ApiKeys, RoleStore
 from kroonika.audit import AuditUnavailable
@@ -173,7 +173,6 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         tick_s=settings.jobs_tick_s,
         on_tick=config.refresh,
     )
-    known = fingerprinters(settings.pseudonym_keys())  # the current key first
     admin = AdminServices(
         services=services,
         roles=roles,
@@ -185,10 +184,10 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         eraser=Eraser(
             services.engine,
             services.audit.subject_keys,
-            known,
+            (services.audit.fingerprinter, *services.audit.retired),
             services.audit.store,
         ),
-        retired=tuple(known[1:]),
+        retired=services.audit.retired,
     )
     app.state.admin = admin
 

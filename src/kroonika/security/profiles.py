@@ -11,6 +11,7 @@ change a profile.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime, tzinfo
 
 from sqlalchemy import Engine, insert, select, update
@@ -63,6 +64,31 @@ class ProfileStore:
             last_at=float(m["last_at"]) if m["last_at"] is not None else None,
             last_place=last_place,
         )
+
+    def adopt(self, person: str, former: Collection[str]) -> bool:
+        """Give ``person`` the profile it had under one of its ``former`` pseudonyms (the
+        same person under retired pseudonymisation keys), unless it has one already: a
+        rotation of the key must not restart anyone's baseline (decision 0022). The most
+        recently updated one moves; whether one did."""
+        t = security_profile
+        if not former:
+            return False
+        try:
+            with self._engine.begin() as conn:
+                if conn.execute(select(t.c.person).where(t.c.person == person)).first():
+                    return False
+                found = conn.execute(
+                    select(t.c.person)
+                    .where(t.c.person.in_(sorted(former)))
+                    .order_by(t.c.updated_at.desc())
+                    .limit(1)
+                ).first()
+                if found is None:
+                    return False
+                conn.execute(update(t).where(t.c.person == found.person).values(person=person))
+        except IntegrityError:  # a login of the same person made one meanwhile
+            return False
+        return True
 
     def record_login(self, obs: LoginObservation) -> None:
         """Fold one successful login into its person's profile (read-modify-write in

@@ -746,6 +746,7 @@ async def _complete(
         )
         if not decision.allowed:
             raise _Failed("rate_limited", 429, headers={"Retry-After": str(decision.retry_after)})
+    await _carry_profile(request, services, verified.subject)
 
     new = await services.sessions.create(
         SessionIdentity(
@@ -843,6 +844,19 @@ def _log_id_token_failure(exc: IdTokenInvalid, flow_id: str, leeway: int) -> Non
         fix,
         flow_id,
     )
+
+
+async def _carry_profile(request: Request, services: Services, subject: str) -> None:
+    """The person's first login after a rotation of the pseudonymisation key takes the
+    security profile they had under a retired key along (before the login is recorded,
+    so the detectors compare it with their history, not with nothing; decision 0022)."""
+    monitor = getattr(request.app.state, "security_monitor", None)
+    retired = services.audit.retired
+    if monitor is None or not retired:
+        return
+    current = services.audit.fingerprinter.pseudonym(subject)
+    former = {f.pseudonym(subject) for f in retired}
+    await asyncio.to_thread(monitor.profiles.adopt, current, former)
 
 
 async def _supersede(
