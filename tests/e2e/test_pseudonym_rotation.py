@@ -131,6 +131,12 @@ def rotated(
         yield Rotated(second, before)
 
 
+def _approve(rotated: Rotated, code: str, kind: str, rid: str) -> httpx.Response:
+    """The person ``code`` approves the ``kind`` (config, roles) request ``rid``."""
+    path = f"/admin/{kind}/requests/{rid}"
+    return as_person(rotated.stack, code, "POST", path, json={"approve": True})
+
+
 def test_an_api_key_made_before_the_rotation_keeps_its_roles(rotated: Rotated) -> None:
     """The admin key made by ADMIN under p1 still acts as admin under p2, and the listing
     shows its effective roles unchanged."""
@@ -176,9 +182,7 @@ def test_a_config_request_from_before_the_rotation_is_approved_by_another_admini
 ) -> None:
     """The requester (an API key of ADMIN's, made under p1) is still an administrator."""
     rid = rotated.before.config_requests[0]
-    r = as_person(
-        rotated.stack, SECOND_ADMIN, "POST", f"/admin/config/requests/{rid}", json={"approve": True}
-    )
+    r = _approve(rotated, SECOND_ADMIN, "config", rid)
     assert r.status_code == 200, r.text
     assert r.json()["request"]["status"] == "approved"
 
@@ -189,9 +193,7 @@ def test_the_requester_cannot_approve_their_own_config_request_after_the_rotatio
     """ADMIN, now named under p2, is still the person behind the requesting key: 409
     ``same_admin``, and the request stays pending."""
     rid = rotated.before.config_requests[1]
-    r = as_person(
-        rotated.stack, ADMIN, "POST", f"/admin/config/requests/{rid}", json={"approve": True}
-    )
+    r = _approve(rotated, ADMIN, "config", rid)
     assert r.status_code == 409, r.text
     assert r.json()["error"] == "same_admin"
     listed = rotated.stack.call("GET", "/admin/config/requests?status=pending").json()
@@ -203,9 +205,7 @@ def test_a_role_request_from_before_the_rotation_is_approved_by_another_administ
 ) -> None:
     """The requester, ADMIN under p1, still holds admin: SECOND_ADMIN's approval applies."""
     rid = rotated.before.role_requests[0]
-    r = as_person(
-        rotated.stack, SECOND_ADMIN, "POST", f"/admin/roles/requests/{rid}", json={"approve": True}
-    )
+    r = _approve(rotated, SECOND_ADMIN, "roles", rid)
     assert r.status_code == 200, r.text
     assert r.json()["roles"] == ["auditor"]
 
@@ -216,9 +216,7 @@ def test_the_requester_cannot_approve_their_own_role_request_after_the_rotation(
     """ADMIN asked under p1 and decides under p2: still the same person, 409
     ``same_admin``; the newcomer gets nothing."""
     rid = rotated.before.role_requests[1]
-    r = as_person(
-        rotated.stack, ADMIN, "POST", f"/admin/roles/requests/{rid}", json={"approve": True}
-    )
+    r = _approve(rotated, ADMIN, "roles", rid)
     assert r.status_code == 409, r.text
     assert r.json()["error"] == "same_admin"
     services = rotated.stack.stack.services
