@@ -71,7 +71,6 @@ def erase_cmd(
         HoldsRoles,
         PrivacyRequestInvalid,
         erasure_event,
-        fingerprinters,
     )
     from kroonika.audit import Actor, ActorType, AuditError
     from kroonika.cli import _OPEN_ERRORS, _access_trail, _fail, _open_error, _settings
@@ -87,12 +86,8 @@ def erase_cmd(
         except _OPEN_ERRORS as exc:
             raise _fail(f"cannot open the database: {_open_error(exc)}") from None
         try:
-            eraser = Eraser(
-                engine,
-                comps.subject_keys,
-                fingerprinters(settings.pseudonym_keys()),
-                comps.store,
-            )
+            known = (comps.fingerprinter, *comps.retired)  # the current key first
+            eraser = Eraser(engine, comps.subject_keys, known, comps.store)
             try:
                 person = eraser.person(personal_code=personal_code, pseudonym=pseudonym)
             except PrivacyRequestInvalid as exc:

@@ -140,11 +140,6 @@ class ErasureCounts:
         }
 
 
-def fingerprinters(keys: Sequence[tuple[str, bytes]]) -> list[Fingerprinter]:
-    """One fingerprinter per pseudonymisation key (``Settings.pseudonym_keys()``)."""
-    return [Fingerprinter(key, kid) for kid, key in keys]
-
-
 class Eraser:
     """Finds and deletes a person's keys and personal data (see the module docstring)."""
 

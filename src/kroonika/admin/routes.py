@@ -804,9 +804,9 @@ async def disable_client(
 @router.get("/keys", openapi_extra=roles(*ADMIN))
 async def list_keys(request: Request, p: Annotated[Principal, require(*ADMIN)]) -> dict[str, Any]:
     """Token signing keys (public parts), the audit checkpoint keys, and the
-    pseudonymisation key ids: the active one (since when it was first used), the retired
-    ones still configured, and per key id how many usable API keys and pending requests
-    name a person under it (decision 0022)."""
+    pseudonymisation key ids: the active one (and since the first start under it that
+    was kept), the retired ones still configured, and per key id how many usable API
+    keys and pending requests name a person under it (decision 0022)."""
     admin = admin_services(request)
     comps = getattr(request.app.state, "tokens", None)
     signing = comps.keys.jwks()["keys"] if comps is not None else []
