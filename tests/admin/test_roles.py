@@ -35,10 +35,63 @@ def test_a_role_is_stored_in_its_canonical_form(store: RoleStore, typed: str) ->
 
 def test_an_approved_request_applies_the_canonical_role(store: RoleStore) -> None:
     """A request for " Security " grants "security" and records it so."""
-    req = store.request(CODE, " Security ", "grant", by="admin:a", by_subject=None, why="INC-1")
+    req = store.request(
+        CODE, " Security ", "grant", by="admin:a", by_subject=None, why="INC-1", ttl_s=3600
+    )
     assert req.role == "security"
     store.decide(req.id, approve=True, by="admin:b", by_subject=None)
     assert store.roles_of(CODE) == ("security",)
+
+
+def test_an_expired_request_cannot_be_decided(tmp_path: Path) -> None:
+    """Past its ttl_s a pending request shows expired, is listed as expired and not
+    pending, and neither approving nor rejecting it changes anything (409 expired)."""
+    from kroonika.admin import ChangeConflict
+
+    now = [1_700_000_000.0]
+    engine = make_engine(f"sqlite:///{tmp_path / 'expiry.db'}")
+    upgrade(engine)
+    store = RoleStore(engine, clock=lambda: now[0])
+    req = store.request(CODE, "security", "grant", by="admin:a", by_subject=None, why="I", ttl_s=60)
+    assert req.expires_at == req.requested_at + 60
+    now[0] += 60
+    assert req.state(int(now[0])) == "expired"
+    assert store.requests("pending") == []
+    assert [r.id for r in store.requests("expired")] == [req.id]
+    for approve in (True, False):
+        with pytest.raises(ChangeConflict, match="expired") as refused:
+            store.decide(req.id, approve=approve, by="admin:b", by_subject=None)
+        assert refused.value.code == "expired"
+    assert store.roles_of(CODE) == ()
+    stored = store.get_request(req.id)
+    assert stored is not None
+    assert (stored.status, stored.decided_by) == ("pending", None)
+
+
+def test_requests_waiting_before_the_upgrade_get_a_day(tmp_path: Path) -> None:
+    """Migration k0003 gives a role request made before it a day from when it was made
+    (the default KROONIKA_ADMIN_APPROVAL_TTL_S), and goes back down cleanly."""
+    from sqlalchemy import inspect, select, text
+
+    from kroonika.db.admin import admin_role_request as t
+    from kroonika.db.migrate import downgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "k0002")
+    with engine.begin() as conn:  # the table as k0002 left it: no expires_at
+        conn.execute(
+            text(
+                "INSERT INTO admin_role_request (id, subject, role, action, requested_by,"
+                " requested_at, justification, status) VALUES ('rr_old', 'EE49002124277',"
+                " 'admin', 'grant', 'admin:a', 1000, 'INC-1', 'pending')"
+            )
+        )
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(t.c.expires_at)).scalar_one() == 1_000 + 86_400
+    downgrade(engine, "k0002")
+    columns = {c["name"] for c in inspect(engine).get_columns("admin_role_request")}
+    assert "expires_at" not in columns
 
 
 @pytest.mark.parametrize(
@@ -52,7 +105,9 @@ def test_a_subject_that_is_not_one_printable_word_is_refused(
     with pytest.raises(ValueError, match="subject"):
         store.grant(subject, "admin", by="test")
     with pytest.raises(ValueError, match="subject"):
-        store.request(subject, "admin", "grant", by="admin:a", by_subject=None, why="INC-1")
+        store.request(
+            subject, "admin", "grant", by="admin:a", by_subject=None, why="INC-1", ttl_s=3600
+        )
     assert store.holders() == []
 
 

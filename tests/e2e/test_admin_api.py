@@ -598,9 +598,11 @@ def test_role_change_needs_a_second_admin(stack: AdminStack) -> None:
 
     roles = RoleStore(stack.stack.services.engine, clock=stack.stack.services.clock)
     with pytest.raises(RoleChangeRefused):
-        roles.request(ADMIN, "auditor", "grant", by="admin:x", by_subject=ADMIN, why=WHY)
+        roles.request(
+            ADMIN, "auditor", "grant", by="admin:x", by_subject=ADMIN, why=WHY, ttl_s=3600
+        )
     req = roles.request(
-        "49002124277", "security", "grant", by="admin:first", by_subject=ADMIN, why=WHY
+        "49002124277", "security", "grant", by="admin:first", by_subject=ADMIN, why=WHY, ttl_s=3600
     )
     with pytest.raises(RoleChangeRefused):
         roles.decide(req.id, approve=True, by="admin:first", by_subject=ADMIN)

@@ -24,6 +24,8 @@ from admin_harness import (
     refuse_events,
 )
 
+from kroonika.admin import RoleStore
+
 CONFIG = "/admin/config"
 REQUESTS = "/admin/config/requests"
 
@@ -314,6 +316,36 @@ def test_an_expired_request_cannot_be_approved(tmp_path: Path) -> None:
         expired = s.call("GET", REQUESTS, params={"status": "expired"}).json()["requests"]
         assert [x["id"] for x in expired] == [req["id"]]
         assert not s.call("GET", REQUESTS, params={"status": "pending"}).json()["requests"]
+
+
+def test_an_expired_role_request_cannot_be_approved(tmp_path: Path) -> None:
+    """A role request expires after the same KROONIKA_ADMIN_APPROVAL_TTL_S: it is no
+    longer listed as pending, approving it is 409 expired (recorded as the refused
+    admin.request, like an expired configuration request) and grants nothing."""
+    subject = "47101010033"
+    with admin_stack(tmp_path, overrides={"admin_approval_ttl_s": 60}) as s:
+        asked = as_person(
+            s, ADMIN, "POST", "/admin/roles", json={"subject": subject, "role": "privacy"}
+        )
+        assert asked.status_code == 202, asked.text
+        req = asked.json()["request"]
+        with person_session(s, SECOND_ADMIN) as (b, csrf):
+            s.stack.clock.advance(61)
+            r = b.post(
+                f"{s.url}/admin/roles/requests/{req['id']}",
+                json={"approve": True},
+                headers={"x-justification": WHY, "x-csrf-token": csrf},
+            )
+        assert (r.status_code, r.json()["error"]) == (409, "expired"), r.text
+        assert "expired" in r.json()["detail"]
+        (call,) = s.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+        assert (call["outcome"], call["reason"]) == ("failure", "http_409")
+        assert not _changes(s, r.headers["x-request-id"])
+        assert "privacy" not in RoleStore(s.stack.services.engine, clock=s.stack.clock).roles_of(
+            subject
+        )
+        assert req["id"] not in {x["id"] for x in s.call("GET", "/admin/roles").json()["pending"]}
+        assert req["expires_at"] - req["requested_at"] == 60
 
 
 def test_four_eyes_switched_on_at_run_time_is_switched_off_by_two(tmp_path: Path) -> None:

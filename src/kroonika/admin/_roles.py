@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from kroonika.admin._errors import NotFound, RoleChangeRefused
+from kroonika.admin._errors import ChangeConflict, NotFound, RoleChangeRefused
 from kroonika.db.admin import admin_api_key, admin_role, admin_role_request
 
 
@@ -80,8 +80,13 @@ class RoleRequest:
     status: str
     decided_by: str | None
     decided_at: int | None
+    expires_at: int
 
-    def public(self, pseudonymise: Callable[[str], str]) -> dict[str, Any]:
+    def state(self, now: int) -> str:
+        """The status, with a pending request past its time shown as ``expired``."""
+        return "expired" if self.status == "pending" and now >= self.expires_at else self.status
+
+    def public(self, pseudonymise: Callable[[str], str], now: int) -> dict[str, Any]:
         return {
             "id": self.id,
             "subject_ref": pseudonymise(self.subject),
@@ -89,7 +94,8 @@ class RoleRequest:
             "action": self.action,
             "requested_by": self.requested_by,
             "requested_at": self.requested_at,
-            "status": self.status,
+            "expires_at": self.expires_at,
+            "status": self.state(now),
             "decided_by": self.decided_by,
             "decided_at": self.decided_at,
         }
@@ -205,24 +211,35 @@ class RoleStore:
     # --- role requests (separation of duties) ------------------------------------------
 
     def request(
-        self, subject: str, role: str, action: str, *, by: str, by_subject: str | None, why: str
+        self,
+        subject: str,
+        role: str,
+        action: str,
+        *,
+        by: str,
+        by_subject: str | None,
+        why: str,
+        ttl_s: int,
     ) -> RoleRequest:
+        """A pending role request; it expires after ``ttl_s`` (decision 0017)."""
         subject, role = checked_subject(subject), _role(role)
         if action not in ("grant", "revoke"):
             raise ValueError("action is grant or revoke")
         if by_subject is not None and normalise_subject(by_subject) == subject:
             raise RoleChangeRefused("nobody can change their own roles", code="self_grant")
+        now = self._now()
         req = RoleRequest(
             f"rr_{secrets.token_hex(8)}",
             subject,
             role,
             action,
             by,
-            self._now(),
+            now,
             why,
             "pending",
             None,
             None,
+            now + ttl_s,
         )
         with self.engine.begin() as conn:
             conn.execute(
@@ -240,9 +257,15 @@ class RoleStore:
         return None if row is None else _request(row._mapping)
 
     def requests(self, status: str | None = None) -> list[RoleRequest]:
-        q = select(admin_role_request).order_by(admin_role_request.c.requested_at)
-        if status is not None:
-            q = q.where(admin_role_request.c.status == status)
+        """Requests, oldest first; ``status`` as :meth:`RoleRequest.state` shows it."""
+        t = admin_role_request
+        q = select(t).order_by(t.c.requested_at)
+        if status in ("pending", "expired"):
+            now = self._now()
+            q = q.where(t.c.status == "pending")
+            q = q.where(t.c.expires_at > now if status == "pending" else t.c.expires_at <= now)
+        elif status is not None:
+            q = q.where(t.c.status == status)
         with self.engine.connect() as conn:
             return [_request(r._mapping) for r in conn.execute(q).all()]
 
@@ -255,9 +278,11 @@ class RoleStore:
         by_subject: str | None,
         by_labels: Collection[str] = (),
     ) -> RoleRequest:
-        """Approve (and apply) or reject a pending request. The decider (``by``, also named
-        ``by_labels`` under retired pseudonymisation keys) must be neither the requester nor
-        the person whose roles change."""
+        """Approve (and apply) or reject a pending request that has not expired
+        (:class:`ChangeConflict` ``expired``: the conditional update checks the time, so it
+        cannot race). The decider (``by``, also named ``by_labels`` under retired
+        pseudonymisation keys) must be neither the requester nor the person whose roles
+        change."""
         req = self.get_request(request_id)
         if req is None:
             raise NotFound(f"no role request {request_id}")
@@ -268,16 +293,23 @@ class RoleStore:
         if by_subject is not None and normalise_subject(by_subject) == req.subject:
             raise RoleChangeRefused("nobody can change their own roles", code="self_grant")
         status = "approved" if approve else "rejected"
+        now = self._now()
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(admin_role_request)
                 .where(
                     admin_role_request.c.id == request_id,
                     admin_role_request.c.status == "pending",
+                    admin_role_request.c.expires_at > now,
                 )
-                .values(status=status, decided_by=by, decided_at=self._now())
+                .values(status=status, decided_by=by, decided_at=now)
             )
         if result.rowcount != 1:
+            again = self.get_request(request_id)
+            if again is not None and again.status == "pending":
+                raise ChangeConflict(
+                    f"the request expired at {again.expires_at}; ask again", code="expired"
+                )
             raise RoleChangeRefused("the request was already decided", code="already_decided")
         if approve:
             if req.action == "grant":

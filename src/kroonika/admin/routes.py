@@ -1210,12 +1210,13 @@ async def list_roles(request: Request, p: Annotated[Principal, require(*ADMIN)])
     admin = admin_services(request)
     holders = await asyncio.to_thread(admin.roles.holders)
     pending = await asyncio.to_thread(admin.roles.requests, "pending")
+    now = int(admin.services.clock())
     return {
         "holders": [
             {"subject": s, "role": r, "granted_by": by, "granted_at": at}
             for s, r, by, at in holders
         ],
-        "pending": [q.public(admin.fingerprinter.pseudonym) for q in pending],
+        "pending": [q.public(admin.fingerprinter.pseudonym, now) for q in pending],
     }
 
 
@@ -1245,6 +1246,7 @@ async def change_role(
             by=p.label,
             by_subject=p.subject,
             why=_why(request),
+            ttl_s=admin.services.settings.admin_approval_ttl_s,
         )
     except ValueError as exc:
         raise AdminError(str(exc), code="invalid_role") from None
@@ -1253,7 +1255,10 @@ async def change_role(
         raise
     if not admin.config.get("admin.second_approval"):
         return JSONResponse(await _decide(request, p, req.id, approve=True), status_code=200)
-    return JSONResponse({"request": req.public(admin.fingerprinter.pseudonym)}, status_code=202)
+    now = int(admin.services.clock())
+    return JSONResponse(
+        {"request": req.public(admin.fingerprinter.pseudonym, now)}, status_code=202
+    )
 
 
 async def _decide(
@@ -1303,7 +1308,8 @@ async def _decide(
         except AuditUnavailable:  # no role without its record
             await asyncio.to_thread(admin.roles.undo, decided)
             raise
-    return {"request": decided.public(admin.fingerprinter.pseudonym), "roles": list(after)}
+    now = int(admin.services.clock())
+    return {"request": decided.public(admin.fingerprinter.pseudonym, now), "roles": list(after)}
 
 
 @router.post("/roles/requests/{request_id}", openapi_extra=roles(*ADMIN))

@@ -1,10 +1,13 @@
 """Tables of administration and jobs (``kroonika.admin`` and ``kroonika.jobs`` own the logic).
 
 - ``admin_role``: which person (personal code, as the session knows it) holds which role.
-- ``admin_role_request``: role changes waiting for a second administrator.
+- ``admin_role_request``: role changes waiting for a second administrator (until
+  ``expires_at``).
 - ``admin_config_request``: runtime configuration changes that weaken a control, waiting
   for a second administrator (the requested values as ``runtime_config`` stores them:
-  secrets sealed; what each key's version and value were when asked).
+  secrets sealed; what each key's version and value were when asked). ``target`` says
+  what the request changes: ``config`` (the runtime configuration) or ``client/<id>``
+  (one token client's own settings, its keys ``client.<field>``).
 - ``admin_api_key``: automation credentials; only the SHA-256 of the secret part is stored.
 - ``runtime_config``: runtime-changeable settings (JSON values) with a version per key.
 - ``pseudonym_key_state``: one row, the pseudonymisation key id the service last ran with,
@@ -43,6 +46,7 @@ admin_role_request = Table(
     Column("status", String(16), nullable=False),  # pending | approved | rejected
     Column("decided_by", String(200), nullable=True),
     Column("decided_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=False),
 )
 Index("ix_admin_role_request_status", admin_role_request.c.status)
 
@@ -60,6 +64,7 @@ admin_config_request = Table(
     Column("status", String(16), nullable=False),  # pending | approved | rejected
     Column("decided_by", String(200), nullable=True),
     Column("decided_at", BigInteger, nullable=True),
+    Column("target", String(100), nullable=False, server_default="config"),
 )
 Index("ix_admin_config_request_status", admin_config_request.c.status)
 
