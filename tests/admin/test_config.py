@@ -292,6 +292,56 @@ def test_a_limit_back_to_its_default_is_compared_with_the_default(
     assert cfg.weakening({"ratelimit.limits": {}}) == ["ratelimit.limits"]
 
 
+CLIENT = {
+    "client.name": "svc",
+    "client.allowed_audiences": ["svc-a"],
+    "client.allowed_claims": [],
+    "client.max_ttl_s": 600,
+    "client.rate_limit": "10/minute",
+    "client.disabled": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "weakening"),
+    [
+        ({"client.allowed_audiences": ["svc-a", "svc-b"]}, ["client.allowed_audiences"]),
+        ({"client.allowed_audiences": ["svc-b"]}, ["client.allowed_audiences"]),  # swapped
+        ({"client.allowed_audiences": []}, []),
+        ({"client.allowed_claims": ["role"]}, ["client.allowed_claims"]),
+        ({"client.max_ttl_s": 601}, ["client.max_ttl_s"]),
+        ({"client.max_ttl_s": 60}, []),
+        ({"client.rate_limit": None}, ["client.rate_limit"]),  # removed
+        ({"client.rate_limit": "11/minute"}, ["client.rate_limit"]),
+        ({"client.rate_limit": "1/second"}, ["client.rate_limit"]),  # a bigger burst rate
+        ({"client.rate_limit": "100/hour"}, ["client.rate_limit"]),  # a bigger burst
+        ({"client.rate_limit": "10/hour"}, []),
+        ({"client.rate_limit": "not a limit"}, ["client.rate_limit"]),  # cannot tell
+        ({"client.disabled": True}, []),
+        ({"client.name": "renamed"}, []),
+        ({"client.name": "renamed", "client.max_ttl_s": 900}, ["client.max_ttl_s"]),
+    ],
+)
+def test_client_changes_that_weaken_are_told_apart(
+    changes: dict[str, Any], weakening: list[str]
+) -> None:
+    """Each client field says which direction gives the client more; a comparison that
+    cannot decide counts as weakening."""
+    from kroonika.admin._config import CLIENT_WEAKENS, weakened
+
+    assert weakened(CLIENT_WEAKENS, CLIENT, changes) == weakening
+
+
+def test_a_disabled_client_enabled_again_is_weakening() -> None:
+    """Enabling is the one direction of ``disabled`` that needs a second person; an own
+    rate limit set where there was none only adds a window."""
+    from kroonika.admin._config import CLIENT_WEAKENS, weakened
+
+    off = {**CLIENT, "client.disabled": True, "client.rate_limit": None}
+    assert weakened(CLIENT_WEAKENS, off, {"client.disabled": False}) == ["client.disabled"]
+    assert weakened(CLIENT_WEAKENS, off, {"client.rate_limit": "1000/second"}) == []
+
+
 def test_an_approved_change_whose_key_moved_on_is_stale(engine: Engine, tmp_path: Path) -> None:
     """``expect`` holds the version and value a change was asked against: once the key
     changed, applying it raises ChangeConflict and nothing is stored."""

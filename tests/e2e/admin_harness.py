@@ -137,3 +137,36 @@ def as_person(
     with person_session(stack, code) as (b, csrf):
         headers = {"x-justification": why, "x-csrf-token": csrf}
         return b.request(method, stack.url + path, headers=headers, **kw)
+
+
+REQUESTS = "/admin/config/requests"
+
+
+def decide(
+    stack: AdminStack, code: str, request_id: str, *, approve: bool = True, path: str = REQUESTS
+) -> httpx.Response:
+    """``code``'s decision on the request ``request_id`` (under ``path``), in a TARA session."""
+    return as_person(stack, code, "POST", f"{path}/{request_id}", json={"approve": approve})
+
+
+def approve_after(
+    stack: AdminStack, code: str, request_id: str, seconds: float, *, path: str = REQUESTS
+) -> httpx.Response:
+    """``code`` logs in, ``seconds`` pass on the service's clock, then they approve."""
+    with person_session(stack, code) as (b, csrf):
+        stack.stack.clock.advance(seconds)
+        return b.post(
+            f"{stack.url}{path}/{request_id}",
+            json={"approve": True},
+            headers={"x-justification": WHY, "x-csrf-token": csrf},
+        )
+
+
+def config_changes(stack: AdminStack, request_id: str) -> list[dict[str, Any]]:
+    """The ``config.change`` events of one call (its ``x-request-id``)."""
+    return stack.events(types=("config.change",), correlation=request_id)
+
+
+def key_label(stack: AdminStack, role: str = "admin") -> str:
+    """How the admin API names the harness's API key of ``role``."""
+    return "api-key/" + stack.keys[role].split("_")[1]

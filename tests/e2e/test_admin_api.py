@@ -388,7 +388,9 @@ def test_a_client_change_the_trail_cannot_record_is_undone(
     from kroonika.audit import AuditEvent, AuditUnavailable
 
     made = stack.call(
-        "POST", "/admin/clients", json={"name": "guarded", "allowed_audiences": ["svc-a"]}
+        "POST",
+        "/admin/clients",
+        json={"name": "guarded", "allowed_audiences": ["svc-a", "svc-b"]},
     ).json()
     trail = stack.stack.services.audit.trail
 
@@ -396,10 +398,10 @@ def test_a_client_change_the_trail_cannot_record_is_undone(
         raise AuditUnavailable("store down")
 
     monkeypatch.setattr(trail, "emit_many", refuse)
-    r = stack.call(
+    r = stack.call(  # less for the client: applied at once (decision 0017), then undone
         "PATCH",
         f"/admin/clients/{made['client_id']}",
-        json={"allowed_audiences": ["svc-a", "everything"], "max_ttl_s": 99, "disabled": True},
+        json={"allowed_audiences": ["svc-a"], "max_ttl_s": 99, "disabled": True},
     )
     monkeypatch.undo()
     assert r.status_code == 503, r.text
@@ -409,7 +411,7 @@ def test_a_client_change_the_trail_cannot_record_is_undone(
         if c["client_id"] == made["client_id"]
     ]
     assert (kept["allowed_audiences"], kept["max_ttl_s"], kept["disabled"]) == (
-        ["svc-a"],
+        ["svc-a", "svc-b"],
         made["max_ttl_s"],
         False,
     )

@@ -13,12 +13,17 @@ from typing import Any
 import pytest
 from admin_harness import (
     ADMIN,
+    REQUESTS,
     SECOND_ADMIN,
     WHY,
     AdminStack,
     admin_stack,
+    approve_after,
     as_person,
+    config_changes,
+    decide,
     holder_key,
+    key_label,
     person_label,
     person_session,
     refuse_events,
@@ -27,7 +32,6 @@ from admin_harness import (
 from kroonika.admin import RoleStore
 
 CONFIG = "/admin/config"
-REQUESTS = "/admin/config/requests"
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +53,9 @@ def _ask(stack: AdminStack, changes: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def _decide(stack: AdminStack, code: str, request_id: str, *, approve: bool = True) -> Any:
-    return as_person(stack, code, "POST", f"{REQUESTS}/{request_id}", json={"approve": approve})
-
-
-def _changes(stack: AdminStack, rid: str) -> list[dict[str, Any]]:
-    return stack.events(types=("config.change",), correlation=rid)
-
-
 def _violation(stack: AdminStack, rid: str) -> dict[str, Any]:
     (v,) = stack.events(types=("security.policy_violation",), correlation=rid)
     return v
-
-
-def _key_label(stack: AdminStack) -> str:
-    return "api-key/" + stack.keys["admin"].split("_")[1]
 
 
 def test_a_weakening_change_waits_and_is_not_applied(stack: AdminStack) -> None:
@@ -77,13 +69,13 @@ def test_a_weakening_change_waits_and_is_not_applied(stack: AdminStack) -> None:
     assert req["justification"] == WHY  # what the second administrator judges
     assert req["expires_at"] - req["requested_at"] == 86_400
     assert _value(stack, "session.idle_s") == before
-    (event,) = _changes(stack, r.headers["x-request-id"])
+    (event,) = config_changes(stack, r.headers["x-request-id"])
     assert event["outcome"] == "unknown"
     d = event["details"]
     assert (d["state"], d["request_id"], d["requested_by"]) == (
         "pending",
         req["id"],
-        _key_label(stack),
+        key_label(stack),
     )
     assert (d["before"], d["after"], d["weakening"]) == (str(before), str(before + 60), True)
     assert d["expires_at"] == req["expires_at"]
@@ -100,7 +92,7 @@ def test_a_change_that_weakens_nothing_applies_at_once(stack: AdminStack) -> Non
     assert r.status_code == 200, r.text
     assert sorted(r.json()["changed"]) == ["alerts.brute_force_window_s", "session.idle_s"]
     assert _value(stack, "session.idle_s") == idle - 1
-    events = _changes(stack, r.headers["x-request-id"])
+    events = config_changes(stack, r.headers["x-request-id"])
     assert len(events) == 2
     for event in events:
         assert "state" not in event["details"]
@@ -126,7 +118,7 @@ def test_the_requester_is_no_second_pair_of_eyes(stack: AdminStack) -> None:
     )
     assert asked.status_code == 202, asked.text
     request_id = asked.json()["request"]["id"]
-    own = _decide(stack, ADMIN, request_id)
+    own = decide(stack, ADMIN, request_id)
     assert (own.status_code, own.json()["error"]) == (409, "same_admin"), own.text
     assert _violation(stack, own.headers["x-request-id"])["details"]["policy"] == (
         "separation_of_duties"
@@ -142,7 +134,7 @@ def test_the_maker_of_the_requesting_key_cannot_approve(stack: AdminStack) -> No
     """A change asked for with an API key cannot be approved by the person who made the
     key: 409 same_admin."""
     req = _ask(stack, {"alerts.brute_force_failures": 10_000})
-    r = _decide(stack, ADMIN, req["id"])
+    r = decide(stack, ADMIN, req["id"])
     assert (r.status_code, r.json()["error"]) == (409, "same_admin"), r.text
     assert _value(stack, "alerts.brute_force_failures") != 10_000
 
@@ -162,10 +154,10 @@ def test_a_request_of_a_revoked_key_can_only_be_rejected(stack: AdminStack) -> N
     assert asked.status_code == 202, asked.text
     request_id = asked.json()["request"]["id"]
     assert stack.call("DELETE", f"/admin/api-keys/{key.split('_')[1]}").status_code == 200
-    approved = _decide(stack, SECOND_ADMIN, request_id)
+    approved = decide(stack, SECOND_ADMIN, request_id)
     assert (approved.status_code, approved.json()["error"]) == (409, "requester_not_admin")
     assert _value(stack, "jobs.security_profiles.enabled") is True
-    rejected = _decide(stack, SECOND_ADMIN, request_id, approve=False)
+    rejected = decide(stack, SECOND_ADMIN, request_id, approve=False)
     assert rejected.status_code == 200, rejected.text
 
 
@@ -175,22 +167,22 @@ def test_a_second_admin_approves_and_both_are_recorded(stack: AdminStack) -> Non
     a second decision is 409 already_decided."""
     before = _value(stack, "alerts.stuffing_people")
     req = _ask(stack, {"alerts.stuffing_people": before * 10})
-    r = _decide(stack, SECOND_ADMIN, req["id"])
+    r = decide(stack, SECOND_ADMIN, req["id"])
     assert r.status_code == 200, r.text
     assert (r.json()["request"]["status"], r.json()["changed"]) == (
         "approved",
         ["alerts.stuffing_people"],
     )
     assert _value(stack, "alerts.stuffing_people") == before * 10
-    (event,) = _changes(stack, r.headers["x-request-id"])
+    (event,) = config_changes(stack, r.headers["x-request-id"])
     d = event["details"]
     second = person_label(stack.stack.services, SECOND_ADMIN)
     assert (event["outcome"], d["state"], d["request_id"]) == ("success", "approved", req["id"])
-    assert (d["requested_by"], d["decided_by"]) == (_key_label(stack), second)
+    assert (d["requested_by"], d["decided_by"]) == (key_label(stack), second)
     assert "admin:" + event["actor"]["pseudonym"] == second
     assert (d["before"], d["after"], d["weakening"]) == (str(before), str(before * 10), True)
     assert d["version"] >= 1
-    again = _decide(stack, SECOND_ADMIN, req["id"], approve=False)
+    again = decide(stack, SECOND_ADMIN, req["id"], approve=False)
     assert (again.status_code, again.json()["error"]) == (409, "already_decided"), again.text
 
 
@@ -199,18 +191,18 @@ def test_a_rejected_change_is_not_applied(stack: AdminStack) -> None:
     rejected naming both; it cannot be approved afterwards."""
     before = _value(stack, "alerts.travel_max_kmh")
     req = _ask(stack, {"alerts.travel_max_kmh": 100_000})
-    r = _decide(stack, SECOND_ADMIN, req["id"], approve=False)
+    r = decide(stack, SECOND_ADMIN, req["id"], approve=False)
     assert r.status_code == 200, r.text
     assert r.json()["request"]["status"] == "rejected"
     assert _value(stack, "alerts.travel_max_kmh") == before
-    (event,) = _changes(stack, r.headers["x-request-id"])
+    (event,) = config_changes(stack, r.headers["x-request-id"])
     assert (event["outcome"], event["reason"], event["details"]["state"]) == (
         "failure",
         "rejected",
         "rejected",
     )
     assert event["details"]["decided_by"] == person_label(stack.stack.services, SECOND_ADMIN)
-    later = _decide(stack, SECOND_ADMIN, req["id"])
+    later = decide(stack, SECOND_ADMIN, req["id"])
     assert (later.status_code, later.json()["error"]) == (409, "already_decided")
     assert _value(stack, "alerts.travel_max_kmh") == before
 
@@ -222,11 +214,11 @@ def test_a_change_whose_key_moved_on_is_stale(stack: AdminStack) -> None:
     req = _ask(stack, {"session.idle_s": idle + 60})
     tightened = stack.call("PATCH", CONFIG, json={"changes": {"session.idle_s": idle - 1}})
     assert tightened.status_code == 200, tightened.text
-    r = _decide(stack, SECOND_ADMIN, req["id"])
+    r = decide(stack, SECOND_ADMIN, req["id"])
     assert (r.status_code, r.json()["error"]) == (409, "stale"), r.text
     assert _value(stack, "session.idle_s") == idle - 1
-    assert not _changes(stack, r.headers["x-request-id"])
-    assert _decide(stack, SECOND_ADMIN, req["id"], approve=False).status_code == 200
+    assert not config_changes(stack, r.headers["x-request-id"])
+    assert decide(stack, SECOND_ADMIN, req["id"], approve=False).status_code == 200
 
 
 def test_an_approval_the_trail_cannot_record_is_undone(
@@ -282,7 +274,7 @@ def test_a_rejection_the_trail_cannot_record_leaves_the_request_pending(
 
 
 def test_an_unknown_request_is_404(stack: AdminStack) -> None:
-    r = _decide(stack, SECOND_ADMIN, "cr_0000000000000000")
+    r = decide(stack, SECOND_ADMIN, "cr_0000000000000000")
     assert (r.status_code, r.json()["error"]) == (404, "not_found"), r.text
 
 
@@ -304,13 +296,7 @@ def test_an_expired_request_cannot_be_approved(tmp_path: Path) -> None:
         before = _value(s, "session.absolute_s")
         req = _ask(s, {"session.absolute_s": before * 2})
         assert req["expires_at"] - req["requested_at"] == 60
-        with person_session(s, SECOND_ADMIN) as (b, csrf):
-            s.stack.clock.advance(61)
-            r = b.post(
-                f"{s.url}{REQUESTS}/{req['id']}",
-                json={"approve": True},
-                headers={"x-justification": WHY, "x-csrf-token": csrf},
-            )
+        r = approve_after(s, SECOND_ADMIN, req["id"], 61)
         assert (r.status_code, r.json()["error"]) == (409, "expired"), r.text
         assert _value(s, "session.absolute_s") == before
         expired = s.call("GET", REQUESTS, params={"status": "expired"}).json()["requests"]
@@ -329,18 +315,12 @@ def test_an_expired_role_request_cannot_be_approved(tmp_path: Path) -> None:
         )
         assert asked.status_code == 202, asked.text
         req = asked.json()["request"]
-        with person_session(s, SECOND_ADMIN) as (b, csrf):
-            s.stack.clock.advance(61)
-            r = b.post(
-                f"{s.url}/admin/roles/requests/{req['id']}",
-                json={"approve": True},
-                headers={"x-justification": WHY, "x-csrf-token": csrf},
-            )
+        r = approve_after(s, SECOND_ADMIN, req["id"], 61, path="/admin/roles/requests")
         assert (r.status_code, r.json()["error"]) == (409, "expired"), r.text
         assert "expired" in r.json()["detail"]
         (call,) = s.events(types=("admin.request",), correlation=r.headers["x-request-id"])
         assert (call["outcome"], call["reason"]) == ("failure", "http_409")
-        assert not _changes(s, r.headers["x-request-id"])
+        assert not config_changes(s, r.headers["x-request-id"])
         assert "privacy" not in RoleStore(s.stack.services.engine, clock=s.stack.clock).roles_of(
             subject
         )
@@ -356,14 +336,14 @@ def test_four_eyes_switched_on_at_run_time_is_switched_off_by_two(tmp_path: Path
         assert on.status_code == 200, on.text
         req = _ask(s, {"admin.second_approval": False})
         assert _value(s, "admin.second_approval") is True
-        r = _decide(s, SECOND_ADMIN, req["id"])
+        r = decide(s, SECOND_ADMIN, req["id"])
         assert r.status_code == 200, r.text
         assert _value(s, "admin.second_approval") is False
         direct = s.call(
             "PATCH", CONFIG, json={"changes": {"ratelimit.limits": {"admin:ip": "off"}}}
         )
         assert direct.status_code == 200, direct.text
-        (event,) = _changes(s, direct.headers["x-request-id"])
+        (event,) = config_changes(s, direct.headers["x-request-id"])
         assert event["details"]["weakening"] is True
         assert "state" not in event["details"]
 
@@ -375,11 +355,11 @@ def test_approval_on_postgresql(tmp_path: Path, fresh_postgres_url: str) -> None
     url = fresh_postgres_url
     with admin_stack(tmp_path, database_url=url, overrides={"audit_store_url": url}) as s:
         req = _ask(s, {"ratelimit.limits": {"admin:person": "off"}})
-        own = _decide(s, ADMIN, req["id"])
+        own = decide(s, ADMIN, req["id"])
         assert (own.status_code, own.json()["error"]) == (409, "same_admin"), own.text
         assert "admin:person" not in _value(s, "ratelimit.limits")
-        r = _decide(s, SECOND_ADMIN, req["id"])
+        r = decide(s, SECOND_ADMIN, req["id"])
         assert r.status_code == 200, r.text
         assert _value(s, "ratelimit.limits")["admin:person"] == "off"
-        (event,) = _changes(s, r.headers["x-request-id"])
-        assert event["details"]["requested_by"] == _key_label(s)
+        (event,) = config_changes(s, r.headers["x-request-id"])
+        assert event["details"]["requested_by"] == key_label(s)

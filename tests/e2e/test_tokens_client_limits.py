@@ -196,21 +196,22 @@ def test_admin_api_refuses_a_bad_rate_limit(tmp_path: Path) -> None:
         assert bad.status_code == 400, bad.text
         assert "100/minute" in bad.text
         assert stack.call("GET", "/admin/clients").json()["clients"] == []
-        made = stack.call("POST", "/admin/clients", json={"name": "svc", "rate_limit": "9/hour"})
+        made = stack.call("POST", "/admin/clients", json={"name": "svc", "rate_limit": "20/minute"})
         assert made.status_code == 201, made.text
         cid = made.json()["client_id"]
         patch = stack.call("PATCH", f"/admin/clients/{cid}", json={"rate_limit": "0/minute"})
         assert patch.status_code == 400, patch.text
         assert "100/minute" in patch.text
-        good = stack.call("PATCH", f"/admin/clients/{cid}", json={"rate_limit": "20/minute"})
+        # stricter: applied at once (a looser one waits for a second administrator)
+        good = stack.call("PATCH", f"/admin/clients/{cid}", json={"rate_limit": "9/hour"})
         assert good.status_code == 200, good.text
         (client,) = stack.call("GET", "/admin/clients").json()["clients"]
-        assert client["rate_limit"] == "20/minute"
+        assert client["rate_limit"] == "9/hour"
         changes = [
             e
             for e in stack.events(types=("config.change",))
             if e["details"].get("key") == "client.rate_limit"
         ]
         assert [(c["details"]["before"], c["details"]["after"]) for c in changes] == [
-            ('"9/hour"', '"20/minute"')
+            ('"20/minute"', '"9/hour"')
         ]

@@ -158,13 +158,25 @@ def _limits_loosened(before: Any, after: Any) -> bool:
 
     old = RateLimitPolicy.build(before).limits
     new = RateLimitPolicy.build(after).limits
-    for name, limit in old.items():
-        other = new.get(name)
-        if other is None or other.amount > limit.amount:
-            return True
-        if other.amount * limit.get_expiry() > limit.amount * other.get_expiry():
-            return True
-    return False
+    return any(name not in new or _looser(limit, new[name]) for name, limit in old.items())
+
+
+def _looser(old: Any, new: Any) -> bool:
+    """Whether rate limit ``new`` allows more calls in its window, or more per second,
+    than ``old`` (both ``limits`` items)."""
+    return bool(
+        new.amount > old.amount or new.amount * old.get_expiry() > old.amount * new.get_expiry()
+    )
+
+
+def _own_limit_loosened(before: Any, after: Any) -> bool:
+    """A client's own rate limit removed, or looser (:func:`_looser`); setting one where
+    there was none only adds a window on top of the route groups' limits."""
+    from limits import parse
+
+    if before is None:
+        return False
+    return after is None or _looser(parse(before), parse(after))
 
 
 def _longest_gap(cron: str, runs: int = 24) -> float:
@@ -178,6 +190,39 @@ def _longest_gap(cron: str, runs: int = 24) -> float:
 def _less_often(before: Any, after: Any) -> bool:
     """A schedule whose longest pause between two runs is longer than before."""
     return _longest_gap(after) > _longest_gap(before)
+
+
+def weakened(
+    declared: Mapping[str, Weakens | None], current: Mapping[str, Any], changes: Mapping[str, Any]
+) -> list[str]:
+    """The names in ``changes`` whose change from ``current`` weakens a control as
+    ``declared`` says; a comparison that fails counts as weakening (fail closed)."""
+    out = []
+    for name, value in changes.items():
+        weakens = declared.get(name)
+        if weakens is None or current[name] == value:
+            continue
+        try:
+            if weakens(current[name], value):
+                out.append(name)
+        except (ValueError, TypeError):  # fail closed: cannot tell is weakening
+            log.warning("cannot tell whether a change of %s weakens it", name)
+            out.append(name)
+    return sorted(out)
+
+
+#: which change of a token client's own settings (``PATCH /admin/clients/{id}``, the
+#: keys of its ``config.change`` events) weakens a control: the client may then ask for
+#: tokens for more services, with more claims, living longer, more often, or at all again.
+#: Its name weakens nothing.
+CLIENT_WEAKENS: dict[str, Weakens | None] = {
+    "client.name": None,
+    "client.allowed_audiences": _widened,
+    "client.allowed_claims": _widened,
+    "client.max_ttl_s": _raised,
+    "client.rate_limit": _own_limit_loosened,
+    "client.disabled": _switched_off,  # a disabled client enabled again
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,19 +627,7 @@ class RuntimeConfig:
     def weakening(self, clean: Mapping[str, Any]) -> list[str]:
         """The keys of validated ``clean`` whose change from the current value weakens a
         control (``ConfigKey.weakens``); a comparison that fails counts as weakening."""
-        current = self.effective()
-        out = []
-        for name, value in clean.items():
-            weakens = KEYS[name].weakens
-            if weakens is None or current[name] == value:
-                continue
-            try:
-                if weakens(current[name], value):
-                    out.append(name)
-            except (ValueError, TypeError):  # fail closed: cannot tell is weakening
-                log.warning("cannot tell whether a change of %s weakens it", name)
-                out.append(name)
-        return sorted(out)
+        return weakened({k: KEYS[k].weakens for k in clean}, self.effective(), clean)
 
     def change(
         self,

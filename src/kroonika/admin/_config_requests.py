@@ -7,6 +7,10 @@ administrator approves it (then it is applied exactly as asked, unless one of it
 changed meanwhile) or rejects it, or until it expires. The request/decide/undo steps
 follow :class:`~kroonika.admin._roles.RoleStore`'s role requests. Requested values are
 kept as ``runtime_config`` keeps them: secrets sealed under the master key.
+
+A request's ``target`` is what it changes: :data:`CONFIG`, or one token client
+(``client/<id>``, :func:`client_target`) whose own settings are keyed ``client.<field>``
+(:data:`~kroonika.admin._config.CLIENT_WEAKENS`); the caller applies those.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ from kroonika.admin._errors import ChangeConflict, NotFound
 from kroonika.db.admin import admin_config_request as t
 
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
+CONFIG = "config"
+_CLIENT = "client/"
+
+
+def client_target(client_id: str) -> str:
+    return _CLIENT + client_id
+
+
+def secret(key: str) -> bool:
+    """Whether ``key`` holds a secret (a client's settings hold none)."""
+    return key in KEYS and KEYS[key].secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +54,12 @@ class ConfigRequest:
     status: str  # as stored: pending | approved | rejected
     decided_by: str | None
     decided_at: int | None
+    target: str = CONFIG
+
+    @property
+    def client_id(self) -> str | None:
+        """The token client the request changes, or None (the runtime configuration)."""
+        return self.target[len(_CLIENT) :] if self.target.startswith(_CLIENT) else None
 
     def state(self, now: int) -> str:
         """The status, with a pending request past its time shown as ``expired``."""
@@ -47,15 +68,14 @@ class ConfigRequest:
     def diff(self) -> list[Change]:
         """Each requested key as a change from the value it had when asked (version 0:
         not applied)."""
-        return [
-            Change(k, self.expected[k][1], v, KEYS[k].secret, 0) for k, v in self.changes.items()
-        ]
+        return [Change(k, self.expected[k][1], v, secret(k), 0) for k, v in self.changes.items()]
 
     def public(self, now: int) -> dict[str, Any]:
         return {
             "id": self.id,
+            "target": self.target,
             "changes": {
-                k: SECRET_MASK if KEYS[k].secret else v for k, v in sorted(self.changes.items())
+                k: SECRET_MASK if secret(k) else v for k, v in sorted(self.changes.items())
             },
             "weakening": list(self.weakening),
             "requested_by": self.requested_by,
@@ -96,6 +116,7 @@ class ConfigRequests:
             status=m["status"],
             decided_by=m["decided_by"],
             decided_at=m["decided_at"],
+            target=m["target"],
         )
 
     def create(
@@ -106,18 +127,23 @@ class ConfigRequests:
         by: str,
         why: str,
         ttl_s: int,
+        target: str = CONFIG,
+        expected: Mapping[str, tuple[int, Any]] | None = None,
     ) -> ConfigRequest:
-        """Store validated ``clean`` as a pending request; it expires after ``ttl_s``."""
+        """Store validated ``clean`` as a pending request; it expires after ``ttl_s``.
+        ``expected`` (key: (version, value) now) is the runtime configuration's unless
+        given (another target's)."""
 
-        current = self.config.effective()
-        expected = {
-            k: (self.config.version(k), None if KEYS[k].secret else current[k]) for k in clean
-        }
+        if expected is None:
+            current = self.config.effective()
+            expected = {
+                k: (self.config.version(k), None if secret(k) else current[k]) for k in clean
+            }
         now = self._now()
         req = ConfigRequest(
             f"cr_{secrets.token_hex(8)}",
             dict(clean),
-            expected,
+            dict(expected),
             tuple(weakening),
             by,
             now,
@@ -126,6 +152,7 @@ class ConfigRequests:
             PENDING,
             None,
             None,
+            target,
         )
         stored = {k: orjson.loads(self.config.encode(k, v)) for k, v in clean.items()}
         with self.engine.begin() as conn:
@@ -140,6 +167,7 @@ class ConfigRequests:
                     expires_at=req.expires_at,
                     justification=why,
                     status=PENDING,
+                    target=target,
                 )
             )
         return req

@@ -6,8 +6,9 @@ mutating call needs a justification (``X-Justification`` or a ``justification`` 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -33,16 +34,19 @@ from kroonika.admin._auth import (
     source_of,
 )
 from kroonika.admin._bulk import EPOCH_MAX, Outcomes, export_lists, parse_list_import
-from kroonika.admin._config import KEYS, Change
+from kroonika.admin._config import CLIENT_WEAKENS, KEYS, Change, weakened
 from kroonika.admin._config_requests import (
     APPROVED,
+    CONFIG,
     PENDING,
     REJECTED,
     ConfigRequest,
     ConfigRequests,
+    client_target,
 )
 from kroonika.admin._errors import (
     AdminError,
+    ChangeConflict,
     ConfigInvalid,
     Forbidden,
     JobAlreadyRunning,
@@ -701,43 +705,85 @@ class ClientUpdate(Body):
     justification: str | None = None
 
 
+def _client_settings(c: Any) -> dict[str, Any]:
+    """A client's settings as ``PATCH /admin/clients/{id}`` changes them, keyed as their
+    ``config.change`` events are (``client.<field>``, :data:`CLIENT_WEAKENS`)."""
+    shown = _client(c)
+    return {key: shown[key.removeprefix("client.")] for key in CLIENT_WEAKENS}
+
+
+def _revised(request: Request, current: Any, changes: dict[str, Any]) -> Any:
+    """``current`` with ``changes`` (``client.<field>``: value) under the registry's
+    rules; 400 ``invalid_client`` for a field a client cannot have."""
+    fields = {k.removeprefix("client."): v for k, v in changes.items()}
+    try:
+        return _tokens(request).clients.revised(current, **fields)
+    except ClientError as exc:
+        raise AdminError(str(exc), code="invalid_client") from None
+
+
 @router.patch("/clients/{client_id}", openapi_extra=roles(*ADMIN))
 async def update_client(
     client_id: str, body: ClientUpdate, request: Request, p: Annotated[Principal, require(*ADMIN)]
-) -> dict[str, Any]:
-    """Change a client's name, audiences, claims, TTL cap, rate limit or disabled flag."""
+) -> JSONResponse:
+    """Change a client's name, audiences, claims, TTL cap, rate limit or disabled flag;
+    one ``config.change`` per changed field. While ``admin.second_approval`` is on, a
+    change that gives the client more (an audience or claim, a longer TTL cap, a looser
+    own rate limit, enabled again) waits for a second administrator like a configuration
+    change (202 with the request, decision 0017)."""
+    admin = admin_services(request)
     comps = _tokens(request)
     before = await asyncio.to_thread(comps.clients.get, client_id)
     if before is None:
         raise NotFound(f"no client {client_id}")
-    try:  # the registry's rules, and the client's next call sees the change
-        changed = await asyncio.to_thread(
-            comps.clients.update,
-            client_id,
-            name=body.name,
-            allowed_audiences=body.allowed_audiences,
-            allowed_claims=body.allowed_claims,
-            max_ttl_s=body.max_ttl_s,
-            rate_limit=body.rate_limit,
+    fields = body.model_dump(exclude={"justification"}, exclude_none=True)
+    wanted = _client_settings(
+        _revised(request, before, {f"client.{k}": v for k, v in fields.items()})
+    )
+    current = _client_settings(before)
+    clean = {k: v for k, v in wanted.items() if v != current[k]}
+    weakening = weakened(CLIENT_WEAKENS, current, clean)
+    await asyncio.to_thread(admin.config.refresh)  # another instance may have switched it on
+    if weakening and admin.config.get("admin.second_approval"):
+        asked = await _ask_second(
+            request,
+            p,
+            clean,
+            weakening,
+            target=client_target(client_id),
+            expected={k: (0, current[k]) for k in clean},
         )
-    except ClientError as exc:
-        raise AdminError(str(exc), code="invalid_client") from None
-    if changed is None:
-        raise NotFound(f"no client {client_id}")
-    if body.disabled is not None:
-        await asyncio.to_thread(comps.clients.set_disabled, client_id, body.disabled)
-    after = await asyncio.to_thread(comps.clients.get, client_id)
-    b, a = _client(before), _client(after)
-    events = [
-        _client_event(request, p, client_id, key, b[key], a[key])
-        for key in sorted(k for k in a if a[k] != b[k])
-    ]
-    try:
-        await admin_services(request).services.audit.trail.emit_many(events)
-    except AuditUnavailable:  # no permission change without its record
-        await asyncio.to_thread(comps.clients.restore, before)
-        raise
-    return a
+        return JSONResponse(asked, status_code=202)
+    await _change_client(request, p, before, clean, weakening)
+    return JSONResponse(_client(await asyncio.to_thread(comps.clients.get, client_id)))
+
+
+async def _change_client(
+    request: Request,
+    p: Principal,
+    before: Any,
+    clean: dict[str, Any],
+    weakening: list[str],
+    *,
+    approved: ConfigRequest | None = None,
+) -> list[Change]:
+    """Store ``clean`` on the client (its next call sees it) and record it; put the
+    client back as it was when the trail refuses the record."""
+    clients = _tokens(request).clients
+    after = _revised(request, before, clean)
+    current = _client_settings(before)
+    changes = [Change(k, current[k], v, False, 0) for k, v in sorted(clean.items())]
+    await asyncio.to_thread(clients.restore, after)
+    await _record_changes(
+        request,
+        p,
+        changes,
+        weakening,
+        approved=approved,
+        where=client_target(before.client_id),
+        restore=functools.partial(clients.restore, before),
+    )
+    return changes
 
 
 @router.post("/clients/{client_id}/rotate-secret", openapi_extra=roles(*ADMIN))
@@ -936,17 +982,22 @@ async def _record_changes(
     weakening: list[str],
     *,
     approved: ConfigRequest | None = None,
+    where: str = CONFIG,
+    restore: Callable[[], None] | None = None,
 ) -> None:
-    """The ``config.change`` of each applied change; when the trail refuses them the
-    changes are undone (and an approved request is pending again)."""
+    """The ``config.change`` of each applied change of ``where``; when the trail refuses
+    them the changes are undone (``restore``, by default the runtime configuration's) and
+    an approved request is pending again."""
     admin = admin_services(request)
     state = None if approved is None else APPROVED
     try:
         await admin.services.audit.trail.emit_many(
-            _config_events(request, p, changes, weakening, req=approved, state=state)
+            _config_events(request, p, changes, weakening, req=approved, state=state, where=where)
         )
     except AuditUnavailable:
-        await asyncio.to_thread(admin.config.restore, changes, by="audit_unavailable")
+        await asyncio.to_thread(
+            restore or functools.partial(admin.config.restore, changes, by="audit_unavailable")
+        )
         if approved is not None:
             await asyncio.to_thread(_requests(admin).undo, approved)
         raise
@@ -966,25 +1017,28 @@ def _config_events(
     *,
     req: ConfigRequest | None = None,
     state: str | None = None,
+    where: str = CONFIG,
 ) -> list[AuditEvent]:
-    """One ``config.change`` per key: applied (success, with its version), asked for
+    """One ``config.change`` per key of ``where`` (the runtime configuration, or a
+    request's target): applied (success, with its version if it has one), asked for
     (``state`` pending, outcome unknown: nothing changed yet) or rejected (failure); a
     change of a request names it, its requester and, once decided, the decider."""
     outcome = {PENDING: Outcome.UNKNOWN, REJECTED: Outcome.FAILURE}.get(state or "")
     weak = set(weakening)
+    where = req.target if req else where
     return [
         ev.config_change(
             outcome=outcome or Outcome.SUCCESS,
             reason=REJECTED if state == REJECTED else None,
             actor=p.actor(),
             source=source_of(request),
-            target=Target("config", c.key),
+            target=Target("config", c.key) if where == CONFIG else Target(*where.split("/", 1)),
             correlation=correlation_of(request),
             key=c.key,
             before=c.shown()[0],
             after=c.shown()[1],
             secret=c.secret,
-            version=None if outcome else c.version,
+            version=None if outcome else c.version or None,  # a client's has none
             justification=_why(request),
             weakening=True if c.key in weak else None,
             request_id=req.id if req else None,
@@ -998,10 +1052,16 @@ def _config_events(
 
 
 async def _ask_second(
-    request: Request, p: Principal, clean: dict[str, Any], weakening: list[str]
+    request: Request,
+    p: Principal,
+    clean: dict[str, Any],
+    weakening: list[str],
+    *,
+    target: str = CONFIG,
+    expected: dict[str, tuple[int, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Store a weakening change as a request for a second administrator, recorded before
-    the answer (a request the trail refuses is removed again: 503)."""
+    """Store a weakening change of ``target`` as a request for a second administrator,
+    recorded before the answer (a request the trail refuses is removed again: 503)."""
     admin = admin_services(request)
     store = _requests(admin)
     req = await asyncio.to_thread(
@@ -1011,6 +1071,8 @@ async def _ask_second(
         by=p.label,
         why=_why(request),
         ttl_s=admin.services.settings.admin_approval_ttl_s,
+        target=target,
+        expected=expected,
     )
     try:
         await admin.services.audit.trail.emit_many(
@@ -1029,8 +1091,8 @@ async def list_config_requests(
     status: Literal["pending", "approved", "rejected", "expired"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    """Configuration changes that need or needed a second administrator, newest first
-    (secret values masked)."""
+    """Configuration and client changes that need or needed a second administrator,
+    newest first (``target``: ``config`` or ``client/<id>``; secret values masked)."""
     admin = admin_services(request)
     store = _requests(admin)
     found = await asyncio.to_thread(store.list, status, limit)
@@ -1065,9 +1127,10 @@ async def _second_pair_of_eyes(
 async def decide_config_request(
     request_id: str, body: Decision, request: Request, p: Annotated[Principal, require(*ADMIN)]
 ) -> dict[str, Any]:
-    """Approve (apply exactly as asked; 409 ``stale`` if a key changed since) or reject a
-    configuration request: a person other than the requester and whoever made the
-    requester's key; 409 ``expired`` after ``KROONIKA_ADMIN_APPROVAL_TTL_S``."""
+    """Approve (apply exactly as asked; 409 ``stale`` if a key or client field changed
+    since) or reject a configuration or client request: a person other than the requester
+    and whoever made the requester's key; 409 ``expired`` after
+    ``KROONIKA_ADMIN_APPROVAL_TTL_S``."""
     admin = admin_services(request)
     store = _requests(admin)
     pending = await asyncio.to_thread(store.get, request_id)
@@ -1089,6 +1152,14 @@ async def decide_config_request(
             await asyncio.to_thread(store.undo, decided)
             raise
         return {"request": decided.public(now), "changed": []}
+    if decided.client_id is not None:
+        changes = await _approve_client(request, p, decided)
+        client = await asyncio.to_thread(_tokens(request).clients.get, decided.client_id)
+        return {
+            "request": decided.public(now),
+            "changed": [c.key for c in changes],
+            "client": _client(client),
+        }
     try:
         changes = await asyncio.to_thread(
             admin.config.change,
@@ -1105,6 +1176,26 @@ async def decide_config_request(
         "changed": [c.key for c in changes],
         "config": admin.config.public(),
     }
+
+
+async def _approve_client(request: Request, p: Principal, decided: ConfigRequest) -> list[Change]:
+    """Apply an approved client request exactly as asked: 409 ``stale`` (the request
+    pending again) if one of its fields changed since, or the client is gone."""
+    admin = admin_services(request)
+    try:
+        clients = _tokens(request).clients
+        current = await asyncio.to_thread(clients.get, decided.client_id)
+        now = None if current is None else _client_settings(current)
+        if now is None or any(now[k] != v for k, (_, v) in decided.expected.items()):
+            raise ChangeConflict(
+                f"client {decided.client_id} has changed since the change was asked for"
+            )
+        return await _change_client(
+            request, p, current, decided.changes, list(decided.weakening), approved=decided
+        )
+    except AdminError:  # stale, gone, no longer valid, or no token service
+        await asyncio.to_thread(_requests(admin).undo, decided)
+        raise
 
 
 # --- jobs -----------------------------------------------------------------------------------

@@ -252,21 +252,20 @@ class ClientRegistry:
         with self._lock:
             self._verified.pop(client_id, None)
 
-    def update(
-        self,
-        client_id: str,
+    @staticmethod
+    def revised(
+        current: Client,
         *,
         name: str | None = None,
         allowed_audiences: Sequence[str] | None = None,
         allowed_claims: Sequence[str] | None = None,
         max_ttl_s: int | None = None,
         rate_limit: str | None = None,
-    ) -> Client | None:
-        """Change the given fields under the rules of :meth:`register`; the client's next
-        call sees them (its cached verification is dropped). None if there is no client."""
-        current = self.get(client_id)
-        if current is None:
-            return None
+        disabled: bool | None = None,
+    ) -> Client:
+        """``current`` with the given fields changed under the rules of :meth:`register`
+        (:class:`ClientError` otherwise). Nothing is stored: :meth:`restore` stores it,
+        and the client's next call sees it (its cached verification is dropped)."""
         new = dataclasses.replace(
             current,
             name=current.name if name is None else name,
@@ -278,19 +277,19 @@ class ClientRegistry:
             else tuple(allowed_claims),
             max_ttl_s=current.max_ttl_s if max_ttl_s is None else max_ttl_s,
             rate_limit=current.rate_limit if rate_limit is None else check_rate_limit(rate_limit),
+            disabled=current.disabled if disabled is None else disabled,
         )
-        new = dataclasses.replace(
+        return dataclasses.replace(
             new,
             name=_check(
                 new.name, new.allowed_audiences, new.allowed_claims, new.max_ttl_s, new.rate_limit
             ),
         )
-        self.restore(new)
-        return self.get(client_id)
 
     def restore(self, client: Client) -> None:
-        """Write every field of ``client`` back as it is (an update undone: the audit
-        trail refused its record); the secret stays, the cached verification goes."""
+        """Write every field of ``client`` as it is (a :meth:`revised` client, or one put
+        back because the audit trail refused its change's record); the secret stays, the
+        cached verification goes."""
         with self._engine.begin() as conn:
             conn.execute(
                 update(clients)

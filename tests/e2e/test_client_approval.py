@@ -1,0 +1,304 @@
+"""Two-person approval of token-client changes that weaken a control, over real HTTP with
+the TARA mock (decision 0017): with ``admin.second_approval`` on, ``PATCH
+/admin/clients/{id}`` that gives a client more (audiences, claims, a longer maximum TTL, a
+looser own rate limit, re-enabling it) waits for a second administrator exactly as a
+configuration change does; a change that gives it less applies at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from admin_harness import (
+    ADMIN,
+    REQUESTS,
+    SECOND_ADMIN,
+    WHY,
+    AdminStack,
+    admin_stack,
+    approve_after,
+    as_person,
+    config_changes,
+    decide,
+    key_label,
+    person_label,
+    person_session,
+    refuse_events,
+)
+
+CLIENTS = "/admin/clients"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
+    """The deployment default: second approval on."""
+    with admin_stack(Path(tmp_path_factory.mktemp("client-approval"))) as s:
+        yield s
+
+
+def _client(stack: AdminStack, **fields: Any) -> dict[str, Any]:
+    made = stack.call(
+        "POST",
+        CLIENTS,
+        json={
+            "name": "relying-service",
+            "allowed_audiences": ["svc-a"],
+            "max_ttl_s": 600,
+            "rate_limit": "10/minute",
+            **fields,
+        },
+    )
+    assert made.status_code == 201, made.text
+    shown: dict[str, Any] = made.json()
+    shown.pop("client_secret")
+    return shown
+
+
+def _now(stack: AdminStack, client_id: str) -> dict[str, Any]:
+    (found,) = [
+        c for c in stack.call("GET", CLIENTS).json()["clients"] if c["client_id"] == client_id
+    ]
+    return dict(found)
+
+
+@pytest.mark.parametrize(
+    ("patch", "weakening"),
+    [
+        ({"allowed_audiences": ["svc-a", "everything"]}, ["client.allowed_audiences"]),
+        ({"allowed_claims": ["role"]}, ["client.allowed_claims"]),
+        ({"max_ttl_s": 86_400}, ["client.max_ttl_s"]),
+        ({"rate_limit": "1000/minute"}, ["client.rate_limit"]),
+        ({"rate_limit": "1/second"}, ["client.rate_limit"]),  # a bigger burst: 60/minute
+    ],
+)
+def test_a_weakening_client_change_waits_and_is_not_applied(
+    stack: AdminStack, patch: dict[str, Any], weakening: list[str]
+) -> None:
+    """202 with a pending request naming the client; the client is unchanged; one
+    config.change per field, outcome unknown, state pending, with requester and expiry."""
+    client = _client(stack)
+    r = stack.call("PATCH", f"{CLIENTS}/{client['client_id']}", json=patch)
+    assert r.status_code == 202, r.text
+    req = r.json()["request"]
+    assert (req["status"], req["weakening"]) == ("pending", weakening)
+    assert req["target"] == f"client/{client['client_id']}"
+    assert req["expires_at"] - req["requested_at"] == 86_400
+    assert _now(stack, client["client_id"]) == client
+    (event,) = config_changes(stack, r.headers["x-request-id"])
+    assert event["outcome"] == "unknown"
+    assert event["target"] == {"type": "client", "id": client["client_id"]}
+    d = event["details"]
+    assert (d["key"], d["state"], d["request_id"]) == (weakening[0], "pending", req["id"])
+    assert (d["requested_by"], d["expires_at"], d["weakening"]) == (
+        key_label(stack),
+        req["expires_at"],
+        True,
+    )
+    listed = stack.call("GET", REQUESTS, params={"status": "pending"}).json()["requests"]
+    assert req["id"] in {x["id"] for x in listed}
+
+
+def test_re_enabling_a_disabled_client_waits(stack: AdminStack) -> None:
+    """A client disabled (at once, by one person) stays disabled until a second person
+    approves enabling it again."""
+    client = _client(stack)
+    cid = client["client_id"]
+    assert stack.call("POST", f"{CLIENTS}/{cid}/disable").status_code == 200
+    r = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"disabled": False})
+    assert r.status_code == 202, r.text
+    assert r.json()["request"]["weakening"] == ["client.disabled"]
+    assert _now(stack, cid)["disabled"] is True
+
+
+def test_a_strengthening_client_change_applies_at_once(stack: AdminStack) -> None:
+    """Less for the client (an audience taken away, a shorter TTL, a stricter own limit,
+    disabled) and a new name: 200, applied, one config.change per field, no request."""
+    client = _client(stack, allowed_audiences=["svc-a", "svc-b"])
+    cid = client["client_id"]
+    patch = {
+        "name": "renamed",
+        "allowed_audiences": ["svc-b"],
+        "max_ttl_s": 60,
+        "rate_limit": "5/minute",
+        "disabled": True,
+    }
+    r = stack.call("PATCH", f"{CLIENTS}/{cid}", json=patch)
+    assert r.status_code == 200, r.text
+    now = _now(stack, cid)
+    assert {k: now[k] for k in patch} == patch
+    events = config_changes(stack, r.headers["x-request-id"])
+    assert sorted(e["details"]["key"] for e in events) == [f"client.{k}" for k in sorted(patch)]
+    for event in events:
+        assert event["outcome"] == "success"
+        assert "state" not in event["details"]
+        assert "weakening" not in event["details"]
+
+
+def test_one_weakening_field_holds_back_the_whole_change(stack: AdminStack) -> None:
+    """A change is applied as one: with a weakening field among others nothing is applied
+    until it is approved, and then all of it."""
+    client = _client(stack)
+    cid = client["client_id"]
+    req = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"name": "both", "max_ttl_s": 7200}).json()[
+        "request"
+    ]
+    assert req["weakening"] == ["client.max_ttl_s"]
+    assert req["changes"] == {"client.max_ttl_s": 7200, "client.name": "both"}
+    assert _now(stack, cid)["name"] == client["name"]
+    assert decide(stack, SECOND_ADMIN, req["id"]).status_code == 200
+    assert (_now(stack, cid)["name"], _now(stack, cid)["max_ttl_s"]) == ("both", 7200)
+
+
+def test_the_requester_cannot_approve_their_own_client_change(stack: AdminStack) -> None:
+    """The person who asked is no second pair of eyes (409 same_admin, a
+    separation_of_duties violation), nor is the key made by them; the client stays as it
+    was and the request pending."""
+    client = _client(stack)
+    cid = client["client_id"]
+    asked = as_person(
+        stack, ADMIN, "PATCH", f"{CLIENTS}/{cid}", json={"allowed_audiences": ["svc-a", "x"]}
+    )
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["request"]["id"]
+    own = decide(stack, ADMIN, request_id)
+    assert (own.status_code, own.json()["error"]) == (409, "same_admin"), own.text
+    (v,) = stack.events(
+        types=("security.policy_violation",), correlation=own.headers["x-request-id"]
+    )
+    assert v["details"]["policy"] == "separation_of_duties"
+    by_key = stack.call("POST", f"{REQUESTS}/{request_id}", json={"approve": True})
+    assert (by_key.status_code, by_key.json()["error"]) == (409, "api_key"), by_key.text
+    assert _now(stack, cid) == client
+    (still,) = [x for x in stack.call("GET", REQUESTS).json()["requests"] if x["id"] == request_id]
+    assert still["status"] == "pending"
+
+
+def test_a_second_admin_approves_a_client_change_and_both_are_recorded(
+    stack: AdminStack,
+) -> None:
+    """Another person approves: the client gets exactly what was asked; the config.change
+    names the client, the requester and the approver (the actor), with before and after;
+    a second decision is 409 already_decided."""
+    client = _client(stack)
+    cid = client["client_id"]
+    req = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 3600}).json()["request"]
+    r = decide(stack, SECOND_ADMIN, req["id"])
+    assert r.status_code == 200, r.text
+    assert (r.json()["request"]["status"], r.json()["changed"]) == (
+        "approved",
+        ["client.max_ttl_s"],
+    )
+    assert _now(stack, cid)["max_ttl_s"] == 3600
+    (event,) = config_changes(stack, r.headers["x-request-id"])
+    d = event["details"]
+    second = person_label(stack.stack.services, SECOND_ADMIN)
+    assert event["target"] == {"type": "client", "id": cid}
+    assert (event["outcome"], d["state"], d["request_id"]) == ("success", "approved", req["id"])
+    assert (d["requested_by"], d["decided_by"]) == (key_label(stack), second)
+    assert "admin:" + event["actor"]["pseudonym"] == second
+    assert (d["key"], d["before"], d["after"], d["weakening"]) == (
+        "client.max_ttl_s",
+        "600",
+        "3600",
+        True,
+    )
+    assert d["justification"] == WHY
+    again = decide(stack, SECOND_ADMIN, req["id"], approve=False)
+    assert (again.status_code, again.json()["error"]) == (409, "already_decided"), again.text
+
+
+def test_a_rejected_client_change_is_not_applied(stack: AdminStack) -> None:
+    """Rejection: the client unchanged, a failed config.change with state rejected."""
+    client = _client(stack)
+    cid = client["client_id"]
+    req = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"allowed_claims": ["role"]}).json()[
+        "request"
+    ]
+    r = decide(stack, SECOND_ADMIN, req["id"], approve=False)
+    assert r.status_code == 200, r.text
+    assert _now(stack, cid) == client
+    (event,) = config_changes(stack, r.headers["x-request-id"])
+    assert (event["outcome"], event["details"]["state"], event["target"]["id"]) == (
+        "failure",
+        "rejected",
+        cid,
+    )
+
+
+def test_a_client_that_moved_on_is_stale(stack: AdminStack) -> None:
+    """The field changed after the request (a tightening applied at once): approval is
+    409 stale, nothing applied, the request still pending."""
+    client = _client(stack)
+    cid = client["client_id"]
+    req = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200}).json()["request"]
+    assert stack.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 300}).status_code == 200
+    r = decide(stack, SECOND_ADMIN, req["id"])
+    assert (r.status_code, r.json()["error"]) == (409, "stale"), r.text
+    assert _now(stack, cid)["max_ttl_s"] == 300
+    assert not config_changes(stack, r.headers["x-request-id"])
+    listed = stack.call("GET", REQUESTS, params={"status": "pending"}).json()["requests"]
+    assert req["id"] in {x["id"] for x in listed}
+
+
+def test_an_approved_client_change_the_trail_cannot_record_is_undone(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trail refuses the approval's config.change: 503, the client as it was, the
+    request pending again; once the trail is back the approval goes through."""
+    client = _client(stack)
+    cid = client["client_id"]
+    req = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"rate_limit": "500/minute"}).json()[
+        "request"
+    ]
+    with person_session(stack, SECOND_ADMIN) as (b, csrf):
+        headers = {"x-justification": WHY, "x-csrf-token": csrf}
+        refuse_events(monkeypatch, stack, "config.change")
+        r = b.post(f"{stack.url}{REQUESTS}/{req['id']}", json={"approve": True}, headers=headers)
+        monkeypatch.undo()
+        assert r.status_code == 503, r.text
+        assert _now(stack, cid) == client
+        ok = b.post(f"{stack.url}{REQUESTS}/{req['id']}", json={"approve": True}, headers=headers)
+    assert ok.status_code == 200, ok.text
+    assert _now(stack, cid)["rate_limit"] == "500/minute"
+
+
+def test_a_client_request_the_trail_cannot_record_is_not_kept(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """503 and no pending request: nothing waits that the trail has not seen."""
+    client = _client(stack)
+    known = {x["id"] for x in stack.call("GET", REQUESTS).json()["requests"]}
+    refuse_events(monkeypatch, stack, "config.change")
+    r = stack.call("PATCH", f"{CLIENTS}/{client['client_id']}", json={"max_ttl_s": 9999})
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    assert {x["id"] for x in stack.call("GET", REQUESTS).json()["requests"]} == known
+    assert _now(stack, client["client_id"]) == client
+
+
+def test_an_expired_client_request_cannot_be_approved(tmp_path: Path) -> None:
+    """After KROONIKA_ADMIN_APPROVAL_TTL_S: 409 expired, the client unchanged."""
+    with admin_stack(tmp_path, overrides={"admin_approval_ttl_s": 60}) as s:
+        client = _client(s)
+        cid = client["client_id"]
+        req = s.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200}).json()["request"]
+        r = approve_after(s, SECOND_ADMIN, req["id"], 61)
+        assert (r.status_code, r.json()["error"]) == (409, "expired"), r.text
+        assert _now(s, cid) == client
+
+
+def test_without_four_eyes_a_weakening_client_change_applies_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """With second approval off the change applies at once; its config.change says
+    weakening: true and carries no request."""
+    with admin_stack(tmp_path, overrides={"admin_second_approval": False}) as s:
+        cid = _client(s)["client_id"]
+        r = s.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200})
+        assert r.status_code == 200, r.text
+        assert _now(s, cid)["max_ttl_s"] == 7200
+        (event,) = config_changes(s, r.headers["x-request-id"])
+        assert event["details"]["weakening"] is True
+        assert "state" not in event["details"]
