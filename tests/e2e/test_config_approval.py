@@ -32,6 +32,7 @@ from admin_harness import (
 from kroonika.admin import RoleStore
 
 CONFIG = "/admin/config"
+ROLES = "/admin/roles"
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +285,67 @@ def test_the_deployment_floor_still_cannot_be_lowered(stack: AdminStack) -> None
     r = stack.call("PATCH", CONFIG, json={"changes": {"admin.second_approval": False}})
     assert (r.status_code, r.json()["error"]) == (409, "four_eyes"), r.text
     assert {x["id"] for x in stack.call("GET", REQUESTS).json()["requests"]} == known
+
+
+# --- role requests are recorded like configuration requests ---------------------------------
+
+
+def test_a_role_request_is_recorded_when_asked_and_when_decided(stack: AdminStack) -> None:
+    """Asked: a config.change of admin.roles, outcome unknown, state pending, naming the
+    requester and when it expires (so an undecided one is seen to expire); rejected:
+    failure, state rejected; approved: success, naming requester and approver."""
+    subject, first, second = (
+        "47101010033",
+        *(person_label(stack.stack.services, c) for c in (ADMIN, SECOND_ADMIN)),
+    )
+    asked = as_person(stack, ADMIN, "POST", ROLES, json={"subject": subject, "role": "privacy"})
+    assert asked.status_code == 202, asked.text
+    req = asked.json()["request"]
+    (event,) = config_changes(stack, asked.headers["x-request-id"])
+    d = event["details"]
+    assert (event["outcome"], d["key"], d["before"], d["after"]) == (
+        "unknown",
+        "admin.roles",
+        "[]",
+        '["privacy"]',
+    )
+    assert (d["state"], d["request_id"], d["requested_by"], d["expires_at"]) == (
+        "pending",
+        req["id"],
+        first,
+        req["expires_at"],
+    )
+    rejected = decide(stack, SECOND_ADMIN, req["id"], approve=False, path=f"{ROLES}/requests")
+    assert rejected.status_code == 200, rejected.text
+    (event,) = config_changes(stack, rejected.headers["x-request-id"])
+    d = event["details"]
+    assert (event["outcome"], event["reason"], d["state"]) == ("failure", "rejected", "rejected")
+    assert (d["requested_by"], d["decided_by"]) == (first, second)
+    again = as_person(stack, ADMIN, "POST", ROLES, json={"subject": subject, "role": "privacy"})
+    approved = decide(stack, SECOND_ADMIN, again.json()["request"]["id"], path=f"{ROLES}/requests")
+    assert approved.status_code == 200, approved.text
+    (event,) = config_changes(stack, approved.headers["x-request-id"])
+    d = event["details"]
+    assert (event["outcome"], d["state"], d["after"]) == ("success", "approved", '["privacy"]')
+    assert (d["requested_by"], d["decided_by"]) == (first, second)
+    assert "admin:" + event["actor"]["pseudonym"] == second
+
+
+def test_a_role_request_the_trail_cannot_record_is_not_kept(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """503 and no pending role request: nothing waits that the trail has not seen."""
+    with person_session(stack, ADMIN) as (b, csrf):
+        refuse_events(monkeypatch, stack, "config.change")
+        r = b.post(
+            f"{stack.url}{ROLES}",
+            json={"subject": "49002124277", "role": "auditor"},
+            headers={"x-justification": WHY, "x-csrf-token": csrf},
+        )
+        monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    pending = stack.call("GET", ROLES).json()["pending"]
+    assert not [x for x in pending if x["role"] == "auditor"]
 
 
 # --- expiry and switching four eyes off ------------------------------------------------------

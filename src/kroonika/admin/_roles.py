@@ -86,6 +86,15 @@ class RoleRequest:
         """The status, with a pending request past its time shown as ``expired``."""
         return "expired" if self.status == "pending" and now >= self.expires_at else self.status
 
+    def asked(self, before: tuple[str, ...]) -> tuple[str, ...]:
+        """The subject's roles as they would be with this request applied to ``before``."""
+        held = set(before)
+        if self.action == "grant":
+            held.add(self.role)
+        else:
+            held.discard(self.role)
+        return tuple(sorted(held))
+
     def public(self, pseudonymise: Callable[[str], str], now: int) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -248,6 +257,15 @@ class RoleStore:
                 )
             )
         return req
+
+    def withdraw(self, request_id: str) -> None:
+        """Remove a request whose record the audit trail refused (it never existed)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(admin_role_request).where(
+                    admin_role_request.c.id == request_id, admin_role_request.c.status == "pending"
+                )
+            )
 
     def get_request(self, request_id: str) -> RoleRequest | None:
         with self.engine.connect() as conn:

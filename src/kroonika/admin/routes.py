@@ -56,7 +56,7 @@ from kroonika.admin._errors import (
     RoleChangeRefused,
 )
 from kroonika.admin._pseudonym_keys import in_use, labels_by_kid
-from kroonika.admin._roles import normalise_subject, parse_roles
+from kroonika.admin._roles import RoleRequest, normalise_subject, parse_roles
 from kroonika.audit import AuditEvent, AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
 from kroonika.db.sessions import session as session_table
@@ -1278,11 +1278,25 @@ async def _sod_violation(request: Request, p: Principal, exc: RoleChangeRefused)
 
 
 async def _roles_event(
-    request: Request, p: Principal, subject: str, before: tuple[str, ...], after: tuple[str, ...]
+    request: Request,
+    p: Principal,
+    subject: str,
+    before: tuple[str, ...],
+    after: tuple[str, ...],
+    *,
+    req: RoleRequest | None = None,
+    state: str | None = None,
 ) -> None:
+    """The ``config.change`` of ``admin.roles``: applied (success), or a step of a request
+    a second administrator decides, recorded as a configuration request's is: asked
+    (``state`` pending, outcome unknown, with ``expires_at``), approved, or rejected
+    (failure); ``after`` is then the roles as asked."""
     admin = admin_services(request)
+    outcome = {PENDING: Outcome.UNKNOWN, REJECTED: Outcome.FAILURE}.get(state or "")
     await admin.services.audit.trail.emit(
         ev.config_change(
+            outcome=outcome or Outcome.SUCCESS,
+            reason=REJECTED if state == REJECTED else None,
             actor=p.actor(),
             source=source_of(request),
             target=Target("admin_roles", admin.fingerprinter.pseudonym(subject)),
@@ -1291,6 +1305,11 @@ async def _roles_event(
             before=orjson.dumps(list(before)).decode(),
             after=orjson.dumps(list(after)).decode(),
             justification=_why(request),
+            request_id=req.id if req else None,
+            state=state,
+            requested_by=req.requested_by if req else None,
+            expires_at=req.expires_at if req and outcome else None,
+            decided_by=p.label if req and state != PENDING else None,
         )
     )
 
@@ -1346,6 +1365,14 @@ async def change_role(
         raise
     if not admin.config.get("admin.second_approval"):
         return JSONResponse(await _decide(request, p, req.id, approve=True), status_code=200)
+    before = await asyncio.to_thread(admin.roles.roles_of, req.subject)
+    try:  # recorded before the answer, like a configuration request
+        await _roles_event(
+            request, p, req.subject, before, req.asked(before), req=req, state=PENDING
+        )
+    except AuditUnavailable:
+        await asyncio.to_thread(admin.roles.withdraw, req.id)
+        raise
     now = int(admin.services.clock())
     return JSONResponse(
         {"request": req.public(admin.fingerprinter.pseudonym, now)}, status_code=202
@@ -1393,10 +1420,21 @@ async def _decide(
         await _sod_violation(request, p, exc)
         raise
     after = await asyncio.to_thread(admin.roles.roles_of, pending.subject)
-    if before != after:
+    # a second administrator's decision is recorded even when it changes nothing (a
+    # rejection, a role already held): it ends the request the trail saw asked for
+    second = decided.decided_by != "policy:single"
+    if before != after or second:
         try:
-            await _roles_event(request, p, pending.subject, before, after)
-        except AuditUnavailable:  # no role without its record
+            await _roles_event(
+                request,
+                p,
+                pending.subject,
+                before,
+                after if approve else decided.asked(before),
+                req=decided if second else None,
+                state=(APPROVED if approve else REJECTED) if second else None,
+            )
+        except AuditUnavailable:  # no role and no decision without its record
             await asyncio.to_thread(admin.roles.undo, decided)
             raise
     now = int(admin.services.clock())
