@@ -188,8 +188,8 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             '["admin"]}`, granted at start-up',
             "admin_second_approval": "role changes and changes that weaken a control need a "
             "second administrator; `true` cannot be lowered at run time",
-            "admin_approval_ttl_s": "seconds a weakening configuration change waits for its "
-            "second administrator before it expires",
+            "admin_approval_ttl_s": "seconds a weakening configuration or client change, or a "
+            "role request, waits for its second administrator before it expires",
             "admin_justification_min": "characters a justification needs",
             "admin_ticket_pattern": (
                 "a justification must contain a match of this regex (RE2 syntax: no "
