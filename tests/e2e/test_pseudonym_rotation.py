@@ -88,6 +88,7 @@ def _make_before(stack: AdminStack) -> Before:
             by=person_label(services, ADMIN),
             by_subject="EE" + ADMIN,
             why=WHY,
+            ttl_s=stack.stack.settings.admin_approval_ttl_s,
         ).id
         for role in ("auditor", "security")
     ]
