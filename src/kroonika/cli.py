@@ -6,8 +6,10 @@ import asyncio
 import ipaddress
 import os
 import re
+import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -553,7 +555,6 @@ def tail_cmd(
 ) -> None:
     """Show the most recent events (and follow new ones)."""
     import collections
-    import time as _time
 
     settings = _settings()
     # following: open as a live store even if it had no -wal file yet (else new commits
@@ -571,16 +572,34 @@ def tail_cmd(
                     last_row = block.rowid
                 for body in recent:
                     typer.echo(_table_row(orjson.loads(body)))
-                while follow:
-                    _time.sleep(interval)
-                    for block in source.blocks(after_id=last_row):
-                        for body in block.records():
-                            typer.echo(_table_row(orjson.loads(body)))
-                        last_row = block.rowid
+                with _until_interrupted() as stopped:
+                    while follow and not stopped.wait(interval):
+                        for block in source.blocks(after_id=last_row):
+                            for body in block.records():
+                                typer.echo(_table_row(orjson.loads(body)))
+                            last_row = block.rowid
         except KeyboardInterrupt:
             pass
         finally:
             source.close()
+
+
+@contextmanager
+def _until_interrupted() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C (SIGINT) or SIGTERM, instead of a KeyboardInterrupt raised
+    wherever the signal lands: raised inside a database pool's lock, it left the lock
+    held and the command hung on its way out (recording audit.log.stop)."""
+    stopped = threading.Event()
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopped
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @audit_app.command("export")

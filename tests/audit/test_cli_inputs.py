@@ -24,9 +24,11 @@ from kroonika.audit import (
     AuditEvent,
     Correlation,
     Outcome,
+    Query,
     Source,
     SqlAuditStore,
     events,
+    run_query,
 )
 from kroonika.audit.integrity import CompactRange, inclusion_proof, leaf_hash, verify_inclusion
 from kroonika.audit.query import time_bound
@@ -192,8 +194,12 @@ def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) ->
     return seen
 
 
-def test_tail_follow_sees_events_written_after_it_started(cli: Cli, tmp_path: Path) -> None:
-    """tail -f on a store that had no -wal file when it started shows later commits."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_tail_follow_sees_events_written_after_it_started(
+    cli: Cli, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """tail -f on a store that had no -wal file when it started shows later commits, and
+    Ctrl-C or SIGTERM ends it cleanly: exit 0, its audit.log.stop recorded."""
     url = str(tmp_path / "live.db")
     kit = make_kit(url, tmp_path / "keys", stream="live")
     kit.trail.emit_sync(_login(1))
@@ -212,9 +218,26 @@ def test_tail_follow_sees_events_written_after_it_started(cli: Cli, tmp_path: Pa
         writer.store.close()
         assert b"live#2" in _read_until(proc, b"live#2", 10)
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        proc.send_signal(stop)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    assert proc.returncode == 0, err
     assert b"Traceback" not in err
+    (access,) = [
+        e
+        for e in cli.access_events()
+        if e["details"]["action"] == "tail"  # type: ignore[index]
+    ]
+    store = SqlAuditStore(str(cli.var / "audit.db"), read_only=True)
+    try:
+        stops = [orjson.loads(b) for b in run_query(store, Query(types=("audit.log.stop",)))]
+    finally:
+        store.close()
+    assert access["stream"] in {e["stream"] for e in stops}
 
 
 # --- 4. --ip --------------------------------------------------------------------------------
