@@ -1,0 +1,108 @@
+"""Instructions per event of the audit event path, without the event loop.
+
+Builds, prepares (stamp, processors, ``to_record``) and commits events in blocks of
+256 into a fresh SQLite store, as the writer does, with the benchmark's inputs
+(``audit_append.py``), after a warm-up that logs every person in once. Timing on a
+shared machine is noise; instruction counts are not. So ``--callgrind`` runs this
+script twice under valgrind's callgrind, with a short and a long run that share all
+set-up and warm-up, and prints the difference per event: the instructions one more
+event costs.
+
+    .venv/bin/python benchmarks/profile_event_path.py --callgrind
+    valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \\
+        .venv/bin/python benchmarks/profile_event_path.py --events 2560
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from audit_append import build_event, make_inputs, open_trail
+
+BLOCK = 256
+INPUTS = 40_000  # enough for every one of the benchmark's 5,000 people to log in
+
+
+def run(events: int) -> None:
+    """Warm up with one login per person (pseudonyms and subject keys cached, as in a
+    service that has been running for a while), then build, prepare and commit
+    ``events`` events in blocks."""
+    inputs = make_inputs(INPUTS)
+    first: dict[str, dict[str, object]] = {}
+    for x in inputs:
+        first.setdefault(x["subject"], x)
+    warm = list(first.values())
+    with tempfile.TemporaryDirectory(prefix="kroonika-profile-") as tmp:
+        trail, store, _ = open_trail(Path(tmp))
+        trail.log_start_sync()
+        prepare, commit = trail.prepare, trail._commit
+        for part in (warm, inputs[:events]):
+            gc.collect()
+            gc.freeze()
+            for i in range(0, len(part), BLOCK):
+                records = [prepare(build_event(x)) for x in part[i : i + BLOCK]]
+                commit([r for r in records if r is not None])
+        store.close()
+
+
+def _callgrind(events: int, out: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            __file__,
+            "--events",
+            str(events),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def instructions(*runs: int) -> list[int]:
+    """Instructions of each run, the runs side by side (one core each)."""
+    with tempfile.TemporaryDirectory(prefix="kroonika-cg-") as tmp:
+        outs = [f"{tmp}/{i}.out" for i in range(len(runs))]
+        procs = [_callgrind(n, out) for n, out in zip(runs, outs, strict=True)]
+        for proc in procs:
+            if proc.wait() != 0:
+                raise RuntimeError("valgrind failed")
+        totals = []
+        for out in outs:
+            match = re.search(r"^summary: (\d+)", Path(out).read_text(), re.MULTILINE)
+            if match is None:
+                raise RuntimeError("no summary line in the callgrind output")
+            totals.append(int(match.group(1)))
+    return totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=10 * BLOCK)
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run under callgrind with --events and 3x --events; print instructions per event",
+    )
+    args = parser.parse_args()
+    if not args.callgrind:
+        run(args.events)
+        return
+    short, long = args.events, 3 * args.events
+    a, b = instructions(short, long)
+    print(f"instructions: {short} events {a:,}, {long} events {b:,}")
+    print(f"instructions per event: {(b - a) / (long - short):,.0f}")
+
+
+if __name__ == "__main__":
+    main()
