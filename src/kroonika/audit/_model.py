@@ -11,11 +11,12 @@ processors move them into the encrypted ``pii`` block or drop them.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
+
+from kroonika.audit._random import RandomPool
 
 SCHEMA: Final = "kroonika.audit/1"
 
@@ -277,24 +278,49 @@ class SealedEvent(NamedTuple):
 # --- identifiers and time -------------------------------------------------------------
 
 
+def _uuid7_tails(data: bytes, size: int) -> list[str]:
+    """The random part of UUIDv7s, ``"7xxx-Vxxx-xxxxxxxxxxxx"``, one per ``size`` (10)
+    bytes: version 7 in the high nibble of the first byte, variant 0b10 in the top bits
+    of the third (both set for all pieces at once by ``translate``)."""
+    raw = bytearray(data)
+    raw[0::size] = raw[0::size].translate(_VERSION_7)
+    raw[2::size] = raw[2::size].translate(_VARIANT_10)
+    h = raw.hex()
+    return [f"{h[i : i + 4]}-{h[i + 4 : i + 8]}-{h[i + 8 : i + 20]}" for i in range(0, len(h), 20)]
+
+
+_VERSION_7: Final = bytes(0x70 | (b & 0x0F) for b in range(256))
+_VARIANT_10: Final = bytes(0x80 | (b & 0x3F) for b in range(256))
+_UUID7_TAILS: Final = RandomPool(10, _uuid7_tails)
+# (milliseconds, "tttttttt-tttt-"): events of one millisecond share their id's prefix.
+# One tuple, replaced whole, so that a thread never pairs one value with another's text.
+_ms_prefix: tuple[int, str] = (-1, "")
+
+
 def uuid7(now_ns: int | None = None) -> str:
     """A UUIDv7 (RFC 9562 section 5.7): 48-bit Unix milliseconds, version 7, 12 random
-    bits, variant 0b10, 62 random bits."""
+    bits, variant 0b10, 62 random bits (from the kernel's CSPRNG, read in batches)."""
+    global _ms_prefix
     ms = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
-    raw = bytearray(ms.to_bytes(6, "big") + os.urandom(10))
-    raw[6] = 0x70 | (raw[6] & 0x0F)
-    raw[8] = 0x80 | (raw[8] & 0x3F)
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    cached = _ms_prefix
+    if cached[0] != ms:
+        h = ms.to_bytes(6, "big").hex()  # OverflowError outside 48 bits, as RFC 9562
+        cached = _ms_prefix = (ms, f"{h[:8]}-{h[8:]}-")
+    return cached[1] + _UUID7_TAILS.take()
 
 
-_second_cache: list[Any] = [-1, ""]
+# (second, "YYYY-MM-DDTHH:MM:SS."), replaced whole like the prefix above.
+_second_prefix: tuple[int, str] = (-1, "")
 
 
 def rfc3339_micro(now_ns: int) -> str:
     """UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; the second prefix is cached."""
+    global _second_prefix
     sec, rem = divmod(now_ns, 1_000_000_000)
-    if sec != _second_cache[0]:
-        _second_cache[0] = sec
-        _second_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-    return f"{_second_cache[1]}.{rem // 1000:06d}Z"
+    cached = _second_prefix
+    if cached[0] != sec:
+        cached = _second_prefix = (
+            sec,
+            time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)),
+        )
+    return f"{cached[1]}{rem // 1000:06d}Z"

@@ -13,12 +13,12 @@ ciphertext cannot be moved to another event.
 
 from __future__ import annotations
 
-import base64
-import os
+from binascii import b2a_base64
 
 import orjson
 
 from kroonika.audit._model import AuditEvent
+from kroonika.audit._random import NONCES
 from kroonika.audit.privacy import SubjectKeys, anon_subject, flow_subject
 
 
@@ -39,8 +39,9 @@ class ProtectPersonalData:
             flow = event.correlation.flow_id if event.correlation is not None else None
             subject = flow_subject(flow) if flow else anon_subject(event.time or "")
         key_id, aead = self._keys.get_or_create(subject)
-        nonce = os.urandom(12)
+        nonce = NONCES.take()  # the kernel's CSPRNG, read once per 256 nonces
         ct = aead.encrypt(nonce, orjson.dumps(personal), (event.id or "").encode())
-        event.pii = {"kid": key_id, "ct": base64.b64encode(nonce + ct).decode()}
+        # b2a_base64 is what base64.b64encode calls, without its checks
+        event.pii = {"kid": key_id, "ct": b2a_base64(nonce + ct, newline=False).decode()}
         event.personal = None
         return event
