@@ -51,7 +51,13 @@ class EventConstructor(Protocol):
 
 def _constructor(event_type: str) -> EventConstructor:
     spec = CATALOGUE[event_type]
+    # Everything that depends only on the type is looked up once, here: a failure
+    # is at least a notice.
+    etype, category, usual = spec.type, spec.category, spec.severity
     failure_floor = Severity.NOTICE
+    on_failure = failure_floor if _SEVERITY_ORDER[usual] < _SEVERITY_ORDER[failure_floor] else usual
+    failure = Outcome.FAILURE
+    new_event = AuditEvent
 
     def make(
         *,
@@ -66,24 +72,22 @@ def _constructor(event_type: str) -> EventConstructor:
         threat: list[ThreatMatch] | None = None,
         **details: DetailValue,
     ) -> AuditEvent:
-        sev = severity
-        if sev is None:
-            sev = spec.severity
-            if outcome is Outcome.FAILURE and _SEVERITY_ORDER[sev] < _SEVERITY_ORDER[failure_floor]:
-                sev = failure_floor
-        return AuditEvent(
-            type=spec.type,
-            category=spec.category,
-            severity=sev,
-            outcome=outcome,
-            reason=reason,
-            actor=actor if actor is not None else Actor(),
-            source=source,
-            target=target,
-            correlation=correlation,
-            details=details,
-            personal=personal,
-            threat=threat if threat is not None else [],
+        if severity is None:
+            severity = on_failure if outcome is failure else usual
+        # positional, in AuditEvent's field order (cheaper than keywords)
+        return new_event(
+            etype,
+            category,
+            severity,
+            outcome,
+            reason,
+            actor if actor is not None else Actor(),
+            source,
+            target,
+            correlation,
+            details,
+            personal,
+            threat if threat is not None else [],
         )
 
     make.__name__ = make.__qualname__ = event_type.replace(".", "_")
