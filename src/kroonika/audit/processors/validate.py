@@ -6,6 +6,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, Final, TypeVar
 
 from kroonika.audit._counters import Counters
@@ -73,6 +74,20 @@ class Validate:
                         else neutralise(value, fs.max_len)
                     )
                     continue
+                if (
+                    fs is not None
+                    and type(value) is list
+                    and fs.kind == "str_list"
+                    and len(value) <= _LIST_MAX
+                ):
+                    # the common list, inline: short printable strings, copied as is
+                    max_len = fs.max_len
+                    for item in value:
+                        if not (type(item) is str and item.isprintable() and len(item) <= max_len):
+                            break
+                    else:
+                        clean[name] = value.copy()
+                        continue
                 checked = _check(fs, value) if fs is not None else _INVALID
                 if checked is _INVALID:
                     if self._strict:
@@ -129,12 +144,19 @@ class Validate:
                 self._bad(event, "correlation is not a Correlation")
                 event.correlation = None
             else:
-                for name in _CORRELATION_FIELDS:
-                    v = getattr(corr, name)
-                    if v is not None and not (
-                        type(v) is str and v.isprintable() and len(v) <= _SHORT
-                    ):
-                        setattr(corr, name, self._string(event, f"correlation.{name}", v, _SHORT))
+                # each field spelled out: getattr by name costs more than the check
+                v = corr.request_id
+                if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
+                    corr.request_id = self._string(event, "correlation.request_id", v, _SHORT)
+                v = corr.trace_id
+                if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
+                    corr.trace_id = self._string(event, "correlation.trace_id", v, _SHORT)
+                v = corr.flow_id
+                if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
+                    corr.flow_id = self._string(event, "correlation.flow_id", v, _SHORT)
+                v = corr.session_ref
+                if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
+                    corr.session_ref = self._string(event, "correlation.session_ref", v, _SHORT)
         personal = event.personal
         if personal is not None:
             if type(personal) is not PersonalData:
@@ -210,6 +232,13 @@ class Validate:
             clean_enrichment(src, lambda what, n: self._bad(event, what, n))
 
     def _personal(self, event: AuditEvent, allowed: frozenset[str], p: PersonalData) -> None:
+        for name, v in zip(_PERSONAL_FIELDS, _personal_values(p), strict=True):
+            if v is not None and not (
+                name in allowed and type(v) is str and v.isprintable() and len(v) <= 256
+            ):
+                break
+        else:
+            return  # the common case: nothing to drop or neutralise
         for name in _PERSONAL_FIELDS:
             v = getattr(p, name)
             if v is None:
@@ -254,9 +283,9 @@ _E = TypeVar("_E", bound=StrEnum)
 _IP_TEXT: Final = 64
 _PSEUDONYM: Final = re.compile(r"[A-Za-z0-9._-]{1,32}:[A-Za-z0-9_-]{8,86}")
 _PERSONAL_FIELDS: Final = ("personal_code", "given_name", "family_name", "email", "phone", "ip")
+_personal_values: Final = attrgetter(*_PERSONAL_FIELDS)
 
 
-_CORRELATION_FIELDS: Final = ("request_id", "trace_id", "flow_id", "session_ref")
 _INVALID: Final = object()
 
 
