@@ -238,36 +238,48 @@ class Redact:
         return "".join(parts)
 
     def __call__(self, event: AuditEvent) -> AuditEvent:
+        # ``scrub`` is called only for values its first check would not pass at once
+        # (shorter than any shape, or already found clean): most values are.
         scrub = self.scrub
+        known = self._clean
         details = event.details
         for name, value in details.items():
             if type(value) is str:
-                if len(value) >= _MIN_LEN:
+                if len(value) >= _MIN_LEN and value not in known:
                     details[name] = scrub(value)
             elif type(value) is list and value and type(value[0]) is str:
                 details[name] = [scrub(v) for v in value if type(v) is str]
-        if event.reason is not None:
-            event.reason = scrub(event.reason)
+        v = event.reason
+        if v is not None and (len(v) >= _MIN_LEN and v not in known):
+            event.reason = scrub(v)
         target = event.target
         if target is not None:
             target.type = scrub(target.type)
             if target.id is not None:
                 target.id = scrub(target.id)
-        if event.source is not None and event.source.user_agent is not None:
-            event.source.user_agent = scrub(event.source.user_agent)
+        src = event.source
+        if src is not None:
+            v = src.user_agent
+            if v is not None and (len(v) >= _MIN_LEN and v not in known):
+                src.user_agent = scrub(v)
         actor = event.actor
-        if actor.client_id is not None:
-            actor.client_id = scrub(actor.client_id)
+        v = actor.client_id
+        if v is not None and (len(v) >= _MIN_LEN and v not in known):
+            actor.client_id = scrub(v)
         if actor.roles:
             actor.roles = tuple(scrub(r) for r in actor.roles)
         corr = event.correlation
         if corr is not None:  # request ids come from request headers
-            if corr.request_id is not None:
-                corr.request_id = scrub(corr.request_id)
-            if corr.trace_id is not None:
-                corr.trace_id = scrub(corr.trace_id)
-            if corr.flow_id is not None:
-                corr.flow_id = scrub(corr.flow_id)
-            if corr.session_ref is not None:
-                corr.session_ref = scrub(corr.session_ref)
+            v = corr.request_id
+            if v is not None and len(v) >= _MIN_LEN:
+                corr.request_id = scrub(v)
+            v = corr.trace_id
+            if v is not None and len(v) >= _MIN_LEN:
+                corr.trace_id = scrub(v)
+            v = corr.flow_id
+            if v is not None and len(v) >= _MIN_LEN:
+                corr.flow_id = scrub(v)
+            v = corr.session_ref
+            if v is not None and len(v) >= _MIN_LEN:
+                corr.session_ref = scrub(v)
         return event
