@@ -9,6 +9,7 @@ as it was before the batch, so the next commit continues the chain correctly.
 from __future__ import annotations
 
 import hashlib
+import operator
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ import orjson
 
 from kroonika.audit._errors import AuditUnavailable
 from kroonika.audit._model import SealedEvent, rfc3339_micro
-from kroonika.audit.integrity import CompactRange, leaf_hash
+from kroonika.audit.integrity import CompactRange
 from kroonika.audit.privacy import SubjectKeys
 from kroonika.audit.signing import KeyRing
 from kroonika.audit.store._types import (
@@ -26,12 +27,14 @@ from kroonika.audit.store._types import (
     Checkpoint,
     StreamState,
     TreeHead,
-    encode_records,
+    record_length,
 )
 
 ZERO_HASH = bytes(32)
 
 _CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+# A sealed event's fields from its record, between (stream, seq) and (canonical, leaf).
+_SEALED_FIELDS = operator.itemgetter("id", "time", "type", "category", "outcome", "severity")
 
 
 def canonical_record(record: dict[str, Any]) -> bytes:
@@ -128,38 +131,31 @@ class StreamSealer:
         tree = self.tree.copy()
         seq = self.size
         prev = self.last_leaf
-        bodies: list[bytes] = []
+        leaves: list[bytes] = []
+        framed: list[bytes] = []  # the block's data: encode_records(bodies), built here
         sealed: list[SealedEvent] = []
-        append = tree.append_unchecked  # leaf_hash makes the 32 bytes
-        add_body = bodies.append
+        add_leaf, add_framed = leaves.append, framed.append
         add_sealed = sealed.append
         new_sealed = tuple.__new__  # SealedEvent(...) without the keyword machinery
+        dumps, options, sha256, frame = (
+            orjson.dumps,
+            _CANONICAL_OPTIONS,
+            hashlib.sha256,
+            record_length,
+        )
+        index = _SEALED_FIELDS
         for rec in records:
             seq += 1
             rec["stream"] = stream
             rec["seq"] = seq
             rec["integrity"] = {"prev": prev.hex()}
-            body = canonical_record(rec)
-            prev = leaf_hash(body)
-            append(prev)
-            add_body(body)
-            add_sealed(
-                new_sealed(
-                    SealedEvent,
-                    (
-                        stream,
-                        seq,
-                        rec["id"],
-                        rec["time"],
-                        rec["type"],
-                        rec["category"],
-                        rec["outcome"],
-                        rec["severity"],
-                        body,
-                        prev,
-                    ),
-                )
-            )
+            body = dumps(rec, option=options)  # canonical_record(rec), inline
+            prev = sha256(b"\x00" + body).digest()  # leaf_hash(body), inline
+            add_leaf(prev)
+            add_framed(frame(len(body)))
+            add_framed(body)
+            add_sealed(new_sealed(SealedEvent, (stream, seq, *index(rec), body, prev)))
+        tree.extend_unchecked(leaves)
         now_ns = self._clock()
         now = rfc3339_micro(now_ns)
         kid = self.keyring.active_kid
@@ -176,10 +172,10 @@ class StreamSealer:
             stream=stream,
             first_seq=self.size + 1,
             last_seq=seq,
-            count=len(bodies),
+            count=len(leaves),
             first_time=records[0]["time"],
             last_time=records[-1]["time"],
-            data=encode_records(bodies),
+            data=b"".join(framed),
             head=head,
             frontier=tree.to_bytes(),
         )

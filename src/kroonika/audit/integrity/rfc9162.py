@@ -142,6 +142,20 @@ class CompactRange:
         hashes.append(node)
         self._size += 1
 
+    def extend_unchecked(self, leaf_hashes: Sequence[bytes]) -> None:
+        """:meth:`append_unchecked` for each of ``leaf_hashes`` in order, in one call."""
+        hashes = self._hashes
+        pop, push = hashes.pop, hashes.append
+        n = self._size
+        for node in leaf_hashes:
+            carry = n
+            while carry & 1:
+                node = sha256(_NODE_PREFIX + pop() + node).digest()
+                carry >>= 1
+            push(node)
+            n += 1
+        self._size = n
+
     def append_subtree(self, root: bytes, height: int) -> None:
         """Add a perfect subtree of ``2**height`` leaves given by its root. The current
         size must be a multiple of ``2**height`` (the subtree is aligned), as the

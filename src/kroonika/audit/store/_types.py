@@ -10,6 +10,8 @@ from typing import Protocol
 import orjson
 
 _LEN = struct.Struct(">I")
+#: The 4-byte length prefix of one record in a block's payload (see encode_records).
+record_length = _LEN.pack
 
 
 def encode_records(bodies: Sequence[bytes]) -> bytes:
