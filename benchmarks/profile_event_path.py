@@ -28,14 +28,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from audit_append import build_event, make_inputs, open_trail
 
 BLOCK = 256
-INPUTS = 40_000  # enough for every one of the benchmark's 5,000 people to log in
 
 
-def run(events: int) -> None:
-    """Warm up with one login per person (pseudonyms and subject keys cached, as in a
-    service that has been running for a while), then build, prepare and commit
-    ``events`` events in blocks."""
-    inputs = make_inputs(INPUTS)
+def run(events: int, inputs_n: int) -> None:
+    """Make ``inputs_n`` inputs; warm up with one login of each person in them
+    (pseudonyms and subject keys cached, as in a service that has been running for
+    a while); then build, prepare and commit the first ``events`` in blocks. The
+    short and the long run of ``--callgrind`` share ``inputs_n``, so all their
+    set-up and warm-up is the same."""
+    inputs = make_inputs(inputs_n)
     first: dict[str, dict[str, object]] = {}
     for x in inputs:
         first.setdefault(x["subject"], x)
@@ -53,7 +54,7 @@ def run(events: int) -> None:
         store.close()
 
 
-def _callgrind(events: int, out: str) -> subprocess.Popen[bytes]:
+def _callgrind(events: int, inputs_n: int, out: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             "valgrind",
@@ -63,6 +64,8 @@ def _callgrind(events: int, out: str) -> subprocess.Popen[bytes]:
             __file__,
             "--events",
             str(events),
+            "--inputs",
+            str(inputs_n),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -73,7 +76,7 @@ def instructions(*runs: int) -> list[int]:
     """Instructions of each run, the runs side by side (one core each)."""
     with tempfile.TemporaryDirectory(prefix="kroonika-cg-") as tmp:
         outs = [f"{tmp}/{i}.out" for i in range(len(runs))]
-        procs = [_callgrind(n, out) for n, out in zip(runs, outs, strict=True)]
+        procs = [_callgrind(n, max(runs), out) for n, out in zip(runs, outs, strict=True)]
         for proc in procs:
             if proc.wait() != 0:
                 raise RuntimeError("valgrind failed")
@@ -88,7 +91,8 @@ def instructions(*runs: int) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=10 * BLOCK)
+    parser.add_argument("--events", type=int, default=4 * BLOCK)
+    parser.add_argument("--inputs", type=int, help="inputs to make (default: --events)")
     parser.add_argument(
         "--callgrind",
         action="store_true",
@@ -96,7 +100,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if not args.callgrind:
-        run(args.events)
+        run(args.events, args.inputs or args.events)
         return
     short, long = args.events, 3 * args.events
     a, b = instructions(short, long)
