@@ -248,7 +248,10 @@ class Redact:
                 if len(value) >= _MIN_LEN and value not in known:
                     details[name] = scrub(value)
             elif type(value) is list and value and type(value[0]) is str:
-                details[name] = [scrub(v) for v in value if type(v) is str]
+                for item in value:  # a list of short or known-clean strings stays as it is
+                    if type(item) is not str or (len(item) >= _MIN_LEN and item not in known):
+                        details[name] = [scrub(v) for v in value if type(v) is str]
+                        break
         v = event.reason
         if v is not None and (len(v) >= _MIN_LEN and v not in known):
             event.reason = scrub(v)
@@ -270,16 +273,12 @@ class Redact:
             actor.roles = tuple(scrub(r) for r in actor.roles)
         corr = event.correlation
         if corr is not None:  # request ids come from request headers
-            v = corr.request_id
-            if v is not None and len(v) >= _MIN_LEN:
-                corr.request_id = scrub(v)
-            v = corr.trace_id
-            if v is not None and len(v) >= _MIN_LEN:
-                corr.trace_id = scrub(v)
-            v = corr.flow_id
-            if v is not None and len(v) >= _MIN_LEN:
-                corr.flow_id = scrub(v)
-            v = corr.session_ref
-            if v is not None and len(v) >= _MIN_LEN:
-                corr.session_ref = scrub(v)
+            if corr.request_id is not None:
+                corr.request_id = scrub(corr.request_id)
+            if corr.trace_id is not None:
+                corr.trace_id = scrub(corr.trace_id)
+            if corr.flow_id is not None:
+                corr.flow_id = scrub(corr.flow_id)
+            if corr.session_ref is not None:
+                corr.session_ref = scrub(corr.session_ref)
         return event

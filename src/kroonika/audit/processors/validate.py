@@ -144,19 +144,12 @@ class Validate:
                 self._bad(event, "correlation is not a Correlation")
                 event.correlation = None
             else:
-                # each field spelled out: getattr by name costs more than the check
-                v = corr.request_id
-                if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
-                    corr.request_id = self._string(event, "correlation.request_id", v, _SHORT)
-                v = corr.trace_id
-                if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
-                    corr.trace_id = self._string(event, "correlation.trace_id", v, _SHORT)
-                v = corr.flow_id
-                if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
-                    corr.flow_id = self._string(event, "correlation.flow_id", v, _SHORT)
-                v = corr.session_ref
-                if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
-                    corr.session_ref = self._string(event, "correlation.session_ref", v, _SHORT)
+                for v in (corr.request_id, corr.trace_id, corr.flow_id, corr.session_ref):
+                    if v is not None and not (
+                        type(v) is str and v.isprintable() and len(v) <= _SHORT
+                    ):
+                        self._correlation(event, corr)  # the rare path, field by field
+                        break
         personal = event.personal
         if personal is not None:
             if type(personal) is not PersonalData:
@@ -197,6 +190,12 @@ class Validate:
                 pass
         self._bad(event, f"{name} {value!r:.40} is not a {cls.__name__}")
         return default
+
+    def _correlation(self, event: AuditEvent, corr: Correlation) -> None:
+        for name in _CORRELATION_FIELDS:
+            v = getattr(corr, name)
+            if v is not None and not (type(v) is str and v.isprintable() and len(v) <= _SHORT):
+                setattr(corr, name, self._string(event, f"correlation.{name}", v, _SHORT))
 
     def _roles(self, event: AuditEvent, roles: object) -> tuple[str, ...]:
         if not isinstance(roles, tuple | list):  # a bare string would become letters
@@ -286,6 +285,7 @@ _PERSONAL_FIELDS: Final = ("personal_code", "given_name", "family_name", "email"
 _personal_values: Final = attrgetter(*_PERSONAL_FIELDS)
 
 
+_CORRELATION_FIELDS: Final = ("request_id", "trace_id", "flow_id", "session_ref")
 _INVALID: Final = object()
 
 
