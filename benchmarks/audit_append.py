@@ -120,13 +120,16 @@ def build_event(x: dict[str, Any]) -> AuditEvent:
 
 
 def open_trail(
-    directory: Path, synchronous: str = "FULL"
+    directory: Path, synchronous: str = "FULL", *, every_second: float = 1.0
 ) -> tuple[AuditTrail, SqlAuditStore, KeyRing]:
+    """``every_second``: how often the time-driven work runs (a checkpoint, the
+    check for keys another instance erased); the profile sets it high so that what
+    it counts does not depend on how fast the machine is."""
     store = SqlAuditStore(f"sqlite:///{directory / 'audit.db'}", synchronous=synchronous)
     store.upgrade()
     keyring = KeyRing.open(directory / "keys", create=True)
     counters = Counters()
-    keys = SqlSubjectKeys(store, b"m" * 32)
+    keys = SqlSubjectKeys(store, b"m" * 32, erasure_check_s=every_second)
     pipeline = Pipeline.standard(
         fingerprinter=Fingerprinter(b"p" * 32, "p1"),
         subject_keys=keys,
@@ -134,7 +137,13 @@ def open_trail(
         strict=False,
     )
     trail = AuditTrail(
-        pipeline, store, keyring, stream="bench", counters=counters, subject_keys=keys
+        pipeline,
+        store,
+        keyring,
+        stream="bench",
+        counters=counters,
+        subject_keys=keys,
+        checkpoint_interval=every_second,
     )
     return trail, store, keyring
 
