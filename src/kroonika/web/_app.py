@@ -29,6 +29,7 @@ from kroonika.web._context import TrustedProxies, current_request
 from kroonika.web._cors import CorsMiddleware, allowed_origins
 from kroonika.web._metrics import install_log_shipping, install_retention_job
 from kroonika.web._middleware import RequestContextMiddleware
+from kroonika.web._openapi import install_openapi
 from kroonika.web._services import CookieConfig, Services
 from kroonika.web.routes_tokens import install_tokens
 
@@ -241,6 +242,7 @@ def create_app(
     install_log_shipping(app, services)  # sinks, /metrics (a bad sink refuses to start)
     install_admin(app, services)  # /admin, /audit; roles, runtime config, cleanup jobs
     install_retention_job(app.state.admin, services)  # audit_retention on the scheduler
+    install_openapi(app)  # the document says how the routes refuse
     return app
 
 

@@ -52,7 +52,7 @@ def _limiter_metrics(limiter: RateLimiter) -> str:
 def _router(shipping: LogShipping, token: bytes | None, limiter: RateLimiter | None) -> APIRouter:
     router = APIRouter(tags=["health"])
 
-    @router.get("/metrics", response_model=None)
+    @router.get("/metrics", response_model=None, response_class=PlainTextResponse)
     async def metrics(request: Request) -> Response:
         """Sink lag and delivery counts, audit trail counters (Prometheus text 0.0.4)."""
         if token is not None:

@@ -36,6 +36,7 @@ from kroonika.tokens import (
     rfc7662,
 )
 from kroonika.tokens.rfc6749 import WireResponse, credentials, error_response
+from kroonika.web import _token_schemas as schemas
 from kroonika.web._policy import PolicyEmitter
 from kroonika.web._services import Services, request_context
 from kroonika.web.routes_wellknown import router as wellknown_router
@@ -259,7 +260,13 @@ def _threat_denied() -> JSONResponse:
 # --- minting -------------------------------------------------------------------------------
 
 
-@router.post("/tokens", response_model=None)
+@router.post(
+    "/tokens",
+    response_model=None,
+    status_code=201,
+    openapi_extra=schemas.MINT,
+    responses=schemas.CLIENT_REFUSALS,
+)
 async def mint(request: Request) -> Response:
     """Mint a custom JWT for an authenticated client (reserved claims cannot be set)."""
     comps = _comps(request)
@@ -294,7 +301,12 @@ async def mint(request: Request) -> Response:
     )
 
 
-@router.post("/tokens/validate", response_model=None)
+@router.post(
+    "/tokens/validate",
+    response_model=None,
+    openapi_extra=schemas.VALIDATE,
+    responses=schemas.CLIENT_REFUSALS,
+)
 async def validate(request: Request) -> Response:
     """The detailed verdict for an authenticated client."""
     comps = _comps(request)
@@ -322,7 +334,12 @@ async def validate(request: Request) -> Response:
     return JSONResponse(out, headers=NO_STORE)
 
 
-@router.post("/introspect", response_model=None)
+@router.post(
+    "/introspect",
+    response_model=None,
+    openapi_extra=schemas.form_body(),
+    responses=schemas.CLIENT_REFUSALS,
+)
 async def introspect(request: Request) -> Response:
     """RFC 7662 token introspection (form body, client authentication)."""
     comps = _comps(request)
@@ -338,7 +355,12 @@ async def introspect(request: Request) -> Response:
     return _wire(resp)
 
 
-@router.post("/revoke", response_model=None)
+@router.post(
+    "/revoke",
+    response_model=None,
+    openapi_extra=schemas.form_body(),
+    responses=schemas.CLIENT_REFUSALS,
+)
 async def revoke(request: Request) -> Response:
     """RFC 7009 token revocation (form body, client authentication)."""
     comps = _comps(request)
@@ -354,7 +376,12 @@ async def revoke(request: Request) -> Response:
     return _wire(resp)
 
 
-@router.post("/tokens/extend", response_model=None)
+@router.post(
+    "/tokens/extend",
+    response_model=None,
+    openapi_extra=schemas.EXTEND,
+    responses=schemas.CLIENT_REFUSALS,
+)
 async def extend(request: Request) -> Response:
     """With client authentication (Basic): extend the token in the body (token.extend).
     With ``Authorization: Bearer``: refresh that bearer token (token.refresh)."""
@@ -406,7 +433,7 @@ def _bearer(request: Request, comps: TokenComponents) -> str | None:
     return request.cookies.get(comps.settings.token_session_cookie)
 
 
-@router.get("/tokens/mine", response_model=None)
+@router.get("/tokens/mine", response_model=None, openapi_extra=schemas.MINE)
 async def mine(request: Request) -> Response:
     """The bearer's own tokens, newest first, with filters and cursor pagination."""
     comps = _comps(request)
@@ -470,7 +497,12 @@ async def mine(request: Request) -> Response:
 # --- bulk ----------------------------------------------------------------------------------
 
 
-@router.post("/tokens/bulk/validate", response_model=None)
+@router.post(
+    "/tokens/bulk/validate",
+    response_model=None,
+    openapi_extra=schemas.BULK_VALIDATE,
+    responses=schemas.CLIENT_REFUSALS,
+)
 async def bulk_validate(request: Request) -> Response:
     comps = _comps(request)
     client: Client | None = None
@@ -494,7 +526,12 @@ async def bulk_validate(request: Request) -> Response:
     return JSONResponse({"results": items, "summary": _summary(items, {"valid"})})
 
 
-@router.post("/tokens/bulk/revoke", response_model=None)
+@router.post(
+    "/tokens/bulk/revoke",
+    response_model=None,
+    openapi_extra=schemas.BULK_REVOKE,
+    responses=schemas.CLIENT_REFUSALS,
+)
 async def bulk_revoke(request: Request) -> Response:
     comps = _comps(request)
     client: Client | None = None
@@ -522,7 +559,12 @@ async def bulk_revoke(request: Request) -> Response:
     return JSONResponse({"results": out, "summary": _summary(out, {"revoked"})})
 
 
-@router.post("/tokens/bulk/issue", response_model=None)
+@router.post(
+    "/tokens/bulk/issue",
+    response_model=None,
+    openapi_extra=schemas.BULK_ISSUE,
+    responses=schemas.CLIENT_REFUSALS,
+)
 async def bulk_issue(request: Request) -> Response:
     comps = _comps(request)
     client: Client | None = None

@@ -1,0 +1,108 @@
+"""The OpenAPI document says what the service really answers when it refuses.
+
+FastAPI documents every 422 as its own ``HTTPValidationError`` (``detail``: a list of
+validation errors, input values included), but the service answers every refusal with
+its own small error object (``error``, ``request_id`` and, for a 422, ``fields``: where,
+never the input). The admin and audit routes also refuse with 400, 401, 403, 404, 409,
+429 and 503 that no route declared. Clients generated from the document and tools that
+drive it (fuzzers, contract tests) read the document, not the code: this module makes
+the document say what the handlers do (decision 0024).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+ERROR = "Error"
+_REF = {"$ref": f"#/components/schemas/{ERROR}"}
+_ERROR_SCHEMA: dict[str, Any] = {
+    "title": ERROR,
+    "type": "object",
+    "description": "A refusal. Never carries the input that was refused.",
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code"},
+        "detail": {"type": "string", "description": "what is wrong, for a person"},
+        "request_id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "fields": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "422: where the request is malformed (e.g. body.name)",
+        },
+        "errors": {"description": "per-item problems, where an operation has items"},
+    },
+    "required": ["error"],
+}
+#: the answer of every route over a rate limit (``ratelimit.too_many_requests``)
+RATE_LIMITED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "error_description": {"type": "string"},
+        "limit": {"type": "string", "description": "the limit that was hit"},
+        "retry_after": {"type": "integer", "description": "seconds, as in Retry-After"},
+    },
+    "required": ["error", "retry_after"],
+}
+#: what the admin and audit routes may refuse with besides a 422 and a 429
+ADMIN_REFUSALS = {
+    "400": "Invalid value",
+    "401": "No or an unknown API key or session",
+    "403": "A role, the CSRF token or the second administrator is missing",
+    "404": "No such resource",
+    "409": "Conflicts with the current state",
+    "503": "A store or the audit trail is down: nothing was done",
+}
+_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _REF}}}
+
+
+def rate_limited() -> dict[str, Any]:
+    """The documented 429 of a rate-limited operation."""
+    return {
+        "description": "Over a rate limit: try again after Retry-After seconds",
+        "content": {"application/json": {"schema": RATE_LIMITED}},
+    }
+
+
+def describe_refusals(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with every 422 documented as the service's error object and the admin
+    refusals declared on the operations that have roles (``x-roles``)."""
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = _error_response("Malformed request: `fields` says where")
+            if "x-roles" in op:
+                for status, text in ADMIN_REFUSALS.items():
+                    responses.setdefault(status, _error_response(text))
+                responses.setdefault("429", rate_limited())
+    for name in _VALIDATION_SCHEMAS:
+        schemas.pop(name, None)
+    schemas[ERROR] = _ERROR_SCHEMA
+    return doc
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the document with :func:`describe_refusals` applied (built once)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = describe_refusals(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    openapi_version=app.openapi_version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

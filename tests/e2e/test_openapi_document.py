@@ -1,0 +1,194 @@
+"""The OpenAPI document over real HTTP says what the running service takes and answers:
+the token endpoints' bodies and query parameters, the status codes and the shape of
+the refusals. Clients generated from the document and the tools that drive it (a
+schema fuzzer found all of these) read the document, not the code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from admin_harness import AdminStack, admin_stack
+from login_harness import basic_auth, register_client
+
+from kroonika.tokens import NewClient
+
+SEEN_SECRETS: list[str] = []
+#: each token endpoint that reads a body by hand, and the media type it requires
+TOKEN_BODIES = {
+    "/tokens": "application/json",
+    "/tokens/validate": "application/json",
+    "/tokens/extend": "application/json",
+    "/tokens/bulk/validate": "application/json",
+    "/tokens/bulk/revoke": "application/json",
+    "/tokens/bulk/issue": "application/json",
+    "/introspect": "application/x-www-form-urlencoded",
+    "/revoke": "application/x-www-form-urlencoded",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
+    with admin_stack(
+        Path(tmp_path_factory.mktemp("openapi")),
+        overrides={"token_client_scrypt_n": 2**10},
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def doc(stack: AdminStack) -> dict[str, Any]:
+    r = httpx.get(stack.url + "/openapi.json", timeout=30)
+    assert r.status_code == 200
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.fixture(scope="module")
+def client(stack: AdminStack) -> NewClient:
+    return register_client(stack.stack, "openapi-doc", SEEN_SECRETS)
+
+
+def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    found: dict[str, Any] = doc
+    for part in ref.removeprefix("#/").split("/"):
+        found = found[part]
+    return found
+
+
+def _body_schema(doc: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
+    content = doc["paths"][path]["post"]["requestBody"]["content"]
+    assert len(content) == 1, content
+    ((media, spec),) = content.items()
+    return media, _resolve(doc, spec["schema"])
+
+
+def _assert_documented(doc: dict[str, Any], method: str, path: str, r: httpx.Response) -> None:
+    """``r``'s status is documented for the operation and its JSON body has the
+    documented error shape: the required keys, and no key the schema does not name."""
+    responses = doc["paths"][path][method.lower()]["responses"]
+    assert str(r.status_code) in responses, (r.status_code, sorted(responses))
+    schema = _resolve(doc, responses[str(r.status_code)]["content"]["application/json"]["schema"])
+    body = r.json()
+    assert set(schema.get("required", ())) <= set(body), (schema, body)
+    assert set(body) <= set(schema["properties"]), (schema, body)
+
+
+@pytest.mark.parametrize("path", sorted(TOKEN_BODIES))
+def test_token_endpoint_documents_its_body(doc: dict[str, Any], path: str) -> None:
+    """Each token endpoint documents its request body in the media type it requires."""
+    media, schema = _body_schema(doc, path)
+    assert media == TOKEN_BODIES[path]
+    assert schema["type"] == "object"
+    assert set(schema.get("required", ())) <= set(schema["properties"])
+
+
+def test_a_mint_from_the_documented_body_gets_the_documented_status(
+    stack: AdminStack, doc: dict[str, Any], client: NewClient
+) -> None:
+    """A mint with the documented fields succeeds with the status the document names."""
+    _, schema = _body_schema(doc, "/tokens")
+    assert {"subject", "audience", "ttl_s", "claims"} <= set(schema["properties"])
+    r = httpx.post(
+        stack.url + "/tokens",
+        json={"subject": "u-1", "audience": "svc-a", "ttl_s": 300},
+        headers=basic_auth(client),
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    assert "201" in doc["paths"]["/tokens"]["post"]["responses"]
+
+
+def test_form_endpoints_take_the_documented_form(
+    stack: AdminStack, doc: dict[str, Any], client: NewClient
+) -> None:
+    """Introspection and revocation answer 200 to the documented required form fields."""
+    minted = httpx.post(
+        stack.url + "/tokens", json={"subject": "u-2"}, headers=basic_auth(client), timeout=30
+    ).json()["access_token"]
+    for path in ("/introspect", "/revoke"):
+        _, schema = _body_schema(doc, path)
+        form = dict.fromkeys(schema["required"], minted)
+        r = httpx.post(stack.url + path, data=form, headers=basic_auth(client), timeout=30)
+        assert r.status_code == 200, (path, r.text)
+
+
+def test_client_refusals_are_documented(
+    stack: AdminStack, doc: dict[str, Any], client: NewClient
+) -> None:
+    """A malformed body (400) and a wrong secret (401) are documented OAuth errors."""
+    bad = httpx.post(
+        stack.url + "/tokens/validate", json={"token": 1}, headers=basic_auth(client), timeout=30
+    )
+    assert bad.status_code == 400
+    _assert_documented(doc, "POST", "/tokens/validate", bad)
+    wrong = {"authorization": basic_auth(client)["authorization"][:-4] + "AAAA"}
+    unknown = httpx.post(stack.url + "/tokens", json={}, headers=wrong, timeout=30)
+    assert unknown.status_code == 401
+    _assert_documented(doc, "POST", "/tokens", unknown)
+
+
+def test_my_tokens_documents_the_filters_it_reads(stack: AdminStack, doc: dict[str, Any]) -> None:
+    """``/tokens/mine`` documents its query filters; every documented state and type is
+    accepted and a value outside them is refused."""
+    params = {p["name"]: p["schema"] for p in doc["paths"]["/tokens/mine"]["get"]["parameters"]}
+    assert {"limit", "cursor", "state", "type", "client_id", "issued_after"} <= set(params)
+    with stack.stack.browser() as b:
+        assert b.get(stack.url + "/auth/login").status_code == 200
+        for name in ("state", "type"):
+            for value in params[name]["enum"]:
+                r = b.get(stack.url + "/tokens/mine", params={name: value})
+                assert r.status_code == 200, (name, value, r.text)
+            assert b.get(stack.url + "/tokens/mine", params={name: "x"}).status_code == 400
+
+
+def test_a_malformed_admin_body_is_the_documented_422(
+    stack: AdminStack, doc: dict[str, Any]
+) -> None:
+    """The 422 of a malformed body has the shape the document gives it (no ``detail``
+    list of FastAPI validation errors: ``fields`` says where)."""
+    r = stack.call("POST", "/admin/clients", json={"name": ""})
+    assert r.status_code == 422
+    assert r.json()["fields"] == ["body.name"]
+    _assert_documented(doc, "POST", "/admin/clients", r)
+    assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "template", "body", "role", "status"),
+    [
+        ("POST", "/admin/api-keys", "/admin/api-keys", {"name": "k", "roles": ["x"]}, "admin", 400),
+        ("GET", "/admin/clients", "/admin/clients", None, None, 401),
+        ("GET", "/admin/clients", "/admin/clients", None, "auditor", 403),
+        ("DELETE", "/admin/api-keys/none", "/admin/api-keys/{key_id}", None, "admin", 404),
+        ("GET", "/audit/events/none", "/audit/events/{event_id}", None, None, 401),
+    ],
+)
+def test_admin_refusals_are_documented(
+    stack: AdminStack,
+    doc: dict[str, Any],
+    method: str,
+    path: str,
+    template: str,
+    body: dict[str, Any] | None,
+    role: str | None,
+    status: int,
+) -> None:
+    """The admin API's refusals are documented with the body they have."""
+    r = stack.call(method, path, role=role, json=body)
+    assert r.status_code == status, r.text
+    _assert_documented(doc, method, template, r)
+
+
+def test_metrics_documents_its_text(stack: AdminStack, doc: dict[str, Any]) -> None:
+    """``/metrics`` answers Prometheus text, and the document says text, not JSON."""
+    r = httpx.get(stack.url + "/metrics", timeout=30)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    assert list(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
