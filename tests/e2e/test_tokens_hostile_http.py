@@ -233,6 +233,28 @@ def test_mint_with_wrong_types_is_a_named_refusal(stack: Stack) -> None:
         assert _refusal(stack, r, "token.issue")["reason"] == reason
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"subject": "alice\n"}, "invalid_subject"),
+        ({"subject": "alice\r\n"}, "invalid_subject"),
+        ({"claims": {"role\n": "x"}}, "invalid_claim_name"),
+    ],
+)
+def test_a_final_line_break_is_refused_like_any_control_character(
+    stack: Stack, body: dict[str, Any], reason: str
+) -> None:
+    """A subject or claim name ending in a line break passed the ``^...$`` check (``$``
+    also matches before a final line break): ``alice\\n`` was minted as a subject
+    distinct from ``alice`` (past a deny entry for ``alice``, the same person to a
+    relying service that trims). Now a named, audited refusal."""
+    c = _register(stack, "linebreak", allowed_claims=["role"])
+    r = _post(stack, "/tokens", json=body, headers=_basic(c))
+    assert r.status_code == 400, r.text
+    assert r.json()["error_description"].startswith(reason)
+    assert _refusal(stack, r, "token.issue")["reason"] == reason
+
+
 def test_bulk_validate_audience_must_be_a_string(stack: Stack) -> None:
     """An audience given as a list used to be dropped silently (every token 'valid' for
     any audience): it is refused."""

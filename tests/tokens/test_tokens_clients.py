@@ -79,6 +79,12 @@ def test_bad_claim_name_refused(registry: ClientRegistry) -> None:
         registry.register("svc", allowed_claims=["no spaces"])
 
 
+def test_claim_name_ending_in_a_line_break_refused(registry: ClientRegistry) -> None:
+    """``role\\n`` passed the ``^...$`` check (``$`` matches before a final line break)."""
+    with pytest.raises(ClientError):
+        registry.register("svc", allowed_claims=["role\n"])
+
+
 @pytest.mark.parametrize(
     "client_id", ["\x00", "kc_\x00x", "a b", "x" * 65, "\u00e4", "a\r\nb", "\udcff"]
 )

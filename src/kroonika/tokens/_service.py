@@ -83,8 +83,9 @@ RESERVED_CLAIMS = frozenset(
 SESSION: Final = "session"
 CUSTOM: Final = "custom"
 BEARER: Final = "Bearer"
-_CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
-_SUBJECT = re.compile(r"^[\x21-\x7e]{1,200}$")
+#: both used with ``fullmatch``: ``^...$`` with ``match`` let a final line break through
+_CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+_SUBJECT = re.compile(r"[\x21-\x7e]{1,200}")
 # Every jti we mint is secrets.token_urlsafe(16); a bulk item's jti must at least look so.
 _JTI = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # How far revocation follows a chain of extensions (A replaced by B replaced by C ...).
@@ -396,7 +397,7 @@ class TokenService:
         total = 0
         out: dict[str, Any] = {}
         for name, value in claims.items():
-            if not isinstance(name, str) or not _CLAIM_NAME.match(name):
+            if not isinstance(name, str) or not _CLAIM_NAME.fullmatch(name):
                 raise MintRefused("invalid_claim_name")
             if name in RESERVED_CLAIMS:
                 raise MintRefused("reserved_claim", name)
@@ -420,7 +421,9 @@ class TokenService:
         if client.disabled:
             raise MintRefused("client_disabled")
         subject = req.subject
-        if subject is not None and (not isinstance(subject, str) or not _SUBJECT.match(subject)):
+        if subject is not None and (
+            not isinstance(subject, str) or not _SUBJECT.fullmatch(subject)
+        ):
             raise MintRefused("invalid_subject")
         audience = tuple(req.audience) or client.allowed_audiences[:1]
         if not audience:
