@@ -192,3 +192,28 @@ def test_metrics_documents_its_text(stack: AdminStack, doc: dict[str, Any]) -> N
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     assert list(doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+
+
+def test_documented_nulls_are_taken_as_absent(
+    stack: AdminStack, doc: dict[str, Any], client: NewClient
+) -> None:
+    """The optional mint fields are documented as nullable, and a mint with each of them
+    null succeeds as if it were absent."""
+    _, schema = _body_schema(doc, "/tokens")
+    for name in ("subject", "audience", "ttl_s", "claims"):
+        kinds = [s.get("type") for s in schema["properties"][name]["anyOf"]]
+        assert "null" in kinds, (name, kinds)
+        r = httpx.post(
+            stack.url + "/tokens", json={name: None}, headers=basic_auth(client), timeout=30
+        )
+        assert r.status_code == 201, (name, r.text)
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/tokens/mine"), ("POST", "/tokens/session")])
+def test_bearer_and_session_refusals_are_documented(
+    stack: AdminStack, doc: dict[str, Any], method: str, path: str
+) -> None:
+    """Without a bearer token or a session the answer is a documented 401."""
+    r = httpx.request(method, stack.url + path, timeout=30)
+    assert r.status_code == 401, r.text
+    _assert_documented(doc, method, path, r)

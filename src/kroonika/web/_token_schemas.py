@@ -14,19 +14,28 @@ from typing import Any
 from kroonika.web._openapi import rate_limited
 
 _STRING = {"type": "string"}
+
+
+def _optional(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional field: the handlers take ``null`` as absent."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 _AUDIENCE = {
     "description": "one audience or a list of them; each must be allowed for the client",
-    "anyOf": [_STRING, {"type": "array", "items": _STRING}],
+    "anyOf": [_STRING, {"type": "array", "items": _STRING}, {"type": "null"}],
 }
 _TTL = {"type": "integer", "description": "seconds, within the service's and the client's limits"}
 _MINT_FIELDS: dict[str, Any] = {
-    "subject": _STRING,
+    "subject": _optional({"type": "string", "pattern": "^[\\x21-\\x7e]{1,200}$"}),
     "audience": _AUDIENCE,
-    "ttl_s": _TTL,
-    "claims": {
-        "type": "object",
-        "description": "custom claims the client is allowed (never reserved ones)",
-    },
+    "ttl_s": _optional(_TTL),
+    "claims": _optional(
+        {
+            "type": "object",
+            "description": "custom claims the client is allowed (never reserved ones)",
+        }
+    ),
 }
 _MINT = {"type": "object", "properties": _MINT_FIELDS}
 _OAUTH_ERROR = {
@@ -37,7 +46,7 @@ _OAUTH_ERROR = {
 _FORM = {
     "type": "object",
     "properties": {
-        "token": _STRING,
+        "token": {"type": "string", "minLength": 1},
         "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
         "client_id": _STRING,
         "client_secret": _STRING,
@@ -49,8 +58,9 @@ _FORM = {
 def _refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
     texts = {
         400: "Malformed request (RFC 6749 error object)",
-        401: "Client authentication failed",
-        403: "Refused for this client or source",
+        401: "Client or bearer authentication failed",
+        403: "Refused for this client, session or source",
+        404: "Not offered by this configuration",
     }
     out: dict[int | str, dict[str, Any]] = {
         status: {
@@ -86,12 +96,15 @@ def form_body() -> dict[str, Any]:
 
 
 MINT = json_body(_MINT_FIELDS)
-VALIDATE = json_body({"token": _STRING, "audience": _STRING}, "token")
+VALIDATE = json_body({"token": _STRING, "audience": _optional(_STRING)}, "token")
 EXTEND = json_body(
-    {"token": {**_STRING, "description": "with client authentication"}, "ttl_s": _TTL}
+    {
+        "token": {**_STRING, "description": "required with client authentication"},
+        "ttl_s": _optional(_TTL),
+    }
 )
 BULK_VALIDATE = json_body(
-    {"tokens": {"type": "array", "items": _STRING}, "audience": _STRING}, "tokens"
+    {"tokens": {"type": "array", "items": _STRING}, "audience": _optional(_STRING)}, "tokens"
 )
 BULK_REVOKE = json_body(
     {
@@ -99,12 +112,16 @@ BULK_REVOKE = json_body(
             "type": "array",
             "items": {"type": "object", "properties": {"token": _STRING, "jti": _STRING}},
         },
-        "reason": _STRING,
+        "reason": _optional(_STRING),
     },
     "items",
 )
 BULK_ISSUE = json_body({"items": {"type": "array", "items": _MINT}}, "items")
 CLIENT_REFUSALS = _refusals(400, 401, 403)
+#: ``/tokens/mine`` (a bad filter; no or a bad bearer token) and ``/tokens/session``
+#: (no session; no CSRF token or a threat feed; body delivery off)
+MINE_REFUSALS = _refusals(400, 401)
+SESSION_REFUSALS = _refusals(401, 403, 404)
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:

@@ -433,7 +433,12 @@ def _bearer(request: Request, comps: TokenComponents) -> str | None:
     return request.cookies.get(comps.settings.token_session_cookie)
 
 
-@router.get("/tokens/mine", response_model=None, openapi_extra=schemas.MINE)
+@router.get(
+    "/tokens/mine",
+    response_model=None,
+    openapi_extra=schemas.MINE,
+    responses=schemas.MINE_REFUSALS,
+)
 async def mine(request: Request) -> Response:
     """The bearer's own tokens, newest first, with filters and cursor pagination."""
     comps = _comps(request)
@@ -640,7 +645,7 @@ async def _revoke_ended_sessions(
         )
 
 
-@router.post("/tokens/session", response_model=None)
+@router.post("/tokens/session", response_model=None, responses=schemas.SESSION_REFUSALS)
 async def session_token(request: Request) -> Response:
     """Body delivery: a fresh access token for the caller's current session, in the
     response (session cookie and CSRF token required, like other session actions)."""
