@@ -217,3 +217,32 @@ def test_bearer_and_session_refusals_are_documented(
     r = httpx.request(method, stack.url + path, timeout=30)
     assert r.status_code == 401, r.text
     _assert_documented(doc, method, path, r)
+
+
+def _matches(template: str, path: str) -> bool:
+    a, b = template.strip("/").split("/"), path.strip("/").split("/")
+    return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/clients",
+        "/admin/config",
+        "/admin/lists/export",
+        "/admin/lists/al_none",
+        "/auth/sessions",
+    ],
+)
+def test_a_405_allows_every_method_of_the_resource(
+    stack: AdminStack, doc: dict[str, Any], path: str
+) -> None:
+    """A 405 names in ``Allow`` every method the path is routed for (RFC 9110 section
+    15.5.6), as the document lists them: it named those of the first route matching the
+    path only (``PUT /admin/clients``: ``GET``, not ``POST``; ``/admin/lists/export``:
+    ``PATCH``, not ``GET``)."""
+    r = httpx.request("PUT", stack.url + path, timeout=30)
+    assert r.status_code == 405
+    allowed = {m.strip() for m in r.headers["allow"].split(",")}
+    documented = {m.upper() for t, ops in doc["paths"].items() if _matches(t, path) for m in ops}
+    assert allowed - {"HEAD"} == documented

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from kroonika.admin import install_admin, record_unrouted
 from kroonika.audit import AuditUnavailable, StoreError
@@ -316,17 +317,38 @@ OUTAGES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+#: the methods a 405 may name in ``Allow``
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path is routed for (RFC 9110 section 15.5.6): Starlette's 405
+    names only those of the first route whose path matches, and ``/admin/lists/export``
+    also matches ``/admin/lists/{entry_id}``. Each method is tried against the routes as
+    the router would (FastAPI nests included routers, so the routes' own ``methods``
+    are not all at the top)."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     def body(error: str) -> dict[str, str | None]:
         return {"error": error, "request_id": _request_id()}
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated"}
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
         return JSONResponse(
             body(codes.get(exc.status_code, "http_error")),
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
