@@ -246,3 +246,30 @@ def test_a_405_allows_every_method_of_the_resource(
     allowed = {m.strip() for m in r.headers["allow"].split(",")}
     documented = {m.upper() for t, ops in doc["paths"].items() if _matches(t, path) for m in ops}
     assert allowed - {"HEAD"} == documented
+
+
+def test_list_import_and_export_document_both_formats(
+    stack: AdminStack, doc: dict[str, Any]
+) -> None:
+    """The list import documents its CSV and JSON bodies, the export both answers; a
+    CSV export imports again as documented."""
+    imp = doc["paths"]["/admin/lists/import"]["post"]["requestBody"]["content"]
+    assert set(imp) == {"text/csv", "application/json"}
+    exp = doc["paths"]["/admin/lists/export"]["get"]["responses"]["200"]["content"]
+    assert set(exp) == {"text/csv", "application/json"}
+    added = stack.call(
+        "POST",
+        "/admin/lists",
+        json={"list": "deny", "kind": "jti", "value": "doc-jti", "reason": "doc test"},
+    )
+    assert added.status_code == 201, added.text
+    csv = stack.call("GET", "/admin/lists/export?format=csv")
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert "doc-jti" in csv.text
+    back = stack.call(
+        "POST",
+        "/admin/lists/import?format=csv",
+        content=csv.content,
+        headers={"content-type": "text/csv"},
+    )
+    assert back.status_code == 200, back.text

@@ -517,7 +517,17 @@ async def remove_entry(
     return {"removed": e.id}
 
 
-@router.get("/lists/export", openapi_extra=roles(*OPS), response_model=None)
+@router.get(
+    "/lists/export",
+    openapi_extra=roles(*OPS),
+    response_model=None,
+    responses={
+        200: {
+            "description": "Every entry, in the asked format",
+            "content": {"application/json": {}, "text/csv": {}},
+        }
+    },
+)
 async def export_entries(
     request: Request,
     p: Annotated[Principal, require(*OPS)],
@@ -529,7 +539,42 @@ async def export_entries(
     return Response(export_lists(entries, format), media_type=media)
 
 
-@router.post("/lists/import", openapi_extra=roles(*ADMIN), response_model=None)
+_IMPORT_ENTRY = {
+    "type": "object",
+    "properties": {
+        name: {"type": "string"} for name in ("list", "kind", "value", "reason", "expires_at")
+    },
+    "required": ["list", "kind", "value", "reason"],
+}
+#: the import's body is read by hand (CSV or JSON, as ``format`` says): documented here
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {
+                "schema": {
+                    "type": "string",
+                    "description": "a header line list,kind,value,reason,expires_at, then entries",
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"type": "array", "items": _IMPORT_ENTRY},
+                        {
+                            "type": "object",
+                            "properties": {"entries": {"type": "array", "items": _IMPORT_ENTRY}},
+                            "required": ["entries"],
+                        },
+                    ]
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("/lists/import", openapi_extra={**roles(*ADMIN), **_IMPORT_BODY}, response_model=None)
 async def import_entries(
     request: Request,
     p: Annotated[Principal, require(*ADMIN)],
