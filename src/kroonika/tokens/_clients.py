@@ -35,8 +35,9 @@ from kroonika.tokens._errors import ClientError, InvalidClient
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _MAXMEM = 256 * 1024 * 1024
-#: used with ``fullmatch``: ``^...$`` with ``match`` let a final line break through
-_CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+#: a claim name a client may be allowed and may set (also checked at minting); used with
+#: ``fullmatch``: ``^...$`` with ``match`` let a final line break through
+CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
 # A client id is visible ASCII (no space, no control character, no NUL, which
 # PostgreSQL text cannot hold): generated ids are ``kc_`` + URL-safe base64.
 CLIENT_ID = re.compile(r"[\x21-\x7e]{1,64}")
@@ -140,7 +141,7 @@ def _check(
     if isinstance(max_ttl_s, bool) or not 0 < max_ttl_s <= MAX_TTL_S:
         raise ClientError(f"max_ttl_s must be 1..{MAX_TTL_S}")
     for claim in claims:
-        if not _CLAIM_NAME.fullmatch(claim):
+        if not CLAIM_NAME.fullmatch(claim):
             raise ClientError(f"invalid claim name {claim!r}")
     for aud in audiences:
         if not _AUDIENCE.fullmatch(aud):

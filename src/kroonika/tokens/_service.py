@@ -37,7 +37,7 @@ from kroonika.audit import (
     events,
 )
 from kroonika.audit._model import DetailValue
-from kroonika.tokens._clients import Client
+from kroonika.tokens._clients import CLAIM_NAME, Client
 from kroonika.tokens._clock import Clock
 from kroonika.tokens._errors import (
     BatchTooLarge,
@@ -83,8 +83,7 @@ RESERVED_CLAIMS = frozenset(
 SESSION: Final = "session"
 CUSTOM: Final = "custom"
 BEARER: Final = "Bearer"
-#: both used with ``fullmatch``: ``^...$`` with ``match`` let a final line break through
-_CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+#: used with ``fullmatch``: ``^...$`` with ``match`` let a final line break through
 _SUBJECT = re.compile(r"[\x21-\x7e]{1,200}")
 # Every jti we mint is secrets.token_urlsafe(16); a bulk item's jti must at least look so.
 _JTI = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -397,7 +396,7 @@ class TokenService:
         total = 0
         out: dict[str, Any] = {}
         for name, value in claims.items():
-            if not isinstance(name, str) or not _CLAIM_NAME.fullmatch(name):
+            if not isinstance(name, str) or not CLAIM_NAME.fullmatch(name):
                 raise MintRefused("invalid_claim_name")
             if name in RESERVED_CLAIMS:
                 raise MintRefused("reserved_claim", name)
