@@ -12,7 +12,16 @@ import pytest
 from pydantic import SecretStr
 
 from kroonika.admin._pseudonym_keys import InUse, give_back, in_use, take_over
-from kroonika.audit import AuditEvent, AuditUnavailable, Query, SqlAuditStore, run_query
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditUnavailable,
+    Query,
+    SqlAuditStore,
+    events,
+    run_query,
+)
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
 from kroonika.settings import Settings
@@ -102,7 +111,16 @@ async def test_a_rotation_the_trail_refuses_stops_the_start(
     with pytest.raises(AuditUnavailable):
         async with refused.router.lifespan_context(refused):
             pass
-    await refused.state.services.audit.trail.stop()
+    # the failed start stopped the trail it had started, saying why
+    probe = events.audit_access(actor=Actor(ActorType.SYSTEM), action="query", interface="cli")
+    with pytest.raises(AuditUnavailable, match="not running"):
+        await original(probe)
+    store = SqlAuditStore(after.resolved_audit_store_url(), read_only=True)
+    try:
+        stops = [orjson.loads(b) for b in run_query(store, Query(types=("audit.log.stop",)))]
+    finally:
+        store.close()
+    assert sorted(s["reason"] for s in stops) == ["shutdown", "startup_failed"]
     engine = make_engine(fresh_postgres_url)
     try:
         state = in_use(engine)

@@ -187,24 +187,34 @@ def create_app(
             audit.store.close()
             engine.dispose()
             raise
-        await audit.trail.start()
-        await app.state.tokens.start()  # its key.rotate needs the trail
-        await app.state.log_shipping.start()  # before the monitor: on_commit listeners nest
-        await monitor.start()
-        await app.state.admin_start()
-        try:
-            yield
-        finally:
+
+        async def shut_down(reason: str) -> None:
+            # each stop is a no-op for a part that never started
             await app.state.admin_stop()
             await app.state.tokens.aclose()
             await monitor.stop()
             await limiter.stop()
-            await audit.trail.stop()
+            await audit.trail.stop(reason)
             await app.state.log_shipping.stop()  # after the trail: audit.log.stop ships too
             if services.owns_http:
                 await services.http.aclose()
             audit.store.close()
             engine.dispose()
+
+        await audit.trail.start()
+        try:
+            await app.state.tokens.start()  # its key.rotate needs the trail
+            await app.state.log_shipping.start()  # before the monitor: listeners nest
+            await monitor.start()
+            await app.state.admin_start()
+        except BaseException:
+            # the trail recorded audit.log.start: it records why the start ended too
+            await shut_down("startup_failed")
+            raise
+        try:
+            yield
+        finally:
+            await shut_down("shutdown")
 
     app = FastAPI(
         title="Kroonika",
