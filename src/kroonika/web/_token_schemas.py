@@ -47,7 +47,12 @@ _FORM = {
     "type": "object",
     "properties": {
         "token": {"type": "string", "minLength": 1},
-        "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
+        "token_type_hint": {
+            "type": "string",
+            "description": "access_token or refresh_token; any value is taken and ignored "
+            "(RFC 7009 section 2.2, RFC 7662 section 2.1): every token here is a JWT access "
+            "token",
+        },
         "client_id": _STRING,
         "client_secret": _STRING,
     },
