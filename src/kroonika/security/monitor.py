@@ -23,7 +23,7 @@ import contextlib
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -52,6 +52,8 @@ from kroonika.security.detectors import (
 )
 from kroonika.security.profiles import ProfileStore
 from kroonika.security.windows import FailureWindows, KeyKind, MemoryWindows
+
+_T = TypeVar("_T")
 
 WATCHED = "auth.login"
 #: Failed logins that were TARA's or the service's fault (an outage, a misconfigured
@@ -296,9 +298,13 @@ class SecurityMonitor:
         cap = max(
             KEY_WINDOW_MAX, 4 * max(c.brute_force_failures, c.stuffing_people, c.stuffing_attempts)
         )
+        return await self._on_windows(self.windows.remember, key_kind, key, obs, horizon, cap)
+
+    async def _on_windows(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call`` off the event loop when the windows do network I/O (Redis)."""
         if self.windows.blocking:
-            return await asyncio.to_thread(self.windows.remember, key_kind, key, obs, horizon, cap)
-        return self.windows.remember(key_kind, key, obs, horizon, cap)
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
 
     def forget(self, pseudonyms: Collection[str]) -> int:
         """Forget the people ``pseudonyms`` (an erasure): their recent failures and the
@@ -316,9 +322,7 @@ class SecurityMonitor:
             else self.config.stuffing_window_s
         )
         key = (f.kind, f.key_kind, f.key)
-        if self.windows.blocking:
-            return await asyncio.to_thread(self.windows.claim, key, now, span, self._span)
-        return self.windows.claim(key, now, span, self._span)
+        return await self._on_windows(self.windows.claim, key, now, span, self._span)
 
     def _anomaly_event(self, f: Finding, record: Mapping[str, Any]) -> AuditEvent:
         person = f.key if f.key_kind == "person" else (record.get("actor") or {}).get("pseudonym")
