@@ -117,11 +117,13 @@ def _tctx(request: Request) -> TokenContext:
 
 
 def _sctx(request: Request) -> RequestContext:
+    """The context of another person's sessions ended by this request: its correlation
+    only. ``session.terminate`` is the person's event (their pseudonym is its actor), and
+    its source says where the person was; the administrator's address and browser would
+    place the person there (and feed the person's profile). The administrator's own
+    events of the request carry them, linked by ``correlation.request_id``."""
     c = correlation_of(request)
-    s = source_of(request)
-    return RequestContext(
-        ip=s.ip, user_agent=s.user_agent, request_id=c.request_id, trace_id=c.trace_id
-    )
+    return RequestContext(request_id=c.request_id, trace_id=c.trace_id)
 
 
 def _why(request: Request) -> str:
