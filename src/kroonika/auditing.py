@@ -56,6 +56,11 @@ class AuditComponents:
             self.store.close()
 
 
+def pseudonymiser(settings: Settings) -> Fingerprinter:
+    """The active pseudonymisation key: how the trail names people (``actor.pseudonym``)."""
+    return Fingerprinter(settings.secret_bytes("pseudonym_key"), settings.pseudonym_kid)
+
+
 def build_audit(
     settings: Settings,
     *,
@@ -71,7 +76,7 @@ def build_audit(
     store.upgrade()
     keyring = KeyRing.open(settings.resolved_audit_keys_dir(), create=not settings.production)
     counters = Counters()
-    fingerprinter = Fingerprinter(settings.secret_bytes("pseudonym_key"), settings.pseudonym_kid)
+    fingerprinter = pseudonymiser(settings)
     retired = tuple(Fingerprinter(key, kid) for kid, key in settings.pseudonym_keys()[1:])
     subject_keys = SqlSubjectKeys(
         store,

@@ -1,9 +1,12 @@
-"""``kroonika admins add|list``: bootstrap administrators from the command line (the first
-one cannot be granted through the API, which needs an administrator)."""
+"""``kroonika admins add|list|show``: bootstrap administrators from the command line (the
+first one cannot be granted through the API, which needs an administrator). Listings name
+people by the pseudonym the audit trail uses for them, never by personal code
+(decision 0025)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -101,21 +104,59 @@ def add(
     typer.echo(f"role {parsed} {'granted' if new else 'was already held'}")
 
 
-@admins_app.command("list")
-def list_() -> None:
-    """Role holders, one per line; characters a terminal would act on are shown escaped
-    (rows written before subjects were checked can hold them)."""
+def _pseudonymise() -> Callable[[str], str]:
+    from kroonika.auditing import pseudonymiser
+    from kroonika.settings import SettingsError, load_settings
+
+    try:
+        return pseudonymiser(load_settings()).pseudonym
+    except (SettingsError, ValueError) as exc:
+        raise _fail(f"the pseudonymisation key cannot be read: {exc}") from None
+
+
+def _shown(value: str) -> str:
+    """``value`` with the characters a terminal would act on escaped (rows written before
+    subjects were checked can hold them)."""
     from kroonika.audit.formats._text import escape_unprintable
 
-    def shown(value: str) -> str:
-        return escape_unprintable(value, lambda ch: ascii(ch)[1:-1])
+    return escape_unprintable(value, lambda ch: ascii(ch)[1:-1])
 
+
+@admins_app.command("list")
+def list_() -> None:
+    """Role holders, one grant per line: pseudonym (as the audit trail names the person),
+    country, role, granted by. No personal code: ``kroonika admins show CODE`` answers
+    for a person you name."""
+    from kroonika.admin._roles import country_of
+
+    pseudonymise = _pseudonymise()
     store, engine = _roles_store()
     try:
         for subject, role, by, _ in store.holders():
-            typer.echo("\t".join(shown(v) for v in (subject, role, by)))
+            shown = (pseudonymise(subject), country_of(subject) or "", role, by)
+            typer.echo("\t".join(_shown(v) for v in shown))
     finally:
         engine.dispose()
+
+
+@admins_app.command("show")
+def show(
+    personal_code: Annotated[str, typer.Argument(help="Personal code, e.g. 38001085718")],
+) -> None:
+    """The pseudonym and roles (comma-separated, empty if none) of the person named."""
+    from kroonika.admin._roles import checked_subject
+
+    try:
+        subject = checked_subject(personal_code)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    pseudonymise = _pseudonymise()
+    store, engine = _roles_store()
+    try:
+        roles = store.roles_of(subject)
+    finally:
+        engine.dispose()
+    typer.echo(f"{pseudonymise(subject)}\t{','.join(roles)}")
 
 
 def register_admin_commands(app: typer.Typer) -> None:

@@ -104,7 +104,8 @@ def test_a_subject_with_terminal_codes_or_nothing_is_a_usage_error(var: Path, co
 
 
 def test_the_list_shows_stored_control_characters_escaped(var: Path) -> None:
-    """A row written before subjects were checked cannot drive the operator's terminal."""
+    """A row written before subjects were checked cannot drive the operator's terminal
+    (its subject is not shown at all, its granted_by escaped)."""
     from sqlalchemy import insert
 
     from kroonika.db import make_engine
@@ -116,7 +117,10 @@ def test_the_list_shows_stored_control_characters_escaped(var: Path) -> None:
     with engine.begin() as conn:
         conn.execute(
             insert(admin_role).values(
-                subject="\x1b]0;owned\x07EVIL\u202e", role="admin", granted_by="x", granted_at=1
+                subject="\x1b]0;owned\x07EVIL\u202e",
+                role="admin",
+                granted_by="x\x1b[2J",
+                granted_at=1,
             )
         )
     engine.dispose()
@@ -124,7 +128,41 @@ def test_the_list_shows_stored_control_characters_escaped(var: Path) -> None:
     assert listed.exit_code == 0
     assert "\x1b" not in listed.output
     assert "\u202e" not in listed.output
-    assert "\\x1b]0;owned\\x07EVIL\\u202e\tadmin\tx" in listed.output
+    assert "EVIL" not in listed.output
+    assert "\tadmin\tx\\x1b[2J" in listed.output
+
+
+def test_the_list_names_holders_by_pseudonym(var: Path) -> None:
+    """``admins list`` prints each holder's pseudonym (the target of their admin.roles
+    record) and country, never the personal codes of everyone."""
+    runner = CliRunner()
+    for code, role in ((CODE, "admin"), ("60001019906", "auditor")):
+        done = runner.invoke(app, ["admins", "add", code, "--role", role, "-j", "INC-9 bootstrap"])
+        assert done.exit_code == 0, done.output
+    refs = {e["details"]["after"]: e["target"]["id"] for e in _events(var, "config.change")}
+    listed = runner.invoke(app, ["admins", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert CODE not in listed.output
+    assert "60001019906" not in listed.output
+    lines = set(listed.output.splitlines())
+    admin, auditor = refs['["admin"]'], refs['["auditor"]']
+    assert f"{admin}\tEE\tadmin\tcli" in lines
+    assert f"{auditor}\tEE\tauditor\tcli" in lines
+
+
+def test_show_answers_one_persons_roles(var: Path) -> None:
+    """``admins show CODE``: the pseudonym and roles of the person the operator names."""
+    runner = CliRunner()
+    assert runner.invoke(app, ["admins", "add", CODE, "-j", "INC-9 first"]).exit_code == 0
+    (event,) = _events(var, "config.change")
+    shown = runner.invoke(app, ["admins", "show", "EE" + CODE])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines() == [f"{event['target']['id']}\tadmin"]
+    nobody = runner.invoke(app, ["admins", "show", "60001019906"])
+    assert nobody.exit_code == 0, nobody.output
+    assert nobody.output.splitlines()[0].endswith("\t")
+    bad = runner.invoke(app, ["admins", "show", "EVIL \x1b"])
+    assert bad.exit_code == 2
 
 
 @pytest.mark.parametrize("why", ["", "   ", "INC-9 forged\r\nline", "INC-9 \x1b[2J wiped"])

@@ -62,6 +62,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/admin/config/requests", None, A),
     ("POST", "/admin/config/requests/cr_none", {"approve": False}, A),
     ("GET", "/admin/roles", None, A),
+    ("POST", "/admin/roles/lookup", {"subject": "EE49002124277"}, A),
     ("POST", "/admin/roles", {"subject": "EE49002124277", "role": "privacy"}, A),
     ("POST", "/admin/roles/requests/rr_none", {"approve": False}, A),
     ("GET", "/admin/api-keys", None, A),

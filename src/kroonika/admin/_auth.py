@@ -25,7 +25,7 @@ from kroonika.admin._config import RuntimeConfig
 from kroonika.admin._config_requests import ConfigRequests
 from kroonika.admin._errors import AdminError, Forbidden, JustificationMissing, NotAuthenticated
 from kroonika.admin._privacy import Eraser
-from kroonika.admin._roles import ApiKey, ApiKeys, RoleStore
+from kroonika.admin._roles import ApiKey, ApiKeys, RoleStore, normalise_subject
 from kroonika.audit import (
     Actor,
     ActorType,
@@ -464,14 +464,24 @@ def _template(request: Request) -> str:
     return getattr(route, "path_format", None) or request.url.path
 
 
+def _fingerprinted(fp: Fingerprinter, name: str, value: str) -> str:
+    """A personal value as its fingerprint; a subject as the pseudonym the trail names
+    that person with (``38001085718`` and ``EE38001085718`` alike), so an auditor can
+    match the call to the person's other records."""
+    if name == "subject":
+        return "fp:" + fp.pseudonym(normalise_subject(value))
+    return "fp:" + fp.fingerprint(name, value)
+
+
 def summarise_params(request: Request, fp: Fingerprinter, body: bytes | None) -> str:
-    """Parameter names with safe values; personal values as fingerprints; the rest hidden."""
+    """Parameter names with safe values; personal values (in a JSON body too) as
+    fingerprints; the rest hidden."""
 
     def show(name: str, value: str) -> str:
         if name in SAFE_PARAMS:
             return value[:80]
         if name in FINGERPRINTED:
-            return "fp:" + fp.fingerprint(name, value)
+            return _fingerprinted(fp, name, value)
         return "[redacted]"
 
     out: dict[str, Any] = {}
@@ -489,6 +499,13 @@ def summarise_params(request: Request, fp: Fingerprinter, body: bytes | None) ->
         else:
             if isinstance(doc, dict):
                 out["body"] = sorted(k for k in doc if k != "justification")[:50]
+                refs = {
+                    k: _fingerprinted(fp, k, v)
+                    for k, v in doc.items()
+                    if k in FINGERPRINTED and isinstance(v, str)
+                }
+                if refs:
+                    out["body_refs"] = refs
             elif isinstance(doc, list):
                 out["body_items"] = len(doc)
     return orjson.dumps(out, option=orjson.OPT_SORT_KEYS).decode()[:2000]

@@ -1,5 +1,9 @@
 """Roles of people (by personal code) and API keys for automation.
 
+A person is stored by personal code (TARA's subject) but shown only by pseudonym, the
+one the audit trail names them with, and their country (:func:`public_holder`,
+decision 0025).
+
 API keys look like ``kra_<id>_<secret>``: the id finds the row, only SHA-256 of the whole
 key is stored (the secret is 256 random bits, so a slow hash adds nothing) and compared in
 constant time. A key carries a subset of its creator's roles, expires, can be revoked, and
@@ -32,6 +36,11 @@ class Role(StrEnum):
 
 ROLES: frozenset[str] = frozenset(r.value for r in Role)
 KEY_PREFIX = "kra_"
+#: A role request's ``target``: ``roles/<pseudonym>`` (a configuration request's is
+#: ``config`` or ``client/<id>``).
+ROLES_TARGET = "roles/"
+#: How a role request's id begins (a configuration request's begins ``cr_``).
+ROLE_REQUEST_PREFIX = "rr_"
 
 
 def parse_roles(values: Iterable[str]) -> tuple[str, ...]:
@@ -56,6 +65,28 @@ def checked_subject(subject: str) -> str:
     if not 3 <= len(value) <= 80 or not value.isprintable() or " " in value:
         raise ValueError("a subject is 3..80 printable characters without spaces")
     return value
+
+
+def country_of(subject: str) -> str | None:
+    """The country prefix of a subject (``EE`` of ``EE38001085718``), or None: the only
+    part of a personal code an answer shows. Any digit would narrow the code down for
+    someone who knows a colleague's birth date (decision 0025)."""
+    prefix = subject[:2]
+    ok = len(subject) > 2 and prefix.isascii() and prefix.isalpha() and prefix.isupper()
+    return prefix if ok else None
+
+
+def public_holder(
+    subject: str, role: str, granted_by: str, granted_at: int, pseudonymise: Callable[[str], str]
+) -> dict[str, Any]:
+    """One grant as answers show it: the holder by pseudonym and country, never the code."""
+    return {
+        "subject_ref": pseudonymise(subject),
+        "country": country_of(subject),
+        "role": role,
+        "granted_by": granted_by,
+        "granted_at": granted_at,
+    }
 
 
 def _role(role: str) -> str:
@@ -96,9 +127,13 @@ class RoleRequest:
         return tuple(sorted(held))
 
     def public(self, pseudonymise: Callable[[str], str], now: int) -> dict[str, Any]:
+        """The request as answers show it: the person by pseudonym (``subject_ref``, also in
+        ``target`` as ``roles/<subject_ref>``, as configuration requests name theirs)."""
+        ref = pseudonymise(self.subject)
         return {
             "id": self.id,
-            "subject_ref": pseudonymise(self.subject),
+            "target": ROLES_TARGET + ref,
+            "subject_ref": ref,
             "role": self.role,
             "action": self.action,
             "requested_by": self.requested_by,
@@ -174,12 +209,13 @@ class RoleStore:
             ).all()
         return tuple(sorted(r[0] for r in rows))
 
-    def holders(self) -> list[tuple[str, str, str, int]]:
-        """(subject, role, granted_by, granted_at) for every grant."""
+    def holders(self, subject: str | None = None) -> list[tuple[str, str, str, int]]:
+        """(subject, role, granted_by, granted_at) for every grant, or for one subject's."""
+        q = select(admin_role).order_by(admin_role.c.subject, admin_role.c.role)
+        if subject is not None:
+            q = q.where(admin_role.c.subject == normalise_subject(subject))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(admin_role).order_by(admin_role.c.subject, admin_role.c.role)
-            ).all()
+            rows = conn.execute(q).all()
         return [(r.subject, r.role, r.granted_by, r.granted_at) for r in rows]
 
     def grant(self, subject: str, role: str, *, by: str) -> bool:
@@ -238,7 +274,7 @@ class RoleStore:
             raise RoleChangeRefused("nobody can change their own roles", code="self_grant")
         now = self._now()
         req = RoleRequest(
-            f"rr_{secrets.token_hex(8)}",
+            f"{ROLE_REQUEST_PREFIX}{secrets.token_hex(8)}",
             subject,
             role,
             action,
@@ -274,10 +310,14 @@ class RoleStore:
             ).first()
         return None if row is None else _request(row._mapping)
 
-    def requests(self, status: str | None = None) -> list[RoleRequest]:
-        """Requests, oldest first; ``status`` as :meth:`RoleRequest.state` shows it."""
+    def requests(
+        self, status: str | None = None, *, newest_first: bool = False, limit: int | None = None
+    ) -> list[RoleRequest]:
+        """Requests, oldest first (or newest first, as configuration requests are listed),
+        at most ``limit``; ``status`` as :meth:`RoleRequest.state` shows it."""
         t = admin_role_request
-        q = select(t).order_by(t.c.requested_at)
+        order = (t.c.requested_at.desc(), t.c.id) if newest_first else (t.c.requested_at,)
+        q = select(t).order_by(*order).limit(limit)
         if status in ("pending", "expired"):
             now = self._now()
             q = q.where(t.c.status == "pending")

@@ -56,7 +56,15 @@ from kroonika.admin._errors import (
     RoleChangeRefused,
 )
 from kroonika.admin._pseudonym_keys import in_use, labels_by_kid
-from kroonika.admin._roles import RoleRequest, normalise_subject, parse_roles
+from kroonika.admin._roles import (
+    ROLE_REQUEST_PREFIX,
+    RoleRequest,
+    checked_subject,
+    country_of,
+    normalise_subject,
+    parse_roles,
+    public_holder,
+)
 from kroonika.audit import AuditEvent, AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
 from kroonika.db.sessions import session as session_table
@@ -1138,13 +1146,20 @@ async def list_config_requests(
     status: Literal["pending", "approved", "rejected", "expired"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    """Configuration and client changes that need or needed a second administrator,
-    newest first (``target``: ``config`` or ``client/<id>``; secret values masked)."""
+    """Changes that need or needed a second administrator, newest first: configuration
+    and client changes (``target`` ``config`` or ``client/<id>``; secret values masked,
+    decided here) and role requests (``target`` ``roles/<subject_ref>``, with
+    ``subject_ref``, ``role`` and ``action``; decided at ``POST
+    /admin/roles/requests/{id}``; decision 0025)."""
     admin = admin_services(request)
     store = _requests(admin)
     found = await asyncio.to_thread(store.list, status, limit)
+    asked = await asyncio.to_thread(admin.roles.requests, status, newest_first=True, limit=limit)
     now = int(admin.services.clock())
-    return {"requests": [r.public(now) for r in found]}
+    listed = [(r.requested_at, r.id, r.public(now)) for r in found]
+    listed += [(q.requested_at, q.id, q.public(admin.fingerprinter.pseudonym, now)) for q in asked]
+    listed.sort(key=lambda x: (-x[0], x[1]))
+    return {"requests": [shown for _, _, shown in listed[:limit]]}
 
 
 async def _second_pair_of_eyes(
@@ -1181,6 +1196,11 @@ async def decide_config_request(
     admin = admin_services(request)
     store = _requests(admin)
     pending = await asyncio.to_thread(store.get, request_id)
+    if pending is None and request_id.startswith(ROLE_REQUEST_PREFIX):
+        raise NotFound(
+            f"no configuration request {request_id}; a role request is decided at "
+            f"POST /admin/roles/requests/{request_id}"
+        )
     if pending is None:
         raise NotFound(f"no configuration request {request_id}")
     await _second_pair_of_eyes(
@@ -1363,17 +1383,47 @@ async def _roles_event(
 
 @router.get("/roles", openapi_extra=roles(*ADMIN))
 async def list_roles(request: Request, p: Annotated[Principal, require(*ADMIN)]) -> dict[str, Any]:
-    """Role holders and pending role requests."""
+    """Role holders and pending role requests. A holder is named by ``subject_ref``, the
+    pseudonym the audit trail names them with (the target of their ``admin.roles``
+    records), and ``country``, never by personal code: ask about a known code with
+    ``POST /admin/roles/lookup``. ``pending`` is also in ``GET /admin/config/requests``
+    (decision 0025)."""
     admin = admin_services(request)
     holders = await asyncio.to_thread(admin.roles.holders)
     pending = await asyncio.to_thread(admin.roles.requests, "pending")
     now = int(admin.services.clock())
     return {
-        "holders": [
-            {"subject": s, "role": r, "granted_by": by, "granted_at": at}
-            for s, r, by, at in holders
-        ],
+        "holders": [public_holder(*h, admin.fingerprinter.pseudonym) for h in holders],
         "pending": [q.public(admin.fingerprinter.pseudonym, now) for q in pending],
+    }
+
+
+class RoleLookup(Body):
+    subject: str = Field(min_length=3, max_length=80)
+
+
+@router.post("/roles/lookup", openapi_extra=roles(*ADMIN))
+async def lookup_roles(
+    body: RoleLookup, request: Request, p: Annotated[Principal, require(*ADMIN, mutating=False)]
+) -> dict[str, Any]:
+    """The roles and pending role requests of the person whose personal code is in the
+    body (a code in a URL would land in access logs). A read: recorded as every call,
+    with the person's pseudonym, never the code; the answer does not repeat the code.
+    Someone holding nothing gets empty lists."""
+    admin = admin_services(request)
+    try:
+        subject = checked_subject(body.subject)
+    except ValueError as exc:
+        raise AdminError(str(exc), code="invalid_request") from None
+    grants = await asyncio.to_thread(admin.roles.holders, subject)
+    pending = await asyncio.to_thread(admin.roles.requests, "pending")
+    now = int(admin.services.clock())
+    pseudonymise = admin.fingerprinter.pseudonym
+    return {
+        "subject_ref": pseudonymise(subject),
+        "country": country_of(subject),
+        "roles": [public_holder(*g, pseudonymise) for g in grants],
+        "pending": [q.public(pseudonymise, now) for q in pending if q.subject == subject],
     }
 
 
