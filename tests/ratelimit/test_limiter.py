@@ -242,3 +242,23 @@ async def test_a_bad_stored_client_limit_fails_open_and_is_counted() -> None:
         )
         assert decision.allowed
     assert rl.counts["bad_client_limits"] == 3
+
+
+@pytest.mark.asyncio
+async def test_ipv6_addresses_of_one_64_share_one_limit() -> None:
+    """Per-address limits count an IPv6 source per /64: a new address of the same /64
+    for every request (privacy addresses cost nothing) is still the one source, while
+    the next /64 and IPv4 addresses are counted on their own."""
+    rl = RateLimiter(RateLimitPolicy.build({"login_start:ip": "3/minute"}))
+
+    async def allowed(ip: str) -> bool:
+        return (await rl.check(RouteGroup.LOGIN_START, ip=ip)).allowed
+
+    rotating = [await allowed(f"2001:db8:7:1:{i:x}::9") for i in range(1, 5)]
+    assert rotating == [True, True, True, False]
+    assert await allowed("2001:db8:7:2::9")
+    assert [await allowed(f"192.0.2.{i}") for i in range(1, 5)] == [True] * 4
+    assert not await allowed("2001:db8:7:1::ffff")
+    # an IPv4-mapped IPv6 address is its IPv4 address, not a /64 of its own
+    assert [await allowed(a) for a in ("192.0.2.9", "::ffff:192.0.2.9")] == [True, True]
+    assert [await allowed(a) for a in ("::ffff:192.0.2.9", "192.0.2.9")] == [True, False]

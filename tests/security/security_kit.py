@@ -21,6 +21,7 @@ from kroonika.audit import (
     SqlSubjectKeys,
 )
 from kroonika.audit.enrich import GeoEnricher, ThreatIntel
+from kroonika.audit.processors.anonymise_ip import AnonymiseIp
 from kroonika.db import make_engine, metadata
 from kroonika.db import security as _security_tables
 from kroonika.security import DetectorConfig, ProfileStore, SecurityMonitor
@@ -66,6 +67,7 @@ def make_kit(
     config: DetectorConfig | None = None,
     threat: ThreatIntel | None = None,
     windows: FailureWindows | None = None,
+    anonymise_ip: AnonymiseIp | None = None,
 ) -> Kit:
     clock = Clock()
     store = SqlAuditStore(f"sqlite:///{tmp / 'audit.db'}")
@@ -82,6 +84,7 @@ def make_kit(
         counters=counters,
         strict=True,
         enrichers=enrichers,
+        anonymise_ip=anonymise_ip,
     )
     committed: list[dict[str, Any]] = []
 

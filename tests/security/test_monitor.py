@@ -16,6 +16,7 @@ from security_kit import Kit, drop_redis_keys, make_kit, redis_windows
 
 from kroonika.audit import Actor, ActorType, Correlation, Outcome, Source, events
 from kroonika.audit.enrich import FeedAction, FeedSpec, ThreatIntel
+from kroonika.audit.processors.anonymise_ip import AnonymiseIp
 from kroonika.security import SecurityMonitor, detectors, monitor
 
 TARTU_IP = "193.40.12.7"
@@ -277,6 +278,29 @@ async def test_profile_is_kept_in_the_database(kit: Kit) -> None:
     assert p.last_place is not None
     assert p.last_place.city == "Tartu"
     assert sum(p.hours[9:12]) == 4
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("rotate", [False, True], ids=["one_address", "rotating_in_a_64"])
+async def test_ipv6_sources_are_counted_per_64(tmp_path: Path, rotate: bool) -> None:
+    """With full IPv6 addresses kept in the trail (prefix 128), an attacker who takes a
+    new address of their /64 for every attempt (privacy addresses cost nothing) is the
+    one network that one address would be: eight failures for eight people are brute
+    force from that network either way, named by its /64."""
+    k = make_kit(tmp_path, anonymise_ip=AnonymiseIp(v6_prefix=128))
+    await k.trail.start()
+    await k.monitor.start()
+    try:
+        for i in range(8):
+            k.clock.advance(10)
+            ip = f"2001:db8:7:1:{i + 1:x}::5" if rotate else "2001:db8:7:1::5"
+            await login(k, ip, person=f"3800108{i:04d}", ok=False)
+    finally:
+        await k.monitor.stop()
+        await k.trail.stop()
+        k.store.close()
+    found = [(r["details"]["key_kind"], kind) for kind, r in k.anomalies()]
+    assert found == [("ip", "brute_force")]
 
 
 @pytest.mark.asyncio

@@ -46,6 +46,7 @@ from kroonika.audit import (
     Source,
     events,
 )
+from kroonika.audit.processors.anonymise_ip import source_network
 from kroonika.ratelimit._errors import RateLimitConfigError, RateLimited
 from kroonika.ratelimit._policy import (
     CLIENT_OWN,
@@ -188,7 +189,12 @@ class RateLimiter:
         if policy.exempted(ip):
             self.counts["exempt"] += 1
             return Decision(True)
-        values = {KeyKind.IP: ip, KeyKind.CLIENT: client, KeyKind.PERSON: person}
+        # an IPv6 source is counted per /64 (decision 0029), an IPv4 one per address
+        values = {
+            KeyKind.IP: source_network(ip) if ip is not None else None,
+            KeyKind.CLIENT: client,
+            KeyKind.PERSON: person,
+        }
         rules: list[tuple[str, KeyKind, str, RateLimitItem]] = []
         for kind, item in policy.rules_for(group):
             value = values[kind]

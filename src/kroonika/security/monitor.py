@@ -40,6 +40,7 @@ from kroonika.audit import (
     events,
 )
 from kroonika.audit.enrich import ThreatIntel
+from kroonika.audit.processors.anonymise_ip import source_network
 from kroonika.security.detectors import (
     DetectorConfig,
     Finding,
@@ -93,7 +94,8 @@ def observation(record: Mapping[str, Any]) -> LoginObservation:
     """An ``auth.login`` record reduced to what the detectors use."""
     src = record.get("source") or {}
     ip, prefix = src.get("ip"), src.get("ip_prefix")
-    network = f"{ip}/{prefix}" if ip is not None and prefix is not None else ip
+    # an IPv6 source as its /64 at the narrowest: rotating inside it evades nothing
+    network = source_network(str(ip), prefix) if ip is not None else None
     at = datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00")).timestamp()
     return LoginObservation(
         at=at,

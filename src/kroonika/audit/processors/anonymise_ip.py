@@ -13,6 +13,29 @@ from functools import lru_cache
 
 from kroonika.audit._model import AuditEvent, ThreatMatch
 
+#: The IPv6 network a per-source counter (rate limit, brute force, credential
+#: stuffing) keys on: one subscriber's allocation, inside which an attacker rotates
+#: addresses for free (decision 0029).
+V6_SOURCE_PREFIX = 64
+
+
+@lru_cache(maxsize=65536)
+def source_network(ip: str, prefix: int | None = None) -> str:
+    """The key of a per-source counter for ``ip`` (an address, or a network address
+    with its ``prefix`` as the trail records it): IPv4 as given, IPv6 never narrower
+    than its /64, an IPv4-mapped IPv6 address as the IPv4 address. Text that is no
+    address is returned as it is."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip if prefix is None else f"{ip}/{prefix}"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+        prefix = None if prefix is None else max(0, prefix - 96)
+    if addr.version == 4 or (prefix is not None and prefix <= V6_SOURCE_PREFIX):
+        return str(addr) if prefix is None else f"{addr}/{prefix}"
+    return str(ipaddress.ip_network(f"{addr}/{V6_SOURCE_PREFIX}", strict=False))
+
 
 @lru_cache(maxsize=4096)
 def coarsen_indicator(indicator: str, v4_prefix: int, v6_prefix: int) -> str:
