@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from kroonika.security import (
     DetectorConfig,
     LoginObservation,
@@ -114,6 +116,10 @@ def test_speed_limit_is_configurable() -> None:
     assert impossible_travel(profile(), ok(T0 + 1800, SYDNEY), cfg) is None
 
 
+#: The hours of these profiles are UTC hours (the service counts Tallinn's).
+UTC_HOURS = DetectorConfig(unusual_hour_timezone=UTC)
+
+
 def hours_at(*hs: int, n: int = 4) -> tuple[int, ...]:
     out = [0] * 24
     for h in hs:
@@ -129,7 +135,7 @@ def at_hour(h: int) -> float:
 def test_unusual_hour_found_with_enough_history() -> None:
     """Twelve logins at 9-11 UTC make a 03:00 login unusual."""
     p = profile(login_count=12, hours=hours_at(9, 10, 11))
-    f = unusual_hour(p, ok(at_hour(3)))
+    f = unusual_hour(p, ok(at_hour(3)), UTC_HOURS)
     assert f is not None
     assert (f.evidence["hour"], f.evidence["usual_hours"]) == (3, "9,10,11")
 
@@ -137,16 +143,26 @@ def test_unusual_hour_found_with_enough_history() -> None:
 def test_usual_and_neighbouring_hours_are_not_findings() -> None:
     """A login at a usual hour or next to one is normal."""
     p = profile(login_count=12, hours=hours_at(9, 10, 11))
-    assert unusual_hour(p, ok(at_hour(10))) is None
-    assert unusual_hour(p, ok(at_hour(12))) is None
+    assert unusual_hour(p, ok(at_hour(10)), UTC_HOURS) is None
+    assert unusual_hour(p, ok(at_hour(12)), UTC_HOURS) is None
 
 
 def test_unusual_hour_needs_ten_logins_or_fourteen_days() -> None:
     """Three logins in two days are too little history; three over twenty days are enough."""
     young = profile(login_count=3, hours=hours_at(10, n=3), first_seen=at_hour(3) - 2 * 86400)
     old = profile(login_count=3, hours=hours_at(10, n=3), first_seen=at_hour(3) - 20 * 86400)
-    assert unusual_hour(young, ok(at_hour(3))) is None
-    assert unusual_hour(old, ok(at_hour(3))) is not None
+    assert unusual_hour(young, ok(at_hour(3)), UTC_HOURS) is None
+    assert unusual_hour(old, ok(at_hour(3)), UTC_HOURS) is not None
+
+
+def test_one_or_two_logins_are_no_usual_hours_however_old() -> None:
+    """Fourteen days since a first and only login (or two) say nothing about the
+    person's hours: a login at another hour is no finding until three logins."""
+    for n in (1, 2):
+        thin = profile(login_count=n, hours=hours_at(10, n=n), first_seen=at_hour(3) - 20 * 86400)
+        assert unusual_hour(thin, ok(at_hour(3)), UTC_HOURS) is None
+    three = profile(login_count=3, hours=hours_at(10, n=3), first_seen=at_hour(3) - 20 * 86400)
+    assert unusual_hour(three, ok(at_hour(3)), UTC_HOURS) is not None
 
 
 def test_brute_force_eight_failures_for_one_person_in_two_minutes() -> None:

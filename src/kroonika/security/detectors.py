@@ -5,8 +5,9 @@ thresholds) and returns a :class:`Finding` or nothing. They keep no state and re
 no clock, so the later rule engine can reuse them over any window of events.
 
 Identities here are already privacy-safe: a person is their pseudonym and an
-address is its anonymised network (``/24`` or ``/48``) as the trail records it, so
-detector state never holds a personal code or a full IP address.
+address is its anonymised network (``/24`` or ``/48``) as the trail records it, an
+IPv6 one never narrower than its ``/64`` (decision 0029), so detector state never
+holds a personal code or a full IP address.
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 EARTH_RADIUS_KM = 6371.0088
+
+#: The zone of a person's day, in which their usual hours are counted: the people
+#: logging in live in Estonia, and their day does not move by an hour twice a year
+#: as its UTC hours do (decision 0029). Profiles and the detector use the same.
+USUAL_HOURS_ZONE: tzinfo = ZoneInfo("Europe/Tallinn")
 
 AnomalyKind = Literal[
     "new_country",
@@ -122,7 +129,9 @@ class DetectorConfig:
     travel_unknown_accuracy_km: int = 100  # a place whose geo database gives no radius
     unusual_hour_min_logins: int = 10
     unusual_hour_min_days: int = 14
-    unusual_hour_timezone: tzinfo = UTC
+    #: logins a person needs at least for their days of history to count
+    unusual_hour_min_logins_over_days: int = 3
+    unusual_hour_timezone: tzinfo = USUAL_HOURS_ZONE
     brute_force_failures: int = 8
     brute_force_window_s: float = 120.0
     stuffing_people: int = 15
@@ -218,13 +227,17 @@ def _hour(at: float, tz: tzinfo) -> int:
 def unusual_hour(
     profile: Profile | None, obs: LoginObservation, config: DetectorConfig = DetectorConfig()
 ) -> Finding | None:
-    """A login at an hour (with its neighbours) when this person never logs in, once
-    the person has enough history: ``unusual_hour_min_logins`` logins or
-    ``unusual_hour_min_days`` days since the first one."""
+    """A login at an hour (with its neighbours, 23 and 0 among them) of the person's
+    local day (``unusual_hour_timezone``) when this person never logs in, once the
+    person has enough history: ``unusual_hour_min_logins`` logins, or
+    ``unusual_hour_min_days`` days since the first one with at least
+    ``unusual_hour_min_logins_over_days`` logins (one old login is no pattern)."""
     if not obs.success or obs.person is None or profile is None or profile.first_seen is None:
         return None
-    enough = profile.login_count >= config.unusual_hour_min_logins or (
-        obs.at - profile.first_seen >= config.unusual_hour_min_days * 86400
+    count = profile.login_count
+    enough = count >= config.unusual_hour_min_logins or (
+        count >= config.unusual_hour_min_logins_over_days
+        and obs.at - profile.first_seen >= config.unusual_hour_min_days * 86400
     )
     if not enough or sum(profile.hours) == 0:
         return None

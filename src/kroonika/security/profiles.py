@@ -12,16 +12,49 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from kroonika.db.security import security_profile
-from kroonika.security.detectors import LoginObservation, Place, Profile
+from kroonika.security.detectors import USUAL_HOURS_ZONE, LoginObservation, Place, Profile
 
 MAX_NETWORKS = 32
 MAX_COUNTRIES = 64
+
+
+def _zone_name(tz: tzinfo) -> str:
+    return str(getattr(tz, "key", None) or tz)
+
+
+def _offset_h(tz: tzinfo, at: float) -> float:
+    offset = datetime.fromtimestamp(at, tz).utcoffset()
+    return offset.total_seconds() / 3600 if offset is not None else 0.0
+
+
+def _read_hours(raw: str, tz: tzinfo, at: float) -> list[int]:
+    """A stored histogram of login hours as hours of ``tz``. Until decision 0029 the
+    hours were counted in UTC and stored as a bare list; those (and hours of any other
+    zone) move by the difference of the zones' offsets at ``at``, the profile's last
+    update: an hour counted on the other side of a DST change is then off by one,
+    which the detector's neighbouring hours absorb."""
+    data: Any = json.loads(raw)
+    zone, hours = ("UTC", data) if isinstance(data, list) else (data["zone"], data["hours"])
+    counts = [int(h) for h in hours]
+    if zone == _zone_name(tz):
+        return counts
+    try:
+        source = ZoneInfo(zone)
+    except (ValueError, ZoneInfoNotFoundError):  # pragma: no cover  (written by this module)
+        return counts
+    shift = round(_offset_h(tz, at) - _offset_h(source, at))
+    moved = [0] * 24
+    for hour, n in enumerate(counts):
+        moved[(hour + shift) % 24] += n
+    return moved
 
 
 def _coord(value: float | None) -> str | None:
@@ -30,9 +63,10 @@ def _coord(value: float | None) -> str | None:
 
 class ProfileStore:
     """Profiles on a SQLAlchemy engine (SQLite or PostgreSQL). ``timezone`` is the
-    zone in which "usual hours" are counted (the detectors must use the same)."""
+    zone in which "usual hours" are counted (the detectors must use the same); the
+    stored histogram names it."""
 
-    def __init__(self, engine: Engine, *, timezone: tzinfo = UTC) -> None:
+    def __init__(self, engine: Engine, *, timezone: tzinfo = USUAL_HOURS_ZONE) -> None:
         self._engine = engine
         self._tz = timezone
 
@@ -53,14 +87,14 @@ class ProfileStore:
                 float(m["last_lon"]) if m["last_lon"] is not None else None,
                 m["last_accuracy_km"],
             )
-        hours = json.loads(m["hours"])
+        hours = _read_hours(m["hours"], self._tz, float(m["updated_at"]))
         return Profile(
             person=person,
             login_count=int(m["login_count"]),
             first_seen=float(m["first_seen"]),
             countries={str(k): int(v) for k, v in json.loads(m["countries"]).items()},
             networks={str(k): float(v) for k, v in json.loads(m["networks"]).items()},
-            hours=tuple(int(h) for h in hours),
+            hours=tuple(hours),
             last_at=float(m["last_at"]) if m["last_at"] is not None else None,
             last_place=last_place,
         )
@@ -120,7 +154,7 @@ class ProfileStore:
                 m = row._mapping
                 countries = json.loads(m["countries"])
                 networks = json.loads(m["networks"])
-                hours = json.loads(m["hours"])
+                hours = _read_hours(m["hours"], self._tz, float(m["updated_at"]))
                 count, first = int(m["login_count"]), int(m["first_seen"])
                 updated = max(at, int(m["updated_at"]))  # the newest login (retention)
                 # an older login folded in late counts, but is not the last login
@@ -141,7 +175,7 @@ class ProfileStore:
                 "first_seen": min(first, at),
                 "countries": json.dumps(countries, sort_keys=True),
                 "networks": json.dumps(networks, sort_keys=True),
-                "hours": json.dumps(hours),
+                "hours": json.dumps({"zone": _zone_name(self._tz), "hours": hours}),
                 "updated_at": updated,
             }
             located = place is not None and place.lat is not None and place.lon is not None
