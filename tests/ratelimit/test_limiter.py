@@ -262,3 +262,24 @@ async def test_ipv6_addresses_of_one_64_share_one_limit() -> None:
     # an IPv4-mapped IPv6 address is its IPv4 address, not a /64 of its own
     assert [await allowed(a) for a in ("192.0.2.9", "::ffff:192.0.2.9")] == [True, True]
     assert [await allowed(a) for a in ("::ffff:192.0.2.9", "192.0.2.9")] == [True, False]
+
+
+@pytest.mark.asyncio
+async def test_only_failed_authentications_use_up_a_sources_budget() -> None:
+    """Checking a source before its credentials are looked at counts nothing: a source
+    whose clients authenticate is never refused; three failures fill ``client_auth:ip``
+    and the next check is refused with an event, without counting the request."""
+    sink = Sink()
+    rl = RateLimiter(RateLimitPolicy.build({"client_auth:ip": "3/minute"}), emit=sink)
+    group = RouteGroup.CLIENT_AUTH
+    checks = [(await rl.check_failures(group, ip="192.0.2.1")).allowed for _ in range(10)]
+    assert checks == [True] * 10
+    for _ in range(3):
+        await rl.count_failure(group, ip="192.0.2.2")
+    refused = await rl.check_failures(group, ip="192.0.2.2", request_id="r-9")
+    assert (refused.allowed, refused.limit) == (False, "client_auth:ip")
+    assert refused.retry_after >= 1
+    assert (await rl.check_failures(group, ip="192.0.2.1")).allowed
+    (event,) = sink.events
+    assert (event.details["route_group"], event.details["key_kind"]) == ("client_auth", "ip")
+    assert event.actor.type.value == "anonymous"

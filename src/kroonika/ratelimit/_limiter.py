@@ -205,13 +205,85 @@ class RateLimiter:
             own = self._client_limit(client_limit)
             if own is not None:
                 rules.append((CLIENT_OWN, KeyKind.CLIENT, client, own))
+        return await self._apply(
+            group,
+            rules,
+            ip=ip,
+            client=client,
+            person=person,
+            request_id=request_id,
+            user_agent=user_agent,
+            actor=actor,
+        )
+
+    def _ip_rules(
+        self, group: RouteGroup, ip: str | None
+    ) -> list[tuple[str, KeyKind, str, RateLimitItem]] | None:
+        """The group's per-address rules for ``ip``; ``None`` when nothing is counted
+        (limiting off, an exempt network, no address)."""
+        policy = self._policy
+        if not policy.enabled or ip is None or policy.exempted(ip):
+            return None
+        return [
+            (f"{group.value}:{kind.value}", kind, source_network(ip), item)
+            for kind, item in policy.rules_for(group)
+            if kind is KeyKind.IP
+        ]
+
+    async def check_failures(
+        self,
+        group: RouteGroup,
+        *,
+        ip: str | None,
+        request_id: str | None = None,
+        user_agent: str | None = None,
+    ) -> Decision:
+        """Whether the source ``ip`` may still try to authenticate: its failures counted
+        with :meth:`count_failure` are under the group's per-address limit. This request
+        is not counted (a caller that then authenticates costs nothing); a source over
+        the limit is refused, penalised and recorded like any other violation, before
+        its credentials cost a check."""
+        self.counts["checked"] += 1
+        rules = self._ip_rules(group, ip)
+        if not rules:
+            self.counts["exempt"] += int(self._policy.enabled and self._policy.exempted(ip))
+            return Decision(True)
+        return await self._apply(
+            group, rules, ip=ip, request_id=request_id, user_agent=user_agent, count=False
+        )
+
+    async def count_failure(self, group: RouteGroup, *, ip: str | None) -> None:
+        """Count one failed authentication from ``ip`` (fails open like every check)."""
+        for name, _kind, value, item in self._ip_rules(group, ip) or ():
+            try:
+                await self._strategy.hit(item, PREFIX, f"{name}:{_h(value)}")
+            except StorageError as exc:
+                await self._storage_failed(exc)
+                return
+
+    async def _apply(
+        self,
+        group: RouteGroup,
+        rules: list[tuple[str, KeyKind, str, RateLimitItem]],
+        *,
+        ip: str | None,
+        client: str | None = None,
+        person: str | None = None,
+        request_id: str | None = None,
+        user_agent: str | None = None,
+        actor: Actor | None = None,
+        count: bool = True,
+    ) -> Decision:
+        """Each rule in turn: a blocked key or one over its window (counting this
+        request when ``count``, else only testing) is a violation."""
+        attempt = self._strategy.hit if count else self._strategy.test
         try:
             for name, kind, value, item in rules:
                 key = f"{name}:{_h(value)}"
                 blocked = await self._blocked(key)
                 if blocked is not None:
                     retry, level = blocked
-                elif not await self._strategy.hit(item, PREFIX, key):
+                elif not await attempt(item, PREFIX, key):
                     retry, level = await self._penalise(key, item)
                 else:
                     continue

@@ -20,6 +20,9 @@ class RouteGroup(StrEnum):
     TOKEN_MINT = "token_mint"  # noqa: S105  (a route group name, not a secret)
     VALIDATE = "validate"
     ADMIN = "admin"
+    #: failed client authentications on the token routes, counted per source address
+    #: and checked before a client secret is (decision 0029)
+    CLIENT_AUTH = "client_auth"
 
 
 class KeyKind(StrEnum):
@@ -42,6 +45,9 @@ DEFAULT_LIMITS: Mapping[tuple[RouteGroup, KeyKind], str] = MappingProxyType(
         (RouteGroup.VALIDATE, KeyKind.CLIENT): "6000/minute",
         (RouteGroup.ADMIN, KeyKind.IP): "120/minute",
         (RouteGroup.ADMIN, KeyKind.PERSON): "120/minute",
+        # a relying service's secret is right or wrong every time: ten failures a
+        # minute is a misconfiguration or a guesser, and each costs a scrypt check
+        (RouteGroup.CLIENT_AUTH, KeyKind.IP): "10/minute",
     }
 )
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, events
 from kroonika.audit.enrich import FeedAction, ThreatIntel
-from kroonika.ratelimit import KeyKind, RateLimiter, RouteGroup
+from kroonika.ratelimit import KeyKind, RateLimited, RateLimiter, RouteGroup
 from kroonika.sessions import EndReason, SessionRecord
 from kroonika.sessions import RequestContext as SessionContext
 from kroonika.tara import VerifiedIdToken
@@ -135,15 +135,44 @@ async def _form(request: Request) -> dict[str, str] | None:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
+def _limiter(request: Request) -> RateLimiter | None:
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    return limiter
+
+
+async def _admit_source(request: Request) -> None:
+    """Refuse (``RateLimited``: 429, Retry-After) a source address that has used up its
+    failed client authentications (``client_auth:ip``), before its secret costs a
+    check; a source under the limit is not counted here."""
+    limiter = _limiter(request)
+    if limiter is None:
+        return
+    ctx = _ctx(request)
+    decision = await limiter.check_failures(
+        RouteGroup.CLIENT_AUTH, ip=ctx.ip, request_id=ctx.request_id, user_agent=ctx.user_agent
+    )
+    if not decision.allowed:
+        raise RateLimited(decision.limit or RouteGroup.CLIENT_AUTH.value, decision.retry_after)
+
+
+async def _authentication_failed(request: Request) -> None:
+    limiter = _limiter(request)
+    if limiter is not None:
+        await limiter.count_failure(RouteGroup.CLIENT_AUTH, ip=_ctx(request).ip)
+
+
 async def _client(request: Request, failed: AuditEvent) -> Client:
-    """The authenticated client (HTTP Basic); a failure is audited with ``failed``."""
+    """The authenticated client (HTTP Basic); a failure is counted against the source
+    address and audited with ``failed``."""
     comps = _comps(request)
     claimed: str | None = None
+    await _admit_source(request)
     try:
         creds = credentials(request.headers.get("authorization"), {})
         claimed = creds.client_id[:64]
         return await asyncio.to_thread(comps.clients.authenticate, creds.client_id, creds.secret)
     except InvalidClient as exc:
+        await _authentication_failed(request)
         ctx = _ctx(request)
         failed.outcome = Outcome.FAILURE
         failed.reason = "invalid_client"
@@ -191,7 +220,7 @@ async def _limit(
     """The group's per-client and per-person limits (only ``kinds``) and the client's
     own limit, once the caller is known (the middleware has counted the address);
     over a limit raises ``RateLimited`` (429, Retry-After)."""
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    limiter = _limiter(request)
     if limiter is None:
         return
     services: Services = request.app.state.services
@@ -208,13 +237,36 @@ async def _limit(
     )
 
 
-def _own_limit(request: Request, group: RouteGroup) -> Callable[[Client], Awaitable[None]]:
-    """Only the client's own limit (for the routes that count no group limit per client)."""
+def _admit(request: Request, group: RouteGroup) -> Callable[[Client], Awaitable[None]]:
+    """The limits of an authenticated client on ``group`` (see :func:`_limit`)."""
 
     async def admit(client: Client) -> None:
-        await _limit(request, group, client, kinds=())
+        await _limit(request, group, client)
 
     return admit
+
+
+async def _form_route(
+    request: Request,
+    respond: Callable[..., Awaitable[WireResponse]],
+) -> JSONResponse:
+    """An RFC 7662 / 7009 endpoint (form body, client authentication) under the same
+    limits as the JSON routes: the source's failed authentications before the secret
+    check, the validation group's per-client limits after it."""
+    comps = _comps(request)
+    form = await _form(request)
+    await _admit_source(request)
+    resp = await respond(
+        comps.service,
+        comps.clients,
+        form,
+        request.headers.get("authorization"),
+        _ctx(request),
+        admit=_admit(request, RouteGroup.VALIDATE),
+    )
+    if resp.status == 401 and resp.body.get("error") == "invalid_client":
+        await _authentication_failed(request)
+    return _wire(resp)
 
 
 async def _threat_refused(request: Request, actor: Actor, token_type: str) -> bool:
@@ -342,17 +394,7 @@ async def validate(request: Request) -> Response:
 )
 async def introspect(request: Request) -> Response:
     """RFC 7662 token introspection (form body, client authentication)."""
-    comps = _comps(request)
-    form = await _form(request)
-    resp = await rfc7662.respond(
-        comps.service,
-        comps.clients,
-        form,
-        request.headers.get("authorization"),
-        _ctx(request),
-        admit=_own_limit(request, RouteGroup.VALIDATE),
-    )
-    return _wire(resp)
+    return await _form_route(request, rfc7662.respond)
 
 
 @router.post(
@@ -363,17 +405,7 @@ async def introspect(request: Request) -> Response:
 )
 async def revoke(request: Request) -> Response:
     """RFC 7009 token revocation (form body, client authentication)."""
-    comps = _comps(request)
-    form = await _form(request)
-    resp = await rfc7009.respond(
-        comps.service,
-        comps.clients,
-        form,
-        request.headers.get("authorization"),
-        _ctx(request),
-        admit=_own_limit(request, RouteGroup.VALIDATE),
-    )
-    return _wire(resp)
+    return await _form_route(request, rfc7009.respond)
 
 
 @router.post(
@@ -392,7 +424,7 @@ async def extend(request: Request) -> Response:
     try:
         if bearer is None:
             client = await _client(request, events.token_extend())
-            await _own_limit(request, RouteGroup.TOKEN_MINT)(client)
+            await _limit(request, RouteGroup.TOKEN_MINT, client)
         body = await _json(request)
         ttl = body.get("ttl_s")
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)):
@@ -513,7 +545,7 @@ async def bulk_validate(request: Request) -> Response:
     client: Client | None = None
     try:
         client = await _client(request, events.token_validate())
-        await _own_limit(request, RouteGroup.VALIDATE)(client)
+        await _limit(request, RouteGroup.VALIDATE, client)
         body = await _json(request)
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
@@ -542,7 +574,7 @@ async def bulk_revoke(request: Request) -> Response:
     client: Client | None = None
     try:
         client = await _client(request, events.token_revoke())
-        await _own_limit(request, RouteGroup.TOKEN_MINT)(client)
+        await _limit(request, RouteGroup.TOKEN_MINT, client)
         body = await _json(request)
         items = body.get("items")
         if not isinstance(items, list):
