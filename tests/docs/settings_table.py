@@ -149,7 +149,9 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "security_stuffing_attempts": "failures from one source for credential stuffing",
             "security_stuffing_window_s": "credential-stuffing window",
             "security_unusual_hour_min_logins": "logins of history before unusual hours count",
-            "security_unusual_hour_min_days": "days of history before unusual hours count",
+            "security_unusual_hour_min_days": (
+                "days of history (with at least 3 logins) before unusual hours count"
+            ),
         },
     ),
     (
