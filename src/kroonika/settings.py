@@ -63,6 +63,9 @@ class AuditSinkSettings(BaseModel):
     source: str = "kroonika"
     sourcetype: str = "kroonika:audit"
     subject_prefix: str = "kroonika.audit"
+    # nats: the least duplicate window the sink expects of its JetStream stream; a
+    # shorter one is logged as a warning when the sink first publishes (decision 0030).
+    duplicate_window_s: float = Field(7200.0, gt=0, le=30 * 86400)
     directory: Path | None = None
     basename: str = "audit"
     max_bytes: int = Field(100 * 1024 * 1024, ge=1024)

@@ -84,6 +84,7 @@ _APPLIES: dict[str, set[str]] = {
         "cert_file",
         "key_file",
         "subject_prefix",
+        "duplicate_window_s",
         "timeout_s",
         "tls_verify",  # true only: checked in _check_keys
     }
@@ -352,6 +353,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 tls=tls,
                 allow_cleartext_credentials=spec.allow_cleartext_credentials,
                 allow_cleartext=spec.allow_cleartext,
+                duplicate_window=spec.duplicate_window_s,
             )
         if kind == "jsonl":
             if spec.directory is None:

@@ -157,3 +157,92 @@ async def test_jsonl_keep_removes_the_oldest_files_even_past_ten_a_second(
     assert len(kept) == 3
     data = b"".join(p.read_bytes() for p in [*kept, sink.path])
     assert data == b"".join(b + b"\n" for b in bodies[-4:])
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_a_batch_whose_acks_were_lost_is_sent_again_and_stored_once(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stores a message but its acknowledgement is lost (a timeout): the
+    runner sends the batch again from the cursor, and the stream still holds each
+    event once, because the re-sent copies carry the same ``Nats-Msg-Id``."""
+    require_nats()
+    import nats
+    from nats.js.client import JetStreamContext
+
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    await js.add_stream(name=prefix, subjects=[f"{prefix}.>"], duplicate_window=7200)
+    real_publish = JetStreamContext.publish
+    lost = [2]  # the acks of the first two publishes never arrive
+
+    async def publish_losing_acks(self: JetStreamContext, *args: object, **kw: object) -> object:
+        ack = await real_publish(self, *args, **kw)  # type: ignore[arg-type]
+        if lost[0]:
+            lost[0] -= 1
+            raise nats.errors.TimeoutError
+        return ack
+
+    monkeypatch.setattr(JetStreamContext, "publish", publish_losing_acks)
+    try:
+        write_events(kit, 3)
+        sink = JetStreamSink("nats", "nats://127.0.0.1:4222", subject_prefix=prefix)
+        runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
+        await runner.drain()
+        await runner.stop()
+        await sink.close()
+        bodies = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+        assert lost == [0]
+        # sent three times, stored once: the third answer says "duplicate"
+        assert sink.duplicates == 1
+        sub = await js.pull_subscribe(f"{prefix}.>", durable=None)
+        msgs = await sub.fetch(100, timeout=2)
+        assert [m.data for m in msgs] == bodies  # each event once, in order
+        assert (await js.stream_info(prefix)).state.messages == len(bodies)
+    finally:
+        await js.delete_stream(prefix)
+        await nc.close()
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_a_stream_whose_duplicate_window_is_short_is_named_in_a_warning(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sink reads the duplicate window of each stream its events land in (once):
+    shorter than it expects, a re-send after a restart may be stored twice, so it
+    warns, naming the sink, the stream and both windows; a long enough one is quiet."""
+    require_nats()
+    import nats
+
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    short, long = f"{prefix}_short", f"{prefix}_long"
+    await js.add_stream(name=short, subjects=[f"{prefix}.authentication"], duplicate_window=30)
+    await js.add_stream(name=long, subjects=[f"{prefix}.checkpoint"], duplicate_window=7200)
+    try:
+        write_events(kit, 2)
+        kit.trail.checkpoint_now()
+        sink = JetStreamSink("nats", "nats://127.0.0.1:4222", subject_prefix=prefix)
+        caplog.set_level("WARNING", logger="kroonika.audit.sinks")
+        runner = SinkRunner(kit.store, [sink], batch_size=1, retry=FAST)
+        await runner.drain()
+        await runner.stop()
+        await sink.close()
+        assert sink.duplicate_windows == {short: 30.0, long: 7200.0}
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1, warnings  # once per stream, not per publish
+        for part in ("'nats'", repr(short), "within 30 s", "at least 7200 s"):
+            assert part in warnings[0]
+    finally:
+        await js.delete_stream(short)
+        await js.delete_stream(long)
+        await nc.close()
+
+
+def test_the_duplicate_window_expected_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="duplicate_window"):
+        JetStreamSink("nats", duplicate_window=0)

@@ -7,6 +7,16 @@ becomes exactly-once in the stream. Each publish waits for the server's
 acknowledgement before the next, so order per stream is kept; ``delivered`` on
 a failure says how many were acknowledged.
 
+The sink does not create the JetStream stream (its retention, storage and replicas
+are the operator's, and creating one needs JetStream API rights a publisher should
+not hold); it expects one bound to its subjects. The first acknowledgement from a
+stream names it: the sink then reads the stream's duplicate window, once, and
+warns when it is shorter than ``duplicate_window`` (default two hours, decision
+0030): a re-send can come that late (a restart, a take-over by another instance)
+and would then be stored twice. Reading it needs
+``$JS.API.STREAM.INFO``; without that right the sink says so at debug level and
+delivers all the same.
+
 Transport security: nats-py switches to TLS only when the server's ``INFO`` asks for
 it (``tls_required``), whatever the URL scheme, so a server that does not, or a man
 in the middle who strips the flag, would get the CONNECT line (and its credential)
@@ -26,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import ssl
 from collections.abc import Callable, Sequence
@@ -42,6 +53,11 @@ from kroonika.audit.sinks._base import (
     is_loopback,
     refuse_cleartext,
 )
+
+log = logging.getLogger("kroonika.audit.sinks")
+
+#: The duplicate window the sink expects of its stream unless told (decision 0030).
+DEFAULT_DUPLICATE_WINDOW = 7200.0
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -105,7 +121,10 @@ class JetStreamSink:
         allow_cleartext_credentials: bool = False,
         allow_cleartext: bool = False,
         connect_options: dict[str, Any] | None = None,
+        duplicate_window: float = DEFAULT_DUPLICATE_WINDOW,
     ) -> None:
+        if not duplicate_window > 0:
+            raise ValueError("duplicate_window must be positive (seconds)")
         if not subject_prefix or any(c in subject_prefix for c in " *>\t\r\n"):
             raise ValueError("subject_prefix must be a plain NATS subject")
         guarded = sorted(_GUARDED_OPTIONS & set(connect_options or {}))
@@ -129,6 +148,10 @@ class JetStreamSink:
         self._nc: Any = None
         self._js: Any = None
         self.duplicates = 0
+        self.duplicate_window = duplicate_window
+        #: The duplicate window (seconds) of each stream that acknowledged an item, read
+        #: once (0 when it could not be read).
+        self.duplicate_windows: dict[str, float] = {}
 
     def subject(self, item: Item) -> str:
         if isinstance(item, CheckpointRecord):
@@ -179,6 +202,35 @@ class JetStreamSink:
         self._js = nc.jetstream(timeout=self.timeout)
         return self._js
 
+    async def _check_stream(self, js: Any, stream: object) -> None:
+        """Read the duplicate window of ``stream`` (once per sink) and warn when
+        a re-send could come after it; never fails the delivery."""
+        from nats.errors import Error as NatsError
+
+        if not isinstance(stream, str) or stream in self.duplicate_windows:
+            return
+        try:
+            info = await js.stream_info(stream)
+            window = float(info.config.duplicate_window or 0)
+        except (OSError, TimeoutError, NatsError, AttributeError, TypeError, ValueError) as exc:
+            log.debug("sink %r cannot read JetStream stream %r: %s", self.name, stream, exc)
+            self.duplicate_windows[stream] = 0.0
+            return
+        self.duplicate_windows[stream] = window
+        if window < self.duplicate_window:
+            log.warning(
+                "sink %r: JetStream stream %r drops a re-sent event only within %.0f s "
+                "(its duplicate window); a re-send after a restart or a take-over can come "
+                "later and would be stored twice: set the window to at least %.0f s "
+                "(nats stream edit %s --dupe-window %.0fs)",
+                self.name,
+                stream,
+                window,
+                self.duplicate_window,
+                stream,
+                self.duplicate_window,
+            )
+
     def _check_channel(self, nc: Any) -> None:
         """Refuse a connection that is not TLS where TLS is due: always on a ``tls://``
         server; on any host but loopback unless the sink opted out of the events and
@@ -228,6 +280,7 @@ class JetStreamSink:
                 ) from exc
             if getattr(ack, "duplicate", False):
                 self.duplicates += 1
+            await self._check_stream(js, getattr(ack, "stream", None))
 
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
