@@ -19,6 +19,7 @@ from kroonika.audit.formats import ecs_document
 from kroonika.audit.sinks import (
     CursorStore,
     ElasticBulkSink,
+    Record,
     RetryPolicy,
     SinkEvent,
     SinkRunner,
@@ -414,3 +415,82 @@ async def test_webhook_ships_checkpoints_of_a_stream_with_a_non_ascii_name(
     assert orjson.loads(last.body)["checkpoint"]["size"] == cp.size
     key = "checkpoint:t%C3%B5rva-1:5"
     assert last.headers["idempotency-key"] == f"{key}..{key}"
+
+
+def answer_lost_once_index() -> tuple[Collector, dict[str, dict[str, object]], list[list[int]]]:
+    """An _bulk endpoint with create semantics that stores the first request and then
+    answers it 503 (a gateway that timed out after Elasticsearch took it): the sender
+    cannot tell, and sends it again. Per request it records each item's status."""
+    index: dict[str, dict[str, object]] = {}
+    statuses: list[list[int]] = []
+
+    def handler(r: Request) -> tuple[int, bytes]:
+        lines = r.body.split(b"\n")[:-1]
+        items: list[dict[str, object]] = []
+        for pos in range(0, len(lines), 2):
+            doc_id = orjson.loads(lines[pos])["create"]["_id"]
+            if doc_id in index:
+                error = {"type": "version_conflict_engine_exception"}
+                items.append({"create": {"_id": doc_id, "status": 409, "error": error}})
+            else:
+                index[doc_id] = orjson.loads(lines[pos + 1])
+                items.append({"create": {"_id": doc_id, "status": 201}})
+        statuses.append([i["create"]["status"] for i in items])  # type: ignore[index]
+        if len(statuses) == 1:
+            return 503, b'{"error":"gateway timeout"}'
+        errors = any(s != 201 for s in statuses[-1])
+        return 200, orjson.dumps({"took": 1, "errors": errors, "items": items})
+
+    return Collector(handler), index, statuses
+
+
+@pytest.mark.asyncio
+async def test_a_bulk_batch_sent_again_after_a_lost_answer_is_all_conflicts_and_delivered(
+    kit: Kit,
+) -> None:
+    """The batch was stored but its answer lost: sent again, every item (events and the
+    checkpoint, each under its id) is a 409 in a 200 with ``errors: true``, and that is
+    a delivery: the cursor moves past it, the sink recovers, nothing is dead-lettered,
+    and the index holds each item once."""
+    seen: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        seen.append(ev)
+
+    write_events(kit, 3)
+    kit.trail.checkpoint_now()
+    (cp,) = kit.store.checkpoints("web-1")
+    es, index, statuses = answer_lost_once_index()
+    await es.start()
+    sink = ElasticBulkSink("es", es.url)
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, on_event=on_event)
+    await runner.drain()
+    await runner.stop()
+    await es.stop()
+    ids = [orjson.loads(b)["id"] for b in stored(kit)]
+    assert statuses[:2] == [[201, 201, 201], [409, 409, 409]]
+    assert sorted(index) == sorted([*ids, f"checkpoint:web-1:{cp.size}"])
+    assert index[f"checkpoint:web-1:{cp.size}"]["kroonika"]["checkpoint"]["size"] == cp.size  # type: ignore[index]
+    assert [e.state for e in seen] == ["failed", "recovered"]
+    assert CursorStore(kit.store.engine).dead_letters("es") == []
+    assert CursorStore(kit.store.engine).get("es", "web-1") == 3
+
+
+@pytest.mark.asyncio
+async def test_a_replayed_dead_letter_that_elastic_already_holds_counts_as_delivered(
+    kit: Kit,
+) -> None:
+    """Two overlapping replays (or a replay of an event that did arrive) send an item
+    Elasticsearch holds: its 409 is a delivery, not a refusal."""
+    write_events(kit, 1)
+    es, index, statuses = answer_lost_once_index()
+    statuses.append([])  # no lost answer here
+    await es.start()
+    sink = ElasticBulkSink("es", es.url)
+    record = Record("web-1", 1, stored(kit)[0])
+    await sink.send([record])
+    await sink.send([record])  # raises if the 409 counted as a refusal
+    await sink.close()
+    await es.stop()
+    assert statuses[1:] == [[201], [409]]
+    assert list(index) == [record.id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import orjson
@@ -186,3 +187,27 @@ async def test_a_send_that_times_out_drops_the_connection_instead_of_piling_up(k
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_a_repeat_reaches_syslog_twice_with_the_id_a_siem_can_drop_it_by(
+    kit: Kit, rsyslog: Rsyslog
+) -> None:
+    """Syslog cannot drop a repeat: a batch sent again arrives twice at the real rsyslog,
+    each copy carrying the event id (a checkpoint's too) in its structured data, where
+    a SIEM can deduplicate by it."""
+    write_events(kit, 2, hostile=True)
+    kit.trail.checkpoint_now()
+    (cp,) = kit.store.checkpoints("web-1")
+    bodies = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+    batch = [*(Record("web-1", n, b) for n, b in enumerate(bodies, 1)), CheckpointRecord(cp)]
+    sink = SyslogTcpSink("rsyslog", "127.0.0.1", rsyslog.port, renderer=RENDERER)
+    await sink.send(batch)
+    await sink.send(batch)  # a re-send after a lost connection, say
+    await sink.close()
+    got = rsyslog.wait_lines(2 * len(batch))
+    ids = [re.search(r'^[^\[]*\[kroonika@32473 id="([^"]*)"', line) for line in got]
+    assert all(ids), got
+    want = [i.id for i in batch]
+    assert [m.group(1) for m in ids if m] == want + want
+    assert want[-1] == f"checkpoint:web-1:{cp.size}"
