@@ -73,6 +73,10 @@ class AuditSinkSettings(BaseModel):
     keep: int = Field(30, ge=1)
     fsync: bool = True
     timeout_s: float = Field(10.0, gt=0, le=300)
+    # splunk_hec, elastic_bulk, webhook: the HTTP proxy (http:// or https://, no
+    # credential) that tunnels an https:// sink's TLS; the environment's HTTPS_PROXY is
+    # never used (decision 0030).
+    proxy: str | None = None
     tls_verify: bool = True
     # Send the secret (or a URL's user:password) over a connection that is not TLS to
     # a host that is not loopback. Off: such a sink is refused at start (decision 0013).

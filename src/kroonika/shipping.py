@@ -66,7 +66,7 @@ _CLEARTEXT_OPT_OUT = "allow_cleartext_credentials"
 #: The opt-out for the events in clear (decisions 0019, 0020): a separate risk.
 _EVENTS_OPT_OUT = "allow_cleartext"
 _IN_CLEAR = {_CLEARTEXT_OPT_OUT, _EVENTS_OPT_OUT}
-_HTTP = {"url", "secret", "secret_file", "ca_file", "tls_verify", "timeout_s"} | _IN_CLEAR
+_HTTP = {"url", "secret", "secret_file", "ca_file", "tls_verify", "timeout_s", "proxy"} | _IN_CLEAR
 #: The optional keys that do something, per kind (``kind`` and ``name`` always do).
 _APPLIES: dict[str, set[str]] = {
     "syslog_tcp": _SYSLOG | {"timeout_s", _EVENTS_OPT_OUT},
@@ -310,6 +310,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 timeout=spec.timeout_s,
                 verify=_http_verify(spec, settings),
                 allow_cleartext=spec.allow_cleartext,
+                proxy=spec.proxy,
             )
         if kind == "elastic_bulk":
             return ElasticBulkSink(
@@ -320,6 +321,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 timeout=spec.timeout_s,
                 verify=_http_verify(spec, settings),
                 allow_cleartext=spec.allow_cleartext,
+                proxy=spec.proxy,
             )
         if kind == "webhook":
             if secret is None:
@@ -331,6 +333,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 timeout=spec.timeout_s,
                 verify=_http_verify(spec, settings),
                 allow_cleartext=spec.allow_cleartext,
+                proxy=spec.proxy,
             )
         if kind == "nats":
             servers = _nats_servers(spec, secret)

@@ -102,3 +102,61 @@ class Collector:
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
+
+
+@dataclass
+class ConnectProxy:
+    """An HTTP proxy that takes ``CONNECT host:port`` (a TLS tunnel), records the
+    request line and headers, and pipes the bytes to the target it names."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    connects: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = (await reader.readline()).decode()
+        headers: dict[str, str] = {}
+        while (h := await reader.readline()) not in (b"\r\n", b""):
+            k, v = h.decode().split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        self.connects.append((line.strip(), headers))
+        method, target, _ = line.split(" ", 2)
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 X\r\ncontent-length: 0\r\n\r\n")
+            writer.close()
+            return
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            w.close()
+
+        for t in (
+            asyncio.create_task(pipe(reader, up_writer)),
+            asyncio.create_task(pipe(up_reader, writer)),
+        ):
+            self._tasks.add(t)

@@ -1,5 +1,6 @@
-"""What the HTTP sinks share: one httpx client, status codes mapped to retry or not, and
-no ``http://`` to a host that is not loopback unless ``allow_cleartext`` (decision 0020)."""
+"""What the HTTP sinks share: one httpx client, status codes mapped to retry or not,
+no ``http://`` to a host that is not loopback unless ``allow_cleartext`` (decision 0020),
+and nothing from the environment deciding where the events go (decision 0030)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,17 @@ REFUSES_CONTENT = frozenset({400, 413, 422})
 class HttpPoster:
     """POSTs to one URL; reads at most ``max_answer`` bytes of a 2xx answer (and none of
     another), so a collector cannot make the sink hold an answer of any size. Plain
-    ``http://`` only to loopback, or with ``allow_cleartext``, and never through a
-    proxy from the environment."""
+    ``http://`` only to loopback, or with ``allow_cleartext``.
+
+    The process environment decides nothing but whom TLS trusts: no proxy from
+    ``HTTPS_PROXY``/``ALL_PROXY`` (it would route the events wherever the process
+    inherited it to), no ``.netrc`` credential (httpx 0.28 no longer reads it, and
+    ``trust_env`` off keeps it so). A proxy is given by name, ``proxy`` (``http://`` or
+    ``https://``, without a credential), for an ``https://`` URL only: it tunnels TLS
+    to the collector (``CONNECT``), where for plain ``http://`` it would read every
+    event. With ``verify=True`` the trust store is the process's, as for every TLS
+    client of this service: ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set (OpenSSL
+    reads them too), else the bundled one."""
 
     def __init__(
         self,
@@ -32,6 +42,7 @@ class HttpPoster:
         client: httpx.AsyncClient | None = None,
         max_answer: int = 1024 * 1024,
         allow_cleartext: bool = False,
+        proxy: str | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("sink URL must be http:// or https://")
@@ -41,19 +52,14 @@ class HttpPoster:
             raise ValueError("sink URL is not a valid URL") from None
         if parsed.scheme == "http":
             refuse_cleartext(parsed.host, allow_cleartext, use="https://")
+        if proxy is not None:
+            check_proxy(proxy, parsed)
         if max_answer < 1:
             raise ValueError("max_answer must be positive")
         self.url = url
         self.max_answer = max_answer
         self._own = client is None
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            verify=verify,
-            follow_redirects=False,
-            # A proxy from the environment (HTTP_PROXY) would carry plain http:// in clear
-            # to wherever it is, past the loopback check; https:// keeps TLS to the end.
-            trust_env=parsed.scheme == "https",
-        )
+        self._client = client or _client(parsed, timeout, verify, proxy)
 
     async def post(
         self, content: bytes, headers: Mapping[str, str], *, auth_is_transient: bool = True
@@ -95,3 +101,47 @@ class HttpPoster:
     async def close(self) -> None:
         if self._own:
             await self._client.aclose()
+
+
+def _client(
+    url: httpx.URL, timeout: float, verify: bool | ssl.SSLContext, proxy: str | None
+) -> httpx.AsyncClient:
+    if verify is True and url.scheme == "https":
+        # The trust store httpx would pick with trust_env (SSL_CERT_FILE, SSL_CERT_DIR,
+        # else certifi's bundle): not reading proxies must not change whom TLS trusts.
+        try:
+            verify = httpx.create_ssl_context(verify=True, trust_env=True)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"the trust store named by SSL_CERT_FILE or SSL_CERT_DIR cannot be used "
+                f"({type(exc).__name__}): fix it, or give the sink a ca_file"
+            ) from None
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        verify=verify,
+        follow_redirects=False,
+        # No proxy from the environment: HTTP_PROXY would carry plain http:// in clear
+        # past the loopback check, HTTPS_PROXY route the events to a host nobody
+        # configured for them. A proxy is named in the sink's settings (decision 0030).
+        trust_env=False,
+        proxy=proxy,
+    )
+
+
+def check_proxy(proxy: str, target: httpx.URL) -> None:
+    """:class:`ValueError` for a proxy that cannot be used safely; never quotes it."""
+    if target.scheme != "https":
+        raise ValueError(
+            "a proxy would read the events of a plain http:// URL: use https:// with a proxy"
+        )
+    try:
+        url = httpx.URL(proxy)
+    except httpx.InvalidURL:
+        raise ValueError("proxy is not a valid URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("proxy must be http:// or https:// and name a host")
+    if url.userinfo:
+        raise ValueError(
+            "proxy must not hold a credential (proxy authentication is not supported: "
+            "let the proxy allow this service's address)"
+        )

@@ -40,6 +40,7 @@ class ElasticBulkSink:
         verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
         allow_cleartext: bool = False,
+        proxy: str | None = None,
     ) -> None:
         self.name = name
         endpoint = url.rstrip("/")
@@ -53,6 +54,7 @@ class ElasticBulkSink:
             client=client,
             max_answer=64 * 1024 * 1024,
             allow_cleartext=allow_cleartext,
+            proxy=proxy,
         )
         self.index = index
         self._api_key = api_key

@@ -41,6 +41,7 @@ class SplunkHecSink:
         verify: bool | ssl.SSLContext = True,
         client: httpx.AsyncClient | None = None,
         allow_cleartext: bool = False,
+        proxy: str | None = None,
     ) -> None:
         if not token.get_secret_value():
             raise ValueError("a HEC token is required")
@@ -49,7 +50,12 @@ class SplunkHecSink:
             endpoint += "/services/collector/event"
         self.name = name
         self._http = HttpPoster(
-            endpoint, timeout=timeout, verify=verify, client=client, allow_cleartext=allow_cleartext
+            endpoint,
+            timeout=timeout,
+            verify=verify,
+            client=client,
+            allow_cleartext=allow_cleartext,
+            proxy=proxy,
         )
         self._token = token
         meta: dict[str, str] = {

@@ -51,6 +51,7 @@ class WebhookSink:
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
         allow_cleartext: bool = False,
+        proxy: str | None = None,
     ) -> None:
         secret = key.get_secret_value().encode()
         if len(secret) < 16:
@@ -58,7 +59,12 @@ class WebhookSink:
         self.name = name
         self._key = secret
         self._http = HttpPoster(
-            url, timeout=timeout, verify=verify, client=client, allow_cleartext=allow_cleartext
+            url,
+            timeout=timeout,
+            verify=verify,
+            client=client,
+            allow_cleartext=allow_cleartext,
+            proxy=proxy,
         )
         self._clock = clock
 
