@@ -66,6 +66,9 @@ class AuditSinkSettings(BaseModel):
     # nats: the least duplicate window the sink expects of its JetStream stream; a
     # shorter one is logged as a warning when the sink first publishes (decision 0030).
     duplicate_window_s: float = Field(7200.0, gt=0, le=30 * 86400)
+    # nats: start TLS before the server's INFO line, for a server that requires it
+    # (nats-server handshake_first, a TLS-terminating proxy); tls:// servers only.
+    tls_handshake_first: bool = False
     directory: Path | None = None
     basename: str = "audit"
     max_bytes: int = Field(100 * 1024 * 1024, ge=1024)

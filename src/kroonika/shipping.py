@@ -85,6 +85,7 @@ _APPLIES: dict[str, set[str]] = {
         "key_file",
         "subject_prefix",
         "duplicate_window_s",
+        "tls_handshake_first",
         "timeout_s",
         "tls_verify",  # true only: checked in _check_keys
     }
@@ -357,6 +358,7 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 allow_cleartext_credentials=spec.allow_cleartext_credentials,
                 allow_cleartext=spec.allow_cleartext,
                 duplicate_window=spec.duplicate_window_s,
+                tls_handshake_first=spec.tls_handshake_first,
             )
         if kind == "jsonl":
             if spec.directory is None:

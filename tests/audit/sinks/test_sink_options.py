@@ -3,15 +3,21 @@ HTTP sink's explicit proxy (and nothing from the environment), NATS TLS before I
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ssl
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from http_collector import ConnectProxy
-from sink_kit import Kit, write_events
+from sink_kit import Kit, make_ca, write_events
 from test_sink_credentials import build, one_record, refusal
 from test_sink_http import tls_collector
+from test_sink_jetstream_file import require_nats
 
-from kroonika.audit.sinks import ElasticBulkSink, JetStreamSink, tls_context
+from kroonika.audit.sinks import ElasticBulkSink, JetStreamSink, TransientSinkError, tls_context
 from kroonika.audit.sinks.jetstream import DEFAULT_DUPLICATE_WINDOW
 
 
@@ -178,3 +184,125 @@ def test_an_unreadable_ssl_cert_file_is_a_refusal_not_a_trace(
     text = refusal({"kind": "elastic_bulk", "name": "es", "url": "https://es.example:9200"})
     assert "SSL_CERT_FILE or SSL_CERT_DIR cannot be used" in text
     assert "missing.pem" not in text
+
+
+# --- NATS: TLS before INFO -------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def tls_first_nats(tmp: Path) -> AsyncIterator[tuple[int, Path]]:
+    """The real nats-server behind a listener that, like a server with
+    ``handshake_first`` (nats-server 2.10+) or a TLS-terminating load balancer, starts
+    TLS before it says anything: nothing reaches the server until the handshake."""
+    ca, cert, key = make_ca(tmp)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError, ssl.SSLError):
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        w.close()
+
+    async def serve(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        sr, sw = await asyncio.open_connection("127.0.0.1", 4222)
+        tasks.update({asyncio.create_task(pipe(cr, sw)), asyncio.create_task(pipe(sr, cw))})
+
+    listener = await asyncio.start_server(
+        serve, "127.0.0.1", 0, ssl=server_tls, ssl_handshake_timeout=5
+    )
+    try:
+        yield listener.sockets[0].getsockname()[1], ca
+    finally:
+        listener.close()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_a_server_that_starts_tls_first_is_reached_only_with_tls_handshake_first(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """Without the option nats-py waits for INFO in clear and the server for a TLS
+    handshake: nothing is delivered, a transient failure. With it (from the settings)
+    the sink starts TLS first, its channel check sees TLS, and the event is stored."""
+    require_nats()
+    import nats
+
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    await js.add_stream(name=prefix, subjects=[f"{prefix}.>"])
+    record = one_record(kit)
+    try:
+        async with tls_first_nats(tmp_path / "pki") as (port, ca):
+            spec = {
+                "kind": "nats",
+                "name": "n",
+                "url": f"tls://127.0.0.1:{port}",
+                "ca_file": str(ca),
+                "subject_prefix": prefix,
+                "timeout_s": 1,
+            }
+            plain = build(spec)
+            assert isinstance(plain, JetStreamSink)
+            with pytest.raises(TransientSinkError, match="cannot connect"):
+                await plain.send([record])
+            await plain.close()
+            first = build({**spec, "tls_handshake_first": True})
+            assert isinstance(first, JetStreamSink)
+            await first.send([record])
+            await first.close()
+        assert (await js.stream_info(prefix)).state.messages == 1
+    finally:
+        await js.delete_stream(prefix)
+        await nc.close()
+
+
+@pytest.mark.asyncio
+async def test_tls_handshake_first_reaches_nats_py_connect(
+    monkeypatch: pytest.MonkeyPatch, kit: Kit
+) -> None:
+    """The option is handed to nats-py's ``connect()`` (and off unless asked)."""
+    from nats.aio.client import Client
+    from nats.errors import NoServersError
+
+    seen: list[object] = []
+
+    async def connect(self: Client, **kw: object) -> None:
+        seen.append(kw.get("tls_handshake_first", "absent"))
+        raise NoServersError
+
+    monkeypatch.setattr(Client, "connect", connect)
+    record = one_record(kit)
+    for first in (True, False):
+        sink = JetStreamSink("n", "tls://nats.example:4222", tls_handshake_first=first)
+        with pytest.raises(TransientSinkError):
+            await sink.send([record])
+    assert seen == [True, False]
+
+
+def test_tls_handshake_first_needs_tls_servers() -> None:
+    with pytest.raises(ValueError, match="tls_handshake_first"):
+        JetStreamSink("n", "nats://127.0.0.1:4222", tls_handshake_first=True)
+    text = refusal(
+        {
+            "kind": "nats",
+            "name": "n",
+            "url": "tls://a.example:4222,nats://127.0.0.1:4222",
+            "tls_handshake_first": True,
+        }
+    )
+    assert "tls_handshake_first" in text
+    assert "tls://" in text
+
+
+def test_tls_handshake_first_is_a_nats_key_only() -> None:
+    text = refusal(
+        {"kind": "syslog_tls", "name": "s", "host": "h", "port": 6514, "tls_handshake_first": True}
+    )
+    assert "'tls_handshake_first' has no effect" in text

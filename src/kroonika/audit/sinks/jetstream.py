@@ -26,9 +26,12 @@ nothing; a connection that is not TLS to a host that is not loopback gets nothin
 unless ``allow_cleartext`` (the events) and, with a ``token``,
 ``allow_cleartext_credentials`` (the credential) say so (decisions 0013, 0020).
 ``nats://`` servers listed that are not loopback are refused when the sink is built,
-without ``allow_cleartext``. A refused connection is a :class:`TransientSinkError`
-(the server or the configuration is at fault, never an event), so the runner retries
-and reports it.
+without ``allow_cleartext``. A server that starts TLS before it sends ``INFO``
+(nats-server's ``handshake_first``, a TLS-terminating load balancer) needs
+``tls_handshake_first`` (``tls://`` servers only): nats-py then starts TLS as soon as
+the socket is open, and the check above sees it. A refused connection is a
+:class:`TransientSinkError` (the server or the configuration is at fault, never an
+event), so the runner retries and reports it.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ class JetStreamSink:
         allow_cleartext: bool = False,
         connect_options: dict[str, Any] | None = None,
         duplicate_window: float = DEFAULT_DUPLICATE_WINDOW,
+        tls_handshake_first: bool = False,
     ) -> None:
         if not duplicate_window > 0:
             raise ValueError("duplicate_window must be positive (seconds)")
@@ -137,7 +141,10 @@ class JetStreamSink:
         for server in self.servers:
             uri = urlsplit(server.strip())
             if uri.scheme == "nats":
+                if tls_handshake_first:
+                    raise ValueError("tls_handshake_first needs every server listed as tls://")
                 refuse_cleartext(uri.hostname, allow_cleartext, use="tls://")
+        self.tls_handshake_first = tls_handshake_first
         self.prefix = subject_prefix
         self.timeout = timeout
         self._token = token
@@ -178,6 +185,7 @@ class JetStreamSink:
         options: dict[str, Any] = {**self._options, "connect_timeout": self.timeout}
         if self._tls is not None:
             options["tls"] = self._tls
+        options["tls_handshake_first"] = self.tls_handshake_first
         if self._token is not None:
             options["token"] = self._token.get_secret_value
         try:
