@@ -147,16 +147,21 @@ class ConnectProxy:
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            w.close()
-
         for t in (
             asyncio.create_task(pipe(reader, up_writer)),
             asyncio.create_task(pipe(up_reader, writer)),
         ):
             self._tasks.add(t)
+
+
+async def pipe(
+    r: asyncio.StreamReader, w: asyncio.StreamWriter, record: bytearray | None = None
+) -> None:
+    """Copy ``r`` to ``w`` (and to ``record``) until either end goes away, then close ``w``."""
+    with contextlib.suppress(ConnectionError, asyncio.CancelledError, ssl.SSLError):
+        while data := await r.read(65536):
+            if record is not None:
+                record += data
+            w.write(data)
+            await w.drain()
+    w.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from http_collector import Collector
+from http_collector import Collector, pipe
 from pydantic import SecretStr
 from sink_kit import REQUIRE_SERVICES, Kit, free_port, make_ca, write_events
 from test_sink_jetstream_file import require_nats
@@ -188,20 +188,11 @@ async def nats_proxy(host: str = "127.0.0.1") -> AsyncIterator[Proxy]:
     proxy = Proxy(host)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, record: bool) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-            while data := await r.read(65536):
-                if record:
-                    proxy.sent += data
-                w.write(data)
-                await w.drain()
-        w.close()
-
     async def serve(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         sr, sw = await asyncio.open_connection("127.0.0.1", 4222)
         for t in (
-            asyncio.create_task(pipe(cr, sw, True)),
-            asyncio.create_task(pipe(sr, cw, False)),
+            asyncio.create_task(pipe(cr, sw, proxy.sent)),
+            asyncio.create_task(pipe(sr, cw)),
         ):
             tasks.add(t)
 

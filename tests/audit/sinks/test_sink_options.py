@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from http_collector import ConnectProxy
+from http_collector import ConnectProxy, pipe
 from sink_kit import Kit, make_ca, write_events
 from test_sink_credentials import build, one_record, refusal
 from test_sink_http import tls_collector
@@ -198,13 +198,6 @@ async def tls_first_nats(tmp: Path) -> AsyncIterator[tuple[int, Path]]:
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
     tasks: set[asyncio.Task[None]] = set()
-
-    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError, ssl.SSLError):
-            while data := await r.read(65536):
-                w.write(data)
-                await w.drain()
-        w.close()
 
     async def serve(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         sr, sw = await asyncio.open_connection("127.0.0.1", 4222)
