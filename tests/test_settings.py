@@ -40,3 +40,20 @@ def test_redis_urls_are_accepted() -> None:
     """Plain and TLS Redis URLs, with a password, are accepted."""
     for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache.internal:6380/1"):
         assert Settings(redis_url=url).redis_url == url
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a\r\nb", "line\nbreak", "esc\x1b[2J", "nul\x00", "bidi\u202eevil", "del\x7f", "", "x" * 129],
+)
+def test_a_stream_name_that_could_forge_output_is_refused(name: str) -> None:
+    """The stream name is in every record, in every output line and in the sinks'
+    message ids and headers: control and format characters (CR/LF, escapes, bidi
+    overrides) would let it forge or hide lines, so it is refused at start."""
+    with pytest.raises(ValidationError, match="audit_stream"):
+        Settings(audit_stream=name)
+
+
+def test_stream_names_people_write_are_accepted() -> None:
+    for name in ("api-1", "tõrva-1", "writer.eu-north:2", "x" * 128):
+        assert Settings(audit_stream=name).audit_stream == name

@@ -266,6 +266,13 @@ class Settings(BaseSettings):
             raise ValueError("redis_url must be a redis:// or rediss:// URL")
         return v
 
+    @field_validator("audit_stream")
+    @classmethod
+    def _stream(cls, v: str | None) -> str | None:
+        from kroonika.audit._sealer import check_stream_name
+
+        return None if v is None else check_stream_name(v)
+
     @field_validator("admin_ticket_pattern")
     @classmethod
     def _ticket(cls, v: str | None) -> str | None:

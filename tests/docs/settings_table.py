@@ -39,7 +39,8 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "audit_store_url": "audit store (SQLAlchemy URL); default SQLite `var/audit.db`",
             "audit_keys_dir": "Ed25519 tree-head signing keys; default `var/keys/audit` "
             "(production: must exist, never created)",
-            "audit_stream": "writer stream name; default `<host>-<pid>-<random>`",
+            "audit_stream": "writer stream name, 1–128 characters without white space or "
+            "control characters; default `<host>-<pid>-<random>`",
             "audit_strict": "reject undeclared detail fields (tests) instead of dropping "
             "and counting them",
             "audit_checkpoint_every": "events between signed checkpoints",

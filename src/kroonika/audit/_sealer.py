@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,19 @@ def _resumable_tree(state: StreamState, keyring: KeyRing) -> CompactRange:
     return tree
 
 
+def check_stream_name(name: str) -> str:
+    """``name`` if it can name a stream: 1..128 characters, none of them white space or
+    a control, format or unassigned character. The name is in every record and in
+    every rendering of it (table rows, syslog, sink message ids and headers), so a
+    CR/LF, an escape or a bidi override could forge or hide a line. Letters of any
+    language are fine (``tõrva-1``)."""
+    if not name or len(name) > 128:
+        raise ValueError("stream name must be 1..128 characters")
+    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in name):
+        raise ValueError("stream name must not hold white space or control or format characters")
+    return name
+
+
 class StreamSealer:
     def __init__(
         self,
@@ -102,8 +116,7 @@ class StreamSealer:
         clock: Callable[[], int] = time.time_ns,
         subject_keys: SubjectKeys | None = None,
     ) -> None:
-        if not stream or len(stream) > 128:
-            raise ValueError("stream name must be 1..128 characters")
+        check_stream_name(stream)
         self.store = store
         self.stream = stream
         self.keyring = keyring
