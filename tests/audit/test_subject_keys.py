@@ -154,3 +154,20 @@ def test_another_instance_forgets_an_erased_key_at_its_next_check(
         assert after["pii"]["kid"] != first["pii"]["kid"]
         assert reveal(after["pii"], after["id"], a.keys) is not None
         assert reveal(during["pii"], during["id"], a.keys) is None
+
+
+def test_a_hot_subject_keeps_its_key_while_many_cold_ones_pass(kit: TrailKit) -> None:
+    """The key cache is a bounded LRU: a subject used between each of many others that
+    overflow the cache keeps its one key (no fresh key, no extra row); the least recently
+    used subject is the one that goes."""
+    keys = SqlSubjectKeys(kit.store, MASTER_KEY, cache_size=4, clock=Clock())
+    hot, _ = keys.get_or_create("hot")
+    for n in range(200):
+        keys.get_or_create(f"cold-{n}")
+        assert keys.get_or_create("hot")[0] == hot
+    made = [k.subject for k in keys.take_pending()]
+    assert made.count("hot") == 1
+    assert len(made) == 201
+    oldest_cold, _ = keys.get_or_create("cold-196")  # evicted: a fresh key
+    assert [k.subject for k in keys.take_pending()] == ["cold-196"]
+    assert oldest_cold.startswith("cold-196/")

@@ -15,6 +15,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -357,6 +358,10 @@ class SqlSubjectKeys:
     and forgets them (one query, off the event path). ``key_ttl_s`` bounds a key's use
     in any case. Events written in between carry a key id that is no longer stored:
     their ``pii`` is unreadable, as the erasure asked.
+
+    The cache holds ``cache_size`` subjects and drops the least recently used one: a
+    person active now keeps their key while a flood of one-off subjects (login flows,
+    decision 0023) passes through it.
     """
 
     def __init__(
@@ -369,14 +374,16 @@ class SqlSubjectKeys:
         erasure_check_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ):
-        if key_ttl_s <= 0 or erasure_check_s < 0:
-            raise ValueError("key_ttl_s must be positive and erasure_check_s not negative")
+        if key_ttl_s <= 0 or erasure_check_s < 0 or cache_size < 1:
+            raise ValueError(
+                "key_ttl_s and cache_size must be positive and erasure_check_s not negative"
+            )
         self._engine: Engine = store.engine
         self._wrapper = KeyWrapper(master_key)
         self._generation = os.urandom(4).hex()
         self._counter = 0
-        # subject -> (key id, key, when made by the clock)
-        self._by_subject: dict[str, tuple[str, AESGCM, float]] = {}
+        # subject -> (key id, key, when made by the clock), least recently used first
+        self._by_subject: OrderedDict[str, tuple[str, AESGCM, float]] = OrderedDict()
         self._pending: list[NewKey] = []
         self._cache_size = cache_size
         self._ttl = key_ttl_s
@@ -390,6 +397,12 @@ class SqlSubjectKeys:
         cached = self._by_subject.get(subject)
         now = self._clock()
         if cached is not None and now - cached[2] < self._ttl:
+            # lock-free: an erasure or eviction in another thread may just have won; a
+            # bare try is a fraction of contextlib.suppress's cost on the event path
+            try:  # noqa: SIM105
+                self._by_subject.move_to_end(subject)
+            except KeyError:
+                pass
             self._used.add(cached[0])
             return cached[0], cached[1]
         with self._lock:
@@ -407,7 +420,7 @@ class SqlSubjectKeys:
             aead = AESGCM(data_key)
             self._by_subject.pop(subject, None)
             if len(self._by_subject) >= self._cache_size:
-                self._by_subject.pop(next(iter(self._by_subject)))
+                self._by_subject.popitem(last=False)  # the least recently used
             self._by_subject[subject] = (key_id, aead, now)
             return key_id, aead
 
