@@ -387,7 +387,7 @@ def _query(
     types: list[str] | None,
     categories: list[str] | None,
     outcome: str | None,
-    actor: str | None,
+    actors: list[str] | None,
     correlation: str | None,
     ip: str | None,
     stream: str | None = None,
@@ -404,7 +404,7 @@ def _query(
         types=tuple(types or ()),
         categories=tuple(categories or ()),
         outcome=outcome,
-        actor=actor,
+        actors=tuple(actors or ()),
         correlation=correlation,
         ip_prefix=_ip_option(ip),
         stream=stream,
@@ -437,7 +437,13 @@ ToOpt = Annotated[str | None, typer.Option("--to", help="RFC 3339 end time")]
 TypeOpt = Annotated[list[str] | None, typer.Option("--type", help="Event type or prefix")]
 CatOpt = Annotated[list[str] | None, typer.Option("--category")]
 OutcomeOpt = Annotated[str | None, typer.Option("--outcome")]
-ActorOpt = Annotated[str | None, typer.Option("--actor", help="Actor pseudonym")]
+ActorOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--actor",
+        help="Actor pseudonym (repeatable: any of them; one person under several keys)",
+    ),
+]
 CorrOpt = Annotated[str | None, typer.Option("--correlation", help="request/flow/trace id")]
 IpOpt = Annotated[str | None, typer.Option("--ip", help="Source IP prefix, e.g. 192.0.2.0/24")]
 

@@ -107,6 +107,20 @@ def test_query_filters_and_jsonl(cli: Cli) -> None:
     assert {d["outcome"] for d in docs} == {"failure"}
 
 
+def test_query_takes_several_actors_as_alternatives(cli: Cli) -> None:
+    """--actor repeated finds the events of any of them (one person under the pseudonym
+    of each key they were named with), and export takes it the same way."""
+    docs = [orjson.loads(x) for x in cli("audit", "query", "-o", "jsonl").stdout.splitlines()]
+    a, b, *_ = sorted({p for d in docs if (p := d.get("actor", {}).get("pseudonym"))})
+    args = ("--actor", a, "--actor", b)
+    done = cli("audit", "query", *args, "-o", "jsonl")
+    found = [orjson.loads(x) for x in done.stdout.splitlines()]
+    assert found == [d for d in docs if d.get("actor", {}).get("pseudonym") in (a, b)]
+    assert {d["actor"]["pseudonym"] for d in found} == {a, b}
+    exported = cli("audit", "export", *args, "--format", "json").stdout.splitlines()
+    assert len(exported) == len(found)
+
+
 def test_every_read_is_recorded_as_audit_access(cli: Cli) -> None:
     """query, verify, export and proof each leave an audit.access event."""
     before = len(cli.access_events())

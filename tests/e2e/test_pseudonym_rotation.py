@@ -252,6 +252,28 @@ def test_the_rotation_is_recorded_once(rotated: Rotated) -> None:
     assert NEW.encode() not in stored
 
 
+def test_an_auditor_follows_a_person_across_the_rotation(rotated: Rotated) -> None:
+    """SECURITY logged in under p1 before the rotation and logs in under p2 after it:
+    GET /audit/events with both pseudonyms as ``actor`` finds the logins under each, in
+    the order stored, and nobody else's (decision 0028)."""
+    old = rotated.before.old_labels[SECURITY].removeprefix("admin:")
+    new = person_label(rotated.stack.stack.services, SECURITY).removeprefix("admin:")
+    assert old.startswith("p1:")
+    assert new.startswith("p2:")
+    with person_session(rotated.stack, SECURITY):
+        pass
+    r = rotated.stack.call(
+        "GET",
+        "/audit/events",
+        role="auditor",
+        params=[("actor", new), ("actor", old), ("type", "auth.login"), ("limit", "1000")],
+    )
+    assert r.status_code == 200, r.text
+    found = [e["actor"]["pseudonym"] for e in r.json()["events"]]
+    assert set(found) == {old, new}
+    assert found.index(old) < found.index(new)
+
+
 def test_the_keys_listing_shows_what_still_needs_the_retired_key(rotated: Rotated) -> None:
     """GET /admin/keys: p2 active since the restart, p1 retired, and per key id the API
     keys and requests that name a person under it (those made before the rotation under

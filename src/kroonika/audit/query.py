@@ -84,7 +84,9 @@ class Query:
     types: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     outcome: str | None = None
-    actor: str | None = None
+    #: actor pseudonyms, any of which matches: one person under each pseudonymisation
+    #: key they were named with (a rotation gives them a new pseudonym, decision 0028)
+    actors: tuple[str, ...] = ()
     correlation: str | None = None
     ip_prefix: str | None = None
     stream: str | None = None
@@ -112,8 +114,8 @@ class Query:
             out.append(tuple(b'"category":' + orjson.dumps(c) for c in self.categories))
         if self.outcome is not None:
             out.append((b'"outcome":' + orjson.dumps(self.outcome),))
-        if self.actor is not None:
-            out.append((b'"pseudonym":' + orjson.dumps(self.actor),))
+        if self.actors:
+            out.append(tuple(b'"pseudonym":' + orjson.dumps(a) for a in self.actors))
         if self.correlation is not None:
             out.append((orjson.dumps(self.correlation),))
         return out
@@ -132,7 +134,7 @@ class Query:
             return False
         if self.outcome is not None and doc.get("outcome") != self.outcome:
             return False
-        if self.actor is not None and doc.get("actor", {}).get("pseudonym") != self.actor:
+        if self.actors and doc.get("actor", {}).get("pseudonym") not in self.actors:
             return False
         if (
             self.correlation is not None

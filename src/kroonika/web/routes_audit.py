@@ -123,7 +123,7 @@ async def search_events(
     type: Annotated[list[str] | None, Query()] = None,
     category: Annotated[list[str] | None, Query()] = None,
     outcome: str | None = None,
-    actor: str | None = None,
+    actor: Annotated[list[str] | None, Query()] = None,
     correlation: str | None = None,
     ip: str | None = None,
     stream: str | None = None,
@@ -132,14 +132,16 @@ async def search_events(
     format: Literal["json", "jsonl"] = "json",
 ) -> Response:
     """Search the trail. ``json``: one page of ``limit`` events and a ``next_cursor``;
-    ``jsonl``: every matching event streamed, one per line (for large exports)."""
+    ``jsonl``: every matching event streamed, one per line (for large exports).
+    ``type``, ``category`` and ``actor`` repeat: any of the values matches (several
+    ``actor`` pseudonyms: one person under each pseudonymisation key, decision 0028)."""
     q = AuditQuery(
         from_time=_time_param("from", from_, end=False),
         to_time=_time_param("to", to, end=True),
         types=tuple(type or ()),
         categories=tuple(category or ()),
         outcome=outcome,
-        actor=actor,
+        actors=tuple(actor or ()),
         correlation=correlation,
         ip_prefix=_ip_param(ip),
         stream=stream,
