@@ -1,17 +1,20 @@
-"""``kroonika audit erase|reveal``: the privacy officer's erasure (GDPR art. 17, by
-crypto-shredding) and audited re-identification from the command line.
+"""``kroonika audit erase|reveal|pseudonyms``: the privacy officer's erasure (GDPR art. 17,
+by crypto-shredding), audited re-identification and look-up of a person's pseudonyms under
+every pseudonymisation key from the command line.
 
 The command line has the keys of the host it runs on, so it checks no role (as
 ``kroonika admins add``); it records who acted as ``admin``/``cli`` with the mandatory
 justification, and like the API it records before it deletes or answers: if the trail
-cannot record, nothing is deleted or shown (exit 2). See decision 0012.
+cannot record, nothing is deleted or shown (exit 2). See decisions 0012 and 0028.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,7 +24,7 @@ from kroonika.audit.formats._text import dumps
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from kroonika.admin._privacy import Person
+    from kroonika.admin._privacy import Eraser, Person
     from kroonika.audit import Actor, AuditEvent, AuditTrail, SealedEvent
     from kroonika.auditing import AuditComponents
     from kroonika.settings import Settings
@@ -30,11 +33,21 @@ if TYPE_CHECKING:
 def register_privacy(audit_app: typer.Typer) -> None:
     audit_app.command("erase")(erase_cmd)
     audit_app.command("reveal")(reveal_cmd)
+    audit_app.command("pseudonyms")(pseudonyms_cmd)
 
 
 WhyOpt = Annotated[
     str,
     typer.Option("--justification", "-j", help="Why (required; recorded in the audit trail)"),
+]
+
+
+CodeFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--personal-code-file",
+        help="File holding the person's personal code; - reads standard input",
+    ),
 ]
 
 
@@ -54,8 +67,14 @@ def _justification(text: str) -> str:
 def erase_cmd(
     justification: WhyOpt,
     personal_code: Annotated[
-        str | None, typer.Option("--personal-code", help="The person's personal code")
+        str | None,
+        typer.Option(
+            "--personal-code",
+            help="The person's personal code (seen in ps and shell history: prefer "
+            "--personal-code-file)",
+        ),
     ] = None,
+    personal_code_file: CodeFileOpt = None,
     pseudonym: Annotated[
         str | None, typer.Option("--pseudonym", help="Or their pseudonym (p1:...)")
     ] = None,
@@ -66,63 +85,50 @@ def erase_cmd(
     erasure) and active tokens revoked first, each recorded. Refused while the person holds
     an administrator role. Records audit.erasure first; prints the pseudonym and what was
     done, never the personal code."""
-    from kroonika.admin._privacy import (
-        Eraser,
-        HoldsRoles,
-        PrivacyRequestInvalid,
-        erasure_event,
-    )
+    from kroonika.admin._privacy import HoldsRoles, erasure_event
     from kroonika.audit import Actor, ActorType, AuditError
     from kroonika.cli import _OPEN_ERRORS, _access_trail, _fail, _open_error, _settings
-    from kroonika.db import make_engine
-    from kroonika.db.migrate import upgrade
 
     why = _justification(justification)
+    if personal_code_file is not None:
+        if personal_code is not None or pseudonym is not None:
+            raise typer.BadParameter("name the person by a personal code or by a pseudonym")
+        personal_code = _read_personal_code(personal_code_file)
     settings = _settings()
-    with _access_trail(settings, purpose="record this erasure") as comps:
+    with (
+        _access_trail(settings, purpose="record this erasure") as comps,
+        _eraser(settings, comps) as (engine, eraser),
+    ):
+        person = _person(eraser, personal_code=personal_code, pseudonym=pseudonym)
+        held = eraser.roles(person)
+        if held:
+            raise _fail(f"nothing erased: {HoldsRoles(held)}")
+        actor = Actor(ActorType.ADMIN, roles=("cli",))
         try:
-            engine = make_engine(settings.resolved_database_url())
-            upgrade(engine)
+            planned = eraser.plan(person)
+            comps.trail.emit_sync(
+                erasure_event(person, planned, actor=actor, justification=why, interface="cli")
+            )
         except _OPEN_ERRORS as exc:
-            raise _fail(f"cannot open the database: {_open_error(exc)}") from None
+            raise _fail(f"nothing erased: {_open_error(exc)}") from None
         try:
-            known = (comps.fingerprinter, *comps.retired)  # the current key first
-            eraser = Eraser(engine, comps.subject_keys, known, comps.store)
-            try:
-                person = eraser.person(personal_code=personal_code, pseudonym=pseudonym)
-            except PrivacyRequestInvalid as exc:
-                raise typer.BadParameter(str(exc)) from None
-            held = eraser.roles(person)
-            if held:
-                raise _fail(f"nothing erased: {HoldsRoles(held)}")
-            actor = Actor(ActorType.ADMIN, roles=("cli",))
-            try:
-                planned = eraser.plan(person)
+            ended, revoked = asyncio.run(_end_active(settings, engine, comps, person, actor))
+            done = eraser.apply(person, ended=ended, revoked=revoked)
+        except _OPEN_ERRORS as exc:
+            with contextlib.suppress(AuditError):
                 comps.trail.emit_sync(
-                    erasure_event(person, planned, actor=actor, justification=why, interface="cli")
-                )
-            except _OPEN_ERRORS as exc:
-                raise _fail(f"nothing erased: {_open_error(exc)}") from None
-            try:
-                ended, revoked = asyncio.run(_end_active(settings, engine, comps, person, actor))
-                done = eraser.apply(person, ended=ended, revoked=revoked)
-            except _OPEN_ERRORS as exc:
-                with contextlib.suppress(AuditError):
-                    comps.trail.emit_sync(
-                        erasure_event(
-                            person,
-                            planned,
-                            actor=actor,
-                            justification=why,
-                            interface="cli",
-                            failed="incomplete",
-                        )
+                    erasure_event(
+                        person,
+                        planned,
+                        actor=actor,
+                        justification=why,
+                        interface="cli",
+                        failed="incomplete",
                     )
-                raise _fail(
-                    f"erasure recorded but not completed (run it again): {_open_error(exc)}"
-                ) from None
-        finally:
-            engine.dispose()
+                )
+            raise _fail(
+                f"erasure recorded but not completed (run it again): {_open_error(exc)}"
+            ) from None
     if settings.redis_url:  # the running instances' shared detector windows (decision 0018)
         from kroonika.security.windows import RedisWindows
 
@@ -242,3 +248,103 @@ def reveal_cmd(
             raise _fail(f"nothing revealed: the audit trail refused the record ({exc})") from None
     for item in revealed.items:
         typer.echo(dumps(item))
+
+
+@contextlib.contextmanager
+def _eraser(settings: Settings, comps: AuditComponents) -> Iterator[tuple[Engine, Eraser]]:
+    """The business database (migrated) and the person finder over it, with the current
+    pseudonymisation key first and every retired one after it."""
+    from kroonika.admin._privacy import Eraser
+    from kroonika.cli import _OPEN_ERRORS, _fail, _open_error
+    from kroonika.db import make_engine
+    from kroonika.db.migrate import upgrade
+
+    try:
+        engine = make_engine(settings.resolved_database_url())
+        upgrade(engine)
+    except _OPEN_ERRORS as exc:
+        raise _fail(f"cannot open the database: {_open_error(exc)}") from None
+    try:
+        known = (comps.fingerprinter, *comps.retired)  # the current key first
+        yield engine, Eraser(engine, comps.subject_keys, known, comps.store)
+    finally:
+        engine.dispose()
+
+
+def _person(eraser: Eraser, *, personal_code: str | None, pseudonym: str | None) -> Person:
+    from kroonika.admin._privacy import PrivacyRequestInvalid
+
+    try:
+        return eraser.person(personal_code=personal_code, pseudonym=pseudonym)
+    except PrivacyRequestInvalid as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+#: More than this is not a personal code (nor a line holding one).
+_CODE_READ_MAX = 4096
+
+
+def _read_personal_code(source: str) -> str:
+    """The one personal code in ``source`` (a file, or ``-``: standard input, asked for
+    without echo on a terminal). Never an argument: argv is visible to every user of the
+    host (``ps``) and kept in shell history. Errors never show what was read."""
+    param = "'--personal-code-file'"
+    if source == "-":
+        if sys.stdin.isatty():
+            text = str(typer.prompt("Personal code", hide_input=True, err=True))
+        else:
+            text = sys.stdin.read(_CODE_READ_MAX + 1)
+    else:
+        try:
+            with Path(source).open(encoding="utf-8") as f:
+                text = f.read(_CODE_READ_MAX + 1)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise typer.BadParameter(f"cannot read it: {reason}", param_hint=param) from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(text) > _CODE_READ_MAX or len(lines) != 1:
+        raise typer.BadParameter("give exactly one personal code, on one line", param_hint=param)
+    return lines[0]
+
+
+def pseudonyms_cmd(
+    justification: WhyOpt,
+    personal_code_file: CodeFileOpt = None,
+    pseudonym: Annotated[
+        str | None, typer.Option("--pseudonym", help="Or one of their pseudonyms (p1:...)")
+    ] = None,
+) -> None:
+    """Print a person's pseudonym under the current pseudonymisation key and under every
+    retired one (KROONIKA_PSEUDONYM_PREVIOUS_KEYS), one per line with the key's standing,
+    current first: the --actor values that follow them across key rotations. The personal
+    code is read from standard input (the default) or --personal-code-file, never from
+    the command line. Records
+    audit.access (action pseudonymise: the justification and the current pseudonym, never
+    the code) before printing."""
+    from kroonika.admin._privacy import pseudonymise_event
+    from kroonika.audit import Actor, ActorType, AuditError
+    from kroonika.cli import _access_trail, _fail, _settings
+
+    why = _justification(justification)
+    if pseudonym is not None and personal_code_file is not None:
+        raise typer.BadParameter("name the person by a personal code or by a pseudonym")
+    code = None if pseudonym is not None else _read_personal_code(personal_code_file or "-")
+    settings = _settings()
+    with (
+        _access_trail(settings, purpose="record this look-up") as comps,
+        _eraser(settings, comps) as (_, eraser),
+    ):
+        person = _person(eraser, personal_code=code, pseudonym=pseudonym)
+        record = pseudonymise_event(
+            person,
+            actor=Actor(ActorType.ADMIN, roles=("cli",)),
+            justification=why,
+            interface="cli",
+        )
+        try:
+            comps.trail.emit_sync(record)
+        except AuditError as exc:
+            raise _fail(f"nothing shown: the audit trail refused the record ({exc})") from None
+        found = eraser.standing(person)
+    for name, standing in found:
+        typer.echo(f"{name}\t{standing}")

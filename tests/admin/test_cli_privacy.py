@@ -493,3 +493,152 @@ def test_erasure_by_a_retired_pseudonym_names_the_current_one_first(
     current = first.split()[1].rstrip(":")
     assert erasure["target"]["id"] == current
     assert erasure["details"]["pseudonyms"] == [current, person["pseudonym"]]
+
+
+# --- kroonika audit pseudonyms -------------------------------------------------------------
+
+
+def _rotated(var: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The person's events under p0, then under p1 after a rotation that keeps p0 as a
+    previous key; their pseudonyms, the retired first."""
+    import base64
+
+    old, new = base64.b64encode(b"o" * 32).decode(), base64.b64encode(b"n" * 32).decode()
+    pseudonyms = []
+    for kid, key in (("p0", old), ("p1", new)):
+        monkeypatch.setenv("KROONIKA_PSEUDONYM_KID", kid)
+        monkeypatch.setenv("KROONIKA_PSEUDONYM_KEY", key)
+        comps = build_audit(Settings(), stream=f"service-{kid}")
+        comps.trail.emit_sync(
+            events.session_create(actor=Actor(ActorType.USER, subject="EE" + CODE))
+        )
+        pseudonyms.append(comps.fingerprinter.pseudonym("EE" + CODE))
+        comps.stop_sync()
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_PREVIOUS_KEYS", f'{{"p0": "{old}"}}')
+    return pseudonyms
+
+
+def _lookups(var: Path) -> list[dict[str, Any]]:
+    return [e for e in _events(var, "audit.access") if e["details"]["action"] == "pseudonymise"]
+
+
+def test_pseudonyms_under_every_key_are_recorded_and_printed(
+    var: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The personal code read from standard input gives the person's pseudonym under the
+    current key and each retired one; audit.access (action pseudonymise) records the
+    justification and whom (the current pseudonym), never the code, which is not echoed."""
+    old, new = _rotated(var, monkeypatch)
+    done = CliRunner().invoke(app, ["audit", "pseudonyms", "-j", WHY], input=CODE + "\n")
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines() == [f"{new}\tcurrent", f"{old}\tretired"]
+    (lookup,) = _lookups(var)
+    assert lookup["details"]["justification"] == WHY
+    assert lookup["details"]["returned"] == 2
+    assert lookup["target"] == {"type": "subject", "id": new}
+    assert CODE not in orjson.dumps(lookup).decode()
+    found = CliRunner().invoke(
+        app, ["audit", "query", "--actor", new, "--actor", old, "--type", "session", "-o", "jsonl"]
+    )
+    assert found.exit_code == 0, found.output
+    assert [orjson.loads(x)["actor"]["pseudonym"] for x in found.output.splitlines()] == [old, new]
+
+
+def test_pseudonyms_read_the_personal_code_from_a_file(
+    var: Path, person: dict[str, Any], tmp_path: Path
+) -> None:
+    """--personal-code-file names a file holding the code (argv is visible to every user
+    of the host and kept in shell history: the code is never an argument)."""
+    code_file = tmp_path / "code.txt"
+    code_file.write_text(f"  {CODE}  \n")
+    done = CliRunner().invoke(
+        app, ["audit", "pseudonyms", "-j", WHY, "--personal-code-file", str(code_file)]
+    )
+    assert done.exit_code == 0, done.output
+    assert done.output == f"{person['pseudonym']}\tcurrent\n"
+    assert len(_lookups(var)) == 1
+
+
+def test_pseudonyms_by_a_pseudonym_find_the_person_under_the_other_keys(
+    var: Path, person: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Named by their old pseudonym (an auditor's only handle on them), the person is found
+    through their session and named under the current key too, current first."""
+    import base64
+
+    old_key = (var / "secrets" / "pseudonym_key").read_text().strip()
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_KID", "p2")
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_KEY", base64.b64encode(b"n" * 32).decode())
+    monkeypatch.setenv("KROONIKA_PSEUDONYM_PREVIOUS_KEYS", f'{{"p1": "{old_key}"}}')
+    done = CliRunner().invoke(
+        app, ["audit", "pseudonyms", "-j", WHY, "--pseudonym", person["pseudonym"]]
+    )
+    assert done.exit_code == 0, done.output
+    current, retired = done.output.splitlines()
+    assert current.startswith("p2:")
+    assert current.endswith("\tcurrent")
+    assert retired == f"{person['pseudonym']}\tretired"
+    (lookup,) = _lookups(var)
+    assert lookup["target"]["id"] == current.split("\t")[0]
+    assert lookup["details"]["query"] == "by=pseudonym"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        (["-j", WHY, "--personal-code", CODE], ""),  # never on the command line
+        (["-j", WHY], ""),
+        (["-j", WHY], f"{CODE}\n49002124277\n"),
+        (["-j", WHY], "\x1b[2J\n"),
+        (["-j", WHY, "--pseudonym", "p1:" + "A" * 24, "--personal-code-file", "-"], CODE),
+        (["-j", WHY, "--personal-code-file", "/nonexistent/code"], ""),
+        (["-j", "short"], CODE),
+        ([], CODE),
+    ],
+)
+def test_pseudonyms_asked_badly_are_a_usage_error(
+    var: Path, person: dict[str, Any], args: list[str], stdin: str
+) -> None:
+    """A code as an argument, no code, two codes, a malformed one, a code and a pseudonym,
+    no or a short justification: exit 2, nothing printed or recorded, no code echoed."""
+    done = CliRunner().invoke(app, ["audit", "pseudonyms", *args], input=stdin)
+    assert done.exit_code == 2, done.output
+    assert CODE not in done.output
+    assert "\x1b" not in done.output
+    assert person["pseudonym"] not in done.output
+    assert _lookups(var) == []
+
+
+def test_no_pseudonym_is_printed_when_the_trail_refuses_the_record(
+    var: Path, person: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded before it answers: a refused audit.access is exit 2 and nothing shown."""
+    real = AuditTrail.emit_sync
+
+    def refuse(self: AuditTrail, event: Any) -> Any:
+        if event.type == "audit.access":
+            raise AuditUnavailable("store down")
+        return real(self, event)
+
+    monkeypatch.setattr(AuditTrail, "emit_sync", refuse)
+    done = CliRunner().invoke(app, ["audit", "pseudonyms", "-j", WHY], input=CODE)
+    assert done.exit_code == 2
+    assert person["pseudonym"] not in done.output
+
+
+def test_an_erasure_reads_the_personal_code_from_standard_input(
+    var: Path, person: dict[str, Any]
+) -> None:
+    """``erase --personal-code-file -`` takes the code from standard input, off argv."""
+    done = CliRunner().invoke(
+        app, ["audit", "erase", "-j", WHY, "--personal-code-file", "-"], input=CODE + "\n"
+    )
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith(f"erased {person['pseudonym']}: keys=1")
+    assert CODE not in done.output
+    both = CliRunner().invoke(
+        app,
+        ["audit", "erase", "-j", WHY, "--personal-code-file", "-", "--personal-code", CODE],
+        input=CODE,
+    )
+    assert both.exit_code == 2

@@ -70,6 +70,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("DELETE", "/admin/api-keys/none", None, A),
     ("POST", "/admin/privacy/erasures", {"personal_code": "EE60001019906"}, PRIV),
     ("POST", "/admin/privacy/re-identify", {"event_ids": ["0000"]}, PRIV),
+    ("POST", "/admin/privacy/pseudonyms", {"personal_code": "EE60001019906"}, PRIV),
     ("GET", "/audit/events", None, AU),
     ("GET", "/audit/events/none", None, AU),
     ("GET", "/audit/checkpoints", None, AU),

@@ -29,6 +29,7 @@ GIVEN, FAMILY = "ÕIE-MALLE", "PÕDRAMÄGI"
 WHY = "DPO-41 erasure request of a data subject"
 ERASE = "/admin/privacy/erasures"
 REVEAL = "/admin/privacy/re-identify"
+PSEUDONYMS = "/admin/privacy/pseudonyms"
 
 
 @contextmanager
@@ -166,7 +167,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
 
 @pytest.mark.parametrize("role", ["admin", "auditor", "security"])
 def test_other_roles_are_refused_and_nothing_is_erased(stack: AdminStack, role: str) -> None:
-    """403 for every role but privacy, on both routes; the person's keys stay."""
+    """403 for every role but privacy, on every route; the person's keys stay."""
     login = _login_and_logout(stack)
     pseudonym = login["actor"]["pseudonym"]
     before = _keys(stack, pseudonym)
@@ -174,6 +175,9 @@ def test_other_roles_are_refused_and_nothing_is_erased(stack: AdminStack, role: 
     assert r.status_code == 403, r.text
     assert _keys(stack, pseudonym) == before > 0
     assert _reveal(stack, login["id"], role=role).status_code == 403
+    looked = stack.call("POST", PSEUDONYMS, role=role, why=WHY, json={"personal_code": CODE})
+    assert looked.status_code == 403
+    assert pseudonym not in looked.text
 
 
 @pytest.mark.parametrize("why", [None, "short"])
@@ -190,6 +194,9 @@ def test_a_justification_is_required(stack: AdminStack, why: str | None) -> None
     shown = _reveal(stack, login["id"], why=why)
     assert shown.status_code == 400
     assert GIVEN not in shown.text
+    looked = stack.call("POST", PSEUDONYMS, role="privacy", why=why, json={"personal_code": CODE})
+    assert looked.status_code == 400
+    assert login["actor"]["pseudonym"] not in looked.text
 
 
 @pytest.mark.parametrize(
@@ -202,11 +209,13 @@ def test_a_justification_is_required(stack: AdminStack, why: str | None) -> None
     ],
 )
 def test_a_person_named_badly_is_a_clear_422(stack: AdminStack, body: dict[str, Any]) -> None:
-    """Nobody, two names or a malformed one: 422 invalid_request saying how to name them."""
-    r = stack.call("POST", ERASE, role="privacy", why=WHY, json=body)
-    assert r.status_code == 422, r.text
-    assert r.json()["error"] == "invalid_request"
-    assert CODE not in r.text
+    """Nobody, two names or a malformed one: 422 invalid_request saying how to name them,
+    to an erasure and to a look-up of pseudonyms alike."""
+    for route in (ERASE, PSEUDONYMS):
+        r = stack.call("POST", route, role="privacy", why=WHY, json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == "invalid_request"
+        assert CODE not in r.text
 
 
 def test_an_unknown_person_gets_the_same_answer_with_nothing_deleted(stack: AdminStack) -> None:
@@ -245,6 +254,30 @@ def test_re_identification_is_recorded_with_ids_and_field_names_only(stack: Admi
     assert _reveal(stack, *many).status_code == 422
 
 
+def test_a_look_up_of_pseudonyms_is_recorded_before_it_answers(stack: AdminStack) -> None:
+    """POST /admin/privacy/pseudonyms names the person under the current key (no key is
+    retired here); its audit.access 'pseudonymise' holds the justification and the
+    pseudonym as target, never the personal code."""
+    login = _login_and_logout(stack)
+    r = stack.call("POST", PSEUDONYMS, role="privacy", why=WHY, json={"personal_code": CODE})
+    assert r.status_code == 200, r.text
+    pseudonym = login["actor"]["pseudonym"]
+    assert r.json() == {"pseudonyms": [{"pseudonym": pseudonym, "key": "current"}]}
+    (access,) = [
+        e
+        for e in stack.events(types=("audit.access",), correlation=r.headers["x-request-id"])
+        if e["details"]["action"] == "pseudonymise"
+    ]
+    assert access["target"] == {"type": "subject", "id": pseudonym}
+    assert access["details"]["justification"] == WHY
+    assert access["details"]["returned"] == 1
+    import orjson
+
+    assert CODE not in orjson.dumps(access).decode()
+    (call,) = stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
+    assert CODE not in orjson.dumps(call).decode()
+
+
 @pytest.mark.postgres
 def test_nothing_is_erased_or_revealed_while_the_trail_is_down(
     tmp_path: Path, fresh_postgres_url: str
@@ -262,7 +295,11 @@ def test_nothing_is_erased_or_revealed_while_the_trail_is_down(
                 "POST", ERASE, role="privacy", why=WHY, json={"personal_code": CODE}
             )
             shown = _reveal(stack, login["id"])
-        for r in (erased, shown):
+            looked = stack.call(
+                "POST", PSEUDONYMS, role="privacy", why=WHY, json={"personal_code": CODE}
+            )
+        assert pseudonym not in looked.text
+        for r in (erased, shown, looked):
             assert r.status_code == 503, r.text
             assert r.json()["error"] == "audit_unavailable"
         assert GIVEN not in shown.text

@@ -253,13 +253,22 @@ def test_the_rotation_is_recorded_once(rotated: Rotated) -> None:
 
 
 def test_an_auditor_follows_a_person_across_the_rotation(rotated: Rotated) -> None:
-    """SECURITY logged in under p1 before the rotation and logs in under p2 after it:
-    GET /audit/events with both pseudonyms as ``actor`` finds the logins under each, in
-    the order stored, and nobody else's (decision 0028)."""
+    """SECURITY logged in under p1 before the rotation and logs in under p2 after it: the
+    privacy officer's look-up names them under both keys, and GET /audit/events with both
+    pseudonyms as ``actor`` finds the logins under each, in the order stored, and nobody
+    else's (decision 0028)."""
     old = rotated.before.old_labels[SECURITY].removeprefix("admin:")
     new = person_label(rotated.stack.stack.services, SECURITY).removeprefix("admin:")
     assert old.startswith("p1:")
     assert new.startswith("p2:")
+    looked = rotated.stack.call(
+        "POST", "/admin/privacy/pseudonyms", role="privacy", json={"personal_code": SECURITY}
+    )
+    assert looked.status_code == 200, looked.text
+    assert looked.json()["pseudonyms"] == [
+        {"pseudonym": new, "key": "current"},
+        {"pseudonym": old, "key": "retired"},
+    ]
     with person_session(rotated.stack, SECURITY):
         pass
     r = rotated.stack.call(

@@ -184,6 +184,13 @@ class Eraser:
         others = [fp.pseudonym(s) for s in subjects for fp in self._fps]
         return Person("pseudonym", tuple(dict.fromkeys([*others, value])), subjects)
 
+    def standing(self, person: Person) -> list[tuple[str, str]]:
+        """Each of the person's pseudonyms (current first) with its key's standing:
+        ``current``, ``retired`` (in ``KROONIKA_PSEUDONYM_PREVIOUS_KEYS``) or
+        ``unconfigured`` (a pseudonym given under a key id no longer configured)."""
+        kids = {fp.kid: "retired" for fp in self._fps[1:]} | {self._fps[0].kid: "current"}
+        return [(p, kids.get(p.partition(":")[0], "unconfigured")) for p in person.pseudonyms]
+
     def _subjects_with(self, pseudonym: str) -> list[str]:
         """Clear subjects of the business tables whose pseudonym is ``pseudonym`` (the
         tables hold the subject in clear, so each distinct one is pseudonymised once)."""
@@ -346,6 +353,34 @@ def erasure_event(
     )
     event.details.update(counts.as_dict())
     return event
+
+
+def pseudonymise_event(
+    person: Person,
+    *,
+    actor: Actor,
+    justification: str | None,
+    interface: str,
+    source: Source | None = None,
+    correlation: Correlation | None = None,
+) -> AuditEvent:
+    """The ``audit.access`` record of a look-up of a person's pseudonyms (action
+    ``pseudonymise``, decision 0028): whom (their current pseudonym, the target), how they
+    were named (``by=personal_code`` or ``by=pseudonym``, never the value) and how many
+    pseudonyms were answered. The other pseudonyms are not listed: the trail links them
+    only where an erasure does, so retiring a key for good still breaks the link."""
+    return ev.audit_access(
+        actor=actor,
+        source=source,
+        target=Target("subject", person.pseudonyms[0]),
+        correlation=correlation,
+        action="pseudonymise",
+        query=f"by={person.by}",
+        returned=len(person.pseudonyms),
+        result="ok",
+        interface=interface,
+        justification=justification,
+    )
 
 
 # --- re-identification ----------------------------------------------------------------------

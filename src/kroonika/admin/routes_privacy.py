@@ -2,11 +2,13 @@
 needs a justification and, with a session cookie, the CSRF token):
 
 - ``POST /admin/privacy/erasures``: erase a person by crypto-shredding (GDPR art. 17);
-- ``POST /admin/privacy/re-identify``: decrypt the personal data of named events.
+- ``POST /admin/privacy/re-identify``: decrypt the personal data of named events;
+- ``POST /admin/privacy/pseudonyms``: a person's pseudonym under every pseudonymisation
+  key, current and retired (to follow them across a rotation, decision 0028).
 
-Both are recorded before they act or answer (``audit.erasure``, ``audit.access`` with
-action ``re-identify``): if the trail cannot record, the answer is 503 and nothing was
-deleted or revealed. See :mod:`kroonika.admin._privacy` and decision 0012.
+Each is recorded before it acts or answers (``audit.erasure``, ``audit.access`` with
+action ``re-identify`` or ``pseudonymise``): if the trail cannot record, the answer is 503
+and nothing was deleted or revealed. See :mod:`kroonika.admin._privacy` and decision 0012.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from kroonika.admin._privacy import (
     Eraser,
     ErasureCounts,
     HoldsRoles,
+    Person,
     PrivacyRequestInvalid,
     Revealed,
     decrypt_events,
     end_active,
     erasure_event,
+    pseudonymise_event,
     reidentify_event,
     reveal_refs,
 )
@@ -65,10 +69,26 @@ def _eraser(request: Request) -> Eraser:
     return eraser
 
 
-class ErasureBody(Body):
+class PersonBody(Body):
+    """A person named by personal code or by pseudonym (the code only in a body: a URL is
+    logged by proxies and kept in histories)."""
+
     personal_code: str | None = Field(None, max_length=80)
     pseudonym: str | None = Field(None, max_length=64)
     justification: str | None = None
+
+
+class ErasureBody(PersonBody):
+    pass
+
+
+async def _person(eraser: Eraser, body: PersonBody) -> Person:
+    try:  # named by pseudonym, the business tables are searched: off the event loop
+        return await asyncio.to_thread(
+            eraser.person, personal_code=body.personal_code, pseudonym=body.pseudonym
+        )
+    except PrivacyRequestInvalid as exc:
+        raise RequestInvalid(str(exc)) from None
 
 
 @router.post("/erasures", openapi_extra=X_ROLES)
@@ -84,12 +104,7 @@ async def erase(
     nothing stored gets the same answer with zero counts. The personal code is never
     echoed or recorded."""
     eraser = _eraser(request)
-    try:  # named by pseudonym, the business tables are searched: off the event loop
-        person = await asyncio.to_thread(
-            eraser.person, personal_code=body.personal_code, pseudonym=body.pseudonym
-        )
-    except PrivacyRequestInvalid as exc:
-        raise RequestInvalid(str(exc)) from None
+    person = await _person(eraser, body)
     trail = admin_services(request).services.audit.trail
     why = str(request.state.admin_call.justification)
 
@@ -189,3 +204,30 @@ async def re_identify(
         )
     )
     return {"events": revealed.items}
+
+
+@router.post("/pseudonyms", openapi_extra=X_ROLES)
+async def pseudonyms(
+    request: Request, p: Annotated[Principal, require(*PRIVACY)], body: PersonBody
+) -> dict[str, Any]:
+    """A person's pseudonym under the current pseudonymisation key and under every
+    retired one, current first, each with its key's standing (``current``, ``retired``,
+    ``unconfigured``): the ``actor`` values that follow them across key rotations. Named
+    by ``personal_code`` or by one ``pseudonym`` (found under the other keys through the
+    business tables). ``audit.access`` (action ``pseudonymise``: the justification and
+    the current pseudonym, never the code) is stored before the answer (503 otherwise)."""
+    eraser = _eraser(request)
+    person = await _person(eraser, body)
+    await admin_services(request).services.audit.trail.emit(
+        pseudonymise_event(
+            person,
+            actor=p.actor(),
+            justification=request.state.admin_call.justification,
+            interface="api",
+            source=source_of(request),
+            correlation=correlation_of(request),
+        )
+    )
+    return {
+        "pseudonyms": [{"pseudonym": n, "key": k} for n, k in eraser.standing(person)],
+    }
