@@ -171,3 +171,37 @@ def test_a_hot_subject_keeps_its_key_while_many_cold_ones_pass(kit: TrailKit) ->
     oldest_cold, _ = keys.get_or_create("cold-196")  # evicted: a fresh key
     assert [k.subject for k in keys.take_pending()] == ["cold-196"]
     assert oldest_cold.startswith("cold-196/")
+
+
+def test_anonymous_events_with_no_flow_share_the_months_key(kit: TrailKit) -> None:
+    """Refused anonymous calls from one address, each its own request: their full address
+    is under the month's key, one key for all of them (not one per request id, which a
+    caller chooses and floods; decision 0028), and it stays readable."""
+    from kroonika.audit import Correlation, Outcome, Source, Target
+    from kroonika.audit.privacy import ANON_PREFIX
+
+    records = []
+    for n in range(20):
+        sealed = kit.trail.emit_sync(
+            events.admin_request(
+                outcome=Outcome.FAILURE,
+                reason="http_401",
+                actor=Actor(ActorType.ANONYMOUS),
+                source=Source(ip="198.51.100.77"),
+                target=Target("admin_route", "/admin/config"),
+                correlation=Correlation(request_id=f"req-{n}", trace_id=f"{n:032x}"),
+                method="GET",
+                route="/admin/config",
+                status=401,
+                auth="none",
+            )
+        )
+        assert sealed is not None
+        records.append(orjson.loads(sealed.canonical))
+    kids = {r["pii"]["kid"] for r in records}
+    assert len(kids) == 1
+    (kid,) = kids
+    assert kid.startswith(ANON_PREFIX + records[0]["time"][:7] + "/")
+    stored = SqlSubjectKeys(kit.store, MASTER_KEY)
+    assert reveal(records[-1]["pii"], records[-1]["id"], stored) == {"ip": "198.51.100.77"}
+    assert stored.count(kid.rsplit("/", 1)[0]) == 1
