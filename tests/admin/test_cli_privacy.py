@@ -367,20 +367,7 @@ def test_erasure_finds_the_person_under_a_retired_pseudonym_key(
 ) -> None:
     """Events made before a pseudonymisation key rotation carry the old pseudonym: with the
     retired key in KROONIKA_PSEUDONYM_PREVIOUS_KEYS the erasure deletes their keys too."""
-    import base64
-
-    old, new = base64.b64encode(b"o" * 32).decode(), base64.b64encode(b"n" * 32).decode()
-    pseudonyms = []
-    for kid, key in (("p0", old), ("p1", new)):
-        monkeypatch.setenv("KROONIKA_PSEUDONYM_KID", kid)
-        monkeypatch.setenv("KROONIKA_PSEUDONYM_KEY", key)
-        comps = build_audit(Settings(), stream=f"service-{kid}")
-        comps.trail.emit_sync(
-            events.session_create(actor=Actor(ActorType.USER, subject="EE" + CODE))
-        )
-        pseudonyms.append(comps.fingerprinter.pseudonym("EE" + CODE))
-        comps.stop_sync()
-    monkeypatch.setenv("KROONIKA_PSEUDONYM_PREVIOUS_KEYS", f'{{"p0": "{old}"}}')
+    pseudonyms = _rotated(var, monkeypatch)
     done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
     assert done.exit_code == 0, done.output
     assert "keys=2" in done.output

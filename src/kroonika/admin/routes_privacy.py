@@ -79,7 +79,7 @@ class PersonBody(Body):
 
 
 class ErasureBody(PersonBody):
-    pass
+    """Whom to erase, and why."""
 
 
 async def _person(eraser: Eraser, body: PersonBody) -> Person:
