@@ -5,7 +5,8 @@ request's correlation id.
 
 Allow/deny-list import accepts CSV (header ``list,kind,value,reason,expires_at``) or JSON (a
 list of objects with the same fields) of at most :data:`IMPORT_MAX` entries; every line is
-validated first, and errors name the line.
+validated first, and errors name the line. The default export names a person on a list
+by pseudonym only, so its subject lines are refused by line (decision 0031).
 A CSV export puts an apostrophe before any cell a spreadsheet would run as a formula; a CSV
 import takes it off again, so the round trip is exact.
 """
@@ -15,16 +16,23 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from kroonika.admin._errors import TooLarge
-from kroonika.admin._roles import normalise_subject
+from kroonika.admin._roles import country_of, normalise_subject
 from kroonika.tokens._lists import KINDS, LISTS, normalise
 
 FIELDS = ("list", "kind", "value", "reason", "expires_at")
+#: Why a subject line of the default export is refused: it has no code (decision 0031).
+PSEUDONYMISED = (
+    "a pseudonymised subject entry (subject_ref, no value) cannot be imported: the"
+    " default export leaves out personal codes; the privacy officer's clear export"
+    " (POST /admin/privacy/lists/export) has them"
+)
 #: First characters that make a spreadsheet run a cell as a formula (OWASP "CSV
 #: injection"); such cells are exported behind an apostrophe, which the import removes.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -99,6 +107,8 @@ def _check(line: int, row: dict[str, Any]) -> ListLine:
         raise ValueError(f"list must be one of {LISTS}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
+    if kind == "subject" and not str(row.get("value") or "").strip() and row.get("subject_ref"):
+        raise ValueError(PSEUDONYMISED)
     value = normalise(kind, str(row.get("value") or ""))
     if kind == "subject":  # "38001085718" is TARA's "EE38001085718"
         value = normalise_subject(value)
@@ -189,37 +199,41 @@ def parse_list_import(
     return good, errors
 
 
-def export_lists(entries: list[Any], fmt: str) -> bytes:
-    rows = [
-        {
-            "id": e.id,
-            "list": e.list,
-            "kind": e.kind,
-            "value": e.value,
-            "reason": e.reason,
-            "created_by": e.created_by,
-            "created_at": e.created_at,
-            "expires_at": e.expires_at,
-        }
-        for e in entries
-    ]
+#: The media type of each export format.
+EXPORT_MEDIA = {"csv": "text/csv", "json": "application/json"}
+#: Export columns: the import's, then what the import ignores.
+EXPORT_FIELDS = (*FIELDS, "subject_ref", "country", "id", "created_by", "created_at")
+
+
+def export_lists(
+    entries: list[Any], fmt: str, *, pseudonymise: Callable[[str], str] | None = None
+) -> bytes:
+    """Entries as CSV or JSON. With ``pseudonymise`` (the default export) a subject
+    entry's ``value`` is empty and the person is ``subject_ref`` and ``country`` only;
+    without it (the privacy officer's export) ``value`` is the code, and an import
+    takes every line (decision 0031)."""
+    rows = []
+    for e in entries:
+        person = e.kind == "subject"
+        hidden = pseudonymise if person else None
+        rows.append(
+            {
+                "id": e.id,
+                "list": e.list,
+                "kind": e.kind,
+                "value": "" if hidden else e.value,
+                "subject_ref": hidden(e.value) if hidden else None,
+                "country": country_of(e.value) if person else None,
+                "reason": e.reason,
+                "created_by": e.created_by,
+                "created_at": e.created_at,
+                "expires_at": e.expires_at,
+            }
+        )
     if fmt == "json":
         return orjson.dumps(rows)
     out = io.StringIO()
-    writer = csv.DictWriter(
-        out,
-        fieldnames=[
-            "list",
-            "kind",
-            "value",
-            "reason",
-            "expires_at",
-            "id",
-            "created_by",
-            "created_at",
-        ],
-        lineterminator="\n",
-    )
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow(

@@ -76,13 +76,21 @@ def country_of(subject: str) -> str | None:
     return prefix if ok else None
 
 
+def public_subject(subject: str | None, pseudonymise: Callable[[str], str]) -> dict[str, Any]:
+    """A subject as answers and exports show it: ``subject_ref``, the pseudonym the trail
+    names it with, and ``country``, never the subject itself (decisions 0025 and 0031);
+    both ``None`` for no subject."""
+    if subject is None:
+        return {"subject_ref": None, "country": None}
+    return {"subject_ref": pseudonymise(subject), "country": country_of(subject)}
+
+
 def public_holder(
     subject: str, role: str, granted_by: str, granted_at: int, pseudonymise: Callable[[str], str]
 ) -> dict[str, Any]:
     """One grant as answers show it: the holder by pseudonym and country, never the code."""
     return {
-        "subject_ref": pseudonymise(subject),
-        "country": country_of(subject),
+        **public_subject(subject, pseudonymise),
         "role": role,
         "granted_by": granted_by,
         "granted_at": granted_at,

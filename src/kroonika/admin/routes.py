@@ -33,7 +33,13 @@ from kroonika.admin._auth import (
     roles_of_label,
     source_of,
 )
-from kroonika.admin._bulk import EPOCH_MAX, Outcomes, export_lists, parse_list_import
+from kroonika.admin._bulk import (
+    EPOCH_MAX,
+    EXPORT_MEDIA,
+    Outcomes,
+    export_lists,
+    parse_list_import,
+)
 from kroonika.admin._config import CLIENT_WEAKENS, KEYS, Change, weakened
 from kroonika.admin._config_requests import (
     APPROVED,
@@ -64,6 +70,7 @@ from kroonika.admin._roles import (
     normalise_subject,
     parse_roles,
     public_holder,
+    public_subject,
 )
 from kroonika.audit import AuditEvent, AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
@@ -165,31 +172,49 @@ async def _bulk_event(
 # --- tokens and sessions ------------------------------------------------------------------
 
 
-@router.get("/tokens", openapi_extra=roles(*OPS))
-async def search_tokens(
-    request: Request,
-    p: Annotated[Principal, require(*OPS)],
-    subject: str | None = None,
-    client: str | None = None,
-    status: Literal["active", "revoked", "replaced", "expired"] | None = None,
-    issued_after: Annotated[int | None, Query(ge=0, le=EPOCH_MAX)] = None,
-    issued_before: Annotated[int | None, Query(ge=0, le=EPOCH_MAX)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> dict[str, Any]:
-    """Search token metadata by subject, client, status and issue time (newest first)."""
+TokenStatus = Literal["active", "revoked", "replaced", "expired"]
+#: A personal code as a search names it (a body field; ``?subject=`` is discouraged).
+SearchSubject = Annotated[str | None, Field(None, min_length=3, max_length=80)]
+#: Why the query form is kept; its docs say to prefer the body (decision 0031).
+_QUERY_DISCOURAGED = (
+    " ``?subject=`` puts a personal code in the URL, which access logs and proxies keep:"
+    " prefer ``POST {path}/search`` with the code in the body (decision 0031)."
+)
+
+
+def _pseudonymise(request: Request) -> Callable[[str], str]:
+    return admin_services(request).fingerprinter.pseudonym
+
+
+class TokenSearch(Body):
+    """``POST /admin/tokens/search``: the filters of ``GET /admin/tokens`` in a body."""
+
+    subject: SearchSubject = None
+    client: str | None = Field(None, min_length=1, max_length=64)
+    status: TokenStatus | None = None
+    issued_after: Epoch | None = None
+    issued_before: Epoch | None = None
+    limit: int = Field(100, ge=1, le=500)
+
+
+async def _find_tokens(request: Request, f: TokenSearch) -> dict[str, Any]:
+    """Token metadata, newest first; each subject by ``subject_ref`` and ``country``
+    (``subject_type`` says whether it is a person's or one a client minted for), never
+    in clear. The client id (a machine's name) is shown."""
     t = tokens_table
-    q = select(t).order_by(t.c.iat.desc(), t.c.jti).limit(limit)
-    if subject:
-        q = q.where(t.c.subject == normalise_subject(subject))
-    if client:
-        q = q.where(t.c.client_id == client)
-    if status:
-        q = q.where(t.c.state == status)
-    if issued_after is not None:
-        q = q.where(t.c.iat >= issued_after)
-    if issued_before is not None:
-        q = q.where(t.c.iat < issued_before)
+    q = select(t).order_by(t.c.iat.desc(), t.c.jti).limit(f.limit)
+    if f.subject:
+        q = q.where(t.c.subject == normalise_subject(f.subject))
+    if f.client:
+        q = q.where(t.c.client_id == f.client)
+    if f.status:
+        q = q.where(t.c.state == f.status)
+    if f.issued_after is not None:
+        q = q.where(t.c.iat >= f.issued_after)
+    if f.issued_before is not None:
+        q = q.where(t.c.iat < f.issued_before)
     engine = admin_services(request).services.engine
+    pseudonymise = _pseudonymise(request)
 
     def run() -> list[dict[str, Any]]:
         with engine.connect() as conn:
@@ -199,7 +224,12 @@ async def search_tokens(
                 "jti": r.jti,
                 "kid": r.kid,
                 "token_type": r.token_type,
-                "subject": r.subject,
+                **public_subject(r.subject, pseudonymise),
+                # a session token's subject is the person logged in; any other's is
+                # one the minting client named (the trail's token.issue subject_type)
+                "subject_type": "person"
+                if r.token_type == "session"  # noqa: S105 (a token type, not a secret)
+                else "client_subject",
                 "client_id": r.client_id,
                 "audience": orjson.loads(r.audience),
                 "iat": r.iat,
@@ -211,6 +241,44 @@ async def search_tokens(
         ]
 
     return {"tokens": await asyncio.to_thread(run)}
+
+
+@router.get(
+    "/tokens",
+    openapi_extra=roles(*OPS),
+    description="Search token metadata by subject, client, status and issue time (newest"
+    " first); subjects are shown by pseudonym." + _QUERY_DISCOURAGED.format(path="/admin/tokens"),
+)
+async def search_tokens(
+    request: Request,
+    p: Annotated[Principal, require(*OPS)],
+    subject: str | None = None,
+    client: str | None = None,
+    status: TokenStatus | None = None,
+    issued_after: Annotated[int | None, Query(ge=0, le=EPOCH_MAX)] = None,
+    issued_before: Annotated[int | None, Query(ge=0, le=EPOCH_MAX)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Search token metadata (``?subject=`` discouraged: see ``POST /admin/tokens/search``)."""
+    f = TokenSearch.model_construct(
+        subject=subject,
+        client=client,
+        status=status,
+        issued_after=issued_after,
+        issued_before=issued_before,
+        limit=limit,
+    )
+    return await _find_tokens(request, f)
+
+
+@router.post("/tokens/search", openapi_extra=roles(*OPS))
+async def search_tokens_by_body(
+    body: TokenSearch, request: Request, p: Annotated[Principal, require(*OPS, mutating=False)]
+) -> dict[str, Any]:
+    """``GET /admin/tokens`` with its filters in the body, so that a personal code stays
+    out of URLs (decision 0031). A read: no CSRF token, justification optional; recorded
+    with the person's pseudonym, never the code."""
+    return await _find_tokens(request, body)
 
 
 class RevokeBody(Body):
@@ -299,22 +367,24 @@ async def revoke_subject(
     return await _revoke_subject(request, p, body.subject, body.ban, body.ban_seconds)
 
 
-@router.get("/sessions", openapi_extra=roles(*OPS))
-async def search_sessions(
-    request: Request,
-    p: Annotated[Principal, require(*OPS)],
-    subject: str | None = None,
-    active: bool = True,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> dict[str, Any]:
-    """Search sessions by subject; active ones by default."""
+class SessionSearch(Body):
+    """``POST /admin/sessions/search``: the filters of ``GET /admin/sessions`` in a body."""
+
+    subject: SearchSubject = None
+    active: bool = True
+    limit: int = Field(100, ge=1, le=500)
+
+
+async def _find_sessions(request: Request, f: SessionSearch) -> dict[str, Any]:
+    """Sessions, newest first; the person by ``subject_ref`` and ``country``."""
     s = session_table
-    q = select(s).order_by(s.c.created_at.desc(), s.c.ref).limit(limit)
-    if subject:
-        q = q.where(s.c.subject == normalise_subject(subject))
-    if active:
+    q = select(s).order_by(s.c.created_at.desc(), s.c.ref).limit(f.limit)
+    if f.subject:
+        q = q.where(s.c.subject == normalise_subject(f.subject))
+    if f.active:
         q = q.where(s.c.ended_at.is_(None))
     engine = admin_services(request).services.engine
+    pseudonymise = _pseudonymise(request)
 
     def run() -> list[dict[str, Any]]:
         with engine.connect() as conn:
@@ -322,7 +392,7 @@ async def search_sessions(
         return [
             {
                 "ref": r.ref,
-                "subject": r.subject,
+                **public_subject(r.subject, pseudonymise),
                 "method": r.method,
                 "acr": r.acr,
                 "created_at": r.created_at,
@@ -336,6 +406,33 @@ async def search_sessions(
         ]
 
     return {"sessions": await asyncio.to_thread(run)}
+
+
+@router.get(
+    "/sessions",
+    openapi_extra=roles(*OPS),
+    description="Search sessions by subject; active ones by default; people are shown by"
+    " pseudonym." + _QUERY_DISCOURAGED.format(path="/admin/sessions"),
+)
+async def search_sessions(
+    request: Request,
+    p: Annotated[Principal, require(*OPS)],
+    subject: str | None = None,
+    active: bool = True,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Search sessions (``?subject=`` discouraged: see ``POST /admin/sessions/search``)."""
+    f = SessionSearch.model_construct(subject=subject, active=active, limit=limit)
+    return await _find_sessions(request, f)
+
+
+@router.post("/sessions/search", openapi_extra=roles(*OPS))
+async def search_sessions_by_body(
+    body: SessionSearch, request: Request, p: Annotated[Principal, require(*OPS, mutating=False)]
+) -> dict[str, Any]:
+    """``GET /admin/sessions`` with its filters in the body, so that a personal code stays
+    out of URLs (decision 0031). A read, recorded with the person's pseudonym."""
+    return await _find_sessions(request, body)
 
 
 @router.delete("/sessions/{ref}", openapi_extra=roles(*OPS))
@@ -426,12 +523,16 @@ async def bulk_end_sessions(
 # --- allow/deny lists -----------------------------------------------------------------------
 
 
-def _entry(e: Any) -> dict[str, Any]:
+def _entry(e: Any, pseudonymise: Callable[[str], str]) -> dict[str, Any]:
+    """An entry as answers show it: a subject entry by ``subject_ref`` (the trail's
+    ``value_ref`` of its records) and ``country``, without ``value``; the other kinds
+    with their value, an IP network as the administrator typed it (decision 0031)."""
+    shown = public_subject(e.value, pseudonymise) if e.kind == "subject" else {"value": e.value}
     return {
         "id": e.id,
         "list": e.list,
         "kind": e.kind,
-        "value": e.value,
+        **shown,
         "reason": e.reason,
         "created_by": e.created_by,
         "created_at": e.created_at,
@@ -450,7 +551,7 @@ async def list_entries(
     """Allow- and deny-list entries."""
     lists = _tokens(request).lists
     entries = await asyncio.to_thread(lists.entries, list, kind)
-    return {"entries": [_entry(e) for e in entries]}
+    return {"entries": [_entry(e, _pseudonymise(request)) for e in entries]}
 
 
 class NewEntry(Body):
@@ -480,7 +581,7 @@ async def add_entry(
         )
     except AccessListError as exc:
         raise AdminError(str(exc), code="invalid_entry") from None
-    return _entry(e)
+    return _entry(e, _pseudonymise(request))
 
 
 class EntryUpdate(Body):
@@ -510,7 +611,7 @@ async def update_entry(
         )
     except AccessListError as exc:
         raise NotFound(str(exc)) from None
-    return _entry(e)
+    return _entry(e, _pseudonymise(request))
 
 
 @router.delete("/lists/{entry_id}", openapi_extra=roles(*ADMIN))
@@ -543,10 +644,12 @@ async def export_entries(
     p: Annotated[Principal, require(*OPS)],
     format: Literal["csv", "json"] = "json",
 ) -> Response:
-    """Every entry as CSV or JSON (importable again)."""
+    """Every entry as CSV or JSON, a subject entry by ``subject_ref`` and ``country``
+    with an empty ``value``: importable again except those (the privacy officer's
+    ``POST /admin/privacy/lists/export`` has their codes; decision 0031)."""
     entries = await asyncio.to_thread(_tokens(request).lists.entries)
-    media = "text/csv" if format == "csv" else "application/json"
-    return Response(export_lists(entries, format), media_type=media)
+    data = export_lists(entries, format, pseudonymise=_pseudonymise(request))
+    return Response(data, media_type=EXPORT_MEDIA[format])
 
 
 _IMPORT_ENTRY = {

@@ -4,20 +4,23 @@ needs a justification and, with a session cookie, the CSRF token):
 - ``POST /admin/privacy/erasures``: erase a person by crypto-shredding (GDPR art. 17);
 - ``POST /admin/privacy/re-identify``: decrypt the personal data of named events;
 - ``POST /admin/privacy/pseudonyms``: a person's pseudonym under every pseudonymisation
-  key, current and retired (to follow them across a rotation, decision 0028).
+  key, current and retired (to follow them across a rotation, decision 0028);
+- ``POST /admin/privacy/lists/export``: the allow/deny-lists with personal codes in
+  clear, to import into another instance (decision 0031).
 
 Each is recorded before it acts or answers (``audit.erasure``, ``audit.access`` with
-action ``re-identify`` or ``pseudonymise``): if the trail cannot record, the answer is 503
-and nothing was deleted or revealed. See :mod:`kroonika.admin._privacy` and decision 0012.
+action ``re-identify``, ``pseudonymise`` or ``export``): if the trail cannot record, the
+answer is 503 and nothing was deleted or revealed. See :mod:`kroonika.admin._privacy`
+and decision 0012.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
 from kroonika.admin._auth import (
@@ -29,6 +32,7 @@ from kroonika.admin._auth import (
     require,
     source_of,
 )
+from kroonika.admin._bulk import EXPORT_MEDIA, export_lists
 from kroonika.admin._errors import AdminError, RequestInvalid
 from kroonika.admin._privacy import (
     REVEAL_MAX,
@@ -45,8 +49,9 @@ from kroonika.admin._privacy import (
     reidentify_event,
     reveal_refs,
 )
-from kroonika.admin.routes import Body, _sctx, _tctx
-from kroonika.audit import AuditEvent, AuditUnavailable, SqlAuditStore
+from kroonika.admin.routes import Body, _sctx, _tctx, _tokens
+from kroonika.audit import AuditEvent, AuditUnavailable, SqlAuditStore, Target
+from kroonika.audit import events as ev
 
 PRIVACY = ("privacy",)
 #: What a deletion that cannot complete raises (a database or the audit store down).
@@ -231,3 +236,47 @@ async def pseudonyms(
     return {
         "pseudonyms": [{"pseudonym": n, "key": k} for n, k in eraser.standing(person)],
     }
+
+
+class ClearListExport(Body):
+    format: Literal["csv", "json"] = "json"
+    justification: str | None = None
+
+
+@router.post(
+    "/lists/export",
+    openapi_extra=X_ROLES,
+    response_model=None,
+    responses={
+        200: {
+            "description": "Every entry, personal codes in clear",
+            "content": {"application/json": {}, "text/csv": {}},
+        }
+    },
+)
+async def export_lists_in_clear(
+    request: Request, p: Annotated[Principal, require(*PRIVACY)], body: ClearListExport
+) -> Response:
+    """Every allow/deny-list entry with the personal codes of subject entries in clear,
+    the file ``POST /admin/lists/import`` takes whole (``GET /admin/lists/export`` names
+    people by pseudonym). An un-anonymised export: the privacy role and a justification;
+    the ``audit.access`` record (action ``export``: format, entries, how many name a
+    person, never a code) is stored before the answer (decision 0031)."""
+    entries = await asyncio.to_thread(_tokens(request).lists.entries)
+    people = sum(1 for e in entries if e.kind == "subject")
+    await admin_services(request).services.audit.trail.emit(
+        ev.audit_access(
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("access_list", "export"),
+            correlation=correlation_of(request),
+            action="export",
+            query=f"access lists, subjects in clear: {people}",
+            format=body.format,
+            returned=len(entries),
+            result="ok",
+            interface="api",
+            justification=request.state.admin_call.justification,
+        )
+    )
+    return Response(export_lists(entries, body.format), media_type=EXPORT_MEDIA[body.format])
