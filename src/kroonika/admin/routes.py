@@ -186,6 +186,19 @@ def _pseudonymise(request: Request) -> Callable[[str], str]:
     return admin_services(request).fingerprinter.pseudonym
 
 
+async def _select(
+    request: Request, q: Any, shown: Callable[[Any], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of ``q`` from the business database (off the event loop), as ``shown``."""
+    engine = admin_services(request).services.engine
+
+    def run() -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            return [shown(r) for r in conn.execute(q).all()]
+
+    return await asyncio.to_thread(run)
+
+
 class TokenSearch(Body):
     """``POST /admin/tokens/search``: the filters of ``GET /admin/tokens`` in a body."""
 
@@ -213,34 +226,28 @@ async def _find_tokens(request: Request, f: TokenSearch) -> dict[str, Any]:
         q = q.where(t.c.iat >= f.issued_after)
     if f.issued_before is not None:
         q = q.where(t.c.iat < f.issued_before)
-    engine = admin_services(request).services.engine
     pseudonymise = _pseudonymise(request)
 
-    def run() -> list[dict[str, Any]]:
-        with engine.connect() as conn:
-            rows = conn.execute(q).all()
-        return [
-            {
-                "jti": r.jti,
-                "kid": r.kid,
-                "token_type": r.token_type,
-                **public_subject(r.subject, pseudonymise),
-                # a session token's subject is the person logged in; any other's is
-                # one the minting client named (the trail's token.issue subject_type)
-                "subject_type": "person"
-                if r.token_type == "session"  # noqa: S105 (a token type, not a secret)
-                else "client_subject",
-                "client_id": r.client_id,
-                "audience": orjson.loads(r.audience),
-                "iat": r.iat,
-                "exp": r.exp,
-                "state": r.state,
-                "changed_by": r.changed_by,
-            }
-            for r in rows
-        ]
+    def shown(r: Any) -> dict[str, Any]:
+        return {
+            "jti": r.jti,
+            "kid": r.kid,
+            "token_type": r.token_type,
+            **public_subject(r.subject, pseudonymise),
+            # a session token's subject is the person logged in; any other's is
+            # one the minting client named (the trail's token.issue subject_type)
+            "subject_type": "person"
+            if r.token_type == "session"  # noqa: S105 (a token type, not a secret)
+            else "client_subject",
+            "client_id": r.client_id,
+            "audience": orjson.loads(r.audience),
+            "iat": r.iat,
+            "exp": r.exp,
+            "state": r.state,
+            "changed_by": r.changed_by,
+        }
 
-    return {"tokens": await asyncio.to_thread(run)}
+    return {"tokens": await _select(request, q, shown)}
 
 
 @router.get(
@@ -383,29 +390,23 @@ async def _find_sessions(request: Request, f: SessionSearch) -> dict[str, Any]:
         q = q.where(s.c.subject == normalise_subject(f.subject))
     if f.active:
         q = q.where(s.c.ended_at.is_(None))
-    engine = admin_services(request).services.engine
     pseudonymise = _pseudonymise(request)
 
-    def run() -> list[dict[str, Any]]:
-        with engine.connect() as conn:
-            rows = conn.execute(q).all()
-        return [
-            {
-                "ref": r.ref,
-                **public_subject(r.subject, pseudonymise),
-                "method": r.method,
-                "acr": r.acr,
-                "created_at": r.created_at,
-                "last_seen_at": r.last_seen_at,
-                "idle_expires_at": r.idle_expires_at,
-                "absolute_expires_at": r.absolute_expires_at,
-                "ended_at": r.ended_at,
-                "end_reason": r.end_reason,
-            }
-            for r in rows
-        ]
+    def shown(r: Any) -> dict[str, Any]:
+        return {
+            "ref": r.ref,
+            **public_subject(r.subject, pseudonymise),
+            "method": r.method,
+            "acr": r.acr,
+            "created_at": r.created_at,
+            "last_seen_at": r.last_seen_at,
+            "idle_expires_at": r.idle_expires_at,
+            "absolute_expires_at": r.absolute_expires_at,
+            "ended_at": r.ended_at,
+            "end_reason": r.end_reason,
+        }
 
-    return {"sessions": await asyncio.to_thread(run)}
+    return {"sessions": await _select(request, q, shown)}
 
 
 @router.get(
