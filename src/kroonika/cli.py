@@ -26,6 +26,7 @@ from kroonika.audit import (
     AuditError,
     PublicKeys,
     Query,
+    QueryInvalid,
     SqlAuditStore,
     StoreError,
     events,
@@ -398,7 +399,7 @@ def _query(
     end = _time_option("--to", to, end=True)
     if start is not None and end is not None and start > end:
         raise _fail(f"--from {_shown(from_)} is after --to {_shown(to)}")
-    return Query(
+    query = Query(
         from_time=start,
         to_time=end,
         types=tuple(types or ()),
@@ -409,6 +410,11 @@ def _query(
         ip_prefix=_ip_option(ip),
         stream=stream,
     )
+    try:  # a value no event can have: refused before the trail is read (decision 0027)
+        query.check()
+    except QueryInvalid as exc:
+        raise _fail(f"--{exc}") from None
+    return query
 
 
 def _time_option(name: str, value: str | None, *, end: bool) -> str | None:

@@ -250,6 +250,29 @@ def test_invalid_ip_is_a_usage_error(cli: Cli, ip: str) -> None:
     cli.usage_error("audit", "export", "--ip", ip)
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--type", "auth.logon"),
+        ("--type", "x" * 5000),
+        ("--type", "auth.login\nerror: forged\x1b[2J"),
+        ("--category", "authn"),
+        ("--outcome", "failed"),
+    ],
+)
+@pytest.mark.parametrize("command", ["query", "export"])
+def test_a_filter_value_no_event_can_have_is_a_usage_error(
+    cli: Cli, command: str, option: str, value: str
+) -> None:
+    """A type, category or outcome outside the catalogue is exit 2 naming the option,
+    shown short and escaped, before the trail is read or the read recorded."""
+    before = len(cli.access_events())
+    err = cli.usage_error("audit", command, option, value)
+    assert option in err
+    assert len(err) < 400
+    assert len(cli.access_events()) == before
+
+
 def test_ip_prefix_still_matches(cli: Cli) -> None:
     """A valid address or prefix filters as before."""
     docs = _records(cli("audit", "query", "-o", "jsonl", "--ip", "0.0.0.0/0"))

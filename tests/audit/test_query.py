@@ -12,9 +12,11 @@ from kroonika.audit import (
     Actor,
     ActorType,
     AuditEvent,
+    Category,
     Correlation,
     Outcome,
     Query,
+    QueryInvalid,
     Source,
     events,
     run_query,
@@ -129,3 +131,52 @@ def test_paging_with_a_cursor_gives_the_same_records(filled: TrailKit) -> None:
         last = orjson.loads(page[-1])
         after = (last["stream"], last["seq"])
     assert pages == full
+
+
+@pytest.mark.parametrize(
+    ("param", "query"),
+    [
+        ("type", Query(types=("auth.login", "auth.logon"))),
+        ("type", Query(types=("au",))),  # a prefix ends at a dot
+        ("type", Query(types=("auth.",))),
+        ("type", Query(types=("AUTH.LOGIN",))),
+        ("type", Query(types=("",))),
+        ("category", Query(categories=("authentication", "authn"))),
+        ("outcome", Query(outcome="failed")),
+    ],
+)
+def test_a_filter_value_no_event_can_have_is_refused(param: str, query: Query) -> None:
+    """A type, category or outcome outside the catalogue is an error naming the filter,
+    not a scan of the whole trail that finds nothing."""
+    with pytest.raises(QueryInvalid) as caught:
+        query.check()
+    assert caught.value.param == param
+    assert str(caught.value).startswith(f"{param} '")
+    assert caught.value.without_value.startswith(f"{param}: value ")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        Query(),
+        Query(types=("auth.login", "auth", "auth.flow", "token.revoke", "audit")),
+        Query(categories=tuple(c.value for c in Category)),
+        Query(outcome="success"),
+        Query(outcome="unknown", actor="anything", correlation="anything", stream="any"),
+    ],
+)
+def test_catalogue_types_prefixes_categories_and_outcomes_pass(query: Query) -> None:
+    """Every catalogue type, each prefix of one that ends at a dot, every category and
+    outcome is a valid filter; free-text filters are not checked."""
+    query.check()
+
+
+def test_a_refused_value_is_shown_short_and_without_controls() -> None:
+    """The message shows a long or hostile value cut short, its controls escaped."""
+    with pytest.raises(QueryInvalid) as caught:
+        Query(types=("x\x1b[2J\nforged" + "y" * 5000,)).check()
+    message = str(caught.value)
+    assert len(message) < 400
+    assert message.isprintable()
+    assert "\\x1b" in message
+    assert "forged" not in caught.value.without_value

@@ -520,6 +520,9 @@ def error_response(request: Request, exc: AdminError) -> JSONResponse:
     errors = getattr(exc, "errors", None)
     if errors:
         body["errors"] = errors
+    fields = getattr(exc, "fields", None)
+    if fields:
+        body["fields"] = fields
     run = getattr(exc, "run", None)
     if run:
         body["run"] = run

@@ -5,7 +5,8 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── Forbidden              403: authenticated, but the role does not allow it
 ├── JustificationMissing   400: a mutating call without a valid justification
 ├── ConfigInvalid          422: a runtime configuration change that does not validate
-├── RequestInvalid         422: a request that names nothing it can act on (privacy tools)
+├── RequestInvalid         422: a request that names nothing it can act on (privacy tools,
+│                          a search filter value no event can have)
 ├── RoleChangeRefused      409: separation of duties (self-grant, same approver, ...)
 ├── ChangeConflict         409: an approved change whose keys changed since it was asked
 ├── JobAlreadyRunning      409: the job runs here or on another instance, or this slot ran
@@ -17,6 +18,7 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -51,8 +53,14 @@ class ConfigInvalid(AdminError):
 
 
 class RequestInvalid(AdminError):
+    """``fields`` says where, as a malformed request's 422 does (``query.type``)."""
+
     status = 422
     code = "invalid_request"
+
+    def __init__(self, message: str, *, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.fields = list(fields)
 
 
 class RoleChangeRefused(AdminError):

@@ -16,6 +16,7 @@ from kroonika.audit._errors import (
     AuditUnavailable,
     EventFiltered,
     EventRejected,
+    QueryInvalid,
     StoreError,
     UndeclaredField,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "Pipeline",
     "PublicKeys",
     "Query",
+    "QueryInvalid",
     "Report",
     "SealedEvent",
     "Severity",

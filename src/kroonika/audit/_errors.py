@@ -6,6 +6,7 @@
     │   └── UndeclaredField     a ``details`` field the catalogue does not declare
     ├── EventFiltered           a deliberate drop by the level/category filter (counted)
     ├── StoreError              the store is malformed, read-only or unreachable for reads
+    ├── QueryInvalid            a query filter asks for a value no event can have
     └── KeyError_               signing or subject keys missing or unusable
 
 Integrity failures found by the verifier are not exceptions: they are findings in
@@ -40,6 +41,17 @@ class EventFiltered(AuditError):
 
 class StoreError(AuditError):
     """The audit store could not be read or is not an audit store."""
+
+
+class QueryInvalid(AuditError, ValueError):
+    """A query filter (``param``: type, category, outcome) names a value that no event
+    can have. The message shows the value (``shown``: quoted, cut short, controls
+    escaped); :attr:`without_value` says the same without it."""
+
+    def __init__(self, param: str, shown: str, expected: str, position: int) -> None:
+        super().__init__(f"{param} {shown} is not {expected}")
+        self.param = param
+        self.without_value = f"{param}: value {position} is not {expected}"
 
 
 class AuditKeyError(AuditError):

@@ -17,6 +17,10 @@ from typing import Any, Final
 
 import orjson
 
+from kroonika.audit._errors import QueryInvalid
+from kroonika.audit._model import Category, Outcome
+from kroonika.audit.catalogue import CATALOGUE
+from kroonika.audit.formats._text import escape_unprintable
 from kroonika.audit.store._types import AuditStore
 
 _RFC3339: Final = re.compile(
@@ -26,6 +30,19 @@ _RFC3339: Final = re.compile(
     re.ASCII,
 )
 _MICRO: Final = timedelta(microseconds=1)
+#: what ``types`` may name: a catalogue type or a prefix of one that ends at a dot
+#: (``auth``, ``auth.flow``); types are never renamed, so every stored type is here
+_TYPE_FILTERS: Final = frozenset(
+    t.rsplit(".", n)[0] for t in CATALOGUE for n in range(t.count(".") + 1)
+)
+_TYPE_EXPECTED: Final = (
+    "an event type of the catalogue or a prefix of one (such as auth.login or auth; areas: "
+    + ", ".join(sorted({t.split(".", 1)[0] for t in CATALOGUE}))
+    + ")"
+)
+_CATEGORIES: Final = frozenset(c.value for c in Category)
+_OUTCOMES: Final = frozenset(o.value for o in Outcome)
+_SHOWN_MAX: Final = 40
 
 
 def time_bound(value: str, *, end: bool = False) -> str:
@@ -101,6 +118,20 @@ class Query:
                 parts.append(f"{f.name}={value}")
         return " ".join(parts) or "all"
 
+    def check(self) -> None:
+        """Raise :class:`QueryInvalid` naming the filter if ``types``, ``categories`` or
+        ``outcome`` asks for a value no event can have (it would read the whole trail to
+        find nothing). Free-text filters (actor, correlation, stream) are not checked."""
+        outcomes = () if self.outcome is None else (self.outcome,)
+        for param, values, allowed, expected in (
+            ("type", self.types, _TYPE_FILTERS, _TYPE_EXPECTED),
+            ("category", self.categories, _CATEGORIES, _one_of(_CATEGORIES)),
+            ("outcome", outcomes, _OUTCOMES, _one_of(_OUTCOMES)),
+        ):
+            for position, value in enumerate(values, 1):
+                if value not in allowed:
+                    raise QueryInvalid(param, _shown(value), expected, position)
+
     def needles(self) -> list[tuple[bytes, ...]]:
         """Byte strings that a matching record's canonical JSON must contain: one of
         each tuple. The canonical form has no spaces and escapes strings exactly as
@@ -153,6 +184,17 @@ class Query:
             except ValueError:
                 return False
         return True
+
+
+def _one_of(values: frozenset[str]) -> str:
+    return "one of " + ", ".join(sorted(values))
+
+
+def _shown(value: str) -> str:
+    """A refused value for a message: quoted, cut short, controls escaped."""
+    cut = value[:_SHOWN_MAX]
+    more = f"… ({len(value)} characters)" if len(value) > _SHOWN_MAX else ""
+    return "'" + escape_unprintable(cut, lambda ch: ascii(ch)[1:-1]) + "'" + more
 
 
 def run_query(store: AuditStore, query: Query, *, limit: int | None = None) -> Iterator[bytes]:

@@ -27,8 +27,8 @@ from kroonika.admin._auth import (
     require,
     source_of,
 )
-from kroonika.admin._errors import AdminError, NotFound
-from kroonika.audit import Outcome, SqlAuditStore, Target, run_query
+from kroonika.admin._errors import AdminError, NotFound, RequestInvalid
+from kroonika.audit import Outcome, QueryInvalid, SqlAuditStore, Target, run_query
 from kroonika.audit import Query as AuditQuery
 from kroonika.audit import events as ev
 from kroonika.audit.integrity import inclusion_proof, leaf_hash
@@ -149,6 +149,11 @@ async def search_events(
     )
     if q.from_time and q.to_time and q.from_time > q.to_time:
         raise AdminError("from is after to", code="invalid_request")
+    try:  # a value no event can have: refused before the trail is read (decision 0027)
+        q.check()
+    except QueryInvalid as exc:
+        # the answer names the parameter, never the value (as every refusal, decision 0024)
+        raise RequestInvalid(exc.without_value, fields=[f"query.{exc.param}"]) from None
     store = await asyncio.to_thread(_open, request)
     if format == "json":
         try:

@@ -1,0 +1,146 @@
+"""The auditor's read API against its CLI: filters that no event can match are refused
+before the trail is read, and ``POST /audit/verify`` reports what ``kroonika audit
+verify`` reports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from admin_harness import AdminStack, admin_stack
+from sqlalchemy import text
+
+from kroonika.audit import Actor, ActorType, SqlAuditStore, events
+from kroonika.audit.store._types import decode_records, encode_records
+from kroonika.auditing import build_audit
+from kroonika.web import routes_audit
+
+KROONIKA = str(Path(sys.executable).parent / "kroonika")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
+    with admin_stack(Path(tmp_path_factory.mktemp("audit-read"))) as s:
+        yield s
+
+
+@pytest.mark.parametrize(
+    ("param", "params"),
+    [
+        ("type", {"type": "auth.logon"}),
+        ("type", {"type": ["auth.login", "x" * 5000]}),
+        ("type", {"type": "au", "format": "jsonl"}),
+        ("category", {"category": "authn"}),
+        ("outcome", {"outcome": "failed"}),
+    ],
+)
+def test_a_filter_value_no_event_can_have_is_a_422_before_any_read(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch, param: str, params: dict[str, Any]
+) -> None:
+    """An unknown type, category or outcome: 422 invalid_request naming the parameter (not
+    the value: a refusal never carries the input); the store is not opened; the call is an
+    admin.request with status 422 and no audit.access (nothing was read)."""
+
+    def no_read(request: object) -> None:
+        raise AssertionError("the store was opened")
+
+    monkeypatch.setattr(routes_audit, "_open", no_read)
+    r = stack.call("GET", "/audit/events", role="auditor", params=params)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"] == "invalid_request"
+    assert body["fields"] == [f"query.{param}"]
+    assert body["detail"].startswith(f"{param}: value ")
+    assert "'" not in body["detail"]  # the quoted value of the CLI's message is not here
+    assert "x" * 50 not in body["detail"]
+    rid = r.headers["x-request-id"]
+    (req,) = stack.events(types=("admin.request",), correlation=rid)
+    assert req["details"]["status"] == 422
+    assert stack.events(types=("audit.access",), correlation=rid) == []
+
+
+def test_catalogue_values_still_search(stack: AdminStack) -> None:
+    """A catalogue type, a prefix of one, a category and an outcome are searched as before."""
+    assert stack.call("GET", "/audit/checkpoints", role="auditor").status_code == 200
+    params = {"type": ["admin", "auth.login"], "category": "admin", "outcome": "success"}
+    r = stack.call("GET", "/audit/events", role="auditor", params=params)
+    assert r.status_code == 200, r.text
+    assert r.json()["events"]
+    assert {e["type"] for e in r.json()["events"]} == {"admin.request"}
+
+
+def _many_blocks(stack: AdminStack, url: str) -> None:
+    """A store of its own with 80 blocks (the parallel verifier's size), signed with the
+    service's keys."""
+    settings = stack.stack.settings.model_copy(update={"audit_store_url": url})
+    comps = build_audit(settings, stream="tampered")
+    try:
+        for _ in range(80):
+            comps.trail.emit_many_sync([events.auth_login(actor=Actor(ActorType.USER))] * 4)
+    finally:
+        comps.store.close()
+
+
+def _edit_record(url: str, seq: int) -> None:
+    """What someone with write access to the database can do: triggers dropped, one
+    record's outcome changed."""
+    store = SqlAuditStore(url)
+    try:
+        with store.engine.begin() as conn:
+            for name in ("audit_blocks_no_update", "audit_blocks_no_delete"):
+                conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+            row = conn.execute(
+                text("SELECT id, data FROM audit_blocks WHERE first_seq <= :q AND last_seq >= :q"),
+                {"q": seq},
+            ).one()
+            records = []
+            for body in decode_records(bytes(row.data)):
+                doc = orjson.loads(body)
+                if doc["seq"] == seq:
+                    doc["outcome"] = "failure"
+                    body = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+                records.append(body)
+            conn.execute(
+                text("UPDATE audit_blocks SET data = :d WHERE id = :i"),
+                {"d": encode_records(records), "i": row.id},
+            )
+    finally:
+        store.close()
+
+
+def test_api_and_cli_verify_report_the_same_damage(stack: AdminStack, tmp_path: Path) -> None:
+    """On a tampered store of 80 blocks, the API (verifying in a worker thread of the
+    server) and the CLI (a process of its own) give the same report: damaged, the record
+    named as modified, the same counts and roots."""
+    url = f"sqlite:///{tmp_path / 'tampered.db'}"
+    _many_blocks(stack, url)
+    _edit_record(url, 150)
+    keys = tmp_path / "public-keys.json"
+    keys.write_bytes(stack.stack.services.audit.keyring.public_keys().to_json())
+    settings = stack.stack.settings
+    own = settings.audit_store_url
+    settings.audit_store_url = url  # what the read API opens; the writer keeps its store
+    try:
+        api = stack.call("POST", "/audit/verify", role="auditor", why=None)
+    finally:
+        settings.audit_store_url = own
+    assert api.status_code == 200, api.text
+    cli = subprocess.run(
+        [KROONIKA, "audit", "verify", "--json", "--store", url, "--keys", str(keys)],
+        env={**os.environ, "KROONIKA_VAR_DIR": str(tmp_path / "cli-var")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.returncode == 1, cli.stderr
+    report = orjson.loads(cli.stdout)
+    assert api.json() == report
+    assert report["intact"] is False
+    assert (report["findings"][0]["kind"], report["findings"][0]["seq"]) == ("modified", 150)
+    assert report["streams"][0]["blocks"] == 80
