@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -11,6 +13,9 @@ from tamper import block_holding, disable_guards, rewrite_records
 from test_verify_tamper import fill
 
 from kroonika.audit import verify_store
+from kroonika.audit.verify import _process_pool
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -61,3 +66,26 @@ def test_parallel_run_falls_back_and_names_the_damage(many_blocks: TrailKit) -> 
     assert parallel == _summary(many_blocks, workers=1)
     assert parallel[0] is False
     assert parallel[1][0] == ("modified", 300)
+
+
+def _in_thread(run: Callable[[], T]) -> T:
+    """``run()`` in a worker thread beside the main one, as a server calls the verifier."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+def test_a_run_beside_other_threads_forks_from_a_fork_server(many_blocks: TrailKit) -> None:
+    """Beside other threads (a server's worker thread) the workers are not forked from
+    this process (its other threads may hold locks) nor spawned as fresh interpreters that
+    import the package again for every worker of every run (seconds each), but forked
+    from a fork server that has imported the verifier once; the report is the same."""
+
+    def start_method() -> str:
+        with _process_pool(1) as pool:
+            return pool._mp_context.get_start_method()
+
+    assert start_method() == "fork"
+    assert _in_thread(start_method) == "forkserver"
+    threaded = _in_thread(lambda: _summary(many_blocks, workers=2))
+    assert threaded == _summary(many_blocks, workers=1)
+    assert threaded[0] is True

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -1014,10 +1015,24 @@ def _finish_stream(
 
 
 def _process_pool(n_workers: int) -> ProcessPoolExecutor:
-    """Fork when this process has no other threads (fast, and safe then); otherwise
-    spawn fresh interpreters."""
-    method = "fork" if threading.active_count() == 1 else "spawn"
-    return ProcessPoolExecutor(n_workers, mp_context=get_context(method))
+    """Fork when this process has no other threads (fast, and safe then).
+
+    Beside other threads (a server verifying in a worker thread: ``POST /audit/verify``)
+    forking could copy a lock that another thread holds, and spawning starts a fresh
+    interpreter per worker on every run that imports the package and the caller's
+    ``__main__`` again (seconds per worker: the API took 5-7 s where the CLI took about
+    1 s). The workers are forked from a fork server instead: one single-threaded process,
+    started on the first run, that has imported the modules of this package that the
+    caller had loaded (so that a worker importing ``__main__``, e.g. the ``kroonika``
+    console script, finds them loaded). Later runs start their workers at fork speed.
+    """
+    if threading.active_count() == 1:
+        return ProcessPoolExecutor(n_workers, mp_context=get_context("fork"))
+    context = get_context("forkserver")
+    package = __name__.split(".", 1)[0]
+    loaded = sorted(m for m in list(sys.modules) if m.split(".", 1)[0] == package)
+    context.set_forkserver_preload(loaded)  # takes effect when the server starts
+    return ProcessPoolExecutor(n_workers, mp_context=context)
 
 
 @dataclass(frozen=True, slots=True)
