@@ -104,3 +104,30 @@ def test_follow_sees_commits_made_after_it_opened(tmp_path: Path) -> None:
     assert _count(reader) == 5
     reader.close()
     kit.store.close()
+
+
+def test_a_path_that_cannot_be_looked_at_is_a_store_error(tmp_path: Path) -> None:
+    """A store whose path the system refuses to look up (here a name too long for the
+    file system; a directory that may not be searched is the same) is a StoreError,
+    which callers report as the store being unavailable, not an unexpected OSError."""
+    with pytest.raises(StoreError, match="cannot open the audit store"):
+        SqlAuditStore(str(tmp_path / ("x" * 300) / "audit.db"), read_only=True)
+
+
+def test_a_copy_that_cannot_be_made_is_a_store_error_and_leaves_no_scratch(
+    live_copy: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The private copy of a WAL store cannot be made (its files unreadable, the disk
+    full): a StoreError, and the half-made scratch directory is removed."""
+    (live_copy / "audit.db-shm").unlink()
+    scratch_root = tmp_path / "scratch"
+    scratch_root.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch_root))
+
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(shutil, "copyfile", refuse)
+    with pytest.raises(StoreError, match="Permission denied"):
+        SqlAuditStore(str(live_copy / "audit.db"), read_only=True)
+    assert list(scratch_root.iterdir()) == []

@@ -54,6 +54,41 @@ def test_a_store_that_is_not_a_database_is_503(tmp_path: Path, method: str, path
         assert (req["details"]["status"], req["reason"]) == (503, "http_503")
 
 
+@pytest.mark.parametrize("why", ["name too long", "permission denied"])
+def test_a_store_path_that_cannot_be_looked_at_is_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    """The store's file cannot even be looked at (a directory on its path the service
+    may not search; a name too long for the file system): each audit read answers 503
+    audit_unavailable, not 500, and its admin.request records the 503."""
+    with admin_stack(tmp_path) as stack:
+        settings = stack.stack.settings
+        own = settings.audit_store_url
+        if why == "name too long":
+            settings.audit_store_url = f"sqlite:///{tmp_path / ('x' * 300) / 'audit.db'}"
+        else:
+            hidden = tmp_path / "hidden"
+            hidden.mkdir()
+            (hidden / "audit.db").write_bytes(b"")
+            settings.audit_store_url = f"sqlite:///{hidden / 'audit.db'}"
+            stat = Path.stat
+
+            def refuse(self: Path, **kw: bool) -> os.stat_result:
+                if self.is_relative_to(hidden):  # EACCES, as a directory mode 0700 of another user
+                    raise PermissionError(13, "Permission denied", str(self))
+                return stat(self, **kw)
+
+            monkeypatch.setattr(Path, "stat", refuse)
+        try:
+            rids = [_assert_unavailable(stack, method, path) for method, path in READS]
+        finally:
+            settings.audit_store_url = own
+            monkeypatch.undo()
+        for rid in rids:
+            (req,) = stack.events(types=("admin.request",), correlation=rid)
+            assert (req["details"]["status"], req["reason"]) == (503, "http_503")
+
+
 @pytest.mark.postgres
 def test_a_postgres_store_refusing_connections_is_503_then_recovers(
     tmp_path: Path, fresh_postgres_url: str

@@ -131,9 +131,14 @@ class SqlAuditStore:
                 raise StoreError("an SQLite audit store URL names a file: sqlite:///path")
             path = _sqlite_path(self.url)
             if read_only:
-                if not Path(path).is_file():
-                    raise StoreError(f"no audit store at {path}")
-                path, self._scratch = _read_only_path(path, follow=follow)
+                try:
+                    if not Path(path).is_file():
+                        raise StoreError(f"no audit store at {path}")
+                    path, self._scratch = _read_only_path(path, follow=follow)
+                except OSError as exc:  # a directory that may not be searched, a copy that fails
+                    raise StoreError(
+                        f"cannot open the audit store {path}: {exc.strerror or exc}"
+                    ) from exc
                 uri = _read_only_uri(path, follow=follow)
                 self.engine = create_engine(
                     "sqlite://",
@@ -596,8 +601,12 @@ def _read_only_path(path: str, *, follow: bool) -> tuple[str, Path | None]:
         return path, None
     scratch = Path(tempfile.mkdtemp(prefix="kroonika-evidence-"))
     copy = scratch / "audit.db"
-    shutil.copyfile(path, copy)
-    shutil.copyfile(wal, f"{copy}-wal")
+    try:
+        shutil.copyfile(path, copy)
+        shutil.copyfile(wal, f"{copy}-wal")
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     return str(copy), scratch
 
 
