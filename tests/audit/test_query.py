@@ -162,7 +162,7 @@ def test_a_filter_value_no_event_can_have_is_refused(param: str, query: Query) -
         Query(types=("auth.login", "auth", "auth.flow", "token.revoke", "audit")),
         Query(categories=tuple(c.value for c in Category)),
         Query(outcome="success"),
-        Query(outcome="unknown", actor="anything", correlation="anything", stream="any"),
+        Query(outcome="unknown", actors=("anything",), correlation="anything", stream="any"),
     ],
 )
 def test_catalogue_types_prefixes_categories_and_outcomes_pass(query: Query) -> None:
