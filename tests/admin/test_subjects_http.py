@@ -330,3 +330,43 @@ def test_a_clear_export_the_trail_cannot_record_is_not_given(
         _answer(r)
     finally:
         stack.call("DELETE", f"{LISTS}/{subject['id']}")
+
+
+def test_a_status_check_takes_the_code_in_a_body(stack: AdminStack) -> None:
+    """POST /admin/lists/status answers what GET /admin/lists/status?subject= answers,
+    with the code in the body: the call's record holds the pseudonym, never the code,
+    and neither does the answer."""
+    added = _add(stack, "subject", LISTED)
+    try:
+        by_query = stack.call(
+            "GET", LISTS + "/status", role="security", params={"subject": LISTED}
+        ).json()
+        assert by_query["allowed"] is False
+        for typed in (LISTED, "EE" + LISTED):
+            r = stack.call(
+                "POST", LISTS + "/status", role="security", why=None, json={"subject": typed}
+            )
+            assert r.status_code == 200, r.text
+            _answer(r)
+            assert r.json() == by_query
+            call = _call_record(stack, r)
+            _no_code(orjson.dumps(call).decode(), "admin.request")
+            assert _pseudonym(stack, LISTED) in orjson.dumps(call["details"]["params"]).decode()
+        other = stack.call("POST", LISTS + "/status", json={"subject": PERSON}).json()
+        assert other["allowed"] is True
+        ip = stack.call("POST", LISTS + "/status", json={"ip": "192.0.2.1"})
+        assert ip.status_code == 200, ip.text
+    finally:
+        stack.call("DELETE", f"{LISTS}/{added['id']}")
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"subject": "x"}, {"subject": "EE3800108\x005718"}, {"ip": "not-an-ip"}]
+)
+def test_a_malformed_status_check_is_refused_without_echo(
+    stack: AdminStack, body: dict[str, str]
+) -> None:
+    r = stack.call("POST", LISTS + "/status", json=body)
+    assert r.status_code in (400, 422), r.text
+    for value in body.values():
+        assert value not in r.text

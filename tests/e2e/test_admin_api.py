@@ -49,6 +49,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/admin/lists/export", None, SEC),
     ("POST", "/admin/lists/import?format=json", None, A),
     ("GET", "/admin/lists/status?ip=192.0.2.1", None, SEC),
+    ("POST", "/admin/lists/status", {"ip": "192.0.2.1"}, SEC),
     ("GET", "/admin/clients", None, A),
     ("POST", "/admin/clients", {"name": "svc"}, A),
     ("PATCH", "/admin/clients/none", {"name": "x"}, A),

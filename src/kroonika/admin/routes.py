@@ -178,7 +178,7 @@ SearchSubject = Annotated[str | None, Field(None, min_length=3, max_length=80)]
 #: Why the query form is kept; its docs say to prefer the body (decision 0031).
 _QUERY_DISCOURAGED = (
     " ``?subject=`` puts a personal code in the URL, which access logs and proxies keep:"
-    " prefer ``POST {path}/search`` with the code in the body (decision 0031)."
+    " prefer ``POST {path}`` with the code in the body (decision 0031)."
 )
 
 
@@ -254,7 +254,8 @@ async def _find_tokens(request: Request, f: TokenSearch) -> dict[str, Any]:
     "/tokens",
     openapi_extra=roles(*OPS),
     description="Search token metadata by subject, client, status and issue time (newest"
-    " first); subjects are shown by pseudonym." + _QUERY_DISCOURAGED.format(path="/admin/tokens"),
+    " first); subjects are shown by pseudonym."
+    + _QUERY_DISCOURAGED.format(path="/admin/tokens/search"),
 )
 async def search_tokens(
     request: Request,
@@ -413,7 +414,7 @@ async def _find_sessions(request: Request, f: SessionSearch) -> dict[str, Any]:
     "/sessions",
     openapi_extra=roles(*OPS),
     description="Search sessions by subject; active ones by default; people are shown by"
-    " pseudonym." + _QUERY_DISCOURAGED.format(path="/admin/sessions"),
+    " pseudonym." + _QUERY_DISCOURAGED.format(path="/admin/sessions/search"),
 )
 async def search_sessions(
     request: Request,
@@ -730,7 +731,44 @@ async def import_entries(
     return JSONResponse(result, status_code=200)
 
 
-@router.get("/lists/status", openapi_extra=roles(*OPS))
+class StatusCheck(Body):
+    """``POST /admin/lists/status``: what ``GET /admin/lists/status`` takes, in a body."""
+
+    subject: SearchSubject = None
+    jti: str | None = Field(None, min_length=1, max_length=128)
+    ip: str | None = Field(None, min_length=2, max_length=64)
+    client: str | None = Field(None, min_length=1, max_length=64)
+
+
+async def _list_status(request: Request, f: StatusCheck) -> dict[str, Any]:
+    """Would this subject / token / IP / client be allowed now, and by which entry?"""
+    if not (f.subject or f.jti or f.ip or f.client):
+        raise AdminError("name a subject, jti, ip or client", code="invalid_request")
+    if f.ip is not None:
+        try:
+            ipaddress.ip_address(f.ip)
+        except ValueError:
+            raise AdminError("ip is not an IP address", code="invalid_request") from None
+    lists = _tokens(request).lists
+    who = ListSubject(
+        jti=f.jti,
+        subject=normalise_subject(f.subject) if f.subject else None,
+        client=f.client,
+        ip=f.ip,
+    )
+    try:
+        d = await asyncio.to_thread(lists.check, who)
+    except (AccessListError, ValueError) as exc:
+        raise AdminError(str(exc), code="invalid_request") from None
+    return {"allowed": d.allowed, "reason": d.reason, "entry_id": d.entry_id}
+
+
+@router.get(
+    "/lists/status",
+    openapi_extra=roles(*OPS),
+    description="Would this subject / token / IP / client be allowed now, and by which"
+    " entry?" + _QUERY_DISCOURAGED.format(path="/admin/lists/status"),
+)
 async def list_status(
     request: Request,
     p: Annotated[Principal, require(*OPS)],
@@ -739,23 +777,20 @@ async def list_status(
     ip: str | None = None,
     client: str | None = None,
 ) -> dict[str, Any]:
-    """Would this subject / token / IP / client be allowed now, and by which entry?"""
-    if not (subject or jti or ip or client):
-        raise AdminError("name a subject, jti, ip or client", code="invalid_request")
-    if ip is not None:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            raise AdminError("ip is not an IP address", code="invalid_request") from None
-    lists = _tokens(request).lists
-    who = ListSubject(
-        jti=jti, subject=normalise_subject(subject) if subject else None, client=client, ip=ip
-    )
-    try:
-        d = await asyncio.to_thread(lists.check, who)
-    except (AccessListError, ValueError) as exc:
-        raise AdminError(str(exc), code="invalid_request") from None
-    return {"allowed": d.allowed, "reason": d.reason, "entry_id": d.entry_id}
+    """Would this subject / token / IP / client be allowed now (``?subject=``
+    discouraged: see ``POST /admin/lists/status``)?"""
+    f = StatusCheck.model_construct(subject=subject, jti=jti, ip=ip, client=client)
+    return await _list_status(request, f)
+
+
+@router.post("/lists/status", openapi_extra=roles(*OPS))
+async def list_status_by_body(
+    body: StatusCheck, request: Request, p: Annotated[Principal, require(*OPS, mutating=False)]
+) -> dict[str, Any]:
+    """``GET /admin/lists/status`` with its question in the body, so that a personal code
+    stays out of URLs (decision 0031). A read: no CSRF token, justification optional;
+    recorded with the person's pseudonym, never the code."""
+    return await _list_status(request, body)
 
 
 # --- clients --------------------------------------------------------------------------------
