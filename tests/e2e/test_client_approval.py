@@ -27,6 +27,11 @@ from admin_harness import (
     person_session,
     refuse_events,
 )
+from sqlalchemy import update
+
+from kroonika.audit import AuditUnavailable
+from kroonika.db.tokens import clients as token_clients
+from kroonika.tokens import ClientRegistry
 
 CLIENTS = "/admin/clients"
 
@@ -302,3 +307,204 @@ def test_without_four_eyes_a_weakening_client_change_applies_and_says_so(
         (event,) = config_changes(s, r.headers["x-request-id"])
         assert event["details"]["weakening"] is True
         assert "state" not in event["details"]
+
+
+def test_an_explicit_null_asks_to_remove_the_own_rate_limit(stack: AdminStack) -> None:
+    """``"rate_limit": null`` removes the client's own limit: weakening, so a request
+    whose config.change shows the limit before and null after; approved, the client has
+    no own limit any more."""
+    client = _client(stack)
+    cid = client["client_id"]
+    r = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"rate_limit": None})
+    assert r.status_code == 202, r.text
+    req = r.json()["request"]
+    assert (req["weakening"], req["changes"]) == (
+        ["client.rate_limit"],
+        {"client.rate_limit": None},
+    )
+    assert _now(stack, cid) == client
+    (asked,) = config_changes(stack, r.headers["x-request-id"])
+    assert (asked["details"]["before"], asked["details"]["after"]) == ('"10/minute"', "null")
+    approved = decide(stack, SECOND_ADMIN, req["id"])
+    assert approved.status_code == 200, approved.text
+    assert _now(stack, cid) == {**client, "rate_limit": None}
+    (event,) = config_changes(stack, approved.headers["x-request-id"])
+    d = event["details"]
+    assert (d["key"], d["before"], d["after"], d["state"]) == (
+        "client.rate_limit",
+        '"10/minute"',
+        "null",
+        "approved",
+    )
+
+
+def test_an_absent_rate_limit_is_left_as_it_is(stack: AdminStack) -> None:
+    """A PATCH without ``rate_limit`` (a rename) keeps the client's own limit."""
+    client = _client(stack)
+    r = stack.call("PATCH", f"{CLIENTS}/{client['client_id']}", json={"name": "renamed"})
+    assert r.status_code == 200, r.text
+    assert r.json()["rate_limit"] == "10/minute"
+
+
+@pytest.mark.parametrize("field", ["name", "allowed_audiences", "max_ttl_s", "disabled"])
+def test_null_for_a_field_that_cannot_be_removed_is_refused(stack: AdminStack, field: str) -> None:
+    """Only the own rate limit can be removed: null for another field is 400
+    invalid_client, not silently nothing."""
+    client = _client(stack)
+    r = stack.call("PATCH", f"{CLIENTS}/{client['client_id']}", json={field: None})
+    assert (r.status_code, r.json()["error"]) == (400, "invalid_client"), r.text
+    assert _now(stack, client["client_id"]) == client
+
+
+def _store(s: AdminStack, client_id: str, **fields: Any) -> None:
+    """Another writer (a ``/disable``, another PATCH, another instance) stores ``fields``."""
+    with s.stack.services.engine.begin() as conn:
+        conn.execute(
+            update(token_clients).where(token_clients.c.client_id == client_id).values(**fields)
+        )
+
+
+def _lands_after_the_read(
+    monkeypatch: pytest.MonkeyPatch, s: AdminStack, client_id: str, **fields: Any
+) -> list[bool]:
+    """The next read of ``client_id`` is followed at once by another writer's change of
+    its ``fields`` (landing while the call that read it is still at work); the list says
+    whether it landed."""
+    real = ClientRegistry.get
+    landed: list[bool] = []
+
+    def get(self: ClientRegistry, cid: str) -> Any:
+        found = real(self, cid)
+        if cid == client_id and found is not None and not landed:
+            landed.append(True)
+            _store(s, cid, **fields)
+        return found
+
+    monkeypatch.setattr(ClientRegistry, "get", get)
+    return landed
+
+
+def _refused_calls(stack: AdminStack, response: Any) -> list[int]:
+    """The status of the call's ``admin.request`` (its record)."""
+    return [
+        e["details"]["status"]
+        for e in stack.events(
+            types=("admin.request",), correlation=response.headers["x-request-id"]
+        )
+    ]
+
+
+def _disabled_in_between(s: AdminStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client disabled between a request for a longer TTL cap and its approval stays
+    disabled: the approval writes the TTL cap only. Both orders: the disable before the
+    approval, and the disable landing after the approval read the client."""
+    before = _client(s)
+    cid = before["client_id"]
+    req = s.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200}).json()["request"]
+    assert s.call("POST", f"{CLIENTS}/{cid}/disable").status_code == 200
+    r = decide(s, SECOND_ADMIN, req["id"])
+    assert r.status_code == 200, r.text
+    assert _now(s, cid) == {**before, "max_ttl_s": 7200, "disabled": True}
+    assert r.json()["client"]["disabled"] is True
+
+    racing = _client(s)
+    cid = racing["client_id"]
+    req = s.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200}).json()["request"]
+    landed = _lands_after_the_read(monkeypatch, s, cid, disabled=True)
+    r = decide(s, SECOND_ADMIN, req["id"])
+    monkeypatch.undo()
+    assert (r.status_code, landed) == (200, [True]), r.text
+    assert _now(s, cid) == {**racing, "max_ttl_s": 7200, "disabled": True}
+
+
+def test_a_disable_between_request_and_approval_survives(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """See :func:`_disabled_in_between` (SQLite)."""
+    _disabled_in_between(stack, monkeypatch)
+
+
+@pytest.mark.postgres
+def test_a_disable_between_request_and_approval_survives_on_postgresql(
+    tmp_path: Path, fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """See :func:`_disabled_in_between` (PostgreSQL)."""
+    with admin_stack(tmp_path, database_url=fresh_postgres_url) as s:
+        _disabled_in_between(s, monkeypatch)
+
+
+def test_a_field_of_the_request_moving_on_during_approval_is_stale(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's own field changed after the approval read the client: 409 stale,
+    recorded (the call's admin.request), the other change kept, the request pending."""
+    client = _client(stack)
+    cid = client["client_id"]
+    req = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200}).json()["request"]
+    landed = _lands_after_the_read(monkeypatch, stack, cid, max_ttl_s=300)
+    r = decide(stack, SECOND_ADMIN, req["id"])
+    monkeypatch.undo()
+    assert (r.status_code, r.json()["error"], landed) == (409, "stale", [True]), r.text
+    assert _refused_calls(stack, r) == [409]
+    assert not config_changes(stack, r.headers["x-request-id"])
+    assert _now(stack, cid) == {**client, "max_ttl_s": 300}
+    listed = stack.call("GET", REQUESTS, params={"status": "pending"}).json()["requests"]
+    assert req["id"] in {x["id"] for x in listed}
+
+
+def test_a_disable_during_a_direct_change_survives(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change that applies at once (a shorter TTL cap) writes its own fields only: a
+    disable that landed after it read the client stays."""
+    client = _client(stack)
+    cid = client["client_id"]
+    landed = _lands_after_the_read(monkeypatch, stack, cid, disabled=True)
+    r = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 60})
+    monkeypatch.undo()
+    assert (r.status_code, landed) == (200, [True]), r.text
+    assert _now(stack, cid) == {**client, "max_ttl_s": 60, "disabled": True}
+
+
+def test_undoing_an_unrecorded_approval_keeps_a_disable_made_meanwhile(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trail refuses the approval's record while the client is being disabled: the
+    approved TTL cap is put back, the disable stays."""
+    client = _client(stack)
+    cid = client["client_id"]
+    req = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200}).json()["request"]
+    trail = stack.stack.services.audit.trail
+    refusing = trail.emit_many
+
+    async def disable_then_refuse(events: Any) -> Any:
+        batch = list(events)
+        if any(e.type == "config.change" for e in batch):
+            _store(stack, cid, disabled=True)
+            raise AuditUnavailable("store down")
+        return await refusing(batch)
+
+    with person_session(stack, SECOND_ADMIN) as (b, csrf):
+        monkeypatch.setattr(trail, "emit_many", disable_then_refuse)
+        r = b.post(
+            f"{stack.url}{REQUESTS}/{req['id']}",
+            json={"approve": True},
+            headers={"x-justification": WHY, "x-csrf-token": csrf},
+        )
+        monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    assert _now(stack, cid) == {**client, "disabled": True}
+
+
+def test_a_disable_during_a_secret_rotation_survives(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new secret does not write the disabled flag it read: a client disabled while
+    its secret was being rotated stays disabled."""
+    client = _client(stack)
+    cid = client["client_id"]
+    landed = _lands_after_the_read(monkeypatch, stack, cid, disabled=True)
+    r = stack.call("POST", f"{CLIENTS}/{cid}/rotate-secret")
+    monkeypatch.undo()
+    assert (r.status_code, landed) == (200, [True]), r.text
+    assert _now(stack, cid)["disabled"] is True

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from sqlalchemy import create_engine, select
 
+from kroonika.db import make_engine
 from kroonika.db.tokens import clients
 from kroonika.tokens import (
     ClientError,
@@ -192,3 +196,70 @@ def test_rate_limit_stored_is_what_the_limiter_applies(registry: ClientRegistry,
     assert stored is not None
     assert stored == registry.list()[0].rate_limit
     assert client_limit(stored) == parse(text)
+
+
+@pytest.fixture
+def stored(db_url: str) -> Iterator[ClientRegistry]:
+    """A registry on SQLite and on the real PostgreSQL."""
+    engine = make_engine(db_url)
+    create_tables(engine)
+    try:
+        yield ClientRegistry(engine, clock=FixedClock(1), scrypt_n=2**10)
+    finally:
+        engine.dispose()
+
+
+def test_a_change_writes_only_its_own_fields(stored: ClientRegistry) -> None:
+    """A change of the TTL cap leaves the client disabled when it was disabled after the
+    change was read: only the fields named are written."""
+    cid = stored.register("svc", allowed_audiences=["a"], rate_limit="10/minute").client.client_id
+    stored.set_disabled(cid, True)
+    assert stored.change(cid, {"max_ttl_s": 3600}, {"max_ttl_s": 60})
+    now = stored.get(cid)
+    assert now is not None
+    assert (now.max_ttl_s, now.disabled, now.rate_limit) == (60, True, "10/minute")
+
+
+@pytest.mark.parametrize(
+    ("field", "believed", "value"),
+    [
+        ("max_ttl_s", 7200, 60),
+        ("allowed_audiences", ["a", "b"], ["a"]),
+        ("rate_limit", None, "5/minute"),
+        ("disabled", True, False),
+        ("name", "old", "new"),
+    ],
+)
+def test_a_change_of_a_field_that_moved_on_is_refused(
+    stored: ClientRegistry, field: str, believed: Any, value: Any
+) -> None:
+    """A field that no longer holds the value the change was based on: nothing is
+    written (compared in the database, in the same statement as the write)."""
+    new = stored.register("svc", allowed_audiences=["a"], rate_limit="10/minute")
+    assert not stored.change(new.client.client_id, {field: believed}, {field: value})
+    assert stored.get(new.client.client_id) == new.client
+
+
+def test_a_change_can_remove_the_rate_limit(stored: ClientRegistry) -> None:
+    """``rate_limit`` None is no own limit; a change can remove one and set one again."""
+    cid = stored.register("svc", rate_limit="10/minute").client.client_id
+    assert stored.change(cid, {"rate_limit": "10/minute"}, {"rate_limit": None})
+    assert stored.get(cid).rate_limit is None  # type: ignore[union-attr]
+    assert stored.change(cid, {"rate_limit": None}, {"rate_limit": "5/minute"})
+    assert stored.get(cid).rate_limit == "5/minute"  # type: ignore[union-attr]
+
+
+def test_a_change_of_a_client_that_is_gone_is_refused(stored: ClientRegistry) -> None:
+    assert not stored.change("kc_gone", {"max_ttl_s": 60}, {"max_ttl_s": 30})
+
+
+def test_revised_sets_only_the_fields_given(registry: ClientRegistry) -> None:
+    """A field given is set, ``rate_limit`` None included (the own limit removed); one
+    not given stays; None for a field that cannot be empty, or an unknown field, is
+    refused."""
+    current = registry.register("svc", rate_limit="10/minute", max_ttl_s=600).client
+    assert registry.revised(current, {"rate_limit": None}).rate_limit is None
+    assert registry.revised(current, {"name": "x"}).rate_limit == "10/minute"
+    for bad in ({"name": None}, {"max_ttl_s": None}, {"secret_hash": "x"}):
+        with pytest.raises(ClientError):
+            registry.revised(current, bad)

@@ -890,11 +890,21 @@ async def create_client(
 
 
 class ClientUpdate(Body):
+    """The fields to change; a field left out stays as it is. ``rate_limit`` ``null``
+    removes the client's own limit (null for another field is refused: it cannot be
+    removed)."""
+
     name: str | None = Field(None, min_length=1, max_length=200)
     allowed_audiences: list[str] | None = None
     allowed_claims: list[str] | None = None
     max_ttl_s: int | None = Field(None, ge=1, le=TTL_MAX)
-    rate_limit: str | None = Field(None, max_length=64)
+    rate_limit: str | None = Field(
+        None,
+        max_length=64,
+        description="the client's own limit, e.g. `100/minute`; `null` removes it (while "
+        "`admin.second_approval` is on, a second administrator approves that first); "
+        "left out, it stays",
+    )
     disabled: bool | None = None
     justification: str | None = None
 
@@ -906,12 +916,16 @@ def _client_settings(c: Any) -> dict[str, Any]:
     return {key: shown[key.removeprefix("client.")] for key in CLIENT_WEAKENS}
 
 
+def _fields(changes: dict[str, Any]) -> dict[str, Any]:
+    """``client.<field>``: value as the registry's field: value."""
+    return {k.removeprefix("client."): v for k, v in changes.items()}
+
+
 def _revised(request: Request, current: Any, changes: dict[str, Any]) -> Any:
     """``current`` with ``changes`` (``client.<field>``: value) under the registry's
     rules; 400 ``invalid_client`` for a field a client cannot have."""
-    fields = {k.removeprefix("client."): v for k, v in changes.items()}
     try:
-        return _tokens(request).clients.revised(current, **fields)
+        return _tokens(request).clients.revised(current, _fields(changes))
     except ClientError as exc:
         raise AdminError(str(exc), code="invalid_client") from None
 
@@ -921,16 +935,19 @@ async def update_client(
     client_id: str, body: ClientUpdate, request: Request, p: Annotated[Principal, require(*ADMIN)]
 ) -> JSONResponse:
     """Change a client's name, audiences, claims, TTL cap, rate limit or disabled flag;
-    one ``config.change`` per changed field. While ``admin.second_approval`` is on, a
-    change that gives the client more (an audience or claim, a longer TTL cap, a looser
-    own rate limit, enabled again) waits for a second administrator like a configuration
-    change (202 with the request, decision 0017)."""
+    a field left out stays as it is, and ``"rate_limit": null`` removes the client's own
+    limit. One ``config.change`` per changed field, with its value before and after.
+    While ``admin.second_approval`` is on, a change that gives the client more (an
+    audience or claim, a longer TTL cap, a looser own rate limit or none at all, enabled
+    again) waits for a second administrator like a configuration change (202 with the
+    request, decision 0017). Only the fields changed are written, and only if none of
+    them changed meanwhile (409 ``stale`` otherwise)."""
     admin = admin_services(request)
     comps = _tokens(request)
     before = await asyncio.to_thread(comps.clients.get, client_id)
     if before is None:
         raise NotFound(f"no client {client_id}")
-    fields = body.model_dump(exclude={"justification"}, exclude_none=True)
+    fields = body.model_dump(include=body.model_fields_set - {"justification"})
     wanted = _client_settings(
         _revised(request, before, {f"client.{k}": v for k, v in fields.items()})
     )
@@ -948,34 +965,38 @@ async def update_client(
             expected={k: (0, current[k]) for k in clean},
         )
         return JSONResponse(asked, status_code=202)
-    await _change_client(request, p, before, clean, weakening)
+    await _change_client(request, p, client_id, current, clean, weakening)
     return JSONResponse(_client(await asyncio.to_thread(comps.clients.get, client_id)))
 
 
 async def _change_client(
     request: Request,
     p: Principal,
-    before: Any,
+    client_id: str,
+    current: dict[str, Any],
     clean: dict[str, Any],
     weakening: list[str],
     *,
     approved: ConfigRequest | None = None,
 ) -> list[Change]:
-    """Store ``clean`` on the client (its next call sees it) and record it; put the
-    client back as it was when the trail refuses the record."""
+    """Store ``clean`` on the client (its next call sees it) and record it: only those
+    fields, and only if each still has its value in ``current`` (409 ``stale``
+    otherwise), so a change that landed meanwhile (a ``/disable``) is never undone by
+    one that did not touch it. When the trail refuses the record, those fields are put
+    back (those still as this change left them)."""
     clients = _tokens(request).clients
-    after = _revised(request, before, clean)
-    current = _client_settings(before)
-    changes = [Change(k, current[k], v, False, 0) for k, v in sorted(clean.items())]
-    await asyncio.to_thread(clients.restore, after)
+    before = {k: current[k] for k in clean}
+    if not await asyncio.to_thread(clients.change, client_id, _fields(before), _fields(clean)):
+        raise ChangeConflict(f"client {client_id} has changed since the change was asked for")
+    changes = [Change(k, before[k], v, False, 0) for k, v in sorted(clean.items())]
     await _record_changes(
         request,
         p,
         changes,
         weakening,
         approved=approved,
-        where=client_target(before.client_id),
-        restore=functools.partial(clients.restore, before),
+        where=client_target(client_id),
+        restore=functools.partial(clients.change, client_id, _fields(clean), _fields(before)),
     )
     return changes
 
@@ -1010,12 +1031,12 @@ async def rotate_client_secret(
         return str(old) if old is not None else None
 
     old_hash = await asyncio.to_thread(swap, encoded)
-    await asyncio.to_thread(comps.clients.set_disabled, client_id, client.disabled)  # drop cache
+    comps.clients.forget(client_id)  # not set_disabled: a disable meanwhile would be undone
     try:
         await _client_change(request, p, client_id, "secret", None, None, secret=True)
     except AuditUnavailable:  # the old secret stays the one that works
         await asyncio.to_thread(swap, old_hash)
-        await asyncio.to_thread(comps.clients.set_disabled, client_id, client.disabled)
+        comps.clients.forget(client_id)
         raise
     return {"client_id": client_id, "client_secret": secret}
 
@@ -1177,7 +1198,7 @@ async def _record_changes(
     *,
     approved: ConfigRequest | None = None,
     where: str = CONFIG,
-    restore: Callable[[], None] | None = None,
+    restore: Callable[[], object] | None = None,
 ) -> None:
     """The ``config.change`` of each applied change of ``where``; when the trail refuses
     them the changes are undone (``restore``, by default the runtime configuration's) and
@@ -1359,7 +1380,7 @@ async def decide_config_request(
             raise
         return {"request": decided.public(now), "changed": []}
     if decided.client_id is not None:
-        changes = await _approve_client(request, p, decided)
+        changes = await _approve_client(request, p, decided, decided.client_id)
         client = await asyncio.to_thread(_tokens(request).clients.get, decided.client_id)
         return {
             "request": decided.public(now),
@@ -1384,20 +1405,28 @@ async def decide_config_request(
     }
 
 
-async def _approve_client(request: Request, p: Principal, decided: ConfigRequest) -> list[Change]:
-    """Apply an approved client request exactly as asked: 409 ``stale`` (the request
-    pending again) if one of its fields changed since, or the client is gone."""
+async def _approve_client(
+    request: Request, p: Principal, decided: ConfigRequest, client_id: str
+) -> list[Change]:
+    """Apply an approved client request: only its fields, and only if each still has the
+    value it had when the request was made (409 ``stale``, the request pending again,
+    otherwise, or when the client is gone). Fields it does not change keep whatever they
+    have now: a client disabled meanwhile stays disabled."""
     admin = admin_services(request)
     try:
         clients = _tokens(request).clients
-        current = await asyncio.to_thread(clients.get, decided.client_id)
-        now = None if current is None else _client_settings(current)
-        if now is None or any(now[k] != v for k, (_, v) in decided.expected.items()):
-            raise ChangeConflict(
-                f"client {decided.client_id} has changed since the change was asked for"
-            )
+        current = await asyncio.to_thread(clients.get, client_id)
+        if current is None:
+            raise ChangeConflict(f"client {client_id} is gone")
+        _revised(request, current, decided.changes)  # still a client the registry accepts
         return await _change_client(
-            request, p, current, decided.changes, list(decided.weakening), approved=decided
+            request,
+            p,
+            client_id,
+            {k: v for k, (_, v) in decided.expected.items()},
+            decided.changes,
+            list(decided.weakening),
+            approved=decided,
         )
     except AdminError:  # stale, gone, no longer valid, or no token service
         await asyncio.to_thread(_requests(admin).undo, decided)

@@ -21,8 +21,9 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from limits import parse as parse_limit
@@ -153,6 +154,22 @@ def _check(
     return name
 
 
+#: the fields of a client that can change after registration (:meth:`ClientRegistry.change`)
+FIELDS = ("name", "allowed_audiences", "allowed_claims", "max_ttl_s", "rate_limit", "disabled")
+_LISTS = ("allowed_audiences", "allowed_claims")  # stored as JSON lists
+
+
+def _column(field: str) -> str:
+    if field not in FIELDS:
+        raise ClientError(f"a client has no field {field[:64]!r}")
+    return field
+
+
+def _stored(field: str, value: Any) -> Any:
+    """``value`` of ``field`` as the table holds it (lists as JSON text)."""
+    return orjson.dumps(list(value)).decode() if field in _LISTS else value
+
+
 class ClientRegistry:
     def __init__(
         self, engine: Engine, *, clock: Clock, scrypt_n: int = 2**14, cache_s: float = 60.0
@@ -247,6 +264,11 @@ class ClientRegistry:
         with self._lock:
             self._verified.pop(client_id, None)
 
+    def forget(self, client_id: str) -> None:
+        """Drop the cached verification of ``client_id`` (its secret changed)."""
+        with self._lock:
+            self._verified.pop(client_id, None)
+
     def remove(self, client_id: str) -> None:
         """Delete a registration (undoing one whose audit record could not be written)."""
         with self._engine.begin() as conn:
@@ -255,58 +277,63 @@ class ClientRegistry:
             self._verified.pop(client_id, None)
 
     @staticmethod
-    def revised(
-        current: Client,
-        *,
-        name: str | None = None,
-        allowed_audiences: Sequence[str] | None = None,
-        allowed_claims: Sequence[str] | None = None,
-        max_ttl_s: int | None = None,
-        rate_limit: str | None = None,
-        disabled: bool | None = None,
-    ) -> Client:
-        """``current`` with the given fields changed under the rules of :meth:`register`
-        (:class:`ClientError` otherwise). Nothing is stored: :meth:`restore` stores it,
-        and the client's next call sees it (its cached verification is dropped)."""
-        new = dataclasses.replace(
-            current,
-            name=current.name if name is None else name,
-            allowed_audiences=current.allowed_audiences
-            if allowed_audiences is None
-            else tuple(allowed_audiences),
-            allowed_claims=current.allowed_claims
-            if allowed_claims is None
-            else tuple(allowed_claims),
-            max_ttl_s=current.max_ttl_s if max_ttl_s is None else max_ttl_s,
-            rate_limit=current.rate_limit if rate_limit is None else check_rate_limit(rate_limit),
-            disabled=current.disabled if disabled is None else disabled,
-        )
+    def revised(current: Client, changes: Mapping[str, Any]) -> Client:
+        """``current`` with the fields in ``changes`` (field: value, :data:`FIELDS`) set
+        under the rules of :meth:`register` (:class:`ClientError` otherwise). A field
+        given is set: ``rate_limit`` None removes the client's own limit; None for any
+        other field is refused. Nothing is stored: :meth:`change` stores it."""
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise ClientError(f"a client has no field {unknown[0][:64]!r}")
+        empty = sorted(k for k, v in changes.items() if v is None and k != "rate_limit")
+        if empty:
+            raise ClientError(f"{empty[0]} cannot be removed (only rate_limit can)")
+        audiences = changes.get("allowed_audiences", current.allowed_audiences)
+        claims = changes.get("allowed_claims", current.allowed_claims)
+        if not isinstance(audiences, list | tuple) or not isinstance(claims, list | tuple):
+            raise ClientError("allowed_audiences and allowed_claims are lists")
+        name = changes.get("name", current.name)
+        max_ttl_s = changes.get("max_ttl_s", current.max_ttl_s)
+        limit = changes.get("rate_limit", current.rate_limit)
+        disabled = changes.get("disabled", current.disabled)
+        if not isinstance(name, str) or not isinstance(disabled, bool):
+            raise ClientError("name is text and disabled is true or false")
         return dataclasses.replace(
-            new,
-            name=_check(
-                new.name, new.allowed_audiences, new.allowed_claims, new.max_ttl_s, new.rate_limit
-            ),
+            current,
+            name=_check(name, audiences, claims, max_ttl_s, limit),
+            allowed_audiences=tuple(audiences),
+            allowed_claims=tuple(claims),
+            max_ttl_s=max_ttl_s,
+            rate_limit=None if limit is None else check_rate_limit(limit),
+            disabled=disabled,
         )
 
-    def restore(self, client: Client) -> None:
-        """Write every field of ``client`` as it is (a :meth:`revised` client, or one put
-        back because the audit trail refused its change's record); the secret stays, the
-        cached verification goes."""
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(clients)
-                .where(clients.c.client_id == client.client_id)
-                .values(
-                    name=client.name,
-                    allowed_audiences=orjson.dumps(list(client.allowed_audiences)).decode(),
-                    allowed_claims=orjson.dumps(list(client.allowed_claims)).decode(),
-                    max_ttl_s=client.max_ttl_s,
-                    rate_limit=client.rate_limit,
-                    disabled=client.disabled,
-                )
-            )
+    def change(
+        self, client_id: str, expected: Mapping[str, Any], values: Mapping[str, Any]
+    ) -> bool:
+        """Store ``values`` (field: value, checked by :meth:`revised`) on the client if
+        each field of ``expected`` still holds the value given there: one conditional
+        UPDATE, so a change that landed in between (a client disabled while its TTL cap
+        was being changed) is never overwritten by fields this change does not touch,
+        nor by a value read before it. False (nothing written) when a field moved on or
+        the client is gone; the cached verification goes either way."""
+        where = [clients.c.client_id == client_id]
+        for name, value in expected.items():
+            column = clients.c[_column(name)]
+            where.append(column.is_(None) if value is None else column == _stored(name, value))
+        written = 1
+        if values:
+            with self._engine.begin() as conn:
+                written = conn.execute(
+                    update(clients)
+                    .where(*where)
+                    .values({_column(k): _stored(k, v) for k, v in values.items()})
+                ).rowcount
+        elif self.get(client_id) is None:
+            written = 0
         with self._lock:
-            self._verified.pop(client.client_id, None)
+            self._verified.pop(client_id, None)
+        return written == 1
 
     def authenticate(self, client_id: str, secret: str) -> Client:
         """The client, or :class:`InvalidClient`. Unknown ids cost as much as known ones.
