@@ -297,8 +297,8 @@ def test_an_expired_client_request_cannot_be_approved(tmp_path: Path) -> None:
 def test_without_four_eyes_a_weakening_client_change_applies_and_says_so(
     tmp_path: Path,
 ) -> None:
-    """With second approval off the change applies at once; its config.change says
-    weakening: true and carries no request."""
+    """With second approval off the change applies at once (the own rate limit removed
+    by null too); its config.change says weakening: true and carries no request."""
     with admin_stack(tmp_path, overrides={"admin_second_approval": False}) as s:
         cid = _client(s)["client_id"]
         r = s.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200})
@@ -307,6 +307,16 @@ def test_without_four_eyes_a_weakening_client_change_applies_and_says_so(
         (event,) = config_changes(s, r.headers["x-request-id"])
         assert event["details"]["weakening"] is True
         assert "state" not in event["details"]
+        removed = s.call("PATCH", f"{CLIENTS}/{cid}", json={"rate_limit": None})
+        assert (removed.status_code, removed.json()["rate_limit"]) == (200, None), removed.text
+        (event,) = config_changes(s, removed.headers["x-request-id"])
+        d = event["details"]
+        assert (d["key"], d["before"], d["after"], d["weakening"]) == (
+            "client.rate_limit",
+            '"10/minute"',
+            "null",
+            True,
+        )
 
 
 def test_an_explicit_null_asks_to_remove_the_own_rate_limit(stack: AdminStack) -> None:
