@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, update
 
 from kroonika.db import make_engine
 from kroonika.db.tokens import clients
@@ -263,3 +263,20 @@ def test_revised_sets_only_the_fields_given(registry: ClientRegistry) -> None:
     for bad in ({"name": None}, {"max_ttl_s": None}, {"secret_hash": "x"}):
         with pytest.raises(ClientError):
             registry.revised(current, bad)
+
+
+def test_a_change_compares_values_not_their_stored_spelling(stored: ClientRegistry) -> None:
+    """A list stored with other JSON spacing (written by hand, or by another encoder)
+    is the same list: the change applies, and is still refused once it moved on."""
+    cid = stored.register("svc", allowed_audiences=["a", "b"]).client.client_id
+    with stored._engine.begin() as conn:
+        conn.execute(
+            update(clients)
+            .where(clients.c.client_id == cid)
+            .values(allowed_audiences='[ "a", "b" ]', disabled=False)
+        )
+    assert stored.change(
+        cid, {"allowed_audiences": ["a", "b"], "disabled": False}, {"allowed_audiences": ["a"]}
+    )
+    assert stored.get(cid).allowed_audiences == ("a",)  # type: ignore[union-attr]
+    assert not stored.change(cid, {"allowed_audiences": ["a", "b"]}, {"allowed_audiences": []})

@@ -170,6 +170,14 @@ def _stored(field: str, value: Any) -> Any:
     return orjson.dumps(list(value)).decode() if field in _LISTS else value
 
 
+def _value(field: str, value: Any) -> Any:
+    """``value`` of ``field``, given or as stored, in one form to compare (lists as
+    lists, the flag as a bool)."""
+    if field in _LISTS:
+        return list(orjson.loads(value) if isinstance(value, str) else value)
+    return bool(value) if field == "disabled" else value
+
+
 class ClientRegistry:
     def __init__(
         self, engine: Engine, *, clock: Clock, scrypt_n: int = 2**14, cache_s: float = 60.0
@@ -312,25 +320,35 @@ class ClientRegistry:
         self, client_id: str, expected: Mapping[str, Any], values: Mapping[str, Any]
     ) -> bool:
         """Store ``values`` (field: value, checked by :meth:`revised`) on the client if
-        each field of ``expected`` still holds the value given there: one conditional
-        UPDATE, so a change that landed in between (a client disabled while its TTL cap
-        was being changed) is never overwritten by fields this change does not touch,
-        nor by a value read before it. False (nothing written) when a field moved on or
-        the client is gone; the cached verification goes either way."""
-        where = [clients.c.client_id == client_id]
-        for name, value in expected.items():
-            column = clients.c[_column(name)]
-            where.append(column.is_(None) if value is None else column == _stored(name, value))
-        written = 1
-        if values:
-            with self._engine.begin() as conn:
-                written = conn.execute(
-                    update(clients)
-                    .where(*where)
-                    .values({_column(k): _stored(k, v) for k, v in values.items()})
-                ).rowcount
-        elif self.get(client_id) is None:
-            written = 0
+        each field of ``expected`` still holds the value given there. The fields are
+        read and compared as values (a list is the same list however its JSON is
+        spaced), then written by one UPDATE conditional on each of them still holding
+        exactly what was read: a change that landed in between (a client disabled while
+        its TTL cap was being changed) is never overwritten, neither by fields this
+        change does not touch nor by a value read before it. False (nothing written)
+        when a field moved on or the client is gone; the cached verification goes
+        either way."""
+        names = sorted({_column(k) for k in (*expected, *values)})
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(*(clients.c[n] for n in names)).where(clients.c.client_id == client_id)
+            ).first()
+        written = 0
+        if row is not None:
+            stored = row._mapping
+            if all(_value(k, stored[k]) == _value(k, v) for k, v in expected.items()):
+                written = 1
+                if values:
+                    where = [clients.c.client_id == client_id]
+                    for k in expected:  # exactly as read: one statement checks and writes
+                        column = clients.c[k]
+                        where.append(column.is_(None) if stored[k] is None else column == stored[k])
+                    with self._engine.begin() as conn:
+                        written = conn.execute(
+                            update(clients)
+                            .where(*where)
+                            .values({k: _stored(k, v) for k, v in values.items()})
+                        ).rowcount
         with self._lock:
             self._verified.pop(client_id, None)
         return written == 1
