@@ -518,3 +518,13 @@ def test_a_disable_during_a_secret_rotation_survives(
     monkeypatch.undo()
     assert (r.status_code, landed) == (200, [True]), r.text
     assert _now(stack, cid)["disabled"] is True
+
+
+def test_a_patch_that_changes_nothing_records_nothing(stack: AdminStack) -> None:
+    """The values the client already has: 200, the client as it was, no config.change."""
+    client = _client(stack)
+    cid = client["client_id"]
+    r = stack.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 600, "rate_limit": "10/minute"})
+    assert r.status_code == 200, r.text
+    assert _now(stack, cid) == client
+    assert not config_changes(stack, r.headers["x-request-id"])

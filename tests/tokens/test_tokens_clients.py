@@ -280,3 +280,11 @@ def test_a_change_compares_values_not_their_stored_spelling(stored: ClientRegist
     )
     assert stored.get(cid).allowed_audiences == ("a",)  # type: ignore[union-attr]
     assert not stored.change(cid, {"allowed_audiences": ["a", "b"]}, {"allowed_audiences": []})
+
+
+def test_an_empty_change_says_whether_the_client_is_there(stored: ClientRegistry) -> None:
+    """Nothing to write (a PATCH that changes nothing): True for a client, False for
+    none."""
+    cid = stored.register("svc").client.client_id
+    assert stored.change(cid, {}, {})
+    assert not stored.change("kc_gone", {}, {})

@@ -331,7 +331,9 @@ class ClientRegistry:
         names = sorted({_column(k) for k in (*expected, *values)})
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(*(clients.c[n] for n in names)).where(clients.c.client_id == client_id)
+                select(clients.c.client_id, *(clients.c[n] for n in names)).where(
+                    clients.c.client_id == client_id
+                )
             ).first()
         written = 0
         if row is not None:
