@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import select, update
 
 from kroonika.admin._auth import (
@@ -894,10 +895,11 @@ class ClientUpdate(Body):
     removes the client's own limit (null for another field is refused: it cannot be
     removed)."""
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    allowed_audiences: list[str] | None = None
-    allowed_claims: list[str] | None = None
-    max_ttl_s: int | None = Field(None, ge=1, le=TTL_MAX)
+    # SkipJsonSchema: the OpenAPI document does not offer null where the route refuses it
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    allowed_audiences: list[str] | SkipJsonSchema[None] = None
+    allowed_claims: list[str] | SkipJsonSchema[None] = None
+    max_ttl_s: Annotated[int, Field(ge=1, le=TTL_MAX)] | SkipJsonSchema[None] = None
     rate_limit: str | None = Field(
         None,
         max_length=64,
@@ -905,7 +907,7 @@ class ClientUpdate(Body):
         "`admin.second_approval` is on, a second administrator approves that first); "
         "left out, it stays",
     )
-    disabled: bool | None = None
+    disabled: bool | SkipJsonSchema[None] = None
     justification: str | None = None
 
 
