@@ -266,17 +266,19 @@ def find_events(
     return found
 
 
-def flow_ids_of(store: AuditStore, pseudonyms: Iterable[str]) -> set[str]:
+def flow_ids_of(store: AuditStore, pseudonyms: Iterable[str], *, after_id: int = 0) -> set[str]:
     """The login flows (``correlation.flow_id``) of the events whose actor is one of
-    ``pseudonyms``, in one pass over the store; a record is parsed only if its bytes hold
-    one of the pseudonyms and a flow id. Erasure uses it to reach the steps of the
-    person's logins made before TARA named them (decision 0023)."""
+    ``pseudonyms``, in one pass over the store's blocks with a row id above ``after_id``
+    (all of them by default); a record is parsed only if its bytes hold one of the
+    pseudonyms and a flow id. Erasure uses it to reach the steps of the person's logins
+    made before TARA named them (decision 0023), and a second time with ``after_id`` for
+    the logins made since its first pass."""
     names = set(pseudonyms)
     needles = [tuple(b'"pseudonym":' + orjson.dumps(p) for p in sorted(names)), (b'"flow_id":',)]
     flows: set[str] = set()
     if not names:
         return flows
-    for block in store.blocks():
+    for block in store.blocks(after_id=after_id):
         if not _has_all(block.data, needles):
             continue
         for body in block.records():

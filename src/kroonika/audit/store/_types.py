@@ -204,6 +204,7 @@ class AuditStore(Protocol):
         after_seq: int = 0,
         from_time: str | None = None,
         to_time: str | None = None,
+        after_id: int = 0,
     ) -> Iterator[Block]: ...
 
     def checkpoints(self, stream: str | None = None) -> list[Checkpoint]: ...

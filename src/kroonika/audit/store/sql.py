@@ -25,7 +25,17 @@ from urllib.parse import quote, unquote
 from alembic import command
 from alembic.config import Config
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from kroonika.audit._errors import AuditUnavailable, StoreError
@@ -33,6 +43,10 @@ from kroonika.audit.integrity import leaf_hash
 from kroonika.audit.privacy import KeyWrapper
 from kroonika.audit.store._schema import blocks, checkpoints, subject_keys
 from kroonika.audit.store._types import Block, Checkpoint, NewKey, StreamState, TreeHead
+
+#: How long :meth:`SqlAuditStore.settled_id` waits on PostgreSQL for the inserts in
+#: flight (writers wait behind it meanwhile) before it gives up and answers 0.
+SETTLE_LOCK_TIMEOUT_MS = 500
 
 _BLOCK_COLUMNS = (
     blocks.c.id,
@@ -310,6 +324,32 @@ class SqlAuditStore:
             for row in rows:
                 yield _row_to_block(row)
             last_id = rows[-1].id
+
+    def settled_id(self) -> int:
+        """A row id below which no block can still appear: every block with this id or a
+        lower one is committed (a read that starts now sees it) and every block committed
+        later gets a higher one. A reader that has read everything after taking it need
+        later read only ``blocks(after_id=...)`` (erasure, decision 0023). 0 when no such
+        bound can be had, which makes that reader read everything again.
+
+        SQLite serialises writers and gives an insert the highest row id plus one, so the
+        highest id committed is the bound. A PostgreSQL ``BIGSERIAL`` id is drawn at
+        insert, not at commit: a block drawn before another can commit after it. So the
+        bound is read under a ``SHARE`` lock on the table, which waits for the inserts in
+        flight to commit and holds new ones back for one index lookup; if the lock is
+        not granted within :data:`SETTLE_LOCK_TIMEOUT_MS` (a long insert, or no
+        privilege to take it) the answer is 0."""
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text(f"SET LOCAL lock_timeout = {SETTLE_LOCK_TIMEOUT_MS}"))
+                    conn.execute(text(f"LOCK TABLE {blocks.name} IN SHARE MODE"))
+                top = conn.execute(select(func.max(blocks.c.id))).scalar_one()
+        except SQLAlchemyError as exc:
+            if self.dialect != "postgresql":
+                raise StoreError(f"cannot read the audit store: {_brief(exc)}") from exc
+            return 0  # not granted in time (or not at all): the reader reads everything
+        return int(top or 0)
 
     def block_ids(self, stream: str) -> list[int]:
         """Row ids of a stream's blocks in storage order (small: one per commit)."""
