@@ -113,7 +113,7 @@ def erase_cmd(
             raise _fail(f"nothing erased: {_open_error(exc)}") from None
         try:
             ended, revoked = asyncio.run(_end_active(settings, engine, comps, person, actor))
-            done = eraser.apply(person, ended=ended, revoked=revoked)
+            done = eraser.apply(person, ended=ended, revoked=revoked, planned=planned)
         except _OPEN_ERRORS as exc:
             with contextlib.suppress(AuditError):
                 comps.trail.emit_sync(

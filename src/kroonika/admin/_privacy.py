@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -100,6 +100,17 @@ class Person:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowsSeen:
+    """What a pass over the trail found of a person's login flows: the key subjects
+    (``flow:``) and the row id up to which the pass saw every block that can ever be
+    stored (:meth:`SqlAuditStore.settled_id`, 0 for none), so that a later pass reads
+    only the blocks above it. Per request: never kept on the shared :class:`Eraser`."""
+
+    subjects: tuple[str, ...]
+    upto_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ErasureCounts:
     keys: int
     profiles: int
@@ -110,6 +121,8 @@ class ErasureCounts:
     tokens_revoked: int = 0
     list_entries: int = 0  # kept: deny/allow-list entries naming the person
     flow_keys: int = 0  # data keys of the person's login flows (decision 0023)
+    #: the flows :meth:`Eraser.plan` found, for :meth:`Eraser.apply`; not a count
+    seen: FlowsSeen | None = field(default=None, compare=False, repr=False)
 
     @property
     def deleted_any(self) -> bool:
@@ -157,10 +170,19 @@ class Eraser:
         self._fps = tuple(fingerprinters)
         self._trail = trail
 
-    def flows(self, person: Person) -> list[str]:
-        """The key subjects of the login flows the person's events name (a pass over the
-        trail; ``flow:`` subjects, never the flow ids themselves)."""
-        return sorted({flow_subject(f) for f in flow_ids_of(self._trail, person.pseudonyms)})
+    def flows(self, person: Person, *, since: FlowsSeen | None = None) -> FlowsSeen:
+        """The key subjects of the login flows the person's events name (``flow:``
+        subjects, never the flow ids themselves). Without ``since``, a pass over the whole
+        trail; with it (what an earlier pass for the same person found), a pass over only
+        the blocks stored after that one's bound, its flows added (decision 0023)."""
+        names = person.pseudonyms
+        if since is None:
+            upto = self._trail.settled_id()  # before the pass: see settled_id
+            found = flow_ids_of(self._trail, names)
+            return FlowsSeen(tuple(sorted({flow_subject(f) for f in found})), upto)
+        found = flow_ids_of(self._trail, names, after_id=since.upto_id)
+        subjects = {*since.subjects, *(flow_subject(f) for f in found)}
+        return FlowsSeen(tuple(sorted(subjects)), since.upto_id)
 
     def person(self, *, personal_code: str | None, pseudonym: str | None) -> Person:
         """The person named by exactly one of ``personal_code`` and ``pseudonym``."""
@@ -223,7 +245,8 @@ class Eraser:
     def plan(self, person: Person) -> ErasureCounts:
         """What an erasure of ``person`` would end and delete now (reads only)."""
         keys = self._keys.count_many(person.pseudonyms)
-        flow_keys = self._keys.count_many(self.flows(person))
+        seen = self.flows(person)
+        flow_keys = self._keys.count_many(seen.subjects)
         s, t = session_table, tokens_table
         with self._engine.connect() as conn:
             profiles = _count(
@@ -240,15 +263,25 @@ class Eraser:
             else:
                 sessions = active = tokens = live = lists = 0
         return ErasureCounts(
-            keys, profiles, sessions, tokens, active, active, live, lists, flow_keys
+            keys, profiles, sessions, tokens, active, active, live, lists, flow_keys, seen
         )
 
-    def apply(self, person: Person, *, ended: int = 0, revoked: int = 0) -> ErasureCounts:
+    def apply(
+        self,
+        person: Person,
+        *,
+        ended: int = 0,
+        revoked: int = 0,
+        planned: ErasureCounts | None = None,
+    ) -> ErasureCounts:
         """Delete what :meth:`plan` counted (and anything of the person that appeared
         since), after :func:`end_active` ended and revoked what was live (``ended`` and
-        ``revoked`` say how many, for the answer); returns what was done."""
+        ``revoked`` say how many, for the answer); returns what was done. ``planned``,
+        the plan of this person, spares a second pass over the whole trail: only the
+        blocks stored since the plan's pass are read for the person's login flows."""
         keys = self._keys.erase_many(person.pseudonyms)
-        flow_keys = self._keys.erase_many(self.flows(person))
+        since = None if planned is None else planned.seen
+        flow_keys = self._keys.erase_many(self.flows(person, since=since).subjects)
         s, t = session_table, tokens_table
         with self._engine.begin() as conn:
             secure_delete(conn)

@@ -142,7 +142,9 @@ async def erase(
             sctx=_sctx(request),
             tctx=_tctx(request),
         )
-        done = await asyncio.to_thread(eraser.apply, person, ended=ended, revoked=revoked)
+        done = await asyncio.to_thread(
+            eraser.apply, person, ended=ended, revoked=revoked, planned=planned
+        )
     except DELETE_FAILED:
         # the recorded erasure did not (fully) happen: say so, then answer 503
         with contextlib.suppress(AuditUnavailable):
