@@ -27,11 +27,11 @@ from admin_harness import (
     person_session,
     refuse_events,
 )
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from kroonika.audit import AuditUnavailable
 from kroonika.db.tokens import clients as token_clients
-from kroonika.tokens import ClientRegistry
+from kroonika.tokens import ClientRegistry, hash_secret
 
 CLIENTS = "/admin/clients"
 
@@ -528,3 +528,120 @@ def test_a_patch_that_changes_nothing_records_nothing(stack: AdminStack) -> None
     assert r.status_code == 200, r.text
     assert _now(stack, cid) == client
     assert not config_changes(stack, r.headers["x-request-id"])
+
+
+def _refused_with(
+    monkeypatch: pytest.MonkeyPatch, s: AdminStack, client_id: str, **fields: Any
+) -> None:
+    """The trail refuses the next ``config.change`` (alone or in a batch); with
+    ``fields``, another writer stores them on ``client_id`` first: a change landing
+    between the call's write and its undo."""
+    trail = s.stack.services.audit.trail
+    emit, emit_many = trail.emit, trail.emit_many
+
+    def refuse() -> None:
+        if fields:
+            _store(s, client_id, **fields)
+        raise AuditUnavailable("store down")
+
+    async def one(event: Any) -> Any:
+        if event.type == "config.change":
+            refuse()
+        return await emit(event)
+
+    async def many(events: Any) -> Any:
+        batch = list(events)
+        if any(e.type == "config.change" for e in batch):
+            refuse()
+        return await emit_many(batch)
+
+    monkeypatch.setattr(trail, "emit", one)
+    monkeypatch.setattr(trail, "emit_many", many)
+
+
+def _skipped_undos(caplog: pytest.LogCaptureFixture, client_id: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and client_id in r.getMessage() and "undo" in r.getMessage()
+    ]
+
+
+def _secret_hash(s: AdminStack, client_id: str) -> str:
+    with s.stack.services.engine.connect() as conn:
+        found = conn.execute(
+            select(token_clients.c.secret_hash).where(token_clients.c.client_id == client_id)
+        ).scalar_one()
+    return str(found)
+
+
+def _undo_of_an_unrecorded_client_change(
+    s: AdminStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The trail refuses the record of a ``/disable``, a PATCH or a ``rotate-secret``:
+    each field is put back only if it still holds what the call wrote. With no change
+    in between, everything is put back and nothing is logged; with one (an enable, or
+    another rotation, landing before the undo), that field keeps the newer value, the
+    call's other fields are still put back, and a warning says the undo was skipped."""
+    quiet = _client(s)
+    cid = quiet["client_id"]
+    _refused_with(monkeypatch, s, cid)
+    r = s.call("POST", f"{CLIENTS}/{cid}/disable")
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    assert _now(s, cid) == quiet
+    assert not _skipped_undos(caplog, cid)
+
+    enabled = _client(s)  # disabled, then enabled (recorded) while a /disable's record fails
+    cid = enabled["client_id"]
+    _store(s, cid, disabled=True)
+    _refused_with(monkeypatch, s, cid, disabled=False)
+    r = s.call("POST", f"{CLIENTS}/{cid}/disable")
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    assert _now(s, cid) == enabled
+    assert len(_skipped_undos(caplog, cid)) == 1
+
+    patched = _client(s)  # a PATCH: its TTL cap put back, the enable meanwhile kept
+    cid = patched["client_id"]
+    _refused_with(monkeypatch, s, cid, disabled=False)
+    r = s.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 60, "disabled": True})
+    monkeypatch.undo()
+    assert r.status_code == 503, r.text
+    assert _now(s, cid) == patched
+    assert len(_skipped_undos(caplog, cid)) == 1
+
+    rotated = _client(s)  # a rotation: the other rotation's secret stays the one
+    cid = rotated["client_id"]
+    first = _secret_hash(s, cid)
+    _refused_with(monkeypatch, s, cid)
+    assert s.call("POST", f"{CLIENTS}/{cid}/rotate-secret").status_code == 503
+    monkeypatch.undo()
+    assert _secret_hash(s, cid) == first
+    assert not _skipped_undos(caplog, cid)
+    other = hash_secret("another rotation", n=2**10)
+    _refused_with(monkeypatch, s, cid, secret_hash=other)
+    assert s.call("POST", f"{CLIENTS}/{cid}/rotate-secret").status_code == 503
+    monkeypatch.undo()
+    assert _secret_hash(s, cid) == other
+    assert len(_skipped_undos(caplog, cid)) == 1
+    assert not any(other in r.getMessage() or first in r.getMessage() for r in caplog.records)
+
+
+def test_the_undo_of_an_unrecorded_change_keeps_a_change_made_meanwhile(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """See :func:`_undo_of_an_unrecorded_client_change` (SQLite)."""
+    _undo_of_an_unrecorded_client_change(stack, monkeypatch, caplog)
+
+
+@pytest.mark.postgres
+def test_the_undo_of_an_unrecorded_change_keeps_a_change_made_meanwhile_on_postgresql(
+    tmp_path: Path,
+    fresh_postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """See :func:`_undo_of_an_unrecorded_client_change` (PostgreSQL)."""
+    with admin_stack(tmp_path, database_url=fresh_postgres_url) as s:
+        _undo_of_an_unrecorded_client_change(s, monkeypatch, caplog)

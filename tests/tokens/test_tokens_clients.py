@@ -288,3 +288,17 @@ def test_an_empty_change_says_whether_the_client_is_there(stored: ClientRegistry
     cid = stored.register("svc").client.client_id
     assert stored.change(cid, {}, {})
     assert not stored.change("kc_gone", {}, {})
+
+
+def test_a_secret_swap_replaces_exactly_the_hash_it_read(stored: ClientRegistry) -> None:
+    """The hash replaced is returned; with ``expected`` (an undo), the hash is put back
+    only if it is still the one expected: a newer one (another rotation) stays."""
+    cid = stored.register("svc").client.client_id
+    first = stored._row(cid)[1]  # type: ignore[index]
+    second, third = hash_secret("b", n=2**10), hash_secret("c", n=2**10)
+    assert stored.swap_secret_hash(cid, second) == first
+    assert stored.swap_secret_hash(cid, third, expected=first) is None
+    assert stored._row(cid)[1] == second  # type: ignore[index]
+    assert stored.swap_secret_hash(cid, first, expected=second) == second
+    assert stored._row(cid)[1] == first  # type: ignore[index]
+    assert stored.swap_secret_hash("kc_gone", third) is None

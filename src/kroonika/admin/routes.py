@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from kroonika.admin._auth import (
     AdminServices,
@@ -76,13 +77,18 @@ from kroonika.admin._roles import (
 from kroonika.audit import AuditEvent, AuditUnavailable, Outcome, Target
 from kroonika.audit import events as ev
 from kroonika.db.sessions import session as session_table
-from kroonika.db.tokens import clients as clients_table
 from kroonika.db.tokens import tokens as tokens_table
 from kroonika.security.policy import Decision as PolicyDecision
 from kroonika.security.policy import Policy
 from kroonika.sessions import EndReason, RequestContext, SessionRecord
 from kroonika.settings import ticket_regex
-from kroonika.tokens import AccessListError, ClientError, ListSubject, hash_secret
+from kroonika.tokens import (
+    AccessListError,
+    ClientError,
+    ClientRegistry,
+    ListSubject,
+    hash_secret,
+)
 from kroonika.tokens import RequestContext as TokenContext
 
 #: Bounds that keep numbers inside their database columns (an overflow is a 500 there):
@@ -93,6 +99,8 @@ TTL_MAX = 10**9
 ADMIN = ("admin",)
 OPS = ("admin", "security")  # incident response may read and end, not configure
 JOBS_ROLES = ("admin",)
+
+log = logging.getLogger("kroonika.admin")
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=AuditedRoute)
 
@@ -984,8 +992,8 @@ async def _change_client(
     """Store ``clean`` on the client (its next call sees it) and record it: only those
     fields, and only if each still has its value in ``current`` (409 ``stale``
     otherwise), so a change that landed meanwhile (a ``/disable``) is never undone by
-    one that did not touch it. When the trail refuses the record, those fields are put
-    back (those still as this change left them)."""
+    one that did not touch it. When the trail refuses the record, each of those fields
+    is put back if it is still as this change left it (:func:`_put_back`)."""
     clients = _tokens(request).clients
     before = {k: current[k] for k in clean}
     if not await asyncio.to_thread(clients.change, client_id, _fields(before), _fields(clean)):
@@ -998,9 +1006,33 @@ async def _change_client(
         weakening,
         approved=approved,
         where=client_target(client_id),
-        restore=functools.partial(clients.change, client_id, _fields(clean), _fields(before)),
+        restore=functools.partial(_put_back, clients, client_id, _fields(clean), _fields(before)),
     )
     return changes
+
+
+def _put_back(
+    clients: ClientRegistry, client_id: str, wrote: dict[str, Any], before: dict[str, Any]
+) -> None:
+    """Undo a client change whose record the trail refused: each field gets its value
+    in ``before`` back if it still holds what the change wrote (``wrote``), with the
+    same compare-and-set as the change. A field that moved meanwhile (an enable, or
+    another disable, landing before the undo) keeps its newer value, and a warning says
+    so: the trail is down, nothing is recorded. Field names only, never values."""
+    moved = [
+        k for k in sorted(wrote) if not clients.change(client_id, {k: wrote[k]}, {k: before[k]})
+    ]
+    if moved:
+        _undo_skipped(client_id, moved)
+
+
+def _undo_skipped(client_id: str, fields: list[str]) -> None:
+    log.warning(
+        "client %s: the undo of a change the audit trail refused was skipped for %s, "
+        "changed meanwhile",
+        client_id,
+        ", ".join(fields),
+    )
 
 
 @router.post("/clients/{client_id}/rotate-secret", openapi_extra=roles(*ADMIN))
@@ -1016,29 +1048,17 @@ async def rotate_client_secret(
         raise NotFound(f"no client {client_id}")
     secret = _secrets.token_urlsafe(32)
     encoded = await asyncio.to_thread(hash_secret, secret, n=comps.settings.token_client_scrypt_n)
-    engine = admin_services(request).services.engine
-
-    def swap(new_hash: str | None) -> str | None:
-        """Store ``new_hash`` (when given); the hash stored before."""
-        with engine.begin() as conn:
-            old = conn.execute(
-                select(clients_table.c.secret_hash).where(clients_table.c.client_id == client_id)
-            ).scalar_one_or_none()
-            if new_hash is not None:
-                conn.execute(
-                    update(clients_table)
-                    .where(clients_table.c.client_id == client_id)
-                    .values(secret_hash=new_hash)
-                )
-        return str(old) if old is not None else None
-
-    old_hash = await asyncio.to_thread(swap, encoded)
-    comps.clients.forget(client_id)  # not set_disabled: a disable meanwhile would be undone
+    # the secret hash only (a disable meanwhile stays), over exactly the hash read
+    old_hash = await asyncio.to_thread(comps.clients.swap_secret_hash, client_id, encoded)
+    if old_hash is None:
+        raise ChangeConflict(f"client {client_id} is gone or got another secret meanwhile")
     try:
         await _client_change(request, p, client_id, "secret", None, None, secret=True)
     except AuditUnavailable:  # the old secret stays the one that works
-        await asyncio.to_thread(swap, old_hash)
-        comps.clients.forget(client_id)
+        if not await asyncio.to_thread(
+            comps.clients.swap_secret_hash, client_id, old_hash, expected=encoded
+        ):
+            _undo_skipped(client_id, ["secret"])
         raise
     return {"client_id": client_id, "client_secret": secret}
 
@@ -1056,7 +1076,9 @@ async def disable_client(
     try:
         await _client_change(request, p, client_id, "disabled", client.disabled, True)
     except AuditUnavailable:  # no permission change without its record
-        await asyncio.to_thread(comps.clients.set_disabled, client_id, client.disabled)
+        await asyncio.to_thread(
+            _put_back, comps.clients, client_id, {"disabled": True}, {"disabled": client.disabled}
+        )
         raise
     return {"client_id": client_id, "disabled": True}
 

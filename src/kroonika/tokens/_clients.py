@@ -272,6 +272,30 @@ class ClientRegistry:
         with self._lock:
             self._verified.pop(client_id, None)
 
+    def swap_secret_hash(
+        self, client_id: str, new_hash: str, *, expected: str | None = None
+    ) -> str | None:
+        """Store ``new_hash`` as the client's secret hash, in place of exactly the hash
+        read (one UPDATE conditional on it): the hash replaced, or None (nothing written)
+        when the client is gone, when another rotation landed between the read and the
+        write, or when the hash read is not ``expected`` (an undo puts the old hash back
+        only over the one it wrote, never over a newer rotation). The cached
+        verification goes either way."""
+        with self._engine.connect() as conn:
+            old = conn.execute(
+                select(clients.c.secret_hash).where(clients.c.client_id == client_id)
+            ).scalar_one_or_none()
+        written = 0
+        if old is not None and (expected is None or old == expected):
+            with self._engine.begin() as conn:
+                written = conn.execute(
+                    update(clients)
+                    .where(clients.c.client_id == client_id, clients.c.secret_hash == old)
+                    .values(secret_hash=new_hash)
+                ).rowcount
+        self.forget(client_id)
+        return str(old) if written == 1 else None
+
     def forget(self, client_id: str) -> None:
         """Drop the cached verification of ``client_id`` (its secret changed)."""
         with self._lock:
