@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -302,3 +303,42 @@ def test_a_secret_swap_replaces_exactly_the_hash_it_read(stored: ClientRegistry)
     assert stored.swap_secret_hash(cid, first, expected=second) == second
     assert stored._row(cid)[1] == first  # type: ignore[index]
     assert stored.swap_secret_hash("kc_gone", third) is None
+
+
+class _RotatedAfterTheRead:
+    """``engine``, except that the first connection, once closed (the swap has read the
+    hash), is followed by another writer storing ``other`` as the client's hash."""
+
+    def __init__(self, engine: Any, client_id: str, other: str) -> None:
+        self.engine, self.client_id, self.other, self.landed = engine, client_id, other, False
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        with self.engine.connect() as conn:
+            yield conn
+        if not self.landed:
+            self.landed = True
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(clients)
+                    .where(clients.c.client_id == self.client_id)
+                    .values(secret_hash=self.other)
+                )
+
+    def begin(self) -> Any:
+        return self.engine.begin()
+
+
+def test_a_secret_swap_overtaken_by_another_writes_nothing(
+    stored: ClientRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another rotation between the swap's read and its write: the swap writes nothing
+    (None), so the hash it would report as replaced is never one it did not replace."""
+    cid = stored.register("svc").client.client_id
+    other = hash_secret("other", n=2**10)
+    racing = _RotatedAfterTheRead(stored._engine, cid, other)
+    monkeypatch.setattr(stored, "_engine", racing)
+    assert stored.swap_secret_hash(cid, hash_secret("mine", n=2**10)) is None
+    monkeypatch.undo()
+    assert racing.landed
+    assert stored._row(cid)[1] == other  # type: ignore[index]
