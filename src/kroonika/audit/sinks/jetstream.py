@@ -7,6 +7,14 @@ becomes exactly-once in the stream. Each publish waits for the server's
 acknowledgement before the next, so order per stream is kept; ``delivered`` on
 a failure says how many were acknowledged.
 
+What the server will never take is a :class:`PermanentSinkError`, so the runner
+dead-letters that item and delivers the rest (decision 0032): a message (payload and
+headers) over the server's ``max_payload``, a subject these credentials may not
+publish to (a permissions violation, which nats-py reports only through its error
+callback while the publish times out), a message the stream refuses as a bad request
+(over its ``max_msg_size``). No connection, a timeout, no responders (no stream
+bound to the subject) and a stream that is unavailable are transient: retried.
+
 The sink does not create the JetStream stream (its retention, storage and replicas
 are the operator's, and creating one needs JetStream API rights a publisher should
 not hold); it expects one bound to its subjects. The first acknowledgement from a
@@ -52,6 +60,8 @@ from pydantic import SecretStr
 from kroonika.audit.sinks._base import (
     CheckpointRecord,
     Item,
+    PermanentSinkError,
+    SinkError,
     TransientSinkError,
     is_loopback,
     refuse_cleartext,
@@ -63,6 +73,9 @@ log = logging.getLogger("kroonika.audit.sinks")
 DEFAULT_DUPLICATE_WINDOW = 7200.0
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+
+#: nats-server's ``-ERR 'Permissions Violation for Publish to "<subject>"'``.
+_PUBLISH_DENIED = re.compile(r'Permissions Violation for Publish to "?([^"\s]+)', re.IGNORECASE)
 
 #: nats-py options that carry a credential or decide TLS: given only through this
 #: sink's own arguments, so the transport check cannot be bypassed.
@@ -104,11 +117,6 @@ def _guarded_client() -> type[Any]:
             return command
 
     return GuardedClient
-
-
-async def _quiet(exc: Exception) -> None:
-    """nats-py logs every connection error itself; the runner reports failures."""
-    del exc
 
 
 class JetStreamSink:
@@ -155,6 +163,9 @@ class JetStreamSink:
         self._nc: Any = None
         self._js: Any = None
         self.duplicates = 0
+        #: Subjects the server refused with a permissions violation since their last
+        #: publish began (filled by nats-py's error callback).
+        self._denied: set[str] = set()
         self.duplicate_window = duplicate_window
         #: The duplicate window (seconds) of each stream that acknowledged an item, read
         #: once (0 when it could not be read).
@@ -194,7 +205,7 @@ class JetStreamSink:
                     servers=self.servers,
                     max_reconnect_attempts=1,
                     allow_reconnect=False,
-                    error_cb=_quiet,
+                    error_cb=self._on_error,
                     **options,
                 ),
                 self.timeout * 2,
@@ -273,27 +284,78 @@ class JetStreamSink:
 
         js = await self._connect()
         for pos, item in enumerate(batch):
+            subject, payload, headers = self.subject(item), self.payload(item), self.headers(item)
+            self._refuse_oversized(subject, payload, headers, pos)
+            self._denied.discard(subject)
             try:
-                ack = await js.publish(
-                    self.subject(item),
-                    self.payload(item),
-                    timeout=self.timeout,
-                    headers={"Nats-Msg-Id": item.id},
-                )
+                ack = await js.publish(subject, payload, timeout=self.timeout, headers=headers)
             except (OSError, TimeoutError, NatsError) as exc:
-                # No stream bound to the subject, no responders or a timeout: all
-                # fixable on the server side, so retried rather than dead-lettered.
-                raise TransientSinkError(
-                    f"JetStream publish failed: {type(exc).__name__}: {exc}", delivered=pos
-                ) from exc
+                raise self._classify(exc, subject, pos) from exc
             if getattr(ack, "duplicate", False):
                 self.duplicates += 1
             await self._check_stream(js, getattr(ack, "stream", None))
+
+    @staticmethod
+    def headers(item: Item) -> dict[str, str]:
+        return {"Nats-Msg-Id": item.id}
+
+    def _refuse_oversized(
+        self, subject: str, payload: bytes, headers: dict[str, str], pos: int
+    ) -> None:
+        """The server takes a message (headers and payload) of at most its
+        ``max_payload`` bytes; a larger one it never takes (nats-py refuses the payload
+        alone, the server closes the connection over the rest), so it is permanent."""
+        limit = getattr(self._nc, "max_payload", None)
+        if not isinstance(limit, int) or limit <= 0:
+            return
+        size = len(payload) + len(_header_block(headers))
+        if size > limit:
+            raise PermanentSinkError(
+                f"JetStream publish refused: the message on {subject!r} is {size} bytes, "
+                f"more than the server's max_payload ({limit} bytes)",
+                delivered=pos,
+            )
+
+    def _classify(self, exc: BaseException, subject: str, pos: int) -> SinkError:
+        """Permanent: what the server will never take however often it is sent (a
+        payload over ``max_payload``, a subject these credentials may not publish to,
+        a message the stream refuses as a bad request, e.g. over its
+        ``max_msg_size``). Everything else (no connection, a timeout, no responders
+        or no stream bound to the subject, the stream unavailable) is fixable on the
+        server side without touching the item: transient, retried."""
+        from nats.errors import MaxPayloadError
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import BadRequestError
+
+        name = type(exc).__name__
+        if isinstance(exc, MaxPayloadError):
+            why = f"the message on {subject!r} is larger than the server's max_payload"
+        elif isinstance(exc, BadRequestError):
+            why = f"the stream refuses the message on {subject!r}: {exc.description or name}"
+        elif isinstance(exc, TimeoutError | NatsTimeout) and subject in self._denied:
+            why = f"permissions violation: these credentials may not publish to {subject!r}"
+        else:
+            return TransientSinkError(f"JetStream publish failed: {name}: {exc}", delivered=pos)
+        return PermanentSinkError(f"JetStream publish refused: {why}", delivered=pos)
+
+    async def _on_error(self, exc: Exception) -> None:
+        """nats-py's error callback: a permissions violation names the subject the
+        server refused (the publish itself then only times out). Every other error
+        nats-py logs itself; the runner reports failures."""
+        match = _PUBLISH_DENIED.search(str(exc))
+        if match:
+            self._denied.add(match.group(1))
 
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None:
             await _close_quietly(nc)
+
+
+def _header_block(headers: dict[str, str]) -> bytes:
+    """The header block nats-py writes before the payload (HPUB)."""
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"NATS/1.0\r\n{lines}\r\n".encode()
 
 
 async def _close_quietly(nc: Any) -> None:
