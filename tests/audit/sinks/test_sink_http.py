@@ -17,6 +17,7 @@ from sink_kit import Kit, make_ca, write_events
 
 from kroonika.audit.formats import ecs_document
 from kroonika.audit.sinks import (
+    CheckpointRecord,
     CursorStore,
     ElasticBulkSink,
     Record,
@@ -494,3 +495,86 @@ async def test_a_replayed_dead_letter_that_elastic_already_holds_counts_as_deliv
     await es.stop()
     assert statuses[1:] == [[201], [409]]
     assert list(index) == [record.id]
+
+
+#: 128 letters of four UTF-8 bytes each: a checkpoint id of 525 bytes.
+LONG_STREAM = "\U0001d51e" * 128  # MATHEMATICAL FRAKTUR SMALL A
+
+
+def id_limited_index() -> tuple[Collector, dict[str, dict[str, object]]]:
+    """An _bulk endpoint with create semantics that refuses, as Elasticsearch does, an
+    ``_id`` longer than 512 bytes (UTF-8): a 400 for that item."""
+    index: dict[str, dict[str, object]] = {}
+
+    def handler(r: Request) -> tuple[int, bytes]:
+        lines = r.body.split(b"\n")[:-1]
+        items: list[dict[str, object]] = []
+        for pos in range(0, len(lines), 2):
+            doc_id = orjson.loads(lines[pos])["create"]["_id"]
+            if len(doc_id.encode()) > 512:
+                error = {"type": "illegal_argument_exception", "reason": "id is too long"}
+                items.append({"create": {"status": 400, "error": error}})
+            elif doc_id in index:
+                error = {"type": "version_conflict_engine_exception"}
+                items.append({"create": {"_id": doc_id, "status": 409, "error": error}})
+            else:
+                index[doc_id] = orjson.loads(lines[pos + 1])
+                items.append({"create": {"_id": doc_id, "status": 201}})
+        errors = any(i["create"]["status"] not in (201, 409) for i in items)  # type: ignore[index]
+        return 200, orjson.dumps({"took": 1, "errors": errors, "items": items})
+
+    return Collector(handler), index
+
+
+@pytest.mark.asyncio
+async def test_a_checkpoint_id_over_elastics_512_bytes_goes_under_a_stable_digest_id(
+    kit_factory: Callable[..., Kit],
+) -> None:
+    """A 128-letter stream name of multibyte letters makes a checkpoint id Elastic
+    refuses as ``_id``: it is sent as ``sha256:<hex of the id>``, so it is delivered
+    (not dead-lettered), the document still carries the whole id, and a re-send is a
+    409 like any other repeat. Event ids (UUIDs) keep their own ``_id``."""
+    import hashlib
+
+    kit = kit_factory(stream=LONG_STREAM)
+    write_events(kit, 5)  # and a checkpoint at 5
+    (cp,) = kit.store.checkpoints(LONG_STREAM)
+    cp_id = f"checkpoint:{LONG_STREAM}:{cp.size}"
+    assert len(cp_id.encode()) > 512
+    es, index = id_limited_index()
+    await es.start()
+    sink = ElasticBulkSink("es", es.url)
+    runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST)
+    try:
+        await runner.drain()
+        await sink.send([CheckpointRecord(cp)])  # raises if the repeat were refused
+    finally:
+        await runner.stop()
+        await es.stop()
+    assert CursorStore(kit.store.engine).dead_letters("es") == []
+    assert runner.metrics()["es"]["checkpoints"] == 1
+    digest_id = "sha256:" + hashlib.sha256(cp_id.encode()).hexdigest()
+    bodies = [b for blk in kit.store.blocks(LONG_STREAM) for b in blk.records()]
+    ids = [orjson.loads(b)["id"] for b in bodies]
+    assert sorted(index) == sorted([*ids, digest_id])
+    doc = index[digest_id]
+    assert doc["event"]["id"] == cp_id  # type: ignore[index]
+    assert doc["kroonika"]["checkpoint"]["stream"] == LONG_STREAM  # type: ignore[index]
+    last = es.requests[-1].body.split(b"\n")[0]
+    assert orjson.loads(last) == {
+        "create": {"_id": digest_id, "_index": "logs-kroonika.audit-default"}
+    }
+
+
+def test_an_id_that_fits_elastics_limit_is_its_own_document_id() -> None:
+    """Up to 512 bytes of UTF-8 the ``_id`` is the id itself (as before), one byte
+    more and it is the digest form."""
+    import hashlib
+
+    from kroonika.audit.sinks.elastic_bulk import document_id
+
+    fits = "checkpoint:" + "õ" * 249 + "-:1"
+    assert len(fits.encode()) == 512
+    assert document_id(fits) == fits
+    over = fits + "0"
+    assert document_id(over) == "sha256:" + hashlib.sha256(over.encode()).hexdigest()

@@ -227,7 +227,7 @@ async def test_a_checkpoint_of_a_long_non_ascii_stream_is_delivered_and_deduplic
     UTF-8 and still names the checkpoint; the server stores it once, and drops the
     re-send as a duplicate."""
     require_nats()
-    stream = "tõrva-" + "õ" * 122
+    stream = "tõrva-" + "\U0001d51e" * 122  # 128 letters, 495 bytes of UTF-8
     kit = kit_factory(stream=stream)
     prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
     async with jetstream("nats://127.0.0.1:4222", prefix) as (_nc, js):

@@ -7,10 +7,19 @@ delivered, so at-least-once becomes exactly-once in the index. A 200 answer with
 ``"errors": true`` is read item by item: the first item that failed stops the
 cursor there (429 and 5xx items are retried; other refusals are permanent and end
 as dead letters); items after it are sent again and conflict harmlessly.
+
+Elasticsearch and OpenSearch refuse an ``_id`` over 512 bytes (UTF-8). Event ids
+(UUIDs) are far below; a checkpoint id holds its stream name (128 letters of up to
+four bytes each), so it can be over. Such an id is sent as ``_id``
+``sha256:<64 lowercase hex>``, the SHA-256 of the id's UTF-8 bytes (decision 0032):
+stable, so a re-send still conflicts, and never the form of another id (event ids
+are UUIDs, checkpoint ids start ``checkpoint:``). The document keeps the whole id in
+``event.id``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from collections.abc import Sequence
 
@@ -26,6 +35,17 @@ from kroonika.audit.sinks._base import (
     TransientSinkError,
 )
 from kroonika.audit.sinks._http import HttpPoster
+
+#: The longest ``_id`` Elasticsearch and OpenSearch take, in bytes of UTF-8.
+MAX_ID_BYTES = 512
+
+
+def document_id(item_id: str) -> str:
+    """The ``_id`` of an item: its id, or ``sha256:<hex>`` of it when over 512 bytes."""
+    raw = item_id.encode()
+    if len(raw) <= MAX_ID_BYTES:
+        return item_id
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 class ElasticBulkSink:
@@ -68,7 +88,7 @@ class ElasticBulkSink:
             doc.setdefault("kroonika", {})["checkpoint"] = item.doc()["checkpoint"]
         else:
             doc = ecs_document(item.doc)
-        action = {"create": {"_id": item.id, "_index": self.index}}
+        action = {"create": {"_id": document_id(item.id), "_index": self.index}}
         return (
             orjson.dumps(action, option=orjson.OPT_SORT_KEYS)
             + b"\n"
