@@ -4,11 +4,13 @@ and nothing from the environment deciding where the events go (decision 0030).""
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Mapping
 
 import httpx
 
+from kroonika.audit._tls import trust_store_context, without_key_log
 from kroonika.audit.sinks._base import PermanentSinkError, TransientSinkError, refuse_cleartext
 
 #: Statuses that refuse what was sent (a bad event, a batch too large): permanent, so
@@ -110,12 +112,18 @@ def _client(
         # The trust store httpx would pick with trust_env (SSL_CERT_FILE, SSL_CERT_DIR,
         # else certifi's bundle): not reading proxies must not change whom TLS trusts.
         try:
-            verify = httpx.create_ssl_context(verify=True, trust_env=True)
+            verify = trust_store_context(os.environ)
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(
                 f"the trust store named by SSL_CERT_FILE or SSL_CERT_DIR cannot be used "
                 f"({type(exc).__name__}): fix it, or give the sink a ca_file"
             ) from None
+    elif verify is True:  # plain http://: never used (no redirects are followed)
+        verify = trust_store_context({})
+    elif verify is False:  # tls_verify=false (development only)
+        verify = httpx.create_ssl_context(verify=False)
+    # Whoever made the context, it logs no session keys (SSLKEYLOGFILE, decision 0032).
+    verify = without_key_log(verify)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
         verify=verify,

@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import SecretStr
 
+from kroonika.audit._tls import client_context, without_key_log
 from kroonika.audit.sinks._base import (
     CheckpointRecord,
     Item,
@@ -156,7 +157,7 @@ class JetStreamSink:
         self.prefix = subject_prefix
         self.timeout = timeout
         self._token = token
-        self._tls = tls
+        self._tls = without_key_log(tls) if tls is not None else None
         self.allow_cleartext_credentials = allow_cleartext_credentials
         self.allow_cleartext = allow_cleartext
         self._options = connect_options or {}
@@ -194,8 +195,9 @@ class JetStreamSink:
         nc = _guarded_client()(self._check_channel)
         # (connect_timeout is typed int in nats-py but used as a float by asyncio)
         options: dict[str, Any] = {**self._options, "connect_timeout": self.timeout}
-        if self._tls is not None:
-            options["tls"] = self._tls
+        # Always a context of ours: given none, nats-py would make a default one (which
+        # logs its keys under SSLKEYLOGFILE) for a nats:// server that asks for TLS.
+        options["tls"] = self._tls or client_context()
         options["tls_handshake_first"] = self.tls_handshake_first
         if self._token is not None:
             options["token"] = self._token.get_secret_value

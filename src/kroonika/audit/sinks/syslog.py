@@ -26,6 +26,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Literal
 
+from kroonika.audit._tls import client_context
 from kroonika.audit.formats import Rfc5424Renderer, frame_octet_counted
 from kroonika.audit.sinks._base import (
     CheckpointRecord,
@@ -134,8 +135,8 @@ def tls_context(
 ) -> ssl.SSLContext:
     """A client context for RFC 5425: TLS 1.2+, the server certificate verified
     against ``cafile`` (the system's trust store when None) and its name checked;
-    optional client certificate."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    optional client certificate. Never logs its session keys (``SSLKEYLOGFILE``)."""
+    ctx = client_context(cafile)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
