@@ -27,6 +27,8 @@ from types import MappingProxyType
 
 import httpx
 
+from kroonika.audit._tls import trust_store_context
+
 TARTU = "193.40.0.1"
 LONDON = "81.2.69.142"
 SYDNEY = "1.1.1.1"
@@ -81,6 +83,7 @@ class AttackContext:
             event_hooks={"request": [choose]},
             headers={"x-forwarded-for": ip, "user-agent": "Mozilla/5.0 (kroonika attack)"},
             trust_env=False,
+            verify=trust_store_context({}),  # no key log under SSLKEYLOGFILE (0032)
         )
 
     async def login(self, ip: str, autologin: str, **choice: str) -> str:
@@ -97,7 +100,9 @@ class AttackContext:
     async def mock_switch(self, **switches: object) -> bool:
         if self.mock_url is None:
             return False
-        async with httpx.AsyncClient(timeout=10, trust_env=False) as c:
+        async with httpx.AsyncClient(
+            timeout=10, trust_env=False, verify=trust_store_context({})
+        ) as c:
             r = await c.post(self.mock_url + "/mock/config", json=switches)
         return r.status_code == 200
 
@@ -132,7 +137,9 @@ async def impossible_travel(ctx: AttackContext) -> Outcomes:
 async def rate_limit(ctx: AttackContext) -> Outcomes:
     out: Outcomes = Counter()
     headers = {"x-forwarded-for": MOUNTAIN_VIEW}
-    async with httpx.AsyncClient(timeout=15, trust_env=False, headers=headers) as c:
+    async with httpx.AsyncClient(
+        timeout=15, trust_env=False, headers=headers, verify=trust_store_context({})
+    ) as c:
 
         async def one() -> str:
             r = await c.get(ctx.base_url + "/auth/login", follow_redirects=False)

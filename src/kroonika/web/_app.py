@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
@@ -17,6 +18,7 @@ from starlette.routing import Match
 
 from kroonika.admin import install_admin, record_unrouted
 from kroonika.audit import AuditUnavailable, StoreError
+from kroonika.audit._tls import KEY_LOG_VARIABLE, key_log_requested, trust_store_context
 from kroonika.auditing import build_audit
 from kroonika.db import UNAVAILABLE, make_engine
 from kroonika.db.migrate import upgrade
@@ -109,6 +111,27 @@ async def _startup_tara(app: FastAPI, settings: Settings) -> None:
     )
 
 
+def check_key_log(settings: Settings, environ: Mapping[str, str]) -> None:
+    """``SSLKEYLOGFILE`` makes Python's TLS write every connection's session keys to a
+    file: with it and a capture anyone reads the tokens, credentials and events sent.
+    Kroonika's own contexts ignore it; contexts libraries make for themselves (redis-py
+    for ``rediss://``) do not. So production refuses to start, development warns once
+    (decision 0032)."""
+    if not key_log_requested(environ):
+        return
+    what = (
+        f"{KEY_LOG_VARIABLE} is set: Python's TLS writes the session keys of a connection "
+        "to that file, and with it anyone holding a capture reads what was sent"
+    )
+    if settings.production:
+        raise SettingsError(f"{what}; unset it (refused in production)")
+    log.warning(
+        "%s. Kroonika's own TLS clients (sinks, TARA) log no keys; a library that makes "
+        "its own context (Redis over TLS) may. Unset it outside a debugging session",
+        what,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -122,6 +145,7 @@ def create_app(
     import time
 
     clock = clock or time.time
+    check_key_log(settings, os.environ)
     if settings.production:
         if not settings.cookie_secure:
             raise SettingsError("KROONIKA_COOKIE_SECURE must be true in production")
@@ -148,7 +172,10 @@ def create_app(
     limiter = build_limiter(settings, emit=audit.trail.emit)
     monitor = build_monitor(settings, audit.trail, engine, threat=enrichment.threat)
     http = http_client or httpx.AsyncClient(
-        timeout=settings.tara_timeout_s, follow_redirects=False, trust_env=False
+        timeout=settings.tara_timeout_s,
+        follow_redirects=False,
+        trust_env=False,
+        verify=trust_store_context({}),  # certifi's bundle, as before; no key log
     )
     secure = settings.cookie_secure
     services = Services(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from kroonika.audit._tls import trust_store_context
 from kroonika.audit.synthetic import public_address
 
 PEOPLE = (
@@ -149,6 +150,7 @@ def _client(b_holder: list[Browser], address: str) -> httpx.AsyncClient:
         event_hooks={"request": [choose]},
         headers={"user-agent": "Mozilla/5.0 (kroonika simulate)", "x-forwarded-for": address},
         trust_env=False,
+        verify=trust_store_context({}),  # no key log under SSLKEYLOGFILE (0032)
     )
 
 
