@@ -3,6 +3,7 @@ and a real rsyslogd run as an ordinary process."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -10,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,3 +258,38 @@ def make_ca(tmp: Path) -> tuple[Path, Path, Path]:
         )
     )
     return paths
+
+
+# --- a nats-server of our own -------------------------------------------------------
+
+NATS_SERVER = "/usr/sbin/nats-server"
+
+
+@contextlib.contextmanager
+def own_nats_server(tmp: Path, conf: str) -> Iterator[int]:
+    """A nats-server of our own on a free loopback port, JetStream on, with ``conf``
+    added to its configuration (the system server on 4222 is left alone)."""
+    if not Path(NATS_SERVER).exists():
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{NATS_SERVER} is not installed and KROONIKA_REQUIRE_SERVICES=1")
+        pytest.skip(f"{NATS_SERVER} is not installed")
+    port = free_port()
+    path = tmp / "nats.conf"
+    path.write_text(
+        f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp / "js"}" }}\n{conf}'
+    )
+    proc = subprocess.Popen(
+        [NATS_SERVER, "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("nats-server did not start listening")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)

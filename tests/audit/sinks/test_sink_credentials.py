@@ -9,8 +9,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 from http_collector import Collector, pipe
 from pydantic import SecretStr
-from sink_kit import REQUIRE_SERVICES, Kit, free_port, make_ca, write_events
+from sink_kit import Kit, make_ca, own_nats_server, write_events
 from test_sink_jetstream_file import require_nats
 
 from kroonika.audit.sinks import (
@@ -279,40 +277,15 @@ async def test_a_token_to_a_remote_server_in_clear_is_withheld_unless_opted_out(
     assert SECRET.encode() in proxy.sent
 
 
-NATS_SERVER = "/usr/sbin/nats-server"
-
-
 @contextlib.contextmanager
 def tls_nats_server(tmp: Path, token: str) -> Iterator[tuple[int, Path]]:
     """A nats-server of our own with JetStream that requires TLS and ``token``."""
-    if not Path(NATS_SERVER).exists():
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{NATS_SERVER} is not installed and KROONIKA_REQUIRE_SERVICES=1")
-        pytest.skip(f"{NATS_SERVER} is not installed")
     ca, cert, key = make_ca(tmp / "pki")
-    port = free_port()
-    conf = tmp / "nats.conf"
-    conf.write_text(
-        f'listen: "127.0.0.1:{port}"\n'
-        f'jetstream {{ store_dir: "{tmp / "js"}" }}\n'
-        f'tls {{ cert_file: "{cert}"\n key_file: "{key}" }}\n'
-        f'authorization {{ token: "{token}" }}\n'
+    conf = (
+        f'tls {{ cert_file: "{cert}"\n key_file: "{key}" }}\nauthorization {{ token: "{token}" }}\n'
     )
-    proc = subprocess.Popen(
-        [NATS_SERVER, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("nats-server did not start listening")
+    with own_nats_server(tmp, conf) as port:
         yield port, ca
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.nats

@@ -4,16 +4,14 @@ an id with a non-ASCII stream name is delivered and deduplicated (real nats-serv
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from sink_kit import REQUIRE_SERVICES, Kit, free_port, write_events
+from sink_kit import Kit, own_nats_server, write_events
 from test_sink_jetstream_file import require_nats
 
 from kroonika.audit.sinks import (
@@ -29,7 +27,6 @@ from kroonika.audit.sinks import (
 )
 
 FAST = RetryPolicy(initial=0.01, maximum=0.05, send_timeout=10, permanent_attempts=2)
-NATS_SERVER = "/usr/sbin/nats-server"
 
 
 @contextlib.asynccontextmanager
@@ -134,41 +131,16 @@ async def test_the_sink_says_which_limit_an_oversized_item_is_over(kit: Kit) -> 
         assert big not in message
 
 
-@contextlib.contextmanager
-def nats_server_denying(tmp: Path, subject: str) -> Iterator[int]:
-    """A nats-server of our own (JetStream on) whose anonymous user may publish to
-    everything but ``subject``."""
-    if not Path(NATS_SERVER).exists():
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{NATS_SERVER} is not installed and KROONIKA_REQUIRE_SERVICES=1")
-        pytest.skip(f"{NATS_SERVER} is not installed")
-    port = free_port()
-    conf = tmp / "nats.conf"
-    conf.write_text(
-        f'listen: "127.0.0.1:{port}"\n'
-        f'jetstream {{ store_dir: "{tmp / "js"}" }}\n'
+def nats_server_denying(tmp: Path, subject: str) -> contextlib.AbstractContextManager[int]:
+    """A nats-server of our own whose anonymous user may publish to everything but
+    ``subject``."""
+    return own_nats_server(
+        tmp,
         "accounts { A { jetstream: enabled\n"
         '  users: [ { user: "pub", password: "not-used-by-the-sink",\n'
         f'    permissions: {{ publish: {{ deny: ["{subject}"] }} }} }} ] }} }}\n'
-        'no_auth_user: "pub"\n'
+        'no_auth_user: "pub"\n',
     )
-    proc = subprocess.Popen(
-        [NATS_SERVER, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        import socket
-
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("nats-server did not start listening")
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.nats
