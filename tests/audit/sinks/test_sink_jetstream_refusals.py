@@ -107,6 +107,41 @@ async def test_an_event_over_the_servers_max_payload_is_dead_lettered_and_the_re
 
 @pytest.mark.nats
 @pytest.mark.asyncio
+async def test_an_event_over_the_streams_max_msg_size_is_dead_lettered(kit: Kit) -> None:
+    """The stream's own ``max_msg_size`` (a JetStream 400 answer) refuses the event for
+    good: a dead letter naming the stream's reason; the events after it arrive."""
+    require_nats()
+    import nats
+
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    await js.add_stream(name=prefix, subjects=[f"{prefix}.>"], max_msg_size=16384)
+    try:
+        write_events(kit, 3)
+        bodies = [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+        big = orjson.loads(bodies[0])["id"]
+        sink = OversizedSink(
+            "nats", subject_prefix=prefix, timeout=2, oversized=big, size=lambda: 20000
+        )
+        runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
+        try:
+            await runner.drain()
+        finally:
+            await runner.stop()
+            await sink.close()
+        (dead,) = CursorStore(kit.store.engine).dead_letters("nats")
+        assert (dead["seq"], dead["item_id"]) == (1, big)
+        assert dead["error"].startswith("PermanentSinkError: ")
+        assert "the stream refuses the message" in dead["error"]
+        assert [m.data for m in await stored_messages(js, prefix)] == bodies[1:]
+    finally:
+        await js.delete_stream(prefix)
+        await nc.close()
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
 async def test_the_sink_says_which_limit_an_oversized_item_is_over(kit: Kit) -> None:
     """The refusal is permanent at the item's position and names the subject, the
     size and the server's limit (never the payload)."""

@@ -197,7 +197,9 @@ class JetStreamSink:
         options: dict[str, Any] = {**self._options, "connect_timeout": self.timeout}
         # Always a context of ours: given none, nats-py would make a default one (which
         # logs its keys under SSLKEYLOGFILE) for a nats:// server that asks for TLS.
-        options["tls"] = self._tls or client_context()
+        if self._tls is None:
+            self._tls = client_context()  # the process's trust store, as nats-py's own
+        options["tls"] = self._tls
         options["tls_handshake_first"] = self.tls_handshake_first
         if self._token is not None:
             options["token"] = self._token.get_secret_value
