@@ -162,3 +162,17 @@ def test_the_syslog_and_nats_tls_context_logs_no_keys(tmp_path: Path, key_log: P
     ca, _, _ = make_ca(tmp_path)
     assert tls_context(str(ca)).keylog_filename is None
     assert tls_context(None).keylog_filename is None
+
+
+def test_a_context_handed_to_a_sink_stops_logging_keys(tmp_path: Path, key_log: Path) -> None:
+    """A library caller's own context (made while the variable was set) logs no keys
+    once a syslog, NATS or HTTP sink holds it."""
+    from kroonika.audit.sinks import ElasticBulkSink, SyslogTcpSink
+
+    ca, _, _ = make_ca(tmp_path)
+    given = [ssl.create_default_context(cafile=str(ca)) for _ in range(3)]
+    assert all(ctx.keylog_filename == str(key_log) for ctx in given)
+    SyslogTcpSink("s", "127.0.0.1", 6514, tls=given[0])
+    JetStreamSink("n", "tls://127.0.0.1:4222", tls=given[1])
+    ElasticBulkSink("e", "https://127.0.0.1:9200", verify=given[2])
+    assert [ctx.keylog_filename for ctx in given] == [None, None, None]

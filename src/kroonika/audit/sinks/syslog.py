@@ -26,7 +26,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Literal
 
-from kroonika.audit._tls import client_context
+from kroonika.audit._tls import client_context, without_key_log
 from kroonika.audit.formats import Rfc5424Renderer, frame_octet_counted
 from kroonika.audit.sinks._base import (
     CheckpointRecord,
@@ -69,7 +69,7 @@ class SyslogTcpSink:
         self.name = name
         self.host = host
         self.port = port
-        self.tls = tls
+        self.tls = without_key_log(tls) if tls is not None else None  # decision 0032
         self.server_hostname = server_hostname or (host if tls is not None else None)
         self.connect_timeout = connect_timeout
         self._render = _Rendering(
