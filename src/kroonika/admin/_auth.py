@@ -406,11 +406,9 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
                 raise
         else:
             # optional on reads, but what is recorded is plain text like any justification
-            raw = request.headers.get("x-justification")
+            raw = await justification_of(request)
             call.justification = (
-                check_justification(_header_text(raw), minimum=1, pattern=None)
-                if raw and raw.strip()
-                else None
+                check_justification(raw, minimum=1, pattern=None) if raw and raw.strip() else None
             )
         return principal
 

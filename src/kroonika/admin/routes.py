@@ -113,9 +113,11 @@ class Body(BaseModel):
     """An admin request body. Every text in it (in lists and objects too) is printable:
     no NUL (PostgreSQL refuses it, which would be a 500), CR/LF, terminal codes, bidi or
     invisible characters. The justification has its own rule (line breaks allowed).
-    Surrounding white space is removed first, so "   " is no reason or name."""
+    Surrounding white space is removed first, so "   " is no reason or name. A field the
+    route does not know is refused (422), not ignored: a misspelt ``"disable": true``
+    must not answer 200 having changed nothing."""
 
-    model_config = ConfigDict(str_strip_whitespace=True)
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
 
     @field_validator("*", mode="after")
     @classmethod
@@ -123,6 +125,13 @@ class Body(BaseModel):
         if info.field_name != "justification" and not printable(value):
             raise ValueError("texts are printable characters only")
         return value
+
+
+class ReadBody(Body):
+    """The body of a read sent as POST (a search, a look-up): a justification is optional,
+    in the body or in ``X-Justification``, and recorded when given."""
+
+    justification: str | None = None
 
 
 def _tokens(request: Request) -> Any:
@@ -208,7 +217,7 @@ async def _select(
     return await asyncio.to_thread(run)
 
 
-class TokenSearch(Body):
+class TokenSearch(ReadBody):
     """``POST /admin/tokens/search``: the filters of ``GET /admin/tokens`` in a body."""
 
     subject: SearchSubject = None
@@ -384,7 +393,7 @@ async def revoke_subject(
     return await _revoke_subject(request, p, body.subject, body.ban, body.ban_seconds)
 
 
-class SessionSearch(Body):
+class SessionSearch(ReadBody):
     """``POST /admin/sessions/search``: the filters of ``GET /admin/sessions`` in a body."""
 
     subject: SearchSubject = None
@@ -740,7 +749,7 @@ async def import_entries(
     return JSONResponse(result, status_code=200)
 
 
-class StatusCheck(Body):
+class StatusCheck(ReadBody):
     """``POST /admin/lists/status``: what ``GET /admin/lists/status`` takes, in a body."""
 
     subject: SearchSubject = None
@@ -1590,7 +1599,7 @@ async def list_roles(request: Request, p: Annotated[Principal, require(*ADMIN)])
     }
 
 
-class RoleLookup(Body):
+class RoleLookup(ReadBody):
     subject: str = Field(min_length=3, max_length=80)
 
 

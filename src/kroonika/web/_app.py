@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
@@ -34,6 +35,7 @@ from kroonika.web._metrics import install_log_shipping, install_retention_job
 from kroonika.web._middleware import RequestContextMiddleware
 from kroonika.web._openapi import install_openapi
 from kroonika.web._services import CookieConfig, Services
+from kroonika.web.routes_audit import RECORDS_PATH, REFUSED_WRITES
 from kroonika.web.routes_tokens import install_tokens
 
 log = logging.getLogger("kroonika.web")
@@ -363,12 +365,15 @@ def _allowed_methods(request: Request) -> str:
     names only those of the first route whose path matches, and ``/admin/lists/export``
     also matches ``/admin/lists/{entry_id}``. Each method is tried against the routes as
     the router would (FastAPI nests included routers, so the routes' own ``methods``
-    are not all at the top)."""
+    are not all at the top). The trail's records are routed for writes only to refuse
+    them (``PUT /audit/events`` answers 405 itself): those are not offered."""
     routes = request.app.router.routes
+    refused = REFUSED_WRITES if RECORDS_PATH.fullmatch(request.url.path) else ()
     return ", ".join(
         method
         for method in _METHODS
-        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+        if method not in refused
+        and any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
     )
 
 
@@ -391,7 +396,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Only where the problem is, never the input (it could be a code or a token).
-        where = [".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()]
+        # A location can hold a key the caller sent (an unknown field, a key of an
+        # object): such a key is named only when it is a plain identifier.
+        where = [".".join(_location(p) for p in e.get("loc", ())) for e in exc.errors()]
         return JSONResponse({**body("invalid_request"), "fields": where}, status_code=422)
 
     def outage(error: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
@@ -411,3 +418,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled %s request_id=%s", type(exc).__name__, _request_id(), exc_info=False)
         return JSONResponse(body("internal_error"), status_code=500)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def _location(part: object) -> str:
+    """One step of a validation error's location: an index, or a name if it is a plain
+    identifier (``<key>`` otherwise: a key may be a personal code or hold a line break)."""
+    if isinstance(part, int):
+        return str(part)
+    text = str(part)
+    return text if _IDENTIFIER.fullmatch(text) else "<key>"

@@ -12,8 +12,9 @@ import asyncio
 import base64
 import ipaddress
 import itertools
+import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
@@ -304,13 +305,19 @@ async def _immutable(request: Request) -> Response:
     )
 
 
-@router.api_route("/events/{event_id}", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
+#: Methods the trail's records refuse with a 405 of their own (and a policy violation);
+#: a 405's ``Allow`` does not offer them (see ``kroonika.web._app``).
+REFUSED_WRITES: Final = ("PUT", "PATCH", "DELETE", "POST")
+RECORDS_PATH: Final = re.compile(r"/audit/events(?:/[^/]+)?")
+
+
+@router.api_route("/events/{event_id}", methods=list(REFUSED_WRITES), include_in_schema=False)
 async def alter_event(event_id: str, request: Request) -> Response:
     """Refused for everyone: audit records cannot be altered or deleted."""
     return await _immutable(request)
 
 
-@router.api_route("/events", methods=["PUT", "PATCH", "DELETE", "POST"], include_in_schema=False)
+@router.api_route("/events", methods=list(REFUSED_WRITES), include_in_schema=False)
 async def alter_events(request: Request) -> Response:
     """Refused for everyone: audit records cannot be written, altered or deleted here."""
     return await _immutable(request)
