@@ -6,6 +6,7 @@ configuration change does; a change that gives it less applies at once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -367,7 +368,10 @@ def test_null_for_a_field_that_cannot_be_removed_is_refused(stack: AdminStack, f
 
 
 def _store(s: AdminStack, client_id: str, **fields: Any) -> None:
-    """Another writer (a ``/disable``, another PATCH, another instance) stores ``fields``."""
+    """Another writer (a ``/disable``, another PATCH, another instance) stores ``fields``
+    straight into the table, without bumping the client's version: as an instance still
+    on the code before migration k0004 would (a recorded write over HTTP, which bumps
+    it, is :func:`_overtaken_while_refused`)."""
     with s.stack.services.engine.begin() as conn:
         conn.execute(
             update(token_clients).where(token_clients.c.client_id == client_id).values(**fields)
@@ -581,8 +585,9 @@ def _undo_of_an_unrecorded_client_change(
     """The trail refuses the record of a ``/disable``, a PATCH or a ``rotate-secret``:
     each field is put back only if it still holds what the call wrote. With no change
     in between, everything is put back and nothing is logged; with one (an enable, or
-    another rotation, landing before the undo), that field keeps the newer value, the
-    call's other fields are still put back, and a warning says the undo was skipped."""
+    another rotation, landing before the undo, from a writer that does not bump the
+    version), that field keeps the newer value, the call's other fields are still put
+    back, and a warning says the undo was skipped."""
     quiet = _client(s)
     cid = quiet["client_id"]
     _refused_with(monkeypatch, s, cid)
@@ -645,3 +650,143 @@ def test_the_undo_of_an_unrecorded_change_keeps_a_change_made_meanwhile_on_postg
     """See :func:`_undo_of_an_unrecorded_client_change` (PostgreSQL)."""
     with admin_stack(tmp_path, database_url=fresh_postgres_url) as s:
         _undo_of_an_unrecorded_client_change(s, monkeypatch, caplog)
+
+
+def _overtaken_while_refused(
+    monkeypatch: pytest.MonkeyPatch, s: AdminStack, method: str, path: str, **kw: Any
+) -> list[Any]:
+    """The trail refuses the next ``config.change`` (alone or in a batch), but only after
+    another administrator's call (``method`` ``path``) ran to its end over HTTP and was
+    recorded: a write landing between the refused call's write and its undo. The list
+    gets that call's response."""
+    trail = s.stack.services.audit.trail
+    emit, emit_many = trail.emit, trail.emit_many
+    other: list[Any] = []
+    refusing: list[bool] = []
+
+    async def refuse() -> None:
+        refusing.append(True)  # the other call's own record goes through
+        other.append(await asyncio.to_thread(s.call, method, path, **kw))
+        raise AuditUnavailable("store down")
+
+    async def one(event: Any) -> Any:
+        if event.type == "config.change" and not refusing:
+            await refuse()
+        return await emit(event)
+
+    async def many(events: Any) -> Any:
+        batch = list(events)
+        if any(e.type == "config.change" for e in batch) and not refusing:
+            await refuse()
+        return await emit_many(batch)
+
+    monkeypatch.setattr(trail, "emit", one)
+    monkeypatch.setattr(trail, "emit_many", many)
+    return other
+
+
+def _recorded(s: AdminStack, response: Any) -> list[tuple[str, Any]]:
+    """The ``config.change`` keys and ``after`` values one call recorded."""
+    return [
+        (e["details"]["key"], e["details"]["after"])
+        for e in config_changes(s, response.headers["x-request-id"])
+    ]
+
+
+def _two_disables_at_once(
+    s: AdminStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two administrators disable one enabled client at once; the trail refuses the first
+    disable's record and stores the second's: the client stays disabled, as the recorded
+    disable says (the first's undo cannot tell its own ``true`` from the second's by
+    value, only by the row version), and a warning says the undo was skipped."""
+    client = _client(s)
+    cid = client["client_id"]
+    other = _overtaken_while_refused(monkeypatch, s, "POST", f"{CLIENTS}/{cid}/disable")
+    r = s.call("POST", f"{CLIENTS}/{cid}/disable")
+    monkeypatch.undo()
+    assert (r.status_code, [o.status_code for o in other]) == (503, [200]), r.text
+    assert _recorded(s, other[0]) == [("client.disabled", "true")]
+    assert _now(s, cid) == {**client, "disabled": True}
+    assert len(_skipped_undos(caplog, cid)) == 1
+
+
+def test_two_disables_at_once_the_first_unrecorded_leave_the_client_disabled(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """See :func:`_two_disables_at_once` (SQLite)."""
+    _two_disables_at_once(stack, monkeypatch, caplog)
+
+
+@pytest.mark.postgres
+def test_two_disables_at_once_the_first_unrecorded_leave_the_client_disabled_on_postgresql(
+    tmp_path: Path,
+    fresh_postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """See :func:`_two_disables_at_once` (PostgreSQL)."""
+    with admin_stack(tmp_path, database_url=fresh_postgres_url) as s:
+        _two_disables_at_once(s, monkeypatch, caplog)
+
+
+def _undo_overtaken_by_a_recorded_write(
+    s: AdminStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another administrator's recorded ``/disable`` lands between a call's write and the
+    undo of it (the trail refused the call's record). A PATCH or an approval is left in
+    force, the disable kept, and a warning names the fields left (the version moved on;
+    the undo cannot know which fields the newer write set); the approved request stays
+    approved, as it is in force. A rotation's undo still brings the old secret back: it
+    is conditional on the hash it wrote, which only that rotation ever wrote."""
+    patched = _client(s)
+    cid = patched["client_id"]
+    other = _overtaken_while_refused(monkeypatch, s, "POST", f"{CLIENTS}/{cid}/disable")
+    r = s.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 60})
+    monkeypatch.undo()
+    assert (r.status_code, [o.status_code for o in other]) == (503, [200]), r.text
+    assert _now(s, cid) == {**patched, "max_ttl_s": 60, "disabled": True}
+    assert [m.rsplit(" for ", 1)[1] for m in _skipped_undos(caplog, cid)] == [
+        "max_ttl_s, changed meanwhile"
+    ]
+
+    approved = _client(s)
+    cid = approved["client_id"]
+    req = s.call("PATCH", f"{CLIENTS}/{cid}", json={"max_ttl_s": 7200}).json()["request"]
+    other = _overtaken_while_refused(monkeypatch, s, "POST", f"{CLIENTS}/{cid}/disable")
+    r = decide(s, SECOND_ADMIN, req["id"])
+    monkeypatch.undo()
+    assert (r.status_code, [o.status_code for o in other]) == (503, [200]), r.text
+    assert _now(s, cid) == {**approved, "max_ttl_s": 7200, "disabled": True}
+    assert len(_skipped_undos(caplog, cid)) == 1
+    listed = s.call("GET", REQUESTS, params={"status": "approved"}).json()["requests"]
+    assert req["id"] in {x["id"] for x in listed}
+
+    rotated = _client(s)
+    cid = rotated["client_id"]
+    first = _secret_hash(s, cid)
+    other = _overtaken_while_refused(monkeypatch, s, "POST", f"{CLIENTS}/{cid}/disable")
+    r = s.call("POST", f"{CLIENTS}/{cid}/rotate-secret")
+    monkeypatch.undo()
+    assert (r.status_code, [o.status_code for o in other]) == (503, [200]), r.text
+    assert (_secret_hash(s, cid), _now(s, cid)) == (first, {**rotated, "disabled": True})
+    assert not _skipped_undos(caplog, cid)
+
+
+def test_an_undo_overtaken_by_a_recorded_write_leaves_it(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """See :func:`_undo_overtaken_by_a_recorded_write` (SQLite)."""
+    _undo_overtaken_by_a_recorded_write(stack, monkeypatch, caplog)
+
+
+@pytest.mark.postgres
+def test_an_undo_overtaken_by_a_recorded_write_leaves_it_on_postgresql(
+    tmp_path: Path,
+    fresh_postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """See :func:`_undo_overtaken_by_a_recorded_write` (PostgreSQL)."""
+    with admin_stack(tmp_path, database_url=fresh_postgres_url) as s:
+        _undo_overtaken_by_a_recorded_write(s, monkeypatch, caplog)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect, select, text
 
 from kroonika.db import make_engine
 from kroonika.db.migrate import downgrade, load_models, upgrade
@@ -32,3 +33,61 @@ def test_upgrade_uses_alembic_version_and_downgrades_cleanly(tmp_path: Path) -> 
     downgrade(engine, "base")
     assert not {"login_flow", "session"} & set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def business_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty business database on SQLite and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'k.db'}"
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url
+
+
+def _raw_client(engine: Engine, client_id: str) -> None:
+    """A client as an instance on the code before k0004 registers it (no version)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO token_clients (client_id, name, secret_hash, allowed_audiences,"
+                " allowed_claims, max_ttl_s, rate_limit, created_at, disabled)"
+                " VALUES (:cid, 'svc', 'scrypt$x', '[]', '[]', 600, NULL, 1, false)"
+            ),
+            {"cid": client_id},
+        )
+
+
+def test_k0004_gives_every_client_a_row_version(business_url: str) -> None:
+    """A client registered before migration k0004, or by an instance not yet upgraded
+    after it, is at version 1; k0004 goes back down cleanly, and up again."""
+    from kroonika.db.tokens import clients
+
+    engine = make_engine(business_url)
+    try:
+        upgrade(engine, "k0003")
+        _raw_client(engine, "kc_before")
+        upgrade(engine)
+        _raw_client(engine, "kc_old_code")
+        with engine.connect() as conn:
+            found = conn.execute(select(clients.c.client_id, clients.c.version)).all()
+        assert sorted(tuple(r) for r in found) == [("kc_before", 1), ("kc_old_code", 1)]
+        downgrade(engine, "k0003")
+        assert "version" not in {c["name"] for c in inspect(engine).get_columns("token_clients")}
+        upgrade(engine)
+        assert "version" in {c["name"] for c in inspect(engine).get_columns("token_clients")}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_upgrade_head_matches_the_models_on_postgresql(fresh_postgres_url: str) -> None:
+    """After upgrade head on PostgreSQL, autogenerate finds no difference to the models."""
+    engine = make_engine(fresh_postgres_url)
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(ctx, load_models())
+    finally:
+        engine.dispose()
+    assert diff == [], f"models without a migration (add a revision): {diff}"

@@ -342,3 +342,77 @@ def test_a_secret_swap_overtaken_by_another_writes_nothing(
     monkeypatch.undo()
     assert racing.landed
     assert stored._row(cid)[1] == other  # type: ignore[index]
+
+
+def _version(registry: ClientRegistry, client_id: str) -> int:
+    with registry._engine.connect() as conn:
+        found = conn.execute(
+            select(clients.c.version).where(clients.c.client_id == client_id)
+        ).scalar_one()
+    return int(found)
+
+
+def test_every_write_of_a_client_bumps_its_version(stored: ClientRegistry) -> None:
+    """Registration is version 1; a change, a disable, a secret swap and an undo each
+    produce the next version and say which (a change with nothing to write, the one it
+    read); nothing is written, and no version given, for a client that is gone."""
+    cid = stored.register("svc", max_ttl_s=600).client.client_id
+    assert _version(stored, cid) == 1
+    assert stored.change(cid, {"max_ttl_s": 600}, {"max_ttl_s": 60}) == 2
+    assert stored.change(cid, {}, {}) == 2
+    assert stored.set_disabled(cid, True) == 3
+    assert stored.swap_secret_hash(cid, hash_secret("b", n=2**10)) is not None
+    assert _version(stored, cid) == 4
+    assert stored.undo(cid, 4, {"disabled": True}, {"disabled": False}) == ()
+    assert _version(stored, cid) == 5
+    assert stored.set_disabled("kc_gone", True) is None
+    assert stored.change("kc_gone", {}, {}) is None
+
+
+def test_an_undo_never_overwrites_a_newer_write_of_the_same_value(
+    stored: ClientRegistry,
+) -> None:
+    """Two disables of an enabled client: the undo of the first (its record refused)
+    finds the client at the second's version and leaves it disabled, naming the field
+    it skipped; the undo of the second, at its own version, enables it again."""
+    cid = stored.register("svc").client.client_id
+    first = stored.set_disabled(cid, True)
+    second = stored.set_disabled(cid, True)
+    assert first is not None
+    assert second is not None
+    assert stored.undo(cid, first, {"disabled": True}, {"disabled": False}) == ("disabled",)
+    assert stored.get(cid).disabled is True  # type: ignore[union-attr]
+    assert stored.undo(cid, second, {"disabled": True}, {"disabled": False}) == ()
+    assert stored.get(cid).disabled is False  # type: ignore[union-attr]
+
+
+def test_an_undo_overtaken_by_a_change_of_another_field_leaves_everything(
+    stored: ClientRegistry,
+) -> None:
+    """A newer write of any field (a disable after a TTL cap change) moves the version:
+    the undo cannot know which fields it wrote, so it puts none back."""
+    cid = stored.register("svc", max_ttl_s=600).client.client_id
+    version = stored.change(cid, {"max_ttl_s": 600}, {"max_ttl_s": 60})
+    assert version is not None
+    stored.set_disabled(cid, True)
+    assert stored.undo(cid, version, {"max_ttl_s": 60}, {"max_ttl_s": 600}) == ("max_ttl_s",)
+    now = stored.get(cid)
+    assert now is not None
+    assert (now.max_ttl_s, now.disabled) == (60, True)
+
+
+def test_an_undo_keeps_a_field_a_writer_without_versions_moved(stored: ClientRegistry) -> None:
+    """A writer that does not bump the version (an instance still on the code before
+    migration k0004) changed one of the fields: that field keeps its value, the others
+    are put back, as before the version existed."""
+    cid = stored.register("svc", max_ttl_s=600, rate_limit="10/minute").client.client_id
+    wrote = {"max_ttl_s": 60, "rate_limit": "5/minute"}
+    version = stored.change(cid, {"max_ttl_s": 600, "rate_limit": "10/minute"}, wrote)
+    assert version is not None
+    with stored._engine.begin() as conn:
+        conn.execute(update(clients).where(clients.c.client_id == cid).values(max_ttl_s=30))
+    before = {"max_ttl_s": 600, "rate_limit": "10/minute"}
+    assert stored.undo(cid, version, wrote, before) == ("max_ttl_s",)
+    now = stored.get(cid)
+    assert now is not None
+    assert (now.max_ttl_s, now.rate_limit) == (30, "10/minute")

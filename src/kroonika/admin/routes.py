@@ -9,7 +9,7 @@ import asyncio
 import functools
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -1001,11 +1001,12 @@ async def _change_client(
     """Store ``clean`` on the client (its next call sees it) and record it: only those
     fields, and only if each still has its value in ``current`` (409 ``stale``
     otherwise), so a change that landed meanwhile (a ``/disable``) is never undone by
-    one that did not touch it. When the trail refuses the record, each of those fields
-    is put back if it is still as this change left it (:func:`_put_back`)."""
+    one that did not touch it. When the trail refuses the record, those fields are put
+    back unless the client was written since (:func:`_put_back`)."""
     clients = _tokens(request).clients
     before = {k: current[k] for k in clean}
-    if not await asyncio.to_thread(clients.change, client_id, _fields(before), _fields(clean)):
+    version = await asyncio.to_thread(clients.change, client_id, _fields(before), _fields(clean))
+    if version is None:
         raise ChangeConflict(f"client {client_id} has changed since the change was asked for")
     changes = [Change(k, before[k], v, False, 0) for k, v in sorted(clean.items())]
     await _record_changes(
@@ -1015,27 +1016,34 @@ async def _change_client(
         weakening,
         approved=approved,
         where=client_target(client_id),
-        restore=functools.partial(_put_back, clients, client_id, _fields(clean), _fields(before)),
+        restore=functools.partial(
+            _put_back, clients, client_id, version, _fields(clean), _fields(before)
+        ),
     )
     return changes
 
 
 def _put_back(
-    clients: ClientRegistry, client_id: str, wrote: dict[str, Any], before: dict[str, Any]
-) -> None:
-    """Undo a client change whose record the trail refused: each field gets its value
-    in ``before`` back if it still holds what the change wrote (``wrote``), with the
-    same compare-and-set as the change. A field that moved meanwhile (an enable, or
-    another disable, landing before the undo) keeps its newer value, and a warning says
-    so: the trail is down, nothing is recorded. Field names only, never values."""
-    moved = [
-        k for k in sorted(wrote) if not clients.change(client_id, {k: wrote[k]}, {k: before[k]})
-    ]
-    if moved:
-        _undo_skipped(client_id, moved)
+    clients: ClientRegistry,
+    client_id: str,
+    version: int,
+    wrote: dict[str, Any],
+    before: dict[str, Any],
+) -> bool:
+    """Undo a client change whose record the trail refused: the fields it wrote
+    (``wrote``) get their values in ``before`` back, but only while the client is still
+    at the ``version`` the change produced (:meth:`ClientRegistry.undo`). A write that
+    landed meanwhile (an enable, another disable, another PATCH, even of the same value)
+    is never overwritten, and a warning names the fields left: the trail is down,
+    nothing is recorded. Field names only, never values. False when a field was left
+    (the change is still in force)."""
+    left = clients.undo(client_id, version, wrote, before)
+    if left:
+        _undo_skipped(client_id, left)
+    return not left
 
 
-def _undo_skipped(client_id: str, fields: list[str]) -> None:
+def _undo_skipped(client_id: str, fields: Sequence[str]) -> None:
     log.warning(
         "client %s: the undo of a change the audit trail refused was skipped for %s, "
         "changed meanwhile",
@@ -1064,6 +1072,9 @@ async def rotate_client_secret(
     try:
         await _client_change(request, p, client_id, "secret", None, None, secret=True)
     except AuditUnavailable:  # the old secret stays the one that works
+        # conditional on the hash this call wrote, not on the row version: a hash is
+        # never written twice (a fresh salt), so a newer rotation always shows, and a
+        # change of another field meanwhile must not keep a secret nobody was given
         if not await asyncio.to_thread(
             comps.clients.swap_secret_hash, client_id, old_hash, expected=encoded
         ):
@@ -1081,12 +1092,19 @@ async def disable_client(
     client = await asyncio.to_thread(comps.clients.get, client_id)
     if client is None:
         raise NotFound(f"no client {client_id}")
-    await asyncio.to_thread(comps.clients.set_disabled, client_id, True)
+    version = await asyncio.to_thread(comps.clients.set_disabled, client_id, True)
+    if version is None:
+        raise NotFound(f"no client {client_id}")
     try:
         await _client_change(request, p, client_id, "disabled", client.disabled, True)
     except AuditUnavailable:  # no permission change without its record
         await asyncio.to_thread(
-            _put_back, comps.clients, client_id, {"disabled": True}, {"disabled": client.disabled}
+            _put_back,
+            comps.clients,
+            client_id,
+            version,
+            {"disabled": True},
+            {"disabled": client.disabled},
         )
         raise
     return {"client_id": client_id, "disabled": True}
@@ -1235,7 +1253,8 @@ async def _record_changes(
 ) -> None:
     """The ``config.change`` of each applied change of ``where``; when the trail refuses
     them the changes are undone (``restore``, by default the runtime configuration's) and
-    an approved request is pending again."""
+    an approved request is pending again, unless ``restore`` says False (a client change
+    whose undo was skipped is still in force: its request stays approved)."""
     admin = admin_services(request)
     state = None if approved is None else APPROVED
     try:
@@ -1243,10 +1262,10 @@ async def _record_changes(
             _config_events(request, p, changes, weakening, req=approved, state=state, where=where)
         )
     except AuditUnavailable:
-        await asyncio.to_thread(
+        undone = await asyncio.to_thread(
             restore or functools.partial(admin.config.restore, changes, by="audit_unavailable")
         )
-        if approved is not None:
+        if approved is not None and undone is not False:
             await asyncio.to_thread(_requests(admin).undo, approved)
         raise
 

@@ -50,6 +50,10 @@ clients = Table(
     Column("rate_limit", String(64), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
+    # Bumped by every write (decision 0026): an undo puts its fields back only while the
+    # client is still at the version its change produced. The server default gives 1 to
+    # a client an instance not yet running migration k0004's code registers.
+    Column("version", Integer, nullable=False, default=1, server_default="1"),
 )
 
 tokens = Table(

@@ -21,7 +21,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +178,20 @@ def _value(field: str, value: Any) -> Any:
     return bool(value) if field == "disabled" else value
 
 
+#: every write of a client bumps its row version (decision 0026)
+_NEXT_VERSION = {"version": clients.c.version + 1}
+
+
+def _as_read(stored: Mapping[str, Any], fields: Iterable[str]) -> list[Any]:
+    """A WHERE clause: each of ``fields`` still holds exactly what was read into
+    ``stored`` (a missing limit as ``IS NULL``), so one statement checks and writes."""
+    out = []
+    for k in fields:
+        column = clients.c[k]
+        out.append(column.is_(None) if stored[k] is None else column == stored[k])
+    return out
+
+
 class ClientRegistry:
     def __init__(
         self, engine: Engine, *, clock: Clock, scrypt_n: int = 2**14, cache_s: float = 60.0
@@ -232,6 +246,7 @@ class ClientRegistry:
                     rate_limit=rate_limit,
                     created_at=client.created_at,
                     disabled=False,
+                    version=1,
                 )
             )
         return NewClient(client, secret)
@@ -264,13 +279,18 @@ class ClientRegistry:
         out = [self.get(cid) for (cid,) in ids]
         return [c for c in out if c is not None]
 
-    def set_disabled(self, client_id: str, disabled: bool) -> None:
+    def set_disabled(self, client_id: str, disabled: bool) -> int | None:
+        """Set the flag, whatever it held: the version this write produced (what an undo
+        of it is conditional on, :meth:`undo`), or None when the client is gone."""
         with self._engine.begin() as conn:
-            conn.execute(
-                update(clients).where(clients.c.client_id == client_id).values(disabled=disabled)
-            )
-        with self._lock:
-            self._verified.pop(client_id, None)
+            version = conn.execute(
+                update(clients)
+                .where(clients.c.client_id == client_id)
+                .values(disabled=disabled, **_NEXT_VERSION)
+                .returning(clients.c.version)
+            ).scalar_one_or_none()
+        self.forget(client_id)
+        return None if version is None else int(version)
 
     def swap_secret_hash(
         self, client_id: str, new_hash: str, *, expected: str | None = None
@@ -291,7 +311,7 @@ class ClientRegistry:
                 written = conn.execute(
                     update(clients)
                     .where(clients.c.client_id == client_id, clients.c.secret_hash == old)
-                    .values(secret_hash=new_hash)
+                    .values(secret_hash=new_hash, **_NEXT_VERSION)
                 ).rowcount
         self.forget(client_id)
         return str(old) if written == 1 else None
@@ -340,44 +360,82 @@ class ClientRegistry:
             disabled=disabled,
         )
 
+    def _read(self, client_id: str, fields: Iterable[str]) -> Mapping[str, Any] | None:
+        """The client's version and ``fields`` as stored, or None when it is gone."""
+        names = sorted({_column(k) for k in fields})
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(clients.c.version, *(clients.c[n] for n in names)).where(
+                    clients.c.client_id == client_id
+                )
+            ).first()
+        return None if row is None else dict(row._mapping)
+
     def change(
         self, client_id: str, expected: Mapping[str, Any], values: Mapping[str, Any]
-    ) -> bool:
+    ) -> int | None:
         """Store ``values`` (field: value, checked by :meth:`revised`) on the client if
         each field of ``expected`` still holds the value given there. The fields are
         read and compared as values (a list is the same list however its JSON is
         spaced), then written by one UPDATE conditional on each of them still holding
         exactly what was read: a change that landed in between (a client disabled while
         its TTL cap was being changed) is never overwritten, neither by fields this
-        change does not touch nor by a value read before it. False (nothing written)
-        when a field moved on or the client is gone; the cached verification goes
-        either way."""
-        names = sorted({_column(k) for k in (*expected, *values)})
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(clients.c.client_id, *(clients.c[n] for n in names)).where(
-                    clients.c.client_id == client_id
-                )
-            ).first()
-        written = 0
-        if row is not None:
-            stored = row._mapping
-            if all(_value(k, stored[k]) == _value(k, v) for k, v in expected.items()):
-                written = 1
-                if values:
-                    where = [clients.c.client_id == client_id]
-                    for k in expected:  # exactly as read: one statement checks and writes
-                        column = clients.c[k]
-                        where.append(column.is_(None) if stored[k] is None else column == stored[k])
-                    with self._engine.begin() as conn:
-                        written = conn.execute(
-                            update(clients)
-                            .where(*where)
-                            .values({k: _stored(k, v) for k, v in values.items()})
-                        ).rowcount
-        with self._lock:
-            self._verified.pop(client_id, None)
-        return written == 1
+        change does not touch nor by a value read before it. The version this write
+        produced (with nothing to write, the one read), what an undo of it is
+        conditional on (:meth:`undo`); None (nothing written) when a field moved on or
+        the client is gone. The cached verification goes either way."""
+        stored = self._read(client_id, (*expected, *values))
+        version = None
+        if stored is not None and all(
+            _value(k, stored[k]) == _value(k, v) for k, v in expected.items()
+        ):
+            version = stored["version"]
+            if values:
+                with self._engine.begin() as conn:
+                    version = conn.execute(
+                        update(clients)
+                        .where(clients.c.client_id == client_id, *_as_read(stored, expected))
+                        .values({**{k: _stored(k, v) for k, v in values.items()}, **_NEXT_VERSION})
+                        .returning(clients.c.version)
+                    ).scalar_one_or_none()
+        self.forget(client_id)
+        return None if version is None else int(version)
+
+    def undo(
+        self,
+        client_id: str,
+        version: int,
+        wrote: Mapping[str, Any],
+        before: Mapping[str, Any],
+    ) -> tuple[str, ...]:
+        """Undo the change that produced ``version`` by writing ``wrote`` (its record was
+        refused): each field gets its value in ``before`` back, but only while the
+        client is still at ``version``. Any newer write moved the version on, even one
+        of the same value (a second disable), so it is never overwritten; which fields
+        that write set is not known, so then none is put back. A field that no longer
+        holds what the change wrote (moved by a writer that does not bump the version,
+        an instance still on the code before migration k0004) keeps its value too. One
+        UPDATE conditional on the version and on each field put back as read; it is a
+        write, so it bumps the version. The fields left as they are, sorted (none when
+        everything was put back)."""
+        stored = self._read(client_id, (*wrote, *before))
+        back: list[str] = []
+        if stored is not None and stored["version"] == version:
+            back = [k for k in wrote if _value(k, stored[k]) == _value(k, wrote[k])]
+            if back:
+                with self._engine.begin() as conn:
+                    written = conn.execute(
+                        update(clients)
+                        .where(
+                            clients.c.client_id == client_id,
+                            clients.c.version == version,
+                            *_as_read(stored, back),
+                        )
+                        .values({**{k: _stored(k, before[k]) for k in back}, **_NEXT_VERSION})
+                    ).rowcount
+                back = back if written == 1 else []
+        self.forget(client_id)
+        return tuple(sorted(set(wrote) - set(back)))
 
     def authenticate(self, client_id: str, secret: str) -> Client:
         """The client, or :class:`InvalidClient`. Unknown ids cost as much as known ones.
