@@ -711,23 +711,23 @@ def _two_disables_at_once(
     assert len(_skipped_undos(caplog, cid)) == 1
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def on_each_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AdminStack]:
+    """The module's stack (SQLite), and one on a fresh database of the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("stack")
+        return
+    with admin_stack(tmp_path, database_url=request.getfixturevalue("fresh_postgres_url")) as s:
+        yield s
+
+
 def test_two_disables_at_once_the_first_unrecorded_leave_the_client_disabled(
-    stack: AdminStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """See :func:`_two_disables_at_once` (SQLite)."""
-    _two_disables_at_once(stack, monkeypatch, caplog)
-
-
-@pytest.mark.postgres
-def test_two_disables_at_once_the_first_unrecorded_leave_the_client_disabled_on_postgresql(
-    tmp_path: Path,
-    fresh_postgres_url: str,
+    on_each_database: AdminStack,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """See :func:`_two_disables_at_once` (PostgreSQL)."""
-    with admin_stack(tmp_path, database_url=fresh_postgres_url) as s:
-        _two_disables_at_once(s, monkeypatch, caplog)
+    """See :func:`_two_disables_at_once`."""
+    _two_disables_at_once(on_each_database, monkeypatch, caplog)
 
 
 def _undo_overtaken_by_a_recorded_write(
@@ -774,19 +774,9 @@ def _undo_overtaken_by_a_recorded_write(
 
 
 def test_an_undo_overtaken_by_a_recorded_write_leaves_it(
-    stack: AdminStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """See :func:`_undo_overtaken_by_a_recorded_write` (SQLite)."""
-    _undo_overtaken_by_a_recorded_write(stack, monkeypatch, caplog)
-
-
-@pytest.mark.postgres
-def test_an_undo_overtaken_by_a_recorded_write_leaves_it_on_postgresql(
-    tmp_path: Path,
-    fresh_postgres_url: str,
+    on_each_database: AdminStack,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """See :func:`_undo_overtaken_by_a_recorded_write` (PostgreSQL)."""
-    with admin_stack(tmp_path, database_url=fresh_postgres_url) as s:
-        _undo_overtaken_by_a_recorded_write(s, monkeypatch, caplog)
+    """See :func:`_undo_overtaken_by_a_recorded_write`."""
+    _undo_overtaken_by_a_recorded_write(on_each_database, monkeypatch, caplog)
