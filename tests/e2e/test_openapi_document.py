@@ -219,6 +219,39 @@ def test_bearer_and_session_refusals_are_documented(
     _assert_documented(doc, method, path, r)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "template", "status"),
+    [
+        ("GET", "/auth/session", "/auth/session", 401),
+        ("POST", "/auth/session/extend", "/auth/session/extend", 401),
+        ("GET", "/auth/sessions", "/auth/sessions", 401),
+        ("DELETE", "/auth/sessions", "/auth/sessions", 401),
+        ("DELETE", "/auth/sessions/s_none", "/auth/sessions/{ref}", 401),
+        ("POST", "/auth/logout", "/auth/logout", 401),
+        ("GET", "/auth/login?acr=bogus", "/auth/login", 400),
+        ("GET", "/auth/login?return_to=https://evil.example/", "/auth/login", 400),
+        ("GET", "/auth/callback", "/auth/callback", 400),
+        ("GET", "/auth/callback?state=x&code=y", "/auth/callback", 400),
+    ],
+)
+def test_browser_route_refusals_are_documented(
+    stack: AdminStack, doc: dict[str, Any], method: str, path: str, template: str, status: int
+) -> None:
+    """The ``/auth`` routes documented only their 200 (and a 422 they never answer):
+    a schema fuzzer called every 401, 400 and 302 of theirs undocumented."""
+    r = httpx.request(method, stack.url + path, timeout=30)
+    assert r.status_code == status, r.text
+    _assert_documented(doc, method, template, r)
+
+
+def test_a_login_start_documents_its_redirect(stack: AdminStack, doc: dict[str, Any]) -> None:
+    r = httpx.get(stack.url + "/auth/login", timeout=30)
+    assert r.status_code == 302
+    assert "Location" in doc["paths"]["/auth/login"]["get"]["responses"]["302"]["headers"]
+    assert "429" in doc["paths"]["/auth/login"]["get"]["responses"]
+    assert "429" not in doc["paths"]["/auth/session"]["get"]["responses"]
+
+
 def _matches(template: str, path: str) -> bool:
     a, b = template.strip("/").split("/"), path.strip("/").split("/")
     return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))

@@ -32,6 +32,7 @@ _ERROR_SCHEMA: dict[str, Any] = {
             "description": "422: where the request is malformed (e.g. body.name)",
         },
         "errors": {"description": "per-item problems, where an operation has items"},
+        "reason": {"type": "string", "description": "/auth: the refusal's reason code"},
     },
     "required": ["error"],
 }
@@ -56,6 +57,27 @@ ADMIN_REFUSALS = {
     "503": "A store or the audit trail is down: nothing was done",
 }
 _VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+_SESSION = {"401": "No live session (no cookie, or it ended or expired)"}
+_SESSION_CHANGE = {**_SESSION, "403": "The X-CSRF-Token header is missing or wrong"}
+_LOGIN = {
+    "400": "A parameter is malformed or not allowed (the answer names the reason)",
+    "403": "The address or the person is on the deny-list",
+    "502": "TARA, or the service's registration with it, failed",
+}
+_REDIRECT = {"description": "Redirect", "headers": {"Location": {"schema": {"type": "string"}}}}
+#: what the browser-facing routes answer besides their 200 (``/auth``, decision 0035)
+AUTH_RESPONSES: dict[tuple[str, str], dict[str, str]] = {
+    ("get", "/auth/login"): {"302": "To TARA's authorization endpoint", **_LOGIN},
+    ("get", "/auth/callback"): {"302": "To where the login started", **_LOGIN},
+    ("get", "/auth/session"): _SESSION,
+    ("post", "/auth/session/extend"): _SESSION_CHANGE,
+    ("get", "/auth/sessions"): _SESSION,
+    ("delete", "/auth/sessions"): _SESSION_CHANGE,
+    ("delete", "/auth/sessions/{ref}"): {**_SESSION_CHANGE, "404": "No such session of yours"},
+    ("post", "/auth/logout"): {"303": "To / (a form post)", **_SESSION_CHANGE},
+}
+#: the ``/auth`` routes the rate limiter counts (``login_start:ip``, ``callback:ip``)
+_AUTH_LIMITED = ("/auth/login", "/auth/callback")
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -71,8 +93,9 @@ def rate_limited() -> dict[str, Any]:
 
 
 def describe_refusals(doc: dict[str, Any]) -> dict[str, Any]:
-    """``doc`` with every 422 documented as the service's error object and the admin
-    refusals declared on the operations that have roles (``x-roles``)."""
+    """``doc`` with every 422 documented as the service's error object, the admin
+    refusals declared on the operations that have roles (``x-roles``) and the
+    browser-facing ``/auth`` routes' redirects and refusals (:data:`AUTH_RESPONSES`)."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for ops in doc.get("paths", {}).values():
         for op in ops.values():
@@ -83,6 +106,21 @@ def describe_refusals(doc: dict[str, Any]) -> dict[str, Any]:
                 for status, text in ADMIN_REFUSALS.items():
                     responses.setdefault(status, _error_response(text))
                 responses.setdefault("429", rate_limited())
+    for (method, path), answers in AUTH_RESPONSES.items():
+        op = doc.get("paths", {}).get(path, {}).get(method)
+        if op is None:
+            continue
+        responses = op.setdefault("responses", {})
+        for status, text in answers.items():
+            responses.setdefault(
+                status,
+                {**_REDIRECT, "description": text}
+                if status.startswith("3")
+                else _error_response(text),
+            )
+        responses.setdefault("503", _error_response(ADMIN_REFUSALS["503"]))
+        if path in _AUTH_LIMITED:
+            responses.setdefault("429", rate_limited())
     for name in _VALIDATION_SCHEMAS:
         schemas.pop(name, None)
     schemas[ERROR] = _ERROR_SCHEMA
