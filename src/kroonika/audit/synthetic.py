@@ -21,6 +21,7 @@ from kroonika.audit._model import (
     Source,
     Target,
 )
+from kroonika.audit.personal_codes import check_digit
 
 _GIVEN = ["JAAK-KRISTJAN", "MARY ÄNN", "MARI-LIIS", "IGOR", "KÄRT", "TÕNU", "ŽANNA", "ÜLO"]
 _FAMILY = ["JÕEORG", "O’CONNEŽ-ŠUSLIK", "MÄNNIK", "ŽAIKOVSKI", "TAMM", "SAAR", "KASK"]
@@ -45,12 +46,7 @@ def personal_code(rng: random.Random) -> str:
     first = rng.choice("3456")
     body = f"{first}{rng.randint(50, 99) if first in '34' else rng.randint(0, 8):02d}"
     body += f"{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}{rng.randint(0, 999):03d}"
-    digits = [int(c) for c in body]
-    check = sum(d * w for d, w in zip(digits, [1, 2, 3, 4, 5, 6, 7, 8, 9, 1], strict=True)) % 11
-    if check == 10:
-        check = sum(d * w for d, w in zip(digits, [3, 4, 5, 6, 7, 8, 9, 1, 2, 3], strict=True))
-        check = check % 11 % 10
-    return body + str(check)
+    return body + str(check_digit(body))
 
 
 def public_address(rng: random.Random) -> str:

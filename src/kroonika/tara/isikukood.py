@@ -4,7 +4,9 @@ Format ``GYYMMDDSSSC``: ``G`` encodes sex and century (1/2 1800s, 3/4 1900s, 5/6
 male), ``YYMMDD`` the birth date, ``SSS`` a serial number and ``C`` the check digit.
 
 Check digit: weights 1 2 3 4 5 6 7 8 9 1 over the first ten digits, sum mod 11; if that is 10,
-weights 3 4 5 6 7 8 9 1 2 3, sum mod 11, and 10 becomes 0.
+weights 3 4 5 6 7 8 9 1 2 3, sum mod 11, and 10 becomes 0. It is computed by
+:mod:`kroonika.audit.personal_codes`, which also finds codes typed into free text: the code
+TARA accepts and the code a justification may not hold are the same (decision 0033).
 
 TARA puts the code in ``sub`` prefixed with the issuing country (``EE38001085718``);
 :func:`split_subject` takes such a subject apart.
@@ -17,12 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from kroonika.audit import personal_codes
+
 __all__ = ["InvalidPersonalCode", "PersonalCode", "check_digit", "split_subject", "validate"]
 
 Sex = Literal["male", "female"]
 
-_FIRST_WEIGHTS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 1)
-_SECOND_WEIGHTS = (3, 4, 5, 6, 7, 8, 9, 1, 2, 3)
 _CENTURY = {"1": 1800, "2": 1800, "3": 1900, "4": 1900, "5": 2000, "6": 2000}
 _SUBJECT = re.compile(r"([A-Z]{2})([A-Za-z0-9:+\-./_]{1,64})")
 
@@ -48,13 +50,7 @@ def check_digit(first_ten: str) -> int:
     """Return the check digit for the first ten digits of a personal code."""
     if len(first_ten) != 10 or not first_ten.isascii() or not first_ten.isdigit():
         raise InvalidPersonalCode("the check digit is computed over exactly ten digits")
-    digits = [int(c) for c in first_ten]
-    total = sum(d * w for d, w in zip(digits, _FIRST_WEIGHTS, strict=True)) % 11
-    if total == 10:
-        total = sum(d * w for d, w in zip(digits, _SECOND_WEIGHTS, strict=True)) % 11
-        if total == 10:
-            total = 0
-    return total
+    return personal_codes.check_digit(first_ten)
 
 
 def validate(code: str) -> PersonalCode:

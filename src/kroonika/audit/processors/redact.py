@@ -92,7 +92,8 @@ _SECRET_SHAPES: Final = re.compile(
     rf"|{_HEX}(?<![A-Za-z0-9_].)(?:(?<=[0-9a-f])[0-9a-f]{{15,}}|(?<=[0-9A-F])[0-9A-F]{{15,}}"
     rf"|{_HEX}{{7}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})(?![A-Za-z0-9_])(?P<digest>)"
     # An Estonian personal code in any text (isikukood38001085718, EE38001085718_x), not
-    # part of a longer number; Redact adds a two-letter country prefix in either case.
+    # part of a longer number; Redact adds a two-letter country prefix in either case, or
+    # the ETSI one (PNOEE-). No check digit: a mistyped code still names a person (0033).
     r"|[1-6](?<!\d.)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{4}(?!\d)(?P<personal_code>)"
     # A run of 32+ characters of URL-safe or standard base64 (with "+", "/" and "="
     # padding); Redact decides whether there is a random secret in it.
@@ -169,9 +170,17 @@ def _find_secret(run: str) -> tuple[int, int] | None:
     return None
 
 
+# The ETSI EN 319 412-1 form, as in a certificate's serialNumber: PNO, country, "-".
+_ETSI_PREFIX: Final = re.compile(r"(?<![A-Za-z])(?i:pno)[A-Za-z]{2}-\Z")
+
+
 def _with_country_prefix(value: str, start: int, done: int) -> int:
     """Where a personal code at ``start`` begins with its two-letter country prefix
-    (EE, ee, lv), if it has one that is not the end of a longer word."""
+    (EE, ee, lv) or its ETSI one (PNOEE-), if it has one that is not the end of a
+    longer word."""
+    if value[start - 1 : start] == "-":
+        etsi = _ETSI_PREFIX.search(value, max(start - 7, done), start)
+        return start if etsi is None else etsi.start()
     prefix = value[max(start - 2, done) : start]
     if len(prefix) == 2 and prefix.isascii() and prefix.isalpha():
         before = value[start - 3 : start - 2]
