@@ -51,7 +51,12 @@ def add(
 
     import orjson
 
-    from kroonika.admin import JustificationMissing, check_justification, parse_roles
+    from kroonika.admin import (
+        JustificationMissing,
+        PersonalCodeInText,
+        check_justification,
+        parse_roles,
+    )
     from kroonika.admin._roles import checked_subject
     from kroonika.audit import Actor, ActorType, AuditError, Target
     from kroonika.audit import events as ev
@@ -73,7 +78,7 @@ def add(
             minimum=settings.admin_justification_min,
             pattern=settings.admin_ticket_pattern,
         )
-    except JustificationMissing as exc:
+    except (JustificationMissing, PersonalCodeInText) as exc:
         raise typer.BadParameter(str(exc), param_hint="'--justification'") from None
     try:
         comps = build_audit(settings, stream=f"cli-{os.getpid()}-{secrets.token_hex(2)}")

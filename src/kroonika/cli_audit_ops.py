@@ -142,7 +142,7 @@ def sinks_replay(
     pending), 2 on a usage error."""
     import asyncio
 
-    from kroonika.admin import JustificationMissing, check_justification
+    from kroonika.admin import JustificationMissing, PersonalCodeInText, check_justification
     from kroonika.audit import Actor, ActorType, AuditError
     from kroonika.audit.sinks import CursorStore, DeadLetterReplay, SinkEvent, audit_sink_event
     from kroonika.cli import _access_trail, _fail, _reading, _record_access, _settings, _shown
@@ -159,7 +159,7 @@ def sinks_replay(
             minimum=settings.admin_justification_min,
             pattern=settings.admin_ticket_pattern,
         )
-    except JustificationMissing as exc:
+    except (JustificationMissing, PersonalCodeInText) as exc:
         raise _fail(f"--justification: {exc}") from None
     try:
         configured = {s.name: s for s in build_sinks(settings)}

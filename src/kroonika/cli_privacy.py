@@ -52,7 +52,7 @@ CodeFileOpt = Annotated[
 
 
 def _justification(text: str) -> str:
-    from kroonika.admin import JustificationMissing, check_justification
+    from kroonika.admin import JustificationMissing, PersonalCodeInText, check_justification
     from kroonika.cli import _settings
 
     settings = _settings()
@@ -60,7 +60,7 @@ def _justification(text: str) -> str:
         return check_justification(
             text, minimum=settings.admin_justification_min, pattern=settings.admin_ticket_pattern
         )
-    except JustificationMissing as exc:
+    except (JustificationMissing, PersonalCodeInText) as exc:
         raise typer.BadParameter(str(exc), param_hint="'--justification'") from None
 
 

@@ -34,6 +34,17 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _no_personal_code(text: str, field: str, param_hint: str) -> None:
+    """Free text that is stored or recorded holds no personal code (decision 0033): a
+    usage error (exit 2) that names the option, never the value."""
+    from kroonika.admin import PersonalCodeInText, refuse_personal_code
+
+    try:
+        refuse_personal_code(text, field)
+    except PersonalCodeInText as exc:
+        raise typer.BadParameter(str(exc), param_hint=param_hint) from None
+
+
 def _settings() -> Settings:
     try:
         return load_settings()
@@ -60,6 +71,7 @@ def keys_rotate(
     """Create a new token signing key. It is published in the JWKS at once and signs
     after the publish lead; the old key stays until its last token expires. The key
     signs nothing until its rotation is recorded, and is removed if it cannot be."""
+    _no_personal_code(justification, "justification", "'--justification'")
     settings = _settings()
     engine = make_engine(settings.resolved_database_url())
     try:
@@ -124,6 +136,7 @@ def clients_add(
     rate_limit: Annotated[str | None, typer.Option("--rate-limit")] = None,
 ) -> None:
     """Register a client; prints its id and secret once (only a hash is stored)."""
+    _no_personal_code(name, "name", "'NAME'")
     settings = _settings()
     engine = make_engine(settings.resolved_database_url())
     try:

@@ -6,7 +6,12 @@ import threading
 
 import pytest
 
-from kroonika.admin import JustificationMissing, check_justification
+from kroonika.admin import (
+    JustificationMissing,
+    PersonalCodeInText,
+    check_justification,
+    refuse_personal_code,
+)
 from kroonika.settings import Settings
 
 
@@ -101,3 +106,46 @@ def test_settings_refuse_a_ticket_pattern_the_engine_cannot_take() -> None:
     justification."""
     with pytest.raises(ValueError, match="RE2"):
         Settings(admin_ticket_pattern=r"(?=INC)INC-\d+")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "INC-7 called 38001085718 about the refund",
+        "INC-7 person EE38001085718",
+        "INC-7 person PNOEE-60001019906",
+        "INC-7 ４７１０１０１００３３",
+        "INC-7\nisikukood:37101010021",
+    ],
+)
+def test_a_personal_code_in_a_justification_is_refused_without_echo(text: str) -> None:
+    """A valid personal code, with or without its prefix: 400 personal_code_in_text,
+    a message that names the pseudonym instead, and no digit of the code in it."""
+    with pytest.raises(PersonalCodeInText) as err:
+        check_justification(text, minimum=10, pattern=None)
+    assert (err.value.status, err.value.code) == (400, "personal_code_in_text")
+    message = str(err.value)
+    assert "pseudonym (subject_ref)" in message
+    assert not any(c.isdigit() for c in message)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "INC-7 mistyped 38001085719",  # wrong check digit
+        "INC-7 order 138001085718",  # twelve digits
+        "INC-7 request 00000000-0000-0000-0000-0008db5e45b6",
+        "INC-7 about p1:nPqtCXKCN3IXemrliWETLodi",
+    ],
+)
+def test_numbers_that_are_no_personal_code_are_kept(text: str) -> None:
+    """Only a valid code is refused: the same text with no valid code passes as it is."""
+    assert check_justification(text, minimum=10, pattern=None) == text
+
+
+def test_free_text_of_any_field_is_checked_with_its_name() -> None:
+    """``refuse_personal_code`` names the field, never the value; None and clean text pass."""
+    refuse_personal_code(None, "reason")
+    refuse_personal_code("phishing report INC-7", "reason")
+    with pytest.raises(PersonalCodeInText, match=r"^the reason holds a personal code"):
+        refuse_personal_code("asked by 38001085718", "reason")

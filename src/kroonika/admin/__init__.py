@@ -23,10 +23,12 @@ from kroonika.admin._errors import (
     JustificationMissing,
     NotAuthenticated,
     NotFound,
+    PersonalCodeInText,
     RequestInvalid,
     RoleChangeRefused,
     TooLarge,
 )
+from kroonika.admin._free_text import refuse_personal_code
 from kroonika.admin._install import install_admin, record_unrouted
 from kroonika.admin._roles import ROLES, ApiKey, ApiKeys, Role, RoleRequest, RoleStore, parse_roles
 
@@ -50,6 +52,7 @@ __all__ = [
     "JustificationMissing",
     "NotAuthenticated",
     "NotFound",
+    "PersonalCodeInText",
     "Principal",
     "RequestInvalid",
     "Role",
@@ -62,5 +65,6 @@ __all__ = [
     "install_admin",
     "parse_roles",
     "record_unrouted",
+    "refuse_personal_code",
     "require",
 ]

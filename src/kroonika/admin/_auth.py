@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from kroonika.admin._config import RuntimeConfig
 from kroonika.admin._config_requests import ConfigRequests
 from kroonika.admin._errors import AdminError, Forbidden, JustificationMissing, NotAuthenticated
+from kroonika.admin._free_text import refuse_personal_code
 from kroonika.admin._privacy import Eraser
 from kroonika.admin._roles import ApiKey, ApiKeys, RoleStore, normalise_subject
 from kroonika.audit import (
@@ -329,7 +330,8 @@ def printable(value: Any) -> bool:
 
 
 def check_justification(text: str | None, *, minimum: int, pattern: str | None) -> str:
-    """The justification, stripped; :class:`JustificationMissing` says what is wrong."""
+    """The justification, stripped; :class:`JustificationMissing` says what is wrong, and
+    :class:`PersonalCodeInText` refuses one that holds a personal code (decision 0033)."""
     value = (text or "").strip()
     if len(value) < minimum:
         raise JustificationMissing(
@@ -345,6 +347,7 @@ def check_justification(text: str | None, *, minimum: int, pattern: str | None) 
             f"the justification must name a ticket matching {pattern!r}",
             code="ticket_required",
         )
+    refuse_personal_code(value, "justification")
     return value
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 
-from kroonika.admin._errors import TooLarge
+from kroonika.admin._errors import PersonalCodeInText, TooLarge
+from kroonika.admin._free_text import refuse_personal_code
 from kroonika.admin._roles import country_of, normalise_subject
 from kroonika.tokens._lists import KINDS, LISTS, normalise
 
@@ -117,6 +118,10 @@ def _check(line: int, row: dict[str, Any]) -> ListLine:
         raise ValueError("reason must be 3..500 characters")
     if not (value.isprintable() and reason.isprintable()):  # NUL is a 500 in PostgreSQL
         raise ValueError("value and reason are printable characters only")
+    try:
+        refuse_personal_code(reason, "reason")
+    except PersonalCodeInText as exc:  # a line's error, as every other (decision 0033)
+        raise ValueError(str(exc)) from None
     raw_exp = row.get("expires_at")
     expires: int | None = None
     if raw_exp not in (None, ""):

@@ -4,6 +4,8 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── NotAuthenticated       401: no or bad credentials
 ├── Forbidden              403: authenticated, but the role does not allow it
 ├── JustificationMissing   400: a mutating call without a valid justification
+├── PersonalCodeInText     400: free text (a justification, a reason, a name) that holds a
+│                          personal code (decision 0033)
 ├── ConfigInvalid          422: a runtime configuration change that does not validate
 ├── RequestInvalid         422: a request that names nothing it can act on (privacy tools,
 │                          a search filter value no event can have)
@@ -45,6 +47,20 @@ class Forbidden(AdminError):
 class JustificationMissing(AdminError):
     status = 400
     code = "justification_required"
+
+
+class PersonalCodeInText(AdminError):
+    """Free text that would be stored or recorded holds a personal code. The message
+    names the field, never the value."""
+
+    status = 400
+    code = "personal_code_in_text"
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            f"the {field} holds a personal code: name the person by their pseudonym "
+            "(subject_ref) instead; a personal code is never stored or recorded in free text"
+        )
 
 
 class ConfigInvalid(AdminError):

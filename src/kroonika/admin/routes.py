@@ -63,6 +63,7 @@ from kroonika.admin._errors import (
     NotFound,
     RoleChangeRefused,
 )
+from kroonika.admin._free_text import FREE_TEXT_FIELDS, refuse_personal_code
 from kroonika.admin._pseudonym_keys import in_use, labels_by_kid
 from kroonika.admin._roles import (
     ROLE_REQUEST_PREFIX,
@@ -113,9 +114,11 @@ class Body(BaseModel):
     """An admin request body. Every text in it (in lists and objects too) is printable:
     no NUL (PostgreSQL refuses it, which would be a 500), CR/LF, terminal codes, bidi or
     invisible characters. The justification has its own rule (line breaks allowed).
-    Surrounding white space is removed first, so "   " is no reason or name. A field the
-    route does not know is refused (422), not ignored: a misspelt ``"disable": true``
-    must not answer 200 having changed nothing."""
+    Surrounding white space is removed first, so "   " is no reason or name. Free text
+    that is stored and recorded (a ``reason``, a ``name``) holding a personal code is
+    refused with 400 ``personal_code_in_text`` (decision 0033). A field the route does
+    not know is refused (422), not ignored: a misspelt ``"disable": true`` must not
+    answer 200 having changed nothing (decision 0035)."""
 
     model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
 
@@ -124,6 +127,9 @@ class Body(BaseModel):
     def _printable(cls, value: Any, info: ValidationInfo) -> Any:
         if info.field_name != "justification" and not printable(value):
             raise ValueError("texts are printable characters only")
+        if info.field_name in FREE_TEXT_FIELDS and isinstance(value, str):
+            # not a ValueError: pydantic passes it on, and the route answers 400
+            refuse_personal_code(value, info.field_name)
         return value
 
 
