@@ -45,6 +45,20 @@ def _no_personal_code(text: str, field: str, param_hint: str) -> None:
         raise typer.BadParameter(str(exc), param_hint=param_hint) from None
 
 
+def _justification(settings: Settings, text: str) -> str:
+    """The rule of every justification (the API's and the other commands'): at least
+    ``admin_justification_min`` characters, the ticket pattern if one is set, plain text
+    of at most 2000 characters, no personal code; a usage error (exit 2) otherwise."""
+    from kroonika.admin import JustificationMissing, PersonalCodeInText, check_justification
+
+    try:
+        return check_justification(
+            text, minimum=settings.admin_justification_min, pattern=settings.admin_ticket_pattern
+        )
+    except (JustificationMissing, PersonalCodeInText) as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--justification'") from None
+
+
 def _settings() -> Settings:
     try:
         return load_settings()
@@ -71,8 +85,8 @@ def keys_rotate(
     """Create a new token signing key. It is published in the JWKS at once and signs
     after the publish lead; the old key stays until its last token expires. The key
     signs nothing until its rotation is recorded, and is removed if it cannot be."""
-    _no_personal_code(justification, "justification", "'--justification'")
     settings = _settings()
+    justification = _justification(settings, justification)
     engine = make_engine(settings.resolved_database_url())
     try:
         if settings.db_auto_upgrade:
@@ -87,7 +101,7 @@ def keys_rotate(
                     purpose="token_signing",
                     old_kid=old,
                     new_kid=new,
-                    justification=justification[:2000],
+                    justification=justification,
                 ),
             )
         except BaseException:

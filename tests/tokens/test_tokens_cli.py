@@ -47,7 +47,7 @@ def test_keys_rotate_publishes_new_key(env: Settings) -> None:
     upgrade(engine)
     ring = key_ring(env, engine)
     first = ring.ensure()
-    result = CliRunner().invoke(app, ["keys", "rotate", "-j", "test"])
+    result = CliRunner().invoke(app, ["keys", "rotate", "-j", "scheduled rotation CHG-9"])
     assert result.exit_code == 0, result.output
     ring.refresh()
     kids = [k.kid for k in ring.published()]
@@ -55,6 +55,30 @@ def test_keys_rotate_publishes_new_key(env: Settings) -> None:
     assert len(kids) == 2
     assert ring.current().kid == first
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["short", "evil\x1b[2J rotation", "line\r\nforged: yes rotation", "x" * 2001],
+    ids=["too-short", "ansi", "crlf", "too-long"],
+)
+def test_keys_rotate_takes_a_justification_by_the_common_rule(env: Settings, why: str) -> None:
+    """``keys rotate -j`` checked nothing but personal codes (and cut the text at 2000):
+    a justification of a few letters or with terminal codes was recorded as given. It
+    follows the API's rule now; nothing is rotated when it is refused."""
+    engine = make_engine(env.resolved_database_url())
+    upgrade(engine)
+    ring = key_ring(env, engine)
+    ring.ensure()
+    try:
+        result = CliRunner().invoke(app, ["keys", "rotate", "-j", why])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "\x1b" not in result.stderr
+        ring.refresh()
+        assert len(ring.published()) == 1
+    finally:
+        engine.dispose()
 
 
 def _one_line_error(result: object) -> str:
@@ -149,7 +173,7 @@ def test_keys_rotate_unaudited_is_undone(
         ring = key_ring(env, engine)
         first = ring.ensure()
         monkeypatch.setenv("KROONIKA_AUDIT_STORE_URL", _TRAIL_DOWN)
-        args = ["keys", "rotate", "-j", "test", *(["--now"] if now else [])]
+        args = ["keys", "rotate", "-j", "scheduled rotation CHG-9", *(["--now"] if now else [])]
         _one_line_error(CliRunner().invoke(app, args))
         ring.refresh()
         assert [k.kid for k in ring.published()] == [first]
@@ -181,7 +205,7 @@ def test_keys_rotate_now_signs_only_once_recorded(
             record(settings, event)  # type: ignore[arg-type]
 
         monkeypatch.setattr("kroonika.cli_tokens._audit", audit)
-        result = CliRunner().invoke(app, ["keys", "rotate", "--now", "-j", "emergency"])
+        result = CliRunner().invoke(app, ["keys", "rotate", "--now", "-j", "emergency: key leaked"])
         assert result.exit_code == 0, result.output
         ring.refresh()
         new = ring.current().kid
