@@ -262,28 +262,30 @@ def test_numbers_and_texts_beyond_their_columns_are_a_422(
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "kw"),
+    ("method", "path", "kw", "where"),
     [
-        ("GET", "/admin/tokens", {"params": {"subject": "EE3800\x001085718"}}),
-        ("GET", "/admin/sessions", {"params": {"subject": "a\x00b"}}),
-        ("GET", "/audit/events", {"params": {"type": "a\x00b"}}),
-        ("POST", "/admin/tokens/a%00b/revoke", {}),
-        ("DELETE", "/admin/sessions/a%00b", {}),
-        ("DELETE", "/admin/api-keys/a%00b", {}),
-        ("PATCH", "/admin/clients/a%00b", {"json": {"name": "x"}}),
+        ("GET", "/admin/tokens", {"params": {"subject": "EE3800\x001085718"}}, "query.subject"),
+        ("GET", "/admin/sessions", {"params": {"subject": "a\x00b"}}, "query.subject"),
+        ("GET", "/audit/events", {"params": {"type": "a\x00b"}}, "query.type"),
+        ("POST", "/admin/tokens/a%00b/revoke", {}, "path.jti"),
+        ("DELETE", "/admin/sessions/a%00b", {}, "path.ref"),
+        ("DELETE", "/admin/api-keys/a%00b", {}, "path.key_id"),
+        ("PATCH", "/admin/clients/a%00b", {"json": {"name": "x"}}, "path.client_id"),
     ],
 )
-def test_nul_in_a_path_or_query_value_is_a_400(
-    stack: AdminStack, method: str, path: str, kw: dict[str, Any]
+def test_nul_in_a_path_or_query_value_is_a_422(
+    stack: AdminStack, method: str, path: str, kw: dict[str, Any], where: str
 ) -> None:
     """A NUL (a 500 from PostgreSQL) or other control in a path or query value is refused
-    before any query runs: 400 invalid_request, recorded as one admin.request."""
+    before any query runs: 422 invalid_request naming the parameter (as a control in a
+    body text is), recorded as one admin.request."""
     role = "auditor" if path.startswith("/audit") else "admin"
     r = stack.call(method, path, role=role, **kw)
-    assert r.status_code == 400, r.text
-    assert r.json()["error"] == "invalid_request"
+    assert r.status_code == 422, r.text
+    assert (r.json()["error"], r.json()["fields"]) == ("invalid_request", [where])
+    assert "1085718" not in r.text
     (req,) = stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
-    assert req["details"]["status"] == 400
+    assert req["details"]["status"] == 422
 
 
 @pytest.mark.parametrize(
@@ -882,9 +884,11 @@ def test_event_search_compares_times_not_strings(stack: AdminStack) -> None:
     ],
 )
 def test_event_search_refuses_bad_bounds(stack: AdminStack, params: dict[str, str]) -> None:
+    """A time or network that is none: 422 naming the parameter, as every bad filter."""
     r = stack.call("GET", "/audit/events", role="auditor", params=params)
-    assert r.status_code == 400, r.text
+    assert r.status_code == 422, r.text
     assert r.json()["error"] == "invalid_request"
+    assert set(r.json()["fields"]) <= {f"query.{name}" for name in params}
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,80 @@ def test_a_filter_value_no_event_can_have_is_a_422_before_any_read(
     assert stack.events(types=("audit.access",), correlation=rid) == []
 
 
+#: a value that must never come back in an answer (a personal code typed in the wrong box)
+CODE = "38001085718"
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "where", "cli"),
+    [
+        ("/audit/events", {"from": CODE}, ["query.from"], ["--from", CODE]),
+        ("/audit/events", {"to": f"2026-11-27T{CODE}"}, ["query.to"], ["--to", f"x{CODE}"]),
+        (
+            "/audit/events",
+            {"from": "2026-11-28", "to": "2026-11-27"},
+            ["query.from", "query.to"],
+            ["--from", "2026-11-28", "--to", "2026-11-27"],
+        ),
+        ("/audit/events", {"ip": CODE}, ["query.ip"], ["--ip", CODE]),
+        ("/audit/events", {"type": f"auth.{CODE}"}, ["query.type"], ["--type", f"auth.{CODE}"]),
+        ("/audit/events", {"category": CODE}, ["query.category"], ["--category", CODE]),
+        ("/audit/events", {"outcome": CODE}, ["query.outcome"], ["--outcome", CODE]),
+        ("/audit/events", {"limit": CODE}, ["query.limit"], ["--limit", "0"]),
+        ("/audit/events", {"limit": "0"}, ["query.limit"], ["--limit", "0"]),
+        ("/audit/events", {"limit": f"x{CODE}"}, ["query.limit"], ["--limit", f"x{CODE}"]),
+        ("/audit/events", {"format": CODE}, ["query.format"], None),
+        ("/audit/events", {"cursor": CODE}, ["query.cursor"], None),
+        ("/audit/events", {"type": f"{CODE}\x1b[2J"}, ["query.type"], ["--type", f"{CODE}\x1b"]),
+        ("/audit/events", {"correlation": f"{CODE}\x00"}, ["query.correlation"], None),
+        ("/audit/events", {f"{CODE}\x00": "1"}, ["query"], None),
+        ("/audit/checkpoints", {"stream": f"{CODE}\r\nx"}, ["query.stream"], None),
+    ],
+)
+def test_every_bad_query_parameter_is_the_same_422(
+    stack: AdminStack,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    path: str,
+    params: dict[str, str],
+    where: list[str],
+    cli: list[str] | None,
+) -> None:
+    """A malformed or impossible query parameter of an audit read route, whoever checks
+    it (FastAPI, the route, the admin dependency): 422 invalid_request, ``fields`` and a
+    ``detail`` naming the parameter, the value nowhere in the answer; nothing is read and
+    the call is an admin.request of status 422. ``kroonika audit query`` refuses the same
+    value with exit 2 naming the option."""
+
+    def no_read(request: object) -> None:
+        raise AssertionError("the store was opened")
+
+    monkeypatch.setattr(routes_audit, "_open", no_read)
+    r = stack.call("GET", path, role="auditor", params=params)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert set(body) == {"error", "detail", "request_id", "fields"}
+    assert (body["error"], body["fields"]) == ("invalid_request", where)
+    for name in where:
+        assert name.removeprefix("query.") in body["detail"]
+    assert CODE not in r.text
+    rid = r.headers["x-request-id"]
+    (req,) = stack.events(types=("admin.request",), correlation=rid)
+    assert req["details"]["status"] == 422
+    assert stack.events(types=("audit.access",), correlation=rid) == []
+    if cli is None:
+        return
+    done = subprocess.run(
+        [KROONIKA, "audit", "query", *cli],
+        env={**os.environ, "KROONIKA_VAR_DIR": str(tmp_path / "cli-var")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert cli[0] in done.stderr
+
+
 def test_catalogue_values_still_search(stack: AdminStack) -> None:
     """A catalogue type, a prefix of one, a category and an outcome are searched as before."""
     assert stack.call("GET", "/audit/checkpoints", role="auditor").status_code == 200

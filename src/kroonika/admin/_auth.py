@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,13 @@ from starlette.exceptions import HTTPException
 
 from kroonika.admin._config import RuntimeConfig
 from kroonika.admin._config_requests import ConfigRequests
-from kroonika.admin._errors import AdminError, Forbidden, JustificationMissing, NotAuthenticated
+from kroonika.admin._errors import (
+    AdminError,
+    Forbidden,
+    JustificationMissing,
+    NotAuthenticated,
+    RequestInvalid,
+)
 from kroonika.admin._free_text import refuse_personal_code
 from kroonika.admin._privacy import Eraser
 from kroonika.admin._roles import ApiKey, ApiKeys, RoleStore, normalise_subject
@@ -329,6 +335,30 @@ def printable(value: Any) -> bool:
     return True
 
 
+def unprintable_params(request: Request) -> list[str]:
+    """Where a path or query value is not :func:`printable`, as FastAPI names a parameter
+    it refuses: ``path.<name>``, ``query.<name>`` for a parameter the route takes, and
+    ``query`` alone for any other (its name is input too, and never repeated)."""
+    where = [f"path.{k}" for k, v in request.path_params.items() if not printable(str(v))]
+    taken: frozenset[str] | None = None
+    for name, value in request.query_params.multi_items():
+        if printable(name) and printable(value):
+            continue
+        if taken is None:
+            taken = frozenset(_query_names(getattr(request.scope.get("route"), "dependant", None)))
+        where.append(f"query.{name}" if name in taken else "query")
+    return list(dict.fromkeys(where))
+
+
+def _query_names(dependant: Any) -> Iterator[str]:
+    """The query parameters a route (its dependencies included) takes, by their names."""
+    if dependant is None:
+        return
+    yield from (p.alias for p in dependant.query_params)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
 def check_justification(text: str | None, *, minimum: int, pattern: str | None) -> str:
     """The justification, stripped; :class:`JustificationMissing` says what is wrong, and
     :class:`PersonalCodeInText` refuses one that holds a personal code (decision 0033)."""
@@ -369,12 +399,12 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
                 f"{request.method} {_template(request)} needing one of {','.join(sorted(roles))}",
             )
             raise Forbidden(f"needs one of the roles {sorted(roles)}")
-        params = [str(v) for v in request.path_params.values()]
-        params += [t for item in request.query_params.multi_items() for t in item]
-        if not printable(params):
+        unprintable = unprintable_params(request)
+        if unprintable:
             # NUL is a 500 in PostgreSQL; no identifier or filter holds controls
-            raise AdminError(
-                "path and query values are printable characters only", code="invalid_request"
+            raise RequestInvalid(
+                f"{', '.join(unprintable)}: path and query values are printable characters only",
+                fields=unprintable,
             )
         changes = request.method in MUTATING if mutating is None else mutating
         if changes:

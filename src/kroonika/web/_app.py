@@ -377,6 +377,44 @@ def _allowed_methods(request: Request) -> str:
     )
 
 
+#: What a validation error asks for, from its type and the schema's limits (``ctx``):
+#: never pydantic's message, which for some types (a custom validator's, a UUID's) quotes
+#: the input.
+_EXPECTED: Mapping[str, str] = {
+    "missing": "is required",
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "json_invalid": "must be JSON",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "literal_error": "must be {expected}",
+    "enum": "must be {expected}",
+    "string_too_short": "must be at least {min_length} characters",
+    "string_too_long": "must be at most {max_length} characters",
+    "too_short": "must have at least {min_length} items",
+    "too_long": "must have at most {max_length} items",
+    "extra_forbidden": "is not taken",
+}
+
+
+def _expected(error: Mapping[str, object]) -> str:
+    template = _EXPECTED.get(str(error.get("type")), "is not valid")
+    ctx = error.get("ctx")
+    try:
+        return template.format_map(ctx if isinstance(ctx, dict) else {})
+    except (KeyError, IndexError, ValueError):
+        return "is not valid"
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     def body(error: str) -> dict[str, str | None]:
         return {"error": error, "request_id": _request_id()}
@@ -399,7 +437,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         # A location can hold a key the caller sent (an unknown field, a key of an
         # object): such a key is named only when it is a plain identifier.
         where = [".".join(_location(p) for p in e.get("loc", ())) for e in exc.errors()]
-        return JSONResponse({**body("invalid_request"), "fields": where}, status_code=422)
+        detail = "; ".join(
+            f"{field} {_expected(e)}" for field, e in zip(where, exc.errors(), strict=True)
+        )
+        return JSONResponse(
+            {**body("invalid_request"), "detail": detail, "fields": where}, status_code=422
+        )
 
     def outage(error: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def refuse(_: Request, exc: Exception) -> JSONResponse:

@@ -28,7 +28,7 @@ from kroonika.admin._auth import (
     require,
     source_of,
 )
-from kroonika.admin._errors import AdminError, NotFound, RequestInvalid
+from kroonika.admin._errors import NotFound, RequestInvalid
 from kroonika.audit import Outcome, QueryInvalid, SqlAuditStore, Target, run_query
 from kroonika.audit import Query as AuditQuery
 from kroonika.audit import events as ev
@@ -88,7 +88,14 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
         stream, seq = raw.split("\x00", 1)
         return stream, int(seq)
     except (ValueError, UnicodeDecodeError):
-        raise AdminError("invalid cursor", code="invalid_request") from None
+        raise _invalid("cursor", "cursor is not one this API gave (next_cursor)") from None
+
+
+def _invalid(param: str, detail: str, *also: str) -> RequestInvalid:
+    """A refused query parameter, as FastAPI refuses one it checks itself: 422
+    ``invalid_request`` with ``fields`` (``query.from``), the detail naming the parameter
+    and never its value (decisions 0024, 0034)."""
+    return RequestInvalid(detail, fields=[f"query.{p}" for p in (param, *also)])
 
 
 def _time_param(name: str, value: str | None, *, end: bool) -> str | None:
@@ -98,9 +105,8 @@ def _time_param(name: str, value: str | None, *, end: bool) -> str | None:
     try:
         return time_bound(value, end=end)
     except ValueError:
-        raise AdminError(
-            f"{name} must be an RFC 3339 time (2026-11-27T10:00:00Z) or date",
-            code="invalid_request",
+        raise _invalid(
+            name, f"{name} must be an RFC 3339 time (2026-11-27T10:00:00Z) or date"
         ) from None
 
 
@@ -110,9 +116,7 @@ def _ip_param(value: str | None) -> str | None:
     try:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
-        raise AdminError(
-            "ip must be an address or network (192.0.2.0/24)", code="invalid_request"
-        ) from None
+        raise _invalid("ip", "ip must be an address or network (192.0.2.0/24)") from None
 
 
 @router.get("/events", openapi_extra=X_ROLES, response_model=None)
@@ -149,12 +153,12 @@ async def search_events(
         after=decode_cursor(cursor) if cursor else None,
     )
     if q.from_time and q.to_time and q.from_time > q.to_time:
-        raise AdminError("from is after to", code="invalid_request")
+        raise _invalid("from", "from is after to", "to")
     try:  # a value no event can have: refused before the trail is read (decision 0027)
         q.check()
     except QueryInvalid as exc:
         # the answer names the parameter, never the value (as every refusal, decision 0024)
-        raise RequestInvalid(exc.without_value, fields=[f"query.{exc.param}"]) from None
+        raise _invalid(exc.param, exc.without_value) from None
     store = await asyncio.to_thread(_open, request)
     if format == "json":
         try:
