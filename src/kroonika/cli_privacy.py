@@ -70,8 +70,8 @@ def erase_cmd(
         str | None,
         typer.Option(
             "--personal-code",
-            help="The person's personal code (seen in ps and shell history: prefer "
-            "--personal-code-file)",
+            help="Deprecated, refused in production: the person's personal code, seen in "
+            "ps and kept in shell history; use --personal-code-file (- for standard input)",
         ),
     ] = None,
     personal_code_file: CodeFileOpt = None,
@@ -89,6 +89,8 @@ def erase_cmd(
     from kroonika.audit import Actor, ActorType, AuditError
     from kroonika.cli import _OPEN_ERRORS, _access_trail, _fail, _open_error, _settings
 
+    if personal_code is not None:
+        _code_on_argv(_settings())
     why = _justification(justification)
     if personal_code_file is not None:
         if personal_code is not None or pseudonym is not None:
@@ -142,6 +144,28 @@ def erase_cmd(
     typer.echo(f"{state} {person.pseudonyms[0]}: {counts}")
     for other in person.pseudonyms[1:]:
         typer.echo(f"also under {other}")
+
+
+def _code_on_argv(settings: Settings) -> None:
+    """``--personal-code`` puts the code where every user of the host sees it (``ps``)
+    and the shell keeps it (history): refused in production, a warning elsewhere. Neither
+    repeats the code (decision 0034)."""
+    from kroonika.cli import _fail
+
+    instead = (
+        "give it on standard input (--personal-code-file -) or in a file "
+        "(--personal-code-file PATH)"
+    )
+    if settings.production:
+        raise _fail(
+            "--personal-code is refused in production (KROONIKA_ENV=production): a code on "
+            f"the command line is seen in ps and kept in shell history; {instead}"
+        )
+    typer.echo(
+        "warning: --personal-code is deprecated: a code on the command line is seen in ps "
+        f"and kept in shell history; {instead}",
+        err=True,
+    )
 
 
 class _SyncEmitter:

@@ -629,3 +629,53 @@ def test_an_erasure_reads_the_personal_code_from_standard_input(
         input=CODE,
     )
     assert both.exit_code == 2
+
+
+def test_the_personal_code_option_still_erases_and_says_it_is_deprecated(
+    var: Path, person: dict[str, Any]
+) -> None:
+    """``--personal-code`` keeps working for scripts in development, with a warning on
+    standard error that points at the standard input and file forms and does not repeat
+    the code; what is done is as before."""
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith(f"erased {person['pseudonym']}: keys=1")
+    assert "--personal-code is deprecated" in done.stderr
+    assert "--personal-code-file -" in done.stderr
+    assert CODE not in done.output
+    (erasure,) = _events(var, "audit.erasure")
+    assert erasure["details"]["by"] == "personal_code"
+
+
+def test_the_standard_input_form_gives_no_deprecation_warning(
+    var: Path, person: dict[str, Any]
+) -> None:
+    """The way the warning points at is quiet."""
+    done = CliRunner().invoke(
+        app, ["audit", "erase", "-j", WHY, "--personal-code-file", "-"], input=CODE + "\n"
+    )
+    assert done.exit_code == 0, done.output
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize("justification", [WHY, "short"])
+def test_the_personal_code_option_is_refused_in_production(
+    var: Path, person: dict[str, Any], monkeypatch: pytest.MonkeyPatch, justification: str
+) -> None:
+    """With ``KROONIKA_ENV=production`` a code on the command line is exit 2 before
+    anything is opened: one line saying why and what to use, no code, nothing erased or
+    recorded."""
+    monkeypatch.setenv("KROONIKA_ENV", "production")
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", justification])
+    assert done.exit_code == 2, done.output
+    assert done.stdout == ""
+    assert "--personal-code is refused in production" in done.stderr
+    assert "--personal-code-file" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert CODE not in done.output
+    assert _events(var, "audit.erasure") == []
+    monkeypatch.delenv("KROONIKA_ENV")
+    event = person["records"][0]["id"]
+    shown = CliRunner().invoke(app, ["audit", "reveal", "-j", WHY, "--event", event])
+    assert shown.exit_code == 0, shown.output
+    assert GIVEN in shown.stdout  # not erased
