@@ -72,14 +72,16 @@ def make_storage(
     """Memory storage, or Redis (shared by all instances) when a URL is given."""
     if not redis_url:
         return MemoryStorage(wrap_exceptions=True)
+    from kroonika._redis import async_redis_options
+
     uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
     return RedisStorage(
         uri,
         wrap_exceptions=True,
         implementation="redispy",
         key_prefix=key_prefix,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
+        # over TLS, connections whose context logs no keys (decision 0034)
+        **async_redis_options(uri, socket_timeout=timeout_s, socket_connect_timeout=timeout_s),
     )
 
 

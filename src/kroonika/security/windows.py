@@ -158,7 +158,9 @@ class RedisWindows:
         import redis
 
         self._error: type[Exception] = redis.RedisError
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        from kroonika._redis import redis_client
+
+        self._redis = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
         self._claim = self._redis.register_script(_CLAIM)
         self._prefix = prefix
         self.fallback = fallback or MemoryWindows()

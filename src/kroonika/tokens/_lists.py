@@ -108,7 +108,9 @@ class RedisInvalidation:
         self._on_change = on_change
         self._retry_s = retry_s
         self._error = redis.RedisError
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        from kroonika._redis import redis_client
+
+        self._redis = redis_client(url, socket_timeout=2, socket_connect_timeout=2)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._down = threading.Event()
         self._closed = threading.Event()

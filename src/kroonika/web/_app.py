@@ -116,9 +116,9 @@ async def _startup_tara(app: FastAPI, settings: Settings) -> None:
 def check_key_log(settings: Settings, environ: Mapping[str, str]) -> None:
     """``SSLKEYLOGFILE`` makes Python's TLS write every connection's session keys to a
     file: with it and a capture anyone reads the tokens, credentials and events sent.
-    Kroonika's own contexts ignore it; contexts libraries make for themselves (redis-py
-    for ``rediss://``) do not. So production refuses to start, development warns once
-    (decision 0032)."""
+    Kroonika's own contexts ignore it (Redis over TLS too, decision 0034); a context some
+    other library makes for itself would not. So production refuses to start, development
+    warns once (decision 0032)."""
     if not key_log_requested(environ):
         return
     what = (
@@ -128,8 +128,8 @@ def check_key_log(settings: Settings, environ: Mapping[str, str]) -> None:
     if settings.production:
         raise SettingsError(f"{what}; unset it (refused in production)")
     log.warning(
-        "%s. Kroonika's own TLS clients (sinks, TARA) log no keys; a library that makes "
-        "its own context (Redis over TLS) may. Unset it outside a debugging session",
+        "%s. Kroonika's own TLS clients (sinks, TARA, Redis) log no keys; a library that "
+        "makes its own context may. Unset it outside a debugging session",
         what,
     )
 

@@ -1,0 +1,208 @@
+"""Redis over TLS writes no session keys whatever ``SSLKEYLOGFILE`` says: every client
+Kroonika makes (the list notices, the shared detector windows, the rate limiter's
+storage) connects through ``kroonika._redis`` (decision 0034). The real Redis speaks
+plain TCP, so the tests reach it through a TLS-terminating proxy of their own."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import ssl
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import redis
+
+from kroonika._redis import redis_client, uses_tls
+from kroonika.ratelimit._limiter import make_storage
+from kroonika.security.windows import RedisWindows
+from kroonika.tokens._lists import RedisInvalidation
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "audit" / "sinks"))
+from sink_kit import make_ca
+
+pytestmark = pytest.mark.redis
+
+
+class TlsProxy:
+    """Accepts TLS on a loopback port and forwards the clear bytes to Redis; its own
+    context is a plain ``SSLContext``, which logs no keys (so the file shows the client)."""
+
+    def __init__(self, cert: Path, key: Path, target: tuple[str, int]) -> None:
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ctx.load_cert_chain(cert, key)
+        self._target = target
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            tls = self._ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            conn.close()
+            return
+        upstream = socket.create_connection(self._target)
+        self._open += [tls, upstream]
+        threading.Thread(target=self._pump, args=(upstream, tls), daemon=True).start()
+        self._pump(tls, upstream)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._server.close()
+        for s in self._open:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+@pytest.fixture
+def key_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``SSLKEYLOGFILE`` names a temporary file (which must stay empty or absent)."""
+    path = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(path))
+    return path
+
+
+@pytest.fixture
+def tls_url(redis_url: str, tmp_path: Path) -> Iterator[str]:
+    """A ``rediss://`` URL to the real Redis through :class:`TlsProxy`, trusting the
+    test's CA (``ssl_ca_certs``, as an operator would give a private CA)."""
+    ca, cert, key = make_ca(tmp_path / "pki")
+    proxy = TlsProxy(cert, key, ("127.0.0.1", 6379))
+    try:
+        yield f"rediss://localhost:{proxy.port}/0?ssl_ca_certs={quote(str(ca))}"
+    finally:
+        proxy.close()
+
+
+def written(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+def test_redis_py_on_its_own_does_log_the_keys(tls_url: str, key_log: Path) -> None:
+    """The control: redis-py's own TLS connection writes the secrets to the file."""
+    client = redis.Redis.from_url(tls_url, socket_timeout=5)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    assert b"TRAFFIC_SECRET" in written(key_log)
+
+
+def test_kroonikas_client_talks_tls_and_logs_no_keys(tls_url: str, key_log: Path) -> None:
+    """Through the proxy, a command round-trips and the file is neither made nor written."""
+    client = redis_client(tls_url, socket_timeout=5)
+    name = f"kroonika:test:tls:{secrets.token_hex(4)}"
+    try:
+        client.set(name, b"1", ex=60)
+        assert client.get(name) == b"1"
+        client.delete(name)
+    finally:
+        client.close()
+    assert written(key_log) == b""
+
+
+def test_the_server_is_still_verified(tls_url: str, key_log: Path) -> None:
+    """Without the CA that signed the proxy's certificate, the handshake is refused (the
+    URL's ``ssl_*`` options mean what they meant with redis-py's own class)."""
+    untrusting = tls_url.split("?", 1)[0]
+    client = redis_client(untrusting, socket_timeout=5)
+    try:
+        with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.ping()
+    finally:
+        client.close()
+    assert written(key_log) == b""
+
+
+def test_the_urls_ssl_options_are_honoured(tls_url: str, key_log: Path) -> None:
+    """``ssl_cert_reqs=none`` (a development Redis with a self-made certificate) connects
+    without the CA, as with redis-py's own class, and logs nothing either."""
+    unverified = tls_url.split("?", 1)[0] + "?ssl_cert_reqs=none"
+    client = redis_client(unverified, socket_timeout=5)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+    assert written(key_log) == b""
+
+
+def test_the_shared_detector_windows_log_no_keys(tls_url: str, key_log: Path) -> None:
+    """The windows claim a finding in Redis over TLS (the first claim wins, the second
+    does not) with no error counted, and the file stays empty."""
+    windows = RedisWindows(tls_url, prefix=f"kroonika:test:{secrets.token_hex(4)}")
+    try:
+        fired = ("impossible_travel", "person", "p1:" + "A" * 24)
+        assert windows.claim(fired, 1000.0, 60.0, 60.0)
+        assert not windows.claim(fired, 1001.0, 60.0, 60.0)
+        assert windows.errors == 0
+    finally:
+        windows.close()
+    assert written(key_log) == b""
+
+
+def test_the_list_notices_log_no_keys(tls_url: str, key_log: Path) -> None:
+    """A published change comes back to the subscriber over TLS; the file stays empty."""
+    heard = threading.Event()
+    notices = RedisInvalidation(tls_url, heard.set, channel=f"kroonika:test:{secrets.token_hex(4)}")
+    try:
+        heard.clear()  # subscribing may already have said "changed"
+        notices.publish()
+        assert heard.wait(10), "the notice did not come back"
+    finally:
+        notices.close()
+    assert written(key_log) == b""
+
+
+@pytest.mark.asyncio
+async def test_the_rate_limiter_storage_logs_no_keys(tls_url: str, key_log: Path) -> None:
+    """The limits storage (redis-py's asyncio client) counts over TLS; the file stays
+    empty."""
+    storage = make_storage(tls_url, timeout_s=5, key_prefix=f"kroonika:test:{secrets.token_hex(4)}")
+    try:
+        assert await storage.check()
+        assert await storage.incr("k", 60) == 1
+        assert await storage.incr("k", 60) == 2
+        await storage.reset()
+    finally:
+        # limits has no close of its own; the pool is ours (decision 0034)
+        await storage.bridge.get_connection().aclose(close_connection_pool=True)
+    assert written(key_log) == b""
+
+
+@pytest.mark.parametrize(
+    ("url", "tls"),
+    [
+        ("rediss://h:6380/0", True),
+        ("async+rediss://h/0", True),
+        ("REDISS://h", True),
+        ("redis://h:6379/0", False),
+        ("async+redis://h", False),
+        ("unix:///run/redis.sock", False),
+    ],
+)
+def test_only_tls_urls_get_the_keyless_class(url: str, tls: bool) -> None:
+    """A plain or Unix-socket URL keeps redis-py's own connection class."""
+    assert uses_tls(url) is tls
