@@ -123,21 +123,11 @@ class AsyncKeylessSSLConnection(async_connection.SSLConnection):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        given = self.ssl_context
-        self.ssl_context = _KeylessContext(
-            keyfile=given.keyfile,
-            certfile=given.certfile,
-            cert_reqs=given.cert_reqs,
-            include_verify_flags=given.include_verify_flags,
-            exclude_verify_flags=given.exclude_verify_flags,
-            ca_certs=given.ca_certs,
-            ca_data=given.ca_data,
-            ca_path=given.ca_path,
-            check_hostname=given.check_hostname,
-            min_version=given.min_version,
-            ciphers=given.ciphers,
-            password=given.password,
-        )
+        # the options as redis-py read them (cert_reqs already a VerifyMode), in our class
+        keyless = _KeylessContext.__new__(_KeylessContext)
+        for name in async_connection.RedisSSLContext.__slots__:
+            setattr(keyless, name, getattr(self.ssl_context, name))
+        self.ssl_context = keyless
 
 
 def redis_client(url: str, **options: Any) -> redis.Redis:

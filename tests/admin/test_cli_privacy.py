@@ -616,11 +616,13 @@ def test_no_pseudonym_is_printed_when_the_trail_refuses_the_record(
 def test_an_erasure_reads_the_personal_code_from_standard_input(
     var: Path, person: dict[str, Any]
 ) -> None:
-    """``erase --personal-code-file -`` takes the code from standard input, off argv."""
+    """``erase --personal-code-file -`` takes the code from standard input, off argv,
+    with no deprecation warning."""
     done = CliRunner().invoke(
         app, ["audit", "erase", "-j", WHY, "--personal-code-file", "-"], input=CODE + "\n"
     )
     assert done.exit_code == 0, done.output
+    assert done.stderr == ""
     assert done.output.startswith(f"erased {person['pseudonym']}: keys=1")
     assert CODE not in done.output
     both = CliRunner().invoke(
@@ -645,17 +647,6 @@ def test_the_personal_code_option_still_erases_and_says_it_is_deprecated(
     assert CODE not in done.output
     (erasure,) = _events(var, "audit.erasure")
     assert erasure["details"]["by"] == "personal_code"
-
-
-def test_the_standard_input_form_gives_no_deprecation_warning(
-    var: Path, person: dict[str, Any]
-) -> None:
-    """The way the warning points at is quiet."""
-    done = CliRunner().invoke(
-        app, ["audit", "erase", "-j", WHY, "--personal-code-file", "-"], input=CODE + "\n"
-    )
-    assert done.exit_code == 0, done.output
-    assert done.stderr == ""
 
 
 @pytest.mark.parametrize("justification", [WHY, "short"])
