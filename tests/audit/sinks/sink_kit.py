@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -265,8 +266,40 @@ def make_ca(tmp: Path) -> tuple[Path, Path, Path]:
 NATS_SERVER = "/usr/sbin/nats-server"
 
 
+@dataclass
+class OwnNats:
+    """A nats-server of our own: its port, and its configuration to change (a reload,
+    as an operator does, with SIGHUP)."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    conf: Path
+    log: Path
+    base: str
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def reconfigure(self, conf: str, timeout: float = 20.0) -> None:
+        """Replace the added configuration with ``conf`` and reload it (SIGHUP, what
+        ``nats-server --signal reload`` sends); return once the server says it has."""
+        done = self._reloads()
+        self.conf.write_text(self.base + conf)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self._reloads() <= done:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server did not reload: {self.log.read_text()[-2000:]}")
+            time.sleep(0.02)
+
+    def _reloads(self) -> int:
+        text = self.log.read_text() if self.log.exists() else ""
+        return text.count("Reloaded server configuration")
+
+
 @contextlib.contextmanager
-def own_nats_server(tmp: Path, conf: str) -> Iterator[int]:
+def own_nats_server(tmp: Path, conf: str) -> Iterator[OwnNats]:
     """A nats-server of our own on a free loopback port, JetStream on, with ``conf``
     added to its configuration (the system server on 4222 is left alone)."""
     if not Path(NATS_SERVER).exists():
@@ -274,10 +307,12 @@ def own_nats_server(tmp: Path, conf: str) -> Iterator[int]:
             pytest.fail(f"{NATS_SERVER} is not installed and KROONIKA_REQUIRE_SERVICES=1")
         pytest.skip(f"{NATS_SERVER} is not installed")
     port = free_port()
-    path = tmp / "nats.conf"
-    path.write_text(
-        f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp / "js"}" }}\n{conf}'
+    path, log = tmp / "nats.conf", tmp / "nats.log"
+    base = (
+        f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp / "js"}" }}\n'
+        f'log_file: "{log}"\n'
     )
+    path.write_text(base + conf)
     proc = subprocess.Popen(
         [NATS_SERVER, "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -289,7 +324,7 @@ def own_nats_server(tmp: Path, conf: str) -> Iterator[int]:
             time.sleep(0.05)
         else:
             raise RuntimeError("nats-server did not start listening")
-        yield port
+        yield OwnNats(port, proc, path, log, base)
     finally:
         proc.terminate()
         proc.wait(10)

@@ -284,8 +284,8 @@ def tls_nats_server(tmp: Path, token: str) -> Iterator[tuple[int, Path]]:
     conf = (
         f'tls {{ cert_file: "{cert}"\n key_file: "{key}" }}\nauthorization {{ token: "{token}" }}\n'
     )
-    with own_nats_server(tmp, conf) as port:
-        yield port, ca
+    with own_nats_server(tmp, conf) as server:
+        yield server.port, ca
 
 
 @pytest.mark.nats

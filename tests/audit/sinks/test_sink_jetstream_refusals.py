@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sink_kit import Kit, own_nats_server, write_events
+from sink_kit import Kit, OwnNats, own_nats_server, write_events
 from test_sink_jetstream_file import require_nats
 
 from kroonika.audit.sinks import (
@@ -166,7 +166,7 @@ async def test_the_sink_says_which_limit_an_oversized_item_is_over(kit: Kit) -> 
         assert big not in message
 
 
-def nats_server_denying(tmp: Path, subject: str) -> contextlib.AbstractContextManager[int]:
+def nats_server_denying(tmp: Path, subject: str) -> contextlib.AbstractContextManager[OwnNats]:
     """A nats-server of our own whose anonymous user may publish to everything but
     ``subject``."""
     return own_nats_server(
@@ -187,8 +187,8 @@ async def test_a_subject_the_credentials_may_not_publish_to_is_dead_lettered(
     items become dead letters naming the violation, and delivery does not stall on
     them; the events, on a subject allowed, all arrive."""
     prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
-    with nats_server_denying(tmp_path, f"{prefix}.checkpoint") as port:
-        url = f"nats://127.0.0.1:{port}"
+    with nats_server_denying(tmp_path, f"{prefix}.checkpoint") as server:
+        url = server.url
         async with jetstream(url, prefix) as (_nc, js):
             write_events(kit, 5)  # and a checkpoint at 5
             kit.trail.checkpoint_now()
