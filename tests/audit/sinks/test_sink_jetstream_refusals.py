@@ -44,6 +44,18 @@ async def jetstream(url: str, prefix: str) -> AsyncIterator[Any]:
         await nc.close()
 
 
+async def deliver_all(kit: Kit, sink: JetStreamSink, **runner_options: Any) -> SinkRunner:
+    """Drain ``kit``'s store to ``sink`` (a runner with the fast retry policy), then
+    stop the runner and close the sink; return the runner for its metrics."""
+    runner = SinkRunner(kit.store, [sink], retry=FAST, **runner_options)
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await sink.close()
+    return runner
+
+
 async def stored_messages(js: Any, prefix: str) -> list[Any]:
     sub = await js.pull_subscribe(f"{prefix}.>", durable=None)
     return list(await sub.fetch(100, timeout=2))
@@ -193,12 +205,7 @@ async def test_a_subject_the_credentials_may_not_publish_to_is_dead_lettered(
             write_events(kit, 5)  # and a checkpoint at 5
             kit.trail.checkpoint_now()
             sink = JetStreamSink("nats", url, subject_prefix=prefix, timeout=1)
-            runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST)
-            try:
-                await runner.drain()
-            finally:
-                await runner.stop()
-                await sink.close()
+            await deliver_all(kit, sink, batch_size=10)
             dead = CursorStore(kit.store.engine).dead_letters("nats")
             checkpoints = [cp.size for cp in kit.store.checkpoints("web-1")]
             assert checkpoints

@@ -9,11 +9,24 @@ a failure says how many were acknowledged.
 
 What the server will never take is a :class:`PermanentSinkError`, so the runner
 dead-letters that item and delivers the rest (decision 0032): a message (payload and
-headers) over the server's ``max_payload``, a subject these credentials may not
-publish to (a permissions violation, which nats-py reports only through its error
-callback while the publish times out), a message the stream refuses as a bad request
-(over its ``max_msg_size``). No connection, a timeout, no responders (no stream
-bound to the subject) and a stream that is unavailable are transient: retried.
+headers) over the server's ``max_payload``, a message the stream refuses as a bad
+request (over its ``max_msg_size``), and a subject these credentials may not publish
+to while they may publish to another of the sink's subjects. No connection, a
+timeout, no responders (no stream bound to the subject) and a stream that is
+unavailable are transient: retried.
+
+A permissions violation (``-ERR``, which nats-py passes only to its error callback;
+the sink watches for it rather than wait for the publish to time out) is judged by a
+probe (decision 0032, 2026-11-27): an empty request carrying ``Nats-Expected-Stream``
+with a name no stream can have (a dot), which JetStream answers without storing it, to
+the sink's other subjects (``<prefix>.<category>`` for each category,
+``<prefix>.checkpoint``; those acknowledged before first), one at a time until the
+server lets one through. One through: the denial is the item's (its subject), a
+:class:`PermanentSinkError`. None: the credentials have lost every publish right, an
+outage no item is at fault for, a :class:`TransientSinkError`; the runner retries with
+its back-off and resumes in order once the rights are back. A subscription the server
+removed (the one answers come back on, dropped by a reload that took the subscribe
+right) makes the sink connect afresh on its next send.
 
 The sink does not create the JetStream stream (its retention, storage and replicas
 are the operator's, and creating one needs JetStream API rights a publisher should
@@ -50,13 +63,14 @@ import functools
 import logging
 import re
 import ssl
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 from pydantic import SecretStr
 
+from kroonika.audit._model import Category
 from kroonika.audit._tls import client_context, without_key_log
 from kroonika.audit.sinks._base import (
     CheckpointRecord,
@@ -70,6 +84,8 @@ from kroonika.audit.sinks._base import (
 
 log = logging.getLogger("kroonika.audit.sinks")
 
+_T = TypeVar("_T")
+
 #: The duplicate window the sink expects of its stream unless told (decision 0030).
 DEFAULT_DUPLICATE_WINDOW = 7200.0
 
@@ -77,6 +93,14 @@ _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
 #: nats-server's ``-ERR 'Permissions Violation for Publish to "<subject>"'``.
 _PUBLISH_DENIED = re.compile(r'Permissions Violation for Publish to "?([^"\s]+)', re.IGNORECASE)
+
+#: ``-ERR 'Permissions Violation for Subscription to "..."'``: also sent when a reload
+#: removes a subscription the connection held (the one replies come back on).
+_SUBSCRIBE_DENIED = re.compile(r"Permissions Violation for Subscription to", re.IGNORECASE)
+
+#: What a probe of the publish permissions carries (and no payload): JetStream stores
+#: no message whose expected stream is another (a stream name never holds a dot).
+_PROBE_HEADERS = {"Nats-Expected-Stream": "kroonika.publish-probe", "Kroonika-Probe": "publish"}
 
 #: nats-py options that carry a credential or decide TLS: given only through this
 #: sink's own arguments, so the transport check cannot be bypassed.
@@ -99,6 +123,10 @@ _GUARDED_OPTIONS = frozenset(
 
 class _ChannelRefused(Exception):
     """Raised inside nats-py's connect, before CONNECT is written."""
+
+
+class _Denied(Exception):
+    """The server refused these credentials a publish to the subject."""
 
 
 @functools.cache
@@ -164,9 +192,17 @@ class JetStreamSink:
         self._nc: Any = None
         self._js: Any = None
         self.duplicates = 0
-        #: Subjects the server refused with a permissions violation since their last
-        #: publish began (filled by nats-py's error callback).
-        self._denied: set[str] = set()
+        #: Publishes waiting for an answer, by subject (lower case, as nats-py passes
+        #: the server's error text): nats-py's error callback resolves the future when
+        #: the server refuses that subject.
+        self._watched: dict[str, asyncio.Future[None]] = {}
+        #: Every subject the sink publishes to, and those acknowledged at least once:
+        #: where a probe looks for a right the credentials still have.
+        self._subjects = {f"{subject_prefix}.{c.value}" for c in Category}
+        self._subjects.add(f"{subject_prefix}.checkpoint")
+        self._acknowledged: set[str] = set()
+        #: The server removed a subscription of this connection: replies may be lost.
+        self._reply_lost = False
         self.duplicate_window = duplicate_window
         #: The duplicate window (seconds) of each stream that acknowledged an item, read
         #: once (0 when it could not be read).
@@ -189,9 +225,10 @@ class JetStreamSink:
     async def _connect(self) -> Any:
         from nats.errors import Error as NatsError
 
-        if self._nc is not None and self._nc.is_connected:
+        if self._nc is not None and self._nc.is_connected and not self._reply_lost:
             return self._js
         await self.close()
+        self._reply_lost = False
         nc = _guarded_client()(self._check_channel)
         # (connect_timeout is typed int in nats-py but used as a float by asyncio)
         options: dict[str, Any] = {**self._options, "connect_timeout": self.timeout}
@@ -290,11 +327,15 @@ class JetStreamSink:
         for pos, item in enumerate(batch):
             subject, payload, headers = self.subject(item), self.payload(item), self.headers(item)
             self._refuse_oversized(subject, payload, headers, pos)
-            self._denied.discard(subject)
             try:
-                ack = await js.publish(subject, payload, timeout=self.timeout, headers=headers)
+                ack = await self._unless_denied(
+                    subject, js.publish(subject, payload, timeout=self.timeout, headers=headers)
+                )
+            except _Denied:
+                raise await self._judge_denial(subject, pos) from None
             except (OSError, TimeoutError, NatsError) as exc:
                 raise self._classify(exc, subject, pos) from exc
+            self._acknowledged.add(subject)
             if getattr(ack, "duplicate", False):
                 self.duplicates += 1
             await self._check_stream(js, getattr(ack, "stream", None))
@@ -322,13 +363,12 @@ class JetStreamSink:
 
     def _classify(self, exc: BaseException, subject: str, pos: int) -> SinkError:
         """Permanent: what the server will never take however often it is sent (a
-        payload over ``max_payload``, a subject these credentials may not publish to,
-        a message the stream refuses as a bad request, e.g. over its
-        ``max_msg_size``). Everything else (no connection, a timeout, no responders
-        or no stream bound to the subject, the stream unavailable) is fixable on the
-        server side without touching the item: transient, retried."""
+        payload over ``max_payload``, a message the stream refuses as a bad request,
+        e.g. over its ``max_msg_size``). Everything else (no connection, a timeout, no
+        responders or no stream bound to the subject, the stream unavailable) is
+        fixable on the server side without touching the item: transient, retried.
+        A permissions violation is judged apart (:meth:`_judge_denial`)."""
         from nats.errors import MaxPayloadError
-        from nats.errors import TimeoutError as NatsTimeout
         from nats.js.errors import BadRequestError
 
         name = type(exc).__name__
@@ -336,19 +376,94 @@ class JetStreamSink:
             why = f"the message on {subject!r} is larger than the server's max_payload"
         elif isinstance(exc, BadRequestError):
             why = f"the stream refuses the message on {subject!r}: {exc.description or name}"
-        elif isinstance(exc, TimeoutError | NatsTimeout) and subject in self._denied:
-            why = f"permissions violation: these credentials may not publish to {subject!r}"
         else:
             return TransientSinkError(f"JetStream publish failed: {name}: {exc}", delivered=pos)
         return PermanentSinkError(f"JetStream publish refused: {why}", delivered=pos)
 
+    async def _judge_denial(self, subject: str, pos: int) -> SinkError:
+        """``subject`` was denied: the item's fault (permanent) only if these
+        credentials may publish to another of the sink's subjects right now, else an
+        outage (transient): the sink waits for the rights to come back."""
+        other = await self._publishable_other(subject)
+        if other is not None:
+            return PermanentSinkError(
+                "JetStream publish refused: permissions violation: these credentials may "
+                f"not publish to {subject!r} (they may publish to {other!r})",
+                delivered=pos,
+            )
+        return TransientSinkError(
+            "JetStream publish refused: permissions violation: these credentials may not "
+            f"publish to {subject!r} nor to any other subject of the sink "
+            f"({self.prefix}.>): waiting for the publish permissions to be restored",
+            delivered=pos,
+        )
+
+    async def _publishable_other(self, denied: str) -> str | None:
+        """The first subject of the sink but ``denied`` that the server lets these
+        credentials publish to, probed one at a time (those acknowledged before
+        first) with a request JetStream answers without storing anything; None when
+        there is none, or when the connection cannot tell (then nothing is judged the
+        item's fault)."""
+        from nats.errors import Error as NatsError
+        from nats.errors import NoRespondersError
+
+        nc = self._nc
+        if nc is None:
+            return None
+        others = sorted(
+            (self._subjects | self._acknowledged) - {denied},
+            key=lambda s: (s not in self._acknowledged, s),
+        )
+        for other in others:
+            try:
+                await self._unless_denied(
+                    other, nc.request(other, b"", timeout=self.timeout, headers=_PROBE_HEADERS)
+                )
+            except _Denied:
+                continue
+            except NoRespondersError:
+                return other  # routed, to nobody: the publish was allowed
+            except (OSError, TimeoutError, NatsError) as exc:
+                log.debug("sink %r: publish permission probe failed: %s", self.name, exc)
+                return None
+            return other  # answered (JetStream refuses the probe): allowed
+        return None
+
+    async def _unless_denied(self, subject: str, call: Awaitable[_T]) -> _T:
+        """``call``, a publish to ``subject`` that waits for its answer, cut short by
+        :class:`_Denied` once the server reports a permissions violation for
+        ``subject`` (nats-py only passes that to the error callback; the call itself
+        would wait until its timeout)."""
+        key = subject.lower()  # nats-py lower-cases the server's error text
+        denied: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watched[key] = denied
+        task = asyncio.ensure_future(call)
+        try:
+            await asyncio.wait((task, denied), return_when=asyncio.FIRST_COMPLETED)
+            answered = task.done()
+        finally:
+            if self._watched.get(key) is denied:
+                del self._watched[key]
+            if not task.done():
+                task.cancel()
+        if not answered:
+            raise _Denied(subject)
+        return task.result()
+
     async def _on_error(self, exc: Exception) -> None:
         """nats-py's error callback: a permissions violation names the subject the
-        server refused (the publish itself then only times out). Every other error
-        nats-py logs itself; the runner reports failures."""
-        match = _PUBLISH_DENIED.search(str(exc))
+        server refused (the publish itself would only time out); a subscription
+        refused or removed (by a reload) may be the one answers come back on, so the
+        next send connects afresh. Every other error nats-py logs itself; the runner
+        reports failures."""
+        text = str(exc)
+        match = _PUBLISH_DENIED.search(text)
         if match:
-            self._denied.add(match.group(1))
+            denied = self._watched.get(match.group(1).lower())
+            if denied is not None and not denied.done():
+                denied.set_result(None)
+        elif _SUBSCRIBE_DENIED.search(text):
+            self._reply_lost = True
 
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None

@@ -1,0 +1,201 @@
+"""JetStream: credentials that lost every publish right are an outage (the sink waits
+and resumes in order), a subject denied while others go through refuses only its items
+(decision 0032, 2026-11-27). Real nats-server processes of our own, reloaded as an
+operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sink_kit import Kit, login_event, own_nats_server, write_events
+from test_sink_jetstream_refusals import FAST, deliver_all, jetstream, stored_messages
+
+from kroonika.audit import Actor, ActorType, AuditEvent, events
+from kroonika.audit.sinks import (
+    CursorStore,
+    JetStreamSink,
+    Record,
+    SinkEvent,
+    SinkRunner,
+    TransientSinkError,
+)
+
+#: The sink's user (no credential: ``no_auth_user``) and the test's own, which reads
+#: the stream whatever the sink's user may do.
+ADMIN = "admin:admin-pw"
+
+
+def users(sink_permissions: str) -> str:
+    """Configuration: one account with JetStream, the sink's user ``pub`` with
+    ``sink_permissions`` and the test's user ``admin`` with every right."""
+    return (
+        "accounts { A { jetstream: enabled\n  users: [\n"
+        '    { user: "pub", password: "not-used-by-the-sink",\n'
+        f"      permissions: {sink_permissions} }}\n"
+        '    { user: "admin", password: "admin-pw" } ] } }\n'
+        'no_auth_user: "pub"\n'
+    )
+
+
+ALLOWED = '{ publish: { allow: [">"] } }'
+REVOKED = {
+    "publish": '{ publish: { deny: [">"] } }',
+    # Losing subscribe too removes the subscription the acknowledgements come back on.
+    "publish-and-subscribe": '{ publish: { deny: [">"] }, subscribe: { deny: [">"] } }',
+}
+
+
+def session_event(n: int) -> AuditEvent:
+    return events.session_create(
+        actor=Actor(ActorType.USER, subject=f"EE3800108571{n % 10}"),
+    )
+
+
+def bodies_of(kit: Kit) -> list[bytes]:
+    return [b for blk in kit.store.blocks("web-1") for b in blk.records()]
+
+
+#: How long to wait for what must happen before giving up (not a timing assertion).
+PATIENCE = 60.0
+
+
+async def wait_for(what: str, done: Callable[[], bool]) -> None:
+    """Wait until ``done()``, failing after :data:`PATIENCE` seconds."""
+    deadline = time.monotonic() + PATIENCE
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("revoked", sorted(REVOKED))
+@pytest.mark.asyncio
+async def test_credentials_that_lose_every_publish_right_pause_the_sink_until_restored(
+    kit: Kit, tmp_path: Path, revoked: str
+) -> None:
+    """Every right taken away, then given back (configuration reloads): the sink reports
+    ``failed`` once, keeps retrying, dead-letters nothing, and once the rights are back
+    delivers every event and checkpoint, in order, and reports ``recovered``."""
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    reports: list[SinkEvent] = []
+
+    async def on_event(ev: SinkEvent) -> None:
+        reports.append(ev)
+
+    with own_nats_server(tmp_path, users(ALLOWED)) as server:
+        admin_url = server.url.replace("//", f"//{ADMIN}@")
+        async with jetstream(admin_url, prefix) as (_nc, js):
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=0.5)
+            runner = SinkRunner(
+                kit.store, [sink], batch_size=10, retry=FAST, on_event=on_event, poll_interval=0.05
+            )
+            metrics: Callable[[], dict[str, Any]] = lambda: runner.metrics()["nats"]  # noqa: E731
+            await asyncio.to_thread(write_events, kit, 2)
+            await runner.start()
+            try:
+                await wait_for("the first events", lambda: metrics()["delivered"] == 2)
+                server.reconfigure(users(REVOKED[revoked]))
+                await asyncio.to_thread(write_events, kit, 4, start=2)  # a checkpoint at 5
+                runner.notify()
+                await wait_for("the outage to be reported", lambda: bool(reports))
+                # More attempts than permanent_attempts: each would have been a dead letter.
+                await wait_for(
+                    "retries",
+                    lambda: (
+                        metrics()["retries"] > 3 * FAST.permanent_attempts
+                        or metrics()["dead_letters"] > 0
+                    ),
+                )
+                assert metrics()["dead_letters"] == 0
+                assert metrics()["delivered"] == 2
+                server.reconfigure(users(ALLOWED))
+                await wait_for("delivery to resume", lambda: metrics()["checkpoints"] == 1)
+                await wait_for("every event", lambda: metrics()["delivered"] == 6)
+            finally:
+                await runner.stop()
+                await sink.close()
+            assert CursorStore(kit.store.engine).dead_letters("nats") == []
+            assert [(r.state, r.stream) for r in reports] == [
+                ("failed", "web-1"),
+                ("recovered", "web-1"),
+            ]
+            assert reports[0].error.startswith("TransientSinkError: ")
+            assert "permissions violation" in reports[0].error
+            msgs = await stored_messages(js, prefix)
+            events_ = [m.data for m in msgs if not m.subject.endswith(".checkpoint")]
+            assert events_ == bodies_of(kit)  # each once, in order, and no probe stored
+            (cp,) = kit.store.checkpoints("web-1")
+            assert [
+                m.headers["Nats-Msg-Id"] for m in msgs if m.subject.endswith(".checkpoint")
+            ] == [f"checkpoint:web-1:{cp.size}"]
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("batch_size", [1, 10])
+@pytest.mark.asyncio
+async def test_a_subject_denied_while_others_go_through_dead_letters_only_its_items(
+    kit: Kit, tmp_path: Path, batch_size: int
+) -> None:
+    """Only the authentication subject is denied: the login events (the first item of
+    all, and one among session events) become dead letters naming the subject; every
+    other event and the checkpoint arrive in order. (The prefix has capitals: nats-py
+    lower-cases the server's error text, subjects are not.)"""
+    prefix = f"Kroonika_Test_{uuid.uuid4().hex[:8]}"
+    denied = f"{prefix}.authentication"
+    with own_nats_server(tmp_path, users(f'{{ publish: {{ deny: ["{denied}"] }} }}')) as server:
+        admin_url = server.url.replace("//", f"//{ADMIN}@")
+        async with jetstream(admin_url, prefix) as (_nc, js):
+            for n, make in enumerate([login_event, session_event, session_event, login_event]):
+                kit.trail.emit_sync(make(n))
+            kit.trail.emit_sync(session_event(4))  # and a checkpoint at 5
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=0.5)
+            await deliver_all(kit, sink, batch_size=batch_size)
+            dead = CursorStore(kit.store.engine).dead_letters("nats")
+            bodies = bodies_of(kit)
+            assert [d["seq"] for d in dead] == [1, 4]
+            assert [d["item_id"] for d in dead] == [orjson.loads(bodies[i])["id"] for i in (0, 3)]
+            assert all(d["error"].startswith("PermanentSinkError: ") for d in dead)
+            assert all("permissions violation" in d["error"] and denied in d["error"] for d in dead)
+            msgs = await stored_messages(js, prefix)
+            assert [m.data for m in msgs if m.subject != f"{prefix}.checkpoint"] == [
+                bodies[1],
+                bodies[2],
+                bodies[4],
+            ]
+            assert [m.subject for m in msgs][-1] == f"{prefix}.checkpoint"
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_a_publish_denied_on_every_subject_of_the_sink_is_transient(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """A fresh sink whose credentials may publish nowhere: its first item is not
+    refused (the item is not at fault) but an outage, retried, with nothing stored."""
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    with own_nats_server(tmp_path, users(REVOKED["publish"])) as server:
+        admin_url = server.url.replace("//", f"//{ADMIN}@")
+        async with jetstream(admin_url, prefix) as (_nc, js):
+            write_events(kit, 1)
+            body = bodies_of(kit)[0]
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=0.5)
+            try:
+                with pytest.raises(TransientSinkError) as caught:
+                    await sink.send([Record("web-1", 1, body)])
+            finally:
+                await sink.close()
+            assert caught.value.delivered == 0
+            message = str(caught.value)
+            assert "permissions violation" in message
+            assert f"{prefix}.authentication" in message
+            assert body.decode() not in message
+            info = await js.stream_info(prefix)
+            assert info.state.messages == 0  # the probes store nothing
