@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kroonika.cli_privacy import CodeFileOpt, code_argument
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -37,11 +39,18 @@ def _fail(message: str) -> typer.Exit:
 
 @admins_app.command("add")
 def add(
-    personal_code: Annotated[str, typer.Argument(help="Personal code, e.g. 38001085718")],
+    personal_code: Annotated[
+        str | None,
+        typer.Argument(
+            help="- to read the personal code from standard input; the code itself here is "
+            "deprecated (seen in ps, kept in shell history) and refused in production"
+        ),
+    ] = None,
     role: Annotated[str, typer.Option(help="admin, auditor, security or privacy")] = "admin",
     justification: Annotated[
         str, typer.Option("--justification", "-j", help="Why (recorded in the audit trail)")
     ] = "bootstrap from the command line",
+    personal_code_file: CodeFileOpt = None,
 ) -> None:
     """Give a person a role (recorded as granted by the command line). The grant is audited
     as ``config.change`` of ``admin.roles`` by the actor system/cli; if the trail cannot
@@ -65,13 +74,16 @@ def add(
 
     try:
         (parsed,) = parse_roles([role])
-        subject = checked_subject(personal_code)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
         settings = load_settings()
     except (SettingsError, ValueError) as exc:
         raise _fail(f"the audit trail cannot be opened: {exc}") from None
+    try:
+        subject = checked_subject(code_argument(settings, personal_code, personal_code_file))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:  # the same rule as the API's: recorded as plain text, never CR or terminal codes
         why = check_justification(
             justification,
@@ -146,13 +158,21 @@ def list_() -> None:
 
 @admins_app.command("show")
 def show(
-    personal_code: Annotated[str, typer.Argument(help="Personal code, e.g. 38001085718")],
+    personal_code: Annotated[
+        str | None,
+        typer.Argument(
+            help="- to read the personal code from standard input; the code itself here is "
+            "deprecated (seen in ps, kept in shell history) and refused in production"
+        ),
+    ] = None,
+    personal_code_file: CodeFileOpt = None,
 ) -> None:
     """The pseudonym and roles (comma-separated, empty if none) of the person named."""
     from kroonika.admin._roles import checked_subject
+    from kroonika.cli import _settings
 
     try:
-        subject = checked_subject(personal_code)
+        subject = checked_subject(code_argument(_settings(), personal_code, personal_code_file))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     pseudonymise = _pseudonymise()

@@ -146,10 +146,10 @@ def erase_cmd(
         typer.echo(f"also under {other}")
 
 
-def _code_on_argv(settings: Settings) -> None:
-    """``--personal-code`` puts the code where every user of the host sees it (``ps``)
-    and the shell keeps it (history): refused in production, a warning elsewhere. Neither
-    repeats the code (decision 0034)."""
+def _code_on_argv(settings: Settings, given_as: str = "--personal-code") -> None:
+    """A personal code given as an argument (``given_as``) is where every user of the
+    host sees it (``ps``) and the shell keeps it (history): refused in production, a
+    warning elsewhere. Neither repeats the code (decision 0034)."""
     from kroonika.cli import _fail
 
     instead = (
@@ -158,14 +158,32 @@ def _code_on_argv(settings: Settings) -> None:
     )
     if settings.production:
         raise _fail(
-            "--personal-code is refused in production (KROONIKA_ENV=production): a code on "
+            f"{given_as} is refused in production (KROONIKA_ENV=production): a code on "
             f"the command line is seen in ps and kept in shell history; {instead}"
         )
     typer.echo(
-        "warning: --personal-code is deprecated: a code on the command line is seen in ps "
+        f"warning: {given_as} is deprecated: a code on the command line is seen in ps "
         f"and kept in shell history; {instead}",
         err=True,
     )
+
+
+def code_argument(settings: Settings, personal_code: str | None, code_file: str | None) -> str:
+    """The personal code of a command that names one person: ``--personal-code-file``
+    (a file, or ``-``: standard input), or the argument ``-`` (standard input too), or,
+    deprecated and refused in production, the code itself as the argument."""
+    if code_file is not None:
+        if personal_code is not None:
+            raise typer.BadParameter("give PERSONAL_CODE or --personal-code-file, not both")
+        return _read_personal_code(code_file)
+    if personal_code is None:
+        raise typer.BadParameter(
+            "name the person: --personal-code-file PATH, or - to read standard input"
+        )
+    if personal_code == "-":
+        return _read_personal_code("-")
+    _code_on_argv(settings, "PERSONAL_CODE as an argument")
+    return personal_code
 
 
 class _SyncEmitter:

@@ -157,10 +157,10 @@ def test_show_answers_one_persons_roles(var: Path) -> None:
     (event,) = _events(var, "config.change")
     shown = runner.invoke(app, ["admins", "show", "EE" + CODE])
     assert shown.exit_code == 0, shown.output
-    assert shown.output.splitlines() == [f"{event['target']['id']}\tadmin"]
+    assert shown.stdout.splitlines() == [f"{event['target']['id']}\tadmin"]
     nobody = runner.invoke(app, ["admins", "show", "60001019906"])
     assert nobody.exit_code == 0, nobody.output
-    assert nobody.output.splitlines()[0].endswith("\t")
+    assert nobody.stdout.splitlines()[0].endswith("\t")
     bad = runner.invoke(app, ["admins", "show", "EVIL \x1b"])
     assert bad.exit_code == 2
 
@@ -173,4 +173,43 @@ def test_a_justification_that_is_not_plain_text_is_a_usage_error(var: Path, why:
     assert done.exit_code == 2
     assert "justification" in done.output
     assert "\x1b" not in done.output
+    assert not (var / "audit.db").exists() or _events(var, "config.change") == []
+
+
+def test_the_code_is_read_from_standard_input_or_a_file(var: Path, tmp_path: Path) -> None:
+    """``-`` or ``--personal-code-file``: the code never on the command line, where every
+    user of the host sees it (ps) and the shell keeps it; no warning then."""
+    runner = CliRunner()
+    added = runner.invoke(app, ["admins", "add", "-", "-j", "INC-9 first"], input=CODE + "\n")
+    assert added.exit_code == 0, added.output
+    assert "warning" not in added.stderr
+    (event,) = _events(var, "config.change")
+    code_file = tmp_path / "code.txt"
+    code_file.write_text("EE" + CODE + "\n")
+    shown = runner.invoke(app, ["admins", "show", "--personal-code-file", str(code_file)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.splitlines() == [f"{event['target']['id']}\tadmin"]
+    assert shown.stderr == ""
+    both = runner.invoke(app, ["admins", "show", CODE, "--personal-code-file", str(code_file)])
+    assert both.exit_code == 2
+    neither = runner.invoke(app, ["admins", "show"])
+    assert neither.exit_code == 2
+    assert "--personal-code-file" in neither.stderr
+
+
+def test_a_code_on_the_command_line_is_a_warning_and_refused_in_production(
+    var: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    done = runner.invoke(app, ["admins", "show", CODE])
+    assert done.exit_code == 0, done.output
+    assert "deprecated" in done.stderr
+    assert "--personal-code-file -" in done.stderr
+    assert CODE not in done.stderr
+    monkeypatch.setenv("KROONIKA_ENV", "production")
+    for args in (["admins", "show", CODE], ["admins", "add", CODE, "-j", "INC-9 first admin"]):
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2, refused.output
+        assert "refused in production" in refused.stderr
+        assert CODE not in refused.output
     assert not (var / "audit.db").exists() or _events(var, "config.change") == []
