@@ -37,15 +37,19 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+#: The person named by a command: ``-`` reads the code from standard input.
+CodeArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="- to read the personal code from standard input; the code itself here is "
+        "deprecated (seen in ps, kept in shell history) and refused in production"
+    ),
+]
+
+
 @admins_app.command("add")
 def add(
-    personal_code: Annotated[
-        str | None,
-        typer.Argument(
-            help="- to read the personal code from standard input; the code itself here is "
-            "deprecated (seen in ps, kept in shell history) and refused in production"
-        ),
-    ] = None,
+    personal_code: CodeArg = None,
     role: Annotated[str, typer.Option(help="admin, auditor, security or privacy")] = "admin",
     justification: Annotated[
         str, typer.Option("--justification", "-j", help="Why (recorded in the audit trail)")
@@ -158,13 +162,7 @@ def list_() -> None:
 
 @admins_app.command("show")
 def show(
-    personal_code: Annotated[
-        str | None,
-        typer.Argument(
-            help="- to read the personal code from standard input; the code itself here is "
-            "deprecated (seen in ps, kept in shell history) and refused in production"
-        ),
-    ] = None,
+    personal_code: CodeArg = None,
     personal_code_file: CodeFileOpt = None,
 ) -> None:
     """The pseudonym and roles (comma-separated, empty if none) of the person named."""
