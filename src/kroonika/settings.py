@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     login_pending_flows_max: int = Field(5, ge=1, le=20)
     login_return_to_allowed: list[str] = Field(default_factory=lambda: ["/"])
 
+    # --- the security dashboard (GET /admin/dashboard)
+    dashboard_alert_days: int = Field(30, ge=1, le=400)  # how far back open alerts are found
+    dashboard_refresh_s: int = Field(60, ge=5, le=3600)  # the page reloads itself this often
+
     # --- sessions and cookies
     session_idle_s: int = Field(900, ge=30)
     session_absolute_s: int = Field(28800, ge=60)

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
@@ -434,6 +435,19 @@ def retention_policy(settings: Settings) -> RetentionPolicy:
         raise SettingsError(f"KROONIKA_AUDIT_RETENTION_DAYS: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class SinkStatus:
+    """One sink as the dashboard shows it (see :meth:`LogShipping.sink_status`)."""
+
+    sink: str
+    failing: bool
+    failures: int
+    dead_letters_pending: int
+    lag_events: int
+    lag_seconds: float
+    last_error: str
+
+
 class LogShipping:
     """One :class:`SinkRunner` for the service's sinks (or none when none is configured).
 
@@ -541,6 +555,31 @@ class LogShipping:
             for stream, head in sorted(heads.items())
         ]
 
+    def sink_status(self) -> list[SinkStatus]:
+        """Each sink's state for the dashboard (reads the database: call it in a thread):
+        the events stored but not yet delivered by any instance, the age of the oldest
+        undelivered one and the failures seen by this instance, the dead letters no
+        replay has delivered yet."""
+        runner = self.runner
+        if runner is None:
+            return []
+        lag: dict[str, int] = {}
+        for sink, _, seq, head in self._store_lag():
+            lag[sink] = lag.get(sink, 0) + max(0, head - seq)
+        pending = dict(self._pending_dead_letters())
+        return [
+            SinkStatus(
+                sink=name,
+                failing=bool(m["failing"]),
+                failures=int(m["failures"]),
+                dead_letters_pending=pending.get(name, 0),
+                lag_events=lag.get(name, 0),
+                lag_seconds=float(m["lag_seconds_max"]),
+                last_error=str(m["last_error"]),
+            )
+            for name, m in sorted(runner.metrics().items())
+        ]
+
     async def prometheus(self) -> str:
         """The sink metrics in the Prometheus text exposition format (0.0.4)."""
         lines: list[str] = []
@@ -626,6 +665,7 @@ def _label(value: str) -> str:
 __all__ = [
     "JSONL_SINK_NAME",
     "LogShipping",
+    "SinkStatus",
     "build_sink",
     "build_sinks",
     "checked_sinks",

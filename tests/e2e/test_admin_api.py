@@ -79,6 +79,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("GET", "/audit/events/none", None, AU),
     ("GET", "/audit/checkpoints", None, AU),
     ("POST", "/audit/verify", None, AU),
+    ("GET", "/admin/dashboard", None, {"admin", "security", "auditor"}),
 ]
 CALLERS = [None, "admin", "auditor", "security", "privacy"]
 

@@ -569,9 +569,14 @@ class AuditedRoute(APIRoute):
     """Every call of a route of this class ends in one ``admin.request`` event with the
     status it got (refusals included); :class:`AdminError` becomes its JSON answer."""
 
+    def refusal(self, request: Request, exc: AdminError) -> Response:
+        """The answer to a refused call (JSON; a page's route answers with a page)."""
+        return error_response(request, exc)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
         template = self.path_format
+        refusal = self.refusal
 
         async def handler(request: Request) -> Response:
             started = time.perf_counter()
@@ -581,7 +586,7 @@ class AuditedRoute(APIRoute):
                 status = response.status_code
             except AdminError as exc:
                 status = exc.status
-                response = error_response(request, exc)
+                response = refusal(request, exc)
             except RateLimited as exc:
                 status = 429
                 response = too_many_requests(exc)

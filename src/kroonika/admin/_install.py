@@ -124,6 +124,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     from kroonika.admin.routes import router as admin_router
     from kroonika.admin.routes_privacy import router as privacy_router
     from kroonika.web.routes_audit import router as audit_router
+    from kroonika.web.routes_dashboard import router as dashboard_router
 
     settings = services.settings
     if not settings.db_auto_upgrade:
@@ -201,8 +202,9 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     app.include_router(admin_router)
     app.include_router(privacy_router)
     app.include_router(audit_router)
+    app.include_router(dashboard_router)
     # what record_unrouted matches a refused call against (FastAPI nests included routers)
-    app.state.admin_routes = (*admin_router.routes, *audit_router.routes)
+    app.state.admin_routes = (*admin_router.routes, *audit_router.routes, *dashboard_router.routes)
     _audit_unmatched(app)
     return admin
 

@@ -48,7 +48,7 @@ def _open(request: Request) -> SqlAuditStore:
     return SqlAuditStore(settings.resolved_audit_store_url(), read_only=True)
 
 
-async def _access(
+async def record_access(
     request: Request,
     p: Principal,
     action: str,
@@ -57,6 +57,7 @@ async def _access(
     returned: int,
     fmt: str = "json",
     result: str = "ok",
+    interface: str = "api",
 ) -> None:
     admin = admin_services(request)
     await admin.services.audit.trail.emit(
@@ -72,7 +73,7 @@ async def _access(
             returned=returned,
             format=fmt,
             result=result,
-            interface="api",
+            interface=interface,
             justification=request.state.admin_call.justification,
         )
     )
@@ -171,7 +172,7 @@ async def search_events(
             if len(docs) == limit and docs
             else None
         )
-        await _access(request, p, "query", query=q.describe(), returned=len(docs))
+        await record_access(request, p, "query", query=q.describe(), returned=len(docs))
         return JSONResponse({"events": docs, "next_cursor": nxt})
 
     records = run_query(store, q)
@@ -197,7 +198,7 @@ async def search_events(
             result = "ok"
         finally:
             store.close()
-            await _access(
+            await record_access(
                 request, p, "export", query=q.describe(), returned=n, fmt="jsonl", result=result
             )
 
@@ -242,7 +243,7 @@ async def get_event(
         found = await asyncio.to_thread(_proof, store, event_id[:64])
     finally:
         store.close()
-    await _access(request, p, "read", query=f"id={event_id[:64]}", returned=1 if found else 0)
+    await record_access(request, p, "read", query=f"id={event_id[:64]}", returned=1 if found else 0)
     if found is None:
         raise NotFound(f"no event {event_id[:64]}")
     return found
@@ -258,7 +259,7 @@ async def checkpoints(
         cps = await asyncio.to_thread(store.checkpoints, stream)
     finally:
         store.close()
-    await _access(
+    await record_access(
         request, p, "checkpoints", query=f"stream={stream}" if stream else "all", returned=len(cps)
     )
     return {"checkpoints": [orjson.loads(cp.to_json()) for cp in cps]}
@@ -276,7 +277,7 @@ async def verify(
         report = await asyncio.to_thread(verify_store, store, keys)
     finally:
         store.close()
-    await _access(
+    await record_access(
         request,
         p,
         "verify",
