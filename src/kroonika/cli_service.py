@@ -166,6 +166,8 @@ def _banner(settings: Settings, base: str, issuer: str, *, trusts_loopback: bool
         f"  Log in at:    {base}/auth/login",
         f"  Your session: {base}/auth/session",
         f"  Readiness:    {base}/ready",
+        f"  Dashboard:    {base}/admin/dashboard  (for the roles admin, security, auditor: "
+        "see kroonika admins add --help)",
         f"  TARA mock:    {issuer}  (public test identities, e.g. 38001085718; no real TARA)",
         f"  var/:         {settings.var_dir.resolve()}",
         f"  Database:     {shown(settings.resolved_database_url())}",

@@ -187,6 +187,9 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
     (
         "Administration and jobs",
         {
+            "dashboard_alert_days": "days back `GET /admin/dashboard` looks for alerts that are "
+            "still open (and for the last verification)",
+            "dashboard_refresh_s": "seconds after which the dashboard page reloads itself",
             "admin_bootstrap": 'JSON object personal code -> roles, e.g. `{"38001085718": '
             '["admin"]}`, granted at start-up',
             "admin_second_approval": "role changes and changes that weaken a control need a "

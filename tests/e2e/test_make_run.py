@@ -109,8 +109,14 @@ def test_dev_from_a_fresh_directory(tmp_path: Path, stop: signal.Signals) -> Non
             assert landed.status_code == 200
             assert str(landed.url).startswith(service)
             session = browser.get(service + "/auth/session")
+            dashboard = banner.field("Dashboard")
+            assert dashboard == service + "/admin/dashboard"
+            refused = browser.get(dashboard)
         assert session.status_code == 200, session.text
         assert session.json()["subject"] == "EE" + PERSON
+        # the printed dashboard refuses a person who holds no role, as a page
+        assert refused.status_code == 403
+        assert refused.headers["content-type"].startswith("text/html")
         # a path that tries to forge a log line and to colour the operator's terminal
         forged = httpx.get(service + "/probe%0d%0a2026-01-01%20INFO%20forged%1b[31m%e2%80%a8x")
         assert forged.status_code == 404

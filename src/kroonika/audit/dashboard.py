@@ -19,6 +19,7 @@ anonymised networks only (:func:`anonymised_source`), people by pseudonym only.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
@@ -72,9 +73,13 @@ class Window:
     failure_actors: Counter[str] = field(default_factory=Counter)
 
     def add(self, doc: dict[str, Any]) -> None:
+        """Count one parsed record."""
+        self.count(facts(doc))
+
+    def count(self, f: Facts) -> None:
+        """Count one record's facts (see :func:`facts`)."""
+        category, outcome, event_type, reason, source, pseudonym = f
         self.events += 1
-        category, outcome = _text(doc.get("category")), _text(doc.get("outcome"))
-        event_type = _text(doc.get("type"))
         self.by_category[(category, outcome)] += 1
         if category == "security":
             self.security[event_type] += 1
@@ -82,15 +87,37 @@ class Window:
             return
         if event_type == "auth.login":
             self.failed_logins += 1
-            self.login_reasons[_text(doc.get("reason")) or "unknown"] += 1
-        source = doc.get("source")
-        if isinstance(source, dict):
-            shown = anonymised_source(source.get("ip"), source.get("ip_prefix"))
-            if shown is not None:
-                self.failure_sources[shown] += 1
+            self.login_reasons[reason or "unknown"] += 1
+        if source is not None:
+            self.failure_sources[source] += 1
+        if pseudonym is not None:
+            self.failure_actors[pseudonym] += 1
+
+
+#: What a window counts of one record: category, outcome, type, reason, the source's
+#: anonymised network and the actor's pseudonym (the last two only for a failure).
+Facts = tuple[str, str, str, str, str | None, str | None]
+
+
+def facts(doc: dict[str, Any]) -> Facts:
+    """The figures of one record, taken once however many windows count it."""
+    outcome = _text(doc.get("outcome"))
+    source = pseudonym = None
+    if outcome == "failure":
+        src = doc.get("source")
+        if isinstance(src, dict):
+            source = anonymised_source(src.get("ip"), src.get("ip_prefix"))
         actor = doc.get("actor")
         if isinstance(actor, dict) and isinstance(actor.get("pseudonym"), str):
-            self.failure_actors[actor["pseudonym"]] += 1
+            pseudonym = actor["pseudonym"]
+    return (
+        _text(doc.get("category")),
+        outcome,
+        _text(doc.get("type")),
+        _text(doc.get("reason")),
+        source,
+        pseudonym,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +159,18 @@ def anonymised_source(ip: object, prefix: object = None) -> str | None:
     (IPv6), whatever the store holds (a deployment may keep full addresses)."""
     if not isinstance(ip, str):
         return None
+    given = prefix if isinstance(prefix, int) and not isinstance(prefix, bool) else None
+    return _network(ip, given)
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(ip: str, prefix: int | None) -> str | None:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return None
     widest = IPV4_PREFIX if address.version == 4 else IPV6_PREFIX
-    bits = prefix if isinstance(prefix, int) and 0 <= prefix <= widest else widest
+    bits = prefix if prefix is not None and 0 <= prefix <= widest else widest
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
@@ -185,9 +218,11 @@ def overview(
             t = _text(doc.get("time"))
             if t < start:
                 continue
-            for w in counted:
-                if t >= w.since:
-                    w.add(doc)
+            if t >= day_start:
+                f = facts(doc)
+                for w in counted:
+                    if t >= w.since:
+                        w.count(f)
             if t < alert_since:
                 continue
             event_type = doc.get("type")
