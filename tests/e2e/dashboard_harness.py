@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from admin_harness import AdminStack
+from admin_harness import AdminStack, admin_stack
 
 from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, Severity, Source, events
 
 #: a personal code that must never be shown (the dashboard masks one in any stored text)
+#: where the dashboard is
+PATH = "/admin/dashboard"
 CODE = "38001085718"
 #: what a hostile alert summary holds: markup that would run a script if it were markup,
 #: a forged second line, terminal colours, a bidi override, and a name in Estonian
@@ -91,3 +95,11 @@ def require_binary(name: str, path: str) -> None:
     if os.environ.get("KROONIKA_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{message} and KROONIKA_REQUIRE_SERVICES=1")
     pytest.skip(message)
+
+
+@contextmanager
+def seeded_stack(tmp_path: Path) -> Iterator[AdminStack]:
+    """The admin stack with :func:`seed`'s events in its trail."""
+    with admin_stack(tmp_path) as stack:
+        seed(stack)
+        yield stack

@@ -13,20 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import AUDITOR, AdminStack, admin_stack
-from dashboard_harness import CODE, FAILURE_NET, require_binary, seed
+from admin_harness import AUDITOR, AdminStack
+from dashboard_harness import CODE, FAILURE_NET, PATH, require_binary, seeded_stack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-PATH = "/admin/dashboard"
 #: a valid personal code nobody gave a role
 NOBODY = "50001010006"
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
-    with admin_stack(Path(tmp_path_factory.mktemp("dashboard-browser"))) as s:
-        seed(s)
+    with seeded_stack(Path(tmp_path_factory.mktemp("dashboard-browser"))) as s:
         yield s
 
 

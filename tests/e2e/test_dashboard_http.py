@@ -12,17 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 from admin_harness import AdminStack, admin_stack, person_session
-from dashboard_harness import CODE, FAILURE_NET, HOSTILE, seed
+from dashboard_harness import CODE, FAILURE_NET, HOSTILE, PATH, seeded_stack
 
 from kroonika.web.routes_dashboard import CSP
-
-PATH = "/admin/dashboard"
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
-    with admin_stack(Path(tmp_path_factory.mktemp("dashboard"))) as s:
-        seed(s)
+    with seeded_stack(Path(tmp_path_factory.mktemp("dashboard"))) as s:
         yield s
 
 
