@@ -33,6 +33,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal_column,
     select,
     text,
 )
@@ -302,8 +303,16 @@ class SqlAuditStore:
     ) -> Iterator[Block]:
         """Blocks in storage order (by row id), streamed in batches of ``batch`` rows
         (a block holds up to a few thousand records, so a batch stays a few MB).
-        ``after_id``/``upto_id`` bound the row ids (for parallel readers)."""
+        ``after_id``/``upto_id`` bound the row ids (for parallel readers). With
+        ``from_time`` the walk starts at the first block that ends at or after it, found
+        through the time index: a reader of the last day does not step through the
+        older blocks by row id."""
         last_id = after_id
+        if from_time is not None:
+            first = self._first_id(from_time)
+            if first is None:
+                return
+            last_id = max(last_id, first - 1)
         while True:
             query = select(*_BLOCK_COLUMNS).where(blocks.c.id > last_id)
             if upto_id is not None:
@@ -324,6 +333,19 @@ class SqlAuditStore:
             for row in rows:
                 yield _row_to_block(row)
             last_id = rows[-1].id
+
+    def _first_id(self, from_time: str) -> int | None:
+        """The lowest row id of a block whose ``last_time`` is ``from_time`` or later (an
+        index-only range on ``audit_blocks_time``), None if there is none. A lower bound
+        for every stream: each stream's blocks past it have a row id at least this."""
+        # "+ 0": SQLite answers a bare min(id) by walking the row ids from the first
+        # (its min/max shortcut), which is the walk this look-up is here to avoid
+        first_id = func.min(blocks.c.id + literal_column("0"))
+        with self._read() as conn:
+            first = conn.execute(
+                select(first_id).where(blocks.c.last_time >= from_time)
+            ).scalar_one()
+        return None if first is None else int(first)
 
     def settled_id(self) -> int:
         """A row id below which no block can still appear: every block with this id or a
