@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from admin_harness import AdminStack, admin_stack
@@ -98,8 +99,9 @@ def require_binary(name: str, path: str) -> None:
 
 
 @contextmanager
-def seeded_stack(tmp_path: Path) -> Iterator[AdminStack]:
-    """The admin stack with :func:`seed`'s events in its trail."""
-    with admin_stack(tmp_path) as stack:
+def seeded_stack(tmp_path: Path, **kw: Any) -> Iterator[AdminStack]:
+    """The admin stack (``kw`` as :func:`admin_stack` takes) with :func:`seed`'s events
+    in its trail."""
+    with admin_stack(tmp_path, **kw) as stack:
         seed(stack)
         yield stack

@@ -174,3 +174,15 @@ def test_a_failing_sink_is_shown_with_its_lag(tmp_path: Path) -> None:
         assert cells[1] == "failing"
         assert int(cells[2]) > 0  # events stored and not delivered
         assert int(cells[4]) > 0  # failed attempts
+
+
+def test_the_page_reads_a_postgresql_trail(tmp_path: Path, fresh_postgres_url: str) -> None:
+    """With the audit store on the real PostgreSQL (read-only connections), the page
+    shows the same alerts and counts."""
+    with seeded_stack(tmp_path, overrides={"audit_store_url": fresh_postgres_url}) as stack:
+        r = _get(stack, "auditor")
+        assert r.status_code == 200, r.text
+        assert re.search(r'<span id="open-count">2</span>', r.text)
+        assert re.search(r'<b id="failed-logins-24h" class="bad">3</b>', r.text)
+        (access,) = stack.events(types=("audit.access",), correlation=r.headers["x-request-id"])
+        assert access["details"]["action"] == "dashboard"

@@ -59,6 +59,11 @@ def test_a_personal_code_in_any_stored_string_is_masked() -> None:
         "user EE[personal code] and [personal code]"
     )
     assert shown("order 38001085719") == "order 38001085719"  # bad check digit
+    assert shown("wide \uff13\uff18\uff10\uff10\uff11\uff10\uff18\uff15\uff17\uff11\uff18") == (
+        "wide [personal code]"
+    )
+    assert shown("PNOEE-38001085718.") == "PNOEE-[personal code]."
+    assert shown("138001085718") == "138001085718"  # part of a longer number
     assert "38001085718" not in render(
         _overview("EE38001085718"), None, refresh_s=60, viewer="auditor"
     )

@@ -19,6 +19,7 @@ import base64
 import datetime
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable
 from html import escape
 from typing import Annotated, Final
@@ -67,7 +68,8 @@ HEADERS: Final = {
     "referrer-policy": "no-referrer",
     "x-content-type-options": "nosniff",
 }
-_CODE: Final = re.compile(r"(?<![0-9])[1-6][0-9]{10}(?![0-9])")
+#: eleven digits (any script's: full-width digits are a personal code too, as NFKC says)
+_CODE: Final = re.compile(r"(?<!\d)\d{11}(?!\d)")
 _OUTCOMES: Final = ("success", "failure", "unknown")
 _WINDOW_NAMES: Final = {"1h": "Last hour", "24h": "Last 24 hours"}
 SHOWN_MAX: Final = 500
@@ -88,7 +90,8 @@ def _visible(ch: str) -> str:
 
 
 def _mask(match: re.Match[str]) -> str:
-    return "[personal code]" if is_personal_code(match.group()) else match.group()
+    digits = unicodedata.normalize("NFKC", match.group())
+    return "[personal code]" if is_personal_code(digits) else match.group()
 
 
 def shown(value: object, limit: int = SHOWN_MAX) -> str:
