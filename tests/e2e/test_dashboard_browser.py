@@ -65,6 +65,7 @@ def _log_in(stack: AdminStack, driver: Any, *, pick: str | None = None, code: st
     """Log in through the mock's login page (as a person does: a radio button for a test
     identity, or a typed personal code and names) and come back to the dashboard."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     clock = stack.stack.clock  # the service's manual clock, brought up to the mock's
     clock.advance(max(0.0, time.time() - clock()))
@@ -78,7 +79,11 @@ def _log_in(stack: AdminStack, driver: Any, *, pick: str | None = None, code: st
         driver.find_element(By.NAME, "given_name").send_keys("MARI")
         driver.find_element(By.NAME, "family_name").send_keys("MAASIKAS")
     driver.find_element(By.CSS_SELECTOR, 'button[name="action"][value="login"]').click()
-    assert driver.current_url == stack.url + PATH
+    # the mock, the callback and the redirect back: wait until the browser is there
+    WebDriverWait(driver, 30).until(lambda d: d.current_url == stack.url + PATH)
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
 
 
 def _console_errors(driver: Any, *, allowed: tuple[str, ...] = ()) -> list[dict[str, Any]]:
