@@ -44,6 +44,7 @@ class AuditSinkSettings(BaseModel):
         "webhook",
         "nats",
         "jsonl",
+        "smtp",
     ]
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     host: str | None = None
@@ -89,6 +90,32 @@ class AuditSinkSettings(BaseModel):
     # nats://) to a host that is not loopback. Off: such a sink is refused at start
     # (decisions 0019, 0020). It covers the events only, never a credential.
     allow_cleartext: bool = False
+    # Only the events whose type is one of these, or starts with one that ends in a dot
+    # (["alert."]: alerts only). Default: every event (smtp: ["alert."]).
+    types: list[str] | None = None
+    # smtp: starttls (RFC 3207), tls (implicit, RFC 8314) or none (loopback, or
+    # allow_cleartext); the login user (its password is secret / secret_file); the
+    # sender and the recipients (plain local@domain addresses).
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    user: str | None = None
+    mail_from: str | None = None
+    mail_to: list[str] = Field(default_factory=list)
+
+
+class AlertRuleSettings(BaseModel):
+    """One alert rule (``KROONIKA_ALERT_RULES`` maps rule names to these): for a built-in
+    rule, what to change (``enabled``, ``severity``, ``threshold``, ``window_s``); a new
+    name is a rule of its own and needs ``types``."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    enabled: bool = True
+    types: list[str] | None = None
+    match: dict[str, list[str]] | None = None
+    key: list[str] | None = None
+    severity: Literal["notice", "warning", "error", "critical", "alert", "emergency"] | None = None
+    threshold: int | None = Field(None, ge=1, le=100_000)
+    window_s: int | None = Field(None, ge=1, le=30 * 86400)
 
 
 _RE2_OPTIONS = re2.Options()
@@ -252,6 +279,10 @@ class Settings(BaseSettings):
     audit_sink_poll_s: float = Field(0.5, gt=0, le=60)
     audit_sink_retry_max_s: float = Field(30.0, gt=0, le=3600)
     audit_jsonl_max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    # --- alerting (AC7, decision 0036)
+    alerts_enabled: bool = True
+    alert_rules: dict[str, AlertRuleSettings] = Field(default_factory=dict)
+    alert_max_age_s: float = Field(86400.0, gt=0, le=366 * 86400)
     audit_jsonl_max_age_s: float = Field(86400.0, gt=0)
     audit_jsonl_keep: int = Field(30, ge=1)
     metrics_enabled: bool = True

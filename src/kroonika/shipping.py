@@ -36,9 +36,11 @@ from kroonika.audit.sinks import (
     ElasticBulkSink,
     JetStreamSink,
     JsonlFileSink,
+    OnlyTypes,
     RetryPolicy,
     Sink,
     SinkRunner,
+    SmtpSink,
     SplunkHecSink,
     SyslogTcpSink,
     SyslogUdpSink,
@@ -55,7 +57,7 @@ log = logging.getLogger("kroonika.shipping")
 
 JSONL_SINK_NAME = "jsonl"
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo"}
-_NEEDS_ADDRESS = {"syslog_tcp", "syslog_tls", "syslog_udp"}
+_NEEDS_ADDRESS = {"syslog_tcp", "syslog_tls", "syslog_udp", "smtp"}
 _NEEDS_URL = {"splunk_hec", "elastic_bulk", "webhook"}
 _NEEDS_SECRET = {"splunk_hec", "webhook"}
 _SECRET_IN_HEADER = {"splunk_hec", "elastic_bulk"}  # sent as is in Authorization
@@ -92,7 +94,22 @@ _APPLIES: dict[str, set[str]] = {
     }
     | _IN_CLEAR,
     "jsonl": {"directory", "basename", "max_bytes", "max_age_s", "keep", "fsync"},
+    "smtp": {
+        "host",
+        "port",
+        "security",
+        "user",
+        "secret",
+        "secret_file",
+        "ca_file",
+        "mail_from",
+        "mail_to",
+        "timeout_s",
+    }
+    | _IN_CLEAR,
 }
+#: What an e-mail sink sends unless its ``types`` say otherwise: one message per alert.
+SMTP_DEFAULT_TYPES = ("alert.",)
 
 
 def _fail(spec: AuditSinkSettings, what: str) -> SettingsError:
@@ -102,7 +119,7 @@ def _fail(spec: AuditSinkSettings, what: str) -> SettingsError:
 def _check_keys(spec: AuditSinkSettings) -> None:
     """Refuse a key the kind ignores: the operator believes it is in effect (a
     ``ca_file`` on plain ``syslog_tcp`` does not make it TLS)."""
-    idle = sorted(spec.model_fields_set - _APPLIES[spec.kind] - {"kind", "name"})
+    idle = sorted(spec.model_fields_set - _APPLIES[spec.kind] - {"kind", "name", "types"})
     if spec.kind == "nats" and not spec.tls_verify:
         idle.append("tls_verify")
     if not idle:
@@ -248,7 +265,55 @@ def _renderer(spec: AuditSinkSettings) -> Rfc5424Renderer:
 
 
 def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
-    """One sink from its settings; :class:`SettingsError` if it cannot work."""
+    """One sink from its settings, keeping to its ``types`` when it has them (an
+    ``smtp`` sink to alerts unless told otherwise); :class:`SettingsError` if it cannot
+    work."""
+    sink = _build_sink(spec, settings)
+    types = spec.types if spec.types is not None else None
+    if types is None and spec.kind == "smtp":
+        types = list(SMTP_DEFAULT_TYPES)
+    if types is None:
+        return sink
+    try:
+        return OnlyTypes(sink, types)
+    except ValueError as exc:
+        raise _fail(spec, f"types: {exc}") from None
+
+
+def _smtp(spec: AuditSinkSettings, secret: SecretStr | None) -> SmtpSink:
+    """An e-mail sink: TLS verified always; in clear only as decisions 0019/0020 allow."""
+    if spec.mail_from is None or not spec.mail_to:
+        raise _fail(spec, "mail_from and mail_to are required")
+    if (spec.user is None) != (secret is None):
+        raise _fail(spec, "a login needs both user and secret (or secret_file)")
+    if spec.security == "none" and not is_loopback(spec.host):
+        where = "security none to a host that is not loopback"
+        _in_clear(spec, "security", where, "starttls or tls", credential=secret is not None)
+    ctx: ssl.SSLContext | None = None
+    if spec.security != "none":
+        try:
+            ctx = tls_context(str(spec.ca_file) if spec.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise _fail(spec, f"ca_file: {type(exc).__name__}") from None
+    elif spec.ca_file is not None:
+        raise _fail(spec, "'ca_file' has no effect with security none")
+    return SmtpSink(
+        spec.name,
+        str(spec.host),
+        int(spec.port or 0),
+        mail_from=spec.mail_from,
+        mail_to=spec.mail_to,
+        security=spec.security,
+        tls=ctx,
+        username=spec.user,
+        password=secret,
+        timeout=spec.timeout_s,
+        allow_cleartext=spec.allow_cleartext,
+        allow_cleartext_credentials=spec.allow_cleartext_credentials,
+    )
+
+
+def _build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
     extra = sorted((spec.model_extra or {}).keys())
     if extra:
         raise _fail(spec, f"unknown keys {extra}")
@@ -361,6 +426,8 @@ def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 duplicate_window=spec.duplicate_window_s,
                 tls_handshake_first=spec.tls_handshake_first,
             )
+        if kind == "smtp":
+            return _smtp(spec, secret)
         if kind == "jsonl":
             if spec.directory is None:
                 raise _fail(spec, "directory is required")
@@ -664,6 +731,7 @@ def _label(value: str) -> str:
 
 __all__ = [
     "JSONL_SINK_NAME",
+    "SMTP_DEFAULT_TYPES",
     "LogShipping",
     "SinkStatus",
     "build_sink",

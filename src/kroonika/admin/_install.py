@@ -122,6 +122,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     """Build administration on ``app.state.admin`` and register ``/admin`` and ``/audit``.
     Call ``await app.state.admin_start()`` / ``admin_stop()`` from the lifespan."""
     from kroonika.admin.routes import router as admin_router
+    from kroonika.admin.routes_alerts import router as alerts_router
     from kroonika.admin.routes_privacy import router as privacy_router
     from kroonika.web.routes_audit import router as audit_router
     from kroonika.web.routes_dashboard import router as dashboard_router
@@ -201,6 +202,7 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
     app.state.admin_stop = scheduler.stop
     app.include_router(admin_router)
     app.include_router(privacy_router)
+    app.include_router(alerts_router)
     app.include_router(audit_router)
     app.include_router(dashboard_router)
     # what record_unrouted matches a refused call against (FastAPI nests included routers)

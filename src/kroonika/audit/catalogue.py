@@ -565,7 +565,20 @@ def _specs() -> dict[str, EventSpec]:
             _FINDING,
             1,
             _PCI_ACCESS,
-            {"rule": S, "summary": LONG, "alert_id": S},
+            {
+                "rule": S,
+                "summary": LONG,
+                "alert_id": S,
+                # what fired it (decision 0036): the rule's key (pseudonyms, anonymised
+                # addresses, detail values), the event that fired it, its time, how many
+                # events of the key fell within the rule's window
+                "key": S,
+                "event_id": S,
+                "event_type": S,
+                "first_seen": S,
+                "count": I,
+                "window_s": I,
+            },
             filterable=False,
         ),
         EventSpec(
@@ -576,7 +589,13 @@ def _specs() -> dict[str, EventSpec]:
             _FINDING,
             2,
             _PCI_ADMIN,
-            {"alert_id": S, "note": LONG},
+            {
+                "alert_id": S,
+                "note": LONG,
+                # the reason given, and the throttled repeats the evaluator counted
+                "justification": LONG,
+                "repeats": I,
+            },
             filterable=False,
         ),
         EventSpec(

@@ -31,7 +31,7 @@ from kroonika.tara import DiscoveryError, TaraClient, TaraClientConfig, TaraErro
 from kroonika.web import _auth, _pages
 from kroonika.web._context import TrustedProxies, current_request
 from kroonika.web._cors import CorsMiddleware, allowed_origins
-from kroonika.web._metrics import install_log_shipping, install_retention_job
+from kroonika.web._metrics import install_alerting, install_log_shipping, install_retention_job
 from kroonika.web._middleware import RequestContextMiddleware
 from kroonika.web._openapi import install_openapi
 from kroonika.web._services import CookieConfig, Services
@@ -220,6 +220,7 @@ def create_app(
         async def shut_down(reason: str) -> None:
             # each stop is a no-op for a part that never started
             await app.state.admin_stop()
+            await app.state.alerting.stop()  # before the trail: it writes alert.raise
             await app.state.tokens.aclose()
             await monitor.stop()
             await limiter.stop()
@@ -235,6 +236,7 @@ def create_app(
             await app.state.tokens.start()  # its key.rotate needs the trail
             await app.state.log_shipping.start()  # before the monitor: listeners nest
             await monitor.start()
+            await app.state.alerting.start()  # after the monitor: listeners nest
             await app.state.admin_start()
         except BaseException:
             # the trail recorded audit.log.start: it records why the start ended too
@@ -280,6 +282,7 @@ def create_app(
     app.include_router(_pages.router)
     install_tokens(app, services)  # /tokens, /introspect, /revoke, JWKS; login/logout hooks
     install_log_shipping(app, services)  # sinks, /metrics (a bad sink refuses to start)
+    install_alerting(app, services)  # the alert rules (a bad rule refuses to start)
     install_admin(app, services)  # /admin, /audit; roles, runtime config, cleanup jobs
     install_retention_job(app.state.admin, services)  # audit_retention on the scheduler
     install_openapi(app)  # the document says how the routes refuse

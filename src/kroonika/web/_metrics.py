@@ -93,6 +93,16 @@ def install_log_shipping(app: FastAPI, services: Services) -> LogShipping:
     return shipping
 
 
+def install_alerting(app: FastAPI, services: Services) -> Any:
+    """Build the alert rules (a bad rule refuses to start) and keep the evaluator on
+    ``app.state.alerting``; the lifespan starts it after the trail and stops it before."""
+    from kroonika.alerting import Alerting
+
+    alerting = Alerting.from_settings(services.settings, services.audit.trail, services.audit.store)
+    app.state.alerting = alerting
+    return alerting
+
+
 def install_retention_job(admin: Any, services: Services) -> None:
     """Add ``audit_retention`` to the admin scheduler (``admin.jobs``). Like every job,
     its schedule and on/off switch are runtime configuration (``jobs.audit_retention.*``,

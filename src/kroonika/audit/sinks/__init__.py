@@ -11,8 +11,10 @@ SyslogUdpSink          RFC 5424 over UDP (RFC 5426), size-capped, lossy
 SplunkHecSink          Splunk HTTP Event Collector
 ElasticBulkSink        Elasticsearch / OpenSearch ``_bulk`` with ECS documents
 WebhookSink            JSON lines, HMAC-SHA256 signed
+SmtpSink               e-mail, one message per event (alerts)
 JetStreamSink          NATS JetStream, subject per category, ``Nats-Msg-Id`` = event id
 JsonlFileSink          JSON lines files with size/time rotation
+OnlyTypes              wraps a sink: only the events of some types (``["alert."]``)
 CapturingSink          in memory (tests)
 =====================  ==============================================================
 
@@ -37,6 +39,7 @@ from kroonika.audit.sinks._base import (
     TransientSinkError,
     is_loopback,
 )
+from kroonika.audit.sinks._filter import OnlyTypes
 from kroonika.audit.sinks._replay import DeadLetterReplay
 from kroonika.audit.sinks._runner import (
     RetryPolicy,
@@ -56,6 +59,7 @@ from kroonika.audit.sinks._state import (
 from kroonika.audit.sinks.elastic_bulk import ElasticBulkSink
 from kroonika.audit.sinks.jetstream import JetStreamSink
 from kroonika.audit.sinks.jsonl_file import JsonlFileSink
+from kroonika.audit.sinks.smtp import SmtpSink
 from kroonika.audit.sinks.splunk_hec import SplunkHecSink
 from kroonika.audit.sinks.syslog import SyslogTcpSink, SyslogUdpSink, tls_context
 from kroonika.audit.sinks.webhook import WebhookSink
@@ -70,6 +74,7 @@ __all__ = [
     "Item",
     "JetStreamSink",
     "JsonlFileSink",
+    "OnlyTypes",
     "OwnershipLock",
     "PermanentSinkError",
     "PostgresAdvisoryLock",
@@ -80,6 +85,7 @@ __all__ = [
     "SinkEvent",
     "SinkMetrics",
     "SinkRunner",
+    "SmtpSink",
     "SplunkHecSink",
     "SyslogTcpSink",
     "SyslogUdpSink",

@@ -1,0 +1,138 @@
+"""Alerts under ``/admin/alerts`` (decision 0036):
+
+- ``GET /admin/alerts?state=open|acknowledged|all``: the alerts, newest first (roles
+  admin, security, auditor);
+- ``POST /admin/alerts/{alert_id}/acknowledge``: acknowledge one (roles admin and
+  security; a justification as every change, an optional ``note``), recorded as
+  ``alert.acknowledge``; 404 ``not_found`` for an alert that was never raised, 409
+  ``already_acknowledged`` for one acknowledged before.
+
+The state is the trail's: the ``alert.raise`` events minus the ``alert.acknowledge``
+ones (:func:`~kroonika.audit.alerting.read_book`), so it is as tamper-evident as the
+trail. ``repeats`` is what the running evaluator counted since it started (throttled
+firings of an open alert); an acknowledgement records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import Field
+
+from kroonika.admin._auth import (
+    AuditedRoute,
+    Principal,
+    admin_services,
+    correlation_of,
+    require,
+    source_of,
+)
+from kroonika.admin._errors import AdminError, NotFound
+from kroonika.admin._free_text import refuse_personal_code
+from kroonika.admin.routes import Body, roles
+from kroonika.audit import Target
+from kroonika.audit import events as ev
+from kroonika.audit.alerting import ALERT_ID, AlertBook, read_book
+
+READERS = ("admin", "security", "auditor")
+RESPONDERS = ("admin", "security")
+
+router = APIRouter(prefix="/admin", tags=["alerts"], route_class=AuditedRoute)
+
+
+class AlreadyAcknowledged(AdminError):
+    status = 409
+    code = "already_acknowledged"
+
+
+class AcknowledgeBody(Body):
+    """What an acknowledgement may say: a note (free text, no personal code) and the
+    justification (or ``X-Justification``)."""
+
+    note: str | None = Field(None, min_length=1, max_length=2048)
+    justification: str | None = None
+
+
+async def _book(request: Request) -> AlertBook:
+    store = admin_services(request).services.audit.store
+    book = await asyncio.to_thread(read_book, store)
+    alerting = getattr(request.app.state, "alerting", None)
+    if alerting is not None:
+        for alert_id, n in alerting.repeats().items():
+            if alert_id in book.alerts:
+                book.alerts[alert_id].repeats = max(book.alerts[alert_id].repeats, n)
+    return book
+
+
+def _lock(request: Request) -> asyncio.Lock:
+    lock: asyncio.Lock | None = getattr(request.app.state, "alerts_ack_lock", None)
+    if lock is None:
+        lock = request.app.state.alerts_ack_lock = asyncio.Lock()
+    return lock
+
+
+@router.get("/alerts", openapi_extra=roles(*READERS))
+async def list_alerts(
+    request: Request,
+    p: Annotated[Principal, require(*READERS)],
+    state: Literal["open", "acknowledged", "all"] = "open",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The alerts raised by the alert rules, newest first: open (not acknowledged),
+    acknowledged, or all. Summaries name pseudonyms and anonymised addresses only."""
+    book = await _book(request)
+    alerts = [
+        a.public()
+        for a in reversed(book.alerts.values())
+        if state == "all" or (a.open == (state == "open"))
+    ]
+    return {"alerts": alerts[:limit], "state": state, "total": len(alerts)}
+
+
+@router.post("/alerts/{alert_id}/acknowledge", openapi_extra=roles(*RESPONDERS))
+async def acknowledge_alert(
+    alert_id: str,
+    request: Request,
+    p: Annotated[Principal, require(*RESPONDERS)],
+    body: AcknowledgeBody | None = None,
+) -> dict[str, Any]:
+    """Acknowledge an open alert (``alert.acknowledge`` records who, the note, the
+    justification and the repeats counted). 404 for an unknown alert, 409 for one
+    already acknowledged."""
+    note = body.note if body is not None else None
+    refuse_personal_code(note, "note")
+    if not ALERT_ID.fullmatch(alert_id):
+        raise NotFound(f"no alert {alert_id}")
+    admin = admin_services(request)
+    async with _lock(request):  # two acknowledgements here cannot both pass the check
+        book = await _book(request)
+        alert = book.alerts.get(alert_id)
+        if alert is None:
+            raise NotFound(f"no alert {alert_id}")
+        if not alert.open:
+            raise AlreadyAcknowledged(
+                f"alert {alert_id} was acknowledged at {alert.acknowledged_at}"
+            )
+        details: dict[str, Any] = {
+            "alert_id": alert_id,
+            "repeats": alert.repeats,
+            "justification": str(request.state.admin_call.justification or ""),
+        }
+        if note is not None:
+            details["note"] = note
+        sealed = await admin.services.audit.trail.emit(
+            ev.alert_acknowledge(
+                actor=p.actor(),
+                source=source_of(request),
+                target=Target("alert", alert_id),
+                correlation=correlation_of(request),
+                **details,
+            )
+        )
+    if sealed is not None:
+        import orjson
+
+        book.apply(orjson.loads(sealed.canonical))
+    return {"alert": alert.public()}

@@ -1,0 +1,469 @@
+"""Alerting (AC7): rules that watch the trail raise ``alert.raise`` into the trail.
+
+The :class:`AlertEvaluator` is a :class:`~kroonika.audit.sinks.Sink`: a
+:class:`~kroonika.audit.sinks.SinkRunner` feeds it every stored event through its own
+persisted cursor, so it survives restarts and misses nothing. For each event each
+:class:`AlertRule` that matches it (type, field values) counts it under its key (the
+fields named by ``key``: a source network, a pseudonym, a detail); when ``threshold``
+events of one key fall within ``window_s`` the rule fires. A firing raises one
+``alert.raise`` whose ``alert_id`` is derived from the rule and the id of the event
+that fired it (:func:`alert_id_for`), so reading that event again (a crash between the
+raise and the cursor commit) finds the id already raised and raises nothing.
+
+Throttle: while an alert of a (rule, key) is open (not acknowledged) and younger than
+the rule's window, further firings count as repeats of it instead of raising again.
+
+The alert state is the trail itself: the raised alerts minus the acknowledged ones
+(:class:`AlertBook`, built from the ``alert.*`` events). The evaluator learns its own
+raises and every acknowledgement by reading them back; it never reacts to ``alert.*``
+or ``response.*`` events with a rule (no loops).
+
+A summary names the rule, the event type and the key, built only from values that are
+pseudonymous or anonymised (an address is cut to its /24 or /48 here, whatever the
+trail keeps), whitelisted character by character and never holding a personal code:
+the pipeline's redaction is the safety net, not the plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from kroonika.audit._errors import AuditUnavailable
+from kroonika.audit._model import Actor, ActorType, Severity, Target
+from kroonika.audit.personal_codes import contains_personal_code
+from kroonika.audit.sinks._base import Item, Record, TransientSinkError
+
+log = logging.getLogger("kroonika.audit.alerting")
+
+#: The evaluator's cursor name: not a valid sink name, so no configured sink shares it.
+EVALUATOR_NAME: Final = "@alerts"
+#: Event types no rule may watch: the evaluator's own output and what answers it.
+IGNORED_PREFIXES: Final = ("alert.", "response.")
+ALERT_ID: Final = re.compile(r"^alr_[0-9a-f]{32}$")
+_SAFE: Final = re.compile(r"[^A-Za-z0-9._:/@+=-]")
+_VALUE_MAX: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """One rule: which events (``types``: a type or a prefix ending at a dot; ``match``:
+    dotted field path -> allowed values), how they are grouped (``key``: dotted paths),
+    how many within ``window_s`` fire it (``threshold``) and the alert's severity."""
+
+    name: str
+    types: tuple[str, ...]
+    severity: Severity = Severity.WARNING
+    match: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    key: tuple[str, ...] = ()
+    threshold: int = 1
+    window_s: int = 3600
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", self.name):
+            raise ValueError(f"rule name {self.name!r}: lowercase letters, digits, _ . -")
+        if not self.types:
+            raise ValueError(f"rule {self.name}: types must name at least one event type")
+        for t in self.types:
+            if (t + ".").startswith(IGNORED_PREFIXES) or t in ("alert", "response"):
+                raise ValueError(f"rule {self.name}: alert and response events cannot be watched")
+        if not 1 <= self.threshold <= 100_000:
+            raise ValueError(f"rule {self.name}: threshold must be 1..100000")
+        if not 1 <= self.window_s <= 30 * 86400:
+            raise ValueError(f"rule {self.name}: window_s must be 1..2592000")
+
+    def applies(self, doc: Mapping[str, Any]) -> bool:
+        etype = str(doc.get("type", ""))
+        if not any(etype == t or etype.startswith(t + ".") for t in self.types):
+            return False
+        return all(str(value_at(doc, path)) in allowed for path, allowed in self.match.items())
+
+    def key_of(self, doc: Mapping[str, Any]) -> str:
+        """The key as ``path=value`` pairs of safe values (absent fields are left out)."""
+        parts = []
+        for path in self.key:
+            value = value_at(doc, path)
+            if value is None or value == "":
+                continue
+            parts.append(f"{path.rsplit('.', 1)[-1]}={safe_value(path, value)}")
+        return " ".join(parts)
+
+
+def value_at(doc: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (``details.kind``, ``source.ip``), or None."""
+    value: Any = doc
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def safe_value(path: str, value: Any) -> str:
+    """A value fit for a summary: an address as its /24 or /48 network, a personal code
+    never, and nothing but ``[A-Za-z0-9._:/@+=-]`` (anything else becomes ``?``)."""
+    text = str(value)
+    if path.endswith(".ip") or path == "ip":
+        try:
+            ip = ipaddress.ip_address(text.split("/")[0])
+            prefix = 24 if ip.version == 4 else 48
+            text = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+        except ValueError:
+            text = "?"
+    if contains_personal_code(text):
+        return "[personal-code]"
+    return _SAFE.sub("?", text)[:_VALUE_MAX]
+
+
+def alert_id_for(rule: str, event_id: str) -> str:
+    """The alert's id: the same rule and triggering event always give the same id."""
+    digest = hashlib.sha256(f"kroonika.alert/1\x00{rule}\x00{event_id}".encode()).hexdigest()
+    return "alr_" + digest[:32]
+
+
+def default_rules() -> list[AlertRule]:
+    """The rules in force unless configured otherwise (decision 0036)."""
+    return [
+        AlertRule(
+            "security_anomaly",
+            ("security.anomaly",),
+            Severity.ERROR,
+            key=("details.kind", "details.key_kind", "source.ip"),
+        ),
+        AlertRule(
+            "threat_match",
+            ("security.threat_match",),
+            Severity.ERROR,
+            key=("details.feed", "source.ip"),
+        ),
+        AlertRule(
+            "sink_failure",
+            ("audit.sink",),
+            Severity.WARNING,
+            match={"details.state": frozenset({"failed", "dead_letter"})},
+            key=("details.sink", "details.state"),
+        ),
+        AlertRule(
+            "audit_damage",
+            ("audit.access",),
+            Severity.CRITICAL,
+            match={
+                "details.action": frozenset({"verify"}),
+                "details.result": frozenset({"damaged"}),
+            },
+            key=("details.action",),
+        ),
+        AlertRule(
+            "policy_violations",
+            ("security.policy_violation",),
+            Severity.WARNING,
+            key=("source.ip",),
+            threshold=5,
+            window_s=300,
+        ),
+    ]
+
+
+def epoch(when: str) -> float:
+    try:
+        return datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+# --- the state: raised minus acknowledged ---------------------------------------------
+
+
+@dataclass(slots=True)
+class Alert:
+    """One raised alert as the trail records it."""
+
+    alert_id: str
+    rule: str
+    summary: str
+    severity: str
+    raised_at: str
+    first_seen: str
+    key: str = ""
+    event_id: str = ""
+    event_type: str = ""
+    count: int = 1
+    acknowledged_at: str | None = None
+    acknowledged_by: str | None = None
+    note: str | None = None
+    repeats: int = 0
+
+    @property
+    def open(self) -> bool:
+        return self.acknowledged_at is None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "rule": self.rule,
+            "summary": self.summary,
+            "severity": self.severity,
+            "state": "open" if self.open else "acknowledged",
+            "raised_at": self.raised_at,
+            "first_seen": self.first_seen,
+            "key": self.key,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "count": self.count,
+            "repeats": self.repeats,
+            "acknowledged_at": self.acknowledged_at,
+            "acknowledged_by": self.acknowledged_by,
+            "note": self.note,
+        }
+
+
+class AlertBook:
+    """The alerts in the order they were raised, from the ``alert.*`` events."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[str, Alert] = {}
+
+    def apply(self, doc: Mapping[str, Any]) -> Alert | None:
+        """Take in one event; the alert it raised or acknowledged (None for others)."""
+        etype = doc.get("type")
+        details = doc.get("details") or {}
+        alert_id = str(details.get("alert_id", ""))
+        if etype == "alert.raise" and alert_id and alert_id not in self.alerts:
+            alert = Alert(
+                alert_id=alert_id,
+                rule=str(details.get("rule", "")),
+                summary=str(details.get("summary", "")),
+                severity=str(doc.get("severity", "")),
+                raised_at=str(doc.get("time", "")),
+                first_seen=str(details.get("first_seen") or doc.get("time", "")),
+                key=str(details.get("key", "")),
+                event_id=str(details.get("event_id", "")),
+                event_type=str(details.get("event_type", "")),
+                count=int(details.get("count", 1) or 1),
+            )
+            self.alerts[alert_id] = alert
+            return alert
+        if etype == "alert.acknowledge" and alert_id in self.alerts:
+            alert = self.alerts[alert_id]
+            if alert.open:
+                actor = doc.get("actor") or {}
+                alert.acknowledged_at = str(doc.get("time", ""))
+                alert.acknowledged_by = actor.get("pseudonym") or actor.get("client_id")
+                alert.note = details.get("note")
+                alert.repeats = max(alert.repeats, int(details.get("repeats", 0) or 0))
+            return alert
+        return None
+
+    @classmethod
+    def from_records(cls, bodies: Iterable[bytes]) -> AlertBook:
+        book = cls()
+        for body in bodies:
+            book.apply(orjson.loads(body))
+        return book
+
+
+def read_book(store: Any) -> AlertBook:
+    """The alerts recorded in ``store`` (a full pass over the ``alert.*`` events; blocks
+    without one are skipped unparsed)."""
+    from kroonika.audit.query import Query, run_query
+
+    return AlertBook.from_records(run_query(store, Query(types=("alert",))))
+
+
+# --- the evaluator ----------------------------------------------------------------------
+
+Emit = Callable[[Any], Any]  # AuditTrail.emit
+
+
+class AlertEvaluator:
+    """A sink that raises alerts: see the module docstring. ``emit`` is the trail's
+    ``emit``; ``store`` is read once at ``open`` (the alerts already raised, and the
+    recent events of threshold rules already counted before the cursor). An event older
+    than ``max_age_s`` when it is read raises nothing (``stale`` counts it): a first
+    start on a long trail does not page anyone about last year."""
+
+    def __init__(
+        self,
+        rules: Sequence[AlertRule],
+        emit: Emit,
+        *,
+        store: Any = None,
+        cursors: Any = None,
+        clock: Callable[[], float] = time.time,
+        max_age_s: float = 86400.0,
+        name: str = EVALUATOR_NAME,
+    ) -> None:
+        if max_age_s <= 0:
+            raise ValueError("max_age_s must be positive")
+        names = [r.name for r in rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule names must be unique: {names}")
+        self.name = name
+        self.rules = tuple(rules)
+        self._emit = emit
+        self._store = store
+        self._cursors = cursors
+        self._clock = clock
+        self.max_age_s = max_age_s
+        self.book = AlertBook()
+        self._seen: dict[tuple[str, str], deque[float]] = {}
+        self.raised = 0
+        self.repeated = 0
+        self.stale = 0
+
+    async def open(self) -> None:
+        if self._store is not None:
+            self.book = await asyncio.to_thread(read_book, self._store)
+            await asyncio.to_thread(self._prime)
+
+    def _prime(self) -> None:
+        """Count the recent events that threshold rules saw before a restart (those
+        before the cursor: the runner reads the others again)."""
+        counting = [r for r in self.rules if r.threshold > 1]
+        if not counting or self._cursors is None:
+            return
+        from kroonika.audit.query import Query, run_query
+        from kroonika.audit.query import time_bound as bound
+
+        window = max(r.window_s for r in counting)
+        since = datetime.fromtimestamp(self._clock() - window, UTC).isoformat()
+        types = tuple(sorted({t for r in counting for t in r.types}))
+        query = Query(from_time=bound(since), types=types)
+        cursors: dict[str, int] = {}
+        for body in run_query(self._store, query):
+            doc = orjson.loads(body)
+            stream = str(doc.get("stream", ""))
+            if stream not in cursors:
+                cursors[stream] = self._cursors.get(self.name, stream)
+            if int(doc.get("seq", 0)) <= cursors[stream]:
+                for rule in counting:
+                    if rule.applies(doc):
+                        self._count(rule, rule.key_of(doc), epoch(str(doc.get("time", ""))))
+
+    async def send(self, batch: Sequence[Item]) -> None:
+        for position, item in enumerate(batch):
+            if not isinstance(item, Record):
+                continue
+            try:
+                await self.consider(item.doc)
+            except AuditUnavailable as exc:
+                raise TransientSinkError(
+                    f"the trail cannot record an alert: {exc}", delivered=position
+                ) from exc
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def consider(self, doc: Mapping[str, Any]) -> list[str]:
+        """Evaluate one event; the ids of the alerts it raised."""
+        etype = str(doc.get("type", ""))
+        if etype.startswith(IGNORED_PREFIXES):
+            self.book.apply(doc)
+            return []
+        raised: list[str] = []
+        if self._clock() - epoch(str(doc.get("time", ""))) > self.max_age_s:
+            # Old history (a first start on a long trail, a long outage): not news.
+            self.stale += 1
+            return raised
+        for rule in self.rules:
+            if not rule.applies(doc):
+                continue
+            key = rule.key_of(doc)
+            at = epoch(str(doc.get("time", "")))
+            count = self._count(rule, key, at)
+            if count < rule.threshold:
+                continue
+            alert_id = alert_id_for(rule.name, str(doc.get("id", "")))
+            if alert_id in self.book.alerts:
+                continue  # raised before a restart: this event is read again
+            current = self._open_alert(rule, key, at)
+            if current is not None:
+                current.repeats += 1
+                self.repeated += 1
+                continue
+            await self._raise(rule, key, doc, alert_id, count)
+            raised.append(alert_id)
+        return raised
+
+    def _count(self, rule: AlertRule, key: str, at: float) -> int:
+        if rule.threshold == 1:
+            return 1
+        seen = self._seen.setdefault((rule.name, key), deque())
+        seen.append(at)
+        while seen and seen[0] <= at - rule.window_s:
+            seen.popleft()
+        return len(seen)
+
+    def _open_alert(self, rule: AlertRule, key: str, at: float) -> Alert | None:
+        for alert in reversed(self.book.alerts.values()):
+            if alert.rule == rule.name and alert.key == key:
+                if alert.open and at - epoch(alert.first_seen) < rule.window_s:
+                    return alert
+                return None
+        return None
+
+    async def _raise(
+        self, rule: AlertRule, key: str, doc: Mapping[str, Any], alert_id: str, count: int
+    ) -> None:
+        from kroonika.audit import events
+
+        etype = str(doc.get("type", ""))
+        summary = f"{rule.name}: {etype}" + (f" {key}" if key else "")
+        if rule.threshold > 1:
+            summary += f" ({count} within {rule.window_s}s)"
+        first_seen = str(doc.get("time", ""))
+        details: dict[str, Any] = {
+            "rule": rule.name,
+            "summary": summary,
+            "alert_id": alert_id,
+            "key": key,
+            "event_id": str(doc.get("id", "")),
+            "event_type": etype,
+            "first_seen": first_seen,
+            "count": count,
+            "window_s": rule.window_s,
+        }
+        await self._emit(
+            events.alert_raise(
+                actor=Actor(type=ActorType.SYSTEM),
+                target=Target("alert", alert_id),
+                severity=rule.severity,
+                **details,
+            )
+        )
+        # What the trail now holds; reading it back changes nothing.
+        self.book.apply(
+            {
+                "type": "alert.raise",
+                "time": first_seen,
+                "severity": rule.severity.value,
+                "details": details,
+            }
+        )
+        self.raised += 1
+        log.info("alert %s raised by rule %s", alert_id, rule.name)
+
+
+__all__ = [
+    "ALERT_ID",
+    "EVALUATOR_NAME",
+    "Alert",
+    "AlertBook",
+    "AlertEvaluator",
+    "AlertRule",
+    "alert_id_for",
+    "default_rules",
+    "read_book",
+    "safe_value",
+]

@@ -1,0 +1,47 @@
+"""KROONIKA_ALERT_RULES: the built-in rules, changed, switched off, or added to."""
+
+from __future__ import annotations
+
+import pytest
+
+from kroonika.alerting import alert_rules
+from kroonika.settings import Settings, SettingsError
+
+
+def test_the_built_in_rules_are_in_force_by_default() -> None:
+    """Anomalies, threat matches, sink failures, damage found, repeated violations."""
+    names = [r.name for r in alert_rules(Settings())]
+    assert names == [
+        "security_anomaly",
+        "threat_match",
+        "sink_failure",
+        "audit_damage",
+        "policy_violations",
+    ]
+
+
+def test_a_built_in_rule_can_be_changed_or_switched_off() -> None:
+    """A window and threshold changed; a rule with enabled=false is gone."""
+    settings = Settings(
+        alert_rules={
+            "policy_violations": {"threshold": 3, "window_s": 60, "severity": "error"},
+            "threat_match": {"enabled": False},
+        }
+    )
+    rules = {r.name: r for r in alert_rules(settings)}
+    assert "threat_match" not in rules
+    pv = rules["policy_violations"]
+    assert (pv.threshold, pv.window_s, pv.severity.value) == (3, 60, "error")
+    assert pv.types == ("security.policy_violation",)
+
+
+def test_a_new_rule_needs_types_and_may_not_watch_alerts() -> None:
+    """A rule of one's own: types required; alert.* refused (no loops); unknown keys refused."""
+    rules = alert_rules(Settings(alert_rules={"rate_limits": {"types": ["security.rate_limit"]}}))
+    assert rules[-1].name == "rate_limits"
+    with pytest.raises(SettingsError, match="needs types"):
+        alert_rules(Settings(alert_rules={"mine": {"threshold": 2}}))
+    with pytest.raises(SettingsError, match="cannot be watched"):
+        alert_rules(Settings(alert_rules={"loop": {"types": ["alert.raise"]}}))
+    with pytest.raises(ValueError, match="extra"):
+        Settings(alert_rules={"mine": {"types": ["auth.login"], "treshold": 2}})
