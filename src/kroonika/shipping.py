@@ -108,8 +108,9 @@ _APPLIES: dict[str, set[str]] = {
     }
     | _IN_CLEAR,
 }
-#: What an e-mail sink sends unless its ``types`` say otherwise: one message per alert.
-SMTP_DEFAULT_TYPES = ("alert.",)
+#: What an e-mail sink sends unless its ``types`` say otherwise: one message per alert
+#: raised (an acknowledgement is news for a dashboard or a webhook, not for a pager).
+SMTP_DEFAULT_TYPES = ("alert.raise",)
 
 
 def _fail(spec: AuditSinkSettings, what: str) -> SettingsError:
@@ -266,7 +267,7 @@ def _renderer(spec: AuditSinkSettings) -> Rfc5424Renderer:
 
 def build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
     """One sink from its settings, keeping to its ``types`` when it has them (an
-    ``smtp`` sink to alerts unless told otherwise); :class:`SettingsError` if it cannot
+    ``smtp`` sink to raised alerts unless told otherwise); :class:`SettingsError` if it cannot
     work."""
     sink = _build_sink(spec, settings)
     types = spec.types if spec.types is not None else None

@@ -220,9 +220,9 @@ def create_app(
         async def shut_down(reason: str) -> None:
             # each stop is a no-op for a part that never started
             await app.state.admin_stop()
-            await app.state.alerting.stop()  # before the trail: it writes alert.raise
             await app.state.tokens.aclose()
             await monitor.stop()
+            await app.state.alerting.stop()  # before the trail: it writes alert.raise
             await limiter.stop()
             await audit.trail.stop(reason)
             await app.state.log_shipping.stop()  # after the trail: audit.log.stop ships too
@@ -235,8 +235,8 @@ def create_app(
         try:
             await app.state.tokens.start()  # its key.rotate needs the trail
             await app.state.log_shipping.start()  # before the monitor: listeners nest
+            await app.state.alerting.start()  # so does this one
             await monitor.start()
-            await app.state.alerting.start()  # after the monitor: listeners nest
             await app.state.admin_start()
         except BaseException:
             # the trail recorded audit.log.start: it records why the start ended too

@@ -265,16 +265,16 @@ SMTP = {
 
 
 def test_an_smtp_sink_carries_alerts_unless_its_types_say_otherwise() -> None:
-    """From settings: wrapped to alert.* by default; types replace that."""
+    """From settings: wrapped to alert.raise by default; types replace that."""
     from test_sink_credentials import build
 
     default = build(SMTP)
     assert isinstance(default, OnlyTypes)
-    assert default.types == ("alert.",)
+    assert default.types == ("alert.raise",)
     assert isinstance(default.inner, SmtpSink)
-    told = build({**SMTP, "types": ["alert.raise"]})
+    told = build({**SMTP, "types": ["alert.", "audit.sink"]})
     assert isinstance(told, OnlyTypes)
-    assert told.types == ("alert.raise",)
+    assert told.types == ("alert.", "audit.sink")
 
 
 def test_a_webhook_with_types_carries_only_those() -> None:
