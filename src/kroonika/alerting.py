@@ -16,15 +16,19 @@ an ``smtp`` sink carries the ``alert.raise`` events like any other event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from kroonika.audit import AuditTrail, SealedEvent, Severity
+from kroonika.audit import AuditTrail, Severity
 from kroonika.audit.alerting import AlertEvaluator, AlertRule, default_rules
 from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
 from kroonika.audit.store.sql import SqlAuditStore
 from kroonika.settings import AlertRuleSettings, Settings, SettingsError
+from kroonika.shipping import CommitWakeup
 
 log = logging.getLogger("kroonika.alerting")
+
+
+def _nothing() -> None:
+    """No runner to wake."""
 
 
 def _rule(name: str, spec: AlertRuleSettings, base: AlertRule | None) -> AlertRule:
@@ -96,8 +100,7 @@ class Alerting:
                 retry=retry,
                 ship_checkpoints=False,
             )
-        self._previous: Callable[[list[SealedEvent]], None] | None = None
-        self._listener: Callable[[list[SealedEvent]], None] | None = None
+        self._wakeup = CommitWakeup(trail, self.runner.notify if self.runner else _nothing)
         self._started = False
 
     @classmethod
@@ -122,15 +125,7 @@ class Alerting:
         runner = self.runner
         if runner is None or self._started:
             return
-        previous = self.trail.on_commit
-
-        def on_commit(sealed: list[SealedEvent]) -> None:
-            if previous is not None:
-                previous(sealed)
-            runner.notify()
-
-        self._previous, self._listener = previous, on_commit
-        self.trail.on_commit = on_commit
+        self._wakeup.attach()
         await runner.start()
         self._started = True
 
@@ -140,8 +135,7 @@ class Alerting:
         if runner is None or not self._started:
             return
         self._started = False
-        if self.trail.on_commit is self._listener:
-            self.trail.on_commit = self._previous
+        self._wakeup.detach()
         await runner.stop(drain=2.0)
 
 

@@ -857,9 +857,11 @@ def checkpoint_export(
     typer.echo(f"wrote {len(docs)} checkpoints to {_shown(output)}")
 
 
+from kroonika.cli_alerts import register_alerts  # noqa: E402  (its commands use the helpers above)
 from kroonika.cli_audit_ops import register_ops  # noqa: E402  (its commands use the helpers above)
 
 register_ops(audit_app)
+register_alerts(app)
 register_privacy(audit_app)
 
 

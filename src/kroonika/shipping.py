@@ -516,6 +516,34 @@ class SinkStatus:
     last_error: str
 
 
+class CommitWakeup:
+    """Chains ``notify`` onto ``trail.on_commit``, keeping the listener that was there;
+    ``detach`` puts that one back unless another chained on after (listeners compose
+    LIFO: the log shipping, the alert evaluator, the security monitor)."""
+
+    def __init__(self, trail: AuditTrail, notify: Callable[[], None]) -> None:
+        self.trail = trail
+        self.notify = notify
+        self._previous: Callable[[list[SealedEvent]], None] | None = None
+        self._listener: Callable[[list[SealedEvent]], None] | None = None
+
+    def attach(self) -> None:
+        previous, notify = self.trail.on_commit, self.notify
+
+        def on_commit(sealed: list[SealedEvent]) -> None:
+            if previous is not None:
+                previous(sealed)
+            notify()
+
+        self._previous, self._listener = previous, on_commit
+        self.trail.on_commit = on_commit
+
+    def detach(self) -> None:
+        if self._listener is not None and self.trail.on_commit is self._listener:
+            self.trail.on_commit = self._previous
+        self._listener = None
+
+
 class LogShipping:
     """One :class:`SinkRunner` for the service's sinks (or none when none is configured).
 
@@ -547,8 +575,7 @@ class LogShipping:
                 retry=retry,
                 on_event=trail_reporter(trail),
             )
-        self._previous: Callable[[list[SealedEvent]], None] | None = None
-        self._listener: Callable[[list[SealedEvent]], None] | None = None
+        self._wakeup: CommitWakeup | None = None
         self._started = False
 
     @classmethod
@@ -568,15 +595,8 @@ class LogShipping:
         runner = self.runner
         if runner is None or self._started:
             return
-        previous = self.trail.on_commit
-
-        def on_commit(sealed: list[SealedEvent]) -> None:
-            if previous is not None:
-                previous(sealed)
-            runner.notify()
-
-        self._previous, self._listener = previous, on_commit
-        self.trail.on_commit = on_commit
+        self._wakeup = CommitWakeup(self.trail, runner.notify)
+        self._wakeup.attach()
         self.trail.checkpoint_listeners.append(runner.notify)
         await runner.start()
         self._started = True
@@ -588,8 +608,8 @@ class LogShipping:
         if runner is None or not self._started:
             return
         self._started = False
-        if self.trail.on_commit is self._listener:
-            self.trail.on_commit = self._previous
+        if self._wakeup is not None:
+            self._wakeup.detach()
         if runner.notify in self.trail.checkpoint_listeners:
             self.trail.checkpoint_listeners.remove(runner.notify)
         await runner.stop(drain=self.stop_drain_s)
@@ -733,6 +753,7 @@ def _label(value: str) -> str:
 __all__ = [
     "JSONL_SINK_NAME",
     "SMTP_DEFAULT_TYPES",
+    "CommitWakeup",
     "LogShipping",
     "SinkStatus",
     "build_sink",

@@ -75,6 +75,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/admin/privacy/re-identify", {"event_ids": ["0000"]}, PRIV),
     ("POST", "/admin/privacy/pseudonyms", {"personal_code": "EE60001019906"}, PRIV),
     ("POST", "/admin/privacy/lists/export", {"format": "csv"}, PRIV),
+    ("GET", "/admin/alerts", None, {"admin", "security", "auditor"}),
+    ("POST", "/admin/alerts/alr_none/acknowledge", {"note": "seen"}, SEC),
     ("GET", "/audit/events", None, AU),
     ("GET", "/audit/events/none", None, AU),
     ("GET", "/audit/checkpoints", None, AU),

@@ -248,9 +248,19 @@ def test_a_hostile_summary_stays_neutralised_in_the_e_mail(alerted: Alerted) -> 
 
 
 def test_list_and_acknowledge_need_their_roles(alerted: Alerted) -> None:
-    """No key: 401; privacy may not read alerts (403); a bad state is a 422."""
+    """No key: 401; privacy may not read alerts (403); a bad state, an unknown body field:
+    422; a personal code in the note: 400, not echoed."""
     anonymous = httpx.get(alerted.stack.service + "/admin/alerts", timeout=30)
     assert anonymous.status_code == 401
     assert alerted.call("GET", "/admin/alerts", role="privacy").status_code == 403
     assert alerted.call("GET", "/admin/alerts?state=closed").status_code == 422
     assert alerted.call("GET", "/admin/alerts", role="admin").status_code == 200
+    unknown = "/admin/alerts/alr_" + "0" * 32 + "/acknowledge"
+    coded = alerted.call(
+        "POST", unknown, headers={"x-justification": WHY}, json={"note": "EE38001085718"}
+    )
+    assert coded.status_code == 400
+    assert coded.json()["error"] == "personal_code_in_text"
+    assert "38001085718" not in coded.text
+    extra = alerted.call("POST", unknown, headers={"x-justification": WHY}, json={"notes": "x"})
+    assert extra.status_code == 422
