@@ -317,7 +317,7 @@ class AlertEvaluator:
         self._clock = clock
         self.max_age_s = max_age_s
         self.book = AlertBook()
-        self._seen: dict[tuple[str, str], deque[float]] = {}
+        self._seen: dict[tuple[str, str], deque[tuple[float, str]]] = {}
         self.raised = 0
         self.repeated = 0
         self.stale = 0
@@ -349,7 +349,8 @@ class AlertEvaluator:
             if int(doc.get("seq", 0)) <= cursors[stream]:
                 for rule in counting:
                     if rule.applies(doc):
-                        self._count(rule, rule.key_of(doc), epoch(str(doc.get("time", ""))))
+                        at = epoch(str(doc.get("time", "")))
+                        self._count(rule, rule.key_of(doc), at, str(doc.get("id", "")))
 
     async def send(self, batch: Sequence[Item]) -> None:
         for position, item in enumerate(batch):
@@ -381,7 +382,7 @@ class AlertEvaluator:
                 continue
             key = rule.key_of(doc)
             at = epoch(str(doc.get("time", "")))
-            count = self._count(rule, key, at)
+            count = self._count(rule, key, at, str(doc.get("id", "")))
             if count < rule.threshold:
                 continue
             alert_id = alert_id_for(rule.name, str(doc.get("id", "")))
@@ -396,12 +397,15 @@ class AlertEvaluator:
             raised.append(alert_id)
         return raised
 
-    def _count(self, rule: AlertRule, key: str, at: float) -> int:
+    def _count(self, rule: AlertRule, key: str, at: float, event_id: str) -> int:
+        """Events of ``key`` within the window up to ``at``; an event counted before (a
+        batch retried after the trail refused an alert) is not counted again."""
         if rule.threshold == 1:
             return 1
         seen = self._seen.setdefault((rule.name, key), deque())
-        seen.append(at)
-        while seen and seen[0] <= at - rule.window_s:
+        if all(eid != event_id for _, eid in seen):
+            seen.append((at, event_id))
+        while seen and seen[0][0] <= at - rule.window_s:
             seen.popleft()
         return len(seen)
 

@@ -248,3 +248,27 @@ def test_the_book_is_raised_minus_acknowledged(kit: Kit) -> None:
     assert [a.open for a in book.alerts.values()] == [False, True]
     assert book.alerts["a"].acknowledged_by == "api-key/k1"
     assert book.alerts["a"].note == "seen"
+
+
+@pytest.mark.asyncio
+async def test_a_batch_retried_after_the_trail_refused_counts_its_events_once(kit: Kit) -> None:
+    """The trail refuses the alert once: the batch is read again, the violations before
+    it are not counted twice, and the alert is raised once, at the fifth."""
+    from kroonika.audit import AuditUnavailable
+
+    for n in range(5):
+        kit.trail.emit_sync(violation(f"192.0.2.{n + 1}"))
+    refused = [1]
+
+    async def emit(event: AuditEvent) -> Any:
+        if refused[0]:
+            refused[0] -= 1
+            raise AuditUnavailable("store down")
+        return kit.trail.emit_sync(event)
+
+    ev = AlertEvaluator(
+        default_rules(), emit, store=kit.store, cursors=CursorStore(kit.store.engine)
+    )
+    await run(kit, ev)
+    (alert,) = raised(kit)
+    assert alert["details"]["count"] == 5
