@@ -272,3 +272,26 @@ async def test_a_batch_retried_after_the_trail_refused_counts_its_events_once(ki
     await run(kit, ev)
     (alert,) = raised(kit)
     assert alert["details"]["count"] == 5
+
+
+@pytest.mark.asyncio
+async def test_on_postgresql_a_restart_raises_nothing_again(
+    kit_factory: Any, fresh_postgres_url: str
+) -> None:
+    """The same on PostgreSQL (advisory locks, its cursor table): one alert, and a second
+    evaluator whose cursor was put back reads the anomaly again and raises nothing."""
+    pg: Kit = kit_factory(fresh_postgres_url)
+    pg.trail.emit_sync(anomaly())
+    runner = await run(pg, evaluator(pg))
+    await runner.stop()
+    (first,) = raised(pg)
+    pg.trail.emit_sync(
+        events.alert_acknowledge(
+            actor=Actor(ActorType.ADMIN), alert_id=first["details"]["alert_id"]
+        )
+    )
+    CursorStore(pg.store.engine).reset("@alerts", "web-1", 0, "2026-11-27T00:00:00.000000Z")
+    second = evaluator(pg)
+    await (await run(pg, second)).stop()
+    assert len(raised(pg)) == 1
+    assert second.raised == 0
