@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from stdnum.ee import ik
 
 from kroonika.audit import Actor, ActorType, Counters, Target, events
-from kroonika.audit.personal_codes import check_digit, contains_personal_code, is_personal_code
+from kroonika.audit.personal_codes import (
+    check_digit,
+    contains_personal_code,
+    is_personal_code,
+    redact_personal_codes,
+)
 from kroonika.audit.processors.redact import Redact
 from kroonika.tara import isikukood
 
@@ -231,3 +236,54 @@ def test_codes_in_a_justification_and_a_detail_are_not_in_the_stored_bytes(
     for code in CODES:
         assert code.encode() not in blob, code
     assert kit.counters.snapshot()["redact.personal_code"] == 5
+
+
+# --- stored text: where the codes are, and the text without them (decision 0038) -----
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "codes"),
+    [
+        ("INC-7 called EE38001085718 back", "INC-7 called [REDACTED:personal_code] back", 1),
+        ("PNOEE-38001085718", "[REDACTED:personal_code]", 1),
+        (
+            "38001085718 and 60001019906.",
+            "[REDACTED:personal_code] and [REDACTED:personal_code].",
+            2,
+        ),
+        ("INC-7 ３８００１０８５７１８ (wide)", "INC-7 [REDACTED:personal_code] (wide)", 1),
+        (
+            f"mistyped {WRONG_CHECK}, order 138001085718",
+            f"mistyped {WRONG_CHECK}, order 138001085718",
+            0,
+        ),
+    ],
+)
+def test_redact_personal_codes_replaces_each_valid_code_and_keeps_the_rest(
+    text: str, expected: str, codes: int
+) -> None:
+    """Each valid code, with its prefix, becomes redact's marker; the text around it and
+    numbers that are no valid code stay as they were."""
+    out, found = redact_personal_codes(text)
+    assert out == expected
+    assert len(found) == codes
+    assert all(is_personal_code(c) for c in found)
+
+
+def test_redact_personal_codes_names_the_codes_it_removed_in_ascii() -> None:
+    """The codes come back as eleven ASCII digits (full-width ones normalised), in order."""
+    _, found = redact_personal_codes("a ６０００１０１９９０６ b EE38001085718")
+    assert found == ("60001019906", "38001085718")
+
+
+@given(text=st.text(max_size=60), code=_valid_codes(), at=st.integers(0, 60))
+@settings(max_examples=300, deadline=None)
+def test_redact_personal_codes_agrees_with_the_edge_check(text: str, code: str, at: int) -> None:
+    """What the edge refuses (contains_personal_code) is exactly what is found and
+    removed: nothing found means nothing refused, and no valid code survives."""
+    for sample in (text, f"{text[:at]} {code} {text[at:]}"):
+        out, found = redact_personal_codes(sample)
+        assert bool(found) == contains_personal_code(sample)
+        assert not contains_personal_code(out)
+        if not found:
+            assert out == sample

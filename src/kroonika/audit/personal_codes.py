@@ -10,7 +10,8 @@ The admin API and CLI refuse a justification, reason or name in which
 their pseudonym there. ``kroonika.tara.isikukood`` computes its check digit here, so that
 the code TARA accepts and the code free text may not hold are the same. The audit
 pipeline's ``redact`` step has a cheaper and wider net of its own (any eleven digits that
-read as a century digit and a date).
+read as a century digit and a date). :func:`redact_personal_codes` removes what the edge
+would have refused from text stored before it did (decision 0038).
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ import re
 import unicodedata
 from typing import Final
 
-__all__ = ["check_digit", "contains_personal_code", "is_personal_code"]
+from kroonika.audit.processors.redact import with_country_prefix
+
+__all__ = [
+    "MARKER",
+    "check_digit",
+    "contains_personal_code",
+    "is_personal_code",
+    "redact_personal_codes",
+]
+
+#: What a personal code (with its prefix) becomes: the marker of redact's safety net.
+MARKER: Final = "[REDACTED:personal_code]"
 
 _FIRST_WEIGHTS: Final = (1, 2, 3, 4, 5, 6, 7, 8, 9, 1)
 _SECOND_WEIGHTS: Final = (3, 4, 5, 6, 7, 8, 9, 1, 2, 3)
@@ -64,3 +76,46 @@ def contains_personal_code(text: str) -> bool:
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     return any(is_personal_code(m.group()) for m in _CANDIDATE.finditer(text))
+
+
+def _spans(text: str) -> list[tuple[int, int, str]]:
+    """Where in ``text`` the valid personal codes are (start and end in ``text``) and
+    each as ASCII digits. Text that is not ASCII is normalised (NFKC) one character at a
+    time, so that a position found in the normalised text maps back to the character
+    it came from; for digits that is what normalising the whole text gives."""
+    if text.isascii():
+        return [
+            (m.start(), m.end(), m.group())
+            for m in _CANDIDATE.finditer(text)
+            if is_personal_code(m.group())
+        ]
+    origin: list[int] = []
+    parts: list[str] = []
+    for i, ch in enumerate(text):
+        part = unicodedata.normalize("NFKC", ch)
+        parts.append(part)
+        origin.extend([i] * len(part))
+    normal = "".join(parts)
+    return [
+        (origin[m.start()], origin[m.end() - 1] + 1, m.group())
+        for m in _CANDIDATE.finditer(normal)
+        if is_personal_code(m.group())
+    ]
+
+
+def redact_personal_codes(text: str) -> tuple[str, tuple[str, ...]]:
+    """``text`` with each valid personal code that :func:`contains_personal_code` finds
+    replaced, with its country or ETSI prefix as redact takes it (``EE``, ``PNOEE-``),
+    by :data:`MARKER`; and the codes removed, in order, as ASCII digits. Everything
+    else is kept as it was (numbers that are no valid code included)."""
+    spans = _spans(text)
+    if not spans:
+        return text, ()
+    parts: list[str] = []
+    done = 0
+    for start, end, _ in spans:
+        parts.append(text[done : with_country_prefix(text, start, done)])
+        parts.append(MARKER)
+        done = end
+    parts.append(text[done:])
+    return "".join(parts), tuple(code for _, _, code in spans)

@@ -174,10 +174,11 @@ def _find_secret(run: str) -> tuple[int, int] | None:
 _ETSI_PREFIX: Final = re.compile(r"(?<![A-Za-z])(?i:pno)[A-Za-z]{2}-\Z")
 
 
-def _with_country_prefix(value: str, start: int, done: int) -> int:
+def with_country_prefix(value: str, start: int, done: int) -> int:
     """Where a personal code at ``start`` begins with its two-letter country prefix
     (EE, ee, lv) or its ETSI one (PNOEE-), if it has one that is not the end of a
-    longer word."""
+    longer word. Also what :func:`kroonika.audit.personal_codes.redact_personal_codes`
+    removes with a code (decision 0038)."""
     if value[start - 1 : start] == "-":
         etsi = _ETSI_PREFIX.search(value, max(start - 7, done), start)
         return start if etsi is None else etsi.start()
@@ -235,7 +236,7 @@ class Redact:
             elif kind == "url_credentials":
                 start += 3  # "://"
             elif kind == "personal_code":
-                start = _with_country_prefix(value, start, done)
+                start = with_country_prefix(value, start, done)
             self._counters.add(f"redact.{kind}")
             parts.append(value[done:start])
             parts.append(f"[REDACTED:{kind}]")
