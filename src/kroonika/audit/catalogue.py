@@ -338,6 +338,26 @@ def _specs() -> dict[str, EventSpec]:
             filterable=False,
         ),
         EventSpec(
+            "admin.text.redact",
+            AD,
+            NOTICE,
+            "A personal code was removed from stored free text",
+            _ENTITY,
+            3,
+            _PCI_ADMIN,
+            {
+                # one changed row of the business database (the target: table and row
+                # id): which of its columns, whose codes (pseudonyms, never the code or
+                # the text) and how many; see decision 0038
+                "columns": L,
+                "pseudonyms": L,
+                "codes": I,
+                "justification": LONG,
+                "interface": S,
+            },
+            filterable=False,
+        ),
+        EventSpec(
             "job.run",
             J,
             INFO,

@@ -18,6 +18,7 @@ token.validate/introspect     authentication                         info
 access_list.add/update/remove iam                                    creation / change / deletion
 admin.request                 web                                    access
 admin.bulk                    iam                                    admin, change
+admin.text.redact             database                               change
 config.change                 configuration                          change
 key.rotate                    configuration                          change
 job.run                       process                                info
@@ -84,6 +85,7 @@ _BY_TYPE: Final[Mapping[str, _Cat]] = {
     "access_list.remove": ("event", ("iam",), ("deletion",)),
     "admin.request": ("event", ("web",), ("access",)),
     "admin.bulk": ("event", ("iam",), ("admin", "change")),
+    "admin.text.redact": ("event", ("database",), ("change",)),
     "config.change": ("event", ("configuration",), ("change",)),
     "key.rotate": ("event", ("configuration",), ("change",)),
     "job.run": ("event", ("process",), ("info",)),

@@ -9,7 +9,8 @@ auth.login / auth.logout                  3002 Authentication                   
 auth.flow.transition, session.*           3002 Authentication (``session`` object)   99 Other
 token.issue, token.refresh                3004 Entity Management                     1 Create
 token.extend, access_list.update,         3004 Entity Management                     3 Update
-config.change, key.rotate
+config.change, key.rotate,
+admin.text.redact
 token.revoke, token.expire,               3004 Entity Management                     4 Delete
 access_list.remove, audit.retention,
 audit.erasure
@@ -86,6 +87,7 @@ CLASS_BY_TYPE: Final[Mapping[str, tuple[int, int]]] = {
     "access_list.remove": (3004, 4),
     "config.change": (3004, 3),
     "key.rotate": (3004, 3),
+    "admin.text.redact": (3004, 3),
     "admin.bulk": (3004, 99),
     "audit.checkpoint": (3004, 1),
     "audit.retention": (3004, 4),
