@@ -862,7 +862,7 @@ from kroonika.cli_audit_ops import register_ops  # noqa: E402  (its commands use
 
 register_ops(audit_app)
 register_alerts(app)
-register_privacy(audit_app)
+register_privacy(audit_app, app)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """``kroonika audit erase|reveal|pseudonyms``: the privacy officer's erasure (GDPR art. 17,
 by crypto-shredding), audited re-identification and look-up of a person's pseudonyms under
-every pseudonymisation key from the command line.
+every pseudonymisation key from the command line; ``kroonika privacy scan-free-text``:
+personal codes typed into stored free text before decision 0033, found and redacted
+(decision 0038).
 
 The command line has the keys of the host it runs on, so it checks no role (as
 ``kroonika admins add``); it records who acted as ``admin``/``cli`` with the mandatory
@@ -25,15 +27,23 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from kroonika.admin._privacy import Eraser, Person
+    from kroonika.admin._stored_text import Finding, RowRedaction
     from kroonika.audit import Actor, AuditEvent, AuditTrail, SealedEvent
     from kroonika.auditing import AuditComponents
     from kroonika.settings import Settings
 
 
-def register_privacy(audit_app: typer.Typer) -> None:
+privacy_app = typer.Typer(
+    no_args_is_help=True, help="The privacy officer's checks of the business database."
+)
+
+
+def register_privacy(audit_app: typer.Typer, app: typer.Typer) -> None:
     audit_app.command("erase")(erase_cmd)
     audit_app.command("reveal")(reveal_cmd)
     audit_app.command("pseudonyms")(pseudonyms_cmd)
+    privacy_app.command("scan-free-text")(scan_free_text_cmd)
+    app.add_typer(privacy_app, name="privacy")
 
 
 WhyOpt = Annotated[
@@ -297,20 +307,10 @@ def _eraser(settings: Settings, comps: AuditComponents) -> Iterator[tuple[Engine
     """The business database (migrated) and the person finder over it, with the current
     pseudonymisation key first and every retired one after it."""
     from kroonika.admin._privacy import Eraser
-    from kroonika.cli import _OPEN_ERRORS, _fail, _open_error
-    from kroonika.db import make_engine
-    from kroonika.db.migrate import upgrade
 
-    try:
-        engine = make_engine(settings.resolved_database_url())
-        upgrade(engine)
-    except _OPEN_ERRORS as exc:
-        raise _fail(f"cannot open the database: {_open_error(exc)}") from None
-    try:
+    with _business_db(settings) as engine:
         known = (comps.fingerprinter, *comps.retired)  # the current key first
         yield engine, Eraser(engine, comps.subject_keys, known, comps.store)
-    finally:
-        engine.dispose()
 
 
 def _person(eraser: Eraser, *, personal_code: str | None, pseudonym: str | None) -> Person:
@@ -390,3 +390,105 @@ def pseudonyms_cmd(
         found = eraser.standing(person)
     for name, standing in found:
         typer.echo(f"{name}\t{standing}")
+
+
+#: Exit status of ``scan-free-text``: nothing found (or all of it redacted), something
+#: found (a cron job alerts on it); 2 is a usage error, as everywhere.
+EXIT_CLEAN, EXIT_FOUND = 0, 1
+
+
+def scan_free_text_cmd(
+    justification: WhyOpt,
+    redact: Annotated[
+        bool,
+        typer.Option(
+            "--redact",
+            help="Replace each code found by [REDACTED:personal_code], recording each "
+            "changed row (admin.text.redact)",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document")] = False,
+) -> None:
+    """Find personal codes typed into free text before they were refused (decision
+    0033): justifications, list reasons, client and API key names, token change reasons,
+    configuration request changes, job errors. Prints table, column, row id and the
+    person's pseudonym (subject_ref) per value, never the code or the text; records
+    audit.access (action scan-free-text) first. Exit 0 when nothing is found, 1 when
+    something is. --redact replaces each code, one transaction per table, recording one
+    admin.text.redact per changed row before it commits (if the trail refuses, the
+    table stays as it was: exit 2); exit 0 when everything found was redacted."""
+    from kroonika.admin._stored_text import StoredText, redaction_events, scan_event
+    from kroonika.audit import Actor, ActorType, AuditError
+    from kroonika.cli import _OPEN_ERRORS, _access_trail, _fail, _open_error, _settings
+
+    why = _justification(justification)
+    settings = _settings()
+    actor = Actor(ActorType.ADMIN, roles=("cli",))
+    with (
+        _access_trail(settings, purpose="record this scan") as comps,
+        _business_db(settings) as engine,
+    ):
+        stored = StoredText(engine, comps.fingerprinter.pseudonym)
+        try:
+            findings = stored.scan()
+        except _OPEN_ERRORS as exc:
+            raise _fail(f"cannot read the database: {_open_error(exc)}") from None
+        try:
+            comps.trail.emit_sync(
+                scan_event(findings, redact=redact, actor=actor, justification=why, interface="cli")
+            )
+        except AuditError as exc:
+            raise _fail(f"nothing shown: the audit trail refused the record ({exc})") from None
+
+        def record(rows: list[RowRedaction]) -> None:
+            comps.trail.emit_many_sync(
+                redaction_events(rows, actor=actor, justification=why, interface="cli")
+            )
+
+        redacted: list[RowRedaction] = []
+        left = findings
+        if redact and findings:
+            try:
+                for rows in stored.redact(record):
+                    redacted += rows
+            except _OPEN_ERRORS as exc:
+                raise _fail(
+                    f"nothing redacted from here on ({len(redacted)} row(s) of the tables "
+                    f"before were, each recorded): {_open_error(exc)}"
+                ) from None
+            left = stored.scan()
+    _print_findings(findings, len(redacted), as_json=as_json)
+    if redact and left:
+        typer.echo(f"{len(left)} value(s) changed meanwhile: run it again", err=True)
+    raise typer.Exit(EXIT_FOUND if left else EXIT_CLEAN)
+
+
+def _print_findings(findings: list[Finding], redacted: int, *, as_json: bool) -> None:
+    from kroonika.cli import _shown
+
+    if as_json:
+        doc = {"findings": [f.public() for f in findings], "redacted": redacted}
+        typer.echo(dumps(doc))
+        return
+    for f in findings:
+        typer.echo(f"{f.table}\t{f.column}\t{_shown(f.row_id)}\t{','.join(f.subject_refs)}")
+    if redacted:
+        typer.echo(f"redacted {redacted} row(s)", err=True)
+
+
+@contextlib.contextmanager
+def _business_db(settings: Settings) -> Iterator[Engine]:
+    """The business database, migrated."""
+    from kroonika.cli import _OPEN_ERRORS, _fail, _open_error
+    from kroonika.db import make_engine
+    from kroonika.db.migrate import upgrade
+
+    try:
+        engine = make_engine(settings.resolved_database_url())
+        upgrade(engine)
+    except _OPEN_ERRORS as exc:
+        raise _fail(f"cannot open the database: {_open_error(exc)}") from None
+    try:
+        yield engine
+    finally:
+        engine.dispose()
