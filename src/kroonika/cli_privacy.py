@@ -445,11 +445,19 @@ def scan_free_text_cmd(
                 redaction_events(rows, actor=actor, justification=why, interface="cli")
             )
 
+        def failed(rows: list[RowRedaction]) -> None:
+            with contextlib.suppress(AuditError):
+                comps.trail.emit_many_sync(
+                    redaction_events(
+                        rows, actor=actor, justification=why, interface="cli", failed="incomplete"
+                    )
+                )
+
         redacted: list[RowRedaction] = []
         left = findings
         if redact and findings:
             try:
-                for rows in stored.redact(record):
+                for rows in stored.redact(record, failed):
                     redacted += rows
             except _OPEN_ERRORS as exc:
                 raise _fail(

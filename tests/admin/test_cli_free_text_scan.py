@@ -11,9 +11,12 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy.engine.base import RootTransaction
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
+from kroonika.admin._stored_text import StoredText
 from kroonika.audit import AuditTrail, AuditUnavailable, Query, SqlAuditStore, run_query
 from kroonika.audit.personal_codes import check_digit
 from kroonika.auditing import build_audit
@@ -363,6 +366,42 @@ def test_nothing_is_changed_when_the_trail_refuses_the_records(
     monkeypatch.undo()
     for s in seeds:
         assert s.code in _value(url, s)
+
+
+def test_a_commit_that_fails_after_the_records_is_recorded_as_a_failure(
+    var: Path, business: tuple[str, list[Seeded]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records of the first table are stored, then its commit fails: the value is
+    as it was, exit 2, and each record is followed by a failure record (reason
+    incomplete) for the same row."""
+    url, seeds = business
+
+    real_commit = RootTransaction._connection_commit_impl
+    real_redact = StoredText._redact_table
+
+    def redact_then_break(self: StoredText, conn: Connection, *args: Any) -> Any:
+        conn.info["break_commit"] = True  # this transaction's commit will fail
+        return real_redact(self, conn, *args)
+
+    def commit(self: RootTransaction) -> None:
+        if self.connection.info.pop("break_commit", False):
+            raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+        real_commit(self)
+
+    monkeypatch.setattr(StoredText, "_redact_table", redact_then_break)
+    monkeypatch.setattr(RootTransaction, "_connection_commit_impl", commit)
+    done = _scan("--redact")
+    monkeypatch.undo()
+    assert done.exit_code == 2
+    _no_code_in(done.output)
+    for s in seeds:
+        assert s.code in _value(url, s)
+    recorded = _events(var, "admin.text.redact")
+    assert [(e["outcome"], e.get("reason")) for e in recorded] == [
+        ("success", None),
+        ("failure", "incomplete"),
+    ]
+    assert {e["target"]["id"] for e in recorded} == {"rr_1"}
 
 
 def test_nothing_is_shown_when_the_trail_refuses_the_access(

@@ -24,7 +24,7 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import Column, Connection, Engine, Table, select, update
 
-from kroonika.audit import Actor, AuditEvent, Target
+from kroonika.audit import Actor, AuditEvent, Outcome, Target
 from kroonika.audit import events as ev
 from kroonika.audit.personal_codes import contains_personal_code, redact_personal_codes
 from kroonika.audit.store.sql import flush_deleted, secure_delete
@@ -108,20 +108,33 @@ class StoredText:
                         found.append(Finding(str(table.name), column, shown_id(row_id), refs))
         return found
 
-    def redact(self, record: Callable[[list[RowRedaction]], None]) -> Iterator[list[RowRedaction]]:
+    def redact(
+        self,
+        record: Callable[[list[RowRedaction]], None],
+        failed: Callable[[list[RowRedaction]], None],
+    ) -> Iterator[list[RowRedaction]]:
         """Replace every code in :data:`FREE_TEXT_COLUMNS` by the marker, one transaction
         per table, yielding each table's changed rows once committed. ``record`` gets
         them before the commit; whatever it raises rolls the table back and propagates
-        (tables done before stay done and recorded). A value changed since it was read
-        is left for the next run. SQLite: the old text is overwritten, not left in free
-        pages or the write-ahead log."""
+        (tables done before stay done and recorded). If the commit fails after
+        ``record`` returned, ``failed`` gets the same rows (to record that they were
+        not changed after all) and the error propagates. A value changed since it was
+        read is left for the next run. SQLite: the old text is overwritten, not left in
+        free pages or the write-ahead log."""
         try:
             for table, names in FREE_TEXT_COLUMNS:
-                with self._engine.begin() as conn:
-                    secure_delete(conn)
-                    changed = self._redact_table(conn, table, names)
-                    if changed:
-                        record(changed)
+                recorded: list[RowRedaction] = []
+                try:
+                    with self._engine.begin() as conn:
+                        secure_delete(conn)
+                        changed = self._redact_table(conn, table, names)
+                        if changed:
+                            record(changed)
+                            recorded = changed
+                except BaseException:
+                    if recorded:
+                        failed(recorded)
+                    raise
                 yield changed
         finally:
             flush_deleted(self._engine)
@@ -224,13 +237,21 @@ def scan_event(
 
 
 def redaction_events(
-    rows: Sequence[RowRedaction], *, actor: Actor, justification: str, interface: str
+    rows: Sequence[RowRedaction],
+    *,
+    actor: Actor,
+    justification: str,
+    interface: str,
+    failed: str | None = None,
 ) -> list[AuditEvent]:
     """One ``admin.text.redact`` per changed row: the row (target: table and id), the
     columns changed, the pseudonyms of the people whose codes were removed and how many
-    codes; never a code or the text before or after."""
+    codes; never a code or the text before or after. ``failed`` (a reason code) makes
+    them the failure records that follow recorded changes whose commit failed."""
     return [
         ev.admin_text_redact(
+            outcome=Outcome.FAILURE if failed else Outcome.SUCCESS,
+            reason=failed,
             actor=actor,
             target=Target(r.table, r.row_id),
             columns=list(r.columns),
