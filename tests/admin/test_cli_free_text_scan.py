@@ -11,13 +11,14 @@ from typing import Any
 
 import orjson
 import pytest
+from privacy_kit import recorded, stored_bytes
 from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.engine.base import RootTransaction
 from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from kroonika.admin._stored_text import StoredText
-from kroonika.audit import AuditTrail, AuditUnavailable, Query, SqlAuditStore, run_query
+from kroonika.audit import AuditTrail, AuditUnavailable
 from kroonika.audit.personal_codes import check_digit
 from kroonika.auditing import build_audit
 from kroonika.cli import app
@@ -235,14 +236,6 @@ def _pseudonym(var: Path, code: str) -> str:
         comps.store.close()
 
 
-def _events(var: Path, kind: str) -> list[dict[str, Any]]:
-    store = SqlAuditStore(Settings(var_dir=var).resolved_audit_store_url(), read_only=True)
-    try:
-        return [orjson.loads(b) for b in run_query(store, Query(types=(kind,)))]
-    finally:
-        store.close()
-
-
 def _value(url: str, seed: Seeded) -> str:
     engine = make_engine(url)
     key = next(iter(seed.table.primary_key.columns))
@@ -255,10 +248,6 @@ def _value(url: str, seed: Seeded) -> str:
             )
     finally:
         engine.dispose()
-
-
-def _stored_bytes(var: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in var.glob("*.db*") if p.is_file())
 
 
 def _no_code_in(text: str | bytes) -> None:
@@ -310,7 +299,7 @@ def test_scan_is_recorded_as_an_access_with_its_justification(
     _, seeds = business
     assert _scan().exit_code == 1
     [access] = [
-        e for e in _events(var, "audit.access") if e["details"]["action"] == "scan-free-text"
+        e for e in recorded(var, "audit.access") if e["details"]["action"] == "scan-free-text"
     ]
     assert access["details"]["justification"] == WHY
     assert access["details"]["returned"] == len(seeds)
@@ -332,9 +321,9 @@ def test_redact_replaces_the_codes_records_each_row_and_a_second_scan_finds_noth
         assert _value(url, s) == s.after
     clean = Seeded(access_list, "reason", "al_2", "", "")
     assert _value(url, clean) == "INC-4 mistyped 38001085719, order 970010857180"
-    recorded = _events(var, "admin.text.redact")
-    rows = {(e["target"]["type"], e["target"]["id"]): e["details"] for e in recorded}
-    assert len(recorded) == len(rows) == len(changed_rows)
+    redactions = recorded(var, "admin.text.redact")
+    rows = {(e["target"]["type"], e["target"]["id"]): e["details"] for e in redactions}
+    assert len(redactions) == len(rows) == len(changed_rows)
     for s in seeds:
         details = rows[(s.table.name, s.row_id)]
         assert s.column in details["columns"]
@@ -343,9 +332,9 @@ def test_redact_replaces_the_codes_records_each_row_and_a_second_scan_finds_noth
     again = _scan()
     assert again.exit_code == 0, again.output
     assert again.stdout == ""
-    for text in (done.output, again.output, orjson.dumps(recorded)):
+    for text in (done.output, again.output, orjson.dumps(redactions)):
         _no_code_in(text)
-    _no_code_in(_stored_bytes(var))  # the audit store; with SQLite the business DB too
+    _no_code_in(stored_bytes(var))  # the audit store; with SQLite the business DB too
 
 
 def test_nothing_is_changed_when_the_trail_refuses_the_records(
@@ -396,12 +385,12 @@ def test_a_commit_that_fails_after_the_records_is_recorded_as_a_failure(
     _no_code_in(done.output)
     for s in seeds:
         assert s.code in _value(url, s)
-    recorded = _events(var, "admin.text.redact")
-    assert [(e["outcome"], e.get("reason")) for e in recorded] == [
+    redactions = recorded(var, "admin.text.redact")
+    assert [(e["outcome"], e.get("reason")) for e in redactions] == [
         ("success", None),
         ("failure", "incomplete"),
     ]
-    assert {e["target"]["id"] for e in recorded} == {"rr_1"}
+    assert {e["target"]["id"] for e in redactions} == {"rr_1"}
 
 
 def test_nothing_is_shown_when_the_trail_refuses_the_access(

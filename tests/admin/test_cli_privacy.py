@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from privacy_kit import recorded, stored_bytes
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
@@ -19,11 +20,9 @@ from kroonika.audit import (
     AuditUnavailable,
     Correlation,
     PersonalData,
-    Query,
     Source,
     SqlAuditStore,
     events,
-    run_query,
 )
 from kroonika.audit.privacy import flow_subject
 from kroonika.audit.store._schema import subject_keys
@@ -99,14 +98,6 @@ def _session_row(ref: str, *, subject: str = "EE" + CODE, ended_at: int | None =
     }
 
 
-def _events(var: Path, kind: str) -> list[dict[str, Any]]:
-    store = SqlAuditStore(Settings(var_dir=var).resolved_audit_store_url(), read_only=True)
-    try:
-        return [orjson.loads(b) for b in run_query(store, Query(types=(kind,)))]
-    finally:
-        store.close()
-
-
 def _count(url: str, table: Any) -> int:
     engine = make_engine(url)
     try:
@@ -123,10 +114,6 @@ def _key_subjects(url: str) -> set[str]:
             return set(conn.execute(select(subject_keys.c.subject)).scalars())
     finally:
         store.close()
-
-
-def _stored_bytes(var: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in var.glob("*.db*") if p.is_file())
 
 
 def test_erasure_shreds_the_person_and_the_trail_still_verifies(
@@ -152,7 +139,7 @@ def test_erasure_shreds_the_person_and_the_trail_still_verifies(
 
     verify = runner.invoke(app, ["audit", "verify"])
     assert verify.exit_code == 0, verify.output
-    (erasure,) = _events(var, "audit.erasure")
+    (erasure,) = recorded(var, "audit.erasure")
     assert erasure["outcome"] == "success"
     assert erasure["target"] == {"type": "subject", "id": person["pseudonym"]}
     assert erasure["details"]["justification"] == WHY
@@ -170,7 +157,7 @@ def test_erasure_shreds_the_person_and_the_trail_still_verifies(
     assert [i["status"] for i in items] == ["erased", "erased"]
     assert all("personal" not in i for i in items)
 
-    stored = _stored_bytes(var)
+    stored = stored_bytes(var)
     for clear in (CODE.encode(), GIVEN.encode(), FAMILY.encode(), *wrapped):
         assert clear not in stored
     assert b"TOOMAS" in stored  # the other person's session is still there
@@ -189,7 +176,9 @@ def test_reveal_is_recorded_before_it_answers(var: Path, person: dict[str, Any])
         "given_name": GIVEN,
         "family_name": FAMILY,
     }
-    (access,) = [e for e in _events(var, "audit.access") if e["details"]["action"] == "re-identify"]
+    (access,) = [
+        e for e in recorded(var, "audit.access") if e["details"]["action"] == "re-identify"
+    ]
     assert access["details"]["justification"] == WHY
     assert access["details"]["event_ids"] == [record["id"]]
     assert access["details"]["fields"] == ["family_name", "given_name", "personal_code"]
@@ -225,7 +214,7 @@ def test_nothing_is_erased_or_revealed_when_the_trail_refuses(
     assert _count(settings.resolved_audit_store_url(), subject_keys) == 1
     assert _count(settings.resolved_database_url(), security_profile) == 1
     assert _count(settings.resolved_database_url(), session) == 2
-    assert _events(var, "audit.erasure") == []
+    assert recorded(var, "audit.erasure") == []
 
 
 @pytest.mark.parametrize("args", [["-j", ""], ["-j", "short"], []])
@@ -234,7 +223,7 @@ def test_a_justification_is_required(var: Path, person: dict[str, Any], args: li
     done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, *args])
     assert done.exit_code == 2
     assert "justification" in done.output.lower()
-    assert _events(var, "audit.erasure") == []
+    assert recorded(var, "audit.erasure") == []
 
 
 def test_an_unknown_person_is_answered_and_recorded(var: Path, person: dict[str, Any]) -> None:
@@ -243,7 +232,7 @@ def test_an_unknown_person_is_answered_and_recorded(var: Path, person: dict[str,
     assert done.exit_code == 0, done.output
     assert "nothing found" in done.output
     assert "49002124277" not in done.output
-    (erasure,) = _events(var, "audit.erasure")
+    (erasure,) = recorded(var, "audit.erasure")
     assert erasure["details"]["keys"] == 0
     assert "49002124277" not in orjson.dumps(erasure).decode()
 
@@ -257,9 +246,9 @@ def test_an_active_session_is_ended_recorded_and_deleted(var: Path, person: dict
     assert "sessions_ended=1" in done.output
     assert "sessions_active=0" in done.output
     assert _count(Settings(var_dir=var).resolved_database_url(), session) == 1
-    (ended,) = _events(var, "session.terminate")
+    (ended,) = recorded(var, "session.terminate")
     assert (ended["reason"], ended["details"]["ended_by"]) == ("erasure", "privacy")
-    (erasure,) = _events(var, "audit.erasure")
+    (erasure,) = recorded(var, "audit.erasure")
     assert ended["actor"]["pseudonym"] == erasure["target"]["id"]
     assert erasure["details"]["sessions_active"] == 1
 
@@ -290,7 +279,7 @@ def test_a_refused_ending_is_undone_and_can_be_run_again(
     finally:
         engine.dispose()
     assert (row.ended_at, row.end_reason) == (None, None)
-    outcomes = [(e["outcome"], e.get("reason")) for e in _events(var, "audit.erasure")]
+    outcomes = [(e["outcome"], e.get("reason")) for e in recorded(var, "audit.erasure")]
     assert outcomes == [("success", None), ("failure", "incomplete")]
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
@@ -312,7 +301,7 @@ def test_an_administrator_is_refused(var: Path, person: dict[str, Any]) -> None:
     assert done.exit_code == 2
     assert "administrator role" in done.output
     assert CODE not in done.output
-    assert _events(var, "audit.erasure") == []
+    assert recorded(var, "audit.erasure") == []
     assert _count(Settings(var_dir=var).resolved_audit_store_url(), subject_keys) == 1
 
 
@@ -339,7 +328,7 @@ def test_a_person_named_badly_is_a_usage_error(var: Path, args: list[str]) -> No
     done = CliRunner().invoke(app, ["audit", "erase", *args, "-j", WHY])
     assert done.exit_code == 2
     assert "\x1b" not in done.output
-    assert not (var / "audit.db").exists() or _events(var, "audit.erasure") == []
+    assert not (var / "audit.db").exists() or recorded(var, "audit.erasure") == []
 
 
 def test_reveal_bounds_and_names(var: Path) -> None:
@@ -373,7 +362,7 @@ def test_erasure_finds_the_person_under_a_retired_pseudonym_key(
     assert "keys=2" in done.output
     assert pseudonyms[1] in done.output
     assert f"also under {pseudonyms[0]}" in done.output
-    (erasure,) = _events(var, "audit.erasure")
+    (erasure,) = recorded(var, "audit.erasure")
     assert erasure["details"]["pseudonyms"] == [pseudonyms[1], pseudonyms[0]]
     assert _count(Settings().resolved_audit_store_url(), subject_keys) == 0
 
@@ -452,7 +441,7 @@ def test_erasure_reaches_the_steps_of_the_persons_logins_under_every_pseudonym_k
     done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
     assert done.exit_code == 0, done.output
     assert "flow_keys=2" in done.output
-    (erasure,) = _events(var, "audit.erasure")
+    (erasure,) = recorded(var, "audit.erasure")
     assert erasure["details"]["flow_keys"] == 2
     assert _key_subjects(url) & flows == {flow_subject("flow-stranger")}
 
@@ -476,7 +465,7 @@ def test_erasure_by_a_retired_pseudonym_names_the_current_one_first(
     first, also = done.output.splitlines()[:2]
     assert first.startswith("erased p2:")
     assert also == f"also under {person['pseudonym']}"
-    (erasure,) = _events(var, "audit.erasure")
+    (erasure,) = recorded(var, "audit.erasure")
     current = first.split()[1].rstrip(":")
     assert erasure["target"]["id"] == current
     assert erasure["details"]["pseudonyms"] == [current, person["pseudonym"]]
@@ -506,7 +495,7 @@ def _rotated(var: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _lookups(var: Path) -> list[dict[str, Any]]:
-    return [e for e in _events(var, "audit.access") if e["details"]["action"] == "pseudonymise"]
+    return [e for e in recorded(var, "audit.access") if e["details"]["action"] == "pseudonymise"]
 
 
 def test_pseudonyms_under_every_key_are_recorded_and_printed(
@@ -645,7 +634,7 @@ def test_the_personal_code_option_still_erases_and_says_it_is_deprecated(
     assert "--personal-code is deprecated" in done.stderr
     assert "--personal-code-file -" in done.stderr
     assert CODE not in done.output
-    (erasure,) = _events(var, "audit.erasure")
+    (erasure,) = recorded(var, "audit.erasure")
     assert erasure["details"]["by"] == "personal_code"
 
 
@@ -664,7 +653,7 @@ def test_the_personal_code_option_is_refused_in_production(
     assert "--personal-code-file" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert CODE not in done.output
-    assert _events(var, "audit.erasure") == []
+    assert recorded(var, "audit.erasure") == []
     monkeypatch.delenv("KROONIKA_ENV")
     event = person["records"][0]["id"]
     shown = CliRunner().invoke(app, ["audit", "reveal", "-j", WHY, "--event", event])
