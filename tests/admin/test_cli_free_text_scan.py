@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from privacy_kit import recorded, stored_bytes
+from privacy_kit import recorded, refuse_records, stored_bytes
 from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.engine.base import RootTransaction
 from sqlalchemy.exc import OperationalError
@@ -397,14 +397,7 @@ def test_nothing_is_shown_when_the_trail_refuses_the_access(
     var: Path, business: tuple[str, list[Seeded]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The scan is recorded before it answers: refused, exit 2 and no finding shown."""
-    real = AuditTrail.emit_sync
-
-    def refuse(self: AuditTrail, event: Any) -> Any:
-        if event.type == "audit.access":
-            raise AuditUnavailable("store down")
-        return real(self, event)
-
-    monkeypatch.setattr(AuditTrail, "emit_sync", refuse)
+    refuse_records(monkeypatch, "audit.access")
     done = _scan()
     assert done.exit_code == 2
     assert "rr_1" not in done.output

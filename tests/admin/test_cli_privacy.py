@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from privacy_kit import recorded, stored_bytes
+from privacy_kit import recorded, refuse_records, stored_bytes
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
@@ -589,14 +589,7 @@ def test_no_pseudonym_is_printed_when_the_trail_refuses_the_record(
     var: Path, person: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Recorded before it answers: a refused audit.access is exit 2 and nothing shown."""
-    real = AuditTrail.emit_sync
-
-    def refuse(self: AuditTrail, event: Any) -> Any:
-        if event.type == "audit.access":
-            raise AuditUnavailable("store down")
-        return real(self, event)
-
-    monkeypatch.setattr(AuditTrail, "emit_sync", refuse)
+    refuse_records(monkeypatch, "audit.access")
     done = CliRunner().invoke(app, ["audit", "pseudonyms", "-j", WHY], input=CODE)
     assert done.exit_code == 2
     assert person["pseudonym"] not in done.output
