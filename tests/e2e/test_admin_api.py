@@ -77,6 +77,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
     ("POST", "/admin/privacy/lists/export", {"format": "csv"}, PRIV),
     ("GET", "/admin/alerts", None, {"admin", "security", "auditor"}),
     ("POST", "/admin/alerts/alr_none/acknowledge", {"note": "seen"}, SEC),
+    ("POST", "/admin/privacy/free-text/scan", {}, PRIV),
+    ("POST", "/admin/privacy/free-text/redact", {}, PRIV),
     ("GET", "/audit/events", None, AU),
     ("GET", "/audit/events/none", None, AU),
     ("GET", "/audit/checkpoints", None, AU),

@@ -24,7 +24,7 @@ from typing import Any, Final
 import orjson
 from sqlalchemy import Column, Connection, Engine, Table, select, update
 
-from kroonika.audit import Actor, AuditEvent, Outcome, Target
+from kroonika.audit import Actor, AuditEvent, Correlation, Outcome, Source, Target
 from kroonika.audit import events as ev
 from kroonika.audit.personal_codes import contains_personal_code, redact_personal_codes
 from kroonika.audit.store.sql import flush_deleted, secure_delete
@@ -220,6 +220,8 @@ def scan_event(
     actor: Actor,
     justification: str,
     interface: str,
+    source: Source | None = None,
+    correlation: Correlation | None = None,
 ) -> AuditEvent:
     """The ``audit.access`` record of a scan (action ``scan-free-text``): how many columns
     were read, whether a redaction follows, how many values were found; neither a code
@@ -227,6 +229,8 @@ def scan_event(
     columns = sum(len(names) for _, names in FREE_TEXT_COLUMNS)
     return ev.audit_access(
         actor=actor,
+        source=source,
+        correlation=correlation,
         action="scan-free-text",
         query=f"columns={columns} redact={'yes' if redact else 'no'}",
         returned=len(findings),
@@ -243,6 +247,8 @@ def redaction_events(
     justification: str,
     interface: str,
     failed: str | None = None,
+    source: Source | None = None,
+    correlation: Correlation | None = None,
 ) -> list[AuditEvent]:
     """One ``admin.text.redact`` per changed row: the row (target: table and id), the
     columns changed, the pseudonyms of the people whose codes were removed and how many
@@ -253,7 +259,9 @@ def redaction_events(
             outcome=Outcome.FAILURE if failed else Outcome.SUCCESS,
             reason=failed,
             actor=actor,
+            source=source,
             target=Target(r.table, r.row_id),
+            correlation=correlation,
             columns=list(r.columns),
             pseudonyms=list(r.subject_refs),
             codes=r.codes,

@@ -6,7 +6,9 @@ needs a justification and, with a session cookie, the CSRF token):
 - ``POST /admin/privacy/pseudonyms``: a person's pseudonym under every pseudonymisation
   key, current and retired (to follow them across a rotation, decision 0028);
 - ``POST /admin/privacy/lists/export``: the allow/deny-lists with personal codes in
-  clear, to import into another instance (decision 0031).
+  clear, to import into another instance (decision 0031);
+- ``POST /admin/privacy/free-text/scan`` and ``.../redact``: personal codes typed into
+  stored free text before decision 0033, found and removed (decision 0038).
 
 Each is recorded before it acts or answers (``audit.erasure``, ``audit.access`` with
 action ``re-identify``, ``pseudonymise`` or ``export``): if the trail cannot record, the
@@ -48,6 +50,12 @@ from kroonika.admin._privacy import (
     pseudonymise_event,
     reidentify_event,
     reveal_refs,
+)
+from kroonika.admin._stored_text import (
+    RowRedaction,
+    StoredText,
+    redaction_events,
+    scan_event,
 )
 from kroonika.admin.routes import Body, _sctx, _tctx, _tokens
 from kroonika.audit import AuditEvent, AuditUnavailable, SqlAuditStore, Target
@@ -282,3 +290,84 @@ async def export_lists_in_clear(
         )
     )
     return Response(export_lists(entries, body.format), media_type=EXPORT_MEDIA[body.format])
+
+
+class FreeTextBody(Body):
+    justification: str | None = None
+
+
+def _stored_text(request: Request) -> StoredText:
+    admin = admin_services(request)
+    return StoredText(admin.services.engine, admin.fingerprinter.pseudonym)
+
+
+async def _scan_recorded(
+    request: Request, p: Principal, stored: StoredText, *, redact: bool
+) -> list[dict[str, Any]]:
+    """Scan, and record the scan (``audit.access``, action ``scan-free-text``) before
+    anything is answered or changed."""
+    findings = await asyncio.to_thread(stored.scan)
+    event = scan_event(
+        findings,
+        redact=redact,
+        actor=p.actor(),
+        justification=str(request.state.admin_call.justification),
+        interface="api",
+        source=source_of(request),
+        correlation=correlation_of(request),
+    )
+    await admin_services(request).services.audit.trail.emit(event)
+    return [f.public() for f in findings]
+
+
+@router.post("/free-text/scan", openapi_extra=X_ROLES)
+async def scan_free_text(
+    request: Request, p: Annotated[Principal, require(*PRIVACY)], body: FreeTextBody
+) -> dict[str, Any]:
+    """Values of the business database's free-text columns (justifications, reasons,
+    names, change reasons, configuration request changes, job errors) that hold a valid
+    personal code, typed before decision 0033 refused them: table, column, row id and
+    the people's pseudonyms (``subject_refs``), never the code or the text. Recorded as
+    ``audit.access`` (action ``scan-free-text``) before the answer (503 otherwise)."""
+    return {"findings": await _scan_recorded(request, p, _stored_text(request), redact=False)}
+
+
+@router.post("/free-text/redact", openapi_extra=X_ROLES)
+async def redact_free_text(
+    request: Request, p: Annotated[Principal, require(*PRIVACY)], body: FreeTextBody
+) -> dict[str, Any]:
+    """Scan as ``/free-text/scan`` does, then replace each code found (with its prefix)
+    by ``[REDACTED:personal_code]``, one transaction per table; each changed row is
+    recorded as ``admin.text.redact`` before its table commits. If the trail refuses,
+    that table is left as it was and the answer is 503 (tables done before stay done
+    and recorded: call it again). ``left`` counts values that changed meanwhile."""
+    stored = _stored_text(request)
+    findings = await _scan_recorded(request, p, stored, redact=True)
+    trail = admin_services(request).services.audit.trail
+    loop = asyncio.get_running_loop()
+    why = str(request.state.admin_call.justification)
+    source, correlation = source_of(request), correlation_of(request)
+
+    def emit(rows: list[RowRedaction], failed: str | None = None) -> None:
+        events = redaction_events(
+            rows,
+            actor=p.actor(),
+            justification=why,
+            interface="api",
+            failed=failed,
+            source=source,
+            correlation=correlation,
+        )
+        # from the worker thread that holds the table's transaction: the writer runs here
+        asyncio.run_coroutine_threadsafe(trail.emit_many(events), loop).result()
+
+    def failed(rows: list[RowRedaction]) -> None:
+        with contextlib.suppress(AuditUnavailable):
+            emit(rows, failed="incomplete")
+
+    def run() -> int:
+        return sum(len(rows) for rows in stored.redact(emit, failed)) if findings else 0
+
+    redacted = await asyncio.to_thread(run)
+    left = await asyncio.to_thread(stored.scan) if findings else []
+    return {"findings": findings, "redacted": redacted, "left": len(left)}
