@@ -5,6 +5,7 @@ an output, an event or (SQLite) the stored bytes (decision 0038)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,12 +308,13 @@ def test_scan_is_recorded_as_an_access_with_its_justification(
 
 
 def test_redact_replaces_the_codes_records_each_row_and_a_second_scan_finds_nothing(
-    var: Path, business: tuple[str, list[Seeded]]
+    var: Path, business: tuple[str, list[Seeded]], caplog: pytest.LogCaptureFixture
 ) -> None:
     """--redact: every code becomes the marker, the text around it stays, the clean row
     is untouched; one admin.text.redact per changed row names table, columns, row and
     pseudonyms; then a scan exits 0. No code in any output, event or stored byte."""
     url, seeds = business
+    caplog.set_level(logging.DEBUG)
     done = _scan("--redact", "--json")
     assert done.exit_code == 0, done.output
     changed_rows = {(s.table.name, s.row_id) for s in seeds}
@@ -332,7 +334,7 @@ def test_redact_replaces_the_codes_records_each_row_and_a_second_scan_finds_noth
     again = _scan()
     assert again.exit_code == 0, again.output
     assert again.stdout == ""
-    for text in (done.output, again.output, orjson.dumps(redactions)):
+    for text in (done.output, again.output, orjson.dumps(redactions), caplog.text):
         _no_code_in(text)
     _no_code_in(stored_bytes(var))  # the audit store; with SQLite the business DB too
 

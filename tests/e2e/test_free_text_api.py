@@ -5,6 +5,7 @@ appear in an answer or an event (decision 0038)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,10 +110,13 @@ def test_a_scan_names_each_value_by_pseudonym_and_is_recorded(stack: AdminStack)
     assert access["details"]["returned"] == 3
 
 
-def test_a_redaction_removes_the_codes_and_records_each_row(stack: AdminStack) -> None:
+def test_a_redaction_removes_the_codes_and_records_each_row(
+    stack: AdminStack, caplog: pytest.LogCaptureFixture
+) -> None:
     """The codes become the marker and the rest of the text stays; one admin.text.redact
     per row, with the request's correlation; a second scan finds nothing. No code in any
-    answer or event."""
+    answer, event or log line."""
+    caplog.set_level(logging.DEBUG)
     r = stack.call("POST", REDACT, role="privacy", why=WHY, json={})
     assert r.status_code == 200, r.text
     assert r.json()["redacted"] == 3
@@ -132,6 +136,8 @@ def test_a_redaction_removes_the_codes_and_records_each_row(stack: AdminStack) -
         _no_code_in(text)
     for raw in stack.stack.raw_events():
         _no_code_in(raw)
+    assert caplog.text  # the service logs in this process
+    _no_code_in(caplog.text)
 
 
 def test_nothing_is_redacted_when_the_trail_refuses_the_records(
