@@ -50,10 +50,12 @@ C = {
         "key": "3850505123",
         "token": "4911111234",
         "job": "5010203045",
+        "long": "3020304056",
     }.items()
 }
 VERSION = int(_code("6110101234"))  # a valid code, kept as the number it is
 EXPECTED = C["config_expected"]
+LONG_NAME = "x" * 180 + " " + C["long"]
 #: the subject of the role request and of the token: stored in clear on purpose
 HOLDER = _code("3991231000")
 BY = "person:p1:AAAAAAAAAAAAAAAAAAAAAAAA"
@@ -143,6 +145,18 @@ def _seed(url: str) -> list[Seeded]:
             },
         ),
         (
+            clients,
+            {
+                "client_id": "svc-2",
+                "name": LONG_NAME,
+                "secret_hash": "x",
+                "allowed_audiences": "[]",
+                "allowed_claims": "[]",
+                "max_ttl_s": 60,
+                "created_at": 1,
+            },
+        ),
+        (
             admin_api_key,
             {
                 "id": "k1",
@@ -209,6 +223,8 @@ def _seed(url: str) -> list[Seeded]:
         ),
         Seeded(access_list, "reason", "al_1", C["reason"], f"INC-3 reported by {MARK} today"),
         Seeded(clients, "name", "svc-1", C["client"], f"Kassa {MARK}"),
+        # the marker is longer than the code: cut to the column's 200 characters
+        Seeded(clients, "name", "svc-2", C["long"], "x" * 180 + " " + MARK[:18] + "\u2026"),
         Seeded(admin_api_key, "name", "k1", C["key"], f"deploy key of {MARK}"),
         Seeded(tokens, "change_reason", "jti-1", C["token"], f"INC-5 {MARK} left the company"),
         Seeded(job_run, "error", "run-1", C["job"], f"IntegrityError: value {MARK}"),

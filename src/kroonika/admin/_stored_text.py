@@ -171,20 +171,24 @@ def _redacted(table: Table, column: str, value: str) -> tuple[str, tuple[str, ..
     """``value`` without its personal codes, and the codes (none: ``value`` itself).
     Plain text is searched with the edge's check (decision 0033); a JSON column's
     strings each are, and the document is written back as orjson writes it."""
-    if f"{table.name}.{column}" not in _JSON_COLUMNS:
-        if not contains_personal_code(value):  # the edge's check, and the fast path
-            return value, ()
-        return redact_personal_codes(value)
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return _redacted(table, "", value)  # not JSON after all: searched as text
-    codes: list[str] = []
+    if f"{table.name}.{column}" in _JSON_COLUMNS:
+        try:
+            return _redacted_json(orjson.loads(value), value)
+        except orjson.JSONDecodeError:
+            pass  # not JSON after all: searched as text
+    if not contains_personal_code(value):  # the edge's check, and the fast path
+        return value, ()
+    text, codes = redact_personal_codes(value)
+    return _fitted(text, getattr(table.c[column].type, "length", None)), codes
+
+
+def _redacted_json(doc: Any, value: str) -> tuple[str, tuple[str, ...]]:
+    found: list[str] = []
 
     def strings(item: Any) -> Any:
         if isinstance(item, str):
-            text, found = redact_personal_codes(item)
-            codes.extend(found)
+            text, codes = redact_personal_codes(item)
+            found.extend(codes)
             return text
         if isinstance(item, list):
             return [strings(v) for v in item]
@@ -193,7 +197,16 @@ def _redacted(table: Table, column: str, value: str) -> tuple[str, tuple[str, ..
         return item
 
     new = strings(doc)
-    return (orjson.dumps(new).decode(), tuple(codes)) if codes else (value, ())
+    return (orjson.dumps(new).decode(), tuple(found)) if found else (value, ())
+
+
+def _fitted(text: str, limit: int | None) -> str:
+    """``text`` cut to the column's length, ending in an ellipsis: the marker is longer
+    than a code, and PostgreSQL refuses a value longer than ``VARCHAR(n)`` (which would
+    stop every later redaction of the table at that row)."""
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "\u2026"
 
 
 def _key(table: Table) -> Column[Any]:
