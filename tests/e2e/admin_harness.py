@@ -77,6 +77,19 @@ def admin_stack(
         yield AdminStack(stack, keys)
 
 
+@contextmanager
+def backend_stack(tmp_path: Path, backend: str, request: Any) -> Iterator[AdminStack]:
+    """:func:`admin_stack` on SQLite (``backend`` ``sqlite``) or with the business and
+    audit tables in one fresh PostgreSQL database (``request`` gives the fixture)."""
+    if backend == "sqlite":
+        with admin_stack(tmp_path) as s:
+            yield s
+        return
+    url = request.getfixturevalue("fresh_postgres_url")  # business and audit tables in one
+    with admin_stack(tmp_path, database_url=url, overrides={"audit_store_url": url}) as s:
+        yield s
+
+
 def person_label(services: Services, code: str) -> str:
     """How the admin API names the person with this personal code (``admin:<pseudonym>``)."""
     subject = "EE" + code

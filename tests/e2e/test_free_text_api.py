@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
-from admin_harness import AdminStack, admin_stack, refuse_events
+from admin_harness import AdminStack, backend_stack, refuse_events
 from sqlalchemy import insert, select
 
 from kroonika.db.admin import admin_role_request
@@ -27,22 +26,11 @@ MARK = "[REDACTED:personal_code]"
 BY = "person:p1:AAAAAAAAAAAAAAAAAAAAAAAA"
 
 
-@contextmanager
-def _stack(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[AdminStack]:
-    if backend == "sqlite":
-        with admin_stack(tmp_path) as s:
-            yield s
-        return
-    url = request.getfixturevalue("fresh_postgres_url")  # business and audit tables in one
-    with admin_stack(tmp_path, database_url=url, overrides={"audit_store_url": url}) as s:
-        yield s
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[AdminStack]:
     """A running service whose business database holds codes in three free-text columns,
     written directly, as the code before decision 0033 stored them."""
-    with _stack(tmp_path, request.param, request) as s:
+    with backend_stack(tmp_path, request.param, request) as s:
         with s.stack.services.engine.begin() as conn:
             conn.execute(
                 insert(admin_role_request).values(

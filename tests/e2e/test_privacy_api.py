@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from admin_harness import AdminStack, admin_stack
+from admin_harness import AdminStack, admin_stack, backend_stack
 from sqlalchemy import func, select
 from test_database_down import refusing_connections
 
@@ -30,17 +29,6 @@ WHY = "DPO-41 erasure request of a data subject"
 ERASE = "/admin/privacy/erasures"
 REVEAL = "/admin/privacy/re-identify"
 PSEUDONYMS = "/admin/privacy/pseudonyms"
-
-
-@contextmanager
-def _stack(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[AdminStack]:
-    if backend == "sqlite":
-        with admin_stack(tmp_path) as s:
-            yield s
-        return
-    url = request.getfixturevalue("fresh_postgres_url")  # business and audit tables in one
-    with admin_stack(tmp_path, database_url=url, overrides={"audit_store_url": url}) as s:
-        yield s
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -99,7 +87,7 @@ def test_erasure_shreds_the_person_and_the_trail_still_verifies(
     person's keys, profile and ended session gone, the verifier intact, re-identification
     of their login 'erased', and the personal code and names in no answer, log line or
     stored event; a new login afterwards gets a fresh, readable key."""
-    with _stack(tmp_path, backend, request) as stack:
+    with backend_stack(tmp_path, backend, request) as stack:
         login = _login_and_logout(stack)
         pseudonym = login["actor"]["pseudonym"]
         assert _reveal(stack, login["id"]).json()["events"][0]["status"] == "revealed"
