@@ -101,7 +101,9 @@ def require_binary(name: str, path: str) -> None:
 @contextmanager
 def seeded_stack(tmp_path: Path, **kw: Any) -> Iterator[AdminStack]:
     """The admin stack (``kw`` as :func:`admin_stack` takes) with :func:`seed`'s events
-    in its trail."""
-    with admin_stack(tmp_path, **kw) as stack:
+    in its trail, and only those alerts: the alert evaluator is off, or it would raise
+    its own alerts for the seeded anomalies (decision 0036)."""
+    overrides = {"alerts_enabled": False, **kw.pop("overrides", {})}
+    with admin_stack(tmp_path, overrides=overrides, **kw) as stack:
         seed(stack)
         yield stack
