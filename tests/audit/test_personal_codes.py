@@ -115,6 +115,9 @@ def test_numbers_that_are_no_valid_code_are_not_found(text: str) -> None:
     after=st.text(max_size=40),
     prefix=st.sampled_from(["", "EE", "ee", "PNOEE-", "isikukood "]),
 )
+# NFKC turned "¼" into "1⁄4" and "¹" into "1": the code looked glued to a longer number
+@example(code="10001010002", before="", after="¼", prefix="")
+@example(code="38001085718", before="¹", after="", prefix="")
 def test_the_finder_finds_every_valid_code_bounded_by_non_digits(
     code: str, before: str, after: str, prefix: str
 ) -> None:
@@ -287,3 +290,17 @@ def test_redact_personal_codes_agrees_with_the_edge_check(text: str, code: str, 
         assert not contains_personal_code(out)
         if not found:
             assert out == sample
+
+
+def test_decimal_digits_of_any_script_read_as_their_digits_and_keep_positions() -> None:
+    """Full-width and Arabic-Indic digits are the digits they stand for; what is no
+    decimal digit (a fraction, a superscript) does not join a number."""
+    full_width = "".join(chr(0xFF10 + int(d)) for d in "38001085718")
+    arabic = "".join(chr(0x0660 + int(d)) for d in "38001085718")
+    for text in (f"kood {full_width}.", f"kood {arabic}.", "x38001085718¼", "¹38001085718"):
+        assert contains_personal_code(text), text
+        redacted, codes = redact_personal_codes(text)
+        assert codes == ("38001085718",)
+        assert "[REDACTED:personal_code]" in redacted
+        assert redacted.startswith(text[:1])
+    assert not contains_personal_code("38001085718" + chr(0xFF18))  # 12 digits in all

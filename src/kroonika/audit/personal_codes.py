@@ -69,35 +69,32 @@ def is_personal_code(code: str) -> bool:
     return check_digit(code[:10]) == int(code[10])
 
 
+def _ascii_digits(text: str) -> str:
+    """``text`` with every decimal digit of any script (Unicode category Nd: full-width,
+    Arabic-Indic, Devanagari, ...) as the ASCII digit it stands for, and nothing else
+    changed, so a position in the result is the same position in ``text``. Not NFKC:
+    that also turns ``¼`` into ``1⁄4`` and ``¹`` into ``1``, which would glue a digit
+    to a code and hide it as part of a longer number."""
+    return "".join(
+        str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c for c in text
+    )
+
+
 def contains_personal_code(text: str) -> bool:
     """Whether ``text`` holds a valid personal code that is not part of a longer number,
     with or without a prefix (``EE38001085718``, ``PNOEE-38001085718``). Full-width and
-    other compatibility digits count as the digits they stand for (NFKC)."""
+    other decimal digits count as the digits they stand for."""
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", text)
+        text = _ascii_digits(text)
     return any(is_personal_code(m.group()) for m in _CANDIDATE.finditer(text))
 
 
 def _spans(text: str) -> list[tuple[int, int, str]]:
     """Where in ``text`` the valid personal codes are (start and end in ``text``) and
-    each as ASCII digits. Text that is not ASCII is normalised (NFKC) one character at a
-    time, so that a position found in the normalised text maps back to the character
-    it came from; for digits that is what normalising the whole text gives."""
-    if text.isascii():
-        return [
-            (m.start(), m.end(), m.group())
-            for m in _CANDIDATE.finditer(text)
-            if is_personal_code(m.group())
-        ]
-    origin: list[int] = []
-    parts: list[str] = []
-    for i, ch in enumerate(text):
-        part = unicodedata.normalize("NFKC", ch)
-        parts.append(part)
-        origin.extend([i] * len(part))
-    normal = "".join(parts)
+    each as ASCII digits (decimal digits of other scripts read as theirs)."""
+    normal = text if text.isascii() else _ascii_digits(text)
     return [
-        (origin[m.start()], origin[m.end() - 1] + 1, m.group())
+        (m.start(), m.end(), m.group())
         for m in _CANDIDATE.finditer(normal)
         if is_personal_code(m.group())
     ]
