@@ -183,6 +183,10 @@ def test_an_attack_raises_one_alert_delivered_once_then_acknowledged(alerted: Al
     assert listed.status_code == 200
     assert [a["alert_id"] for a in listed.json()["alerts"]] == [alert_id]
     assert listed.json()["alerts"][0]["state"] == "open"
+    page = alerted.call("GET", "/admin/dashboard", role="auditor")
+    assert page.status_code == 200
+    assert '<span id="open-count">1</span>' in page.text  # the same state as the list
+    assert f'data-alert-id="{alert_id}"' in page.text
 
     (mail,) = alerted.inbox.messages()
     assert mail["Message-ID"] == f"<{raised['id']}@example.org>"
@@ -209,6 +213,9 @@ def test_an_attack_raises_one_alert_delivered_once_then_acknowledged(alerted: Al
     acked = alerted.call("GET", "/admin/alerts?state=acknowledged").json()["alerts"]
     assert [a["alert_id"] for a in acked] == [alert_id]
     assert acked[0]["note"] == "blocked"
+    page = alerted.call("GET", "/admin/dashboard", role="auditor")
+    assert '<span id="open-count">0</span>' in page.text
+    assert f'data-alert-id="{alert_id}"' in page.text  # now under the acknowledged
 
     # A restart that reads the whole trail again (its cursor put back, as after a crash
     # before the cursor moved): the alert is known, nothing is raised or sent again.

@@ -8,7 +8,8 @@ import hashlib
 import re
 from collections import Counter
 
-from kroonika.audit.dashboard import Alert, Overview, StreamHealth, Verification, Window
+from kroonika.audit.alerting import Alert
+from kroonika.audit.dashboard import Overview, StreamHealth, Verification, Window
 from kroonika.shipping import SinkStatus
 from kroonika.web.routes_dashboard import CSP, render, shown
 
@@ -27,13 +28,27 @@ def _overview(text: str) -> Overview:
             "actor": {"pseudonym": text},
         }
     )
-    alert = Alert(text, text, text, text, text, text)
+    alert = Alert(
+        alert_id=text, rule=text, summary=text, severity=text, raised_at=text, first_seen=text
+    )
     return Overview(
         generated="2026-11-27T12:00:00.000000Z",
         alert_since="2026-10-28T12:00:00.000000Z",
         open_alerts=[alert],
         open_total=1,
-        acknowledged=[Alert(text, text, text, "alert", text, text, text, text, text)],
+        acknowledged=[
+            Alert(
+                alert_id=text,
+                rule=text,
+                summary=text,
+                severity="alert",
+                raised_at=text,
+                first_seen=text,
+                acknowledged_at=text,
+                acknowledged_by=text,
+                note=text,
+            )
+        ],
         windows=[window],
         streams=[StreamHealth(text, 3, text, text, 3)],
         verification=Verification(text, text, text, 1),

@@ -23,12 +23,13 @@ import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
 
+from kroonika.audit.alerting import Alert, AlertBook
 from kroonika.audit.query import time_bound
 from kroonika.audit.store._types import AuditStore
 
@@ -41,21 +42,6 @@ IPV6_PREFIX: Final = 48
 #: How many sources, alerts and acknowledgements are listed at most.
 TOP: Final = 10
 ALERTS_SHOWN: Final = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One raised alert and, once acknowledged, who acknowledged it when and why."""
-
-    alert_id: str
-    rule: str
-    summary: str
-    severity: str
-    time: str
-    stream: str
-    acknowledged: str | None = None
-    note: str | None = None
-    acknowledged_by: str | None = None
 
 
 @dataclass(slots=True)
@@ -202,8 +188,7 @@ def overview(
     day_start = counted[0].since if counted else _stamp(now)
     alert_since = _stamp(now - timedelta(days=alert_days))
     start = min(alert_since, day_start)
-    raised: dict[str, Alert] = {}
-    acks: dict[str, tuple[str, str, str]] = {}  # alert id -> (time, note, by)
+    book = AlertBook()  # the same state as GET /admin/alerts, over the look-back
     verification: Verification | None = None
     read = 0
     for block in store.blocks(from_time=start):
@@ -228,23 +213,8 @@ def overview(
             event_type = doc.get("type")
             details = doc.get("details")
             details = details if isinstance(details, dict) else {}
-            if event_type == "alert.raise":
-                alert_id = _text(details.get("alert_id"))
-                if alert_id and alert_id not in raised:
-                    raised[alert_id] = Alert(
-                        alert_id=alert_id,
-                        rule=_text(details.get("rule")),
-                        summary=_text(details.get("summary")),
-                        severity=_text(doc.get("severity")),
-                        time=t,
-                        stream=_text(doc.get("stream")),
-                    )
-            elif event_type == "alert.acknowledge":
-                alert_id = _text(details.get("alert_id"))
-                actor = doc.get("actor")
-                by = _actor_label(actor if isinstance(actor, dict) else {})
-                if alert_id and alert_id not in acks:
-                    acks[alert_id] = (t, _text(details.get("note")), by)
+            if event_type in ("alert.raise", "alert.acknowledge"):
+                book.apply(doc)
             elif (
                 event_type == "audit.access"
                 and details.get("action") == "verify"
@@ -257,17 +227,12 @@ def overview(
                     interface=_text(details.get("interface")),
                     records=returned if isinstance(returned, int) else None,
                 )
-    open_alerts = sorted(
-        (a for i, a in raised.items() if i not in acks), key=lambda a: a.time, reverse=True
-    )
+    alerts = book.alerts.values()
+    open_alerts = sorted((a for a in alerts if a.open), key=lambda a: a.raised_at, reverse=True)
     recent = counted[0].since if counted else alert_since
     acknowledged = sorted(
-        (
-            replace(a, acknowledged=acks[i][0], note=acks[i][1], acknowledged_by=acks[i][2])
-            for i, a in raised.items()
-            if i in acks and acks[i][0] >= recent
-        ),
-        key=lambda a: a.acknowledged or "",
+        (a for a in alerts if not a.open and (a.acknowledged_at or "") >= recent),
+        key=lambda a: a.acknowledged_at or "",
         reverse=True,
     )
     return Overview(
@@ -281,15 +246,6 @@ def overview(
         verification=verification,
         read=read,
     )
-
-
-def _actor_label(actor: dict[str, Any]) -> str:
-    """Who acted, as the trail names them: a pseudonym or an API key (a client id)."""
-    for key in ("pseudonym", "client_id"):
-        value = actor.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return _text(actor.get("type"))
 
 
 def stream_health(store: AuditStore) -> list[StreamHealth]:

@@ -35,7 +35,8 @@ from kroonika.admin._auth import (
     require,
 )
 from kroonika.admin._errors import AdminError
-from kroonika.audit.dashboard import Alert, Overview, Window, overview
+from kroonika.audit.alerting import Alert
+from kroonika.audit.dashboard import Overview, Window, overview
 from kroonika.audit.formats._text import escape_unprintable
 from kroonika.audit.personal_codes import is_personal_code
 from kroonika.shipping import SinkStatus
@@ -131,7 +132,7 @@ def _table(table_id: str, head: Iterable[str], rows: list[str], empty: str) -> s
 def _alert_row(a: Alert) -> str:
     sev = shown(a.severity)
     return (
-        f'<tr data-alert-id="{shown(a.alert_id)}"><td>{_time(a.time)}</td>'
+        f'<tr data-alert-id="{shown(a.alert_id)}"><td>{_time(a.raised_at)}</td>'
         f'<td class="sev-{sev}">{sev}</td><td>{shown(a.rule)}</td>'
         f'<td class="summary">{shown(a.summary)}</td><td>{shown(a.alert_id)}</td></tr>'
     )
@@ -139,10 +140,10 @@ def _alert_row(a: Alert) -> str:
 
 def _ack_row(a: Alert) -> str:
     return (
-        f'<tr data-alert-id="{shown(a.alert_id)}"><td>{_time(a.acknowledged)}</td>'
+        f'<tr data-alert-id="{shown(a.alert_id)}"><td>{_time(a.acknowledged_at)}</td>'
         f"<td>{shown(a.acknowledged_by or '')}</td><td>{shown(a.note or '')}</td>"
         f'<td class="sev-{shown(a.severity)}">{shown(a.severity)}</td><td>{shown(a.rule)}</td>'
-        f'<td class="summary">{shown(a.summary)}</td><td>{_time(a.time)}</td></tr>'
+        f'<td class="summary">{shown(a.summary)}</td><td>{_time(a.raised_at)}</td></tr>'
     )
 
 
