@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_harness import ADMIN, AdminStack, admin_stack, refuse_events
+from admin_harness import ADMIN, AdminStack, admin_stack, backend_stack, refuse_events
 from sqlalchemy import select
-from test_privacy_api import BACKENDS, _stack
+from test_privacy_api import BACKENDS
 
 from kroonika.db import make_engine
 from kroonika.db.sessions import session
@@ -70,7 +70,7 @@ def test_a_logged_in_person_is_logged_out_their_tokens_revoked_and_their_rows_go
     """The person is logged in while erased: their session ends (session.terminate, reason
     erasure, in their browser too), their active tokens are revoked (token.revoke), then
     the session row is deleted and the tokens keep their metadata without the subject."""
-    with _stack(tmp_path, backend, request) as stack:
+    with backend_stack(tmp_path, backend, request) as stack:
         browser = _logged_in(stack)
         jtis = [r.jti for r in _rows(stack, tokens, tokens.c.subject == SUBJECT)]
         assert jtis
@@ -109,7 +109,7 @@ def test_a_refused_ending_is_undone_and_the_erasure_can_be_run_again(
     """The trail refuses session.terminate: 503 audit_unavailable, the session is open
     again (the browser still logged in), nothing deleted, and the recorded erasure is
     followed by its failure record; run again, the erasure completes."""
-    with _stack(tmp_path, backend, request) as stack:
+    with backend_stack(tmp_path, backend, request) as stack:
         browser = _logged_in(stack)
         refuse_events(monkeypatch, stack, "session.terminate")
         r = _erase(stack)
@@ -206,7 +206,7 @@ def test_after_an_erasure_no_event_in_the_store_reveals_the_person(
     login whose subject TARA named): before the erasure the store reveals them in several
     events, failed login included; after it, re-identifying every event of the store
     reveals them in none. The denylist entry is kept and counted."""
-    with _stack(tmp_path, backend, request) as stack:
+    with backend_stack(tmp_path, backend, request) as stack:
         _logged_in(stack).close()
         entry = stack.call(
             "POST",
@@ -263,7 +263,7 @@ def test_after_an_erasure_the_steps_of_the_persons_logins_before_tara_answered_a
     callback) carry the browser's full address and share the login's flow id: after the
     erasure they answer 'erased'. A stranger's login that never named anybody stays
     readable (decision 0023)."""
-    with _stack(tmp_path, backend, request) as stack:
+    with backend_stack(tmp_path, backend, request) as stack:
         with stack.stack.browser(autologin=None) as stranger:
             assert stranger.get(stack.url + "/auth/login").status_code == 200
         (abandoned,) = {
