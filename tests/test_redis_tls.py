@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -40,7 +41,13 @@ class TlsProxy:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._server.getsockname()[1]
         self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._threads: list[threading.Thread] = []
+        self._start(self._accept)
+
+    def _start(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _accept(self) -> None:
         while True:
@@ -48,7 +55,7 @@ class TlsProxy:
                 conn, _ = self._server.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self._start(self._serve, conn)
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -58,7 +65,7 @@ class TlsProxy:
             return
         upstream = socket.create_connection(self._target)
         self._open += [tls, upstream]
-        threading.Thread(target=self._pump, args=(upstream, tls), daemon=True).start()
+        self._start(self._pump, upstream, tls)
         self._pump(tls, upstream)
 
     @staticmethod
@@ -71,10 +78,16 @@ class TlsProxy:
                 s.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        self._server.close()
-        for s in self._open:
+        """Stop every thread: closing a socket another thread is blocked on does not wake
+        it on Linux, a shutdown does (a thread left accepting outlived its test and
+        changed what later tests saw, e.g. how many threads the process has)."""
+        for s in (self._server, *self._open):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
 
 
 @pytest.fixture
