@@ -273,12 +273,19 @@ class AlertBook:
         return book
 
 
-def read_book(store: Any) -> AlertBook:
-    """The alerts recorded in ``store`` (a full pass over the ``alert.*`` events; blocks
-    without one are skipped unparsed)."""
+def read_book(store: Any, *, since: float | None = None) -> AlertBook:
+    """The alerts recorded in ``store`` (a pass over the ``alert.*`` events; blocks
+    without one are skipped unparsed); with ``since`` (a Unix time) only those stored from
+    then on, found through the blocks' time index."""
     from kroonika.audit.query import Query, run_query
+    from kroonika.audit.query import time_bound as bound
 
-    return AlertBook.from_records(run_query(store, Query(types=("alert",))))
+    query = Query(types=("alert",))
+    if since is not None:
+        query = Query(
+            types=("alert",), from_time=bound(datetime.fromtimestamp(since, UTC).isoformat())
+        )
+    return AlertBook.from_records(run_query(store, query))
 
 
 # --- the evaluator ----------------------------------------------------------------------
@@ -323,8 +330,15 @@ class AlertEvaluator:
         self.stale = 0
 
     async def open(self) -> None:
+        """Read what a restart must know: the alerts that can still matter and the
+        threshold windows. An event older than ``max_age_s`` raises nothing, and an alert
+        throttles only within its rule's window, so alerts raised before both (and an
+        hour's margin for clocks) cannot change what this evaluator does: they are not
+        read, and a start costs the recent trail, not the whole of it."""
         if self._store is not None:
-            self.book = await asyncio.to_thread(read_book, self._store)
+            windows = max((r.window_s for r in self.rules), default=0)
+            since = self._clock() - self.max_age_s - windows - 3600
+            self.book = await asyncio.to_thread(read_book, self._store, since=since)
             await asyncio.to_thread(self._prime)
 
     def _prime(self) -> None:

@@ -283,3 +283,30 @@ async def test_on_postgresql_a_restart_raises_nothing_again(
 ) -> None:
     """The same on PostgreSQL (advisory locks, its cursor table)."""
     await reread_raises_nothing(kit_factory(fresh_postgres_url))
+
+
+@pytest.mark.asyncio
+async def test_a_start_reads_only_the_alerts_that_can_still_matter(kit: Kit) -> None:
+    """A restart reads the alerts raised within max_age_s and the rules' windows (plus
+    an hour), not the whole trail: an older alert can neither be raised again (its event
+    is stale) nor throttle (its window is over)."""
+    kit.trail.emit_sync(anomaly())
+    await run(kit, evaluator(kit))
+    (alert,) = raised(kit)
+
+    async def emit(event: AuditEvent) -> Any:
+        return kit.trail.emit_sync(event)
+
+    now = evaluator(kit)
+    await now.open()
+    assert list(now.book.alerts) == [alert["details"]["alert_id"]]
+    later = AlertEvaluator(
+        default_rules(),
+        emit,
+        store=kit.store,
+        cursors=CursorStore(kit.store.engine),
+        clock=lambda: time.time() + 3 * 86400,
+    )
+    await later.open()
+    assert later.book.alerts == {}
+    assert list(read_book(kit.store).alerts) == [alert["details"]["alert_id"]]  # all of it
