@@ -102,12 +102,7 @@ async def test_an_event_over_the_servers_max_payload_is_dead_lettered_and_the_re
             oversized=big,
             size=lambda: limit + extra,
         )
-        runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
-        try:
-            await runner.drain()
-        finally:
-            await runner.stop()
-            await sink.close()
+        runner = await deliver_all(kit, sink, batch_size=10, ship_checkpoints=False)
         (dead,) = CursorStore(kit.store.engine).dead_letters("nats")
         assert (dead["stream"], dead["seq"], dead["item_id"]) == ("web-1", 2, big)
         assert dead["error"].startswith("PermanentSinkError: ")
@@ -136,12 +131,7 @@ async def test_an_event_over_the_streams_max_msg_size_is_dead_lettered(kit: Kit)
         sink = OversizedSink(
             "nats", subject_prefix=prefix, timeout=2, oversized=big, size=lambda: 20000
         )
-        runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
-        try:
-            await runner.drain()
-        finally:
-            await runner.stop()
-            await sink.close()
+        await deliver_all(kit, sink, batch_size=10, ship_checkpoints=False)
         (dead,) = CursorStore(kit.store.engine).dead_letters("nats")
         assert (dead["seq"], dead["item_id"]) == (1, big)
         assert dead["error"].startswith("PermanentSinkError: ")
