@@ -17,6 +17,7 @@ from kroonika.audit.processors.redact import (
     _SECRET_MIN,
     _SECRET_SHAPES,
     Redact,
+    ascii_digits,
 )
 from kroonika.audit.processors.validate import Validate
 
@@ -288,7 +289,8 @@ def test_the_quick_pre_check_never_lets_a_new_shape_past(text: str) -> None:
     """For names with prefixes and quotes, U+FFFD as whitespace, URL credentials,
     personal codes in any text and base64: whatever the full pattern would find, the
     pre-check does not skip, and scrub gives what the full scan gives."""
-    full = Redact(Counters())._redact(text, _SECRET_SHAPES.search(text))
+    digits = ascii_digits(text)  # as scrub searches it: every decimal digit as ASCII
+    full = Redact(Counters())._redact(text, _SECRET_SHAPES.search(digits), digits)
     if full != text:
         assert len(text) >= _SECRET_MIN or _MAYBE_SECRET.search(text) is not None
     assert Redact(Counters()).scrub(text) == full or len(text) < _MIN_LEN
@@ -307,6 +309,47 @@ def test_a_request_id_still_skips_the_full_pattern() -> None:
 def test_redacting_twice_changes_nothing_more(once: str) -> None:
     """A ``[REDACTED:<kind>]`` marker is no shape itself: a second pass finds nothing."""
     assert redacted(once) == (once, {})
+
+
+def _digits_of(text: str, zero: str) -> str:
+    """``text`` with its ASCII digits written in the script whose zero is ``zero``."""
+    return "".join(chr(ord(zero) + int(c)) if c.isdigit() else c for c in text)
+
+
+@pytest.mark.parametrize("zero", ["\uff10", "\u0660", "\u0966", "\U0001d7ce"])
+@pytest.mark.parametrize(("text", "expected"), PERSONAL_CODES)
+def test_redact_finds_a_personal_code_written_in_another_scripts_digits(
+    zero: str, text: str, expected: str
+) -> None:
+    """Full-width, Arabic-Indic, Devanagari and mathematical digits are the digits they
+    stand for (as the free-text check of decision 0033 reads them): the code goes, every
+    other character stays where it was."""
+    assert redacted(_digits_of(text, zero)) == (expected, {"redact.personal_code": 1})
+
+
+def test_a_code_mixing_scripts_goes_and_a_vulgar_fraction_is_no_digit() -> None:
+    """One code in two scripts is still one code; ``¼`` or ``¹`` after eleven digits do
+    not make them a longer number, and a twelfth full-width digit does."""
+    assert redacted("id 3800108\uff15\uff17\uff11\uff18 x") == (
+        "id [REDACTED:personal_code] x",
+        {"redact.personal_code": 1},
+    )
+    assert redacted("38001085718\u00bc")[0] == "[REDACTED:personal_code]\u00bc"
+    twelve = _digits_of("380010857181", "\uff10")
+    assert redacted(twelve) == (twelve, {})
+
+
+def test_a_code_in_other_digits_is_never_remembered_as_clean() -> None:
+    """The clean cache holds the text as it came: a full-width code found once is found
+    again, and a value without one is still remembered."""
+    redact = Redact(Counters())
+    code = _digits_of("user 38001085718 failed", "\uff10")
+    assert redact.scrub(code) == "user [REDACTED:personal_code] failed"
+    assert redact.scrub(code) == "user [REDACTED:personal_code] failed"
+    plain = "n\u00e4ide \uff11\uff12\uff13 ilma koodita"
+    assert redact.scrub(plain) == plain
+    assert plain in redact._clean
+    assert code not in redact._clean
 
 
 def test_a_source_user_agent_and_actor_fields_are_still_scrubbed() -> None:

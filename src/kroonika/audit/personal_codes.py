@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import datetime
 import re
-import unicodedata
 from typing import Final
 
-from kroonika.audit.processors.redact import with_country_prefix
+from kroonika.audit.processors.redact import ascii_digits, with_country_prefix
 
 __all__ = [
     "MARKER",
@@ -69,30 +68,19 @@ def is_personal_code(code: str) -> bool:
     return check_digit(code[:10]) == int(code[10])
 
 
-def _ascii_digits(text: str) -> str:
-    """``text`` with every decimal digit of any script (Unicode category Nd: full-width,
-    Arabic-Indic, Devanagari, ...) as the ASCII digit it stands for, and nothing else
-    changed, so a position in the result is the same position in ``text``. Not NFKC:
-    that also turns ``¼`` into ``1⁄4`` and ``¹`` into ``1``, which would glue a digit
-    to a code and hide it as part of a longer number."""
-    return "".join(
-        str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c for c in text
-    )
-
-
 def contains_personal_code(text: str) -> bool:
     """Whether ``text`` holds a valid personal code that is not part of a longer number,
     with or without a prefix (``EE38001085718``, ``PNOEE-38001085718``). Full-width and
     other decimal digits count as the digits they stand for."""
     if not text.isascii():
-        text = _ascii_digits(text)
+        text = ascii_digits(text)
     return any(is_personal_code(m.group()) for m in _CANDIDATE.finditer(text))
 
 
 def _spans(text: str) -> list[tuple[int, int, str]]:
     """Where in ``text`` the valid personal codes are (start and end in ``text``) and
     each as ASCII digits (decimal digits of other scripts read as theirs)."""
-    normal = text if text.isascii() else _ascii_digits(text)
+    normal = text if text.isascii() else ascii_digits(text)
     return [
         (m.start(), m.end(), m.group())
         for m in _CANDIDATE.finditer(normal)

@@ -17,6 +17,7 @@ it never drops an event.
 from __future__ import annotations
 
 import re
+import unicodedata
 from itertools import islice
 from typing import Final
 
@@ -190,6 +191,17 @@ def with_country_prefix(value: str, start: int, done: int) -> int:
     return start
 
 
+def ascii_digits(text: str) -> str:
+    """``text`` with every decimal digit of any script (Unicode category Nd: full-width,
+    Arabic-Indic, Devanagari, ...) as the ASCII digit it stands for, and nothing else
+    changed, so a position in the result is the same position in ``text``. Not NFKC:
+    that also turns ``¼`` into ``1⁄4`` and ``¹`` into ``1``, which would glue a digit
+    to a code and hide it as part of a longer number."""
+    return "".join(
+        str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c for c in text
+    )
+
+
 class Redact:
     """Replace secret-shaped substrings; count each removal by kind."""
 
@@ -206,42 +218,49 @@ class Redact:
             return value
         if len(value) < _SECRET_MIN and _MAYBE_SECRET.search(value) is None:
             return value  # unique values such as request ids: not worth caching
-        match = _SECRET_SHAPES.search(value)
+        # The shapes are searched with every decimal digit as ASCII (a full-width
+        # personal code is one); one character stands for one, so the places found
+        # are the same in ``value``, and what is kept is kept as it came.
+        text = value if value.isascii() else ascii_digits(value)
+        match = _SECRET_SHAPES.search(text)
         if match is None:
             if len(self._clean) >= self._cache_size:
                 self._clean.clear()
             self._clean.add(value)
             return value
-        return self._redact(value, match)
+        return self._redact(value, match, text)
 
-    def _redact(self, value: str, match: re.Match[str] | None) -> str:
-        """Replace every shape from ``match`` on. A digest is skipped whole; a secret
-        candidate that does not look random is searched inside (a personal code or a
-        password=... may sit in a long identifier or path)."""
+    def _redact(self, value: str, match: re.Match[str] | None, text: str | None = None) -> str:
+        """Replace every shape from ``match`` on (found in ``text``, ``value`` with its
+        digits as ASCII). A digest is skipped whole; a secret candidate that does not
+        look random is searched inside (a personal code or a password=... may sit in a
+        long identifier or path)."""
+        if text is None:
+            text = value
         parts: list[str] = []
         done = 0
         while match is not None:
             kind = match.lastgroup or "secret"
             start, end = match.span()
             if kind == "digest":
-                match = _SECRET_SHAPES.search(value, end)
+                match = _SECRET_SHAPES.search(text, end)
                 continue
             if kind == "secret":
                 found = _find_secret(match.group())
                 if found is None:
                     # Look inside the run (the secret shape starts only where a run does).
-                    match = _SECRET_SHAPES.search(value, start + 1)
+                    match = _SECRET_SHAPES.search(text, start + 1)
                     continue
                 start, end = start + found[0], start + found[1]
             elif kind == "url_credentials":
                 start += 3  # "://"
             elif kind == "personal_code":
-                start = with_country_prefix(value, start, done)
+                start = with_country_prefix(text, start, done)
             self._counters.add(f"redact.{kind}")
             parts.append(value[done:start])
             parts.append(f"[REDACTED:{kind}]")
             done = end
-            match = _SECRET_SHAPES.search(value, end)
+            match = _SECRET_SHAPES.search(text, end)
         if not parts:
             return value
         parts.append(value[done:])
