@@ -3,6 +3,7 @@ configuration round trip, bulk import, separation of duties, reads of the trail.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -343,6 +344,51 @@ def test_an_import_line_with_an_overflowing_expiry_is_named(stack: AdminStack) -
     assert r.status_code == 422, r.text
     assert [e["line"] for e in r.json()["errors"]] == [2]
     assert stack.call("GET", "/admin/lists/status", params={"jti": "huge-exp"}).json()["allowed"]
+
+
+@pytest.mark.parametrize("expires_at", [False, True, 1, 1_000_000_000, "4102444800", 4102444800.5])
+def test_a_list_entry_that_would_be_expired_when_made_is_a_422(
+    stack: AdminStack, expires_at: object
+) -> None:
+    """An expiry in the past (``false`` read as 0 was one) would make a deny entry that
+    blocks nothing while the administrator believes it does: refused, naming the field,
+    and nothing is listed. An expiry is a JSON integer, not a text, a float or a bool."""
+    value = f"past-{expires_at!r}"
+    entry = {"list": "deny", "kind": "jti", "value": value, "reason": "leaked token"}
+    r = stack.call("POST", "/admin/lists", json={**entry, "expires_at": expires_at})
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"] == ["body.expires_at"]
+    assert stack.call("GET", "/admin/lists/status", params={"jti": value}).json()["allowed"]
+
+
+def test_an_entry_cannot_be_changed_to_an_expiry_in_the_past(stack: AdminStack) -> None:
+    """A change that would expire an entry at once is a 422 (removing it says so); the
+    entry keeps its expiry and keeps blocking. A future expiry is taken."""
+    later = int(time.time()) + 3600
+    entry = {"list": "deny", "kind": "jti", "value": "expire-later", "reason": "leaked",
+             "expires_at": later}  # fmt: skip
+    made = stack.call("POST", "/admin/lists", json=entry)
+    assert made.status_code == 201, made.text
+    path = f"/admin/lists/{made.json()['id']}"
+    r = stack.call("PATCH", path, json={"expires_at": int(time.time()) - 60})
+    assert r.status_code == 422, r.text
+    assert r.json()["fields"] == ["body.expires_at"]
+    status = stack.call("GET", "/admin/lists/status", params={"jti": "expire-later"}).json()
+    assert not status["allowed"]
+    r = stack.call("PATCH", path, json={"expires_at": later + 60})
+    assert r.status_code == 200, r.text
+    assert r.json()["expires_at"] == later + 60
+
+
+def test_an_import_line_that_would_be_expired_when_made_is_named(stack: AdminStack) -> None:
+    """In an import, an expiry in the past is that line's error; nothing is imported."""
+    data = b"list,kind,value,reason,expires_at\ndeny,jti,imp-ok,valid reason,\n" \
+        b"deny,jti,imp-past,valid reason,1000\n"  # fmt: skip
+    r = stack.call("POST", "/admin/lists/import?format=csv", content=data)
+    assert r.status_code == 422, r.text
+    assert [e["line"] for e in r.json()["errors"]] == [3]
+    assert "past" in r.json()["errors"][0]["error"]
+    assert stack.call("GET", "/admin/lists/status", params={"jti": "imp-ok"}).json()["allowed"]
 
 
 def test_a_bulk_item_with_an_empty_subject_is_invalid_not_ok(stack: AdminStack) -> None:

@@ -99,7 +99,7 @@ class ListLine:
     expires_at: int | None
 
 
-def _check(line: int, row: dict[str, Any]) -> ListLine:
+def _check(line: int, row: dict[str, Any], check_expiry: Callable[[int | None], None]) -> ListLine:
     if any(isinstance(row.get(name), dict | list) for name in FIELDS):
         raise ValueError(f"{', '.join(FIELDS)} are texts (expires_at a number)")
     lst = str(row.get("list") or "").strip().lower()
@@ -131,16 +131,22 @@ def _check(line: int, row: dict[str, Any]) -> ListLine:
             raise ValueError("expires_at must be epoch seconds") from None
         if not 0 <= expires <= EPOCH_MAX:
             raise ValueError(f"expires_at must be epoch seconds in 0..{EPOCH_MAX}")
+        check_expiry(expires)
     return ListLine(line, lst, kind, value, reason, expires)
 
 
 def parse_list_import(
-    data: bytes, fmt: str, *, limit: int = IMPORT_MAX
+    data: bytes,
+    fmt: str,
+    *,
+    limit: int = IMPORT_MAX,
+    check_expiry: Callable[[int | None], None] = lambda _: None,
 ) -> tuple[list[ListLine], list[dict[str, Any]]]:
     """(valid lines, errors by line number). Line numbers are 1-based data lines (CSV: the
     header is line 1, so data starts at 2; JSON: the array position + 1). More than
     ``limit`` entries, valid or not, raise :class:`TooLarge` (CSV: as soon as one is
-    read past the limit)."""
+    read past the limit). ``check_expiry`` raises for an expiry the list store would
+    refuse (one in the past), which makes it that line's error."""
     from kroonika.tokens import AccessListError
 
     rows: list[tuple[int, Any]] = []
@@ -191,7 +197,7 @@ def parse_list_import(
             errors.append({"line": line, "error": "an object per entry"})
             continue
         try:
-            item = _check(line, row)
+            item = _check(line, row, check_expiry)
         except (ValueError, AccessListError) as exc:
             errors.append({"line": line, "error": str(exc)})
             continue

@@ -61,6 +61,7 @@ from kroonika.admin._errors import (
     JobRunFailed,
     NotAuthenticated,
     NotFound,
+    RequestInvalid,
     RoleChangeRefused,
 )
 from kroonika.admin._free_text import FREE_TEXT_FIELDS, refuse_personal_code
@@ -87,6 +88,7 @@ from kroonika.tokens import (
     AccessListError,
     ClientError,
     ClientRegistry,
+    ExpiryInThePast,
     ListSubject,
     hash_secret,
 )
@@ -94,7 +96,9 @@ from kroonika.tokens import RequestContext as TokenContext
 
 #: Bounds that keep numbers inside their database columns (an overflow is a 500 there):
 #: epoch seconds up to 9999-12-31, and TTLs in a 32-bit INTEGER.
-Epoch = Annotated[int, Field(ge=0, le=EPOCH_MAX)]
+# A JSON integer: ``false`` is no 0, nor "1700000000" a time (pydantic's lax mode
+# would read both).
+Epoch = Annotated[int, Field(ge=0, le=EPOCH_MAX, strict=True)]
 TTL_MAX = 10**9
 
 ADMIN = ("admin",)
@@ -605,6 +609,8 @@ async def add_entry(
             expires_at=body.expires_at,
             ctx=_tctx(request),
         )
+    except ExpiryInThePast as exc:
+        raise RequestInvalid(str(exc), fields=["body.expires_at"]) from None
     except AccessListError as exc:
         raise AdminError(str(exc), code="invalid_entry") from None
     return _entry(e, _pseudonymise(request))
@@ -635,6 +641,8 @@ async def update_entry(
             clear_expiry=body.clear_expiry,
             ctx=_tctx(request),
         )
+    except ExpiryInThePast as exc:
+        raise RequestInvalid(str(exc), fields=["body.expires_at"]) from None
     except AccessListError as exc:
         raise NotFound(str(exc)) from None
     return _entry(e, _pseudonymise(request))
@@ -725,7 +733,9 @@ async def import_entries(
     line nothing is imported (422 with per-line errors) unless ``partial=true``, which
     imports the good lines and reports the bad ones. Justification: ``X-Justification``."""
     data = await request.body()
-    lines, errors = parse_list_import(data, format)
+    lines, errors = parse_list_import(
+        data, format, check_expiry=_tokens(request).lists.check_expiry
+    )
     if errors and not partial:
         return JSONResponse(
             {"error": "invalid_lines", "imported": 0, "errors": errors, "valid": len(lines)},

@@ -10,6 +10,7 @@
     ├── TokenRejected           the presented token is not valid for the operation
     ├── BatchTooLarge           more items than ``token_bulk_max``
     └── AccessListError         a bad list entry (kind, value, list)
+        └── ExpiryInThePast     an expiry at or before now: the entry would never hold
 
 Wire errors carry their RFC error code and HTTP status. The message of an error with a
 5xx status is never sent to the client (it is the operator's, for the log).
@@ -94,6 +95,17 @@ class BatchTooLarge(TokenError):
 class AccessListError(TokenError):
     error = "invalid_request"
     status = 400
+
+
+class ExpiryInThePast(AccessListError):
+    """An entry's expiry at or before now: a deny entry made so would block nothing
+    while whoever made it believes it does."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "expires_at is in the past: an entry must expire after it is made "
+            "(remove an entry to end it now)"
+        )
 
 
 class TokenRejected(TokenError):

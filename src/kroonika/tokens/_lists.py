@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kroonika.db.tokens import access_list
 from kroonika.tokens._clock import Clock
-from kroonika.tokens._errors import AccessListError
+from kroonika.tokens._errors import AccessListError, ExpiryInThePast
 
 ListName = Literal["allow", "deny"]
 Kind = Literal["jti", "subject", "client", "ip"]
@@ -294,6 +294,7 @@ class AccessLists:
             raise AccessListError(f"unknown list {lst!r} or kind {kind!r}")
         if not reason.strip() or not created_by.strip():
             raise AccessListError("an entry needs a reason and a creator")
+        self.check_expiry(expires_at)
         entry = Entry(
             f"al_{secrets.token_hex(8)}",
             lst,
@@ -311,6 +312,11 @@ class AccessLists:
             raise AccessListError(f"the {lst}list already has this {kind}") from exc
         self._changed()
         return entry
+
+    def check_expiry(self, expires_at: int | None) -> None:
+        """:class:`ExpiryInThePast` for an expiry at or before now (this store's clock)."""
+        if expires_at is not None and expires_at <= self._clock.now():
+            raise ExpiryInThePast()
 
     def get(self, entry_id: str) -> Entry | None:
         with self._engine.connect() as conn:
@@ -350,6 +356,8 @@ class AccessLists:
                 raise AccessListError("the reason cannot be empty")
             values["reason"] = reason.strip()[:500]
         if expires_at is not None or clear_expiry:
+            if not clear_expiry:
+                self.check_expiry(expires_at)
             values["expires_at"] = None if clear_expiry else expires_at
         with self._engine.begin() as conn:
             conn.execute(update(access_list).where(access_list.c.id == entry_id).values(**values))
