@@ -38,8 +38,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_trail(path: Path, stream: str) -> tuple[AuditTrail, SqlAuditStore]:
-    store = SqlAuditStore(f"sqlite:///{path / 'audit.db'}", synchronous="NORMAL")
+def make_trail(path: Path, stream: str, url: str | None = None) -> tuple[AuditTrail, SqlAuditStore]:
+    """A trail on the SQLite store in ``path`` (or the store at ``url``), keys in it."""
+    store = SqlAuditStore(url or f"sqlite:///{path / 'audit.db'}", synchronous="NORMAL")
     store.upgrade()
     keys = SqlSubjectKeys(store, b"m" * 32)
     counters = Counters()

@@ -27,13 +27,16 @@ the pipeline's redaction is the safety net, not the plan.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import ipaddress
 import logging
 import re
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -208,6 +211,17 @@ class Alert:
     def open(self) -> bool:
         return self.acknowledged_at is None
 
+    def apply_acknowledgement(self, doc: Mapping[str, Any]) -> None:
+        """Take in an ``alert.acknowledge`` of this alert; the first one counts."""
+        if not self.open:
+            return
+        details = doc.get("details") or {}
+        actor = doc.get("actor") or {}
+        self.acknowledged_at = str(doc.get("time", ""))
+        self.acknowledged_by = actor.get("pseudonym") or actor.get("client_id")
+        self.note = details.get("note")
+        self.repeats = max(self.repeats, int(details.get("repeats", 0) or 0))
+
     def public(self) -> dict[str, Any]:
         return {
             "alert_id": self.alert_id,
@@ -256,12 +270,7 @@ class AlertBook:
             return alert
         if etype == "alert.acknowledge" and alert_id in self.alerts:
             alert = self.alerts[alert_id]
-            if alert.open:
-                actor = doc.get("actor") or {}
-                alert.acknowledged_at = str(doc.get("time", ""))
-                alert.acknowledged_by = actor.get("pseudonym") or actor.get("client_id")
-                alert.note = details.get("note")
-                alert.repeats = max(alert.repeats, int(details.get("repeats", 0) or 0))
+            alert.apply_acknowledgement(doc)
             return alert
         return None
 
@@ -286,6 +295,151 @@ def read_book(store: Any, *, since: float | None = None) -> AlertBook:
             types=("alert",), from_time=bound(datetime.fromtimestamp(since, UTC).isoformat())
         )
     return AlertBook.from_records(run_query(store, query))
+
+
+#: What marks a block or record that holds an alert event (canonical JSON: exact bytes).
+_ALERT_BYTES: Final = b'"type":"alert.'
+
+
+class LiveBook:
+    """The alert state of ``store`` for a long-running process: the same
+    :class:`AlertBook` as :func:`read_book`, built from the whole trail on first use and
+    then kept up to date by reading only the blocks stored since the last call.
+
+    Every block with a row id up to ``after_id`` has been applied, and ``seen`` holds
+    the ids above it applied since. Each call reads the blocks above ``after_id``
+    (an index range on the primary key) and applies those not seen, then moves
+    ``after_id`` to the store's *settled* id taken before the read
+    (:meth:`~kroonika.audit.store.sql.SqlAuditStore.settled_id`): on PostgreSQL a
+    block's id is drawn at insert, so a block with a lower id than one already read can
+    still commit (another instance's stream, a slow insert); it is above ``after_id``
+    and read at the next call. The settled id is asked for only when a block above
+    ``after_id`` exists (an idle store costs one index look-up and takes no lock).
+
+    The trail stays the only truth: nothing is stored besides it, and a retention purge
+    (a stream's ``audit_retained_bases`` size changes) makes the next call build the
+    book from the trail again, as a fresh process would. Thread-safe: calls are
+    serialised, and the alerts handed out never change."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._book = AlertBook()
+        self._after_id = 0
+        self._seen: set[int] = set()
+        self._purged: dict[str, int] | None = None
+        #: blocks read (whole reads and increments), for the benchmark and the tests
+        self.blocks_read = 0
+        self.rebuilds = 0
+
+    def alerts(self) -> list[Alert]:
+        """Every alert in the order raised, as the trail says now. The alerts are shared
+        and never change once handed out (an acknowledgement replaces its alert with an
+        acknowledged copy): callers read them, and copy one to change it."""
+        with self._lock:
+            self._refresh()
+            return list(self._book.alerts.values())
+
+    def get(self, alert_id: str) -> Alert | None:
+        """One alert as the trail says now (a copy), None if it was never raised."""
+        with self._lock:
+            self._refresh()
+            alert = self._book.alerts.get(alert_id)
+            return None if alert is None else copy.copy(alert)
+
+    def _apply(self, doc: dict[str, Any]) -> None:
+        details = doc.get("details")
+        alert_id = details.get("alert_id") if isinstance(details, dict) else None
+        current = self._book.alerts.get(str(alert_id))
+        if current is not None and doc.get("type") == "alert.acknowledge" and current.open:
+            self._book.alerts[current.alert_id] = copy.copy(current)  # copy on write
+        self._book.apply(doc)
+
+    def _refresh(self) -> None:
+        purged = self._store.purged_upto()
+        if purged != self._purged:
+            if self._purged is not None:
+                self.rebuilds += 1
+            self._book, self._after_id, self._seen = AlertBook(), 0, set()
+            self._purged = purged
+        if self._store.top_id() <= self._after_id:
+            return  # nothing above the settled id: nothing new, and no lock taken
+        settled = self._store.settled_id()  # before the read: all up to it is visible
+        for block in self._store.blocks(after_id=self._after_id, batch=64):
+            rowid = block.rowid
+            if rowid is None or rowid in self._seen:
+                continue
+            self.blocks_read += 1
+            self._seen.add(rowid)
+            if _ALERT_BYTES not in block.data:
+                continue
+            for body in block.records():
+                if _ALERT_BYTES in body:
+                    self._apply(orjson.loads(body))
+        if settled > self._after_id:
+            self._after_id = settled
+            self._seen = {i for i in self._seen if i > settled}
+
+
+class AckArbiter:
+    """One acknowledgement of an alert at a time, across every process that shares the
+    store: a PostgreSQL session advisory lock (on a dedicated connection, released by
+    the server if the process dies) or, on SQLite, ``flock`` on a file beside the
+    database (released by the kernel), keyed by the alert id. Whoever holds it reads
+    the trail again, checks the alert is open and records ``alert.acknowledge`` before
+    letting go: the second of two racing acknowledgements finds the first in the trail.
+    Nothing is written besides the trail, so an acknowledgement that cannot be recorded
+    leaves the alert open (fail closed) and a crash leaves no stale claim.
+
+    Within one process the locks are re-entrant: callers serialise their own
+    acknowledgements (the admin API holds an ``asyncio.Lock`` around this)."""
+
+    KEY_PREFIX: Final = "@alert-ack/"
+
+    def __init__(self, engine: Any, *, wait_s: float = 10.0, poll_s: float = 0.01) -> None:
+        from kroonika.audit.sinks._state import ownership_lock_for
+
+        self._locks = ownership_lock_for(engine)
+        self.wait_s = wait_s
+        self.poll_s = poll_s
+
+    def acquire(self, alert_id: str) -> None:
+        """Wait for the alert's lock (:class:`AckBusy` after ``wait_s``)."""
+        key = self.KEY_PREFIX + alert_id
+        deadline = time.monotonic() + self.wait_s
+        while not self._locks.try_acquire(key):
+            if time.monotonic() >= deadline:
+                raise AckBusy(f"another acknowledgement of {alert_id} is still being recorded")
+            time.sleep(self.poll_s)
+
+    def release(self, alert_id: str) -> None:
+        self._locks.release(self.KEY_PREFIX + alert_id)
+
+    @contextmanager
+    def held(self, alert_id: str) -> Iterator[None]:
+        """The alert's lock for the ``with`` block (blocking: for threads and the CLI)."""
+        self.acquire(alert_id)
+        try:
+            yield
+        finally:
+            self.release(alert_id)
+
+    @asynccontextmanager
+    async def holding(self, alert_id: str) -> AsyncIterator[None]:
+        """The alert's lock for the ``async with`` block (waits in a thread)."""
+        await asyncio.to_thread(self.acquire, alert_id)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(self.release, alert_id)
+
+    def close(self) -> None:
+        self._locks.close()
+
+
+class AckBusy(AuditUnavailable):
+    """The alert's acknowledgement lock was not had in time (another process holds it,
+    or the store does not answer)."""
 
 
 # --- the evaluator ----------------------------------------------------------------------
@@ -476,10 +630,13 @@ class AlertEvaluator:
 __all__ = [
     "ALERT_ID",
     "EVALUATOR_NAME",
+    "AckArbiter",
+    "AckBusy",
     "Alert",
     "AlertBook",
     "AlertEvaluator",
     "AlertRule",
+    "LiveBook",
     "alert_id_for",
     "default_rules",
     "read_book",

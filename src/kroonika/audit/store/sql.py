@@ -42,7 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kroonika.audit._errors import AuditUnavailable, StoreError
 from kroonika.audit.integrity import leaf_hash
 from kroonika.audit.privacy import KeyWrapper
-from kroonika.audit.store._schema import blocks, checkpoints, subject_keys
+from kroonika.audit.store._schema import blocks, checkpoints, retained_bases, subject_keys
 from kroonika.audit.store._types import Block, Checkpoint, NewKey, StreamState, TreeHead
 
 #: How long :meth:`SqlAuditStore.settled_id` waits on PostgreSQL for the inserts in
@@ -372,6 +372,20 @@ class SqlAuditStore:
                 raise StoreError(f"cannot read the audit store: {_brief(exc)}") from exc
             return 0  # not granted in time (or not at all): the reader reads everything
         return int(top or 0)
+
+    def top_id(self) -> int:
+        """The highest row id a read sees now (0 for an empty store). No lock: on
+        PostgreSQL a block with a lower id may still commit (see :meth:`settled_id`)."""
+        with self._read() as conn:
+            top = conn.execute(select(func.max(blocks.c.id))).scalar_one()
+        return int(top or 0)
+
+    def purged_upto(self) -> dict[str, int]:
+        """Per stream, the size up to which retention purged it (``audit_retained_bases``):
+        a reader that keeps what it read can tell that older records are gone."""
+        with self._read() as conn:
+            rows = conn.execute(select(retained_bases.c.stream, retained_bases.c.size)).all()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def block_ids(self, stream: str) -> list[int]:
         """Row ids of a stream's blocks in storage order (small: one per commit)."""
