@@ -4,7 +4,10 @@
   built-in ones (:func:`~kroonika.audit.alerting.default_rules`) with what the setting
   changes, a built-in rule switched off with ``enabled=false``, and rules of its own.
   A rule that cannot work refuses to start the service (:class:`SettingsError`).
-- :class:`Alerting` runs the :class:`~kroonika.audit.alerting.AlertEvaluator` from a
+- :class:`Alerting` keeps the process-wide alert state
+  (:class:`~kroonika.audit.alerting.LiveBook`) and the acknowledgement arbiter
+  (:class:`~kroonika.audit.alerting.AckArbiter`), and runs the
+  :class:`~kroonika.audit.alerting.AlertEvaluator` from a
   :class:`~kroonika.audit.sinks.SinkRunner` of its own (its cursor ``@alerts``), woken by
   the trail's commits. Fails open: an evaluator that cannot record an alert retries
   (with back-off) and never blocks the writer. It stops before the trail (it writes).
@@ -18,7 +21,13 @@ from __future__ import annotations
 import logging
 
 from kroonika.audit import AuditTrail, Severity
-from kroonika.audit.alerting import AlertEvaluator, AlertRule, default_rules
+from kroonika.audit.alerting import (
+    AckArbiter,
+    AlertEvaluator,
+    AlertRule,
+    LiveBook,
+    default_rules,
+)
 from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
 from kroonika.audit.store.sql import SqlAuditStore
 from kroonika.settings import AlertRuleSettings, Settings, SettingsError
@@ -82,6 +91,11 @@ class Alerting:
         max_age_s: float = 86400.0,
     ) -> None:
         self.trail = trail
+        #: the alert state every reader of this process shares (list, acknowledge,
+        #: dashboard), kept up to date from the trail; built on first use
+        self.book = LiveBook(store)
+        #: one acknowledgement of an alert at a time across the instances of the store
+        self.arbiter = AckArbiter(store.engine)
         self.evaluator: AlertEvaluator | None = None
         self.runner: SinkRunner | None = None
         if rules:
@@ -130,7 +144,9 @@ class Alerting:
         self._started = True
 
     async def stop(self) -> None:
-        """Stop evaluating: a short catch-up, then release the cursor's ownership."""
+        """Stop evaluating: a short catch-up, then release the cursor's ownership (and
+        the acknowledgement locks' connection)."""
+        self.arbiter.close()
         runner = self.runner
         if runner is None or not self._started:
             return

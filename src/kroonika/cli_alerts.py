@@ -6,7 +6,7 @@ was never raised or was acknowledged before. Both work on the configured store."
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import typer
@@ -70,8 +70,8 @@ def ack_cmd(
     note: Annotated[str | None, typer.Option(help="A note for the record")] = None,
 ) -> None:
     """Acknowledge an open alert (``alert.acknowledge`` by the command line)."""
-    from kroonika.audit import Actor, ActorType, AuditError, Target, events
-    from kroonika.audit.alerting import ALERT_ID, read_book
+    from kroonika.audit import AuditError
+    from kroonika.audit.alerting import ALERT_ID, AckArbiter
     from kroonika.cli import _access_trail, _fail, _settings
     from kroonika.cli_tokens import _justification, _no_personal_code
 
@@ -84,28 +84,42 @@ def ack_cmd(
     if not ALERT_ID.fullmatch(alert_id):
         raise _fail("an alert id is alr_ and 32 hexadecimal digits")
     with _access_trail(settings, purpose="record the acknowledgement") as comps:
-        book = read_book(comps.store)
-        alert = book.alerts.get(alert_id)
-        if alert is None:
-            typer.echo(f"error: no alert {alert_id}", err=True)
-            raise typer.Exit(1)
-        if not alert.open:
-            typer.echo(f"error: {alert_id} was acknowledged at {alert.acknowledged_at}", err=True)
-            raise typer.Exit(1)
-        event = events.alert_acknowledge(
-            actor=Actor(ActorType.ADMIN, roles=("cli",)),
-            target=Target("alert", alert_id),
-            alert_id=alert_id,
-            justification=why,
-            repeats=0,
-        )
-        if note is not None:
-            event.details["note"] = note
+        arbiter = AckArbiter(comps.store.engine)
         try:
-            comps.trail.emit_sync(event)
+            # the service's lock too: of the CLI and an instance acknowledging at once,
+            # the second finds the first's alert.acknowledge in the trail
+            with arbiter.held(alert_id):
+                _acknowledge(comps, alert_id, why, note)
         except AuditError as exc:
             raise _fail(f"cannot record alert.acknowledge in the audit trail: {exc}") from None
+        finally:
+            arbiter.close()
     typer.echo(f"acknowledged: {alert_id}")
+
+
+def _acknowledge(comps: Any, alert_id: str, why: str, note: str | None) -> None:
+    """Check the alert is open in the trail and record ``alert.acknowledge`` (under the
+    alert's arbiter lock); exit 1 for an unknown or acknowledged alert."""
+    from kroonika.audit import Actor, ActorType, Target, events
+    from kroonika.audit.alerting import read_book
+
+    alert = read_book(comps.store).alerts.get(alert_id)
+    if alert is None:
+        typer.echo(f"error: no alert {alert_id}", err=True)
+        raise typer.Exit(1)
+    if not alert.open:
+        typer.echo(f"error: {alert_id} was acknowledged at {alert.acknowledged_at}", err=True)
+        raise typer.Exit(1)
+    event = events.alert_acknowledge(
+        actor=Actor(ActorType.ADMIN, roles=("cli",)),
+        target=Target("alert", alert_id),
+        alert_id=alert_id,
+        justification=why,
+        repeats=0,
+    )
+    if note is not None:
+        event.details["note"] = note
+    comps.trail.emit_sync(event)
 
 
 def register_alerts(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ import orjson
 from cli_kit import Cli
 
 from kroonika.audit import Actor, ActorType, Query, SqlAuditStore, Target, events, run_query
+from kroonika.audit.alerting import AckArbiter
 from kroonika.auditing import build_audit
 from kroonika.settings import Settings
 
@@ -76,3 +77,22 @@ def test_ack_records_once_then_refuses(tmp_path: Path) -> None:
     assert len(_acks(cli)) == 1
     assert cli("alerts", "list").stdout == ""
     assert ALERT in cli("alerts", "list", "--state", "acknowledged").stdout
+
+
+def test_ack_waits_for_an_instance_acknowledging_the_same_alert(tmp_path: Path) -> None:
+    """While another process holds the alert's acknowledgement lock (an instance in the
+    middle of recording one), ack records nothing: it waits, then gives up with an error."""
+    cli = _cli_with_alert(tmp_path)
+    store = SqlAuditStore(str(cli.var / "audit.db"))
+    arbiter = AckArbiter(store.engine)
+    try:
+        with arbiter.held(ALERT):
+            busy = cli("alerts", "ack", ALERT, "-j", WHY, ok=False)
+    finally:
+        arbiter.close()
+        store.close()
+    assert busy.returncode != 0
+    assert "still being recorded" in busy.stderr
+    assert _acks(cli) == []
+    cli("alerts", "ack", ALERT, "-j", WHY)  # released: the next one is recorded
+    assert len(_acks(cli)) == 1

@@ -8,16 +8,22 @@
   ``already_acknowledged`` for one acknowledged before.
 
 The state is the trail's: the ``alert.raise`` events minus the ``alert.acknowledge``
-ones (:func:`~kroonika.audit.alerting.read_book`), so it is as tamper-evident as the
-trail. ``repeats`` is what the running evaluator counted since it started (throttled
-firings of an open alert); an acknowledgement records it.
+ones, so it is as tamper-evident as the trail. The process keeps it in one
+:class:`~kroonika.audit.alerting.LiveBook` that reads only what was stored since the
+last call; an acknowledgement holds the alert's
+:class:`~kroonika.audit.alerting.AckArbiter` lock from the check until its event is
+stored, so of two instances acknowledging at once exactly one wins (the other: 409).
+``repeats`` is what the running evaluator counted since it started (throttled firings
+of an open alert); an acknowledgement records it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
@@ -32,9 +38,9 @@ from kroonika.admin._auth import (
 from kroonika.admin._errors import AdminError, NotFound
 from kroonika.admin._free_text import refuse_personal_code
 from kroonika.admin.routes import Body, roles
-from kroonika.audit import Target
+from kroonika.audit import AuditUnavailable, Target
 from kroonika.audit import events as ev
-from kroonika.audit.alerting import ALERT_ID, AlertBook, read_book
+from kroonika.audit.alerting import ALERT_ID, Alert
 
 READERS = ("admin", "security", "auditor")
 RESPONDERS = ("admin", "security")
@@ -55,15 +61,29 @@ class AcknowledgeBody(Body):
     justification: str | None = None
 
 
-async def _book(request: Request) -> AlertBook:
-    store = admin_services(request).services.audit.store
-    book = await asyncio.to_thread(read_book, store)
+def _alerting(request: Request) -> Any:
+    """This service's alerting (:class:`~kroonika.alerting.Alerting`): the process-wide
+    alert state and the acknowledgement arbiter."""
     alerting = getattr(request.app.state, "alerting", None)
-    if alerting is not None:
-        for alert_id, n in alerting.repeats().items():
-            if alert_id in book.alerts:
-                book.alerts[alert_id].repeats = max(book.alerts[alert_id].repeats, n)
-    return book
+    if alerting is None:
+        raise AuditUnavailable("alerting is not installed in this service")
+    return alerting
+
+
+async def current_alerts(request: Request) -> list[Alert]:
+    """Every alert as the trail says now, in the order raised, with the repeats this
+    instance's evaluator counted (the process-wide book: only what is new is read)."""
+    alerting = _alerting(request)
+    alerts: list[Alert] = await asyncio.to_thread(alerting.book.alerts)
+    repeats = alerting.repeats()
+    if not repeats:
+        return alerts
+    return [
+        dataclasses.replace(a, repeats=repeats[a.alert_id])
+        if repeats.get(a.alert_id, 0) > a.repeats
+        else a
+        for a in alerts
+    ]
 
 
 def _lock(request: Request) -> asyncio.Lock:
@@ -82,10 +102,9 @@ async def list_alerts(
 ) -> dict[str, Any]:
     """The alerts raised by the alert rules, newest first: open (not acknowledged),
     acknowledged, or all. Summaries name pseudonyms and anonymised addresses only."""
-    book = await _book(request)
     alerts = [
         a.public()
-        for a in reversed(book.alerts.values())
+        for a in reversed(await current_alerts(request))
         if state == "all" or (a.open == (state == "open"))
     ]
     return {"alerts": alerts[:limit], "state": state, "total": len(alerts)}
@@ -106,15 +125,18 @@ async def acknowledge_alert(
     if not ALERT_ID.fullmatch(alert_id):
         raise NotFound(f"no alert {alert_id}")
     admin = admin_services(request)
-    async with _lock(request):  # two acknowledgements here cannot both pass the check
-        book = await _book(request)
-        alert = book.alerts.get(alert_id)
+    alerting = _alerting(request)
+    # One check-and-record at a time: in this process (the asyncio lock) and across the
+    # instances sharing the store (the arbiter's lock, held until the event is stored).
+    async with _lock(request), alerting.arbiter.holding(alert_id):
+        alert = await asyncio.to_thread(alerting.book.get, alert_id)
         if alert is None:
             raise NotFound(f"no alert {alert_id}")
         if not alert.open:
             raise AlreadyAcknowledged(
                 f"alert {alert_id} was acknowledged at {alert.acknowledged_at}"
             )
+        alert.repeats = max(alert.repeats, alerting.repeats().get(alert_id, 0))
         details: dict[str, Any] = {
             "alert_id": alert_id,
             "repeats": alert.repeats,
@@ -132,7 +154,5 @@ async def acknowledge_alert(
             )
         )
     if sealed is not None:
-        import orjson
-
-        book.apply(orjson.loads(sealed.canonical))
+        alert.apply_acknowledgement(orjson.loads(sealed.canonical))
     return {"alert": alert.public()}
