@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     login_return_to_allowed: list[str] = Field(default_factory=lambda: ["/"])
 
     # --- the security dashboard (GET /admin/dashboard)
-    dashboard_alert_days: int = Field(30, ge=1, le=400)  # how far back open alerts are found
+    dashboard_alert_days: int = Field(30, ge=1, le=400)  # how far back a verification is found
     dashboard_refresh_s: int = Field(60, ge=5, le=3600)  # the page reloads itself this often
 
     # --- sessions and cookies

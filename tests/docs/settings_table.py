@@ -190,8 +190,8 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
     (
         "Administration and jobs",
         {
-            "dashboard_alert_days": "days back `GET /admin/dashboard` looks for alerts that are "
-            "still open (and for the last verification)",
+            "dashboard_alert_days": "days back `GET /admin/dashboard` looks for the last "
+            "verification (open alerts are shown however old)",
             "dashboard_refresh_s": "seconds after which the dashboard page reloads itself",
             "admin_bootstrap": 'JSON object personal code -> roles, e.g. `{"38001085718": '
             '["admin"]}`, granted at start-up',

@@ -10,6 +10,7 @@ import asyncio
 import email
 import email.policy
 import http.server
+import re
 import ssl
 import sys
 import threading
@@ -27,6 +28,7 @@ from aiosmtpd.controller import Controller
 from security_harness import SecStack, security_stack
 
 from kroonika.audit import Actor, ActorType, Target, events
+from kroonika.audit.alerting import alert_id_for
 from kroonika.audit.sinks import CursorStore
 from kroonika.audit.sinks.webhook import check_signature
 from kroonika.security.simulate_attacks import run_attack
@@ -271,3 +273,37 @@ def test_list_and_acknowledge_need_their_roles(alerted: Alerted) -> None:
     assert "38001085718" not in coded.text
     extra = alerted.call("POST", unknown, headers={"x-justification": WHY}, json={"notes": "x"})
     assert extra.status_code == 422
+
+
+def _open_on_page(html: str) -> list[str]:
+    table = re.search(r'<table id="open-alerts">(.*?)</table>', html, re.S)
+    return re.findall(r'data-alert-id="([^"]+)"', table.group(1)) if table else []
+
+
+def test_an_alert_open_for_forty_days_is_in_the_list_and_on_the_page(alerted: Alerted) -> None:
+    """The page and the list show the same open alerts, however old: one raised 40 days
+    ago (beyond ``KROONIKA_DASHBOARD_ALERT_DAYS``) and one raised now."""
+    trail = alerted.stack.services.audit.trail
+    old, new = alert_id_for("custom", "old-event"), alert_id_for("custom", "new-event")
+    for alert_id in (old, new):
+        alerted.run(
+            trail.emit(
+                events.alert_raise(
+                    actor=Actor(ActorType.SYSTEM),
+                    target=Target("alert", alert_id),
+                    rule="custom",
+                    summary=f"custom: {alert_id}",
+                    alert_id=alert_id,
+                )
+            )
+        )
+        if alert_id == old:
+            alerted.stack.offset.advance(40 * 86400)
+            services = alerted.stack.services  # the keys made at the start have expired
+            alerted.keys.update({r: holder_key(services, r, HOLDERS[r]) for r in HOLDERS})
+    listed = alerted.call("GET", "/admin/alerts", role="auditor")
+    assert [a["alert_id"] for a in listed.json()["alerts"]] == [new, old]
+    page = alerted.call("GET", "/admin/dashboard", role="auditor")
+    assert page.status_code == 200
+    assert _open_on_page(page.text) == [new, old]
+    assert f'<span id="open-count">{listed.json()["total"]}</span>' in page.text

@@ -33,7 +33,7 @@ def _overview(text: str) -> Overview:
     )
     return Overview(
         generated="2026-11-27T12:00:00.000000Z",
-        alert_since="2026-10-28T12:00:00.000000Z",
+        verification_since="2026-10-28T12:00:00.000000Z",
         open_alerts=[alert],
         open_total=1,
         acknowledged=[

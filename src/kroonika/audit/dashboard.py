@@ -1,10 +1,12 @@
 """What the security dashboard shows, read from the trail: open and recently acknowledged
 alerts, counts of the last hour and the last day, and the trail's own health.
 
-One pass over the store's blocks, bounded by time through the blocks' indexed
+The alerts are the alert state the alert API lists (the service's
+:class:`~kroonika.audit.alerting.LiveBook`): every open alert however old. For the rest,
+one pass over the store's blocks, bounded by time through the blocks' indexed
 ``last_time``: blocks of the last day are read record by record (every record counts);
-older blocks within the alert look-back are skipped unless their bytes hold an alert or
-a verification record (the same byte sift :mod:`kroonika.audit.query` uses), so a large
+older blocks within the verification look-back are skipped unless their bytes hold a
+verification record (the same byte sift :mod:`kroonika.audit.query` uses), so a large
 trail costs one day of records plus an index range. Nothing is held beyond one block and
 the counters.
 
@@ -29,13 +31,13 @@ from typing import Any, Final
 
 import orjson
 
-from kroonika.audit.alerting import Alert, AlertBook
+from kroonika.audit.alerting import Alert, read_book
 from kroonika.audit.query import time_bound
 from kroonika.audit.store._types import AuditStore
 
-#: Byte strings that mark a record older than a day as one the dashboard needs
-#: (canonical JSON: no spaces, so these are exact).
-_WANTED: Final = (b'"type":"alert.raise"', b'"type":"alert.acknowledge"', b'"action":"verify"')
+#: Byte strings that mark a record older than a day as one the dashboard needs: a
+#: recorded verification (canonical JSON: no spaces, so these are exact).
+_WANTED: Final = (b'"action":"verify"',)
 #: The coarsest networks an address is shown as (as the ``anonymise_ip`` defaults).
 IPV4_PREFIX: Final = 24
 IPV6_PREFIX: Final = 48
@@ -130,7 +132,7 @@ class Verification:
 @dataclass(slots=True)
 class Overview:
     generated: str
-    alert_since: str
+    verification_since: str
     open_alerts: list[Alert]
     open_total: int
     acknowledged: list[Alert]
@@ -176,19 +178,27 @@ def overview(
     store: AuditStore,
     now: datetime,
     *,
+    alerts: Iterable[Alert] | None = None,
     alert_days: int = 30,
     windows: Iterable[tuple[str, timedelta]] = (
         ("1h", timedelta(hours=1)),
         ("24h", timedelta(days=1)),
     ),
 ) -> Overview:
-    """Read the dashboard's figures from ``store`` as of ``now`` (an aware UTC time)."""
+    """Read the dashboard's figures from ``store`` as of ``now`` (an aware UTC time).
+
+    ``alerts`` is the alert state (the service passes its process-wide
+    :class:`~kroonika.audit.alerting.LiveBook`'s, the one ``GET /admin/alerts`` lists);
+    without it the whole trail's ``alert.*`` events are read (:func:`read_book`). Every
+    open alert is shown however old, and those acknowledged within the longest window.
+    ``alert_days`` bounds how far back the last recorded verification is looked for."""
+    if alerts is None:
+        alerts = read_book(store).alerts.values()
     spans = sorted(windows, key=lambda w: w[1], reverse=True)
     counted = [Window(label, _stamp(now - span)) for label, span in spans]
     day_start = counted[0].since if counted else _stamp(now)
-    alert_since = _stamp(now - timedelta(days=alert_days))
-    start = min(alert_since, day_start)
-    book = AlertBook()  # the same state as GET /admin/alerts, over the look-back
+    verification_since = _stamp(now - timedelta(days=alert_days))
+    start = min(verification_since, day_start)
     verification: Verification | None = None
     read = 0
     for block in store.blocks(from_time=start):
@@ -208,14 +218,12 @@ def overview(
                 for w in counted:
                     if t >= w.since:
                         w.count(f)
-            if t < alert_since:
+            if t < verification_since:
                 continue
             event_type = doc.get("type")
             details = doc.get("details")
             details = details if isinstance(details, dict) else {}
-            if event_type in ("alert.raise", "alert.acknowledge"):
-                book.apply(doc)
-            elif (
+            if (
                 event_type == "audit.access"
                 and details.get("action") == "verify"
                 and (verification is None or t >= verification.time)
@@ -227,9 +235,9 @@ def overview(
                     interface=_text(details.get("interface")),
                     records=returned if isinstance(returned, int) else None,
                 )
-    alerts = book.alerts.values()
+    alerts = list(alerts)
     open_alerts = sorted((a for a in alerts if a.open), key=lambda a: a.raised_at, reverse=True)
-    recent = counted[0].since if counted else alert_since
+    recent = counted[0].since if counted else verification_since
     acknowledged = sorted(
         (a for a in alerts if not a.open and (a.acknowledged_at or "") >= recent),
         key=lambda a: a.acknowledged_at or "",
@@ -237,7 +245,7 @@ def overview(
     )
     return Overview(
         generated=_stamp(now),
-        alert_since=alert_since,
+        verification_since=verification_since,
         open_alerts=open_alerts[:ALERTS_SHOWN],
         open_total=len(open_alerts),
         acknowledged=acknowledged[:TOP],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import hashlib
 import re
 import unicodedata
@@ -35,6 +36,7 @@ from kroonika.admin._auth import (
     require,
 )
 from kroonika.admin._errors import AdminError
+from kroonika.admin.routes_alerts import current_alerts
 from kroonika.audit.alerting import Alert
 from kroonika.audit.dashboard import Overview, Window, overview
 from kroonika.audit.formats._text import escape_unprintable
@@ -210,7 +212,7 @@ def _health(ov: Overview, sinks: list[SinkStatus] | None) -> str:
     if v is None:
         out += (
             '<p id="verification" class="muted">No verification recorded since '
-            f"{_time(ov.alert_since)} (<code>kroonika audit verify</code>, "
+            f"{_time(ov.verification_since)} (<code>kroonika audit verify</code>, "
             "<code>POST /audit/verify</code>).</p>"
         )
     else:
@@ -255,7 +257,7 @@ def render(ov: Overview, sinks: list[SinkStatus] | None, *, refresh_s: int, view
         f'<p id="generated">Generated <time>{_time(ov.generated)}</time> for {shown(viewer)};'
         f" reloads every {refresh_s} s. Read {ov.read} records.</p>"
         f'<section id="alerts"><h2>Open alerts (<span id="open-count">{ov.open_total}</span>)'
-        f' <span class="muted">raised since {_time(ov.alert_since)}</span></h2>'
+        "</h2>"
         + _table(
             "open-alerts",
             ("raised", "severity", "rule", "summary", "alert id"),
@@ -307,9 +309,14 @@ async def dashboard(request: Request, p: Annotated[Principal, require(*VIEWERS)]
     services = admin.services
     settings = services.settings
     now = datetime.datetime.fromtimestamp(services.clock(), datetime.UTC)
+    alerts = await current_alerts(request)  # the state GET /admin/alerts lists
     store = await asyncio.to_thread(_open, request)
     try:
-        ov = await asyncio.to_thread(overview, store, now, alert_days=settings.dashboard_alert_days)
+        ov = await asyncio.to_thread(
+            functools.partial(
+                overview, store, now, alerts=alerts, alert_days=settings.dashboard_alert_days
+            )
+        )
     finally:
         store.close()
     shipping = getattr(request.app.state, "log_shipping", None)
@@ -320,7 +327,7 @@ async def dashboard(request: Request, p: Annotated[Principal, require(*VIEWERS)]
         request,
         p,
         "dashboard",
-        query=f"dashboard alerts_since={ov.alert_since} windows=1h,24h",
+        query=f"dashboard alerts=all verification_since={ov.verification_since} windows=1h,24h",
         returned=ov.read,
         fmt="html",
         interface="web",
