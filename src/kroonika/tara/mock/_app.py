@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import hmac
 import logging
 import re
@@ -74,6 +75,21 @@ _AUTHORIZE_PARAMS = (
     "autologin_given_name",
     "autologin_family_name",
     "autologin_acr",
+    "code_challenge",
+    "code_challenge_method",
+)
+#: PKCE (RFC 7636): S256 only, so a challenge is the 43 base64url characters of a SHA-256,
+#: and a verifier 43 to 128 unreserved characters (section 4.1).
+_S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+#: Token request parameters, each at most once (RFC 6749 section 3.2).
+_TOKEN_PARAMS = (
+    "grant_type",
+    "code",
+    "redirect_uri",
+    "client_id",
+    "client_secret",
+    "code_verifier",
 )
 _NAME = re.compile(r"[^\W\d_]+(?:(?:[ \-’']|’ |' )[^\W\d_]+)*")
 _DEFAULT_PHONE = "+37200000766"
@@ -214,6 +230,35 @@ def _scope_problem(scopes: tuple[str, ...], client: RegisteredClient) -> str | N
     return None
 
 
+def _pkce_problem(challenge: str | None, method: str | None) -> str | None:
+    """Why a PKCE challenge cannot be accepted (only S256: ``plain`` would let whoever
+    sees the authorization request redeem the code), or None."""
+    if challenge is None:
+        return None if method is None else "code_challenge_method without code_challenge"
+    if method != "S256":
+        return "code_challenge_method must be S256"
+    if _S256_CHALLENGE.fullmatch(challenge) is None:
+        return "code_challenge must be 43 base64url characters (S256)"
+    return None
+
+
+def _pkce_refusal(challenge: str | None, verifier: object) -> str | None:
+    """Why ``verifier`` does not redeem a code issued for ``challenge``, or None. A
+    verifier for a code without a challenge is refused too (RFC 9700 section 2.1.1: the
+    PKCE downgrade)."""
+    if challenge is None:
+        return None if verifier is None else "code_verifier without code_challenge"
+    if not isinstance(verifier, str):
+        return "code_verifier is required for this code"
+    if _VERIFIER.fullmatch(verifier) is None:
+        return "code_verifier does not match the code_challenge"
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    if not hmac.compare_digest(computed, challenge):
+        return "code_verifier does not match the code_challenge"
+    return None
+
+
 def _allowed_methods(scopes: tuple[str, ...], client: RegisteredClient) -> tuple[Method, ...]:
     # No method scope asked: every method the client is registered for (eidasonly in the
     # registration only means that the client may ask for eIDAS alone).
@@ -266,6 +311,10 @@ async def authorize(request: Request) -> Response:
         return _redirect_error(
             redirect_uri, "invalid_request", "acr_values is one of low, substantial, high", state
         )
+    code_challenge = params.get("code_challenge")
+    pkce_problem = _pkce_problem(code_challenge, params.get("code_challenge_method"))
+    if pkce_problem is not None:
+        return _redirect_error(redirect_uri, "invalid_request", pkce_problem, state)
 
     auth_request = AuthorizationRequest(
         client_id=client.client_id,
@@ -276,6 +325,7 @@ async def authorize(request: Request) -> Response:
         acr=acr,
         locale=locale,
         methods=_allowed_methods(scopes, client),
+        code_challenge=code_challenge,
     )
     autologin = params.get("autologin")
     if autologin is not None:
@@ -595,13 +645,15 @@ async def _token(server: MockServer, request: Request) -> Response:
         form = await request.form()
     except HTTPException:  # Starlette's form parser refusing the body (a field over its limit)
         raise _TokenError("invalid_request", "the form body cannot be parsed") from None
+    # Before authentication: which of two client_id or client_secret values counts is
+    # unknowable, and a refused request must not use up the code.
+    for name in _TOKEN_PARAMS:
+        if len(form.getlist(name)) > 1:
+            raise _TokenError("invalid_request", f"parameter {name} occurs more than once")
     client = _authenticate_client(server, request, form)
     if not client.accepts_token_request_from(request.client.host if request.client else None):
         raise _TokenError("unauthorized_client", "token request from an unregistered address")
     grant_type, code, redirect_uri = (form.get(n) for n in ("grant_type", "code", "redirect_uri"))
-    for name in ("grant_type", "code", "redirect_uri"):
-        if len(form.getlist(name)) > 1:
-            raise _TokenError("invalid_request", f"parameter {name} occurs more than once")
     if not isinstance(grant_type, str):
         raise _TokenError("invalid_request", "grant_type is required")
     if grant_type != "authorization_code":
@@ -618,6 +670,9 @@ async def _token(server: MockServer, request: Request) -> Response:
         raise _TokenError("invalid_grant", "the code was issued to another client")
     if grant.request.redirect_uri != redirect_uri:
         raise _TokenError("invalid_grant", "redirect_uri differs from the authorization request")
+    pkce_refusal = _pkce_refusal(grant.request.code_challenge, form.get("code_verifier"))
+    if pkce_refusal is not None:
+        raise _TokenError("invalid_grant", pkce_refusal)
 
     access_token = server.access_tokens.put(grant)
     misbehaviour = server.misbehaviour

@@ -1,0 +1,208 @@
+"""Hostile requests against the TARA mock over real HTTP (uvicorn on loopback): what a
+fuzz run of its authorize and token endpoints found. Each is a clear OAuth error, never
+a silently accepted request."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Iterator
+from urllib.parse import parse_qs, quote, urlsplit
+
+import httpx
+import pytest
+from login_harness import free_socket, mock_keys, serve
+from pydantic import SecretStr
+
+from kroonika.tara.mock import MockConfig, RegisteredClient, create_app
+
+CLIENT_ID = "rp-hostile"
+SECRET = "rp-hostile-secret-0123"
+POST_CLIENT_ID = "rp-hostile-post"
+POST_SECRET = "rp-hostile-post-secret"
+REDIRECT_URI = "http://127.0.0.1:9/auth/callback"  # never contacted: Location is read
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[str]:
+    sock = free_socket()
+    config = MockConfig(
+        issuer=f"http://127.0.0.1:{sock.getsockname()[1]}",
+        clients=(
+            RegisteredClient(
+                client_id=CLIENT_ID, secret=SecretStr(SECRET), redirect_uris=(REDIRECT_URI,)
+            ),
+            RegisteredClient(
+                client_id=POST_CLIENT_ID,
+                secret=SecretStr(POST_SECRET),
+                redirect_uris=(REDIRECT_URI,),
+                auth_method="client_secret_post",
+            ),
+        ),
+        keys=mock_keys(),
+    )
+    with serve(create_app(config), sock, lifespan="off") as url:
+        yield url
+
+
+def _basic(client_id: str = CLIENT_ID, secret: str = SECRET) -> dict[str, str]:
+    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
+    return {"authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _authorize(mock: str, client_id: str = CLIENT_ID, **extra: str) -> httpx.Response:
+    params = {
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "code",
+        "scope": "openid",
+        "state": "state-0123456789",
+        "autologin": "38001085718",
+        **extra,
+    }
+    return httpx.get(mock + "/oidc/authorize", params=params, timeout=10)
+
+
+def _back(response: httpx.Response) -> dict[str, str]:
+    """The query the mock redirected back to the relying party with."""
+    assert response.status_code == 302, response.text
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT_URI + "?")
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+def _code(mock: str, client_id: str = CLIENT_ID, **extra: str) -> str:
+    return _back(_authorize(mock, client_id, **extra))["code"]
+
+
+def _token(mock: str, body: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(
+        mock + "/oidc/token",
+        content=body,
+        headers={
+            "content-type": "application/x-www-form-urlencoded",
+            **(_basic() if headers is None else headers),
+        },
+        timeout=10,
+    )
+
+
+def _form(code: str, **extra: str) -> str:
+    fields = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI}
+    return "&".join(f"{k}={quote(v, safe='')}" for k, v in {**fields, **extra}.items())
+
+
+# --- PKCE (RFC 7636; RFC 9700 section 2.1.1) -------------------------------------------------
+
+
+def test_a_pkce_code_needs_the_verifier_that_matches_its_challenge(mock: str) -> None:
+    """A code issued for an S256 challenge is exchanged only with the verifier that
+    hashes to it: a wrong or missing verifier is invalid_grant, and burns the code."""
+    verifier = secrets.token_urlsafe(48)
+    for wrong in ({"code_verifier": secrets.token_urlsafe(48)}, {}):
+        code = _code(mock, code_challenge=_s256(verifier), code_challenge_method="S256")
+        refused = _token(mock, _form(code, **wrong))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == "invalid_grant"
+        assert _token(mock, _form(code, code_verifier=verifier)).json()["error"] == "invalid_grant"
+    code = _code(mock, code_challenge=_s256(verifier), code_challenge_method="S256")
+    accepted = _token(mock, _form(code, code_verifier=verifier))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["id_token"]
+
+
+def test_a_verifier_for_a_code_without_a_challenge_is_refused(mock: str) -> None:
+    """RFC 9700 section 2.1.1: a code_verifier for a code whose request had no challenge
+    is refused (the PKCE downgrade), not ignored."""
+    refused = _token(mock, _form(_code(mock), code_verifier=secrets.token_urlsafe(48)))
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"code_challenge": _s256("x" * 43), "code_challenge_method": "plain"}, "plain"),
+        ({"code_challenge": _s256("x" * 43), "code_challenge_method": "s256"}, "lower case"),
+        ({"code_challenge": "too-short"}, "not S256-shaped"),
+        ({"code_challenge": "a" * 42 + "="}, "padded"),
+        ({"code_challenge_method": "S256"}, "method without a challenge"),
+    ],
+    ids=["plain", "lower-case-method", "short", "padded", "method-only"],
+)
+def test_a_malformed_pkce_request_is_invalid_request(
+    mock: str, extra: dict[str, str], why: str
+) -> None:
+    """Only S256 with a 43-character base64url challenge: anything else is redirected
+    back with invalid_request (and the state), never a code that cannot be checked."""
+    back = _back(_authorize(mock, **extra))
+    assert back["error"] == "invalid_request", why
+    assert back["state"] == "state-0123456789"
+    assert "code" not in back
+
+
+def test_a_repeated_code_challenge_is_invalid_request(mock: str) -> None:
+    challenge = _s256("v" * 43)
+    url = httpx.URL(mock + "/oidc/authorize").copy_merge_params(
+        {
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT_URI,
+            "response_type": "code",
+            "scope": "openid",
+            "state": "state-0123456789",
+            "autologin": "38001085718",
+            "code_challenge_method": "S256",
+        }
+    )
+    twice = str(url) + f"&code_challenge={challenge}&code_challenge={_s256('w' * 43)}"
+    back = _back(httpx.get(twice, timeout=10))
+    assert back["error"] == "invalid_request"
+
+
+# --- repeated token request parameters (RFC 6749 section 3.2) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "headers"),
+    [
+        (f"&client_id=someone-else&client_id={CLIENT_ID}", None),
+        (f"&client_id={CLIENT_ID}&client_id={CLIENT_ID}", None),
+        (
+            f"&client_id={POST_CLIENT_ID}&client_secret=wrong&client_secret={POST_SECRET}",
+            {},
+        ),
+        (
+            f"&client_id=someone-else&client_id={POST_CLIENT_ID}&client_secret={POST_SECRET}",
+            {},
+        ),
+        ("&code_verifier=a&code_verifier=b", None),
+    ],
+    ids=[
+        "basic-client-id-twice",
+        "same-client-id-twice",
+        "secret-twice",
+        "post-id-twice",
+        "verifier-twice",
+    ],
+)
+def test_a_repeated_token_parameter_is_invalid_request_and_keeps_the_code(
+    mock: str, extra: str, headers: dict[str, str] | None
+) -> None:
+    """Which of two client_id or client_secret values counts is unknowable: the request
+    is invalid_request, checked before anything else, so the code is not used up."""
+    client = CLIENT_ID if headers is None else POST_CLIENT_ID
+    code = _code(mock, client)
+    refused = _token(mock, _form(code) + extra, headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "invalid_request"
+    if headers is None:
+        assert _token(mock, _form(code)).status_code == 200
+    else:
+        form = _form(code, client_id=POST_CLIENT_ID, client_secret=POST_SECRET)
+        assert _token(mock, form, {}).status_code == 200
