@@ -206,3 +206,37 @@ def test_a_repeated_token_parameter_is_invalid_request_and_keeps_the_code(
     else:
         form = _form(code, client_id=POST_CLIENT_ID, client_secret=POST_SECRET)
         assert _token(mock, form, {}).status_code == 200
+
+
+# --- the login page ------------------------------------------------------------------------
+
+
+def test_the_login_page_shows_typed_values_without_their_control_characters(mock: str) -> None:
+    """A refused form comes back filled in, but without the control, format and bidi
+    characters that were typed (ESC, BEL, CR, LF, NUL, RLO): only what can be shown."""
+    params = {
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT_URI,
+        "response_type": "code",
+        "scope": "openid",
+        "state": "state-0123456789",
+    }
+    form = httpx.get(mock + "/oidc/authorize", params=params, timeout=10)
+    assert form.status_code == 200, form.text
+    tx = form.text.split('name="tx" value="', 1)[1].split('"', 1)[0]
+    refused = httpx.post(
+        mock + "/oidc/login",
+        data={
+            "tx": tx,
+            "identity": "custom",
+            "personal_code": "\x1b[31m3800108571\r\n8\x00",
+            "given_name": "MARI\u202eLIIS\x07",
+            "family_name": "TAMM\u200b\x9b",
+        },
+        timeout=10,
+    )
+    assert refused.status_code == 400
+    for control in ("\x1b", "\r", "\x00", "\u202e", "\x07", "\u200b", "\x9b"):
+        assert control not in refused.text, repr(control)
+    assert 'value="[31m38001085718"' in refused.text
+    assert 'value="MARILIIS"' in refused.text

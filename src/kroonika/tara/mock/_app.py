@@ -364,7 +364,7 @@ def _login_page(
 ) -> Response:
     identities = [p for p in PUBLIC_IDENTITIES if p.method in auth_request.methods]
     values = {"personal_code": "", "given_name": "", "family_name": "", "method": "", "acr": ""}
-    values.update(form or {})
+    values.update({name: _printable(value) for name, value in (form or {}).items()})
     return server.pages.login(
         locale,
         status_code=200 if error is None else 400,
@@ -377,6 +377,12 @@ def _login_page(
         form=values,
         selected=selected,
     )
+
+
+def _printable(value: str) -> str:
+    """``value`` without control and format characters (Unicode Cc, Cf: ESC, CR, LF, NUL,
+    bidi overrides, zero-width ones), for showing typed input back on the page."""
+    return "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cf"))
 
 
 def _clean_name(value: str | None, locale: str) -> str:
