@@ -252,6 +252,43 @@ def test_a_login_start_documents_its_redirect(stack: AdminStack, doc: dict[str, 
     assert "429" not in doc["paths"]["/auth/session"]["get"]["responses"]
 
 
+def _parameters(doc: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in doc["paths"][path]["get"].get("parameters", [])}
+
+
+def test_a_login_start_documents_the_values_it_takes(
+    stack: AdminStack, doc: dict[str, Any]
+) -> None:
+    """A schema fuzzer sent ``acr=`` (valid for the plain string the document said) and
+    got a 400: the document names the values and limits the handler enforces, and each
+    documented value starts a login."""
+    login = _parameters(doc, "/auth/login")
+    assert login["acr"]["schema"]["enum"] == ["low", "substantial", "high"]
+    assert login["method"]["schema"]["items"]["enum"] == ["idcard", "mid", "smartid", "eidas"]
+    assert login["ui_locales"]["schema"]["maxLength"] == 64
+    assert login["return_to"]["schema"]["maxLength"] == 1024
+    with httpx.Client(timeout=30) as b:
+        for acr in login["acr"]["schema"]["enum"]:
+            assert b.get(stack.url + "/auth/login", params={"acr": acr}).status_code == 302
+        for method in login["method"]["schema"]["items"]["enum"]:
+            assert b.get(stack.url + "/auth/login", params={"method": method}).status_code == 302
+        assert b.get(stack.url + "/auth/login", params={"ui_locales": "x" * 64}).status_code == 302
+        assert b.get(stack.url + "/auth/login", params={"ui_locales": "x" * 65}).status_code == 400
+
+
+def test_the_callback_documents_what_tara_sends_it(stack: AdminStack, doc: dict[str, Any]) -> None:
+    """The callback read its parameters by hand, so the document declared none."""
+    callback = _parameters(doc, "/auth/callback")
+    assert set(callback) == {"state", "code", "error", "error_description"}
+    assert callback["state"]["required"] is True
+    assert callback["state"]["schema"]["maxLength"] == 256
+    assert callback["code"]["schema"]["maxLength"] == 2048
+    assert not any(p.get("required") for n, p in callback.items() if n != "state")
+    with httpx.Client(timeout=30) as b:
+        r = b.get(stack.url + "/auth/callback", params={"state": "s" * 257, "code": "c"})
+    assert (r.status_code, r.json()["reason"]) == (400, "state_invalid")
+
+
 def _matches(template: str, path: str) -> bool:
     a, b = template.strip("/").split("/"), path.strip("/").split("/")
     return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b, strict=True))

@@ -73,6 +73,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 _LOCALES = ("et", "en", "ru")
 _UI_LOCALES_MAX = 64
+_RETURN_TO_MAX = 1024
 _IDP_ERROR = re.compile(r"[a-z_]{1,64}")
 
 
@@ -93,7 +94,7 @@ def safe_return_to(value: str | None, allowed: list[str]) -> str | None:
     """A same-site path (or an allow-listed absolute URL prefix); None if not allowed."""
     if value is None or value == "":
         return "/"
-    if len(value) > 1024 or "\\" in value or any(ord(c) < 0x20 for c in value):
+    if len(value) > _RETURN_TO_MAX or "\\" in value or any(ord(c) < 0x20 for c in value):
         return None
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:

@@ -16,6 +16,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from kroonika.tara import ACR_ORDER, METHODS
+from kroonika.web._auth import _CODE_MAX, _RETURN_TO_MAX, _STATE_MAX, _UI_LOCALES_MAX
+
 ERROR = "Error"
 _REF = {"$ref": f"#/components/schemas/{ERROR}"}
 _ERROR_SCHEMA: dict[str, Any] = {
@@ -76,6 +79,30 @@ AUTH_RESPONSES: dict[tuple[str, str], dict[str, str]] = {
     ("delete", "/auth/sessions/{ref}"): {**_SESSION_CHANGE, "404": "No such session of yours"},
     ("post", "/auth/logout"): {"303": "To / (a form post)", **_SESSION_CHANGE},
 }
+#: What the login routes take. Their handlers read the query by hand (a refused start or
+#: callback is still an audited attempt, never a bare 422), so FastAPI documented plain
+#: strings (``acr``) or nothing (the callback); the limits are the handlers' own.
+_QUERY_TEXT = {"type": "string"}
+AUTH_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
+    "/auth/login": {
+        "acr": {"type": "string", "enum": list(ACR_ORDER)},
+        "method": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(METHODS)},
+            "description": "those of KROONIKA_TARA_SCOPES; all of them when none is given",
+        },
+        "ui_locales": {"type": "string", "maxLength": _UI_LOCALES_MAX},
+        "return_to": {"type": "string", "maxLength": _RETURN_TO_MAX},
+    },
+    "/auth/callback": {
+        "state": {"type": "string", "minLength": 1, "maxLength": _STATE_MAX},
+        "code": {"type": "string", "maxLength": _CODE_MAX},
+        "error": _QUERY_TEXT,
+        "error_description": _QUERY_TEXT,
+    },
+}
+#: the one callback parameter every answer from TARA carries (RFC 6749 section 4.1.2)
+_REQUIRED = {("/auth/callback", "state")}
 #: the ``/auth`` routes the rate limiter counts (``login_start:ip``, ``callback:ip``)
 _AUTH_LIMITED = ("/auth/login", "/auth/callback")
 
@@ -94,8 +121,9 @@ def rate_limited() -> dict[str, Any]:
 
 def describe_refusals(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` with every 422 documented as the service's error object, the admin
-    refusals declared on the operations that have roles (``x-roles``) and the
-    browser-facing ``/auth`` routes' redirects and refusals (:data:`AUTH_RESPONSES`)."""
+    refusals declared on the operations that have roles (``x-roles``), the
+    browser-facing ``/auth`` routes' redirects and refusals (:data:`AUTH_RESPONSES`)
+    and the login routes' query parameters (:data:`AUTH_PARAMETERS`)."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for ops in doc.get("paths", {}).values():
         for op in ops.values():
@@ -121,6 +149,18 @@ def describe_refusals(doc: dict[str, Any]) -> dict[str, Any]:
         responses.setdefault("503", _error_response(ADMIN_REFUSALS["503"]))
         if path in _AUTH_LIMITED:
             responses.setdefault("429", rate_limited())
+    for path, parameters in AUTH_PARAMETERS.items():
+        op = doc.get("paths", {}).get(path, {}).get("get")
+        if op is not None:
+            op["parameters"] = [
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": (path, name) in _REQUIRED,
+                    "schema": schema,
+                }
+                for name, schema in parameters.items()
+            ]
     for name in _VALIDATION_SCHEMAS:
         schemas.pop(name, None)
     schemas[ERROR] = _ERROR_SCHEMA
