@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 from collections.abc import Iterator
 from urllib.parse import parse_qs, quote, urlsplit
@@ -149,6 +150,16 @@ def test_a_malformed_pkce_request_is_invalid_request(
     assert "code" not in back
 
 
+def test_an_unknown_scope_is_not_echoed_with_characters_oauth_forbids(mock: str) -> None:
+    """RFC 6749 section 4.1.2.1 allows printable ASCII but '"' and '\\' in
+    error_description: the unknown scopes it names are escaped, and cut short."""
+    scope = 'openid \x1b[31m \u202eévil"\\ \r\nx ' + "y" * 30_000
+    back = _back(_authorize(mock, scope=scope))
+    assert back["error"] == "invalid_scope"
+    assert _OAUTH_TEXT.fullmatch(back["error_description"]), back["error_description"][:200]
+    assert back["error_description"].startswith("unknown scope: ")
+
+
 def test_a_repeated_code_challenge_is_invalid_request(mock: str) -> None:
     challenge = _s256("v" * 43)
     url = httpx.URL(mock + "/oidc/authorize").copy_merge_params(
@@ -281,19 +292,30 @@ _VALID = {
 }
 
 
+#: RFC 6749 section 4.1.2.1: what error_description may hold (printable ASCII but " and \\)
+_OAUTH_TEXT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{0,300}")
+
+
 @_FUZZ
-@given(valid=st.booleans(), extra=st.lists(st.tuples(_AUTHORIZE_NAMES, st.text(max_size=80))))
+@given(
+    valid=st.booleans(),
+    values=st.dictionaries(_AUTHORIZE_NAMES, st.text(max_size=80)),
+    scope=st.one_of(st.none(), st.text(max_size=80).map("openid ".__add__)),
+)
 def test_authorize_redirects_only_to_a_registered_uri(
-    mock: str, valid: bool, extra: list[tuple[str, str]]
+    mock: str, valid: bool, values: dict[str, str], scope: str | None
 ) -> None:
     """Whatever the query, the answer is the login page, TARA's error page or a
-    redirect to the client's registered URI: never a 5xx, never another target."""
-    r = httpx.get(
-        mock + "/oidc/authorize", params=[*(_VALID.items() if valid else ()), *extra], timeout=10
-    )
+    redirect to the client's registered URI: never a 5xx, never another target, and an
+    error_description only of the characters RFC 6749 allows there, and short."""
+    params = {**_VALID, **values} if valid else values
+    if scope is not None:
+        params["scope"] = scope
+    r = httpx.get(mock + "/oidc/authorize", params=params, timeout=10)
     assert r.status_code in (200, 302, 400), r.text
     if r.status_code == 302:
-        assert r.headers["location"].startswith(REDIRECT_URI + "?")
+        description = _back(r).get("error_description", "")
+        assert _OAUTH_TEXT.fullmatch(description), description
 
 
 _TOKEN_NAMES = st.sampled_from(

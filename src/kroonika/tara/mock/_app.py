@@ -198,10 +198,21 @@ def _redirect(uri: str, params: dict[str, str]) -> RedirectResponse:
     )
 
 
+#: What RFC 6749 (section 4.1.2.1) allows in error_description: printable ASCII but '"'
+#: and '\\'. A description naming what was sent (an unknown scope) is cut to this form.
+_NOT_OAUTH_TEXT = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_DESCRIPTION_MAX = 200
+
+
+def _oauth_text(description: str) -> str:
+    shown = _NOT_OAUTH_TEXT.sub("?", description)
+    return shown if len(shown) <= _DESCRIPTION_MAX else shown[: _DESCRIPTION_MAX - 3] + "..."
+
+
 def _redirect_error(
     redirect_uri: str, error: str, description: str, state: str | None
 ) -> RedirectResponse:
-    params = {"error": error, "error_description": description}
+    params = {"error": error, "error_description": _oauth_text(description)}
     if state is not None:
         params["state"] = state
     logger.info("authorization refused: %s", error)
