@@ -25,6 +25,13 @@ SECRET = "rp-hostile-secret-0123"
 POST_CLIENT_ID = "rp-hostile-post"
 POST_SECRET = "rp-hostile-post-secret"
 REDIRECT_URI = "http://127.0.0.1:9/auth/callback"  # never contacted: Location is read
+_VALID = {
+    "client_id": CLIENT_ID,
+    "redirect_uri": REDIRECT_URI,
+    "response_type": "code",
+    "scope": "openid",
+    "state": "state-0123456789",
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +67,7 @@ def _s256(verifier: str) -> str:
 
 
 def _authorize(mock: str, client_id: str = CLIENT_ID, **extra: str) -> httpx.Response:
-    params = {
-        "client_id": client_id,
-        "redirect_uri": REDIRECT_URI,
-        "response_type": "code",
-        "scope": "openid",
-        "state": "state-0123456789",
-        "autologin": "38001085718",
-        **extra,
-    }
+    params = {**_VALID, "client_id": client_id, "autologin": "38001085718", **extra}
     return httpx.get(mock + "/oidc/authorize", params=params, timeout=10)
 
 
@@ -163,15 +162,7 @@ def test_an_unknown_scope_is_not_echoed_with_characters_oauth_forbids(mock: str)
 def test_a_repeated_code_challenge_is_invalid_request(mock: str) -> None:
     challenge = _s256("v" * 43)
     url = httpx.URL(mock + "/oidc/authorize").copy_merge_params(
-        {
-            "client_id": CLIENT_ID,
-            "redirect_uri": REDIRECT_URI,
-            "response_type": "code",
-            "scope": "openid",
-            "state": "state-0123456789",
-            "autologin": "38001085718",
-            "code_challenge_method": "S256",
-        }
+        {**_VALID, "autologin": "38001085718", "code_challenge_method": "S256"}
     )
     twice = str(url) + f"&code_challenge={challenge}&code_challenge={_s256('w' * 43)}"
     back = _back(httpx.get(twice, timeout=10))
@@ -227,14 +218,7 @@ def test_a_repeated_token_parameter_is_invalid_request_and_keeps_the_code(
 def test_the_login_page_shows_typed_values_without_their_control_characters(mock: str) -> None:
     """A refused form comes back filled in, but without the control, format and bidi
     characters that were typed (ESC, BEL, CR, LF, NUL, RLO): only what can be shown."""
-    params = {
-        "client_id": CLIENT_ID,
-        "redirect_uri": REDIRECT_URI,
-        "response_type": "code",
-        "scope": "openid",
-        "state": "state-0123456789",
-    }
-    form = httpx.get(mock + "/oidc/authorize", params=params, timeout=10)
+    form = httpx.get(mock + "/oidc/authorize", params=_VALID, timeout=10)
     assert form.status_code == 200, form.text
     tx = form.text.split('name="tx" value="', 1)[1].split('"', 1)[0]
     refused = httpx.post(
@@ -283,13 +267,6 @@ _AUTHORIZE_NAMES = st.sampled_from(
         "code_challenge_method",
     ]
 )
-_VALID = {
-    "client_id": CLIENT_ID,
-    "redirect_uri": REDIRECT_URI,
-    "response_type": "code",
-    "scope": "openid",
-    "state": "state-0123456789",
-}
 
 
 #: RFC 6749 section 4.1.2.1: what error_description may hold (printable ASCII but " and \\)
