@@ -198,3 +198,46 @@ async def test_a_crash_is_500_with_the_request_id_and_no_detail(
     (line,) = [rec for rec in caplog.records if rec.getMessage().startswith("unhandled")]
     assert line.getMessage() == "unhandled RuntimeError request_id=crash-12345678"
     assert line.exc_info is not None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "gone"),
+    [
+        ("/users/38001085718/x", "38001085718"),
+        (
+            "/users/EE\uff13\uff18\uff10\uff10\uff11\uff10\uff18\uff15\uff17\uff11\uff18",
+            "\uff18\uff15",
+        ),
+        ("/t/eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz", "eyJzdWIiOiJ4In0"),
+        ("/k/Zx8Kq2LmN4pR7tVw9yB3cD5fG6hJ1kM0nQ", "Zx8Kq2LmN4pR7tVw9yB3cD5fG6hJ1kM0nQ"),
+    ],
+)
+async def test_the_access_log_keeps_no_secret_or_personal_code_from_a_path(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, path: str, gone: str
+) -> None:
+    """A client may put a token or a personal code in a URL's path (a mistaken link, a
+    probe): the access log line names the request with them cut out, as the trail
+    would, and says what was cut."""
+    with caplog.at_level("INFO", logger="kroonika.web.access"):
+        r = await client.get(path)
+    assert r.status_code == 404
+    (line,) = [m.getMessage() for m in caplog.records if m.name == "kroonika.web.access"]
+    assert gone not in line
+    assert "[REDACTED:" in line
+    assert f"request_id={r.headers['x-request-id']}" in line
+
+
+@pytest.mark.asyncio
+async def test_the_access_log_cuts_a_very_long_path(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 12 kB path is logged as its first 512 characters and how many more there were:
+    one request cannot write kilobytes into the operational log."""
+    path = "/" + "a/" * 6000
+    with caplog.at_level("INFO", logger="kroonika.web.access"):
+        r = await client.get(path)
+    assert r.status_code == 404
+    (line,) = [m.getMessage() for m in caplog.records if m.name == "kroonika.web.access"]
+    assert len(line) < 700
+    assert f"/{'a/' * 255}a…(+{len(path) - 512} characters)" in line

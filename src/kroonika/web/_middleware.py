@@ -1,5 +1,6 @@
 """ASGI middleware: request id and trace id, client address, body size limit, security
-headers and one access-log line per request (path without query: callbacks carry codes)."""
+headers and one access-log line per request (path without query: callbacks carry codes;
+the path with any secret or personal code cut out, and cut short)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kroonika.audit import Counters
+from kroonika.audit.processors.redact import Redact
 from kroonika.web._context import (
     RequestInfo,
     TrustedProxies,
@@ -23,6 +26,24 @@ from kroonika.web._context import (
 
 access_log = logging.getLogger("kroonika.web.access")
 log = logging.getLogger("kroonika.web")
+
+#: How much of a path the access log shows (a path can be as long as the server takes).
+LOGGED_PATH_MAX = 512
+# The trail's own safety net: a client may put a token, a key or a personal code (in any
+# script's digits) in a path (a mistaken link, a probe); the log names the request
+# without it. What it cuts is counted here, not in the trail's counters.
+_redact = Redact(Counters())
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as the access log shows it: each secret or personal code replaced by
+    ``[REDACTED:<kind>]``, then at most :data:`LOGGED_PATH_MAX` characters and how many
+    more there were. Control characters are left to the log's formatter to escape."""
+    path = _redact.scrub(path)
+    if len(path) > LOGGED_PATH_MAX:
+        return f"{path[:LOGGED_PATH_MAX]}…(+{len(path) - LOGGED_PATH_MAX} characters)"
+    return path
+
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -148,7 +169,7 @@ class RequestContextMiddleware:
             access_log.info(
                 "%s %s %s %.1fms request_id=%s",
                 scope.get("method"),
-                scope.get("path"),
+                loggable_path(str(scope.get("path", ""))),
                 status,
                 (time.perf_counter() - started) * 1000,
                 info.request_id,
