@@ -244,24 +244,38 @@ def _stream_seq(value: str) -> tuple[str, int]:
 @retention_app.command("run")
 def retention_run(
     archive_dir: Annotated[
-        Path | None, typer.Option(help="Archive each range (gzip JSONL) before purging")
+        Path | None,
+        typer.Option(
+            help="Archive each range (gzip JSONL) before purging "
+            "(default: KROONIKA_AUDIT_ARCHIVE_DIR)"
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go")] = False,
-    legal_hold: Annotated[bool, typer.Option("--legal-hold", help="Refuse to purge")] = False,
+    legal_hold: Annotated[
+        bool,
+        typer.Option("--legal-hold", help="Refuse to purge (as KROONIKA_AUDIT_LEGAL_HOLD does)"),
+    ] = False,
 ) -> None:
     """Purge whole checkpointed ranges past their retention and shred the data keys of
-    anonymous months and login flows no retained event needs; records audit.retention."""
+    anonymous months and login flows no retained event needs; records audit.retention.
+    The policy is the service's: KROONIKA_AUDIT_RETENTION_DEFAULT_DAYS,
+    KROONIKA_AUDIT_RETENTION_DAYS and KROONIKA_AUDIT_LEGAL_HOLD."""
+    import dataclasses
+
     from kroonika.audit import Actor, ActorType, AuditError, events
     from kroonika.audit.retention import (
         PurgeResult,
         RetentionJob,
-        RetentionPolicy,
         retention_event_details,
         shredded_event_details,
     )
     from kroonika.cli import _access_trail, _fail, _settings
+    from kroonika.shipping import retention_policy
 
     settings = _settings()
+    policy = retention_policy(settings)
+    if legal_hold:
+        policy = dataclasses.replace(policy, legal_hold=True)
     with _access_trail(settings) as comps:
 
         def emit(details: dict[str, str | int]) -> None:
@@ -274,8 +288,8 @@ def retention_run(
 
         job = RetentionJob(
             comps.store,
-            RetentionPolicy(legal_hold=legal_hold),
-            archive_dir=archive_dir,
+            policy,
+            archive_dir=archive_dir if archive_dir is not None else settings.audit_archive_dir,
             on_purged=None if dry_run else record,
             keyring=comps.keyring,
             on_shredded=lambda n, made_before: emit(shredded_event_details(n, made_before)),

@@ -66,15 +66,11 @@ log = logging.getLogger("kroonika.audit.retention")
 
 DAY = 86400
 
-DEFAULT_CATEGORY_DAYS: Final[Mapping[str, int]] = MappingProxyType(
-    {
-        "security": 400,
-        "admin": 400,
-        "audit": 400,
-        "authentication": 400,
-        "token": 400,
-    }
-)
+#: No category has days of its own by default: every category follows ``default_days``
+#: (``KROONIKA_AUDIT_RETENTION_DEFAULT_DAYS``), as the operator guide says. Five categories
+#: used to be pinned at 400 here, so a longer default did not keep them longer
+#: (decision 0034, 2026-11-28).
+DEFAULT_CATEGORY_DAYS: Final[Mapping[str, int]] = MappingProxyType({})
 DEFAULT_TYPE_DAYS: Final[Mapping[str, int]] = MappingProxyType({"auth.flow.transition": 90})
 
 
