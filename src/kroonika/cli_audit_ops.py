@@ -36,6 +36,7 @@ def sinks_status(store: StoreOpt = None) -> None:
     corrupted."""
     from sqlalchemy import func, select
 
+    from kroonika.audit.alerting import EVALUATOR_NAME
     from kroonika.audit.sinks import CursorStore
     from kroonika.audit.sinks._runner import CHECKPOINT_CURSOR_SUFFIX
     from kroonika.audit.store._schema import blocks
@@ -69,7 +70,12 @@ def sinks_status(store: StoreOpt = None) -> None:
     for (sink, stream), seq in sorted(rows.items()):
         base = sink.removesuffix(CHECKPOINT_CURSOR_SUFFIX)
         lag = max(0, heads.get(stream, 0) - seq) if base == sink else 0
-        stale = "  (not configured)" if configured is not None and base not in configured else ""
+        if base == EVALUATOR_NAME and settings.alerts_enabled:
+            stale = "  (alert rules)"
+        elif configured is not None and base not in configured:
+            stale = "  (not configured)"
+        else:
+            stale = ""
         typer.echo(f"{clean(sink)}  {clean(stream)}  delivered_to={seq}  lag_events={lag}{stale}")
     for sink, stream in broken:
         typer.echo(f"{clean(sink)}  {clean(stream)}  cursor corrupted: not a sequence number")

@@ -258,6 +258,23 @@ def test_status_shows_configured_sinks_pending_dead_letters_and_stale_cursors(cl
     assert "hook  dead_letters_pending=1" in lines
 
 
+def test_status_does_not_call_the_alert_rules_cursor_unconfigured(cli: Cli) -> None:
+    """The alert evaluator reads the trail through a cursor of its own (`@alerts`): while
+    alerting is on it is listed like a sink, never as a sink no longer configured."""
+    store = SqlAuditStore(str(cli.var / "audit.db"))
+    (stream,) = [s for s in store.streams() if not s.startswith("cli-")]
+    CursorStore(store.engine).set("@alerts", stream, 2, "2026-11-27T00:00:00Z")
+    store.close()
+    rc, lines, err = status(cli, {})
+    assert rc == 0, err
+    (line,) = [x for x in lines if x.startswith("@alerts")]
+    assert "not configured" not in line
+    assert line.endswith("(alert rules)")
+    rc, lines, err = status(cli, {"KROONIKA_ALERTS_ENABLED": "false"})
+    (line,) = [x for x in lines if x.startswith("@alerts")]
+    assert line.endswith("(not configured)")
+
+
 def test_status_names_a_misconfigured_sink_and_a_corrupted_cursor(cli: Cli) -> None:
     """What stops the service (a sink it refuses) or a sink (a cursor that is not a
     position) is shown, exit 1, never the secret."""
