@@ -647,7 +647,8 @@ def export_cmd(
     from kroonika.audit import formats
 
     if fmt != "json" and fmt not in formats.RENDERERS:
-        raise _fail(f"unknown format {fmt!r}; one of json, {', '.join(sorted(formats.RENDERERS))}")
+        known = sorted({"json", *formats.RENDERERS})
+        raise _fail(f"unknown format {fmt!r}; one of {', '.join(known)}")
     q = _query(from_, to, type_, category, outcome, actor, correlation, ip)
     if fmt == "json":
         _stream_records(store, q, "export", fmt, lambda body: body)

@@ -554,3 +554,10 @@ def test_verify_with_an_empty_key_file_is_a_usage_error(cli: Cli, tmp_path: Path
     keys = tmp_path / "keys.json"
     keys.write_text('{"keys": []}')
     cli.usage_error("audit", "verify", "--keys", str(keys))
+
+
+def test_an_unknown_export_format_lists_each_format_once(cli: Cli) -> None:
+    """The refusal names the formats the auditor guide lists, each once."""
+    err = cli.usage_error("audit", "export", "--format", "rfc5424")
+    listed = err.rstrip("\n").rsplit("one of ", 1)[1].split(", ")
+    assert sorted(listed) == ["cef", "ecs", "json", "leef", "ocsf"], err
