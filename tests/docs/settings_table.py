@@ -3,7 +3,7 @@
 
     .venv/bin/python tests/docs/settings_table.py --write   # rewrite the guide's table
 
-``tests/docs/test_operator_guide.py`` fails when the guide's table differs from what this
+``tests/docs/test_docs.py`` fails when the guide's table differs from what this
 renders, or when a field has no meaning here: a new setting must be documented.
 """
 

@@ -1,0 +1,149 @@
+"""README.md and the guides in docs/ cannot drift from the code: the operator guide's
+settings table is the Settings model, every ``KROONIKA_*`` variable the documents name is
+a setting (or a documented variable the code reads itself), and every ``kroonika`` command
+line and ``make`` target they show exists with the options they give it."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from settings_table import GUIDE, current, render
+
+from kroonika.cli import app
+from kroonika.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = ["README.md", "docs/user-guide.md", "docs/auditor-guide.md", "docs/operator-guide.md"]
+#: Variables that are not settings: the test suite's switch (README, CI).
+NOT_SETTINGS = {"REQUIRE_SERVICES"}
+
+
+def _text(name: str) -> str:
+    return (ROOT / name).read_text()
+
+
+def test_every_settings_field_is_in_the_guide() -> None:
+    """Each field appears as its KROONIKA_* variable in the operator guide."""
+    text = GUIDE.read_text()
+    missing = [n for n in Settings.model_fields if f"`KROONIKA_{n.upper()}`" not in text]
+    assert missing == [], f"undocumented settings: {missing}"
+
+
+def test_the_table_is_what_the_model_renders() -> None:
+    """Names, defaults and meanings in the guide equal the generated table (regenerate with
+    `.venv/bin/python tests/docs/settings_table.py --write`)."""
+    assert current(GUIDE.read_text()) == render()
+
+
+def _variables_read_by_the_code() -> set[str]:
+    """``KROONIKA_*`` names the source reads itself (os.environ, Typer's envvar), not
+    through Settings."""
+    names: set[str] = set()
+    for path in (ROOT / "src" / "kroonika").rglob("*.py"):
+        names |= set(re.findall(r"[\"']KROONIKA_([A-Z0-9_]+)[\"']", path.read_text()))
+    return names - {n.upper() for n in Settings.model_fields}
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_the_documents_name_no_setting_that_does_not_exist(document: str) -> None:
+    """Every KROONIKA_* variable a document sets or quotes (`KROONIKA_X` or KROONIKA_X=) is
+    a field, a variable the code reads itself, or the test switch; other names, e.g. a NATS
+    stream, are not variables."""
+    named = set(re.findall(r"KROONIKA_([A-Z0-9_]+)(?=[`=])", _text(document)))
+    known = {n.upper() for n in Settings.model_fields} | _variables_read_by_the_code()
+    assert named - known - NOT_SETTINGS == set()
+
+
+def test_variables_the_code_reads_itself_are_in_the_guide() -> None:
+    """A KROONIKA_* variable read outside Settings is documented in the operator guide."""
+    text = GUIDE.read_text()
+    missing = sorted(n for n in _variables_read_by_the_code() if f"`KROONIKA_{n}`" not in text)
+    assert missing == []
+
+
+def test_the_log_shipping_section_is_marked() -> None:
+    """The section the log shipping work fills is present under its agreed title."""
+    assert "## Log shipping (rsyslog, SIEM sinks, NATS)" in GUIDE.read_text()
+
+
+# --- command lines ----------------------------------------------------------------------
+
+
+def _command_lines(text: str) -> Iterator[str]:
+    """`kroonika ...` in inline code, and lines of code blocks that run kroonika (not a
+    comment); a code span may wrap over a line break."""
+    for span in re.findall(r"`(kroonika [^`]+)`", text):
+        yield " ".join(span.split())
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            m = re.match(r"\s*(?:[A-Z_]+=\S+\s+)*(kroonika\s.*)", line)
+            if m:
+                yield m.group(1)
+
+
+def _words(line: str) -> list[str]:
+    """The words of a command line up to a comment, pipe or redirection; `[--opt X]` and
+    `a|b` alternatives are read as written."""
+    line = re.split(r"\s#|\s\||\s<|\s>", line)[0]
+    return line.replace("[", " ").replace("]", " ").split()[1:]
+
+
+def _resolve(words: list[str]) -> tuple[Any, list[str], list[str]]:
+    command: Any = typer.main.get_command(app)
+    path = ["kroonika"]
+    while hasattr(command, "commands") and words and words[0] in command.commands:
+        command = command.commands[words[0]]
+        path.append(words.pop(0))
+    return command, path, words
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    return [(doc, line) for doc in DOCUMENTS for line in _command_lines(_text(doc))]
+
+
+def test_the_documents_show_command_lines() -> None:
+    """The parser finds the command lines (the test below is not vacuous)."""
+    assert len(_documented_commands()) > 80
+
+
+@pytest.mark.parametrize(("document", "line"), _documented_commands())
+def test_every_documented_command_and_option_exists(document: str, line: str) -> None:
+    """`kroonika <group> <command> --option` as a document shows it is a command of the
+    Typer app that takes that option."""
+    command, path, rest = _resolve(_words(line))
+    if hasattr(command, "commands"):  # a group on its own ("kroonika audit …", "list|ack")
+        alternatives = rest[0].split("|") if rest and not rest[0].startswith("-") else []
+        missing = [a for a in alternatives if a not in command.commands and a not in "…..."]
+        assert missing == [], f"{document}: {' '.join(path)} has no command {missing}"
+        return
+    options = {"--help"}
+    for param in command.params:
+        options |= set(getattr(param, "opts", ())) | set(getattr(param, "secondary_opts", ()))
+    unknown = [
+        w.split("=")[0]
+        for w in rest
+        if w.startswith("-") and w != "-" and w.split("=")[0] not in options
+    ]
+    assert unknown == [], f"{document}: {' '.join(path)} has no option {unknown}"
+
+
+def test_every_documented_make_target_exists() -> None:
+    """`make X` in a document is a target of the Makefile."""
+    targets = set(re.findall(r"^([a-z][a-z-]*):", _text("Makefile"), re.M))
+    code = [
+        part
+        for doc in DOCUMENTS
+        for part in re.findall(r"```[a-z]*\n.*?```|`[^`\n]+`", _text(doc), re.S)
+    ]
+    named = {m for part in code for m in re.findall(r"(?:^|`)make ([a-z][a-z-]*)", part, re.M)}
+    assert named
+    assert named - targets == set()
