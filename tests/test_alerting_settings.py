@@ -45,3 +45,18 @@ def test_a_new_rule_needs_types_and_may_not_watch_alerts() -> None:
         alert_rules(Settings(alert_rules={"loop": {"types": ["alert.raise"]}}))
     with pytest.raises(ValueError, match="extra"):
         Settings(alert_rules={"mine": {"types": ["auth.login"], "treshold": 2}})
+
+
+@pytest.mark.parametrize("entry", ["security.rate_limt", "security.", "secur", "auth.login.x"])
+def test_a_rule_type_that_matches_no_event_type_is_refused(entry: str) -> None:
+    """A misspelt type, or a prefix written with a final dot (rules take `security` for
+    every security.* type), would never fire, without a word: the service refuses it."""
+    with pytest.raises(SettingsError, match="no event type"):
+        alert_rules(Settings(alert_rules={"mine": {"types": ["auth.login", entry]}}))
+
+
+def test_rule_types_of_the_catalogue_and_their_prefixes_are_taken() -> None:
+    """A catalogue type, an area and a two-level prefix, as the trail's queries take them."""
+    spec = {"types": ["security.rate_limit", "token", "auth.flow"]}
+    (rule,) = [r for r in alert_rules(Settings(alert_rules={"mine": spec})) if r.name == "mine"]
+    assert rule.types == ("security.rate_limit", "token", "auth.flow")

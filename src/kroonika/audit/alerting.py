@@ -45,6 +45,7 @@ import orjson
 
 from kroonika.audit._errors import AuditUnavailable
 from kroonika.audit._model import Actor, ActorType, Severity, Target
+from kroonika.audit.catalogue import CATALOGUE
 from kroonika.audit.personal_codes import contains_personal_code
 from kroonika.audit.sinks._base import Item, Record, TransientSinkError
 
@@ -81,6 +82,13 @@ class AlertRule:
         for t in self.types:
             if (t + ".").startswith(IGNORED_PREFIXES) or t in ("alert", "response"):
                 raise ValueError(f"rule {self.name}: alert and response events cannot be watched")
+            # A type nothing matches (a typo, `security.` for `security`) never fires.
+            if not any(k == t or k.startswith(t + ".") for k in CATALOGUE):
+                shown = repr(t) if t.isascii() and t.isprintable() else "a type"
+                raise ValueError(
+                    f"rule {self.name}: {shown} matches no event type (give a type such as "
+                    "'security.rate_limit' or a prefix without a final dot, such as 'security')"
+                )
         if not 1 <= self.threshold <= 100_000:
             raise ValueError(f"rule {self.name}: threshold must be 1..100000")
         if not 1 <= self.window_s <= 30 * 86400:

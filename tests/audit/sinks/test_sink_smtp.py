@@ -298,3 +298,22 @@ def test_smtp_settings_that_cannot_work_are_refused_without_echo() -> None:
     assert "needs both user and secret" in refusal({**SMTP, "user": "u"})
     assert "types" in refusal({**SMTP, "types": ["Alert!"]})
     assert "'url' has no effect" in refusal({**SMTP, "url": "http://x"})
+
+
+@pytest.mark.parametrize("entry", ["alert", "alert.raised", "alerts.", "audit.sink.", "a."])
+def test_types_that_match_no_event_type_are_refused(entry: str) -> None:
+    """A type that is not in the catalogue, or a prefix (ending in a dot) of none, would
+    make the sink deliver nothing, silently: the service refuses it, naming the entry."""
+    from test_sink_credentials import refusal
+
+    text = refusal({**SMTP, "types": ["alert.raise", entry]})
+    assert "types" in text
+    assert repr(entry) in text
+
+
+def test_types_of_the_catalogue_and_its_prefixes_are_taken() -> None:
+    """Each catalogue type, an area prefix, a two-level prefix and audit.checkpoint."""
+    from kroonika.audit.catalogue import CATALOGUE
+    from kroonika.audit.sinks._filter import check_types
+
+    assert check_types([*CATALOGUE, "alert.", "auth.flow.", "audit.checkpoint"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kroonika.audit.catalogue import CATALOGUE
 from kroonika.audit.sinks._base import CheckpointRecord, Item, Sink, SinkError
 
 
@@ -20,13 +21,21 @@ def type_of(item: Item) -> str:
 
 
 def check_types(types: Sequence[str]) -> tuple[str, ...]:
-    """The entries, checked: non-empty, lowercase ``area.object.action`` characters."""
+    """The entries, checked: non-empty, lowercase ``area.object.action`` characters, each a
+    type of the catalogue (or ``audit.checkpoint``) or a prefix of one ending in a dot."""
     out = tuple(types)
     if not out:
         raise ValueError("types must name at least one event type or prefix")
+    known = CATALOGUE.keys() | {"audit.checkpoint"}
     for t in out:
         if not t or not all(c.islower() or c.isdigit() or c in "._" for c in t):
             raise ValueError("types are event types or prefixes ending in '.' (e.g. 'alert.')")
+        # An entry nothing matches would make the sink deliver nothing, without a word.
+        if t not in known and not (t.endswith(".") and any(k.startswith(t) for k in known)):
+            raise ValueError(
+                f"{t!r} is neither an event type nor a prefix of one ending in '.' "
+                "(e.g. 'alert.' or 'alert.raise')"
+            )
     return out
 
 
