@@ -147,3 +147,40 @@ def test_every_documented_make_target_exists() -> None:
     named = {m for part in code for m in re.findall(r"(?:^|`)make ([a-z][a-z-]*)", part, re.M)}
     assert named
     assert named - targets == set()
+
+
+# --- HTTP routes ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def routes(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
+    """(method, path template) of every route in the service's OpenAPI document."""
+    from kroonika.web import create_app
+
+    var = tmp_path_factory.mktemp("docs-var")
+    spec = create_app(Settings(var_dir=var)).openapi()
+    return {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+
+
+def test_every_documented_route_exists(routes: set[tuple[str, str]]) -> None:
+    """`GET /path`, `-X POST $URL/path` in a document is a route of the service (a
+    `{param}` or an example value such as `cr_1f...` stands for a path parameter)."""
+    said = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE)\s+`?(/[\w./{}…-]*)")
+    curl = re.compile(r"-X (GET|POST|PUT|PATCH|DELETE) \"?\$\w+(/[\w./{}…-]*)")
+    found, missing = 0, []
+    for document in DOCUMENTS:
+        text = _text(document)
+        for method, path in said.findall(text) + curl.findall(text):
+            path = path.rstrip(".…")
+            if path in {"/admin", "/audit"}:  # "every call under /admin" is prose
+                continue
+            found += 1
+            if method in {"PUT", "PATCH", "DELETE"} and path.startswith("/audit/events"):
+                continue  # documented as refused with 405
+            if not any(
+                m == method and re.fullmatch(re.sub(r"\{[^}]+\}", r"[^/]+", p), path)
+                for m, p in routes
+            ):
+                missing.append(f"{document}: {method} {path}")
+    assert found > 60
+    assert missing == []
