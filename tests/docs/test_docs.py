@@ -184,3 +184,32 @@ def test_every_documented_route_exists(routes: set[tuple[str, str]]) -> None:
                 missing.append(f"{document}: {method} {path}")
     assert found > 60
     assert missing == []
+
+
+# --- event types ------------------------------------------------------------------------
+
+#: Backticked names that look like event types but are not: the auditor guide's example of
+#: a refused --type, a file name, and the configuration key of role changes.
+NOT_EVENT_TYPES = {"auth.logon", "audit.jsonl", "admin.roles"}
+
+
+def test_every_documented_event_type_is_in_the_catalogue() -> None:
+    """A backticked `area.object.action` (or `area.object.*`) of a catalogue area is a type
+    of the catalogue or a prefix of one, unless it is a runtime configuration key."""
+    from kroonika.admin._config import KEYS
+    from kroonika.audit.catalogue import CATALOGUE
+
+    areas = {t.split(".")[0] for t in CATALOGUE}
+    named = {
+        name
+        for document in DOCUMENTS
+        for name in re.findall(r"`([a-z_]+\.[a-z_.]*[a-z_])(?:\.\*)?`", _text(document))
+        if name.split(".")[0] in areas
+    }
+    unknown = sorted(
+        n
+        for n in named - set(KEYS) - NOT_EVENT_TYPES
+        if n not in CATALOGUE and not any(t.startswith(n + ".") for t in CATALOGUE)
+    )
+    assert len(named) > 20
+    assert unknown == []
