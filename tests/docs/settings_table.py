@@ -1,5 +1,6 @@
 """The settings table of ``docs/operator-guide.md``, made from :class:`Settings` itself
-(names, types and defaults) plus one line of meaning per field kept here.
+(names, defaults and the bounds the model checks) plus one line of meaning per field kept
+here.
 
     .venv/bin/python tests/docs/settings_table.py --write   # rewrite the guide's table
 
@@ -238,6 +239,23 @@ def _default(name: str) -> str:
     return f"`{value}`"
 
 
+def _bounds(name: str) -> str:
+    """The field's numeric bounds as the model checks them: ` (1–20)`, ` (≥ 30)`, ` (> 0)`."""
+    low = high = ""
+    for item in Settings.model_fields[name].metadata:
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            value = getattr(item, attr, None)
+            if value is None:
+                continue
+            if attr in ("ge", "gt"):
+                low = f"{sign} {value}"
+            else:
+                high = f"{sign} {value}"
+    if low.startswith("≥") and high.startswith("≤"):
+        return f" ({low[2:]}–{high[2:]})"
+    return f" ({', '.join(b for b in (low, high) if b)})" if low or high else ""
+
+
 def render() -> str:
     """The table block, markers included."""
     meaning = {k: v for _, group in GROUPS for k, v in group.items()}
@@ -250,9 +268,12 @@ def render() -> str:
         )
     lines = [BEGIN]
     for title, group in GROUPS:
-        lines += ["", f"#### {title}", "", "| variable | default | meaning |", "|---|---|---|"]
+        header = "| variable | default (bounds) | meaning |"
+        lines += ["", f"#### {title}", "", header, "|---|---|---|"]
         for name, text in group.items():
-            lines.append(f"| `KROONIKA_{name.upper()}` | {_default(name)} | {text} |")
+            lines.append(
+                f"| `KROONIKA_{name.upper()}` | {_default(name)}{_bounds(name)} | {text} |"
+            )
     lines += ["", END]
     return "\n".join(lines)
 
