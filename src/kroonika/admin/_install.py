@@ -25,7 +25,7 @@ from kroonika.admin._auth import (
     authenticate,
 )
 from kroonika.admin._auth import _record as record_call
-from kroonika.admin._config import Applier, RuntimeConfig, SecretBox, apply_log_levels
+from kroonika.admin._config import JOB_NAMES, Applier, RuntimeConfig, SecretBox, apply_log_levels
 from kroonika.admin._config_requests import ConfigRequests
 from kroonika.admin._errors import AdminError
 from kroonika.admin._privacy import Eraser
@@ -139,6 +139,16 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         roles.bootstrap(settings.admin_bootstrap)
     except ValueError as exc:
         raise SettingsError(f"KROONIKA_ADMIN_BOOTSTRAP: {exc}") from None
+    for variable, named in (
+        ("KROONIKA_JOBS_CRON", settings.jobs_cron),
+        ("KROONIKA_JOBS_DISABLED", settings.jobs_disabled),
+    ):
+        unknown = sorted(set(named) - set(JOB_NAMES))
+        if unknown:  # a misspelt job would keep its default schedule, silently
+            shown = [repr(n) if n.isascii() and n.isprintable() else "?" for n in unknown]
+            raise SettingsError(
+                f"{variable}: no job named {', '.join(shown)} (jobs: {', '.join(JOB_NAMES)})"
+            )
     config = RuntimeConfig(
         services.engine,
         settings,
