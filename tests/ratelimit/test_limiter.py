@@ -172,12 +172,20 @@ async def test_hit_raises_rate_limited_with_retry_after() -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "exempt"),
-    [({"login_start:ip": "lots"}, []), ({"nope:ip": "1/minute"}, []), ({}, ["not-a-net"])],
+    [
+        ({"login_start:ip": "lots"}, []),
+        ({"nope:ip": "1/minute"}, []),
+        ({}, ["not-a-net"]),
+        # a group and kind that exist but that no route counts: it would limit nothing
+        ({"admin:client": "1/minute"}, []),
+        ({"callback:person": "1/minute"}, []),
+    ],
 )
 def test_bad_configuration_is_refused_when_building(
     overrides: dict[str, str], exempt: list[str]
 ) -> None:
-    """A bad limit, limit name or exempt network fails at build time."""
+    """A bad limit, limit name (also one no route counts) or exempt network fails at
+    build time."""
     with pytest.raises(RateLimitConfigError):
         RateLimitPolicy.build(overrides, exempt)
 

@@ -107,6 +107,12 @@ class RateLimitPolicy:
                 raise RateLimitConfigError(
                     f"bad rate limit name {name!r}: want <route group>:<ip|client|person>"
                 ) from None
+            if (RouteGroup(group), KeyKind(kind)) not in DEFAULT_LIMITS:
+                # a pair no route counts (say admin:client) would limit nothing, silently
+                raise RateLimitConfigError(
+                    f"no rate limit named {name!r}: the limits are "
+                    + ", ".join(f"{g.value}:{k.value}" for g, k in DEFAULT_LIMITS)
+                )
             texts[name] = value
         limits: dict[tuple[RouteGroup, KeyKind], RateLimitItem] = {}
         for name, value in texts.items():
