@@ -17,6 +17,7 @@ from sink_kit import Kit, make_kit, write_events
 from kroonika.audit import Actor, ActorType, Correlation, Source, verify_store
 from kroonika.audit import events as ev
 from kroonika.audit.retention import (
+    FLOOR_CATEGORIES,
     LegalHoldActive,
     PurgeResult,
     RetentionJob,
@@ -325,3 +326,17 @@ def test_legal_hold_stops_the_shredding_of_keys(kit: Kit) -> None:
     with pytest.raises(LegalHoldActive):
         job.shred_keys()
     assert len(_key_subjects(kit)) == 3
+
+
+@pytest.mark.parametrize("category", ["security", "admin", "audit", "authentication", "token"])
+def test_a_short_default_does_not_shorten_the_security_relevant_categories(category: str) -> None:
+    """PCI DSS 10.5.1 asks for 12 months: a default below 400 days shortens the other
+    categories only; a longer default lengthens these too; naming the category sets it."""
+    assert RetentionPolicy(default_days=90).days_for(category, f"{category}.x") == 400
+    assert RetentionPolicy(default_days=90).days_for("system", "system.x") == 90
+    assert RetentionPolicy(default_days=730).days_for(category, f"{category}.x") == 730
+    named = RetentionPolicy(default_days=90, categories={category: 30})
+    assert named.days_for(category, f"{category}.x") == 30
+    assert RetentionPolicy(default_days=90).longest_days == 400
+    all_named = RetentionPolicy(default_days=90, categories=dict.fromkeys(FLOOR_CATEGORIES, 30))
+    assert all_named.longest_days == 90

@@ -2,8 +2,10 @@
 
 Policy (days, per event type first, then per category, then the default)::
 
-    security, admin, audit, authentication, token, ...    400 days
-    auth.flow.transition                                  90 days
+    every category                  the default, 400 days
+    security, admin, audit,         at least 400 days unless named (PCI DSS 10.5.1)
+      authentication, token
+    auth.flow.transition            90 days
 
 PCI DSS 10.5.1 wants 12 months kept with the last 3 immediately available: keep
 ``default_days`` >= 365 and archive (``archive_dir``) what is purged. A block holds
@@ -67,10 +69,16 @@ log = logging.getLogger("kroonika.audit.retention")
 DAY = 86400
 
 #: No category has days of its own by default: every category follows ``default_days``
-#: (``KROONIKA_AUDIT_RETENTION_DEFAULT_DAYS``), as the operator guide says. Five categories
-#: used to be pinned at 400 here, so a longer default did not keep them longer
-#: (decision 0034, 2026-11-28).
+#: (``KROONIKA_AUDIT_RETENTION_DEFAULT_DAYS``), so a longer default keeps them all
+#: longer (five categories were pinned at 400 before, decision 0034, 2026-11-28) ...
 DEFAULT_CATEGORY_DAYS: Final[Mapping[str, int]] = MappingProxyType({})
+#: ... but a default below :data:`FLOOR_DAYS` does not shorten the categories of the
+#: events PCI DSS 10.2.1 asks for (logins, token and administrator actions, reads of the
+#: trail, security findings): 10.5.1 wants 12 months kept. Naming one of them in
+#: ``KROONIKA_AUDIT_RETENTION_DAYS`` sets its days, below the floor too (an explicit
+#: choice, recorded in the configuration).
+FLOOR_CATEGORIES: Final = frozenset({"security", "admin", "audit", "authentication", "token"})
+FLOOR_DAYS: Final = 400
 DEFAULT_TYPE_DAYS: Final[Mapping[str, int]] = MappingProxyType({"auth.flow.transition": 90})
 
 
@@ -101,13 +109,18 @@ class RetentionPolicy:
     def days_for(self, category: str, event_type: str) -> int:
         if event_type in self.types:
             return self.types[event_type]
-        return self.categories.get(category, self.default_days)
+        if category in self.categories:
+            return self.categories[category]
+        if category in FLOOR_CATEGORIES:
+            return max(self.default_days, FLOOR_DAYS)
+        return self.default_days
 
     @property
     def longest_days(self) -> int:
         """The longest any event is kept: the age past which no retained event can need a
         data key made before it."""
-        return max(self.default_days, *self.categories.values(), *self.types.values())
+        floor = FLOOR_DAYS if not self.categories.keys() >= FLOOR_CATEGORIES else 0
+        return max(self.default_days, floor, *self.categories.values(), *self.types.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,6 +559,8 @@ def retention_event_details(result: PurgeResult) -> dict[str, str | int]:
 __all__ = [
     "DEFAULT_CATEGORY_DAYS",
     "DEFAULT_TYPE_DAYS",
+    "FLOOR_CATEGORIES",
+    "FLOOR_DAYS",
     "LegalHoldActive",
     "PurgePlan",
     "PurgeResult",
