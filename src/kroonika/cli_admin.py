@@ -93,6 +93,7 @@ def add(
             justification,
             minimum=settings.admin_justification_min,
             pattern=settings.admin_ticket_pattern,
+            where="-j/--justification",
         )
     except (JustificationMissing, PersonalCodeInText) as exc:
         raise typer.BadParameter(str(exc), param_hint="'--justification'") from None

@@ -164,6 +164,7 @@ def sinks_replay(
             justification,
             minimum=settings.admin_justification_min,
             pattern=settings.admin_ticket_pattern,
+            where="-j/--justification",
         )
     except (JustificationMissing, PersonalCodeInText) as exc:
         raise _fail(f"--justification: {exc}") from None

@@ -68,7 +68,10 @@ def _justification(text: str) -> str:
     settings = _settings()
     try:
         return check_justification(
-            text, minimum=settings.admin_justification_min, pattern=settings.admin_ticket_pattern
+            text,
+            minimum=settings.admin_justification_min,
+            pattern=settings.admin_ticket_pattern,
+            where="-j/--justification",
         )
     except (JustificationMissing, PersonalCodeInText) as exc:
         raise typer.BadParameter(str(exc), param_hint="'--justification'") from None

@@ -172,6 +172,9 @@ def test_a_justification_that_is_not_plain_text_is_a_usage_error(var: Path, why:
     done = CliRunner().invoke(app, ["admins", "add", CODE, "-j", why])
     assert done.exit_code == 2
     assert "justification" in done.output
+    if not why.strip():  # it names the option the user gives it with, not an HTTP header
+        assert "-j/--justification" in done.output
+        assert "X-Justification" not in done.output
     assert "\x1b" not in done.output
     assert not (var / "audit.db").exists() or _events(var, "config.change") == []
 

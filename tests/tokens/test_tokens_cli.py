@@ -75,6 +75,7 @@ def test_keys_rotate_takes_a_justification_by_the_common_rule(env: Settings, why
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output
         assert "\x1b" not in result.stderr
+        assert "X-Justification" not in result.output
         ring.refresh()
         assert len(ring.published()) == 1
     finally:

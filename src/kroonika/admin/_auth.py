@@ -359,14 +359,20 @@ def _query_names(dependant: Any) -> Iterator[str]:
         yield from _query_names(sub)
 
 
-def check_justification(text: str | None, *, minimum: int, pattern: str | None) -> str:
-    """The justification, stripped; :class:`JustificationMissing` says what is wrong, and
-    :class:`PersonalCodeInText` refuses one that holds a personal code (decision 0033)."""
+#: Where an HTTP caller gives the justification; the CLI names its option instead.
+HTTP_JUSTIFICATION = "X-Justification header or a justification field"
+
+
+def check_justification(
+    text: str | None, *, minimum: int, pattern: str | None, where: str = HTTP_JUSTIFICATION
+) -> str:
+    """The justification, stripped; :class:`JustificationMissing` says what is wrong (and
+    ``where`` it is given), and :class:`PersonalCodeInText` refuses one that holds a
+    personal code (decision 0033)."""
     value = (text or "").strip()
     if len(value) < minimum:
         raise JustificationMissing(
-            f"a justification of at least {minimum} characters is required "
-            "(X-Justification header or a justification field)"
+            f"a justification of at least {minimum} characters is required ({where})"
         )
     if len(value) > 2000 or not all(c.isprintable() or c in _PLAIN_WHITESPACE for c in value):
         # controls (CR, ESC, 8-bit CSI), bidi, invisible and line-separator characters
