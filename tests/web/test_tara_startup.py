@@ -221,3 +221,46 @@ def test_development_becomes_ready_when_tara_comes_up(tmp_path: Path) -> None:
     assert before.json()["checks"]["tara"] == "unreachable"
     assert after.status_code == 200
     assert after.json()["checks"]["tara"] == "ok"
+
+
+def test_a_refused_production_start_says_why_in_one_line_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """``kroonika serve`` in production with TARA unreachable: the operator reads one line
+    naming the issuer and why, and the process ends non-zero; uvicorn's traceback of the
+    failed lifespan (a stack of framework frames) is not printed."""
+    import subprocess
+
+    sockets = [free_socket(), free_socket()]
+    port, own = (sock.getsockname()[1] for sock in sockets)
+    for sock in sockets:
+        sock.close()
+    keys = tmp_path / "audit-keys"
+    KeyRing.open(keys, create=True)
+    env = {
+        **os.environ,
+        "KROONIKA_ENV": "production",
+        "KROONIKA_VAR_DIR": str(tmp_path / "var"),
+        "KROONIKA_AUDIT_KEYS_DIR": str(keys),
+        "KROONIKA_MASTER_KEY": _key().get_secret_value(),
+        "KROONIKA_PSEUDONYM_KEY": _key().get_secret_value(),
+        "KROONIKA_SESSION_KEY": _key().get_secret_value(),
+        "KROONIKA_TARA_ISSUER": f"https://127.0.0.1:{port}",
+        "KROONIKA_TARA_CLIENT_ID": "kroonika-startup",
+        "KROONIKA_TARA_CLIENT_SECRET": SECRET,
+        "KROONIKA_PUBLIC_URL": "https://kroonika.example",
+        "KROONIKA_JOBS_ENABLED": "false",
+    }
+    kroonika = Path(sys.executable).with_name("kroonika")
+    done = subprocess.run(
+        [str(kroonika), "serve", "--port", str(own)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert f"TARA at https://127.0.0.1:{port} is unreachable" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert 'File "' not in done.stderr
+    assert SECRET not in done.stderr + done.stdout

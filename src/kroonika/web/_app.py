@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kroonika.admin import install_admin, record_unrouted
 from kroonika.audit import AuditUnavailable, StoreError
@@ -134,6 +135,30 @@ def check_key_log(settings: Settings, environ: Mapping[str, str]) -> None:
     )
 
 
+class RefusedStart:
+    """A start refused for its configuration (:class:`SettingsError`: TARA unreachable in
+    production, a bad sink or rule) is reported to the server as one line, ``refusing to
+    start: <why>``, instead of the traceback Starlette formats for any failed lifespan
+    (framework frames the operator cannot act on)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+
+        async def report(message: Message) -> None:
+            refused = getattr(state, "start_refused", None)
+            if message["type"] == "lifespan.startup.failed" and refused is not None:
+                message = {"type": message["type"], "message": f"refusing to start: {refused}"}
+            await send(message)
+
+        await self.app(scope, receive, report)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -210,7 +235,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await _startup_tara(app, settings)
-        except SettingsError:
+        except SettingsError as exc:
+            app.state.start_refused = str(exc)
             if services.owns_http:
                 await services.http.aclose()
             audit.store.close()
@@ -238,8 +264,10 @@ def create_app(
             await app.state.alerting.start()  # so does this one
             await monitor.start()
             await app.state.admin_start()
-        except BaseException:
+        except BaseException as exc:
             # the trail recorded audit.log.start: it records why the start ended too
+            if isinstance(exc, SettingsError):
+                app.state.start_refused = str(exc)
             await shut_down("startup_failed")
             raise
         try:
@@ -276,6 +304,7 @@ def create_app(
         outages=OUTAGES,
         before_response=record_unrouted,  # 413s and admin:ip 429s under /admin leave a trail
     )
+    app.add_middleware(RefusedStart)  # outermost: it sees the lifespan's messages first
     _install_error_handlers(app)
     app.include_router(_health_router())
     app.include_router(_auth.router)
