@@ -18,6 +18,13 @@ The alert state is the trail itself: the raised alerts minus the acknowledged on
 raises and every acknowledgement by reading them back; it never reacts to ``alert.*``
 or ``response.*`` events with a rule (no loops).
 
+A rule may name an automated first response (:class:`AlertResponse`, decision 0039):
+the evaluator hands each alert of that rule to its :class:`Responder` once, when it
+reads the alert's ``alert.raise`` back from the trail, unless the trail already holds
+a ``response.action`` for it (a restart reads again) or the alert is older than the
+response could still matter (``min(ttl_s, max_age_s)``: stale). The responder records
+the ``response.action``; the book shows it with its alert.
+
 A summary names the rule, the event type and the key, built only from values that are
 pseudonymous or anonymised (an address is cut to its /24 or /48 here, whatever the
 trail keeps), whitelisted character by character and never holding a personal code:
@@ -39,7 +46,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal, Protocol
 
 import orjson
 
@@ -56,8 +63,32 @@ EVALUATOR_NAME: Final = "@alerts"
 #: Event types no rule may watch: the evaluator's own output and what answers it.
 IGNORED_PREFIXES: Final = ("alert.", "response.")
 ALERT_ID: Final = re.compile(r"^alr_[0-9a-f]{32}$")
+#: The automated responses a rule may name (decision 0039).
+RESPONSE_ACTIONS: Final = ("deny_network",)
+#: Bounds of a response's ``ttl_s``: ten seconds to a week.
+RESPONSE_TTL_S: Final = (10, 7 * 86400)
 _SAFE: Final = re.compile(r"[^A-Za-z0-9._:/@+=-]")
 _VALUE_MAX: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AlertResponse:
+    """An automated first response to each alert of a rule (decision 0039):
+    ``deny_network`` puts the alert's source network on the deny-list for ``ttl_s``
+    seconds; ``dry_run`` records what it would do and does nothing."""
+
+    action: str
+    ttl_s: int = 900
+    mode: Literal["enforce", "dry_run"] = "dry_run"
+
+    def __post_init__(self) -> None:
+        if self.action not in RESPONSE_ACTIONS:
+            raise ValueError(f"response action {self.action!r}: one of {list(RESPONSE_ACTIONS)}")
+        low, high = RESPONSE_TTL_S
+        if not low <= self.ttl_s <= high:
+            raise ValueError(f"response ttl_s must be {low}..{high}")
+        if self.mode not in ("enforce", "dry_run"):
+            raise ValueError(f"response mode {self.mode!r}: enforce or dry_run")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +104,7 @@ class AlertRule:
     key: tuple[str, ...] = ()
     threshold: int = 1
     window_s: int = 3600
+    response: AlertResponse | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,62}", self.name):
@@ -93,6 +125,12 @@ class AlertRule:
             raise ValueError(f"rule {self.name}: threshold must be 1..100000")
         if not 1 <= self.window_s <= 30 * 86400:
             raise ValueError(f"rule {self.name}: window_s must be 1..2592000")
+        names_ip = any(path == "ip" or path.endswith(".ip") for path in self.key)
+        if self.response is not None and self.response.action == "deny_network" and not names_ip:
+            raise ValueError(
+                f"rule {self.name}: deny_network needs an address in the key"
+                " (such as source.ip): the alert must name a network"
+            )
 
     def applies(self, doc: Mapping[str, Any]) -> bool:
         etype = str(doc.get("type", ""))
@@ -135,6 +173,19 @@ def safe_value(path: str, value: Any) -> str:
     if contains_personal_code(text):
         return "[personal-code]"
     return _SAFE.sub("?", text)[:_VALUE_MAX]
+
+
+def network_of(key: str) -> str | None:
+    """The network an alert's key names (its ``ip=`` part, already cut to /24 or /48 by
+    :func:`safe_value`), or None when the key names none."""
+    for part in key.split(" "):
+        name, _, value = part.partition("=")
+        if name == "ip" and value:
+            try:
+                return str(ipaddress.ip_network(value, strict=False))
+            except ValueError:
+                return None
+    return None
 
 
 def alert_id_for(rule: str, event_id: str) -> str:
@@ -214,6 +265,8 @@ class Alert:
     acknowledged_by: str | None = None
     note: str | None = None
     repeats: int = 0
+    #: the automated responses recorded for it (``response.action`` details, first per action)
+    responses: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def open(self) -> bool:
@@ -229,6 +282,38 @@ class Alert:
         self.acknowledged_by = actor.get("pseudonym") or actor.get("client_id")
         self.note = details.get("note")
         self.repeats = max(self.repeats, int(details.get("repeats", 0) or 0))
+
+    def apply_response(self, doc: Mapping[str, Any]) -> None:
+        """Take in a ``response.action`` of this alert; one per action (read twice, once)."""
+        details = doc.get("details") or {}
+        action = str(details.get("action", ""))
+        if any(r["action"] == action for r in self.responses):
+            return
+        self.responses.append(
+            {
+                "action": action,
+                "result": str(details.get("result", "")),
+                "mode": details.get("mode"),
+                "network": details.get("network"),
+                "entry_id": details.get("entry_id"),
+                "expires_at": details.get("expires_at"),
+                "at": str(doc.get("time", "")),
+            }
+        )
+
+    def responses_text(self) -> str:
+        """The responses in one line (``deny_network done 81.2.69.0/24 al_...``), for
+        the dashboard and the command line; empty when none was taken."""
+        return "; ".join(
+            " ".join(str(r[k]) for k in ("action", "result", "network", "entry_id") if r.get(k))
+            for r in self.responses
+        )
+
+    def copy(self) -> Alert:
+        """A copy that can change without changing this one."""
+        twin = copy.copy(self)
+        twin.responses = [dict(r) for r in self.responses]
+        return twin
 
     def public(self) -> dict[str, Any]:
         return {
@@ -247,11 +332,13 @@ class Alert:
             "acknowledged_at": self.acknowledged_at,
             "acknowledged_by": self.acknowledged_by,
             "note": self.note,
+            "responses": [dict(r) for r in self.responses],
         }
 
 
 class AlertBook:
-    """The alerts in the order they were raised, from the ``alert.*`` events."""
+    """The alerts in the order they were raised, from the ``alert.*`` events and the
+    ``response.action`` events that answered them."""
 
     def __init__(self) -> None:
         self.alerts: dict[str, Alert] = {}
@@ -280,6 +367,10 @@ class AlertBook:
             alert = self.alerts[alert_id]
             alert.apply_acknowledgement(doc)
             return alert
+        if etype == "response.action" and alert_id in self.alerts:
+            alert = self.alerts[alert_id]
+            alert.apply_response(doc)
+            return alert
         return None
 
     @classmethod
@@ -291,22 +382,28 @@ class AlertBook:
 
 
 def read_book(store: Any, *, since: float | None = None) -> AlertBook:
-    """The alerts recorded in ``store`` (a pass over the ``alert.*`` events; blocks
-    without one are skipped unparsed); with ``since`` (a Unix time) only those stored from
-    then on, found through the blocks' time index."""
+    """The alerts recorded in ``store`` (a pass over the ``alert.*`` and ``response.*``
+    events; blocks without one are skipped unparsed); with ``since`` (a Unix time) only
+    those stored from then on, found through the blocks' time index."""
     from kroonika.audit.query import Query, run_query
     from kroonika.audit.query import time_bound as bound
 
-    query = Query(types=("alert",))
+    query = Query(types=("alert", "response"))
     if since is not None:
         query = Query(
-            types=("alert",), from_time=bound(datetime.fromtimestamp(since, UTC).isoformat())
+            types=("alert", "response"),
+            from_time=bound(datetime.fromtimestamp(since, UTC).isoformat()),
         )
     return AlertBook.from_records(run_query(store, query))
 
 
-#: What marks a block or record that holds an alert event (canonical JSON: exact bytes).
-_ALERT_BYTES: Final = b'"type":"alert.'
+#: What marks a block or record that holds an alert or response event (canonical JSON:
+#: exact bytes).
+_ALERT_BYTES: Final = (b'"type":"alert.', b'"type":"response.')
+
+
+def _about_alerts(data: bytes) -> bool:
+    return any(marker in data for marker in _ALERT_BYTES)
 
 
 class LiveBook:
@@ -353,14 +450,14 @@ class LiveBook:
         with self._lock:
             self._refresh()
             alert = self._book.alerts.get(alert_id)
-            return None if alert is None else copy.copy(alert)
+            return None if alert is None else alert.copy()
 
     def _apply(self, doc: dict[str, Any]) -> None:
         details = doc.get("details")
         alert_id = details.get("alert_id") if isinstance(details, dict) else None
         current = self._book.alerts.get(str(alert_id))
-        if current is not None and doc.get("type") == "alert.acknowledge" and current.open:
-            self._book.alerts[current.alert_id] = copy.copy(current)  # copy on write
+        if current is not None and doc.get("type") in ("alert.acknowledge", "response.action"):
+            self._book.alerts[current.alert_id] = current.copy()  # copy on write
         self._book.apply(doc)
 
     def _refresh(self) -> None:
@@ -379,10 +476,10 @@ class LiveBook:
                 continue
             self.blocks_read += 1
             self._seen.add(rowid)
-            if _ALERT_BYTES not in block.data:
+            if not _about_alerts(block.data):
                 continue
             for body in block.records():
-                if _ALERT_BYTES in body:
+                if _about_alerts(body):
                     self._apply(orjson.loads(body))
         if settled > self._after_id:
             self._after_id = settled
@@ -455,6 +552,17 @@ class AckBusy(AuditUnavailable):
 Emit = Callable[[Any], Any]  # AuditTrail.emit
 
 
+class Responder(Protocol):
+    """What carries out a rule's :class:`AlertResponse` (the service's
+    :class:`~kroonika.alerting.AlertResponder`): acts at most once for the alert and
+    records one ``response.action``; :class:`AuditUnavailable` when that cannot be
+    recorded (it has undone what it did, and the evaluator tries again later)."""
+
+    async def respond(self, rule: AlertRule, alert: Alert) -> dict[str, Any]:
+        """The ``response.action`` details recorded."""
+        ...
+
+
 class AlertEvaluator:
     """A sink that raises alerts: see the module docstring. ``emit`` is the trail's
     ``emit``; ``store`` is read once at ``open`` (the alerts already raised, and the
@@ -472,6 +580,7 @@ class AlertEvaluator:
         clock: Callable[[], float] = time.time,
         max_age_s: float = 86400.0,
         name: str = EVALUATOR_NAME,
+        responder: Responder | None = None,
     ) -> None:
         if max_age_s <= 0:
             raise ValueError("max_age_s must be positive")
@@ -480,6 +589,8 @@ class AlertEvaluator:
             raise ValueError(f"rule names must be unique: {names}")
         self.name = name
         self.rules = tuple(rules)
+        self._by_name = {r.name: r for r in rules}
+        self._responder = responder
         self._emit = emit
         self._store = store
         self._cursors = cursors
@@ -490,6 +601,8 @@ class AlertEvaluator:
         self.raised = 0
         self.repeated = 0
         self.stale = 0
+        self.responded = 0
+        self.stale_responses = 0
 
     async def open(self) -> None:
         """Read what a restart must know: the alerts that can still matter and the
@@ -547,6 +660,12 @@ class AlertEvaluator:
         etype = str(doc.get("type", ""))
         if etype.startswith(IGNORED_PREFIXES):
             self.book.apply(doc)
+            if etype == "alert.raise":
+                # its own raises are in the book already: look the alert up
+                details = doc.get("details") or {}
+                alert = self.book.alerts.get(str(details.get("alert_id", "")))
+                if alert is not None:
+                    await self._respond(alert, doc)
             return []
         raised: list[str] = []
         if self._clock() - epoch(str(doc.get("time", ""))) > self.max_age_s:
@@ -572,6 +691,27 @@ class AlertEvaluator:
             await self._raise(rule, key, doc, alert_id, count)
             raised.append(alert_id)
         return raised
+
+    async def _respond(self, alert: Alert, doc: Mapping[str, Any]) -> None:
+        """Hand a raised alert to the responder, once: not when the trail already holds
+        its ``response.action`` (read at ``open`` or since), not when the alert is older
+        than ``min(ttl_s, max_age_s)`` (its response would come too late to matter, and
+        the start reads responses only that far back)."""
+        rule = self._by_name.get(alert.rule)
+        if rule is None or rule.response is None or self._responder is None:
+            return
+        if any(r["action"] == rule.response.action for r in alert.responses):
+            return  # done before (a restart, a cursor put back): never twice
+        age = self._clock() - epoch(str(doc.get("time", "")))
+        if age > min(rule.response.ttl_s, self.max_age_s):
+            self.stale_responses += 1
+            return
+        details = await self._responder.respond(rule, alert)
+        # What the trail now holds; reading it back changes nothing.
+        self.book.apply(
+            {"type": "response.action", "time": doc.get("time", ""), "details": details}
+        )
+        self.responded += 1
 
     def _count(self, rule: AlertRule, key: str, at: float, event_id: str) -> int:
         """Events of ``key`` within the window up to ``at``; an event counted before (a
@@ -638,15 +778,19 @@ class AlertEvaluator:
 __all__ = [
     "ALERT_ID",
     "EVALUATOR_NAME",
+    "RESPONSE_ACTIONS",
     "AckArbiter",
     "AckBusy",
     "Alert",
     "AlertBook",
     "AlertEvaluator",
+    "AlertResponse",
     "AlertRule",
     "LiveBook",
+    "Responder",
     "alert_id_for",
     "default_rules",
+    "network_of",
     "read_book",
     "safe_value",
 ]

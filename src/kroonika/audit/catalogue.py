@@ -626,7 +626,21 @@ def _specs() -> dict[str, EventSpec]:
             _FINDING,
             2,
             _PCI_ADMIN,
-            {"action": S, "alert_id": S, "result": S},
+            {
+                "action": S,
+                "alert_id": S,
+                # done | dry_run | skipped:<why> (decision 0039)
+                "result": S,
+                # the rule whose response it is, enforce or dry_run, how long it holds;
+                # deny_network: the alert's anonymised network, the deny entry and when
+                # it expires (the entry's own access_list.add is recorded too)
+                "rule": S,
+                "mode": S,
+                "ttl_s": I,
+                "network": S,
+                "entry_id": S,
+                "expires_at": I,
+            },
             filterable=False,
         ),
     ]

@@ -1,0 +1,233 @@
+"""Automated responses in the evaluator (decision 0039): a rule's response runs once per
+alert, when the alert's ``alert.raise`` is read back; never again after a restart that
+reads the trail again, never for a stale alert, never for a rule without one; the
+book shows the responses with their alert."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import pytest
+from sink_kit import Kit
+
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditUnavailable,
+    Outcome,
+    Source,
+    Target,
+    events,
+)
+from kroonika.audit.alerting import (
+    Alert,
+    AlertEvaluator,
+    AlertResponse,
+    AlertRule,
+    LiveBook,
+    default_rules,
+    network_of,
+    read_book,
+)
+from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
+
+FAST = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=3, send_timeout=5)
+DENY = AlertResponse("deny_network", ttl_s=900, mode="enforce")
+
+
+def anomaly(ip: str = "81.2.69.142") -> AuditEvent:
+    return events.security_anomaly(
+        outcome=Outcome.FAILURE,
+        reason="anomaly",
+        actor=Actor(ActorType.SYSTEM),
+        source=Source(ip=ip),
+        kind="brute_force",
+        key_kind="ip",
+        evidence="12 failed logins in 300s",
+        confidence=90,
+    )
+
+
+def rules(response: AlertResponse | None = DENY) -> list[AlertRule]:
+    out = []
+    for rule in default_rules():
+        if rule.name == "security_anomaly":
+            rule = AlertRule(rule.name, rule.types, rule.severity, key=rule.key, response=response)
+        out.append(rule)
+    return out
+
+
+class RecordingResponder:
+    """A responder that records its ``response.action`` in the trail and what it was
+    asked (the real one, with the deny-list, is tested over HTTP in tests/e2e)."""
+
+    def __init__(self, kit: Kit, *, refuse: int = 0) -> None:
+        self.kit = kit
+        self.asked: list[str] = []
+        self.refuse = refuse
+
+    async def respond(self, rule: AlertRule, alert: Alert) -> dict[str, Any]:
+        self.asked.append(alert.alert_id)
+        if self.refuse:
+            self.refuse -= 1
+            raise AuditUnavailable("store down")
+        details = {
+            "action": "deny_network",
+            "alert_id": alert.alert_id,
+            "result": "dry_run",
+            "rule": rule.name,
+            "network": network_of(alert.key),
+        }
+        self.kit.trail.emit_sync(
+            events.response_action(
+                actor=Actor(ActorType.SYSTEM, client_id="automated:alert-response"),
+                target=Target("alert", alert.alert_id),
+                **details,
+            )
+        )
+        return details
+
+
+def evaluator(
+    kit: Kit, responder: RecordingResponder, *, the_rules: list[AlertRule] | None = None, **kw: Any
+) -> AlertEvaluator:
+    async def emit(event: AuditEvent) -> Any:
+        return kit.trail.emit_sync(event)
+
+    return AlertEvaluator(
+        rules() if the_rules is None else the_rules,
+        emit,
+        store=kit.store,
+        cursors=CursorStore(kit.store.engine),
+        responder=responder,
+        **kw,
+    )
+
+
+async def run(kit: Kit, ev: AlertEvaluator) -> SinkRunner:
+    runner = SinkRunner(kit.store, [ev], retry=FAST, ship_checkpoints=False)
+    await runner.drain()
+    return runner
+
+
+def of_type(kit: Kit, etype: str) -> list[dict[str, Any]]:
+    docs = [orjson.loads(b) for blk in kit.store.blocks() for b in blk.records()]
+    return [d for d in docs if d["type"] == etype]
+
+
+@pytest.mark.asyncio
+async def test_an_alert_of_a_rule_with_a_response_is_answered_once(kit: Kit) -> None:
+    """One anomaly: one alert, one response for it, naming the alert's network."""
+    kit.trail.emit_sync(anomaly())
+    responder = RecordingResponder(kit)
+    ev = evaluator(kit, responder)
+    await run(kit, ev)
+    (alert,) = of_type(kit, "alert.raise")
+    alert_id = alert["details"]["alert_id"]
+    assert responder.asked == [alert_id]
+    (action,) = of_type(kit, "response.action")
+    assert action["details"]["alert_id"] == alert_id
+    assert action["details"]["network"] == "81.2.69.0/24"
+    assert ev.responded == 1
+
+
+@pytest.mark.asyncio
+async def test_a_restart_that_reads_everything_again_does_not_respond_twice(kit: Kit) -> None:
+    """The cursor put back to the start (a crash before it moved): the alert and its
+    response.action are in the trail, so a new evaluator neither raises nor responds."""
+    kit.trail.emit_sync(anomaly())
+    await (await run(kit, evaluator(kit, RecordingResponder(kit)))).stop()
+    CursorStore(kit.store.engine).reset("@alerts", "web-1", 0, "2026-11-27T00:00:00.000000Z")
+    again = RecordingResponder(kit)
+    await (await run(kit, evaluator(kit, again))).stop()
+    assert again.asked == []
+    assert len(of_type(kit, "response.action")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_crash_between_the_raise_and_the_response_responds_after_the_restart(
+    kit: Kit,
+) -> None:
+    """The alert raised, the process gone before its response: the next evaluator
+    reads the alert.raise (after its cursor) and responds, once."""
+    kit.trail.emit_sync(anomaly())
+    await (await run(kit, evaluator(kit, RecordingResponder(kit), the_rules=rules(None)))).stop()
+    assert len(of_type(kit, "alert.raise")) == 1
+    CursorStore(kit.store.engine).reset("@alerts", "web-1", 0, "2026-11-27T00:00:00.000000Z")
+    later = RecordingResponder(kit)
+    await (await run(kit, evaluator(kit, later))).stop()
+    assert len(later.asked) == 1
+    assert len(of_type(kit, "alert.raise")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_refused_response_is_tried_again_and_recorded_once(kit: Kit) -> None:
+    """The responder cannot record (AuditUnavailable): the batch is read again, the
+    alert is answered on the next try, and once only."""
+    kit.trail.emit_sync(anomaly())
+    responder = RecordingResponder(kit, refuse=1)
+    await run(kit, evaluator(kit, responder))
+    assert len(responder.asked) == 2
+    assert len(of_type(kit, "response.action")) == 1
+    assert len(of_type(kit, "alert.raise")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_stale_alert_and_a_rule_without_a_response_get_none(kit: Kit) -> None:
+    """An alert read later than its response's ttl_s is not answered (a block that would
+    be over); a rule without a response is never answered."""
+    kit.trail.emit_sync(anomaly())
+    await (await run(kit, evaluator(kit, RecordingResponder(kit), the_rules=rules(None)))).stop()
+    CursorStore(kit.store.engine).reset("@alerts", "web-1", 0, "2026-11-27T00:00:00.000000Z")
+    late = RecordingResponder(kit)
+    ev = evaluator(kit, late, clock=lambda: time.time() + DENY.ttl_s + 60)
+    await (await run(kit, ev)).stop()
+    assert late.asked == []
+    assert ev.stale_responses == 1
+    assert of_type(kit, "response.action") == []
+
+
+def test_the_book_shows_the_responses_of_an_alert(kit: Kit) -> None:
+    """read_book and the live book carry a response.action with its alert, once each."""
+    kit.trail.emit_sync(
+        events.alert_raise(
+            actor=Actor(ActorType.SYSTEM), target=Target("alert", "a"), rule="r", alert_id="a"
+        )
+    )
+    live = LiveBook(kit.store)
+    assert live.alerts()[0].responses == []
+    for _ in range(2):  # the second is a duplicate: the first of an action counts
+        kit.trail.emit_sync(
+            events.response_action(
+                actor=Actor(ActorType.SYSTEM),
+                target=Target("alert", "a"),
+                action="deny_network",
+                alert_id="a",
+                result="done",
+                network="81.2.69.0/24",
+                entry_id="al_0123456789abcdef",
+            )
+        )
+    for alert in (read_book(kit.store).alerts["a"], live.alerts()[0]):
+        (response,) = alert.public()["responses"]
+        assert response["result"] == "done"
+        assert response["entry_id"] == "al_0123456789abcdef"
+        assert alert.responses_text() == "deny_network done 81.2.69.0/24 al_0123456789abcdef"
+
+
+def test_deny_network_needs_an_address_in_the_key() -> None:
+    """A rule whose key names no address cannot deny a network; bad values are refused."""
+    with pytest.raises(ValueError, match="needs an address"):
+        AlertRule("sinks", ("audit.sink",), key=("details.sink",), response=DENY)
+    with pytest.raises(ValueError, match="one of"):
+        AlertResponse("end_sessions")
+    with pytest.raises(ValueError, match="ttl_s"):
+        AlertResponse("deny_network", ttl_s=5)
+    with pytest.raises(ValueError, match="mode"):
+        AlertResponse("deny_network", mode="yes")  # type: ignore[arg-type]
+    assert network_of("kind=brute_force key_kind=ip ip=81.2.69.0/24") == "81.2.69.0/24"
+    assert network_of("kind=brute_force ip=?") is None
+    assert network_of("sink=w state=failed") is None
