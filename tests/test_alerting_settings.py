@@ -60,3 +60,57 @@ def test_rule_types_of_the_catalogue_and_their_prefixes_are_taken() -> None:
     spec = {"types": ["security.rate_limit", "token", "auth.flow"]}
     (rule,) = [r for r in alert_rules(Settings(alert_rules={"mine": spec})) if r.name == "mine"]
     assert rule.types == ("security.rate_limit", "token", "auth.flow")
+
+
+def test_no_rule_responds_unless_the_operator_chooses_it() -> None:
+    """Automated responses are off by default: no built-in rule has one."""
+    assert [r.name for r in alert_rules(Settings()) if r.response is not None] == []
+
+
+def test_a_response_is_chosen_per_rule_with_its_ttl_and_mode() -> None:
+    """deny_network on the anomaly rule (its key names the source network), enforced."""
+    settings = Settings(
+        alert_rules={
+            "security_anomaly": {
+                "response": {"action": "deny_network", "ttl_s": 600, "mode": "enforce"}
+            }
+        }
+    )
+    rules = {r.name: r for r in alert_rules(settings)}
+    response = rules["security_anomaly"].response
+    assert response is not None
+    assert (response.action, response.ttl_s, response.mode) == ("deny_network", 600, "enforce")
+    assert rules["policy_violations"].response is None
+
+
+@pytest.mark.parametrize(
+    ("rule", "response", "says"),
+    [
+        ("security_anomaly", {"action": "end_sessions", "mode": "enforce"}, "one of"),
+        ("security_anomaly", {"action": "deny_network", "mode": "on"}, "enforce or dry_run"),
+        ("security_anomaly", {"action": "deny_network", "mode": "enforce", "ttl_s": 0}, "ttl_s"),
+        ("sink_failure", {"action": "deny_network", "mode": "dry_run"}, "needs an address"),
+    ],
+)
+def test_a_response_that_cannot_work_refuses_to_start(
+    rule: str, response: dict[str, object], says: str
+) -> None:
+    """An unknown action or mode, a ttl out of bounds, a network denial on a rule whose
+    key names no address: SettingsError naming the rule."""
+    settings = Settings(alert_rules={rule: {"response": response}})
+    with pytest.raises(SettingsError, match=f"rule {rule}: .*{says}"):
+        alert_rules(settings)
+
+
+def test_a_response_must_say_its_mode() -> None:
+    """No default mode: enforcing or a dry run is the operator's choice; unknown keys refused."""
+    with pytest.raises(ValueError, match="mode"):
+        Settings(alert_rules={"security_anomaly": {"response": {"action": "deny_network"}}})
+    with pytest.raises(ValueError, match="extra"):
+        Settings(
+            alert_rules={
+                "security_anomaly": {
+                    "response": {"action": "deny_network", "mode": "enforce", "cidr": 16}
+                }
+            }
+        )

@@ -12,37 +12,73 @@
   the trail's commits. Fails open: an evaluator that cannot record an alert retries
   (with back-off) and never blocks the writer. It stops before the trail (it writes).
 
+- :class:`AlertResponder` carries out a rule's automated first response (decision
+  0039): ``deny_network`` puts the alert's network on the deny-list for the rule's
+  ``ttl_s`` (a ``dry_run`` records what it would do) and records one
+  ``response.action``. Fails closed like an admin change: a deny entry whose
+  ``response.action`` cannot be recorded is removed again.
+
 Delivery is the log shipping's: a sink with ``types=["alert."]`` (webhook, syslog) or
 an ``smtp`` sink carries the ``alert.raise`` events like any other event.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
-from kroonika.audit import AuditTrail, Severity
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditTrail,
+    AuditUnavailable,
+    Severity,
+    Target,
+    events,
+)
 from kroonika.audit.alerting import (
     AckArbiter,
+    Alert,
     AlertEvaluator,
+    AlertResponse,
     AlertRule,
     LiveBook,
     default_rules,
+    network_of,
 )
 from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
 from kroonika.audit.store.sql import SqlAuditStore
 from kroonika.settings import AlertRuleSettings, Settings, SettingsError
 from kroonika.shipping import CommitWakeup
+from kroonika.tokens import AccessListError, Entry, TokenService
 
 log = logging.getLogger("kroonika.alerting")
+
+#: Who made an automated response's deny entry (``created_by``, the events' actor).
+RESPONSE_PRINCIPAL: Final = "automated:alert-response"
 
 
 def _nothing() -> None:
     """No runner to wake."""
 
 
+def _response(name: str, spec: AlertRuleSettings, base: AlertRule | None) -> AlertResponse | None:
+    if spec.response is None:
+        return base.response if base else None
+    r = spec.response
+    try:
+        return AlertResponse(r.action, r.ttl_s, r.mode)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise SettingsError(f"KROONIKA_ALERT_RULES: rule {name}: {exc}") from None
+
+
 def _rule(name: str, spec: AlertRuleSettings, base: AlertRule | None) -> AlertRule:
     if base is None and not spec.types:
         raise SettingsError(f"KROONIKA_ALERT_RULES: rule {name!r} is new and needs types")
+    response = _response(name, spec, base)
     try:
         return AlertRule(
             name,
@@ -56,6 +92,7 @@ def _rule(name: str, spec: AlertRuleSettings, base: AlertRule | None) -> AlertRu
             key=tuple(spec.key) if spec.key is not None else (base.key if base else ()),
             threshold=spec.threshold or (base.threshold if base else 1),
             window_s=spec.window_s or (base.window_s if base else 3600),
+            response=response,
         )
     except ValueError as exc:
         raise SettingsError(f"KROONIKA_ALERT_RULES: {exc}") from None
@@ -77,6 +114,145 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
     return rules
 
 
+def _keyed_on_other_than_ip(key: str) -> bool:
+    """An anomaly about a person (``key_kind=person``: impossible travel, one person's
+    failures) names the network it was last seen from: denying that network would
+    lock out the victim, not the attacker."""
+    kinds = [p.partition("=")[2] for p in key.split(" ") if p.startswith("key_kind=")]
+    return any(k != "ip" for k in kinds)
+
+
+class AlertResponder:
+    """Carries out the rules' automated responses (a
+    :class:`~kroonika.audit.alerting.Responder`). The evaluator calls it once per
+    alert; it records exactly one ``response.action`` (``action``, ``alert_id``,
+    ``result``: ``done``, ``dry_run``, ``skipped:<why>``, plus the rule, the network,
+    the entry and its expiry), with no personal data: the network is the alert key's
+    anonymised /24 or /48.
+
+    ``deny_network`` adds a deny-list entry for the alert's network through the token
+    service (so its own ``access_list.add`` is recorded, and the entry is removed if
+    that cannot be), expiring ``ttl_s`` after it acts, ``created_by``
+    :data:`RESPONSE_PRINCIPAL`, its reason naming the rule and the alert. It is skipped
+    for a key without a network, for an anomaly keyed by something else (a person) and
+    for a network that holds a trusted proxy (denying it would lock out everyone behind
+    the proxy). If the ``response.action`` cannot be
+    recorded, the entry is removed again and :class:`AuditUnavailable` raised: the
+    evaluator retries the alert later. After a crash between the entry and its
+    ``response.action``, the next try finds the entry by its reason and records it as
+    done instead of adding another. ``emit`` is the trail's ``emit``."""
+
+    def __init__(
+        self,
+        service: TokenService,
+        emit: Callable[[Any], Any],
+        *,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        self._service = service
+        self._emit = emit
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+        self.actor = Actor(ActorType.SYSTEM, client_id=RESPONSE_PRINCIPAL)
+
+    @staticmethod
+    def reason(rule: AlertRule, alert: Alert) -> str:
+        """The deny entry's reason: it names the rule and the alert (and finds it again)."""
+        return f"automated response to alert {alert.alert_id} (rule {rule.name})"
+
+    async def respond(self, rule: AlertRule, alert: Alert) -> dict[str, Any]:
+        response = rule.response
+        if response is None:
+            raise ValueError(f"rule {rule.name} has no response")
+        network = network_of(alert.key)
+        details: dict[str, Any] = {
+            "action": response.action,
+            "alert_id": alert.alert_id,
+            "rule": rule.name,
+            "mode": response.mode,
+            "ttl_s": response.ttl_s,
+        }
+        entry: Entry | None = None
+        if network is None:
+            details["result"] = "skipped:no_network"
+        elif _keyed_on_other_than_ip(alert.key):
+            details["result"] = "skipped:not_keyed_by_network"
+        else:
+            details["network"] = network
+            net = ipaddress.ip_network(network)
+            if any(net.overlaps(p) for p in self._proxies):
+                details["result"] = "skipped:trusted_proxy"
+            elif response.mode == "dry_run":
+                details["result"] = "dry_run"
+            else:
+                entry, details["result"] = await self._deny(rule, alert, network, response)
+        if entry is not None:
+            details["entry_id"] = entry.id
+            details["expires_at"] = entry.expires_at
+        try:
+            await self._emit(
+                events.response_action(
+                    actor=self.actor,
+                    target=Target("alert", alert.alert_id),
+                    severity=Severity.WARNING if entry is not None else Severity.NOTICE,
+                    **details,
+                )
+            )
+        except AuditUnavailable:
+            if entry is not None and details["result"] == "done":
+                await self._undo(entry)
+            raise
+        log.info("alert %s: %s %s", alert.alert_id, response.action, details["result"])
+        return details
+
+    async def _deny(
+        self, rule: AlertRule, alert: Alert, network: str, response: AlertResponse
+    ) -> tuple[Entry | None, str]:
+        reason = self.reason(rule, alert)
+        for _ in range(2):
+            try:
+                entry = await self._service.list_add(
+                    "deny",
+                    "ip",
+                    network,
+                    reason=reason,
+                    created_by=RESPONSE_PRINCIPAL,
+                    actor=self.actor,
+                    expires_at=self._service.clock.now() + response.ttl_s,
+                )
+                return entry, "done"
+            except AccessListError:
+                pass  # the network is on the deny-list already: whose entry is it?
+            existing = await asyncio.to_thread(self._existing, network)
+            if existing is None:
+                continue  # removed meanwhile: add it
+            if existing.reason == reason:
+                return existing, "done"  # added before a crash: recorded now, once
+            if existing.live(self._service.clock.now()):
+                return None, "skipped:already_denied"
+            # an expired entry the cleanup job has not removed yet: replace it
+            await self._service.list_remove(
+                existing.id, why="expired; replaced by " + reason, actor=self.actor
+            )
+        return None, "skipped:already_denied"
+
+    def _existing(self, network: str) -> Entry | None:
+        for entry in self._service.lists.entries("deny", "ip"):
+            if entry.value == network:
+                return entry
+        return None
+
+    async def _undo(self, entry: Entry) -> None:
+        """Remove an entry whose ``response.action`` was not recorded (fail closed)."""
+        try:
+            await self._service.list_remove(
+                entry.id, why="its response.action could not be recorded", actor=self.actor
+            )
+        except AuditUnavailable:
+            pass  # removed; its access_list.remove could not be recorded either
+        except AccessListError:
+            pass  # already gone (removed by hand meanwhile)
+
+
 class Alerting:
     """The alert evaluator of this service, or nothing when alerting is off."""
 
@@ -89,6 +265,7 @@ class Alerting:
         poll_interval: float = 0.5,
         retry: RetryPolicy | None = None,
         max_age_s: float = 86400.0,
+        responder: AlertResponder | None = None,
     ) -> None:
         self.trail = trail
         #: the alert state every reader of this process shares (list, acknowledge,
@@ -105,6 +282,7 @@ class Alerting:
                 store=store,
                 cursors=CursorStore(store.engine),
                 max_age_s=max_age_s,
+                responder=responder,
             )
             self.runner = SinkRunner(
                 store,
@@ -118,8 +296,21 @@ class Alerting:
         self._started = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, trail: AuditTrail, store: SqlAuditStore) -> Alerting:
+    def from_settings(
+        cls,
+        settings: Settings,
+        trail: AuditTrail,
+        store: SqlAuditStore,
+        tokens: TokenService | None = None,
+    ) -> Alerting:
+        """The service's alerting; ``tokens`` carries out the rules' responses (a rule
+        with a response and no token service refuses to start)."""
         rules = alert_rules(settings) if settings.alerts_enabled else []
+        responder = None
+        if any(r.response is not None for r in rules):
+            if tokens is None:
+                raise SettingsError("KROONIKA_ALERT_RULES: a response needs the token service")
+            responder = AlertResponder(tokens, trail.emit, trusted_proxies=settings.trusted_proxies)
         return cls(
             trail,
             store,
@@ -127,6 +318,7 @@ class Alerting:
             poll_interval=settings.audit_sink_poll_s,
             retry=RetryPolicy(maximum=max(0.5, settings.audit_sink_retry_max_s)),
             max_age_s=settings.alert_max_age_s,
+            responder=responder,
         )
 
     def repeats(self) -> dict[str, int]:
@@ -155,4 +347,4 @@ class Alerting:
         await runner.stop(drain=2.0)
 
 
-__all__ = ["Alerting", "alert_rules"]
+__all__ = ["RESPONSE_PRINCIPAL", "AlertResponder", "Alerting", "alert_rules"]

@@ -57,6 +57,7 @@ def list_cmd(
                 clean(
                     f"{a.raised_at}  {a.alert_id}  {a.severity:<8}  "
                     f"{'open' if a.open else 'acked'}  {a.summary}"
+                    + (f"  [response: {a.responses_text()}]" if a.responses else "")
                 )
             )
 

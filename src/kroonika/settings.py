@@ -102,10 +102,23 @@ class AuditSinkSettings(BaseModel):
     mail_to: list[str] = Field(default_factory=list)
 
 
+class AlertResponseSettings(BaseModel):
+    """A rule's automated first response (decision 0039), off unless a rule names one:
+    ``action`` (``deny_network``: the alert's source network on the deny-list), for
+    ``ttl_s`` seconds (10..604800, default 900), ``mode`` ``enforce`` or ``dry_run``
+    (required: the operator says which). Checked when the rules are built."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    action: str
+    ttl_s: int = 900
+    mode: str
+
+
 class AlertRuleSettings(BaseModel):
     """One alert rule (``KROONIKA_ALERT_RULES`` maps rule names to these): for a built-in
-    rule, what to change (``enabled``, ``severity``, ``threshold``, ``window_s``); a new
-    name is a rule of its own and needs ``types``."""
+    rule, what to change (``enabled``, ``severity``, ``threshold``, ``window_s``,
+    ``response``); a new name is a rule of its own and needs ``types``."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
@@ -116,6 +129,7 @@ class AlertRuleSettings(BaseModel):
     severity: Literal["notice", "warning", "error", "critical", "alert", "emergency"] | None = None
     threshold: int | None = Field(None, ge=1, le=100_000)
     window_s: int | None = Field(None, ge=1, le=30 * 86400)
+    response: AlertResponseSettings | None = None
 
 
 _RE2_OPTIONS = re2.Options()

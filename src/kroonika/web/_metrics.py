@@ -98,7 +98,13 @@ def install_alerting(app: FastAPI, services: Services) -> Any:
     ``app.state.alerting``; the lifespan starts it after the trail and stops it before."""
     from kroonika.alerting import Alerting
 
-    alerting = Alerting.from_settings(services.settings, services.audit.trail, services.audit.store)
+    tokens = getattr(app.state, "tokens", None)
+    alerting = Alerting.from_settings(
+        services.settings,
+        services.audit.trail,
+        services.audit.store,
+        tokens.service if tokens is not None else None,
+    )
     app.state.alerting = alerting
     return alerting
 

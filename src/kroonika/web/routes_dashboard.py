@@ -136,7 +136,8 @@ def _alert_row(a: Alert) -> str:
     return (
         f'<tr data-alert-id="{shown(a.alert_id)}"><td>{_time(a.raised_at)}</td>'
         f'<td class="sev-{sev}">{sev}</td><td>{shown(a.rule)}</td>'
-        f'<td class="summary">{shown(a.summary)}</td><td>{shown(a.alert_id)}</td></tr>'
+        f'<td class="summary">{shown(a.summary)}</td><td>{shown(a.alert_id)}</td>'
+        f'<td class="response">{shown(a.responses_text())}</td></tr>'
     )
 
 
@@ -260,7 +261,7 @@ def render(ov: Overview, sinks: list[SinkStatus] | None, *, refresh_s: int, view
         "</h2>"
         + _table(
             "open-alerts",
-            ("raised", "severity", "rule", "summary", "alert id"),
+            ("raised", "severity", "rule", "summary", "alert id", "response"),
             open_rows,
             "No open alerts.",
         )
