@@ -30,6 +30,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from kroonika.audit import (
     Actor,
     ActorType,
@@ -140,7 +142,9 @@ class AlertResponder:
     recorded, the entry is removed again and :class:`AuditUnavailable` raised: the
     evaluator retries the alert later. After a crash between the entry and its
     ``response.action``, the next try finds the entry by its reason and records it as
-    done instead of adding another. ``emit`` is the trail's ``emit``."""
+    done instead of adding another. The business database away is recorded as
+    ``failed:database_unavailable`` and not tried again (the alert is not held up).
+    ``emit`` is the trail's ``emit``."""
 
     def __init__(
         self,
@@ -184,7 +188,15 @@ class AlertResponder:
             elif response.mode == "dry_run":
                 details["result"] = "dry_run"
             else:
-                entry, details["result"] = await self._deny(rule, alert, network, response)
+                try:
+                    entry, details["result"] = await self._deny(rule, alert, network, response)
+                except SQLAlchemyError as exc:
+                    # the business database away: recorded as failed, not tried again
+                    # (an analyst sees it with the alert and can deny by hand)
+                    log.warning(
+                        "alert %s: deny_network failed (%s)", alert.alert_id, type(exc).__name__
+                    )
+                    details["result"] = "failed:database_unavailable"
         if entry is not None:
             details["entry_id"] = entry.id
             details["expires_at"] = entry.expires_at
@@ -251,6 +263,9 @@ class AlertResponder:
             pass  # removed; its access_list.remove could not be recorded either
         except AccessListError:
             pass  # already gone (removed by hand meanwhile)
+        except SQLAlchemyError:
+            # left behind with its access_list.add recorded: an operator removes it
+            log.error("deny entry %s stays without its response.action", entry.id)
 
 
 class Alerting:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from admin_harness import HOLDERS, WHY, holder_key
+from login_harness import refusing_connections
 from security_harness import LONDON, TALLINN, TARTU, SecStack, security_stack
 
 from kroonika.alerting import RESPONSE_PRINCIPAL, AlertResponder
@@ -271,3 +272,20 @@ def test_a_proxy_network_or_a_person_s_anomaly_is_never_denied(tmp_path: Path) -
         assert [e.created_by for e in r.deny_entries()] == ["t"]
         assert len(r.events("response.action")) == 3
         assert TALLINN not in str(r.events("response.action"))
+
+
+@pytest.mark.postgres
+def test_the_business_database_away_is_recorded_as_failed(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """deny_network while the business database refuses connections: one response.action
+    with result failed:database_unavailable (the alert is not held up); no entry after."""
+    overrides = {"database_url": fresh_postgres_url, "jobs_enabled": False}
+    with security_stack(tmp_path, settings_overrides=overrides) as stack:
+        r = Responding(stack, {})
+        with refusing_connections(fresh_postgres_url):
+            details = r.run(_responder(r, None).respond(RULE, _alert("192.0.2.0/24")))
+        assert details["result"] == "failed:database_unavailable"
+        (action,) = r.events("response.action")
+        assert action["details"]["result"] == "failed:database_unavailable"
+        assert r.deny_entries() == []
