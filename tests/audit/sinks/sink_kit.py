@@ -45,6 +45,20 @@ REQUIRE_SERVICES = os.environ.get("KROONIKA_REQUIRE_SERVICES") == "1"
 HOSTILE = 'quote" back\\slash ]bracket |pipe =eq\r\nCRLF \x1b[31mANSI Õunapuu ÄÖÜ 🦊'
 
 
+def anomaly(ip: str = "81.2.69.142", kind: str = "brute_force") -> AuditEvent:
+    """A detector's finding about one source address (what the alert rules watch)."""
+    return events.security_anomaly(
+        outcome=Outcome.FAILURE,
+        reason="anomaly",
+        actor=Actor(ActorType.SYSTEM),
+        source=Source(ip=ip),
+        kind=kind,
+        key_kind="ip",
+        evidence="12 failed logins in 300s",
+        confidence=90,
+    )
+
+
 @dataclass
 class Kit:
     trail: AuditTrail

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sink_kit import HOSTILE, Kit
+from sink_kit import HOSTILE, Kit, anomaly
 
 from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, Source, Target, events
 from kroonika.audit.alerting import (
@@ -22,19 +22,6 @@ from kroonika.audit.alerting import (
 from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
 
 FAST = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=3, send_timeout=5)
-
-
-def anomaly(ip: str = "81.2.69.142", kind: str = "brute_force") -> AuditEvent:
-    return events.security_anomaly(
-        outcome=Outcome.FAILURE,
-        reason="anomaly",
-        actor=Actor(ActorType.SYSTEM),
-        source=Source(ip=ip),
-        kind=kind,
-        key_kind="ip",
-        evidence="12 failed logins in 300s",
-        confidence=90,
-    )
 
 
 def violation(ip: str) -> AuditEvent:

@@ -10,15 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
-from sink_kit import Kit
+from sink_kit import Kit, anomaly
 
 from kroonika.audit import (
     Actor,
     ActorType,
     AuditEvent,
     AuditUnavailable,
-    Outcome,
-    Source,
     Target,
     events,
 )
@@ -36,19 +34,6 @@ from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
 
 FAST = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=3, send_timeout=5)
 DENY = AlertResponse("deny_network", ttl_s=900, mode="enforce")
-
-
-def anomaly(ip: str = "81.2.69.142") -> AuditEvent:
-    return events.security_anomaly(
-        outcome=Outcome.FAILURE,
-        reason="anomaly",
-        actor=Actor(ActorType.SYSTEM),
-        source=Source(ip=ip),
-        kind="brute_force",
-        key_kind="ip",
-        evidence="12 failed logins in 300s",
-        confidence=90,
-    )
 
 
 def rules(response: AlertResponse | None = DENY) -> list[AlertRule]:
