@@ -138,13 +138,12 @@ class AlertResponder:
     :data:`RESPONSE_PRINCIPAL`, its reason naming the rule and the alert. It is skipped
     for a key without a network, for an anomaly keyed by something else (a person) and
     for a network that holds a trusted proxy (denying it would lock out everyone behind
-    the proxy). If the ``response.action`` cannot be
-    recorded, the entry is removed again and :class:`AuditUnavailable` raised: the
-    evaluator retries the alert later. After a crash between the entry and its
-    ``response.action``, the next try finds the entry by its reason and records it as
-    done instead of adding another. The business database away is recorded as
-    ``failed:database_unavailable`` and not tried again (the alert is not held up).
-    ``emit`` is the trail's ``emit``."""
+    the proxy). If the ``response.action`` cannot be recorded, the entry is removed
+    again and :class:`AuditUnavailable` raised: the evaluator retries the alert later.
+    After a crash between the entry and its ``response.action``, the next try finds
+    the entry by its reason and records it as done instead of adding another. The
+    business database away is recorded as ``failed:database_unavailable`` and not
+    tried again (the alert is not held up). ``emit`` is the trail's ``emit``."""
 
     def __init__(
         self,

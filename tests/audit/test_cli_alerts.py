@@ -56,6 +56,35 @@ def test_list_shows_open_alerts_and_records_the_read(tmp_path: Path) -> None:
     assert "state=open" in str(cli.last_access()["query"])
 
 
+def test_list_shows_the_responses_of_an_alert(tmp_path: Path) -> None:
+    """An alert answered by an automated response: its line names the response and the
+    entry, its JSON has it under ``responses`` (none before)."""
+    cli = _cli_with_alert(tmp_path)
+    (before,) = cli("alerts", "list", "--json").stdout.splitlines()
+    assert orjson.loads(before)["responses"] == []
+    comps = build_audit(Settings(var_dir=cli.var, audit_strict=True), stream="test-response")
+    try:
+        comps.trail.log_start_sync()
+        comps.trail.emit_sync(
+            events.response_action(
+                actor=Actor(ActorType.SYSTEM, client_id="automated:alert-response"),
+                target=Target("alert", ALERT),
+                action="deny_network",
+                alert_id=ALERT,
+                result="done",
+                network="81.2.69.0/24",
+                entry_id="al_0123456789abcdef",
+            )
+        )
+    finally:
+        comps.stop_sync()
+    line = cli("alerts", "list").stdout
+    assert "[response: deny_network done 81.2.69.0/24 al_0123456789abcdef]" in line
+    (shown,) = cli("alerts", "list", "--json").stdout.splitlines()
+    (response,) = orjson.loads(shown)["responses"]
+    assert (response["result"], response["entry_id"]) == ("done", "al_0123456789abcdef")
+
+
 def test_ack_records_once_then_refuses(tmp_path: Path) -> None:
     """ack: alert.acknowledge with the justification and note; a second ack exits 1, so
     does an unknown id; a short justification is a usage error (2)."""
