@@ -14,7 +14,9 @@ last call; an acknowledgement holds the alert's
 :class:`~kroonika.audit.alerting.AckArbiter` lock from the check until its event is
 stored, so of two instances acknowledging at once exactly one wins (the other: 409).
 ``repeats`` is what the running evaluator counted since it started (throttled firings
-of an open alert); an acknowledgement records it.
+of an open alert); an acknowledgement records it. ``responses`` are the automated
+responses the trail records for the alert (``response.action``, decision 0039): an
+analyst undoes a denial by removing its entry (``DELETE /admin/lists/{entry_id}``).
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ async def list_alerts(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The alerts raised by the alert rules, newest first: open (not acknowledged),
-    acknowledged, or all. Summaries name pseudonyms and anonymised addresses only."""
+    acknowledged, or all. Summaries name pseudonyms and anonymised addresses only;
+    ``responses`` lists the automated responses taken for each (decision 0039)."""
     alerts = [
         a.public()
         for a in reversed(await current_alerts(request))

@@ -119,10 +119,7 @@ async def test_an_alert_of_a_rule_with_a_response_is_answered_once(kit: Kit) -> 
     assert ev.responded == 1
 
 
-@pytest.mark.asyncio
-async def test_a_restart_that_reads_everything_again_does_not_respond_twice(kit: Kit) -> None:
-    """The cursor put back to the start (a crash before it moved): the alert and its
-    response.action are in the trail, so a new evaluator neither raises nor responds."""
+async def reread_responds_once(kit: Kit) -> None:
     kit.trail.emit_sync(anomaly())
     await (await run(kit, evaluator(kit, RecordingResponder(kit)))).stop()
     CursorStore(kit.store.engine).reset("@alerts", "web-1", 0, "2026-11-27T00:00:00.000000Z")
@@ -130,6 +127,21 @@ async def test_a_restart_that_reads_everything_again_does_not_respond_twice(kit:
     await (await run(kit, evaluator(kit, again))).stop()
     assert again.asked == []
     assert len(of_type(kit, "response.action")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_restart_that_reads_everything_again_does_not_respond_twice(kit: Kit) -> None:
+    """The cursor put back to the start (a crash before it moved): the alert and its
+    response.action are in the trail, so a new evaluator neither raises nor responds."""
+    await reread_responds_once(kit)
+
+
+@pytest.mark.asyncio
+async def test_on_postgresql_a_restart_does_not_respond_twice(
+    kit_factory: Any, fresh_postgres_url: str
+) -> None:
+    """The same on PostgreSQL (its cursor table, the alerts read at start)."""
+    await reread_responds_once(kit_factory(fresh_postgres_url))
 
 
 @pytest.mark.asyncio
