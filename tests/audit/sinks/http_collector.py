@@ -99,7 +99,12 @@ class Collector:
         except asyncio.CancelledError:
             return
         finally:
+            # Wait until the socket is closed, not only scheduled to be: stop() awaits
+            # this task, so no accepted connection outlives the test's event loop (its
+            # socket would be reported unclosed in whatever test the GC next runs in).
             writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(writer.wait_closed(), 1)
             if task is not None:
                 self._tasks.discard(task)
 
@@ -127,11 +132,23 @@ class ConnectProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:  # a tunnel being set up adds its pipes while we wait
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:  # stop() cancels a tunnel still being set up too
+            self._tasks.add(task)
+        try:
+            await self._tunnel(reader, writer)
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            writer.close()
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line = (await reader.readline()).decode()
         headers: dict[str, str] = {}
         while (h := await reader.readline()) not in (b"\r\n", b""):
@@ -165,3 +182,5 @@ async def pipe(
             w.write(data)
             await w.drain()
     w.close()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(w.wait_closed(), 1)
