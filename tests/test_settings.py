@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from kroonika.settings import Settings
+from kroonika.settings import Settings, SettingsError, load_settings
 
 SECRET = "s3cr3t-value-0123456789"
 
@@ -57,3 +57,33 @@ def test_a_stream_name_that_could_forge_output_is_refused(name: str) -> None:
 def test_stream_names_people_write_are_accepted() -> None:
     for name in ("api-1", "tõrva-1", "writer.eu-north:2", "x" * 128):
         assert Settings(audit_stream=name).audit_stream == name
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        (
+            {"KROONIKA_AUDIT_RETENTION_DEFAULT_DAYS": "many"},
+            "KROONIKA_AUDIT_RETENTION_DEFAULT_DAYS",
+        ),
+        ({"KROONIKA_SESSION_IDLE_S": SECRET}, "KROONIKA_SESSION_IDLE_S"),
+        (
+            {"KROONIKA_ALERT_RULES": '{"security_anomaly": {"response": {"action": "x"}}}'},
+            "KROONIKA_ALERT_RULES",
+        ),
+    ],
+)
+def test_a_refused_environment_variable_is_named_as_the_operator_wrote_it(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    """``load_settings`` (every command and the service) says which variable is wrong, as
+    it is set, in one line without pydantic's help link, and never quotes the value."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith((f"{named}: ", f"{named} (at "))
+    assert "\n" not in message
+    assert "errors.pydantic.dev" not in message
+    assert SECRET not in message

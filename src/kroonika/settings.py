@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import re2
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo"}
@@ -408,10 +408,28 @@ class Settings(BaseSettings):
         return base64.b64decode(path.read_text().strip())[:length]
 
 
+def refused(exc: ValidationError) -> SettingsError:
+    """One line naming each refused setting as the operator sets it
+    (``KROONIKA_SESSION_IDLE_S: Input should be a valid integer``; a nested one with
+    where in it: ``KROONIKA_ALERT_RULES (at security_anomaly.response.mode): ...``),
+    without the value (it may be a secret) or pydantic's help link."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        loc = [str(p) for p in err["loc"]]
+        name = f"KROONIKA_{loc[0].upper()}" if loc else "the settings"
+        where = f" (at {'.'.join(loc[1:])})" if len(loc) > 1 else ""
+        parts.append(f"{name}{where}: {' '.join(str(err['msg']).split())}")
+    return SettingsError("; ".join(dict.fromkeys(parts)))
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Environment first, then the TOML file named by ``KROONIKA_CONFIG_FILE`` for
-    anything the environment leaves unset, then explicit overrides."""
-    base = Settings(**overrides)
+    anything the environment leaves unset, then explicit overrides. A refused value is
+    a :class:`SettingsError` naming the variable (:func:`refused`)."""
+    try:
+        base = Settings(**overrides)
+    except ValidationError as exc:
+        raise refused(exc) from None
     if base.config_file is not None:
         try:
             data = tomllib.loads(base.config_file.read_text())
@@ -420,5 +438,8 @@ def load_settings(**overrides: Any) -> Settings:
         env_set = {k[len("KROONIKA_") :].lower() for k in os.environ if k.startswith("KROONIKA_")}
         merged = {k: v for k, v in data.items() if k not in env_set}
         merged.update(overrides)
-        base = Settings(**merged)
+        try:
+            base = Settings(**merged)
+        except ValidationError as exc:
+            raise refused(exc) from None
     return base
