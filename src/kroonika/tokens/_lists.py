@@ -338,6 +338,18 @@ class AccessLists:
             conn.execute(insert(access_list).values(**dataclasses.asdict(entry)))
         self._changed()
 
+    def put_back(self, before: Entry) -> Entry:
+        """Give an entry back the reason and expiry of ``before`` (an :meth:`update`
+        whose record could not be made); returns the entry as it was until now."""
+        current = self.get(before.id)
+        if current is None:
+            raise AccessListError(f"no list entry {before.id}")
+        values = {k: getattr(before, k) for k in ("reason", "expires_at", "updated_at")}
+        with self._engine.begin() as conn:
+            conn.execute(update(access_list).where(access_list.c.id == before.id).values(**values))
+        self._changed()
+        return current
+
     def update(
         self,
         entry_id: str,

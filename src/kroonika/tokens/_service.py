@@ -1582,7 +1582,11 @@ class TokenService:
         expires_at: int | None = None,
         clear_expiry: bool = False,
         ctx: RequestContext | None = None,
+        undo_if_unaudited: bool = False,
     ) -> Entry:
+        """Change an entry's reason or expiry (audited ``access_list.update``). With
+        ``undo_if_unaudited`` (an automated response's renewal) the change is put back
+        if its event cannot be recorded; a request's change stays (decision 0006)."""
         ctx = ctx or RequestContext()
         before, after = await asyncio.to_thread(
             self.lists.update,
@@ -1591,6 +1595,25 @@ class TokenService:
             expires_at=expires_at,
             clear_expiry=clear_expiry,
         )
+        try:
+            await self._record_update(before, after, why=why, actor=actor, ctx=ctx)
+        except AuditUnavailable:
+            if undo_if_unaudited:
+                await asyncio.to_thread(self.lists.put_back, before)
+            raise
+        return after
+
+    async def list_put_back(self, before: Entry, *, why: str, actor: Actor) -> Entry:
+        """Undo an update whose purpose failed: the entry gets ``before``'s reason and
+        expiry back, recorded as ``access_list.update`` (if that cannot be recorded, the
+        entry stays put back and :class:`AuditUnavailable` is raised)."""
+        changed = await asyncio.to_thread(self.lists.put_back, before)
+        await self._record_update(changed, before, why=why, actor=actor, ctx=RequestContext())
+        return before
+
+    async def _record_update(
+        self, before: Entry, after: Entry, *, why: str, actor: Actor, ctx: RequestContext
+    ) -> None:
         changes = {
             k: [getattr(before, k), getattr(after, k)]
             for k in ("reason", "expires_at")
@@ -1609,4 +1632,3 @@ class TokenService:
                 changes=orjson.dumps(changes).decode(),
             )
         )
-        return after
