@@ -27,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
+import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
 from kroonika.audit import (
@@ -51,6 +52,7 @@ from kroonika.audit.alerting import (
     default_rules,
     network_of,
 )
+from kroonika.audit.query import Query, run_query, time_bound
 from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
 from kroonika.audit.store.sql import SqlAuditStore
 from kroonika.settings import AlertRuleSettings, Settings, SettingsError
@@ -116,6 +118,15 @@ def alert_rules(settings: Settings) -> list[AlertRule]:
     return rules
 
 
+#: Undoes an entry's change whose ``response.action`` could not be recorded.
+Undo = Callable[[], Awaitable[None]]
+
+
+def _database_away(alert: Alert, exc: SQLAlchemyError) -> str:
+    log.warning("alert %s: deny_network failed (%s)", alert.alert_id, type(exc).__name__)
+    return "failed:database_unavailable"
+
+
 def _keyed_on_other_than_ip(key: str) -> bool:
     """An anomaly about a person (``key_kind=person``: impossible travel, one person's
     failures) names the network it was last seen from: denying that network would
@@ -150,10 +161,12 @@ class AlertResponder:
         service: TokenService,
         emit: Callable[[Any], Any],
         *,
+        store: SqlAuditStore,
         trusted_proxies: Sequence[str] = (),
     ) -> None:
         self._service = service
         self._emit = emit
+        self._store = store
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
         self.actor = Actor(ActorType.SYSTEM, client_id=RESPONSE_PRINCIPAL)
 
@@ -175,27 +188,97 @@ class AlertResponder:
             "ttl_s": response.ttl_s,
         }
         entry: Entry | None = None
-        if network is None:
-            details["result"] = "skipped:no_network"
-        elif _keyed_on_other_than_ip(alert.key):
-            details["result"] = "skipped:not_keyed_by_network"
-        else:
+        undo: Undo | None = None
+        if network is not None:
             details["network"] = network
-            net = ipaddress.ip_network(network)
-            if any(net.overlaps(p) for p in self._proxies):
-                details["result"] = "skipped:trusted_proxy"
+        refusal = self._refusal(alert, network)
+        if refusal is not None:
+            details["result"] = refusal
+        elif response.mode == "dry_run":
+            details["result"] = "dry_run"
+            details["expires_at"] = self._service.clock.now() + response.ttl_s  # would be
+        elif network is not None:  # always: no network is refused above
+            try:
+                entry, details["result"] = await self._deny(rule, alert, network, response)
+            except SQLAlchemyError as exc:
+                # the business database away: recorded as failed, not tried again
+                # (an analyst sees it with the alert and can deny by hand)
+                details["result"] = _database_away(alert, exc)
+            if entry is not None and details["result"] == "done":
+                undo = self._remover(entry)
+        return await self._record(alert, details, entry, undo)
+
+    async def renew(
+        self, rule: AlertRule, alert: Alert, standing: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Renew the standing response of an open alert that repeats as its denial runs
+        out (decision 0039, 2026-11-28): the automated entry's expiry extended by
+        ``ttl_s`` (from its expiry, or from now once it is over) through the list's
+        update (``access_list.update``), or a new entry when the cleanup job removed the
+        expired one; one ``response.action`` ``renewed`` with ``renews``, the expiry it
+        renews. Not for an alert the trail shows acknowledged (None, nothing recorded);
+        ``skipped:removed_by_analyst`` or ``skipped:changed_by_analyst`` when a person
+        removed or changed the alert's entry (they let them in, or took it over). A
+        dry run records ``dry_run_renewal``. Fails closed like :meth:`respond`: a change
+        whose ``response.action`` cannot be recorded is put back. After a crash between
+        the change and its record, the entry is found renewed and recorded, once."""
+        response = rule.response
+        if response is None:
+            raise ValueError(f"rule {rule.name} has no response")
+        renews = int(standing["expires_at"])
+        network = network_of(alert.key)
+        details: dict[str, Any] = {
+            "action": response.action,
+            "alert_id": alert.alert_id,
+            "rule": rule.name,
+            "mode": response.mode,
+            "ttl_s": response.ttl_s,
+            "renews": renews,
+        }
+        if network is not None:
+            details["network"] = network
+        entry: Entry | None = None
+        undo: Undo | None = None
+        refusal = self._refusal(alert, network)
+        try:
+            mine = None if network is None else await self._mine(rule, alert, network)
+            ids = {str(r["entry_id"]) for r in alert.responses if r.get("entry_id")}
+            if mine is not None:
+                ids.add(mine.id)
+            acknowledged, taken = await asyncio.to_thread(self._history, alert, ids)
+            if acknowledged:
+                return None  # an analyst took it over: the evaluator reads it soon
+            if refusal is not None:
+                details["result"] = refusal
+            elif taken is not None:
+                details["result"], details["entry_id"] = taken
             elif response.mode == "dry_run":
-                details["result"] = "dry_run"
-            else:
-                try:
-                    entry, details["result"] = await self._deny(rule, alert, network, response)
-                except SQLAlchemyError as exc:
-                    # the business database away: recorded as failed, not tried again
-                    # (an analyst sees it with the alert and can deny by hand)
-                    log.warning(
-                        "alert %s: deny_network failed (%s)", alert.alert_id, type(exc).__name__
-                    )
-                    details["result"] = "failed:database_unavailable"
+                details["result"] = "dry_run_renewal"
+                now = self._service.clock.now()
+                details["expires_at"] = max(now, renews) + response.ttl_s  # would be
+            elif network is not None:  # always: no network is refused above
+                entry, details["result"], undo = await self._extend(
+                    rule, alert, network, response, mine, renews
+                )
+        except SQLAlchemyError as exc:
+            details["result"] = _database_away(alert, exc)
+        return await self._record(alert, details, entry, undo)
+
+    def _refusal(self, alert: Alert, network: str | None) -> str | None:
+        """Why the alert's network is not to be denied (``skipped:<why>``), or None."""
+        if network is None:
+            return "skipped:no_network"
+        if _keyed_on_other_than_ip(alert.key):
+            return "skipped:not_keyed_by_network"
+        net = ipaddress.ip_network(network)
+        if any(net.overlaps(p) for p in self._proxies):
+            return "skipped:trusted_proxy"
+        return None
+
+    async def _record(
+        self, alert: Alert, details: dict[str, Any], entry: Entry | None, undo: Undo | None
+    ) -> dict[str, Any]:
+        """Record the ``response.action``; if it cannot be, undo the entry's change."""
         if entry is not None:
             details["entry_id"] = entry.id
             details["expires_at"] = entry.expires_at
@@ -209,11 +292,91 @@ class AlertResponder:
                 )
             )
         except AuditUnavailable:
-            if entry is not None and details["result"] == "done":
-                await self._undo(entry)
+            if undo is not None:
+                await undo()
             raise
-        log.info("alert %s: %s %s", alert.alert_id, response.action, details["result"])
+        log.info("alert %s: %s %s", alert.alert_id, details["action"], details["result"])
         return details
+
+    async def _mine(self, rule: AlertRule, alert: Alert, network: str) -> Entry | None:
+        """The alert's deny entry as the store holds it (found by its reason), or None."""
+        existing = await asyncio.to_thread(self._existing, network)
+        if existing is not None and existing.reason == self.reason(rule, alert):
+            return existing
+        return None
+
+    def _history(self, alert: Alert, entry_ids: set[str]) -> tuple[bool, tuple[str, str] | None]:
+        """What the trail says since the alert: whether it was acknowledged (in a stream
+        the evaluator may not have read yet), and whether a person (an actor other than
+        ``system``: an administrator, an API key) removed or changed one of its entries:
+        ``(skipped:<why>, entry id)``."""
+        query = Query(
+            types=("alert.acknowledge", "access_list.remove", "access_list.update"),
+            from_time=time_bound(alert.first_seen),
+        )
+        acknowledged, taken = False, None
+        for body in run_query(self._store, query):
+            doc = orjson.loads(body)
+            details = doc.get("details") or {}
+            if doc.get("type") == "alert.acknowledge":
+                acknowledged = acknowledged or details.get("alert_id") == alert.alert_id
+                continue
+            target = str((doc.get("target") or {}).get("id", ""))
+            if target in entry_ids and (doc.get("actor") or {}).get("type") != "system":
+                how = "removed" if doc.get("type") == "access_list.remove" else "changed"
+                taken = taken or (f"skipped:{how}_by_analyst", target)
+        return acknowledged, taken
+
+    async def _extend(
+        self,
+        rule: AlertRule,
+        alert: Alert,
+        network: str,
+        response: AlertResponse,
+        mine: Entry | None,
+        renews: int,
+    ) -> tuple[Entry | None, str, Undo | None]:
+        if mine is not None:
+            if mine.expires_at is None:
+                return None, "skipped:changed_by_analyst", None  # made permanent
+            if mine.expires_at > renews:
+                return mine, "renewed", None  # renewed before a crash: recorded now, once
+            now = self._service.clock.now()
+            after = await self._service.list_update(
+                mine.id,
+                why=f"renewed: the attack goes on ({self.reason(rule, alert)})",
+                actor=self.actor,
+                expires_at=max(now, mine.expires_at) + response.ttl_s,
+                undo_if_unaudited=True,
+            )
+            return after, "renewed", self._putter(mine)
+        # gone (the cleanup job removed it once expired): a new one
+        entry, result = await self._deny(rule, alert, network, response)
+        if entry is None:
+            return None, result, None
+        return entry, "renewed", self._remover(entry)
+
+    def _remover(self, entry: Entry) -> Undo:
+        async def undo() -> None:
+            await self._undo(entry)
+
+        return undo
+
+    def _putter(self, before: Entry) -> Undo:
+        async def undo() -> None:
+            """Give a renewed entry its expiry back (its response.action is not recorded)."""
+            try:
+                await self._service.list_put_back(
+                    before, why="its response.action could not be recorded", actor=self.actor
+                )
+            except AuditUnavailable:
+                pass  # put back; its access_list.update could not be recorded either
+            except AccessListError:
+                pass  # removed by hand meanwhile
+            except SQLAlchemyError:
+                log.error("deny entry %s stays renewed without its response.action", before.id)
+
+        return undo
 
     async def _deny(
         self, rule: AlertRule, alert: Alert, network: str, response: AlertResponse
@@ -324,7 +487,9 @@ class Alerting:
         if any(r.response is not None for r in rules):
             if tokens is None:
                 raise SettingsError("KROONIKA_ALERT_RULES: a response needs the token service")
-            responder = AlertResponder(tokens, trail.emit, trusted_proxies=settings.trusted_proxies)
+            responder = AlertResponder(
+                tokens, trail.emit, store=store, trusted_proxies=settings.trusted_proxies
+            )
         return cls(
             trail,
             store,

@@ -21,7 +21,7 @@ from login_harness import refusing_connections
 from security_harness import LONDON, TALLINN, TARTU, SecStack, security_stack
 
 from kroonika.alerting import RESPONSE_PRINCIPAL, AlertResponder
-from kroonika.audit import AuditUnavailable
+from kroonika.audit import Actor, ActorType, AuditUnavailable
 from kroonika.audit.alerting import Alert, AlertResponse, AlertRule, alert_id_for
 from kroonika.audit.sinks import CursorStore
 from kroonika.security.simulate_attacks import run_attack
@@ -51,13 +51,19 @@ class Responding:
             self.stack.service + "/auth/login", headers={"x-forwarded-for": ip}, timeout=30
         )
 
-    def attack(self) -> dict[str, Any]:
-        """A brute-force attack from London; the ``response.action`` that answered it."""
+    def attack(self, answers: int = 1) -> dict[str, Any]:
+        """A brute-force attack from London; the ``response.action`` that answered it
+        (the ``answers``-th of the trail)."""
         asyncio.run(run_attack("brute-force", self.stack.service, mock_url=self.stack.mock))
         self.stack.drain()
-        _wait(lambda: bool(self.events("response.action")))
-        (action,) = self.events("response.action")
-        return action
+        _wait(lambda: len(self.events("response.action")) >= answers)
+        actions = self.events("response.action")
+        assert len(actions) == answers
+        return actions[-1]
+
+    def wait_out(self, action: dict[str, Any]) -> None:
+        """Wait (really) until the denial of ``action`` has expired."""
+        time.sleep(max(0.0, action["details"]["expires_at"] - time.time() + 1))
 
     def deny_entries(self) -> list[Any]:
         return self.stack.tokens.lists.entries("deny", "ip")
@@ -83,8 +89,11 @@ def _wait(check: Callable[[], bool], timeout: float = 60) -> None:
 
 
 @contextmanager
-def responding(tmp_path: Path, *, mode: str, ttl_s: int = 900) -> Iterator[Responding]:
+def responding(
+    tmp_path: Path, *, mode: str, ttl_s: int = 900, **extra: Any
+) -> Iterator[Responding]:
     overrides = {
+        **extra,
         "admin_bootstrap": {"38001085718": ["admin"]},
         "jobs_enabled": False,
         "audit_sink_poll_s": 0.1,
@@ -222,7 +231,10 @@ def _responder(r: Responding, fault: BaseException | None) -> AlertResponder:
         return await trail.emit(event)
 
     return AlertResponder(
-        r.stack.tokens.service, emit, trusted_proxies=r.stack.settings.trusted_proxies
+        r.stack.tokens.service,
+        emit,
+        store=r.stack.services.audit.store,
+        trusted_proxies=r.stack.settings.trusted_proxies,
     )
 
 
@@ -289,3 +301,147 @@ def test_the_business_database_away_is_recorded_as_failed(
         (action,) = r.events("response.action")
         assert action["details"]["result"] == "failed:database_unavailable"
         assert r.deny_entries() == []
+
+
+# --- renewal while the attack goes on (decision 0039, 2026-11-28) ----------------------
+
+#: ttl_s at its minimum, and a brute-force window as short, so that a second attack
+#: after the denial is a second anomaly (a repeat of the open alert)
+RESUMING = {"ttl_s": 10, "security_brute_force_window_s": 10}
+
+
+def test_an_attack_that_resumes_after_the_ttl_is_denied_again(tmp_path: Path) -> None:
+    """Brute force, denial, the attacker waits the ttl out and comes back: the repeat
+    of the open alert renews the denial (the automated entry's expiry extended, its
+    access_list.update recorded, one response.action renewed naming the entry and the
+    expiry it renews); London is refused again; the alert lists both responses."""
+    with responding(tmp_path, mode="enforce", **RESUMING) as r:  # type: ignore[arg-type]
+        first = r.attack()
+        (entry,) = r.deny_entries()
+        r.wait_out(first)
+        assert r.login_start(LONDON_NEIGHBOUR).is_redirect  # expired: let in
+        renewal = r.attack(answers=2)["details"]
+        assert (renewal["result"], renewal["entry_id"]) == ("renewed", entry.id)
+        assert renewal["alert_id"] == first["details"]["alert_id"]
+        assert renewal["renews"] == first["details"]["expires_at"]
+        (renewed,) = r.deny_entries()
+        assert renewed.id == entry.id
+        assert renewed.expires_at == renewal["expires_at"] > time.time()
+        (updated,) = r.events("access_list.update")
+        assert updated["target"]["id"] == entry.id
+        assert updated["actor"]["client_id"] == RESPONSE_PRINCIPAL
+        assert _refused(r.login_start(LONDON_NEIGHBOUR))
+        raised = [a["details"]["rule"] for a in r.events("alert.raise")]
+        assert raised.count("security_anomaly") == 1  # (refused logins are violations)
+
+        listed = r.call("GET", "/admin/alerts", role="auditor").json()["alerts"]
+        (shown,) = [a for a in listed if a["alert_id"] == renewal["alert_id"]]
+        assert [x["result"] for x in shown["responses"]] == ["done", "renewed"]
+        assert shown["responses"][1]["expires_at"] == renewal["expires_at"]
+        page = r.call("GET", "/admin/dashboard", role="auditor").text
+        assert f"deny_network renewed 81.2.69.0/24 {entry.id}" in page
+
+
+def test_an_analyst_s_removal_of_the_denial_is_respected(tmp_path: Path) -> None:
+    """An analyst removed the automated entry (let them in): the attack resuming after
+    the ttl renews nothing; one response.action skipped:removed_by_analyst says so."""
+    with responding(tmp_path, mode="enforce", **RESUMING) as r:  # type: ignore[arg-type]
+        first = r.attack()
+        entry_id = first["details"]["entry_id"]
+        undo = r.call(
+            "DELETE", f"/admin/lists/{entry_id}", role="admin", headers={"x-justification": WHY}
+        )
+        assert undo.status_code == 200, undo.text
+        r.wait_out(first)
+        second = r.attack(answers=2)["details"]
+        assert second["result"] == "skipped:removed_by_analyst"
+        assert second["entry_id"] == entry_id
+        assert r.deny_entries() == []
+        assert r.login_start(LONDON_NEIGHBOUR).is_redirect
+        assert len(r.events("access_list.add")) == 1
+
+
+def test_an_acknowledged_alert_is_not_renewed(tmp_path: Path) -> None:
+    """An analyst acknowledged the alert (took it over): the attack resuming after the
+    ttl raises a new alert, answered on its own; the acknowledged alert has its first
+    response only."""
+    with responding(tmp_path, mode="enforce", **RESUMING) as r:  # type: ignore[arg-type]
+        first = r.attack()
+        alert_id = first["details"]["alert_id"]
+        ack = r.call("POST", f"/admin/alerts/{alert_id}/acknowledge", json={"justification": WHY})
+        assert ack.status_code == 200, ack.text
+        r.wait_out(first)
+        second = r.attack(answers=2)["details"]
+        assert second["alert_id"] != alert_id
+        assert "renews" not in second
+        listed = r.call("GET", "/admin/alerts?state=all", role="auditor").json()["alerts"]
+        (acknowledged,) = [a for a in listed if a["alert_id"] == alert_id]
+        assert [x["result"] for x in acknowledged["responses"]] == ["done"]
+
+
+def _answered(r: Responding, alert: Alert) -> dict[str, Any]:
+    """The alert denied by a responder that works; the alert's book knows it."""
+    details: dict[str, Any] = r.run(_responder(r, None).respond(RULE, alert))
+    alert.apply_response({"type": "response.action", "details": details})
+    return details
+
+
+def test_a_renewal_that_cannot_be_recorded_is_put_back(tmp_path: Path) -> None:
+    """The trail refuses the renewal's response.action: the entry gets its expiry back
+    (recorded) and the evaluator is told; a crash instead leaves the entry renewed, and
+    the next try records that renewal once, changing nothing more."""
+    with responding(tmp_path, mode="enforce") as r:
+        alert = _alert("192.0.2.0/24")
+        first = _answered(r, alert)
+        with pytest.raises(AuditUnavailable):
+            r.run(_responder(r, AuditUnavailable("down")).renew(RULE, alert, first))
+        (entry,) = r.deny_entries()
+        assert entry.expires_at == first["expires_at"]
+        updates = r.events("access_list.update")
+        assert [u["actor"]["client_id"] for u in updates] == [RESPONSE_PRINCIPAL] * 2
+        assert len(r.events("response.action")) == 1
+
+        with pytest.raises(Crash):
+            r.run(_responder(r, Crash()).renew(RULE, alert, first))
+        (crashed,) = r.deny_entries()
+        assert crashed.expires_at == first["expires_at"] + RULE.response.ttl_s  # type: ignore[union-attr]
+        details = r.run(_responder(r, None).renew(RULE, alert, first))
+        assert (details["result"], details["renews"]) == ("renewed", first["expires_at"])
+        assert details["expires_at"] == crashed.expires_at
+        assert len(r.events("access_list.update")) == 3
+        assert len(r.events("response.action")) == 2
+
+
+def test_an_entry_the_cleanup_job_removed_is_renewed_as_a_new_one(tmp_path: Path) -> None:
+    """The expired entry removed by the system (the access_lists job): the renewal adds
+    a new entry for the network (its access_list.add), recorded as renewed."""
+    with responding(tmp_path, mode="enforce") as r:
+        alert = _alert("192.0.2.0/24")
+        first = _answered(r, alert)
+        r.run(
+            r.stack.tokens.service.list_remove(
+                first["entry_id"], why="expired", actor=Actor(ActorType.SYSTEM)
+            )
+        )
+        details = r.run(_responder(r, None).renew(RULE, alert, first))
+        assert details["result"] == "renewed"
+        (entry,) = r.deny_entries()
+        assert entry.id == details["entry_id"] != first["entry_id"]
+        assert entry.value == "192.0.2.0/24"
+        assert len(r.events("access_list.add")) == 2
+
+
+def test_a_dry_run_renewal_changes_nothing(tmp_path: Path) -> None:
+    """A dry run's renewal records dry_run_renewal with the expiry it would give."""
+    with responding(tmp_path, mode="dry_run") as r:
+        rule = AlertRule(
+            RULE.name, RULE.types, key=RULE.key, response=AlertResponse("deny_network", 600)
+        )
+        alert = _alert("192.0.2.0/24")
+        first = r.run(_responder(r, None).respond(rule, alert))
+        assert first["result"] == "dry_run"
+        details = r.run(_responder(r, None).renew(rule, alert, first))
+        assert details["result"] == "dry_run_renewal"
+        assert details["expires_at"] == first["expires_at"] + 600
+        assert r.deny_entries() == []
+        assert r.events("access_list.add") == r.events("access_list.update") == []

@@ -67,6 +67,9 @@ ALERT_ID: Final = re.compile(r"^alr_[0-9a-f]{32}$")
 RESPONSE_ACTIONS: Final = ("deny_network",)
 #: Bounds of a response's ``ttl_s``: ten seconds to a week.
 RESPONSE_TTL_S: Final = (10, 7 * 86400)
+#: Results of a response that stands until its ``expires_at`` and may be renewed while
+#: the alert repeats (decision 0039, 2026-11-28).
+STANDING_RESULTS: Final = ("done", "renewed", "dry_run", "dry_run_renewal")
 _SAFE: Final = re.compile(r"[^A-Za-z0-9._:/@+=-]")
 _VALUE_MAX: Final = 64
 
@@ -188,6 +191,12 @@ def network_of(key: str) -> str | None:
     return None
 
 
+def renewal_margin_s(ttl_s: int) -> float:
+    """How long before its expiry a denial may be renewed by a repeat: a tenth of
+    ``ttl_s``, at most a minute (so a steady attack meets no gap between two)."""
+    return min(60.0, ttl_s / 10)
+
+
 def alert_id_for(rule: str, event_id: str) -> str:
     """The alert's id: the same rule and triggering event always give the same id."""
     digest = hashlib.sha256(f"kroonika.alert/1\x00{rule}\x00{event_id}".encode()).hexdigest()
@@ -265,7 +274,8 @@ class Alert:
     acknowledged_by: str | None = None
     note: str | None = None
     repeats: int = 0
-    #: the automated responses recorded for it (``response.action`` details, first per action)
+    #: the automated responses recorded for it (``response.action`` details): the first
+    #: per action, then its renewals, one per expiry renewed (``renews``)
     responses: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -284,10 +294,12 @@ class Alert:
         self.repeats = max(self.repeats, int(details.get("repeats", 0) or 0))
 
     def apply_response(self, doc: Mapping[str, Any]) -> None:
-        """Take in a ``response.action`` of this alert; one per action (read twice, once)."""
+        """Take in a ``response.action`` of this alert: the first of an action, and one
+        renewal per expiry it renews (``renews``); read twice, taken once."""
         details = doc.get("details") or {}
         action = str(details.get("action", ""))
-        if any(r["action"] == action for r in self.responses):
+        renews = details.get("renews")
+        if any(r["action"] == action and r.get("renews") == renews for r in self.responses):
             return
         self.responses.append(
             {
@@ -297,9 +309,26 @@ class Alert:
                 "network": details.get("network"),
                 "entry_id": details.get("entry_id"),
                 "expires_at": details.get("expires_at"),
+                "renews": renews,
                 "at": str(doc.get("time", "")),
             }
         )
+
+    def responded(self, action: str) -> bool:
+        """Whether the first response of ``action`` is recorded (renewals aside)."""
+        return any(r["action"] == action and r.get("renews") is None for r in self.responses)
+
+    def standing(self, action: str) -> dict[str, Any] | None:
+        """The latest response of ``action`` if it still stands and can be renewed (done,
+        renewed, or their dry runs, with an expiry); None after a skip or a failure (an
+        analyst's removal, the database away): renewals end there."""
+        mine = [r for r in self.responses if r["action"] == action]
+        if not mine:
+            return None
+        latest = mine[-1]
+        if latest["result"] not in STANDING_RESULTS or not isinstance(latest["expires_at"], int):
+            return None
+        return latest
 
     def responses_text(self) -> str:
         """The responses in one line (``deny_network done 81.2.69.0/24 al_...``), for
@@ -562,6 +591,14 @@ class Responder(Protocol):
         """The ``response.action`` details recorded."""
         ...
 
+    async def renew(
+        self, rule: AlertRule, alert: Alert, standing: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Renew the response ``standing`` (the alert's latest, about to expire) because
+        the alert repeats: one ``response.action`` with ``renews`` = its expiry, or None
+        (nothing recorded: the alert turned out acknowledged)."""
+        ...
+
 
 class AlertEvaluator:
     """A sink that raises alerts: see the module docstring. ``emit`` is the trail's
@@ -602,6 +639,7 @@ class AlertEvaluator:
         self.repeated = 0
         self.stale = 0
         self.responded = 0
+        self.renewed = 0
         self.stale_responses = 0
 
     async def open(self) -> None:
@@ -685,6 +723,8 @@ class AlertEvaluator:
                 continue  # raised before a restart: this event is read again
             current = self._open_alert(rule, key, at)
             if current is not None:
+                # before counting it: a renewal the trail refuses retries this event
+                await self._renew(rule, current, doc, at)
                 current.repeats += 1
                 self.repeated += 1
                 continue
@@ -700,7 +740,7 @@ class AlertEvaluator:
         rule = self._by_name.get(alert.rule)
         if rule is None or rule.response is None or self._responder is None:
             return
-        if any(r["action"] == rule.response.action for r in alert.responses):
+        if alert.responded(rule.response.action):
             return  # done before (a restart, a cursor put back): never twice
         age = self._clock() - epoch(str(doc.get("time", "")))
         if age > min(rule.response.ttl_s, self.max_age_s):
@@ -712,6 +752,33 @@ class AlertEvaluator:
             {"type": "response.action", "time": doc.get("time", ""), "details": details}
         )
         self.responded += 1
+
+    async def _renew(
+        self, rule: AlertRule, alert: Alert, doc: Mapping[str, Any], at: float
+    ) -> None:
+        """A repeat of an open alert whose response stands: renew it when the repeat
+        happened within :func:`renewal_margin_s` of the response's expiry or after it
+        (the attack goes on as the denial runs out), once per expiry (a renewal names
+        the expiry it renews; the book keeps one per expiry, read back or not). Not for a
+        repeat read later than ``min(ttl_s, max_age_s)`` after it happened (stale)."""
+        response = rule.response
+        if response is None or self._responder is None or not alert.open:
+            return
+        standing = alert.standing(response.action)
+        if standing is None:
+            return
+        if at < standing["expires_at"] - renewal_margin_s(response.ttl_s):
+            return  # the response still holds
+        if self._clock() - at > min(response.ttl_s, self.max_age_s):
+            self.stale_responses += 1
+            return
+        details = await self._responder.renew(rule, alert, standing)
+        if details is None:
+            return
+        self.book.apply(
+            {"type": "response.action", "time": doc.get("time", ""), "details": details}
+        )
+        self.renewed += 1
 
     def _count(self, rule: AlertRule, key: str, at: float, event_id: str) -> int:
         """Events of ``key`` within the window up to ``at``; an event counted before (a
@@ -779,6 +846,7 @@ __all__ = [
     "ALERT_ID",
     "EVALUATOR_NAME",
     "RESPONSE_ACTIONS",
+    "STANDING_RESULTS",
     "AckArbiter",
     "AckBusy",
     "Alert",
@@ -792,5 +860,6 @@ __all__ = [
     "default_rules",
     "network_of",
     "read_book",
+    "renewal_margin_s",
     "safe_value",
 ]

@@ -629,7 +629,8 @@ def _specs() -> dict[str, EventSpec]:
             {
                 "action": S,
                 "alert_id": S,
-                # done | dry_run | skipped:<why> (decision 0039)
+                # done | dry_run | skipped:<why> | failed:<why> (decision 0039); a
+                # renewal while the alert repeats: renewed | dry_run_renewal
                 "result": S,
                 # the rule whose response it is, enforce or dry_run, how long it holds;
                 # deny_network: the alert's anonymised network, the deny entry and when
@@ -640,6 +641,8 @@ def _specs() -> dict[str, EventSpec]:
                 "network": S,
                 "entry_id": S,
                 "expires_at": I,
+                # a renewal: the expiry it renews (one renewal per expiry)
+                "renews": I,
             },
             filterable=False,
         ),

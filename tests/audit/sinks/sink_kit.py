@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +68,15 @@ class Kit:
     keys_dir: Path
 
 
-def make_kit(url: str, keys_dir: Path, *, stream: str = "web-1", checkpoint_every: int = 5) -> Kit:
+def make_kit(
+    url: str,
+    keys_dir: Path,
+    *,
+    stream: str = "web-1",
+    checkpoint_every: int = 5,
+    clock: Callable[[], int] = time.time_ns,
+) -> Kit:
+    """A trail on ``url``; ``clock`` (nanoseconds) gives its events their time."""
     store = SqlAuditStore(url)
     store.upgrade()
     keyring = KeyRing.open(keys_dir, create=True)
@@ -89,6 +97,7 @@ def make_kit(url: str, keys_dir: Path, *, stream: str = "web-1", checkpoint_ever
         subject_keys=subject_keys,
         checkpoint_every=checkpoint_every,
         checkpoint_interval=3600,
+        clock=clock,
     )
     return Kit(trail, store, keyring, url, keys_dir)
 

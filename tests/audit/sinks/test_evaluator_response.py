@@ -6,11 +6,12 @@ book shows the responses with their alert."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
-from sink_kit import Kit, anomaly
+from sink_kit import Kit, anomaly, make_kit
 
 from kroonika.audit import (
     Actor,
@@ -29,6 +30,7 @@ from kroonika.audit.alerting import (
     default_rules,
     network_of,
     read_book,
+    renewal_margin_s,
 )
 from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
 
@@ -49,10 +51,12 @@ class RecordingResponder:
     """A responder that records its ``response.action`` in the trail and what it was
     asked (the real one, with the deny-list, is tested over HTTP in tests/e2e)."""
 
-    def __init__(self, kit: Kit, *, refuse: int = 0) -> None:
+    def __init__(self, kit: Kit, *, refuse: int = 0, now: Callable[[], float] = time.time) -> None:
         self.kit = kit
         self.asked: list[str] = []
+        self.renewals: list[tuple[str, int]] = []
         self.refuse = refuse
+        self.now = now
 
     async def respond(self, rule: AlertRule, alert: Alert) -> dict[str, Any]:
         self.asked.append(alert.alert_id)
@@ -65,7 +69,28 @@ class RecordingResponder:
             "result": "dry_run",
             "rule": rule.name,
             "network": network_of(alert.key),
+            "expires_at": int(self.now()) + (rule.response.ttl_s if rule.response else 0),
         }
+        return self._record(alert, details)
+
+    async def renew(
+        self, rule: AlertRule, alert: Alert, standing: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        renews = int(standing["expires_at"])
+        self.renewals.append((alert.alert_id, renews))
+        ttl = rule.response.ttl_s if rule.response else 0
+        details = {
+            "action": "deny_network",
+            "alert_id": alert.alert_id,
+            "result": "dry_run_renewal",
+            "rule": rule.name,
+            "network": network_of(alert.key),
+            "renews": renews,
+            "expires_at": max(int(self.now()), renews) + ttl,
+        }
+        return self._record(alert, details)
+
+    def _record(self, alert: Alert, details: dict[str, Any]) -> dict[str, Any]:
         self.kit.trail.emit_sync(
             events.response_action(
                 actor=Actor(ActorType.SYSTEM, client_id="automated:alert-response"),
@@ -228,3 +253,158 @@ def test_deny_network_needs_an_address_in_the_key() -> None:
     assert network_of("kind=brute_force key_kind=ip ip=81.2.69.0/24") == "81.2.69.0/24"
     assert network_of("kind=brute_force ip=?") is None
     assert network_of("sink=w state=failed") is None
+
+
+# --- renewal while the attack goes on (decision 0039, 2026-11-28) -----------------------
+
+SHORT = AlertResponse("deny_network", ttl_s=10, mode="enforce")
+
+
+class MovingClock:
+    """The time of the trail's events and of the evaluator, moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+    def ns(self) -> int:
+        return int(self.t * 1_000_000_000)
+
+
+def renewing(tmp_path: Any, url: str | None = None) -> tuple[Kit, MovingClock]:
+    clock = MovingClock()
+    kit = make_kit(url or f"sqlite:///{tmp_path / 'renew.db'}", tmp_path / "keys", clock=clock.ns)
+    return kit, clock
+
+
+def renewal_evaluator(kit: Kit, clock: MovingClock) -> tuple[AlertEvaluator, RecordingResponder]:
+    responder = RecordingResponder(kit, now=clock)
+    return evaluator(kit, responder, the_rules=rules(SHORT), clock=clock), responder
+
+
+def renewals_of(kit: Kit) -> list[dict[str, Any]]:
+    return [d["details"] for d in of_type(kit, "response.action") if "renews" in d["details"]]
+
+
+@pytest.mark.asyncio
+async def test_a_repeat_after_the_denial_expired_renews_it_once_per_ttl(tmp_path: Any) -> None:
+    """An open alert repeats: while its denial holds nothing is renewed; a repeat within
+    the margin of its expiry or after renews it once (renews names the expiry it
+    extends); the repeats right after do not; a repeat after the renewed expiry renews
+    again. Each renewal is in the alert's public form."""
+    kit, clock = renewing(tmp_path)
+    try:
+        ev, responder = renewal_evaluator(kit, clock)
+        kit.trail.emit_sync(anomaly())
+        runner = await run(kit, ev)
+        (first,) = of_type(kit, "response.action")
+        expires = first["details"]["expires_at"]
+        clock.t += 2
+        kit.trail.emit_sync(anomaly())  # the denial holds: a repeat, nothing renewed
+        await runner.drain()
+        assert responder.renewals == []
+        assert ev.repeated == 1
+        clock.t = expires + 1  # the attacker waited the denial out and comes back
+        kit.trail.emit_sync(anomaly())
+        kit.trail.emit_sync(anomaly())
+        await runner.drain()
+        (renewal,) = renewals_of(kit)
+        assert renewal["renews"] == expires
+        assert renewal["expires_at"] == int(clock.t) + SHORT.ttl_s
+        assert ev.renewed == 1
+        clock.t = renewal["expires_at"] - renewal_margin_s(SHORT.ttl_s) + 0.5
+        kit.trail.emit_sync(anomaly())  # within the margin: renewed before it runs out
+        await runner.drain()
+        assert [r["renews"] for r in renewals_of(kit)] == [expires, renewal["expires_at"]]
+        assert len(of_type(kit, "alert.raise")) == 1
+        (alert,) = ev.book.alerts.values()
+        shown = [(r["result"], r["renews"]) for r in alert.public()["responses"]]
+        assert shown == [
+            ("dry_run", None),
+            ("dry_run_renewal", expires),
+            ("dry_run_renewal", renewal["expires_at"]),
+        ]
+        assert (
+            read_book(kit.store).alerts[alert.alert_id].public()["responses"]
+            == (alert.public()["responses"])
+        )
+        await runner.stop()
+    finally:
+        kit.store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_restart_does_not_renew_the_same_expiry_twice(tmp_path: Any) -> None:
+    """The cursor put back after a renewal (a crash before it moved): the new evaluator
+    reads the renewal with the alert and renews nothing more for the events read again."""
+    kit, clock = renewing(tmp_path)
+    try:
+        ev, _ = renewal_evaluator(kit, clock)
+        kit.trail.emit_sync(anomaly())
+        runner = await run(kit, ev)
+        clock.t = of_type(kit, "response.action")[0]["details"]["expires_at"] + 1
+        kit.trail.emit_sync(anomaly())
+        await runner.drain()
+        await runner.stop()
+        assert len(renewals_of(kit)) == 1
+        CursorStore(kit.store.engine).reset("@alerts", "web-1", 0, "2026-11-27T00:00:00.000000Z")
+        again, responder = renewal_evaluator(kit, clock)
+        await (await run(kit, again)).stop()
+        assert responder.asked == []
+        assert responder.renewals == []
+        assert len(renewals_of(kit)) == 1
+    finally:
+        kit.store.close()
+
+
+@pytest.mark.asyncio
+async def test_an_acknowledged_alert_is_not_renewed(tmp_path: Any) -> None:
+    """An analyst acknowledged the alert: the attack coming back after the denial raises
+    a new alert (with its own first response); the acknowledged one is never renewed."""
+    kit, clock = renewing(tmp_path)
+    try:
+        ev, responder = renewal_evaluator(kit, clock)
+        kit.trail.emit_sync(anomaly())
+        runner = await run(kit, ev)
+        (first,) = of_type(kit, "response.action")
+        alert_id = first["details"]["alert_id"]
+        kit.trail.emit_sync(
+            events.alert_acknowledge(
+                actor=Actor(ActorType.ADMIN, client_id="api-key/k1"),
+                target=Target("alert", alert_id),
+                alert_id=alert_id,
+                justification="INC-1 taken over",
+            )
+        )
+        clock.t = first["details"]["expires_at"] + 1
+        kit.trail.emit_sync(anomaly())
+        await runner.drain()
+        await runner.stop()
+        assert responder.renewals == []
+        assert renewals_of(kit) == []
+        assert len(of_type(kit, "alert.raise")) == 2
+        assert [a for a in responder.asked if a == alert_id] == [alert_id]
+    finally:
+        kit.store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_repeat_read_too_late_renews_nothing(tmp_path: Any) -> None:
+    """A repeat read more than min(ttl_s, max_age_s) after it happened (a long outage of
+    the evaluator) renews nothing: the attack it shows is over."""
+    kit, clock = renewing(tmp_path)
+    try:
+        ev, responder = renewal_evaluator(kit, clock)
+        kit.trail.emit_sync(anomaly())
+        runner = await run(kit, ev)
+        clock.t = of_type(kit, "response.action")[0]["details"]["expires_at"] + 1
+        kit.trail.emit_sync(anomaly())
+        clock.t += SHORT.ttl_s + 5  # read now, long after
+        await runner.drain()
+        await runner.stop()
+        assert responder.renewals == []
+        assert ev.stale_responses == 1
+    finally:
+        kit.store.close()
