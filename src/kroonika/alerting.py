@@ -16,7 +16,10 @@
   0039): ``deny_network`` puts the alert's network on the deny-list for the rule's
   ``ttl_s`` (a ``dry_run`` records what it would do) and records one
   ``response.action``. Fails closed like an admin change: a deny entry whose
-  ``response.action`` cannot be recorded is removed again.
+  ``response.action`` cannot be recorded is removed again. While the open alert
+  repeats as the denial runs out, it renews it (``renewed``, the entry's expiry
+  extended), unless the alert was acknowledged or a person removed or changed the
+  entry.
 
 Delivery is the log shipping's: a sink with ``types=["alert."]`` (webhook, syslog) or
 an ``smtp`` sink carries the ``alert.raise`` events like any other event.
@@ -137,8 +140,9 @@ def _keyed_on_other_than_ip(key: str) -> bool:
 
 class AlertResponder:
     """Carries out the rules' automated responses (a
-    :class:`~kroonika.audit.alerting.Responder`). The evaluator calls it once per
-    alert; it records exactly one ``response.action`` (``action``, ``alert_id``,
+    :class:`~kroonika.audit.alerting.Responder`). The evaluator calls :meth:`respond`
+    once per alert, and :meth:`renew` when the open alert repeats as its denial runs
+    out; each call records exactly one ``response.action`` (``action``, ``alert_id``,
     ``result``: ``done``, ``dry_run``, ``skipped:<why>``, plus the rule, the network,
     the entry and its expiry), with no personal data: the network is the alert key's
     anonymised /24 or /48.
@@ -175,7 +179,9 @@ class AlertResponder:
         """The deny entry's reason: it names the rule and the alert (and finds it again)."""
         return f"automated response to alert {alert.alert_id} (rule {rule.name})"
 
-    async def respond(self, rule: AlertRule, alert: Alert) -> dict[str, Any]:
+    @staticmethod
+    def _details(rule: AlertRule, alert: Alert) -> tuple[AlertResponse, str | None, dict[str, Any]]:
+        """The rule's response, the alert's network and what every record of it says."""
         response = rule.response
         if response is None:
             raise ValueError(f"rule {rule.name} has no response")
@@ -187,10 +193,14 @@ class AlertResponder:
             "mode": response.mode,
             "ttl_s": response.ttl_s,
         }
-        entry: Entry | None = None
-        undo: Undo | None = None
         if network is not None:
             details["network"] = network
+        return response, network, details
+
+    async def respond(self, rule: AlertRule, alert: Alert) -> dict[str, Any]:
+        response, network, details = self._details(rule, alert)
+        entry: Entry | None = None
+        undo: Undo | None = None
         refusal = self._refusal(alert, network)
         if refusal is not None:
             details["result"] = refusal
@@ -222,21 +232,8 @@ class AlertResponder:
         dry run records ``dry_run_renewal``. Fails closed like :meth:`respond`: a change
         whose ``response.action`` cannot be recorded is put back. After a crash between
         the change and its record, the entry is found renewed and recorded, once."""
-        response = rule.response
-        if response is None:
-            raise ValueError(f"rule {rule.name} has no response")
-        renews = int(standing["expires_at"])
-        network = network_of(alert.key)
-        details: dict[str, Any] = {
-            "action": response.action,
-            "alert_id": alert.alert_id,
-            "rule": rule.name,
-            "mode": response.mode,
-            "ttl_s": response.ttl_s,
-            "renews": renews,
-        }
-        if network is not None:
-            details["network"] = network
+        response, network, details = self._details(rule, alert)
+        renews = details["renews"] = int(standing["expires_at"])
         entry: Entry | None = None
         undo: Undo | None = None
         refusal = self._refusal(alert, network)

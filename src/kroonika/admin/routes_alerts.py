@@ -15,8 +15,10 @@ last call; an acknowledgement holds the alert's
 stored, so of two instances acknowledging at once exactly one wins (the other: 409).
 ``repeats`` is what the running evaluator counted since it started (throttled firings
 of an open alert); an acknowledgement records it. ``responses`` are the automated
-responses the trail records for the alert (``response.action``, decision 0039): an
-analyst undoes a denial by removing its entry (``DELETE /admin/lists/{entry_id}``).
+responses the trail records for the alert (``response.action``, decision 0039): the
+first, then each renewal while the alert repeats (``renews``: the expiry it renewed;
+null for the first); an analyst undoes a denial by removing its entry (``DELETE
+/admin/lists/{entry_id}``), which also ends its renewals.
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ the evaluator hands each alert of that rule to its :class:`Responder` once, when
 reads the alert's ``alert.raise`` back from the trail, unless the trail already holds
 a ``response.action`` for it (a restart reads again) or the alert is older than the
 response could still matter (``min(ttl_s, max_age_s)``: stale). The responder records
-the ``response.action``; the book shows it with its alert.
+the ``response.action``; the book shows it with its alert. While the alert stays open
+and repeats as the response runs out (within :func:`renewal_margin_s` of its
+``expires_at``, or after), the evaluator asks the responder to renew it, once per
+expiry: the renewal's ``response.action`` names the expiry it renews (``renews``).
 
 A summary names the rule, the event type and the key, built only from values that are
 pseudonymous or anonymised (an address is cut to its /24 or /48 here, whatever the

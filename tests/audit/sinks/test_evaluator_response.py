@@ -212,6 +212,21 @@ async def test_a_stale_alert_and_a_rule_without_a_response_get_none(kit: Kit) ->
     assert of_type(kit, "response.action") == []
 
 
+def deny_recorded(kit: Kit, **details: Any) -> None:
+    """A deny_network response.action of alert ``a`` in the trail."""
+    kit.trail.emit_sync(
+        events.response_action(
+            actor=Actor(ActorType.SYSTEM),
+            target=Target("alert", "a"),
+            action="deny_network",
+            alert_id="a",
+            network="81.2.69.0/24",
+            entry_id="al_0123456789abcdef",
+            **details,
+        )
+    )
+
+
 def test_the_book_shows_the_responses_of_an_alert(kit: Kit) -> None:
     """read_book and the live book carry a response.action with its alert, once each."""
     kit.trail.emit_sync(
@@ -222,22 +237,22 @@ def test_the_book_shows_the_responses_of_an_alert(kit: Kit) -> None:
     live = LiveBook(kit.store)
     assert live.alerts()[0].responses == []
     for _ in range(2):  # the second is a duplicate: the first of an action counts
-        kit.trail.emit_sync(
-            events.response_action(
-                actor=Actor(ActorType.SYSTEM),
-                target=Target("alert", "a"),
-                action="deny_network",
-                alert_id="a",
-                result="done",
-                network="81.2.69.0/24",
-                entry_id="al_0123456789abcdef",
-            )
-        )
+        deny_recorded(kit, result="done")
     for alert in (read_book(kit.store).alerts["a"], live.alerts()[0]):
         (response,) = alert.public()["responses"]
         assert response["result"] == "done"
         assert response["entry_id"] == "al_0123456789abcdef"
         assert alert.responses_text() == "deny_network done 81.2.69.0/24 al_0123456789abcdef"
+    for _ in range(2):  # a renewal, and the same renewal again (one per expiry)
+        deny_recorded(kit, result="renewed", expires_at=1_800_000_900, renews=1_800_000_000)
+    for alert in (read_book(kit.store).alerts["a"], live.alerts()[0]):
+        first, renewal = alert.public()["responses"]
+        assert (first["renews"], renewal["renews"]) == (None, 1_800_000_000)
+        assert alert.standing("deny_network") == alert.responses[1]
+        assert alert.responses_text() == (
+            "deny_network done 81.2.69.0/24 al_0123456789abcdef; "
+            "deny_network renewed 81.2.69.0/24 al_0123456789abcdef"
+        )
 
 
 def test_deny_network_needs_an_address_in_the_key() -> None:
@@ -284,6 +299,18 @@ def renewal_evaluator(kit: Kit, clock: MovingClock) -> tuple[AlertEvaluator, Rec
     return evaluator(kit, responder, the_rules=rules(SHORT), clock=clock), responder
 
 
+async def attacked(
+    kit: Kit, clock: MovingClock
+) -> tuple[AlertEvaluator, RecordingResponder, SinkRunner, dict[str, Any]]:
+    """An anomaly read by a renewing evaluator: its alert and first response (the
+    latter's details returned)."""
+    ev, responder = renewal_evaluator(kit, clock)
+    kit.trail.emit_sync(anomaly())
+    runner = await run(kit, ev)
+    (first,) = of_type(kit, "response.action")
+    return ev, responder, runner, first["details"]
+
+
 def renewals_of(kit: Kit) -> list[dict[str, Any]]:
     return [d["details"] for d in of_type(kit, "response.action") if "renews" in d["details"]]
 
@@ -296,11 +323,8 @@ async def test_a_repeat_after_the_denial_expired_renews_it_once_per_ttl(tmp_path
     again. Each renewal is in the alert's public form."""
     kit, clock = renewing(tmp_path)
     try:
-        ev, responder = renewal_evaluator(kit, clock)
-        kit.trail.emit_sync(anomaly())
-        runner = await run(kit, ev)
-        (first,) = of_type(kit, "response.action")
-        expires = first["details"]["expires_at"]
+        ev, responder, runner, first = await attacked(kit, clock)
+        expires = first["expires_at"]
         clock.t += 2
         kit.trail.emit_sync(anomaly())  # the denial holds: a repeat, nothing renewed
         await runner.drain()
@@ -341,10 +365,8 @@ async def test_a_restart_does_not_renew_the_same_expiry_twice(tmp_path: Any) -> 
     reads the renewal with the alert and renews nothing more for the events read again."""
     kit, clock = renewing(tmp_path)
     try:
-        ev, _ = renewal_evaluator(kit, clock)
-        kit.trail.emit_sync(anomaly())
-        runner = await run(kit, ev)
-        clock.t = of_type(kit, "response.action")[0]["details"]["expires_at"] + 1
+        _, _, runner, first = await attacked(kit, clock)
+        clock.t = first["expires_at"] + 1
         kit.trail.emit_sync(anomaly())
         await runner.drain()
         await runner.stop()
@@ -365,11 +387,8 @@ async def test_an_acknowledged_alert_is_not_renewed(tmp_path: Any) -> None:
     a new alert (with its own first response); the acknowledged one is never renewed."""
     kit, clock = renewing(tmp_path)
     try:
-        ev, responder = renewal_evaluator(kit, clock)
-        kit.trail.emit_sync(anomaly())
-        runner = await run(kit, ev)
-        (first,) = of_type(kit, "response.action")
-        alert_id = first["details"]["alert_id"]
+        _, responder, runner, first = await attacked(kit, clock)
+        alert_id = first["alert_id"]
         kit.trail.emit_sync(
             events.alert_acknowledge(
                 actor=Actor(ActorType.ADMIN, client_id="api-key/k1"),
@@ -378,7 +397,7 @@ async def test_an_acknowledged_alert_is_not_renewed(tmp_path: Any) -> None:
                 justification="INC-1 taken over",
             )
         )
-        clock.t = first["details"]["expires_at"] + 1
+        clock.t = first["expires_at"] + 1
         kit.trail.emit_sync(anomaly())
         await runner.drain()
         await runner.stop()
@@ -396,10 +415,8 @@ async def test_a_repeat_read_too_late_renews_nothing(tmp_path: Any) -> None:
     the evaluator) renews nothing: the attack it shows is over."""
     kit, clock = renewing(tmp_path)
     try:
-        ev, responder = renewal_evaluator(kit, clock)
-        kit.trail.emit_sync(anomaly())
-        runner = await run(kit, ev)
-        clock.t = of_type(kit, "response.action")[0]["details"]["expires_at"] + 1
+        ev, responder, runner, first = await attacked(kit, clock)
+        clock.t = first["expires_at"] + 1
         kit.trail.emit_sync(anomaly())
         clock.t += SHORT.ttl_s + 5  # read now, long after
         await runner.drain()
