@@ -363,7 +363,18 @@ async def test_a_repeat_after_the_denial_expired_renews_it_once_per_ttl(tmp_path
 async def test_a_restart_does_not_renew_the_same_expiry_twice(tmp_path: Any) -> None:
     """The cursor put back after a renewal (a crash before it moved): the new evaluator
     reads the renewal with the alert and renews nothing more for the events read again."""
-    kit, clock = renewing(tmp_path)
+    await restart_renews_once(*renewing(tmp_path))
+
+
+@pytest.mark.asyncio
+async def test_on_postgresql_a_restart_does_not_renew_twice(
+    tmp_path: Any, fresh_postgres_url: str
+) -> None:
+    """The same on PostgreSQL."""
+    await restart_renews_once(*renewing(tmp_path, fresh_postgres_url))
+
+
+async def restart_renews_once(kit: Kit, clock: MovingClock) -> None:
     try:
         _, _, runner, first = await attacked(kit, clock)
         clock.t = first["expires_at"] + 1
