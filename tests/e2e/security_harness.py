@@ -100,6 +100,24 @@ class SecStack(Stack):
             asyncio.run_coroutine_threadsafe(monitor.drain(), loop).result(timeout=30)
 
 
+class AsRole:
+    """Calls to a running :class:`SecStack` with the API key of a role (``keys``: role to
+    key), and coroutines run on the service's own event loop."""
+
+    stack: SecStack
+    keys: dict[str, str]
+
+    def call(self, method: str, path: str, role: str = "security", **kw: Any) -> httpx.Response:
+        headers = {"authorization": f"Bearer {self.keys[role]}", **kw.pop("headers", {})}
+        return httpx.request(method, self.stack.service + path, headers=headers, timeout=30, **kw)
+
+    def run(self, coro: Any) -> Any:
+        import asyncio
+
+        loop = self.stack.app.state.security_monitor._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=30)
+
+
 @contextmanager
 def security_stack(
     tmp_path: Path,

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from admin_harness import HOLDERS, WHY, holder_key
 from login_harness import refusing_connections
-from security_harness import LONDON, TALLINN, TARTU, SecStack, security_stack
+from security_harness import LONDON, TALLINN, TARTU, AsRole, SecStack, security_stack
 
 from kroonika.alerting import RESPONSE_PRINCIPAL, AlertResponder
 from kroonika.audit import Actor, ActorType, AuditUnavailable
@@ -29,18 +29,10 @@ from kroonika.security.simulate_attacks import run_attack
 LONDON_NEIGHBOUR = "81.2.69.200"  # the attacker's /24, another address
 
 
-class Responding:
+class Responding(AsRole):
     def __init__(self, stack: SecStack, keys: dict[str, str]) -> None:
         self.stack = stack
         self.keys = keys
-
-    def call(self, method: str, path: str, role: str = "security", **kw: Any) -> httpx.Response:
-        headers = {"authorization": f"Bearer {self.keys[role]}", **kw.pop("headers", {})}
-        return httpx.request(method, self.stack.service + path, headers=headers, timeout=30, **kw)
-
-    def run(self, coro: Any) -> Any:
-        loop = self.stack.app.state.security_monitor._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=30)
 
     def events(self, etype: str) -> list[dict[str, Any]]:
         return self.stack.events(types=(etype,))

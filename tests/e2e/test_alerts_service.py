@@ -25,7 +25,7 @@ import orjson
 import pytest
 from admin_harness import HOLDERS, WHY, holder_key
 from aiosmtpd.controller import Controller
-from security_harness import SecStack, security_stack
+from security_harness import AsRole, SecStack, security_stack
 
 from kroonika.audit import Actor, ActorType, Target, events
 from kroonika.audit.alerting import alert_id_for
@@ -73,19 +73,11 @@ class HookHandler(http.server.BaseHTTPRequestHandler):
 
 
 @dataclass
-class Alerted:
+class Alerted(AsRole):
     stack: SecStack
     inbox: Inbox
     hook: Hook
     keys: dict[str, str]
-
-    def call(self, method: str, path: str, role: str = "security", **kw: Any) -> httpx.Response:
-        headers = {"authorization": f"Bearer {self.keys[role]}", **kw.pop("headers", {})}
-        return httpx.request(method, self.stack.service + path, headers=headers, timeout=30, **kw)
-
-    def run(self, coro: Any) -> Any:
-        loop = self.stack.app.state.security_monitor._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=30)
 
     def settle(self) -> None:
         """Wait until the evaluator and both sinks have read everything stored."""
