@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,6 +41,8 @@ from kroonika.audit import (
     Target,
     events,
 )
+from kroonika.audit.alerting import AlertEvaluator, AlertRule
+from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
 
 REQUIRE_SERVICES = os.environ.get("KROONIKA_REQUIRE_SERVICES") == "1"
 
@@ -351,3 +355,30 @@ def own_nats_server(tmp: Path, conf: str) -> Iterator[OwnNats]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+#: Retries fast enough for a test of a sink that fails on purpose.
+QUICK_RETRY = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=3, send_timeout=5)
+
+
+def evaluator_of(kit: Kit, rules: list[AlertRule], **kw: Any) -> AlertEvaluator:
+    """An alert evaluator over ``kit``'s store (its own cursors) that records its alerts
+    through ``kit``'s trail; ``kw`` as :class:`AlertEvaluator` takes them."""
+
+    async def emit(event: AuditEvent) -> Any:
+        return kit.trail.emit_sync(event)
+
+    return AlertEvaluator(rules, emit, store=kit.store, cursors=CursorStore(kit.store.engine), **kw)
+
+
+async def drained(kit: Kit, sink: Any) -> SinkRunner:
+    """A runner of ``sink`` over ``kit``'s store that has read everything stored."""
+    runner = SinkRunner(kit.store, [sink], retry=QUICK_RETRY, ship_checkpoints=False)
+    await runner.drain()
+    return runner
+
+
+def of_type(kit: Kit, etype: str) -> list[dict[str, Any]]:
+    """Every stored event of ``etype``, parsed, in storage order."""
+    docs = [orjson.loads(b) for blk in kit.store.blocks() for b in blk.records()]
+    return [d for d in docs if d["type"] == etype]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 import pytest
-from sink_kit import HOSTILE, Kit, anomaly
+from sink_kit import HOSTILE, Kit, anomaly, drained, evaluator_of, of_type
 
 from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, Source, Target, events
 from kroonika.audit.alerting import (
@@ -19,9 +18,7 @@ from kroonika.audit.alerting import (
     read_book,
     safe_value,
 )
-from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
-
-FAST = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=3, send_timeout=5)
+from kroonika.audit.sinks import CursorStore
 
 
 def violation(ip: str) -> AuditEvent:
@@ -37,26 +34,14 @@ def violation(ip: str) -> AuditEvent:
 
 
 def evaluator(kit: Kit, rules: list[AlertRule] | None = None) -> AlertEvaluator:
-    async def emit(event: AuditEvent) -> Any:
-        return kit.trail.emit_sync(event)
-
-    return AlertEvaluator(
-        default_rules() if rules is None else rules,
-        emit,
-        store=kit.store,
-        cursors=CursorStore(kit.store.engine),
-    )
+    return evaluator_of(kit, default_rules() if rules is None else rules)
 
 
-async def run(kit: Kit, ev: AlertEvaluator) -> SinkRunner:
-    runner = SinkRunner(kit.store, [ev], retry=FAST, ship_checkpoints=False)
-    await runner.drain()
-    return runner
+run = drained
 
 
 def raised(kit: Kit) -> list[dict[str, Any]]:
-    docs = [orjson.loads(b) for blk in kit.store.blocks() for b in blk.records()]
-    return [d for d in docs if d["type"] == "alert.raise"]
+    return of_type(kit, "alert.raise")
 
 
 @pytest.mark.asyncio

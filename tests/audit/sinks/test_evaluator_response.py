@@ -9,14 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import pytest
-from sink_kit import Kit, anomaly, make_kit
+from sink_kit import Kit, anomaly, drained, evaluator_of, make_kit, of_type
 
 from kroonika.audit import (
     Actor,
     ActorType,
-    AuditEvent,
     AuditUnavailable,
     Target,
     events,
@@ -32,9 +30,8 @@ from kroonika.audit.alerting import (
     read_book,
     renewal_margin_s,
 )
-from kroonika.audit.sinks import CursorStore, RetryPolicy, SinkRunner
+from kroonika.audit.sinks import CursorStore, SinkRunner
 
-FAST = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=3, send_timeout=5)
 DENY = AlertResponse("deny_network", ttl_s=900, mode="enforce")
 
 
@@ -104,28 +101,10 @@ class RecordingResponder:
 def evaluator(
     kit: Kit, responder: RecordingResponder, *, the_rules: list[AlertRule] | None = None, **kw: Any
 ) -> AlertEvaluator:
-    async def emit(event: AuditEvent) -> Any:
-        return kit.trail.emit_sync(event)
-
-    return AlertEvaluator(
-        rules() if the_rules is None else the_rules,
-        emit,
-        store=kit.store,
-        cursors=CursorStore(kit.store.engine),
-        responder=responder,
-        **kw,
-    )
+    return evaluator_of(kit, rules() if the_rules is None else the_rules, responder=responder, **kw)
 
 
-async def run(kit: Kit, ev: AlertEvaluator) -> SinkRunner:
-    runner = SinkRunner(kit.store, [ev], retry=FAST, ship_checkpoints=False)
-    await runner.drain()
-    return runner
-
-
-def of_type(kit: Kit, etype: str) -> list[dict[str, Any]]:
-    docs = [orjson.loads(b) for blk in kit.store.blocks() for b in blk.records()]
-    return [d for d in docs if d["type"] == etype]
+run = drained
 
 
 @pytest.mark.asyncio
