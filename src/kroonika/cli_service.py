@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -129,18 +130,30 @@ def mock_tara(
     control_api: Annotated[bool, typer.Option(help="Serve /mock/* switches")] = False,
     key_dir: Annotated[Path | None, typer.Option(help="Signing key directory")] = None,
 ) -> None:
-    """Run the TARA mock identity provider (default 127.0.0.1:8001)."""
-    from kroonika.tara.mock import config_from_options, run
+    """Run the TARA mock identity provider (default 127.0.0.1:8001). With --control-api,
+    /mock/* needs the bearer token in KROONIKA_MOCK_TARA_CONTROL_TOKEN if that is set, and
+    answers only loopback clients if not."""
+    from kroonika.tara.mock import (
+        InvalidMockConfig,
+        config_from_options,
+        control_token_from_env,
+        run,
+    )
 
     configure_logging()
-    config = config_from_options(
-        clients_file=clients,
-        host=host,
-        port=port,
-        strict=strict,
-        control_api=control_api,
-        key_dir=key_dir,
-    )
+    try:
+        config = config_from_options(
+            clients_file=clients,
+            host=host,
+            port=port,
+            strict=strict,
+            control_api=control_api,
+            control_token=control_token_from_env(os.environ),
+            key_dir=key_dir,
+        )
+    except InvalidMockConfig as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     run(host, port, config)
 
 
@@ -153,7 +166,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _banner(settings: Settings, base: str, issuer: str, *, trusts_loopback: bool) -> str:
+def _banner(
+    settings: Settings, base: str, issuer: str, *, trusts_loopback: bool, control_token: bool
+) -> str:
     from sqlalchemy.engine import make_url
 
     def shown(url: str) -> str:
@@ -169,6 +184,12 @@ def _banner(settings: Settings, base: str, issuer: str, *, trusts_loopback: bool
         f"  Dashboard:    {base}/admin/dashboard  (for the roles admin, security, auditor: "
         "see kroonika admins add --help)",
         f"  TARA mock:    {issuer}  (public test identities, e.g. 38001085718; no real TARA)",
+        f"  Mock control: {issuer}/mock/config  "
+        + (
+            "(bearer token from KROONIKA_MOCK_TARA_CONTROL_TOKEN)"
+            if control_token
+            else "(loopback only, no token; set KROONIKA_MOCK_TARA_CONTROL_TOKEN to need one)"
+        ),
         f"  var/:         {settings.var_dir.resolve()}",
         f"  Database:     {shown(settings.resolved_database_url())}",
         f"  Audit store:  {shown(settings.resolved_audit_store_url())}",
@@ -190,7 +211,7 @@ def dev(
     mock_port: Annotated[int, typer.Option(min=1, max=65535, help="TARA mock port")] = 8001,
 ) -> None:
     """Start the TARA mock and the service on loopback with SQLite under var/ (`make run`)."""
-    from kroonika.tara.mock import config_from_options
+    from kroonika.tara.mock import InvalidMockConfig, config_from_options, control_token_from_env
     from kroonika.tara.mock import create_app as create_mock
     from kroonika.web import create_app
 
@@ -216,13 +237,18 @@ def dev(
         settings = _settings(**overrides, trusted_proxies=["127.0.0.1/32", "::1/128"])
     settings = settings.model_copy(update={"tara_client_secret": SecretStr(_dev_secret(settings))})
     clients = _dev_clients_file(settings, base + "/auth/callback")
-    mock_config = config_from_options(
-        clients_file=clients,
-        port=mock_port,
-        issuer=issuer,
-        control_api=True,
-        key_dir=settings.var_dir / "keys" / "tara-mock",
-    )
+    try:
+        mock_config = config_from_options(
+            clients_file=clients,
+            port=mock_port,
+            issuer=issuer,
+            control_api=True,
+            control_token=control_token_from_env(os.environ),
+            key_dir=settings.var_dir / "keys" / "tara-mock",
+        )
+    except InvalidMockConfig as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         app = create_app(settings)
     except SettingsError as exc:
@@ -276,7 +302,14 @@ def dev(
         # the service checks TARA's discovery at start-up, so the mock is up first
         app_task = asyncio.create_task(run(app_server))
         if await started(app_server, app_task):
-            typer.echo(_banner(settings, base, issuer, trusts_loopback=trusts_loopback))
+            banner = _banner(
+                settings,
+                base,
+                issuer,
+                trusts_loopback=trusts_loopback,
+                control_token=mock_config.control_token is not None,
+            )
+            typer.echo(banner)
             await app_task
             code = 0
         else:
@@ -322,7 +355,14 @@ def simulate(
         from kroonika.security.simulate_attacks import run_attack
 
         try:
-            done = asyncio.run(run_attack(attack, base_url, mock_url=mock_url))
+            done = asyncio.run(
+                run_attack(
+                    attack,
+                    base_url,
+                    mock_url=mock_url,
+                    mock_token=os.environ.get("KROONIKA_MOCK_TARA_CONTROL_TOKEN") or None,
+                )
+            )
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -164,3 +166,78 @@ def test_dev_refuses_a_taken_port(tmp_path: Path) -> None:
         taken.close()
     assert done.returncode == 1, done.stdout + done.stderr
     assert "could not start" in done.stderr
+
+
+@contextmanager
+def _dev(tmp_path: Path, **env: str) -> Iterator[tuple[Banner, Path]]:
+    """``kroonika dev`` on free ports with ``env`` added; stopped with SIGINT afterwards."""
+    port, mock_port = _free_port(), _free_port()
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [KROONIKA, "dev", "--port", str(port), "--mock-port", str(mock_port)],
+            cwd=tmp_path,
+            env={**_env(), **env},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        banner = Banner(proc)
+        try:
+            assert banner.done.wait(120), log.read_text()
+            yield banner, log
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                assert proc.wait(timeout=120) == 0, log.read_text()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+
+
+def test_dev_control_api_answers_loopback_tools_but_no_web_page(tmp_path: Path) -> None:
+    """Without KROONIKA_MOCK_TARA_CONTROL_TOKEN the printed control URL works from loopback
+    without a token (``kroonika simulate`` and curl need nothing), but a request a web page
+    sends (Origin, e.g. after DNS rebinding) is refused and changes nothing."""
+    with _dev(tmp_path) as (banner, _):
+        control = banner.field("Mock control")
+        assert control == banner.field("TARA mock") + "/mock/config"
+        assert httpx.post(control, json={"low_acr": True}).json()["misbehaviour"]["low_acr"]
+        page = httpx.post(
+            control, json={"low_acr": False}, headers={"origin": "http://rebound.example:8001"}
+        )
+        assert page.status_code == 403
+        assert httpx.get(control).json()["misbehaviour"]["low_acr"] is True
+        assert any("loopback" in line for line in banner.lines if "Mock control" in line)
+
+
+def test_dev_control_api_needs_the_token_from_the_environment(tmp_path: Path) -> None:
+    """With KROONIKA_MOCK_TARA_CONTROL_TOKEN set, ``kroonika dev``'s control API needs it
+    as a bearer token, and the value appears in neither the banner nor the log."""
+    token = "dev-control-" + os.urandom(12).hex()
+    with _dev(tmp_path, KROONIKA_MOCK_TARA_CONTROL_TOKEN=token) as (banner, log):
+        control = banner.field("Mock control")
+        assert httpx.get(control).status_code == 401
+        bearer = {"authorization": f"Bearer {token}"}
+        assert httpx.post(control, json={"low_acr": True}, headers=bearer).status_code == 200
+        assert any("KROONIKA_MOCK_TARA_CONTROL_TOKEN" in line for line in banner.lines)
+    assert token not in "\n".join(banner.lines)
+    assert token not in log.read_text()
+
+
+def test_dev_refuses_a_short_control_token_without_showing_it(tmp_path: Path) -> None:
+    """A control token under 16 characters ends ``kroonika dev`` with exit code 2 and a
+    message that does not repeat it."""
+    done = subprocess.run(
+        [KROONIKA, "dev", "--port", str(_free_port()), "--mock-port", str(_free_port())],
+        cwd=tmp_path,
+        env={**_env(), "KROONIKA_MOCK_TARA_CONTROL_TOKEN": "short-tok3n"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "KROONIKA_MOCK_TARA_CONTROL_TOKEN" in done.stderr
+    assert "short-tok3n" not in done.stdout + done.stderr

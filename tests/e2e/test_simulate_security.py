@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 from admin_harness import HOLDERS, holder_key
+from login_harness import free_socket, mock_keys, serve
+from pydantic import SecretStr
 from security_harness import SecStack, security_stack
 
-from kroonika.security.simulate_attacks import ATTACKS, run_attack
+from kroonika.security.simulate_attacks import ATTACKS, AttackContext, run_attack
+from kroonika.tara.mock import MockConfig, RegisteredClient
+from kroonika.tara.mock import create_app as create_mock
 from kroonika.web.simulate import Credentials, simulate
 
 
@@ -116,3 +120,29 @@ def test_every_attack_is_listed() -> None:
         "impossible-travel",
         "rate-limit",
     ]
+
+
+def test_mock_switches_carry_the_control_token(tmp_path: Path) -> None:
+    """Against a mock that needs a control token, the attack's switches are sent with
+    the token it is given (``kroonika simulate`` reads KROONIKA_MOCK_TARA_CONTROL_TOKEN);
+    without it they are refused and the attack says the control API is unavailable."""
+    token = "sim-control-token-0123456789"
+    sock = free_socket()
+    config = MockConfig(
+        issuer=f"http://127.0.0.1:{sock.getsockname()[1]}",
+        clients=(
+            RegisteredClient(
+                client_id="rp", secret=SecretStr("rp-secret-0123"), redirect_uris=("http://x/cb",)
+            ),
+        ),
+        keys=mock_keys(),
+        control_api=True,
+        control_token=SecretStr(token),
+    )
+    with serve(create_mock(config), sock, lifespan="off") as mock:
+        with_token = AttackContext("http://127.0.0.1:9", mock, mock_token=token)
+        assert asyncio.run(with_token.mock_switch(low_acr=True)) is True
+        without = asyncio.run(
+            run_attack("credential-stuffing", "http://127.0.0.1:9", mock_url=mock)
+        )
+    assert without == {("credential-stuffing", "mock_control_api_unavailable"): 1}

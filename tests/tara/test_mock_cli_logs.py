@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -62,3 +63,55 @@ def test_mock_process_logs_no_flow_secrets(tmp_path: Path) -> None:
     assert b"Uvicorn running" in output or b"Started server" in output
     for secret in (STATE, NONCE, "38001085718"):
         assert secret.encode() not in output
+
+
+def _start_mock(
+    tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    clients = tmp_path / "clients.toml"
+    clients.write_text(
+        '[[clients]]\nclient_id = "rp"\nsecret = "rp-secret-123"\n'
+        'redirect_uris = ["http://127.0.0.1:9/cb"]\n'
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "kroonika"), "mock-tara", "--clients", str(clients),
+         "--port", str(port), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            httpx.get(base + "/oidc/jwks", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return proc, base
+
+
+def test_mock_tara_reads_the_control_token_from_the_environment(tmp_path: Path) -> None:
+    """``kroonika mock-tara --control-api`` with KROONIKA_MOCK_TARA_CONTROL_TOKEN set
+    needs that bearer token (it ignored the variable before), and never prints it."""
+    token = "cli-control-" + os.urandom(12).hex()
+    env = {**os.environ, "KROONIKA_MOCK_TARA_CONTROL_TOKEN": token}
+    proc, base = _start_mock(tmp_path, "--control-api", env=env)
+    try:
+        assert httpx.get(base + "/mock/config", timeout=10).status_code == 401
+        bearer = {"authorization": f"Bearer {token}"}
+        ok = httpx.post(base + "/mock/config", json={"low_acr": True}, headers=bearer, timeout=10)
+        assert ok.status_code == 200, ok.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert token.encode() not in output
+
+
+def test_mock_tara_refuses_a_short_control_token_without_showing_it(tmp_path: Path) -> None:
+    """A control token under 16 characters: exit code 2, one error line, not the value."""
+    env = {**os.environ, "KROONIKA_MOCK_TARA_CONTROL_TOKEN": "short-tok3n"}
+    proc, _ = _start_mock(tmp_path, "--control-api", env=env)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2, output
+    assert b"KROONIKA_MOCK_TARA_CONTROL_TOKEN" in output
+    assert b"short-tok3n" not in output

@@ -62,6 +62,7 @@ def test_public_api_does_not_drift() -> None:
         "PublicIdentity",
         "RegisteredClient",
         "config_from_options",
+        "control_token_from_env",
         "create_app",
         "load_clients",
         "run",

@@ -788,6 +788,93 @@ async def test_control_token_guards_the_control_api() -> None:
         assert (await client.get("/mock/config", headers=right)).status_code == 200
 
 
+@asynccontextmanager
+async def _client_from(config: MockConfig, peer: str) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(config), client=(peer, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.mark.parametrize("peer", ["203.0.113.7", "10.0.0.2", "::ffff:192.0.2.1", "2001:db8::1"])
+async def test_without_a_token_the_control_api_answers_only_loopback(peer: str) -> None:
+    """No control_token: a client that is not on loopback gets 403 and changes nothing."""
+    async with _client_from(_config(), peer) as client:
+        for response in (
+            await client.get("/mock/config"),
+            await client.post("/mock/config", json={"low_acr": True}),
+            await client.post("/mock/reset", json={}),
+            await client.post("/mock/rotate", json={}),
+        ):
+            assert response.status_code == 403, response.text
+            assert "KROONIKA_MOCK_TARA_CONTROL_TOKEN" in response.json()["error_description"]
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+async def test_without_a_token_loopback_clients_use_the_control_api(peer: str) -> None:
+    """No control_token: loopback clients (IPv4, IPv6, IPv4-mapped) may flip switches."""
+    async with _client_from(_config(), peer) as client:
+        response = await client.post("/mock/config", json={"low_acr": True})
+        assert response.status_code == 200, response.text
+        assert response.json()["misbehaviour"]["low_acr"] is True
+
+
+async def test_a_refused_remote_switch_changes_nothing() -> None:
+    """A remote POST /mock/config without a token leaves the switches as they were."""
+    app = create_app(_config())
+    remote = httpx.ASGITransport(app=app, client=("198.51.100.4", 40000))
+    local = httpx.ASGITransport(app=app)
+    async with (
+        httpx.AsyncClient(transport=remote, base_url="http://testserver") as outside,
+        httpx.AsyncClient(transport=local, base_url="http://testserver") as inside,
+    ):
+        assert (
+            await outside.post("/mock/config", json={"fail_token_endpoint": True})
+        ).status_code == 403
+        assert (await inside.get("/mock/config")).json()["misbehaviour"][
+            "fail_token_endpoint"
+        ] is False
+
+
+async def test_with_a_token_remote_clients_use_the_control_api() -> None:
+    """With control_token set, the bearer token, not the address, decides."""
+    config = _config(control_token=SecretStr(CONTROL_TOKEN))
+    async with _client_from(config, "203.0.113.7") as client:
+        right = {"Authorization": "Bearer " + CONTROL_TOKEN}
+        assert (await client.get("/mock/config", headers=right)).status_code == 200
+        assert (await client.get("/mock/config")).status_code == 401
+
+
+@pytest.mark.parametrize("token", [None, CONTROL_TOKEN])
+async def test_the_control_api_refuses_what_a_web_page_sends(token: str | None) -> None:
+    """A request with an Origin header (a browser page, e.g. after DNS rebinding to
+    127.0.0.1) is refused, 403, token or not; the switches do not change."""
+    config = _config(control_token=None if token is None else SecretStr(token))
+    headers = {} if token is None else {"Authorization": "Bearer " + token}
+    async with _client(config) as client:
+        for origin in ("http://attacker.example", "http://127.0.0.1:8001", "null"):
+            response = await client.post(
+                "/mock/config", json={"low_acr": True}, headers={**headers, "Origin": origin}
+            )
+            assert response.status_code == 403, response.text
+        shown = await client.get("/mock/config", headers=headers)
+        assert shown.json()["misbehaviour"]["low_acr"] is False
+
+
+async def test_control_api_refusals_never_show_the_token() -> None:
+    """A wrong token, a remote peer or an Origin: no answer carries the configured token."""
+    config = _config(control_token=SecretStr(CONTROL_TOKEN))
+    async with _client_from(config, "203.0.113.7") as client:
+        answers = [
+            await client.get(
+                "/mock/config", headers={"Authorization": "Bearer wrong-token-000000"}
+            ),
+            await client.get("/mock/config", headers={"Origin": "http://x.example"}),
+        ]
+    for answer in answers:
+        assert CONTROL_TOKEN not in answer.text
+        assert CONTROL_TOKEN not in str(answer.headers)
+
+
 async def test_rotation_switches_the_signing_key(client: httpx.AsyncClient) -> None:
     """POST /mock/rotate signs with the other published key."""
     before = (await client.get("/mock/config")).json()

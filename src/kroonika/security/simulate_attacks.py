@@ -61,9 +61,17 @@ Attack = Callable[["AttackContext"], Awaitable[Outcomes]]
 class AttackContext:
     """Where to send the attack and how big it is."""
 
-    def __init__(self, base_url: str, mock_url: str | None = None, *, scale: int = 1) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        mock_url: str | None = None,
+        *,
+        scale: int = 1,
+        mock_token: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.mock_url = mock_url.rstrip("/") if mock_url else None
+        self._mock_headers = {"authorization": f"Bearer {mock_token}"} if mock_token else {}
         self.scale = max(1, scale)
 
     def browser(self, ip: str, autologin: str, **choice: str) -> httpx.AsyncClient:
@@ -103,7 +111,9 @@ class AttackContext:
         async with httpx.AsyncClient(
             timeout=10, trust_env=False, verify=trust_store_context({})
         ) as c:
-            r = await c.post(self.mock_url + "/mock/config", json=switches)
+            r = await c.post(
+                self.mock_url + "/mock/config", json=switches, headers=self._mock_headers
+            )
         return r.status_code == 200
 
 
@@ -161,12 +171,18 @@ ATTACKS: Mapping[str, Attack] = MappingProxyType(
 
 
 async def run_attack(
-    name: str, base_url: str, *, mock_url: str | None = None, scale: int = 1
+    name: str,
+    base_url: str,
+    *,
+    mock_url: str | None = None,
+    scale: int = 1,
+    mock_token: str | None = None,
 ) -> Counter[tuple[str, str]]:
-    """Run one attack; (attack, outcome) counts like the traffic simulator's."""
+    """Run one attack; (attack, outcome) counts like the traffic simulator's. ``mock_token``
+    is the mock's control token (``KROONIKA_MOCK_TARA_CONTROL_TOKEN``), if it needs one."""
     try:
         attack = ATTACKS[name]
     except KeyError:
         raise ValueError(f"unknown attack {name!r}; one of {sorted(ATTACKS)}") from None
-    outcomes = await attack(AttackContext(base_url, mock_url, scale=scale))
+    outcomes = await attack(AttackContext(base_url, mock_url, scale=scale, mock_token=mock_token))
     return Counter({(name, k): v for k, v in outcomes.items()})

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from kroonika.tara.mock._server import config_from_options, run
+from kroonika.tara.mock._server import config_from_options, control_token_from_env, run
 from kroonika.tara.mock.config import InvalidMockConfig
 
 
@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             issuer=args.issuer,
             strict=args.strict,
             control_api=args.control_api,
-            # Read from the environment, not the command line, so it stays out of `ps`.
-            control_token=os.environ.get("KROONIKA_MOCK_TARA_CONTROL_TOKEN"),
+            control_token=control_token_from_env(os.environ),
             key_dir=args.key_dir,
         )
     except InvalidMockConfig as exc:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import unicodedata
@@ -737,8 +738,35 @@ async def profile(request: Request) -> Response:
 # --- control API ------------------------------------------------------------------------------
 
 
+def _forbidden(description: str) -> JSONResponse:
+    logger.info("control API refused: %s", description)
+    return JSONResponse({"error": "forbidden", "error_description": description}, 403)
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
 def _control_refusal(server: MockServer, request: Request) -> Response | None:
+    """Why this request may not use the control API, or None.
+
+    A browser page never may: it sends ``Origin`` (every POST does, and a page that DNS
+    rebinding has put on 127.0.0.1 too), and tools (curl, ``kroonika simulate``) do not.
+    Without a control token only loopback clients may; with one, its bearer token."""
+    if "origin" in request.headers:
+        return _forbidden("the control API does not answer web pages (Origin)")
     expected = server.config.control_token
+    if expected is None and not _is_loopback(request.client.host if request.client else None):
+        return _forbidden(
+            "without a control token the control API answers only loopback clients "
+            "(set KROONIKA_MOCK_TARA_CONTROL_TOKEN)"
+        )
     if expected is not None:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         given = value.strip().encode("utf-8")

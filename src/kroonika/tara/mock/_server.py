@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import uvicorn
@@ -10,7 +11,20 @@ from pydantic import SecretStr
 from kroonika.tara.mock._app import create_app
 from kroonika.tara.mock.config import InvalidMockConfig, Misbehaviour, MockConfig, load_clients
 
-__all__ = ["config_from_options", "run"]
+__all__ = ["config_from_options", "control_token_from_env", "run"]
+
+#: Where the commands (``kroonika mock-tara``, ``kroonika dev``, ``python -m
+#: kroonika.tara.mock``) take the control token from: the environment, never the command
+#: line, so that it stays out of ``ps``.
+CONTROL_TOKEN_ENV = "KROONIKA_MOCK_TARA_CONTROL_TOKEN"  # noqa: S105 (a variable name)
+
+
+def control_token_from_env(environ: Mapping[str, str]) -> str | None:
+    """The control token in ``environ`` (:data:`CONTROL_TOKEN_ENV`); unset or empty is none.
+
+    Its length is checked where the :class:`MockConfig` is built, in a message that names
+    the variable and never holds the value."""
+    return environ.get(CONTROL_TOKEN_ENV) or None
 
 
 def config_from_options(

@@ -204,7 +204,8 @@ class MockConfig:
     control_api: bool = False
     """Serve ``/mock/config`` and ``/mock/rotate``; off means those paths are 404."""
     control_token: SecretStr | None = None
-    """If set, ``/mock/*`` requires ``Authorization: Bearer <control_token>``."""
+    """If set, ``/mock/*`` requires ``Authorization: Bearer <control_token>``; if not, it
+    answers only loopback clients. Either way it refuses requests with ``Origin`` (web pages)."""
     keys: tuple[RSAPrivateKey, RSAPrivateKey] | None = None
     """The two signing keys; if neither this nor ``key_dir`` is set, fresh keys are generated."""
     key_dir: Path | None = None
@@ -253,7 +254,10 @@ class MockConfig:
             if getattr(self, name) <= 0:
                 raise InvalidMockConfig(f"{name} must be positive")
         if self.control_token is not None and len(self.control_token.get_secret_value()) < 16:
-            raise InvalidMockConfig("control_token has at least 16 characters")
+            raise InvalidMockConfig(
+                "control_token (KROONIKA_MOCK_TARA_CONTROL_TOKEN for the commands) has at "
+                "least 16 characters"
+            )
 
     def client(self, client_id: str) -> RegisteredClient | None:
         """The registered client with this id, or None."""
