@@ -152,11 +152,23 @@ def test_a_malformed_pkce_request_is_invalid_request(
 def test_an_unknown_scope_is_not_echoed_with_characters_oauth_forbids(mock: str) -> None:
     """RFC 6749 section 4.1.2.1 allows printable ASCII but '"' and '\\' in
     error_description: the unknown scopes it names are escaped, and cut short."""
-    scope = 'openid \x1b[31m \u202eévil"\\ \r\nx ' + "y" * 30_000
+    scope = 'openid \x1b[31m \u202eévil"\\ \r\nx ' + "y" * 980  # under the 1,024 bound
     back = _back(_authorize(mock, scope=scope))
     assert back["error"] == "invalid_scope"
     assert _OAUTH_TEXT.fullmatch(back["error_description"]), back["error_description"][:200]
     assert back["error_description"].startswith("unknown scope: ")
+    assert len(back["error_description"]) == 200
+
+
+def test_a_scope_over_its_bound_is_refused_without_naming_it(mock: str) -> None:
+    """A scope of 30,000 characters is invalid_scope for its length; nothing of it is
+    named back."""
+    back = _back(_authorize(mock, scope="openid " + "y" * 30_000))
+    assert back == {
+        "error": "invalid_scope",
+        "error_description": "scope has at most 1024 characters",
+        "state": _VALID["state"],
+    }
 
 
 def test_a_repeated_code_challenge_is_invalid_request(mock: str) -> None:

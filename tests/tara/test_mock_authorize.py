@@ -592,3 +592,94 @@ async def test_autologin_can_be_switched_off() -> None:
         response = await test_client.get("/oidc/authorize", params=_params(autologin="38001085718"))
     assert response.status_code == 400
     assert "location" not in response.headers
+
+
+# --- bounds on what the authorization request may carry --------------------------------------
+
+
+@pytest.mark.parametrize("length", [8, 43, 256])
+async def test_state_up_to_256_characters_is_accepted(
+    client: httpx.AsyncClient, length: int
+) -> None:
+    """A state of 8 to 256 characters is taken (Kroonika sends 43; its callback takes 256)."""
+    state = ("s" * length)[:length]
+    response = await client.get(
+        "/oidc/authorize", params=_params(state=state, autologin="38001085718")
+    )
+    assert _redirect(response)["state"] == state
+
+
+async def test_state_over_256_characters_is_invalid_state_and_not_echoed(
+    client: httpx.AsyncClient,
+) -> None:
+    """A state of 257 characters is invalid_state, and the redirect does not carry it back."""
+    long_state = "s" * 257
+    response = await client.get("/oidc/authorize", params=_params(state=long_state))
+    query = _redirect(response)
+    assert query["error"] == "invalid_state"
+    assert "256" in query["error_description"]
+    assert "state" not in query
+    assert long_state not in response.headers["location"]
+
+
+async def test_an_over_long_state_is_not_echoed_by_earlier_refusals(
+    client: httpx.AsyncClient,
+) -> None:
+    """A refusal found before the state check (response_type) does not echo a long state."""
+    params = _params(state="s" * 5000, response_type="token")
+    query = _redirect(await client.get("/oidc/authorize", params=params))
+    assert query["error"] == "unsupported_response_type"
+    assert "state" not in query
+
+
+async def test_nonce_up_to_256_characters_reaches_the_login(client: httpx.AsyncClient) -> None:
+    """A nonce of 256 characters is accepted."""
+    response = await client.get(
+        "/oidc/authorize", params=_params(nonce="n" * 256, autologin="38001085718")
+    )
+    assert "code" in _redirect(response)
+
+
+async def test_nonce_over_256_characters_is_invalid_request(client: httpx.AsyncClient) -> None:
+    """A nonce of 257 characters redirects with invalid_request and the state."""
+    response = await client.get("/oidc/authorize", params=_params(nonce="n" * 257))
+    query = _redirect(response)
+    assert query["error"] == "invalid_request"
+    assert "nonce" in query["error_description"]
+    assert "256" in query["error_description"]
+    assert query["state"] == STATE
+    assert "n" * 257 not in response.headers["location"]
+
+
+async def test_ui_locales_over_64_characters_is_invalid_request(
+    client: httpx.AsyncClient,
+) -> None:
+    """ui_locales of 65 characters is refused; 64 are read as usual."""
+    ok = await client.get("/oidc/authorize", params=_params(ui_locales="en " + "x" * 61))
+    assert ok.status_code == 200
+    assert '<html lang="en">' in ok.text
+    query = _redirect(
+        await client.get("/oidc/authorize", params=_params(ui_locales="en " + "x" * 62))
+    )
+    assert query["error"] == "invalid_request"
+    assert "ui_locales" in query["error_description"]
+
+
+async def test_an_over_long_ui_locales_does_not_pick_the_error_page_language(
+    client: httpx.AsyncClient,
+) -> None:
+    """Before the client is known, an over-long ui_locales is not read: the page is Estonian."""
+    params = _params(client_id="nobody", ui_locales="x" * 100 + " en")
+    response = await client.get("/oidc/authorize", params=params)
+    assert response.status_code == 400
+    assert '<html lang="et">' in response.text
+
+
+async def test_scope_over_1024_characters_is_invalid_scope(client: httpx.AsyncClient) -> None:
+    """A scope of more than 1,024 characters (the longest sensible one is under 100) is
+    invalid_scope, whatever it holds."""
+    scope = "openid" + " idcard" * 200
+    query = _redirect(await client.get("/oidc/authorize", params=_params(scope=scope)))
+    assert query["error"] == "invalid_scope"
+    assert "1024" in query["error_description"]
+    assert query["state"] == STATE

@@ -21,7 +21,7 @@ from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -92,6 +92,14 @@ _TOKEN_PARAMS = (
     "client_secret",
     "code_verifier",
 )
+#: Bounds on what an authorization request may carry. TARA.md gives none; these leave
+#: headroom over what a relying party sends (Kroonika: a 43-character state and nonce,
+#: ui_locales of at most 64, the longest sensible scope under 100 characters) and match
+#: Kroonika's own callback, which refuses a state over 256 (decision 0015).
+_STATE_MAX = 256
+_NONCE_MAX = 256
+_UI_LOCALES_MAX = 64
+_SCOPE_MAX = 1024
 _NAME = re.compile(r"[^\W\d_]+(?:(?:[ \-’']|’ |' )[^\W\d_]+)*")
 _DEFAULT_PHONE = "+37200000766"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -228,6 +236,19 @@ def _parse_scopes(raw: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _bound_problem(params: QueryParams) -> tuple[str, str] | None:
+    """The OAuth error and description for a parameter over its bound, or None."""
+    nonce = params.get("nonce")
+    if nonce is not None and len(nonce) > _NONCE_MAX:
+        return "invalid_request", f"nonce has at most {_NONCE_MAX} characters"
+    ui_locales = params.get("ui_locales")
+    if ui_locales is not None and len(ui_locales) > _UI_LOCALES_MAX:
+        return "invalid_request", f"ui_locales has at most {_UI_LOCALES_MAX} characters"
+    if len(params.get("scope", "")) > _SCOPE_MAX:
+        return "invalid_scope", f"scope has at most {_SCOPE_MAX} characters"
+    return None
+
+
 def _scope_problem(scopes: tuple[str, ...], client: RegisteredClient) -> str | None:
     if "openid" not in scopes:
         return "scope must contain openid"
@@ -283,7 +304,8 @@ async def authorize(request: Request) -> Response:
     """``GET /oidc/authorize``: validate, then show the login page (or log in automatically)."""
     server = _server(request)
     params = request.query_params
-    locale = pick_locale(params.get("ui_locales"))
+    ui_locales = params.get("ui_locales")
+    locale = pick_locale(ui_locales if ui_locales and len(ui_locales) <= _UI_LOCALES_MAX else None)
     for name in ("client_id", "redirect_uri"):
         if len(params.getlist(name)) > 1:
             return server.pages.error(locale, text(locale, "duplicate_parameter", name=name))
@@ -296,7 +318,10 @@ async def authorize(request: Request) -> Response:
         logger.info("authorization refused: unregistered redirect_uri")
         return server.pages.error(locale, text(locale, "bad_redirect_uri"))
 
-    state = params.get("state")
+    raw_state = params.get("state")
+    # A state over the bound goes back in no redirect: the RP cannot have sent it, and
+    # would get its own string of up to a URL's length back.
+    state = raw_state if raw_state is None or len(raw_state) <= _STATE_MAX else None
     duplicate = next((n for n in _AUTHORIZE_PARAMS if len(params.getlist(n)) > 1), None)
     if duplicate is not None:
         return _redirect_error(
@@ -309,10 +334,17 @@ async def authorize(request: Request) -> Response:
             "only response_type=code is supported",
             state,
         )
-    if state is None or len(state) < 8:
+    if raw_state is None or not 8 <= len(raw_state) <= _STATE_MAX:
         return _redirect_error(
-            redirect_uri, "invalid_state", "state is required and has at least 8 characters", state
+            redirect_uri,
+            "invalid_state",
+            f"state is required and has 8 to {_STATE_MAX} characters",
+            state,
         )
+    bound_problem = _bound_problem(params)
+    if bound_problem is not None:
+        error, description = bound_problem
+        return _redirect_error(redirect_uri, error, description, state)
     scopes = _parse_scopes(params.get("scope", ""))
     problem = _scope_problem(scopes, client)
     if problem is not None:
@@ -332,7 +364,7 @@ async def authorize(request: Request) -> Response:
         client_id=client.client_id,
         redirect_uri=redirect_uri,
         scopes=scopes,
-        state=state,
+        state=raw_state,
         nonce=params.get("nonce"),
         acr=acr,
         locale=locale,
