@@ -251,6 +251,65 @@ def test_the_login_page_shows_typed_values_without_their_control_characters(mock
     assert 'value="MARILIIS"' in refused.text
 
 
+def _tx(mock: str) -> str:
+    form = httpx.get(mock + "/oidc/authorize", params=_VALID, timeout=10)
+    assert form.status_code == 200, form.text
+    return form.text.split('name="tx" value="', 1)[1].split('"', 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("multipart/form-data", b"tx=x", 415),  # no boundary: was a plain-text 400
+        ("multipart/form-data; boundary=b", b"--b--", 415),
+        ("application/json", b'{"tx": "x"}', 415),
+        ("application/x-www-form-urlencoded", b"given_name=\xff", 400),
+        ("application/x-www-form-urlencoded", b"x=" + b"A" * 20_000, 413),
+        ("application/x-www-form-urlencoded", b"&".join([b"f=x"] * 100), 400),
+    ],
+    ids=["multipart-no-boundary", "multipart", "json", "not-utf8", "huge", "many-fields"],
+)
+def test_every_refused_login_form_is_the_mock_html_page(
+    mock: str, content_type: str, body: bytes, status: int
+) -> None:
+    """Over real HTTP, a login form the mock does not read is answered with its own HTML
+    error page (security headers, no redirect), never Starlette's plain text; the login it
+    was meant for can still finish."""
+    tx = _tx(mock)
+    r = httpx.post(
+        mock + "/oidc/login",
+        content=f"tx={tx}&".encode() + body,
+        headers={"content-type": content_type},
+        timeout=10,
+    )
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "<title>" in r.text
+    finished = httpx.post(
+        mock + "/oidc/login", data={"tx": tx, "identity": "38001085718"}, timeout=10
+    )
+    assert finished.status_code == 302
+
+
+def test_a_huge_token_request_is_invalid_request_before_it_is_read(mock: str) -> None:
+    """A token body over 16 KiB (it was read up to 1,000 fields of 1 MiB) is a JSON
+    invalid_request, and the code in it stays usable."""
+    code = _code(mock)
+    r = _token(mock, _form(code, padding="A" * 20_000))
+    assert r.status_code == 400
+    assert r.json()["error"] == "invalid_request"
+    assert "16384" in r.json()["error_description"]
+    assert _token(mock, _form(code)).status_code == 200
+
+
+def test_a_token_request_that_is_not_utf8_is_invalid_request(mock: str) -> None:
+    """Percent-encoded bytes that are not UTF-8 in a token request are invalid_request."""
+    r = _token(mock, _form("x") + "&client_id=%ff")
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid_request", "error_description": "the body is not UTF-8"}
+
+
 # --- properties over arbitrary input ---------------------------------------------------------
 #
 # Derandomized (the same examples every run) and few enough to run in seconds: the fuzz

@@ -683,3 +683,100 @@ async def test_scope_over_1024_characters_is_invalid_scope(client: httpx.AsyncCl
     assert query["error"] == "invalid_scope"
     assert "1024" in query["error_description"]
     assert query["state"] == STATE
+
+
+# --- bodies the login form refuses ------------------------------------------------------------
+
+
+async def _login_post(
+    client: httpx.AsyncClient, content: bytes, content_type: str | None
+) -> httpx.Response:
+    headers = {} if content_type is None else {"content-type": content_type}
+    return await client.post("/oidc/login", content=content, headers=headers)
+
+
+def _assert_mock_page(response: httpx.Response, status: int, message: str) -> None:
+    """The mock's own HTML error page (its security headers, no redirect), saying ``message``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+    assert "location" not in response.headers
+    assert message in response.text
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",  # no boundary: was Starlette's plain-text 400
+        "multipart/form-data; boundary=xyz",
+        "application/json",
+        "text/plain",
+        None,
+    ],
+)
+async def test_a_login_form_of_another_content_type_is_the_mock_page_415(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    """Only application/x-www-form-urlencoded (what the page sends) is read; anything else is
+    the mock's HTML page, 415, and the login stays open."""
+    tx = _tx((await client.get("/oidc/authorize", params=_params())).text)
+    body = f"tx={tx}&identity=38001085718".encode()
+    response = await _login_post(client, body, content_type)
+    _assert_mock_page(response, 415, "application/x-www-form-urlencoded")
+    form = "application/x-www-form-urlencoded"
+    assert (await _login_post(client, body, form)).status_code == 302
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"identity=custom&personal_code=38001085718&family_name=X&given_name=\xff\xfe",
+        b"identity=custom&personal_code=38001085718&family_name=X&given_name=%ff%fe",
+        b"identity=custom&personal_code=38001085718&family_name=X&given_name=%C3",
+    ],
+    ids=["raw", "percent-encoded", "truncated"],
+)
+async def test_a_login_form_that_is_not_utf8_is_refused(
+    client: httpx.AsyncClient, body: bytes
+) -> None:
+    """Bytes that are not UTF-8 are refused (400, the mock's page) instead of being read as
+    Latin-1 (a raw 0xFF 0xFE logged in as the given name 'ŸÞ') or replaced."""
+    tx = _tx((await client.get("/oidc/authorize", params=_params())).text)
+    response = await _login_post(
+        client, f"tx={tx}&".encode() + body, "application/x-www-form-urlencoded"
+    )
+    _assert_mock_page(response, 400, "UTF-8")
+
+
+async def test_raw_utf8_in_a_login_form_is_read_as_utf8(client: httpx.AsyncClient) -> None:
+    """Unencoded UTF-8 (as curl -d sends it) is read as UTF-8, not Latin-1."""
+    tx = _tx((await client.get("/oidc/authorize", params=_params(scope="openid idcard"))).text)
+    body = (
+        f"tx={tx}&identity=custom&personal_code=38001085718&given_name=Jõe&family_name=Ülo"
+    ).encode()
+    response = await _login_post(client, body, "application/x-www-form-urlencoded")
+    assert "code" in _redirect(response)
+
+
+async def test_a_huge_login_form_is_413_before_it_is_read(client: httpx.AsyncClient) -> None:
+    """A body over 16 KiB is the mock's page, 413, whether its length is declared or not."""
+    tx = _tx((await client.get("/oidc/authorize", params=_params())).text)
+    body = f"tx={tx}&given_name=".encode() + b"A" * (16 * 1024)
+    form = "application/x-www-form-urlencoded"
+    _assert_mock_page(await _login_post(client, body, form), 413, "16384")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked
+        for _ in range(64):
+            yield b"A" * 1024
+
+    response = await client.post("/oidc/login", content=chunks(), headers={"content-type": form})
+    _assert_mock_page(response, 413, "16384")
+
+
+async def test_a_login_form_with_too_many_fields_is_refused(client: httpx.AsyncClient) -> None:
+    """More than 32 fields is the mock's page, 400."""
+    tx = _tx((await client.get("/oidc/authorize", params=_params())).text)
+    body = f"tx={tx}&" + "&".join(f"f{i}=x" for i in range(40))
+    response = await _login_post(client, body.encode(), "application/x-www-form-urlencoded")
+    _assert_mock_page(response, 400, "32")

@@ -17,12 +17,11 @@ import logging
 import re
 import unicodedata
 from typing import Any
-from urllib.parse import unquote_plus, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.datastructures import FormData, QueryParams
-from starlette.exceptions import HTTPException
+from starlette.datastructures import FormData, QueryParams, UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -100,6 +99,12 @@ _STATE_MAX = 256
 _NONCE_MAX = 256
 _UI_LOCALES_MAX = 64
 _SCOPE_MAX = 1024
+#: Form bodies (the login form, the token request): what they carry is a few hundred
+#: bytes in at most ten fields, so a body is read only up to these bounds.
+_FORM_TYPE = "application/x-www-form-urlencoded"
+_FORM_MAX_BYTES = 16 * 1024
+_FORM_MAX_FIELDS = 32
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,20}")
 _NAME = re.compile(r"[^\W\d_]+(?:(?:[ \-’']|’ |' )[^\W\d_]+)*")
 _DEFAULT_PHONE = "+37200000766"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -520,6 +525,49 @@ def _complete(server: MockServer, auth_request: AuthorizationRequest, person: Pe
     )
 
 
+class _BodyRefused(Exception):
+    """A form body that is not read: ``reason`` is a text key, ``status_code`` the answer's."""
+
+    def __init__(self, reason: str, status_code: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status_code = status_code
+
+
+async def _read_form(request: Request) -> FormData:
+    """The fields of an ``application/x-www-form-urlencoded`` body, strictly: at most
+    :data:`_FORM_MAX_BYTES` read (a larger body is refused before the rest arrives), at
+    most :data:`_FORM_MAX_FIELDS` fields, and UTF-8 throughout, raw or percent-encoded.
+    (Starlette's parser reads raw bytes as Latin-1, replaces bad percent-encoded UTF-8,
+    answers a malformed body in plain text and reads up to 1,000 fields of 1 MiB each.)"""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != _FORM_TYPE:
+        raise _BodyRefused("form_content_type", 415)
+    declared = request.headers.get("content-length", "")
+    if _CONTENT_LENGTH.fullmatch(declared) and int(declared) > _FORM_MAX_BYTES:
+        raise _BodyRefused("form_too_large", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _FORM_MAX_BYTES:
+            raise _BodyRefused("form_too_large", 413)
+    try:
+        fields: list[tuple[str, str | UploadFile]] = list(
+            parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                encoding="utf-8",
+                errors="strict",
+                max_num_fields=_FORM_MAX_FIELDS,
+            )
+        )
+    except UnicodeDecodeError:  # raw bytes, or percent-encoded ones, that are not UTF-8
+        raise _BodyRefused("form_not_utf8", 400) from None
+    except ValueError:  # parse_qsl: more than max_num_fields
+        raise _BodyRefused("form_too_many_fields", 400) from None
+    return FormData(fields)
+
+
 def _form_str(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
@@ -540,7 +588,15 @@ async def login_page(request: Request) -> Response:
 async def login_submit(request: Request) -> Response:
     """``POST /oidc/login``: the user picked or typed an identity, or pressed back."""
     server = _server(request)
-    form = await request.form()
+    try:
+        form = await _read_form(request)
+    except _BodyRefused as refused:
+        # Nothing of the form is known, not even its language: Estonian, as TARA's default.
+        logger.info("login form refused: %s", refused.reason)
+        message = text(
+            "et", refused.reason, limit=str(_FORM_MAX_BYTES), fields=str(_FORM_MAX_FIELDS)
+        )
+        return server.pages.error("et", message, status_code=refused.status_code)
     tx = _form_str(form, "tx")
     lang = _form_str(form, "lang")
     auth_request = server.logins.get(tx)
@@ -619,6 +675,14 @@ class _TokenError(Exception):
         )
 
 
+_TOKEN_BODY_REFUSALS = {
+    "form_content_type": f"the body must be {_FORM_TYPE}",
+    "form_too_large": f"the body has at most {_FORM_MAX_BYTES} bytes",
+    "form_not_utf8": "the body is not UTF-8",
+    "form_too_many_fields": f"the body has at most {_FORM_MAX_FIELDS} fields",
+}
+
+
 def _basic_credentials(header: str) -> tuple[str, str]:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded.strip():
@@ -688,13 +752,10 @@ async def token(request: Request) -> Response:
 
 
 async def _token(server: MockServer, request: Request) -> Response:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise _TokenError("invalid_request", "the body must be application/x-www-form-urlencoded")
     try:
-        form = await request.form()
-    except HTTPException:  # Starlette's form parser refusing the body (a field over its limit)
-        raise _TokenError("invalid_request", "the form body cannot be parsed") from None
+        form = await _read_form(request)
+    except _BodyRefused as refused:
+        raise _TokenError("invalid_request", _TOKEN_BODY_REFUSALS[refused.reason]) from None
     # Before authentication: which of two client_id or client_secret values counts is
     # unknowable, and a refused request must not use up the code.
     for name in _TOKEN_PARAMS:

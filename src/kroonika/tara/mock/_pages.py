@@ -46,6 +46,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "duplicate_parameter": "Vigane päring: parameeter {name} on mitu korda.",
         "autologin_disabled": "Automaatne sisselogimine on välja lülitatud.",
         "autologin_failed": "Automaatne sisselogimine ebaõnnestus: {reason}",
+        "form_content_type": "Vigane päring: sisselogimisvorm saadetakse kujul "
+        "application/x-www-form-urlencoded.",
+        "form_too_large": "Vigane päring: sisselogimisvorm on suurem kui {limit} baiti.",
+        "form_not_utf8": "Vigane päring: sisselogimisvorm ei ole UTF-8.",
+        "form_too_many_fields": "Vigane päring: sisselogimisvormis on üle {fields} välja.",
     },
     "en": {
         "title": "TARA mock — authentication",
@@ -80,6 +85,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "duplicate_parameter": "Invalid request: parameter {name} occurs more than once.",
         "autologin_disabled": "Automatic login is switched off.",
         "autologin_failed": "Automatic login failed: {reason}",
+        "form_content_type": "Invalid request: the login form is sent as "
+        "application/x-www-form-urlencoded.",
+        "form_too_large": "Invalid request: the login form is larger than {limit} bytes.",
+        "form_not_utf8": "Invalid request: the login form is not UTF-8.",
+        "form_too_many_fields": "Invalid request: the login form has more than {fields} fields.",
     },
     "ru": {
         "title": "TARA mock — аутентификация",
@@ -113,6 +123,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "duplicate_parameter": "Неверный запрос: параметр {name} повторяется.",
         "autologin_disabled": "Автоматический вход отключён.",
         "autologin_failed": "Автоматический вход не удался: {reason}",
+        "form_content_type": "Неверный запрос: форма входа отправляется как "
+        "application/x-www-form-urlencoded.",
+        "form_too_large": "Неверный запрос: форма входа больше {limit} байт.",
+        "form_not_utf8": "Неверный запрос: форма входа не в UTF-8.",
+        "form_too_many_fields": "Неверный запрос: в форме входа больше {fields} полей.",
     },
 }
 
