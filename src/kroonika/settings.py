@@ -67,6 +67,9 @@ class AuditSinkSettings(BaseModel):
     # nats: the least duplicate window the sink expects of its JetStream stream; a
     # shorter one is logged as a warning when the sink first publishes (decision 0030).
     duplicate_window_s: float = Field(7200.0, gt=0, le=30 * 86400)
+    # nats: read that window (one $JS.API.STREAM.INFO request per stream and start; a
+    # publisher without the right gets a Publish Violation in the server's log for it).
+    check_duplicate_window: bool = True
     # nats: start TLS before the server's INFO line, for a server that requires it
     # (nats-server handshake_first, a TLS-terminating proxy); tls:// servers only.
     tls_handshake_first: bool = False

@@ -88,6 +88,7 @@ _APPLIES: dict[str, set[str]] = {
         "key_file",
         "subject_prefix",
         "duplicate_window_s",
+        "check_duplicate_window",
         "tls_handshake_first",
         "timeout_s",
         "tls_verify",  # true only: checked in _check_keys
@@ -426,6 +427,7 @@ def _build_sink(spec: AuditSinkSettings, settings: Settings) -> Sink:
                 allow_cleartext=spec.allow_cleartext,
                 duplicate_window=spec.duplicate_window_s,
                 tls_handshake_first=spec.tls_handshake_first,
+                check_duplicate_window=spec.check_duplicate_window,
             )
         if kind == "smtp":
             return _smtp(spec, secret)

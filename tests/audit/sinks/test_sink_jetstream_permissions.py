@@ -6,6 +6,7 @@ operator would."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -14,10 +15,10 @@ from typing import Any
 
 import orjson
 import pytest
-from sink_kit import Kit, login_event, own_nats_server, write_events
+from sink_kit import Kit, OwnNats, login_event, own_nats_server, write_events
 from test_sink_jetstream_refusals import FAST, deliver_all, jetstream, stored_messages
 
-from kroonika.audit import Actor, ActorType, AuditEvent, events
+from kroonika.audit import Actor, ActorType, AuditEvent, Category, events
 from kroonika.audit.sinks import (
     CursorStore,
     JetStreamSink,
@@ -200,3 +201,179 @@ async def test_a_publish_denied_on_every_subject_of_the_sink_is_transient(
             assert body.decode() not in message
             info = await js.stream_info(prefix)
             assert info.state.messages == 0  # the probes store nothing
+
+
+# --- what the sink makes nats-server log (decision 0030, 2026-11-28) -----------------
+
+
+async def violations(server: OwnNats, at_least: int) -> list[str]:
+    """The ``Publish Violation`` lines of the server's log, once there are at least
+    ``at_least`` (the server logs each just after it answers the client)."""
+    lines: list[str] = []
+
+    def enough() -> bool:
+        lines[:] = [ln for ln in server.log.read_text().splitlines() if "Publish Violation" in ln]
+        return len(lines) >= at_least
+
+    await wait_for(f"{at_least} publish violations in the server's log", enough)
+    return lines
+
+
+def publisher_of(prefix: str, *also: str) -> str:
+    """The least a publisher of the sink needs (the operator guide's permissions): its
+    subjects (and ``also``), and the inboxes its answers come back on."""
+    allowed = ", ".join(f'"{s}"' for s in (f"{prefix}.>", *also))
+    return f'{{ publish: {{ allow: [{allowed}] }}, subscribe: {{ allow: ["_INBOX.>"] }} }}'
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_without_the_stream_info_right_the_server_logs_one_violation_a_start(
+    kit: Kit, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A publisher allowed only the sink's subjects: the one read of the stream's
+    duplicate window is the one ``Publish Violation`` of the sink's start (not one per
+    batch), and the sink warns once, naming the right to grant and the key that stops
+    the read."""
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    with own_nats_server(tmp_path, users(publisher_of(prefix))) as server:
+        admin_url = server.url.replace("//", f"//{ADMIN}@")
+        async with jetstream(admin_url, prefix) as (_nc, js):
+            write_events(kit, 4)
+            bodies = bodies_of(kit)
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=2)
+            try:
+                with caplog.at_level(logging.DEBUG, logger="kroonika.audit.sinks"):
+                    await sink.send([Record("web-1", n + 1, b) for n, b in enumerate(bodies[:2])])
+                    await sink.send([Record("web-1", n + 3, b) for n, b in enumerate(bodies[2:])])
+            finally:
+                await sink.close()
+            assert (await js.stream_info(prefix)).state.messages == 4
+            await refused_marker(server.url)
+            line, marker = await violations(server, 2)
+            assert f'Subject "$JS.API.STREAM.INFO.{prefix}"' in line
+            assert MARKER in marker
+            assert sink.duplicate_windows == {prefix: 0.0}
+            (warning,) = [
+                r
+                for r in caplog.records
+                if r.name == "kroonika.audit.sinks" and r.levelno >= logging.WARNING
+            ]
+            assert f"$JS.API.STREAM.INFO.{prefix}" in warning.getMessage()
+            assert "check_duplicate_window" in warning.getMessage()
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_check_duplicate_window_false_sends_nothing_the_server_refuses(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """The same publisher with ``check_duplicate_window=False``: the events are
+    delivered and the server logs no violation (a marker publish of the test's own,
+    refused after the sink's work, is the only one)."""
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    with own_nats_server(tmp_path, users(publisher_of(prefix))) as server:
+        admin_url = server.url.replace("//", f"//{ADMIN}@")
+        async with jetstream(admin_url, prefix) as (_nc, js):
+            write_events(kit, 2)
+            records = [Record("web-1", n + 1, b) for n, b in enumerate(bodies_of(kit))]
+            sink = JetStreamSink(
+                "nats", server.url, subject_prefix=prefix, timeout=2, check_duplicate_window=False
+            )
+            try:
+                await sink.send(records)
+            finally:
+                await sink.close()
+            assert (await js.stream_info(prefix)).state.messages == 2
+            assert sink.duplicate_windows == {}
+            await refused_marker(server.url)
+            (line,) = await violations(server, 1)
+            assert MARKER in line
+
+
+MARKER = '"kroonika_test_marker"'
+
+
+async def refused_marker(url: str) -> None:
+    """A publish the sink's user may not make, on a connection of the test's own: its
+    line in the server's log comes after those of everything the sink did before."""
+    import nats
+
+    nc = await nats.connect(url, error_cb=_ignore)
+    try:
+        await nc.publish(MARKER.strip('"'), b"")
+        await nc.flush()
+    finally:
+        await nc.close()
+
+
+async def _ignore(exc: Exception) -> None:
+    """The marker's refusal (which nats-py would otherwise log as an error)."""
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_with_the_stream_info_right_the_window_is_read_and_nothing_refused(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """The operator guide's permissions (the subjects and
+    ``$JS.API.STREAM.INFO.<stream>``): the window is read, no violation is logged."""
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    perms = publisher_of(prefix, f"$JS.API.STREAM.INFO.{prefix}")
+    with own_nats_server(tmp_path, users(perms)) as server:
+        admin_url = server.url.replace("//", f"//{ADMIN}@")
+        async with jetstream(admin_url, prefix):
+            write_events(kit, 1)
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=2)
+            try:
+                await sink.send([Record("web-1", 1, bodies_of(kit)[0])])
+            finally:
+                await sink.close()
+            assert sink.duplicate_windows == {prefix: 7200.0}
+            await refused_marker(server.url)
+            (line,) = await violations(server, 1)
+            assert MARKER in line
+
+
+class SteppedClock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.nats
+@pytest.mark.asyncio
+async def test_an_outage_is_probed_once_then_again_only_after_reprobe_after(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """Credentials that may publish nowhere: the first attempt probes every other
+    subject (each a violation in the server's log); the next attempts publish only the
+    item until ``reprobe_after`` has passed, then probe once more. Each is transient."""
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    others = len(Category)  # the other categories and the checkpoints
+    clock = SteppedClock()
+    with own_nats_server(tmp_path, users(REVOKED["publish"])) as server:
+        admin_url = server.url.replace("//", f"//{ADMIN}@")
+        async with jetstream(admin_url, prefix):
+            write_events(kit, 1)  # a login event: <prefix>.authentication
+            record = Record("web-1", 1, bodies_of(kit)[0])
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=2, clock=clock)
+            expected = 0
+            try:
+                # at 1000, 1010, 1290 (within 300 s of the probes), 1301 (after)
+                for n, (step, probes) in enumerate(
+                    [(0.0, others), (10.0, 0), (280.0, 0), (11.0, others)]
+                ):
+                    clock.now += step
+                    with pytest.raises(TransientSinkError, match="permissions violation"):
+                        await sink.send([record])
+                    expected += 1 + probes  # the item, and the probes
+                    await refused_marker(server.url)
+                    lines = await violations(server, expected + n + 1)
+                    assert sum(MARKER not in ln for ln in lines) == expected, n
+            finally:
+                await sink.close()

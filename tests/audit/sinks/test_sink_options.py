@@ -43,6 +43,27 @@ def test_the_duplicate_window_is_a_nats_key_only() -> None:
     assert "'duplicate_window_s' has no effect" in text
 
 
+def test_the_duplicate_window_is_checked_unless_the_sink_says_not_to() -> None:
+    """``check_duplicate_window = false`` (a publisher without
+    ``$JS.API.STREAM.INFO``) reaches the sink; it is a ``nats`` key only."""
+    default = build({"kind": "nats", "name": "n"})
+    off = build({"kind": "nats", "name": "n", "check_duplicate_window": False})
+    assert isinstance(default, JetStreamSink)
+    assert isinstance(off, JetStreamSink)
+    assert default.check_duplicate_window is True
+    assert off.check_duplicate_window is False
+    text = refusal(
+        {
+            "kind": "syslog_tls",
+            "name": "s",
+            "host": "h",
+            "port": 6514,
+            "check_duplicate_window": False,
+        }
+    )
+    assert "'check_duplicate_window' has no effect" in text
+
+
 def test_a_duplicate_window_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="duplicate_window_s"):
         build({"kind": "nats", "name": "n", "duplicate_window_s": 0})

@@ -24,8 +24,11 @@ the sink's other subjects (``<prefix>.<category>`` for each category,
 server lets one through. One through: the denial is the item's (its subject), a
 :class:`PermanentSinkError`. None: the credentials have lost every publish right, an
 outage no item is at fault for, a :class:`TransientSinkError`; the runner retries with
-its back-off and resumes in order once the rights are back. A subscription the server
-removed (the one answers come back on, dropped by a reload that took the subscribe
+its back-off and resumes in order once the rights are back. A denied probe is a
+``Publish Violation`` in the server's log, as the item is: once the probes found every
+subject denied, that stands (no new probes) until something is acknowledged or
+``reprobe_after`` (five minutes) has passed (decision 0030, 2026-11-28). A subscription
+the server removed (the one answers come back on, dropped by a reload that took the subscribe
 right) makes the sink connect afresh on its next send.
 
 The sink does not create the JetStream stream (its retention, storage and replicas
@@ -35,8 +38,12 @@ stream names it: the sink then reads the stream's duplicate window, once, and
 warns when it is shorter than ``duplicate_window`` (default two hours, decision
 0030): a re-send can come that late (a restart, a take-over by another instance)
 and would then be stored twice. Reading it needs
-``$JS.API.STREAM.INFO``; without that right the sink says so at debug level and
-delivers all the same.
+``$JS.API.STREAM.INFO.<stream>``; without that right the server logs one ``Publish
+Violation`` for it, and the sink warns once (per stream and start) that the right is
+missing and delivers all the same; ``check_duplicate_window=False`` makes no such
+request. Nothing else tells the window: the acknowledgement does not carry it, and
+asking the server for the user's permissions (``$SYS.REQ.USER.INFO``, which
+nats-server 2.9 does not answer) is a publish needing a right of its own.
 
 Transport security: nats-py switches to TLS only when the server's ``INFO`` asks for
 it (``tls_required``), whatever the URL scheme, so a server that does not, or a man
@@ -63,6 +70,7 @@ import functools
 import logging
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -88,6 +96,10 @@ _T = TypeVar("_T")
 
 #: The duplicate window the sink expects of its stream unless told (decision 0030).
 DEFAULT_DUPLICATE_WINDOW = 7200.0
+
+#: Seconds a probe that found every subject of the sink denied stands for later
+#: denials before the sink probes again (decision 0030, 2026-11-28).
+DEFAULT_REPROBE_AFTER = 300.0
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -163,9 +175,14 @@ class JetStreamSink:
         connect_options: dict[str, Any] | None = None,
         duplicate_window: float = DEFAULT_DUPLICATE_WINDOW,
         tls_handshake_first: bool = False,
+        check_duplicate_window: bool = True,
+        reprobe_after: float = DEFAULT_REPROBE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not duplicate_window > 0:
             raise ValueError("duplicate_window must be positive (seconds)")
+        if not reprobe_after >= 0:
+            raise ValueError("reprobe_after must not be negative (seconds)")
         if not subject_prefix or any(c in subject_prefix for c in " *>\t\r\n"):
             raise ValueError("subject_prefix must be a plain NATS subject")
         guarded = sorted(_GUARDED_OPTIONS & set(connect_options or {}))
@@ -204,9 +221,17 @@ class JetStreamSink:
         #: The server removed a subscription of this connection: replies may be lost.
         self._reply_lost = False
         self.duplicate_window = duplicate_window
+        #: Whether to read the duplicate window of each stream (``$JS.API.STREAM.INFO``).
+        self.check_duplicate_window = check_duplicate_window
         #: The duplicate window (seconds) of each stream that acknowledged an item, read
         #: once (0 when it could not be read).
         self.duplicate_windows: dict[str, float] = {}
+        #: How long a probe that found every subject denied stands for later denials.
+        self.reprobe_after = reprobe_after
+        self._clock = clock
+        #: When (``clock``) the probes last found every other subject denied; None once
+        #: anything is acknowledged since.
+        self._all_denied_at: float | None = None
 
     def subject(self, item: Item) -> str:
         if isinstance(item, CheckpointRecord):
@@ -264,17 +289,36 @@ class JetStreamSink:
 
     async def _check_stream(self, js: Any, stream: object) -> None:
         """Read the duplicate window of ``stream`` (once per sink) and warn when
-        a re-send could come after it; never fails the delivery."""
+        a re-send could come after it; never fails the delivery. The request needs
+        ``$JS.API.STREAM.INFO.<stream>``: a publisher without that right gets one
+        ``Publish Violation`` in the server's log (per stream and start) and one warning
+        here saying how to avoid it."""
         from nats.errors import Error as NatsError
 
-        if not isinstance(stream, str) or stream in self.duplicate_windows:
+        if (
+            not self.check_duplicate_window
+            or not isinstance(stream, str)
+            or stream in self.duplicate_windows
+        ):
             return
+        self.duplicate_windows[stream] = 0.0
+        api = f"$JS.API.STREAM.INFO.{stream}"
         try:
-            info = await js.stream_info(stream)
+            info = await self._unless_denied(api, js.stream_info(stream))
             window = float(info.config.duplicate_window or 0)
+        except _Denied:
+            log.warning(
+                "sink %r cannot read the duplicate window of JetStream stream %r: these "
+                "credentials may not publish to %s (the server logs that as a Publish "
+                "Violation, once per start); grant it, or set check_duplicate_window = "
+                "false for this sink. Events are delivered all the same.",
+                self.name,
+                stream,
+                api,
+            )
+            return
         except (OSError, TimeoutError, NatsError, AttributeError, TypeError, ValueError) as exc:
             log.debug("sink %r cannot read JetStream stream %r: %s", self.name, stream, exc)
-            self.duplicate_windows[stream] = 0.0
             return
         self.duplicate_windows[stream] = window
         if window < self.duplicate_window:
@@ -336,6 +380,7 @@ class JetStreamSink:
             except (OSError, TimeoutError, NatsError) as exc:
                 raise self._classify(exc, subject, pos) from exc
             self._acknowledged.add(subject)
+            self._all_denied_at = None
             if getattr(ack, "duplicate", False):
                 self.duplicates += 1
             await self._check_stream(js, getattr(ack, "stream", None))
@@ -403,12 +448,20 @@ class JetStreamSink:
         credentials publish to, probed one at a time (those acknowledged before
         first) with a request JetStream answers without storing anything; None when
         there is none, or when the connection cannot tell (then nothing is judged the
-        item's fault)."""
+        item's fault). Every denied probe is a ``Publish Violation`` in the server's
+        log, so once the probes found every subject denied, that answer stands for
+        ``reprobe_after`` seconds (or until something is acknowledged) without new
+        probes: the outage it found holds up every item alike."""
         from nats.errors import Error as NatsError
         from nats.errors import NoRespondersError
 
         nc = self._nc
         if nc is None:
+            return None
+        if (
+            self._all_denied_at is not None
+            and self._clock() - self._all_denied_at < self.reprobe_after
+        ):
             return None
         others = sorted(
             (self._subjects | self._acknowledged) - {denied},
@@ -427,6 +480,7 @@ class JetStreamSink:
                 log.debug("sink %r: publish permission probe failed: %s", self.name, exc)
                 return None
             return other  # answered (JetStream refuses the probe): allowed
+        self._all_denied_at = self._clock()
         return None
 
     async def _unless_denied(self, subject: str, call: Awaitable[_T]) -> _T:
