@@ -620,11 +620,21 @@ class AuditedRoute(APIRoute):
         return handler
 
 
+def body_read(request: Request) -> bytes | None:
+    """The body of ``request`` if the route read it (FastAPI for a body parameter,
+    :func:`justification_of`), else None: the record never reads the stream itself (a
+    refused call may not have been read, and reading it then could wait on the client).
+    Starlette keeps a read body only in the private ``Request._body`` (no public "was it
+    read"); ``tests/admin/test_body_read.py`` fails if that changes."""
+    body = getattr(request, "_body", None)
+    return body if isinstance(body, bytes) else None
+
+
 async def _record(request: Request, template: str, status: int, started: float) -> None:
     admin = admin_services(request)
     call = _call(request)
     principal = call.principal
-    body = getattr(request, "_body", None)
+    body = body_read(request)
     duration = int((time.perf_counter() - started) * 1000)
     request.state.admin_recorded = True  # record_unrouted leaves this call alone
     await admin.services.audit.trail.emit(

@@ -67,6 +67,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import re
 import ssl
@@ -141,6 +142,49 @@ class _Denied(Exception):
     """The server refused these credentials a publish to the subject."""
 
 
+class NatsPyUnsupported(ValueError):
+    """The installed nats-py no longer has what the transport check hooks into (see
+    :func:`check_nats_py`): the sink is not built, so nothing is ever sent unchecked."""
+
+
+def check_nats_py() -> None:
+    """Raise :class:`NatsPyUnsupported` unless nats-py still works the way the
+    transport check relies on, none of it nats-py's public API (it has no hook before
+    CONNECT, and tells nothing about TLS): ``Client._connect_command(self)``, called by
+    ``Client._process_connect_init`` to make the CONNECT line; the client's
+    ``_current_server`` and ``_transport``; the TCP transport's ``_io_writer``. Were the
+    hook gone, the check would run only after CONNECT (and its credential) had been
+    written; were the attributes gone, it would refuse every server but a
+    ``nats://`` loopback one (decision 0030, 2026-11-28)."""
+    from nats.aio import client, transport
+
+    problems: list[str] = []
+    hook = client.Client.__dict__.get("_connect_command")
+    if not callable(hook) or list(inspect.signature(hook).parameters) != ["self"]:
+        problems.append("Client._connect_command(self) is gone or changed")
+    elif "_connect_command" not in _names(client.Client, "_process_connect_init"):
+        problems.append("Client._process_connect_init no longer calls _connect_command")
+    for owner, attribute in (
+        (client.Client, "_current_server"),
+        (client.Client, "_transport"),
+        (transport.TcpTransport, "_io_writer"),
+    ):
+        if attribute not in _names(owner, "__init__"):
+            problems.append(f"{owner.__name__} no longer keeps {attribute}")
+    if problems:
+        raise NatsPyUnsupported(
+            f"nats-py {client.__version__}: {'; '.join(problems)}: the sink cannot check "
+            "the connection before it sends anything; use the nats-py version of the lock "
+            "file, or review kroonika.audit.sinks.jetstream"
+        )
+
+
+def _names(owner: type, method: str) -> tuple[str, ...]:
+    """The names the code of ``owner.method`` uses (attributes among them)."""
+    code = getattr(owner.__dict__.get(method), "__code__", None)
+    return tuple(code.co_names) if code is not None else ()
+
+
 @functools.cache
 def _guarded_client() -> type[Any]:
     """nats-py's client, checking the connection before it writes CONNECT (its first
@@ -190,6 +234,7 @@ class JetStreamSink:
             raise ValueError(f"connect_options may not set {guarded}: use token= and tls=")
         if tls is not None and tls.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError("the TLS context must verify the server certificate")
+        check_nats_py()
         self.name = name
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         for server in self.servers:
