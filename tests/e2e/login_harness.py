@@ -80,6 +80,7 @@ class Stack:
     settings: Settings
     services: Services
     clock: ManualClock
+    app: Any = None  # the service's FastAPI app (its ``state``: the token components ...)
 
     def browser(self, *, autologin: str | None = "38001085718", **extra: str) -> httpx.Client:
         """An httpx client that follows redirects and keeps cookies like a browser; on the
@@ -210,7 +211,7 @@ def running_stack(
     if configure is not None:
         configure(services)
     with serve(mock, mock_sock, lifespan="off") as m, serve(app, service_sock) as s:
-        yield Stack(mock=m, service=s, settings=settings, services=services, clock=clock)
+        yield Stack(mock=m, service=s, settings=settings, services=services, clock=clock, app=app)
 
 
 @contextmanager
