@@ -1,10 +1,19 @@
 """``/.well-known``: the JWK set (RFC 7517) and the server metadata (RFC 8414, the
 ``openid-configuration`` shape) naming the issuer, JWKS, introspection and revocation
-endpoints."""
+endpoints.
+
+Both are cacheable (RFC 9111 ``Cache-Control: public, max-age``) and carry a strong
+``ETag`` (a digest of the body); a conditional ``GET`` whose ``If-None-Match`` names
+it is answered ``304 Not Modified`` without a body (RFC 9110 sections 8.8.3, 13.1.2
+and 15.4.5), so a relying service can revalidate its cached key set cheaply. The
+JWKS is cached for at most the signing-key publish lead: a set fetched just before a
+rotation still names the new key before that key signs its first token.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -20,12 +29,39 @@ def _comps(request: Request) -> TokenComponents:
     return comps
 
 
+#: The longest a relying service may cache the JWKS (capped by the publish lead).
+JWKS_MAX_AGE_S = 300
+METADATA_MAX_AGE_S = 3600
+
+
+def _none_match(header: str | None, etag: str) -> bool:
+    """RFC 9110 section 13.1.2: ``*`` or any listed tag equal to ``etag`` under the weak
+    comparison (a ``W/`` prefix does not count)."""
+    if header is None:
+        return False
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in (t.removeprefix("W/") for t in tags)
+
+
+def cacheable(request: Request, body: dict[str, Any], max_age_s: int) -> Response:
+    """``body`` as JSON with Cache-Control and its ETag, or 304 when the caller's
+    ``If-None-Match`` already names that ETag."""
+    response = JSONResponse(body)
+    etag = '"' + hashlib.sha256(bytes(response.body)).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": f"public, max-age={max_age_s}", "ETag": etag}
+    if _none_match(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return response
+
+
 @router.get("/.well-known/jwks.json", response_model=None)
 async def jwks(request: Request) -> Response:
     """Every published signing key: pending (published before use), active, and
     superseded ones whose tokens have not all expired yet."""
-    keys = await asyncio.to_thread(_comps(request).keys.jwks)
-    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"})
+    ring = _comps(request).keys
+    keys = await asyncio.to_thread(ring.jwks)
+    return cacheable(request, keys, min(JWKS_MAX_AGE_S, ring.publish_lead_s))
 
 
 def metadata(issuer: str, algs: list[str]) -> dict[str, Any]:
@@ -56,7 +92,5 @@ def metadata(issuer: str, algs: list[str]) -> dict[str, Any]:
 @router.get("/.well-known/oauth-authorization-server", response_model=None)
 async def server_metadata(request: Request) -> Response:
     comps = _comps(request)
-    return JSONResponse(
-        metadata(comps.service.policy.issuer, [comps.keys.alg]),
-        headers={"Cache-Control": "public, max-age=3600"},
-    )
+    body = metadata(comps.service.policy.issuer, [comps.keys.alg])
+    return cacheable(request, body, METADATA_MAX_AGE_S)
