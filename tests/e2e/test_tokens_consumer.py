@@ -359,6 +359,41 @@ def test_a_token_for_service_a_fails_at_service_b(stack: Stack) -> None:
     assert _event(stack, i, "token.introspect")["reason"] == "not_for_caller"
 
 
+@pytest.mark.parametrize("path", ["/introspect", "/revoke"])
+def test_failed_client_authentication_is_an_rfc6749_401(stack: Stack, path: str) -> None:
+    """RFC 6749 section 5.2 and RFC 9110 section 15.5.2: no credentials, a wrong Basic
+    secret, a wrong ``client_secret_post`` secret and two methods at once are each 401
+    ``invalid_client`` with a ``WWW-Authenticate`` challenge, JSON with exactly
+    ``error`` and ``error_description``, and an audited refusal."""
+    c = _register(stack, "bad-auth")
+    token = _mint(stack, c)
+    cid = c.client.client_id
+    wrong = base64.b64encode(f"{cid}:wrong".encode()).decode()
+    attempts = {
+        "none": ({"token": token}, {}),
+        "basic": ({"token": token}, {"authorization": "Basic " + wrong}),
+        "post": ({"token": token, "client_id": cid, "client_secret": "wrong"}, {}),
+        "both": ({"token": token, "client_id": cid, "client_secret": c.secret}, basic_auth(c)),
+    }
+    etype = "token.introspect" if path == "/introspect" else "token.revoke"
+    for name, (form, headers) in attempts.items():
+        r = httpx.post(stack.service + path, data=form, headers=headers)
+        assert r.status_code == 401, name
+        assert r.headers["www-authenticate"].startswith("Basic "), name
+        assert r.headers["content-type"] == "application/json", name
+        assert r.headers["cache-control"] == "no-store", name
+        body = r.json()
+        assert set(body) == {"error", "error_description"}, name
+        assert body["error"] == "invalid_client", name
+        ev = _event(stack, r, etype)
+        assert (ev["outcome"], ev["reason"]) == ("failure", "invalid_client"), name
+    good = httpx.post(
+        stack.service + path,
+        data={"token": token, "client_id": cid, "client_secret": c.secret},
+    )
+    assert good.status_code == 200
+
+
 @pytest.mark.parametrize("hint", [None, "access_token", "refresh_token"])
 def test_revoking_an_unknown_or_invalid_token_answers_200(stack: Stack, hint: str | None) -> None:
     """RFC 7009 section 2.2: an unknown, forged or malformed token is a 200 (audited),

@@ -6,8 +6,10 @@
   (``client_secret_post``). Using both at once is refused (section 2.3: "MUST NOT
   use more than one authentication method in each request").
 - Section 5.2: error responses are JSON ``{"error": ..., "error_description": ...}``;
-  ``invalid_client`` is answered with 401 and a ``WWW-Authenticate`` header when
-  the client tried HTTP Basic.
+  ``invalid_client`` is answered with 401 and a ``WWW-Authenticate`` header, also
+  when the client tried ``client_secret_post``: section 5.2 lets any failed client
+  authentication answer 401, and RFC 9110 section 15.5.2 says a 401 "MUST" carry
+  a challenge (a 401 without one leaves HTTP clients unable to tell what to send).
 """
 
 from __future__ import annotations
@@ -71,11 +73,11 @@ def credentials(authorization: str | None, form: Mapping[str, str]) -> Credentia
     raise InvalidClient("client authentication required")
 
 
-def error_response(exc: TokenError, *, basic: bool = True) -> WireResponse:
+def error_response(exc: TokenError) -> WireResponse:
     """The section 5.2 answer. A server-side failure (5xx) gets a generic description:
     its message is for the operator's log, not for clients."""
     headers: dict[str, str] = {"Cache-Control": "no-store"}
-    if isinstance(exc, InvalidClient) and basic:
+    if isinstance(exc, InvalidClient):
         headers["WWW-Authenticate"] = 'Basic realm="kroonika", charset="UTF-8"'
     description = str(exc) if exc.status < 500 else UNAVAILABLE
     return WireResponse(exc.status, {"error": exc.error, "error_description": description}, headers)
@@ -97,4 +99,4 @@ async def authenticate_client(
         return await asyncio.to_thread(registry.authenticate, creds.client_id, creds.secret)
     except InvalidClient as exc:
         await on_refused(Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor())
-        return error_response(exc, basic=authorization is not None or claimed is None)
+        return error_response(exc)
