@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from authlib.oauth2.rfc6750 import InvalidTokenError
+from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt as jose_jwt
@@ -207,6 +209,41 @@ def test_joserfc_validates_our_tokens_from_the_jwks(stack: Stack) -> None:
         jose_jwt.JWTClaimsRegistry(aud={"essential": True, "value": "svc-b"}).validate(
             decoded.claims
         )
+
+
+class _Rfc9068(JWTBearerTokenValidator):  # type: ignore[misc]
+    """authlib's RFC 9068 resource-server validator, its key set fetched from the real
+    ``jwks_uri`` found through the metadata."""
+
+    def __init__(self, metadata: dict[str, Any], resource_server: str) -> None:
+        super().__init__(issuer=metadata["issuer"], resource_server=resource_server)
+        self.jwks_uri = metadata["jwks_uri"]
+
+    def get_jwks(self) -> KeySet:
+        return KeySet.import_key_set(httpx.get(self.jwks_uri).json())
+
+    def check(self, token: str) -> dict[str, Any]:
+        claims = self.authenticate_token(token)
+        self.validate_token(claims, scopes=None, request=None)
+        return dict(claims)
+
+
+def test_the_session_token_passes_authlibs_rfc9068_validator(stack: Stack) -> None:
+    """The session access token says ``typ: at+jwt``, so it must be an RFC 9068 token:
+    authlib's validator accepts it for the session audience (it lacked ``client_id``)
+    and refuses it for another resource server."""
+    with stack.browser() as b:
+        b.get(stack.service + "/auth/login?method=idcard&return_to=/")
+        token = b.cookies.get("kroonika_at")
+    assert token
+    SEEN_TOKENS.append(token)
+    assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
+    meta = _metadata(stack)
+    claims = _Rfc9068(meta, "kroonika").check(token)
+    assert claims["client_id"] == meta["issuer"]
+    assert claims["sub"] == "EE38001085718"
+    with pytest.raises(InvalidTokenError):
+        _Rfc9068(meta, "svc-b").check(token)
 
 
 def test_rotation_overlap_then_retirement(tmp_path: Path) -> None:

@@ -442,6 +442,20 @@ async def test_session_token_claims_and_revocation(kit: Kit) -> None:
 
 
 @pytest.mark.asyncio
+async def test_session_token_has_the_rfc9068_claims_it_claims_by_its_typ(kit: Kit) -> None:
+    """``typ: at+jwt`` promises RFC 9068: iss, exp, aud, sub, client_id (the issuer: our
+    own login asked), iat and jti, on the token and on its refreshed successor."""
+    issued = await kit.service.issue_session_token(session_ref="s-9068", subject="EE38001085718")
+    refreshed = await kit.service.extend(issued.token, caller=None)
+    for token in (issued.token, refreshed.token):
+        assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
+        c = jwt.decode(token, options={"verify_signature": False})
+        assert {"iss", "exp", "aud", "sub", "client_id", "iat", "jti"} <= set(c)
+        assert c["client_id"] == kit.service.policy.issuer
+    assert refreshed.record.client_id is None  # no registered client owns it
+
+
+@pytest.mark.asyncio
 async def test_bulk_mixed_results(kit: Kit) -> None:
     """Bulk issue/validate/revoke report per item by jti with mixed outcomes."""
     client = kit.client()

@@ -574,6 +574,11 @@ class TokenService:
         payload: dict[str, Any] = {
             "iss": self.policy.issuer,
             "sub": subject,
+            # typ at+jwt claims the RFC 9068 profile, whose section 2.2 requires
+            # client_id: the client that asked is Kroonika's own login, named by the
+            # issuer (the token record keeps no client, so no registered client that
+            # happened to have this id could extend or revoke it as its own)
+            "client_id": self.policy.issuer,
             "aud": list(aud) if len(aud) > 1 else aud[0],
             "iat": now,
             "nbf": now,
