@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,14 @@ from joserfc.jwk import KeySet
 from login_harness import Stack, basic_auth, register_client, running_stack
 
 from kroonika.db import make_engine
-from kroonika.tokens import FixedClock, NewClient, SigningKeyRing, TokenComponents
+from kroonika.tokens import (
+    Clock,
+    FixedClock,
+    NewClient,
+    SigningKeyRing,
+    SystemClock,
+    TokenComponents,
+)
 
 SEEN_TOKENS: list[str] = []
 SEEN_SECRETS: list[str] = []
@@ -246,6 +254,28 @@ def test_the_session_token_passes_authlibs_rfc9068_validator(stack: Stack) -> No
         _Rfc9068(meta, "svc-b").check(token)
 
 
+def _rotate_at_once(stack: Stack, ring: SigningKeyRing) -> None:
+    """An emergency rotation (the new key signs at once) with ``ring``, in a later second
+    than the newest key's activation: within one second two keys tie (decision 0006)."""
+    newest = max(k.activates_at for k in _comps(stack).keys.published())
+    while int(time.time()) <= newest:
+        time.sleep(0.05)
+    ring.rotate(immediate=True)
+    _comps(stack).keys.refresh()  # what every instance does within reload_s
+
+
+@contextmanager
+def _ring(stack: Stack, clock: Clock, **kw: Any) -> Iterator[SigningKeyRing]:
+    """A key ring of another process (the CLI, a job, another instance) on the stack's
+    database."""
+    settings = stack.settings
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        yield SigningKeyRing(engine, settings.secret_bytes("master_key"), clock=clock, **kw)
+    finally:
+        engine.dispose()
+
+
 def test_rotation_overlap_then_retirement(tmp_path: Path) -> None:
     """After a rotation both keys are published: a token of the previous key still
     verifies (JWKS, validate, introspect) during the overlap. Once the previous key is
@@ -258,12 +288,7 @@ def test_rotation_overlap_then_retirement(tmp_path: Path) -> None:
         old_kid = jwt.get_unverified_header(old)["kid"]
         before = httpx.get(stack.service + "/.well-known/jwks.json")
         assert before.headers["cache-control"] == "public, max-age=120"
-        # an emergency rotation (active at once) in a later second than the first key's
-        # activation: within one second the two keys tie (see the decision record)
-        (first,) = _comps(stack).keys.published()
-        while int(time.time()) <= first.activates_at:
-            time.sleep(0.05)
-        _comps(stack).keys.rotate(immediate=True)
+        _rotate_at_once(stack, _comps(stack).keys)
         new = _mint(stack, c)
         new_kid = jwt.get_unverified_header(new)["kid"]
         assert new_kid != old_kid
@@ -278,14 +303,8 @@ def test_rotation_overlap_then_retirement(tmp_path: Path) -> None:
             assert _introspect(stack, c, token).json()["active"] is True
 
         # the retirement job, run once the old key's last token has expired
-        settings = stack.settings
-        engine = make_engine(settings.resolved_database_url())
-        try:
-            later = FixedClock(int(time.time()) + 10 * 86_400)
-            ring = SigningKeyRing(engine, settings.secret_bytes("master_key"), clock=later)
+        with _ring(stack, FixedClock(int(time.time()) + 10 * 86_400)) as ring:
             assert ring.retire_expired() == [old_kid]
-        finally:
-            engine.dispose()
         _comps(stack).keys.refresh()  # what every instance does within reload_s
 
         after = httpx.get(stack.service + "/.well-known/jwks.json").json()
@@ -303,6 +322,26 @@ def test_rotation_overlap_then_retirement(tmp_path: Path) -> None:
         trail = b"\n".join(stack.raw_events())
         for token in (old, new):
             assert token.rsplit(".", 1)[1].encode() not in trail
+
+
+def test_metadata_names_the_algorithm_of_every_published_key(tmp_path: Path) -> None:
+    """An instance configured for ES256 while an RS256 key signs (a rolling change of
+    ``KROONIKA_TOKEN_ALG``, or the overlap after it): the metadata lists both
+    algorithms, so a consumer that pins the advertised ones accepts both tokens."""
+    with running_stack(tmp_path, settings_overrides=OVERRIDES) as stack:
+        c = _register(stack, "algorithms")
+        es = _mint(stack, c)
+        with _ring(stack, SystemClock(), alg="RS256", rsa_bits=2048) as ring:
+            _rotate_at_once(stack, ring)
+        rs = _mint(stack, c)
+        assert [jwt.get_unverified_header(t)["alg"] for t in (es, rs)] == ["ES256", "RS256"]
+        meta = _metadata(stack)
+        assert meta["token_signing_alg_values_supported"] == ["ES256", "RS256"]
+        client = jwt.PyJWKClient(meta["jwks_uri"], cache_keys=False)
+        for token in (es, rs):
+            key = client.get_signing_key_from_jwt(token).key
+            algorithms = meta["token_signing_alg_values_supported"]
+            jwt.decode(token, key, algorithms=algorithms, audience="svc-a", issuer=stack.service)
 
 
 # --- introspection and revocation ------------------------------------------------------

@@ -92,5 +92,10 @@ def metadata(issuer: str, algs: list[str]) -> dict[str, Any]:
 @router.get("/.well-known/oauth-authorization-server", response_model=None)
 async def server_metadata(request: Request) -> Response:
     comps = _comps(request)
-    body = metadata(comps.service.policy.issuer, [comps.keys.alg])
+    # every published key's algorithm, not only that of new keys: tokens of an older
+    # key (another algorithm before KROONIKA_TOKEN_ALG changed) stay valid, and a
+    # consumer that pins the advertised algorithms must accept them
+    published = await asyncio.to_thread(comps.keys.published)
+    algs: list[str] = sorted({comps.keys.alg, *(k.alg for k in published)})
+    body = metadata(comps.service.policy.issuer, algs)
     return cacheable(request, body, METADATA_MAX_AGE_S)
