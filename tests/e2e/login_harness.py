@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import socket
 import threading
 import time
@@ -252,3 +253,35 @@ def basic_auth(c: NewClient) -> dict[str, str]:
     """The client's HTTP Basic credentials as a header."""
     raw = f"{c.client.client_id}:{c.secret}".encode()
     return {"authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+class LogLines(logging.Handler):
+    """Every log record as one line of text (name, level, message, traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.lines.append(f"{record.name} {record.levelname} {text}")
+
+
+@contextmanager
+def watching_logs(lines: LogLines) -> Iterator[None]:
+    """``lines`` gets the INFO and higher records of the root logger and of uvicorn's own
+    (which do not propagate) while the block runs."""
+    watched = [logging.getLogger(name) for name in (None, "uvicorn", "uvicorn.error")]
+    for logger in watched:
+        logger.addHandler(lines)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for logger in watched:
+            logger.removeHandler(lines)

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import secrets
 import time
 from collections.abc import Iterator
@@ -30,7 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt as jose_jwt
 from joserfc.errors import InvalidClaimError
 from joserfc.jwk import KeySet
-from login_harness import Stack, basic_auth, register_client, running_stack
+from login_harness import (
+    LogLines,
+    Stack,
+    basic_auth,
+    register_client,
+    running_stack,
+    watching_logs,
+)
 
 from kroonika.db import make_engine
 from kroonika.tokens import (
@@ -47,34 +53,14 @@ SEEN_SECRETS: list[str] = []
 OVERRIDES = {"token_client_scrypt_n": 2**10}
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
-
-
-LOGS = _Collect()
+LOGS = LogLines()
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("tokens-consumer")
-    watched = [logging.getLogger(name) for name in (None, "uvicorn", "uvicorn.error")]
-    for logger in watched:
-        logger.addHandler(LOGS)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.INFO)
-    try:
-        with running_stack(tmp, settings_overrides=OVERRIDES) as s:
-            yield s
-    finally:
-        root.setLevel(level)
-        for logger in watched:
-            logger.removeHandler(LOGS)
+    with watching_logs(LOGS), running_stack(tmp, settings_overrides=OVERRIDES) as s:
+        yield s
 
 
 def _register(stack: Stack, name: str, **kw: Any) -> NewClient:

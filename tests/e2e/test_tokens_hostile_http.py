@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from login_harness import Stack, basic_auth, register_client, running_stack
+from login_harness import (
+    LogLines,
+    Stack,
+    basic_auth,
+    register_client,
+    running_stack,
+    watching_logs,
+)
 
 from kroonika.tokens import NewClient
 
@@ -23,36 +29,17 @@ SEEN_SECRETS: list[str] = []
 RESPONSES: list[httpx.Response] = []
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.exc_info:
-            text += "\n" + logging.Formatter().formatException(record.exc_info)
-        self.lines.append(f"{record.name} {record.levelname} {text}")
-
-
-LOGS = _Collect()
+LOGS = LogLines()
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("tokens-hostile")
-    watched = [logging.getLogger(name) for name in (None, "uvicorn", "uvicorn.error")]
-    for logger in watched:
-        logger.addHandler(LOGS)
-    root_level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        with running_stack(tmp, settings_overrides={"token_client_scrypt_n": 2**10}) as s:
-            yield s
-    finally:
-        logging.getLogger().setLevel(root_level)
-        for logger in watched:
-            logger.removeHandler(LOGS)
+    with (
+        watching_logs(LOGS),
+        running_stack(tmp, settings_overrides={"token_client_scrypt_n": 2**10}) as s,
+    ):
+        yield s
 
 
 def _register(stack: Stack, name: str, **kw: Any) -> NewClient:
