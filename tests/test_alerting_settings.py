@@ -47,10 +47,12 @@ def test_a_new_rule_needs_types_and_may_not_watch_alerts() -> None:
         Settings(alert_rules={"mine": {"types": ["auth.login"], "treshold": 2}})
 
 
-@pytest.mark.parametrize("entry", ["security.rate_limt", "security.", "secur", "auth.login.x"])
+@pytest.mark.parametrize(
+    "entry", ["security.rate_limt", "secur", "auth.login.x", "securityx.", ".", "security.."]
+)
 def test_a_rule_type_that_matches_no_event_type_is_refused(entry: str) -> None:
-    """A misspelt type, or a prefix written with a final dot (rules take `security` for
-    every security.* type), would never fire, without a word: the service refuses it."""
+    """A misspelt type or a prefix of no type would never fire, without a word: the
+    service refuses it."""
     with pytest.raises(SettingsError, match="no event type"):
         alert_rules(Settings(alert_rules={"mine": {"types": ["auth.login", entry]}}))
 
@@ -60,6 +62,19 @@ def test_rule_types_of_the_catalogue_and_their_prefixes_are_taken() -> None:
     spec = {"types": ["security.rate_limit", "token", "auth.flow"]}
     (rule,) = [r for r in alert_rules(Settings(alert_rules={"mine": spec})) if r.name == "mine"]
     assert rule.types == ("security.rate_limit", "token", "auth.flow")
+
+
+@pytest.mark.parametrize("spelling", ["security", "security."])
+def test_a_rule_prefix_means_the_same_with_or_without_its_final_dot(spelling: str) -> None:
+    """`security.` (a sink's spelling) is `security`: every security.* type, a whole
+    segment at a time, never a type that only starts with the same letters."""
+    spec = {"types": [spelling, "auth.login."]}
+    (rule,) = [r for r in alert_rules(Settings(alert_rules={"mine": spec})) if r.name == "mine"]
+    assert rule.types == ("security", "auth.login")
+    assert rule.applies({"type": "security.rate_limit"})
+    assert rule.applies({"type": "auth.login"})
+    assert not rule.applies({"type": "securityx.rate_limit"})
+    assert not rule.applies({"type": "auth.logout"})
 
 
 def test_no_rule_responds_unless_the_operator_chooses_it() -> None:

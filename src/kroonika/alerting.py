@@ -21,7 +21,7 @@
   extended), unless the alert was acknowledged or a person removed or changed the
   entry.
 
-Delivery is the log shipping's: a sink with ``types=["alert."]`` (webhook, syslog) or
+Delivery is the log shipping's: a sink with ``types=["alert"]`` (webhook, syslog) or
 an ``smtp`` sink carries the ``alert.raise`` events like any other event.
 """
 

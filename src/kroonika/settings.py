@@ -93,8 +93,9 @@ class AuditSinkSettings(BaseModel):
     # nats://) to a host that is not loopback. Off: such a sink is refused at start
     # (decisions 0019, 0020). It covers the events only, never a credential.
     allow_cleartext: bool = False
-    # Only the events whose type is one of these, or starts with one that ends in a dot
-    # (["alert."]: alerts only). Default: every event (smtp: ["alert.raise"]).
+    # Only the events whose type is one of these or under one, a whole segment at a time
+    # (["alert"]: alerts only; "alert." is the same). Default: every event (smtp:
+    # ["alert.raise"]).
     types: list[str] | None = None
     # smtp: starttls (RFC 3207), tls (implicit, RFC 8314) or none (loopback, or
     # allow_cleartext); the login user (its password is secret / secret_file); the

@@ -114,6 +114,15 @@ def test_a_type_prefix_finds_its_subtypes_but_not_a_longer_word(filled: TrailKit
     assert list(run_query(filled.store, Query(types=("au",)))) == []
 
 
+def test_a_type_prefix_with_a_final_dot_finds_the_same(filled: TrailKit) -> None:
+    """`auth.` (a sink's spelling) is `auth`, and passes the check (decision 0034)."""
+    dotted = Query(types=("auth.", "session.create."))
+    dotted.check()
+    plain = Query(types=("auth", "session.create"))
+    assert list(run_query(filled.store, dotted)) == list(run_query(filled.store, plain))
+    assert dotted.describe() == plain.describe()
+
+
 def test_paging_with_a_cursor_gives_the_same_records(filled: TrailKit) -> None:
     """The cursor is found without the pre-filter; pages then filter as usual."""
     actor = filled.fingerprinter.pseudonym(_SUBJECTS[1])
@@ -138,7 +147,8 @@ def test_paging_with_a_cursor_gives_the_same_records(filled: TrailKit) -> None:
     [
         ("type", Query(types=("auth.login", "auth.logon"))),
         ("type", Query(types=("au",))),  # a prefix ends at a dot
-        ("type", Query(types=("auth.",))),
+        ("type", Query(types=("auth..",))),
+        ("type", Query(types=(".",))),
         ("type", Query(types=("AUTH.LOGIN",))),
         ("type", Query(types=("",))),
         ("category", Query(categories=("authentication", "authn"))),

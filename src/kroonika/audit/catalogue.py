@@ -670,3 +670,32 @@ _NEVER_FILTERED: Final = frozenset(
 )
 
 CATALOGUE: Final[Mapping[str, EventSpec]] = MappingProxyType(_specs())
+
+#: What a ``types`` entry (a sink's, an alert rule's, a query's) may name once its final
+#: dot is taken off: a type or a prefix of one that ends at a dot (``alert``,
+#: ``auth.flow``). Types are never renamed, so every stored type is matched by these.
+TYPE_FILTERS: Final = frozenset(
+    t.rsplit(".", n)[0] for t in CATALOGUE for n in range(t.count(".") + 1)
+)
+
+
+def type_filter(entry: str) -> str:
+    """A ``types`` entry in its one form: ``alert.`` and ``alert`` are the same prefix
+    (decision 0034, 2026-11-28). Raises ``ValueError`` quoting the entry (when it is
+    plain ASCII) if it matches no type of the catalogue: it would match nothing, silently.
+    """
+    name = entry.removesuffix(".")
+    if name not in TYPE_FILTERS:
+        shown = repr(entry) if entry.isascii() and entry.isprintable() else "an entry"
+        raise ValueError(
+            f"{shown} matches no event type (give a type such as 'alert.raise' or a prefix "
+            "of one such as 'alert' or 'auth.flow')"
+        )
+    return name
+
+
+def type_matches(etype: str, filters: tuple[str, ...]) -> bool:
+    """Whether ``etype`` is one of ``filters`` (in :func:`type_filter`'s form) or under
+    one of them, a whole dotted segment at a time: ``alert`` matches ``alert.raise``,
+    never ``alerting.x``."""
+    return any(etype == f or etype.startswith(f + ".") for f in filters)

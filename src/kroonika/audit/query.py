@@ -19,7 +19,7 @@ import orjson
 
 from kroonika.audit._errors import QueryInvalid
 from kroonika.audit._model import Category, Outcome
-from kroonika.audit.catalogue import CATALOGUE
+from kroonika.audit.catalogue import CATALOGUE, TYPE_FILTERS, type_matches
 from kroonika.audit.formats._text import escape_unprintable
 from kroonika.audit.store._types import AuditStore
 
@@ -30,11 +30,6 @@ _RFC3339: Final = re.compile(
     re.ASCII,
 )
 _MICRO: Final = timedelta(microseconds=1)
-#: what ``types`` may name: a catalogue type or a prefix of one that ends at a dot
-#: (``auth``, ``auth.flow``); types are never renamed, so every stored type is here
-_TYPE_FILTERS: Final = frozenset(
-    t.rsplit(".", n)[0] for t in CATALOGUE for n in range(t.count(".") + 1)
-)
 _TYPE_EXPECTED: Final = (
     "an event type of the catalogue or a prefix of one (such as auth.login or auth; areas: "
     + ", ".join(sorted({t.split(".", 1)[0] for t in CATALOGUE}))
@@ -109,6 +104,14 @@ class Query:
     stream: str | None = None
     after: tuple[str, int] | None = None  # cursor: (stream, seq) of the last record seen
 
+    def __post_init__(self) -> None:
+        # `auth.` is `auth`, as in a sink's and an alert rule's types (decision 0034);
+        # anything else stays as given, for check() to refuse as given
+        types = tuple(
+            t[:-1] if t.endswith(".") and t[:-1] in TYPE_FILTERS else t for t in self.types
+        )
+        object.__setattr__(self, "types", types)
+
     def describe(self) -> str:
         """The query as text for the ``audit.access`` event (no personal data)."""
         parts = []
@@ -124,7 +127,7 @@ class Query:
         find nothing). Free-text filters (actor, correlation, stream) are not checked."""
         outcomes = () if self.outcome is None else (self.outcome,)
         for param, values, allowed, expected in (
-            ("type", self.types, _TYPE_FILTERS, _TYPE_EXPECTED),
+            ("type", self.types, TYPE_FILTERS, _TYPE_EXPECTED),
             ("category", self.categories, _CATEGORIES, _one_of(_CATEGORIES)),
             ("outcome", outcomes, _OUTCOMES, _one_of(_OUTCOMES)),
         ):
@@ -157,9 +160,7 @@ class Query:
             return False
         if self.to_time is not None and t > self.to_time:
             return False
-        if self.types and not any(
-            doc.get("type") == x or str(doc.get("type", "")).startswith(x + ".") for x in self.types
-        ):
+        if self.types and not type_matches(str(doc.get("type", "")), self.types):
             return False
         if self.categories and doc.get("category") not in self.categories:
             return False

@@ -274,7 +274,7 @@ def test_an_smtp_sink_carries_alerts_unless_its_types_say_otherwise() -> None:
     assert isinstance(default.inner, SmtpSink)
     told = build({**SMTP, "types": ["alert.", "audit.sink"]})
     assert isinstance(told, OnlyTypes)
-    assert told.types == ("alert.", "audit.sink")
+    assert told.types == ("alert", "audit.sink")
 
 
 def test_a_webhook_with_types_carries_only_those() -> None:
@@ -300,10 +300,10 @@ def test_smtp_settings_that_cannot_work_are_refused_without_echo() -> None:
     assert "'url' has no effect" in refusal({**SMTP, "url": "http://x"})
 
 
-@pytest.mark.parametrize("entry", ["alert", "alert.raised", "alerts.", "audit.sink.", "a."])
+@pytest.mark.parametrize("entry", ["alert.raised", "alerts.", "alerts", "aler", ".", "alert.."])
 def test_types_that_match_no_event_type_are_refused(entry: str) -> None:
-    """A type that is not in the catalogue, or a prefix (ending in a dot) of none, would
-    make the sink deliver nothing, silently: the service refuses it, naming the entry."""
+    """A type that is not in the catalogue, or a prefix of none, would make the sink
+    deliver nothing, silently: the service refuses it, naming the entry."""
     from test_sink_credentials import refusal
 
     text = refusal({**SMTP, "types": ["alert.raise", entry]})
@@ -317,3 +317,27 @@ def test_types_of_the_catalogue_and_its_prefixes_are_taken() -> None:
     from kroonika.audit.sinks._filter import check_types
 
     assert check_types([*CATALOGUE, "alert.", "auth.flow.", "audit.checkpoint"])
+
+
+@pytest.mark.parametrize("spelling", ["alert", "alert."])
+def test_a_sink_prefix_means_the_same_with_or_without_its_final_dot(spelling: str) -> None:
+    """`alert` and `alert.` both take alert.raise and alert.acknowledge, a whole segment
+    at a time: never a type that only starts with the same letters (alerting.x)."""
+    inner = CapturingSink("c")
+    only = OnlyTypes(inner, [spelling])
+
+    def item(etype: str) -> Record:
+        return Record("s", 1, b'{"type":"' + etype.encode() + b'"}')
+
+    assert only.wants(item("alert.raise"))
+    assert only.wants(item("alert.acknowledge"))
+    assert not only.wants(item("alerting.x"))
+    assert not only.wants(item("audit.sink"))
+
+
+@pytest.mark.parametrize("spelling", ["audit.sink", "audit.sink."])
+def test_a_sink_type_with_a_final_dot_is_that_type(spelling: str) -> None:
+    """A whole type written with a final dot takes that type, as without it."""
+    only = OnlyTypes(CapturingSink("c"), [spelling])
+    assert only.wants(Record("s", 1, b'{"type":"audit.sink"}'))
+    assert not only.wants(Record("s", 1, b'{"type":"audit.sinking"}'))

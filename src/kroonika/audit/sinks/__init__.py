@@ -14,7 +14,7 @@ WebhookSink            JSON lines, HMAC-SHA256 signed
 SmtpSink               e-mail, one message per event (alerts)
 JetStreamSink          NATS JetStream, subject per category, ``Nats-Msg-Id`` = event id
 JsonlFileSink          JSON lines files with size/time rotation
-OnlyTypes              wraps a sink: only the events of some types (``["alert."]``)
+OnlyTypes              wraps a sink: only the events of some types (``["alert"]``)
 CapturingSink          in memory (tests)
 =====================  ==============================================================
 

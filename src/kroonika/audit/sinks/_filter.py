@@ -1,16 +1,17 @@
 """``OnlyTypes``: a sink that passes on only the events of some types (``types`` of a
-configured sink, e.g. ``["alert."]`` for a webhook that carries alerts only).
+configured sink, e.g. ``["alert"]`` for a webhook that carries alerts only).
 
 The cursor still moves over everything: what is left out is delivered to nobody through
-this sink, on purpose. A prefix ending in a dot (``alert.``) matches the types under it;
-any other entry matches one type exactly. Checkpoints are events of type
-``audit.checkpoint`` here."""
+this sink, on purpose. An entry is a type or a prefix of types, a whole dotted segment at
+a time, with or without a final dot (``alert`` and ``alert.`` take ``alert.raise``, never
+``alerting.x``), as an alert rule's ``types`` (decision 0034, 2026-11-28). Checkpoints
+are events of type ``audit.checkpoint`` here."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kroonika.audit.catalogue import CATALOGUE
+from kroonika.audit.catalogue import type_filter, type_matches
 from kroonika.audit.sinks._base import CheckpointRecord, Item, Sink, SinkError
 
 
@@ -21,22 +22,12 @@ def type_of(item: Item) -> str:
 
 
 def check_types(types: Sequence[str]) -> tuple[str, ...]:
-    """The entries, checked: non-empty, lowercase ``area.object.action`` characters, each a
-    type of the catalogue (or ``audit.checkpoint``) or a prefix of one ending in a dot."""
-    out = tuple(types)
-    if not out:
+    """The entries, checked and in one form (no final dot): non-empty, each a type of
+    the catalogue or a prefix of one (:func:`~kroonika.audit.catalogue.type_filter`)."""
+    if not types:
         raise ValueError("types must name at least one event type or prefix")
-    known = CATALOGUE.keys() | {"audit.checkpoint"}
-    for t in out:
-        if not t or not all(c.islower() or c.isdigit() or c in "._" for c in t):
-            raise ValueError("types are event types or prefixes ending in '.' (e.g. 'alert.')")
-        # An entry nothing matches would make the sink deliver nothing, without a word.
-        if t not in known and not (t.endswith(".") and any(k.startswith(t) for k in known)):
-            raise ValueError(
-                f"{t!r} is neither an event type nor a prefix of one ending in '.' "
-                "(e.g. 'alert.' or 'alert.raise')"
-            )
-    return out
+    # An entry nothing matches would make the sink deliver nothing, without a word.
+    return tuple(type_filter(t) for t in types)
 
 
 class OnlyTypes:
@@ -48,8 +39,7 @@ class OnlyTypes:
         self.types = check_types(types)
 
     def wants(self, item: Item) -> bool:
-        etype = type_of(item)
-        return any(etype.startswith(t) if t.endswith(".") else etype == t for t in self.types)
+        return type_matches(type_of(item), self.types)
 
     async def open(self) -> None:
         await self.inner.open()
