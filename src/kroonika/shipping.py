@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 
 from kroonika.audit import AuditTrail, SealedEvent
 from kroonika.audit.formats import Rfc5424Renderer
+from kroonika.audit.pipeline import TRAIL_COUNTERS
 from kroonika.audit.retention import DEFAULT_CATEGORY_DAYS, DEFAULT_TYPE_DAYS, RetentionPolicy
 from kroonika.audit.sinks import (
     CursorStore,
@@ -738,7 +739,9 @@ class LogShipping:
         for sink, n in pending:
             lines.append(f'kroonika_audit_sink_dead_letters_pending{{sink="{_label(sink)}"}} {n}')
         family("kroonika_audit_events_total", "counter", "Audit trail counters of this instance.")
-        for key, value in sorted(self.trail.counters.snapshot().items()):
+        # every known counter from the start (0), so rate() and absent() see the series
+        trail = dict.fromkeys(TRAIL_COUNTERS, 0) | self.trail.counters.snapshot()
+        for key, value in sorted(trail.items()):
             lines.append(f'kroonika_audit_events_total{{counter="{_label(key)}"}} {value}')
         return "\n".join(lines) + "\n"
 

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from kroonika.audit._counters import Counters
 from kroonika.audit._errors import AuditUnavailable, EventFiltered
@@ -42,7 +42,7 @@ from kroonika.audit.processors.enrich import Enrich, Enricher
 from kroonika.audit.processors.filter import Filter
 from kroonika.audit.processors.protect_pii import ProtectPersonalData
 from kroonika.audit.processors.pseudonymise import Pseudonymise
-from kroonika.audit.processors.redact import Redact
+from kroonika.audit.processors.redact import COUNTED_KINDS, Redact
 from kroonika.audit.processors.validate import Validate
 from kroonika.audit.signing import KeyRing
 from kroonika.audit.store._types import AuditStore, Checkpoint
@@ -52,6 +52,25 @@ log = logging.getLogger("kroonika.audit")
 Processor = Callable[[AuditEvent], AuditEvent]
 
 _VERSION = "0.1.0"
+
+
+#: Every counter the trail's :class:`Counters` may show, so metrics can give each one a
+#: sample of 0 before it first moves (Prometheus convention; decision 0034, 2026-11-28).
+#: A test checks that every ``counters.add`` of the library names one of these.
+TRAIL_COUNTERS: Final = tuple(
+    sorted(
+        {
+            "enrich.dropped_field",
+            "filter.dropped",
+            "validate.dropped_field",
+            "validate.dropped_personal",
+            "writer.failed_events",
+            "writer.listener_errors",
+            "writer.rejected_events",
+            *(f"redact.{kind}" for kind in COUNTED_KINDS),
+        }
+    )
+)
 
 
 class Pipeline:

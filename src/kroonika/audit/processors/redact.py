@@ -100,6 +100,8 @@ _SECRET_SHAPES: Final = re.compile(
     # padding); Redact decides whether there is a random secret in it.
     r"|[A-Za-z0-9+/_-](?<![A-Za-z0-9+/_-].)[A-Za-z0-9+/_-]{31,}={0,2}(?P<secret>)"
 )
+#: The kinds counted as ``redact.<kind>``: every shape but a digest, which is left as it is.
+COUNTED_KINDS: Final = tuple(k for k in _SECRET_SHAPES.groupindex if k != "digest")
 _MIN_LEN: Final = 11  # the shortest shape worth finding: a bare personal code
 # What every shape above needs, cheap to look for: "eyJ" (JWT), five dashes (PEM),
 # whitespace or U+FFFD after bearer/basic, "=" or ":" (assignments, URL credentials),
