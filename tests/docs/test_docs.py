@@ -186,6 +186,49 @@ def test_every_documented_route_exists(routes: set[tuple[str, str]]) -> None:
     assert missing == []
 
 
+def _rate_limit_table() -> list[tuple[str, str, str]]:
+    """(name, counts, default) of each row of the operator guide's *Rate limits* table."""
+    section = _text("docs/operator-guide.md").split("\n## Rate limits\n", 1)[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `([a-z_]+:[a-z]+)` \| (.*) \| `([^`]+)` \|$", section, re.M)
+    assert len(rows) > 5
+    return rows
+
+
+def _served(path: str, routes: set[tuple[str, str]]) -> bool:
+    """A route is ``path`` or under it."""
+    return any(p == path or p.startswith(path + "/") for _, p in routes)
+
+
+def test_the_rate_limit_table_names_the_limits_the_service_counts() -> None:
+    """Each limit of the table is one the service counts, with its default, and none is
+    left out (a name that is not counted refuses to start the service)."""
+    from kroonika.ratelimit import DEFAULT_LIMITS
+
+    table = {name: default for name, _, default in _rate_limit_table()}
+    assert table == {f"{g.value}:{k.value}": v for (g, k), v in DEFAULT_LIMITS.items()}
+
+
+def test_every_route_of_the_rate_limit_table_is_served_and_counted_there(
+    routes: set[tuple[str, str]],
+) -> None:
+    """A path in the table is a route of the service (or has routes under it) and is
+    counted in the row's group; every path the limiter classifies is in the table and
+    served, so neither lists a route that does not exist (`/oauth/token`, `/api/admin`)."""
+    from kroonika.ratelimit import DEFAULT_ROUTES, RouteGroup
+    from kroonika.ratelimit._middleware import classify
+
+    named: set[str] = set()
+    for name, counts, _ in _rate_limit_table():
+        for path in re.findall(r"`(/[\w/.-]*)`", counts):
+            named.add(path)
+            assert _served(path, routes), f"{name}: {path} is not served"
+            assert classify(path, DEFAULT_ROUTES) is RouteGroup(name.split(":")[0]), path
+    assert len(named) > 8
+    prefixes = {prefix for prefix, _ in DEFAULT_ROUTES}
+    assert sorted(p for p in prefixes if not _served(p, routes)) == []
+    assert prefixes - named == set()
+
+
 # --- event types ------------------------------------------------------------------------
 
 #: Backticked names that look like event types but are not: the auditor guide's example of

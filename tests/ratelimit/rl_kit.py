@@ -77,7 +77,7 @@ def make_app(limiter: RateLimiter, trail: AuditTrail) -> FastAPI:
     async def login_start() -> dict[str, str]:
         return {"ok": "login"}
 
-    @app.post("/oauth/token")
+    @app.post("/tokens")
     async def token(request: Request) -> dict[str, str]:
         client = request.headers.get("x-client", "unknown")
         await limiter.hit(

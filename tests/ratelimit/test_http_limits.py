@@ -62,8 +62,8 @@ def test_client_limit_raised_by_a_route(tmp_path: Path) -> None:
     trail = make_trail(tmp_path, recorded)
     rl = RateLimiter(RateLimitPolicy.build({"token_mint:client": "2/minute"}), emit=trail.emit)
     with serve(make_app(rl, trail)) as base, httpx.Client(base_url=base) as http:
-        a = [http.post("/oauth/token", headers={"x-client": "svc-a"}).status_code for _ in range(3)]
-        b = http.post("/oauth/token", headers={"x-client": "svc-b"}).status_code
+        a = [http.post("/tokens", headers={"x-client": "svc-a"}).status_code for _ in range(3)]
+        b = http.post("/tokens", headers={"x-client": "svc-b"}).status_code
     assert a == [200, 200, 429]
     assert b == 200
     (event,) = recorded.of_type("security.rate_limit")

@@ -199,7 +199,8 @@ def test_off_removes_a_limit_and_settings_build_a_limiter() -> None:
 def test_routes_are_classified_by_prefix() -> None:
     """Paths map to route groups by prefix; unrelated paths are not limited."""
     assert classify("/auth/login", DEFAULT_ROUTES) is RouteGroup.LOGIN_START
-    assert classify("/api/admin/tokens/x", DEFAULT_ROUTES) is RouteGroup.ADMIN
+    assert classify("/admin/tokens/x", DEFAULT_ROUTES) is RouteGroup.ADMIN
+    assert classify("/oauth/token", DEFAULT_ROUTES) is None  # no such route
     assert classify("/auth/loginx", DEFAULT_ROUTES) is None
     assert classify("/static/app.css", DEFAULT_ROUTES) is None
 
