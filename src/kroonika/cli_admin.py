@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kroonika.cli_privacy import CodeFileOpt, code_argument, no_code_argument
+from kroonika.cli_privacy import CodeFileOpt, code_argument
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -41,8 +41,8 @@ def _fail(message: str) -> typer.Exit:
 CodeArg = Annotated[
     str | None,
     typer.Argument(
-        help="- to read the personal code from standard input (asked for without echo on "
-        "a terminal); the code itself here is refused: seen in ps, kept in shell history"
+        help="- to read the personal code from standard input; the code itself here is "
+        "deprecated (seen in ps, kept in shell history) and refused in production"
     ),
 ]
 
@@ -76,7 +76,6 @@ def add(
     from kroonika.auditing import build_audit
     from kroonika.settings import SettingsError, load_settings
 
-    no_code_argument(personal_code)
     try:
         (parsed,) = parse_roles([role])
     except ValueError as exc:
@@ -86,7 +85,7 @@ def add(
     except (SettingsError, ValueError) as exc:
         raise _fail(f"the audit trail cannot be opened: {exc}") from None
     try:
-        subject = checked_subject(code_argument(personal_code, personal_code_file))
+        subject = checked_subject(code_argument(settings, personal_code, personal_code_file))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:  # the same rule as the API's: recorded as plain text, never CR or terminal codes
@@ -169,9 +168,10 @@ def show(
 ) -> None:
     """The pseudonym and roles (comma-separated, empty if none) of the person named."""
     from kroonika.admin._roles import checked_subject
+    from kroonika.cli import _settings
 
     try:
-        subject = checked_subject(code_argument(personal_code, personal_code_file))
+        subject = checked_subject(code_argument(_settings(), personal_code, personal_code_file))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     pseudonymise = _pseudonymise()

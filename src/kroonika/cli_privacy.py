@@ -17,7 +17,7 @@ import contextlib
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -83,9 +83,8 @@ def erase_cmd(
         str | None,
         typer.Option(
             "--personal-code",
-            hidden=True,
-            help="Refused: a code on the command line is seen in ps and kept in shell "
-            "history; use --personal-code-file (- for standard input)",
+            help="Deprecated, refused in production: the person's personal code, seen in "
+            "ps and kept in shell history; use --personal-code-file (- for standard input)",
         ),
     ] = None,
     personal_code_file: CodeFileOpt = None,
@@ -104,7 +103,7 @@ def erase_cmd(
     from kroonika.cli import _OPEN_ERRORS, _access_trail, _fail, _open_error, _settings
 
     if personal_code is not None:
-        _code_on_argv()
+        _code_on_argv(_settings())
     why = _justification(justification)
     if personal_code_file is not None:
         if personal_code is not None or pseudonym is not None:
@@ -160,32 +159,32 @@ def erase_cmd(
         typer.echo(f"also under {other}")
 
 
-def _code_on_argv(given_as: str = "--personal-code") -> NoReturn:
+def _code_on_argv(settings: Settings, given_as: str = "--personal-code") -> None:
     """A personal code given as an argument (``given_as``) is where every user of the
-    host sees it (``ps``) and the shell keeps it (history): refused (exit 2) in every
-    mode, before anything is opened, naming the forms to use and never the code
-    (decision 0034, 2026-11-28; in development it was a warning until then)."""
+    host sees it (``ps``) and the shell keeps it (history): refused in production, a
+    warning elsewhere. Neither repeats the code (decision 0034)."""
     from kroonika.cli import _fail
 
-    raise _fail(
-        f"{given_as} is refused: a code on the command line is seen in ps and kept in "
-        "shell history; give it on standard input (--personal-code-file -, asked for "
-        "without echo on a terminal) or in a file (--personal-code-file PATH)"
+    instead = (
+        "give it on standard input (--personal-code-file -) or in a file "
+        "(--personal-code-file PATH)"
+    )
+    if settings.production:
+        raise _fail(
+            f"{given_as} is refused in production (KROONIKA_ENV=production): a code on "
+            f"the command line is seen in ps and kept in shell history; {instead}"
+        )
+    typer.echo(
+        f"warning: {given_as} is deprecated: a code on the command line is seen in ps "
+        f"and kept in shell history; {instead}",
+        err=True,
     )
 
 
-def no_code_argument(personal_code: str | None) -> None:
-    """Refuse a PERSONAL_CODE argument that is not ``-``: a command calls this first, so
-    the refusal comes whatever else is wrong with its command line."""
-    if personal_code not in (None, "-"):
-        _code_on_argv("PERSONAL_CODE as an argument")
-
-
-def code_argument(personal_code: str | None, code_file: str | None) -> str:
+def code_argument(settings: Settings, personal_code: str | None, code_file: str | None) -> str:
     """The personal code of a command that names one person: ``--personal-code-file``
-    (a file, or ``-``: standard input), or the argument ``-`` (standard input too). The
-    code itself as the argument is refused (:func:`no_code_argument`)."""
-    no_code_argument(personal_code)
+    (a file, or ``-``: standard input), or the argument ``-`` (standard input too), or,
+    deprecated and refused in production, the code itself as the argument."""
     if code_file is not None:
         if personal_code is not None:
             raise typer.BadParameter("give PERSONAL_CODE or --personal-code-file, not both")
@@ -194,7 +193,10 @@ def code_argument(personal_code: str | None, code_file: str | None) -> str:
         raise typer.BadParameter(
             "name the person: --personal-code-file PATH, or - to read standard input"
         )
-    return _read_personal_code("-")
+    if personal_code == "-":
+        return _read_personal_code("-")
+    _code_on_argv(settings, "PERSONAL_CODE as an argument")
+    return personal_code
 
 
 class _SyncEmitter:

@@ -131,9 +131,7 @@ def test_erasure_shreds_the_person_and_the_trail_still_verifies(
     engine.dispose()
     assert wrapped
 
-    done = runner.invoke(
-        app, ["audit", "erase", "--personal-code-file", "-", "-j", WHY], input=CODE + "\n"
-    )
+    done = runner.invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
     assert done.exit_code == 0, done.output
     assert person["pseudonym"] in done.output
     assert "keys=1 profiles=1 sessions=1" in done.output
@@ -203,9 +201,7 @@ def test_nothing_is_erased_or_revealed_when_the_trail_refuses(
 
     monkeypatch.setattr(AuditTrail, "emit_sync", refuse)
     runner = CliRunner()
-    done = runner.invoke(
-        app, ["audit", "erase", "--personal-code-file", "-", "-j", WHY], input=CODE + "\n"
-    )
+    done = runner.invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
     assert done.exit_code == 2
     assert "nothing erased" in done.output
     shown = runner.invoke(
@@ -224,9 +220,7 @@ def test_nothing_is_erased_or_revealed_when_the_trail_refuses(
 @pytest.mark.parametrize("args", [["-j", ""], ["-j", "short"], []])
 def test_a_justification_is_required(var: Path, person: dict[str, Any], args: list[str]) -> None:
     """No, an empty or a too short justification is a usage error and erases nothing."""
-    done = CliRunner().invoke(
-        app, ["audit", "erase", "--personal-code-file", "-", *args], input=CODE + "\n"
-    )
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, *args])
     assert done.exit_code == 2
     assert "justification" in done.output.lower()
     assert recorded(var, "audit.erasure") == []
@@ -234,9 +228,7 @@ def test_a_justification_is_required(var: Path, person: dict[str, Any], args: li
 
 def test_an_unknown_person_is_answered_and_recorded(var: Path, person: dict[str, Any]) -> None:
     """Erasing someone with nothing stored says so (not an error) and is still recorded."""
-    done = CliRunner().invoke(
-        app, ["audit", "erase", "--personal-code-file", "-", "-j", WHY], input="49002124277\n"
-    )
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", "49002124277", "-j", WHY])
     assert done.exit_code == 0, done.output
     assert "nothing found" in done.output
     assert "49002124277" not in done.output
@@ -249,9 +241,7 @@ def test_an_active_session_is_ended_recorded_and_deleted(var: Path, person: dict
     """The other person is logged in: their session is ended (session.terminate, reason
     erasure, under their pseudonym), then deleted; the answer counts it."""
     other = "60001017716"
-    done = CliRunner().invoke(
-        app, ["audit", "erase", "--personal-code-file", "-", "-j", WHY], input=other + "\n"
-    )
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", other, "-j", WHY])
     assert done.exit_code == 0, done.output
     assert "sessions_ended=1" in done.output
     assert "sessions_active=0" in done.output
@@ -275,10 +265,10 @@ def test_a_refused_ending_is_undone_and_can_be_run_again(
             raise AuditUnavailable("store down")
         return real(self, event)
 
-    args = ["audit", "erase", "--personal-code-file", "-", "-j", WHY]
+    args = ["audit", "erase", "--personal-code", "60001017716", "-j", WHY]
     with monkeypatch.context() as patched:  # the var fixture's settings stay
         patched.setattr(AuditTrail, "emit_sync", refuse)
-        done = CliRunner().invoke(app, args, input="60001017716\n")
+        done = CliRunner().invoke(app, args)
     assert done.exit_code == 2
     assert "run it again" in done.output
     url = Settings(var_dir=var).resolved_database_url()
@@ -291,7 +281,7 @@ def test_a_refused_ending_is_undone_and_can_be_run_again(
     assert (row.ended_at, row.end_reason) == (None, None)
     outcomes = [(e["outcome"], e.get("reason")) for e in recorded(var, "audit.erasure")]
     assert outcomes == [("success", None), ("failure", "incomplete")]
-    again = CliRunner().invoke(app, args, input="60001017716\n")
+    again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "sessions_ended=1" in again.output
     assert _count(url, session) == 1
@@ -307,9 +297,7 @@ def test_an_administrator_is_refused(var: Path, person: dict[str, Any]) -> None:
         RoleStore(engine, clock=lambda: 1.0).grant(CODE, "auditor", by="test")
     finally:
         engine.dispose()
-    done = CliRunner().invoke(
-        app, ["audit", "erase", "--personal-code-file", "-", "-j", WHY], input=CODE + "\n"
-    )
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
     assert done.exit_code == 2
     assert "administrator role" in done.output
     assert CODE not in done.output
@@ -327,17 +315,17 @@ def test_erasure_by_pseudonym_finds_the_session(var: Path, person: dict[str, Any
 
 
 @pytest.mark.parametrize(
-    ("args", "code"),
+    "args",
     [
-        ([], ""),
-        (["--personal-code-file", "-", "--pseudonym", "p1:" + "A" * 24], CODE),
-        (["--pseudonym", "not a pseudonym"], ""),
-        (["--personal-code-file", "-"], "\x1b[2J"),
+        [],
+        ["--personal-code", CODE, "--pseudonym", "p1:" + "A" * 24],
+        ["--pseudonym", "not a pseudonym"],
+        ["--personal-code", "\x1b[2J"],
     ],
 )
-def test_a_person_named_badly_is_a_usage_error(var: Path, args: list[str], code: str) -> None:
+def test_a_person_named_badly_is_a_usage_error(var: Path, args: list[str]) -> None:
     """Nobody, two names or a malformed one: exit 2, nothing recorded, no escape echoed."""
-    done = CliRunner().invoke(app, ["audit", "erase", *args, "-j", WHY], input=code + "\n")
+    done = CliRunner().invoke(app, ["audit", "erase", *args, "-j", WHY])
     assert done.exit_code == 2
     assert "\x1b" not in done.output
     assert not (var / "audit.db").exists() or recorded(var, "audit.erasure") == []
@@ -369,9 +357,7 @@ def test_erasure_finds_the_person_under_a_retired_pseudonym_key(
     """Events made before a pseudonymisation key rotation carry the old pseudonym: with the
     retired key in KROONIKA_PSEUDONYM_PREVIOUS_KEYS the erasure deletes their keys too."""
     pseudonyms = _rotated(var, monkeypatch)
-    done = CliRunner().invoke(
-        app, ["audit", "erase", "--personal-code-file", "-", "-j", WHY], input=CODE + "\n"
-    )
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
     assert done.exit_code == 0, done.output
     assert "keys=2" in done.output
     assert pseudonyms[1] in done.output
@@ -400,9 +386,7 @@ def test_a_cli_erasure_forgets_the_person_in_the_shared_detector_windows(
             windows.remember(kind, key, obs, 1_779_999_000.0, 256)  # type: ignore[arg-type]
         assert windows.claim(("brute_force", "person", pseudonym), obs.at, 120, 600)
 
-        done = CliRunner().invoke(
-            app, ["audit", "erase", "--personal-code-file", "-", "-j", WHY], input=CODE + "\n"
-        )
+        done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
         assert done.exit_code == 0, done.output
 
         again = windows.remember("person", pseudonym, obs, 1_779_999_000.0, 256)
@@ -454,9 +438,7 @@ def test_erasure_reaches_the_steps_of_the_persons_logins_under_every_pseudonym_k
     url = Settings().resolved_audit_store_url()
     flows = {flow_subject("flow-p0"), flow_subject("flow-p1"), flow_subject("flow-stranger")}
     assert flows <= _key_subjects(url)
-    done = CliRunner().invoke(
-        app, ["audit", "erase", "--personal-code-file", "-", "-j", WHY], input=CODE + "\n"
-    )
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
     assert done.exit_code == 0, done.output
     assert "flow_keys=2" in done.output
     (erasure,) = recorded(var, "audit.erasure")
@@ -617,7 +599,7 @@ def test_an_erasure_reads_the_personal_code_from_standard_input(
     var: Path, person: dict[str, Any]
 ) -> None:
     """``erase --personal-code-file -`` takes the code from standard input, off argv,
-    with no warning."""
+    with no deprecation warning."""
     done = CliRunner().invoke(
         app, ["audit", "erase", "-j", WHY, "--personal-code-file", "-"], input=CODE + "\n"
     )
@@ -633,24 +615,35 @@ def test_an_erasure_reads_the_personal_code_from_standard_input(
     assert both.exit_code == 2
 
 
-@pytest.mark.parametrize("env", ["development", "production"])
-@pytest.mark.parametrize("justification", [WHY, "short"])
-def test_the_personal_code_option_is_refused_in_every_mode(
-    var: Path,
-    person: dict[str, Any],
-    monkeypatch: pytest.MonkeyPatch,
-    env: str,
-    justification: str,
+def test_the_personal_code_option_still_erases_and_says_it_is_deprecated(
+    var: Path, person: dict[str, Any]
 ) -> None:
-    """``--personal-code`` on the command line is exit 2 before anything is opened,
-    in development as in production (decision 0034, 2026-11-28): one line saying why
-    and what to use, no code, nothing erased or recorded."""
-    monkeypatch.setenv("KROONIKA_ENV", env)
+    """``--personal-code`` keeps working for scripts in development, with a warning on
+    standard error that points at the standard input and file forms and does not repeat
+    the code; what is done is as before."""
+    done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", WHY])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith(f"erased {person['pseudonym']}: keys=1")
+    assert "--personal-code is deprecated" in done.stderr
+    assert "--personal-code-file -" in done.stderr
+    assert CODE not in done.output
+    (erasure,) = recorded(var, "audit.erasure")
+    assert erasure["details"]["by"] == "personal_code"
+
+
+@pytest.mark.parametrize("justification", [WHY, "short"])
+def test_the_personal_code_option_is_refused_in_production(
+    var: Path, person: dict[str, Any], monkeypatch: pytest.MonkeyPatch, justification: str
+) -> None:
+    """With ``KROONIKA_ENV=production`` a code on the command line is exit 2 before
+    anything is opened: one line saying why and what to use, no code, nothing erased or
+    recorded."""
+    monkeypatch.setenv("KROONIKA_ENV", "production")
     done = CliRunner().invoke(app, ["audit", "erase", "--personal-code", CODE, "-j", justification])
     assert done.exit_code == 2, done.output
     assert done.stdout == ""
-    assert "--personal-code is refused" in done.stderr
-    assert "--personal-code-file -" in done.stderr
+    assert "--personal-code is refused in production" in done.stderr
+    assert "--personal-code-file" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert CODE not in done.output
     assert recorded(var, "audit.erasure") == []
