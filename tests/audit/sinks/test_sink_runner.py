@@ -215,7 +215,12 @@ async def test_lag_metrics_count_what_is_not_delivered_yet(kit: Kit) -> None:
     sink.fail_times = -1  # fail forever
     runner = SinkRunner(kit.store, [sink], retry=FAST)
     task = asyncio.create_task(runner.run_once(sink, refresh_streams=True))
-    await asyncio.sleep(0.05)
+    # the runner measures the lag once it has read the stream: wait for that (on a
+    # loaded machine a fixed sleep was sometimes too short), then for it to stay put
+    for _ in range(1000):
+        if "web-1" in runner.metrics()["lag"]["lag_events"]:
+            break
+        await asyncio.sleep(0.01)
     assert runner.metrics()["lag"]["lag_events"]["web-1"] == kit.trail.size
     sink.fail_times = 0
     await task
