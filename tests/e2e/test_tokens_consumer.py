@@ -427,9 +427,9 @@ def test_a_token_for_service_a_fails_at_service_b(stack: Stack) -> None:
 @pytest.mark.parametrize("path", ["/introspect", "/revoke"])
 def test_failed_client_authentication_is_an_rfc6749_401(stack: Stack, path: str) -> None:
     """RFC 6749 section 5.2 and RFC 9110 section 15.5.2: no credentials, a wrong Basic
-    secret, a wrong ``client_secret_post`` secret and two methods at once are each 401
-    ``invalid_client`` with a ``WWW-Authenticate`` challenge, JSON with exactly
-    ``error`` and ``error_description``, and an audited refusal."""
+    secret and a wrong ``client_secret_post`` secret are each 401 ``invalid_client``
+    with a ``WWW-Authenticate`` challenge, JSON with exactly ``error`` and
+    ``error_description``, and an audited refusal."""
     c = _register(stack, "bad-auth")
     token = _mint(stack, c)
     cid = c.client.client_id
@@ -438,7 +438,6 @@ def test_failed_client_authentication_is_an_rfc6749_401(stack: Stack, path: str)
         "none": ({"token": token}, {}),
         "basic": ({"token": token}, {"authorization": "Basic " + wrong}),
         "post": ({"token": token, "client_id": cid, "client_secret": "wrong"}, {}),
-        "both": ({"token": token, "client_id": cid, "client_secret": c.secret}, basic_auth(c)),
     }
     etype = "token.introspect" if path == "/introspect" else "token.revoke"
     for name, (form, headers) in attempts.items():
@@ -457,6 +456,72 @@ def test_failed_client_authentication_is_an_rfc6749_401(stack: Stack, path: str)
         data={"token": token, "client_id": cid, "client_secret": c.secret},
     )
     assert good.status_code == 200
+
+
+# Every route that authenticates a client, its body kind and the event it leaves.
+CLIENT_AUTH_ROUTES = {
+    "/introspect": ("form", "token.introspect"),
+    "/revoke": ("form", "token.revoke"),
+    "/tokens": ("json", "token.issue"),
+    "/tokens/validate": ("json", "token.validate"),
+    "/tokens/extend": ("json", "token.extend"),
+    "/tokens/bulk/validate": ("json", "token.validate"),
+    "/tokens/bulk/revoke": ("json", "token.revoke"),
+    "/tokens/bulk/issue": ("json", "token.issue"),
+}
+
+
+def _body_for(path: str, token: str, subject: str) -> dict[str, Any]:
+    """A body the route would accept from its client."""
+    if path == "/tokens":
+        return {"subject": subject}
+    if path == "/tokens/bulk/issue":
+        return {"items": [{"subject": subject}]}
+    if path == "/tokens/bulk/validate":
+        return {"tokens": [token]}
+    if path == "/tokens/bulk/revoke":
+        jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+        return {"items": [{"jti": jti}]}
+    return {"token": token}
+
+
+@pytest.mark.parametrize("path", sorted(CLIENT_AUTH_ROUTES))
+@pytest.mark.parametrize("extra", ["same_id", "other_id", "secret", "id_and_secret"])
+def test_basic_and_credentials_in_the_body_are_refused(stack: Stack, path: str, extra: str) -> None:
+    """RFC 6749 section 2.3: a client MUST NOT use more than one authentication method
+    per request. HTTP Basic plus ``client_id`` and/or ``client_secret`` in the body
+    (the form, or the JSON object of the JSON routes) is 400 ``invalid_request`` in the
+    section 5.2 shape, whether the ids agree or not; the request does nothing and its
+    refusal is audited under the claimed client."""
+    c = _register(stack, "two-methods")
+    other = _register(stack, "two-methods-other")
+    subject = "two-methods-" + secrets.token_hex(4)  # under the per-person mint limit
+    token = _mint(stack, c, subject=subject)
+    cid = c.client.client_id
+    fields = {
+        "same_id": {"client_id": cid},
+        "other_id": {"client_id": other.client.client_id},
+        "secret": {"client_secret": c.secret},
+        "id_and_secret": {"client_id": cid, "client_secret": c.secret},
+    }[extra]
+    kind, etype = CLIENT_AUTH_ROUTES[path]
+    body = {**_body_for(path, token, subject), **fields}
+    if kind == "form":
+        r = httpx.post(stack.service + path, data=body, headers=basic_auth(c))
+    else:
+        r = httpx.post(stack.service + path, json=body, headers=basic_auth(c))
+    assert r.status_code == 400, r.text
+    assert r.json() == {
+        "error": "invalid_request",
+        "error_description": "more than one client authentication method",
+    }
+    assert "www-authenticate" not in r.headers
+    assert r.headers["cache-control"] == "no-store"
+    ev = _event(stack, r, etype)
+    assert (ev["outcome"], ev["reason"]) == ("failure", "multiple_auth_methods")
+    assert ev["actor"]["client_id"] == cid
+    assert _introspect(stack, c, token).json()["active"] is True  # nothing was done
+    assert [e["type"] for e in stack.events(correlation=r.headers["x-request-id"])] == [etype]
 
 
 @pytest.mark.parametrize("hint", [None, "access_token", "refresh_token"])

@@ -3,7 +3,8 @@
     TokenError
     ├── KeyRingError            no usable signing key, a key that cannot be decrypted
     ├── ClientError             client registry (unknown client, bad registration)
-    │   └── InvalidClient       client authentication failed (RFC 6749 ``invalid_client``, 401)
+    │   ├── InvalidClient       client authentication failed (RFC 6749 ``invalid_client``, 401)
+    │   └── MultipleAuthMethods two client authentication methods in one request (400)
     ├── MintRefused             a mint request broke the policy (``reason`` is the code)
     ├── NotPermitted            the caller may not act on this token (``unauthorized_client``)
     ├── ExtendConflict          another extension (or a revocation) won the race
@@ -48,6 +49,19 @@ class InvalidClient(ClientError):
 
     error = "invalid_client"
     status = 401
+
+
+class MultipleAuthMethods(ClientError):
+    """RFC 6749 section 2.3: "The client MUST NOT use more than one authentication method
+    in each request". HTTP Basic plus ``client_id`` or ``client_secret`` in the body is
+    a malformed request (``invalid_request``, 400), refused before any secret is
+    checked: which of the two identities was meant is not guessed, even when they agree."""
+
+    reason = "multiple_auth_methods"
+
+    def __init__(self, claimed: str) -> None:
+        super().__init__("more than one client authentication method")
+        self.claimed = claimed  # the id in the Basic credentials, never authenticated
 
 
 class MintRefused(TokenError):

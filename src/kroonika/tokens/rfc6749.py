@@ -3,8 +3,11 @@
 - Section 2.3.1: the client authenticates with HTTP Basic (``client_secret_basic``),
   its id and secret each ``application/x-www-form-urlencoded`` before joining them
   with ``:``, or with ``client_id``/``client_secret`` in the form body
-  (``client_secret_post``). Using both at once is refused (section 2.3: "MUST NOT
-  use more than one authentication method in each request").
+  (``client_secret_post``). Section 2.3: a client "MUST NOT use more than one
+  authentication method in each request": Basic together with a ``client_id`` or a
+  ``client_secret`` in the body (the form here, the JSON object on the JSON routes)
+  is refused as ``invalid_request`` (400), before any secret is checked and whether
+  or not the two ids agree (:class:`MultipleAuthMethods`).
 - Section 5.2: error responses are JSON ``{"error": ..., "error_description": ...}``;
   ``invalid_client`` is answered with 401 and a ``WWW-Authenticate`` header, also
   when the client tried ``client_secret_post``: section 5.2 lets any failed client
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from kroonika.audit import Actor, ActorType
-from kroonika.tokens._errors import InvalidClient, TokenError
+from kroonika.tokens._errors import InvalidClient, MultipleAuthMethods, TokenError
 
 if TYPE_CHECKING:
     from kroonika.tokens._clients import Client, ClientRegistry
@@ -49,8 +52,10 @@ class WireResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def credentials(authorization: str | None, form: Mapping[str, str]) -> Credentials:
-    """The client's credentials from the request, or :class:`InvalidClient`."""
+def credentials(authorization: str | None, form: Mapping[str, Any]) -> Credentials:
+    """The client's credentials from the request: :class:`InvalidClient` when there are
+    none or they are malformed, :class:`MultipleAuthMethods` when Basic comes with
+    ``client_id`` or ``client_secret`` in ``form`` (the body's fields)."""
     basic = None
     if authorization:
         scheme, _, value = authorization.partition(" ")
@@ -65,10 +70,10 @@ def credentials(authorization: str | None, form: Mapping[str, str]) -> Credentia
             basic = Credentials(unquote_plus(cid), unquote_plus(secret), "client_secret_basic")
     post_id, post_secret = form.get("client_id"), form.get("client_secret")
     if basic is not None:
-        if post_secret is not None:
-            raise InvalidClient("more than one client authentication method")
+        if post_id is not None or post_secret is not None:
+            raise MultipleAuthMethods(basic.client_id[:64])
         return basic
-    if post_id and post_secret:
+    if isinstance(post_id, str) and isinstance(post_secret, str) and post_id and post_secret:
         return Credentials(post_id, post_secret, "client_secret_post")
     raise InvalidClient("client authentication required")
 
@@ -87,16 +92,24 @@ async def authenticate_client(
     registry: ClientRegistry,
     form: Mapping[str, str],
     authorization: str | None,
-    on_refused: Callable[[Actor], Awaitable[None]],
+    on_refused: Callable[[Actor, str], Awaitable[None]],
 ) -> Client | WireResponse:
     """Client authentication for the token endpoints (RFC 6749 section 2.3.1): the
-    client, or the ``invalid_client`` answer after ``on_refused`` has recorded the
-    refusal (with the claimed client id, never the secret)."""
+    client, or the refusal (``invalid_client``, or ``invalid_request`` for two methods
+    at once) after ``on_refused`` has recorded it with its reason and the claimed
+    client id (never the secret)."""
     claimed: str | None = None
     try:
         creds = credentials(authorization, form)
         claimed = creds.client_id[:64]
         return await asyncio.to_thread(registry.authenticate, creds.client_id, creds.secret)
-    except InvalidClient as exc:
-        await on_refused(Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor())
+    except MultipleAuthMethods as exc:
+        await on_refused(_claimed(exc.claimed), exc.reason)
         return error_response(exc)
+    except InvalidClient as exc:
+        await on_refused(_claimed(claimed), "invalid_client")
+        return error_response(exc)
+
+
+def _claimed(client_id: str | None) -> Actor:
+    return Actor(ActorType.CLIENT, client_id=client_id) if client_id else Actor()

@@ -45,7 +45,7 @@ async def respond(
     """Authenticate the caller, then revoke (section 2). ``form`` is ``None`` when the
     body was not ``application/x-www-form-urlencoded``. Every refusal is audited."""
 
-    async def refused(actor: Actor, reason: str = "invalid_client") -> None:
+    async def refused(actor: Actor, reason: str, *, authenticated: bool = False) -> None:
         event = events.token_revoke(
             outcome=Outcome.FAILURE,
             reason=reason,
@@ -54,7 +54,7 @@ async def respond(
             correlation=ctx.correlation(),
             count=0,
         )
-        if reason != "invalid_client" and actor.client_id:
+        if authenticated and actor.client_id:
             event.details["client"] = actor.client_id
         await service.trail.emit(event)
 
@@ -65,11 +65,11 @@ async def respond(
         await admit(client)
     caller = Actor(ActorType.CLIENT, client_id=client.client_id)
     if form is None:
-        await refused(caller, "invalid_request")
+        await refused(caller, "invalid_request", authenticated=True)
         return error_response(TokenError(FORM_REQUIRED))
     token = form.get("token")
     if not token:
-        await refused(caller, "invalid_request")
+        await refused(caller, "invalid_request", authenticated=True)
         return error_response(TokenError("the token parameter is required"))
     try:
         await service.revoke(token, caller=client, why="client_request", ctx=ctx)

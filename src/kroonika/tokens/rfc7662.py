@@ -49,7 +49,7 @@ async def respond(
     """Authenticate the caller, then introspect (section 2). ``form`` is ``None`` when
     the body was not ``application/x-www-form-urlencoded``."""
 
-    async def refused(actor: Actor, reason: str = "invalid_client") -> None:
+    async def refused(actor: Actor, reason: str, *, authenticated: bool = False) -> None:
         event = events.token_introspect(
             outcome=Outcome.FAILURE,
             reason=reason,
@@ -58,7 +58,7 @@ async def respond(
             correlation=ctx.correlation(),
             active=False,
         )
-        if reason != "invalid_client" and actor.client_id:
+        if authenticated and actor.client_id:
             event.details["client"] = actor.client_id
         await service.trail.emit(event)
 
@@ -69,11 +69,11 @@ async def respond(
         await admit(client)
     caller = Actor(ActorType.CLIENT, client_id=client.client_id)
     if form is None:
-        await refused(caller, "invalid_request")
+        await refused(caller, "invalid_request", authenticated=True)
         return error_response(TokenError(FORM_REQUIRED))
     token = form.get("token")
     if not token:
-        await refused(caller, "invalid_request")
+        await refused(caller, "invalid_request", authenticated=True)
         return error_response(TokenError("the token parameter is required"))
     body = await service.introspect(token, caller=client, ctx=ctx)
     return WireResponse(200, body, dict(NO_STORE))

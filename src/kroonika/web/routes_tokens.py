@@ -27,6 +27,7 @@ from kroonika.tara import VerifiedIdToken
 from kroonika.tokens import (
     Client,
     InvalidClient,
+    MultipleAuthMethods,
     RequestContext,
     TokenComponents,
     TokenError,
@@ -161,27 +162,56 @@ async def _authentication_failed(request: Request) -> None:
         await limiter.count_failure(RouteGroup.CLIENT_AUTH, ip=_ctx(request).ip)
 
 
+async def _body_fields(request: Request) -> dict[str, Any]:
+    """The body's top-level fields (a form's, or a JSON object's members) for the
+    RFC 6749 section 2.3 check that Basic comes alone; ``{}`` for any other body (the
+    route refuses a body it cannot read once it knows, and has audited, who asked)."""
+    media_type = _media_type(request)
+    if media_type == "application/x-www-form-urlencoded":
+        return dict(await _form(request) or {})
+    if not _JSON_TYPE.fullmatch(media_type):
+        return {}
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 async def _client(request: Request, failed: AuditEvent) -> Client:
-    """The authenticated client (HTTP Basic); a failure is counted against the source
-    address and audited with ``failed``."""
+    """The authenticated client (HTTP Basic, alone: a ``client_id`` or ``client_secret``
+    in the body too is ``MultipleAuthMethods``); a failed authentication is counted
+    against the source address, and every refusal audited with ``failed``."""
     comps = _comps(request)
     claimed: str | None = None
     await _admit_source(request)
     try:
-        creds = credentials(request.headers.get("authorization"), {})
+        creds = credentials(request.headers.get("authorization"), await _body_fields(request))
         claimed = creds.client_id[:64]
         return await asyncio.to_thread(comps.clients.authenticate, creds.client_id, creds.secret)
+    except MultipleAuthMethods as exc:
+        failed.reason = exc.reason
+        await _client_refused(request, failed, exc, exc.claimed)
+        raise
     except InvalidClient as exc:
         await _authentication_failed(request)
-        ctx = _ctx(request)
-        failed.outcome = Outcome.FAILURE
         failed.reason = "invalid_client"
-        failed.actor = Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor()
-        failed.source = ctx.source()
-        failed.correlation = ctx.correlation()
-        await comps.service.trail.emit(failed)
-        exc.audited = True
+        await _client_refused(request, failed, exc, claimed)
         raise
+
+
+async def _client_refused(
+    request: Request, failed: AuditEvent, exc: TokenError, claimed: str | None
+) -> None:
+    """Audit a refused client authentication (``failed`` has its reason) under the
+    client id the caller claimed, if any."""
+    ctx = _ctx(request)
+    failed.outcome = Outcome.FAILURE
+    failed.actor = Actor(ActorType.CLIENT, client_id=claimed) if claimed else Actor()
+    failed.source = ctx.source()
+    failed.correlation = ctx.correlation()
+    await _comps(request).service.trail.emit(failed)
+    exc.audited = True
 
 
 async def _refused(
