@@ -152,6 +152,28 @@ def test_well_known_documents_are_cacheable_with_an_etag(stack: Stack, path: str
     assert other.json() == first.json()
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ],
+)
+def test_well_known_documents_answer_head_like_get(stack: Stack, path: str) -> None:
+    """RFC 9110 section 9.3.2: HEAD is GET without the body (it was 405): the same
+    status, ETag, Cache-Control, type and length, and a matching If-None-Match is 304."""
+    got = httpx.get(stack.service + path)
+    head = httpx.head(stack.service + path)
+    assert head.status_code == 200
+    assert head.content == b""
+    for name in ("etag", "cache-control", "content-type", "content-length"):
+        assert head.headers[name] == got.headers[name], name
+    again = httpx.head(stack.service + path, headers={"if-none-match": got.headers["etag"]})
+    assert again.status_code == 304
+    assert again.headers["etag"] == got.headers["etag"]
+
+
 def test_pyjwt_jwks_client_validates_our_tokens(stack: Stack) -> None:
     """From the metadata alone, PyJWT's JWKS client finds the key by the token's kid and
     the token verifies with the algorithm pinned, for its audience only."""

@@ -5,7 +5,8 @@ endpoints.
 Both are cacheable (RFC 9111 ``Cache-Control: public, max-age``) and carry a strong
 ``ETag`` (a digest of the body); a conditional ``GET`` whose ``If-None-Match`` names
 it is answered ``304 Not Modified`` without a body (RFC 9110 sections 8.8.3, 13.1.2
-and 15.4.5), so a relying service can revalidate its cached key set cheaply. The
+and 15.4.5), so a relying service can revalidate its cached key set cheaply. ``HEAD``
+is answered like ``GET`` without the body (section 9.3.2). The
 JWKS is cached for at most the signing-key publish lead: a set fetched just before a
 rotation still names the new key before that key signs its first token.
 """
@@ -55,7 +56,11 @@ def cacheable(request: Request, body: dict[str, Any], max_age_s: int) -> Respons
     return response
 
 
+# HEAD is GET without the body (RFC 9110 section 9.3.2): the server sends the headers
+# of the GET answer (ETag, Cache-Control, length) and drops the body. One route per
+# method, so each has its own OpenAPI operation id.
 @router.get("/.well-known/jwks.json", response_model=None)
+@router.head("/.well-known/jwks.json", response_model=None)
 async def jwks(request: Request) -> Response:
     """Every published signing key: pending (published before use), active, and
     superseded ones whose tokens have not all expired yet."""
@@ -89,7 +94,9 @@ def metadata(issuer: str, algs: list[str]) -> dict[str, Any]:
 
 
 @router.get("/.well-known/openid-configuration", response_model=None)
+@router.head("/.well-known/openid-configuration", response_model=None)
 @router.get("/.well-known/oauth-authorization-server", response_model=None)
+@router.head("/.well-known/oauth-authorization-server", response_model=None)
 async def server_metadata(request: Request) -> Response:
     comps = _comps(request)
     # every published key's algorithm, not only that of new keys: tokens of an older
