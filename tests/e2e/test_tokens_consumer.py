@@ -23,6 +23,7 @@ import httpx
 import jwt
 import pytest
 from authlib.oauth2.rfc6750 import InvalidTokenError
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -172,6 +173,44 @@ def test_well_known_documents_answer_head_like_get(stack: Stack, path: str) -> N
     again = httpx.head(stack.service + path, headers={"if-none-match": got.headers["etag"]})
     assert again.status_code == 304
     assert again.headers["etag"] == got.headers["etag"]
+
+
+# OpenID Connect Discovery 1.0 members about ID tokens, the UserInfo endpoint and the
+# OpenID Provider's login: Kroonika issues no ID tokens and is no OpenID Provider.
+OIDC_PROVIDER_MEMBERS = {
+    "id_token_signing_alg_values_supported",
+    "id_token_encryption_alg_values_supported",
+    "subject_types_supported",
+    "userinfo_endpoint",
+    "authorization_endpoint",
+    "claims_supported",
+    "acr_values_supported",
+}
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
+)
+def test_metadata_claims_only_what_kroonika_does(stack: Stack, path: str) -> None:
+    """The metadata is RFC 8414 authorization server metadata at both paths (section 5:
+    the openid-configuration name refers to general OAuth features there): its required
+    members are present and pass authlib's RFC 8414 checks, and nothing claims ID
+    tokens or an OpenID Provider (``id_token_signing_alg_values_supported`` did)."""
+    meta: dict[str, Any] = httpx.get(stack.service + path).json()
+    assert meta["issuer"] == stack.service
+    assert meta["response_types_supported"] == []  # REQUIRED; no authorization endpoint
+    assert meta["grant_types_supported"] == []  # omitted would mean code and implicit
+    assert not OIDC_PROVIDER_MEMBERS & set(meta)
+    checked = AuthorizationServerMetadata(meta)
+    for name in dir(checked):
+        # the issuer is http on loopback (RFC 8414 wants https); authlib takes the
+        # required, empty response_types_supported for a missing one
+        if name.startswith("validate_") and name not in {
+            "validate_issuer",
+            "validate_response_types_supported",
+        }:
+            getattr(checked, name)()
+    assert meta == _metadata(stack)  # one document, whichever path
 
 
 def test_pyjwt_jwks_client_validates_our_tokens(stack: Stack) -> None:

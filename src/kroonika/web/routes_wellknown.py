@@ -1,6 +1,15 @@
-"""``/.well-known``: the JWK set (RFC 7517) and the server metadata (RFC 8414, the
-``openid-configuration`` shape) naming the issuer, JWKS, introspection and revocation
-endpoints.
+"""``/.well-known``: the JWK set (RFC 7517) and the authorization server metadata
+(RFC 8414) naming the issuer, JWKS, introspection and revocation endpoints.
+
+The metadata is RFC 8414's at ``oauth-authorization-server`` and, for the consumers
+that look there, the same document at ``openid-configuration`` (RFC 8414 section 5:
+that name, reused, refers to general OAuth features). Kroonika is no OpenID Provider:
+it issues no ID tokens, so the members OpenID Connect Discovery 1.0 section 3
+requires of one (``authorization_endpoint``, ``subject_types_supported``,
+``id_token_signing_alg_values_supported``) are absent rather than untrue. RFC 8414
+section 2 requires ``response_types_supported``: empty, as there is no authorization
+endpoint; ``grant_types_supported`` is empty too, as its absence would mean
+``authorization_code`` and ``implicit``.
 
 Both are cacheable (RFC 9111 ``Cache-Control: public, max-age``) and carry a strong
 ``ETag`` (a digest of the body); a conditional ``GET`` whose ``If-None-Match`` names
@@ -85,9 +94,7 @@ def metadata(issuer: str, algs: list[str]) -> dict[str, Any]:
         ],
         "token_endpoint": f"{issuer}/tokens",
         "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "id_token_signing_alg_values_supported": algs,
         "token_signing_alg_values_supported": algs,
-        "subject_types_supported": ["public"],
         "response_types_supported": [],
         "grant_types_supported": [],
     }
