@@ -91,3 +91,37 @@ def test_upgrade_head_matches_the_models_on_postgresql(fresh_postgres_url: str) 
     finally:
         engine.dispose()
     assert diff == [], f"models without a migration (add a revision): {diff}"
+
+
+def test_k0005_ranks_a_key_made_before_it_first_in_its_second(business_url: str) -> None:
+    """A signing key made before migration k0005 (no activation order) ranks first among
+    the keys activating in its second: an emergency rotation right after the upgrade
+    signs. k0005 goes back down cleanly, and up again."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    from kroonika.tokens import FixedClock, SigningKeyRing
+
+    jwk = ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
+    engine = make_engine(business_url)
+    try:
+        upgrade(engine, "k0004")
+        old = SigningKeyRing(engine, b"m" * 32, clock=FixedClock(1_750_000_000))
+        with engine.begin() as conn:  # the row as the code before k0005 wrote it
+            conn.execute(
+                text(
+                    "INSERT INTO token_signing_keys (kid, alg, created_at, activates_at,"
+                    " public_jwk, private_enc) VALUES ('es256-old', 'ES256', 1750000000,"
+                    " 1750000000, :jwk, :blob)"
+                ),
+                {"jwk": jwk, "blob": b"x"},
+            )
+        upgrade(engine)
+        _, new = old.rotate(immediate=True)
+        assert old.current().kid == new
+        downgrade(engine, "k0004")
+        columns = {c["name"] for c in inspect(engine).get_columns("token_signing_keys")}
+        assert "activation_seq" not in columns
+        upgrade(engine)
+    finally:
+        engine.dispose()

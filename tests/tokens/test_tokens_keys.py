@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import Engine, create_engine, select
 
 from conftest import Kit
+from kroonika.db import make_engine
 from kroonika.db.tokens import signing_keys
 from kroonika.tokens import (
     FixedClock,
@@ -150,3 +153,63 @@ def test_discard_removes_only_keys_that_never_signed() -> None:
     with pytest.raises(KeyRingError):
         ring.activate(first)
     assert ring.current().kid == first
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def key_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An empty key table on SQLite or on the real PostgreSQL."""
+    if request.param == "sqlite":
+        engine = create_engine("sqlite://")
+    else:
+        engine = make_engine(request.getfixturevalue("pg_database"))
+    create_tables(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def test_keys_activated_in_the_same_second_the_later_signs(key_engine: Engine) -> None:
+    """A first key and emergency rotations right after it, all in one second: each time
+    the key activated last signs, on this instance and on another one (the random kid
+    decided before, so a rotation away from a leaked key could leave it signing)."""
+    clock = FixedClock(NOW)
+    ring = SigningKeyRing(key_engine, b"m" * 32, clock=clock)
+    other = SigningKeyRing(key_engine, b"m" * 32, clock=clock)
+    newest = ring.ensure()
+    for _ in range(12):
+        assert ring.current().kid == newest
+        other.refresh()
+        assert other.current().kid == newest
+        _, newest = ring.rotate(immediate=True)
+    assert ring.current().kid == newest
+
+
+def test_staged_keys_sign_in_the_order_they_were_activated(key_engine: Engine) -> None:
+    """Two staged keys activated at once in the same second: the one activated last
+    signs, whichever was created first."""
+    clock = FixedClock(NOW)
+    ring = SigningKeyRing(key_engine, b"m" * 32, clock=clock)
+    ring.ensure()
+    _, first = ring.rotate(staged=True)
+    _, second = ring.rotate(staged=True)
+    ring.activate(second, immediate=True)
+    assert ring.current().kid == second
+    ring.activate(first, immediate=True)
+    assert ring.current().kid == first
+
+
+def test_a_key_outranked_in_its_second_is_superseded_then(key_engine: Engine) -> None:
+    """Retirement agrees with signing: of two keys activated in one second, the earlier
+    one is superseded at that second (not later), and retired once its tokens can no
+    longer be valid; the later one keeps signing."""
+    clock = FixedClock(NOW)
+    ring = SigningKeyRing(key_engine, b"m" * 32, clock=clock, max_token_lifetime_s=3600)
+    first = ring.ensure()
+    _, second = ring.rotate(immediate=True)
+    assert ring.retire_expired() == []
+    (row,) = [k for k in ring.published() if k.kid == first]
+    assert row.superseded_at == NOW
+    clock.advance(3601)
+    assert ring.retire_expired() == [first]
+    assert ring.current().kid == second

@@ -30,6 +30,10 @@ signing_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     # Published in the JWKS from created_at; used for signing from activates_at.
     Column("activates_at", BigInteger, nullable=False),
+    # The order in which keys were given their activation time (at creation, or when a
+    # staged key is activated): of keys activating in the same second, the later one
+    # signs (decision 0006). NULL for keys made before migration k0005, counted as 0.
+    Column("activation_seq", BigInteger, nullable=True),
     # Set when a newer key took over signing; kept (and published) until the last
     # token it signed has expired, then retired and unpublished.
     Column("superseded_at", BigInteger, nullable=True),

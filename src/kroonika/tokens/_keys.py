@@ -9,6 +9,14 @@ Rotation with overlap:
   valid for verification until the last token it signed has expired; only then is
   it *retired* (unpublished, and tokens naming it are ``unknown_key``).
 
+Of the keys whose activation time has come, the one activating last signs. Times are
+whole seconds, so keys activating in the same second (a first key and an emergency
+rotation right after it) are ordered by ``activation_seq``, a counter given to a key
+when its activation time is set (at creation, or by :meth:`SigningKeyRing.activate`):
+the key activated later signs, on every instance (:func:`signing_order`). Two
+rotations racing each other may draw the same number; the kid then decides, the same
+way everywhere.
+
 A rotation that must be recorded first is *staged*: the key is published but its
 activation time is :data:`STAGED` (it never comes), so nothing signs with it until
 :meth:`SigningKeyRing.activate`; if the rotation cannot be recorded,
@@ -37,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from kroonika.db.tokens import signing_keys, tokens
 from kroonika.tokens._clock import Clock
@@ -65,6 +73,12 @@ class PublishedKey:
     created_at: int
     activates_at: int
     superseded_at: int | None
+    activation_seq: int = 0  # 0: a key made before migration k0005
+
+
+def signing_order(key: PublishedKey) -> tuple[int, int, int, str]:
+    """The order in which keys take over signing: the greatest active key signs."""
+    return (key.activates_at, key.activation_seq, key.created_at, key.kid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +105,12 @@ def _generate(alg: Alg, rsa_bits: int) -> PrivateKey:
     if alg == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
     return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+
+
+def _next_activation(conn: Connection) -> int:
+    """The next ``activation_seq``, read in the transaction that sets it."""
+    last = conn.execute(select(func.max(signing_keys.c.activation_seq))).scalar_one_or_none()
+    return (last or 0) + 1
 
 
 def _public_jwk(kid: str, alg: Alg, public: PublicKey) -> dict[str, Any]:
@@ -154,10 +174,11 @@ class SigningKeyRing:
                     signing_keys.c.created_at,
                     signing_keys.c.activates_at,
                     signing_keys.c.superseded_at,
+                    signing_keys.c.activation_seq,
                 ).where(signing_keys.c.retired_at.is_(None))
             ).all()
         published: dict[str, PublishedKey] = {}
-        for kid, alg, jwk_text, created, activates, superseded in rows:
+        for kid, alg, jwk_text, created, activates, superseded, seq in rows:
             jwk = orjson.loads(jwk_text)
             public: PublicKey
             if alg == "ES256":
@@ -170,7 +191,9 @@ class SigningKeyRing:
                 if not isinstance(rk, rsa.RSAPublicKey):
                     raise KeyRingError(f"key {kid} is not an RSA public key")
                 public = rk
-            published[kid] = PublishedKey(kid, alg, public, jwk, created, activates, superseded)
+            published[kid] = PublishedKey(
+                kid, alg, public, jwk, created, activates, superseded, seq or 0
+            )
         with self._lock:
             self._published = published
             self._loaded_at = time.monotonic()
@@ -210,8 +233,7 @@ class SigningKeyRing:
             candidates = [k for k in self._published.values() if k.activates_at <= now]
         if not candidates:
             raise KeyRingError("no active signing key; run `kroonika keys rotate`")
-        best = max(candidates, key=lambda k: (k.activates_at, k.created_at, k.kid))
-        return self._signing_key(best.kid)
+        return self._signing_key(max(candidates, key=signing_order).kid)
 
     def _signing_key(self, kid: str) -> SigningKey:
         cached = self._private.get(kid)
@@ -290,7 +312,7 @@ class SigningKeyRing:
             conn.execute(
                 update(signing_keys)
                 .where(signing_keys.c.kid == kid, signing_keys.c.activates_at == STAGED)
-                .values(activates_at=at)
+                .values(activates_at=at, activation_seq=_next_activation(conn))
             )
         self._load()
 
@@ -361,6 +383,7 @@ class SigningKeyRing:
                     activates_at=(
                         STAGED if staged else now if immediate else now + self.publish_lead_s
                     ),
+                    activation_seq=None if staged else _next_activation(conn),
                     superseded_at=None,
                     retired_at=None,
                     public_jwk=orjson.dumps(jwk).decode(),
@@ -380,7 +403,7 @@ class SigningKeyRing:
         active = [k for k in keys if k.activates_at <= now]
         if not active:
             return []
-        current = max(active, key=lambda k: (k.activates_at, k.created_at, k.kid))
+        current = max(active, key=signing_order)
         retired: list[str] = []
         with self._engine.begin() as conn:
             for key in active:
@@ -389,7 +412,7 @@ class SigningKeyRing:
                 superseded = key.superseded_at
                 if superseded is None:
                     successors = [
-                        k.activates_at for k in active if k.activates_at > key.activates_at
+                        k.activates_at for k in active if signing_order(k) > signing_order(key)
                     ]
                     superseded = min(successors) if successors else now
                     conn.execute(
