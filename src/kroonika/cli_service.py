@@ -24,6 +24,8 @@ from kroonika.settings import Settings, SettingsError, load_settings
 db_app = typer.Typer(no_args_is_help=True, help="The business database.")
 
 DEV_CLIENT_ID = "kroonika-dev"
+#: uvicorn's exit status for a server that could not start
+STARTUP_FAILURE = 3
 ALL_METHOD_SCOPES = ["openid", "idcard", "mid", "smartid", "eidas"]
 
 
@@ -87,14 +89,20 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(
-        app,
-        host=host or settings.host,
-        port=port or settings.port,
-        access_log=False,
-        log_config=None,
-        proxy_headers=False,
+    server = _Serving(
+        uvicorn.Config(
+            app,
+            host=host or settings.host,
+            port=port or settings.port,
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
+        )
     )
+    server.run()
+    if not server.started:  # what uvicorn.run ends a failed start with (e.g. port taken)
+        raise typer.Exit(STARTUP_FAILURE)
 
 
 def _dev_secret(settings: Settings) -> str:
@@ -155,6 +163,23 @@ def mock_tara(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     run(host, port, config)
+
+
+class _Serving(uvicorn.Server):
+    """uvicorn's server with SIGINT/SIGTERM starting the stop, but not raised again once
+    the service has stopped: uvicorn does (so that a parent sees the signal), which made a
+    clean stop of ``kroonika serve`` end killed by SIGTERM (exit status 143, -15 to
+    Python) after its lifespan had shut down in order; the stop is clean: exit 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        stops = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 class _Server(uvicorn.Server):
@@ -266,6 +291,7 @@ def dev(
                 log_config=None,
                 lifespan=lifespan,
                 proxy_headers=False,  # our middleware resolves X-Forwarded-For
+                timeout_graceful_shutdown=settings.shutdown_grace_s,
             )
         )
 

@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     db_auto_upgrade: bool = True
     max_body_bytes: int = Field(1_048_576, ge=1024)
     trusted_proxies: list[str] = Field(default_factory=list)
+    # SIGTERM/SIGINT: how long `kroonika serve` lets the requests in flight finish before
+    # it cancels them (each then gets no answer) and stops the rest (decision 0010).
+    shutdown_grace_s: int = Field(30, ge=1, le=600)
 
     # --- TARA relying party
     tara_issuer: str = "http://127.0.0.1:8001"

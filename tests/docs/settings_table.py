@@ -97,6 +97,8 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "db_auto_upgrade": "migrate the business database at start-up",
             "max_body_bytes": "largest request body (413 above)",
             "trusted_proxies": "JSON list of proxy networks whose `X-Forwarded-For` counts",
+            "shutdown_grace_s": "on SIGTERM/SIGINT, how long requests in flight may finish "
+            "before they are cancelled (503 `shutting_down`)",
             "cors_allowed_origins": "JSON list of browser origins allowed cross-origin",
             "cors_max_age_s": "CORS preflight cache lifetime",
         },
