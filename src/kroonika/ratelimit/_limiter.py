@@ -156,6 +156,17 @@ class RateLimiter:
             self._task = None
         await self.flush(force=True)
 
+    async def close(self) -> None:
+        """Close the storage's connections (the service's stop calls this after the
+        trail has stopped: the flush in :meth:`stop` may still write to it). A Redis
+        storage's pool (made by limits from the URL, or over TLS by
+        :func:`kroonika._redis.async_redis_options`) was never closed: each stop left
+        its connections to Redis open for as long as the process lived."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
+
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(5)

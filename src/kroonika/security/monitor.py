@@ -180,6 +180,7 @@ class SecurityMonitor:
 
     async def stop(self) -> None:
         if self._task is None:
+            self.windows.close()  # never started (a start that failed before it)
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.drain(), 10)

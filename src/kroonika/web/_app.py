@@ -159,6 +159,24 @@ class RefusedStart:
         await self.app(scope, receive, report)
 
 
+#: how long one part of the service's stop may take before the stop goes on without it
+PART_STOP_S = 10.0
+#: the audit trail's stop (its writer commits what is queued) and the sinks' (they ship
+#: audit.log.stop) may take longer
+TRAIL_STOP_S = 30.0
+
+
+async def _bounded(part: str, stopping: Awaitable[None], seconds: float = PART_STOP_S) -> None:
+    """Await one part of the stop for at most ``seconds``; a part that hangs is cancelled
+    and one that fails is logged (its type only), and the stop goes on either way."""
+    try:
+        await asyncio.wait_for(stopping, seconds)
+    except TimeoutError:
+        log.error("stop: %s did not stop within %.0f s; going on without it", part, seconds)
+    except Exception as exc:  # noqa: BLE001 (the other parts must still stop)
+        log.error("stop: %s failed to stop (%s); going on", part, type(exc).__name__)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -244,16 +262,21 @@ def create_app(
             raise
 
         async def shut_down(reason: str) -> None:
-            # each stop is a no-op for a part that never started
-            await app.state.admin_stop()
-            await app.state.tokens.aclose()
-            await monitor.stop()
-            await app.state.alerting.stop()  # before the trail: it writes alert.raise
-            await limiter.stop()
-            await audit.trail.stop(reason)
-            await app.state.log_shipping.stop()  # after the trail: audit.log.stop ships too
+            # uvicorn has stopped accepting and let the requests in flight finish. Each
+            # stop is a no-op for a part that never started; each is bounded, and one
+            # that hangs (a dead Redis or NATS) or fails is logged and the rest still
+            # stop (decision 0010, 2026-11-28).
+            await _bounded("the jobs", app.state.admin_stop())
+            await _bounded("the tokens", app.state.tokens.aclose())  # list notices' Redis
+            await _bounded("the security monitor", monitor.stop())  # detector windows' Redis
+            await _bounded("alerting", app.state.alerting.stop())  # writes alert.raise
+            await _bounded("the rate limiter", limiter.stop())  # writes its summaries
+            await _bounded("the audit trail", audit.trail.stop(reason), TRAIL_STOP_S)
+            # after the trail: audit.log.stop ships too
+            await _bounded("log shipping", app.state.log_shipping.stop(), TRAIL_STOP_S)
+            await _bounded("the rate limiter's Redis", limiter.close())
             if services.owns_http:
-                await services.http.aclose()
+                await _bounded("the TARA client", services.http.aclose())
             audit.store.close()
             engine.dispose()
 
