@@ -4,6 +4,7 @@ the path with any secret or personal code cut out, and cut short)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -150,6 +151,14 @@ class RequestContextMiddleware:
             except BodyTooLarge:
                 if not response_started:
                     await _too_large(send_wrapper)
+            except asyncio.CancelledError:
+                # uvicorn cancels the requests still running when the stop's grace
+                # (KROONIKA_SHUTDOWN_GRACE_S) ends: their callers got a bare 500 and the
+                # log a traceback. The task is the server's own, ended on purpose: it
+                # ends here, with an answer that says why (decision 0010, 2026-11-28).
+                log.warning("request cancelled by the stop request_id=%s", info.request_id)
+                if not response_started:
+                    await _json(send_wrapper, 503, "shutting_down", info.request_id)
             except Exception as exc:
                 if response_started:
                     raise
