@@ -166,9 +166,11 @@ PART_STOP_S = 10.0
 TRAIL_STOP_S = 30.0
 
 
-async def _bounded(part: str, stopping: Awaitable[None], seconds: float = PART_STOP_S) -> None:
-    """Await one part of the stop for at most ``seconds``; a part that hangs is cancelled
-    and one that fails is logged (its type only), and the stop goes on either way."""
+async def _bounded(part: str, stopping: Awaitable[None], seconds: float | None = None) -> None:
+    """Await one part of the stop for at most ``seconds`` (default :data:`PART_STOP_S`); a
+    part that hangs is cancelled and one that fails is logged (its type only), and the
+    stop goes on either way."""
+    seconds = PART_STOP_S if seconds is None else seconds
     try:
         await asyncio.wait_for(stopping, seconds)
     except TimeoutError:
