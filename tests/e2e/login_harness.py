@@ -44,6 +44,26 @@ def mock_keys() -> tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
     )
 
 
+def e2e_mock(issuer: str, redirect_uris: tuple[str, ...]) -> Any:
+    """The TARA mock at ``issuer`` with the e2e client (every login method) registered
+    for ``redirect_uris``, its control API on."""
+    return create_mock(
+        MockConfig(
+            issuer=issuer,
+            clients=(
+                RegisteredClient(
+                    client_id=CLIENT_ID,
+                    secret=SecretStr(SECRET),
+                    redirect_uris=redirect_uris,
+                    allowed_scopes=frozenset(ALL_SCOPES),
+                ),
+            ),
+            keys=mock_keys(),
+            control_api=True,
+        )
+    )
+
+
 def free_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -40,14 +40,11 @@ import orjson
 import psycopg
 import pytest
 import redis
-from login_harness import ALL_SCOPES, CLIENT_ID, SECRET, free_socket, mock_keys, serve
-from pydantic import SecretStr
+from login_harness import ALL_SCOPES, CLIENT_ID, SECRET, e2e_mock, free_socket, serve
 from starlette.types import ASGIApp, Receive, Scope, Send
 from test_two_instances import Instance, browser, free_port
 
 from kroonika.audit import Query, SqlAuditStore, run_query
-from kroonika.tara.mock import MockConfig, RegisteredClient
-from kroonika.tara.mock import create_app as create_mock
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 
@@ -242,23 +239,7 @@ def stack(
     base = f"http://127.0.0.1:{port}"
     mock_sock = free_socket()
     mock_url = f"http://127.0.0.1:{mock_sock.getsockname()[1]}"
-    gate = Gate(
-        create_mock(
-            MockConfig(
-                issuer=mock_url,
-                clients=(
-                    RegisteredClient(
-                        client_id=CLIENT_ID,
-                        secret=SecretStr(SECRET),
-                        redirect_uris=(base + "/auth/callback",),
-                        allowed_scopes=frozenset(ALL_SCOPES),
-                    ),
-                ),
-                keys=mock_keys(),
-                control_api=True,
-            )
-        )
-    )
+    gate = Gate(e2e_mock(mock_url, (base + "/auth/callback",)))
     sinks = [{"kind": "nats", "name": "nats", "url": server.url, "subject_prefix": SUBJECTS}]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("KROONIKA_", "SSLKEYLOG"))},

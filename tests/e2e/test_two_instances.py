@@ -39,8 +39,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from login_harness import ALL_SCOPES, CLIENT_ID, SECRET, free_socket, mock_keys, serve
-from pydantic import SecretStr
+from login_harness import ALL_SCOPES, CLIENT_ID, SECRET, e2e_mock, free_socket, serve
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 
@@ -48,8 +47,6 @@ from sink_kit import Rsyslog, start_rsyslog, stop_rsyslog
 
 from kroonika.audit import KeyRing, Query, SqlAuditStore, run_query, verify_store
 from kroonika.audit.sinks import CursorStore
-from kroonika.tara.mock import MockConfig, RegisteredClient
-from kroonika.tara.mock import create_app as create_mock
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.rsyslog]
 
@@ -168,23 +165,7 @@ def test_two_instances_sigkill_one_every_event_stored_verified_delivered_once(
     ports = {"a": free_port(), "b": free_port()}
     mock_sock = free_socket()
     mock_url = f"http://127.0.0.1:{mock_sock.getsockname()[1]}"
-    mock = create_mock(
-        MockConfig(
-            issuer=mock_url,
-            clients=(
-                RegisteredClient(
-                    client_id=CLIENT_ID,
-                    secret=SecretStr(SECRET),
-                    redirect_uris=tuple(
-                        f"http://127.0.0.1:{p}/auth/callback" for p in ports.values()
-                    ),
-                    allowed_scopes=frozenset(ALL_SCOPES),
-                ),
-            ),
-            keys=mock_keys(),
-            control_api=True,
-        )
-    )
+    mock = e2e_mock(mock_url, tuple(f"http://127.0.0.1:{p}/auth/callback" for p in ports.values()))
     var = tmp_path / "var"
     sinks = [{"kind": "syslog_tcp", "name": SINK, "host": "127.0.0.1", "port": rsyslog.port}]
     common = {
