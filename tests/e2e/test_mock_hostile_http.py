@@ -292,6 +292,80 @@ def test_every_refused_login_form_is_the_mock_html_page(
     assert finished.status_code == 302
 
 
+# --- a flood of pending logins --------------------------------------------------------------
+
+_PENDING_MAX = 20
+
+
+@pytest.fixture(scope="module")
+def small_mock() -> Iterator[str]:
+    """A mock that holds at most 20 pending logins, so a flood fills it in a second."""
+    sock = free_socket()
+    config = MockConfig(
+        issuer=f"http://127.0.0.1:{sock.getsockname()[1]}",
+        clients=(
+            RegisteredClient(
+                client_id=CLIENT_ID, secret=SecretStr(SECRET), redirect_uris=(REDIRECT_URI,)
+            ),
+        ),
+        keys=mock_keys(),
+        max_pending_logins=_PENDING_MAX,
+    )
+    with serve(create_app(config), sock, lifespan="off") as url:
+        yield url
+
+
+def _from(address: str) -> httpx.Client:
+    """A client whose connections come from ``address`` (any of 127.0.0.0/8 on Linux)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+def _pending(client: httpx.Client, mock: str) -> str:
+    page = client.get(mock + "/oidc/authorize", params=_VALID)
+    assert page.status_code == 200, page.text
+    return page.text.split('name="tx" value="', 1)[1].split('"', 1)[0]
+
+
+def _finish(client: httpx.Client, mock: str, tx: str) -> httpx.Response:
+    return client.post(mock + "/oidc/login", data={"tx": tx, "identity": "38001085718"})
+
+
+def test_a_flood_of_pending_logins_pushes_out_only_the_flooders_own(small_mock: str) -> None:
+    """One address opening five times as many login pages as the mock holds loses its
+    own oldest; the logins other addresses opened before and during the flood finish."""
+    with _from("127.0.0.1") as person, _from("127.0.0.2") as flooder:
+        before = _pending(person, small_mock)
+        flood = [_pending(flooder, small_mock) for _ in range(_PENDING_MAX * 5)]
+        during = _pending(person, small_mock)
+        flood += [_pending(flooder, small_mock) for _ in range(_PENDING_MAX)]
+        for tx in (before, during):
+            finished = _finish(person, small_mock, tx)
+            assert finished.status_code == 302, finished.text
+            assert "code" in _back(finished)
+        assert _finish(flooder, small_mock, flood[0]).status_code == 400  # expired or unknown
+        assert _finish(flooder, small_mock, flood[-1]).status_code == 302
+
+
+def test_two_flooding_addresses_share_the_store_and_a_third_keeps_its_login(
+    small_mock: str,
+) -> None:
+    """Two addresses flooding in turn hold about half each; one login of a third
+    address is never the largest holder's, so it is never the one pushed out."""
+    with (
+        _from("127.0.0.1") as person,
+        _from("127.0.0.3") as first,
+        _from("127.0.0.4") as second,
+    ):
+        mine = _pending(person, small_mock)
+        latest: dict[str, str] = {}
+        for _ in range(_PENDING_MAX * 2):
+            latest["first"] = _pending(first, small_mock)
+            latest["second"] = _pending(second, small_mock)
+        assert _finish(person, small_mock, mine).status_code == 302
+        assert _finish(first, small_mock, latest["first"]).status_code == 302
+        assert _finish(second, small_mock, latest["second"]).status_code == 302
+
+
 def test_a_huge_token_request_is_invalid_request_before_it_is_read(mock: str) -> None:
     """A token body over 16 KiB (it was read up to 1,000 fields of 1 MiB) is a JSON
     invalid_request, and the code in it stays usable."""

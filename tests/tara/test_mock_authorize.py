@@ -780,3 +780,22 @@ async def test_a_login_form_with_too_many_fields_is_refused(client: httpx.AsyncC
     body = f"tx={tx}&" + "&".join(f"f{i}=x" for i in range(40))
     response = await _login_post(client, body.encode(), "application/x-www-form-urlencoded")
     _assert_mock_page(response, 400, "32")
+
+
+async def test_a_flooder_cycling_through_its_ipv6_64_is_one_holder() -> None:
+    """Every address of a /64 counts as one client for the pending logins' fair share:
+    a flood from 60 addresses of one /64 pushes out its own logins, not another's."""
+    app = create_app(_config(max_pending_logins=10))
+
+    async def open_login(host: str) -> str:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            return _tx((await c.get("/oidc/authorize", params=_params())).text)
+
+    mine = await open_login("2001:db8:1::1")
+    flood = [await open_login(f"2001:db8:2::{i:x}") for i in range(60)]
+    transport = httpx.ASGITransport(app=app, client=("2001:db8:1::1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        for tx, status in ((mine, 302), (flood[0], 400), (flood[-1], 302)):
+            response = await client.post("/oidc/login", data={"tx": tx, "identity": "38001085718"})
+            assert response.status_code == status, response.text

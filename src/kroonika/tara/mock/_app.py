@@ -124,7 +124,10 @@ class MockServer:
         self.keys = KeyRing(keys, config.signing_key)
         self.misbehaviour: Misbehaviour = config.misbehaviour
         self.logins: ExpiringStore[AuthorizationRequest] = ExpiringStore(
-            config.login_ttl_seconds, config.clock
+            config.login_ttl_seconds,
+            config.clock,
+            max_entries=config.max_pending_logins,
+            name="pending logins",
         )
         self.codes: ExpiringStore[Grant] = ExpiringStore(config.code_ttl_seconds, config.clock)
         self.access_tokens: ExpiringStore[Grant] = ExpiringStore(
@@ -397,8 +400,24 @@ async def authorize(request: Request) -> Response:
             return server.pages.error(locale, text(locale, "autologin_failed", reason=str(refused)))
         return _complete(server, auth_request, person)
 
-    tx = server.logins.put(auth_request)
+    tx = server.logins.put(auth_request, owner=_source(request))
     return _login_page(server, auth_request, tx, locale)
+
+
+def _source(request: Request) -> str:
+    """Whose pending login this is, for the store's fair share: the client address, an
+    IPv6 one by its /64 (one host or home network is given a whole /64 and can pick any
+    address in it), an IPv4-mapped one as IPv4."""
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _login_page(

@@ -218,6 +218,9 @@ class MockConfig:
     access_token_ttl_seconds: int = 600
     login_ttl_seconds: int = 1800
     """How long a login page stays usable after the authorization request."""
+    max_pending_logins: int = 100_000
+    """How many login pages may be open at once (about 0.7 KB each). When full, the client
+    address (an IPv6 one by its /64) holding the most loses its oldest (decision 0015)."""
     allow_autologin: bool = True
     """Honour ``autologin=<personal code>`` on ``/oidc/authorize`` (skips the login page)."""
 
@@ -250,6 +253,7 @@ class MockConfig:
             "id_token_ttl_seconds",
             "access_token_ttl_seconds",
             "login_ttl_seconds",
+            "max_pending_logins",
         ):
             if getattr(self, name) <= 0:
                 raise InvalidMockConfig(f"{name} must be positive")
