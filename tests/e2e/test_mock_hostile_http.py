@@ -299,7 +299,8 @@ _PENDING_MAX = 20
 
 @pytest.fixture(scope="module")
 def small_mock() -> Iterator[str]:
-    """A mock that holds at most 20 pending logins, so a flood fills it in a second."""
+    """A mock that holds at most 20 pending logins, so a flood fills it in a second; with
+    its control API (loopback, no token)."""
     sock = free_socket()
     config = MockConfig(
         issuer=f"http://127.0.0.1:{sock.getsockname()[1]}",
@@ -310,6 +311,7 @@ def small_mock() -> Iterator[str]:
         ),
         keys=mock_keys(),
         max_pending_logins=_PENDING_MAX,
+        control_api=True,
     )
     with serve(create_app(config), sock, lifespan="off") as url:
         yield url
@@ -364,6 +366,23 @@ def test_two_flooding_addresses_share_the_store_and_a_third_keeps_its_login(
         assert _finish(person, small_mock, mine).status_code == 302
         assert _finish(first, small_mock, latest["first"]).status_code == 302
         assert _finish(second, small_mock, latest["second"]).status_code == 302
+
+
+@pytest.mark.parametrize("size", [20_000, 1_000_000])
+def test_a_huge_control_body_is_413_json_and_changes_nothing(small_mock: str, size: int) -> None:
+    """Over real HTTP, a /mock/config body over 16 KiB is a JSON 413 (it was read whole,
+    however large), and no switch changes."""
+    body = b'{"low_acr": true, "x": "' + b"A" * size + b'"}'
+    r = httpx.post(
+        small_mock + "/mock/config",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 413, r.text
+    assert r.json() == {"error": "the body has at most 16384 bytes"}
+    switches = httpx.get(small_mock + "/mock/config", timeout=10).json()["misbehaviour"]
+    assert switches["low_acr"] is False
 
 
 def test_a_huge_token_request_is_invalid_request_before_it_is_read(mock: str) -> None:

@@ -771,9 +771,31 @@ async def test_control_api_refuses_json_nested_too_deep(
     """A body nested deeper than the JSON parser can go is a 400, not a 500."""
     before = (await client.get("/mock/config")).json()
     response = await client.post(
-        path, content=b"[" * 100_000, headers={"content-type": "application/json"}
+        path, content=b"[" * 16_000, headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
+    assert (await client.get("/mock/config")).json() == before
+
+
+@pytest.mark.parametrize("path", ["/mock/config", "/mock/rotate"])  # /mock/reset reads none
+async def test_a_control_body_over_16_kib_is_413_json_and_changes_nothing(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """A /mock/* body over 16 KiB is refused (413, a JSON error) before it is read,
+    whether its length is declared or it arrives in chunks; the switches stay."""
+    before = (await client.get("/mock/config")).json()
+    padded = b'{"low_acr": true, "x": "' + b"A" * (16 * 1024) + b'"}'
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked
+        yield b'{"low_acr": true, "x": "'
+        for _ in range(64):
+            yield b"A" * 1024
+
+    json_type = {"content-type": "application/json"}
+    for body in (padded, chunks()):
+        response = await client.post(path, content=body, headers=json_type)
+        assert response.status_code == 413, response.text
+        assert response.json() == {"error": "the body has at most 16384 bytes"}
     assert (await client.get("/mock/config")).json() == before
 
 

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import re
 import unicodedata
@@ -104,6 +105,8 @@ _SCOPE_MAX = 1024
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _FORM_MAX_BYTES = 16 * 1024
 _FORM_MAX_FIELDS = 32
+#: A /mock/* body: every switch at once is under 400 bytes.
+_CONTROL_MAX_BYTES = 16 * 1024
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,20}")
 _NAME = re.compile(r"[^\W\d_]+(?:(?:[ \-’']|’ |' )[^\W\d_]+)*")
 _DEFAULT_PHONE = "+37200000766"
@@ -553,6 +556,20 @@ class _BodyRefused(Exception):
         self.status_code = status_code
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None if it has more than ``limit`` bytes: refused from its
+    ``Content-Length``, or as soon as more has arrived, never read whole."""
+    declared = request.headers.get("content-length", "")
+    if _CONTENT_LENGTH.fullmatch(declared) and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def _read_form(request: Request) -> FormData:
     """The fields of an ``application/x-www-form-urlencoded`` body, strictly: at most
     :data:`_FORM_MAX_BYTES` read (a larger body is refused before the rest arrives), at
@@ -562,14 +579,9 @@ async def _read_form(request: Request) -> FormData:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != _FORM_TYPE:
         raise _BodyRefused("form_content_type", 415)
-    declared = request.headers.get("content-length", "")
-    if _CONTENT_LENGTH.fullmatch(declared) and int(declared) > _FORM_MAX_BYTES:
+    body = await _bounded_body(request, _FORM_MAX_BYTES)
+    if body is None:
         raise _BodyRefused("form_too_large", 413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _FORM_MAX_BYTES:
-            raise _BodyRefused("form_too_large", 413)
     try:
         fields: list[tuple[str, str | UploadFile]] = list(
             parse_qsl(
@@ -894,11 +906,15 @@ def _control_refusal(server: MockServer, request: Request) -> Response | None:
 
 
 async def _json_object(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
+    raw = await _bounded_body(request, _CONTROL_MAX_BYTES)
+    if raw is None:
+        return JSONResponse(
+            {"error": f"the body has at most {_CONTROL_MAX_BYTES} bytes"}, status_code=413
+        )
     if not raw.strip():
         return {}
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than json can parse
         return JSONResponse({"error": "the body is not JSON"}, status_code=400)
     if not isinstance(body, dict):
