@@ -385,6 +385,23 @@ def test_a_huge_control_body_is_413_json_and_changes_nothing(small_mock: str, si
     assert switches["low_acr"] is False
 
 
+def test_a_refused_login_form_speaks_the_language_of_its_page(mock: str) -> None:
+    """Over real HTTP, a login page shown in Russian (ui_locales) whose form comes back
+    as multipart is refused by a Russian page (it was always Estonian)."""
+    page = httpx.get(mock + "/oidc/authorize", params={**_VALID, "ui_locales": "ru"}, timeout=10)
+    action = page.text.split('<form method="post" action="', 1)[1].split('"', 1)[0]
+    assert action == "login?lang=ru"
+    r = httpx.post(
+        mock + "/oidc/" + action,
+        files={"given_name": ("a.txt", b"x")},
+        data={"tx": page.text.split('name="tx" value="', 1)[1].split('"', 1)[0]},
+        timeout=10,
+    )
+    assert r.status_code == 415, r.text
+    assert '<html lang="ru">' in r.text
+    assert "Неверный запрос: форма входа отправляется как" in r.text
+
+
 def test_a_huge_token_request_is_invalid_request_before_it_is_read(mock: str) -> None:
     """A token body over 16 KiB (it was read up to 1,000 fields of 1 MiB) is a JSON
     invalid_request, and the code in it stays usable."""

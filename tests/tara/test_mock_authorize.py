@@ -799,3 +799,55 @@ async def test_a_flooder_cycling_through_its_ipv6_64_is_one_holder() -> None:
         for tx, status in ((mine, 302), (flood[0], 400), (flood[-1], 302)):
             response = await client.post("/oidc/login", data={"tx": tx, "identity": "38001085718"})
             assert response.status_code == status, response.text
+
+
+def _action(page: str) -> str:
+    """Where the login page's form posts to, relative to /oidc/."""
+    marker = '<form method="post" action="'
+    start = page.index(marker) + len(marker)
+    return page[start : page.index('"', start)].replace("&amp;", "&")
+
+
+@pytest.mark.parametrize(
+    ("ui_locales", "switch_to", "lang", "message"),
+    [
+        ("en", None, "en", "Invalid request: the login form is larger than 16384 bytes."),
+        ("ru ee", None, "ru", "Неверный запрос: форма входа больше 16384 байт."),
+        ("et", "en", "en", "Invalid request: the login form is larger than 16384 bytes."),
+        (None, None, "et", "Vigane päring: sisselogimisvorm on suurem kui 16384 baiti."),
+    ],
+    ids=["ui_locales-en", "ui_locales-ru", "switched-to-en", "default-et"],
+)
+async def test_a_refused_login_form_is_answered_in_the_pages_language(
+    client: httpx.AsyncClient,
+    ui_locales: str | None,
+    switch_to: str | None,
+    lang: str,
+    message: str,
+) -> None:
+    """A body the form cannot read is refused in the language the login page was shown
+    in (from ui_locales, or the language links), which its form posts along in the URL."""
+    page = (await client.get("/oidc/authorize", params=_params(ui_locales=ui_locales))).text
+    if switch_to is not None:
+        page = (await client.get("/oidc/login", params={"tx": _tx(page), "lang": switch_to})).text
+    body = f"tx={_tx(page)}&given_name=".encode() + b"A" * (16 * 1024)
+    response = await client.post(
+        "/oidc/" + _action(page),
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    _assert_mock_page(response, 413, message)
+    assert f'<html lang="{lang}">' in response.text
+
+
+@pytest.mark.parametrize("query", ["", "?lang=xx", "?lang=" + "en" * 40])
+async def test_a_refused_login_form_without_a_known_language_is_estonian(
+    client: httpx.AsyncClient, query: str
+) -> None:
+    """Posted without a language the mock speaks, a refused form is Estonian, TARA's
+    default."""
+    response = await client.post(
+        "/oidc/login" + query, content=b"tx=x", headers={"content-type": "text/plain"}
+    )
+    _assert_mock_page(response, 415, "Vigane päring: sisselogimisvorm saadetakse kujul")
+    assert '<html lang="et">' in response.text

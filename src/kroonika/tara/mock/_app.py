@@ -41,7 +41,7 @@ from kroonika.tara.mock._identities import (
     public_identity,
 )
 from kroonika.tara.mock._keys import KeyRing, generate_key, load_or_generate
-from kroonika.tara.mock._pages import LOCALES, Pages, pick_locale, text
+from kroonika.tara.mock._pages import DEFAULT_LOCALE, LOCALES, Pages, pick_locale, text
 from kroonika.tara.mock._store import ExpiringStore
 from kroonika.tara.mock._tokens import (
     AuthorizationRequest,
@@ -619,17 +619,20 @@ async def login_page(request: Request) -> Response:
 async def login_submit(request: Request) -> Response:
     """``POST /oidc/login``: the user picked or typed an identity, or pressed back."""
     server = _server(request)
+    # The page posts its language in the URL too, so that a body it cannot read is still
+    # refused in the language the page was shown in; without one, Estonian (TARA's default).
+    url_lang = request.query_params.get("lang", "")
     try:
         form = await _read_form(request)
     except _BodyRefused as refused:
-        # Nothing of the form is known, not even its language: Estonian, as TARA's default.
         logger.info("login form refused: %s", refused.reason)
+        locale = url_lang if url_lang in LOCALES else DEFAULT_LOCALE
         message = text(
-            "et", refused.reason, limit=str(_FORM_MAX_BYTES), fields=str(_FORM_MAX_FIELDS)
+            locale, refused.reason, limit=str(_FORM_MAX_BYTES), fields=str(_FORM_MAX_FIELDS)
         )
-        return server.pages.error("et", message, status_code=refused.status_code)
+        return server.pages.error(locale, message, status_code=refused.status_code)
     tx = _form_str(form, "tx")
-    lang = _form_str(form, "lang")
+    lang = _form_str(form, "lang") or url_lang
     auth_request = server.logins.get(tx)
     locale = lang if lang in LOCALES else (auth_request.locale if auth_request else "et")
     if auth_request is None:
