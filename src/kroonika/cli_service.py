@@ -140,7 +140,8 @@ def mock_tara(
 ) -> None:
     """Run the TARA mock identity provider (default 127.0.0.1:8001). With --control-api,
     /mock/* needs the bearer token in KROONIKA_MOCK_TARA_CONTROL_TOKEN if that is set, and
-    answers only loopback clients if not."""
+    answers only loopback clients if not; on a --host that is not loopback the token is
+    required (the command stops with exit code 2 without it)."""
     from kroonika.tara.mock import (
         InvalidMockConfig,
         config_from_options,

@@ -115,3 +115,52 @@ def test_mock_tara_refuses_a_short_control_token_without_showing_it(tmp_path: Pa
     assert proc.returncode == 2, output
     assert b"KROONIKA_MOCK_TARA_CONTROL_TOKEN" in output
     assert b"short-tok3n" not in output
+
+
+def _without_token() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "KROONIKA_MOCK_TARA_CONTROL_TOKEN"}
+
+
+def test_mock_tara_refuses_a_control_api_for_remote_clients_without_a_token(
+    tmp_path: Path,
+) -> None:
+    """``--host 0.0.0.0 --control-api`` without a token stops at start (exit code 2, one
+    line naming the variable) instead of answering every remote client 403."""
+    proc, _ = _start_mock(tmp_path, "--host", "0.0.0.0", "--control-api", env=_without_token())
+    if proc.poll() is None:  # it started serving: stop it before failing
+        proc.kill()
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2, output
+    lines = output.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    assert "KROONIKA_MOCK_TARA_CONTROL_TOKEN" in lines[0]
+    assert "0.0.0.0" in lines[0]
+
+
+def test_mock_tara_serves_a_control_api_on_all_addresses_with_a_token(tmp_path: Path) -> None:
+    """With the token set, ``--host 0.0.0.0 --control-api`` starts (a container whose
+    host drives the switches) and /mock/* takes the bearer token."""
+    token = "cli-control-" + os.urandom(12).hex()
+    env = {**_without_token(), "KROONIKA_MOCK_TARA_CONTROL_TOKEN": token}
+    proc, base = _start_mock(tmp_path, "--host", "0.0.0.0", "--control-api", env=env)
+    try:
+        bearer = {"authorization": f"Bearer {token}"}
+        assert httpx.get(base + "/mock/config", headers=bearer, timeout=10).status_code == 200
+        assert httpx.get(base + "/mock/config", timeout=10).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert token.encode() not in output
+
+
+def test_mock_tara_on_all_addresses_without_the_control_api_needs_no_token(
+    tmp_path: Path,
+) -> None:
+    """Without ``--control-api`` the host is the operator's business: it starts."""
+    proc, base = _start_mock(tmp_path, "--host", "0.0.0.0", env=_without_token())
+    try:
+        assert httpx.get(base + "/oidc/jwks", timeout=10).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

@@ -245,6 +245,39 @@ def test_config_from_options_builds_the_issuer_from_host_and_port() -> None:
     assert v6.strict
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "mock.example", ""])
+def test_a_control_api_for_remote_clients_needs_a_token(host: str) -> None:
+    """Listening beyond loopback with the control API and no token is refused when built:
+    without a token every client that is not on loopback would get 403."""
+    with pytest.raises(InvalidMockConfig, match="KROONIKA_MOCK_TARA_CONTROL_TOKEN") as raised:
+        config_from_options(clients_file=EXAMPLE, host=host, control_api=True)
+    assert "\n" not in str(raised.value)
+    token = "t" * 16
+    assert config_from_options(
+        clients_file=EXAMPLE, host=host, control_api=True, control_token=token
+    ).control_api
+    assert not config_from_options(clients_file=EXAMPLE, host=host).control_api
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost", "LocalHost"])
+def test_a_control_api_on_loopback_needs_no_token(host: str) -> None:
+    """On a loopback address (or the name localhost) the control API runs without a
+    token, answering loopback clients (kroonika dev, make run)."""
+    config = config_from_options(clients_file=EXAMPLE, host=host, control_api=True)
+    assert config.control_api
+    assert config.control_token is None
+
+
+def test_command_line_refuses_a_remote_control_api_without_a_token(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """python -m kroonika.tara.mock --host 0.0.0.0 --control-api without a token: exit 2."""
+    monkeypatch.delenv("KROONIKA_MOCK_TARA_CONTROL_TOKEN", raising=False)
+    argv = ["--clients", str(EXAMPLE), "--host", "0.0.0.0", "--control-api"]
+    assert main(argv) == 2
+    assert "KROONIKA_MOCK_TARA_CONTROL_TOKEN" in capsys.readouterr().err
+
+
 def test_command_line_refuses_a_bad_clients_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

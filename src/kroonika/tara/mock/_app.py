@@ -870,7 +870,8 @@ def _forbidden(description: str) -> JSONResponse:
     return JSONResponse({"error": "forbidden", "error_description": description}, 403)
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is a loopback address (an IPv4-mapped one counts as IPv4)."""
     try:
         address = ipaddress.ip_address(host or "")
     except ValueError:
@@ -889,7 +890,7 @@ def _control_refusal(server: MockServer, request: Request) -> Response | None:
     if "origin" in request.headers:
         return _forbidden("the control API does not answer web pages (Origin)")
     expected = server.config.control_token
-    if expected is None and not _is_loopback(request.client.host if request.client else None):
+    if expected is None and not is_loopback(request.client.host if request.client else None):
         return _forbidden(
             "without a control token the control API answers only loopback clients "
             "(set KROONIKA_MOCK_TARA_CONTROL_TOKEN)"

@@ -8,7 +8,7 @@ from pathlib import Path
 import uvicorn
 from pydantic import SecretStr
 
-from kroonika.tara.mock._app import create_app
+from kroonika.tara.mock._app import create_app, is_loopback
 from kroonika.tara.mock.config import InvalidMockConfig, Misbehaviour, MockConfig, load_clients
 
 __all__ = ["config_from_options", "control_token_from_env", "run"]
@@ -40,8 +40,15 @@ def config_from_options(
 ) -> MockConfig:
     """A :class:`MockConfig` from the options a command line offers (``kroonika mock-tara``).
 
-    The issuer defaults to ``http://{host}:{port}``.
+    The issuer defaults to ``http://{host}:{port}``. The control API on a ``host`` that is
+    not loopback needs a ``control_token``: without one it answers only loopback clients,
+    so every client it was opened to would get 403 (decision 0015).
     """
+    if control_api and control_token is None and not _is_loopback_host(host):
+        raise InvalidMockConfig(
+            f"--control-api on --host {host!r} needs {CONTROL_TOKEN_ENV}: without a token "
+            "the control API answers only loopback clients (set it, or listen on 127.0.0.1)"
+        )
     return MockConfig(
         issuer=issuer if issuer is not None else f"http://{_url_host(host)}:{port}",
         clients=load_clients(clients_file),
@@ -51,6 +58,12 @@ def config_from_options(
         control_token=SecretStr(control_token) if control_token is not None else None,
         key_dir=Path(key_dir) if key_dir is not None else None,
     )
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (what the server binds) is a loopback address or ``localhost``.
+    Another name is not: what it resolves to is not known here."""
+    return host.lower() == "localhost" or is_loopback(host)
 
 
 def _url_host(host: str) -> str:
