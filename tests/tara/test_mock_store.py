@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +30,24 @@ def test_a_full_store_drops_the_oldest_entry_of_the_owner_holding_the_most() -> 
     assert [store.get(h) for h in flood[-9:]] == [f"flood-{i}" for i in range(91, 100)]
     assert store.get(flood[0]) is None
     assert store.dropped == 91
+
+
+def test_a_full_store_logs_its_first_drop_once_without_handles(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first drop is one WARNING with the count, not one line per request, and it
+    names no handle and no owner."""
+    store: ExpiringStore[str] = ExpiringStore(
+        60, _Clock(), max_entries=10, name="pending logins", owned_by="client address"
+    )
+    with caplog.at_level(logging.WARNING, logger="kroonika.tara.mock"):
+        handles = [store.put("x", owner="198.51.100.7") for _ in range(100)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "pending logins full (10 entries): 1 dropped so far, each the oldest of the "
+        "client address holding the most"
+    ]
+    assert not any(h in caplog.text for h in handles)
+    assert "198.51.100.7" not in caplog.text
 
 
 def test_a_lone_owner_still_gets_new_entries_when_full() -> None:

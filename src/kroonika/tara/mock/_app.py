@@ -131,10 +131,13 @@ class MockServer:
             config.clock,
             max_entries=config.max_pending_logins,
             name="pending logins",
+            owned_by="client address",
         )
-        self.codes: ExpiringStore[Grant] = ExpiringStore(config.code_ttl_seconds, config.clock)
+        self.codes: ExpiringStore[Grant] = ExpiringStore(
+            config.code_ttl_seconds, config.clock, name="authorization codes"
+        )
         self.access_tokens: ExpiringStore[Grant] = ExpiringStore(
-            config.access_token_ttl_seconds, config.clock, prefix="AT-"
+            config.access_token_ttl_seconds, config.clock, prefix="AT-", name="access tokens"
         )
         self.pages = Pages()
 

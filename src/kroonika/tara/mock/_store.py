@@ -82,12 +82,14 @@ class ExpiringStore(Generic[T]):
         max_entries: int = 100_000,
         *,
         name: str = "store",
+        owned_by: str | None = None,
     ) -> None:
         self._ttl = ttl_seconds
         self._clock = clock
         self._prefix = prefix
         self._max = max_entries
         self._name = name
+        self._whose = f" of the {owned_by} holding the most" if owned_by else ""
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[float, str, T]] = OrderedDict()
         self._owners = _Owners()
@@ -110,11 +112,11 @@ class ExpiringStore(Generic[T]):
                 self.dropped += 1
                 if self.dropped % _LOG_EVERY == 1:
                     logger.warning(
-                        "%s full (%d entries): %d dropped so far, each the oldest entry "
-                        "of the owner holding the most",
+                        "%s full (%d entries): %d dropped so far, each the oldest%s",
                         self._name,
                         self._max,
                         self.dropped,
+                        self._whose,
                     )
             self._entries[handle] = (now, owner, value)
             self._owners.add(owner, handle)
