@@ -9,6 +9,8 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
@@ -34,8 +36,9 @@ _VALID = {
 }
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[str]:
+@contextmanager
+def _serving(**options: Any) -> Iterator[str]:
+    """The mock over real HTTP on loopback, with both test clients and ``options``."""
     sock = free_socket()
     config = MockConfig(
         issuer=f"http://127.0.0.1:{sock.getsockname()[1]}",
@@ -51,8 +54,15 @@ def mock() -> Iterator[str]:
             ),
         ),
         keys=mock_keys(),
+        **options,
     )
     with serve(create_app(config), sock, lifespan="off") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def mock() -> Iterator[str]:
+    with _serving() as url:
         yield url
 
 
@@ -301,19 +311,7 @@ _PENDING_MAX = 20
 def small_mock() -> Iterator[str]:
     """A mock that holds at most 20 pending logins, so a flood fills it in a second; with
     its control API (loopback, no token)."""
-    sock = free_socket()
-    config = MockConfig(
-        issuer=f"http://127.0.0.1:{sock.getsockname()[1]}",
-        clients=(
-            RegisteredClient(
-                client_id=CLIENT_ID, secret=SecretStr(SECRET), redirect_uris=(REDIRECT_URI,)
-            ),
-        ),
-        keys=mock_keys(),
-        max_pending_logins=_PENDING_MAX,
-        control_api=True,
-    )
-    with serve(create_app(config), sock, lifespan="off") as url:
+    with _serving(max_pending_logins=_PENDING_MAX, control_api=True) as url:
         yield url
 
 
