@@ -49,6 +49,28 @@ from kroonika.audit.store._types import Block, Checkpoint, NewKey, StreamState, 
 #: flight (writers wait behind it meanwhile) before it gives up and answers 0.
 SETTLE_LOCK_TIMEOUT_MS = 500
 
+#: The bytes that mark a record of the alert state (canonical JSON: exact bytes): the
+#: category of ``alert.raise``, ``alert.acknowledge`` and ``response.action``, and of no
+#: other type (tests/audit/test_alert_blocks_index.py holds the catalogue to it). A
+#: block without them holds nothing of the alert state. One marker, so the database
+#: searches a block once when it stores it.
+ALERT_MARKER = b'"category":"alert"'
+#: The partial index of the blocks holding :data:`ALERT_MARKER` (migration a0007): a
+#: reader of the alert state reads those blocks only, so its cost grows with the alerts,
+#: not with the trail.
+ALERT_BLOCKS_INDEX = "audit_blocks_alerts"
+
+
+def alert_blocks_predicate(dialect: str) -> str:
+    """The SQL condition "this block holds a record of the alert state", over the
+    block's bytes, with the marker as a literal: the index of migration a0007 is built on
+    this very text, and a query uses a partial index only when it states the index's
+    condition (a bound parameter would not do)."""
+    if dialect == "postgresql":
+        return f"(position(CAST('\\x{ALERT_MARKER.hex()}' AS bytea) IN data) > 0)"
+    return f"(instr(data, X'{ALERT_MARKER.hex()}') > 0)"
+
+
 _BLOCK_COLUMNS = (
     blocks.c.id,
     blocks.c.stream,
@@ -300,13 +322,17 @@ class SqlAuditStore:
         batch: int = 16,
         after_id: int = 0,
         upto_id: int | None = None,
+        holding_alerts: bool = False,
     ) -> Iterator[Block]:
         """Blocks in storage order (by row id), streamed in batches of ``batch`` rows
         (a block holds up to a few thousand records, so a batch stays a few MB).
         ``after_id``/``upto_id`` bound the row ids (for parallel readers). With
         ``from_time`` the walk starts at the first block that ends at or after it, found
         through the time index: a reader of the last day does not step through the
-        older blocks by row id."""
+        older blocks by row id. With ``holding_alerts`` only the blocks holding an
+        ``alert.*`` or ``response.*`` record (:data:`ALERT_MARKER`), found through the
+        partial index :data:`ALERT_BLOCKS_INDEX`: the database selects them, no other
+        block is sent."""
         last_id = after_id
         if from_time is not None:
             first = self._first_id(from_time)
@@ -325,8 +351,15 @@ class SqlAuditStore:
                 query = query.where(blocks.c.last_time >= from_time)
             if to_time is not None:
                 query = query.where(blocks.c.first_time <= to_time)
+            if holding_alerts:
+                query = query.where(text(alert_blocks_predicate(self.dialect)))
             query = query.order_by(blocks.c.id).limit(batch)
             with self._read() as conn:
+                if holding_alerts and self.dialect == "postgresql":
+                    # The planner cannot tell what the condition costs (it searches every
+                    # block's bytes) and, on a table not analysed yet, may prefer reading
+                    # every block to the index: for this read, it may not.
+                    conn.execute(text("SET LOCAL enable_seqscan = off"))
                 rows = conn.execute(query).all()
             if not rows:
                 return
