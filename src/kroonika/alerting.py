@@ -457,6 +457,7 @@ class Alerting:
                 cursors=CursorStore(store.engine),
                 max_age_s=max_age_s,
                 responder=responder,
+                live=self.book,
             )
             self.runner = SinkRunner(
                 store,

@@ -316,6 +316,20 @@ class Alert:
             }
         )
 
+    def adopt(self, recorded: Alert) -> None:
+        """Take in what the trail holds of this alert beyond what this copy knows (its
+        responses, its acknowledgement), as if the events had been read."""
+        for r in recorded.responses:
+            if not any(
+                m["action"] == r["action"] and m.get("renews") == r.get("renews")
+                for m in self.responses
+            ):
+                self.responses.append(dict(r))
+        if self.open and not recorded.open:
+            self.acknowledged_at = recorded.acknowledged_at
+            self.acknowledged_by = recorded.acknowledged_by
+            self.note = recorded.note
+
     def responded(self, action: str) -> bool:
         """Whether the first response of ``action`` is recorded (renewals aside)."""
         return any(r["action"] == action and r.get("renews") is None for r in self.responses)
@@ -622,6 +636,7 @@ class AlertEvaluator:
         max_age_s: float = 86400.0,
         name: str = EVALUATOR_NAME,
         responder: Responder | None = None,
+        live: LiveBook | None = None,
     ) -> None:
         if max_age_s <= 0:
             raise ValueError("max_age_s must be positive")
@@ -632,6 +647,7 @@ class AlertEvaluator:
         self.rules = tuple(rules)
         self._by_name = {r.name: r for r in rules}
         self._responder = responder
+        self._live = live
         self._emit = emit
         self._store = store
         self._cursors = cursors
@@ -732,6 +748,12 @@ class AlertEvaluator:
                 current.repeats += 1
                 self.repeated += 1
                 continue
+            recorded = await self._recorded(alert_id)
+            if recorded is not None:
+                # raised by another instance that read this stream before (it died
+                # before its cursor moved): the trail has it, so it is not raised again
+                self.book.alerts[alert_id] = recorded
+                continue
             await self._raise(rule, key, doc, alert_id, count)
             raised.append(alert_id)
         return raised
@@ -749,6 +771,10 @@ class AlertEvaluator:
         age = self._clock() - epoch(str(doc.get("time", "")))
         if age > min(rule.response.ttl_s, self.max_age_s):
             self.stale_responses += 1
+            return
+        recorded = await self._recorded(alert.alert_id)
+        if recorded is not None and recorded.responded(rule.response.action):
+            alert.adopt(recorded)  # answered by another instance this one took over from
             return
         details = await self._responder.respond(rule, alert)
         # What the trail now holds; reading it back changes nothing.
@@ -776,6 +802,15 @@ class AlertEvaluator:
         if self._clock() - at > min(response.ttl_s, self.max_age_s):
             self.stale_responses += 1
             return
+        recorded = await self._recorded(alert.alert_id)
+        if recorded is not None:
+            alert.adopt(recorded)
+            renews = standing["expires_at"]
+            if not alert.open or any(
+                r["action"] == response.action and r.get("renews") == renews
+                for r in alert.responses
+            ):
+                return  # acknowledged, or this expiry renewed by another instance
         details = await self._responder.renew(rule, alert, standing)
         if details is None:
             return
@@ -783,6 +818,16 @@ class AlertEvaluator:
             {"type": "response.action", "time": doc.get("time", ""), "details": details}
         )
         self.renewed += 1
+
+    async def _recorded(self, alert_id: str) -> Alert | None:
+        """The alert as the whole trail holds it now, every stream (``live``), not only
+        the streams this evaluator reads; None without a live book. Asked before this
+        evaluator raises, responds or renews: an instance that read a stream before this
+        one took it over (it died before its cursor moved) may have done it, after this
+        one read the trail at its start."""
+        if self._live is None:
+            return None
+        return await asyncio.to_thread(self._live.get, alert_id)
 
     def _count(self, rule: AlertRule, key: str, at: float, event_id: str) -> int:
         """Events of ``key`` within the window up to ``at``; an event counted before (a

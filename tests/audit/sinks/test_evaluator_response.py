@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sink_kit import Kit, anomaly, drained, evaluator_of, make_kit, of_type
+from sink_kit import QUICK_RETRY, Kit, anomaly, drained, evaluator_of, make_kit, of_type
 
 from kroonika.audit import (
     Actor,
@@ -146,6 +146,43 @@ async def test_on_postgresql_a_restart_does_not_respond_twice(
 ) -> None:
     """The same on PostgreSQL (its cursor table, the alerts read at start)."""
     await reread_responds_once(kit_factory(fresh_postgres_url))
+
+
+@pytest.mark.asyncio
+@pytest.mark.postgres
+async def test_a_takeover_by_an_instance_started_before_the_response_adds_nothing(
+    kit_factory: Any, fresh_postgres_url: str
+) -> None:
+    """Two instances on one PostgreSQL trail. X raises the alert of
+    its stream and records its response, then dies before its cursor moved; Y, whose
+    evaluator started before both (its own reading knows neither), takes X's stream over
+    and reads the anomaly and the alert.raise again: the trail already has them, so Y
+    raises nothing and responds nothing (one alert.raise, one response.action)."""
+    kit_x = kit_factory(fresh_postgres_url)
+    kit_y = kit_factory(fresh_postgres_url, stream="web-2")
+    x_asked, y_asked = RecordingResponder(kit_x), RecordingResponder(kit_y)
+    # each as Alerting makes it: with the live book of its process
+    x = evaluator(kit_x, x_asked, live=LiveBook(kit_x.store))
+    y_runner = SinkRunner(
+        kit_y.store,
+        [evaluator(kit_y, y_asked, live=LiveBook(kit_y.store))],
+        retry=QUICK_RETRY,
+        ship_checkpoints=False,
+    )
+    await y_runner.drain()  # Y is running: it has read the trail (nothing yet)
+    kit_x.trail.emit_sync(anomaly())
+    await (await run(kit_x, x)).stop()
+    assert len(x_asked.asked) == 1
+    # X gone before its cursor moved: web-1 is read again from the start, by Y
+    CursorStore(kit_x.store.engine).reset("@alerts", "web-1", 0, "2026-11-27T00:00:00.000000Z")
+    try:
+        await y_runner.drain()
+    finally:
+        await y_runner.stop()
+    assert CursorStore(kit_y.store.engine).get("@alerts", "web-1") > 0  # Y read it
+    assert y_asked.asked == []
+    assert len(of_type(kit_x, "alert.raise")) == 1
+    assert len(of_type(kit_x, "response.action")) == 1
 
 
 @pytest.mark.asyncio
@@ -413,5 +450,19 @@ async def test_a_repeat_read_too_late_renews_nothing(tmp_path: Any) -> None:
         await runner.stop()
         assert responder.renewals == []
         assert ev.stale_responses == 1
+    finally:
+        kit.store.close()
+
+
+def test_the_service_s_evaluator_asks_the_live_book_of_its_process(tmp_path: Any) -> None:
+    """``Alerting`` gives its evaluator the process's live book (the trail's alert state
+    across every stream), which the takeover above relies on."""
+    from kroonika.alerting import Alerting
+
+    kit = make_kit(f"sqlite:///{tmp_path / 'audit.db'}", tmp_path / "keys")
+    try:
+        alerting = Alerting(kit.trail, kit.store, rules(None))
+        assert alerting.evaluator is not None
+        assert alerting.evaluator._live is alerting.book
     finally:
         kit.store.close()

@@ -250,9 +250,16 @@ class PostgresAdvisoryLock:
             self._conn = None
 
     def close(self) -> None:
+        """Release every lock: the connection is discarded, not handed back to the pool,
+        where its session, and the locks with it, would live on until the engine is
+        disposed (another instance could not take the keys over meanwhile)."""
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
+                try:
+                    self._conn.invalidate()
+                    self._conn.close()
+                except SQLAlchemyError:
+                    pass
                 self._conn = None
             self._held.clear()
 
