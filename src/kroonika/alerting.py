@@ -31,6 +31,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -53,6 +54,7 @@ from kroonika.audit.alerting import (
     AlertRule,
     LiveBook,
     default_rules,
+    epoch,
     network_of,
 )
 from kroonika.audit.query import Query, run_query, time_bound
@@ -66,6 +68,9 @@ log = logging.getLogger("kroonika.alerting")
 
 #: Who made an automated response's deny entry (``created_by``, the events' actor).
 RESPONSE_PRINCIPAL: Final = "automated:alert-response"
+#: How far before the standing response a renewal reads the trail for an analyst's
+#: change (an event stored a while after its time, by a slow instance, is still seen).
+HISTORY_MARGIN_S: Final = 300.0
 
 
 def _nothing() -> None:
@@ -128,6 +133,14 @@ Undo = Callable[[], Awaitable[None]]
 def _database_away(alert: Alert, exc: SQLAlchemyError) -> str:
     log.warning("alert %s: deny_network failed (%s)", alert.alert_id, type(exc).__name__)
     return "failed:database_unavailable"
+
+
+def _standing_since(alert: Alert, standing: dict[str, Any]) -> str:
+    """When the standing response was made (the book's ``at``, its own or that of the
+    alert's latest response of its action), else the alert's first event."""
+    action = standing.get("action")
+    latest = [r["at"] for r in alert.responses if r["action"] == action and r.get("at")]
+    return str(standing.get("at") or (latest[-1] if latest else alert.first_seen))
 
 
 def _keyed_on_other_than_ip(key: str) -> bool:
@@ -242,7 +255,9 @@ class AlertResponder:
             ids = {str(r["entry_id"]) for r in alert.responses if r.get("entry_id")}
             if mine is not None:
                 ids.add(mine.id)
-            acknowledged, taken = await asyncio.to_thread(self._history, alert, ids)
+            acknowledged, taken = await asyncio.to_thread(
+                self._history, alert, ids, _standing_since(alert, standing)
+            )
             if acknowledged:
                 return None  # an analyst took it over: the evaluator reads it soon
             if refusal is not None:
@@ -302,14 +317,20 @@ class AlertResponder:
             return existing
         return None
 
-    def _history(self, alert: Alert, entry_ids: set[str]) -> tuple[bool, tuple[str, str] | None]:
-        """What the trail says since the alert: whether it was acknowledged (in a stream
-        the evaluator may not have read yet), and whether a person (an actor other than
-        ``system``: an administrator, an API key) removed or changed one of its entries:
-        ``(skipped:<why>, entry id)``."""
+    def _history(
+        self, alert: Alert, entry_ids: set[str], since: str
+    ) -> tuple[bool, tuple[str, str] | None]:
+        """What the trail says since the standing response (``since``, its time; the
+        check that made it read what came before, and an entry is made by the first
+        response), less :data:`HISTORY_MARGIN_S` for events stored late: whether the
+        alert was acknowledged (in a stream the evaluator may not have read yet), and
+        whether a person (an actor other than ``system``: an administrator, an API key)
+        removed or changed one of its entries: ``(skipped:<why>, entry id)``. Bounded by
+        the response's ``ttl_s``, not by the rule's window (up to 30 days)."""
+        start = max(epoch(alert.first_seen), epoch(since) - HISTORY_MARGIN_S)
         query = Query(
             types=("alert.acknowledge", "access_list.remove", "access_list.update"),
-            from_time=time_bound(alert.first_seen),
+            from_time=time_bound(datetime.fromtimestamp(start, UTC).isoformat()),
         )
         acknowledged, taken = False, None
         for body in run_query(self._store, query):

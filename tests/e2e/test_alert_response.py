@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ import pytest
 from admin_harness import HOLDERS, WHY, holder_key
 from login_harness import refusing_connections
 from security_harness import LONDON, TALLINN, TARTU, AsRole, SecStack, security_stack
+from sqlalchemy import event
 
-from kroonika.alerting import RESPONSE_PRINCIPAL, AlertResponder
+from kroonika.alerting import HISTORY_MARGIN_S, RESPONSE_PRINCIPAL, AlertResponder
 from kroonika.audit import Actor, ActorType, AuditUnavailable
 from kroonika.audit.alerting import Alert, AlertResponse, AlertRule, alert_id_for
 from kroonika.audit.sinks import CursorStore
@@ -402,6 +404,67 @@ def test_a_renewal_that_cannot_be_recorded_is_put_back(tmp_path: Path) -> None:
         assert details["expires_at"] == crashed.expires_at
         assert len(r.events("access_list.update")) == 3
         assert len(r.events("response.action")) == 2
+
+
+def test_a_renewal_reads_the_trail_since_its_standing_response_only(tmp_path: Path) -> None:
+    """An alert first seen two days ago (a rule's window may be up to 30 days), its
+    denial standing since now: the renewal's look for an analyst's change or an
+    acknowledgement starts at the standing response (less the margin for events stored
+    late), not at the alert's first event; it still sees an analyst's change after it."""
+    with responding(tmp_path, mode="enforce") as r:
+        alert = _alert("192.0.2.0/24")
+        alert.first_seen = alert.raised_at = _iso(time.time() - 2 * 86400)
+        first = r.run(_responder(r, None).respond(RULE, alert))
+        standing_at = time.time()
+        alert.apply_response(
+            {"type": "response.action", "time": _iso(standing_at), "details": first}
+        )
+        renewals: list[dict[str, Any]] = []
+        bounds = _time_bounds_read(
+            r, lambda: renewals.append(r.run(_responder(r, None).renew(RULE, alert, first)))
+        )
+        assert bounds
+        assert min(bounds) >= _iso(standing_at - HISTORY_MARGIN_S - 1), bounds
+        (renewal,) = renewals
+        assert renewal["result"] == "renewed"
+        alert.apply_response(
+            {"type": "response.action", "time": _iso(time.time()), "details": renewal}
+        )
+        r.run(
+            r.stack.tokens.service.list_update(
+                first["entry_id"],
+                why="mine now",
+                actor=Actor(ActorType.ADMIN, roles=("admin",)),
+                expires_at=renewal["expires_at"] + 3600,
+            )
+        )
+        later = r.run(_responder(r, None).renew(RULE, alert, renewal))
+        assert (later["result"], later["entry_id"]) == (
+            "skipped:changed_by_analyst",
+            first["entry_id"],
+        )
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _time_bounds_read(r: Responding, act: Callable[[], Any]) -> list[str]:
+    """The lower time bounds of the audit store's reads while ``act`` runs."""
+    engine = r.stack.services.audit.store.engine
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if "last_time >=" in statement:
+            values = params.values() if isinstance(params, dict) else params or ()
+            seen.extend(v for v in values if isinstance(v, str) and v[:2] == "20")
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        act()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
 
 
 def test_an_entry_the_cleanup_job_removed_is_renewed_as_a_new_one(tmp_path: Path) -> None:
