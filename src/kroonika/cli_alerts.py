@@ -21,7 +21,10 @@ def list_cmd(
     state: Annotated[str, typer.Option(help="open, acknowledged or all")] = "open",
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
 ) -> None:
-    """The alerts, newest first (summaries hold pseudonyms and networks only)."""
+    """The alerts, newest first (summaries hold pseudonyms and networks only). With
+    --json, ``repeats`` is what the acknowledgement recorded (the acknowledging
+    instance's count of throttled firings): 0 for an open alert, whose repeats only a
+    running instance counts (``GET /admin/alerts``)."""
     from kroonika.audit.alerting import read_book
     from kroonika.audit.formats._text import clean
     from kroonika.cli import (

@@ -13,8 +13,13 @@ ones, so it is as tamper-evident as the trail. The process keeps it in one
 last call; an acknowledgement holds the alert's
 :class:`~kroonika.audit.alerting.AckArbiter` lock from the check until its event is
 stored, so of two instances acknowledging at once exactly one wins (the other: 409).
-``repeats`` is what the running evaluator counted since it started (throttled firings
-of an open alert); an acknowledgement records it. ``responses`` are the automated
+``repeats`` is a count of this instance, not of the service (decision 0036,
+2026-11-28): the throttled firings of the open alert that the evaluator of the instance
+answering counted since it started, in the streams it reads (each instance reads the
+streams it owns); another instance, or this one after a restart, shows another figure.
+A repeat is not an event of the trail. An acknowledgement records the acknowledging
+instance's count, and an acknowledged alert shows the larger of that and this
+instance's. ``responses`` are the automated
 responses the trail records for the alert (``response.action``, decision 0039): the
 first, then each renewal while the alert repeats (``renews``: the expiry it renewed;
 null for the first); an analyst undoes a denial by removing its entry (``DELETE
@@ -106,7 +111,11 @@ async def list_alerts(
 ) -> dict[str, Any]:
     """The alerts raised by the alert rules, newest first: open (not acknowledged),
     acknowledged, or all. Summaries name pseudonyms and anonymised addresses only;
-    ``responses`` lists the automated responses taken for each (decision 0039)."""
+    ``responses`` lists the automated responses taken for each (decision 0039).
+    ``repeats`` counts the throttled firings this instance's evaluator saw since it
+    started, in the streams it reads: not a total across instances (behind a load
+    balancer each answers with its own); once acknowledged, at least the figure the
+    acknowledgement recorded."""
     alerts = [
         a.public()
         for a in reversed(await current_alerts(request))
