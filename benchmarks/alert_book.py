@@ -1,5 +1,7 @@
 """What one read of the alert state costs: ``read_book`` (a pass over every ``alert.*``
-event of the trail, what ``GET /admin/alerts`` did per call) against the process-wide
+event of the trail, what ``GET /admin/alerts`` did per call and ``kroonika alerts list``
+does; since audit migration a0007 it reads only the blocks that hold one, found by a
+partial index, decision 0036, 2026-11-28) against the process-wide
 :class:`~kroonika.audit.alerting.LiveBook` (built once, then each call reads only the
 blocks stored since the last one), on one SQLite store of synthetic events with alerts
 raised and acknowledged among them (decision 0036, 2026-11-28).
@@ -106,7 +108,7 @@ def main() -> None:
     full, book = timed(lambda: read_book(store))
     n_open = sum(1 for a in book.alerts.values() if a.open)
     print(
-        f"read_book (whole trail, every call before): {full:.3f} s, {len(book.alerts)} alerts,"
+        f"read_book (the alert blocks of the whole trail): {full:.3f} s, {len(book.alerts)} alerts,"
         f" {n_open} open"
     )
     build, _ = timed(lambda: LiveBook(store).alerts())
