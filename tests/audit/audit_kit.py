@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditEvent,
     AuditTrail,
     Counters,
     Fingerprinter,
@@ -13,7 +17,22 @@ from kroonika.audit import (
     Pipeline,
     SqlAuditStore,
     SqlSubjectKeys,
+    Target,
+    events,
 )
+
+
+def deny_response(alert_id: str, **details: Any) -> AuditEvent:
+    """A ``deny_network`` ``response.action`` of ``alert_id`` by the automated principal,
+    with ``details`` (result, network, entry...)."""
+    return events.response_action(
+        actor=Actor(ActorType.SYSTEM, client_id="automated:alert-response"),
+        target=Target("alert", alert_id),
+        action="deny_network",
+        alert_id=alert_id,
+        **details,
+    )
+
 
 PSEUDONYM_KEY = b"k" * 32
 MASTER_KEY = b"m" * 32

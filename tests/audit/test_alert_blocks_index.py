@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from audit_kit import deny_response
 from sqlalchemy import event, text
 from test_alert_live_book import Writers, ack, login, raise_, state, writers
 
@@ -29,16 +30,7 @@ def every_record(store: Any) -> AlertBook:
 
 def respond(n: int) -> Any:
     alert_id = alert_id_for("r", f"event-{n}")
-    return events.response_action(
-        actor=Actor(ActorType.SYSTEM, client_id="automated:alert-response"),
-        target=Target("alert", alert_id),
-        action="deny_network",
-        alert_id=alert_id,
-        result="dry_run",
-        rule="r",
-        mode="dry_run",
-        ttl_s=900,
-    )
+    return deny_response(alert_id, result="dry_run", rule="r", mode="dry_run", ttl_s=900)
 
 
 def test_only_the_blocks_holding_alerts_are_read_and_the_answer_is_the_same(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from audit_kit import deny_response
 from cli_kit import Cli
 
 from kroonika.audit import Actor, ActorType, Query, SqlAuditStore, Target, events, run_query
@@ -66,14 +67,8 @@ def test_list_shows_the_responses_of_an_alert(tmp_path: Path) -> None:
     try:
         comps.trail.log_start_sync()
         comps.trail.emit_sync(
-            events.response_action(
-                actor=Actor(ActorType.SYSTEM, client_id="automated:alert-response"),
-                target=Target("alert", ALERT),
-                action="deny_network",
-                alert_id=ALERT,
-                result="done",
-                network="81.2.69.0/24",
-                entry_id="al_0123456789abcdef",
+            deny_response(
+                ALERT, result="done", network="81.2.69.0/24", entry_id="al_0123456789abcdef"
             )
         )
     finally:
