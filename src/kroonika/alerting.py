@@ -470,7 +470,10 @@ class Alerting:
         self.arbiter = AckArbiter(store.engine)
         self.evaluator: AlertEvaluator | None = None
         self.runner: SinkRunner | None = None
+        #: one raise, response or renewal of an alert at a time across the instances
+        self._acts: AckArbiter | None = None
         if rules:
+            self._acts = AckArbiter(store.engine, prefix=AckArbiter.ACT_PREFIX)
             self.evaluator = AlertEvaluator(
                 rules,
                 trail.emit,
@@ -479,6 +482,7 @@ class Alerting:
                 max_age_s=max_age_s,
                 responder=responder,
                 live=self.book,
+                arbiter=self._acts,
             )
             self.runner = SinkRunner(
                 store,
@@ -538,11 +542,12 @@ class Alerting:
         the acknowledgement locks' connection)."""
         self.arbiter.close()
         runner = self.runner
-        if runner is None or not self._started:
-            return
-        self._started = False
-        self._wakeup.detach()
-        await runner.stop(drain=2.0)
+        if runner is not None and self._started:
+            self._started = False
+            self._wakeup.detach()
+            await runner.stop(drain=2.0)
+        if self._acts is not None:
+            self._acts.close()  # after the runner: its last steps hold their alerts' locks
 
 
 __all__ = ["RESPONSE_PRINCIPAL", "AlertResponder", "Alerting", "alert_rules"]

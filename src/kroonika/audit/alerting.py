@@ -45,10 +45,18 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, Literal, Protocol
 
 import orjson
@@ -418,13 +426,6 @@ class AlertBook:
             return alert
         return None
 
-    @classmethod
-    def from_records(cls, bodies: Iterable[bytes]) -> AlertBook:
-        book = cls()
-        for body in bodies:
-            book.apply(orjson.loads(body))
-        return book
-
 
 def read_book(store: Any, *, since: float | None = None) -> AlertBook:
     """The alerts recorded in ``store`` (a pass over the ``alert.*`` and ``response.*``
@@ -547,25 +548,37 @@ class AckArbiter:
     acknowledgements (the admin API holds an ``asyncio.Lock`` around this)."""
 
     KEY_PREFIX: Final = "@alert-ack/"
+    #: The keys of the evaluators' raises, responses and renewals (decision 0039,
+    #: 2026-11-28): an arbiter made with this prefix serialises those, not acknowledgements.
+    ACT_PREFIX: Final = "@alert-act/"
 
-    def __init__(self, engine: Any, *, wait_s: float = 10.0, poll_s: float = 0.01) -> None:
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        wait_s: float = 10.0,
+        poll_s: float = 0.01,
+        prefix: str = KEY_PREFIX,
+    ) -> None:
         from kroonika.audit.sinks._state import ownership_lock_for
 
         self._locks = ownership_lock_for(engine)
         self.wait_s = wait_s
         self.poll_s = poll_s
+        self.prefix = prefix
 
     def acquire(self, alert_id: str) -> None:
         """Wait for the alert's lock (:class:`AckBusy` after ``wait_s``)."""
-        key = self.KEY_PREFIX + alert_id
+        key = self.prefix + alert_id
         deadline = time.monotonic() + self.wait_s
         while not self._locks.try_acquire(key):
             if time.monotonic() >= deadline:
-                raise AckBusy(f"another acknowledgement of {alert_id} is still being recorded")
+                what = "acknowledgement" if self.prefix == self.KEY_PREFIX else "raise or response"
+                raise AckBusy(f"another {what} of {alert_id} is still being recorded")
             time.sleep(self.poll_s)
 
     def release(self, alert_id: str) -> None:
-        self._locks.release(self.KEY_PREFIX + alert_id)
+        self._locks.release(self.prefix + alert_id)
 
     @contextmanager
     def held(self, alert_id: str) -> Iterator[None]:
@@ -623,7 +636,13 @@ class AlertEvaluator:
     ``emit``; ``store`` is read once at ``open`` (the alerts already raised, and the
     recent events of threshold rules already counted before the cursor). An event older
     than ``max_age_s`` when it is read raises nothing (``stale`` counts it): a first
-    start on a long trail does not page anyone about last year."""
+    start on a long trail does not page anyone about last year.
+
+    With ``live`` (the process's :class:`LiveBook`) it asks the whole trail before it
+    raises, responds or renews, so taking over the stream of an instance that died or
+    stopped before its cursor moved adds nothing that instance recorded; with
+    ``arbiter`` (prefix :attr:`AckArbiter.ACT_PREFIX`) each such step holds the alert's
+    lock across instances until its record is stored (decision 0039, 2026-11-28)."""
 
     def __init__(
         self,
@@ -637,6 +656,7 @@ class AlertEvaluator:
         name: str = EVALUATOR_NAME,
         responder: Responder | None = None,
         live: LiveBook | None = None,
+        arbiter: AckArbiter | None = None,
     ) -> None:
         if max_age_s <= 0:
             raise ValueError("max_age_s must be positive")
@@ -648,6 +668,8 @@ class AlertEvaluator:
         self._by_name = {r.name: r for r in rules}
         self._responder = responder
         self._live = live
+        self._arbiter = arbiter
+        self._steps: dict[str, asyncio.Lock] = {}
         self._emit = emit
         self._store = store
         self._cursors = cursors
@@ -748,14 +770,10 @@ class AlertEvaluator:
                 current.repeats += 1
                 self.repeated += 1
                 continue
-            recorded = await self._recorded(alert_id)
-            if recorded is not None:
-                # raised by another instance that read this stream before (it died
-                # before its cursor moved): the trail has it, so it is not raised again
-                self.book.alerts[alert_id] = recorded
-                continue
-            await self._raise(rule, key, doc, alert_id, count)
-            raised.append(alert_id)
+            if await self._alone(
+                alert_id, partial(self._raise_once, rule, key, doc, alert_id, count)
+            ):
+                raised.append(alert_id)
         return raised
 
     async def _respond(self, alert: Alert, doc: Mapping[str, Any]) -> None:
@@ -772,16 +790,24 @@ class AlertEvaluator:
         if age > min(rule.response.ttl_s, self.max_age_s):
             self.stale_responses += 1
             return
+        await self._alone(alert.alert_id, partial(self._respond_once, rule, alert, doc))
+
+    async def _respond_once(self, rule: AlertRule, alert: Alert, doc: Mapping[str, Any]) -> bool:
+        responder, response = self._responder, rule.response
+        if responder is None or response is None:
+            return False  # (checked by _respond)
         recorded = await self._recorded(alert.alert_id)
-        if recorded is not None and recorded.responded(rule.response.action):
-            alert.adopt(recorded)  # answered by another instance this one took over from
-            return
-        details = await self._responder.respond(rule, alert)
+        if recorded is not None:
+            alert.adopt(recorded)
+        if alert.responded(response.action):
+            return False  # answered by another instance, or by this one before a stop
+        details = await responder.respond(rule, alert)
         # What the trail now holds; reading it back changes nothing.
         self.book.apply(
             {"type": "response.action", "time": doc.get("time", ""), "details": details}
         )
         self.responded += 1
+        return True
 
     async def _renew(
         self, rule: AlertRule, alert: Alert, doc: Mapping[str, Any], at: float
@@ -802,22 +828,67 @@ class AlertEvaluator:
         if self._clock() - at > min(response.ttl_s, self.max_age_s):
             self.stale_responses += 1
             return
+        await self._alone(alert.alert_id, partial(self._renew_once, rule, alert, standing, doc))
+
+    async def _renew_once(
+        self, rule: AlertRule, alert: Alert, standing: dict[str, Any], doc: Mapping[str, Any]
+    ) -> bool:
+        responder, response = self._responder, rule.response
+        if responder is None or response is None:
+            return False  # (checked by _renew)
         recorded = await self._recorded(alert.alert_id)
         if recorded is not None:
             alert.adopt(recorded)
-            renews = standing["expires_at"]
-            if not alert.open or any(
-                r["action"] == response.action and r.get("renews") == renews
-                for r in alert.responses
-            ):
-                return  # acknowledged, or this expiry renewed by another instance
-        details = await self._responder.renew(rule, alert, standing)
+        renews = standing["expires_at"]
+        if not alert.open or any(
+            r["action"] == response.action and r.get("renews") == renews for r in alert.responses
+        ):
+            return False  # acknowledged, or this expiry renewed already (another instance)
+        details = await responder.renew(rule, alert, standing)
         if details is None:
-            return
+            return False
         self.book.apply(
             {"type": "response.action", "time": doc.get("time", ""), "details": details}
         )
         self.renewed += 1
+        return True
+
+    async def _raise_once(
+        self, rule: AlertRule, key: str, doc: Mapping[str, Any], alert_id: str, count: int
+    ) -> bool:
+        recorded = await self._recorded(alert_id)
+        if recorded is not None:
+            # raised by another instance that read this stream before (it died or
+            # stopped before its cursor moved): the trail has it, so it is not raised again
+            self.book.alerts[alert_id] = recorded
+            return False
+        if alert_id in self.book.alerts:
+            return False  # raised by this evaluator's step that a stop did not end
+        await self._raise(rule, key, doc, alert_id, count)
+        return True
+
+    async def _alone(self, alert_id: str, step: Callable[[], Awaitable[bool]]) -> bool:
+        """Run ``step`` (look at the trail, then raise, respond or renew and record) as
+        one step per alert: one at a time in this process, across the instances of the
+        store with ``arbiter`` (its lock held until the record is stored), and to its end
+        even if this evaluator is stopped meanwhile: a stop cancels the runner's task, but
+        an event handed to the trail is stored anyway, so the step must not let go of the
+        alert before it is; whoever looks next, this evaluator's final pass or the
+        instance that takes the stream over, finds it in the trail."""
+        mutex = self._steps.setdefault(alert_id, asyncio.Lock())
+
+        async def whole() -> bool:
+            async with mutex:
+                if self._arbiter is None:
+                    return await step()
+                async with self._arbiter.holding(alert_id):
+                    return await step()
+
+        try:
+            return await asyncio.shield(asyncio.ensure_future(whole()))
+        finally:
+            if not mutex.locked():
+                self._steps.pop(alert_id, None)
 
     async def _recorded(self, alert_id: str) -> Alert | None:
         """The alert as the whole trail holds it now, every stream (``live``), not only

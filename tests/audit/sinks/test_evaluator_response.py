@@ -5,6 +5,7 @@ book shows the responses with their alert."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from kroonika.audit import (
     events,
 )
 from kroonika.audit.alerting import (
+    AckArbiter,
     Alert,
     AlertEvaluator,
     AlertResponse,
@@ -182,6 +184,64 @@ async def test_a_takeover_by_an_instance_started_before_the_response_adds_nothin
     assert CursorStore(kit_y.store.engine).get("@alerts", "web-1") > 0  # Y read it
     assert y_asked.asked == []
     assert len(of_type(kit_x, "alert.raise")) == 1
+    assert len(of_type(kit_x, "response.action")) == 1
+
+
+class HeldResponder(RecordingResponder):
+    """Stopped between its deny entry and its record: the record is on its way (handed
+    to the trail, which stores it whatever happens to the caller) until ``go`` is set."""
+
+    def __init__(self, kit: Kit) -> None:
+        super().__init__(kit)
+        self.entered, self.go = asyncio.Event(), asyncio.Event()
+
+    async def respond(self, rule: AlertRule, alert: Alert) -> dict[str, Any]:
+        self.entered.set()
+        return await asyncio.shield(self._on_its_way(rule, alert))
+
+    async def _on_its_way(self, rule: AlertRule, alert: Alert) -> dict[str, Any]:
+        await self.go.wait()
+        return await super().respond(rule, alert)
+
+
+def instance(kit: Kit, responder: RecordingResponder, arbiter: AckArbiter) -> AlertEvaluator:
+    """An evaluator as ``Alerting`` makes it: the live book of its process and the lock of
+    each alert's step across the instances (``arbiter``)."""
+    return evaluator(kit, responder, live=LiveBook(kit.store), arbiter=arbiter)
+
+
+@pytest.mark.asyncio
+@pytest.mark.postgres
+async def test_an_instance_stopped_while_its_response_is_on_its_way_is_answered_once(
+    kit_factory: Any, fresh_postgres_url: str
+) -> None:
+    """X is stopped between its deny entry and its record (its runner's task cancelled,
+    its stream let go, the record still on its way); Y takes the stream over and reads
+    the alert.raise while the record is not stored yet: Y waits for X's step on the
+    alert, then finds X's record and adds none (one response.action)."""
+    kit_x = kit_factory(fresh_postgres_url)
+    kit_y = kit_factory(fresh_postgres_url, stream="web-2")
+    x_asked, y_asked = HeldResponder(kit_x), RecordingResponder(kit_y)
+    x_locks, y_locks = (
+        AckArbiter(k.store.engine, prefix=AckArbiter.ACT_PREFIX) for k in (kit_x, kit_y)
+    )
+    kit_x.trail.emit_sync(anomaly())
+    x_runner = SinkRunner(kit_x.store, [instance(kit_x, x_asked, x_locks)], retry=QUICK_RETRY)
+    y_runner = SinkRunner(kit_y.store, [instance(kit_y, y_asked, y_locks)], retry=QUICK_RETRY)
+    try:
+        await x_runner.start()
+        await asyncio.wait_for(x_asked.entered.wait(), 30)
+        await x_runner.stop()
+        taking_over = asyncio.create_task(y_runner.drain())
+        await asyncio.sleep(1.0)  # Y reads web-1 meanwhile
+        x_asked.go.set()
+        await asyncio.wait_for(taking_over, 60)
+    finally:
+        await y_runner.stop()
+        x_locks.close()
+        y_locks.close()
+    assert CursorStore(kit_y.store.engine).get("@alerts", "web-1") > 0  # Y read it
+    assert y_asked.asked == []
     assert len(of_type(kit_x, "response.action")) == 1
 
 
