@@ -790,22 +790,21 @@ class AlertEvaluator:
         if age > min(rule.response.ttl_s, self.max_age_s):
             self.stale_responses += 1
             return
-        await self._alone(alert.alert_id, partial(self._respond_once, rule, alert, doc))
+        step = partial(self._respond_once, self._responder, rule, rule.response, alert, doc)
+        await self._alone(alert.alert_id, step)
 
-    async def _respond_once(self, rule: AlertRule, alert: Alert, doc: Mapping[str, Any]) -> bool:
-        responder, response = self._responder, rule.response
-        if responder is None or response is None:
-            return False  # (checked by _respond)
-        recorded = await self._recorded(alert.alert_id)
-        if recorded is not None:
-            alert.adopt(recorded)
+    async def _respond_once(
+        self,
+        responder: Responder,
+        rule: AlertRule,
+        response: AlertResponse,
+        alert: Alert,
+        doc: Mapping[str, Any],
+    ) -> bool:
+        await self._catch_up(alert)
         if alert.responded(response.action):
             return False  # answered by another instance, or by this one before a stop
-        details = await responder.respond(rule, alert)
-        # What the trail now holds; reading it back changes nothing.
-        self.book.apply(
-            {"type": "response.action", "time": doc.get("time", ""), "details": details}
-        )
+        self._took(doc, await responder.respond(rule, alert))
         self.responded += 1
         return True
 
@@ -828,17 +827,19 @@ class AlertEvaluator:
         if self._clock() - at > min(response.ttl_s, self.max_age_s):
             self.stale_responses += 1
             return
-        await self._alone(alert.alert_id, partial(self._renew_once, rule, alert, standing, doc))
+        step = partial(self._renew_once, self._responder, rule, response, alert, standing, doc)
+        await self._alone(alert.alert_id, step)
 
     async def _renew_once(
-        self, rule: AlertRule, alert: Alert, standing: dict[str, Any], doc: Mapping[str, Any]
+        self,
+        responder: Responder,
+        rule: AlertRule,
+        response: AlertResponse,
+        alert: Alert,
+        standing: dict[str, Any],
+        doc: Mapping[str, Any],
     ) -> bool:
-        responder, response = self._responder, rule.response
-        if responder is None or response is None:
-            return False  # (checked by _renew)
-        recorded = await self._recorded(alert.alert_id)
-        if recorded is not None:
-            alert.adopt(recorded)
+        await self._catch_up(alert)
         renews = standing["expires_at"]
         if not alert.open or any(
             r["action"] == response.action and r.get("renews") == renews for r in alert.responses
@@ -847,11 +848,22 @@ class AlertEvaluator:
         details = await responder.renew(rule, alert, standing)
         if details is None:
             return False
+        self._took(doc, details)
+        self.renewed += 1
+        return True
+
+    async def _catch_up(self, alert: Alert) -> None:
+        """Take in what the whole trail holds of ``alert`` now (with ``live``)."""
+        recorded = await self._recorded(alert.alert_id)
+        if recorded is not None:
+            alert.adopt(recorded)
+
+    def _took(self, doc: Mapping[str, Any], details: dict[str, Any]) -> None:
+        """What the trail now holds (a ``response.action`` of ``details``, answering
+        ``doc``); reading it back changes nothing."""
         self.book.apply(
             {"type": "response.action", "time": doc.get("time", ""), "details": details}
         )
-        self.renewed += 1
-        return True
 
     async def _raise_once(
         self, rule: AlertRule, key: str, doc: Mapping[str, Any], alert_id: str, count: int
