@@ -17,6 +17,10 @@ from sqlalchemy import Engine
 from conftest import need
 from kroonika.db import make_engine
 from kroonika.tokens import AccessLists, FixedClock, ListSubject, RedisInvalidation, create_tables
+from kroonika.tokens._lists import CHANNEL
+from poll_kit import wait_until
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
 
 @pytest.mark.redis
@@ -29,16 +33,16 @@ def test_change_on_one_instance_invalidates_the_other(tmp_path: Path) -> None:
     channel = f"kroonika:test:{uuid.uuid4().hex}"
     a = AccessLists(engine, clock=clock, max_age_s=3600)
     b = AccessLists(engine, clock=clock, max_age_s=3600)
-    a.invalidation = RedisInvalidation("redis://127.0.0.1:6379/0", a.invalidate, channel=channel)
-    b.invalidation = RedisInvalidation("redis://127.0.0.1:6379/0", b.invalidate, channel=channel)
+    a.invalidation = RedisInvalidation(SHARED_REDIS, a.invalidate, channel=channel)
+    b.invalidation = RedisInvalidation(SHARED_REDIS, b.invalidate, channel=channel)
     try:
         who = ListSubject(subject="EE38001085718")
         assert b.check(who).allowed  # b now holds a cached snapshot
-        time.sleep(0.3)  # let both subscriptions become active
+        # a change published before b's subscription is active never reaches b: wait for
+        # both (a fixed 0.3 s can be too short on a loaded machine)
+        assert wait_until(lambda: _subscribers(SHARED_REDIS, channel) == 2)
         a.add("deny", "subject", "EE38001085718", reason="fraud", created_by="t")
-        deadline = time.monotonic() + 5
-        while b.check(who).allowed and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: not b.check(who).allowed)
         assert not b.check(who).allowed
         assert b.loads >= 2
     finally:
@@ -119,10 +123,18 @@ def _pair(tmp_path: Path, url: str) -> tuple[Engine, AccessLists, AccessLists]:
 
 
 def _agree(lists: AccessLists, who: ListSubject) -> bool:
-    deadline = time.monotonic() + 5
-    while lists.check(who).allowed and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: not lists.check(who).allowed)
     return not lists.check(who).allowed
+
+
+def _subscribers(url: str, channel: str = CHANNEL) -> int:
+    """How many clients the Redis at ``url`` has subscribed to ``channel`` (0 while it
+    is away): what a list instance's subscriber thread has done, seen from outside."""
+    try:
+        with redis.Redis.from_url(url, socket_timeout=5) as r:
+            return int(dict(r.pubsub_numsub(channel)).get(channel.encode(), 0))
+    except redis.ConnectionError:
+        return 0
 
 
 @pytest.mark.redis
@@ -134,14 +146,16 @@ def test_redis_going_away_and_back(tmp_path: Path) -> None:
     proc = _redis_server(binary, port)
     engine, a, b = _pair(tmp_path, url)
     try:
-        time.sleep(0.3)  # let both subscriptions become active
+        assert wait_until(lambda: _subscribers(url) == 2)  # both subscriptions active
         proc.terminate()
         proc.wait(20)
-        time.sleep(0.3)  # the subscribers notice
-        a.add("deny", "client", "c1", reason="during", created_by="t")
+        a.add("deny", "client", "c1", reason="during", created_by="t")  # not published
         proc = _redis_server(binary, port)
-        assert _agree(b, ListSubject(client="c1"))  # the outage dropped b's snapshot
-        time.sleep(1.5)  # b's subscriber reconnects
+        # b's subscriber drops b's snapshot once it notices the outage (whenever that is)
+        assert _agree(b, ListSubject(client="c1"))
+        # a change published before b has subscribed again would never reach it: wait
+        # for both (retried every second; a fixed 1.5 s can be too short on a loaded machine)
+        assert wait_until(lambda: _subscribers(url) == 2)
         a.add("deny", "client", "c2", reason="after", created_by="t")
         assert _agree(b, ListSubject(client="c2"))
     finally:
@@ -157,10 +171,13 @@ def test_redis_away_at_start(tmp_path: Path) -> None:
     """Redis not there when the lists start: they start anyway, and once Redis comes up
     changes reach the other instance, without a restart."""
     binary, port = _own_redis()
-    engine, a, b = _pair(tmp_path, f"redis://127.0.0.1:{port}/0")
+    url = f"redis://127.0.0.1:{port}/0"
+    engine, a, b = _pair(tmp_path, url)
     proc = _redis_server(binary, port)
     try:
-        time.sleep(2.5)  # b's subscriber retries every second
+        # both subscribers retry every second: wait until both have subscribed (a fixed
+        # 2.5 s can be too short on a loaded machine)
+        assert wait_until(lambda: _subscribers(url) == 2)
         assert b.check(ListSubject(client="c1")).allowed  # b holds a snapshot
         a.add("deny", "client", "c1", reason="after start", created_by="t")
         assert _agree(b, ListSubject(client="c1"))

@@ -20,6 +20,7 @@ from kroonika.audit.sinks import (
     SinkRunner,
     TransientSinkError,
 )
+from poll_kit import eventually
 
 FAST = RetryPolicy(initial=0.001, maximum=0.004, permanent_attempts=3, send_timeout=5)
 
@@ -217,10 +218,7 @@ async def test_lag_metrics_count_what_is_not_delivered_yet(kit: Kit) -> None:
     task = asyncio.create_task(runner.run_once(sink, refresh_streams=True))
     # the runner measures the lag once it has read the stream: wait for that (on a
     # loaded machine a fixed sleep was sometimes too short), then for it to stay put
-    for _ in range(1000):
-        if "web-1" in runner.metrics()["lag"]["lag_events"]:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: "web-1" in runner.metrics()["lag"]["lag_events"])
     assert runner.metrics()["lag"]["lag_events"]["web-1"] == kit.trail.size
     sink.fail_times = 0
     await task
@@ -238,10 +236,9 @@ async def test_start_notify_stop_delivers_new_events_without_polling_delay(kit: 
     await runner.start()
     try:
         write_events(kit, 3)
-        for _ in range(200):
-            if len(seqs(sink)) >= kit.trail.size:
-                break
-            await asyncio.sleep(0.02)
+        # 20 s: far above what notify takes even on a loaded machine (200 x 20 ms was
+        # not), yet below the 30 s poll that would deliver them without notify
+        await eventually(lambda: len(seqs(sink)) >= kit.trail.size, within=20)
     finally:
         await runner.stop()
     assert seqs(sink) == list(range(1, kit.trail.size + 1))
@@ -445,12 +442,16 @@ async def test_a_sink_bug_is_a_reported_failure_with_backoff(kit: Kit) -> None:
         kit.store, [sink], retry=slow, on_event=on_event, poll_interval=0.01, rand=lambda: 1.0
     )
     await runner.start()
-    await asyncio.sleep(1.0)
+    # The first retry comes 0.4 s after the first call, the next 0.8 s after that: wait
+    # for the retry (a fixed second can be too short on a loaded machine), then
+    # watch a while for more: without back-off the 0.01 s poll would call it ~20 times.
+    await eventually(lambda: sink.calls >= 2)
+    await asyncio.sleep(0.2)  # checks that nothing happens: load only makes fewer calls
     await runner.stop()
     m = runner.metrics()["buggy"]
     error = "KeyError: unexpected error, see the log"  # not its text: it could quote a secret
     assert (m["failing"], m["delivered"], m["last_error"]) == (True, 0, error)
-    assert 2 <= sink.calls <= 3  # at 0 s, 0.4 s and perhaps 0.4 + 0.8 s: not 100 times
+    assert 2 <= sink.calls <= 3  # at 0 s, 0.4 s and perhaps 0.4 + 0.8 s: not 20 times
     assert m["failures"] == sink.calls
     assert [(e.state, e.error) for e in seen] == [("failed", error)]
 

@@ -20,6 +20,7 @@ from kroonika.audit.sinks import (
     SyslogUdpSink,
     tls_context,
 )
+from poll_kit import eventually
 
 pytestmark = pytest.mark.rsyslog
 FAST = RetryPolicy(initial=0.01, maximum=0.05, send_timeout=10)
@@ -128,7 +129,8 @@ async def test_tls_refuses_a_server_it_cannot_verify(kit: Kit, tmp_path: Path) -
         )
         runner = SinkRunner(kit.store, [sink], retry=FAST)
         task = asyncio.create_task(runner.run_once(sink, refresh_streams=True))
-        await asyncio.sleep(0.5)
+        # until the first handshake has failed (a fixed 0.5 s can be too short)
+        await eventually(lambda: runner.metrics()["bad-tls"]["failures"] >= 1)
         task.cancel()
         await runner.stop()
         assert runner.metrics()["bad-tls"]["delivered"] == 0
