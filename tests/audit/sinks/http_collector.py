@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 
@@ -33,33 +33,32 @@ class Collector:
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
     host: str = "127.0.0.1"  # another address of this host stands in for a remote collector
     _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _connections: Connections = field(default_factory=lambda: Connections())
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, ssl=self.tls)
+        self._server = await asyncio.start_server(
+            self._connections.accepting(self._serve), self.host, self.port, ssl=self.tls
+        )
         self.port = self._server.sockets[0].getsockname()[1]
+        RUNNING[id(self)] = (self, asyncio.get_running_loop())
 
     async def stop(self) -> None:
-        """Go down: close the listener (connections are refused until start())."""
-        if self._server is not None:
-            self._server.close()
+        """Go down: close the listener (connections are refused until start()) and every
+        connection, each socket closed before this returns."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        await self._connections.close()
+        if server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
-            self._server = None
-        for task in list(self._tasks):  # and drop kept-alive connections
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(server.wait_closed(), 1)
+        RUNNING.pop(id(self), None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         try:
             while True:
                 line = await reader.readline()
@@ -99,14 +98,7 @@ class Collector:
         except asyncio.CancelledError:
             return
         finally:
-            # Wait until the socket is closed, not only scheduled to be: stop() awaits
-            # this task, so no accepted connection outlives the test's event loop (its
-            # socket would be reported unclosed in whatever test the GC next runs in).
-            writer.close()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(writer.wait_closed(), 1)
-            if task is not None:
-                self._tasks.discard(task)
+            await close_writer(writer)
 
 
 @dataclass
@@ -118,35 +110,31 @@ class ConnectProxy:
     port: int = 0
     connects: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     _server: asyncio.Server | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _connections: Connections = field(default_factory=lambda: Connections())
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._connections.accepting(self._serve), self.host, self.port
+        )
         self.port = self._server.sockets[0].getsockname()[1]
+        RUNNING[id(self)] = (self, asyncio.get_running_loop())
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
-        while self._tasks:  # a tunnel being set up adds its pipes while we wait
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._tasks.difference_update(tasks)
+        await self._connections.close()
+        RUNNING.pop(id(self), None)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:  # stop() cancels a tunnel still being set up too
-            self._tasks.add(task)
         try:
             await self._tunnel(reader, writer)
         except (ConnectionError, OSError, asyncio.CancelledError):
-            writer.close()
+            await close_writer(writer)
 
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line = (await reader.readline()).decode()
@@ -162,13 +150,14 @@ class ConnectProxy:
             return
         host, port = target.rsplit(":", 1)
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        self._connections.writers.add(up_writer)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         for t in (
             asyncio.create_task(pipe(reader, up_writer)),
             asyncio.create_task(pipe(up_reader, writer)),
         ):
-            self._tasks.add(t)
+            self._connections.tasks.add(t)
 
 
 async def pipe(
@@ -181,6 +170,67 @@ async def pipe(
                 record += data
             w.write(data)
             await w.drain()
-    w.close()
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await asyncio.wait_for(w.wait_closed(), 1)
+    await close_writer(w)
+
+
+#: Every collector and proxy started and not stopped yet (by id: they compare by value):
+#: the sink tests' conftest stops what a failing test left running, in its event loop.
+RUNNING: dict[int, tuple[Collector | ConnectProxy, asyncio.AbstractEventLoop]] = {}
+
+
+async def stop_leftovers() -> None:
+    """Stop every collector and proxy that this event loop started and left running."""
+    loop = asyncio.get_running_loop()
+    for server, started_in in list(RUNNING.values()):
+        if started_in is loop:
+            await server.stop()
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a connection and return once its socket is closed, not only scheduled to
+    be (a socket left to the GC is reported unclosed in whatever test runs then). A
+    TLS close waits for the peer's answer: a peer that never gives one is cut off."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 1)
+    except (Exception, asyncio.CancelledError):
+        writer.transport.abort()  # closes the socket in the loop's next step
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
+
+
+@dataclass
+class Connections:
+    """The connections a server accepted, each served by a task of its own, so that
+    ``close()`` can end them all (including one accepted a moment before)."""
+
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    def accepting(
+        self, serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]:
+        """A ``start_server`` callback that registers each connection as it is accepted
+        (a coroutine callback would only register once its task first runs: one stop()
+        came too early for would outlive the server)."""
+
+        def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.add(writer)
+            task = asyncio.ensure_future(serve(reader, writer))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+        return accept
+
+    async def close(self) -> None:
+        while self.tasks:  # a tunnel being set up adds its pipes while we wait
+            tasks = list(self.tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.tasks.difference_update(tasks)
+        # a task cancelled before it first ran never closed its connection
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+        await asyncio.sleep(0)

@@ -30,6 +30,7 @@ from kroonika.audit.sinks import (
 from kroonika.audit.sinks.webhook import check_signature
 from kroonika.settings import AuditSinkSettings, Settings
 from kroonika.shipping import build_sink
+from poll_kit import eventually
 
 FAST = RetryPolicy(initial=0.01, maximum=0.05, send_timeout=10, permanent_attempts=2)
 TOKEN = SecretStr("00000000-1111-2222-3333-444444444444")
@@ -67,9 +68,11 @@ async def test_hec_wire_format_is_exact(kit: Kit) -> None:
     await hec.start()
     sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt")
     runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
-    await runner.drain()
-    await runner.stop()
-    await hec.stop()
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await hec.stop()
     (req,) = hec.accepted
     assert req.path == "/services/collector/event"
     assert req.headers["authorization"] == f"Splunk {TOKEN.get_secret_value()}"
@@ -84,10 +87,10 @@ async def test_hec_outage_errors_stall_and_down_then_recovery_loses_nothing(kit:
     async def on_event(ev: SinkEvent) -> None:
         seen.append(ev)
 
-    hec = Collector(lambda r: (200, b'{"text":"Success","code":0}'), stall_seconds=2)
+    hec = Collector(lambda r: (200, b'{"text":"Success","code":0}'), stall_seconds=30)
     await hec.start()
     port = hec.port
-    sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt", timeout=0.5)
+    sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt", timeout=2)
     runner = SinkRunner(
         kit.store,
         [sink],
@@ -97,20 +100,23 @@ async def test_hec_outage_errors_stall_and_down_then_recovery_loses_nothing(kit:
         ship_checkpoints=False,
         report_quiet=0,  # report the second outage too, however soon it follows
     )
-    write_events(kit, 4)
-    await runner.drain()
-    hec.script = ["503", "503", "stall", "500"]
-    write_events(kit, 5, start=4)
-    await runner.drain()
-    await hec.stop()  # down: connection refused
-    write_events(kit, 3, start=9)
-    task = asyncio.create_task(runner.drain())
-    await asyncio.sleep(0.3)
-    hec.port = port
-    await hec.start()  # back
-    await task
-    await runner.stop()
-    await hec.stop()
+    try:
+        write_events(kit, 4)
+        await runner.drain()
+        hec.script = ["503", "503", "stall", "500"]
+        write_events(kit, 5, start=4)
+        await runner.drain()
+        await hec.stop()  # down: connection refused
+        write_events(kit, 3, start=9)
+        task = asyncio.create_task(runner.drain())
+        # back once the runner has found it down (a fixed 0.3 s can be too short)
+        await eventually(lambda: len(seen) == 3)
+        hec.port = port
+        await hec.start()  # back
+        await task
+    finally:
+        await runner.stop()
+        await hec.stop()
     assert b"".join(r.body for r in hec.accepted) == hec_body(stored(kit))
     assert [e.state for e in seen] == ["failed", "recovered", "failed", "recovered"]
 
@@ -130,9 +136,11 @@ async def test_hec_refused_event_is_found_and_dead_lettered(kit: Kit) -> None:
     await hec.start()
     sink = SplunkHecSink("hec", hec.url, TOKEN, host="kt")
     runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
-    await runner.drain()
-    await runner.stop()
-    await hec.stop()
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await hec.stop()
     bodies = stored(kit)
     assert b"".join(r.body for r in hec.accepted) == hec_body(bodies[:2] + bodies[3:])
     letters = CursorStore(kit.store.engine).dead_letters("hec")
@@ -192,9 +200,11 @@ async def test_bulk_per_item_failures_in_a_200_are_retried_not_ignored(kit: Kit)
     await es.start()
     sink = ElasticBulkSink("es", es.url, index="logs-kroonika.audit-default")
     runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
-    await runner.drain()
-    await runner.stop()
-    await es.stop()
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await es.stop()
     docs = [orjson.loads(b) for b in stored(kit)]
     assert sorted(order) == sorted(d["id"] for d in docs)  # each once; ES keeps no order
     assert [index[d["id"]] for d in docs] == [
@@ -218,9 +228,11 @@ async def test_webhook_body_is_json_lines_with_a_valid_hmac(kit: Kit) -> None:
     await hook.start()
     sink = WebhookSink("hook", hook.url + "/audit", WEBHOOK_KEY, clock=lambda: 1_800_000_000.0)
     runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, ship_checkpoints=False)
-    await runner.drain()
-    await runner.stop()
-    await hook.stop()
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await hook.stop()
     (req,) = hook.accepted
     assert req.body == b"".join(b + b"\n" for b in stored(kit))
     assert req.headers["x-kroonika-timestamp"] == "1800000000"
@@ -234,15 +246,17 @@ async def test_webhook_body_is_json_lines_with_a_valid_hmac(kit: Kit) -> None:
 @pytest.mark.asyncio
 async def test_webhook_outage_then_recovery_keeps_order(kit: Kit) -> None:
     """Webhook answers 502 and stalls, then accepts: all lines, in order, once."""
-    hook = Collector(lambda r: (200, b"{}"), stall_seconds=2)
+    hook = Collector(lambda r: (200, b"{}"), stall_seconds=30)
     await hook.start()
     hook.script = ["502", "stall", "502"]
-    sink = WebhookSink("hook", hook.url, WEBHOOK_KEY, timeout=0.5)
+    sink = WebhookSink("hook", hook.url, WEBHOOK_KEY, timeout=2)
     runner = SinkRunner(kit.store, [sink], batch_size=3, retry=FAST, ship_checkpoints=False)
     write_events(kit, 8)
-    await runner.drain()
-    await runner.stop()
-    await hook.stop()
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await hook.stop()
     assert b"".join(r.body for r in hook.accepted) == b"".join(b + b"\n" for b in stored(kit))
 
 
@@ -354,7 +368,8 @@ async def test_https_sink_from_settings_trusts_its_ca_file_and_nothing_else(
     try:
         await runner.drain()
         task = asyncio.create_task(refused.drain())
-        await asyncio.sleep(0.3)
+        # until its first attempt has failed (a fixed 0.3 s can be too short)
+        await eventually(lambda: refused.metrics()["bad"]["failures"] >= 1)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -465,9 +480,11 @@ async def test_a_bulk_batch_sent_again_after_a_lost_answer_is_all_conflicts_and_
     await es.start()
     sink = ElasticBulkSink("es", es.url)
     runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, on_event=on_event)
-    await runner.drain()
-    await runner.stop()
-    await es.stop()
+    try:
+        await runner.drain()
+    finally:
+        await runner.stop()
+        await es.stop()
     ids = [orjson.loads(b)["id"] for b in stored(kit)]
     assert statuses[:2] == [[201, 201, 201], [409, 409, 409]]
     assert sorted(index) == sorted([*ids, f"checkpoint:web-1:{cp.size}"])
