@@ -121,7 +121,7 @@ def test_a_badly_signed_id_token_raises_a_forged_id_token_anomaly(stack: Stack) 
     stack.mock_switch(bad_signature=True)
     r, login, _ = stack.login()
     assert login["reason"] == "id_token.bad_signature", r.text
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # the monitor runs on its own time: a loaded machine
     found: list[dict[str, object]] = []
     while not found and time.monotonic() < deadline:
         found = [
@@ -131,7 +131,7 @@ def test_a_badly_signed_id_token_raises_a_forged_id_token_anomaly(stack: Stack) 
         ]
         time.sleep(0.1)
     # One per window: an earlier test's unknown_kid login may have raised it first.
-    assert found, "no forged_id_token anomaly within 10 s"
+    assert found, "no forged_id_token anomaly within 30 s"
     details = found[0]["details"]
     assert isinstance(details, dict)
     evidence = json.loads(str(details["evidence"]))

@@ -7,10 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from poll_kit import wait_until
 
 STATE = "state-Zq8WvB3nL0pK7xY2"
 NONCE = "nonce-Hc4RtM9sD1fJ6gA5"
@@ -39,13 +40,7 @@ def test_mock_process_logs_no_flow_secrets(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(base + "/oidc/jwks", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        assert wait_until(lambda: _up(base, proc), interval=0.2), "the mock did not start"
         response = httpx.get(
             base + "/oidc/authorize",
             params={
@@ -58,8 +53,7 @@ def test_mock_process_logs_no_flow_secrets(tmp_path: Path) -> None:
         assert response.status_code in (302, 303)
         assert STATE in response.headers["location"]
     finally:
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=30)
+        output = _stop(proc)
     assert b"Uvicorn running" in output or b"Started server" in output
     for secret in (STATE, NONCE, "38001085718"):
         assert secret.encode() not in output
@@ -80,14 +74,31 @@ def _start_mock(
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            httpx.get(base + "/oidc/jwks", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.2)
+    wait_until(lambda: _up(base, proc) or proc.poll() is not None, interval=0.2)
     return proc, base
+
+
+def _up(base: str, proc: subprocess.Popen[bytes]) -> bool:
+    """The mock answers (a loaded machine may take many seconds to start a process)."""
+    if proc.poll() is not None:
+        return False
+    try:
+        httpx.get(base + "/oidc/jwks", timeout=5)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> bytes:
+    """Stop the mock as Ctrl-C does and return what it printed; one that does not stop
+    is killed, so that no process (or pipe) outlives the test that started it."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate(timeout=30)
+    return output
 
 
 def test_mock_tara_reads_the_control_token_from_the_environment(tmp_path: Path) -> None:
@@ -102,8 +113,7 @@ def test_mock_tara_reads_the_control_token_from_the_environment(tmp_path: Path) 
         ok = httpx.post(base + "/mock/config", json={"low_acr": True}, headers=bearer, timeout=10)
         assert ok.status_code == 200, ok.text
     finally:
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=30)
+        output = _stop(proc)
     assert token.encode() not in output
 
 

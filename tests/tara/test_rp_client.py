@@ -206,9 +206,9 @@ async def test_a_token_endpoint_that_trickles_is_cut_off_at_the_timeout() -> Non
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
-        writer.write(b"content-length: 40\r\n\r\n")
+        writer.write(b"content-length: 100\r\n\r\n")
         try:
-            for _ in range(40):
+            for _ in range(100):  # 20 s in all
                 await writer.drain()
                 await asyncio.sleep(0.2)
                 writer.write(b" ")
@@ -236,4 +236,6 @@ async def test_a_token_endpoint_that_trickles_is_cut_off_at_the_timeout() -> Non
         started = time.monotonic()
         with pytest.raises(IdpUnavailable):
             await client.exchange_code("code-0123")
-        assert time.monotonic() - started < 2.5
+        # cut off at the 1 s timeout, not after the 20 s drip: the bound leaves a loaded
+        # machine room (2.5 s left it only 1.5 s), it is not a measurement
+        assert time.monotonic() - started < 10

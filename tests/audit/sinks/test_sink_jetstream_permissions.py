@@ -94,7 +94,7 @@ async def test_credentials_that_lose_every_publish_right_pause_the_sink_until_re
     with own_nats_server(tmp_path, users(ALLOWED)) as server:
         admin_url = server.url.replace("//", f"//{ADMIN}@")
         async with jetstream(admin_url, prefix) as (_nc, js):
-            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=0.5)
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=5)
             runner = SinkRunner(
                 kit.store, [sink], batch_size=10, retry=FAST, on_event=on_event, poll_interval=0.05
             )
@@ -157,7 +157,7 @@ async def test_a_subject_denied_while_others_go_through_dead_letters_only_its_it
             for n, make in enumerate([login_event, session_event, session_event, login_event]):
                 kit.trail.emit_sync(make(n))
             kit.trail.emit_sync(session_event(4))  # and a checkpoint at 5
-            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=0.5)
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=5)
             await deliver_all(kit, sink, batch_size=batch_size)
             dead = CursorStore(kit.store.engine).dead_letters("nats")
             bodies = bodies_of(kit)
@@ -188,7 +188,7 @@ async def test_a_publish_denied_on_every_subject_of_the_sink_is_transient(
         async with jetstream(admin_url, prefix) as (_nc, js):
             write_events(kit, 1)
             body = bodies_of(kit)[0]
-            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=0.5)
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=5)
             try:
                 with pytest.raises(TransientSinkError) as caught:
                     await sink.send([Record("web-1", 1, body)])
