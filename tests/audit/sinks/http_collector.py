@@ -211,8 +211,8 @@ class Connections:
         self, serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]:
         """A ``start_server`` callback that registers each connection as it is accepted
-        (a coroutine callback would only register once its task first runs: one stop()
-        came too early for would outlive the server)."""
+        (a coroutine callback registers only once its task first runs: a connection
+        accepted just before stop() would outlive the server)."""
 
         def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.writers.add(writer)
