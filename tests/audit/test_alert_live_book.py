@@ -249,6 +249,9 @@ def test_a_waiting_arbiter_gets_the_lock_when_it_is_released(
         a.acquire(alert)
         waiter = threading.Thread(target=lambda: (b.acquire(alert), order.append("b")))
         waiter.start()
+        # b must NOT get the lock while a holds it: a wait for what must not happen
+        # (on a loaded machine b may not have asked yet; then the test proves less,
+        # it does not fail)
         time.sleep(0.2)
         order.append("a released")
         a.release(alert)
