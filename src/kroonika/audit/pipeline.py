@@ -154,6 +154,8 @@ class AuditTrail:
         # task still runs in its thread while stop() publishes the checkpoint.
         self._seal_lock = threading.Lock()
         self._closing = False
+        # set when a stop gave up waiting for the writer: no commit starts after that
+        self._abandoned = False
         self.started_sync = False
         self._emitted = 0
         self.on_commit = on_commit
@@ -167,31 +169,69 @@ class AuditTrail:
             return
         self._queue = asyncio.Queue(self._queue_size)
         self._closing = False
+        self._abandoned = False
         self._task = asyncio.create_task(self._writer(), name=f"audit-writer-{self.stream}")
         self._task.add_done_callback(self._writer_ended)
         await self.emit(self._start_event())
 
     async def stop(self, reason: str = "shutdown") -> None:
+        """Record ``audit.log.stop``, commit everything queued and end the writer. A
+        stop cancelled before that (the service's bound on it ran out: a commit hangs)
+        gives the writer up: see :meth:`_abandon`."""
         if self._task is None:
             return
         from kroonika.audit import events
 
-        with contextlib.suppress(AuditUnavailable):
-            await self.emit(
-                events.audit_log_stop(
-                    actor=Actor(type=ActorType.SYSTEM), events=self._emitted, reason=reason
-                )
-            )
-        # A sentinel, not cancel(): everything queued before it is committed (and
-        # its caller answered) before the writer ends; later emits fail closed.
-        self._closing = True
         task = self._task
-        if self._queue is not None and not task.done():
-            await self._queue.put(None)  # room is made if the writer dies meanwhile
-        await asyncio.wait({task})  # whatever ended it, without raising it here
+        try:
+            with contextlib.suppress(AuditUnavailable):
+                await self.emit(
+                    events.audit_log_stop(
+                        actor=Actor(type=ActorType.SYSTEM), events=self._emitted, reason=reason
+                    )
+                )
+            # A sentinel, not cancel(): everything queued before it is committed (and
+            # its caller answered) before the writer ends; later emits fail closed.
+            self._closing = True
+            if self._queue is not None and not task.done():
+                await self._queue.put(None)  # room is made if the writer dies meanwhile
+            await asyncio.wait({task})  # whatever ended it, without raising it here
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
         self._task = None
         with contextlib.suppress(AuditUnavailable):
             await asyncio.to_thread(self.checkpoint_now)
+
+    def _abandon(self, task: asyncio.Task[None]) -> None:
+        """The stop was cut off while the writer still runs (a commit hangs): no commit
+        starts any more (:meth:`_commit` refuses), every caller still waiting gets
+        AuditUnavailable (the writer is cancelled), and :meth:`close_store` leaves the
+        store open while the commit in flight still holds it. Nothing a caller was told
+        is recorded is lost (it was committed before it was told); a caller told
+        AuditUnavailable may find its event stored if the hung commit completes."""
+        self._closing = True
+        self._abandoned = True
+        self._task = None
+        if not task.done():
+            task.cancel()  # _writer_ended answers every waiting caller
+        log.error("audit writer of stream %s given up at the stop", self.stream)
+
+    def close_store(self) -> bool:
+        """Close the store unless a commit is still in it (a stop gave the writer up
+        while its commit hung): a closed store is never written to, and an open one
+        is closed by the process's exit. True if it was closed."""
+        if not self._seal_lock.acquire(blocking=False):
+            log.error(
+                "audit store of stream %s left open: a commit is still in flight", self.stream
+            )
+            return False
+        try:
+            self._abandoned = True  # nothing commits into a closed store
+            self.store.close()
+        finally:
+            self._seal_lock.release()
+        return True
 
     def _writer_ended(self, task: asyncio.Task[None]) -> None:
         """Answer every caller still waiting when the writer task ends: those of the
@@ -300,6 +340,8 @@ class AuditTrail:
     def _commit(self, records: list[dict[str, Any]]) -> list[SealedEvent]:
         try:
             with self._seal_lock:
+                if self._abandoned:
+                    raise AuditUnavailable("the audit writer was stopped")
                 sealed = self._sealer.commit(records)
         except AuditUnavailable:
             self.counters.add("writer.failed_events", len(records))

@@ -279,7 +279,7 @@ def create_app(
             await _bounded("the rate limiter's Redis", limiter.close())
             if services.owns_http:
                 await _bounded("the TARA client", services.http.aclose())
-            audit.store.close()
+            audit.trail.close_store()  # left open while a hung commit still holds it
             engine.dispose()
 
         await audit.trail.start()
