@@ -6,7 +6,14 @@ job at a time, every run audited as ``job.run``)::
     await scheduler.run("sessions", trigger="admin:...")   # manual run
 """
 
-from kroonika.jobs._errors import JobBusy, JobError, LeaseLost, RunUnrecorded, UnknownJob
+from kroonika.jobs._errors import (
+    JobBusy,
+    JobError,
+    JobStopped,
+    LeaseLost,
+    RunUnrecorded,
+    UnknownJob,
+)
 from kroonika.jobs._lease import Lease, Leases
 from kroonika.jobs._scheduler import RunResult, Scheduler, default_owner
 from kroonika.jobs.cleanup import JOBS, Job, JobContext, JobDeps
@@ -18,6 +25,7 @@ __all__ = [
     "JobContext",
     "JobDeps",
     "JobError",
+    "JobStopped",
     "Lease",
     "LeaseLost",
     "Leases",

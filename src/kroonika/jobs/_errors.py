@@ -4,6 +4,7 @@ JobError            base
 ├── UnknownJob      no job of that name
 ├── JobBusy         another run holds the job's lease (here or on another instance)
 ├── LeaseLost       the lease expired and another instance took the job over
+├── JobStopped      the service is stopping: the run ended after its last whole batch
 └── RunUnrecorded   the run ended but its job.run could not be written (also an
                     AuditUnavailable); carries the run
 """
@@ -32,6 +33,10 @@ class JobBusy(JobError):
 
 class LeaseLost(JobError):
     pass
+
+
+class JobStopped(JobError):
+    """Raised by :meth:`JobContext.batch_done` once the scheduler is stopping."""
 
 
 class RunUnrecorded(JobError, AuditUnavailable):

@@ -33,11 +33,18 @@ from kroonika.audit import (
 from kroonika.audit import events as ev
 from kroonika.db import UNAVAILABLE
 from kroonika.db.admin import job_run, job_state
-from kroonika.jobs._errors import JobBusy, LeaseLost, RunUnrecorded, UnknownJob
+from kroonika.jobs._errors import JobBusy, JobStopped, LeaseLost, RunUnrecorded, UnknownJob
 from kroonika.jobs._lease import Lease, Leases
 from kroonika.jobs.cleanup import Job, JobContext, JobDeps
 
 log = logging.getLogger("kroonika.jobs")
+
+#: how long :meth:`Scheduler.stop` waits for a running job to reach the end of its batch
+#: before it gives the run up (the service bounds the whole stop of the jobs at 10 s)
+STOP_GRACE_S = 5.0
+#: how long a run given up at the stop may take to free its lease (a dead database: the
+#: lease then runs out, and the next run marks the row interrupted)
+RELEASE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,8 @@ class Scheduler:
         self.leases = Leases(deps.engine, owner=owner or default_owner(), lease_s=lease_s)
         self.on_tick = on_tick
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
 
     def _now(self) -> int:
         return int(self.clock())
@@ -162,13 +171,21 @@ class Scheduler:
             counts=counts,
             progress=progress,
             request_id=correlation.request_id if correlation else None,
+            stopping=lambda: self._stopping,
         )
         started = time.perf_counter()
         outcome, error, cause = "success", None, None
+        given_up = False
         try:
             await job(self.deps, ctx)
         except LeaseLost:
             outcome, error = "interrupted", "lease_lost"
+        except JobStopped:  # at the end of a batch: the next run goes on from there
+            outcome, error = "interrupted", "stopped"
+        except asyncio.CancelledError:
+            # given up by stop() after its grace (stuck in a thread, which may still
+            # finish its batch): recorded all the same, as interrupted, then cancelled
+            outcome, error, given_up = "interrupted", "stopped", True
         except Exception as exc:
             log.error("job %s failed: %s", lease.job, type(exc).__name__, exc_info=True)
             outcome, error, cause = "failure", type(exc).__name__, _cause(exc)
@@ -184,20 +201,32 @@ class Scheduler:
             error,
             cause,
         )
+        release = asyncio.to_thread(
+            self.leases.release,
+            lease,
+            now=self._now(),
+            outcome=outcome,
+            counts=result.counts,
+            error=error,
+        )
         try:
-            await asyncio.to_thread(
-                self.leases.release,
-                lease,
-                now=self._now(),
-                outcome=outcome,
-                counts=result.counts,
-                error=error,
-            )
+            if given_up:
+                await asyncio.wait_for(release, RELEASE_S)
+            else:
+                await release
+        except Exception:
+            if not given_up:
+                raise
+            log.error("job %s: the lease of a run given up at the stop was not freed", lease.job)
         finally:  # a database gone with the run: the lease runs out, the run is still recorded
             try:
                 await self._record(lease, result, actor, correlation, ctx.batches)
             except AuditUnavailable as exc:
-                raise RunUnrecorded(result) from exc
+                if not given_up:
+                    raise RunUnrecorded(result) from exc
+                log.error("job %s: a run given up at the stop could not be recorded", lease.job)
+        if given_up:
+            raise asyncio.CancelledError
         return result
 
     async def _record(
@@ -232,6 +261,8 @@ class Scheduler:
             await asyncio.to_thread(self.on_tick)
         out = []
         for name in self.jobs:
+            if self._stopping:
+                break
             slot = self.slot(name)
             if slot is None:
                 continue
@@ -240,7 +271,8 @@ class Scheduler:
         return out
 
     async def _loop(self) -> None:
-        while True:
+        wake = self._wake = asyncio.Event()
+        while not self._stopping:
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -252,18 +284,30 @@ class Scheduler:
                     # stop() cancelled a run whose record then failed (the trail is down):
                     # that error replaced the cancellation, which must still end the loop
                     raise asyncio.CancelledError from None
-            await asyncio.sleep(self.tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.tick_s)
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._loop(), name="kroonika-jobs")
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the loop: a running job ends at the end of its batch (recorded as
+        interrupted, ``stopped``); one that has not within ``grace_s`` (stuck in a worker
+        thread) is cancelled, and recorded the same way. Manual runs stop too."""
+        self._stopping = True
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        if self._wake is not None:
+            self._wake.set()
+        await asyncio.wait({task}, timeout=grace_s)
+        if not task.done():
+            log.error("job scheduler: a run did not stop within %.0f s; giving it up", grace_s)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def status(self) -> list[dict[str, Any]]:
         with self.deps.engine.connect() as conn:

@@ -54,13 +54,16 @@ from kroonika.audit import events as ev
 from kroonika.db.security import security_profile
 from kroonika.db.sessions import login_flow, session
 from kroonika.db.tokens import access_list, tokens
+from kroonika.jobs._errors import JobStopped
 from kroonika.sessions import EndReason, SessionManager, SessionRecord
 
 
 @dataclass
 class JobContext:
-    """What a job gets: the time, the batch size, counters, and ``progress()`` to call after
-    each batch (it renews the lease and raises if another instance took the job over)."""
+    """What a job gets: the time, the batch size, counters, and ``batch_done()`` to call
+    after each batch: it renews the lease (``progress``; it raises if another instance took
+    the job over) and raises :class:`JobStopped` once ``stopping()`` says the service is
+    stopping, so a run ends between batches, each of which leaves consistent state."""
 
     now: Callable[[], int]
     batch_size: int
@@ -68,10 +71,13 @@ class JobContext:
     progress: Callable[[], Awaitable[None]]
     request_id: str | None = None
     batches: int = 0
+    stopping: Callable[[], bool] = lambda: False
 
     async def batch_done(self) -> None:
         self.batches += 1
         await self.progress()
+        if self.stopping():
+            raise JobStopped("the service is stopping")
 
 
 @dataclass
