@@ -10,7 +10,9 @@ import os
 import secrets
 import signal
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,14 @@ db_app = typer.Typer(no_args_is_help=True, help="The business database.")
 DEV_CLIENT_ID = "kroonika-dev"
 #: uvicorn's exit status for a server that could not start
 STARTUP_FAILURE = 3
+#: the exit status of a stop that had to leave a worker thread running (see
+#: :func:`_release_workers`)
+STOP_INCOMPLETE = 1
+#: how long the exit waits for the worker threads once the service has stopped in order
+WORKERS_EXIT_S = 10.0
+WORKER_PREFIX = "kroonika-worker"
+
+log = logging.getLogger("kroonika.cli")
 ALL_METHOD_SCOPES = ["openid", "idcard", "mid", "smartid", "eidas"]
 
 
@@ -166,11 +176,65 @@ def mock_tara(
     run(host, port, config)
 
 
+def _own_workers() -> ThreadPoolExecutor:
+    """The loop's worker threads (``asyncio.to_thread``), in an executor this module
+    holds, so that the exit can wait for them with a bound."""
+    executor = ThreadPoolExecutor(thread_name_prefix=WORKER_PREFIX)
+    asyncio.get_running_loop().set_default_executor(executor)
+    return executor
+
+
+async def _release_workers(executor: ThreadPoolExecutor, seconds: float) -> None:
+    """Once the service has stopped in order (the jobs recorded, the trail committed and
+    stopped, the pools closed), wait at most ``seconds`` for the worker threads; then, if
+    one still runs (a job's batch or a commit stuck on a database that does not answer),
+    log it and end the process at once (exit :data:`STOP_INCOMPLETE`). Python would
+    otherwise join that thread at exit without a limit (``asyncio.run`` and
+    ``concurrent.futures`` both do on 3.11), so the stop would hang for ever. A stuck
+    statement's transaction is not committed: its database rolls it back when the
+    connection goes with the process."""
+    loop = asyncio.get_running_loop()
+    joined: asyncio.Future[None] = loop.create_future()
+
+    def done() -> None:
+        if not joined.done():
+            joined.set_result(None)
+
+    def join() -> None:
+        executor.shutdown(wait=True)
+        with contextlib.suppress(RuntimeError):  # the loop ended first: nobody waits
+            loop.call_soon_threadsafe(done)
+
+    threading.Thread(target=join, name="kroonika-exit", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(joined), seconds)
+    except TimeoutError:
+        stuck = sum(1 for t in threading.enumerate() if t.name.startswith(WORKER_PREFIX))
+        log.error(
+            "stop: %d worker thread(s) still running %.0f s after the stop; exiting without them",
+            stuck,
+            seconds,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(STOP_INCOMPLETE)
+
+
 class _Serving(uvicorn.Server):
     """uvicorn's server with SIGINT/SIGTERM starting the stop, but not raised again once
     the service has stopped: uvicorn does (so that a parent sees the signal), which made a
     clean stop of ``kroonika serve`` end killed by SIGTERM (exit status 143, -15 to
-    Python) after its lifespan had shut down in order; the stop is clean: exit 0."""
+    Python) after its lifespan had shut down in order; the stop is clean: exit 0. A
+    worker thread still running after the stop does not hold the exit beyond
+    :data:`WORKERS_EXIT_S` (:func:`_release_workers`)."""
+
+    async def serve(self, sockets: list[Any] | None = None) -> None:
+        workers = _own_workers()
+        try:
+            await super().serve(sockets)
+        finally:
+            await _release_workers(workers, WORKERS_EXIT_S)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -310,6 +374,7 @@ def dev(
             await srv.serve()
 
     async def both() -> int:
+        workers = _own_workers()
         mock_server = server(mock, mock_port, "off")
         app_server = server(app, port, "on")
         loop = asyncio.get_running_loop()
@@ -344,6 +409,7 @@ def dev(
             code = 1
         mock_server.should_exit = True
         await mock_task
+        await _release_workers(workers, WORKERS_EXIT_S)
         typer.echo("Kroonika stopped.", err=True)
         return code
 
