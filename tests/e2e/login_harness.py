@@ -44,9 +44,17 @@ def mock_keys() -> tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
     )
 
 
-def e2e_mock(issuer: str, redirect_uris: tuple[str, ...]) -> Any:
-    """The TARA mock at ``issuer`` with the e2e client (every login method) registered
-    for ``redirect_uris``, its control API on."""
+def e2e_mock(
+    issuer: str,
+    redirect_uris: tuple[str, ...],
+    *,
+    extra_scopes: tuple[str, ...] = (),
+    clock: Callable[[], float] | None = None,
+) -> Any:
+    """The TARA mock at ``issuer`` with the e2e client (every login method, and
+    ``extra_scopes``) registered for ``redirect_uris``, its control API on; ``clock`` is
+    the time it tells (a test's moved clock), the real time if None."""
+    timing: dict[str, Any] = {} if clock is None else {"clock": clock}
     return create_mock(
         MockConfig(
             issuer=issuer,
@@ -55,11 +63,12 @@ def e2e_mock(issuer: str, redirect_uris: tuple[str, ...]) -> Any:
                     client_id=CLIENT_ID,
                     secret=SecretStr(SECRET),
                     redirect_uris=redirect_uris,
-                    allowed_scopes=frozenset(ALL_SCOPES),
+                    allowed_scopes=frozenset([*ALL_SCOPES, *extra_scopes]),
                 ),
             ),
             keys=mock_keys(),
             control_api=True,
+            **timing,
         )
     )
 

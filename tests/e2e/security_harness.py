@@ -14,19 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from login_harness import CLIENT_ID, SECRET, Stack, free_socket, mock_keys, serve
+from login_harness import ALL_SCOPES, CLIENT_ID, SECRET, Stack, e2e_mock, free_socket, serve
 from pydantic import SecretStr
 
 from kroonika.settings import Settings
-from kroonika.tara.mock import MockConfig, RegisteredClient
-from kroonika.tara.mock import create_app as create_mock
 from kroonika.tokens import TokenComponents
 from kroonika.web import Services, create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "audit" / "enrich"))
 from geo_fixture import PLACES, build_city_db
-
-ALL_SCOPES = ["openid", "idcard", "mid", "smartid", "eidas"]
 
 # Addresses that the fixture database places (the same as the DB-IP City Lite does).
 TARTU = "193.40.0.1"
@@ -130,21 +126,8 @@ def security_stack(
     service_url = f"http://127.0.0.1:{service_sock.getsockname()[1]}"
     mock_url = f"http://127.0.0.1:{mock_sock.getsockname()[1]}"
     clock = OffsetClock()
-    mock = create_mock(
-        MockConfig(
-            issuer=mock_url,
-            clients=(
-                RegisteredClient(
-                    client_id=CLIENT_ID,
-                    secret=SecretStr(SECRET),
-                    redirect_uris=(service_url + "/auth/callback",),
-                    allowed_scopes=frozenset([*ALL_SCOPES, "email", "phone"]),
-                ),
-            ),
-            keys=mock_keys(),
-            control_api=True,
-            clock=clock,
-        )
+    mock = e2e_mock(
+        mock_url, (service_url + "/auth/callback",), extra_scopes=("email", "phone"), clock=clock
     )
     values: dict[str, Any] = {
         "var_dir": tmp_path / "var",
