@@ -69,10 +69,10 @@ def _job_state(url: str) -> tuple[Any, Any]:
     return (run[0] if run else None), (lease[0] if lease else None)
 
 
-def _job_runs(url: str) -> list[dict[str, Any]]:
+def _events(url: str, kind: str) -> list[dict[str, Any]]:
     store = SqlAuditStore(url, read_only=True)
     try:
-        return [orjson.loads(raw) for raw in run_query(store, Query(types=("job.run",)))]
+        return [orjson.loads(raw) for raw in run_query(store, Query(types=(kind,)))]
     finally:
         store.close()
 
@@ -109,16 +109,8 @@ def test_a_job_stuck_in_a_thread_does_not_hold_the_exit(tmp_path: Path, locked_f
     output = (tmp_path / "serve.log").read_text(errors="replace")
     assert code == 1, output[-2000:]
     assert "worker thread(s) still running" in output
-    [run] = [r for r in _job_runs(url) if r["details"]["job"] == "login_flows"]
+    [run] = [r for r in _events(url, "job.run") if r["details"]["job"] == "login_flows"]
     assert run["outcome"] == "failure"
     assert run["reason"] == "stopped"
     assert _job_state(url) == ("interrupted", None)
-    assert [s["reason"] for s in _stops(url)] == ["shutdown"]
-
-
-def _stops(url: str) -> list[dict[str, Any]]:
-    store = SqlAuditStore(url, read_only=True)
-    try:
-        return [orjson.loads(raw) for raw in run_query(store, Query(types=("audit.log.stop",)))]
-    finally:
-        store.close()
+    assert [s["reason"] for s in _events(url, "audit.log.stop")] == ["shutdown"]
