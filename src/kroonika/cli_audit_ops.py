@@ -269,13 +269,8 @@ def retention_run(
     KROONIKA_AUDIT_RETENTION_DAYS and KROONIKA_AUDIT_LEGAL_HOLD."""
     import dataclasses
 
-    from kroonika.audit import Actor, ActorType, AuditError, events
-    from kroonika.audit.retention import (
-        PurgeResult,
-        RetentionJob,
-        retention_event_details,
-        shredded_event_details,
-    )
+    from kroonika.audit import AuditError, AuditUnavailable
+    from kroonika.audit.retention import RetentionJob, retention_event, shredded_event
     from kroonika.cli import _access_trail, _fail, _settings
     from kroonika.shipping import retention_policy
 
@@ -284,26 +279,26 @@ def retention_run(
     if legal_hold:
         policy = dataclasses.replace(policy, legal_hold=True)
     with _access_trail(settings) as comps:
-
-        def emit(details: dict[str, str | int]) -> None:
-            event = events.audit_retention(actor=Actor(ActorType.SYSTEM))
-            event.details.update(details)
-            comps.trail.emit_sync(event)
-
-        def record(result: PurgeResult) -> None:
-            emit(retention_event_details(result))
-
+        # Each purge and each shredding is recorded before anything goes (planned) and
+        # after (done or failed); a refused record stops it: no action without its record.
         job = RetentionJob(
             comps.store,
             policy,
             archive_dir=archive_dir if archive_dir is not None else settings.audit_archive_dir,
-            on_purged=None if dry_run else record,
+            on_purged=lambda result: comps.trail.emit_sync(retention_event(result)),
             keyring=comps.keyring,
-            on_shredded=lambda n, made_before: emit(shredded_event_details(n, made_before)),
+            on_shredded=lambda n, before, phase: comps.trail.emit_sync(
+                shredded_event(n, before, phase)
+            ),
         )
         try:
             results = job.run(dry_run=dry_run)
             shredded = job.shred_keys(dry_run=dry_run)
+        except AuditUnavailable as exc:
+            raise _fail(
+                f"retention stopped, the audit trail refused a record ({exc}); nothing is "
+                "purged or shredded before its planned record is stored"
+            ) from None
         except AuditError as exc:
             raise _fail(str(exc)) from None
     for r in results:

@@ -8,12 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "sinks"))
 
 from cli_kit import Cli
-from sink_kit import make_kit, write_events
+from sink_kit import make_kit, refuse_on_insert, write_events
+
+from kroonika.audit import Query, SqlAuditStore, run_query
 
 DAY = 86400.0
 
@@ -66,3 +69,32 @@ def test_the_configured_archive_dir_is_used(old_trail: Cli, tmp_path: Path) -> N
     assert [p.name for p in archive.iterdir()] == ["web-1-000000000001-000000000010.jsonl.gz"], (
         done.stdout
     )
+
+
+def _retention_phases(var: Path) -> list[tuple[str, str]]:
+    store = SqlAuditStore(str(var / "audit.db"), read_only=True)
+    try:
+        docs = [orjson.loads(b) for b in run_query(store, Query(types=("audit.retention",)))]
+    finally:
+        store.close()
+    return [(d["details"]["phase"], d["outcome"]) for d in docs]
+
+
+def test_the_purge_is_recorded_before_and_after(old_trail: Cli) -> None:
+    """As the job: a planned record, the purge, a done record."""
+    assert "purged web-1 1..10" in old_trail("audit", "retention", "run").stdout
+    assert _retention_phases(old_trail.var) == [("planned", "unknown"), ("done", "success")]
+
+
+def test_when_the_trail_refuses_the_record_nothing_is_purged(old_trail: Cli) -> None:
+    """The store takes the command's audit.log.start but refuses its next block (the
+    planned record): exit 2 with one line, and the range is still there."""
+    store = SqlAuditStore(str(old_trail.var / "audit.db"))
+    try:
+        refuse_on_insert(store.engine, "audit_blocks", stream_like="cli-%", after_seq=1)
+    finally:
+        store.close()
+    err = old_trail.usage_error("audit", "retention", "run")
+    assert "the audit trail refused a record" in err
+    assert "would purge web-1 1..10" in old_trail("audit", "retention", "run", "--dry-run").stdout
+    assert _retention_phases(old_trail.var) == []

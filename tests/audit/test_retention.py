@@ -6,25 +6,41 @@ import gzip
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).parent / "sinks"))
 
-from sink_kit import Kit, make_kit, write_events
+from sink_kit import Kit, make_kit, refuse_on_insert, write_events
 
-from kroonika.audit import Actor, ActorType, Correlation, Source, verify_store
+from kroonika.audit import (
+    Actor,
+    ActorType,
+    AuditUnavailable,
+    Correlation,
+    Query,
+    Source,
+    run_query,
+    verify_store,
+)
 from kroonika.audit import events as ev
 from kroonika.audit.retention import (
     FLOOR_CATEGORIES,
     LegalHoldActive,
+    PurgePhase,
     PurgeResult,
+    RetentionError,
     RetentionJob,
     RetentionPolicy,
+    retention_event,
+    shredded_event,
     verify_archive,
 )
 from kroonika.audit.store._schema import subject_keys
+from kroonika.audit.verify import stored_bases
 
 DAY = 86400.0
 
@@ -58,7 +74,9 @@ def test_purge_removes_a_checkpointed_prefix_and_verify_still_passes(kit: Kit) -
     assert report.intact, report.findings
     assert report.streams[0].base == 10
     assert report.streams[0].records == 2
-    assert purged == [result]
+    assert [(p.phase, p.last_seq) for p in purged] == [(PurgePhase.PLANNED, 10), (result.phase, 10)]
+    assert purged[-1] == result
+    assert result.phase is PurgePhase.DONE
     assert [cp.size for cp in kit.store.checkpoints("web-1")] == [5, 10]
 
 
@@ -303,7 +321,7 @@ def test_keys_of_anonymous_months_and_login_flows_are_shredded_after_the_longest
             policy,
             clock=lambda: later(days),
             keyring=kit.keyring,
-            on_shredded=lambda n, before: shredded.append((n, before)),
+            on_shredded=lambda n, before, phase: shredded.append((n, before, phase)),
         )
 
     assert job(policy.longest_days).shred_keys() == 0
@@ -313,7 +331,8 @@ def test_keys_of_anonymous_months_and_login_flows_are_shredded_after_the_longest
     late = job(policy.longest_days + 2)
     assert late.shred_keys() == 2
     assert _key_subjects(kit) == [person]
-    assert shredded == [(2, late.keys_cutoff())]
+    cutoff = late.keys_cutoff()
+    assert shredded == [(2, cutoff, PurgePhase.PLANNED), (2, cutoff, PurgePhase.DONE)]
     assert verify_store(kit.store, kit.keyring.public_keys()).intact
 
 
@@ -340,3 +359,120 @@ def test_a_short_default_does_not_shorten_the_security_relevant_categories(categ
     assert RetentionPolicy(default_days=90).longest_days == 400
     all_named = RetentionPolicy(default_days=90, categories=dict.fromkeys(FLOOR_CATEGORIES, 30))
     assert all_named.longest_days == 90
+
+
+# --- no purge and no shredding without its record ------------------------------------
+
+
+def _recording_job(kit: Kit, days: float = 401) -> RetentionJob:
+    """A job that records through the kit's real trail, as the service and the CLI do."""
+    return RetentionJob(
+        kit.store,
+        RetentionPolicy(),
+        clock=lambda: later(days),
+        keyring=kit.keyring,
+        on_purged=lambda r: kit.trail.emit_sync(retention_event(r)),
+        on_shredded=lambda n, before, phase: kit.trail.emit_sync(shredded_event(n, before, phase)),
+    )
+
+
+def _records(kit: Kit) -> list[tuple[Any, ...]]:
+    """(phase, outcome, reason, first_seq, last_seq, keys_shredded) of each audit.retention."""
+    found = []
+    for body in run_query(kit.store, Query(types=("audit.retention",))):
+        doc = orjson.loads(body)
+        d = doc["details"]
+        found.append(
+            (
+                d.get("phase"),
+                doc["outcome"],
+                doc.get("reason"),
+                d.get("first_seq"),
+                d.get("last_seq"),
+                d.get("keys_shredded"),
+            )
+        )
+    return found
+
+
+def test_a_purge_is_recorded_as_planned_before_it_and_done_after_it(kit: Kit) -> None:
+    """The record of what will go is in the trail before anything goes (outcome unknown:
+    it has not happened yet); the second record says it happened."""
+    write_events(kit, 12)
+    (result,) = _recording_job(kit).run()
+    assert (result.first_seq, result.last_seq) == (1, 10)
+    assert _records(kit) == [
+        ("planned", "unknown", None, 1, 10, None),
+        ("done", "success", None, 1, 10, None),
+    ]
+    assert verify_store(kit.store, kit.keyring.public_keys()).intact
+
+
+def test_a_purge_whose_record_the_trail_refuses_purges_nothing(kit: Kit) -> None:
+    """The store refuses the writer's next block (the planned record): the purge does
+    not happen and the refusal reaches the caller."""
+    write_events(kit, 12)
+    refuse_on_insert(kit.store.engine, "audit_blocks", after_seq=12)
+    with pytest.raises(AuditUnavailable):
+        _recording_job(kit).run()
+    assert sum(b.count for b in kit.store.blocks("web-1")) == 12
+    assert stored_bases(kit.store) == {}
+    assert _records(kit) == []
+    report = verify_store(kit.store, kit.keyring.public_keys())
+    assert report.intact, report.findings
+    assert report.streams[0].records == 12
+
+
+def test_a_purge_that_fails_is_recorded_as_failed(kit: Kit) -> None:
+    """The purge's transaction is refused by the database after its planned record:
+    a failure record (reason purge_failed) follows, nothing is deleted, the caller gets
+    a short RetentionError."""
+    write_events(kit, 12)
+    refuse_on_insert(kit.store.engine, "audit_retained_bases")
+    with pytest.raises(RetentionError, match=r"purge of web-1 1\.\.10 failed"):
+        _recording_job(kit).run()
+    assert [b.first_seq for b in kit.store.blocks("web-1")] == list(range(1, 15))  # and the records
+    assert _records(kit) == [
+        ("planned", "unknown", None, 1, 10, None),
+        ("failed", "failure", "purge_failed", 1, 10, None),
+    ]
+
+
+def test_a_purge_whose_done_record_is_refused_is_told_by_its_planned_record_and_base(
+    kit: Kit,
+) -> None:
+    """The trail refuses the record after the purge committed: the caller is told, the
+    planned record names the range and the signed retained base shows it went."""
+    write_events(kit, 12)
+    refuse_on_insert(kit.store.engine, "audit_blocks", after_seq=13)  # 13: the planned record
+    with pytest.raises(AuditUnavailable):
+        _recording_job(kit).run()
+    assert _records(kit) == [("planned", "unknown", None, 1, 10, None)]
+    assert stored_bases(kit.store)["web-1"].size == 10
+    report = verify_store(kit.store, kit.keyring.public_keys())
+    assert report.intact, report.findings
+    assert report.streams[0].base == 10
+
+
+def test_keys_are_shredded_only_once_their_shredding_is_recorded(kit: Kit) -> None:
+    """Shredding is recorded as planned, then done; when the trail refuses the planned
+    record no key goes."""
+    _three_kinds_of_key(kit)  # seqs 1..3
+    days = RetentionPolicy().longest_days + 2
+    refuse_on_insert(kit.store.engine, "audit_blocks", after_seq=3)
+    with pytest.raises(AuditUnavailable):
+        _recording_job(kit, days).shred_keys()
+    assert len(_key_subjects(kit)) == 3
+    assert _records(kit) == []
+
+
+def test_a_shredding_is_recorded_as_planned_and_done(kit: Kit) -> None:
+    """Both records carry the count and the cutoff."""
+    person = _three_kinds_of_key(kit)
+    job = _recording_job(kit, RetentionPolicy().longest_days + 2)
+    assert job.shred_keys() == 2
+    assert _key_subjects(kit) == [person]
+    assert _records(kit) == [
+        ("planned", "unknown", None, None, None, 2),
+        ("done", "success", None, None, None, 2),
+    ]

@@ -57,7 +57,10 @@ def retention_events(kit: Kit) -> list[dict[str, Any]]:
 @pytest.mark.asyncio
 async def test_job_purges_archives_and_records_audit_retention(kit: Kit, tmp_path: Path) -> None:
     """Old checkpointed ranges go, each recorded as audit.retention with its archive."""
-    write_events(kit, 12)  # checkpoints at 5 and 10
+    # Checkpoints at 5 and 10; the job's own records (audit.log.start, then planned and
+    # done: 12..14) stay short of the next one at 15, so only 1..10 goes although the
+    # clock is 401 days ahead.
+    write_events(kit, 11)
     await kit.trail.start()
     try:
         job = audit_retention_job(kit.store, RetentionPolicy(), archive_dir=tmp_path / "arch")
@@ -67,7 +70,9 @@ async def test_job_purges_archives_and_records_audit_retention(kit: Kit, tmp_pat
         await kit.trail.stop()
     assert ctx.counts["events_purged"] == 10
     assert ctx.counts["archives_written"] == 1
-    (event,) = retention_events(kit)
+    planned, event = retention_events(kit)
+    assert (planned["details"]["phase"], event["details"]["phase"]) == ("planned", "done")
+    assert planned["details"]["archive"] == event["details"]["archive"]
     assert event["details"]["first_seq"] == 1
     assert event["details"]["last_seq"] == 10
     assert event["details"]["archive"].endswith(".jsonl.gz")
@@ -117,8 +122,31 @@ async def test_job_shreds_old_keys_of_login_flows_and_records_it(kit: Kit) -> No
     finally:
         await kit.trail.stop()
     assert ctx.counts["keys_shredded"] == 1
-    (event,) = [e for e in retention_events(kit) if "keys_shredded" in e["details"]]
-    assert event["details"]["keys_shredded"] == 1
+    shreds = [e["details"] for e in retention_events(kit) if "keys_shredded" in e["details"]]
+    assert [(d["phase"], d["keys_shredded"]) for d in shreds] == [("planned", 1), ("done", 1)]
     with kit.store.engine.connect() as conn:
         left = list(conn.execute(subject_keys.select()).all())
     assert [r.subject for r in left if r.subject.startswith("flow:")] == []
+
+
+@pytest.mark.asyncio
+async def test_a_stopped_trail_stops_the_purge_and_the_shredding(kit: Kit) -> None:
+    """The trail's writer is not running (the service stopped it, or the stop gave this
+    run up): the job fails on its first record and purges and shreds nothing, as the
+    CLI does when its trail refuses."""
+    from kroonika.audit import AuditUnavailable
+    from kroonika.audit.store._schema import subject_keys
+
+    write_events(kit, 12)
+    with kit.store.engine.connect() as conn:
+        keys_before = len(conn.execute(subject_keys.select()).all())
+    policy = RetentionPolicy()
+    later = int(time.time() + (policy.longest_days + 2) * 86400)
+    ctx = JobContext(now=lambda: later, batch_size=500, counts=Counter(), progress=_noop)
+    with pytest.raises(AuditUnavailable):
+        await audit_retention_job(kit.store, policy)(deps(kit), ctx)
+    assert ctx.counts["events_purged"] == 0
+    assert sum(b.count for b in kit.store.blocks("web-1")) == 12
+    with kit.store.engine.connect() as conn:
+        assert len(conn.execute(subject_keys.select()).all()) == keys_before
+    assert retention_events(kit) == []

@@ -520,6 +520,9 @@ def _specs() -> dict[str, EventSpec]:
                 # the data keys of anon: months and flow: logins shredded (decision 0023)
                 "keys_shredded": I,
                 "keys_made_before": S,
+                # planned (recorded before anything is deleted, outcome unknown), done
+                # (success) or failed (failure, reason purge_failed | shred_failed)
+                "phase": S,
             },
             filterable=False,
         ),

@@ -18,7 +18,11 @@ A purge of one stream is one transaction: a grant row in ``audit_purge_grants``
 base in ``audit_retained_bases`` (Merkle frontier and last leaf at the checkpoint,
 signed with the audit key so that nobody without it can leave one behind, and
 :func:`~kroonika.audit.verify.verify_store` resumes there), then the delete.
-Checkpoints are never deleted. On PostgreSQL, monthly partitions of
+Checkpoints are never deleted. No purge goes unrecorded: ``audit.retention`` is
+recorded with ``phase`` ``planned`` before the transaction (the trail refusing it stops
+the purge) and ``done`` or ``failed`` after it (:class:`PurgePhase`); a ``planned``
+record with neither after it (the trail refused the second record) is settled by the
+stream's signed retained base. Decision 0001, 2026-11-28. On PostgreSQL, monthly partitions of
 ``audit_blocks`` that the grants cover entirely are dropped instead of deleted row
 by row. Before the purge the range can be archived as gzip JSON lines with its
 checkpoints, verifiable on its own (:func:`verify_archive`).
@@ -27,8 +31,9 @@ The data keys of subjects that are no person (``anon:`` months, ``flow:`` logins
 :data:`~kroonika.audit.privacy.KEYLESS_PREFIXES`) are shredded by
 :meth:`RetentionJob.shred_keys` once they were made longer ago than the policy's
 longest retention (and a day: a writer keeps using a key for its cache lifetime, at
-most a day): every event that can be encrypted under them has expired by then. A
-person's keys go only with an erasure. See decision 0023.
+most a day): every event that can be encrypted under them has expired by then, each
+batch recorded as ``planned`` before its delete and ``done`` or ``failed`` after it, like
+a purge. A person's keys go only with an erasure. See decision 0023.
 
 Errors::
 
@@ -39,12 +44,14 @@ Errors::
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
@@ -53,8 +60,9 @@ import orjson
 from sqlalchemy import and_, delete, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from kroonika.audit import events
 from kroonika.audit._errors import AuditError
-from kroonika.audit._model import rfc3339_micro
+from kroonika.audit._model import Actor, ActorType, AuditEvent, Outcome, rfc3339_micro
 from kroonika.audit._sealer import ZERO_HASH
 from kroonika.audit.integrity import CompactRange, leaf_hash
 from kroonika.audit.privacy import KEYLESS_PREFIXES
@@ -139,6 +147,16 @@ class PurgePlan:
         return self.last_seq - self.first_seq + 1
 
 
+class PurgePhase(StrEnum):
+    """Where a purge or a shredding stands when it is recorded (``details.phase`` of
+    ``audit.retention``): each is recorded as ``planned`` before anything is deleted,
+    then as ``done`` or ``failed``."""
+
+    PLANNED = "planned"  # nothing deleted yet (outcome unknown)
+    DONE = "done"  # committed (outcome success)
+    FAILED = "failed"  # the delete was rolled back (outcome failure)
+
+
 @dataclass(slots=True)
 class PurgeResult:
     stream: str
@@ -147,6 +165,7 @@ class PurgeResult:
     count: int
     archive: Path | None = None
     partitions_dropped: list[str] = field(default_factory=list)
+    phase: PurgePhase = PurgePhase.DONE
 
 
 class RetentionJob:
@@ -162,9 +181,9 @@ class RetentionJob:
         archive_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         max_blocks: int = 10_000,
-        on_purged: Callable[[PurgeResult], None] | None = None,
+        on_purged: Callable[[PurgeResult], object] | None = None,
         keyring: KeyRing | None = None,
-        on_shredded: Callable[[int, str], None] | None = None,
+        on_shredded: Callable[[int, str, PurgePhase], object] | None = None,
     ) -> None:
         if store.read_only:
             raise RetentionError("retention needs a writable store")
@@ -243,6 +262,11 @@ class RetentionJob:
     # --- running ------------------------------------------------------------------
 
     def run(self, *, dry_run: bool = False) -> list[PurgeResult]:
+        """Purge every planned range. Each is recorded through ``on_purged`` before its
+        delete (``planned``) and after it (``done``, or ``failed`` when the delete was
+        rolled back, then :class:`RetentionError`); if the recorder raises (the trail
+        refuses the event), that error ends the run: nothing is deleted whose record the
+        trail did not take."""
         if self.policy.legal_hold:
             raise LegalHoldActive("a legal hold is in force: no audit data is purged")
         results = []
@@ -250,16 +274,47 @@ class RetentionJob:
             if dry_run:
                 results.append(PurgeResult(plan.stream, plan.first_seq, plan.last_seq, plan.count))
                 continue
+            if self.keyring is None:
+                raise RetentionError(
+                    "a purge signs the base it leaves behind: retention needs the audit key ring"
+                )
             archive = self._archive(plan) if self.archive_dir is not None else None
-            dropped = self._purge(plan)
-            result = PurgeResult(
-                plan.stream, plan.first_seq, plan.last_seq, plan.count, archive, dropped
+            planned = PurgeResult(
+                plan.stream,
+                plan.first_seq,
+                plan.last_seq,
+                plan.count,
+                archive,
+                phase=PurgePhase.PLANNED,
             )
+            self._record(planned)
+            try:
+                dropped = self._purge(plan, self.keyring)
+            except Exception as exc:
+                what = f"purge of {plan.stream} {plan.first_seq}..{plan.last_seq}"
+                self._record_failure(
+                    what, functools.partial(self._record, replace(planned, phase=PurgePhase.FAILED))
+                )
+                raise RetentionError(f"the {what} failed ({type(exc).__name__})") from exc
             log.info("purged %s %d..%d", plan.stream, plan.first_seq, plan.last_seq)
-            if self.on_purged is not None:
-                self.on_purged(result)
+            result = replace(planned, partitions_dropped=dropped, phase=PurgePhase.DONE)
+            self._record(result)
             results.append(result)
         return results
+
+    def _record(self, result: PurgeResult) -> None:
+        if self.on_purged is not None:
+            self.on_purged(result)
+
+    @staticmethod
+    def _record_failure(what: str, record: Callable[[], None]) -> None:
+        """Record that ``what`` failed; if the trail refuses that too, the ``planned``
+        record stands alone (the stored retained bases and keys say what is left) and the
+        failure itself is what the caller is told."""
+        try:
+            record()
+        except Exception:
+            log.exception("the failure of the %s could not be recorded", what)
 
     # --- keys of subjects that are no person -----------------------------------------
 
@@ -286,26 +341,38 @@ class RetentionJob:
         engine = self.store.engine
         shredded = 0
         while True:
-            with engine.begin() as conn:
+            with engine.connect() as conn:
                 ids = list(conn.execute(old).scalars())
-                if ids and not dry_run:
+            if dry_run or not ids:
+                shredded += len(ids)
+                break
+            # Recorded before the delete, so that no key goes unrecorded.
+            self._record_shred(len(ids), cutoff, PurgePhase.PLANNED)
+            try:
+                with engine.begin() as conn:
                     secure_delete(conn)
-                    conn.execute(delete(subject_keys).where(c.key_id.in_(ids)))
-            shredded += len(ids)
-            if dry_run or len(ids) < self.max_blocks:
+                    gone = conn.execute(delete(subject_keys).where(c.key_id.in_(ids))).rowcount
+            except Exception as exc:
+                what = f"shredding of {len(ids)} data keys"
+                self._record_failure(
+                    what, functools.partial(self._record_shred, len(ids), cutoff, PurgePhase.FAILED)
+                )
+                raise RetentionError(f"the {what} failed ({type(exc).__name__})") from exc
+            shredded += gone
+            # An erasure may have taken some of them meanwhile: the count is what went.
+            self._record_shred(gone, cutoff, PurgePhase.DONE)
+            if len(ids) < self.max_blocks:
                 break
         if shredded and not dry_run:
             flush_deleted(engine)
             log.info("shredded %d data keys made before %s", shredded, cutoff)
-            if self.on_shredded is not None:
-                self.on_shredded(shredded, cutoff)
         return shredded
 
-    def _purge(self, plan: PurgePlan) -> list[str]:
-        if self.keyring is None:
-            raise RetentionError(
-                "a purge signs the base it leaves behind: retention needs the audit key ring"
-            )
+    def _record_shred(self, count: int, cutoff: str, phase: PurgePhase) -> None:
+        if self.on_shredded is not None:
+            self.on_shredded(count, cutoff, phase)
+
+    def _purge(self, plan: PurgePlan, keyring: KeyRing) -> list[str]:
         engine = self.store.engine
         dialect = engine.dialect.name
         ins: Any = (postgresql if dialect == "postgresql" else sqlite).insert
@@ -314,7 +381,7 @@ class RetentionJob:
         grant = grant.on_conflict_do_update(
             index_elements=[purge_grants.c.stream], set_={"upto_seq": grant.excluded.upto_seq}
         )
-        b, kid = plan.base, self.keyring.active_kid
+        b, kid = plan.base, keyring.active_kid
         statement = base_statement(plan.stream, b.size, b.root, b.frontier, b.last_leaf, now, kid)
         base_values = {
             "stream": plan.stream,
@@ -324,7 +391,7 @@ class RetentionJob:
             "last_leaf": b.last_leaf,
             "purged": now,
             "kid": kid,
-            "signature": self.keyring.sign(statement),
+            "signature": keyring.sign(statement),
         }
         base = ins(retained_bases).values(**base_values)
         base = base.on_conflict_do_update(
@@ -538,13 +605,32 @@ def verify_archive(path: Path, keys: PublicKeys) -> Report:
     return report
 
 
-def shredded_event_details(shredded: int, made_before: str) -> dict[str, str | int]:
-    """The ``audit.retention`` details for one shredding of keys."""
-    return {"keys_shredded": shredded, "keys_made_before": made_before}
+def _retention_event(phase: PurgePhase, what: str, details: dict[str, str | int]) -> AuditEvent:
+    """A ``planned`` record has not happened yet (outcome unknown), a ``failed`` one was
+    rolled back (outcome failure, reason ``purge_failed`` or ``shred_failed``)."""
+    outcome = {
+        PurgePhase.PLANNED: Outcome.UNKNOWN,
+        PurgePhase.DONE: Outcome.SUCCESS,
+        PurgePhase.FAILED: Outcome.FAILURE,
+    }[phase]
+    event = events.audit_retention(
+        actor=Actor(ActorType.SYSTEM),
+        outcome=outcome,
+        reason=f"{what}_failed" if phase is PurgePhase.FAILED else None,
+        phase=phase.value,
+    )
+    event.details.update(details)
+    return event
 
 
-def retention_event_details(result: PurgeResult) -> dict[str, str | int]:
-    """The ``audit.retention`` details for one purge."""
+def shredded_event(shredded: int, made_before: str, phase: PurgePhase) -> AuditEvent:
+    """The ``audit.retention`` of one shredding of keys, in ``phase``."""
+    details: dict[str, str | int] = {"keys_shredded": shredded, "keys_made_before": made_before}
+    return _retention_event(phase, "shred", details)
+
+
+def retention_event(result: PurgeResult) -> AuditEvent:
+    """The ``audit.retention`` of one purge, in ``result.phase``."""
     details: dict[str, str | int] = {
         "stream_purged": result.stream,
         "first_seq": result.first_seq,
@@ -553,7 +639,7 @@ def retention_event_details(result: PurgeResult) -> dict[str, str | int]:
     }
     if result.archive is not None:
         details["archive"] = result.archive.name
-    return details
+    return _retention_event(result.phase, "purge", details)
 
 
 __all__ = [
@@ -562,12 +648,13 @@ __all__ = [
     "FLOOR_CATEGORIES",
     "FLOOR_DAYS",
     "LegalHoldActive",
+    "PurgePhase",
     "PurgePlan",
     "PurgeResult",
     "RetentionError",
     "RetentionJob",
     "RetentionPolicy",
-    "retention_event_details",
-    "shredded_event_details",
+    "retention_event",
+    "shredded_event",
     "verify_archive",
 ]

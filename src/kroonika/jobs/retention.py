@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from kroonika.audit import Actor, ActorType
-from kroonika.audit import events as ev
+from kroonika.audit import AuditEvent
 from kroonika.audit.retention import (
-    PurgeResult,
     RetentionJob,
     RetentionPolicy,
-    retention_event_details,
-    shredded_event_details,
+    retention_event,
+    shredded_event,
 )
 from kroonika.audit.store.partitions import ensure_partitions
 from kroonika.audit.store.sql import SqlAuditStore
@@ -46,17 +44,12 @@ def audit_retention_job(
             ctx.counts["legal_hold"] += 1
             return
 
-        def emit(details: dict[str, str | int]) -> None:
-            # Runs in the worker thread; the trail's writer lives on the loop.
-            event = ev.audit_retention(actor=Actor(ActorType.SYSTEM))
-            event.details.update(details)
+        def emit(event: AuditEvent) -> None:
+            # Runs in the worker thread; the trail's writer lives on the loop. The job
+            # records each purge and shredding before it (planned) and after it (done or
+            # failed); a refused record (AuditUnavailable: the trail is stopped, the
+            # store is down) stops the run before anything is deleted.
             asyncio.run_coroutine_threadsafe(deps.trail.emit(event), loop).result(60)
-
-        def record(result: PurgeResult) -> None:
-            emit(retention_event_details(result))
-
-        def shredded(n: int, made_before: str) -> None:
-            emit(shredded_event_details(n, made_before))
 
         job = RetentionJob(
             store,
@@ -64,9 +57,9 @@ def audit_retention_job(
             archive_dir=archive_dir,
             clock=lambda: float(ctx.now()),
             max_blocks=ctx.batch_size,
-            on_purged=record,
+            on_purged=lambda result: emit(retention_event(result)),
             keyring=deps.trail.keyring,
-            on_shredded=shredded,
+            on_shredded=lambda n, before, phase: emit(shredded_event(n, before, phase)),
         )
         while True:
             results = await asyncio.to_thread(job.run)

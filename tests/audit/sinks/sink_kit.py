@@ -410,3 +410,38 @@ def of_type(kit: Kit, etype: str) -> list[dict[str, Any]]:
     """Every stored event of ``etype``, parsed, in storage order."""
     docs = [orjson.loads(b) for blk in kit.store.blocks() for b in blk.records()]
     return [d for d in docs if d["type"] == etype]
+
+
+def refuse_on_insert(
+    engine: Any, table: str, *, stream_like: str = "%", after_seq: int = 0
+) -> None:
+    """Make the real database refuse inserts into ``table`` (``audit_blocks`` or
+    ``audit_retained_bases``): the store is down for that write, nothing else changes.
+    For blocks, only those of a stream matching ``stream_like`` that start past
+    ``after_seq`` are refused, so a test picks which commit fails."""
+    from sqlalchemy import text
+
+    seq = "NEW.first_seq" if table == "audit_blocks" else "NEW.size"
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                    f"WHEN NEW.stream LIKE '{stream_like}' AND {seq} > {int(after_seq)} "
+                    "BEGIN SELECT RAISE(ABORT, 'store refuses this write'); END"
+                )
+            )
+            return
+        conn.execute(
+            text(
+                f"CREATE FUNCTION refuse_{table}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF NEW.stream LIKE '{stream_like}' AND {seq} > {int(after_seq)} THEN "
+                "RAISE EXCEPTION 'store refuses this write'; END IF; RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION refuse_{table}()"
+            )
+        )
