@@ -64,6 +64,9 @@ def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 def _body_schema(doc: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
     content = doc["paths"][path]["post"]["requestBody"]["content"]
+    if path == "/tokens":  # also the RFC 6749 token request (form), see the test below
+        assert set(content) == {"application/json", "application/x-www-form-urlencoded"}
+        content = {"application/json": content["application/json"]}
     assert len(content) == 1, content
     ((media, spec),) = content.items()
     return media, _resolve(doc, spec["schema"])
@@ -103,6 +106,27 @@ def test_a_mint_from_the_documented_body_gets_the_documented_status(
     )
     assert r.status_code == 201, r.text
     assert "201" in doc["paths"]["/tokens"]["post"]["responses"]
+
+
+def test_the_token_endpoint_documents_the_client_credentials_grant(
+    stack: AdminStack, doc: dict[str, Any], client: NewClient
+) -> None:
+    """``/tokens`` documents the RFC 6749 token request form and its 200 answer, and a
+    request built from that form gets it."""
+    post = doc["paths"]["/tokens"]["post"]
+    form = _resolve(
+        doc, post["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    )
+    assert form["properties"]["grant_type"]["enum"] == ["client_credentials"]
+    r = httpx.post(
+        stack.url + "/tokens",
+        data={"grant_type": "client_credentials"},
+        headers=basic_auth(client),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    schema = _resolve(doc, post["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(r.json()) == set(schema["properties"])
 
 
 def test_form_endpoints_take_the_documented_form(

@@ -199,7 +199,8 @@ def test_metadata_claims_only_what_kroonika_does(stack: Stack, path: str) -> Non
     meta: dict[str, Any] = httpx.get(stack.service + path).json()
     assert meta["issuer"] == stack.service
     assert meta["response_types_supported"] == []  # REQUIRED; no authorization endpoint
-    assert meta["grant_types_supported"] == []  # omitted would mean code and implicit
+    # the RFC 6749 token endpoint's one grant (omitted would mean code and implicit)
+    assert meta["grant_types_supported"] == ["client_credentials"]
     assert not OIDC_PROVIDER_MEMBERS & set(meta)
     checked = AuthorizationServerMetadata(meta)
     for name in dir(checked):

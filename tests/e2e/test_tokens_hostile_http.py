@@ -95,14 +95,17 @@ def test_json_routes_refuse_other_content_types_audited(
     stack: Stack, path: str, etype: str
 ) -> None:
     """A JSON body sent as text/plain or as a form (what a cross-site page can send
-    without a preflight) is refused, and the refusal is on the trail."""
+    without a preflight) is refused, and the refusal is on the trail. (A form on
+    ``/tokens`` is an RFC 6749 token request, refused here for its missing grant_type.)"""
     c = _register(stack, f"ctype{path}")
     for ctype in ("text/plain", "application/x-www-form-urlencoded", ""):
         r = _post(
             stack, path, content=b'{"token": "x"}', headers={**_basic(c), "content-type": ctype}
         )
         assert r.status_code == 400, r.text
-        assert r.json()["error_description"] == "the body must be application/json"
+        grant = path == "/tokens" and ctype == "application/x-www-form-urlencoded"
+        expected = "grant_type is required" if grant else "the body must be application/json"
+        assert r.json()["error_description"] == expected
         ev = _refusal(stack, r, etype)
         assert ev["reason"] == "invalid_request"
         assert ev["actor"]["client_id"] == c.client.client_id

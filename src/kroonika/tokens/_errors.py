@@ -7,6 +7,8 @@
     │   └── MultipleAuthMethods two client authentication methods in one request (400)
     ├── MintRefused             a mint request broke the policy (``reason`` is the code)
     ├── NotPermitted            the caller may not act on this token (``unauthorized_client``)
+    ├── UnsupportedGrantType    a token request for a grant other than client credentials
+    ├── InvalidScope            a token request that names a scope (there are none)
     ├── ExtendConflict          another extension (or a revocation) won the race
     ├── TokenRejected           the presented token is not valid for the operation
     ├── BatchTooLarge           more items than ``token_bulk_max``
@@ -83,6 +85,28 @@ class NotPermitted(TokenError):
 
     error = "unauthorized_client"
     status = 400
+
+
+class UnsupportedGrantType(TokenError):
+    """RFC 6749 section 5.2 ``unsupported_grant_type``: the token endpoint serves only
+    the client credentials grant (section 4.4)."""
+
+    error = "unsupported_grant_type"
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("the only grant_type is client_credentials")
+
+
+class InvalidScope(TokenError):
+    """RFC 6749 section 5.2 ``invalid_scope``: Kroonika defines no scopes, so a token
+    request naming one would get a token without what it asked for."""
+
+    error = "invalid_scope"
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("no scopes are defined: send the request without scope")
 
 
 class ExtendConflict(TokenError):

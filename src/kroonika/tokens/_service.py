@@ -901,7 +901,17 @@ class TokenService:
                 refused.audited = True
                 raise refused
             return 0
-        if record is None:  # for mypy: refusal is None implies a record
+        if record is None or verdict.token is None:  # for mypy: implied by no refusal
+            return 0
+        if verdict.token.exp <= self._now() - self.policy.leeway_s:
+            # Expired (as validation sees it, leeway included): nothing left to revoke.
+            # Revoking it would record a revocation that ended no access, and make its
+            # record say "revoked" where it expired. RFC 7009 2.2: 200 all the same.
+            await self._emit(
+                self._revoke_event(
+                    outcome=Outcome.SUCCESS, reason="not_active", record=record, count=0, **common
+                )
+            )
             return 0
         by = f"client:{caller.client_id}"
         changed, cascaded, records = await asyncio.to_thread(

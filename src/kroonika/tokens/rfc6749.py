@@ -8,8 +8,19 @@
   ``client_secret`` in the body (the form here, the JSON object on the JSON routes)
   is refused as ``invalid_request`` (400), before any secret is checked and whether
   or not the two ids agree (:class:`MultipleAuthMethods`).
-- Section 5.2: error responses are JSON ``{"error": ..., "error_description": ...}``;
-  ``invalid_client`` is answered with 401 and a ``WWW-Authenticate`` header, also
+- Section 3.1 (and 3.2): "Request and response parameters MUST NOT be included more
+  than once": a repeated form parameter is ``invalid_request`` (:class:`FormBody` keeps
+  which ones repeat). A repeated ``client_id`` or ``client_secret`` is no credential:
+  its value is taken as empty, so it is ``invalid_client``, or
+  :class:`MultipleAuthMethods` next to HTTP Basic, whichever value came first or last.
+- Section 4.4, the client credentials grant at the token endpoint (section 3.2):
+  ``grant_type=client_credentials`` in a form body from an authenticated client;
+  ``scope`` is refused (``invalid_scope``: Kroonika defines no scopes), any other grant
+  type is ``unsupported_grant_type`` (:func:`client_credentials_request`).
+- Sections 5.1 and 5.2: answers carry ``Cache-Control: no-store`` and
+  ``Pragma: no-cache`` (:data:`NO_STORE`), errors are JSON with ``error`` and
+  ``error_description`` only; ``invalid_client`` is answered with 401 and a
+  ``WWW-Authenticate`` header, also
   when the client tried ``client_secret_post``: section 5.2 lets any failed client
   authentication answer 401, and RFC 9110 section 15.5.2 says a 401 "MUST" carry
   a challenge (a 401 without one leaves HTTP clients unable to tell what to send).
@@ -20,19 +31,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from kroonika.audit import Actor, ActorType
-from kroonika.tokens._errors import InvalidClient, MultipleAuthMethods, TokenError
+from kroonika.tokens._errors import (
+    InvalidClient,
+    InvalidScope,
+    MultipleAuthMethods,
+    TokenError,
+    UnsupportedGrantType,
+)
 
 if TYPE_CHECKING:
     from kroonika.tokens._clients import Client, ClientRegistry
 
 
 FORM_REQUIRED = "the body must be application/x-www-form-urlencoded"
+#: Section 5.1: "Cache-Control: no-store" and "Pragma: no-cache" on every answer that
+#: carries a token or an error (section 5.2 answers too).
+NO_STORE: Mapping[str, str] = MappingProxyType({"Cache-Control": "no-store", "Pragma": "no-cache"})
+CLIENT_CREDENTIALS = "client_credentials"
+_CREDENTIAL_FIELDS = ("client_id", "client_secret")
 UNAVAILABLE = "the service cannot handle this request now; try again later"
 
 
@@ -41,6 +64,46 @@ class Credentials:
     client_id: str
     secret: str = field(repr=False)
     method: str  # client_secret_basic | client_secret_post
+
+
+@dataclass(frozen=True, slots=True)
+class FormBody:
+    """An ``application/x-www-form-urlencoded`` body: each parameter's value and the
+    names sent more than once (section 3.1). A repeated ``client_id`` or
+    ``client_secret`` has the value ``""``: no credential is read from it."""
+
+    fields: Mapping[str, str]
+    repeated: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, pairs: Iterable[tuple[str, Any]]) -> FormBody:
+        """From the body's (name, value) pairs in order; a value that is not text (a
+        file part) is left out."""
+        fields: dict[str, str] = {}
+        repeated: set[str] = set()
+        for name, value in pairs:
+            if not isinstance(value, str):
+                continue
+            if name in fields:
+                repeated.add(name)
+            fields[name] = value
+        for name in repeated.intersection(_CREDENTIAL_FIELDS):
+            fields[name] = ""
+        return cls(fields, frozenset(repeated))
+
+    def refusal(self) -> TokenError | None:
+        """``invalid_request`` when a parameter is repeated (it names the parameter
+        only when it is one that Kroonika reads: a name is the caller's input)."""
+        if not self.repeated:
+            return None
+        known = sorted(self.repeated & _KNOWN_PARAMETERS)
+        named = f" ({', '.join(known)})" if known else ""
+        return TokenError(f"a request parameter is repeated{named}")
+
+
+_KNOWN_PARAMETERS = frozenset(
+    {*_CREDENTIAL_FIELDS, "token", "token_type_hint", "grant_type", "scope"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +144,7 @@ def credentials(authorization: str | None, form: Mapping[str, Any]) -> Credentia
 def error_response(exc: TokenError) -> WireResponse:
     """The section 5.2 answer. A server-side failure (5xx) gets a generic description:
     its message is for the operator's log, not for clients."""
-    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    headers: dict[str, str] = dict(NO_STORE)
     if isinstance(exc, InvalidClient):
         headers["WWW-Authenticate"] = 'Basic realm="kroonika", charset="UTF-8"'
     description = str(exc) if exc.status < 500 else UNAVAILABLE
@@ -113,3 +176,18 @@ async def authenticate_client(
 
 def _claimed(client_id: str | None) -> Actor:
     return Actor(ActorType.CLIENT, client_id=client_id) if client_id else Actor()
+
+
+def client_credentials_request(form: FormBody) -> None:
+    """Section 4.4.2: the form of a client credentials access token request; raises
+    the section 5.2 error when it is not one (the caller is already authenticated)."""
+    refusal = form.refusal()
+    if refusal is not None:
+        raise refusal
+    grant_type = form.fields.get("grant_type")
+    if not grant_type:
+        raise TokenError("grant_type is required")
+    if grant_type != CLIENT_CREDENTIALS:
+        raise UnsupportedGrantType()
+    if form.fields.get("scope"):
+        raise InvalidScope()

@@ -10,7 +10,11 @@
 - Before anything else the token's signature is verified, so a forged token that
   carries a victim's ``jti`` can never revoke the victim's token.
 - Section 2.2, response: 200 on success "and also if the client submitted an
-  invalid token" (invalid tokens do not cause an error; the trail records them).
+  invalid token" (invalid tokens do not cause an error; the trail records them): a
+  token revoked now is a success (count 1), one already revoked or expired a success
+  that changed nothing (reason ``not_active``; an expired token is not revoked after
+  the fact), one that is not ours (unknown, forged, malformed) a failure with its
+  reason. A repeated parameter is ``invalid_request`` (RFC 6749 section 3.1).
 - Section 2.2: "An invalid token type hint value is ignored by the authorization
   server and does not influence the revocation response": every token here is a JWT
   access token, found the same way whatever the hint says (``unsupported_token_type``
@@ -19,7 +23,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from kroonika.audit import Actor, ActorType, Outcome, events
 from kroonika.tokens._clients import Client, ClientRegistry
@@ -27,6 +31,8 @@ from kroonika.tokens._errors import NotPermitted, TokenError
 from kroonika.tokens._service import RequestContext, TokenService
 from kroonika.tokens.rfc6749 import (
     FORM_REQUIRED,
+    NO_STORE,
+    FormBody,
     WireResponse,
     authenticate_client,
     error_response,
@@ -36,7 +42,7 @@ from kroonika.tokens.rfc6749 import (
 async def respond(
     service: TokenService,
     registry: ClientRegistry,
-    form: Mapping[str, str] | None,
+    form: FormBody | None,
     authorization: str | None,
     ctx: RequestContext,
     *,
@@ -58,7 +64,8 @@ async def respond(
             event.details["client"] = actor.client_id
         await service.trail.emit(event)
 
-    client = await authenticate_client(registry, form or {}, authorization, refused)
+    fields = form.fields if form is not None else {}
+    client = await authenticate_client(registry, fields, authorization, refused)
     if isinstance(client, WireResponse):
         return client
     if admit is not None:  # the caller's per-client checks (its rate limit) may raise
@@ -67,7 +74,11 @@ async def respond(
     if form is None:
         await refused(caller, "invalid_request", authenticated=True)
         return error_response(TokenError(FORM_REQUIRED))
-    token = form.get("token")
+    repeated = form.refusal()
+    if repeated is not None:
+        await refused(caller, "invalid_request", authenticated=True)
+        return error_response(repeated)
+    token = form.fields.get("token")
     if not token:
         await refused(caller, "invalid_request", authenticated=True)
         return error_response(TokenError("the token parameter is required"))
@@ -75,4 +86,4 @@ async def respond(
         await service.revoke(token, caller=client, why="client_request", ctx=ctx)
     except NotPermitted as exc:
         return error_response(exc)
-    return WireResponse(200, {}, {"Cache-Control": "no-store"})
+    return WireResponse(200, {}, dict(NO_STORE))

@@ -13,15 +13,16 @@
   inactive token, including why the token is inactive" (the reason goes only to
   the audit trail).
 - Section 2.3, errors: a failed client authentication is RFC 6749 section 5.2
-  ``invalid_client`` (401); a missing ``token`` or a body that is not a form is
-  ``invalid_request`` (400), audited like the refusal it is.
+  ``invalid_client`` (401); a missing or repeated ``token`` (any repeated parameter,
+  RFC 6749 section 3.1) or a body that is not a form is ``invalid_request`` (400),
+  audited like the refusal it is.
 - Section 4, security: a token is reported active only to a client it was issued
   to or for (its audience), to stop token scanning across clients.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from kroonika.audit import Actor, ActorType, Outcome, events
 from kroonika.tokens._clients import Client, ClientRegistry
@@ -29,18 +30,18 @@ from kroonika.tokens._errors import TokenError
 from kroonika.tokens._service import RequestContext, TokenService
 from kroonika.tokens.rfc6749 import (
     FORM_REQUIRED,
+    NO_STORE,
+    FormBody,
     WireResponse,
     authenticate_client,
     error_response,
 )
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
 
 async def respond(
     service: TokenService,
     registry: ClientRegistry,
-    form: Mapping[str, str] | None,
+    form: FormBody | None,
     authorization: str | None,
     ctx: RequestContext,
     *,
@@ -62,7 +63,8 @@ async def respond(
             event.details["client"] = actor.client_id
         await service.trail.emit(event)
 
-    client = await authenticate_client(registry, form or {}, authorization, refused)
+    fields = form.fields if form is not None else {}
+    client = await authenticate_client(registry, fields, authorization, refused)
     if isinstance(client, WireResponse):
         return client
     if admit is not None:  # the caller's per-client checks (its rate limit) may raise
@@ -71,7 +73,11 @@ async def respond(
     if form is None:
         await refused(caller, "invalid_request", authenticated=True)
         return error_response(TokenError(FORM_REQUIRED))
-    token = form.get("token")
+    repeated = form.refusal()
+    if repeated is not None:
+        await refused(caller, "invalid_request", authenticated=True)
+        return error_response(repeated)
+    token = form.fields.get("token")
     if not token:
         await refused(caller, "invalid_request", authenticated=True)
         return error_response(TokenError("the token parameter is required"))

@@ -100,7 +100,39 @@ def form_body() -> dict[str, Any]:
     }
 
 
+#: RFC 6749 section 4.4.2: the client credentials grant, the form ``/tokens`` also takes
+_TOKEN_REQUEST = {
+    "type": "object",
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+        "client_id": _STRING,
+        "client_secret": _STRING,
+    },
+    "required": ["grant_type"],
+}
 MINT = json_body(_MINT_FIELDS)
+MINT["requestBody"]["content"]["application/x-www-form-urlencoded"] = {"schema": _TOKEN_REQUEST}
+#: ``/tokens``: 201 for the JSON mint request, 200 for the RFC 6749 token request
+MINT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "RFC 6749 section 5.1 access token response (form body: the client "
+        "credentials grant)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "access_token": _STRING,
+                        "token_type": _STRING,
+                        "expires_in": {"type": "integer"},
+                    },
+                    "required": ["access_token", "token_type", "expires_in"],
+                }
+            }
+        },
+    },
+    **_refusals(400, 401, 403),
+}
 VALIDATE = json_body({"token": _STRING, "audience": _optional(_STRING)}, "token")
 EXTEND = json_body(
     {

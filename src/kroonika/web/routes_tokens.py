@@ -9,9 +9,10 @@ and into the end of sessions (revoke the tokens bound to them).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -36,7 +37,14 @@ from kroonika.tokens import (
     rfc7009,
     rfc7662,
 )
-from kroonika.tokens.rfc6749 import WireResponse, credentials, error_response
+from kroonika.tokens.rfc6749 import (
+    NO_STORE,
+    FormBody,
+    WireResponse,
+    client_credentials_request,
+    credentials,
+    error_response,
+)
 from kroonika.web import _token_schemas as schemas
 from kroonika.web._policy import PolicyEmitter
 from kroonika.web._services import Services, request_context
@@ -44,7 +52,6 @@ from kroonika.web.routes_wellknown import router as wellknown_router
 
 log = logging.getLogger("kroonika.web.tokens")
 router = APIRouter(tags=["tokens"])
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _JSON_TYPE = re.compile(r"application/(?:[a-z0-9.+-]+\+)?json")
 _STATES = frozenset({"active", "revoked", "expired", "replaced"})
 _TYPES = frozenset({"session", "custom"})
@@ -113,27 +120,71 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+class _RepeatedName(ValueError):
+    """A JSON object in the body names a member twice."""
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> None:
+    """``object_pairs_hook`` that only compares names: the values come from orjson."""
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise _RepeatedName
+
+
+_NAMES = json.JSONDecoder(object_pairs_hook=_no_repeats)
+
+
+def _parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object in ``raw``; :class:`TokenError` when it is none, or when any
+    object in it names a member twice (RFC 8259 section 4 leaves the meaning of that
+    to each parser: a proxy, a WAF or the client may have read the first value where
+    orjson reads the last). orjson decides what the values are; the standard library's
+    decoder, run only over what orjson accepted, checks the names and builds nothing."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise TokenError("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise TokenError("the body must be a JSON object")
+    try:
+        _NAMES.decode(raw.decode())
+    except _RepeatedName:
+        raise TokenError("the body must not repeat a member name in an object") from None
+    except RecursionError:  # deeper than the interpreter's stack, orjson's limit is 1024
+        raise TokenError("the body is nested too deeply") from None
+    return body
+
+
+async def _parsed_json(request: Request) -> dict[str, Any] | TokenError:
+    """The body's JSON object, or why it is none: read and parsed once per request
+    (the client authentication looks at it before the route does)."""
+    cached: dict[str, Any] | TokenError | None = getattr(request.state, "json_body", None)
+    if cached is None:
+        try:
+            cached = _parse_json_object(await request.body())
+        except TokenError as exc:
+            cached = exc
+        request.state.json_body = cached
+    return cached
+
+
 async def _json(request: Request) -> dict[str, Any]:
     """The JSON object in the body; the body must say it is JSON (``application/json``),
     so that no HTML form or other "simple" cross-site request is taken for one."""
     if not _JSON_TYPE.fullmatch(_media_type(request)):
         raise TokenError("the body must be application/json")
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise TokenError("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise TokenError("the body must be a JSON object")
+    body = await _parsed_json(request)
+    if isinstance(body, TokenError):
+        raise TokenError(str(body))  # a fresh error: each refusal is audited on its own
     return body
 
 
-async def _form(request: Request) -> dict[str, str] | None:
-    """The form fields, or ``None`` when the body is not a form (refused by the endpoint
-    once it knows, and has audited, who asked)."""
+async def _form(request: Request) -> FormBody | None:
+    """The form parameters, or ``None`` when the body is not a form (refused by the
+    endpoint once it knows, and has audited, who asked)."""
     if _media_type(request) != "application/x-www-form-urlencoded":
         return None
     form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    return FormBody.parse(form.multi_items())
 
 
 def _limiter(request: Request) -> RateLimiter | None:
@@ -162,20 +213,18 @@ async def _authentication_failed(request: Request) -> None:
         await limiter.count_failure(RouteGroup.CLIENT_AUTH, ip=_ctx(request).ip)
 
 
-async def _body_fields(request: Request) -> dict[str, Any]:
+async def _body_fields(request: Request) -> Mapping[str, Any]:
     """The body's top-level fields (a form's, or a JSON object's members) for the
     RFC 6749 section 2.3 check that Basic comes alone; ``{}`` for any other body (the
     route refuses a body it cannot read once it knows, and has audited, who asked)."""
     media_type = _media_type(request)
     if media_type == "application/x-www-form-urlencoded":
-        return dict(await _form(request) or {})
+        form = await _form(request)
+        return form.fields if form is not None else {}
     if not _JSON_TYPE.fullmatch(media_type):
         return {}
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        return {}
-    return body if isinstance(body, dict) else {}
+    body = await _parsed_json(request)
+    return {} if isinstance(body, TokenError) else body
 
 
 async def _client(request: Request, failed: AuditEvent) -> Client:
@@ -335,7 +384,7 @@ def _threat_denied() -> JSONResponse:
             "error_description": "token minting is refused for this source address",
         },
         status_code=403,
-        headers={"Cache-Control": "no-store"},
+        headers=dict(NO_STORE),
     )
 
 
@@ -347,15 +396,22 @@ def _threat_denied() -> JSONResponse:
     response_model=None,
     status_code=201,
     openapi_extra=schemas.MINT,
-    responses=schemas.CLIENT_REFUSALS,
+    responses=schemas.MINT_ANSWERS,
 )
 async def mint(request: Request) -> Response:
-    """Mint a custom JWT for an authenticated client (reserved claims cannot be set)."""
+    """Mint a custom JWT for an authenticated client (reserved claims cannot be set):
+    a JSON mint request, or (a form body) the RFC 6749 section 4.4 client credentials
+    grant, which mints what an empty JSON request would."""
     comps = _comps(request)
     client: Client | None = None
+    form = await _form(request)
     try:
         client = await _client(request, events.token_issue())
-        req = parse_mint_request(await _json(request))
+        if form is not None:
+            client_credentials_request(form)
+            req = parse_mint_request({})
+        else:
+            req = parse_mint_request(await _json(request))
         await _limit(
             request,
             RouteGroup.TOKEN_MINT,
@@ -370,17 +426,15 @@ async def mint(request: Request) -> Response:
     except TokenError as exc:
         return await _refused(request, events.token_issue(token_type=CUSTOM), exc, client)
     rec = issued.record
-    return JSONResponse(
-        {
-            "access_token": issued.token,
-            "token_type": "Bearer",
-            "expires_in": rec.exp - rec.iat,
-            "expires_at": rec.exp,
-            "jti": rec.jti,
-        },
-        status_code=201,
-        headers=NO_STORE,
-    )
+    answer: dict[str, Any] = {
+        "access_token": issued.token,
+        "token_type": "Bearer",
+        "expires_in": rec.exp - rec.iat,
+    }
+    if form is not None:  # RFC 6749 section 5.1: 200, and no member of Kroonika's own
+        return JSONResponse(answer, headers=dict(NO_STORE))
+    answer.update(expires_at=rec.exp, jti=rec.jti)
+    return JSONResponse(answer, status_code=201, headers=dict(NO_STORE))
 
 
 @router.post(
@@ -413,7 +467,7 @@ async def validate(request: Request) -> Response:
         out.update(jti=vt.jti, exp=vt.exp, iat=vt.iat, aud=list(vt.aud), kid=vt.kid)
         if verdict.valid and vt.sub is not None:
             out["sub"] = vt.sub
-    return JSONResponse(out, headers=NO_STORE)
+    return JSONResponse(out, headers=dict(NO_STORE))
 
 
 @router.post(
@@ -484,7 +538,7 @@ async def extend(request: Request) -> Response:
             "expires_at": rec.exp,
             "jti": rec.jti,
         },
-        headers=NO_STORE,
+        headers=dict(NO_STORE),
     )
 
 
@@ -509,7 +563,7 @@ async def mine(request: Request) -> Response:
         return JSONResponse(
             {"error": "invalid_token"},
             status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="kroonika"'},
+            headers={**NO_STORE, "WWW-Authenticate": 'Bearer realm="kroonika"'},
         )
     q = request.query_params
 
@@ -552,12 +606,15 @@ async def mine(request: Request) -> Response:
             return JSONResponse(
                 {"error": "invalid_token"},
                 status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="kroonika", error="invalid_token"'},
+                headers={
+                    **NO_STORE,
+                    "WWW-Authenticate": 'Bearer realm="kroonika", error="invalid_token"',
+                },
             )
         return _error(exc)
     return JSONResponse(
         {"items": [r.public() for r in page.items], "next_cursor": page.next_cursor},
-        headers=NO_STORE,
+        headers=dict(NO_STORE),
     )
 
 
@@ -590,7 +647,9 @@ async def bulk_validate(request: Request) -> Response:
     except TokenError as exc:
         return await _refused(request, events.token_validate(), exc, client)
     items = [r.as_dict() for r in results]
-    return JSONResponse({"results": items, "summary": _summary(items, {"valid"})})
+    return JSONResponse(
+        {"results": items, "summary": _summary(items, {"valid"})}, headers=dict(NO_STORE)
+    )
 
 
 @router.post(
@@ -623,7 +682,9 @@ async def bulk_revoke(request: Request) -> Response:
             refused.details["revoked_by"] = f"client:{client.client_id}"
         return await _refused(request, refused, exc, client)
     out = [r.as_dict() for r in results]
-    return JSONResponse({"results": out, "summary": _summary(out, {"revoked"})})
+    return JSONResponse(
+        {"results": out, "summary": _summary(out, {"revoked"})}, headers=dict(NO_STORE)
+    )
 
 
 @router.post(
@@ -651,7 +712,9 @@ async def bulk_issue(request: Request) -> Response:
     except TokenError as exc:
         return await _refused(request, events.token_issue(token_type=CUSTOM), exc, client)
     out = [r.as_dict() for r in results]
-    return JSONResponse({"results": out, "summary": _summary(out, {"issued"})}, headers=NO_STORE)
+    return JSONResponse(
+        {"results": out, "summary": _summary(out, {"issued"})}, headers=dict(NO_STORE)
+    )
 
 
 # --- the session's access token ------------------------------------------------------------
@@ -716,13 +779,13 @@ async def session_token(request: Request) -> Response:
     comps = _comps(request)
     services: Services = request.app.state.services
     if comps.settings.token_session_delivery not in ("body", "both"):
-        return JSONResponse({"error": "not_found"}, status_code=404)
+        return JSONResponse({"error": "not_found"}, status_code=404, headers=dict(NO_STORE))
     cur = await current_session(request, services)
     if cur is None:
-        return JSONResponse({"error": "not_authenticated"}, status_code=401)
+        return JSONResponse({"error": "not_authenticated"}, status_code=401, headers=dict(NO_STORE))
     if not services.csrf_ok(cur.secret, request.headers.get("x-csrf-token")):
         await csrf_violation(request, services, cur.record)
-        return JSONResponse({"error": "csrf_failed"}, status_code=403)
+        return JSONResponse({"error": "csrf_failed"}, status_code=403, headers=dict(NO_STORE))
     s = cur.record
     if await _threat_refused(request, Actor(ActorType.USER, subject=s.subject), "session"):
         return _threat_denied()
@@ -746,5 +809,5 @@ async def session_token(request: Request) -> Response:
             "expires_in": rec.exp - rec.iat,
             "jti": rec.jti,
         },
-        headers=NO_STORE,
+        headers=dict(NO_STORE),
     )

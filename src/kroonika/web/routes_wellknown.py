@@ -8,8 +8,10 @@ it issues no ID tokens, so the members OpenID Connect Discovery 1.0 section 3
 requires of one (``authorization_endpoint``, ``subject_types_supported``,
 ``id_token_signing_alg_values_supported``) are absent rather than untrue. RFC 8414
 section 2 requires ``response_types_supported``: empty, as there is no authorization
-endpoint; ``grant_types_supported`` is empty too, as its absence would mean
-``authorization_code`` and ``implicit``.
+endpoint. ``token_endpoint`` is an RFC 6749 token endpoint: ``/tokens`` takes the
+client credentials grant (section 4.4) in a form body besides Kroonika's own JSON
+mint request, so ``grant_types_supported`` names that grant (its absence would mean
+``authorization_code`` and ``implicit``).
 
 Both are cacheable (RFC 9111 ``Cache-Control: public, max-age``) and carry a strong
 ``ETag`` (a digest of the body); a conditional ``GET`` whose ``If-None-Match`` names
@@ -78,25 +80,29 @@ async def jwks(request: Request) -> Response:
     return cacheable(request, keys, min(JWKS_MAX_AGE_S, ring.publish_lead_s))
 
 
+#: How a client authenticates at each endpoint (RFC 6749 section 2.3.1).
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+
 def metadata(issuer: str, algs: list[str]) -> dict[str, Any]:
+    """The RFC 8414 section 2 document. Every name is in the IANA "OAuth Authorization
+    Server Metadata" registry but ``token_signing_alg_values_supported`` (the
+    algorithms of the access tokens' signatures): no registered name says that (RFC
+    9068 defines none; ``token_endpoint_auth_signing_alg_values_supported`` is about
+    the JWTs a client authenticates with, which Kroonika does not take), section 2
+    allows more members, and relying services pin it as the user guide tells them."""
     return {
         "issuer": issuer,
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "introspection_endpoint": f"{issuer}/introspect",
-        "introspection_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-        ],
+        "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "revocation_endpoint": f"{issuer}/revoke",
-        "revocation_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-        ],
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint": f"{issuer}/tokens",
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_signing_alg_values_supported": algs,
         "response_types_supported": [],
-        "grant_types_supported": [],
+        "grant_types_supported": ["client_credentials"],
     }
 
 
