@@ -98,6 +98,13 @@ def test_verified_id_token_cannot_be_made_outside_the_verifier() -> None:
         ({"iss": ISS + "/"}, {}, "id_token.issuer_mismatch"),
         ({"aud": "other"}, {}, "id_token.audience_mismatch"),
         ({"aud": ["other", "client"], "azp": "other"}, {}, "id_token.audience_mismatch"),
+        ({"aud": ["other", "client"]}, {}, "id_token.audience_mismatch"),
+        ({"aud": "client", "azp": "other"}, {}, "id_token.audience_mismatch"),
+        ({"aud": ["client"], "azp": "other"}, {}, "id_token.audience_mismatch"),
+        ({"aud": "client", "azp": 7}, {}, "id_token.audience_mismatch"),
+        ({"nbf": NOW + 120}, {}, "id_token.not_yet_valid"),
+        ({"nbf": str(NOW + 120)}, {}, "id_token.missing_claim"),
+        ({"nbf": True}, {}, "id_token.missing_claim"),
         ({"exp": NOW - 60}, {}, "id_token.expired"),
         ({"iat": NOW + 120}, {}, "id_token.issued_in_future"),
         ({"nonce": "other"}, {}, "id_token.nonce_mismatch"),
@@ -155,3 +162,25 @@ def test_missing_acr_is_refused_not_assumed() -> None:
     with pytest.raises(IdTokenInvalid) as exc:
         _verify(token, acr_minimum="low")
     assert exc.value.reason == "id_token.missing_claim"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"aud": ["client"]},
+        {"aud": "client", "azp": "client"},
+        {"aud": ["other", "client"], "azp": "client"},
+        {"nbf": NOW + 5},
+    ],
+    ids=["aud-array", "azp-is-us", "two-audiences-azp-us", "nbf-within-leeway"],
+)
+def test_audience_forms_and_skew_tara_may_send_are_accepted(claims: dict[str, Any]) -> None:
+    """aud as an array, an azp naming this client and an nbf within the leeway pass."""
+    assert _verify(_token(**claims)).subject == "EE38001085718"
+
+
+def test_eidas_amr_is_compared_case_insensitively() -> None:
+    """The spec's eIDAS and the running TARA's eidas both match the eidas method."""
+    for amr in ("eIDAS", "eidas"):
+        verified = _verify(_token(amr=[amr], acr="substantial"), methods=("eidas",))
+        assert (verified.method, verified.amr) == ("eidas", ("eidas",))

@@ -100,7 +100,8 @@ def verify_id_token(
     *,
     now: int,
 ) -> VerifiedIdToken:
-    """Check signature (by ``kid``), ``iss``, ``aud``, ``iat``/``exp``/``nbf`` with leeway,
+    """Check signature (by ``kid``), ``iss``, ``aud`` (and ``azp`` when present),
+    ``iat``/``exp``/``nbf`` with leeway,
     ``nonce``, ``state`` (when present), ``acr`` minimum, ``amr`` among the methods asked for
     and the personal code's format. Raises a :class:`LoginRejected` subclass naming the check.
 
@@ -148,8 +149,13 @@ def verify_id_token(
         raise IdTokenInvalid(
             "audience_mismatch", "aud is not this client", expected=expect.client_id, actual=aud
         )
-    if len(audiences) > 1 and claims.get("azp") not in (None, expect.client_id):
-        raise IdTokenInvalid("audience_mismatch", "azp is not this client")
+    # OIDC Core 3.1.3.7 (3, 4): an azp, if present, names this client; several
+    # audiences need one (TARA sends a single aud and no azp).
+    azp = claims.get("azp")
+    if (azp is not None or len(audiences) > 1) and azp != expect.client_id:
+        raise IdTokenInvalid(
+            "audience_mismatch", "azp is not this client", expected=expect.client_id, actual=azp
+        )
     exp = _int_claim(claims, "exp")
     iat = _int_claim(claims, "iat")
     if now > exp + expect.leeway:
@@ -157,7 +163,9 @@ def verify_id_token(
     if iat > now + expect.leeway:
         raise IdTokenInvalid("issued_in_future", "iat is in the future", expected=now, actual=iat)
     nbf = claims.get("nbf")
-    if isinstance(nbf, int) and nbf > now + expect.leeway:
+    if nbf is not None and (not isinstance(nbf, int) or isinstance(nbf, bool)):
+        raise IdTokenInvalid("missing_claim", "claim nbf is not a number")
+    if nbf is not None and nbf > now + expect.leeway:
         raise IdTokenInvalid("not_yet_valid", "nbf is in the future", expected=now, actual=nbf)
     nonce = claims.get("nonce")
     if not isinstance(nonce, str) or not hmac.compare_digest(digest(nonce), expect.nonce_digest):
