@@ -239,3 +239,56 @@ async def test_a_token_endpoint_that_trickles_is_cut_off_at_the_timeout() -> Non
         # cut off at the 1 s timeout, not after the 20 s drip: the bound leaves a loaded
         # machine room (2.5 s left it only 1.5 s), it is not a measurement
         assert time.monotonic() - started < 10
+
+
+async def test_unknown_kids_refetch_the_key_set_a_bounded_number_of_times() -> None:
+    """Each new unknown kid may refetch the set, but at most three times a minute in all:
+    tokens under ever new kids cannot make us fetch TARA's JWKS once each."""
+    fetches = 0
+
+    async def fetch() -> dict[str, Any]:
+        nonlocal fetches
+        fetches += 1
+        return {"keys": [_good_jwk()]}
+
+    now = [0.0]
+    cache = JwksCache(fetch, ttl=3600, cooldown=10, clock=lambda: now[0])
+    await cache.keys()
+    refetched = [await cache.refetch_for(f"forged-{i}") for i in range(50)]
+    assert refetched == [True] * 3 + [False] * 47
+    assert fetches == 1 + 3
+    now[0] = 61.0
+    assert await cache.refetch_for("rotated")
+    assert fetches == 5
+
+
+async def test_a_refetch_over_the_bound_waits_for_the_one_running() -> None:
+    """A login whose own refetch is over the bound does not fail on the old set while a
+    refetch started just before is still running: it waits for that one's keys."""
+    published: list[dict[str, Any]] = [_good_jwk("old")]
+    gate: asyncio.Event | None = None
+    started = asyncio.Event()
+
+    async def fetch() -> dict[str, Any]:
+        if gate is not None:
+            started.set()
+            await gate.wait()
+        return {"keys": list(published)}
+
+    cache = JwksCache(fetch, ttl=3600, cooldown=10, clock=lambda: 0.0)
+    async with asyncio.timeout(10):
+        await cache.keys()
+        assert await cache.refetch_for("forged-0")
+        assert await cache.refetch_for("forged-1")
+        published.append(_good_jwk("new"))
+        gate = asyncio.Event()
+        first = asyncio.create_task(cache.refetch_for("new"))
+        await started.wait()
+        second = asyncio.create_task(cache.refetch_for("new-too"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not second.done()
+        gate.set()
+        assert await first
+        assert not await second
+    assert set(await cache.keys()) == {"old", "new"}

@@ -11,6 +11,7 @@ import base64
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,9 +79,12 @@ class TokenResponse:
 
 
 class JwksCache:
-    """Keys by ``kid``, kept for ``ttl``; an unknown ``kid`` refetches the set once (but the same
-    unknown ``kid`` at most once per ``cooldown`` seconds, so forged tokens cannot make us hammer
-    TARA)."""
+    """Keys by ``kid``, kept for ``ttl``; an unknown ``kid`` refetches the set, bounded
+    twice so that tokens under forged ``kid`` values cannot make us hammer TARA: the same
+    ``kid`` at most once per ``cooldown`` seconds, and all unknown ones together at most
+    ``burst`` times per ``window`` seconds. TARA publishes a new key before it signs with
+    it, so a rotation needs one refetch; a refetch refused by the bound still waits for
+    one that is running, and so sees the keys it brings."""
 
     def __init__(
         self,
@@ -89,14 +93,21 @@ class JwksCache:
         ttl: float,
         cooldown: float,
         clock: Clock,
+        burst: int = 3,
+        window: float = 60.0,
     ) -> None:
+        if burst < 1 or window <= 0:
+            raise ValueError("the unknown-kid refetch bound needs burst >= 1 and window > 0")
         self._fetch = fetch
         self._ttl = ttl
         self._cooldown = cooldown
         self._clock = clock
+        self._burst = burst
+        self._window = window
         self._keys: dict[str, RSAPublicKey] = {}
         self._fetched_at: float | None = None
         self._misses: dict[str, float] = {}
+        self._refetches: deque[float] = deque()
         self._lock = asyncio.Lock()
         self.fetches = 0
 
@@ -107,12 +118,19 @@ class JwksCache:
         return self._keys
 
     async def refetch_for(self, kid: str) -> bool:
-        """Refetch because ``kid`` was unknown; False if it was refetched for too recently."""
+        """Refetch because ``kid`` was unknown; False if the bound refused it (after any
+        refetch then running has finished)."""
         now = self._clock()
+        while self._refetches and now - self._refetches[0] >= self._window:
+            self._refetches.popleft()
         last = self._misses.get(kid)
-        if last is not None and now - last < self._cooldown:
-            return False
+        if (last is not None and now - last < self._cooldown) or len(
+            self._refetches
+        ) >= self._burst:
+            async with self._lock:  # a refetch under way: its keys, not the old set
+                return False
         self._misses[kid] = now
+        self._refetches.append(now)
         if len(self._misses) > 1000:
             self._misses.clear()
         await self._refresh(seen=self.fetches)
@@ -375,7 +393,7 @@ class TaraClient:
         except IdTokenInvalid as exc:
             if exc.check != "unknown_kid" or exc.actual is None:
                 raise
-            if not await self.jwks.refetch_for(str(exc.actual)):
-                raise
+            # refused by the bound, it still waited for a refetch under way: try its keys
+            await self.jwks.refetch_for(str(exc.actual))
         keys = await self.jwks.keys()
         return verify_id_token(id_token, keys, expect, now=int(self._clock()))
