@@ -111,7 +111,8 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "tara_client_secret": "client secret registered with TARA (required in production)",
             "tara_redirect_uri": "registered redirect URI; default `<public_url>/auth/callback`",
             "tara_scopes": "JSON list; `openid` plus method scopes (`idcard`, `mid`, "
-            "`smartid`, `eidas`) and e.g. `email`, `phone`",
+            "`smartid`, `eidas`) and e.g. `email`, `phone`; a scope TARA does not know stops "
+            "the start",
             "tara_acr_minimum": "lowest level of assurance accepted",
             "tara_timeout_s": "timeout of each call to TARA",
             "tara_leeway_s": "clock leeway for ID-token times",

@@ -292,3 +292,46 @@ async def test_a_refetch_over_the_bound_waits_for_the_one_running() -> None:
         assert await first
         assert not await second
     assert set(await cache.keys()) == {"old", "new"}
+
+
+def _config(scopes: tuple[str, ...]) -> TaraClientConfig:
+    return TaraClientConfig(
+        issuer=ISSUER,
+        client_id="rp",
+        client_secret=SecretStr("rp-secret-0123456789"),
+        redirect_uri="https://rp.example/auth/callback",
+        scopes=scopes,
+    )
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        ("openid",),
+        ("openid", "idcard", "mid", "smartid", "eidas", "email", "phone"),
+        ("openid", "eidasonly", "eidas:country:de"),
+    ],
+)
+async def test_scopes_tara_knows_are_accepted(scopes: tuple[str, ...]) -> None:
+    """openid with any of TARA's scopes (eidas:country:xx with eidasonly) builds."""
+    assert _config(scopes).scopes == scopes
+
+
+@pytest.mark.parametrize(
+    ("scopes", "said"),
+    [
+        (("idcard",), "openid"),
+        (("openid", "profile"), "profile"),
+        (("openid", "openid mid"), "openid mid"),
+        (("openid", "eidas:country:de"), "eidasonly"),
+        (("openid", "eidasonly", "eidas:country:DE"), "eidas:country:DE"),
+        (("openid", "MID"), "MID"),
+    ],
+)
+async def test_a_scope_tara_refuses_is_refused_when_built(
+    scopes: tuple[str, ...], said: str
+) -> None:
+    """A scope TARA answers with invalid_scope (unknown, upper case, a country without
+    eidasonly) stops the configuration, naming it, instead of failing every login."""
+    with pytest.raises(ValueError, match=said):
+        _config(scopes)

@@ -264,3 +264,19 @@ def test_a_refused_production_start_says_why_in_one_line_without_a_traceback(
     assert "Traceback" not in done.stderr
     assert 'File "' not in done.stderr
     assert SECRET not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("scopes", "said"),
+    [(["openid", "profile"], "profile"), (["openid", "eidas:country:de"], "eidasonly")],
+)
+def test_a_scope_tara_does_not_know_stops_the_app_when_built(
+    tmp_path: Path, scopes: list[str], said: str
+) -> None:
+    """KROONIKA_TARA_SCOPES with a scope TARA would answer invalid_scope for on every
+    login refuses to build the app, naming the scope (even in development)."""
+    settings = _development(tmp_path, "http://127.0.0.1:9").model_copy(
+        update={"tara_scopes": scopes}
+    )
+    with pytest.raises(SettingsError, match=f"TARA settings: .*{said}"):
+        create_app(settings)

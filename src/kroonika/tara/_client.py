@@ -38,6 +38,23 @@ from kroonika.tara._verify import Acr, Expectations, VerifiedIdToken, verify_id_
 Clock = Callable[[], float]
 
 _METHOD_SCOPES = {"idcard", "mid", "smartid", "eidas"}
+#: Every scope TARA knows (TARA.md), besides ``eidas:country:xx``; any other is answered
+#: with ``invalid_scope`` on every login.
+TARA_SCOPES = frozenset({"openid", "eidasonly", "email", "phone", *_METHOD_SCOPES})
+_COUNTRY_SCOPE = re.compile(r"eidas:country:[a-z]{2}")
+
+
+def _scope_problem(scopes: Sequence[str]) -> str | None:
+    """Why TARA would refuse ``scopes`` (or None): openid missing, a scope it does not
+    know (scope names are case-sensitive), ``eidas:country:xx`` without ``eidasonly``."""
+    if "openid" not in scopes:
+        return "scopes must contain openid"
+    unknown = [s for s in scopes if s not in TARA_SCOPES and not _COUNTRY_SCOPE.fullmatch(s)]
+    if unknown:
+        return f"TARA does not know the scopes {unknown}; it knows {sorted(TARA_SCOPES)}"
+    if any(_COUNTRY_SCOPE.fullmatch(s) for s in scopes) and "eidasonly" not in scopes:
+        return "an eidas:country:xx scope needs eidasonly"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +72,9 @@ class TaraClientConfig:
     def __post_init__(self) -> None:
         if self.issuer.endswith("/"):
             raise ValueError("the TARA issuer has no trailing slash")
-        if "openid" not in self.scopes:
-            raise ValueError("scopes must contain openid")
+        problem = _scope_problem(self.scopes)
+        if problem is not None:
+            raise ValueError(problem)
         if not self.client_id:
             raise ValueError("a client id is required")
         if len(self.client_secret.get_secret_value()) < 8:
