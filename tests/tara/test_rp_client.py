@@ -335,3 +335,15 @@ async def test_a_scope_tara_refuses_is_refused_when_built(
     eidasonly) stops the configuration, naming it, instead of failing every login."""
     with pytest.raises(ValueError, match=said):
         _config(scopes)
+
+
+@pytest.mark.parametrize("issuer", [ISSUER + "/", "https://tara.ria.ee/"])
+async def test_an_issuer_with_a_trailing_slash_is_refused_when_built(issuer: str) -> None:
+    """TARA's issuer has no trailing slash; one there would fail every iss check."""
+    with pytest.raises(ValueError, match="trailing slash"):
+        TaraClientConfig(
+            issuer=issuer,
+            client_id="rp",
+            client_secret=SecretStr("rp-secret-0123456789"),
+            redirect_uri="https://rp.example/auth/callback",
+        )

@@ -280,3 +280,10 @@ def test_a_scope_tara_does_not_know_stops_the_app_when_built(
     )
     with pytest.raises(SettingsError, match=f"TARA settings: .*{said}"):
         create_app(settings)
+
+
+def test_production_refuses_tara_over_plain_http(tmp_path: Path) -> None:
+    """The back channel to TARA carries the client secret and the ID token: production
+    refuses an http:// issuer before anything is built."""
+    with pytest.raises(SettingsError, match="KROONIKA_TARA_ISSUER must be https"):
+        create_app(production(tmp_path, "http://tara.example"))
