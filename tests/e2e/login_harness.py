@@ -22,7 +22,8 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from kroonika.audit import Query, SqlAuditStore, run_query
+from kroonika.audit import Query, SqlAuditStore, SqlSubjectKeys, run_query
+from kroonika.audit.privacy import reveal
 from kroonika.db import make_engine
 from kroonika.sessions import ManualClock
 from kroonika.settings import Settings
@@ -135,6 +136,24 @@ class Stack:
             r = b.get(self.service + "/auth/login")
         login, steps = self.login_events(r.headers["x-request-id"])
         return r, login, steps
+
+    def callback_url(self, browser: httpx.Client, code: str = "38001085718") -> str:
+        """Start a login in ``browser`` and let the mock log ``code`` in, but stop before
+        following TARA's redirect: the callback URL (with code and state) it names."""
+        start = browser.get(self.service + "/auth/login", follow_redirects=False)
+        authorize = httpx.URL(start.headers["location"]).copy_merge_params({"autologin": code})
+        back = httpx.get(str(authorize), timeout=10)
+        assert back.status_code in (302, 303)
+        return str(back.headers["location"])
+
+    def personal(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The decrypted ``pii`` of ``event`` (what TARA said about the person)."""
+        store = SqlAuditStore(self.settings.resolved_audit_store_url(), read_only=True)
+        try:
+            keys = SqlSubjectKeys(store, self.settings.secret_bytes("master_key"))
+            return reveal(event["pii"], event["id"], keys)
+        finally:
+            store.close()
 
     def mock_switch(self, **switches: Any) -> None:
         httpx.post(self.mock + "/mock/config", json=switches, timeout=10).raise_for_status()

@@ -28,15 +28,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield s
 
 
-def _callback_url(stack: Stack, browser: httpx.Client) -> str:
-    """Start a login and let the mock answer, but stop before following it to the callback."""
-    start = browser.get(stack.service + "/auth/login", follow_redirects=False)
-    authorize = httpx.URL(start.headers["location"]).copy_merge_params({"autologin": "38001085718"})
-    back = httpx.get(str(authorize), timeout=10)
-    assert back.status_code in (302, 303)
-    return str(back.headers["location"])
-
-
 def _with_query(url: str, pairs: list[tuple[str, str]]) -> str:
     return url.split("?")[0] + "?" + urlencode(pairs)
 
@@ -56,7 +47,7 @@ def test_a_repeated_parameter_is_refused_before_tara(stack: Stack, polluted: obj
     duplicate_parameter as an attempt of its own; it neither uses the flow nor sends a
     code to TARA, so the genuine callback afterwards still logs in."""
     with stack.browser(autologin=None) as b:
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
         q = dict(parse_qsl(urlsplit(url).query))
         r = b.get(_with_query(url, polluted(q)), follow_redirects=False)  # type: ignore[operator]
         assert r.status_code == 400
@@ -80,7 +71,7 @@ def test_an_over_long_parameter_is_named_as_such(stack: Stack, param: str, reaso
     the answer does not repeat it."""
     huge = "A" * 10_000
     with stack.browser(autologin=None) as b:
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
         q = dict(parse_qsl(urlsplit(url).query))
         r = b.get(_with_query(url, list({**q, param: huge}.items())), follow_redirects=False)
     assert (r.status_code, r.json()["reason"]) == (400, reason)
@@ -100,7 +91,7 @@ def test_control_characters_from_tara_reach_no_log_line_or_event(
     unrecognisable error is recorded as idp_error unrecognised."""
     caplog.set_level(logging.DEBUG, logger="kroonika")
     with stack.browser(autologin=None) as b:
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
         q = dict(parse_qsl(urlsplit(url).query))
         pairs = [("state", q["state"]), ("error", "bad" + HOSTILE)]
         r = b.get(_with_query(url, [*pairs, ("error_description", HOSTILE)]))
@@ -159,7 +150,7 @@ def test_a_callback_while_the_database_is_gone_can_be_retried(
         running_stack(tmp_path, database_url=fresh_postgres_url) as stack,
         stack.browser(autologin=None) as b,
     ):
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
         with refusing_connections(fresh_postgres_url):
             r = b.get(url, follow_redirects=False)
         assert (r.status_code, r.json()["error"]) == (503, "database_unavailable")

@@ -32,15 +32,6 @@ def _fail_via_browser(stack: Stack, **browser: str) -> tuple[httpx.Response, dic
     return r, login, steps
 
 
-def _callback_url(stack: Stack, browser: httpx.Client, code: str = "38001085718") -> str:
-    """Start a login and let the mock answer, but stop before following it to the callback."""
-    start = browser.get(stack.service + "/auth/login", follow_redirects=False)
-    authorize = httpx.URL(start.headers["location"]).copy_merge_params({"autologin": code})
-    back = httpx.get(str(authorize), timeout=10)
-    assert back.status_code in (302, 303)
-    return back.headers["location"]
-
-
 def test_user_cancel(stack: Stack) -> None:
     """Cancel at TARA gives reason user_cancel after callback_received."""
     r, login, steps = _fail_via_browser(stack, autologin="cancel")
@@ -96,7 +87,7 @@ def test_token_endpoint_timeout_is_idp_unavailable(stack: Stack) -> None:
 def test_bad_code_is_code_exchange_failed(stack: Stack) -> None:
     """A code TARA does not know gives code_exchange_failed."""
     with stack.browser(autologin=None) as b:
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
         q = parse_qs(urlsplit(url).query)
         bad = httpx.URL(url.split("?")[0]).copy_merge_params(
             {"state": q["state"][0], "code": "not-a-real-code"}
@@ -111,7 +102,7 @@ def test_provider_error_is_idp_error(stack: Stack) -> None:
     """An error TARA does not send (neither user_cancel nor one that blames TARA or this
     service) gives idp_error with the error code."""
     with stack.browser(autologin=None) as b:
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
         state = parse_qs(urlsplit(url).query)["state"][0]
         r = b.get(
             stack.service + "/auth/callback",
@@ -142,7 +133,7 @@ def test_state_unknown(stack: Stack) -> None:
 def test_state_expired(stack: Stack) -> None:
     """A flow older than its TTL (injected clock) is state_expired."""
     with stack.browser(autologin=None) as b:
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
         stack.clock.advance(stack.settings.login_flow_ttl_s + 1)
         r = b.get(url)
     login, steps = stack.login_events(r.headers["x-request-id"])
@@ -171,7 +162,7 @@ def test_state_replayed(stack: Stack) -> None:
 def test_state_not_bound_to_this_browser(stack: Stack) -> None:
     """A callback from a browser without the flow cookie (login CSRF) is refused."""
     with stack.browser(autologin=None) as b:
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
     with httpx.Client(timeout=10) as other:
         r = other.get(url)
     login, steps = stack.login_events(r.headers["x-request-id"])

@@ -8,9 +8,6 @@ from pathlib import Path
 import pytest
 from login_harness import SUCCESS_STEPS, Stack, running_stack
 
-from kroonika.audit import SqlAuditStore, SqlSubjectKeys
-from kroonika.audit.privacy import reveal
-
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
@@ -67,12 +64,7 @@ def test_login_event_carries_the_names_encrypted_and_unchanged(stack: Stack) -> 
         landed = browser.get(stack.service + "/auth/login")
         assert landed.status_code == 200
     login, _ = stack.login_events(landed.history[-1].headers["x-request-id"])
-    store = SqlAuditStore(stack.settings.resolved_audit_store_url(), read_only=True)
-    try:
-        keys = SqlSubjectKeys(store, stack.settings.secret_bytes("master_key"))
-        personal = reveal(login["pii"], login["id"], keys)
-    finally:
-        store.close()
+    personal = stack.personal(login)
     assert personal is not None
     assert (personal["given_name"], personal["family_name"]) == (
         "MARY ÄNN",

@@ -14,9 +14,6 @@ import httpx
 import pytest
 from login_harness import ALL_SCOPES, CLIENT_ID, SUCCESS_STEPS, Stack, running_stack
 
-from kroonika.audit import SqlAuditStore, SqlSubjectKeys
-from kroonika.audit.privacy import reveal
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
@@ -83,15 +80,6 @@ def test_the_authorization_request_carries_what_tara_reads(
     assert f'<html lang="{locale}">' in page.text
 
 
-def _callback_url(stack: Stack, browser: httpx.Client) -> str:
-    """Start a login and let the mock answer, but stop before following it to the callback."""
-    start = browser.get(stack.service + "/auth/login", follow_redirects=False)
-    authorize = httpx.URL(start.headers["location"]).copy_merge_params({"autologin": "38001085718"})
-    back = httpx.get(str(authorize), timeout=10)
-    assert back.status_code in (302, 303)
-    return str(back.headers["location"])
-
-
 MARK = "zq-hostile-mark"
 HOSTILE = {
     "html": f"<script>alert('{MARK}')</script><img src=x onerror=alert(1)>&amp;",
@@ -111,7 +99,7 @@ def test_a_hostile_error_description_reaches_no_log_event_or_answer(
     code or the error over its bound in any log line, event or answer."""
     caplog.set_level(logging.DEBUG, logger="kroonika")
     with stack.browser(autologin=None) as b:
-        url = _callback_url(stack, b)
+        url = stack.callback_url(b)
         q = dict(parse_qsl(urlsplit(url).query))
         pairs = [("state", q["state"]), ("error", error), ("error_description", description)]
         r = b.get(url.split("?")[0] + "?" + urlencode(pairs), follow_redirects=False)
@@ -181,12 +169,7 @@ def test_email_and_phone_tara_releases_reach_only_the_encrypted_pii(
         assert landed.status_code == 200
         login, steps = stack.login_events(landed.history[-1].headers["x-request-id"])
         assert steps == SUCCESS_STEPS
-        store = SqlAuditStore(stack.settings.resolved_audit_store_url(), read_only=True)
-        try:
-            keys = SqlSubjectKeys(store, stack.settings.secret_bytes("master_key"))
-            personal = reveal(login["pii"], login["id"], keys)
-        finally:
-            store.close()
+        personal = stack.personal(login)
         clear = b"\n".join(stack.raw_events()).decode()
     assert personal is not None
     assert personal[field] == value
