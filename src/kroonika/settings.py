@@ -287,6 +287,8 @@ class Settings(BaseSettings):
     jobs_tick_s: float = Field(15.0, gt=0)
     jobs_lease_s: int = Field(300, ge=5)
     jobs_batch_size: int = Field(500, ge=1, le=10_000)
+    jobs_lock_timeout_s: float = Field(5.0, gt=0, le=3600)
+    jobs_statement_timeout_s: float = Field(120.0, gt=0, le=86400)
     jobs_token_retention_s: int = Field(30 * 86400, ge=0)
     jobs_flow_retention_s: int = Field(3600, ge=0)
     jobs_session_retention_s: int = Field(30 * 86400, ge=0)  # 0: ended sessions kept

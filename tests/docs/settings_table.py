@@ -213,6 +213,11 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "jobs_tick_s": "how often the scheduler looks for due jobs",
             "jobs_lease_s": "job lease; another instance takes over after it lapses",
             "jobs_batch_size": "rows per cleanup batch (one short transaction each)",
+            "jobs_lock_timeout_s": "PostgreSQL: longest a job's statement waits for a lock "
+            "another session holds; the run then fails (`lock_timeout`) and the next tick "
+            "retries it",
+            "jobs_statement_timeout_s": "PostgreSQL: longest one statement of a job may run "
+            "(`statement_timeout`, retried the same way)",
             "jobs_token_retention_s": "token metadata kept after expiry or revocation",
             "jobs_flow_retention_s": "concluded login flows kept after expiry (replay detection)",
             "jobs_session_retention_s": "ended sessions (personal code, names, address, browser "

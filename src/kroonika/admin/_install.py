@@ -32,8 +32,8 @@ from kroonika.admin._privacy import Eraser
 from kroonika.admin._pseudonym_keys import record_rotation
 from kroonika.admin._roles import ApiKeys, RoleStore
 from kroonika.audit import AuditUnavailable
+from kroonika.db import StatementLimits, metadata
 from kroonika.db import admin as admin_tables
-from kroonika.db import metadata
 from kroonika.jobs import JOBS, JobDeps, Scheduler
 from kroonika.sessions import SessionPolicy
 from kroonika.settings import SettingsError
@@ -184,6 +184,10 @@ def install_admin(app: FastAPI, services: Services) -> AdminServices:
         batch_size=settings.jobs_batch_size,
         tick_s=settings.jobs_tick_s,
         on_tick=config.refresh,
+        statement_limits=StatementLimits(
+            lock_timeout_s=settings.jobs_lock_timeout_s,
+            statement_timeout_s=settings.jobs_statement_timeout_s,
+        ),
     )
     admin = AdminServices(
         services=services,

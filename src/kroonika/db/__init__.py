@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from kroonika.db._limits import StatementLimits, limit_statements, timeout_kind
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -42,7 +44,8 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for the business database; SQLite gets WAL and a busy timeout. Driver
     errors never quote the statement's parameters (personal codes, names, digests): they
-    end up in tracebacks in the operational log."""
+    end up in tracebacks in the operational log. On PostgreSQL the statements of a job
+    are bounded (:class:`StatementLimits`)."""
     url = normalise_url(url)
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
@@ -61,4 +64,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # PostgreSQL: a scheduled job's statements are bounded (StatementLimits.applied)
+    return limit_statements(create_engine(url, pool_pre_ping=True, **kwargs))
+
+
+__all__ = [
+    "NAMING",
+    "UNAVAILABLE",
+    "StatementLimits",
+    "limit_statements",
+    "make_engine",
+    "metadata",
+    "normalise_url",
+    "timeout_kind",
+]

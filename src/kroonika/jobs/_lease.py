@@ -26,6 +26,7 @@ class Lease:
     run_id: str
     owner: str
     resumed: bool
+    slot: int | None = None  # the schedule slot this run took (None: a manual run)
 
 
 class Leases:
@@ -79,7 +80,7 @@ class Leases:
                     resumed=interrupted > 0,
                 )
             )
-        return Lease(job, run_id, self.owner, interrupted > 0)
+        return Lease(job, run_id, self.owner, interrupted > 0, slot)
 
     def renew(self, lease: Lease, *, now: int, counts: dict[str, int]) -> None:
         """Extend the lease and record progress; :class:`LeaseLost` if another took it."""
@@ -98,8 +99,25 @@ class Leases:
             raise LeaseLost(f"job {lease.job}: lease of {lease.run_id} was taken over")
 
     def release(
-        self, lease: Lease, *, now: int, outcome: str, counts: dict[str, int], error: str | None
+        self,
+        lease: Lease,
+        *,
+        now: int,
+        outcome: str,
+        counts: dict[str, int],
+        error: str | None,
+        retry: bool = False,
     ) -> None:
+        """End the run; with ``retry`` (a run the database gave up: a lock or statement
+        timeout) the schedule slot it took is given back, so the next tick runs it."""
+        state: dict[str, object] = {
+            "lease_owner": None,
+            "lease_until": None,
+            "last_finished_at": now,
+            "last_outcome": outcome,
+        }
+        if retry and lease.slot is not None:
+            state["last_slot"] = None
         with self.engine.begin() as conn:
             conn.execute(
                 update(job_run)
@@ -114,10 +132,5 @@ class Leases:
             conn.execute(
                 update(job_state)
                 .where(job_state.c.job == lease.job, job_state.c.run_id == lease.run_id)
-                .values(
-                    lease_owner=None,
-                    lease_until=None,
-                    last_finished_at=now,
-                    last_outcome=outcome,
-                )
+                .values(**state)
             )

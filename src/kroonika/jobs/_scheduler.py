@@ -31,7 +31,7 @@ from kroonika.audit import (
     Target,
 )
 from kroonika.audit import events as ev
-from kroonika.db import UNAVAILABLE
+from kroonika.db import UNAVAILABLE, StatementLimits, timeout_kind
 from kroonika.db.admin import job_run, job_state
 from kroonika.jobs._errors import JobBusy, JobStopped, LeaseLost, RunUnrecorded, UnknownJob
 from kroonika.jobs._lease import Lease, Leases
@@ -100,6 +100,7 @@ class Scheduler:
         tick_s: float = 15.0,
         owner: str | None = None,
         on_tick: Callable[[], object] | None = None,
+        statement_limits: StatementLimits | None = None,
     ) -> None:
         for name in jobs:
             expr, _ = schedule(name)
@@ -113,6 +114,8 @@ class Scheduler:
         self.tick_s = tick_s
         self.leases = Leases(deps.engine, owner=owner or default_owner(), lease_s=lease_s)
         self.on_tick = on_tick
+        #: bounds for every statement of a run on PostgreSQL (lease included)
+        self.statement_limits = statement_limits or StatementLimits()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -141,16 +144,19 @@ class Scheduler:
         correlation: Correlation | None = None,
     ) -> RunResult:
         """Run one job now (under its lease). :class:`JobBusy` if it runs elsewhere or this
-        slot already ran."""
+        slot already ran. Every statement of the run on PostgreSQL (the lease's too) is
+        bounded by :attr:`statement_limits`: a run blocked on a lock fails
+        (``lock_timeout``) and, when scheduled, gives its slot back for the next tick."""
         job = self.jobs.get(name)
         if job is None:
             raise UnknownJob(name)
-        lease = await asyncio.to_thread(
-            self.leases.acquire, name, now=self._now(), trigger=trigger, slot=slot
-        )
-        if lease is None:
-            raise JobBusy(f"job {name} is running or already ran for this slot")
-        return await self._execute(job, lease, trigger, actor, correlation)
+        with self.statement_limits.applied():
+            lease = await asyncio.to_thread(
+                self.leases.acquire, name, now=self._now(), trigger=trigger, slot=slot
+            )
+            if lease is None:
+                raise JobBusy(f"job {name} is running or already ran for this slot")
+            return await self._execute(job, lease, trigger, actor, correlation)
 
     async def _execute(
         self,
@@ -175,7 +181,7 @@ class Scheduler:
         )
         started = time.perf_counter()
         outcome, error, cause = "success", None, None
-        given_up = False
+        given_up = retry = False
         try:
             await job(self.deps, ctx)
         except LeaseLost:
@@ -187,8 +193,15 @@ class Scheduler:
             # finish its batch): recorded all the same, as interrupted, then cancelled
             outcome, error, given_up = "interrupted", "stopped", True
         except Exception as exc:
-            log.error("job %s failed: %s", lease.job, type(exc).__name__, exc_info=True)
-            outcome, error, cause = "failure", type(exc).__name__, _cause(exc)
+            timed_out = timeout_kind(exc)
+            if timed_out is not None:
+                # Blocked or slow (a lock another session holds): the run is given up
+                # by the database, not by a bug; the next tick tries the slot again.
+                log.error("job %s failed: %s", lease.job, timed_out)
+                outcome, error, retry = "failure", timed_out, True
+            else:
+                log.error("job %s failed: %s", lease.job, type(exc).__name__, exc_info=True)
+                outcome, error, cause = "failure", type(exc).__name__, _cause(exc)
         duration = int((time.perf_counter() - started) * 1000)
         result = RunResult(
             lease.job,
@@ -208,6 +221,7 @@ class Scheduler:
             outcome=outcome,
             counts=result.counts,
             error=error,
+            retry=retry,
         )
         try:
             if given_up:

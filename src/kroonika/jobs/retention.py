@@ -19,6 +19,7 @@ from kroonika.audit.retention import (
 )
 from kroonika.audit.store.partitions import ensure_partitions
 from kroonika.audit.store.sql import SqlAuditStore
+from kroonika.db import limit_statements
 from kroonika.jobs.cleanup import Job, JobContext, JobDeps
 
 JOB_NAME = "audit_retention"
@@ -31,7 +32,10 @@ def audit_retention_job(
     archive_dir: Path | None = None,
     partitions_ahead: int = 3,
 ) -> Job:
-    """A scheduler job (see :mod:`kroonika.jobs`) bound to the audit store and policy."""
+    """A scheduler job (see :mod:`kroonika.jobs`) bound to the audit store and policy;
+    its statements on the store are bounded like every job's (the scheduler's
+    :class:`~kroonika.db.StatementLimits`)."""
+    limit_statements(store.engine)
 
     async def audit_retention(deps: JobDeps, ctx: JobContext) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,156 @@
+"""A job blocked on a row lock another session holds does not hang (decision 0010,
+2026-11-28 (review ops)): its statements run under the jobs' ``lock_timeout`` and
+``statement_timeout``, so the run fails, ``job.run`` says why (``lock_timeout``, no SQL),
+the lease is free and the next tick runs the same slot again. Real PostgreSQL, a
+second session of its own holding the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import orjson
+import psycopg
+import pytest
+import pytest_asyncio
+from sqlalchemy import Engine, insert, select
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "audit"))
+
+from audit_kit import TrailKit, make_kit
+
+from kroonika.audit import Query, run_query
+from kroonika.db import StatementLimits, make_engine
+from kroonika.db.admin import job_run, job_state
+from kroonika.db.migrate import upgrade
+from kroonika.db.security import security_profile
+from kroonika.jobs import JOBS, JobDeps, Scheduler
+
+pytestmark = pytest.mark.postgres
+
+NOW = 1_700_000_000
+#: A second is far above what an unblocked statement here needs, and keeps the test short.
+LIMITS = StatementLimits(lock_timeout_s=1.0, statement_timeout_s=30.0)
+
+
+@pytest.fixture
+def engine(fresh_postgres_url: str) -> Iterator[Engine]:
+    e = make_engine(fresh_postgres_url)
+    upgrade(e)
+    with e.begin() as conn:
+        conn.execute(
+            insert(security_profile).values(
+                person="p1",
+                login_count=1,
+                first_seen=0,
+                countries="{}",
+                networks="{}",
+                hours="[]",
+                updated_at=0,  # long past the profile retention
+            )
+        )
+    yield e
+    e.dispose()
+
+
+@pytest_asyncio.fixture
+async def kit(fresh_postgres_url: str, tmp_path: Path) -> Any:
+    k = make_kit(fresh_postgres_url, tmp_path / "keys")
+    await k.trail.start()
+    yield k
+    await k.trail.stop()
+    k.store.close()
+
+
+@pytest.fixture
+def holder(fresh_postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """Another session, holding the profile's row lock until the test lets go."""
+    with psycopg.connect(fresh_postgres_url) as conn:
+        conn.execute("SELECT person FROM security_profile WHERE person = 'p1' FOR UPDATE")
+        yield conn
+        conn.rollback()
+
+
+def _scheduler(engine: Engine, kit: TrailKit) -> Scheduler:
+    deps = JobDeps(
+        engine=engine,
+        trail=kit.trail,
+        sessions=cast(Any, None),
+        tokens=lambda: None,
+        flow_retention_s=3600,
+        token_retention_s=3600,
+    )
+    return Scheduler(
+        {"security_profiles": JOBS["security_profiles"]},
+        deps,
+        clock=lambda: NOW,
+        schedule=lambda _: ("* * * * *", True),
+        statement_limits=LIMITS,
+    )
+
+
+def _runs(kit: TrailKit) -> list[dict[str, Any]]:
+    return [orjson.loads(raw) for raw in run_query(kit.store, Query(types=("job.run",)))]
+
+
+def _profiles(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(security_profile.c.person)).scalars())
+
+
+@pytest.mark.asyncio
+async def test_a_job_blocked_on_a_row_lock_fails_with_lock_timeout_and_the_next_tick_retries(
+    engine: Engine, kit: TrailKit, holder: psycopg.Connection[Any]
+) -> None:
+    """The blocked run fails within the bound (not at the stop), recorded as
+    ``lock_timeout`` without any SQL, its lease freed; once the lock is gone the next
+    tick runs the same schedule slot and deletes the row."""
+    scheduler = _scheduler(engine, kit)
+    # Bounded only so that a regression fails instead of hanging the suite.
+    [failed] = await asyncio.wait_for(scheduler.tick(), 120)
+    assert (failed.outcome, failed.error) == ("failure", "lock_timeout")
+    [run] = _runs(kit)
+    assert (run["outcome"], run["reason"]) == ("failure", "lock_timeout")
+    assert run["details"]["error"] == "lock_timeout"
+    text = orjson.dumps(run).decode().lower()
+    assert "delete from" not in text
+    assert "canceling statement" not in text
+    with engine.connect() as conn:
+        assert conn.execute(select(job_state.c.lease_until)).scalar_one() is None
+        assert conn.execute(select(job_run.c.outcome)).scalar_one() == "failure"
+    assert _profiles(engine) == ["p1"]
+
+    holder.rollback()  # the other session lets go
+    [retried] = await asyncio.wait_for(scheduler.tick(), 120)
+    assert retried.outcome == "success"
+    assert retried.counts == {"security_profiles_deleted": 1}
+    assert _profiles(engine) == []
+
+
+@pytest.mark.asyncio
+async def test_a_failure_that_is_no_timeout_keeps_its_slot(engine: Engine, kit: TrailKit) -> None:
+    """Only a timeout gives the slot back: a run that fails otherwise waits for the next
+    slot, as before (no failure every tick)."""
+
+    async def broken(_deps: JobDeps, _ctx: Any) -> None:
+        raise ValueError("a bug")
+
+    scheduler = _scheduler(engine, kit)
+    scheduler.jobs = {"security_profiles": broken}
+    [failed] = await scheduler.tick()
+    assert (failed.outcome, failed.error) == ("failure", "ValueError")
+    assert await scheduler.tick() == []
+
+
+def test_job_limits_do_not_reach_other_statements(engine: Engine) -> None:
+    """Outside a job the same engine's sessions keep the server's own timeouts."""
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+    with LIMITS.applied(), engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1s"
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "30s"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
