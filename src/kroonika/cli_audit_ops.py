@@ -290,7 +290,10 @@ def retention_run(
             on_shredded=lambda n, before, phase: comps.trail.emit_sync(
                 shredded_event(n, before, phase)
             ),
+            # a planned record an earlier run left alone is settled first (reconciled)
+            on_reconciled=lambda event: settled.append(comps.trail.emit_sync(event)),
         )
+        settled: list[object] = []
         try:
             results = job.run(dry_run=dry_run)
             shredded = job.shred_keys(dry_run=dry_run)
@@ -301,6 +304,11 @@ def retention_run(
             ) from None
         except AuditError as exc:
             raise _fail(str(exc)) from None
+    if settled:
+        typer.echo(
+            f"settled {len(settled)} planned record(s) an earlier run left alone "
+            "(audit.retention phase reconciled)"
+        )
     for r in results:
         verb = "would purge" if dry_run else "purged"
         extra = f" archive={clean(str(r.archive))}" if r.archive else ""

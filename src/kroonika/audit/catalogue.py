@@ -521,8 +521,12 @@ def _specs() -> dict[str, EventSpec]:
                 "keys_shredded": I,
                 "keys_made_before": S,
                 # planned (recorded before anything is deleted, outcome unknown), done
-                # (success) or failed (failure, reason purge_failed | shred_failed)
+                # (success) or failed (failure, reason purge_failed | shred_failed);
+                # reconciled: a later run settled a lone planned record (decision 0001)
                 "phase": S,
+                # of a reconciled record: done | not_done, and the planned record's id
+                "settled": S,
+                "planned_id": S,
             },
             filterable=False,
         ),

@@ -22,7 +22,9 @@ Checkpoints are never deleted. No purge goes unrecorded: ``audit.retention`` is
 recorded with ``phase`` ``planned`` before the transaction (the trail refusing it stops
 the purge) and ``done`` or ``failed`` after it (:class:`PurgePhase`); a ``planned``
 record with neither after it (the trail refused the second record) is settled by the
-stream's signed retained base. Decision 0001, 2026-11-28. On PostgreSQL, monthly partitions of
+stream's signed retained base; the next run (:meth:`RetentionJob.reconcile`) finds such a
+lone record and records how the store settled it (``phase`` ``reconciled``, ``settled``
+``done`` or ``not_done``). Decision 0001, 2026-11-28. On PostgreSQL, monthly partitions of
 ``audit_blocks`` that the grants cover entirely are dropped instead of deleted row
 by row. Before the purge the range can be archived as gzip JSON lines with its
 checkpoints, verifiable on its own (:func:`verify_archive`).
@@ -33,7 +35,9 @@ The data keys of subjects that are no person (``anon:`` months, ``flow:`` logins
 longest retention (and a day: a writer keeps using a key for its cache lifetime, at
 most a day): every event that can be encrypted under them has expired by then, each
 batch recorded as ``planned`` before its delete and ``done`` or ``failed`` after it, like
-a purge. A person's keys go only with an erasure. See decision 0023.
+a purge. A batch is every such key made before its ``keys_made_before`` (the cutoff, or
+a second after the newest key of a full batch), so a lone ``planned`` is settled by
+whether any of those keys is left. A person's keys go only with an erasure. See decision 0023.
 
 Errors::
 
@@ -44,11 +48,13 @@ Errors::
 
 from __future__ import annotations
 
+import calendar
 import functools
 import gzip
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -57,7 +63,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import and_, delete, or_, select, text
+from sqlalchemy import and_, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kroonika.audit import events
@@ -66,6 +72,7 @@ from kroonika.audit._model import Actor, ActorType, AuditEvent, Outcome, rfc3339
 from kroonika.audit._sealer import ZERO_HASH
 from kroonika.audit.integrity import CompactRange, leaf_hash
 from kroonika.audit.privacy import KEYLESS_PREFIXES
+from kroonika.audit.query import Query, run_query
 from kroonika.audit.signing import KeyRing, PublicKeys
 from kroonika.audit.store._schema import blocks, purge_grants, retained_bases, subject_keys
 from kroonika.audit.store._types import Checkpoint, base_statement
@@ -75,6 +82,10 @@ from kroonika.audit.verify import Finding, Report, RetainedBase, StreamReport, s
 log = logging.getLogger("kroonika.audit.retention")
 
 DAY = 86400
+
+#: How far back (days) a run looks for a lone ``planned`` record to settle: the job runs
+#: daily, so a week covers a crashed run and several days without one.
+RECONCILE_DAYS: Final = 7
 
 #: No category has days of its own by default: every category follows ``default_days``
 #: (``KROONIKA_AUDIT_RETENTION_DEFAULT_DAYS``), so a longer default keeps them all
@@ -155,6 +166,10 @@ class PurgePhase(StrEnum):
     PLANNED = "planned"  # nothing deleted yet (outcome unknown)
     DONE = "done"  # committed (outcome success)
     FAILED = "failed"  # the delete was rolled back (outcome failure)
+    #: a later run settled a ``planned`` left alone (the process died, the trail refused
+    #: the second record): outcome success if the store shows it happened (``settled``
+    #: ``done``), failure (reason ``purge_not_done`` / ``shred_not_done``) if not
+    RECONCILED = "reconciled"
 
 
 @dataclass(slots=True)
@@ -184,6 +199,8 @@ class RetentionJob:
         on_purged: Callable[[PurgeResult], object] | None = None,
         keyring: KeyRing | None = None,
         on_shredded: Callable[[int, str, PurgePhase], object] | None = None,
+        on_reconciled: Callable[[AuditEvent], object] | None = None,
+        reconcile_days: float = RECONCILE_DAYS,
     ) -> None:
         if store.read_only:
             raise RetentionError("retention needs a writable store")
@@ -195,6 +212,8 @@ class RetentionJob:
         self.max_blocks = max_blocks
         self.on_purged = on_purged
         self.on_shredded = on_shredded
+        self.on_reconciled = on_reconciled
+        self.reconcile_days = reconcile_days
 
     # --- planning -----------------------------------------------------------------
 
@@ -266,7 +285,9 @@ class RetentionJob:
         delete (``planned``) and after it (``done``, or ``failed`` when the delete was
         rolled back, then :class:`RetentionError`); if the recorder raises (the trail
         refuses the event), that error ends the run: nothing is deleted whose record the
-        trail did not take."""
+        trail did not take. First, :meth:`reconcile` settles what an earlier run left."""
+        if not dry_run:
+            self.reconcile()
         if self.policy.legal_hold:
             raise LegalHoldActive("a legal hold is in force: no audit data is purged")
         results = []
@@ -331,37 +352,42 @@ class RetentionJob:
             raise LegalHoldActive("a legal hold is in force: no audit data key is shredded")
         cutoff = self.keys_cutoff()
         c = subject_keys.c
-        keyless = or_(
-            *(
-                and_(c.subject >= p, c.subject < p[:-1] + chr(ord(p[-1]) + 1))
-                for p in KEYLESS_PREFIXES
-            )
-        )
-        old = select(c.key_id).where(keyless, c.created < cutoff).limit(self.max_blocks)
         engine = self.store.engine
+        if dry_run:
+            with engine.connect() as conn:
+                return int(conn.execute(_count_keys(cutoff)).scalar_one())
+        oldest = select(c.created).where(_keyless(), c.created < cutoff)
+        oldest = oldest.order_by(c.created).limit(self.max_blocks)
         shredded = 0
         while True:
             with engine.connect() as conn:
-                ids = list(conn.execute(old).scalars())
-            if dry_run or not ids:
-                shredded += len(ids)
+                made = list(conn.execute(oldest).scalars())
+            if not made:
                 break
+            # The batch is every such key made before ``before``: the cutoff, or (a full
+            # batch) the second after its newest key, so that the planned record alone
+            # says which keys it covers (reconcile) and no second is split.
+            last = len(made) < self.max_blocks
+            before = cutoff if last else min(cutoff, _next_second(made[-1]))
+            batch = and_(_keyless(), c.created < before)
+            with engine.connect() as conn:
+                count = int(conn.execute(_count_keys(before)).scalar_one())
             # Recorded before the delete, so that no key goes unrecorded.
-            self._record_shred(len(ids), cutoff, PurgePhase.PLANNED)
+            self._record_shred(count, before, PurgePhase.PLANNED)
             try:
                 with engine.begin() as conn:
                     secure_delete(conn)
-                    gone = conn.execute(delete(subject_keys).where(c.key_id.in_(ids))).rowcount
+                    gone = conn.execute(delete(subject_keys).where(batch)).rowcount
             except Exception as exc:
-                what = f"shredding of {len(ids)} data keys"
+                what = f"shredding of {count} data keys"
                 self._record_failure(
-                    what, functools.partial(self._record_shred, len(ids), cutoff, PurgePhase.FAILED)
+                    what, functools.partial(self._record_shred, count, before, PurgePhase.FAILED)
                 )
                 raise RetentionError(f"the {what} failed ({type(exc).__name__})") from exc
             shredded += gone
             # An erasure may have taken some of them meanwhile: the count is what went.
-            self._record_shred(gone, cutoff, PurgePhase.DONE)
-            if len(ids) < self.max_blocks:
+            self._record_shred(gone, before, PurgePhase.DONE)
+            if last:
                 break
         if shredded and not dry_run:
             flush_deleted(engine)
@@ -371,6 +397,63 @@ class RetentionJob:
     def _record_shred(self, count: int, cutoff: str, phase: PurgePhase) -> None:
         if self.on_shredded is not None:
             self.on_shredded(count, cutoff, phase)
+
+    # --- settling what an earlier run left ------------------------------------------
+
+    def lone_planned(self) -> list[dict[str, Any]]:
+        """The ``planned`` records of the last :attr:`reconcile_days` that nothing
+        followed (no ``done``, ``failed`` or ``reconciled`` of the same range or batch),
+        oldest first, as stored (parsed)."""
+        since = rfc3339_micro(int((self._clock() - self.reconcile_days * DAY) * 1e9))
+        query = Query(from_time=since, types=("audit.retention",))
+        planned: dict[tuple[object, ...], list[dict[str, Any]]] = {}
+        closed: Counter[tuple[object, ...]] = Counter()
+        for body in run_query(self.store, query):  # stream by stream: paired at the end
+            doc = orjson.loads(body)
+            details = doc.get("details") or {}
+            key = _plan_key(details)
+            phase = details.get("phase")
+            if key is None or phase is None:
+                continue
+            if phase == PurgePhase.PLANNED:
+                planned.setdefault(key, []).append(doc)
+            else:
+                closed[key] += 1
+        lone = []
+        for key, docs in planned.items():
+            lone += sorted(docs, key=lambda d: str(d["time"]))[closed[key] :]
+        return sorted(lone, key=lambda d: str(d["time"]))
+
+    def reconcile(self) -> list[AuditEvent]:
+        """Settle every lone ``planned`` record (the process died between the two
+        records, or the trail refused the second) by what the store holds: a purge went
+        if the stream's signed retained base reaches its ``last_seq``; a shredding went if
+        no key it covered (an ``anon:``/``flow:`` key made before its
+        ``keys_made_before``) is left. Each is recorded through ``on_reconciled`` as
+        ``phase`` ``reconciled`` naming the planned record (``planned_id``); a refused
+        record ends the run, like any other. Without ``on_reconciled``, nothing is looked
+        for."""
+        if self.on_reconciled is None:
+            return []
+        settled = []
+        for doc in self.lone_planned():
+            details = doc["details"]
+            if "stream_purged" in details:
+                base = stored_bases(self.store).get(str(details["stream_purged"]))
+                done = base is not None and base.size >= int(details["last_seq"])
+            else:
+                with self.store.engine.connect() as conn:
+                    left = conn.execute(_count_keys(str(details["keys_made_before"])))
+                    done = int(left.scalar_one()) == 0
+            event = reconciled_event(doc, done=done)
+            log.warning(
+                "retention: a planned %s was left alone; the store shows it %s",
+                "purge" if "stream_purged" in details else "shredding",
+                "done" if done else "not done",
+            )
+            self.on_reconciled(event)
+            settled.append(event)
+        return settled
 
     def _purge(self, plan: PurgePlan, keyring: KeyRing) -> list[str]:
         engine = self.store.engine
@@ -448,6 +531,35 @@ class RetentionJob:
             os.fsync(raw.fileno())
         os.replace(tmp, path)
         return path
+
+
+def _keyless() -> Any:
+    """The data keys of subjects that are no person (``anon:``, ``flow:``)."""
+    c = subject_keys.c
+    return or_(
+        *(and_(c.subject >= p, c.subject < p[:-1] + chr(ord(p[-1]) + 1)) for p in KEYLESS_PREFIXES)
+    )
+
+
+def _count_keys(before: str) -> Any:
+    c = subject_keys.c
+    return select(func.count()).select_from(subject_keys).where(_keyless(), c.created < before)
+
+
+def _next_second(created: str) -> str:
+    """The second after ``created`` (keys are stamped ``%Y-%m-%dT%H:%M:%SZ``)."""
+    t = calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) + 1
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _plan_key(details: Mapping[str, Any]) -> tuple[object, ...] | None:
+    """What pairs a ``planned`` record with the record that settles it: the range of a
+    purge, the bound of a shredding's batch."""
+    if "stream_purged" in details:
+        return ("purge", details["stream_purged"], details.get("first_seq"), details["last_seq"])
+    if "keys_made_before" in details:
+        return ("keys", details["keys_made_before"])
+    return None
 
 
 def _drop_covered_partitions(conn: Any) -> list[str]:
@@ -605,6 +717,32 @@ def verify_archive(path: Path, keys: PublicKeys) -> Report:
     return report
 
 
+def reconciled_event(planned: Mapping[str, Any], *, done: bool) -> AuditEvent:
+    """The ``audit.retention`` that settles the lone ``planned`` record ``planned`` (as
+    stored, parsed): its range or batch, ``settled`` and ``planned_id``."""
+    details = planned["details"]
+    what = "purge" if "stream_purged" in details else "shred"
+    event = events.audit_retention(
+        actor=Actor(ActorType.SYSTEM),
+        outcome=Outcome.SUCCESS if done else Outcome.FAILURE,
+        reason=None if done else f"{what}_not_done",
+        phase=PurgePhase.RECONCILED.value,
+    )
+    kept = (
+        "stream_purged",
+        "first_seq",
+        "last_seq",
+        "count",
+        "archive",
+        "keys_shredded",
+        "keys_made_before",
+    )
+    event.details.update({k: details[k] for k in kept if k in details})
+    event.details["settled"] = "done" if done else "not_done"
+    event.details["planned_id"] = str(planned["id"])
+    return event
+
+
 def _retention_event(phase: PurgePhase, what: str, details: dict[str, str | int]) -> AuditEvent:
     """A ``planned`` record has not happened yet (outcome unknown), a ``failed`` one was
     rolled back (outcome failure, reason ``purge_failed`` or ``shred_failed``)."""
@@ -647,6 +785,7 @@ __all__ = [
     "DEFAULT_TYPE_DAYS",
     "FLOOR_CATEGORIES",
     "FLOOR_DAYS",
+    "RECONCILE_DAYS",
     "LegalHoldActive",
     "PurgePhase",
     "PurgePlan",
@@ -654,6 +793,7 @@ __all__ = [
     "RetentionError",
     "RetentionJob",
     "RetentionPolicy",
+    "reconciled_event",
     "retention_event",
     "shredded_event",
     "verify_archive",

@@ -1,9 +1,10 @@
 """The ``audit_retention`` job: purge audit blocks past the retention policy, in batches,
 each purge recorded as ``audit.retention``, then shred the data keys of ``anon:`` months
 and ``flow:`` logins that no retained event can need (``keys_shredded``, recorded the
-same way; decision 0023); on PostgreSQL it first creates the monthly partitions of
-``audit_blocks`` ahead of time. Under a legal hold it purges and shreds nothing (and says
-so in its counts: ``legal_hold``)."""
+same way; decision 0023); a ``planned`` record an earlier run left alone is settled
+first (``reconciled``, count ``retention_reconciled``; decision 0001); on PostgreSQL it
+first creates the monthly partitions of ``audit_blocks`` ahead of time. Under a legal
+hold it purges and shreds nothing (and says so in its counts: ``legal_hold``)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ def audit_retention_job(
             # store is down) stops the run before anything is deleted.
             asyncio.run_coroutine_threadsafe(deps.trail.emit(event), loop).result(60)
 
+        def reconciled(event: AuditEvent) -> None:
+            # a planned record that an earlier run left alone (it died between the two
+            # records), settled by what the store holds (decision 0001)
+            emit(event)
+            ctx.counts["retention_reconciled"] += 1
+
         job = RetentionJob(
             store,
             policy,
@@ -64,6 +71,7 @@ def audit_retention_job(
             on_purged=lambda result: emit(retention_event(result)),
             keyring=deps.trail.keyring,
             on_shredded=lambda n, before, phase: emit(shredded_event(n, before, phase)),
+            on_reconciled=reconciled,
         )
         while True:
             results = await asyncio.to_thread(job.run)
