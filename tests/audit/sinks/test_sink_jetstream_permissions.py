@@ -27,6 +27,7 @@ from kroonika.audit.sinks import (
     SinkRunner,
     TransientSinkError,
 )
+from kroonika.audit.sinks.jetstream import DEFAULT_DENIED_RETRY_AFTER
 
 #: The sink's user (no credential: ``no_auth_user``) and the test's own, which reads
 #: the stream whatever the sink's user may do.
@@ -351,8 +352,9 @@ async def test_an_outage_is_probed_once_then_again_only_after_reprobe_after(
     kit: Kit, tmp_path: Path
 ) -> None:
     """Credentials that may publish nowhere: the first attempt probes every other
-    subject (each a violation in the server's log); the next attempts publish only the
-    item until ``reprobe_after`` has passed, then probe once more. Each is transient."""
+    subject (each a violation in the server's log); later attempts publish the item at
+    most once per ``denied_retry_after`` (those in between send nothing) and probe
+    again only once ``reprobe_after`` has passed. Each attempt is transient."""
     prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
     others = len(Category)  # the other categories and the checkpoints
     clock = SteppedClock()
@@ -364,16 +366,81 @@ async def test_an_outage_is_probed_once_then_again_only_after_reprobe_after(
             sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=2, clock=clock)
             expected = 0
             try:
-                # at 1000, 1010, 1290 (within 300 s of the probes), 1301 (after)
-                for n, (step, probes) in enumerate(
-                    [(0.0, others), (10.0, 0), (280.0, 0), (11.0, others)]
+                # at 1000 (item, probes), 1010 (held), 1070 (item), 1100 (held),
+                # 1301 (item, and the probes again: 300 s after the first)
+                for n, (step, logged) in enumerate(
+                    [(0.0, 1 + others), (10.0, 0), (60.0, 1), (30.0, 0), (201.0, 1 + others)]
                 ):
                     clock.now += step
                     with pytest.raises(TransientSinkError, match="permissions violation"):
                         await sink.send([record])
-                    expected += 1 + probes  # the item, and the probes
+                    expected += logged
                     await refused_marker(server.url)
                     lines = await violations(server, expected + n + 1)
                     assert sum(MARKER not in ln for ln in lines) == expected, n
             finally:
                 await sink.close()
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("revoked", sorted(REVOKED))
+@pytest.mark.asyncio
+async def test_an_outage_costs_the_server_log_one_attempt_per_retry_period(
+    kit: Kit, tmp_path: Path, revoked: str
+) -> None:
+    """A runner retrying fast through an outage of every right (the subscribe right
+    too: each publish then needs a new connection): the server logs the sink's
+    violations of the first attempt and then nothing until ``denied_retry_after`` has
+    passed, however many retries; once the rights are back, everything is delivered."""
+    prefix = f"kroonika_test_{uuid.uuid4().hex[:8]}"
+    clock = SteppedClock()
+
+    def logged() -> int:
+        text = server.log.read_text()
+        return sum("Violation" in ln and MARKER not in ln for ln in text.splitlines())
+
+    with own_nats_server(tmp_path, users(ALLOWED)) as server:
+        admin_url = server.url.replace("//", f"//{ADMIN}@")
+        async with jetstream(admin_url, prefix) as (_nc, js):
+            sink = JetStreamSink("nats", server.url, subject_prefix=prefix, timeout=5, clock=clock)
+            runner = SinkRunner(kit.store, [sink], batch_size=10, retry=FAST, poll_interval=0.05)
+            metrics: Callable[[], dict[str, Any]] = lambda: runner.metrics()["nats"]  # noqa: E731
+            await asyncio.to_thread(write_events, kit, 2)
+            await runner.start()
+            try:
+                await wait_for("the first events", lambda: metrics()["delivered"] == 2)
+                server.reconfigure(users(REVOKED[revoked]))
+                await asyncio.to_thread(write_events, kit, 2, start=2)
+                runner.notify()
+                await wait_for("a first retry", lambda: metrics()["retries"] >= 2)
+                await refused_marker(server.url)
+                await wait_for("the first marker", lambda: _markers(server) == 1)
+                first = logged()  # the first attempt, all of it (the marker came after)
+                assert first > 0
+                retries = metrics()["retries"]
+                await wait_for("many retries", lambda: metrics()["retries"] >= retries + 20)
+                await refused_marker(server.url)
+                await wait_for("the second marker", lambda: _markers(server) == 2)
+                assert logged() == first  # twenty retries, nothing sent
+                clock.now += DEFAULT_DENIED_RETRY_AFTER
+                retries = metrics()["retries"]
+                await wait_for("a retry after the period", lambda: metrics()["retries"] > retries)
+                await wait_for("more retries", lambda: metrics()["retries"] >= retries + 20)
+                await refused_marker(server.url)
+                await wait_for("the third marker", lambda: _markers(server) == 3)
+                again = logged() - first
+                assert 0 < again <= 2  # one publish (and one subscription) for the period
+                server.reconfigure(users(ALLOWED))
+                clock.now += DEFAULT_DENIED_RETRY_AFTER
+                await wait_for("every event", lambda: metrics()["delivered"] == 4)
+            finally:
+                await runner.stop()
+                await sink.close()
+            assert CursorStore(kit.store.engine).dead_letters("nats") == []
+            msgs = await stored_messages(js, prefix)
+            events_ = [m.data for m in msgs if not m.subject.endswith(".checkpoint")]
+            assert events_ == bodies_of(kit)  # each once, in order
+
+
+def _markers(server: OwnNats) -> int:
+    return server.log.read_text().count(MARKER)

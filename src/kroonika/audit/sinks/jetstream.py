@@ -27,7 +27,11 @@ outage no item is at fault for, a :class:`TransientSinkError`; the runner retrie
 its back-off and resumes in order once the rights are back. A denied probe is a
 ``Publish Violation`` in the server's log, as the item is: once the probes found every
 subject denied, that stands (no new probes) until something is acknowledged or
-``reprobe_after`` (five minutes) has passed (decision 0030, 2026-11-28). A subscription
+``reprobe_after`` (five minutes) has passed (decision 0030, 2026-11-28), and the item
+itself is published again only once ``denied_retry_after`` (a minute) has passed since
+its last denial: the runner's attempts in between fail at once without reaching the
+server, so an outage costs one violation a minute, not one per retry (2026-11-28
+(review ops)). A subscription
 the server removed (the one answers come back on, dropped by a reload that took the subscribe
 right) makes the sink connect afresh on its next send.
 
@@ -101,6 +105,11 @@ DEFAULT_DUPLICATE_WINDOW = 7200.0
 #: Seconds a probe that found every subject of the sink denied stands for later
 #: denials before the sink probes again (decision 0030, 2026-11-28).
 DEFAULT_REPROBE_AFTER = 300.0
+
+#: Seconds between two publishes during an outage of every publish right: the runner's
+#: attempts in between fail at once without reaching the server (decision 0030,
+#: 2026-11-28 (review ops)).
+DEFAULT_DENIED_RETRY_AFTER = 60.0
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -222,11 +231,14 @@ class JetStreamSink:
         check_duplicate_window: bool = True,
         reprobe_after: float = DEFAULT_REPROBE_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        denied_retry_after: float = DEFAULT_DENIED_RETRY_AFTER,
     ) -> None:
         if not duplicate_window > 0:
             raise ValueError("duplicate_window must be positive (seconds)")
         if not reprobe_after >= 0:
             raise ValueError("reprobe_after must not be negative (seconds)")
+        if not denied_retry_after >= 0:
+            raise ValueError("denied_retry_after must not be negative (seconds)")
         if not subject_prefix or any(c in subject_prefix for c in " *>\t\r\n"):
             raise ValueError("subject_prefix must be a plain NATS subject")
         guarded = sorted(_GUARDED_OPTIONS & set(connect_options or {}))
@@ -277,6 +289,10 @@ class JetStreamSink:
         #: When (``clock``) the probes last found every other subject denied; None once
         #: anything is acknowledged since.
         self._all_denied_at: float | None = None
+        #: During such an outage, how long after a denied publish the next one waits,
+        #: and when (``clock``) the last one was denied, with what was said then.
+        self.denied_retry_after = denied_retry_after
+        self._denied_publish: tuple[float, str] | None = None
 
     def subject(self, item: Item) -> str:
         if isinstance(item, CheckpointRecord):
@@ -412,6 +428,7 @@ class JetStreamSink:
     async def send(self, batch: Sequence[Item]) -> None:
         from nats.errors import Error as NatsError
 
+        self._hold_while_denied()
         js = await self._connect()
         for pos, item in enumerate(batch):
             subject, payload, headers = self.subject(item), self.payload(item), self.headers(item)
@@ -421,14 +438,34 @@ class JetStreamSink:
                     subject, js.publish(subject, payload, timeout=self.timeout, headers=headers)
                 )
             except _Denied:
-                raise await self._judge_denial(subject, pos) from None
+                judged = await self._judge_denial(subject, pos)
+                if isinstance(judged, TransientSinkError) and self._all_denied_at is not None:
+                    self._denied_publish = (self._clock(), str(judged))
+                else:  # another subject goes through: no outage to hold back for
+                    self._all_denied_at = self._denied_publish = None
+                raise judged from None
             except (OSError, TimeoutError, NatsError) as exc:
                 raise self._classify(exc, subject, pos) from exc
             self._acknowledged.add(subject)
-            self._all_denied_at = None
+            self._all_denied_at = self._denied_publish = None
             if getattr(ack, "duplicate", False):
                 self.duplicates += 1
             await self._check_stream(js, getattr(ack, "stream", None))
+
+    def _hold_while_denied(self) -> None:
+        """During an outage of every publish right (the probes found every subject
+        denied), publish at most once per ``denied_retry_after``: each publish is a
+        ``Publish Violation`` in the server's log (and, with the subscribe right gone
+        too, a new connection and a ``Subscription Violation``), so the runner's faster
+        attempts in between fail here, transient, sending nothing. Nothing is lost: the
+        runner keeps the items and sends them once a publish goes through."""
+        held = self._denied_publish
+        if held is None or self._all_denied_at is None:
+            return
+        at, said = held
+        wait = self.denied_retry_after - (self._clock() - at)
+        if wait > 0:
+            raise TransientSinkError(f"{said} (next publish in {wait:.0f} s)", delivered=0)
 
     @staticmethod
     def headers(item: Item) -> dict[str, str]:
