@@ -2,7 +2,7 @@
 0010, 2026-11-28 (2)). The service runs as a real process on PostgreSQL; the test holds
 an exclusive lock on ``login_flow``, so the ``login_flows`` job's first query waits in
 its worker thread for as long as the lock is held (as on a database that does not
-answer). On SIGTERM the scheduler gives the run up, records it (``job.run`` failure
+answer; the jobs' lock and statement timeouts are set far out of the way for that). On SIGTERM the scheduler gives the run up, records it (``job.run`` failure
 ``stopped``, its ``job_run`` row ``interrupted``, its lease free), the trail stops, and
 the process exits with status 1 and says why, where Python used to join the stuck
 thread at exit for ever."""
@@ -88,6 +88,10 @@ def test_a_job_stuck_in_a_thread_does_not_hold_the_exit(tmp_path: Path, locked_f
         "KROONIKA_TARA_CLIENT_SECRET": "job-stop-test-secret-0123456789",
         "KROONIKA_COOKIE_SECURE": "false",
         "KROONIKA_JOBS_DISABLED": json.dumps(OTHER_JOBS),
+        # The lock stands in for a database that does not answer, which no server-side
+        # timeout ends: the jobs' own bounds (5 s by default) are lifted out of the way.
+        "KROONIKA_JOBS_LOCK_TIMEOUT_S": "3600",
+        "KROONIKA_JOBS_STATEMENT_TIMEOUT_S": "3600",
     }
     service = Instance("serve", free_port(), env, tmp_path / "serve.log")
     try:
