@@ -214,6 +214,7 @@ class RetentionJob:
         self.on_shredded = on_shredded
         self.on_reconciled = on_reconciled
         self.reconcile_days = reconcile_days
+        self._reconciled = False
 
     # --- planning -----------------------------------------------------------------
 
@@ -286,8 +287,9 @@ class RetentionJob:
         rolled back, then :class:`RetentionError`); if the recorder raises (the trail
         refuses the event), that error ends the run: nothing is deleted whose record the
         trail did not take. First, :meth:`reconcile` settles what an earlier run left."""
-        if not dry_run:
+        if not dry_run and not self._reconciled:
             self.reconcile()
+            self._reconciled = True  # once per job: the job calls run() batch after batch
         if self.policy.legal_hold:
             raise LegalHoldActive("a legal hold is in force: no audit data is purged")
         results = []
@@ -547,8 +549,12 @@ def _count_keys(before: str) -> Any:
 
 
 def _next_second(created: str) -> str:
-    """The second after ``created`` (keys are stamped ``%Y-%m-%dT%H:%M:%SZ``)."""
-    t = calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) + 1
+    """The second after ``created`` (keys are stamped ``%Y-%m-%dT%H:%M:%SZ``); the far
+    future for a stamp of another form (the batch then runs up to the cutoff)."""
+    try:
+        t = calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) + 1
+    except ValueError:
+        return "9999-12-31T23:59:59Z"
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
