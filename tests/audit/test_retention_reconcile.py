@@ -22,9 +22,9 @@ from sqlalchemy import update
 sys.path.insert(0, str(Path(__file__).parent / "sinks"))
 
 from sink_kit import Kit, make_kit, write_events
+from test_retention import _three_kinds_of_key
 
-from kroonika.audit import Actor, ActorType, Correlation, Query, Source, run_query, verify_store
-from kroonika.audit import events as ev
+from kroonika.audit import Query, run_query, verify_store
 from kroonika.audit.retention import (
     RetentionJob,
     RetentionPolicy,
@@ -100,19 +100,8 @@ def _old_data(url: str, keys: Path) -> None:
     kit.trail._clock = lambda: then
     kit.trail._sealer._clock = lambda: then
     try:
-        write_events(kit, 12)
-        kit.trail.emit_sync(
-            ev.auth_flow_transition(
-                actor=Actor(ActorType.ANONYMOUS),
-                source=Source(ip="198.51.100.77"),
-                correlation=Correlation(flow_id="7f0c2a9e-1b4d-4e8a-9c3f-5d6e7f809a1b"),
-                from_state="none",
-                to_state="started",
-            )
-        )
-        kit.trail.emit_sync(
-            ev.auth_login(actor=Actor(ActorType.ANONYMOUS), source=Source(ip="::1"))
-        )
+        _three_kinds_of_key(kit)  # seqs 1..3: a login flow's key, a month's, a person's
+        write_events(kit, 9, start=1)
         with kit.store.engine.begin() as conn:
             conn.execute(update(subject_keys).values(created="2020-01-01T00:00:00Z"))
         assert _keyless_left(kit) == 2  # (the test is not vacuous)

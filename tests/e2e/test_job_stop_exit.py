@@ -2,10 +2,10 @@
 0010, 2026-11-28 (2)). The service runs as a real process on PostgreSQL; the test holds
 an exclusive lock on ``login_flow``, so the ``login_flows`` job's first query waits in
 its worker thread for as long as the lock is held (as on a database that does not
-answer; the jobs' lock and statement timeouts are set far out of the way for that). On SIGTERM the scheduler gives the run up, records it (``job.run`` failure
-``stopped``, its ``job_run`` row ``interrupted``, its lease free), the trail stops, and
-the process exits with status 1 and says why, where Python used to join the stuck
-thread at exit for ever."""
+answer; the jobs' lock and statement timeouts are set far out of the way for that). On
+SIGTERM the scheduler gives the run up, records it (``job.run`` failure ``stopped``, its
+``job_run`` row ``interrupted``, its lease free), the trail stops, and the process exits
+with status 1 and says why, where Python used to join the stuck thread at exit for ever."""
 
 from __future__ import annotations
 

@@ -15,12 +15,11 @@ from typing import Any, cast
 import orjson
 import psycopg
 import pytest
-import pytest_asyncio
 from sqlalchemy import Engine, insert, select
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit"))
 
-from audit_kit import TrailKit, make_kit
+from audit_kit import TrailKit
 
 from kroonika.audit import Query, run_query
 from kroonika.db import StatementLimits, make_engine
@@ -56,13 +55,9 @@ def engine(fresh_postgres_url: str) -> Iterator[Engine]:
     e.dispose()
 
 
-@pytest_asyncio.fixture
-async def kit(fresh_postgres_url: str, tmp_path: Path) -> Any:
-    k = make_kit(fresh_postgres_url, tmp_path / "keys")
-    await k.trail.start()
-    yield k
-    await k.trail.stop()
-    k.store.close()
+@pytest.fixture
+def kit(pg_trail: TrailKit) -> TrailKit:
+    return pg_trail
 
 
 @pytest.fixture
