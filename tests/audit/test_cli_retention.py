@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent / "sinks"))
 
@@ -98,3 +99,31 @@ def test_when_the_trail_refuses_the_record_nothing_is_purged(old_trail: Cli) -> 
     assert "the audit trail refused a record" in err
     assert "would purge web-1 1..10" in old_trail("audit", "retention", "run", "--dry-run").stdout
     assert _retention_phases(old_trail.var) == []
+
+
+def test_a_lone_planned_record_is_settled_by_the_next_run(old_trail: Cli) -> None:
+    """The store refuses the command's done record after the purge committed: a lone
+    planned record. The next run settles it from the signed base (reconciled, done),
+    says so in one line and purges nothing twice (decision 0001, review ops)."""
+    store = SqlAuditStore(str(old_trail.var / "audit.db"))
+    try:
+        refuse_on_insert(store.engine, "audit_blocks", stream_like="cli-%", after_seq=2)
+    finally:
+        store.close()
+    assert "the audit trail refused a record" in old_trail.usage_error("audit", "retention", "run")
+    assert _retention_phases(old_trail.var) == [("planned", "unknown")]
+    store = SqlAuditStore(str(old_trail.var / "audit.db"))
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_audit_blocks"))
+    finally:
+        store.close()
+    done = old_trail("audit", "retention", "run")
+    assert "settled 1 planned record(s)" in done.stdout
+    assert "nothing to purge" in done.stdout
+    assert _retention_phases(old_trail.var) == [
+        ("planned", "unknown"),
+        ("reconciled", "success"),
+    ]
+    again = old_trail("audit", "retention", "run")
+    assert "settled" not in again.stdout

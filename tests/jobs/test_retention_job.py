@@ -17,7 +17,13 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 from sink_kit import Kit, make_kit, write_events
 
 from kroonika.audit import Query, run_query, verify_store
-from kroonika.audit.retention import RetentionPolicy, verify_archive
+from kroonika.audit.retention import (
+    PurgePhase,
+    PurgeResult,
+    RetentionPolicy,
+    retention_event,
+    verify_archive,
+)
 from kroonika.jobs import JobContext, JobDeps
 from kroonika.jobs.retention import audit_retention_job
 
@@ -150,3 +156,33 @@ async def test_a_stopped_trail_stops_the_purge_and_the_shredding(kit: Kit) -> No
     with kit.store.engine.connect() as conn:
         assert len(conn.execute(subject_keys.select()).all()) == keys_before
     assert retention_events(kit) == []
+
+
+@pytest.mark.asyncio
+async def test_job_settles_a_lone_planned_record_first_and_counts_it(kit: Kit) -> None:
+    """A planned record stored by a run that died before its purge (events of 500 days
+    ago, the record of now): the job records it reconciled, not done, then purges the
+    range with its own pair of records (decision 0001, review ops)."""
+    now_ns = time.time_ns()
+    then = now_ns - int(500 * 86400 * 1e9)
+    kit.trail._clock = kit.trail._sealer._clock = lambda: then
+    write_events(kit, 11)
+    kit.trail._clock = kit.trail._sealer._clock = time.time_ns
+    kit.trail.emit_sync(retention_event(PurgeResult("web-1", 1, 10, 10, phase=PurgePhase.PLANNED)))
+    await kit.trail.start()
+    try:
+        ctx = JobContext(
+            now=lambda: int(time.time()), batch_size=500, counts=Counter(), progress=_noop
+        )
+        await audit_retention_job(kit.store, RetentionPolicy())(deps(kit), ctx)
+    finally:
+        await kit.trail.stop()
+    assert ctx.counts["retention_reconciled"] == 1
+    assert ctx.counts["events_purged"] == 10
+    lone, settled, planned, done = retention_events(kit)
+    assert lone["details"]["phase"] == "planned"
+    assert settled["details"]["phase"] == "reconciled"
+    assert (settled["details"]["settled"], settled["reason"]) == ("not_done", "purge_not_done")
+    assert settled["details"]["planned_id"] == lone["id"]
+    assert [planned["details"]["phase"], done["details"]["phase"]] == ["planned", "done"]
+    assert verify_store(kit.store, kit.keyring.public_keys()).intact
