@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -87,3 +89,37 @@ def test_a_refused_environment_variable_is_named_as_the_operator_wrote_it(
     assert "\n" not in message
     assert "errors.pydantic.dev" not in message
     assert SECRET not in message
+
+
+def test_a_config_file_key_that_is_no_setting_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt key, or a variable name, in the TOML file would do nothing: it is
+    refused, naming the key and the form a key takes."""
+    path = tmp_path / "kroonika.toml"
+    path.write_text("sesion_idle_s = 600\nKROONIKA_SESSION_IDLE_S = 600\n")
+    monkeypatch.setenv("KROONIKA_CONFIG_FILE", str(path))
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "sesion_idle_s" in message
+    assert "KROONIKA_SESSION_IDLE_S" in message
+    assert "session_idle_s" in message  # how the key is written
+
+
+def test_a_config_file_gives_what_the_environment_leaves_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are the setting names in lower case; sinks are [[audit_sinks]] tables; the
+    environment wins."""
+    path = tmp_path / "kroonika.toml"
+    path.write_text(
+        "session_idle_s = 600\nsession_absolute_s = 7200\n"
+        '[[audit_sinks]]\nkind = "jsonl"\nname = "files"\ndirectory = "/tmp/x"\n'
+    )
+    monkeypatch.setenv("KROONIKA_CONFIG_FILE", str(path))
+    monkeypatch.setenv("KROONIKA_SESSION_ABSOLUTE_S", "3600")
+    settings = load_settings()
+    assert settings.session_idle_s == 600
+    assert settings.session_absolute_s == 3600
+    assert [s.name for s in settings.audit_sinks] == ["files"]

@@ -444,6 +444,14 @@ def load_settings(**overrides: Any) -> Settings:
             data = tomllib.loads(base.config_file.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"cannot read config file {base.config_file}: {exc}") from exc
+        unknown = sorted(
+            k if k.isidentifier() else ascii(k) for k in data if k not in Settings.model_fields
+        )
+        if unknown:
+            raise SettingsError(
+                f"config file {base.config_file}: no such setting: {', '.join(unknown)} (a key"
+                " is the setting's name in lower case without KROONIKA_, e.g. session_idle_s)"
+            )
         env_set = {k[len("KROONIKA_") :].lower() for k in os.environ if k.startswith("KROONIKA_")}
         merged = {k: v for k, v in data.items() if k not in env_set}
         merged.update(overrides)
