@@ -79,6 +79,8 @@ def sinks_status(store: StoreOpt = None) -> None:
         typer.echo(f"{clean(sink)}  {clean(stream)}  delivered_to={seq}  lag_events={lag}{stale}")
     for sink, stream in broken:
         typer.echo(f"{clean(sink)}  {clean(stream)}  cursor corrupted: not a sequence number")
+    for name in configured or ():
+        pending.setdefault(name, 0)  # "none", not "not looked at" (as /metrics says)
     for sink, n in sorted(pending.items()):
         typer.echo(f"{clean(sink)}  dead_letters_pending={n}")
     for refusal in refusals:

@@ -258,6 +258,14 @@ def test_status_shows_configured_sinks_pending_dead_letters_and_stale_cursors(cl
     assert "hook  dead_letters_pending=1" in lines
 
 
+def test_status_counts_pending_dead_letters_of_every_configured_sink(cli: Cli) -> None:
+    """A configured sink with no dead letters says `dead_letters_pending=0`, as
+    `/metrics` does, so a check can tell "none" from "not looked at"."""
+    rc, lines, err = status(cli, hook_env("http://127.0.0.1:9/x"))
+    assert rc == 0, err
+    assert "hook  dead_letters_pending=0" in lines
+
+
 def test_status_does_not_call_the_alert_rules_cursor_unconfigured(cli: Cli) -> None:
     """The alert evaluator reads the trail through a cursor of its own (`@alerts`): while
     alerting is on it is listed like a sink, never as a sink no longer configured."""
