@@ -232,8 +232,8 @@ def test_every_route_of_the_rate_limit_table_is_served_and_counted_there(
 # --- event types ------------------------------------------------------------------------
 
 #: Backticked names that look like event types but are not: the auditor guide's example of
-#: a refused --type, a file name, and the configuration key of role changes.
-NOT_EVENT_TYPES = {"auth.logon", "audit.jsonl", "admin.roles"}
+#: a refused --type, file names, and the configuration key of role changes.
+NOT_EVENT_TYPES = {"auth.logon", "audit.jsonl", "audit.db", "admin.roles"}
 
 
 def test_every_documented_event_type_is_in_the_catalogue() -> None:
@@ -256,3 +256,88 @@ def test_every_documented_event_type_is_in_the_catalogue() -> None:
     )
     assert len(named) > 20
     assert unknown == []
+
+
+# --- configuration examples -------------------------------------------------------------
+
+
+def _json_settings_examples() -> list[tuple[str, str, str]]:
+    """(document, variable, value) of each ``KROONIKA_X='...'`` a document shows, but
+    placeholders (``...``)."""
+    return [
+        (doc, name, value)
+        for doc in DOCUMENTS
+        for name, value in re.findall(r"KROONIKA_([A-Z0-9_]+)='([^']*)'", _text(doc))
+        if "..." not in value
+    ]
+
+
+def _toml_examples() -> list[tuple[str, str]]:
+    return [
+        (doc, b) for doc in DOCUMENTS for b in re.findall(r"```toml\n(.*?)```", _text(doc), re.S)
+    ]
+
+
+def _sinks_apply(sinks: list[Any]) -> None:
+    """Each sink is one the service builds keys for: no unknown key, none that does
+    nothing for its kind (the builder's own checks, without reading secret files)."""
+    from kroonika.settings import AuditSinkSettings
+    from kroonika.shipping import _check_keys
+
+    for raw in sinks:
+        spec = AuditSinkSettings.model_validate(raw)
+        assert not spec.model_extra, f"sink {spec.name}: unknown keys {spec.model_extra}"
+        _check_keys(spec)
+
+
+def test_the_documents_show_configuration_examples() -> None:
+    """The parsers find the examples (the tests below are not vacuous)."""
+    assert len(_json_settings_examples()) > 6
+    assert len(_toml_examples()) >= 2
+
+
+@pytest.mark.parametrize(("document", "name", "value"), _json_settings_examples())
+def test_every_json_setting_example_is_accepted(
+    document: str, name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`KROONIKA_X='<json>'` as a document shows it is a value the service takes: the
+    setting accepts it and, for sinks and alert rules, the start-up checks do too."""
+    from kroonika.alerting import alert_rules
+    from kroonika.settings import load_settings
+
+    monkeypatch.setenv(f"KROONIKA_{name}", value)
+    settings = load_settings()
+    if name == "AUDIT_SINKS":
+        _sinks_apply([s.model_dump(exclude_unset=True) for s in settings.audit_sinks])
+    if name == "ALERT_RULES":
+        assert alert_rules(settings)
+
+
+@pytest.mark.parametrize(("document", "block"), _toml_examples())
+def test_every_toml_example_is_accepted(document: str, block: str, tmp_path: Path) -> None:
+    """A TOML example is a clients file the TARA mock reads or a configuration file whose
+    every key is a setting (and whose sinks the service would build)."""
+    import tomllib
+
+    from kroonika.tara.mock.config import parse_clients
+
+    data = tomllib.loads(block)
+    if "clients" in data:
+        assert parse_clients(data)
+        return
+    assert set(data) - set(Settings.model_fields) == set()
+    _sinks_apply(data.get("audit_sinks", []))
+
+
+def test_the_sink_table_names_the_keys_of_each_kind() -> None:
+    """Each row of the operator guide's sink table names only keys that act on that kind,
+    and every key that does (a key the table left out is one an operator never hears of)."""
+    from kroonika.shipping import _APPLIES
+
+    rows = re.findall(r"^\| `([a-z_]+)` \| (.*) \| (.*) \|$", _text("docs/operator-guide.md"), re.M)
+    rows = [(kind, f"{req} {opt}") for kind, req, opt in rows if kind in _APPLIES]
+    assert len(rows) >= 8
+    for kind, cells in rows:
+        named = set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^()]*\)", "", cells)))
+        assert named - _APPLIES[kind] == set(), kind
+        assert _APPLIES[kind] - named - {"tls_verify"} == set(), kind
