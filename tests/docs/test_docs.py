@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import typer
 
@@ -153,13 +154,19 @@ def test_every_documented_make_target_exists() -> None:
 
 
 @pytest.fixture(scope="module")
-def routes(tmp_path_factory: pytest.TempPathFactory) -> set[tuple[str, str]]:
-    """(method, path template) of every route in the service's OpenAPI document."""
+def openapi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The service's OpenAPI document."""
     from kroonika.web import create_app
 
     var = tmp_path_factory.mktemp("docs-var")
-    spec = create_app(Settings(var_dir=var)).openapi()
-    return {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    spec: dict[str, Any] = create_app(Settings(var_dir=var)).openapi()
+    return spec
+
+
+@pytest.fixture(scope="module")
+def routes(openapi: dict[str, Any]) -> set[tuple[str, str]]:
+    """(method, path template) of every route in the service's OpenAPI document."""
+    return {(m.upper(), p) for p, ops in openapi["paths"].items() for m in ops}
 
 
 def test_every_documented_route_exists(routes: set[tuple[str, str]]) -> None:
@@ -341,3 +348,69 @@ def test_the_sink_table_names_the_keys_of_each_kind() -> None:
         named = set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^()]*\)", "", cells)))
         assert named - _APPLIES[kind] == set(), kind
         assert _APPLIES[kind] - named - {"tls_verify"} == set(), kind
+
+
+# --- request bodies ---------------------------------------------------------------------
+
+
+def _shell_commands(block: str) -> Iterator[str]:
+    """The commands of a code block that start with ``curl``, with their continuation
+    lines (a trailing backslash, or a quote still open)."""
+    command: str | None = None
+    for line in block.splitlines():
+        if command is None and not re.match(r"\s*curl\s", line):
+            continue
+        command = line if command is None else f"{command}\n{line}"
+        if command.count("'") % 2 == 0 and not command.rstrip().endswith("\\"):
+            yield command
+            command = None
+
+
+def _documented_bodies() -> list[tuple[str, str, str, str]]:
+    """(document, method, path, JSON body) of every example request with a JSON object
+    body: ``curl -X M $URL/path ... -d '{...}'``, a ``M /path  {...}`` line and an HTTP
+    block (request line, headers, blank line, body)."""
+    found = []
+    for doc in DOCUMENTS:
+        for block in re.findall(r"```([a-z]*\n.*?)```", _text(doc), re.S):
+            for command in _shell_commands(block):
+                target = re.search(r"-X (GET|POST|PUT|PATCH|DELETE) \"?\$\w+(/[^\s\"?]*)", command)
+                body = re.search(r"-d '(\{[^']*\})'", command)
+                if target and body:
+                    found.append((doc, target[1], target[2], body[1]))
+            for method, path, body in re.findall(
+                r"^(POST|PUT|PATCH) (/\S+)\s+(\{.*\})\s*(?:#.*)?$", block, re.M
+            ):
+                found.append((doc, method, path, body))
+            if block.startswith("http\n"):
+                head, _, body = block[5:].partition("\n\n")
+                method, path = head.split()[:2]
+                found.append((doc, method, path, body.strip()))
+    return found
+
+
+def test_the_documents_show_request_bodies() -> None:
+    """The parser finds the example bodies (the test below is not vacuous)."""
+    assert len(_documented_bodies()) > 10
+
+
+@pytest.mark.parametrize(("document", "method", "path", "body"), _documented_bodies())
+def test_every_field_of_an_example_body_is_one_the_route_takes(
+    document: str, method: str, path: str, body: str, openapi: dict[str, Any]
+) -> None:
+    """Each top-level field of an example request body is a property of that route's
+    JSON body: admin routes refuse an unknown field with 422, token routes ignore it."""
+    fields = orjson.loads(body)
+    assert isinstance(fields, dict)
+    matches = [
+        ops[method.lower()]
+        for template, ops in openapi["paths"].items()
+        if method.lower() in ops
+        and re.fullmatch(re.sub(r"\{[^}]+\}", r"[^/]+", template), path.rstrip(".…"))
+    ]
+    assert matches, f"{document}: {method} {path} is not a route"
+    schema = matches[0]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    unknown = set(fields) - set(schema.get("properties", {}))
+    assert unknown == set(), f"{document}: {method} {path} takes no {sorted(unknown)}"
