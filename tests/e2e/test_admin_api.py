@@ -809,9 +809,14 @@ def test_every_read_of_the_trail_is_audited(stack: AdminStack) -> None:
 @pytest.mark.parametrize("role", [None, "admin", "auditor"])
 @pytest.mark.parametrize("method", ["DELETE", "PATCH", "PUT"])
 def test_audit_records_cannot_be_altered(stack: AdminStack, role: str | None, method: str) -> None:
-    """Nobody can change or delete an event: 405 and a policy violation."""
+    """Nobody can change or delete an event: 405 (the API's Error object, as every
+    refusal of the admin and audit APIs) and a policy violation."""
     r = stack.call(method, "/audit/events/anything", role=role, json={})
     assert r.status_code == 405
+    body = r.json()
+    assert body["error"] == "audit_records_are_immutable"
+    assert body["detail"]
+    assert body["request_id"] == r.headers["x-request-id"]
     (v,) = stack.events(types=("security.policy_violation",), correlation=r.headers["x-request-id"])
     assert v["details"]["policy"] == "audit_trail_immutable"
 

@@ -25,6 +25,7 @@ from kroonika.admin._auth import (
     Principal,
     admin_services,
     correlation_of,
+    request_info,
     require,
     source_of,
 )
@@ -304,7 +305,11 @@ async def _immutable(request: Request) -> Response:
         )
     )
     return JSONResponse(
-        {"error": "audit_records_are_immutable"},
+        {
+            "error": "audit_records_are_immutable",
+            "detail": "audit records cannot be changed or deleted",
+            "request_id": request_info(request).request_id,
+        },
         status_code=405,
         headers={"Allow": "GET"},
     )
