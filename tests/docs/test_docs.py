@@ -414,3 +414,23 @@ def test_every_field_of_an_example_body_is_one_the_route_takes(
         schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     unknown = set(fields) - set(schema.get("properties", {}))
     assert unknown == set(), f"{document}: {method} {path} takes no {sorted(unknown)}"
+
+
+def test_every_documented_runtime_key_exists() -> None:
+    """A backticked `ratelimit.limits`, `jobs.<name>.cron` or `alerts.*` whose first part
+    is that of a runtime configuration key (`GET/PATCH /admin/config`) and of no event type
+    is a key (`<name>` and `*` stand for any part)."""
+    from kroonika.admin._config import KEYS
+    from kroonika.audit.catalogue import CATALOGUE
+
+    areas = {k.split(".")[0] for k in KEYS} - {t.split(".")[0] for t in CATALOGUE}
+    named = {
+        name
+        for document in DOCUMENTS
+        for name in re.findall(r"`([a-z_]+\.[a-z_.<>*]*[a-z_>*])`", _text(document))
+        if name.split(".")[0] in areas
+    }
+    patterns = {n: re.sub(r"<[a-z_]+>|\\\*", "[a-z_.]+", re.escape(n)) for n in named}
+    unknown = sorted(n for n, p in patterns.items() if not any(re.fullmatch(p, k) for k in KEYS))
+    assert len(named) >= 4
+    assert unknown == []
