@@ -434,3 +434,13 @@ def test_every_documented_runtime_key_exists() -> None:
     unknown = sorted(n for n, p in patterns.items() if not any(re.fullmatch(p, k) for k in KEYS))
     assert len(named) >= 4
     assert unknown == []
+
+
+def test_the_jobs_table_names_every_job_with_its_default_schedule() -> None:
+    """The operator guide's *Jobs* table is the jobs the scheduler runs, each with the
+    schedule it runs on unless configured."""
+    from kroonika.admin._config import DEFAULT_CRON
+
+    section = _text("docs/operator-guide.md").split("\n## Jobs\n", 1)[1].split("\n## ")[0]
+    table = dict(re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \|", section, re.M))
+    assert table == DEFAULT_CRON
