@@ -3,6 +3,8 @@ itself knows nothing about Kroonika's configuration)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +56,13 @@ class AuditComponents:
             pass  # the command already failed closed on its own event
         finally:
             self.store.close()
+
+
+def cli_stream_name() -> str:
+    """A command's own audit stream: ``cli-<host>-<pid>-<4 hex>``. The host keeps two
+    machines (or containers, whose commands often share a pid) from choosing one name on
+    a shared store."""
+    return f"cli-{socket.gethostname().split('.')[0][:40]}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
 def pseudonymiser(settings: Settings) -> Fingerprinter:

@@ -44,7 +44,7 @@ from kroonika.audit.integrity import (
 )
 from kroonika.audit.query import time_bound
 from kroonika.audit.store._types import Checkpoint
-from kroonika.auditing import AuditComponents, build_audit
+from kroonika.auditing import AuditComponents, build_audit, cli_stream_name
 from kroonika.cli_admin import register_admin_commands
 from kroonika.cli_privacy import register_privacy
 from kroonika.cli_service import register_service_commands
@@ -207,7 +207,7 @@ def _access_trail(
     ``audit.log.start`` recorded (so it is known to be writable). Reading the trail
     without recording the read is refused (fail closed)."""
     try:
-        comps = build_audit(settings, stream=f"cli-{_short_stream()}")
+        comps = build_audit(settings, stream=cli_stream_name())
     except _OPEN_ERRORS as exc:
         raise _fail(f"cannot {purpose} in the audit trail: {_open_error(exc)}") from None
     try:
@@ -219,13 +219,6 @@ def _access_trail(
         yield comps
     finally:
         comps.stop_sync()
-
-
-def _short_stream() -> str:
-    import os
-    import socket
-
-    return f"{socket.gethostname().split('.')[0][:40]}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
 def _record_access(

@@ -59,9 +59,6 @@ def add(
     """Give a person a role (recorded as granted by the command line). The grant is audited
     as ``config.change`` of ``admin.roles`` by the actor system/cli; if the trail cannot
     record it, the grant is undone."""
-    import os
-    import secrets
-
     import orjson
 
     from kroonika.admin import (
@@ -73,7 +70,7 @@ def add(
     from kroonika.admin._roles import checked_subject
     from kroonika.audit import Actor, ActorType, AuditError, Target
     from kroonika.audit import events as ev
-    from kroonika.auditing import build_audit
+    from kroonika.auditing import build_audit, cli_stream_name
     from kroonika.settings import SettingsError, load_settings
 
     try:
@@ -98,7 +95,7 @@ def add(
     except (JustificationMissing, PersonalCodeInText) as exc:
         raise typer.BadParameter(str(exc), param_hint="'--justification'") from None
     try:
-        comps = build_audit(settings, stream=f"cli-{os.getpid()}-{secrets.token_hex(2)}")
+        comps = build_audit(settings, stream=cli_stream_name())
     except (SettingsError, ValueError, AuditError) as exc:
         raise _fail(f"the audit trail cannot be opened: {exc}") from None
     store, engine = _roles_store()

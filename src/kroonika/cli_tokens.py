@@ -3,15 +3,13 @@ Registered on the main app by :func:`register`. Every change is audited."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from typing import Annotated
 
 import typer
 
 from kroonika.audit import Actor, ActorType, AuditError, AuditEvent, events
 from kroonika.audit.formats._text import escape_unprintable
-from kroonika.auditing import build_audit
+from kroonika.auditing import build_audit, cli_stream_name
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
 from kroonika.settings import Settings, SettingsError, load_settings
@@ -70,7 +68,7 @@ def _settings() -> Settings:
 
 
 def _audit(settings: Settings, event: AuditEvent) -> None:
-    comps = build_audit(settings, stream=f"cli-{os.getpid()}-{secrets.token_hex(2)}")
+    comps = build_audit(settings, stream=cli_stream_name())
     try:
         comps.trail.log_start_sync()
         comps.trail.emit_sync(event)

@@ -214,3 +214,25 @@ def test_keys_rotate_now_signs_only_once_recorded(
         assert seen == [(first, [first, new])]
     finally:
         engine.dispose()
+
+
+def test_cli_streams_carry_the_host_name(env: Settings) -> None:
+    """``clients add`` and ``keys rotate`` named their audit stream ``cli-<pid>-<4 hex>``
+    while every other command names ``cli-<host>-<pid>-<4 hex>``: on one PostgreSQL
+    store shared by containers whose commands run with the same pid, two of them could
+    pick one stream name. Each names its host now, like the rest."""
+    import socket
+
+    from kroonika.audit import SqlAuditStore
+
+    assert CliRunner().invoke(app, ["clients", "add", "portal", "-a", "svc-a"]).exit_code == 0
+    rotated = CliRunner().invoke(app, ["keys", "rotate", "-j", "scheduled rotation CHG-9"])
+    assert rotated.exit_code == 0, rotated.output
+    host = socket.gethostname().split(".")[0][:40]
+    store = SqlAuditStore(env.resolved_audit_store_url(), read_only=True)
+    try:
+        streams = [s for s in store.streams() if s.startswith("cli-")]
+    finally:
+        store.close()
+    assert len(streams) == 2
+    assert all(s.startswith(f"cli-{host}-") for s in streams), streams
