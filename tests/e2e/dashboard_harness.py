@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,10 @@ HOSTILE = (
 )
 HOSTILE_RULE = 'rule"><b onmouseover="window.__pwned=3">x</b>'
 FAILURE_NET = "203.0.113.0/24"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: a valid personal code nobody gave a role
+NOBODY = "50001010006"
 
 
 def emit(stack: AdminStack, batch: list[AuditEvent]) -> None:
@@ -107,3 +113,76 @@ def seeded_stack(tmp_path: Path, **kw: Any) -> Iterator[AdminStack]:
     with admin_stack(tmp_path, overrides=overrides, **kw) as stack:
         seed(stack)
         yield stack
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    """A fresh headless Chromium (its own profile) driven through the system chromedriver."""
+    require_binary("Chromium", CHROMIUM)
+    require_binary("chromedriver", CHROMEDRIVER)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,2000",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def log_in(
+    stack: AdminStack,
+    driver: Any,
+    *,
+    pick: str | None = None,
+    code: str = "",
+    names: tuple[str, str] = ("MARI", "MAASIKAS"),
+) -> None:
+    """Log in through the mock's login page (as a person does: a radio button for a test
+    identity, or a typed personal code and ``names``) and come back to the dashboard."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    clock = stack.stack.clock  # the service's manual clock, brought up to the mock's
+    clock.advance(max(0.0, time.time() - clock()))
+    driver.get(f"{stack.url}/auth/login?return_to={PATH}")
+    assert "/oidc/authorize" in driver.current_url
+    if pick is not None:
+        driver.find_element(By.CSS_SELECTOR, f'input[name="identity"][value="{pick}"]').click()
+    else:
+        driver.find_element(By.CSS_SELECTOR, 'input[name="identity"][value="custom"]').click()
+        driver.find_element(By.NAME, "personal_code").send_keys(code)
+        driver.find_element(By.NAME, "given_name").send_keys(names[0])
+        driver.find_element(By.NAME, "family_name").send_keys(names[1])
+    driver.find_element(By.CSS_SELECTOR, 'button[name="action"][value="login"]').click()
+    # the mock, the callback and the redirect back: wait until the browser is there
+    WebDriverWait(driver, 30).until(lambda d: d.current_url == stack.url + PATH)
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
+def console_errors(driver: Any, *, allowed: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in driver.get_log("browser")
+        if e["level"] in ("SEVERE", "ERROR") and not any(a in e["message"] for a in allowed)
+    ]

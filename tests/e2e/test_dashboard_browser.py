@@ -6,92 +6,30 @@ packages ``.ci/run`` installs: missing, the test skips by hand and fails in CI."
 
 from __future__ import annotations
 
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from admin_harness import AUDITOR, AdminStack
-from dashboard_harness import CODE, FAILURE_NET, PATH, require_binary, seeded_stack
+from dashboard_harness import (
+    CODE,
+    FAILURE_NET,
+    NOBODY,
+    PATH,
+    chromium,
+    console_errors,
+    log_in,
+    seeded_stack,
+)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-#: a valid personal code nobody gave a role
-NOBODY = "50001010006"
+__all__ = ["chromium"]  # the fixture, used by name
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
     with seeded_stack(Path(tmp_path_factory.mktemp("dashboard-browser"))) as s:
         yield s
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Any]:
-    """A fresh headless Chromium (its own profile) driven through the system chromedriver."""
-    require_binary("Chromium", CHROMIUM)
-    require_binary("chromedriver", CHROMEDRIVER)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp_path)
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,2000",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def _log_in(stack: AdminStack, driver: Any, *, pick: str | None = None, code: str = "") -> None:
-    """Log in through the mock's login page (as a person does: a radio button for a test
-    identity, or a typed personal code and names) and come back to the dashboard."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    clock = stack.stack.clock  # the service's manual clock, brought up to the mock's
-    clock.advance(max(0.0, time.time() - clock()))
-    driver.get(f"{stack.url}/auth/login?return_to={PATH}")
-    assert "/oidc/authorize" in driver.current_url
-    if pick is not None:
-        driver.find_element(By.CSS_SELECTOR, f'input[name="identity"][value="{pick}"]').click()
-    else:
-        driver.find_element(By.CSS_SELECTOR, 'input[name="identity"][value="custom"]').click()
-        driver.find_element(By.NAME, "personal_code").send_keys(code)
-        driver.find_element(By.NAME, "given_name").send_keys("MARI")
-        driver.find_element(By.NAME, "family_name").send_keys("MAASIKAS")
-    driver.find_element(By.CSS_SELECTOR, 'button[name="action"][value="login"]').click()
-    # the mock, the callback and the redirect back: wait until the browser is there
-    WebDriverWait(driver, 30).until(lambda d: d.current_url == stack.url + PATH)
-    WebDriverWait(driver, 30).until(
-        lambda d: d.execute_script("return document.readyState") == "complete"
-    )
-
-
-def _console_errors(driver: Any, *, allowed: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in driver.get_log("browser")
-        if e["level"] in ("SEVERE", "ERROR") and not any(a in e["message"] for a in allowed)
-    ]
 
 
 def _cells(driver: Any, table_id: str) -> list[str]:
@@ -107,7 +45,7 @@ def test_an_auditor_sees_the_alerts_and_counts(
     one, the failed logins and their network; the console has no error."""
     from selenium.webdriver.common.by import By
 
-    _log_in(stack, chromium, pick=AUDITOR)
+    log_in(stack, chromium, pick=AUDITOR)
     assert chromium.title == "Kroonika security dashboard"
     assert chromium.find_element(By.ID, "open-count").text == "2"
     rows = chromium.find_elements(By.CSS_SELECTOR, "#open-alerts tbody tr")
@@ -122,7 +60,7 @@ def test_an_auditor_sees_the_alerts_and_counts(
     assert "Generated" in chromium.find_element(By.ID, "generated").text
     chromium.save_screenshot(str(tmp_path / "dashboard.png"))
     assert (tmp_path / "dashboard.png").stat().st_size > 0
-    assert _console_errors(chromium) == []
+    assert console_errors(chromium) == []
 
 
 def test_hostile_strings_are_text_and_no_script_runs(stack: AdminStack, chromium: Any) -> None:
@@ -130,7 +68,7 @@ def test_hostile_strings_are_text_and_no_script_runs(stack: AdminStack, chromium
     payloads that would set ``window.__pwned`` never ran; no personal code is shown."""
     from selenium.webdriver.common.by import By
 
-    _log_in(stack, chromium, pick=AUDITOR)
+    log_in(stack, chromium, pick=AUDITOR)
     row = chromium.find_element(By.CSS_SELECTOR, 'tr[data-alert-id="open-hostile"]')
     summary = row.find_element(By.CSS_SELECTOR, "td.summary").text
     assert summary.startswith('<script>window.__pwned=1</script><img src=x onerror="')
@@ -141,7 +79,7 @@ def test_hostile_strings_are_text_and_no_script_runs(stack: AdminStack, chromium
     assert chromium.find_elements(By.CSS_SELECTOR, "script, img") == []
     assert chromium.execute_script("return window.__pwned === undefined") is True
     assert CODE not in chromium.page_source
-    assert _console_errors(chromium) == []
+    assert console_errors(chromium) == []
 
 
 def test_a_person_without_a_role_gets_403(stack: AdminStack, chromium: Any) -> None:
@@ -149,7 +87,7 @@ def test_a_person_without_a_role_gets_403(stack: AdminStack, chromium: Any) -> N
     shows none of the trail; the refusal is recorded."""
     from selenium.webdriver.common.by import By
 
-    _log_in(stack, chromium, code=NOBODY)
+    log_in(stack, chromium, code=NOBODY)
     assert chromium.find_element(By.TAG_NAME, "h1").text == "403"
     assert "needs one of the roles" in chromium.find_element(By.ID, "refusal").text
     assert chromium.find_elements(By.ID, "open-alerts") == []
@@ -162,4 +100,4 @@ def test_a_person_without_a_role_gets_403(stack: AdminStack, chromium: Any) -> N
     ]
     assert refused
     # the browser reports the refused document itself; nothing else may fail
-    assert _console_errors(chromium, allowed=("status of 403",)) == []
+    assert console_errors(chromium, allowed=("status of 403",)) == []
