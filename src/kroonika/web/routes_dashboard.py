@@ -51,7 +51,7 @@ _STYLE: Final = (
     "body{font-family:system-ui,sans-serif;max-width:72rem;margin:1.5rem auto;padding:0 1rem}"
     "table{border-collapse:collapse;width:100%;margin:.5rem 0 1rem}"
     "td,th{border-bottom:1px solid #ccc;padding:.25rem .4rem;text-align:left;"
-    "vertical-align:top;overflow-wrap:break-word}td.summary{overflow-wrap:anywhere}"
+    "vertical-align:top;overflow-wrap:anywhere}"
     "td.n,th.n{text-align:right}.sev-alert,.sev-critical,.sev-emergency,.sev-error"
     "{color:#a00;font-weight:bold}.sev-warning{color:#a60}.bad{color:#a00;font-weight:bold}"
     ".ok{color:#070}.muted{color:#666}section{margin-bottom:2rem}"
