@@ -3,7 +3,7 @@ that reach the trail through the service's own doors (a user agent, an alert rul
 on it, an acknowledgement's note and justification) are shown as text on the dashboard
 and in the JSON answers an analyst opens from the browser; no script runs, no element is made from
 them, a long one does not push the page's columns out of sight; and a session that
-lapsed while the page was open reads nothing more."""
+lapsed or logged out while the page was open reads nothing more."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from admin_harness import AdminStack, admin_stack
 from dashboard_harness import PATH, chromium, console_errors, log_in
@@ -189,3 +190,26 @@ def test_a_session_that_lapses_while_the_page_is_open_reads_nothing(
     assert _dashboard_reads(stack) == before
     ended = stack.events(types=("session.terminate",))
     assert any(e.get("reason") == "idle" or e["details"].get("reason") == "idle" for e in ended)
+
+
+def test_a_logged_out_session_reads_nothing(stack: AdminStack, chromium: Any) -> None:
+    """Logged out with the citizen's page's button (its form once sent ``Origin: null``,
+    refused as another origin's), the dashboard's next load is the 401 page and the old
+    cookie value read through plain HTTP is refused too."""
+    from selenium.webdriver.common.by import By
+
+    log_in(stack, chromium, code=ANALYST, names=NAMES)
+    cookies = {c["name"]: c["value"] for c in chromium.get_cookies()}
+    chromium.get(stack.url + "/")
+    chromium.find_element(By.CSS_SELECTOR, 'form[action="/auth/logout"] button').click()
+    # the form's answer sends the browser back to the page, logged out
+    assert wait_until(lambda: "Logi sisse" in chromium.page_source), chromium.page_source
+    assert chromium.current_url == stack.url + "/"
+    before = _dashboard_reads(stack)
+    chromium.get(stack.url + PATH)
+    assert chromium.find_element(By.TAG_NAME, "h1").text == "401"
+    replay = httpx.get(stack.url + PATH, cookies=cookies, timeout=30)
+    assert replay.status_code == 401
+    feed = httpx.get(stack.url + "/admin/alerts", cookies=cookies, timeout=30)
+    assert feed.status_code == 401
+    assert _dashboard_reads(stack) == before

@@ -25,10 +25,18 @@ def _time(ts: int) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+#: The service's ``no-referrer`` makes a browser send ``Origin: null`` with the page's
+#: own logout form (Fetch, "serializing a request origin"), which the CORS check must
+#: refuse as a credentialed request from another origin: the button never logged anyone
+#: out. ``same-origin`` sends the real origin to this service and nothing to any other.
+HEADERS = {"referrer-policy": "same-origin"}
+
+
 def _page(body: str) -> HTMLResponse:
     return HTMLResponse(
         f'<!doctype html><html lang="et"><head><meta charset="utf-8"><title>Kroonika</title>'
-        f"<style>{_STYLE}</style></head><body><h1>Kroonika</h1>{body}</body></html>"
+        f"<style>{_STYLE}</style></head><body><h1>Kroonika</h1>{body}</body></html>",
+        headers=HEADERS,
     )
 
 
