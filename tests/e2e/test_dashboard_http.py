@@ -187,3 +187,20 @@ def test_the_page_reads_a_postgresql_trail(tmp_path: Path, fresh_postgres_url: s
         assert re.search(r'<b id="failed-logins-24h" class="bad">3</b>', r.text)
         (access,) = stack.events(types=("audit.access",), correlation=r.headers["x-request-id"])
         assert access["details"]["action"] == "dashboard"
+
+
+def test_the_alert_list_is_an_audit_access(stack: AdminStack) -> None:
+    """``GET /admin/alerts`` reads the trail's alerts (the page's own data, notes
+    included): like the page and ``kroonika alerts list`` it is an ``audit.access``
+    (action alerts, how many were returned); a refused call reads nothing."""
+    r = stack.call("GET", "/admin/alerts?state=all&limit=2", role="security", why=None)
+    assert r.status_code == 200
+    (access,) = stack.events(types=("audit.access",), correlation=r.headers["x-request-id"])
+    assert access["details"]["action"] == "alerts"
+    assert access["details"]["interface"] == "api"
+    assert access["details"]["query"] == "state=all limit=2"
+    assert access["details"]["returned"] == len(r.json()["alerts"]) == 2
+    assert access["actor"]["roles"] == ["security"]
+    refused = stack.call("GET", "/admin/alerts", role="privacy", why=None)
+    assert refused.status_code == 403
+    assert stack.events(types=("audit.access",), correlation=refused.headers["x-request-id"]) == []

@@ -1,7 +1,8 @@
 """Alerts under ``/admin/alerts`` (decision 0036):
 
 - ``GET /admin/alerts?state=open|acknowledged|all``: the alerts, newest first (roles
-  admin, security, auditor);
+  admin, security, auditor); a read of the trail, so an ``audit.access`` (action
+  ``alerts``) besides the call's ``admin.request``;
 - ``POST /admin/alerts/{alert_id}/acknowledge``: acknowledge one (roles admin and
   security; a justification as every change, an optional ``note``), recorded as
   ``alert.acknowledge``; 404 ``not_found`` for an alert that was never raised, 409
@@ -115,13 +116,31 @@ async def list_alerts(
     ``repeats`` counts the throttled firings this instance's evaluator saw since it
     started, in the streams it reads: not a total across instances (behind a load
     balancer each answers with its own); once acknowledged, at least the figure the
-    acknowledgement recorded."""
+    acknowledgement recorded. The read is an ``audit.access`` (action ``alerts``)."""
     alerts = [
         a.public()
         for a in reversed(await current_alerts(request))
         if state == "all" or (a.open == (state == "open"))
     ]
-    return {"alerts": alerts[:limit], "state": state, "total": len(alerts)}
+    listed = alerts[:limit]
+    # a read of the trail (its alert events, notes included), recorded before the answer
+    # as the dashboard's and `kroonika alerts list`'s are (decisions 0002, 0037)
+    await admin_services(request).services.audit.trail.emit(
+        ev.audit_access(
+            actor=p.actor(),
+            source=source_of(request),
+            target=Target("audit_trail", "alerts"),
+            correlation=correlation_of(request),
+            action="alerts",
+            query=f"state={state} limit={limit}",
+            returned=len(listed),
+            format="json",
+            result="ok",
+            interface="api",
+            justification=request.state.admin_call.justification,
+        )
+    )
+    return {"alerts": listed, "state": state, "total": len(alerts)}
 
 
 @router.post("/alerts/{alert_id}/acknowledge", openapi_extra=roles(*RESPONDERS))
