@@ -218,3 +218,32 @@ def test_api_and_cli_verify_report_the_same_damage(stack: AdminStack, tmp_path: 
     assert report["intact"] is False
     assert (report["findings"][0]["kind"], report["findings"][0]["seq"]) == ("modified", 150)
     assert report["streams"][0]["blocks"] == 80
+
+
+#: what a caller may paste where an id belongs: a token, a personal code, markup
+_NOT_AN_ID = (
+    "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJFRTM4MDAxMDg1NzE4In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
+    "EE38001085718",
+    "<img src=x onerror=alert(1)>",
+)
+
+
+@pytest.mark.parametrize("value", _NOT_AN_ID)
+@pytest.mark.parametrize(
+    ("method", "template", "role"),
+    [
+        ("GET", "/audit/events/{}", "auditor"),
+        ("POST", "/admin/alerts/{}/acknowledge", "security"),
+    ],
+)
+def test_a_404_does_not_echo_the_id_it_was_given(
+    stack: AdminStack, value: str, method: str, template: str, role: str
+) -> None:
+    """The answer to an id that names nothing leaves the id out, as every refusal
+    does (decision 0024): a token or personal code pasted there is not sent back."""
+    r = stack.call(method, template.format(value), role=role)
+    assert r.status_code == 404, r.text
+    body = r.json()
+    assert body["error"] == "not_found"
+    assert value[:16] not in r.text
+    assert "38001085718" not in r.text
