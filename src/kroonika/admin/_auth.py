@@ -195,6 +195,41 @@ def correlation_of(request: Request) -> Correlation:
     return Correlation(request_id=info.request_id, trace_id=info.trace_id)
 
 
+async def record_access(
+    request: Request,
+    p: Principal,
+    action: str,
+    *,
+    query: str,
+    returned: int,
+    fmt: str = "json",
+    result: str = "ok",
+    interface: str = "api",
+    target: Target | None = None,
+) -> None:
+    """Record one read of the trail as ``audit.access`` (decision 0002): what was asked,
+    how many came back, in which format, the call's justification; raises when the
+    trail cannot store it, so nothing read goes out unrecorded."""
+    admin = admin_services(request)
+    await admin.services.audit.trail.emit(
+        ev.audit_access(
+            outcome=Outcome.SUCCESS if result == "ok" else Outcome.FAILURE,
+            reason=None if result == "ok" else result,
+            actor=p.actor(),
+            source=source_of(request),
+            target=target or Target("audit_trail", action),
+            correlation=correlation_of(request),
+            action=action,
+            query=query[:2000],
+            returned=returned,
+            format=fmt,
+            result=result,
+            interface=interface,
+            justification=request.state.admin_call.justification,
+        )
+    )
+
+
 async def authenticate(request: Request, admin: AdminServices) -> Principal:
     header = request.headers.get("authorization")
     if header is not None:

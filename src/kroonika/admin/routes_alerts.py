@@ -42,6 +42,7 @@ from kroonika.admin._auth import (
     Principal,
     admin_services,
     correlation_of,
+    record_access,
     require,
     source_of,
 )
@@ -125,20 +126,8 @@ async def list_alerts(
     listed = alerts[:limit]
     # a read of the trail (its alert events, notes included), recorded before the answer
     # as the dashboard's and `kroonika alerts list`'s are (decisions 0002, 0037)
-    await admin_services(request).services.audit.trail.emit(
-        ev.audit_access(
-            actor=p.actor(),
-            source=source_of(request),
-            target=Target("audit_trail", "alerts"),
-            correlation=correlation_of(request),
-            action="alerts",
-            query=f"state={state} limit={limit}",
-            returned=len(listed),
-            format="json",
-            result="ok",
-            interface="api",
-            justification=request.state.admin_call.justification,
-        )
+    await record_access(
+        request, p, "alerts", query=f"state={state} limit={limit}", returned=len(listed)
     )
     return {"alerts": listed, "state": state, "total": len(alerts)}
 

@@ -31,6 +31,7 @@ from kroonika.admin._auth import (
     Principal,
     admin_services,
     correlation_of,
+    record_access,
     require,
     source_of,
 )
@@ -59,7 +60,6 @@ from kroonika.admin._stored_text import (
 )
 from kroonika.admin.routes import Body, _sctx, _tctx, _tokens
 from kroonika.audit import AuditEvent, AuditUnavailable, SqlAuditStore, Target
-from kroonika.audit import events as ev
 
 PRIVACY = ("privacy",)
 #: What a deletion that cannot complete raises (a database or the audit store down).
@@ -274,20 +274,14 @@ async def export_lists_in_clear(
     person, never a code) is stored before the answer (decision 0031)."""
     entries = await asyncio.to_thread(_tokens(request).lists.entries)
     people = sum(1 for e in entries if e.kind == "subject")
-    await admin_services(request).services.audit.trail.emit(
-        ev.audit_access(
-            actor=p.actor(),
-            source=source_of(request),
-            target=Target("access_list", "export"),
-            correlation=correlation_of(request),
-            action="export",
-            query=f"access lists, subjects in clear: {people}",
-            format=body.format,
-            returned=len(entries),
-            result="ok",
-            interface="api",
-            justification=request.state.admin_call.justification,
-        )
+    await record_access(
+        request,
+        p,
+        "export",
+        query=f"access lists, subjects in clear: {people}",
+        returned=len(entries),
+        fmt=body.format,
+        target=Target("access_list", "export"),
     )
     return Response(export_lists(entries, body.format), media_type=EXPORT_MEDIA[body.format])
 

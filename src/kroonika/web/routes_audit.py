@@ -26,6 +26,9 @@ from kroonika.admin._auth import (
     admin_services,
     correlation_of,
     request_info,
+
+
+    record_access,
     require,
     source_of,
 )
@@ -47,37 +50,6 @@ EXPORT_CHUNK = 500
 def _open(request: Request) -> SqlAuditStore:
     settings = admin_services(request).services.settings
     return SqlAuditStore(settings.resolved_audit_store_url(), read_only=True)
-
-
-async def record_access(
-    request: Request,
-    p: Principal,
-    action: str,
-    *,
-    query: str,
-    returned: int,
-    fmt: str = "json",
-    result: str = "ok",
-    interface: str = "api",
-) -> None:
-    admin = admin_services(request)
-    await admin.services.audit.trail.emit(
-        ev.audit_access(
-            outcome=Outcome.SUCCESS if result == "ok" else Outcome.FAILURE,
-            reason=None if result == "ok" else result,
-            actor=p.actor(),
-            source=source_of(request),
-            target=Target("audit_trail", action),
-            correlation=correlation_of(request),
-            action=action,
-            query=query[:2000],
-            returned=returned,
-            format=fmt,
-            result=result,
-            interface=interface,
-            justification=request.state.admin_call.justification,
-        )
-    )
 
 
 def encode_cursor(stream: str, seq: int) -> str:

@@ -32,6 +32,7 @@ from kroonika.admin._auth import (
     AuditedRoute,
     Principal,
     admin_services,
+    record_access,
     request_info,
     require,
 )
@@ -42,7 +43,7 @@ from kroonika.audit.dashboard import Overview, Window, overview
 from kroonika.audit.formats._text import escape_unprintable
 from kroonika.audit.personal_codes import is_personal_code
 from kroonika.shipping import SinkStatus
-from kroonika.web.routes_audit import _open, record_access
+from kroonika.web.routes_audit import _open
 
 VIEWERS: Final = ("admin", "security", "auditor")
 PATH: Final = "/admin/dashboard"
