@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from admin_harness import AdminStack, admin_stack, person_session
+from admin_harness import AdminStack, admin_stack, person_session, refuse_events
 from dashboard_harness import CODE, FAILURE_NET, HOSTILE, PATH, seeded_stack
 
 from kroonika.web.routes_dashboard import CSP
@@ -204,3 +204,24 @@ def test_the_alert_list_is_an_audit_access(stack: AdminStack) -> None:
     refused = stack.call("GET", "/admin/alerts", role="privacy", why=None)
     assert refused.status_code == 403
     assert stack.events(types=("audit.access",), correlation=refused.headers["x-request-id"]) == []
+
+
+def test_a_view_the_trail_cannot_record_is_a_page_that_tries_again(
+    stack: AdminStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the view's ``audit.access`` cannot be stored the answer is 503 (fail
+    closed) as a page that reloads itself, so a wall screen comes back by itself once
+    the trail does; it shows none of the trail. Then the next load is the page."""
+    refuse_events(monkeypatch, stack, "audit.access")
+    r = _get(stack, "auditor")
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["content-security-policy"] == CSP
+    assert r.headers["cache-control"] == "no-store"
+    refresh = stack.stack.services.settings.dashboard_refresh_s
+    assert f'<meta http-equiv="refresh" content="{refresh}">' in r.text
+    assert r.headers["retry-after"] == str(refresh)
+    assert 'id="open-alerts"' not in r.text
+    assert "audit_unavailable" in r.text
+    monkeypatch.undo()
+    assert _get(stack, "auditor").status_code == 200

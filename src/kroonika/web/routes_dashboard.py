@@ -19,11 +19,12 @@ import base64
 import datetime
 import functools
 import hashlib
+import logging
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from html import escape
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -38,10 +39,12 @@ from kroonika.admin._auth import (
 )
 from kroonika.admin._errors import AdminError
 from kroonika.admin.routes_alerts import current_alerts
+from kroonika.audit import AuditUnavailable, StoreError
 from kroonika.audit.alerting import Alert
 from kroonika.audit.dashboard import Overview, Window, overview
 from kroonika.audit.formats._text import escape_unprintable
 from kroonika.audit.personal_codes import is_personal_code
+from kroonika.db import UNAVAILABLE
 from kroonika.shipping import SinkStatus
 from kroonika.web.routes_audit import _open
 
@@ -79,11 +82,30 @@ _WINDOW_NAMES: Final = {"1h": "Last hour", "24h": "Last 24 hours"}
 SHOWN_MAX: Final = 500
 
 
+log = logging.getLogger("kroonika.web.dashboard")
+#: What a store or the trail being away raises (the app answers these 503 elsewhere).
+_OUTAGES: Final[tuple[type[Exception], ...]] = (AuditUnavailable, StoreError, *UNAVAILABLE)
+
+
 class PageRoute(AuditedRoute):
-    """An audited route that answers a refusal with a page (the same status)."""
+    """An audited route that answers a refusal with a page (the same status), and an
+    outage (503) with a page that reloads itself: a screen left open comes back by
+    itself once the trail does."""
 
     def refusal(self, request: Request, exc: AdminError) -> Response:
         return refusal_page(request, exc)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        audited = super().get_route_handler()  # it records the call, as for every route
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await audited(request)
+            except _OUTAGES as exc:
+                log.error("dashboard view refused, a store is away: %s", type(exc).__name__)
+                return outage_page(request)
+
+        return handler
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=PageRoute)
@@ -297,6 +319,22 @@ def refusal_page(request: Request, exc: AdminError) -> HTMLResponse:
     if exc.status == 401:
         headers["www-authenticate"] = "Bearer"
     return HTMLResponse(_page(f"{exc.status}", body), status_code=exc.status, headers=headers)
+
+
+def outage_page(request: Request) -> HTMLResponse:
+    """503 as a page (nothing of the trail) that tries again after the dashboard's
+    refresh interval, which ``Retry-After`` says too."""
+    retry = admin_services(request).services.settings.dashboard_refresh_s
+    body = (
+        '<h1>503</h1><p id="refusal">audit_unavailable: the audit trail or a store the '
+        f"dashboard reads cannot be used now; this page tries again in {retry} s.</p>"
+        f'<p class="muted">request {shown(request_info(request).request_id)}</p>'
+    )
+    return HTMLResponse(
+        _page("503", body, refresh_s=retry),
+        status_code=503,
+        headers={**HEADERS, "retry-after": str(retry)},
+    )
 
 
 @router.get(
