@@ -25,10 +25,8 @@ from kroonika.admin._auth import (
     Principal,
     admin_services,
     correlation_of,
-    request_info,
-
-
     record_access,
+    request_info,
     require,
     source_of,
 )
