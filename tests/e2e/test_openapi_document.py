@@ -372,3 +372,17 @@ def test_list_import_and_export_document_both_formats(
         headers={"content-type": "text/csv"},
     )
     assert back.status_code == 200, back.text
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media"), [("json", "application/json"), ("jsonl", "application/x-ndjson")]
+)
+def test_the_trail_search_documents_both_of_its_answers(
+    stack: AdminStack, doc: dict[str, Any], fmt: str, media: str
+) -> None:
+    """``GET /audit/events`` answers a JSON page or, with ``format=jsonl``, NDJSON lines;
+    the schema fuzzer got NDJSON that the document did not declare."""
+    r = stack.call("GET", f"/audit/events?format={fmt}", role="auditor")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].split(";")[0] == media
+    assert media in doc["paths"]["/audit/events"]["get"]["responses"]["200"]["content"]

@@ -91,7 +91,17 @@ def _ip_param(value: str | None) -> str | None:
         raise _invalid("ip", "ip must be an address or network (192.0.2.0/24)") from None
 
 
-@router.get("/events", openapi_extra=X_ROLES, response_model=None)
+@router.get(
+    "/events",
+    openapi_extra=X_ROLES,
+    response_model=None,
+    responses={
+        200: {
+            "description": "``json``: one page of events; ``jsonl``: every event, one a line",
+            "content": {"application/json": {}, "application/x-ndjson": {}},
+        }
+    },
+)
 async def search_events(
     request: Request,
     p: Annotated[Principal, require(*AUDITOR)],
