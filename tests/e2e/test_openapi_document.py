@@ -386,3 +386,46 @@ def test_the_trail_search_documents_both_of_its_answers(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].split(";")[0] == media
     assert media in doc["paths"]["/audit/events"]["get"]["responses"]["200"]["content"]
+
+
+def test_changes_that_wait_for_a_second_administrator_document_their_202(
+    stack: AdminStack, doc: dict[str, Any]
+) -> None:
+    """A weakening change of the configuration or of a client is not applied but asked
+    for (202 with the request, decision 0017): the schema fuzzer, given a real client,
+    got a 202 that neither operation declared."""
+    victim = register_client(stack.stack, "openapi-four-eyes", SEEN_SECRETS)
+    client_id = victim.client.client_id
+    idle = stack.call("GET", "/admin/config").json()["config"]["session.idle_s"]["value"]
+    calls = [
+        ("/admin/config", "/admin/config", {"changes": {"session.idle_s": idle + 60}}),
+        (f"/admin/clients/{client_id}", "/admin/clients/{client_id}", {"max_ttl_s": 7200}),
+    ]
+    for path, template, body in calls:
+        r = stack.call("PATCH", path, json=body)
+        assert r.status_code == 202, (path, r.text)
+        assert "request" in r.json()
+        assert "202" in doc["paths"][template]["patch"]["responses"], template
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/.well-known/jwks.json", "/.well-known/openid-configuration"],
+)
+def test_a_conditional_well_known_read_documents_its_304(
+    stack: AdminStack, doc: dict[str, Any], path: str
+) -> None:
+    """The well-known documents answer 304 to an ``If-None-Match`` naming their ETag (a
+    relying service's cache revalidating): the document declared neither the header nor
+    the 304, nor the ETag and Cache-Control of the 200."""
+    first = httpx.get(stack.url + path, timeout=30)
+    assert first.status_code == 200
+    again = httpx.get(
+        stack.url + path, headers={"if-none-match": first.headers["etag"]}, timeout=30
+    )
+    assert again.status_code == 304
+    op = doc["paths"][path]["get"]
+    assert "304" in op["responses"]
+    assert {"ETag", "Cache-Control"} <= set(op["responses"]["200"]["headers"])
+    headers = {p["name"].lower() for p in op.get("parameters", []) if p["in"] == "header"}
+    assert "if-none-match" in headers

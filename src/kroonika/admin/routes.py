@@ -114,6 +114,16 @@ def roles(*names: str) -> dict[str, Any]:
     return {"x-roles": list(names)}
 
 
+#: the answer of a change that waits for a second administrator (decision 0017)
+ASKED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "A weakening change is not applied: the request a second "
+        "administrator decides on (decision 0017)",
+        "content": {"application/json": {}},
+    }
+}
+
+
 class Body(BaseModel):
     """An admin request body. Every text in it (in lists and objects too) is printable:
     no NUL (PostgreSQL refuses it, which would be a 500), CR/LF, terminal codes, bidi or
@@ -965,7 +975,7 @@ def _revised(request: Request, current: Any, changes: dict[str, Any]) -> Any:
         raise AdminError(str(exc), code="invalid_client") from None
 
 
-@router.patch("/clients/{client_id}", openapi_extra=roles(*ADMIN))
+@router.patch("/clients/{client_id}", openapi_extra=roles(*ADMIN), responses=ASKED)
 async def update_client(
     client_id: str, body: ClientUpdate, request: Request, p: Annotated[Principal, require(*ADMIN)]
 ) -> JSONResponse:
@@ -1219,7 +1229,7 @@ class ConfigPatch(Body):
     justification: str | None = None
 
 
-@router.patch("/config", openapi_extra=roles(*ADMIN))
+@router.patch("/config", openapi_extra=roles(*ADMIN), responses=ASKED)
 async def patch_config(
     body: ConfigPatch, request: Request, p: Annotated[Principal, require(*ADMIN)]
 ) -> JSONResponse:

@@ -67,11 +67,39 @@ def cacheable(request: Request, body: dict[str, Any], max_age_s: int) -> Respons
     return response
 
 
+_CACHE_HEADERS = {
+    "ETag": {"schema": {"type": "string"}, "description": "the body's entity tag"},
+    "Cache-Control": {"schema": {"type": "string"}, "description": "public, max-age"},
+}
+#: what a cacheable document answers: its ETag and Cache-Control, and a 304 to an
+#: ``If-None-Match`` that names the ETag (a relying service's cache revalidating)
+CONDITIONAL: dict[int | str, dict[str, Any]] = {
+    200: {"headers": _CACHE_HEADERS},
+    304: {"description": "Not Modified: If-None-Match names the ETag", "headers": _CACHE_HEADERS},
+}
+IF_NONE_MATCH: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "ETags the caller holds (RFC 9110 section 13.1.2)",
+        }
+    ]
+}
+WELL_KNOWN: dict[str, Any] = {
+    "response_model": None,
+    "responses": CONDITIONAL,
+    "openapi_extra": IF_NONE_MATCH,
+}
+
+
 # HEAD is GET without the body (RFC 9110 section 9.3.2): the server sends the headers
 # of the GET answer (ETag, Cache-Control, length) and drops the body. One route per
 # method, so each has its own OpenAPI operation id.
-@router.get("/.well-known/jwks.json", response_model=None)
-@router.head("/.well-known/jwks.json", response_model=None)
+@router.get("/.well-known/jwks.json", **WELL_KNOWN)
+@router.head("/.well-known/jwks.json", **WELL_KNOWN)
 async def jwks(request: Request) -> Response:
     """Every published signing key: pending (published before use), active, and
     superseded ones whose tokens have not all expired yet."""
@@ -106,10 +134,10 @@ def metadata(issuer: str, algs: list[str]) -> dict[str, Any]:
     }
 
 
-@router.get("/.well-known/openid-configuration", response_model=None)
-@router.head("/.well-known/openid-configuration", response_model=None)
-@router.get("/.well-known/oauth-authorization-server", response_model=None)
-@router.head("/.well-known/oauth-authorization-server", response_model=None)
+@router.get("/.well-known/openid-configuration", **WELL_KNOWN)
+@router.head("/.well-known/openid-configuration", **WELL_KNOWN)
+@router.get("/.well-known/oauth-authorization-server", **WELL_KNOWN)
+@router.head("/.well-known/oauth-authorization-server", **WELL_KNOWN)
 async def server_metadata(request: Request) -> Response:
     comps = _comps(request)
     # every published key's algorithm, not only that of new keys: tokens of an older
