@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,11 @@ class Alerted(AsRole):
         return [orjson.loads(line) for line in lines]
 
 
-@pytest.fixture
-def alerted(tmp_path: Path) -> Iterator[Alerted]:
-    ca, cert, key = make_ca(tmp_path / "tls")
+@contextmanager
+def starttls_smtp(tmp: Path) -> Iterator[tuple[Inbox, dict[str, Any]]]:
+    """aiosmtpd requiring STARTTLS (a certificate of a CA of the test's own, under
+    ``tmp``): its inbox, and the ``smtp`` sink ``mail`` that sends to it."""
+    ca, cert, key = make_ca(tmp / "tls")
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(str(cert), str(key))
     inbox = Inbox()
@@ -114,42 +117,57 @@ def alerted(tmp_path: Path) -> Iterator[Alerted]:
         inbox, hostname="127.0.0.1", port=free_port(), tls_context=server_ctx, require_starttls=True
     )
     smtp.start()
+    sink = {
+        "kind": "smtp",
+        "name": "mail",
+        "host": "127.0.0.1",
+        "port": smtp.port,
+        "security": "starttls",
+        "ca_file": str(ca),
+        "mail_from": "kroonika@example.org",
+        "mail_to": ["soc@example.org"],
+    }
+    try:
+        yield inbox, sink
+    finally:
+        smtp.stop()
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[Hook]:
+    """An HTTP server on loopback that keeps the bodies signed with ``HOOK_KEY``."""
     hook = Hook(("127.0.0.1", 0), HookHandler)
     hook.bodies = []
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    sinks = [
-        {
-            "kind": "smtp",
-            "name": "mail",
-            "host": "127.0.0.1",
-            "port": smtp.port,
-            "security": "starttls",
-            "ca_file": str(ca),
-            "mail_from": "kroonika@example.org",
-            "mail_to": ["soc@example.org"],
-        },
-        {
-            "kind": "webhook",
-            "name": "hook",
-            "url": f"http://127.0.0.1:{hook.server_address[1]}/alerts",
-            "secret": HOOK_KEY,
-            "types": ["alert."],
-        },
-    ]
-    overrides = {
-        "admin_bootstrap": {"38001085718": ["admin"]},
-        "jobs_enabled": False,
-        "audit_sinks": sinks,
-        "audit_sink_poll_s": 0.1,
-    }
     try:
-        with security_stack(tmp_path, settings_overrides=overrides) as stack:
-            keys = {r: holder_key(stack.services, r, HOLDERS[r]) for r in HOLDERS}
-            yield Alerted(stack, inbox, hook, keys)
+        yield hook
     finally:
         hook.shutdown()
         hook.server_close()
-        smtp.stop()
+
+
+@pytest.fixture
+def alerted(tmp_path: Path) -> Iterator[Alerted]:
+    with starttls_smtp(tmp_path) as (inbox, mail), webhook_receiver() as hook:
+        sinks = [
+            mail,
+            {
+                "kind": "webhook",
+                "name": "hook",
+                "url": f"http://127.0.0.1:{hook.server_address[1]}/alerts",
+                "secret": HOOK_KEY,
+                "types": ["alert."],
+            },
+        ]
+        overrides = {
+            "admin_bootstrap": {"38001085718": ["admin"]},
+            "jobs_enabled": False,
+            "audit_sinks": sinks,
+            "audit_sink_poll_s": 0.1,
+        }
+        with security_stack(tmp_path, settings_overrides=overrides) as stack:
+            keys = {r: holder_key(stack.services, r, HOLDERS[r]) for r in HOLDERS}
+            yield Alerted(stack, inbox, hook, keys)
 
 
 def _wait(check: Callable[[], bool]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 
-from sink_kit import Rsyslog, start_rsyslog, stop_rsyslog
+from sink_kit import Rsyslog
 
 from kroonika.settings import AuditSinkSettings, Settings, SettingsError
 from kroonika.shipping import build_sinks
@@ -25,13 +24,6 @@ from kroonika.web import create_app
 pytestmark = pytest.mark.rsyslog
 
 TOKEN = "metrics-token-0123456789abcdef"
-
-
-@pytest.fixture
-def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
-    r = start_rsyslog(tmp_path / "rsyslog")
-    yield r
-    stop_rsyslog(r)
 
 
 def wait_for(predicate: object, timeout: float = 30.0) -> bool:

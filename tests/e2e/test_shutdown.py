@@ -35,7 +35,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import nats
 import orjson
 import psycopg
 import pytest
@@ -48,7 +47,7 @@ from kroonika.audit import Query, SqlAuditStore, run_query
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 
-from sink_kit import OwnNats, make_ca, own_nats_server
+from sink_kit import OwnNats, make_ca
 
 from test_redis_tls import TlsProxy
 
@@ -158,25 +157,6 @@ def redis_connections(name: str) -> int:
 def nats_connections(monitor: int) -> int:
     body = httpx.get(f"http://127.0.0.1:{monitor}/connz", timeout=5).json()
     return int(body["num_connections"])
-
-
-async def _make_stream(url: str) -> None:
-    nc = await nats.connect(url)
-    try:
-        await nc.jetstream().add_stream(
-            name="AUDIT", subjects=[f"{SUBJECTS}.>"], duplicate_window=7200
-        )
-    finally:
-        await nc.close()
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[tuple[OwnNats, int]]:
-    monitor = free_port()
-    (tmp_path / "nats").mkdir()
-    with own_nats_server(tmp_path / "nats", f'http: "127.0.0.1:{monitor}"\n') as server:
-        asyncio.run(_make_stream(server.url))
-        yield server, monitor
 
 
 @pytest.fixture(params=["redis", "rediss"])

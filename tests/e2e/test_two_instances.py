@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from login_harness import ALL_SCOPES, CLIENT_ID, SECRET, e2e_mock, free_socket, 
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 
-from sink_kit import Rsyslog, start_rsyslog, stop_rsyslog
+from sink_kit import Rsyslog
 
 from kroonika.audit import KeyRing, Query, SqlAuditStore, run_query, verify_store
 from kroonika.audit.sinks import CursorStore
@@ -64,12 +63,14 @@ def free_port() -> int:
 
 
 class Instance:
-    def __init__(self, name: str, port: int, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, port: int, env: dict[str, str], log: Path, *, log_level: str = "warning"
+    ) -> None:
         self.name = name
         self.url = f"http://127.0.0.1:{port}"
         self.log = log.open("wb")
         self.proc = subprocess.Popen(
-            [KROONIKA, "serve", "--port", str(port), "--log-level", "warning"],
+            [KROONIKA, "serve", "--port", str(port), "--log-level", log_level],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -149,13 +150,6 @@ def body_of(line: str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return doc
-
-
-@pytest.fixture
-def rsyslog(tmp_path: Path) -> Iterator[Rsyslog]:
-    r = start_rsyslog(tmp_path / "rsyslog")
-    yield r
-    stop_rsyslog(r)
 
 
 def test_two_instances_sigkill_one_every_event_stored_verified_delivered_once(
