@@ -708,6 +708,10 @@ def _drive(seen: Seen, env: dict[str, str], service: str, mock: str, database_ur
     assert wait_until(
         lambda: bool(admin("GET", "/admin/alerts", role="auditor").json()["alerts"]), within=60
     ), "the attack raised no alert"
+    # traffic with credentials, as an operator gives them (the secrets in the environment)
+    creds = {"KROONIKA_SIM_CLIENT_SECRET": secret, "KROONIKA_SIM_ADMIN_KEY": api_key}
+    simulated = ("simulate", "--base-url", service, "--mock-url", mock, "--client-id", client_id)
+    run_cli(seen, env | creds, *simulated, "--duration", "2", "--people", "2")
 
     seen.phase("the citizen is erased; retenti")
     # --- the citizen is erased; retention runs -----------------------------------------
