@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ class Seen:
     forged: set[str] = field(default_factory=set)  # tokens the test made, not the service
     started: float = field(default_factory=time.monotonic)
     mock_port: int = 0  # the TARA mock's answers to the browser are the protocol's
+    kinds: Counter[str] = field(default_factory=Counter)  # how many of each were learnt
 
     def phase(self, name: str) -> None:
         print(f"{time.monotonic() - self.started:6.1f}s {name}")
@@ -152,11 +154,13 @@ class Seen:
         q = parse_qs(urlsplit(response.headers.get("location", "")).query)
         for key in ("state", "nonce", "code"):
             self.secrets.update(q.get(key, []))
+            self.kinds[key] += len(q.get(key, []))
         for header in response.headers.get_list("set-cookie"):
             self.exempt.append(header.encode())
             name, _, rest = header.partition("=")
             value = rest.split(";", 1)[0]
             if value:
+                self.kinds["cookie " + name.split("_flow_")[0]] += 1
                 self.secrets.add(value)
                 self.secrets.update(p for p in value.split(".") if len(p) >= 16)
             if name.startswith("kroonika_flow_"):
@@ -763,6 +767,9 @@ def _assert_nothing_leaked(seen: Seen) -> None:
     for part in COLLECTED:
         assert part in names, part
     assert len(seen.secrets) > 30
+    # every login (citizen, failed, three administrators) gave its state, nonce and code
+    assert min(seen.kinds[k] for k in ("state", "nonce", "code")) >= 5, seen.kinds
+    assert len([k for k in seen.kinds if k.startswith("cookie ")]) >= 2, seen.kinds
     # the search finds what it looks for: every token and client secret is in the
     # answers that handed them out
     handed = b"\n".join(seen.exempt)
@@ -791,5 +798,5 @@ def _assert_nothing_leaked(seen: Seen) -> None:
     print(  # the figures behind the assertion, for the report
         f"searched {len(seen.outputs)} outputs ({sum(map(len, seen.outputs.values()))} bytes) "
         f"for {len(seen.secrets)} secrets and {len(seen.erased | seen.codes)} personal values "
-        f"in {len(secrets + erased + people)} forms"
+        f"in {len(secrets + erased + people)} forms; learnt {dict(seen.kinds)}"
     )
