@@ -17,6 +17,7 @@ from admin_harness import AdminStack, admin_stack
 from sqlalchemy import text
 
 from kroonika.audit import Actor, ActorType, SqlAuditStore, events
+from kroonika.audit import verify as verify_module
 from kroonika.audit.store._types import decode_records, encode_records
 from kroonika.auditing import build_audit
 from kroonika.web import routes_audit
@@ -188,6 +189,22 @@ def _edit_record(url: str, seq: int) -> None:
         store.close()
 
 
+def _verify_with(stack: AdminStack, url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``POST /audit/verify`` of the store at ``url``: the report and the details of the
+    call's ``audit.access``."""
+    settings = stack.stack.settings
+    own = settings.audit_store_url
+    settings.audit_store_url = url  # what the read API opens; the writer keeps its store
+    try:
+        r = stack.call("POST", "/audit/verify", role="auditor", why=None)
+    finally:
+        settings.audit_store_url = own
+    assert r.status_code == 200, r.text
+    (access,) = stack.events(types=("audit.access",), correlation=r.headers["x-request-id"])
+    details = {k: v for k, v in access["details"].items() if k != "request_id"}
+    return r.json(), {"outcome": access["outcome"], **details}
+
+
 def test_api_and_cli_verify_report_the_same_damage(stack: AdminStack, tmp_path: Path) -> None:
     """On a tampered store of 80 blocks, the API (verifying in a worker thread of the
     server) and the CLI (a process of its own) give the same report: damaged, the record
@@ -197,14 +214,7 @@ def test_api_and_cli_verify_report_the_same_damage(stack: AdminStack, tmp_path: 
     _edit_record(url, 150)
     keys = tmp_path / "public-keys.json"
     keys.write_bytes(stack.stack.services.audit.keyring.public_keys().to_json())
-    settings = stack.stack.settings
-    own = settings.audit_store_url
-    settings.audit_store_url = url  # what the read API opens; the writer keeps its store
-    try:
-        api = stack.call("POST", "/audit/verify", role="auditor", why=None)
-    finally:
-        settings.audit_store_url = own
-    assert api.status_code == 200, api.text
+    api, _ = _verify_with(stack, url)
     cli = subprocess.run(
         [KROONIKA, "audit", "verify", "--json", "--store", url, "--keys", str(keys)],
         env={**os.environ, "KROONIKA_VAR_DIR": str(tmp_path / "cli-var")},
@@ -214,10 +224,41 @@ def test_api_and_cli_verify_report_the_same_damage(stack: AdminStack, tmp_path: 
     )
     assert cli.returncode == 1, cli.stderr
     report = orjson.loads(cli.stdout)
-    assert api.json() == report
+    assert api == report
     assert report["intact"] is False
     assert (report["findings"][0]["kind"], report["findings"][0]["seq"]) == ("modified", 150)
     assert report["streams"][0]["blocks"] == 80
+
+
+def test_a_small_store_is_verified_in_process_with_the_same_report(
+    stack: AdminStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store below ``API_WORKERS_MIN_RECORDS`` is verified in the server's thread: no
+    worker process is started (each call used to start a pool of them, seconds on a
+    loaded machine). Above it the workers run as before. A tampered store gives the same
+    report and the same ``audit.access`` either way."""
+    url = f"sqlite:///{tmp_path / 'tampered.db'}"
+    _many_blocks(stack, url)  # 80 blocks: the workers' size for the CLI
+    _edit_record(url, 150)
+    pools: list[int] = []
+    real = verify_module._process_pool
+
+    def counted(n_workers: int) -> Any:
+        pools.append(n_workers)
+        return real(n_workers)
+
+    monkeypatch.setattr(verify_module, "_process_pool", counted)
+    in_process = _verify_with(stack, url)
+    assert pools == []
+    monkeypatch.setattr(routes_audit, "API_WORKERS_MIN_RECORDS", 1)
+    with_workers = _verify_with(stack, url)
+    assert pools, "the workers did not run"
+    assert in_process == with_workers
+    report, access = in_process
+    assert (report["findings"][0]["kind"], report["findings"][0]["seq"]) == ("modified", 150)
+    assert report["records"] == 320
+    assert access["action"] == "verify"
+    assert access["returned"] == 320
 
 
 #: what a caller may paste where an id belongs: a token, a personal code, markup
