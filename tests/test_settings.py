@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from kroonika.settings import Settings, SettingsError, load_settings
+from kroonika.settings import Settings, SettingsError, load_settings, unknown_variables_warning
 
 SECRET = "s3cr3t-value-0123456789"
 
@@ -123,3 +123,43 @@ def test_a_config_file_gives_what_the_environment_leaves_unset(
     assert settings.session_idle_s == 600
     assert settings.session_absolute_s == 3600
     assert [s.name for s in settings.audit_sinks] == ["files"]
+
+
+def test_a_kroonika_variable_that_is_no_setting_is_named_with_a_suggestion() -> None:
+    """A misspelt variable (the setting keeps its default) is named with the setting it
+    is close to; one far from every name is named alone; the value is never in it."""
+    environ = {
+        "KROONIKA_SESION_IDLE_S": "value-that-may-be-secret",
+        "KROONIKA_NO_SUCH_THING_AT_ALL": "value-that-may-be-secret",
+        "KROONIKA_SESSION_IDLE_S": "600",
+        "kroonika_session_absolute_s": "3600",
+        "PATH": "/usr/bin",
+    }
+    warning = unknown_variables_warning(environ)
+    assert warning is not None
+    assert "KROONIKA_SESION_IDLE_S (did you mean KROONIKA_SESSION_IDLE_S?)" in warning
+    assert "KROONIKA_NO_SUCH_THING_AT_ALL" in warning
+    assert "KROONIKA_NO_SUCH_THING_AT_ALL (" not in warning
+    assert "value-that-may-be-secret" not in warning
+    assert warning.count("KROONIKA_SESSION_IDLE_S") == 1  # the suggestion, not as unknown
+    assert "KROONIKA_SESSION_ABSOLUTE_S" not in warning.upper()
+    assert "PATH" not in warning
+
+
+def test_variables_other_tools_read_are_not_warned_about() -> None:
+    """The commands' own variables, the TARA mock's and the test suite's are known."""
+    environ = dict.fromkeys(
+        [
+            "KROONIKA_DEBUG",
+            "KROONIKA_REQUIRE_SERVICES",
+            "KROONIKA_TEST_POSTGRES",
+            "KROONIKA_REGEN_GOLDEN",
+            "KROONIKA_MOCK_TARA_CONTROL_TOKEN",
+            "KROONIKA_SIM_CLIENT_SECRET",
+            "KROONIKA_SIM_ADMIN_KEY",
+            "KROONIKA_SIM_AUDITOR_KEY",
+            "KROONIKA_ENV",
+        ],
+        "1",
+    )
+    assert unknown_variables_warning(environ) is None

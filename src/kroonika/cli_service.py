@@ -21,7 +21,7 @@ import uvicorn
 from pydantic import SecretStr
 
 from kroonika.audit.formats._text import escape_unprintable
-from kroonika.settings import Settings, SettingsError, load_settings
+from kroonika.settings import Settings, SettingsError, load_settings, unknown_variables_warning
 
 db_app = typer.Typer(no_args_is_help=True, help="The business database.")
 
@@ -45,6 +45,13 @@ def _settings(**overrides: object) -> Settings:
     except (SettingsError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _warn_unknown_variables() -> None:
+    """One warning naming each KROONIKA_* variable that is no setting (names only)."""
+    warning = unknown_variables_warning(os.environ)
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 def _escape(ch: str) -> str:
@@ -94,6 +101,7 @@ def serve(
 
     settings = _settings()
     configure_logging(log_level)
+    _warn_unknown_variables()
     try:
         app = create_app(settings)
     except SettingsError as exc:
@@ -306,6 +314,7 @@ def dev(
     from kroonika.web import create_app
 
     configure_logging()
+    _warn_unknown_variables()
     base = f"http://127.0.0.1:{port}"
     issuer = f"http://127.0.0.1:{mock_port}"
     overrides: dict[str, object] = {

@@ -8,10 +8,12 @@ must be given and the service refuses to start with a missing or placeholder one
 from __future__ import annotations
 
 import base64
+import difflib
 import functools
 import os
 import secrets
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -460,3 +462,47 @@ def load_settings(**overrides: Any) -> Settings:
         except ValidationError as exc:
             raise refused(exc) from None
     return base
+
+
+#: ``KROONIKA_*`` variables that are no setting but are read by something else: the
+#: commands themselves (``KROONIKA_DEBUG``, ``kroonika simulate``'s credentials), the TARA
+#: mock's control token and the test suite's switches. They are not warned about.
+OTHER_VARIABLES = frozenset(
+    {
+        "KROONIKA_DEBUG",
+        "KROONIKA_SIM_CLIENT_SECRET",
+        "KROONIKA_SIM_ADMIN_KEY",
+        "KROONIKA_SIM_AUDITOR_KEY",
+        "KROONIKA_MOCK_TARA_CONTROL_TOKEN",
+        "KROONIKA_REQUIRE_SERVICES",
+        "KROONIKA_TEST_POSTGRES",
+        "KROONIKA_REGEN_GOLDEN",
+    }
+)
+
+_SKIP = len("KROONIKA_")
+
+
+def unknown_variables_warning(environ: Mapping[str, str]) -> str | None:
+    """One line naming each ``KROONIKA_*`` variable of ``environ`` that is neither a
+    setting nor one of :data:`OTHER_VARIABLES` (a misspelt one is silently ignored and
+    its setting keeps the default), with the closest name when one is close (difflib);
+    None when there is none. Names only: a value may be a secret. Settings are matched
+    as pydantic-settings reads them, whatever the case of the name."""
+    settings = {f"KROONIKA_{name.upper()}" for name in Settings.model_fields}
+    known = settings | OTHER_VARIABLES
+    notes = []
+    for name in sorted(environ):
+        if not name.upper().startswith("KROONIKA_") or name.upper() in known:
+            continue
+        # compared without the prefix all share, which would make every name look close
+        close = difflib.get_close_matches(
+            name.upper()[_SKIP:], sorted(k[_SKIP:] for k in known), 1, 0.8
+        )
+        notes.append(f"{name} (did you mean KROONIKA_{close[0]}?)" if close else name)
+    if not notes:
+        return None
+    return (
+        f"environment variables that are no setting, ignored: {', '.join(notes)}; see the"
+        " operator guide's configuration for the names"
+    )

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from settings_table import GUIDE, current, render
 
 from kroonika.cli import app
-from kroonika.settings import Settings
+from kroonika.settings import OTHER_VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = ["README.md", "docs/user-guide.md", "docs/auditor-guide.md", "docs/operator-guide.md"]
@@ -69,6 +69,17 @@ def test_variables_the_code_reads_itself_are_in_the_guide() -> None:
     text = GUIDE.read_text()
     missing = sorted(n for n in _variables_read_by_the_code() if f"`KROONIKA_{n}`" not in text)
     assert missing == []
+
+
+def test_the_start_up_warning_knows_every_variable_read_outside_settings() -> None:
+    """``OTHER_VARIABLES`` (not warned about at start) holds every KROONIKA_* name the
+    source reads itself and every one the test suite reads from its environment: a new
+    one left out would be warned about as misspelt."""
+    read = _variables_read_by_the_code()
+    for path in (ROOT / "tests").rglob("*.py"):
+        read |= set(re.findall(r"environ\.get\(\s*[\"']KROONIKA_([A-Z0-9_]+)", path.read_text()))
+    settings = {n.upper() for n in Settings.model_fields}
+    assert {f"KROONIKA_{n}" for n in read - settings} - OTHER_VARIABLES == set()
 
 
 def test_the_log_shipping_section_is_marked() -> None:
