@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -223,21 +224,18 @@ def test_development_becomes_ready_when_tara_comes_up(tmp_path: Path) -> None:
     assert after.json()["checks"]["tara"] == "ok"
 
 
-def test_a_refused_production_start_says_why_in_one_line_without_a_traceback(
-    tmp_path: Path,
-) -> None:
-    """``kroonika serve`` in production with TARA unreachable: the operator reads one line
-    naming the issuer and why, and the process ends non-zero; uvicorn's traceback of the
-    failed lifespan (a stack of framework frames) is not printed."""
-    import subprocess
-
+def _serve_in_production(
+    tmp_path: Path, **extra: str
+) -> tuple[int, subprocess.CompletedProcess[str]]:
+    """``kroonika serve`` in production with TARA unreachable, run to its end: the port
+    TARA was looked for at and the finished process (stderr as text)."""
     sockets = [free_socket(), free_socket()]
     port, own = (sock.getsockname()[1] for sock in sockets)
     for sock in sockets:
         sock.close()
     keys = tmp_path / "audit-keys"
     KeyRing.open(keys, create=True)
-    env = {
+    env: dict[str, str] = {
         **os.environ,
         "KROONIKA_ENV": "production",
         "KROONIKA_VAR_DIR": str(tmp_path / "var"),
@@ -250,6 +248,7 @@ def test_a_refused_production_start_says_why_in_one_line_without_a_traceback(
         "KROONIKA_TARA_CLIENT_SECRET": SECRET,
         "KROONIKA_PUBLIC_URL": "https://kroonika.example",
         "KROONIKA_JOBS_ENABLED": "false",
+        **extra,
     }
     kroonika = Path(sys.executable).with_name("kroonika")
     done = subprocess.run(
@@ -259,6 +258,16 @@ def test_a_refused_production_start_says_why_in_one_line_without_a_traceback(
         text=True,
         timeout=120,
     )
+    return port, done
+
+
+def test_a_refused_production_start_says_why_in_one_line_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """``kroonika serve`` in production with TARA unreachable: the operator reads one line
+    naming the issuer and why, and the process ends non-zero; uvicorn's traceback of the
+    failed lifespan (a stack of framework frames) is not printed."""
+    port, done = _serve_in_production(tmp_path)
     assert done.returncode != 0
     assert f"TARA at https://127.0.0.1:{port} is unreachable" in done.stderr
     assert "Traceback" not in done.stderr
@@ -287,3 +296,21 @@ def test_production_refuses_tara_over_plain_http(tmp_path: Path) -> None:
     refuses an http:// issuer before anything is built."""
     with pytest.raises(SettingsError, match="KROONIKA_TARA_ISSUER must be https"):
         create_app(production(tmp_path, "http://tara.example"))
+
+
+def test_serve_warns_once_about_a_misspelt_variable_and_does_not_refuse(tmp_path: Path) -> None:
+    """A KROONIKA_* variable that is no setting is named in one warning at start with the
+    setting it is close to, never its value (decision 0034, 2026-11-28 (review
+    settings2)); production does not refuse for it: the start goes on to the TARA check.
+    The test suite's own variable is not named."""
+    value = "misspelt-variable-value-0123456789"
+    port, done = _serve_in_production(
+        tmp_path, KROONIKA_SESION_IDLE_S=value, KROONIKA_REQUIRE_SERVICES="1"
+    )
+    warnings = [line for line in done.stderr.splitlines() if "KROONIKA_SESION_IDLE_S" in line]
+    assert len(warnings) == 1, done.stderr
+    assert "WARNING" in warnings[0]
+    assert "did you mean KROONIKA_SESSION_IDLE_S?" in warnings[0]
+    assert "KROONIKA_REQUIRE_SERVICES" not in done.stderr
+    assert value not in done.stderr + done.stdout
+    assert f"TARA at https://127.0.0.1:{port} is unreachable" in done.stderr
