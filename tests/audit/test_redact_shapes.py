@@ -365,3 +365,38 @@ def test_a_source_user_agent_and_actor_fields_are_still_scrubbed() -> None:
     assert event.actor.roles == ("[REDACTED:authorization]",)
     assert event.source is not None
     assert event.source.user_agent == "curl/8.5 [REDACTED:secret]"
+
+
+def _client_ids(n: int) -> list[str]:
+    """``n`` client ids as ``ClientRegistry`` generates them (``kc_`` +
+    ``secrets.token_urlsafe(12)``), from a seeded generator."""
+    rng = random.Random(20261128)
+    return ["kc_" + base64.urlsafe_b64encode(rng.randbytes(12)).decode() for _ in range(n)]
+
+
+def test_a_generated_client_id_in_a_path_is_kept() -> None:
+    """A client id is no secret: in a path an event records (a CORS or CSRF violation's
+    ``attempted``), every generated one stays, so the record says which client."""
+    for cid in _client_ids(300):
+        for text in (
+            f"preflight: PATCH /admin/clients/{cid} from origin https://evil.example",
+            f"POST /admin/clients/{cid}/disable without a valid CSRF token",
+        ):
+            assert redacted(text) == (text, {}), cid
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        TOKEN + "abcdefghi",  # 43 characters: secrets.token_urlsafe(32), a client secret
+        JWT,
+        "kra_0123456789abcdef_" + TOKEN + "abcdefghi",  # an API key
+        "kc_" + TOKEN + "abcdefghi",  # a secret behind the client ids' prefix
+    ],
+)
+def test_a_secret_where_a_client_id_goes_is_still_redacted(secret: str) -> None:
+    out, _ = redacted(f"POST /admin/clients/{secret}/disable without a valid CSRF token")
+    assert out.startswith("POST /admin/clients/")
+    assert "[REDACTED:" in out
+    assert TOKEN[:12] not in out
+    assert "eyJzdWIi" not in out

@@ -229,6 +229,43 @@ async def test_the_access_log_keeps_no_secret_or_personal_code_from_a_path(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "kept", "gone"),
+    [
+        # a generated client id (kc_ + secrets.token_urlsafe(12)) is no secret
+        ("/admin/clients/kc_cCnMTdumdwG65ULp", "kc_cCnMTdumdwG65ULp", None),
+        ("/admin/clients/kc_cCnMTdumdwG65ULp/disable", "kc_cCnMTdumdwG65ULp/disable", None),
+        # a client secret (secrets.token_urlsafe(32)) where the id goes is
+        (
+            "/admin/clients/Zx8Kq2LmN4pR7tVw9yB3cD5fG6hJ1kM0nQ0a1b2c3d4",
+            "/admin/clients/[REDACTED:secret]",
+            "Zx8Kq2LmN4pR7tVw9yB3cD5fG6hJ1kM0nQ",
+        ),
+        (
+            "/admin/clients/eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz",
+            "/admin/clients/[REDACTED:jwt]",
+            "eyJzdWIiOiJ4In0",
+        ),
+    ],
+)
+async def test_the_access_log_names_a_client_id_but_not_a_secret_in_its_place(
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    kept: str,
+    gone: str | None,
+) -> None:
+    """An operator reads which client a logged call changed; a secret pasted where the
+    client id goes is still cut out."""
+    with caplog.at_level("INFO", logger="kroonika.web.access"):
+        r = await client.post(path)
+    (line,) = [m.getMessage() for m in caplog.records if m.name == "kroonika.web.access"]
+    assert f"POST {path if gone is None else kept} {r.status_code} " in line
+    assert kept in line
+    assert gone is None or gone not in line
+
+
+@pytest.mark.asyncio
 async def test_the_access_log_cuts_a_very_long_path(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:

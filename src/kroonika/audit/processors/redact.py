@@ -154,6 +154,22 @@ def _without_path(part: str) -> tuple[int, int]:
     return (i, j) if i < j else (0, len(part))
 
 
+# A client id as ``ClientRegistry`` generates it (``kc_`` + ``secrets.token_urlsafe(12)``):
+# no secret, and what an operator needs to read in a path (PATCH /admin/clients/<id>, .../disable).
+# Only exactly this shape as a whole path segment; nothing secret Kroonika makes has it
+# (client and session secrets, nonces and API keys are 43 characters or more, tokens JWTs).
+_CLIENT_ID: Final = re.compile(r"kc_[A-Za-z0-9_-]{16}")
+
+
+def _is_client_id(run: str, i: int, j: int) -> bool:
+    """``run[i:j]`` is a generated client id standing as a path segment of its own."""
+    return (
+        _CLIENT_ID.fullmatch(run, i, j) is not None
+        and (i == 0 or run[i - 1] == "/")
+        and (j == len(run) or run[j] == "/")
+    )
+
+
 def _find_secret(run: str) -> tuple[int, int] | None:
     """Where the random secret in a run of 32+ base64 characters is, if it has one.
 
@@ -168,6 +184,8 @@ def _find_secret(run: str) -> tuple[int, int] | None:
     starts = [0, *(m.end() for m in islice(_SEPARATOR.finditer(run), _PARTS_TRIED))]
     for start in starts:
         i, j = _without_path(run[start:])
+        if _is_client_id(run, start + i, start + j):
+            continue
         if j - i >= _PART_MIN and _random_through(run[start + i : start + j]):
             return start + i, start + j
     return None
@@ -202,6 +220,18 @@ def ascii_digits(text: str) -> str:
     return "".join(
         str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c for c in text
     )
+
+
+def _jwt_in_path(text: str, start: int, end: int) -> int | None:
+    """Where a JWT starts that is a path segment inside the base64 run
+    ``text[start:end]`` (/admin/clients/eyJ...), if one does: the run ends at the JWT's
+    first ".", so taken as a run only its header would go, and its claims and
+    signature would stay."""
+    i = text.find("/eyJ", start, end)
+    if i < 0:
+        return None
+    jwt = _SECRET_SHAPES.match(text, i + 1)
+    return i + 1 if jwt is not None and jwt.lastgroup == "jwt" else None
 
 
 class Redact:
@@ -248,7 +278,10 @@ class Redact:
                 match = _SECRET_SHAPES.search(text, end)
                 continue
             if kind == "secret":
-                found = _find_secret(match.group())
+                # A JWT as a path segment is found whole by the search inside the run
+                # below, once the path before it is found to hold no secret.
+                jwt = _jwt_in_path(text, start, end)
+                found = _find_secret(match.group() if jwt is None else text[start:jwt])
                 if found is None:
                     # Look inside the run (the secret shape starts only where a run does).
                     match = _SECRET_SHAPES.search(text, start + 1)
