@@ -211,7 +211,7 @@ class ConfigRequests:
             )
         decided = self.get(request_id)
         if decided is None:
-            raise NotFound(f"no configuration request {request_id}")
+            raise NotFound("configuration request")
         if result.rowcount != 1:
             if decided.status == PENDING:
                 raise ChangeConflict(

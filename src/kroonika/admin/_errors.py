@@ -15,13 +15,13 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── JobRunFailed           500 job_failed, 503 job_unavailable (database or trail down),
 │                          409 job_interrupted; carries the run (id, outcome, counts)
 ├── TooLarge               413: more items than one call may carry (e.g. a list import)
-└── NotFound               404
+└── NotFound               404: fixed text naming what was sought, never the id asked for
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 class AdminError(Exception):
@@ -114,6 +114,36 @@ class TooLarge(AdminError):
     code = "too_large"
 
 
+#: What a 404 can say was not found. The message is fixed text built from one of these:
+#: the id a caller asked for is never repeated (a token or a personal code pasted as an
+#: id would be sent back and shown in logs of proxies and clients; decision 0037).
+Missing = Literal[
+    "active token",
+    "active session",
+    "list entry",
+    "client",
+    "configuration request",
+    "job",
+    "role request",
+    "API key",
+    "alert",
+    "event",
+]
+_MISSING: frozenset[str] = frozenset(get_args(Missing))
+
+
 class NotFound(AdminError):
+    """404 ``not_found``: ``no <what> has this id``, whatever the route was asked. Only a
+    :data:`Missing` name (a type checker refuses any other string, an f-string with the
+    id included; at run time another falls back to "resource"), and the only hint is
+    where a role request is decided, which names no id either."""
+
     status = 404
     code = "not_found"
+
+    def __init__(self, what: Missing, *, role_request_hint: bool = False) -> None:
+        noun = what if what in _MISSING else "resource"
+        message = f"no {noun} has this id"
+        if role_request_hint:
+            message += "; a role request is decided at POST /admin/roles/requests/{request_id}"
+        super().__init__(message)

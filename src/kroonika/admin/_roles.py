@@ -351,7 +351,7 @@ class RoleStore:
         change."""
         req = self.get_request(request_id)
         if req is None:
-            raise NotFound(f"no role request {request_id}")
+            raise NotFound("role request")
         if req.status != "pending":
             raise RoleChangeRefused("the request was already decided", code="already_decided")
         if by == req.requested_by or req.requested_by in by_labels:
@@ -384,7 +384,7 @@ class RoleStore:
                 self.revoke(req.subject, req.role)
         decided = self.get_request(request_id)
         if decided is None:
-            raise NotFound(f"role request {request_id} vanished")
+            raise NotFound("role request")
         return decided
 
     def undo(self, decided: RoleRequest) -> None:
@@ -481,7 +481,7 @@ class ApiKeys:
             )
         key = self.get(key_id)
         if key is None:
-            raise NotFound(f"no API key {key_id}")
+            raise NotFound("API key")
         if result.rowcount != 1:
             raise RoleChangeRefused("the key was already revoked", code="already_revoked")
         return key

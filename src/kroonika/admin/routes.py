@@ -90,6 +90,7 @@ from kroonika.tokens import (
     ClientRegistry,
     ExpiryInThePast,
     ListSubject,
+    NoListEntry,
     hash_secret,
 )
 from kroonika.tokens import RequestContext as TokenContext
@@ -343,7 +344,7 @@ async def revoke_token(
         jti, by=p.actor(), why=_why(request), ctx=_tctx(request)
     )
     if n == 0:
-        raise NotFound(f"no active token {jti}")
+        raise NotFound("active token")
     return {"revoked": n}
 
 
@@ -483,7 +484,7 @@ async def end_session(
     admin = admin_services(request)
     record = await admin.services.sessions.by_ref(ref)
     if record is None or not record.active:
-        raise NotFound(f"no active session {ref}")
+        raise NotFound("active session")
     _, revoked = await _end_session(request, p, record)
     return {"ended": 1, "tokens_revoked": revoked}
 
@@ -653,8 +654,10 @@ async def update_entry(
         )
     except ExpiryInThePast as exc:
         raise RequestInvalid(str(exc), fields=["body.expires_at"]) from None
-    except AccessListError as exc:
-        raise NotFound(str(exc)) from None
+    except NoListEntry:
+        raise NotFound("list entry") from None
+    except AccessListError as exc:  # a reason of white space only
+        raise RequestInvalid(str(exc), fields=["body.reason"]) from None
     return _entry(e, _pseudonymise(request))
 
 
@@ -667,8 +670,8 @@ async def remove_entry(
         e = await _tokens(request).service.list_remove(
             entry_id, why=_why(request), actor=p.actor(), ctx=_tctx(request)
         )
-    except AccessListError as exc:
-        raise NotFound(str(exc)) from None
+    except NoListEntry:
+        raise NotFound("list entry") from None
     return {"removed": e.id}
 
 
@@ -991,7 +994,7 @@ async def update_client(
     comps = _tokens(request)
     before = await asyncio.to_thread(comps.clients.get, client_id)
     if before is None:
-        raise NotFound(f"no client {client_id}")
+        raise NotFound("client")
     fields = body.model_dump(include=body.model_fields_set - {"justification"})
     wanted = _client_settings(
         _revised(request, before, {f"client.{k}": v for k, v in fields.items()})
@@ -1088,7 +1091,7 @@ async def rotate_client_secret(
     comps = _tokens(request)
     client = await asyncio.to_thread(comps.clients.get, client_id)
     if client is None:
-        raise NotFound(f"no client {client_id}")
+        raise NotFound("client")
     secret = _secrets.token_urlsafe(32)
     encoded = await asyncio.to_thread(hash_secret, secret, n=comps.settings.token_client_scrypt_n)
     # the secret hash only (a disable meanwhile stays), over exactly the hash read
@@ -1117,10 +1120,10 @@ async def disable_client(
     comps = _tokens(request)
     client = await asyncio.to_thread(comps.clients.get, client_id)
     if client is None:
-        raise NotFound(f"no client {client_id}")
+        raise NotFound("client")
     version = await asyncio.to_thread(comps.clients.set_disabled, client_id, True)
     if version is None:
-        raise NotFound(f"no client {client_id}")
+        raise NotFound("client")
     try:
         await _client_change(request, p, client_id, "disabled", client.disabled, True)
     except AuditUnavailable:  # no permission change without its record
@@ -1435,12 +1438,9 @@ async def decide_config_request(
     store = _requests(admin)
     pending = await asyncio.to_thread(store.get, request_id)
     if pending is None and request_id.startswith(ROLE_REQUEST_PREFIX):
-        raise NotFound(
-            f"no configuration request {request_id}; a role request is decided at "
-            f"POST /admin/roles/requests/{request_id}"
-        )
+        raise NotFound("configuration request", role_request_hint=True)
     if pending is None:
-        raise NotFound(f"no configuration request {request_id}")
+        raise NotFound("configuration request")
     await _second_pair_of_eyes(
         request, p, pending.requested_by, approve=body.approve, what="configuration requests"
     )
@@ -1539,7 +1539,7 @@ async def run_job(
             job, trigger=p.label, actor=p.actor(), correlation=correlation_of(request)
         )
     except UnknownJob:
-        raise NotFound(f"no job {job}") from None
+        raise NotFound("job") from None
     except JobBusy as exc:
         raise JobAlreadyRunning(str(exc)) from None
     except RunUnrecorded as exc:  # the run is in the history; its job.run is not in the trail
@@ -1568,7 +1568,7 @@ async def job_history(
     try:
         return {"runs": await asyncio.to_thread(admin.jobs.history, job, limit)}
     except UnknownJob:
-        raise NotFound(f"no job {job}") from None
+        raise NotFound("job") from None
 
 
 # --- roles and API keys -----------------------------------------------------------------------
@@ -1728,7 +1728,7 @@ async def _decide(
     admin = admin_services(request)
     pending = await asyncio.to_thread(admin.roles.get_request, request_id)
     if pending is None:
-        raise NotFound(f"no role request {request_id}")
+        raise NotFound("role request")
     before = await asyncio.to_thread(admin.roles.roles_of, pending.subject)
     try:
         if (

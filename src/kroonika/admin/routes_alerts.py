@@ -145,7 +145,7 @@ async def acknowledge_alert(
     note = body.note if body is not None else None
     refuse_personal_code(note, "note")
     if not ALERT_ID.fullmatch(alert_id):  # the id is not echoed (decision 0024)
-        raise NotFound("no alert has this id")
+        raise NotFound("alert")
     admin = admin_services(request)
     alerting = _alerting(request)
     # One check-and-record at a time: in this process (the asyncio lock) and across the
@@ -153,7 +153,7 @@ async def acknowledge_alert(
     async with _lock(request), alerting.arbiter.holding(alert_id):
         alert = await asyncio.to_thread(alerting.book.get, alert_id)
         if alert is None:
-            raise NotFound("no alert has this id")
+            raise NotFound("alert")
         if not alert.open:
             raise AlreadyAcknowledged(
                 f"alert {alert_id} was acknowledged at {alert.acknowledged_at}"

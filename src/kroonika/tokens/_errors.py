@@ -13,6 +13,7 @@
     ├── TokenRejected           the presented token is not valid for the operation
     ├── BatchTooLarge           more items than ``token_bulk_max``
     └── AccessListError         a bad list entry (kind, value, list)
+        ├── NoListEntry         no entry has the id asked for
         └── ExpiryInThePast     an expiry at or before now: the entry would never hold
 
 Wire errors carry their RFC error code and HTTP status. The message of an error with a
@@ -133,6 +134,13 @@ class BatchTooLarge(TokenError):
 class AccessListError(TokenError):
     error = "invalid_request"
     status = 400
+
+
+class NoListEntry(AccessListError):
+    """No access-list entry has the id asked for (the message does not repeat it)."""
+
+    def __init__(self) -> None:
+        super().__init__("no list entry has this id")
 
 
 class ExpiryInThePast(AccessListError):

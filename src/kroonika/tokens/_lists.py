@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from kroonika.db.tokens import access_list
 from kroonika.tokens._clock import Clock
-from kroonika.tokens._errors import AccessListError, ExpiryInThePast
+from kroonika.tokens._errors import AccessListError, ExpiryInThePast, NoListEntry
 
 ListName = Literal["allow", "deny"]
 Kind = Literal["jti", "subject", "client", "ip"]
@@ -326,7 +326,7 @@ class AccessLists:
     def remove(self, entry_id: str) -> Entry:
         entry = self.get(entry_id)
         if entry is None:
-            raise AccessListError(f"no list entry {entry_id}")
+            raise NoListEntry()
         with self._engine.begin() as conn:
             conn.execute(delete(access_list).where(access_list.c.id == entry_id))
         self._changed()
@@ -343,7 +343,7 @@ class AccessLists:
         whose record could not be made); returns the entry as it was until now."""
         current = self.get(before.id)
         if current is None:
-            raise AccessListError(f"no list entry {before.id}")
+            raise NoListEntry()
         values = {k: getattr(before, k) for k in ("reason", "expires_at", "updated_at")}
         with self._engine.begin() as conn:
             conn.execute(update(access_list).where(access_list.c.id == before.id).values(**values))
@@ -361,7 +361,7 @@ class AccessLists:
         """Change an entry's reason or expiry; returns (before, after)."""
         before = self.get(entry_id)
         if before is None:
-            raise AccessListError(f"no list entry {entry_id}")
+            raise NoListEntry()
         values: dict[str, Any] = {"updated_at": self._clock.now()}
         if reason is not None:
             if not reason.strip():
@@ -376,7 +376,7 @@ class AccessLists:
         self._changed()
         after = self.get(entry_id)
         if after is None:
-            raise AccessListError(f"list entry {entry_id} vanished")
+            raise NoListEntry()
         return before, after
 
     def entries(

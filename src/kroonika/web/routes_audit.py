@@ -232,7 +232,7 @@ async def get_event(
         store.close()
     await record_access(request, p, "read", query=f"id={event_id[:64]}", returned=1 if found else 0)
     if found is None:
-        raise NotFound("no event has this id")  # the id is not echoed (decision 0024)
+        raise NotFound("event")  # the id is not echoed (decision 0024)
     return found
 
 
