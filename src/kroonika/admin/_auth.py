@@ -422,9 +422,18 @@ def check_justification(
     return value
 
 
+#: The error code and violation reason of a call with the session cookie that the browser
+#: says another site started (``Sec-Fetch-Site: cross-site``; decision 0037).
+CROSS_SITE = "cross_site_request"
+
+
 def require(*roles: str, mutating: bool | None = None) -> Any:
     """A dependency: authenticated, holding one of ``roles``; mutating calls (by default
-    every non-GET) carry a justification and, with a session cookie, a CSRF token."""
+    every non-GET) carry a justification and, with a session cookie, a CSRF token. No
+    call with the session cookie (a read included) is taken from another site
+    (``Sec-Fetch-Site: cross-site``: 403 :data:`CROSS_SITE`, a ``csrf_failed``
+    violation); same-origin, same-site, ``none`` (a bookmark, a typed address) and no
+    header at all (not a browser) are taken."""
 
     async def dependency(request: Request) -> Principal:
         admin = admin_services(request)
@@ -432,6 +441,21 @@ def require(*roles: str, mutating: bool | None = None) -> Any:
         principal = await authenticate(request, admin)
         call.principal = principal
         await _limit(request, principal)
+        if principal.kind == "session" and request.headers.get("sec-fetch-site") == "cross-site":
+            # a link or a form on another site: the browser sent the SameSite=Lax cookie
+            # with it, and the call would be recorded under this person's name
+            await _violation(
+                request,
+                principal,
+                Policy.CSRF_FAILED,
+                f"{request.method} {_template(request)} from another site with the session cookie",
+                reason=CROSS_SITE,
+            )
+            raise Forbidden(
+                "opened from another site: a call with the session cookie is made from "
+                "this service's own pages, a bookmark or a typed address",
+                code=CROSS_SITE,
+            )
         if not set(principal.roles) & set(roles):
             await _violation(
                 request,
@@ -614,10 +638,15 @@ class AuditedRoute(APIRoute):
         """The answer to a refused call (JSON; a page's route answers with a page)."""
         return error_response(request, exc)
 
+    def rate_limited(self, request: Request, exc: RateLimited) -> Response:
+        """The answer to a call over the ``admin:person`` limit (JSON; a page's route
+        answers with a page)."""
+        return too_many_requests(exc)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
         template = self.path_format
-        refusal = self.refusal
+        refusal, rate_limited = self.refusal, self.rate_limited
 
         async def handler(request: Request) -> Response:
             started = time.perf_counter()
@@ -630,7 +659,7 @@ class AuditedRoute(APIRoute):
                 response = refusal(request, exc)
             except RateLimited as exc:
                 status = 429
-                response = too_many_requests(exc)
+                response = rate_limited(request, exc)
             except HTTPException as exc:
                 await _record(request, template, exc.status_code, started)
                 raise

@@ -11,7 +11,7 @@ when Redis is unreachable (counted and reported as an event).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -23,6 +23,7 @@ from kroonika.ratelimit._limiter import Decision, Emit, RateLimiter, make_storag
 from kroonika.ratelimit._middleware import (
     DEFAULT_ROUTES,
     RateLimitMiddleware,
+    Refusal,
     classify,
     too_many_requests,
 )
@@ -50,11 +51,13 @@ def install_rate_limiting(
     app: Starlette,
     limiter: RateLimiter,
     routes: Sequence[tuple[str, RouteGroup]] = DEFAULT_ROUTES,
+    pages: Mapping[str, Refusal] | None = None,
 ) -> None:
     """Add the middleware and the 429 handler for :class:`RateLimited` raised by
-    routes (``await limiter.hit(RouteGroup.TOKEN_MINT, ip=..., client=...)``)."""
+    routes (``await limiter.hit(RouteGroup.TOKEN_MINT, ip=..., client=...)``). A path
+    in ``pages`` answers the middleware's 429 with its own response (a page), not JSON."""
     app.state.rate_limiter = limiter
-    app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=routes)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=routes, pages=pages)
     app.add_exception_handler(RateLimited, _rate_limited)
 
 
@@ -74,6 +77,7 @@ __all__ = [
     "RateLimitPolicy",
     "RateLimited",
     "RateLimiter",
+    "Refusal",
     "RouteGroup",
     "build_limiter",
     "classify",

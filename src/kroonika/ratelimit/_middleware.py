@@ -7,10 +7,10 @@ FastAPI dependency :func:`limit`) once they know who is calling.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kroonika.ratelimit._errors import RateLimited
@@ -47,6 +47,11 @@ def too_many_requests(exc: RateLimited) -> JSONResponse:
     )
 
 
+#: How a path answers its 429 when it is not the JSON of :func:`too_many_requests` (a
+#: page people look at answers with a page: the dashboard).
+Refusal = Callable[[Request, RateLimited], Response]
+
+
 def classify(path: str, routes: Sequence[tuple[str, RouteGroup]]) -> RouteGroup | None:
     for prefix, group in routes:
         if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
@@ -64,10 +69,12 @@ class RateLimitMiddleware:
         app: ASGIApp,
         limiter: RateLimiter,
         routes: Sequence[tuple[str, RouteGroup]] = DEFAULT_ROUTES,
+        pages: Mapping[str, Refusal] | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.routes = tuple(routes)
+        self.pages = dict(pages or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,9 +101,9 @@ class RateLimitMiddleware:
         if decision.allowed:
             await self.app(scope, receive, send)
             return
-        response = too_many_requests(
-            RateLimited(decision.limit or group.value, decision.retry_after)
-        )
+        refused = RateLimited(decision.limit or group.value, decision.retry_after)
+        page = self.pages.get(scope["path"])
+        response = too_many_requests(refused) if page is None else page(Request(scope), refused)
         await response(scope, receive, send)
 
 

@@ -37,6 +37,8 @@ from kroonika.web._middleware import RequestContextMiddleware
 from kroonika.web._openapi import install_openapi
 from kroonika.web._services import CookieConfig, Services
 from kroonika.web.routes_audit import RECORDS_PATH, REFUSED_WRITES
+from kroonika.web.routes_dashboard import PATH as DASHBOARD
+from kroonika.web.routes_dashboard import busy_page
 from kroonika.web.routes_tokens import install_tokens
 
 log = logging.getLogger("kroonika.web")
@@ -320,7 +322,8 @@ def create_app(
         public_url=settings.public_url,
         max_age_s=settings.cors_max_age_s,
     )
-    install_rate_limiting(app, limiter)  # inside the request context (client IP, request id)
+    # inside the request context (client IP, request id); the dashboard's 429 is a page
+    install_rate_limiting(app, limiter, pages={DASHBOARD: busy_page})
     app.add_middleware(
         RequestContextMiddleware,
         proxies=proxies,

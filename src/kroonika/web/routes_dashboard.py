@@ -30,6 +30,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kroonika.admin._auth import (
+    CROSS_SITE,
     AuditedRoute,
     Principal,
     admin_services,
@@ -45,6 +46,7 @@ from kroonika.audit.dashboard import Overview, Window, overview
 from kroonika.audit.formats._text import escape_unprintable
 from kroonika.audit.personal_codes import is_personal_code
 from kroonika.db import UNAVAILABLE
+from kroonika.ratelimit import RateLimited
 from kroonika.shipping import SinkStatus
 from kroonika.web.routes_audit import _open
 
@@ -94,6 +96,9 @@ class PageRoute(AuditedRoute):
 
     def refusal(self, request: Request, exc: AdminError) -> Response:
         return refusal_page(request, exc)
+
+    def rate_limited(self, request: Request, exc: RateLimited) -> Response:
+        return busy_page(request, exc)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         audited = super().get_route_handler()  # it records the call, as for every route
@@ -307,10 +312,13 @@ def render(ov: Overview, sinks: list[SinkStatus] | None, *, refresh_s: int, view
 
 def refusal_page(request: Request, exc: AdminError) -> HTMLResponse:
     """A refused view of the dashboard as a page: the status, what is wrong and, for a
-    caller who is not logged in, the way to log in and come back."""
+    caller who is not logged in, the way to log in and come back; for a view another
+    site opened, a link that opens it from here."""
     login = ""
     if exc.status == 401:
         login = f'<p><a href="/auth/login?return_to={PATH}">Log in through TARA</a></p>'
+    elif exc.code == CROSS_SITE:  # a click here is same-origin (and after TARA's redirects)
+        login = f'<p><a id="open-here" href="{PATH}">Open the dashboard here</a></p>'
     body = (
         f'<h1>{exc.status}</h1><p id="refusal">{shown(str(exc))}</p>{login}'
         f'<p class="muted">request {shown(request_info(request).request_id)}</p>'
@@ -321,20 +329,36 @@ def refusal_page(request: Request, exc: AdminError) -> HTMLResponse:
     return HTMLResponse(_page(f"{exc.status}", body), status_code=exc.status, headers=headers)
 
 
-def outage_page(request: Request) -> HTMLResponse:
-    """503 as a page (nothing of the trail) that tries again after the dashboard's
-    refresh interval, which ``Retry-After`` says too."""
-    retry = admin_services(request).services.settings.dashboard_refresh_s
+def _retrying_page(request: Request, status: int, why: str, retry: int) -> HTMLResponse:
+    """A refusal that passes: ``why`` (HTML), and the page reloads itself after
+    ``retry`` seconds, which ``Retry-After`` says too."""
     body = (
-        '<h1>503</h1><p id="refusal">audit_unavailable: the audit trail or a store the '
-        f"dashboard reads cannot be used now; this page tries again in {retry} s.</p>"
+        f'<h1>{status}</h1><p id="refusal">{why}; this page tries again in {retry} s.</p>'
         f'<p class="muted">request {shown(request_info(request).request_id)}</p>'
     )
     return HTMLResponse(
-        _page("503", body, refresh_s=retry),
-        status_code=503,
+        _page(str(status), body, refresh_s=retry),
+        status_code=status,
         headers={**HEADERS, "retry-after": str(retry)},
     )
+
+
+def outage_page(request: Request) -> HTMLResponse:
+    """503 as a page (nothing of the trail) that tries again after the dashboard's
+    refresh interval."""
+    retry = admin_services(request).services.settings.dashboard_refresh_s
+    why = "audit_unavailable: the audit trail or a store the dashboard reads cannot be used now"
+    return _retrying_page(request, 503, why, retry)
+
+
+def busy_page(request: Request, exc: RateLimited) -> HTMLResponse:
+    """429 as a page, for the ``admin:ip`` limit (the middleware, before routing) and the
+    ``admin:person`` limit (the route): it tries again once the limit allows it, never
+    sooner than the dashboard's refresh interval (a screen reloading faster than that
+    would only be refused again and lengthen its penalty)."""
+    retry = max(exc.retry_after, admin_services(request).services.settings.dashboard_refresh_s)
+    why = f"rate_limited: too many requests ({shown(exc.limit)})"
+    return _retrying_page(request, 429, why, retry)
 
 
 @router.get(
