@@ -7,13 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from admin_harness import AUDITOR, AdminStack, admin_stack, person_session
-from dashboard_harness import PATH
+from dashboard_harness import PATH, chromium, log_in
 
 from kroonika.web.routes_dashboard import CSP
+
+__all__ = ["chromium"]  # the fixture, used by name
 
 
 def _limited(tmp_path: Path, limits: dict[str, str]) -> AbstractContextManager[AdminStack]:
@@ -122,3 +125,26 @@ def test_an_api_key_is_not_a_cookie(stack: AdminStack) -> None:
         headers={"sec-fetch-site": "cross-site"},
     )
     assert r.status_code == 200, r.text
+
+
+def test_chromium_following_a_link_from_another_site_gets_the_refusal(
+    stack: AdminStack, chromium: Any
+) -> None:
+    """In a real browser logged in as the auditor: a link on a document of another origin
+    (a ``data:`` page, opaque: cross-site) opens the dashboard with the Lax cookie and
+    gets the 403 page; its link, a same-origin click, opens the dashboard."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    log_in(stack, chromium, pick=AUDITOR)
+    chromium.get(f'data:text/html,<a id="go" href="{stack.url}{PATH}">dashboard</a>')
+    chromium.find_element(By.ID, "go").click()
+    WebDriverWait(chromium, 30).until(lambda d: d.current_url == stack.url + PATH)
+    WebDriverWait(chromium, 30).until(lambda d: d.find_elements(By.TAG_NAME, "h1"))
+    assert chromium.find_element(By.TAG_NAME, "h1").text == "403"
+    assert "another site" in chromium.find_element(By.ID, "refusal").text
+    chromium.find_element(By.ID, "open-here").click()
+    WebDriverWait(chromium, 30).until(lambda d: d.find_elements(By.ID, "open-count"))
+    assert chromium.title == "Kroonika security dashboard"
+    refused = stack.events(types=("security.policy_violation",))
+    assert any(e["reason"] == "cross_site_request" for e in refused)
