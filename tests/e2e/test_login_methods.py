@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from login_harness import SUCCESS_STEPS, Stack, running_stack
 
@@ -74,3 +76,40 @@ def test_login_event_carries_the_names_encrypted_and_unchanged(stack: Stack) -> 
     clear = b"\n".join(stack.raw_events()).decode()
     assert "CONNE" not in clear
     assert "60001019906" not in clear
+
+
+def _back_from_tara(stack: Stack, browser: httpx.Client, return_to: str, **headers: str) -> Any:
+    """Start a login for ``return_to``, let the mock log someone in, and follow TARA's
+    redirect to the callback with ``headers``, without following the callback's answer."""
+    start = browser.get(
+        stack.service + "/auth/login", params={"return_to": return_to}, follow_redirects=False
+    )
+    authorize = httpx.URL(start.headers["location"]).copy_merge_params({"autologin": "38001085718"})
+    back = httpx.get(str(authorize), timeout=10)
+    return browser.get(back.headers["location"], headers=headers, follow_redirects=False)
+
+
+def test_a_login_back_from_another_site_opens_the_dashboard_from_this_site(stack: Stack) -> None:
+    """In production TARA is another site: its redirect to the callback, and a 302 from
+    there, reach the browser's next request as ``Sec-Fetch-Site: cross-site``, which the
+    admin and audit routes refuse to a session cookie (decision 0037). A login that comes
+    back from another site to an ``/admin`` or ``/audit`` page therefore answers a page
+    that moves on by itself (the next request is then same-origin); other targets and a
+    same-site callback keep the 302."""
+    with stack.browser() as browser:
+        hop = _back_from_tara(
+            stack, browser, "/admin/dashboard", **{"sec-fetch-site": "cross-site"}
+        )
+        assert hop.status_code == 200, hop.text
+        assert hop.headers["content-type"].startswith("text/html")
+        assert '<meta http-equiv="refresh" content="0;url=/admin/dashboard">' in hop.text
+        assert "no-store" in hop.headers["cache-control"]
+        assert browser.get(stack.service + "/auth/session").status_code == 200
+    with stack.browser() as browser:
+        same = _back_from_tara(
+            stack, browser, "/admin/dashboard", **{"sec-fetch-site": "same-site"}
+        )
+        assert (same.status_code, same.headers["location"]) == (302, "/admin/dashboard")
+    with stack.browser() as browser:
+        citizen = _back_from_tara(stack, browser, "/", **{"sec-fetch-site": "cross-site"})
+        assert (citizen.status_code, citizen.headers["location"]) == (302, "/")

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import html
 import logging
 import re
 import secrets
@@ -22,7 +23,7 @@ from typing import Annotated, Any
 from urllib.parse import SplitResult, urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
 from kroonika.audit import (
@@ -766,12 +767,36 @@ async def _complete(
         await _ended(request, services, list(new.ended), EndReason.LIMIT.value)
     await _supersede(request, services, attempt.ctx, keep=new.record)
 
-    response = RedirectResponse(flow.return_to, status_code=302)
+    response = _landing(request, flow.return_to)
     set_session_cookie(response, services, new.secret)
     _clear_flow_cookie(request, response, services, state)
     for hook in services.post_login:
         await hook(request, response, new.record, verified)
     return response
+
+
+#: Pages that refuse a session cookie on a request another site started (decision 0037).
+_SAME_SITE_ONLY = ("/admin", "/audit")
+
+
+def _landing(request: Request, return_to: str) -> Response:
+    """Where a completed login sends the browser. TARA is another site in production, so
+    a 302 from this callback reaches ``return_to`` as ``Sec-Fetch-Site: cross-site`` (the
+    browser judges the whole redirect chain), and the admin and audit pages refuse that
+    to a session cookie. For those targets a callback another site started answers a page
+    that moves on by itself: its request comes from this site (decision 0037,
+    2026-11-28). ``return_to`` passed ``safe_return_to`` at the start of the login."""
+    path = return_to.split("?", 1)[0]
+    guarded = any(path == p or path.startswith(p + "/") for p in _SAME_SITE_ONLY)
+    if not guarded or request.headers.get("sec-fetch-site") != "cross-site":
+        return RedirectResponse(return_to, status_code=302)
+    target = html.escape(return_to, quote=True)
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={target}"><title>Signed in</title>'
+        f'</head><body><p>Signed in. <a href="{target}">Continue</a>.</p></body></html>'
+    )
+    return HTMLResponse(body, status_code=200)
 
 
 #: What the operator fixes when TARA refuses this service rather than the citizen's code.
