@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import secrets
 from collections.abc import Iterator
@@ -500,3 +501,39 @@ def test_a_token_request_without_a_code_is_an_oauth_error(
     assert r.json()["error"] in _OAUTH_ERRORS
     assert r.headers["cache-control"] == "no-store"
     assert SECRET not in r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "media_type"),
+    [
+        ("/oidc/token", "application/x-www-form-urlencoded"),
+        ("/oidc/login", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_a_client_gone_before_its_body_arrived_is_no_traceback(
+    mock: str, path: str, media_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A caller that closes its connection before the body it announced has arrived (the
+    service's token request cancelled by its stop did so in CI) left uvicorn's
+    "Exception in ASGI application" and a ``ClientDisconnect`` traceback in the mock's
+    log. It is one INFO line now: nobody is left to answer."""
+    import socket
+
+    from poll_kit import wait_until
+
+    host, port = urlsplit(mock).netloc.split(":")
+    caplog.set_level(logging.INFO)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: {media_type}\r\n"
+            "Content-Length: 400\r\n\r\ngrant_type=authorization_code".encode()
+        )
+    assert wait_until(
+        lambda: (
+            any("went away" in r.getMessage() for r in caplog.records)
+            or any(r.levelno >= logging.ERROR for r in caplog.records)
+        )
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not any(r.exc_info for r in caplog.records)

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import FormData, QueryParams, UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
@@ -1012,6 +1012,15 @@ def create_app(config: MockConfig) -> Starlette:
             Route("/mock/reset", control_reset, methods=["POST"]),
             Route("/mock/rotate", control_rotate, methods=["POST"]),
         ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={ClientDisconnect: _client_gone})
     app.state.mock = server
     return app
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The caller closed its connection before its body arrived (a request cancelled on
+    its side): nobody is left to answer, so one line, not uvicorn's traceback."""
+    logger.info(
+        "%s %s: the client went away before its body arrived", request.method, request.url.path
+    )
+    return Response(status_code=400)
