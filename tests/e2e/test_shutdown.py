@@ -72,7 +72,9 @@ try:
 except SystemExit as exc:
     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 gc.collect()
-held.write_text(str(code))
+# written whole or not at all: the test waits for the file and reads it at once
+held.with_name(held.name + ".tmp").write_text(str(code))
+os.replace(held.with_name(held.name + ".tmp"), held)
 release = held.with_name(held.name + ".release")
 deadline = time.monotonic() + 120
 while not release.exists() and time.monotonic() < deadline:
@@ -327,10 +329,12 @@ def test_a_request_in_flight_at_sigterm_completes_and_its_event_is_stored(
     accepting connections, the callback completes (the session is made) once TARA
     answers, its ``auth.login`` is stored, and then the service stops (exit 0)."""
     service = Held(stack.port, stack.env, tmp_path)
+    clients: list[httpx.Client] = []
     answers: list[httpx.Response] = []
     try:
         service.wait_ready()
         client, callback = _to_callback(stack.base, stack.mock)
+        clients.append(client)
         stack.gate.open.clear()
         caller = threading.Thread(target=lambda: answers.append(client.get(callback)))
         caller.start()
@@ -353,6 +357,8 @@ def test_a_request_in_flight_at_sigterm_completes_and_its_event_is_stored(
     finally:
         stack.gate.open.set()
         service.kill()
+        for opened in clients:  # closed here too when an assertion ended the test early
+            opened.close()
     stderr = service.stderr_path.read_text(errors="replace")
     assert [r.status_code for r in answers] == [302], stderr[-3000:]
     assert code == 0, stderr[-3000:]
@@ -372,6 +378,7 @@ def test_a_request_still_in_flight_after_the_grace_does_not_hold_the_stop(
     ``audit.log.stop`` stored, every connection released."""
     database = stack.database_url.rsplit("/", 1)[1]
     service = Held(stack.port, {**stack.env, "KROONIKA_SHUTDOWN_GRACE_S": "2"}, tmp_path)
+    clients: list[httpx.Client] = []
     outcome: list[object] = []
 
     def call(client: httpx.Client, url: str) -> None:
@@ -384,6 +391,7 @@ def test_a_request_still_in_flight_after_the_grace_does_not_hold_the_stop(
     try:
         service.wait_ready()
         client, callback = _to_callback(stack.base, stack.mock)
+        clients.append(client)
         stack.gate.open.clear()
         caller = threading.Thread(target=call, args=(client, callback))
         caller.start()
@@ -397,6 +405,8 @@ def test_a_request_still_in_flight_after_the_grace_does_not_hold_the_stop(
     finally:
         stack.gate.open.set()
         service.kill()
+        for opened in clients:  # closed here too when an assertion ended the test early
+            opened.close()
     stderr = service.stderr_path.read_text(errors="replace")
     assert outcome == [(503, "shutting_down", [])], stderr[-3000:]
     assert "Traceback" not in stderr
