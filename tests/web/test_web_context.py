@@ -10,31 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
 from kroonika.settings import Settings
 from kroonika.web import TrustedProxies, create_app
 from kroonika.web._context import request_id_from, trace_id_from
 from kroonika.web._metrics import _loopback
-
-
-def _tara(request: httpx.Request) -> httpx.Response:
-    """A stand-in TARA for the start-up check: discovery and a key set with one RSA key."""
-    issuer = "http://127.0.0.1:8001"
-    if request.url.path == "/.well-known/openid-configuration":
-        return httpx.Response(
-            200,
-            json={
-                "issuer": issuer,
-                "authorization_endpoint": issuer + "/oidc/authorize",
-                "token_endpoint": issuer + "/oidc/token",
-                "jwks_uri": issuer + "/oidc/jwks",
-            },
-        )
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
-    jwk = RSAAlgorithm.to_jwk(key, as_dict=True) | {"kid": "k1", "use": "sig", "alg": "RS256"}
-    return httpx.Response(200, json={"keys": [jwk]})
+from tara_kit import tara_client
 
 
 @pytest_asyncio.fixture
@@ -43,7 +24,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         var_dir=tmp_path / "var", audit_strict=True, cookie_secure=False, max_body_bytes=2048
     )
-    app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_tara)))
+    app = create_app(settings, http_client=tara_client())
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
@@ -141,7 +122,7 @@ async def test_ready_reports_a_writer_task_that_ended(tmp_path: Path, ending: st
     returned on a stop sentinel nobody sent through stop()), although the trail still
     holds the task."""
     settings = Settings(var_dir=tmp_path / "var", audit_strict=True, cookie_secure=False)
-    app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_tara)))
+    app = create_app(settings, http_client=tara_client())
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
@@ -178,7 +159,7 @@ async def test_a_crash_is_500_with_the_request_id_and_no_detail(
     body and the header and the security headers, never the exception's text; the log
     has one line with the request id and the traceback."""
     settings = Settings(var_dir=tmp_path / "var", audit_strict=True, cookie_secure=False)
-    app = create_app(settings, http_client=httpx.AsyncClient(transport=httpx.MockTransport(_tara)))
+    app = create_app(settings, http_client=tara_client())
 
     async def boom() -> None:
         raise RuntimeError("detail with a secret s3cr3t-value")
