@@ -98,14 +98,15 @@ def test_deny_login_feed_refuses_the_login(stack: SecStack) -> None:
 
 
 def test_deny_token_feed_refuses_minting(stack: SecStack) -> None:
-    """Minting from an address on a deny_token feed: 403, token.issue refused, violation."""
+    """Minting from an address on a deny_token feed: 400 ``unauthorized_client`` (RFC
+    6749 5.2), token.issue refused, violation."""
     c = _client(stack, "threat-mint")
     r = httpx.post(
         stack.service + "/tokens",
         json={"subject": "user-1"},
         headers={**_basic(c), "x-forwarded-for": DENY_TOKEN_IP},
     )
-    assert (r.status_code, r.json()["error"]) == (403, "access_denied")
+    assert (r.status_code, r.json()["error"]) == (400, "unauthorized_client")
     (issue,) = stack.events(types=("token.issue",), correlation=_rid(r))
     assert (issue["outcome"], issue["reason"]) == ("failure", "threat_intel_deny")
     (v,) = stack.violations(_rid(r))
@@ -145,7 +146,7 @@ def test_per_client_mint_limit(stack: SecStack) -> None:
     assert codes == [201, 201]
     assert over.status_code == 429
     assert 1 <= int(over.headers["retry-after"]) <= 60
-    assert over.json()["limit"] == "token_mint:client"
+    assert "(limit token_mint:client)" in over.json()["error_description"]
     assert other.status_code == 201
     (event,) = stack.events(types=("security.rate_limit",), correlation=_rid(over))
     assert event["details"]["key_kind"] == "client"

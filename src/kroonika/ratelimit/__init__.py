@@ -41,12 +41,6 @@ def build_limiter(settings: Settings, *, emit: Emit | None = None) -> RateLimite
     return RateLimiter(policy, storage=make_storage(settings.redis_url), emit=emit)
 
 
-async def _rate_limited(_request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, RateLimited):  # pragma: no cover  (registered for RateLimited only)
-        raise exc
-    return too_many_requests(exc)
-
-
 def install_rate_limiting(
     app: Starlette,
     limiter: RateLimiter,
@@ -55,10 +49,20 @@ def install_rate_limiting(
 ) -> None:
     """Add the middleware and the 429 handler for :class:`RateLimited` raised by
     routes (``await limiter.hit(RouteGroup.TOKEN_MINT, ip=..., client=...)``). A path
-    in ``pages`` answers the middleware's 429 with its own response (a page), not JSON."""
+    in ``pages`` answers its 429s, the middleware's and its route's, with its own
+    response (a page, or the error object of the protocol the path speaks), not the
+    JSON of :func:`too_many_requests`."""
+    answers = dict(pages or {})
+
+    async def rate_limited(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, RateLimited):  # pragma: no cover  (registered for it only)
+            raise exc
+        answer = answers.get(request.scope["path"])
+        return too_many_requests(exc) if answer is None else answer(request, exc)
+
     app.state.rate_limiter = limiter
-    app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=routes, pages=pages)
-    app.add_exception_handler(RateLimited, _rate_limited)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=routes, pages=answers)
+    app.add_exception_handler(RateLimited, rate_limited)
 
 
 def limiter_of(app: Any) -> RateLimiter:

@@ -4,11 +4,14 @@
     ├── KeyRingError            no usable signing key, a key that cannot be decrypted
     ├── ClientError             client registry (unknown client, bad registration)
     │   ├── InvalidClient       client authentication failed (RFC 6749 ``invalid_client``, 401)
-    │   └── MultipleAuthMethods two client authentication methods in one request (400)
+    │   └── MisplacedCredentials  credentials where the route reads none (400, ``reason``)
+    │       ├── MultipleAuthMethods two client authentication methods in one request
+    │       └── CredentialsInBody   ``client_id``/``client_secret`` in a body that takes none
     ├── MintRefused             a mint request broke the policy (``reason`` is the code)
+    ├── TooManyRequests         over a rate limit (429, the wait in ``Retry-After``)
     ├── NotPermitted            the caller may not act on this token (``unauthorized_client``)
     ├── UnsupportedGrantType    a token request for a grant other than client credentials
-    ├── InvalidScope            a token request that names a scope (there are none)
+    ├── InvalidScope            a scope the request may not name, or no RFC 6749 scope
     ├── ExtendConflict          another extension (or a revocation) won the race
     ├── TokenRejected           the presented token is not valid for the operation
     ├── BatchTooLarge           more items than ``token_bulk_max``
@@ -54,7 +57,20 @@ class InvalidClient(ClientError):
     status = 401
 
 
-class MultipleAuthMethods(ClientError):
+class MisplacedCredentials(ClientError):
+    """Client credentials where the route does not read them: a malformed request
+    (``invalid_request``, 400), refused before any secret is checked, so it is neither
+    a failed authentication nor a policy violation. ``claimed`` is the client id the
+    request named (never authenticated), for the refusal's event."""
+
+    reason = "misplaced_credentials"
+
+    def __init__(self, message: str, claimed: str | None) -> None:
+        super().__init__(message)
+        self.claimed = claimed
+
+
+class MultipleAuthMethods(MisplacedCredentials):
     """RFC 6749 section 2.3: "The client MUST NOT use more than one authentication method
     in each request". HTTP Basic plus ``client_id`` or ``client_secret`` in the body is
     a malformed request (``invalid_request``, 400), refused before any secret is
@@ -63,12 +79,33 @@ class MultipleAuthMethods(ClientError):
     reason = "multiple_auth_methods"
 
     def __init__(self, claimed: str) -> None:
-        super().__init__("more than one client authentication method")
-        self.claimed = claimed  # the id in the Basic credentials, never authenticated
+        super().__init__("more than one client authentication method", claimed)
+
+
+class CredentialsInBody(MisplacedCredentials):
+    """RFC 6749 section 2.3.1: credentials in the request body are for a form only, and
+    NOT RECOMMENDED; HTTP Basic is the method every server supports. Kroonika reads them
+    only from the form of the client credentials grant (``/tokens``), ``/introspect``
+    and ``/revoke``; a JSON body (or a form on a JSON route) that carries them is
+    refused, whatever the secret (decision 0006, 2026-11-28 review tokens)."""
+
+    reason = "credentials_in_body"
+
+    def __init__(self, claimed: str | None) -> None:
+        super().__init__(
+            "send the client credentials in the Authorization header (HTTP Basic): "
+            "this endpoint does not read client_id or client_secret from its body",
+            claimed,
+        )
 
 
 class MintRefused(TokenError):
-    """A mint request was refused; ``reason`` is a machine-readable code."""
+    """A mint request was refused; ``reason`` is a machine-readable code.
+
+    A refusal of who is asking (a deny-list entry, no allow entry) is RFC 6749
+    ``unauthorized_client`` (400): ``access_denied`` is an authorization endpoint's
+    error (section 4.1.2.1), not one a token endpoint answers (section 5.2). A scope
+    that is no RFC 6749 section 3.3 scope is ``invalid_scope``."""
 
     error = "invalid_request"
     status = 400
@@ -78,7 +115,9 @@ class MintRefused(TokenError):
         self.reason = reason
         self.detail = detail
         if reason in {"denylisted", "not_allowlisted"} or reason.startswith("denylisted"):
-            self.error, self.status = "access_denied", 403
+            self.error = "unauthorized_client"
+        elif reason == "invalid_scope":
+            self.error = "invalid_scope"
 
 
 class NotPermitted(TokenError):
@@ -101,13 +140,31 @@ class UnsupportedGrantType(TokenError):
 
 class InvalidScope(TokenError):
     """RFC 6749 section 5.2 ``invalid_scope``: Kroonika defines no scopes, so a token
-    request naming one would get a token without what it asked for."""
+    request naming one would get a token without what it asked for; also a token whose
+    ``scope`` claim is no section 3.3 scope, which an extension would sign anew."""
 
     error = "invalid_scope"
     status = 400
+    reason = "invalid_scope"
 
-    def __init__(self) -> None:
-        super().__init__("no scopes are defined: send the request without scope")
+    def __init__(self, message: str = "no scopes are defined: send the request without scope"):
+        super().__init__(message)
+
+
+class TooManyRequests(TokenError):
+    """HTTP 429 (RFC 6585 section 4) on a token endpoint: over the limit ``limit``; the
+    wait, ``retry_after`` seconds, goes in ``Retry-After``, the body is the RFC 6749
+    section 5.2 object and nothing more: ``rate_limited`` (the code every 429 of the
+    service has; section 8.5 lets a server use codes of its own) and a description
+    naming the limit."""
+
+    error = "rate_limited"
+    status = 429
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        super().__init__(f"too many requests (limit {limit}); retry after Retry-After seconds")
+        self.limit = limit
+        self.retry_after = retry_after
 
 
 class ExtendConflict(TokenError):

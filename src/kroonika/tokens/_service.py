@@ -42,6 +42,7 @@ from kroonika.tokens._clock import Clock
 from kroonika.tokens._errors import (
     BatchTooLarge,
     ExtendConflict,
+    InvalidScope,
     KeyRingError,
     MintRefused,
     NotPermitted,
@@ -52,6 +53,7 @@ from kroonika.tokens._lists import AccessLists, Entry, Kind, ListName
 from kroonika.tokens._lists import Subject as ListSubject
 from kroonika.tokens._store import Page, TokenRecord, TokenStore
 from kroonika.tokens._verify import Reason, Verdict, VerifiedToken, check_claims, verify_signature
+from kroonika.tokens.rfc6749 import is_scope
 
 log = logging.getLogger("kroonika.tokens")
 
@@ -81,6 +83,9 @@ RESERVED_CLAIMS = frozenset(
     }
 )
 SESSION: Final = "session"
+#: RFC 8693 section 4.2 and RFC 9068 section 2.2.3: the claim is RFC 6749 section 3.3's
+SCOPE: Final = "scope"
+_SCOPE_FORM = "scope must be scope tokens (visible ASCII but quote and backslash) joined by spaces"
 CUSTOM: Final = "custom"
 BEARER: Final = "Bearer"
 #: used with ``fullmatch``: ``^...$`` with ``match`` let a final line break through
@@ -402,6 +407,8 @@ class TokenService:
                 raise MintRefused("reserved_claim", name)
             if name not in client.allowed_claims:
                 raise MintRefused("claim_not_allowed", name)
+            if name == SCOPE and not is_scope(value):
+                raise MintRefused("invalid_scope", _SCOPE_FORM)
             try:
                 size = len(orjson.dumps(value))
             except TypeError as exc:
@@ -749,6 +756,11 @@ class TokenService:
         if not active or vt is None or check.record is None:
             return {"active": False}
         response: dict[str, Any] = dict(vt.claims)
+        if SCOPE in response and not is_scope(response[SCOPE]):
+            # a token minted before scopes were checked: RFC 7662 2.2's scope is a
+            # string of scope tokens, and a resource server must not read a grant
+            # into anything else, so it is left out (the token is still active)
+            del response[SCOPE]
         response.update(
             active=True,
             token_type=BEARER,
@@ -1089,6 +1101,8 @@ class TokenService:
             record.client_id == caller.client_id or caller.client_id in record.audience
         ):
             refusal = "not_owner"
+        elif SCOPE in vt.claims and not is_scope(vt.claims[SCOPE]):
+            refusal = "invalid_scope"  # minted before scopes were checked: not signed anew
         new_token = ""
         new_record: TokenRecord | None = None
         if refusal is None and vt is not None and record is not None:
@@ -1145,9 +1159,11 @@ class TokenService:
                 )
             )
             await self.trail.emit_many(evts)
-            error: NotPermitted | ExtendConflict | TokenRejected
+            error: NotPermitted | ExtendConflict | TokenRejected | InvalidScope
             if refusal == "not_owner":
                 error = NotPermitted("the token was not issued to or for this client")
+            elif refusal == "invalid_scope":
+                error = InvalidScope("the token's scope is no RFC 6749 scope: mint a new token")
             elif refusal == "not_active":
                 error = ExtendConflict(refusal)
             else:

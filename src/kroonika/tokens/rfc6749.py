@@ -7,7 +7,9 @@
   authentication method in each request": Basic together with a ``client_id`` or a
   ``client_secret`` in the body (the form here, the JSON object on the JSON routes)
   is refused as ``invalid_request`` (400), before any secret is checked and whether
-  or not the two ids agree (:class:`MultipleAuthMethods`).
+  or not the two ids agree (:class:`MultipleAuthMethods`). Body credentials are "NOT
+  RECOMMENDED" and defined for a form only: a route whose body is not the RFC's form
+  (the JSON routes) refuses them alike (:class:`CredentialsInBody`).
 - Section 3.1 (and 3.2): "Request and response parameters MUST NOT be included more
   than once": a repeated form parameter is ``invalid_request`` (:class:`FormBody` keeps
   which ones repeat). A repeated ``client_id`` or ``client_secret`` is no credential:
@@ -17,9 +19,14 @@
   ``grant_type=client_credentials`` in a form body from an authenticated client;
   ``scope`` is refused (``invalid_scope``: Kroonika defines no scopes), any other grant
   type is ``unsupported_grant_type`` (:func:`client_credentials_request`).
+- Section 3.3: a scope is scope tokens of ``%x21 / %x23-5B / %x5D-7E`` joined by
+  single spaces (:func:`is_scope`); RFC 7662 section 2.2, RFC 8693 section 4.2 and
+  RFC 9068 section 2.2.3 carry it as that one string.
 - Sections 5.1 and 5.2: answers carry ``Cache-Control: no-store`` and
   ``Pragma: no-cache`` (:data:`NO_STORE`), errors are JSON with ``error`` and
-  ``error_description`` only; ``invalid_client`` is answered with 401 and a
+  ``error_description`` only, the description in the characters section 5.2 allows
+  (``%x20-21 / %x23-5B / %x5D-7E``; any other is replaced by ``?``); a 429 too, its
+  wait in ``Retry-After`` (:func:`too_many_requests`); ``invalid_client`` is answered with 401 and a
   ``WWW-Authenticate`` header, also
   when the client tried ``client_secret_post``: section 5.2 lets any failed client
   authentication answer 401, and RFC 9110 section 15.5.2 says a 401 "MUST" carry
@@ -31,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -39,10 +47,13 @@ from urllib.parse import unquote_plus
 
 from kroonika.audit import Actor, ActorType
 from kroonika.tokens._errors import (
+    CredentialsInBody,
     InvalidClient,
     InvalidScope,
+    MisplacedCredentials,
     MultipleAuthMethods,
     TokenError,
+    TooManyRequests,
     UnsupportedGrantType,
 )
 
@@ -57,6 +68,10 @@ NO_STORE: Mapping[str, str] = MappingProxyType({"Cache-Control": "no-store", "Pr
 CLIENT_CREDENTIALS = "client_credentials"
 _CREDENTIAL_FIELDS = ("client_id", "client_secret")
 UNAVAILABLE = "the service cannot handle this request now; try again later"
+#: Section 3.3: ``scope-token *( SP scope-token )``, ``scope-token = 1*NQCHAR``
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
+#: Section 5.2: the characters ``error_description`` may hold, and the rest
+_NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +130,14 @@ class WireResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def credentials(authorization: str | None, form: Mapping[str, Any]) -> Credentials:
+def credentials(
+    authorization: str | None, form: Mapping[str, Any], *, in_body: bool = True
+) -> Credentials:
     """The client's credentials from the request: :class:`InvalidClient` when there are
     none or they are malformed, :class:`MultipleAuthMethods` when Basic comes with
-    ``client_id`` or ``client_secret`` in ``form`` (the body's fields)."""
+    ``client_id`` or ``client_secret`` in ``form`` (the body's fields), and
+    :class:`CredentialsInBody` when those come without Basic to a route that reads
+    none from its body (``in_body`` false)."""
     basic = None
     if authorization:
         scheme, _, value = authorization.partition(" ")
@@ -136,9 +155,23 @@ def credentials(authorization: str | None, form: Mapping[str, Any]) -> Credentia
         if post_id is not None or post_secret is not None:
             raise MultipleAuthMethods(basic.client_id[:64])
         return basic
+    if not in_body and (post_id is not None or post_secret is not None):
+        raise CredentialsInBody(post_id[:64] if isinstance(post_id, str) and post_id else None)
     if isinstance(post_id, str) and isinstance(post_secret, str) and post_id and post_secret:
         return Credentials(post_id, post_secret, "client_secret_post")
     raise InvalidClient("client authentication required")
+
+
+def is_scope(value: object) -> bool:
+    """Whether ``value`` is a scope as section 3.3 writes one: a string of scope
+    tokens (printable ASCII but space, ``"`` and ``\\``) joined by single spaces."""
+    return isinstance(value, str) and _SCOPE.fullmatch(value) is not None
+
+
+def description(text: str) -> str:
+    """``text`` in the characters section 5.2 allows an ``error_description`` (a
+    quote, a backslash, a control or non-ASCII character becomes ``?``)."""
+    return _NOT_IN_DESCRIPTION.sub("?", text)
 
 
 def error_response(exc: TokenError) -> WireResponse:
@@ -147,8 +180,16 @@ def error_response(exc: TokenError) -> WireResponse:
     headers: dict[str, str] = dict(NO_STORE)
     if isinstance(exc, InvalidClient):
         headers["WWW-Authenticate"] = 'Basic realm="kroonika", charset="UTF-8"'
-    description = str(exc) if exc.status < 500 else UNAVAILABLE
-    return WireResponse(exc.status, {"error": exc.error, "error_description": description}, headers)
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    text = description(str(exc)) if exc.status < 500 else UNAVAILABLE
+    return WireResponse(exc.status, {"error": exc.error, "error_description": text}, headers)
+
+
+def too_many_requests(limit: str, retry_after: int) -> WireResponse:
+    """A token endpoint's 429 (RFC 6585 section 4): the section 5.2 object, naming the
+    limit in its description, and the wait in ``Retry-After`` (RFC 9110 10.2.3)."""
+    return error_response(TooManyRequests(limit, retry_after))
 
 
 async def authenticate_client(
@@ -166,7 +207,7 @@ async def authenticate_client(
         creds = credentials(authorization, form)
         claimed = creds.client_id[:64]
         return await asyncio.to_thread(registry.authenticate, creds.client_id, creds.secret)
-    except MultipleAuthMethods as exc:
+    except MisplacedCredentials as exc:
         await on_refused(_claimed(exc.claimed), exc.reason)
         return error_response(exc)
     except InvalidClient as exc:

@@ -39,7 +39,7 @@ from kroonika.web._services import CookieConfig, Services
 from kroonika.web.routes_audit import RECORDS_PATH, REFUSED_WRITES
 from kroonika.web.routes_dashboard import PATH as DASHBOARD
 from kroonika.web.routes_dashboard import busy_page
-from kroonika.web.routes_tokens import install_tokens
+from kroonika.web.routes_tokens import install_tokens, rate_limit_answers
 
 log = logging.getLogger("kroonika.web")
 
@@ -322,8 +322,9 @@ def create_app(
         public_url=settings.public_url,
         max_age_s=settings.cors_max_age_s,
     )
-    # inside the request context (client IP, request id); the dashboard's 429 is a page
-    install_rate_limiting(app, limiter, pages={DASHBOARD: busy_page})
+    # inside the request context (client IP, request id); the dashboard's 429 is a page,
+    # a token route's the RFC 6749 error object
+    install_rate_limiting(app, limiter, pages={DASHBOARD: busy_page, **rate_limit_answers()})
     app.add_middleware(
         RequestContextMiddleware,
         proxies=proxies,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kroonika.web._openapi import rate_limited
-
 _STRING = {"type": "string"}
 
 
@@ -42,6 +40,13 @@ _OAUTH_ERROR = {
     "type": "object",
     "properties": {"error": _STRING, "error_description": _STRING},
     "required": ["error"],
+}
+#: a token route's 429: the RFC 6749 error object, the wait in Retry-After
+_TOO_MANY = {
+    "description": "Over a rate limit (error rate_limited, the limit named in "
+    "error_description): try again after Retry-After seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/json": {"schema": _OAUTH_ERROR}},
 }
 _FORM = {
     "type": "object",
@@ -74,7 +79,7 @@ def _refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
-    out[429] = rate_limited()
+    out[429] = _TOO_MANY
     return out
 
 

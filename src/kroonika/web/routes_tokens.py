@@ -18,17 +18,20 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, events
 from kroonika.audit.enrich import FeedAction, ThreatIntel
-from kroonika.ratelimit import KeyKind, RateLimited, RateLimiter, RouteGroup
+from kroonika.ratelimit import KeyKind, RateLimited, RateLimiter, Refusal, RouteGroup
 from kroonika.sessions import EndReason, SessionRecord
 from kroonika.sessions import RequestContext as SessionContext
 from kroonika.tara import VerifiedIdToken
 from kroonika.tokens import (
     Client,
     InvalidClient,
-    MultipleAuthMethods,
+    MintRefused,
+    MisplacedCredentials,
+    NotPermitted,
     RequestContext,
     TokenComponents,
     TokenError,
@@ -44,6 +47,7 @@ from kroonika.tokens.rfc6749 import (
     client_credentials_request,
     credentials,
     error_response,
+    too_many_requests,
 )
 from kroonika.web import _token_schemas as schemas
 from kroonika.web._policy import PolicyEmitter
@@ -114,6 +118,18 @@ def _wire(resp: WireResponse) -> JSONResponse:
 
 def _error(exc: TokenError) -> JSONResponse:
     return _wire(error_response(exc))
+
+
+def _too_many(_request: Request, exc: RateLimited) -> Response:
+    """A token route's 429: the RFC 6749 section 5.2 object, the wait in Retry-After."""
+    return _wire(too_many_requests(exc.limit, exc.retry_after))
+
+
+def rate_limit_answers() -> dict[str, Refusal]:
+    """How each token route answers its 429 (the rate limiter's ``pages``): as the
+    RFC 6749 error it answers every other refusal with, not the service's generic 429
+    (whose ``limit`` and ``retry_after`` members no OAuth client reads)."""
+    return {route.path: _too_many for route in router.routes if isinstance(route, APIRoute)}
 
 
 def _media_type(request: Request) -> str:
@@ -227,18 +243,22 @@ async def _body_fields(request: Request) -> Mapping[str, Any]:
     return {} if isinstance(body, TokenError) else body
 
 
-async def _client(request: Request, failed: AuditEvent) -> Client:
-    """The authenticated client (HTTP Basic, alone: a ``client_id`` or ``client_secret``
-    in the body too is ``MultipleAuthMethods``); a failed authentication is counted
-    against the source address, and every refusal audited with ``failed``."""
+async def _client(request: Request, failed: AuditEvent, *, in_body: bool = False) -> Client:
+    """The authenticated client: HTTP Basic, alone (a ``client_id`` or ``client_secret``
+    in the body too is ``MultipleAuthMethods``); in the body only where ``in_body`` (the
+    client credentials grant's form), elsewhere ``CredentialsInBody``. A failed
+    authentication is counted against the source address, and every refusal audited
+    with ``failed``."""
     comps = _comps(request)
     claimed: str | None = None
     await _admit_source(request)
     try:
-        creds = credentials(request.headers.get("authorization"), await _body_fields(request))
+        creds = credentials(
+            request.headers.get("authorization"), await _body_fields(request), in_body=in_body
+        )
         claimed = creds.client_id[:64]
         return await asyncio.to_thread(comps.clients.authenticate, creds.client_id, creds.secret)
-    except MultipleAuthMethods as exc:
+    except MisplacedCredentials as exc:
         failed.reason = exc.reason
         await _client_refused(request, failed, exc, exc.claimed)
         raise
@@ -377,12 +397,22 @@ def _client_detail(actor: Actor) -> dict[str, Any]:
     return {"client": actor.client_id} if actor.client_id else {}
 
 
+_THREAT_DENIED = "token minting is refused for this source address"
+
+
 def _threat_denied() -> JSONResponse:
+    """RFC 6749 section 5.2: a token endpoint refusing an authenticated client answers
+    ``unauthorized_client`` (400); ``access_denied`` is the authorization endpoint's
+    (section 4.1.2.1), and ``invalid_client`` (401) would say its credentials failed."""
+    return _error(NotPermitted(_THREAT_DENIED))
+
+
+def _session_denied(description: str) -> JSONResponse:
+    """``/tokens/session`` is the browser's session API, not an RFC 6749 token endpoint:
+    a refused source or person is 403 ``access_denied``, like its other refusals
+    (``not_authenticated``, ``csrf_failed``) in the service's own words."""
     return JSONResponse(
-        {
-            "error": "access_denied",
-            "error_description": "token minting is refused for this source address",
-        },
+        {"error": "access_denied", "error_description": description},
         status_code=403,
         headers=dict(NO_STORE),
     )
@@ -406,7 +436,7 @@ async def mint(request: Request) -> Response:
     client: Client | None = None
     form = await _form(request)
     try:
-        client = await _client(request, events.token_issue())
+        client = await _client(request, events.token_issue(), in_body=form is not None)
         if form is not None:
             client_credentials_request(form)
             req = parse_mint_request({})
@@ -788,7 +818,7 @@ async def session_token(request: Request) -> Response:
         return JSONResponse({"error": "csrf_failed"}, status_code=403, headers=dict(NO_STORE))
     s = cur.record
     if await _threat_refused(request, Actor(ActorType.USER, subject=s.subject), "session"):
-        return _threat_denied()
+        return _session_denied(_THREAT_DENIED)
     try:
         issued = await comps.service.issue_session_token(
             session_ref=s.ref,
@@ -799,6 +829,10 @@ async def session_token(request: Request) -> Response:
             acr=s.acr,
             ctx=_ctx(request),
         )
+    except MintRefused as exc:
+        if exc.error == "unauthorized_client":  # a deny-list entry, no allow entry
+            return _session_denied(str(exc))
+        return _error(exc)
     except TokenError as exc:
         return _error(exc)
     rec = issued.record
