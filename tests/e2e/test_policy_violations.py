@@ -267,7 +267,9 @@ def test_reserved_claims(stack: SecStack) -> None:
 
 @pytest.mark.parametrize("kind", ["subject", "ip"])
 def test_denylisted_at_token_minting(stack: SecStack, kind: str) -> None:
-    """Minting for a denylisted subject, or from a denylisted address, is refused."""
+    """Minting for a denylisted subject, or from a denylisted address, is refused with
+    RFC 6749 5.2's ``unauthorized_client`` (400; ``access_denied`` is no token endpoint
+    error) and its violation."""
     c = _client(stack, f"deny-{kind}")
     value = "victim-7" if kind == "subject" else "192.0.2.0/24"
     entry = stack.tokens.lists.add("deny", kind, value, reason="test", created_by="t")  # type: ignore[arg-type]
@@ -279,7 +281,7 @@ def test_denylisted_at_token_minting(stack: SecStack, kind: str) -> None:
         )
     finally:
         stack.tokens.lists.remove(entry.id)
-    assert r.status_code == 403
+    assert (r.status_code, r.json()["error"]) == (400, "unauthorized_client")
     _one(stack, r, f"denylisted_{kind}")
 
 

@@ -221,6 +221,24 @@ def test_login_mints_session_token_and_logout_revokes_it(stack: Stack) -> None:
         assert gone.json() == {"active": False}
 
 
+def test_session_route_refuses_a_denylisted_person_with_403(stack: Stack) -> None:
+    """``/tokens/session`` is the browser's route, not an RFC 6749 token endpoint: a
+    person put on the deny-list after logging in gets 403 ``access_denied`` there (the
+    token endpoint answers such a refusal ``unauthorized_client``, 400)."""
+    with stack.browser(autologin="60001017716") as browser:
+        landed = browser.get(stack.service + "/auth/login?method=mid&return_to=/")
+        assert landed.status_code == 200, (str(landed.url), landed.text[:500])
+        SEEN_TOKENS.append(browser.cookies.get("kroonika_at") or "")
+        csrf = browser.get(stack.service + "/auth/session").json()["csrf_token"]
+        stack.app.state.tokens.lists.add(
+            "deny", "subject", "EE60001017716", reason="test", created_by="test"
+        )
+        r = browser.post(stack.service + "/tokens/session", headers={"x-csrf-token": csrf})
+    assert r.status_code == 403, r.text
+    assert r.json() == {"error": "access_denied", "error_description": "denylisted_subject"}
+    assert r.headers["cache-control"] == "no-store"
+
+
 def test_zz_trail_holds_no_token_or_secret(stack: Stack) -> None:
     """No stored event contains any token value (or its signature) or client secret
     seen in this module (its own traffic, plus whatever ran before it)."""
