@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -76,21 +75,17 @@ _AUTHORIZE_PARAMS = (
     "autologin_given_name",
     "autologin_family_name",
     "autologin_acr",
-    "code_challenge",
-    "code_challenge_method",
 )
-#: PKCE (RFC 7636): S256 only, so a challenge is the 43 base64url characters of a SHA-256,
-#: and a verifier 43 to 128 unreserved characters (section 4.1).
-_S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
-_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
-#: Token request parameters, each at most once (RFC 6749 section 3.2).
+#: Token request parameters, each at most once (RFC 6749 section 3.2). PKCE's
+#: ``code_challenge``, ``code_challenge_method`` and ``code_verifier`` are not among these
+#: lists: TARA does not document PKCE, so the mock ignores them as TARA ignores every
+#: parameter it does not document (RFC 6749 sections 3.1 and 3.2; decision 0005).
 _TOKEN_PARAMS = (
     "grant_type",
     "code",
     "redirect_uri",
     "client_id",
     "client_secret",
-    "code_verifier",
 )
 #: Bounds on what an authorization request may carry. TARA.md gives none; these leave
 #: headroom over what a relying party sends (Kroonika: a 43-character state and nonce,
@@ -199,14 +194,26 @@ def discovery_document(config: MockConfig) -> dict[str, Any]:
     }
 
 
+#: Where the ``foreign_endpoints`` switch says the back-channel endpoints are.
+FOREIGN_ORIGIN = "https://tara.attacker.invalid"
+
+
 async def discovery(request: Request) -> Response:
     """``GET /.well-known/openid-configuration`` (and the legacy ``/oidc/...`` path)."""
-    return JSONResponse(discovery_document(_server(request).config))
+    server = _server(request)
+    document = discovery_document(server.config)
+    if server.misbehaviour.foreign_endpoints:
+        for name in ("token_endpoint", "jwks_uri"):
+            document[name] = FOREIGN_ORIGIN + urlsplit(document[name]).path
+    return JSONResponse(document)
 
 
 async def jwks(request: Request) -> Response:
-    """``GET /oidc/jwks``: both public keys."""
-    return JSONResponse(_server(request).keys.jwks())
+    """``GET /oidc/jwks``: both public keys (503 under the ``jwks_unavailable`` switch)."""
+    server = _server(request)
+    if server.misbehaviour.jwks_unavailable:
+        return PlainTextResponse("the key set is unavailable", status_code=503)
+    return JSONResponse(server.keys.jwks())
 
 
 # --- authorization ---------------------------------------------------------------------------
@@ -277,35 +284,6 @@ def _scope_problem(scopes: tuple[str, ...], client: RegisteredClient) -> str | N
     return None
 
 
-def _pkce_problem(challenge: str | None, method: str | None) -> str | None:
-    """Why a PKCE challenge cannot be accepted (only S256: ``plain`` would let whoever
-    sees the authorization request redeem the code), or None."""
-    if challenge is None:
-        return None if method is None else "code_challenge_method without code_challenge"
-    if method != "S256":
-        return "code_challenge_method must be S256"
-    if _S256_CHALLENGE.fullmatch(challenge) is None:
-        return "code_challenge must be 43 base64url characters (S256)"
-    return None
-
-
-def _pkce_refusal(challenge: str | None, verifier: object) -> str | None:
-    """Why ``verifier`` does not redeem a code issued for ``challenge``, or None. A
-    verifier for a code without a challenge is refused too (RFC 9700 section 2.1.1: the
-    PKCE downgrade)."""
-    if challenge is None:
-        return None if verifier is None else "code_verifier without code_challenge"
-    if not isinstance(verifier, str):
-        return "code_verifier is required for this code"
-    if _VERIFIER.fullmatch(verifier) is None:
-        return "code_verifier does not match the code_challenge"
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-    if not hmac.compare_digest(computed, challenge):
-        return "code_verifier does not match the code_challenge"
-    return None
-
-
 def _allowed_methods(scopes: tuple[str, ...], client: RegisteredClient) -> tuple[Method, ...]:
     # No method scope asked: every method the client is registered for (eidasonly in the
     # registration only means that the client may ask for eIDAS alone).
@@ -369,10 +347,6 @@ async def authorize(request: Request) -> Response:
         return _redirect_error(
             redirect_uri, "invalid_request", "acr_values is one of low, substantial, high", state
         )
-    code_challenge = params.get("code_challenge")
-    pkce_problem = _pkce_problem(code_challenge, params.get("code_challenge_method"))
-    if pkce_problem is not None:
-        return _redirect_error(redirect_uri, "invalid_request", pkce_problem, state)
 
     auth_request = AuthorizationRequest(
         client_id=client.client_id,
@@ -383,7 +357,6 @@ async def authorize(request: Request) -> Response:
         acr=acr,
         locale=locale,
         methods=_allowed_methods(scopes, client),
-        code_challenge=code_challenge,
     )
     autologin = params.get("autologin")
     if autologin is not None:
@@ -818,9 +791,6 @@ async def _token(server: MockServer, request: Request) -> Response:
         raise _TokenError("invalid_grant", "the code was issued to another client")
     if grant.request.redirect_uri != redirect_uri:
         raise _TokenError("invalid_grant", "redirect_uri differs from the authorization request")
-    pkce_refusal = _pkce_refusal(grant.request.code_challenge, form.get("code_verifier"))
-    if pkce_refusal is not None:
-        raise _TokenError("invalid_grant", pkce_refusal)
 
     access_token = server.access_tokens.put(grant)
     misbehaviour = server.misbehaviour

@@ -34,8 +34,6 @@ class AuthorizationRequest:
     locale: str
     methods: tuple[Method, ...]
     """The authentication methods this request allows, in display order."""
-    code_challenge: str | None = None
-    """The S256 PKCE challenge (RFC 7636) the code is bound to, if the request gave one."""
 
     @property
     def scope(self) -> str:

@@ -173,6 +173,12 @@ class Misbehaviour(BaseModel):
     plain-text body, as a proxy or load balancer in front of TARA would."""
     garbled_token_response: bool = False
     """The token endpoint answers 200 with a body that is not JSON."""
+    jwks_unavailable: bool = False
+    """The JWKS endpoint answers 503 (the rest of the mock works): TARA's key set
+    unreachable while a relying party's cached keys still verify its tokens."""
+    foreign_endpoints: bool = False
+    """The discovery document names ``token_endpoint`` and ``jwks_uri`` on another origin
+    (``https://tara.attacker.invalid``), as a tampered or mistaken discovery would."""
 
     @field_validator("token_endpoint_status")
     @classmethod
