@@ -19,6 +19,7 @@ from kroonika.tara import (
     ClientRejected,
     CodeExchangeFailed,
     Discovery,
+    DiscoveryError,
     IdpBadResponse,
     IdpUnavailable,
     JwksCache,
@@ -55,12 +56,15 @@ def _discovery() -> dict[str, str]:
 
 
 def _client(
-    *, jwks: Callable[[], httpx.Response], token: Callable[[], httpx.Response]
+    *,
+    jwks: Callable[[], httpx.Response],
+    token: Callable[[], httpx.Response],
+    discovery: dict[str, str] | None = None,
 ) -> TaraClient:
     def handle(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path == "/.well-known/openid-configuration":
-            return httpx.Response(200, json=_discovery())
+            return httpx.Response(200, json=discovery or _discovery())
         if path == "/oidc/jwks":
             return jwks()
         if path == "/oidc/token":
@@ -78,6 +82,43 @@ def _client(
 
 def _unused() -> httpx.Response:
     raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("token_endpoint", "https://tara.mock.test.evil.example/oidc/token"),
+        ("jwks_uri", "https://evil.example/oidc/jwks"),
+        ("jwks_uri", "http://tara.mock.test/oidc/jwks"),
+        ("token_endpoint", "https://tara.mock.test:8443/oidc/token"),
+        ("authorization_endpoint", "https://evil.example/oidc/authorize"),
+        ("jwks_uri", "/oidc/jwks"),
+    ],
+    ids=["suffix-host", "other-host", "http", "other-port", "authorize", "relative"],
+)
+async def test_discovery_naming_an_endpoint_on_another_origin_is_refused(
+    name: str, url: str
+) -> None:
+    """Each endpoint must be on the issuer's origin (scheme, host, port), as TARA
+    publishes them: otherwise DiscoveryError naming the endpoint, before any is used."""
+    client = _client(jwks=_unused, token=_unused, discovery={**_discovery(), name: url})
+    with pytest.raises(DiscoveryError, match=f"{name} .* another origin"):
+        await client.check()
+
+
+async def test_discovery_on_the_issuer_origin_in_another_spelling_is_accepted() -> None:
+    """The default port written out and the host in capitals are the same origin."""
+    disc = {
+        **_discovery(),
+        "token_endpoint": "https://TARA.mock.test:443/oidc/token",
+        "jwks_uri": "https://tara.mock.test:443/oidc/jwks",
+    }
+    client = _client(
+        jwks=lambda: httpx.Response(200, json={"keys": [_good_jwk()]}),
+        token=_unused,
+        discovery=disc,
+    )
+    assert (await client.check()).token_endpoint == disc["token_endpoint"]
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from kroonika.audit import KeyRing
 from kroonika.settings import Settings, SettingsError
-from kroonika.tara.mock import MockConfig, RegisteredClient
+from kroonika.tara.mock import Misbehaviour, MockConfig, RegisteredClient
 from kroonika.tara.mock import create_app as create_mock
 from kroonika.web import create_app
 
@@ -30,8 +30,9 @@ SECRET = "startup-test-secret-0123456789"
 
 
 @contextmanager
-def tara_mock(issuer: str | None = None) -> Iterator[str]:
-    """The TARA mock on a free loopback port; ``issuer`` is what its discovery claims."""
+def tara_mock(issuer: str | None = None, **switches: bool) -> Iterator[str]:
+    """The TARA mock on a free loopback port; ``issuer`` is what its discovery claims,
+    ``switches`` its misbehaviour."""
     sock = free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     mock = create_mock(
@@ -46,6 +47,7 @@ def tara_mock(issuer: str | None = None) -> Iterator[str]:
                 ),
             ),
             keys=mock_keys(),
+            misbehaviour=Misbehaviour(**switches),
         )
     )
     with serve(mock, sock, lifespan="off") as served:
@@ -122,6 +124,27 @@ async def test_production_refuses_discovery_for_another_issuer(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
+async def test_production_refuses_discovery_naming_endpoints_on_another_origin(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The discovery document sends the token request (client secret) and the key fetch
+    to another origin than the issuer's, where real TARA publishes them: start-up fails
+    as misconfigured, naming the endpoint and both origins, before the secret is sent."""
+    with tara_mock(issuer="https://tara.example", foreign_endpoints=True) as mock:
+        http = httpx.AsyncClient(transport=ToLoopback(mock), trust_env=False)
+        app = create_app(production(tmp_path, "https://tara.example"), http_client=http)
+        with pytest.raises(SettingsError) as refused:
+            await _start(app)
+        await http.aclose()
+    said = str(refused.value)
+    assert "misconfigured" in said
+    assert "token_endpoint" in said or "jwks_uri" in said
+    assert "https://tara.attacker.invalid" in said
+    assert "'https://tara.example'" in said
+    assert SECRET not in said + caplog.text
+
+
+@pytest.mark.asyncio
 async def test_production_starts_when_discovery_fits(tmp_path: Path) -> None:
     """The same set-up with the matching issuer starts and is ready (the control case)."""
     with tara_mock(issuer="https://tara.example") as mock:
@@ -179,6 +202,21 @@ def test_development_starts_and_reports_another_issuer_not_ready(
         if r.name == "kroonika.web.auth" and r.levelno >= logging.ERROR
     ]
     assert any("KROONIKA_TARA_ISSUER" in e and "differs" in e for e in errors), errors
+
+
+def test_development_reports_endpoints_on_another_origin_not_ready(tmp_path: Path) -> None:
+    """Over real HTTP in development: the service starts, /ready is 503 misconfigured
+    naming the foreign endpoint, and a login does not start (502 idp_misconfigured)."""
+    with tara_mock(foreign_endpoints=True) as mock:
+        app = create_app(_development(tmp_path, mock))
+        with serve(app, free_socket()) as service:
+            ready = httpx.get(service + "/ready", timeout=20)
+            login = httpx.get(service + "/auth/login", timeout=20)
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["checks"]["tara"] == "misconfigured"
+    assert "another origin" in ready.json()["tara_detail"]
+    assert login.status_code == 502, login.text
+    assert login.json()["reason"] == "idp_misconfigured"
 
 
 def test_an_unreachable_tara_fails_the_login_start_as_the_callback(tmp_path: Path) -> None:

@@ -226,6 +226,33 @@ def _token_error(resp: httpx.Response) -> TaraError:
     )
 
 
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """``url``'s origin (scheme, host, port with the scheme's default left out), None
+    for what is no absolute URL."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return None
+    if not parsed.is_absolute_url or not parsed.host:
+        return None
+    return (parsed.scheme, parsed.host, parsed.port)
+
+
+def _check_origins(disc: Discovery) -> None:
+    """The endpoints must be on the issuer's origin, as TARA publishes them (TARA.md:
+    ``/oidc/authorize``, ``/oidc/token`` and ``/oidc/jwks`` under the issuer): a
+    discovery answer that sends the client secret or the key fetch elsewhere, or the
+    citizen to another site, is refused (a tampered or mistaken document), never used."""
+    issuer = _origin(disc.issuer)
+    for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        url: str = getattr(disc, name)
+        if issuer is None or _origin(url) != issuer:
+            raise DiscoveryError(
+                f"the discovery document names {name} {url[:200]!r} on another origin "
+                f"than the issuer {disc.issuer!r}; TARA publishes its endpoints under its issuer"
+            )
+
+
 class TaraClient:
     """TARA's relying party: authorization URLs, code exchange and ID-token verification."""
 
@@ -304,6 +331,7 @@ class TaraClient:
             raise DiscoveryError(
                 f"discovery issuer {disc.issuer!r} differs from the configured issuer"
             )
+        _check_origins(disc)
         self._discovery = disc
         return disc
 
