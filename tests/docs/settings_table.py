@@ -117,6 +117,10 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "tara_timeout_s": "timeout of each call to TARA",
             "tara_leeway_s": "clock leeway for ID-token times",
             "tara_jwks_ttl_s": "how long TARA's key set is cached",
+            "tara_ready_timeout_s": "`/ready`'s check of TARA is cut after this long "
+            "(answered 503 `unreachable`)",
+            "tara_ready_cache_s": "how long `/ready` keeps its verdict on TARA before asking "
+            "TARA again (0: every probe asks)",
             "login_flow_ttl_s": "how long a started login may take",
             "login_pending_flows_max": "logins one browser may have pending at once (tabs); "
             "starting one more drops the oldest",

@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +27,8 @@ from kroonika.web import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from login_harness import free_socket, mock_keys, serve
+
+from poll_kit import wait_until
 
 SECRET = "startup-test-secret-0123456789"
 
@@ -233,11 +237,66 @@ def test_an_unreachable_tara_fails_the_login_start_as_the_callback(tmp_path: Pat
     assert (login.json()["error"], login.json()["reason"]) == ("login_failed", "idp_unavailable")
 
 
+@contextmanager
+def silent_tara(sock: socket.socket) -> Iterator[list[socket.socket]]:
+    """``sock`` starts listening: it accepts every connection and never answers (a
+    TARA, or something in its place, that hangs); yields the connections accepted."""
+    accepted: list[socket.socket] = []
+    sock.listen(16)
+    sock.settimeout(0.1)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield accepted
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+        for conn in accepted:
+            conn.close()
+        sock.close()
+
+
+def test_ready_answers_503_when_tara_accepts_and_never_answers(tmp_path: Path) -> None:
+    """A TARA that takes the connection and never answers does not hold /ready for the
+    login timeout (here 60 s): the check is cut at KROONIKA_TARA_READY_TIMEOUT_S and
+    /ready answers 503 saying so; asked again within KROONIKA_TARA_READY_CACHE_S it
+    answers the same without asking TARA again (no hammering through /ready)."""
+    hanging = free_socket()  # bound, not listening: the start-up check is refused at once
+    settings = _development(tmp_path, f"http://127.0.0.1:{hanging.getsockname()[1]}")
+    settings = settings.model_copy(
+        update={"tara_timeout_s": 60.0, "tara_ready_timeout_s": 0.5, "tara_ready_cache_s": 300}
+    )
+    app = create_app(settings)
+    with serve(app, free_socket()) as service, silent_tara(hanging) as accepted:
+        first = httpx.get(service + "/ready", timeout=20)
+        assert wait_until(lambda: len(accepted) >= 1)
+        again = [httpx.get(service + "/ready", timeout=20) for _ in range(3)]
+        connections = len(accepted)
+    for r in (first, *again):
+        assert r.status_code == 503, r.text
+        assert r.json()["checks"]["tara"] == "unreachable"
+        assert "did not answer within 0.5 s" in r.json()["tara_detail"]
+    assert connections == 1
+
+
 def test_development_becomes_ready_when_tara_comes_up(tmp_path: Path) -> None:
-    """Started before the mock: /ready says unreachable, then ok once the mock answers."""
+    """Started before the mock: /ready says unreachable, then ok once the mock answers
+    (without the cache of /ready's TARA check, which would only delay the ok)."""
     mock_sock = free_socket()
     mock_url = f"http://127.0.0.1:{mock_sock.getsockname()[1]}"
-    app = create_app(_development(tmp_path, mock_url))
+    settings = _development(tmp_path, mock_url).model_copy(update={"tara_ready_cache_s": 0})
+    app = create_app(settings)
     with serve(app, free_socket()) as service:
         before = httpx.get(service + "/ready", timeout=20)
         mock = create_mock(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
@@ -74,14 +75,19 @@ def _tara_config(settings: Settings) -> TaraClientConfig:
         raise SettingsError(f"TARA settings: {exc}") from None
 
 
-async def check_tara(app: FastAPI) -> str:
+async def check_tara(app: FastAPI, *, bound: float | None = None) -> str:
     """Check TARA's discovery document and key set; keep and return the verdict (``ok``,
     ``misconfigured``: the document does not fit the configuration, e.g. another issuer;
-    ``unreachable``). The reason goes to the operational log, never a secret."""
+    ``unreachable``). ``bound`` cuts the whole check short (each call to TARA has its
+    own timeout besides). The reason goes to the operational log, never a secret."""
     services: Services = app.state.services
     detail: str | None
     try:
-        await services.tara.check()
+        async with asyncio.timeout(bound):
+            await services.tara.check()
+    except TimeoutError:
+        verdict = "unreachable"
+        detail = f"TARA did not answer within {bound:g} s (KROONIKA_TARA_READY_TIMEOUT_S)"
     except DiscoveryError as exc:
         verdict, detail = "misconfigured", str(exc)
     except TaraError as exc:
@@ -91,6 +97,33 @@ async def check_tara(app: FastAPI) -> str:
     app.state.tara_status = verdict
     app.state.tara_detail = detail
     return verdict
+
+
+class TaraReadiness:
+    """``/ready``'s view of TARA once the start-up check failed: each check is cut at
+    ``timeout_s`` (a TARA that takes the connection and never answers must not hold the
+    probe) and its verdict kept ``cache_s`` seconds; concurrent probes wait for the check
+    under way rather than start their own. So probes, however many, reach TARA at most
+    once per ``cache_s``."""
+
+    def __init__(self, timeout_s: float, cache_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.cache_s = cache_s
+        self._checked_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def verdict(self, app: FastAPI) -> str:
+        status: str = app.state.tara_status
+        if status == "ok":  # once ready, TARA's outages are the logins' concern
+            return status
+        async with self._lock:
+            now = time.monotonic()
+            if self._checked_at is not None and now - self._checked_at < self.cache_s:
+                cached: str = app.state.tara_status
+                return cached
+            verdict = await check_tara(app, bound=self.timeout_s)
+            self._checked_at = time.monotonic()
+            return verdict
 
 
 async def _startup_tara(app: FastAPI, settings: Settings) -> None:
@@ -191,8 +224,6 @@ def create_app(
     """Build the service. Configuration is checked here (not on the first request); the
     audit trail starts and stops with the app's lifespan. ``audit_clock`` (ns since the
     epoch) stamps the events: tests that need a time of day inject it."""
-    import time
-
     clock = clock or time.time
     check_key_log(settings, os.environ)
     if settings.production:
@@ -313,6 +344,9 @@ def create_app(
     app.state.settings = settings
     app.state.tara_status = "unchecked"
     app.state.tara_detail = None
+    app.state.tara_readiness = TaraReadiness(
+        settings.tara_ready_timeout_s, settings.tara_ready_cache_s
+    )
     app.state.security_monitor = monitor
     app.state.threat_intel = enrichment.threat
     app.add_middleware(
@@ -369,7 +403,9 @@ def _health_router() -> APIRouter:
     async def ready(request: Request) -> JSONResponse:
         """Readiness: the business database and the audit store are reachable, the audit
         writer runs, and TARA's discovery document and keys fit the configuration (checked
-        at start-up; until that succeeded it is checked again here). TARA's later outages
+        at start-up; until that succeeded it is checked again here, cut at
+        ``KROONIKA_TARA_READY_TIMEOUT_S`` and kept ``KROONIKA_TARA_READY_CACHE_S``: see
+        :class:`TaraReadiness`). TARA's later outages
         do not make the service unready: logins then fail with ``idp_unavailable`` (or
         ``idp_misconfigured`` while the discovery does not fit)."""
         services: Services = request.app.state.services
@@ -393,8 +429,7 @@ def _health_router() -> APIRouter:
         checks["audit_writer"] = "ok" if writer is not None and not writer.done() else "down"
         if checks["audit_writer"] != "ok":
             log.warning("readiness: audit_writer down: %s", _ending(writer))
-        tara = request.app.state.tara_status
-        checks["tara"] = tara if tara == "ok" else await check_tara(request.app)
+        checks["tara"] = await request.app.state.tara_readiness.verdict(request.app)
         ok = all(v == "ok" for v in checks.values())
         body: dict[str, object] = {"status": "ok" if ok else "unavailable", "checks": checks}
         if checks["tara"] != "ok":
