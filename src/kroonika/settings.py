@@ -216,6 +216,8 @@ class Settings(BaseSettings):
     tara_timeout_s: float = Field(5.0, gt=0, le=60)
     tara_leeway_s: int = Field(10, ge=0, le=300)
     tara_jwks_ttl_s: int = Field(3600, ge=300, le=86400)
+    # TARA's JWKS unreachable: cached keys still verify for this long past the TTL (0: not)
+    tara_jwks_stale_if_error_s: int = Field(86400, ge=0, le=86400)
     # /ready's check of TARA: cut after this long, its verdict kept this long (decision 0005)
     tara_ready_timeout_s: float = Field(2.0, gt=0, le=30)
     tara_ready_cache_s: float = Field(5.0, ge=0, le=300)

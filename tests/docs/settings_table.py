@@ -117,6 +117,9 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "tara_timeout_s": "timeout of each call to TARA",
             "tara_leeway_s": "clock leeway for ID-token times",
             "tara_jwks_ttl_s": "how long TARA's key set is cached",
+            "tara_jwks_stale_if_error_s": "TARA's JWKS cannot be fetched: how long past "
+            "its TTL the cached keys still verify ID tokens under a kid they hold (0: not "
+            "at all); `/ready` and `/metrics` show when they do",
             "tara_ready_timeout_s": "`/ready`'s check of TARA is cut after this long "
             "(answered 503 `unreachable`)",
             "tara_ready_cache_s": "how long `/ready` keeps its verdict on TARA before asking "

@@ -240,6 +240,42 @@ async def test_concurrent_logins_share_one_jwks_refresh() -> None:
     assert fetches == 3
 
 
+async def test_a_jwks_outage_costs_one_attempt_per_stampede_and_pause() -> None:
+    """Past the TTL with TARA's JWKS failing: concurrent callers share one attempt and
+    all get the cached keys; within ``retry_after`` no caller tries again, after it one
+    does; past the stale-if-error window the keys are refused."""
+    attempts = 0
+    down = False
+
+    async def fetch() -> dict[str, Any]:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0)
+        if down:
+            raise IdpUnavailable("GET /oidc/jwks answered 503")
+        return {"keys": [_good_jwk()]}
+
+    now = [0.0]
+    cache = JwksCache(
+        fetch, ttl=60, cooldown=10, clock=lambda: now[0], stale_if_error=600, retry_after=30
+    )
+    await cache.keys()
+    down, now[0] = True, 61.0
+    got = await asyncio.gather(*(cache.keys() for _ in range(20)))
+    assert attempts == 2
+    assert all(set(keys) == {"good"} for keys in got)
+    assert cache.stale_since == 61.0
+    now[0] = 90.0
+    await cache.keys()
+    assert attempts == 2
+    now[0] = 92.0
+    await cache.keys()
+    assert attempts == 3
+    now[0] = 661.0
+    with pytest.raises(IdpUnavailable, match="stale-if-error window"):
+        await cache.keys()
+
+
 async def test_a_token_endpoint_that_trickles_is_cut_off_at_the_timeout() -> None:
     """A TARA that sends its answer a byte at a time (each within httpx's per-read timeout)
     is cut off at the configured timeout overall, not after however long it drips."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 import time
 from collections import deque
@@ -36,6 +37,8 @@ from kroonika.tara._errors import (
 from kroonika.tara._verify import Acr, Expectations, VerifiedIdToken, verify_id_token
 
 Clock = Callable[[], float]
+
+log = logging.getLogger("kroonika.tara")
 
 _METHOD_SCOPES = {"idcard", "mid", "smartid", "eidas"}
 #: Every scope TARA knows (TARA.md), besides ``eidas:country:xx``; any other is answered
@@ -67,6 +70,7 @@ class TaraClientConfig:
     timeout_s: float = 5.0
     leeway_s: int = 10
     jwks_ttl_s: int = 3600
+    jwks_stale_if_error_s: int = 86400
     unknown_kid_cooldown_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -102,7 +106,14 @@ class JwksCache:
     ``kid`` at most once per ``cooldown`` seconds, and all unknown ones together at most
     ``burst`` times per ``window`` seconds. TARA publishes a new key before it signs with
     it, so a rotation needs one refetch; a refetch refused by the bound still waits for
-    one that is running, and so sees the keys it brings."""
+    one that is running, and so sees the keys it brings.
+
+    Stale-if-error (RFC 5861's idea): when the set is past ``ttl`` and cannot be fetched,
+    the cached keys are still used for up to ``stale_if_error`` seconds more, and the
+    fetch is tried again at most once per ``retry_after`` seconds meanwhile (so logins do
+    not each wait for a dead endpoint). Only tokens under a cached ``kid`` verify so: an
+    unknown ``kid`` still needs a fetch, and fails while there is none. One WARNING when
+    such an outage begins, one INFO when it ends; :attr:`stale_since` says it is on."""
 
     def __init__(
         self,
@@ -113,26 +124,105 @@ class JwksCache:
         clock: Clock,
         burst: int = 3,
         window: float = 60.0,
+        stale_if_error: float = 0.0,
+        retry_after: float = 60.0,
     ) -> None:
         if burst < 1 or window <= 0:
             raise ValueError("the unknown-kid refetch bound needs burst >= 1 and window > 0")
+        if stale_if_error < 0 or retry_after <= 0:
+            raise ValueError("stale_if_error must be >= 0 and retry_after > 0")
         self._fetch = fetch
         self._ttl = ttl
         self._cooldown = cooldown
         self._clock = clock
         self._burst = burst
         self._window = window
+        self._stale_if_error = stale_if_error
+        self._retry_after = retry_after
         self._keys: dict[str, RSAPublicKey] = {}
         self._fetched_at: float | None = None
         self._misses: dict[str, float] = {}
         self._refetches: deque[float] = deque()
         self._lock = asyncio.Lock()
         self.fetches = 0
+        self._attempts = 0
+        self._failure = "the key set could not be fetched"
+        self._retry_at = 0.0
+        self.stale_since: float | None = None
+        """When the keys began to be used past their TTL because the set could not be
+        fetched (None: they are fresh)."""
+
+    @property
+    def fetched_at(self) -> float | None:
+        return self._fetched_at
+
+    def stale_until(self) -> float | None:
+        """Until when the cached keys are used while the set cannot be fetched."""
+        if self._fetched_at is None:
+            return None
+        return self._fetched_at + self._ttl + self._stale_if_error
+
+    def health(self, now: float) -> tuple[str, str] | None:
+        """None while the keys are fresh (or no outage was seen since the last fetch);
+        else ``stale`` (still used) or ``expired`` (the window is over: tokens fail
+        ``idp_unavailable``) and a sentence for the operator."""
+        until = self.stale_until()
+        if self.stale_since is None or until is None or self._fetched_at is None:
+            return None
+        age = int(now - self._fetched_at)
+        if now > until:
+            return (
+                "expired",
+                f"TARA's key set could not be fetched ({self._failure}); the keys fetched "
+                f"{age} s ago are past KROONIKA_TARA_JWKS_STALE_IF_ERROR_S and no longer used",
+            )
+        return (
+            "stale",
+            f"TARA's key set could not be fetched ({self._failure}); ID tokens under a "
+            f"cached kid are verified with the keys fetched {age} s ago for {int(until - now)}"
+            " s more (KROONIKA_TARA_JWKS_STALE_IF_ERROR_S)",
+        )
+
+    def _fresh(self, now: float) -> bool:
+        return self._fetched_at is not None and now - self._fetched_at <= self._ttl
 
     async def keys(self) -> Mapping[str, RSAPublicKey]:
         now = self._clock()
-        if self._fetched_at is None or now - self._fetched_at > self._ttl:
-            await self._refresh(seen=self.fetches)
+        if self._fresh(now):
+            return self._keys
+        if self.stale_since is not None and now < self._retry_at:
+            return self._stale(now)  # an outage under way: the next try is not due yet
+        try:
+            await self._refresh(seen=self._attempts)
+        except IdpUnavailable as exc:
+            self._failure = str(exc)
+            self._retry_at = now + self._retry_after
+            return self._stale(now)
+        if not self._fresh(self._clock()):
+            return self._stale(now)  # a concurrent attempt failed
+        return self._keys
+
+    def _stale(self, now: float) -> Mapping[str, RSAPublicKey]:
+        """The cached keys while the set cannot be fetched and the window lasts; else
+        :class:`IdpUnavailable`."""
+        until = self.stale_until()
+        if not self._keys or until is None or now > until:
+            raise IdpUnavailable(
+                f"{self._failure}, and no cached key set is within its TTL and the "
+                "stale-if-error window (KROONIKA_TARA_JWKS_STALE_IF_ERROR_S)"
+            )
+        if self.stale_since is None:
+            self.stale_since = now
+            log.warning(
+                "TARA's key set could not be fetched (%s): ID tokens under a cached kid "
+                "are verified with the cached keys, fetched %d s ago, for at most %d s "
+                "more (KROONIKA_TARA_JWKS_STALE_IF_ERROR_S); the fetch is tried again "
+                "every %d s",
+                self._failure,
+                now - (self._fetched_at or now),
+                until - now,
+                self._retry_after,
+            )
         return self._keys
 
     async def refetch_for(self, kid: str) -> bool:
@@ -151,20 +241,29 @@ class JwksCache:
         self._refetches.append(now)
         if len(self._misses) > 1000:
             self._misses.clear()
-        await self._refresh(seen=self.fetches)
+        await self._refresh(seen=self._attempts)
         return True
 
     async def _refresh(self, *, seen: int) -> None:
-        """Fetch the set, unless another caller did while this one waited for the lock
-        (``seen`` is the fetch count when this caller found the set wanting): one fetch
-        per stampede."""
+        """Fetch the set, unless another caller tried while this one waited for the lock
+        (``seen`` is the attempt count when this caller found the set wanting): one
+        attempt per stampede, successful or not."""
         async with self._lock:
-            if self.fetches != seen:
+            if self._attempts != seen:
                 return
-            doc = await self._fetch()
+            try:
+                keys = parse_jwks(await self._fetch())
+            finally:  # counted once over: callers that found the set wanting meanwhile
+                self._attempts += 1  # (and saw the old count) wait for it, not their own
             self.fetches += 1
-            self._keys = parse_jwks(doc)
+            self._keys = keys
             self._fetched_at = self._clock()
+            if self.stale_since is not None:
+                log.info(
+                    "TARA's key set answers again: fresh keys after %d s on cached ones",
+                    self._fetched_at - self.stale_since,
+                )
+                self.stale_since = None
 
 
 def parse_jwks(doc: object) -> dict[str, RSAPublicKey]:
@@ -272,6 +371,7 @@ class TaraClient:
             ttl=config.jwks_ttl_s,
             cooldown=config.unknown_kid_cooldown_s,
             clock=clock,
+            stale_if_error=config.jwks_stale_if_error_s,
         )
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

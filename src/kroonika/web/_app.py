@@ -70,6 +70,7 @@ def _tara_config(settings: Settings) -> TaraClientConfig:
             timeout_s=settings.tara_timeout_s,
             leeway_s=settings.tara_leeway_s,
             jwks_ttl_s=settings.tara_jwks_ttl_s,
+            jwks_stale_if_error_s=settings.tara_jwks_stale_if_error_s,
         )
     except ValueError as exc:
         raise SettingsError(f"TARA settings: {exc}") from None
@@ -435,6 +436,9 @@ def _health_router() -> APIRouter:
         if checks["tara"] != "ok":
             body["tara_issuer"] = services.settings.tara_issuer
             body["tara_detail"] = request.app.state.tara_detail
+        keys = services.tara.jwks.health(services.clock())
+        if keys is not None:  # TARA's JWKS down: logins go on with cached keys, for a while
+            body["tara_keys"], body["tara_keys_detail"] = keys
         return JSONResponse(
             body,
             status_code=200 if ok else 503,

@@ -4,8 +4,9 @@ Access: with ``KROONIKA_METRICS_TOKEN`` set, a scraper sends ``Authorization: Be
 <token>`` (compared in constant time); without a token only a client connected from a
 loopback address is served (the direct peer, never a forwarded header), so a service
 exposed through a proxy does not publish its metrics by accident. ``KROONIKA_METRICS_ENABLED
-=false`` removes the route. Metrics carry sink and stream names and counts only, and the
-rate limiter's counters (its fail-open count among them)."""
+=false`` removes the route. Metrics carry sink and stream names and counts only, the
+rate limiter's counters (its fail-open count among them) and the state of TARA's cached
+key set."""
 
 from __future__ import annotations
 
@@ -49,7 +50,34 @@ def _limiter_metrics(limiter: RateLimiter) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _router(shipping: LogShipping, token: bytes | None, limiter: RateLimiter | None) -> APIRouter:
+def _tara_metrics(services: Services) -> str:
+    """Whether TARA's key set is used past its TTL because it cannot be fetched, and how
+    old the cached set is (decision 0005: stale-if-error)."""
+    jwks = services.tara.jwks
+    now = services.clock()
+    health = jwks.health(now)
+    stale = 1 if health is not None and health[0] == "stale" else 0
+    lines = [
+        "# HELP kroonika_tara_jwks_stale 1 while ID tokens are verified with cached TARA"
+        " keys past their TTL because TARA's JWKS cannot be fetched.",
+        "# TYPE kroonika_tara_jwks_stale gauge",
+        f"kroonika_tara_jwks_stale {stale}",
+    ]
+    if jwks.fetched_at is not None:
+        lines += [
+            "# HELP kroonika_tara_jwks_age_seconds Age of the cached TARA key set.",
+            "# TYPE kroonika_tara_jwks_age_seconds gauge",
+            f"kroonika_tara_jwks_age_seconds {max(0, int(now - jwks.fetched_at))}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _router(
+    shipping: LogShipping,
+    token: bytes | None,
+    limiter: RateLimiter | None,
+    services: Services,
+) -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/metrics", response_model=None, response_class=PlainTextResponse)
@@ -69,6 +97,7 @@ def _router(shipping: LogShipping, token: bytes | None, limiter: RateLimiter | N
         text = await shipping.prometheus()
         if limiter is not None:
             text += _limiter_metrics(limiter)
+        text += _tara_metrics(services)
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     return router
@@ -89,7 +118,7 @@ def install_log_shipping(app: FastAPI, services: Services) -> LogShipping:
 
             raise SettingsError("KROONIKA_METRICS_TOKEN must be at least 16 characters")
         limiter = getattr(app.state, "rate_limiter", None)
-        app.include_router(_router(shipping, token, limiter))
+        app.include_router(_router(shipping, token, limiter, services))
     return shipping
 
 
