@@ -107,9 +107,12 @@ class TaraReadiness:
     under way rather than start their own. So probes, however many, reach TARA at most
     once per ``cache_s``."""
 
-    def __init__(self, timeout_s: float, cache_s: float) -> None:
+    def __init__(
+        self, timeout_s: float, cache_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.timeout_s = timeout_s
         self.cache_s = cache_s
+        self._clock = clock
         self._checked_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -118,12 +121,12 @@ class TaraReadiness:
         if status == "ok":  # once ready, TARA's outages are the logins' concern
             return status
         async with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             if self._checked_at is not None and now - self._checked_at < self.cache_s:
                 cached: str = app.state.tara_status
                 return cached
             verdict = await check_tara(app, bound=self.timeout_s)
-            self._checked_at = time.monotonic()
+            self._checked_at = self._clock()
             return verdict
 
 
