@@ -131,14 +131,17 @@ def refuse_events(monkeypatch: Any, stack: AdminStack, event_type: str) -> None:
 
 
 @contextmanager
-def person_session(stack: AdminStack, code: str) -> Iterator[tuple[httpx.Client, str]]:
-    """A browser logged in through the TARA mock as ``code`` and its CSRF token (the
-    service's manual clock is brought up to the mock's real one first)."""
+def person_session(
+    stack: AdminStack, code: str, **extra: str
+) -> Iterator[tuple[httpx.Client, str]]:
+    """A browser logged in through the TARA mock as ``code`` (``extra``: more autologin
+    parameters, e.g. the names of a code that is not a test identity) and its CSRF
+    token (the service's manual clock is brought up to the mock's real one first)."""
     import time
 
     clock = stack.stack.clock
     clock.advance(max(0.0, time.time() - clock()))
-    with stack.stack.browser(autologin=code) as b:
+    with stack.stack.browser(autologin=code, **extra) as b:
         assert b.get(stack.url + "/auth/login").status_code == 200
         yield b, b.get(stack.url + "/auth/session").json()["csrf_token"]
 

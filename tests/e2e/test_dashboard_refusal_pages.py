@@ -11,7 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_harness import AUDITOR, AdminStack, admin_stack, person_session
+from admin_harness import (
+    AUDITOR,
+    AdminStack,
+    admin_stack,
+    person_session,
+)
 from dashboard_harness import PATH, chromium, log_in
 
 from kroonika.web.routes_dashboard import CSP
@@ -71,15 +76,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
 
 def _refused_cross_site(stack: AdminStack, r: httpx.Response) -> None:
     """403, one ``csrf_failed`` violation (reason cross_site_request), the call recorded
-    and nothing of the trail read."""
+    and nothing of the trail read. Neither names the analyst: the session is not looked
+    up for another site's request (2026-11-28, review dash)."""
     assert r.status_code == 403, r.text
     rid = r.headers["x-request-id"]
     (violation,) = stack.events(types=("security.policy_violation",), correlation=rid)
     assert violation["details"]["policy"] == "csrf_failed"
     assert violation["reason"] == "cross_site_request"
-    assert violation["actor"]["roles"] == ["auditor"]
+    assert violation["actor"] == {"type": "anonymous"}
     (req,) = stack.events(types=("admin.request",), correlation=rid)
     assert req["details"]["status"] == 403
+    assert (req["actor"], req["details"]["auth"]) == ({"type": "anonymous"}, "none")
     assert stack.events(types=("audit.access",), correlation=rid) == []
 
 

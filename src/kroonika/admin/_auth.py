@@ -18,7 +18,6 @@ import orjson
 from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from kroonika.admin._config import RuntimeConfig
@@ -33,6 +32,7 @@ from kroonika.admin._errors import (
 from kroonika.admin._free_text import refuse_personal_code
 from kroonika.admin._privacy import Eraser
 from kroonika.admin._roles import ApiKey, ApiKeys, RoleStore, normalise_subject
+from kroonika.admin._same_site import CROSS_SITE, SameSiteOnlyRoute
 from kroonika.audit import (
     Actor,
     ActorType,
@@ -422,40 +422,21 @@ def check_justification(
     return value
 
 
-#: The error code and violation reason of a call with the session cookie that the browser
-#: says another site started (``Sec-Fetch-Site: cross-site``; decision 0037).
-CROSS_SITE = "cross_site_request"
-
-
 def require(*roles: str, mutating: bool | None = None) -> Any:
     """A dependency: authenticated, holding one of ``roles``; mutating calls (by default
-    every non-GET) carry a justification and, with a session cookie, a CSRF token. No
-    call with the session cookie (a read included) is taken from another site
-    (``Sec-Fetch-Site: cross-site``: 403 :data:`CROSS_SITE`, a ``csrf_failed``
-    violation); same-origin, same-site, ``none`` (a bookmark, a typed address) and no
-    header at all (not a browser) are taken."""
+    every non-GET) carry a justification and, with a session cookie, a CSRF token. Only
+    on a route of :class:`AuditedRoute`, which has refused a call with the session
+    cookie that another site started before this runs (:mod:`._same_site`)."""
 
     async def dependency(request: Request) -> Principal:
+        if not isinstance(request.scope.get("route"), SameSiteOnlyRoute):
+            # a programming error: the route would take another site's requests
+            raise RuntimeError(f"require() on {_template(request)}, not an AuditedRoute")
         admin = admin_services(request)
         call = _call(request)
         principal = await authenticate(request, admin)
         call.principal = principal
         await _limit(request, principal)
-        if principal.kind == "session" and request.headers.get("sec-fetch-site") == "cross-site":
-            # a link or a form on another site: the browser sent the SameSite=Lax cookie
-            # with it, and the call would be recorded under this person's name
-            await _violation(
-                request,
-                principal,
-                Policy.CSRF_FAILED,
-                f"{request.method} {_template(request)} from another site with the session cookie",
-                reason=CROSS_SITE,
-            )
-            raise Forbidden(
-                "opened from another site: a call with the session cookie is made from "
-                "this service's own pages, a bookmark or a typed address",
-                code=CROSS_SITE,
-            )
         if not set(principal.roles) & set(roles):
             await _violation(
                 request,
@@ -630,9 +611,31 @@ def error_response(request: Request, exc: AdminError) -> JSONResponse:
 STORE_DOWN: tuple[type[Exception], ...] = (StoreError, *UNAVAILABLE)
 
 
-class AuditedRoute(APIRoute):
+class AuditedRoute(SameSiteOnlyRoute):
     """Every call of a route of this class ends in one ``admin.request`` event with the
-    status it got (refusals included); :class:`AdminError` becomes its JSON answer."""
+    status it got (refusals included); :class:`AdminError` becomes its JSON answer. A
+    call with the session cookie that another site started is refused first (403
+    :data:`CROSS_SITE`, before the session is looked up)."""
+
+    async def refuse_cross_site(self, request: Request) -> Response:
+        """A ``csrf_failed`` violation (reason :data:`CROSS_SITE`) naming no one: who
+        holds the cookie is not looked up for another site's request."""
+        await emit_policy_violation(
+            admin_services(request).services.audit.trail,
+            Policy.CSRF_FAILED,
+            attempted=f"{request.method} {self.path_format} from another site with the "
+            "session cookie",
+            actor=Actor(ActorType.ANONYMOUS),
+            source=source_of(request),
+            target=Target("admin_route", self.path_format),
+            correlation=correlation_of(request),
+            reason=CROSS_SITE,
+        )
+        raise Forbidden(
+            "opened from another site: a call with the session cookie is made from "
+            "this service's own pages, a bookmark or a typed address",
+            code=CROSS_SITE,
+        )
 
     def refusal(self, request: Request, exc: AdminError) -> Response:
         """The answer to a refused call (JSON; a page's route answers with a page)."""

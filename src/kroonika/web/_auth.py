@@ -26,6 +26,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
+from kroonika.admin._same_site import CROSS_SITE, SameSiteOnlyRoute, same_site_only
 from kroonika.audit import (
     Actor,
     ActorType,
@@ -775,19 +776,18 @@ async def _complete(
     return response
 
 
-#: Pages that refuse a session cookie on a request another site started (decision 0037).
-_SAME_SITE_ONLY = ("/admin", "/audit")
-
-
 def _landing(request: Request, return_to: str) -> Response:
     """Where a completed login sends the browser. TARA is another site in production, so
     a 302 from this callback reaches ``return_to`` as ``Sec-Fetch-Site: cross-site`` (the
-    browser judges the whole redirect chain), and the admin and audit pages refuse that
-    to a session cookie. For those targets a callback another site started answers a page
-    that moves on by itself: its request comes from this site (decision 0037,
-    2026-11-28). ``return_to`` passed ``safe_return_to`` at the start of the login."""
-    path = return_to.split("?", 1)[0]
-    guarded = any(path == p or path.startswith(p + "/") for p in _SAME_SITE_ONLY)
+    browser judges the whole redirect chain), and the routes that take the session
+    cookie from this site only (the admin and audit pages, the session routes) refuse
+    that. For those targets a callback another site started answers a page that moves
+    on by itself: its request comes from this site (decision 0037, 2026-11-28). Which
+    targets those are, the routes say themselves (:func:`same_site_only`). ``return_to``
+    passed ``safe_return_to`` at the start of the login."""
+    parts = urlsplit(return_to)
+    here = not parts.scheme and not parts.netloc  # an allow-listed origin is not this app
+    guarded = here and same_site_only(request.app.routes, parts.path)
     if not guarded or request.headers.get("sec-fetch-site") != "cross-site":
         return RedirectResponse(return_to, status_code=302)
     target = html.escape(return_to, quote=True)
@@ -926,6 +926,44 @@ def clear_session_cookie(response: Response, services: Services) -> None:
 # --- sessions ----------------------------------------------------------------------------
 
 
+class SessionRoute(SameSiteOnlyRoute):
+    """A route of the person's own session: another site's request with the session
+    cookie is refused before the session is looked up (:mod:`kroonika.admin._same_site`):
+    it would read the person's session (their personal code, names and CSRF token
+    included) or mark it used on that site's behalf."""
+
+    async def refuse_cross_site(self, request: Request) -> Response:
+        services: Services = request.app.state.services
+        info = request.scope.get("state", {}).get("request_info")
+        log.warning(
+            "refused %s %s from another site with the session cookie request_id=%s",
+            request.method,
+            self.path_format,
+            info.request_id if info is not None else None,
+        )
+        await services.audit.trail.emit(
+            violation(
+                request,
+                REASON_POLICIES["csrf_failed"],
+                attempted=f"{request.method} {self.path_format} from another site with the "
+                "session cookie",
+                actor=Actor(ActorType.ANONYMOUS),
+                reason=CROSS_SITE,
+            )
+        )
+        return _error(
+            403,
+            "csrf_failed",
+            request,
+            reason=CROSS_SITE,
+            detail="opened from another site: the session is used from this service's own pages",
+        )
+
+
+#: the session routes, under ``/auth`` (included into :data:`router` at the end)
+sessions = APIRouter(route_class=SessionRoute)
+
+
 @dataclass(frozen=True, slots=True)
 class Current:
     record: SessionRecord
@@ -990,7 +1028,7 @@ def _session_view(services: Services, cur: Current) -> dict[str, Any]:
     }
 
 
-@router.get("/session", response_model=None)
+@sessions.get("/session", response_model=None)
 async def get_session(request: Request, services: ServicesDep) -> Response:
     """The current session (and the CSRF token for state-changing calls)."""
     cur = await current_session(request, services)
@@ -1012,7 +1050,7 @@ async def _authorised(
     return cur, None
 
 
-@router.post("/session/extend", response_model=None)
+@sessions.post("/session/extend", response_model=None)
 async def extend_session(request: Request, services: ServicesDep) -> Response:
     """Slide the idle expiry up to the absolute limit (CSRF-protected)."""
     cur, refusal = await _authorised(request, services)
@@ -1024,7 +1062,7 @@ async def extend_session(request: Request, services: ServicesDep) -> Response:
     return JSONResponse(_session_view(services, Current(updated, cur.secret, cur.ctx)))
 
 
-@router.get("/sessions", response_model=None)
+@sessions.get("/sessions", response_model=None)
 async def list_sessions(request: Request, services: ServicesDep) -> Response:
     """The citizen's own live sessions (public references only)."""
     cur = await current_session(request, services)
@@ -1041,7 +1079,7 @@ async def _ended(
         await hook(request, records, reason)
 
 
-@router.delete("/sessions/{ref}", response_model=None)
+@sessions.delete("/sessions/{ref}", response_model=None)
 async def end_one(ref: str, request: Request, services: ServicesDep) -> Response:
     """End one of the citizen's own sessions (CSRF-protected)."""
     cur, refusal = await _authorised(request, services)
@@ -1059,7 +1097,7 @@ async def end_one(ref: str, request: Request, services: ServicesDep) -> Response
     return response
 
 
-@router.delete("/sessions", response_model=None)
+@sessions.delete("/sessions", response_model=None)
 async def end_all(request: Request, services: ServicesDep) -> Response:
     """End every session of the citizen, the current one included (CSRF-protected)."""
     cur, refusal = await _authorised(request, services)
@@ -1076,7 +1114,7 @@ async def end_all(request: Request, services: ServicesDep) -> Response:
     return response
 
 
-@router.post("/logout", response_model=None)
+@sessions.post("/logout", response_model=None)
 async def logout(request: Request, services: ServicesDep) -> Response:
     """End the current session (CSRF-protected) and clear the cookie."""
     cur, refusal = await _authorised(request, services)
@@ -1111,3 +1149,6 @@ async def logout(request: Request, services: ServicesDep) -> Response:
         response = JSONResponse({"logged_out": True})
     clear_session_cookie(response, services)
     return response
+
+
+router.include_router(sessions)  # after its routes: their class (SessionRoute) is kept

@@ -95,12 +95,14 @@ def violation(
     session_ref: str | None = None,
     threat: list[ThreatMatch] | None = None,
     decision: Decision = Decision.DENIED,
+    reason: str | None = None,
 ) -> AuditEvent:
     """The violation for a refusal of this request (not yet emitted)."""
     return policy_violation(
         policy,
         attempted=attempted,
         decision=decision,
+        reason=reason,
         actor=actor,
         source=request_source(request),
         target=target,

@@ -30,7 +30,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from kroonika.admin._auth import (
-    CROSS_SITE,
     AuditedRoute,
     Principal,
     admin_services,
@@ -39,6 +38,7 @@ from kroonika.admin._auth import (
     require,
 )
 from kroonika.admin._errors import AdminError
+from kroonika.admin._same_site import CROSS_SITE
 from kroonika.admin.routes_alerts import current_alerts
 from kroonika.audit import AuditUnavailable, StoreError
 from kroonika.audit.alerting import Alert
