@@ -155,6 +155,41 @@ def as_person(
         return b.request(method, stack.url + path, headers=headers, **kw)
 
 
+def openapi(stack: AdminStack) -> dict[str, Any]:
+    """The running service's ``/openapi.json``."""
+    r = httpx.get(stack.url + "/openapi.json", timeout=30)
+    assert r.status_code == 200
+    doc: dict[str, Any] = r.json()
+    return doc
+
+
+def resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    found: dict[str, Any] = doc
+    for part in ref.removeprefix("#/").split("/"):
+        found = found[part]
+    return found
+
+
+def assert_documented(doc: dict[str, Any], method: str, path: str, r: httpx.Response) -> None:
+    """``r`` is an answer the document declares for the operation ``method path`` (a
+    template): its status, its media type and, for a JSON answer with a documented
+    schema of an object, the required keys and no key the schema does not name."""
+    responses = doc["paths"][path][method.lower()]["responses"]
+    assert str(r.status_code) in responses, (r.status_code, sorted(responses))
+    content = responses[str(r.status_code)].get("content", {})
+    media = r.headers.get("content-type", "").split(";")[0].strip()
+    assert media in content, (r.status_code, media, sorted(content))
+    schema = resolve(doc, content[media].get("schema", {}))
+    if media != "application/json" or "properties" not in schema:
+        return
+    body = r.json()
+    assert set(schema.get("required", ())) <= set(body), (schema, body)
+    assert set(body) <= set(schema["properties"]), (schema, body)
+
+
 REQUESTS = "/admin/config/requests"
 
 

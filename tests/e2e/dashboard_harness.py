@@ -34,6 +34,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 #: a valid personal code nobody gave a role
 NOBODY = "50001010006"
+#: the mock's autologin parameters that log NOBODY in (not a test identity: it needs names)
+NOBODY_NAMES = {"autologin_given_name": "MARI", "autologin_family_name": "MAASIKAS"}
 
 
 def emit(stack: AdminStack, batch: list[AuditEvent]) -> None:

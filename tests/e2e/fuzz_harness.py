@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import jwt
 import schemathesis
-from admin_harness import WHY, AdminStack, person_session
+from admin_harness import AUDITOR, WHY, AdminStack, person_session
+from dashboard_harness import NOBODY, NOBODY_NAMES
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from login_harness import basic_auth, register_client
@@ -56,6 +57,10 @@ SESSION_PATHS = (
 #: the operations a registered client calls with HTTP Basic
 CLIENT_PATHS = ("/tokens", "/introspect", "/revoke")
 SEED = 20261128
+#: callers an operation refuses, for the operations that answer pages: a page's
+#: refusals are pages too, which the document must say (decision 0037, review dash):
+#: no credentials, a person without a role, a person with one on a link from another site
+REFUSED = ("nobody", "no_role", "cross_site")
 #: text that only a stack trace carries
 TRACEBACK_MARKS = ("Traceback (most recent call last)", 'File "/', "  File ")
 
@@ -98,6 +103,9 @@ class Caller:
 
     stack: AdminStack
     client: NewClient
+    #: None: each operation is called as the caller it is meant for; else one of
+    #: :data:`REFUSED`, for every operation
+    refused: str | None = None
 
     def secrets(self) -> list[str]:
         return [self.client.secret, *self.stack.keys.values()]
@@ -106,7 +114,17 @@ class Caller:
     def credentials(self, path: str, roles: list[str] | None) -> Iterator[dict[str, Any]]:
         """``requests`` keyword arguments (headers, cookies) for an operation at ``path``
         with ``roles`` (its ``x-roles``)."""
-        if roles:
+        if self.refused == "nobody":
+            yield {}
+        elif self.refused is not None:
+            who, names = (NOBODY, NOBODY_NAMES) if self.refused == "no_role" else (AUDITOR, {})
+            with person_session(self.stack, who, **names) as (browser, csrf):
+                cookies = {c.name: c.value for c in browser.cookies.jar if c.value is not None}
+                headers = {"x-csrf-token": csrf}
+                if self.refused == "cross_site":
+                    headers["sec-fetch-site"] = "cross-site"
+                yield {"headers": headers, "cookies": cookies}
+        elif roles:
             yield {
                 "headers": {
                     "authorization": f"Bearer {self.stack.keys[roles[0]]}",
@@ -160,6 +178,18 @@ def load(url: str) -> Any:
     return schemathesis.openapi.from_url(
         url + "/openapi.json", config=schemathesis.Config(), timeout=30
     )
+
+
+def page_operations(url: str) -> set[str]:
+    """The labels (``GET /admin/dashboard``) of the operations that answer a page (a
+    documented ``text/html`` answer)."""
+    doc = httpx.get(url + "/openapi.json", timeout=30).raise_for_status().json()
+    return {
+        f"{method.upper()} {path}"
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if any("text/html" in r.get("content", {}) for r in op["responses"].values())
+    }
 
 
 def _blank(text: str, secrets: list[str]) -> str:

@@ -15,6 +15,8 @@ from admin_harness import (
     AUDITOR,
     AdminStack,
     admin_stack,
+    assert_documented,
+    openapi,
     person_session,
 )
 from dashboard_harness import chromium, log_in
@@ -110,6 +112,7 @@ def test_a_cross_site_session_read_is_a_recorded_csrf_refusal(stack: AdminStack,
     assert violation["details"]["policy"] == "csrf_failed"
     assert violation["reason"] == "cross_site_request"
     assert violation["actor"]["type"] == "anonymous"
+    assert_documented(openapi(stack), "GET", path, r)
 
 
 @pytest.mark.parametrize("fetch_site", ["same-origin", "same-site", "none", None])

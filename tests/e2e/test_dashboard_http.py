@@ -12,7 +12,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from admin_harness import AdminStack, admin_stack, person_session, refuse_events
+from admin_harness import (
+    AdminStack,
+    admin_stack,
+    assert_documented,
+    openapi,
+    person_session,
+    refuse_events,
+)
 from dashboard_harness import CODE, FAILURE_NET, HOSTILE, PATH, seeded_stack
 
 from kroonika.web.routes_dashboard import CSP
@@ -223,5 +230,6 @@ def test_a_view_the_trail_cannot_record_is_a_page_that_tries_again(
     assert r.headers["retry-after"] == str(refresh)
     assert 'id="open-alerts"' not in r.text
     assert "audit_unavailable" in r.text
+    assert_documented(openapi(stack), "GET", PATH, r)  # a page, as the document says
     monkeypatch.undo()
     assert _get(stack, "auditor").status_code == 200

@@ -15,6 +15,8 @@ from admin_harness import (
     AUDITOR,
     AdminStack,
     admin_stack,
+    assert_documented,
+    openapi,
     person_session,
 )
 from dashboard_harness import PATH, chromium, log_in
@@ -61,6 +63,7 @@ def test_a_429_on_the_dashboard_is_a_page_that_tries_again(
         r = stack.call("GET", PATH, role="auditor", why=None)
         _assert_busy_page(stack, r)
         assert limit in r.text
+        assert_documented(openapi(stack), "GET", PATH, r)  # a page, as the document says
         (req,) = stack.events(types=("admin.request",), correlation=r.headers["x-request-id"])
         assert req["details"]["status"] == 429
         api = stack.call("GET", "/admin/alerts", role="auditor", why=None)

@@ -11,7 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_harness import AdminStack, admin_stack
+from admin_harness import (
+    AUDITOR,
+    AdminStack,
+    admin_stack,
+    assert_documented,
+    person_session,
+    resolve,
+)
+from dashboard_harness import NOBODY, NOBODY_NAMES
 from login_harness import basic_auth, register_client
 
 from kroonika.tokens import NewClient
@@ -52,16 +60,6 @@ def client(stack: AdminStack) -> NewClient:
     return register_client(stack.stack, "openapi-doc", SEEN_SECRETS)
 
 
-def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    ref = schema.get("$ref")
-    if ref is None:
-        return schema
-    found: dict[str, Any] = doc
-    for part in ref.removeprefix("#/").split("/"):
-        found = found[part]
-    return found
-
-
 def _body_schema(doc: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
     content = doc["paths"][path]["post"]["requestBody"]["content"]
     if path == "/tokens":  # also the RFC 6749 token request (form), see the test below
@@ -69,18 +67,7 @@ def _body_schema(doc: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
         content = {"application/json": content["application/json"]}
     assert len(content) == 1, content
     ((media, spec),) = content.items()
-    return media, _resolve(doc, spec["schema"])
-
-
-def _assert_documented(doc: dict[str, Any], method: str, path: str, r: httpx.Response) -> None:
-    """``r``'s status is documented for the operation and its JSON body has the
-    documented error shape: the required keys, and no key the schema does not name."""
-    responses = doc["paths"][path][method.lower()]["responses"]
-    assert str(r.status_code) in responses, (r.status_code, sorted(responses))
-    schema = _resolve(doc, responses[str(r.status_code)]["content"]["application/json"]["schema"])
-    body = r.json()
-    assert set(schema.get("required", ())) <= set(body), (schema, body)
-    assert set(body) <= set(schema["properties"]), (schema, body)
+    return media, resolve(doc, spec["schema"])
 
 
 @pytest.mark.parametrize("path", sorted(TOKEN_BODIES))
@@ -114,7 +101,7 @@ def test_the_token_endpoint_documents_the_client_credentials_grant(
     """``/tokens`` documents the RFC 6749 token request form and its 200 answer, and a
     request built from that form gets it."""
     post = doc["paths"]["/tokens"]["post"]
-    form = _resolve(
+    form = resolve(
         doc, post["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
     )
     assert form["properties"]["grant_type"]["enum"] == ["client_credentials"]
@@ -125,7 +112,7 @@ def test_the_token_endpoint_documents_the_client_credentials_grant(
         timeout=30,
     )
     assert r.status_code == 200, r.text
-    schema = _resolve(doc, post["responses"]["200"]["content"]["application/json"]["schema"])
+    schema = resolve(doc, post["responses"]["200"]["content"]["application/json"]["schema"])
     assert set(r.json()) == set(schema["properties"])
 
 
@@ -151,11 +138,11 @@ def test_client_refusals_are_documented(
         stack.url + "/tokens/validate", json={"token": 1}, headers=basic_auth(client), timeout=30
     )
     assert bad.status_code == 400
-    _assert_documented(doc, "POST", "/tokens/validate", bad)
+    assert_documented(doc, "POST", "/tokens/validate", bad)
     wrong = {"authorization": basic_auth(client)["authorization"][:-4] + "AAAA"}
     unknown = httpx.post(stack.url + "/tokens", json={}, headers=wrong, timeout=30)
     assert unknown.status_code == 401
-    _assert_documented(doc, "POST", "/tokens", unknown)
+    assert_documented(doc, "POST", "/tokens", unknown)
 
 
 def test_my_tokens_documents_the_filters_it_reads(stack: AdminStack, doc: dict[str, Any]) -> None:
@@ -180,7 +167,7 @@ def test_a_malformed_admin_body_is_the_documented_422(
     r = stack.call("POST", "/admin/clients", json={"name": ""})
     assert r.status_code == 422
     assert r.json()["fields"] == ["body.name"]
-    _assert_documented(doc, "POST", "/admin/clients", r)
+    assert_documented(doc, "POST", "/admin/clients", r)
     assert "HTTPValidationError" not in doc["components"]["schemas"]
 
 
@@ -207,7 +194,7 @@ def test_admin_refusals_are_documented(
     """The admin API's refusals are documented with the body they have."""
     r = stack.call(method, path, role=role, json=body)
     assert r.status_code == status, r.text
-    _assert_documented(doc, method, template, r)
+    assert_documented(doc, method, template, r)
 
 
 def test_metrics_documents_its_text(stack: AdminStack, doc: dict[str, Any]) -> None:
@@ -240,7 +227,7 @@ def test_bearer_and_session_refusals_are_documented(
     """Without a bearer token or a session the answer is a documented 401."""
     r = httpx.request(method, stack.url + path, timeout=30)
     assert r.status_code == 401, r.text
-    _assert_documented(doc, method, path, r)
+    assert_documented(doc, method, path, r)
 
 
 @pytest.mark.parametrize(
@@ -265,7 +252,7 @@ def test_browser_route_refusals_are_documented(
     a schema fuzzer called every 401, 400 and 302 of theirs undocumented."""
     r = httpx.request(method, stack.url + path, timeout=30)
     assert r.status_code == status, r.text
-    _assert_documented(doc, method, template, r)
+    assert_documented(doc, method, template, r)
 
 
 def test_a_login_start_documents_its_redirect(stack: AdminStack, doc: dict[str, Any]) -> None:
@@ -429,3 +416,76 @@ def test_a_conditional_well_known_read_documents_its_304(
     assert {"ETag", "Cache-Control"} <= set(op["responses"]["200"]["headers"])
     headers = {p["name"].lower() for p in op.get("parameters", []) if p["in"] == "header"}
     assert "if-none-match" in headers
+
+
+#: how each refusal of the dashboard is provoked: (credentials, headers, query, status)
+DASHBOARD = "/admin/dashboard"
+PAGE_REFUSALS = {
+    "personal_code_in_justification": (
+        "auditor",
+        {"x-justification": "INC-1 about 38001085718"},
+        {},
+        400,
+    ),
+    "not_logged_in": (None, {}, {}, 401),
+    "no_role": (NOBODY, {}, {}, 403),
+    "from_another_site": (AUDITOR, {"sec-fetch-site": "cross-site"}, {}, 403),
+    "unprintable_query": ("auditor", {}, {"x": "\x00"}, 422),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PAGE_REFUSALS))
+def test_the_dashboard_documents_its_refusals_as_the_pages_they_are(
+    stack: AdminStack, doc: dict[str, Any], case: str
+) -> None:
+    """The dashboard refuses with HTML pages (decision 0037) while the document
+    declared the admin API's JSON error for each of them: a client built from it would
+    parse a page as JSON. Each refusal is documented as ``text/html``."""
+    who, headers, params, status = PAGE_REFUSALS[case]
+    if who in (NOBODY, AUDITOR):
+        names = NOBODY_NAMES if who == NOBODY else {}
+        with person_session(stack, who, **names) as (browser, _):
+            r = browser.get(stack.url + DASHBOARD, headers=headers, params=params)
+    else:
+        r = stack.call("GET", DASHBOARD, role=who, why=None, headers=headers, params=params)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert_documented(doc, "GET", DASHBOARD, r)
+
+
+def test_the_dashboard_documents_only_pages(doc: dict[str, Any]) -> None:
+    """Every answer the dashboard declares is a page, and no status it never answers
+    (no id to miss, nothing to conflict with) is declared."""
+    responses = doc["paths"][DASHBOARD]["get"]["responses"]
+    assert {s: list(r["content"]) for s, r in responses.items()} == {
+        s: ["text/html"] for s in ("200", "400", "401", "403", "422", "429", "503")
+    }
+    assert "Retry-After" in responses["429"]["headers"]
+    assert "Retry-After" in responses["503"]["headers"]
+
+
+def test_a_login_back_from_another_site_documents_its_page(
+    stack: AdminStack, doc: dict[str, Any]
+) -> None:
+    """The callback answers a page that moves on by itself (200, HTML) when a login
+    started for an admin or audit page comes back from another site (decision 0037):
+    the document declared a JSON 200 the callback never answers."""
+    with stack.stack.browser() as browser:
+        start = browser.get(
+            stack.url + "/auth/login",
+            params={"return_to": DASHBOARD},
+            follow_redirects=False,
+        )
+        authorize = httpx.URL(start.headers["location"]).copy_merge_params({"autologin": AUDITOR})
+        back = httpx.get(str(authorize), timeout=30)
+        hop = browser.get(
+            back.headers["location"],
+            headers={"sec-fetch-site": "cross-site"},
+            follow_redirects=False,
+        )
+    assert hop.status_code == 200, hop.text
+    assert '<meta http-equiv="refresh"' in hop.text
+    assert_documented(doc, "GET", "/auth/callback", hop)
+    assert list(doc["paths"]["/auth/callback"]["get"]["responses"]["200"]["content"]) == [
+        "text/html"
+    ]

@@ -14,7 +14,17 @@ from typing import Any
 
 import pytest
 from admin_harness import AdminStack, admin_stack
-from fuzz_harness import TRACEBACK_MARKS, Caller, Run, fuzz, known_values, load, report
+from fuzz_harness import (
+    REFUSED,
+    TRACEBACK_MARKS,
+    Caller,
+    Run,
+    fuzz,
+    known_values,
+    load,
+    page_operations,
+    report,
+)
 from login_harness import LogLines, register_client, watching_logs
 
 pytestmark = pytest.mark.slow
@@ -53,6 +63,12 @@ def _fuzzed(factory: pytest.TempPathFactory, url: str | None) -> Iterator[Fuzzed
                 select=lambda label: any("{" + name + "}" in label for name in known),
             )
             fuzz(stack.url, caller, examples=EXAMPLES, run=run)
+            # the pages once more, as each caller they refuse: a refusal is a page too
+            pages = page_operations(stack.url)
+            assert "GET /admin/dashboard" in pages
+            for who in REFUSED:
+                refused = Caller(stack, client, refused=who)
+                fuzz(stack.url, refused, examples=EXAMPLES, run=run, select=pages.__contains__)
         yield Fuzzed(stack, caller, run, lines.lines)
 
 

@@ -6,18 +6,24 @@ its own small error object (``error``, ``request_id`` and, for a 422, ``fields``
 never the input). The admin and audit routes also refuse with 400, 401, 403, 404, 409,
 429 and 503 that no route declared. Clients generated from the document and tools that
 drive it (fuzzers, contract tests) read the document, not the code: this module makes
-the document say what the handlers do (decision 0024).
+the document say what the handlers do (decision 0024). The dashboard refuses with pages,
+not JSON, and the login callback may answer a page: the document says so too (decision
+0037, 2026-11-28 review dash).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import iter_route_contexts
+from starlette.routing import BaseRoute
 
 from kroonika.tara import ACR_ORDER, METHODS
 from kroonika.web._auth import _CODE_MAX, _RETURN_TO_MAX, _STATE_MAX, _UI_LOCALES_MAX
+from kroonika.web.routes_dashboard import PageRoute
 
 ERROR = "Error"
 _REF = {"$ref": f"#/components/schemas/{ERROR}"}
@@ -59,15 +65,56 @@ ADMIN_REFUSALS = {
     "409": "Conflicts with the current state",
     "503": "A store or the audit trail is down: nothing was done",
 }
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+#: what a page of the admin and audit areas (a route of ``PageRoute``) answers instead:
+#: pages too (decision 0037), as (description, headers)
+PAGE_REFUSALS: dict[str, tuple[str, dict[str, Any]]] = {
+    "400": ("The X-Justification given is not a plain-text justification (a page)", {}),
+    "401": (
+        "Not logged in: a page with the way to log in through TARA",
+        {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    "403": (
+        "A role is missing, or another site opened the page with the session cookie "
+        "(a page with a link that opens it from here)",
+        {},
+    ),
+    "422": ("A path or query value is not printable (a page)", {}),
+    "429": ("Over a rate limit: a page that tries again after Retry-After seconds", _RETRY_AFTER),
+    "503": (
+        "A store or the audit trail is down, nothing was read: a page that tries again",
+        _RETRY_AFTER,
+    ),
+}
 _VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
-_SESSION = {"401": "No live session (no cookie, or it ended or expired)"}
-_SESSION_CHANGE = {**_SESSION, "403": "The X-CSRF-Token header is missing or wrong"}
+_CROSS_SITE = "opened from another site with the session cookie (`reason` cross_site_request)"
+_SESSION = {
+    "401": "No live session (no cookie, or it ended or expired)",
+    "403": "csrf_failed: " + _CROSS_SITE,
+}
+_SESSION_CHANGE = {
+    **_SESSION,
+    "403": "csrf_failed: the X-CSRF-Token header is missing or wrong, or " + _CROSS_SITE,
+}
 _LOGIN = {
     "400": "A parameter is malformed or not allowed (the answer names the reason)",
     "403": "The address or the person is on the deny-list",
     "502": "TARA, or the service's registration with it, failed",
 }
 _REDIRECT = {"description": "Redirect", "headers": {"Location": {"schema": {"type": "string"}}}}
+#: the callback's answer when a login comes back from another site (TARA) to a page that
+#: takes the session cookie from this site only (``_landing``, decision 0037)
+_HOP = {
+    "description": "Logged in, back from another site to a page that takes the session "
+    "cookie from this site only: a page that moves on to where the login started by "
+    "itself (meta refresh), so that the next request comes from this site",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+#: what replaces FastAPI's default 200 (a JSON body no ``/auth`` redirect answers)
+AUTH_200: dict[tuple[str, str], dict[str, Any] | None] = {
+    ("get", "/auth/login"): None,  # a 302 to TARA or a refusal, never a 200
+    ("get", "/auth/callback"): _HOP,
+}
 #: what the browser-facing routes answer besides their 200 (``/auth``, decision 0035)
 AUTH_RESPONSES: dict[tuple[str, str], dict[str, str]] = {
     ("get", "/auth/login"): {"302": "To TARA's authorization endpoint", **_LOGIN},
@@ -119,21 +166,55 @@ def rate_limited() -> dict[str, Any]:
     }
 
 
-def describe_refusals(doc: dict[str, Any]) -> dict[str, Any]:
+def _page_response(description: str, headers: dict[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _pages(routes: Iterable[BaseRoute]) -> set[tuple[str, str]]:
+    """(method, path) of each operation whose refusals are pages (``PageRoute``)."""
+    return {
+        (method.lower(), context.path_format)
+        for context in iter_route_contexts(list(routes))
+        if isinstance(context.original_route, PageRoute) and context.path_format
+        for method in context.methods or ()
+    }
+
+
+def describe_refusals(doc: dict[str, Any], routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
     """``doc`` with every 422 documented as the service's error object, the admin
-    refusals declared on the operations that have roles (``x-roles``), the
-    browser-facing ``/auth`` routes' redirects and refusals (:data:`AUTH_RESPONSES`)
-    and the login routes' query parameters (:data:`AUTH_PARAMETERS`)."""
+    refusals declared on the operations that have roles (``x-roles``), as pages on
+    the operations of ``routes`` whose route class answers pages (``PageRoute``), the
+    browser-facing ``/auth`` routes' redirects, pages and refusals
+    (:data:`AUTH_RESPONSES`) and the login routes' query parameters
+    (:data:`AUTH_PARAMETERS`)."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    for ops in doc.get("paths", {}).values():
-        for op in ops.values():
+    pages = _pages(routes)
+    for path, ops in doc.get("paths", {}).items():
+        for method, op in ops.items():
             responses = op.setdefault("responses", {})
             if "422" in responses:
                 responses["422"] = _error_response("Malformed request: `fields` says where")
-            if "x-roles" in op:
+            if (method, path) in pages:
+                for status, (text, headers) in PAGE_REFUSALS.items():
+                    responses[status] = _page_response(text, headers)
+            elif "x-roles" in op:
                 for status, text in ADMIN_REFUSALS.items():
                     responses.setdefault(status, _error_response(text))
                 responses.setdefault("429", rate_limited())
+    for (method, path), answer in AUTH_200.items():
+        op = doc.get("paths", {}).get(path, {}).get(method)
+        if op is None:
+            continue
+        if answer is None:
+            op.setdefault("responses", {}).pop("200", None)
+        else:
+            op.setdefault("responses", {})["200"] = answer
     for (method, path), answers in AUTH_RESPONSES.items():
         op = doc.get("paths", {}).get(path, {}).get(method)
         if op is None:
@@ -179,7 +260,8 @@ def install_openapi(app: FastAPI) -> None:
                     openapi_version=app.openapi_version,
                     description=app.description,
                     routes=app.routes,
-                )
+                ),
+                app.routes,
             )
         return app.openapi_schema
 
