@@ -1,8 +1,9 @@
 """A job blocked on a row lock another session holds does not hang (decision 0010,
 2026-11-28 (review ops)): its statements run under the jobs' ``lock_timeout`` and
 ``statement_timeout``, so the run fails, ``job.run`` says why (``lock_timeout``, no SQL),
-the lease is free and the next tick runs the same slot again. Real PostgreSQL, a
-second session of its own holding the lock."""
+the lease is free and a later tick runs the same slot again, after a pause that doubles
+with each such failure in a row (decision 0010, 2026-11-28 (review jobs)). Real
+PostgreSQL, a second session of its own holding the lock."""
 
 from __future__ import annotations
 
@@ -69,7 +70,17 @@ def holder(fresh_postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
         conn.rollback()
 
 
-def _scheduler(engine: Engine, kit: TrailKit) -> Scheduler:
+class Clock:
+    """A clock the test moves (the scheduler's backoff is measured on it)."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _scheduler(engine: Engine, kit: TrailKit, clock: Clock | None = None) -> Scheduler:
     deps = JobDeps(
         engine=engine,
         trail=kit.trail,
@@ -81,7 +92,7 @@ def _scheduler(engine: Engine, kit: TrailKit) -> Scheduler:
     return Scheduler(
         {"security_profiles": JOBS["security_profiles"]},
         deps,
-        clock=lambda: NOW,
+        clock=clock or (lambda: NOW),
         schedule=lambda _: ("* * * * *", True),
         statement_limits=LIMITS,
     )
@@ -101,9 +112,10 @@ async def test_a_job_blocked_on_a_row_lock_fails_with_lock_timeout_and_the_next_
     engine: Engine, kit: TrailKit, holder: psycopg.Connection[Any]
 ) -> None:
     """The blocked run fails within the bound (not at the stop), recorded as
-    ``lock_timeout`` without any SQL, its lease freed; once the lock is gone the next
-    tick runs the same schedule slot and deletes the row."""
-    scheduler = _scheduler(engine, kit)
+    ``lock_timeout`` without any SQL, its lease freed; once the lock is gone the first
+    tick after the backoff runs the same schedule slot and deletes the row."""
+    clock = Clock()
+    scheduler = _scheduler(engine, kit, clock)
     # Bounded only so that a regression fails instead of hanging the suite.
     [failed] = await asyncio.wait_for(scheduler.tick(), 120)
     assert (failed.outcome, failed.error) == ("failure", "lock_timeout")
@@ -119,6 +131,7 @@ async def test_a_job_blocked_on_a_row_lock_fails_with_lock_timeout_and_the_next_
     assert _profiles(engine) == ["p1"]
 
     holder.rollback()  # the other session lets go
+    clock.now += 15  # the first pause
     [retried] = await asyncio.wait_for(scheduler.tick(), 120)
     assert retried.outcome == "success"
     assert retried.counts == {"security_profiles_deleted": 1}
@@ -149,3 +162,54 @@ def test_job_limits_do_not_reach_other_statements(engine: Engine) -> None:
         assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "30s"
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+
+
+@pytest.mark.asyncio
+async def test_lock_timeouts_in_a_row_back_off_doubling_up_to_a_cap_and_reset_on_success(
+    engine: Engine, kit: TrailKit, holder: psycopg.Connection[Any]
+) -> None:
+    """A lock held for long: each failed attempt doubles the pause before the next
+    (15 s up to 15 min), a tick inside the pause makes no attempt, every attempt is one
+    ``job.run``; the status shows the backoff; the first success clears it."""
+    clock = Clock()
+    scheduler = _scheduler(engine, kit, clock)
+    delays = []
+    for attempt in range(1, 9):
+        [failed] = await asyncio.wait_for(scheduler.tick(), 120)
+        assert (failed.outcome, failed.error) == ("failure", "lock_timeout")
+        assert len(_runs(kit)) == attempt  # one job.run per attempt
+        [status] = scheduler.status()
+        backoff = status["backoff"]
+        assert backoff["failures"] == attempt
+        assert backoff["error"] == "lock_timeout"
+        assert backoff["retry_at"] == int(clock.now) + backoff["delay_s"]
+        assert failed.retry_after == backoff["delay_s"]
+        delays.append(backoff["delay_s"])
+        clock.now = backoff["retry_at"] - 1
+        assert await scheduler.tick() == []  # within the pause: no attempt, no record
+        assert len(_runs(kit)) == attempt
+        clock.now = backoff["retry_at"]
+    assert delays == [15, 30, 60, 120, 240, 480, 900, 900]
+
+    holder.rollback()
+    [ok] = await asyncio.wait_for(scheduler.tick(), 120)
+    assert ok.outcome == "success"
+    [status] = scheduler.status()
+    assert status["backoff"] is None
+
+
+@pytest.mark.asyncio
+async def test_a_manual_run_is_not_held_back_and_counts_as_an_attempt(
+    engine: Engine, kit: TrailKit, holder: psycopg.Connection[Any]
+) -> None:
+    """An administrator's run inside the pause is tried (and recorded); its timeout
+    doubles the pause like a scheduled one's."""
+    clock = Clock()
+    scheduler = _scheduler(engine, kit, clock)
+    [first] = await asyncio.wait_for(scheduler.tick(), 120)
+    assert first.retry_after == 15
+    manual = await asyncio.wait_for(scheduler.run("security_profiles", trigger="admin:x"), 120)
+    assert (manual.outcome, manual.error, manual.retry_after) == ("failure", "lock_timeout", 30)
+    assert [r["details"]["trigger"] for r in _runs(kit)] == ["schedule", "admin:x"]
+    clock.now += 29
+    assert await scheduler.tick() == []

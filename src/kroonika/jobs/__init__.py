@@ -15,11 +15,24 @@ from kroonika.jobs._errors import (
     UnknownJob,
 )
 from kroonika.jobs._lease import Lease, Leases
-from kroonika.jobs._scheduler import RunResult, Scheduler, default_owner
+from kroonika.jobs._scheduler import (
+    BACKOFF_BASE_S,
+    BACKOFF_MAX_S,
+    TIMEOUTS,
+    Backoff,
+    RunResult,
+    Scheduler,
+    backoff_delay,
+    default_owner,
+)
 from kroonika.jobs.cleanup import JOBS, Job, JobContext, JobDeps
 
 __all__ = [
+    "BACKOFF_BASE_S",
+    "BACKOFF_MAX_S",
     "JOBS",
+    "TIMEOUTS",
+    "Backoff",
     "Job",
     "JobBusy",
     "JobContext",
@@ -33,5 +46,6 @@ __all__ = [
     "RunUnrecorded",
     "Scheduler",
     "UnknownJob",
+    "backoff_delay",
     "default_owner",
 ]

@@ -98,6 +98,30 @@ class Leases:
         if n != 1:
             raise LeaseLost(f"job {lease.job}: lease of {lease.run_id} was taken over")
 
+    def failures_in_a_row(
+        self, job: str, *, errors: frozenset[str], limit: int
+    ) -> tuple[int, str | None, int | None]:
+        """How many of the job's newest ended runs (at most ``limit``) failed in a row
+        with one of ``errors``, the newest one's error and end (None, None when it did
+        not). Read from the history, which every instance writes, so all of them see
+        the same streak."""
+        c = job_run.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.outcome, c.error, c.finished_at)
+                .where(c.job == job, c.outcome != "running")
+                .order_by(c.started_at.desc(), c.finished_at.desc())
+                .limit(limit)
+            ).all()
+        n = 0
+        for row in rows:
+            if row.outcome != "failure" or row.error not in errors:
+                break
+            n += 1
+        if n == 0:
+            return 0, None, None
+        return n, rows[0].error, rows[0].finished_at
+
     def release(
         self,
         lease: Lease,

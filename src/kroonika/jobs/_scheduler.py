@@ -1,6 +1,13 @@
 """The scheduler: cron expressions (croniter) per job, each can be disabled, manual runs,
 a lease per job so that of several instances only one runs it at a time, and one ``job.run``
 event per run (failed runs included) with exact counts per kind.
+
+A run the database gave up (a lock another session holds past ``lock_timeout``, or a
+statement past ``statement_timeout``) gives its schedule slot back, but the next
+scheduled attempt waits a pause that doubles with each such failure in a row
+(:data:`BACKOFF_BASE_S` up to :data:`BACKOFF_MAX_S`, :class:`Backoff`); any other
+outcome ends the streak. A tick inside the pause makes no attempt (and so records
+none); a manual run is tried whatever the pause, and counts as an attempt.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -45,6 +52,40 @@ STOP_GRACE_S = 5.0
 #: how long a run given up at the stop may take to free its lease (a dead database: the
 #: lease then runs out, and the next run marks the row interrupted)
 RELEASE_S = 2.0
+#: what a run the database gave up failed with (:func:`kroonika.db.timeout_kind`)
+TIMEOUTS = frozenset({"lock_timeout", "statement_timeout"})
+#: the pause after the first such failure in a row; it doubles with each next one ...
+BACKOFF_BASE_S = 15
+#: ... up to this
+BACKOFF_MAX_S = 900
+#: how many runs of the history the streak is counted over (enough to reach the cap)
+_STREAK_RUNS = 64
+
+
+def backoff_delay(
+    failures: int, *, base_s: int = BACKOFF_BASE_S, max_s: int = BACKOFF_MAX_S
+) -> int:
+    """The pause (seconds) after ``failures`` (>= 1) timed-out runs in a row."""
+    return int(min(max_s, base_s * 2 ** min(failures - 1, 32)))
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """A job whose newest runs the database gave up: no scheduled attempt before
+    ``retry_at`` (``delay_s`` after the newest one ended)."""
+
+    failures: int  # in a row, counted over the newest 64 runs at most
+    error: str  # the newest one's: lock_timeout or statement_timeout
+    delay_s: int
+    retry_at: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "failures": self.failures,
+            "error": self.error,
+            "delay_s": self.delay_s,
+            "retry_at": self.retry_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +101,9 @@ class RunResult:
     #: why a failed run failed when a component was down: ``database_unavailable`` or
     #: ``audit_unavailable`` (None otherwise); not part of :meth:`public`
     cause: str | None = None
+    #: a run the database gave up (a timeout): seconds until the scheduler tries the
+    #: job again (its backoff); None otherwise; not part of :meth:`public`
+    retry_after: int | None = None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -116,6 +160,8 @@ class Scheduler:
         self.on_tick = on_tick
         #: bounds for every statement of a run on PostgreSQL (lease included)
         self.statement_limits = statement_limits or StatementLimits()
+        self.backoff_base_s = BACKOFF_BASE_S
+        self.backoff_max_s = BACKOFF_MAX_S
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -133,6 +179,22 @@ class Scheduler:
     def next_run(self, name: str) -> int | None:
         expr, enabled = self.schedule(name)
         return int(croniter(expr, self._now()).get_next(float)) if enabled else None
+
+    def backoff(self, name: str) -> Backoff | None:
+        """The pause the job is in after runs the database gave up, None if its newest
+        run ended otherwise (or it has none)."""
+        failures, error, ended = self.leases.failures_in_a_row(
+            name, errors=TIMEOUTS, limit=_STREAK_RUNS
+        )
+        if failures == 0 or error is None or ended is None:
+            return None
+        delay = backoff_delay(failures, base_s=self.backoff_base_s, max_s=self.backoff_max_s)
+        return Backoff(failures, error, delay, int(ended) + delay)
+
+    async def _backing_off(self, name: str) -> bool:
+        with self.statement_limits.applied():
+            backoff = await asyncio.to_thread(self.backoff, name)
+        return backoff is not None and self._now() < backoff.retry_at
 
     async def run(
         self,
@@ -228,6 +290,10 @@ class Scheduler:
                 await asyncio.wait_for(release, RELEASE_S)
             else:
                 await release
+            if retry:  # the caller is told when the scheduler tries again
+                backoff = await asyncio.to_thread(self.backoff, lease.job)
+                if backoff is not None:
+                    result = replace(result, retry_after=max(0, backoff.retry_at - self._now()))
         except Exception:
             if not given_up:
                 raise
@@ -278,8 +344,8 @@ class Scheduler:
             if self._stopping:
                 break
             slot = self.slot(name)
-            if slot is None:
-                continue
+            if slot is None or await self._backing_off(name):
+                continue  # not due, or pausing after timeouts: no attempt, nothing to record
             with contextlib.suppress(JobBusy):
                 out.append(await self.run(name, slot=slot))
         return out
@@ -330,6 +396,7 @@ class Scheduler:
         for name in self.jobs:
             expr, enabled = self.schedule(name)
             r = rows.get(name)
+            backoff = self.backoff(name)
             out.append(
                 {
                     "job": name,
@@ -340,6 +407,7 @@ class Scheduler:
                     "last_finished_at": r.last_finished_at if r else None,
                     "last_outcome": r.last_outcome if r else None,
                     "next_run": self.next_run(name),
+                    "backoff": backoff.public() if backoff is not None else None,
                 }
             )
         return out
