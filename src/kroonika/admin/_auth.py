@@ -603,8 +603,12 @@ def error_response(request: Request, exc: AdminError) -> JSONResponse:
     run = getattr(exc, "run", None)
     if run:
         body["run"] = run
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(body, status_code=exc.status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int):  # RFC 9110 section 10.2.3, with a 503
+        body["retry_after"] = retry_after
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(body, status_code=exc.status, headers=headers or None)
 
 
 #: A database or the audit store cannot be read: the app answers 503 (see ``web._app``).

@@ -13,6 +13,8 @@ AdminError                 base; ``status`` and ``code`` say how the API answers
 ├── ChangeConflict         409: an approved change whose keys changed since it was asked
 ├── JobAlreadyRunning      409: the job runs here or on another instance, or this slot ran
 ├── JobRunFailed           500 job_failed, 503 job_unavailable (database or trail down),
+│                          503 job_locked / job_timed_out (the database gave the run up:
+│                          a lock held elsewhere, a statement too slow; Retry-After),
 │                          409 job_interrupted; carries the run (id, outcome, counts)
 ├── TooLarge               413: more items than one call may carry (e.g. a list import)
 └── NotFound               404: fixed text naming what was sought, never the id asked for
@@ -94,19 +96,38 @@ class JobAlreadyRunning(AdminError):
     code = "job_busy"
 
 
+#: the code of a run the database gave up, by the run's ``error`` (a timeout: not a bug of
+#: the service, and another attempt later may well succeed)
+JOB_TIMED_OUT: dict[str, str] = {"lock_timeout": "job_locked", "statement_timeout": "job_timed_out"}
+
+
 class JobRunFailed(AdminError):
-    """A manual run that ran and did not succeed; ``run`` is its public record."""
+    """A manual run that ran and did not succeed; ``run`` is its public record. A run
+    the database gave up carries ``retry_after`` (seconds, the scheduler's backoff),
+    sent as ``Retry-After``."""
 
     status = 500
     code = "job_failed"
 
-    def __init__(self, message: str, run: dict[str, Any], *, cause: str | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        run: dict[str, Any],
+        *,
+        cause: str | None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.run = run
+        self.retry_after: int | None = None
+        timed_out = JOB_TIMED_OUT.get(str(run.get("error")))
         if run.get("outcome") == "interrupted":
             self.status, self.code = 409, "job_interrupted"
         elif cause is not None:
             self.status, self.code = 503, "job_unavailable"
+        elif timed_out is not None and run.get("outcome") == "failure":
+            self.status, self.code = 503, timed_out
+            self.retry_after = max(1, retry_after or 1)
 
 
 class TooLarge(AdminError):

@@ -1523,14 +1523,50 @@ async def list_jobs(
     return {"jobs": await asyncio.to_thread(admin.jobs.status)}
 
 
-@router.post("/jobs/{job}/run", openapi_extra=roles(*JOBS_ROLES))
+#: why the database gave a run up, for the answer (never the SQL nor the server's text)
+_GIVEN_UP = {
+    "lock_timeout": "blocked on a lock another database session holds",
+    "statement_timeout": "a statement ran longer than the jobs' statement timeout",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds until the scheduler tries the job again (its backoff)",
+        "schema": {"type": "integer"},
+    }
+}
+#: the service's error object (``kroonika.web._openapi`` adds it to the document)
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_RUN_REFUSALS: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "`job_busy`: the job runs here or on another instance; "
+        "`job_interrupted`: another instance took the run over (`run`)",
+        "content": _ERROR,
+    },
+    500: {
+        "description": "`job_failed`: the run failed (`run` says how); nothing is retried",
+        "content": _ERROR,
+    },
+    503: {
+        "content": _ERROR,
+        "description": "`job_locked` (a lock another database session holds) or "
+        "`job_timed_out` (a statement too slow): the database gave the run up, try again "
+        "after Retry-After; `job_unavailable`: the database or the audit trail is down. "
+        "`run` is the run's record",
+        "headers": _RETRY_AFTER,
+    },
+}
+
+
+@router.post("/jobs/{job}/run", openapi_extra=roles(*JOBS_ROLES), responses=_RUN_REFUSALS)
 async def run_job(
     job: str, request: Request, p: Annotated[Principal, require(*JOBS_ROLES)]
 ) -> dict[str, Any]:
     """Run a job now (refused with 409 while it runs here or on another instance). A run
     that fails answers 500 ``job_failed`` (503 ``job_unavailable`` when the database or
-    the trail was down, 409 ``job_interrupted`` when another instance took it over) with
-    the run's record under ``run``."""
+    the trail was down; 503 ``job_locked`` or ``job_timed_out`` with ``Retry-After`` when
+    the database gave it up, a lock held elsewhere or a statement too slow; 409
+    ``job_interrupted`` when another instance took it over) with the run's record under
+    ``run``."""
     from kroonika.jobs import JobBusy, RunUnrecorded, UnknownJob
 
     admin = admin_services(request)
@@ -1548,9 +1584,10 @@ async def run_job(
     public: dict[str, Any] = result.public()
     if result.outcome != "success":
         # the run is recorded (history and job.run); the answer says it did not succeed
-        raise JobRunFailed(
-            f"job {job} run {result.run_id}: {result.outcome}", public, cause=result.cause
-        )
+        message = f"job {job} run {result.run_id}: {result.outcome}"
+        if result.error in _GIVEN_UP:
+            message += f" ({_GIVEN_UP[result.error]}); try again in {result.retry_after} s"
+        raise JobRunFailed(message, public, cause=result.cause, retry_after=result.retry_after)
     return public
 
 
