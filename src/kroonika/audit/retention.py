@@ -200,7 +200,7 @@ class RetentionJob:
         keyring: KeyRing | None = None,
         on_shredded: Callable[[int, str, PurgePhase], object] | None = None,
         on_reconciled: Callable[[AuditEvent], object] | None = None,
-        reconcile_days: float = RECONCILE_DAYS,
+        reconcile_days: float | None = RECONCILE_DAYS,
     ) -> None:
         if store.read_only:
             raise RetentionError("retention needs a writable store")
@@ -288,8 +288,7 @@ class RetentionJob:
         refuses the event), that error ends the run: nothing is deleted whose record the
         trail did not take. First, :meth:`reconcile` settles what an earlier run left."""
         if not dry_run and not self._reconciled:
-            self.reconcile()
-            self._reconciled = True  # once per job: the job calls run() batch after batch
+            self.reconcile()  # once per job: the job calls run() batch after batch
         if self.policy.legal_hold:
             raise LegalHoldActive("a legal hold is in force: no audit data is purged")
         results = []
@@ -403,10 +402,12 @@ class RetentionJob:
     # --- settling what an earlier run left ------------------------------------------
 
     def lone_planned(self) -> list[dict[str, Any]]:
-        """The ``planned`` records of the last :attr:`reconcile_days` that nothing
-        followed (no ``done``, ``failed`` or ``reconciled`` of the same range or batch),
-        oldest first, as stored (parsed)."""
-        since = rfc3339_micro(int((self._clock() - self.reconcile_days * DAY) * 1e9))
+        """The ``planned`` records of the last :attr:`reconcile_days` (None: of the whole
+        trail) that nothing followed (no ``done``, ``failed`` or ``reconciled`` of the
+        same range or batch), oldest first, as stored (parsed)."""
+        since = None
+        if self.reconcile_days is not None:
+            since = rfc3339_micro(int((self._clock() - self.reconcile_days * DAY) * 1e9))
         query = Query(from_time=since, types=("audit.retention",))
         planned: dict[tuple[object, ...], list[dict[str, Any]]] = {}
         closed: Counter[tuple[object, ...]] = Counter()
@@ -434,7 +435,10 @@ class RetentionJob:
         ``keys_made_before``) is left. Each is recorded through ``on_reconciled`` as
         ``phase`` ``reconciled`` naming the planned record (``planned_id``); a refused
         record ends the run, like any other. Without ``on_reconciled``, nothing is looked
-        for."""
+        for. Under a legal hold it runs too (the hold stops purges, not records): what did
+        not go is settled ``not_done`` with reason ``legal_hold`` and stays, since
+        :meth:`run` then purges nothing."""
+        self._reconciled = True
         if self.on_reconciled is None:
             return []
         settled = []
@@ -447,7 +451,7 @@ class RetentionJob:
                 with self.store.engine.connect() as conn:
                     left = conn.execute(_count_keys(str(details["keys_made_before"])))
                     done = int(left.scalar_one()) == 0
-            event = reconciled_event(doc, done=done)
+            event = reconciled_event(doc, done=done, held=self.policy.legal_hold)
             log.warning(
                 "retention: a planned %s was left alone; the store shows it %s",
                 "purge" if "stream_purged" in details else "shredding",
@@ -723,15 +727,17 @@ def verify_archive(path: Path, keys: PublicKeys) -> Report:
     return report
 
 
-def reconciled_event(planned: Mapping[str, Any], *, done: bool) -> AuditEvent:
+def reconciled_event(planned: Mapping[str, Any], *, done: bool, held: bool = False) -> AuditEvent:
     """The ``audit.retention`` that settles the lone ``planned`` record ``planned`` (as
-    stored, parsed): its range or batch, ``settled`` and ``planned_id``."""
+    stored, parsed): its range or batch, ``settled`` and ``planned_id``; one not done is
+    reason ``legal_hold`` when a hold (``held``) keeps it from being done now."""
     details = planned["details"]
     what = "purge" if "stream_purged" in details else "shred"
+    reason = None if done else "legal_hold" if held else f"{what}_not_done"
     event = events.audit_retention(
         actor=Actor(ActorType.SYSTEM),
         outcome=Outcome.SUCCESS if done else Outcome.FAILURE,
-        reason=None if done else f"{what}_not_done",
+        reason=reason,
         phase=PurgePhase.RECONCILED.value,
     )
     kept = (

@@ -4,7 +4,9 @@ Acquiring is one conditional ``UPDATE`` (atomic on PostgreSQL and SQLite): it su
 when nobody holds an unexpired lease and, for a scheduled run, when this schedule slot has not
 been run yet, so of several instances exactly one runs each slot. A run renews its lease after
 every batch; if it dies, the lease runs out and the next run takes over (the run left
-``running`` in the history is marked ``interrupted`` and the new one ``resumed``).
+``running`` in the history is marked ``interrupted`` and the new one ``resumed``). The
+row's ``cursor`` is what a job keeps from one run to the next (``audit_retention``: how
+far back lone ``planned`` records are settled).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Lease:
     owner: str
     resumed: bool
     slot: int | None = None  # the schedule slot this run took (None: a manual run)
+    cursor: str | None = None  # what the job's last run saved (:meth:`Leases.save_cursor`)
 
 
 class Leases:
@@ -63,6 +66,9 @@ class Leases:
         with self.engine.begin() as conn:
             if conn.execute(update(job_state).where(cond).values(**values)).rowcount != 1:
                 return None
+            cursor = conn.execute(
+                select(job_state.c.cursor).where(job_state.c.job == job)
+            ).scalar_one()
             interrupted = conn.execute(
                 update(job_run)
                 .where(job_run.c.job == job, job_run.c.outcome == "running")
@@ -80,7 +86,7 @@ class Leases:
                     resumed=interrupted > 0,
                 )
             )
-        return Lease(job, run_id, self.owner, interrupted > 0, slot)
+        return Lease(job, run_id, self.owner, interrupted > 0, slot, cursor)
 
     def renew(self, lease: Lease, *, now: int, counts: dict[str, int]) -> None:
         """Extend the lease and record progress; :class:`LeaseLost` if another took it."""
@@ -95,6 +101,17 @@ class Leases:
                 .where(job_run.c.id == lease.run_id)
                 .values(counts=orjson.dumps(counts).decode())
             )
+        if n != 1:
+            raise LeaseLost(f"job {lease.job}: lease of {lease.run_id} was taken over")
+
+    def save_cursor(self, lease: Lease, value: str) -> None:
+        """Keep ``value`` for the job's next run; :class:`LeaseLost` if another took it."""
+        with self.engine.begin() as conn:
+            n = conn.execute(
+                update(job_state)
+                .where(job_state.c.job == lease.job, job_state.c.run_id == lease.run_id)
+                .values(cursor=value)
+            ).rowcount
         if n != 1:
             raise LeaseLost(f"job {lease.job}: lease of {lease.run_id} was taken over")
 

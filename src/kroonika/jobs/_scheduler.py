@@ -233,6 +233,9 @@ class Scheduler:
         async def progress() -> None:
             await asyncio.to_thread(self.leases.renew, lease, now=self._now(), counts=dict(counts))
 
+        async def save_cursor(value: str) -> None:
+            await asyncio.to_thread(self.leases.save_cursor, lease, value)
+
         ctx = JobContext(
             now=self._now,
             batch_size=self.batch_size,
@@ -240,6 +243,8 @@ class Scheduler:
             progress=progress,
             request_id=correlation.request_id if correlation else None,
             stopping=lambda: self._stopping,
+            cursor=lease.cursor,
+            save_cursor=save_cursor,
         )
         started = time.perf_counter()
         outcome, error, cause = "success", None, None

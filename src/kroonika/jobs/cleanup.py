@@ -63,7 +63,8 @@ class JobContext:
     """What a job gets: the time, the batch size, counters, and ``batch_done()`` to call
     after each batch: it renews the lease (``progress``; it raises if another instance took
     the job over) and raises :class:`JobStopped` once ``stopping()`` says the service is
-    stopping, so a run ends between batches, each of which leaves consistent state."""
+    stopping, so a run ends between batches, each of which leaves consistent state. A job
+    that needs to know where its last run got to keeps it in ``cursor``."""
 
     now: Callable[[], int]
     batch_size: int
@@ -72,6 +73,12 @@ class JobContext:
     request_id: str | None = None
     batches: int = 0
     stopping: Callable[[], bool] = lambda: False
+    #: what the job's last run saved with ``save_cursor`` (None: nothing yet), kept in the
+    #: job's ``job_state`` row, so the run on another instance gets it too
+    cursor: str | None = None
+    #: keep a value for the next run (while this run holds the lease); None outside the
+    #: scheduler
+    save_cursor: Callable[[str], Awaitable[None]] | None = None
 
     async def batch_done(self) -> None:
         self.batches += 1

@@ -2,17 +2,25 @@
 each purge recorded as ``audit.retention``, then shred the data keys of ``anon:`` months
 and ``flow:`` logins that no retained event can need (``keys_shredded``, recorded the
 same way; decision 0023); a ``planned`` record an earlier run left alone is settled
-first (``reconciled``, count ``retention_reconciled``; decision 0001); on PostgreSQL it
-first creates the monthly partitions of ``audit_blocks`` ahead of time. Under a legal
-hold it purges and shreds nothing (and says so in its counts: ``legal_hold``)."""
+first (``reconciled``, count ``retention_reconciled``; decision 0001), however old: the
+job's cursor keeps how far its last run settled them (``settled_through``), and the run
+looks back from a day before that (at least :data:`RECONCILE_DAYS`; the whole trail when
+no run has yet); on PostgreSQL it first creates the monthly partitions of
+``audit_blocks`` ahead of time. Under a legal hold it settles lone ``planned`` records
+(``not_done``, reason ``legal_hold``, unless the store shows them done) but purges and
+shreds nothing (and says so in its counts: ``legal_hold``)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import orjson
+
 from kroonika.audit import AuditEvent
 from kroonika.audit.retention import (
+    DAY,
+    RECONCILE_DAYS,
     RetentionJob,
     RetentionPolicy,
     retention_event,
@@ -24,6 +32,20 @@ from kroonika.db import limit_statements
 from kroonika.jobs.cleanup import Job, JobContext, JobDeps
 
 JOB_NAME = "audit_retention"
+
+
+def reconcile_days(cursor: str | None, now: int) -> float | None:
+    """How many days back a run looks for lone ``planned`` records: to a day before the
+    time its last run had settled them through (clocks of instances differ; a record
+    written while that run ran), at least :data:`RECONCILE_DAYS`; None (the whole
+    trail) when no run has settled them yet or the cursor is not one this job wrote."""
+    try:
+        through = orjson.loads(cursor or "null")["settled_through"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    if not isinstance(through, int):
+        return None
+    return max(float(RECONCILE_DAYS), (now - through) / DAY + 1)
 
 
 def audit_retention_job(
@@ -45,9 +67,6 @@ def audit_retention_job(
                 ensure_partitions, store.engine, now=float(ctx.now()), ahead=partitions_ahead
             )
             ctx.counts["partitions_created"] += len(created)
-        if policy.legal_hold:
-            ctx.counts["legal_hold"] += 1
-            return
 
         def emit(event: AuditEvent) -> None:
             # Runs in the worker thread; the trail's writer lives on the loop. The job
@@ -72,7 +91,15 @@ def audit_retention_job(
             keyring=deps.trail.keyring,
             on_shredded=lambda n, before, phase: emit(shredded_event(n, before, phase)),
             on_reconciled=reconciled,
+            reconcile_days=reconcile_days(ctx.cursor, ctx.now()),
         )
+        started = ctx.now()
+        await asyncio.to_thread(job.reconcile)  # under a legal hold too (decision 0001)
+        if ctx.save_cursor is not None:
+            await ctx.save_cursor(orjson.dumps({"settled_through": started}).decode())
+        if policy.legal_hold:
+            ctx.counts["legal_hold"] += 1
+            return
         while True:
             results = await asyncio.to_thread(job.run)
             if not results:
