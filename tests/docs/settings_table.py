@@ -221,8 +221,9 @@ GROUPS: list[tuple[str, dict[str, str]]] = [
             "jobs_lease_s": "job lease; another instance takes over after it lapses",
             "jobs_batch_size": "rows per cleanup batch (one short transaction each)",
             "jobs_lock_timeout_s": "PostgreSQL: longest a job's statement waits for a lock "
-            "another session holds; the run then fails (`lock_timeout`) and the next tick "
-            "retries it",
+            "another session holds; the run then fails (`lock_timeout`) and a later tick "
+            "retries it, after a pause that doubles with each such failure in a row "
+            "(15 s up to 15 min)",
             "jobs_statement_timeout_s": "PostgreSQL: longest one statement of a job may run "
             "(`statement_timeout`, retried the same way)",
             "jobs_token_retention_s": "token metadata kept after expiry or revocation",
