@@ -91,3 +91,6 @@ def test_the_openapi_document_declares_the_503_and_its_retry_after(stack: AdminS
     assert "Retry-After" in answers["503"]["headers"]
     assert "job_locked" not in answers["500"]["description"]
     assert answers["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    error = doc["components"]["schemas"]["Error"]["properties"]
+    assert error["retry_after"]["type"] == "integer"
+    assert error["run"]["type"] == "object"

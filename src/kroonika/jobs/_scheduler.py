@@ -160,8 +160,6 @@ class Scheduler:
         self.on_tick = on_tick
         #: bounds for every statement of a run on PostgreSQL (lease included)
         self.statement_limits = statement_limits or StatementLimits()
-        self.backoff_base_s = BACKOFF_BASE_S
-        self.backoff_max_s = BACKOFF_MAX_S
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -188,7 +186,7 @@ class Scheduler:
         )
         if failures == 0 or error is None or ended is None:
             return None
-        delay = backoff_delay(failures, base_s=self.backoff_base_s, max_s=self.backoff_max_s)
+        delay = backoff_delay(failures)
         return Backoff(failures, error, delay, int(ended) + delay)
 
     async def _backing_off(self, name: str) -> bool:

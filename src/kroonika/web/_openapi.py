@@ -42,6 +42,8 @@ _ERROR_SCHEMA: dict[str, Any] = {
         },
         "errors": {"description": "per-item problems, where an operation has items"},
         "reason": {"type": "string", "description": "/auth: the refusal's reason code"},
+        "run": {"type": "object", "description": "a job run that did not succeed: its record"},
+        "retry_after": {"type": "integer", "description": "seconds, as in Retry-After"},
     },
     "required": ["error"],
 }
