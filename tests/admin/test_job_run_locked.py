@@ -12,12 +12,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
 from admin_harness import AdminStack, admin_stack
-
-from kroonika.db.security import security_profile
+from lock_kit import add_stale_profile, profile_locked
 
 pytestmark = pytest.mark.postgres
 
@@ -29,28 +28,15 @@ def stack(tmp_path: Path, fresh_postgres_url: str) -> Iterator[AdminStack]:
     url = fresh_postgres_url
     overrides = {"audit_store_url": url, "jobs_lock_timeout_s": 1.0}
     with admin_stack(tmp_path, database_url=url, overrides=overrides) as s:
-        with s.stack.services.engine.begin() as conn:
-            conn.execute(
-                insert(security_profile).values(
-                    person="p1",
-                    login_count=1,
-                    first_seen=0,
-                    countries="{}",
-                    networks="{}",
-                    hours="[]",
-                    updated_at=0,  # long past the profile retention
-                )
-            )
+        add_stale_profile(s.stack.services.engine)
         yield s
 
 
 @pytest.fixture
 def holder(fresh_postgres_url: str, stack: AdminStack) -> Iterator[psycopg.Connection[Any]]:
     """Another session, holding the stale profile's row lock until the test lets go."""
-    with psycopg.connect(fresh_postgres_url) as conn:
-        conn.execute("SELECT person FROM security_profile WHERE person = 'p1' FOR UPDATE")
+    with profile_locked(fresh_postgres_url) as conn:
         yield conn
-        conn.rollback()
 
 
 def test_a_manual_run_blocked_on_a_lock_answers_503_with_retry_after(

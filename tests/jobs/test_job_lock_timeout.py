@@ -16,11 +16,12 @@ from typing import Any, cast
 import orjson
 import psycopg
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit"))
 
 from audit_kit import TrailKit
+from lock_kit import add_stale_profile, profile_locked
 
 from kroonika.audit import Query, run_query
 from kroonika.db import StatementLimits, make_engine
@@ -40,18 +41,7 @@ LIMITS = StatementLimits(lock_timeout_s=1.0, statement_timeout_s=30.0)
 def engine(fresh_postgres_url: str) -> Iterator[Engine]:
     e = make_engine(fresh_postgres_url)
     upgrade(e)
-    with e.begin() as conn:
-        conn.execute(
-            insert(security_profile).values(
-                person="p1",
-                login_count=1,
-                first_seen=0,
-                countries="{}",
-                networks="{}",
-                hours="[]",
-                updated_at=0,  # long past the profile retention
-            )
-        )
+    add_stale_profile(e)
     yield e
     e.dispose()
 
@@ -64,10 +54,8 @@ def kit(pg_trail: TrailKit) -> TrailKit:
 @pytest.fixture
 def holder(fresh_postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
     """Another session, holding the profile's row lock until the test lets go."""
-    with psycopg.connect(fresh_postgres_url) as conn:
-        conn.execute("SELECT person FROM security_profile WHERE person = 'p1' FOR UPDATE")
+    with profile_locked(fresh_postgres_url) as conn:
         yield conn
-        conn.rollback()
 
 
 class Clock:
