@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 
@@ -46,9 +46,9 @@ def kit(url: str, tmp_path: Path) -> Kit:
     k.store.close()
 
 
-def _deps(kit: Kit) -> JobDeps:
+def _deps(kit: Kit, engine: Engine | None = None) -> JobDeps:
     return JobDeps(
-        engine=kit.store.engine,
+        engine=engine if engine is not None else kit.store.engine,
         trail=kit.trail,
         sessions=cast(Any, None),
         tokens=lambda: None,
@@ -184,14 +184,7 @@ async def test_the_scheduler_keeps_a_jobs_cursor_between_runs(url: str, kit: Kit
         assert ctx.save_cursor is not None
         await ctx.save_cursor(f"after-{len(seen)}")
 
-    deps = JobDeps(
-        engine=engine,
-        trail=kit.trail,
-        sessions=cast(Any, None),
-        tokens=lambda: None,
-        flow_retention_s=0,
-        token_retention_s=0,
-    )
+    deps = _deps(kit, engine)
     scheduler = Scheduler({"j": job}, deps, clock=time.time, schedule=lambda _: ("* * * * *", True))
     await kit.trail.start()
     try:
