@@ -13,7 +13,9 @@
 - ``pseudonym_key_state``: one row, the pseudonymisation key id the service last ran with,
   so that a start under another key is recorded as its rotation (decision 0022).
 - ``job_state``: per job its lease (the single-runner lock), the last schedule slot it ran
-  for, and the cursor of an interrupted run; ``job_run``: the run history.
+  for, and its cursor, what a run keeps for the next (``audit_retention``: how far lone
+  ``planned`` records are settled); ``job_run``: the run history (the backoff after
+  timed-out runs is read from it).
 
 Times are integer seconds since the epoch (the same on SQLite and PostgreSQL).
 """
