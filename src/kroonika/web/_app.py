@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -31,8 +31,10 @@ from kroonika.sessions import Clock, FlowStore, SessionManager, SessionPolicy, S
 from kroonika.settings import Settings, SettingsError
 from kroonika.tara import DiscoveryError, TaraClient, TaraClientConfig, TaraError
 from kroonika.web import _auth, _pages
+from kroonika.web import _login_page as login_page
 from kroonika.web._context import TrustedProxies, current_request
 from kroonika.web._cors import CorsMiddleware, allowed_origins
+from kroonika.web._login_page import LOGIN_PATHS
 from kroonika.web._metrics import install_alerting, install_log_shipping, install_retention_job
 from kroonika.web._middleware import RequestContextMiddleware
 from kroonika.web._openapi import install_openapi
@@ -361,8 +363,13 @@ def create_app(
         max_age_s=settings.cors_max_age_s,
     )
     # inside the request context (client IP, request id); the dashboard's 429 is a page,
-    # a token route's the RFC 6749 error object
-    install_rate_limiting(app, limiter, pages={DASHBOARD: busy_page, **rate_limit_answers()})
+    # a token route's the RFC 6749 error object, a login route's a page for a browser
+    pages = {
+        DASHBOARD: busy_page,
+        **rate_limit_answers(),
+        **dict.fromkeys(LOGIN_PATHS, login_page.busy),
+    }
+    install_rate_limiting(app, limiter, pages=pages)
     app.add_middleware(
         RequestContextMiddleware,
         proxies=proxies,
@@ -547,13 +554,20 @@ def _install_error_handlers(app: FastAPI) -> None:
             {**body("invalid_request"), "detail": detail, "fields": where}, status_code=422
         )
 
-    def outage(error: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def refuse(_: Request, exc: Exception) -> JSONResponse:
+    def refusal(request: Request, error: str, status: int) -> Response:
+        """The JSON error; on a login route, the failure page for a person's browser."""
+        answer = JSONResponse(body(error), status_code=status)
+        if request.url.path in LOGIN_PATHS:
+            return login_page.answer(request, answer, error)
+        return answer
+
+    def outage(error: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def refuse(request: Request, exc: Exception) -> Response:
             if isinstance(exc, StoreError):  # the driver's first line, no SQL parameters
                 log.error("%s, request refused: %s", error, exc)
             else:
                 log.error("%s, request refused: %s", error, type(exc).__name__)
-            return JSONResponse(body(error), status_code=503)
+            return refusal(request, error, 503)
 
         return refuse
 
@@ -561,9 +575,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, outage(error))
 
     @app.exception_handler(Exception)
-    async def crashed(_: Request, exc: Exception) -> JSONResponse:
+    async def crashed(request: Request, exc: Exception) -> Response:
         log.error("unhandled %s request_id=%s", type(exc).__name__, _request_id(), exc_info=False)
-        return JSONResponse(body("internal_error"), status_code=500)
+        return refusal(request, "internal_error", 500)
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")

@@ -67,6 +67,7 @@ from kroonika.tara import (
     digest,
 )
 from kroonika.tokens import AccessLists, ListSubject
+from kroonika.web._login_page import LOGIN, again_link, answer
 from kroonika.web._policy import REASON_POLICIES, violation
 from kroonika.web._services import Services, ServicesDep, request_context
 
@@ -90,6 +91,21 @@ def _error(status: int, error: str, request: Request, **extra: Any) -> JSONRespo
     if info is not None:
         body["request_id"] = info.request_id
     return JSONResponse(body, status_code=status)
+
+
+def _refusal(
+    status: int, error: str, request: Request, *, again: str = LOGIN, **extra: Any
+) -> Response:
+    """A login route's refusal: :func:`_error`'s JSON for an API client, the failure page
+    for a person's browser (decision 0015, 2026-11-28)."""
+    code = extra.get("reason", error)
+    return answer(
+        request,
+        _error(status, error, request, **extra),
+        code,
+        detail=extra.get("detail"),
+        again=again,
+    )
 
 
 def safe_return_to(value: str | None, allowed: list[str]) -> str | None:
@@ -161,7 +177,7 @@ async def login(
     minimum: Acr = settings.tara_acr_minimum
     if acr is not None and acr not in ACR_ORDER:
         await _refuse_start(request, refused, "invalid_acr", "login with an unknown acr")
-        return _error(400, "invalid_request", request, detail="acr is low, substantial or high")
+        return _refusal(400, "invalid_request", request, detail="acr is low, substantial or high")
     wanted: Acr = minimum
     if acr is not None and acr_rank(acr) > acr_rank(minimum):
         wanted = ACR_ORDER[acr_rank(acr)]
@@ -170,10 +186,10 @@ async def login(
     if any(m not in configured for m in methods):
         asked = ",".join(_shown(m, 16) for m in methods if m not in configured)
         await _refuse_start(request, refused, "method_not_allowed", f"login with method {asked}")
-        return _error(400, "invalid_request", request, detail=f"method is one of {configured}")
+        return _refusal(400, "invalid_request", request, detail=f"method is one of {configured}")
     if ui_locales is not None and len(ui_locales) > _UI_LOCALES_MAX:
         await _refuse_start(request, refused, "invalid_request", "login with over-long ui_locales")
-        return _error(
+        return _refusal(
             400,
             "invalid_request",
             request,
@@ -184,7 +200,7 @@ async def login(
     if target is None:
         shown = _shown(return_to or "", 200)
         await _refuse_start(request, refused, "invalid_return_to", f"login with return_to {shown}")
-        return _error(400, "invalid_return_to", request)
+        return _refusal(400, "invalid_return_to", request)
     # The database gone (access lists, the flow store) still concludes the attempt
     # with its one failed auth.login; the error goes on to the 503 handler.
     try:
@@ -197,7 +213,7 @@ async def login(
                 f"login start from {denied.what}",
                 threat=denied.threat,
             )
-            return _error(403, "access_denied", request, reason=denied.reason)
+            return _refusal(403, "access_denied", request, reason=denied.reason)
 
         now = int(services.clock())
         binding = secrets.token_urlsafe(32)
@@ -240,7 +256,7 @@ async def login(
                 log.warning("login could not start: %s flow_id=%s", exc.reason, flow.flow_id)
             await attempt.fail(exc.reason)
             await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.FAILED)
-            return _error(502, "login_failed", request, reason=exc.reason)
+            return _refusal(502, "login_failed", request, reason=exc.reason)
         await asyncio.to_thread(services.flows.set_status, flow.flow_id, FlowStatus.REDIRECTED)
         await attempt.step(FlowStatus.REDIRECTED)
         response = RedirectResponse(url, status_code=302)
@@ -435,6 +451,7 @@ class _Attempt:
     subject: str | None = None  # of an authentic ID token refused by policy (acr, amr)
     method: str | None = None
     acr: str | None = None
+    bound: bool = False  # the flow is this browser's (its cookie matched the state)
     finished: bool = False
     pending: list[AuditEvent] = field(default_factory=list)
 
@@ -580,8 +597,13 @@ async def callback(request: Request, services: ServicesDep) -> Response:
         ):
             await asyncio.to_thread(services.flows.set_status, attempt.flow_id, FlowStatus.FAILED)
         extra_body = {"detail": failed.explain} if failed.explain else {}
-        response = _error(
-            failed.status, "login_failed", request, reason=failed.reason, **extra_body
+        response = _refusal(
+            failed.status,
+            "login_failed",
+            request,
+            again=_start_again(services, attempt),
+            reason=failed.reason,
+            **extra_body,
         )
         if failed.headers:
             response.headers.update(failed.headers)
@@ -602,6 +624,16 @@ async def callback(request: Request, services: ServicesDep) -> Response:
             with contextlib.suppress(AuditUnavailable):
                 await attempt.fail(reason)
         raise
+
+
+def _start_again(services: Services, attempt: _Attempt) -> str:
+    """Where the failure page's link starts a login: for this browser's own flow, the
+    same target and level of assurance; for any other, a plain login (decision 0015)."""
+    flow = attempt.flow
+    if flow is None or not attempt.bound:
+        return LOGIN
+    acr = flow.acr_requested if flow.acr_requested != services.settings.tara_acr_minimum else None
+    return again_link(flow.return_to if flow.return_to != "/" else None, acr)
 
 
 def _clear_flow_cookie(
@@ -660,6 +692,7 @@ async def _complete(
     binding = _flow_binding(request, services, state)
     if not binding or not hmac.compare_digest(state_for(binding), state):
         raise _Failed("state_not_bound")
+    attempt.bound = True
     if not await asyncio.to_thread(services.flows.consume, flow.flow_id, now):
         raise _Failed(Lookup.REPLAYED.value, attempted="login callback with a used state")
     attempt.flow = flow = replace(flow, consumed_at=now)

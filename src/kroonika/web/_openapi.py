@@ -25,6 +25,9 @@ from kroonika.tara import ACR_ORDER, METHODS
 from kroonika.web._auth import _CODE_MAX, _RETURN_TO_MAX, _STATE_MAX, _UI_LOCALES_MAX
 from kroonika.web.routes_dashboard import PageRoute
 
+
+from kroonika.web._login_page import LOGIN_PATHS
+
 ERROR = "Error"
 _REF = {"$ref": f"#/components/schemas/{ERROR}"}
 _ERROR_SCHEMA: dict[str, Any] = {
@@ -154,6 +157,12 @@ AUTH_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
 _REQUIRED = {("/auth/callback", "state")}
 #: the ``/auth`` routes the rate limiter counts (``login_start:ip``, ``callback:ip``)
 _AUTH_LIMITED = ("/auth/login", "/auth/callback")
+#: the routes a person's browser lands on: each refusal is also a page (decision 0015)
+_LOGIN_PAGE = {
+    "description": "The failed login's page, for a browser's navigation (Accept ranking "
+    "text/html above application/json, or Sec-Fetch-Mode: navigate)",
+    "schema": {"type": "string"},
+}
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -232,6 +241,10 @@ def describe_refusals(doc: dict[str, Any], routes: Iterable[BaseRoute] = ()) -> 
         responses.setdefault("503", _error_response(ADMIN_REFUSALS["503"]))
         if path in _AUTH_LIMITED:
             responses.setdefault("429", rate_limited())
+        if path in LOGIN_PATHS:
+            for status, answer in responses.items():
+                if status[0] in "45":
+                    answer["content"] = {**answer["content"], "text/html": _LOGIN_PAGE}
     for path, parameters in AUTH_PARAMETERS.items():
         op = doc.get("paths", {}).get(path, {}).get("get")
         if op is not None:

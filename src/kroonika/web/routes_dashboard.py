@@ -139,10 +139,12 @@ def _time(value: str | None) -> str:
     return shown(value[:19].replace("T", " ") + " UTC" if value.endswith("Z") else value)
 
 
-def _page(title: str, body: str, *, refresh_s: int | None = None) -> str:
+def _page(title: str, body: str, *, refresh_s: int | None = None, lang: str = "en") -> str:
+    """A page with the dashboard's style (the one its CSP allows); the login's failure
+    page (:mod:`kroonika.web._login_page`) is one too."""
     meta = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
     return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">{meta}'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
         f"<body>{body}</body></html>"
