@@ -23,10 +23,8 @@ from starlette.routing import BaseRoute
 
 from kroonika.tara import ACR_ORDER, METHODS
 from kroonika.web._auth import _CODE_MAX, _RETURN_TO_MAX, _STATE_MAX, _UI_LOCALES_MAX
-from kroonika.web.routes_dashboard import PageRoute
-
-
 from kroonika.web._login_page import LOGIN_PATHS
+from kroonika.web.routes_dashboard import PageRoute
 
 ERROR = "Error"
 _REF = {"$ref": f"#/components/schemas/{ERROR}"}
