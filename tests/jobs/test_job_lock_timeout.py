@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import psycopg
@@ -22,6 +22,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "audit"))
 
 from audit_kit import TrailKit
 from lock_kit import add_stale_profile, profile_locked
+
+
+from job_kit import job_deps
 
 from kroonika.audit import Query, run_query
 from kroonika.db import StatementLimits, make_engine
@@ -81,6 +84,13 @@ def _scheduler(engine: Engine, kit: TrailKit, clock: Clock | None = None) -> Sch
         {"security_profiles": JOBS["security_profiles"]},
         deps,
         clock=clock or (lambda: NOW),
+
+
+def _scheduler(engine: Engine, kit: TrailKit) -> Scheduler:
+    return Scheduler(
+        {"security_profiles": JOBS["security_profiles"]},
+        job_deps(engine, kit.trail),
+        clock=lambda: NOW,
         schedule=lambda _: ("* * * * *", True),
         statement_limits=LIMITS,
     )

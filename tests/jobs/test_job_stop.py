@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit"))
 
 from audit_kit import TrailKit
+from job_kit import job_deps
 
 from kroonika.audit import Query, run_query
 from kroonika.db import make_engine
@@ -45,17 +46,9 @@ def kit(pg_trail: TrailKit) -> TrailKit:
 
 
 def _scheduler(engine: Engine, kit: TrailKit, job: Any) -> Scheduler:
-    deps = JobDeps(
-        engine=engine,
-        trail=kit.trail,
-        sessions=cast(Any, None),
-        tokens=lambda: None,
-        flow_retention_s=3600,
-        token_retention_s=3600,
-    )
     return Scheduler(
         {"long": job},
-        deps,
+        job_deps(engine, kit.trail),
         clock=lambda: 1_700_000_000,
         schedule=lambda _: ("* * * * *", True),
         tick_s=3600,

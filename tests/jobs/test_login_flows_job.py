@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
+from job_kit import job_context, job_deps
 from sqlalchemy import Engine, select
 
 from kroonika.audit import AuditEvent, AuditUnavailable
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
 from kroonika.db.sessions import login_flow
-from kroonika.jobs import JobContext, JobDeps
 from kroonika.jobs.cleanup import login_flows
 from kroonika.sessions import FlowStore, LoginFlow, ManualClock
 
@@ -64,20 +63,8 @@ def _flow(flows: FlowStore, n: int, status: str, expires_at: int, consumed: bool
 
 async def _run(engine: Engine, trail: Trail, clock: ManualClock) -> Counter[str]:
     counts: Counter[str] = Counter()
-
-    async def progress() -> None:
-        return None
-
-    deps: Any = JobDeps(
-        engine=engine,
-        trail=trail,  # type: ignore[arg-type]
-        sessions=None,  # type: ignore[arg-type]
-        tokens=lambda: None,
-        flow_retention_s=3600,
-        token_retention_s=0,
-    )
-    ctx = JobContext(now=lambda: int(clock()), batch_size=2, counts=counts, progress=progress)
-    await login_flows(deps, ctx)
+    deps = job_deps(engine, trail, token_retention_s=0)
+    await login_flows(deps, job_context(lambda: int(clock()), 2, counts))
     return counts
 
 

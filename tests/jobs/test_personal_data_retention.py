@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
+from job_kit import job_context, job_deps
 from sqlalchemy import Engine, select
 
 from kroonika.audit import AuditEvent, Fingerprinter
@@ -19,7 +19,7 @@ from kroonika.db.migrate import upgrade
 from kroonika.db.security import security_profile
 from kroonika.db.sessions import session
 from kroonika.db.tokens import tokens
-from kroonika.jobs import JOBS, JobContext, JobDeps
+from kroonika.jobs import JOBS
 from kroonika.security.detectors import LoginObservation
 from kroonika.security.profiles import ProfileStore
 from kroonika.sessions import SessionRecord, SessionStore
@@ -101,21 +101,9 @@ def _token(engine: Engine, jti: str, session_ref: str, state: str) -> None:
 
 async def _run(engine: Engine, job: str, **retention: int) -> Counter[str]:
     counts: Counter[str] = Counter()
-
-    async def progress() -> None:
-        return None
-
-    deps: Any = JobDeps(
-        engine=engine,
-        trail=Trail(),  # type: ignore[arg-type]
-        sessions=Sessions(engine),  # type: ignore[arg-type]
-        tokens=lambda: None,
-        flow_retention_s=3600,
-        token_retention_s=30 * DAY,
-        **retention,
-    )
-    ctx = JobContext(now=lambda: NOW, batch_size=2, counts=counts, progress=progress)
-    await JOBS[job](deps, ctx)
+    deps = job_deps(engine, Trail(), sessions=Sessions(engine), token_retention_s=30 * DAY,
+                    **retention)  # fmt: skip
+    await JOBS[job](deps, job_context(lambda: NOW, 2, counts))
     return counts
 
 

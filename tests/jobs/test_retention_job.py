@@ -7,13 +7,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 
+from job_kit import job_context, job_deps
 from sink_kit import Kit, make_kit, write_events
 
 from kroonika.audit import Query, run_query, verify_store
@@ -37,23 +38,12 @@ def kit(tmp_path: Path) -> Kit:
     k.store.close()
 
 
-async def _noop() -> None:
-    return None
-
-
 def context() -> JobContext:
-    return JobContext(now=lambda: LATER, batch_size=500, counts=Counter(), progress=_noop)
+    return job_context(lambda: LATER, 500, Counter())
 
 
 def deps(kit: Kit) -> JobDeps:
-    return JobDeps(
-        engine=kit.store.engine,
-        trail=kit.trail,
-        sessions=cast(Any, None),  # not used by this job
-        tokens=lambda: None,
-        flow_retention_s=0,
-        token_retention_s=0,
-    )
+    return job_deps(kit.store.engine, kit.trail, flow_retention_s=0, token_retention_s=0)
 
 
 def retention_events(kit: Kit) -> list[dict[str, Any]]:
@@ -121,7 +111,7 @@ async def test_job_shreds_old_keys_of_login_flows_and_records_it(kit: Kit) -> No
     kit.trail.emit_sync(step)
     policy = RetentionPolicy()
     later = int(time.time() + (policy.longest_days + 2) * 86400)
-    ctx = JobContext(now=lambda: later, batch_size=500, counts=Counter(), progress=_noop)
+    ctx = job_context(lambda: later, 500, Counter())
     await kit.trail.start()
     try:
         await audit_retention_job(kit.store, policy)(deps(kit), ctx)
@@ -148,7 +138,7 @@ async def test_a_stopped_trail_stops_the_purge_and_the_shredding(kit: Kit) -> No
         keys_before = len(conn.execute(subject_keys.select()).all())
     policy = RetentionPolicy()
     later = int(time.time() + (policy.longest_days + 2) * 86400)
-    ctx = JobContext(now=lambda: later, batch_size=500, counts=Counter(), progress=_noop)
+    ctx = job_context(lambda: later, 500, Counter())
     with pytest.raises(AuditUnavailable):
         await audit_retention_job(kit.store, policy)(deps(kit), ctx)
     assert ctx.counts["events_purged"] == 0
@@ -171,9 +161,7 @@ async def test_job_settles_a_lone_planned_record_first_and_counts_it(kit: Kit) -
     kit.trail.emit_sync(retention_event(PurgeResult("web-1", 1, 10, 10, phase=PurgePhase.PLANNED)))
     await kit.trail.start()
     try:
-        ctx = JobContext(
-            now=lambda: int(time.time()), batch_size=500, counts=Counter(), progress=_noop
-        )
+        ctx = job_context(lambda: int(time.time()), 500, Counter())
         await audit_retention_job(kit.store, RetentionPolicy())(deps(kit), ctx)
     finally:
         await kit.trail.stop()

@@ -8,9 +8,10 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
+from job_kit import job_deps
 from sqlalchemy import Engine, select
 
 from kroonika.audit import AuditEvent, AuditUnavailable
@@ -44,16 +45,12 @@ def engine(tmp_path: Path) -> Engine:
 
 
 def _scheduler(engine: Engine, trail: Trail, clock: ManualClock, job: Any) -> Scheduler:
-    deps = JobDeps(
-        engine=engine,
-        trail=cast(Any, trail),
-        sessions=cast(Any, None),
-        tokens=lambda: None,
-        flow_retention_s=3600,
-        token_retention_s=3600,
-    )
     return Scheduler(
-        {"flaky": job}, deps, clock=clock, schedule=lambda _: ("* * * * *", True), lease_s=300
+        {"flaky": job},
+        job_deps(engine, trail),
+        clock=clock,
+        schedule=lambda _: ("* * * * *", True),
+        lease_s=300,
     )
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from job_kit import job_context, job_deps
 from sqlalchemy import Engine, select
 
 from kroonika.audit import AuditEvent, AuditUnavailable, Fingerprinter
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
 from kroonika.db.tokens import tokens
-from kroonika.jobs import JobContext, JobDeps
 from kroonika.jobs.cleanup import sessions
 from kroonika.sessions import SessionRecord, SessionStore
 from kroonika.settings import Settings
@@ -80,20 +80,10 @@ def _session(store: SessionStore, n: int) -> str:
 
 async def _run(engine: Engine, trail: Trail, sessions_: Sessions, comps: Any) -> Counter[str]:
     counts: Counter[str] = Counter()
-
-    async def progress() -> None:
-        return None
-
-    deps: Any = JobDeps(
-        engine=engine,
-        trail=trail,  # type: ignore[arg-type]
-        sessions=sessions_,  # type: ignore[arg-type]
-        tokens=lambda: comps,
-        flow_retention_s=0,
-        token_retention_s=0,
+    deps = job_deps(
+        engine, trail, sessions=sessions_, tokens=comps, flow_retention_s=0, token_retention_s=0
     )
-    ctx = JobContext(now=lambda: NOW, batch_size=10, counts=counts, progress=progress)
-    await sessions(deps, ctx)
+    await sessions(deps, job_context(lambda: NOW, 10, counts))
     return counts
 
 

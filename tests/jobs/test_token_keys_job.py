@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from job_kit import job_context, job_deps
 from sqlalchemy import select
 
 from kroonika.audit import AuditEvent, AuditUnavailable
 from kroonika.db import make_engine
 from kroonika.db.migrate import upgrade
 from kroonika.db.tokens import signing_keys
-from kroonika.jobs import JobContext, JobDeps
 from kroonika.jobs.cleanup import token_keys
 from kroonika.tokens._clock import FixedClock
 from kroonika.tokens._keys import SigningKeyRing
@@ -44,20 +44,8 @@ class Comps:
 
 async def _run(keys: SigningKeyRing, trail: Trail) -> Counter[str]:
     counts: Counter[str] = Counter()
-
-    async def progress() -> None:
-        return None
-
-    deps: Any = JobDeps(
-        engine=None,  # type: ignore[arg-type]
-        trail=trail,  # type: ignore[arg-type]
-        sessions=None,  # type: ignore[arg-type]
-        tokens=lambda: Comps(keys),
-        flow_retention_s=0,
-        token_retention_s=0,
-    )
-    await token_keys(deps, JobContext(now=lambda: NOW, batch_size=10, counts=counts,
-                                      progress=progress))  # fmt: skip
+    deps = job_deps(trail=trail, tokens=Comps(keys), flow_retention_s=0, token_retention_s=0)
+    await token_keys(deps, job_context(lambda: NOW, 10, counts))
     return counts
 
 
