@@ -21,9 +21,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from kroonika.admin._errors import ChangeConflict, NotFound, RoleChangeRefused
+from kroonika.db import insert_new
 from kroonika.db.admin import admin_api_key, admin_role, admin_role_request
 
 
@@ -229,19 +229,9 @@ class RoleStore:
     def grant(self, subject: str, role: str, *, by: str) -> bool:
         """Give ``subject`` the role; False if it already had it."""
         subject, role = checked_subject(subject), _role(role)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(admin_role).values(
-                        subject=subject,
-                        role=role,
-                        granted_by=by,
-                        granted_at=self._now(),
-                    )
-                )
-        except IntegrityError:
-            return False
-        return True
+        row = {"subject": subject, "role": role, "granted_by": by, "granted_at": self._now()}
+        with self.engine.begin() as conn:
+            return insert_new(conn, admin_role, row)
 
     def revoke(self, subject: str, role: str) -> bool:
         with self.engine.begin() as conn:

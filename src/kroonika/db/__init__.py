@@ -11,7 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from kroonika.db._limits import StatementLimits, limit_statements, timeout_kind
@@ -68,10 +69,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return limit_statements(create_engine(url, pool_pre_ping=True, **kwargs))
 
 
+def insert_new(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
+    """Insert the row unless it would break a unique key (``ON CONFLICT DO NOTHING``);
+    True if it was inserted. A duplicate is no error: PostgreSQL logs every unique
+    violation with the key's values (``DETAIL: Key (subject, role)=(EE..., admin)
+    already exists.``), which would put a personal code in the server's log and in the
+    driver's exception (decision 0020, 2026-11-28)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+    # RETURNING, not rowcount: the driver does not always count such an insert
+    returned = conn.execute(statement.returning(*table.primary_key.columns)).first()
+    return returned is not None
+
+
 __all__ = [
     "NAMING",
     "UNAVAILABLE",
     "StatementLimits",
+    "insert_new",
     "limit_statements",
     "make_engine",
     "metadata",

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
+from kroonika.db import insert_new
 from kroonika.db.tokens import access_list
 from kroonika.tokens._clock import Clock
 from kroonika.tokens._errors import AccessListError, ExpiryInThePast, NoListEntry
@@ -305,11 +305,9 @@ class AccessLists:
             self._clock.now(),
             expires_at,
         )
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(insert(access_list).values(**dataclasses.asdict(entry)))
-        except IntegrityError as exc:
-            raise AccessListError(f"the {lst}list already has this {kind}") from exc
+        with self._engine.begin() as conn:
+            if not insert_new(conn, access_list, dataclasses.asdict(entry)):
+                raise AccessListError(f"the {lst}list already has this {kind}")
         self._changed()
         return entry
 
