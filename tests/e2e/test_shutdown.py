@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,35 @@ def _stored(database_url: str) -> tuple[list[dict[str, Any]], set[str]]:
     return stops, logins
 
 
+@contextmanager
+def held(stack: Stack, tmp: Path, **env: str) -> Iterator[tuple[Held, list[httpx.Client]]]:
+    """``kroonika serve`` (``env`` added to the stack's), ready, and a list for the
+    clients the test opens. However the test ends, the gate is opened, the process
+    killed if it still runs, and every listed client closed (else its socket is
+    reported unclosed in the next test)."""
+    service = Held(stack.port, {**stack.env, **env}, tmp)
+    clients: list[httpx.Client] = []
+    try:
+        service.wait_ready()
+        yield service, clients
+    finally:
+        stack.gate.open.set()
+        service.kill()
+        for opened in clients:
+            opened.close()
+
+
+def stopped_in_order(service: Held, code: int, exit_code: int, stack: Stack) -> set[str]:
+    """``main`` returned 0, the process exited 0 and the trail holds one
+    ``audit.log.stop`` with reason ``shutdown``; the request ids of its logins."""
+    stderr = service.stderr_path.read_text(errors="replace")
+    assert code == 0, stderr[-3000:]
+    assert exit_code == 0, stderr[-3000:]
+    stops, logins = _stored(stack.database_url)
+    assert [s["reason"] for s in stops] == ["shutdown"], stops
+    return logins
+
+
 def test_sigterm_stops_cleanly_and_releases_every_connection(
     tmp_path: Path,
     stack: Stack,
@@ -277,9 +307,7 @@ def test_sigterm_stops_cleanly_and_releases_every_connection(
     _, monitor = nats_server
     client_name = redis_url_named[1]
     database = stack.database_url.rsplit("/", 1)[1]
-    service = Held(stack.port, stack.env, tmp_path)
-    try:
-        service.wait_ready()
+    with held(stack, tmp_path) as (service, _):
         acked = [_login(stack.base, stack.mock) for _ in range(3)]
         # the filters see the service's connections (else "none left" proves nothing)
         assert postgres_connections(database) > 0
@@ -293,15 +321,10 @@ def test_sigterm_stops_cleanly_and_releases_every_connection(
             "nats": settle(lambda: nats_connections(monitor)),
         }
         exit_code = service.release()
-    finally:
-        service.kill()
+    logins = stopped_in_order(service, code, exit_code, stack)
     stderr = service.stderr_path.read_text(errors="replace")
-    assert code == 0, stderr[-3000:]
-    assert exit_code == 0, stderr[-3000:]
     assert left == {"postgres": 0, "redis": 0, "nats": 0}, stderr[-3000:]
     assert "unclosed" not in stderr.lower(), stderr[-3000:]
-    stops, logins = _stored(stack.database_url)
-    assert [s["reason"] for s in stops] == ["shutdown"], stops
     assert set(acked) <= logins
 
 
@@ -328,11 +351,8 @@ def test_a_request_in_flight_at_sigterm_completes_and_its_event_is_stored(
     """SIGTERM arrives while a login's callback waits for TARA's tokens: the service stops
     accepting connections, the callback completes (the session is made) once TARA
     answers, its ``auth.login`` is stored, and then the service stops (exit 0)."""
-    service = Held(stack.port, stack.env, tmp_path)
-    clients: list[httpx.Client] = []
     answers: list[httpx.Response] = []
-    try:
-        service.wait_ready()
+    with held(stack, tmp_path) as (service, clients):
         client, callback = _to_callback(stack.base, stack.mock)
         clients.append(client)
         stack.gate.open.clear()
@@ -354,18 +374,10 @@ def test_a_request_in_flight_at_sigterm_completes_and_its_event_is_stored(
         client.close()
         code = service.wait_stopped()
         exit_code = service.release()
-    finally:
-        stack.gate.open.set()
-        service.kill()
-        for opened in clients:  # closed here too when an assertion ended the test early
-            opened.close()
     stderr = service.stderr_path.read_text(errors="replace")
     assert [r.status_code for r in answers] == [302], stderr[-3000:]
-    assert code == 0, stderr[-3000:]
-    assert exit_code == 0, stderr[-3000:]
-    stops, logins = _stored(stack.database_url)
+    logins = stopped_in_order(service, code, exit_code, stack)
     assert answers[0].headers["x-request-id"] in logins
-    assert [s["reason"] for s in stops] == ["shutdown"], stops
 
 
 @pytest.mark.parametrize("redis_url_named", ["redis"], indirect=True)
@@ -377,8 +389,6 @@ def test_a_request_still_in_flight_after_the_grace_does_not_hold_the_stop(
     traceback in the log), and the service still stops in order: exit 0,
     ``audit.log.stop`` stored, every connection released."""
     database = stack.database_url.rsplit("/", 1)[1]
-    service = Held(stack.port, {**stack.env, "KROONIKA_SHUTDOWN_GRACE_S": "2"}, tmp_path)
-    clients: list[httpx.Client] = []
     outcome: list[object] = []
 
     def call(client: httpx.Client, url: str) -> None:
@@ -388,8 +398,7 @@ def test_a_request_still_in_flight_after_the_grace_does_not_hold_the_stop(
         except (httpx.HTTPError, ValueError) as exc:
             outcome.append(type(exc).__name__)
 
-    try:
-        service.wait_ready()
+    with held(stack, tmp_path, KROONIKA_SHUTDOWN_GRACE_S="2") as (service, clients):
         client, callback = _to_callback(stack.base, stack.mock)
         clients.append(client)
         stack.gate.open.clear()
@@ -402,20 +411,12 @@ def test_a_request_still_in_flight_after_the_grace_does_not_hold_the_stop(
         caller.join(60)
         client.close()
         exit_code = service.release()
-    finally:
-        stack.gate.open.set()
-        service.kill()
-        for opened in clients:  # closed here too when an assertion ended the test early
-            opened.close()
     stderr = service.stderr_path.read_text(errors="replace")
     assert outcome == [(503, "shutting_down", [])], stderr[-3000:]
     assert "Traceback" not in stderr
-    assert code == 0, stderr[-3000:]
-    assert exit_code == 0, stderr[-3000:]
+    stopped_in_order(service, code, exit_code, stack)
     assert left == 0
     assert "unclosed" not in stderr.lower(), stderr[-3000:]
-    stops, _ = _stored(stack.database_url)
-    assert [s["reason"] for s in stops] == ["shutdown"], stops
 
 
 @pytest.mark.parametrize("redis_url_named", ["redis"], indirect=True)
@@ -428,9 +429,7 @@ def test_a_nats_server_that_stopped_answering_does_not_hang_the_stop(
     released."""
     server, _ = nats_server
     database = stack.database_url.rsplit("/", 1)[1]
-    service = Held(stack.port, stack.env, tmp_path)
-    try:
-        service.wait_ready()
+    with held(stack, tmp_path) as (service, _):
         _login(stack.base, stack.mock)
         server.proc.send_signal(signal.SIGSTOP)
         try:
@@ -441,11 +440,5 @@ def test_a_nats_server_that_stopped_answering_does_not_hang_the_stop(
             exit_code = service.release()
         finally:
             server.proc.send_signal(signal.SIGCONT)
-    finally:
-        service.kill()
-    stderr = service.stderr_path.read_text(errors="replace")
-    assert code == 0, stderr[-3000:]
-    assert exit_code == 0, stderr[-3000:]
+    stopped_in_order(service, code, exit_code, stack)
     assert left == 0
-    stops, _ = _stored(stack.database_url)
-    assert [s["reason"] for s in stops] == ["shutdown"], stops
