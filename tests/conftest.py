@@ -93,3 +93,11 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
     that tamper with it cannot share one)."""
     with temporary_database("kroonika_t") as url:
         yield url
+
+
+@pytest.fixture
+def second_postgres_url(postgres_url: str) -> Iterator[str]:
+    """Another database of its own for one test (an audit store apart from the business
+    database in ``fresh_postgres_url``)."""
+    with temporary_database("kroonika_t") as url:
+        yield url

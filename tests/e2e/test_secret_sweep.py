@@ -15,20 +15,43 @@ raises an alert; the citizen is erased; the retention job runs; the trail is que
 exported in every format, verified and its checkpoints exported, through the CLI and the
 API.
 
+The audit store is SQLite in one run and a PostgreSQL database of its own in the other.
+After the service stopped, the retention job runs as if 500 days had passed: every
+checkpointed range is archived (gzip JSON lines) and purged.
+
 Then everything the system wrote is collected: both processes' stdout and stderr, every
-CLI run's, the audit store's bytes, dumps of every business table, the JSONL segments,
+CLI run's, the audit store's bytes (or, on PostgreSQL, dumps of its tables), dumps of
+every business table, the JSONL segments, the retention archives (decompressed: every
+gzip output is searched as it was written and decompressed),
 what rsyslog, the HTTP collector, nats-server and the SMTP server received, ``/metrics``,
 and every HTTP response (headers and body) the test saw, except those that hand a secret
 to its owner by design (a token response, a client secret shown once, an API key shown
 once, the session's own view with its CSRF token, ``Set-Cookie``, and the redirect that
-carries ``state`` and ``nonce`` to TARA). None of the known secret values may appear in
-it, in clear, base64 (any alignment, standard or URL-safe), hex or percent-encoded.
+carries ``state`` and ``nonce`` to TARA). What the PostgreSQL server keeps is collected
+too (``pg_server_files.py``): what its own log gained during the run (its errors quote
+statements and the key values of refused rows), and the raw pages of every table, TOAST
+table and index of the business database and of the PostgreSQL audit store, after a
+``CHECKPOINT``: the row versions that updates, deletes (the erasure, the jobs, the
+retention purge) and refused inserts left behind are in them until a vacuum reuses the
+space. Every column is stored uncompressed for the run (``STORAGE EXTERNAL``), so what
+the pages hold can be searched. Dead row versions of the business tables are searched
+for the secrets; the erased person's code and names stay in them until the ``VACUUM
+FULL`` the operator guide asks for after erasures (decision 0012), so the pages are
+searched for those after it; likewise the erased person's data keys (as wrapped) must be
+in no output, on PostgreSQL after ``VACUUM FULL audit_subject_keys``. A server log or
+page the test may not read is left out and
+:func:`test_the_postgresql_server_files_can_be_read` skips saying why; the sweep itself
+never skips it silently when it can be read.
+
+None of the known secret values may appear in any of it, in clear, base64 (any
+alignment, standard or URL-safe), hex or percent-encoded.
 """
 
 from __future__ import annotations
 
 import base64
 import concurrent.futures
+import gzip
 import json
 import os
 import signal
@@ -51,9 +74,14 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from login_harness import ALL_SCOPES, CLIENT_ID, SECRET
+from pg_server_files import ServerLog, Unreadable, raw_pages, uncompressed
+from sqlalchemy import select
 from test_alerts_service import HOOK_KEY, Hook, Inbox, starttls_smtp, webhook_receiver
 from test_two_instances import KROONIKA, Instance, free_port
 
+from kroonika.audit import KeyRing, SqlAuditStore
+from kroonika.audit.retention import RetentionJob, RetentionPolicy
+from kroonika.audit.store._schema import subject_keys
 from kroonika.db import make_engine
 from kroonika.tokens import SigningKeyRing, SystemClock
 from poll_kit import wait_until
@@ -86,12 +114,17 @@ OWNERS = (
 )
 #: Business tables keep people in clear while their data is live (decision 0016); an
 #: erased person's deny- or allow-list entries are kept (decision 0018).
-KEEPS_ERASED = ("business table token_access_list#",)
+KEEPS_ERASED = ("token_access_list",)
 #: every kind of output the sweep must have collected something of
 COLLECTED = (
     "serve", "mock", "cli audit export", "business table", "audit store", "segment",
     "rsyslog", "nats", "http collector", "smtp", "http GET /metrics", "redis key",
+    "retention archive", "(decompressed)",
 )  # fmt: skip
+#: the reason of a list entry made and deleted: its row version must be in the pages,
+#: or the search of dead rows proves nothing
+DELETED_REASON = "sweep entry deleted again 7c1e"
+DAY = 86400
 
 
 def _owner(method: str, path: str) -> bool:
@@ -107,6 +140,7 @@ class Seen:
 
     secrets: set[str] = field(default_factory=set)
     erased: set[str] = field(default_factory=set)  # the erased person's code and names
+    erased_keys: list[bytes] = field(default_factory=list)  # their data keys, as wrapped
     codes: set[str] = field(default_factory=set)  # other people's personal codes
     outputs: dict[str, bytes] = field(default_factory=dict)
     exempt: list[bytes] = field(default_factory=list)  # the bodies handed to owners
@@ -120,11 +154,14 @@ class Seen:
         print(f"{time.monotonic() - self.started:6.1f}s {name}")
 
     def add(self, name: str, data: bytes) -> None:
+        """One output; a gzip one also decompressed (all its members)."""
         with _LOCK:
             n = 0
             while f"{name}#{n}" in self.outputs:
                 n += 1
             self.outputs[f"{name}#{n}"] = data
+            if data.startswith(b"\x1f\x8b"):
+                self.outputs[f"{name}#{n} (decompressed)"] = gzip.decompress(data)
 
     async def on_response(self, response: httpx.Response) -> None:
         self.record(response)
@@ -322,7 +359,7 @@ def dump_tables(url: str) -> dict[str, bytes]:
         ]
         for name in names:
             data = bytearray()
-            with conn.cursor().copy(f'COPY "{name}" TO STDOUT') as copy:
+            with conn.cursor().copy(f'COPY (TABLE "{name}") TO STDOUT') as copy:
                 for chunk in copy:
                     data += chunk
             out[name] = bytes(data)
@@ -354,10 +391,35 @@ def redis_db() -> Iterator[redis.Redis]:
         r.flushdb()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The audit store: a SQLite file, or a PostgreSQL database apart from the business one."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    return str(request.getfixturevalue("second_postgres_url"))
+
+
+def test_the_postgresql_server_files_can_be_read(fresh_postgres_url: str) -> None:
+    """The sweep searches the PostgreSQL server's log and the raw pages of its databases;
+    where this test user may not read them, this says so (the sweep leaves them out)."""
+    reasons = []
+    try:
+        ServerLog.locate(fresh_postgres_url).written()
+    except Unreadable as exc:
+        reasons.append(f"the server log is not searched: {exc}")
+    try:
+        raw_pages(fresh_postgres_url)
+    except Unreadable as exc:
+        reasons.append(f"the databases' raw pages (dead rows) are not searched: {exc}")
+    if reasons:
+        pytest.skip("; ".join(reasons))
+
+
 @pytest.mark.timeout(900)  # about two minutes alone; each CLI run is slow on a loaded machine
 def test_no_known_secret_reaches_any_output(
     tmp_path: Path,
     fresh_postgres_url: str,
+    audit_store_url: str,
     smtp_inbox: tuple[Inbox, dict[str, Any]],
     collector: Hook,
     rsyslog: Rsyslog,
@@ -383,7 +445,15 @@ def test_no_known_secret_reaches_any_output(
         {"kind": "nats", "name": "nats", "url": nats.url},
         mail,
     ]
-    _life(tmp_path, seen, fresh_postgres_url, sinks)
+    try:
+        server_log: ServerLog | None = ServerLog.locate(fresh_postgres_url)
+    except Unreadable as exc:  # test_the_postgresql_server_files_can_be_read says so
+        print(f"not searched: the PostgreSQL server log ({exc})")
+        server_log = None
+    _life(tmp_path, seen, fresh_postgres_url, audit_store_url, sinks)
+    if server_log is not None:
+        ours = [url.rsplit("/", 1)[1] for url in (fresh_postgres_url, audit_store_url)]
+        seen.add("postgresql server log", server_log.of(server_log.written(), ours))
     nats.proc.terminate()  # its store files complete
     nats.proc.wait(10)
     received = {
@@ -407,7 +477,9 @@ def test_no_known_secret_reaches_any_output(
     seen.phase("done")
 
 
-def _life(tmp: Path, seen: Seen, database_url: str, sinks: list[dict[str, Any]]) -> None:
+def _life(
+    tmp: Path, seen: Seen, database_url: str, audit_url: str, sinks: list[dict[str, Any]]
+) -> None:
     var = tmp / "var"
     port, mock_port = free_port(), free_port()
     seen.mock_port = mock_port
@@ -431,7 +503,8 @@ def _life(tmp: Path, seen: Seen, database_url: str, sinks: list[dict[str, Any]])
         **{k: v for k, v in os.environ.items() if not k.startswith("KROONIKA_")},
         "KROONIKA_VAR_DIR": str(var),
         "KROONIKA_DATABASE_URL": database_url,
-        "KROONIKA_AUDIT_STORE_URL": f"sqlite:///{tmp / 'audit.db'}",
+        "KROONIKA_AUDIT_STORE_URL": audit_url,
+        "KROONIKA_AUDIT_ARCHIVE_DIR": str(tmp / "archive"),
         "KROONIKA_MASTER_KEY": MASTER_KEY,
         "KROONIKA_PSEUDONYM_KEY": PSEUDONYM_KEY,
         "KROONIKA_SESSION_KEY": SESSION_KEY,
@@ -477,6 +550,9 @@ def _life(tmp: Path, seen: Seen, database_url: str, sinks: list[dict[str, Any]])
         assert wait_until(lambda: _up(up) or mock.poll() is not None, within=120)
         assert mock.poll() is None, (tmp / "mock.log").read_text()
         serve.wait_ready(timeout=120)
+        databases = [u for u in (database_url, audit_url) if u.startswith("postgresql")]
+        for url in databases:
+            uncompressed(url)
         try:
             _drive(seen, env, service, mock_url, database_url)
         finally:
@@ -495,6 +571,9 @@ def _life(tmp: Path, seen: Seen, database_url: str, sinks: list[dict[str, Any]])
     assert serve.proc.returncode == 0
     seen.add("serve stdout+stderr", (tmp / "serve.log").read_bytes())
     seen.add("mock stdout+stderr", (tmp / "mock.log").read_bytes())
+    seen.phase("retention, 500 days on")
+    purged = purge_all(audit_url, var, tmp / "archive")
+    assert purged, "the retention job purged nothing (no archive to search)"
     seen.phase("collecting")
     private_key_forms(seen, var, database_url)
     for name, data in dump_tables(database_url).items():
@@ -502,10 +581,73 @@ def _life(tmp: Path, seen: Seen, database_url: str, sinks: list[dict[str, Any]])
     for name, data in files_under(tmp).items():
         if name.startswith(str(tmp / "audit.db")):  # the SQLite audit store, WAL included
             seen.add(f"audit store {name}", data)
+    if audit_url.startswith("postgresql"):
+        for name, data in dump_tables(audit_url).items():
+            seen.add(f"audit store table {name}", data)
+    for name, data in files_under(tmp / "archive").items():
+        seen.add(f"retention archive {name}", data)
+    _collect_pages(seen, database_url, audit_url)
     for name, data in files_under(tmp / "jsonl").items():
         seen.add(f"segment {name}", data)
     for name, data in files_under(tmp / "exports").items():
         seen.add(f"export file {name}", data)
+
+
+def purge_all(audit_url: str, var: Path, archive: Path) -> list[Any]:
+    """The retention job as the service runs it, but 500 days on: every range up to a
+    checkpoint is archived, then purged."""
+    store = SqlAuditStore(audit_url)
+    try:
+        job = RetentionJob(
+            store,
+            RetentionPolicy(),
+            archive_dir=archive,
+            clock=lambda: time.time() + 500 * DAY,
+            keyring=KeyRing.open(var / "keys" / "audit"),
+        )
+        return job.run()
+    finally:
+        store.close()
+
+
+def subject_keys_in(audit_url: str) -> dict[str, bytes]:
+    """Every data key in the audit store, as stored (wrapped by the master key)."""
+    engine = make_engine(audit_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(subject_keys.c.key_id, subject_keys.c.wrapped)).all()
+    finally:
+        engine.dispose()
+    return {key_id: bytes(wrapped) for key_id, wrapped in rows}
+
+
+def _collect_pages(seen: Seen, database_url: str, audit_url: str) -> None:
+    """The raw pages of the business database and of a PostgreSQL audit store, where the
+    test may read them (:func:`test_the_postgresql_server_files_can_be_read` says why not)."""
+    try:
+        business = raw_pages(database_url)
+    except Unreadable as exc:
+        print(f"not searched: the raw pages of the databases ({exc})")
+        return
+    # the search of dead rows is not vacuous: a deleted entry's row version is found
+    assert DELETED_REASON.encode() in business["token_access_list token_access_list"]
+    for name, data in business.items():
+        seen.add(f"unvacuumed business pages {name}", data)
+    # what the operator guide says to run after erasures (a plain VACUUM only marks the
+    # space free: the old row versions' bytes stay in it)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM FULL session, tokens")
+    for name, data in raw_pages(database_url).items():
+        seen.add(f"business pages {name}", data)
+    if audit_url.startswith("postgresql"):
+        # (whether an erased key's bytes are still in them depends on where its row lay
+        # in the page: pruning moves the live rows over some dead ones)
+        for name, data in raw_pages(audit_url).items():
+            seen.add(f"unvacuumed audit store pages {name}", data)
+        with psycopg.connect(audit_url, autocommit=True) as conn:
+            conn.execute("VACUUM FULL audit_subject_keys")  # as the guide says
+        for name, data in raw_pages(audit_url).items():
+            seen.add(f"audit store pages {name}", data)
 
 
 def _up(url: str) -> bool:
@@ -694,6 +836,10 @@ def _drive(seen: Seen, env: dict[str, str], service: str, mock: str, database_ur
         r = admin("POST", "/admin/lists", json=body)
         assert r.status_code == 201, r.text
     twice = {"list": "deny", "kind": "subject", "value": "EE" + CITIZEN, "reason": "again"}
+    gone = {"list": "allow", "kind": "ip", "value": "198.51.100.9", "reason": DELETED_REASON}
+    r = admin("POST", "/admin/lists", json=gone)
+    assert r.status_code == 201, r.text
+    assert admin("DELETE", f"/admin/lists/{r.json()['id']}").status_code in (200, 204)
     assert admin("POST", "/admin/lists", json=twice).status_code == 400  # already listed
     # a personal code typed where free text goes: refused or kept out, never echoed
     named = {"x-justification": f"INC-1 the person {CITIZEN} asked"}
@@ -720,10 +866,14 @@ def _drive(seen: Seen, env: dict[str, str], service: str, mock: str, database_ur
     seen.phase("the citizen is erased; retenti")
     # --- the citizen is erased; retention runs -----------------------------------------
     citizen.call("POST", "/auth/logout")
+    keys = subject_keys_in(env["KROONIKA_AUDIT_STORE_URL"])
     erased = admin(
         "POST", "/admin/privacy/erasures", role="privacy", json={"personal_code": CITIZEN}
     )
     assert erased.status_code == 200, erased.text
+    left = subject_keys_in(env["KROONIKA_AUDIT_STORE_URL"])
+    seen.erased_keys = [wrapped for key_id, wrapped in keys.items() if key_id not in left]
+    assert seen.erased_keys, "the erasure deleted no data key"
     for job in ("audit_retention", "sessions", "token_metadata"):
         r = admin("POST", f"/admin/jobs/{job}/run")
         assert r.status_code == 200, r.text
@@ -781,11 +931,24 @@ def _assert_nothing_leaked(seen: Seen) -> None:
     secrets = [(s, f) for s in seen.secrets if len(s) >= 6 for f in forms(s)]
     erased = [(s, f) for s in seen.erased for f in forms(s)]
     people = [(s, f) for s in seen.codes for f in forms(s)]
+    # an erased data key, which the master key would unwrap, is gone everywhere (after
+    # the VACUUM FULL the operator guide asks for on PostgreSQL)
+    keys = [
+        (f"erased key {k.hex()[:8]}", f)
+        for k in seen.erased_keys
+        for f in (k, k.hex().encode(), base64.b64encode(k), base64.urlsafe_b64encode(k))
+    ]
     leaks: list[str] = []
     for name, data in seen.outputs.items():
-        if not name.startswith("business table "):
-            needles = secrets + erased + people
-        elif name.startswith(KEEPS_ERASED):
+        if name.startswith("unvacuumed business pages "):
+            # the erased person's old row versions stay until a VACUUM FULL (decision
+            # 0012): the pages are searched for them after one ("business pages")
+            needles = secrets
+        elif name.startswith("unvacuumed audit store pages "):
+            needles = secrets + erased + people  # and their keys after the VACUUM FULL
+        elif not name.startswith(("business table ", "business pages ")):
+            needles = secrets + erased + people + keys
+        elif name.split()[2].startswith(KEEPS_ERASED):
             needles = secrets
         else:  # live people are kept in clear; the erased person is gone
             needles = secrets + erased
