@@ -21,10 +21,8 @@ from sqlalchemy import Engine, select
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit"))
 
 from audit_kit import TrailKit
-from lock_kit import add_stale_profile, profile_locked
-
-
 from job_kit import job_deps
+from lock_kit import add_stale_profile, profile_locked
 
 from kroonika.audit import Query, run_query
 from kroonika.db import StatementLimits, make_engine
@@ -72,25 +70,10 @@ class Clock:
 
 
 def _scheduler(engine: Engine, kit: TrailKit, clock: Clock | None = None) -> Scheduler:
-    deps = JobDeps(
-        engine=engine,
-        trail=kit.trail,
-        sessions=cast(Any, None),
-        tokens=lambda: None,
-        flow_retention_s=3600,
-        token_retention_s=3600,
-    )
-    return Scheduler(
-        {"security_profiles": JOBS["security_profiles"]},
-        deps,
-        clock=clock or (lambda: NOW),
-
-
-def _scheduler(engine: Engine, kit: TrailKit) -> Scheduler:
     return Scheduler(
         {"security_profiles": JOBS["security_profiles"]},
         job_deps(engine, kit.trail),
-        clock=lambda: NOW,
+        clock=clock or (lambda: NOW),
         schedule=lambda _: ("* * * * *", True),
         statement_limits=LIMITS,
     )

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, select
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "audit" / "sinks"))
 
+from job_kit import job_deps
 from sink_kit import Kit, make_kit, write_events
 
 from kroonika.audit import Query, run_query
@@ -47,14 +48,8 @@ def kit(url: str, tmp_path: Path) -> Kit:
 
 
 def _deps(kit: Kit, engine: Engine | None = None) -> JobDeps:
-    return JobDeps(
-        engine=engine if engine is not None else kit.store.engine,
-        trail=kit.trail,
-        sessions=cast(Any, None),
-        tokens=lambda: None,
-        flow_retention_s=0,
-        token_retention_s=0,
-    )
+    engine = engine if engine is not None else kit.store.engine
+    return job_deps(engine, kit.trail, flow_retention_s=0, token_retention_s=0)
 
 
 def _at(kit: Kit, seconds: float) -> None:
