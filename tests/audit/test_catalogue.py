@@ -59,6 +59,13 @@ def test_security_admin_audit_types_are_never_filterable(category: Category) -> 
     assert not any(s.filterable for s in specs)
 
 
+def test_a_failed_job_run_may_record_its_backoff() -> None:
+    """job.run declares the pause before the next attempt and the failures in a row."""
+    details = CATALOGUE["job.run"].details
+    assert details["backoff_delay_s"].kind == "int"
+    assert details["backoff_failures"].kind == "int"
+
+
 def test_failure_raises_default_severity() -> None:
     """A failed login is at least notice; a successful one keeps info."""
     assert events.auth_login(outcome=Outcome.FAILURE).severity == Severity.NOTICE

@@ -131,6 +131,7 @@ async def test_a_failure_that_is_no_timeout_keeps_its_slot(engine: Engine, kit: 
     scheduler.jobs = {"security_profiles": broken}
     [failed] = await scheduler.tick()
     assert (failed.outcome, failed.error) == ("failure", "ValueError")
+    assert "backoff_delay_s" not in _runs(kit)[-1]["details"]  # no pause: the next slot
     assert await scheduler.tick() == []
 
 
@@ -165,6 +166,11 @@ async def test_lock_timeouts_in_a_row_back_off_doubling_up_to_a_cap_and_reset_on
         assert backoff["error"] == "lock_timeout"
         assert backoff["retry_at"] == int(clock.now) + backoff["delay_s"]
         assert failed.retry_after == backoff["delay_s"]
+        recorded = _runs(kit)[-1]["details"]  # the pause is in the trail, too
+        assert (recorded["backoff_delay_s"], recorded["backoff_failures"]) == (
+            backoff["delay_s"],
+            attempt,
+        )
         delays.append(backoff["delay_s"])
         clock.now = backoff["retry_at"] - 1
         assert await scheduler.tick() == []  # within the pause: no attempt, no record
@@ -177,6 +183,7 @@ async def test_lock_timeouts_in_a_row_back_off_doubling_up_to_a_cap_and_reset_on
     assert ok.outcome == "success"
     [status] = scheduler.status()
     assert status["backoff"] is None
+    assert "backoff_delay_s" not in _runs(kit)[-1]["details"]
 
 
 @pytest.mark.asyncio

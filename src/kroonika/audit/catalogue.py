@@ -374,6 +374,11 @@ def _specs() -> dict[str, EventSpec]:
                 "error": S,
                 "resumed": B,
                 "batches": I,
+                # a run the database gave up (lock_timeout, statement_timeout; decision
+                # 0010): the pause before the scheduler tries again and how many such
+                # failures in a row it follows (the job status's backoff)
+                "backoff_delay_s": I,
+                "backoff_failures": I,
             },
         ),
         EventSpec(

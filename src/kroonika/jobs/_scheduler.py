@@ -247,6 +247,7 @@ class Scheduler:
         started = time.perf_counter()
         outcome, error, cause = "success", None, None
         given_up = retry = False
+        backoff: Backoff | None = None
         try:
             await job(self.deps, ctx)
         except LeaseLost:
@@ -293,7 +294,7 @@ class Scheduler:
                 await asyncio.wait_for(release, RELEASE_S)
             else:
                 await release
-            if retry:  # the caller is told when the scheduler tries again
+            if retry:  # the caller (and the trail) is told when the scheduler tries again
                 backoff = await asyncio.to_thread(self.backoff, lease.job)
                 if backoff is not None:
                     result = replace(result, retry_after=max(0, backoff.retry_at - self._now()))
@@ -303,7 +304,7 @@ class Scheduler:
             log.error("job %s: the lease of a run given up at the stop was not freed", lease.job)
         finally:  # a database gone with the run: the lease runs out, the run is still recorded
             try:
-                await self._record(lease, result, actor, correlation, ctx.batches)
+                await self._record(lease, result, actor, correlation, ctx.batches, backoff)
             except AuditUnavailable as exc:
                 if not given_up:
                     raise RunUnrecorded(result) from exc
@@ -319,7 +320,10 @@ class Scheduler:
         actor: Actor | None,
         correlation: Correlation | None,
         batches: int,
+        backoff: Backoff | None,
     ) -> None:
+        """One ``job.run``; a run the database gave up carries the pause it starts
+        (``backoff_delay_s``) and the failures in a row it ends (``backoff_failures``)."""
         await self.deps.trail.emit(
             ev.job_run(
                 outcome=Outcome.SUCCESS if result.outcome == "success" else Outcome.FAILURE,
@@ -335,6 +339,8 @@ class Scheduler:
                 error=result.error,
                 resumed=lease.resumed,
                 batches=batches,
+                backoff_delay_s=backoff.delay_s if backoff is not None else None,
+                backoff_failures=backoff.failures if backoff is not None else None,
             )
         )
 
