@@ -9,7 +9,8 @@ from kroonika.settings import Settings, SettingsError
 
 
 def test_the_built_in_rules_are_in_force_by_default() -> None:
-    """Anomalies, threat matches, sink failures, damage found, repeated violations."""
+    """Anomalies, threat matches, sink failures, damage found, repeated violations,
+    TARA's key set expired (logins fail)."""
     names = [r.name for r in alert_rules(Settings())]
     assert names == [
         "security_anomaly",
@@ -17,6 +18,7 @@ def test_the_built_in_rules_are_in_force_by_default() -> None:
         "sink_failure",
         "audit_damage",
         "policy_violations",
+        "idp_keys_expired",
     ]
 
 

@@ -59,6 +59,22 @@ def test_security_admin_audit_types_are_never_filterable(category: Category) -> 
     assert not any(s.filterable for s in specs)
 
 
+def test_idp_keys_declares_what_an_outage_of_the_key_set_records() -> None:
+    """idp.keys (stale, expired, recovered) is a security type, never filtered, whose
+    details are the set's age, kids, window, error, outage and withdrawn kids only."""
+    spec = CATALOGUE["idp.keys"]
+    assert spec.category == Category.SECURITY
+    assert not spec.filterable
+    assert set(spec.details) == {
+        "state", "age_s", "kids", "window_s", "error", "outage_s", "withdrawn"
+    }  # fmt: skip
+    event = events.idp_keys(
+        outcome=Outcome.FAILURE, state="stale", kids=["k1"], age_s=3700, key="secret"
+    )
+    with pytest.raises(UndeclaredField, match="key"):
+        Validate(strict=True, counters=Counters())(event)
+
+
 def test_a_failed_job_run_may_record_its_backoff() -> None:
     """job.run declares the pause before the next attempt and the failures in a row."""
     details = CATALOGUE["job.run"].details

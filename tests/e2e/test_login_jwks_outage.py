@@ -1,16 +1,23 @@
 """TARA's JWKS endpoint down (the mock's ``jwks_unavailable`` switch, over real HTTP)
 after the key set was cached: logins go on with the cached keys for a bounded time
 (stale-if-error), with one WARNING per outage and the state on /ready and /metrics; a
-token under a ``kid`` that is not cached is still refused."""
+token under a ``kid`` that is not cached is still refused. The trail records the
+outage as ``idp.keys`` (stale, expired, recovered), once per change however many
+logins run at once (real PostgreSQL holding the trail)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from login_harness import LogLines, Stack, running_stack, watching_logs
+
+from kroonika.audit import SqlAuditStore
+from kroonika.audit.dashboard import overview
 
 TTL = 3600  # KROONIKA_TARA_JWKS_TTL_S, the default
 WINDOW = 7200  # KROONIKA_TARA_JWKS_STALE_IF_ERROR_S for these tests
@@ -91,3 +98,65 @@ def test_the_stale_window_is_bounded(stack: Stack) -> None:
     assert _login_outcome(stack) == ("success", None)
     stack.clock.advance(WINDOW)
     assert _login_outcome(stack) == ("failure", "idp_unavailable")
+
+
+def _logins_at_once(stack: Stack, n: int = 6) -> list[tuple[str, str | None]]:
+    """``n`` logins in as many browsers at the same time."""
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: _login_outcome(stack), range(n)))
+
+
+@pytest.mark.postgres
+def test_the_trail_records_each_change_of_trust_once_under_concurrent_logins(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """Concurrent logins through a whole outage: one idp.keys stale when it begins (age,
+    kids, window), one expired when the window runs out (logins fail), one recovered
+    when TARA answers again; none while the keys are fresh. The query API finds them by
+    type and by area, and the dashboard counts them with the security events."""
+    overrides = {
+        "tara_jwks_stale_if_error_s": WINDOW,
+        "audit_store_url": fresh_postgres_url,
+        "ratelimit_enabled": False,  # three dozen logins from one address
+    }
+    with running_stack(
+        tmp_path, database_url=fresh_postgres_url, settings_overrides=overrides
+    ) as stack:
+        assert set(_logins_at_once(stack)) == {("success", None)}
+        stack.mock_switch(jwks_unavailable=True)
+        stack.clock.advance(TTL + 60)
+        assert set(_logins_at_once(stack)) == {("success", None)}
+        stack.clock.advance(120)  # a retry is due and fails: the same outage
+        assert set(_logins_at_once(stack)) == {("success", None)}
+        stack.clock.advance(WINDOW)
+        assert set(_logins_at_once(stack)) == {("failure", "idp_unavailable")}
+        stack.mock_switch(jwks_unavailable=False)
+        stack.clock.advance(120)
+        assert set(_logins_at_once(stack)) == {("success", None)}
+        assert set(_logins_at_once(stack)) == {("success", None)}
+        changes = stack.events(types=("idp.keys",))
+        assert stack.events(types=("idp",)) == changes
+        store = SqlAuditStore(stack.settings.resolved_audit_store_url(), read_only=True)
+        try:
+            board = overview(store, datetime.now(UTC))
+        finally:
+            store.close()
+    assert [(c["details"]["state"], c["outcome"]) for c in changes] == [
+        ("stale", "failure"),
+        ("expired", "failure"),
+        ("recovered", "success"),
+    ]
+    stale, expired, recovered = (c["details"] for c in changes)
+    kids = stale["kids"]
+    assert kids
+    assert expired["kids"] == kids == recovered["kids"]
+    assert stale["window_s"] == WINDOW
+    assert stale["age_s"] == TTL + 60
+    assert expired["age_s"] > TTL + WINDOW
+    assert "503" in stale["error"]
+    assert recovered["withdrawn"] == []
+    assert recovered["outage_s"] == 120 + WINDOW + 120
+    assert [c["severity"] for c in changes] == ["warning", "error", "notice"]
+    assert {c["actor"]["type"] for c in changes} == {"system"}
+    assert {c["target"]["id"] for c in changes} == {stack.mock}
+    assert all(w.security["idp.keys"] == 3 for w in board.windows)

@@ -253,6 +253,13 @@ def default_rules() -> list[AlertRule]:
             threshold=5,
             window_s=300,
         ),
+        AlertRule(
+            "idp_keys_expired",
+            ("idp.keys",),
+            Severity.ERROR,
+            match={"details.state": frozenset({"expired"})},
+            key=("details.state",),
+        ),
     ]
 
 

@@ -588,6 +588,32 @@ def _specs() -> dict[str, EventSpec]:
             },
             filterable=False,
         ),
+        # --- the identity provider's signing keys (decision 0005, review idpevent)
+        EventSpec(
+            "idp.keys",
+            SC,
+            WARNING,
+            "Trust in the identity provider's cached key set changed",
+            _API,
+            99,
+            _PCI_ACCESS,
+            {
+                # stale (the key set cannot be fetched: tokens under a cached kid are
+                # verified with the cached keys), expired (the stale-if-error window ran
+                # out: logins fail), recovered (a fresh set arrived); one event per change
+                "state": S,
+                # the cached set's age (recovered: of the set replaced), its key ids
+                # (public; recovered: the fresh set's), the window, why it failed
+                "age_s": I,
+                "kids": L,
+                "window_s": I,
+                "error": S,
+                # recovered: how long the outage lasted since it was first seen and the
+                # kids TARA no longer publishes (they were trusted on stale data)
+                "outage_s": I,
+                "withdrawn": L,
+            },
+        ),
         # --- alerting (AC7)
         EventSpec(
             "alert.raise",

@@ -13,9 +13,9 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -100,6 +100,32 @@ class TokenResponse:
     scope: str | None
 
 
+KeySetState = Literal["stale", "expired", "recovered"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySetChange:
+    """A change in how far the cached key set is trusted, for the ``idp.keys`` event:
+    ``stale`` (the set cannot be fetched; tokens under a cached kid are verified with
+    it), ``expired`` (the stale-if-error window ran out: logins fail) or ``recovered``
+    (a fresh set arrived). ``age_s`` is the cached set's age then (for ``recovered``:
+    of the set replaced), ``kids`` the key ids it holds (for ``recovered``: the fresh
+    set's), ``window_s`` the stale-if-error window; ``error`` says why the set could
+    not be fetched; ``recovered`` adds how long the outage lasted (since it was first
+    seen) and the kids TARA dropped meanwhile (they were trusted on stale data)."""
+
+    state: KeySetState
+    age_s: int
+    kids: tuple[str, ...]
+    window_s: int
+    error: str = ""
+    outage_s: int = 0
+    withdrawn: tuple[str, ...] = ()
+
+
+KeySetListener = Callable[[KeySetChange], Awaitable[None]]
+
+
 class JwksCache:
     """Keys by ``kid``, kept for ``ttl``; an unknown ``kid`` refetches the set, bounded
     twice so that tokens under forged ``kid`` values cannot make us hammer TARA: the same
@@ -113,7 +139,12 @@ class JwksCache:
     fetch is tried again at most once per ``retry_after`` seconds meanwhile (so logins do
     not each wait for a dead endpoint). Only tokens under a cached ``kid`` verify so: an
     unknown ``kid`` still needs a fetch, and fails while there is none. One WARNING when
-    such an outage begins, one INFO when it ends; :attr:`stale_since` says it is on."""
+    such an outage begins, one INFO when it ends; :attr:`stale_since` says it is on.
+
+    ``on_change`` (awaited) hears each change of trust once however many callers see
+    it (:class:`KeySetChange`: stale, expired, recovered); the caller that saw it waits
+    for it, and if it raises, the caller gets the error and the next caller reports the
+    change again (the owner records it in the audit trail, which fails closed)."""
 
     def __init__(
         self,
@@ -126,6 +157,7 @@ class JwksCache:
         window: float = 60.0,
         stale_if_error: float = 0.0,
         retry_after: float = 60.0,
+        on_change: KeySetListener | None = None,
     ) -> None:
         if burst < 1 or window <= 0:
             raise ValueError("the unknown-kid refetch bound needs burst >= 1 and window > 0")
@@ -151,6 +183,10 @@ class JwksCache:
         self.stale_since: float | None = None
         """When the keys began to be used past their TTL because the set could not be
         fetched (None: they are fresh)."""
+        self._on_change = on_change
+        self._reported: Literal["fresh", "stale", "expired"] = "fresh"
+        # the outage told to on_change: when first seen, the set's fetch time and kids
+        self._outage: tuple[float, float, tuple[str, ...]] | None = None
 
     @property
     def fetched_at(self) -> float | None:
@@ -188,25 +224,28 @@ class JwksCache:
 
     async def keys(self) -> Mapping[str, RSAPublicKey]:
         now = self._clock()
-        if self._fresh(now):
-            return self._keys
-        if self.stale_since is not None and now < self._retry_at:
-            return self._stale(now)  # an outage under way: the next try is not due yet
-        try:
-            await self._refresh(seen=self._attempts)
-        except IdpUnavailable as exc:
-            self._failure = str(exc)
-            self._retry_at = now + self._retry_after
-            return self._stale(now)
-        if not self._fresh(self._clock()):
-            return self._stale(now)  # a concurrent attempt failed
+        if not self._fresh(now):
+            if self.stale_since is not None and now < self._retry_at:
+                return await self._stale(now)  # an outage under way: no try due yet
+            try:
+                await self._refresh(seen=self._attempts)
+            except IdpUnavailable as exc:
+                self._failure = str(exc)
+                self._retry_at = now + self._retry_after
+                return await self._stale(now)
+            if not self._fresh(self._clock()):
+                return await self._stale(now)  # a concurrent attempt failed
+        if self._reported != "fresh":
+            await self._recovered()
         return self._keys
 
-    def _stale(self, now: float) -> Mapping[str, RSAPublicKey]:
+    async def _stale(self, now: float) -> Mapping[str, RSAPublicKey]:
         """The cached keys while the set cannot be fetched and the window lasts; else
         :class:`IdpUnavailable`."""
         until = self.stale_until()
         if not self._keys or until is None or now > until:
+            if self._keys and self._fetched_at is not None:  # a cached set ran out
+                await self._report("expired", now)
             raise IdpUnavailable(
                 f"{self._failure}, and no cached key set is within its TTL and the "
                 "stale-if-error window (KROONIKA_TARA_JWKS_STALE_IF_ERROR_S)"
@@ -223,7 +262,56 @@ class JwksCache:
                 until - now,
                 self._retry_after,
             )
+        await self._report("stale", now)
         return self._keys
+
+    async def _report(self, state: Literal["stale", "expired"], now: float) -> None:
+        """Tell ``on_change`` that the cached set became ``state``, unless it was told."""
+        if self._reported == state:
+            return
+        fetched_at = self._fetched_at or now
+        kids = tuple(sorted(self._keys))
+        if self._outage is None:
+            self._outage = (now, fetched_at, kids)
+        change = KeySetChange(
+            state, int(now - fetched_at), kids, int(self._stale_if_error), self._failure
+        )
+        await self._tell(state, change)
+
+    async def _recovered(self) -> None:
+        """Tell ``on_change`` that a fresh set ended the outage it was told of."""
+        now = self._clock()
+        began, old_fetched_at, old_kids = self._outage or (now, now, ())
+        kids = tuple(sorted(self._keys))
+        change = KeySetChange(
+            "recovered",
+            int((self._fetched_at or now) - old_fetched_at),
+            kids,
+            int(self._stale_if_error),
+            outage_s=int(now - began),
+            withdrawn=tuple(k for k in old_kids if k not in self._keys),
+        )
+        outage, self._outage = self._outage, None
+        try:
+            await self._tell("fresh", change)
+        except BaseException:
+            self._outage = outage
+            raise
+
+    async def _tell(
+        self, state: Literal["fresh", "stale", "expired"], change: KeySetChange
+    ) -> None:
+        """Mark ``state`` told before awaiting (concurrent callers do not tell it again);
+        if telling fails, unmark it so that the next caller tells it."""
+        told, self._reported = self._reported, state
+        if self._on_change is None:
+            return
+        try:
+            await self._on_change(change)
+        except BaseException:
+            if self._reported == state:
+                self._reported = told
+            raise
 
     async def refetch_for(self, kid: str) -> bool:
         """Refetch because ``kid`` was unknown; False if the bound refused it (after any
@@ -361,6 +449,7 @@ class TaraClient:
         http: httpx.AsyncClient,
         *,
         clock: Clock = time.time,
+        on_keys_change: KeySetListener | None = None,
     ) -> None:
         self.config = config
         self._http = http
@@ -372,6 +461,7 @@ class TaraClient:
             cooldown=config.unknown_kid_cooldown_s,
             clock=clock,
             stale_if_error=config.jwks_stale_if_error_s,
+            on_change=on_keys_change,
         )
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -272,7 +272,12 @@ def create_app(
         sessions=SessionManager(
             SessionStore(engine), policy, audit.trail, audit.fingerprinter, clock=clock
         ),
-        tara=TaraClient(tara_config, http, clock=clock),
+        tara=TaraClient(
+            tara_config,
+            http,
+            clock=clock,
+            on_keys_change=_auth.idp_keys_reporter(audit.trail, settings.tara_issuer),
+        ),
         http=http,
         clock=clock,
         cookies=CookieConfig(

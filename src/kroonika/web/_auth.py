@@ -31,10 +31,12 @@ from kroonika.audit import (
     Actor,
     ActorType,
     AuditEvent,
+    AuditTrail,
     AuditUnavailable,
     Correlation,
     Outcome,
     PersonalData,
+    Severity,
     Source,
     Target,
     ThreatMatch,
@@ -60,6 +62,8 @@ from kroonika.tara import (
     CodeExchangeFailed,
     DiscoveryError,
     IdTokenInvalid,
+    KeySetChange,
+    KeySetListener,
     RequestRejected,
     TaraError,
     VerifiedIdToken,
@@ -857,6 +861,45 @@ def _log_exchange_failure(exc: TaraError, flow_id: str) -> None:
         )
     else:
         log.warning("code exchange failed: %s (%s) flow_id=%s", exc.reason, exc, flow_id)
+
+
+#: ``idp.keys``: stale keys still carry logins (warning), expired ones fail them (error).
+_IDP_KEYS_SEVERITY = {
+    "stale": Severity.WARNING,
+    "expired": Severity.ERROR,
+    "recovered": Severity.NOTICE,
+}
+#: How many key ids an ``idp.keys`` event names at most (TARA publishes two or so).
+_KIDS_SHOWN = 20
+
+
+def idp_keys_reporter(trail: AuditTrail, issuer: str) -> KeySetListener:
+    """The TARA client's ``on_keys_change``: each change of trust in the cached key set
+    becomes one ``idp.keys`` event, awaited by the login (or probe) that saw it, so that
+    a login verified with stale keys is never answered before the trail says they are
+    stale (fail closed: if the trail cannot be written the login gets 503 and the next
+    one records the change)."""
+
+    async def report(change: KeySetChange) -> None:
+        recovered = change.state == "recovered"
+        await trail.emit(
+            ev.idp_keys(
+                outcome=Outcome.SUCCESS if recovered else Outcome.FAILURE,
+                reason=None if recovered else f"idp_keys.{change.state}",
+                severity=_IDP_KEYS_SEVERITY[change.state],
+                actor=Actor(ActorType.SYSTEM),
+                target=Target("idp", issuer),
+                state=change.state,
+                age_s=change.age_s,
+                kids=list(change.kids[:_KIDS_SHOWN]),
+                window_s=change.window_s,
+                error=change.error or None,
+                outage_s=change.outage_s if recovered else None,
+                withdrawn=list(change.withdrawn[:_KIDS_SHOWN]) if recovered else None,
+            )
+        )
+
+    return report
 
 
 _KEYS = (

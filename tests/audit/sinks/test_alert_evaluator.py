@@ -179,6 +179,27 @@ async def test_sink_failures_and_damage_found_by_verify_raise(kit: Kit) -> None:
 
 
 @pytest.mark.asyncio
+async def test_an_expired_idp_key_set_raises_and_a_stale_one_does_not(kit: Kit) -> None:
+    """idp.keys expired (logins fail) raises an error alert; stale and recovered do not."""
+    sys = Actor(ActorType.SYSTEM)
+    for state in ("stale", "expired", "recovered"):
+        failed = state != "recovered"
+        kit.trail.emit_sync(
+            events.idp_keys(
+                outcome=Outcome.FAILURE if failed else Outcome.SUCCESS,
+                actor=sys,
+                state=state,
+                kids=["k1"],
+            )
+        )
+    await run(kit, evaluator(kit))
+    (alert,) = raised(kit)
+    assert alert["details"]["rule"] == "idp_keys_expired"
+    assert alert["details"]["event_type"] == "idp.keys"
+    assert alert["severity"] == "error"
+
+
+@pytest.mark.asyncio
 async def test_old_events_raise_nothing(kit: Kit) -> None:
     """An event older than max_age_s when first read is history, not an alert."""
     kit.trail.emit_sync(anomaly())

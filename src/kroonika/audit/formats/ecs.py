@@ -31,6 +31,7 @@ audit.access                  database                               access
 audit.checkpoint / retention  database                               info / change
 audit.erasure                 database, iam                          change / deletion
 audit.sink                    database                               error (failure) / info
+idp.keys                      authentication                         info
 alert.raise                   intrusion_detection                    info      (kind ``alert``)
 alert.acknowledge             intrusion_detection                    info
 response.action               intrusion_detection                    denied
@@ -100,6 +101,7 @@ _BY_TYPE: Final[Mapping[str, _Cat]] = {
     "audit.retention": ("event", ("database",), ("change",)),
     "audit.erasure": ("event", ("database", "iam"), ("change", "deletion")),
     "audit.sink": ("event", ("database",), ("info",)),
+    "idp.keys": ("event", ("authentication",), ("info",)),
     "alert.raise": ("alert", ("intrusion_detection",), ("info",)),
     "alert.acknowledge": ("event", ("intrusion_detection",), ("info",)),
     "response.action": ("event", ("intrusion_detection",), ("denied",)),

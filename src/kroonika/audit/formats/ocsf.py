@@ -21,7 +21,7 @@ token.validate, token.introspect,         6003 API Activity                     
 audit.access
 job.run                                   1006 Scheduled Job Activity                6 Start
 audit.log.start / audit.log.stop          6002 Application Lifecycle                 3 / 4
-audit.sink                                6002 Application Lifecycle                 99 Other
+audit.sink, idp.keys                      6002 Application Lifecycle                 99 Other
 security.*, alert.raise                   2004 Detection Finding                     1 Create
 alert.acknowledge, response.action        2004 Detection Finding                     2 Update
 anything else                             0 Base Event                               99 Other
@@ -100,6 +100,7 @@ CLASS_BY_TYPE: Final[Mapping[str, tuple[int, int]]] = {
     "audit.log.start": (6002, 3),
     "audit.log.stop": (6002, 4),
     "audit.sink": (6002, 99),
+    "idp.keys": (6002, 99),
     "security.rate_limit": (2004, 1),
     "security.policy_violation": (2004, 1),
     "security.anomaly": (2004, 1),
