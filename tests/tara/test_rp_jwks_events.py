@@ -143,6 +143,36 @@ async def test_a_change_that_could_not_be_recorded_is_reported_again() -> None:
     assert calls == ["stale", "stale"]
 
 
+async def test_an_outage_never_recorded_leaves_nothing_for_the_next() -> None:
+    """A stale change that could not be recorded, then TARA back before anyone asked
+    again: the next outage is reported as its own, timed from its own start."""
+    tara, now = Tara(), [0.0]
+    seen: list[KeySetChange] = []
+    broken = True
+
+    async def on_change(change: KeySetChange) -> None:
+        if broken:
+            raise RuntimeError("the audit store is down")
+        seen.append(change)
+
+    cache = JwksCache(
+        tara.fetch, ttl=TTL, cooldown=10, clock=lambda: now[0], stale_if_error=WINDOW,
+        on_change=on_change,
+    )  # fmt: skip
+    await cache.keys()
+    tara.down, now[0] = True, TTL + 1.0
+    with pytest.raises(RuntimeError):
+        await cache.keys()
+    broken, tara.down, now[0] = False, False, TTL + 100.0
+    await cache.keys()  # fresh again: the unrecorded outage is forgotten
+    tara.down, now[0] = True, 2 * TTL + 200.0
+    await cache.keys()
+    tara.down, now[0] = False, 2 * TTL + 300.0
+    await cache.keys()
+    assert [c.state for c in seen] == ["stale", "recovered"]
+    assert seen[1].outage_s == 100
+
+
 async def test_without_a_cached_set_nothing_is_reported() -> None:
     """A key set that was never fetched is no stale trust: the failure is the login's."""
     tara, now, seen = Tara(), [0.0], []

@@ -237,6 +237,8 @@ class JwksCache:
                 return await self._stale(now)  # a concurrent attempt failed
         if self._reported != "fresh":
             await self._recovered()
+        else:  # an outage whose report failed and that ended before one succeeded
+            self._outage = None
         return self._keys
 
     async def _stale(self, now: float) -> Mapping[str, RSAPublicKey]:
