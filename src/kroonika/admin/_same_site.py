@@ -12,6 +12,10 @@ The route class is the one source of "guarded": the check runs in the handler it
 builds, and :func:`same_site_only` (the login's landing, which must not send the
 browser back from TARA straight into a refusal) asks the routes themselves, so a new
 guarded area cannot have one without the other (decision 0037, 2026-11-28 review dash).
+A route that reads another of the person's cookies (the session's access token) names
+it in :meth:`SameSiteOnlyRoute.guarded_cookies`; a route may answer with something
+other than a refusal (the citizen's page is shown without the session; decision 0037,
+2026-11-28 review crosssite2).
 """
 
 from __future__ import annotations
@@ -29,15 +33,18 @@ from starlette.routing import BaseRoute, compile_path
 CROSS_SITE = "cross_site_request"
 
 
-def cross_site_with_session(request: Request) -> bool:
+def cross_site_with_session(request: Request, cookies: Iterable[str] | None = None) -> bool:
     """Whether another site started ``request`` (``Sec-Fetch-Site: cross-site``) and it
-    carries the session cookie and no ``Authorization`` header (an API key is sent on
-    purpose by its holder, never by a browser on another site's behalf)."""
+    carries one of ``cookies`` (default: the session cookie) and no ``Authorization``
+    header (an API key or a bearer token is sent on purpose by its holder, never by a
+    browser on another site's behalf)."""
     if request.headers.get("sec-fetch-site") != "cross-site":
         return False
     if "authorization" in request.headers:
         return False
-    return bool(request.cookies.get(request.app.state.services.cookies.session_name))
+    if cookies is None:
+        cookies = (request.app.state.services.cookies.session_name,)
+    return any(request.cookies.get(name) for name in cookies)
 
 
 class SameSiteOnlyRoute(APIRoute):
@@ -48,12 +55,17 @@ class SameSiteOnlyRoute(APIRoute):
         """The answer to a refused request (records what must be recorded); may raise."""
         raise NotImplementedError
 
+    def guarded_cookies(self, request: Request) -> Iterable[str]:
+        """The cookies this route must not take from another site's request: the
+        session cookie (a route that reads another cookie of the person's names it)."""
+        return (request.app.state.services.cookies.session_name,)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
-        refuse = self.refuse_cross_site
+        refuse, guarded = self.refuse_cross_site, self.guarded_cookies
 
         async def handler(request: Request) -> Response:
-            if cross_site_with_session(request):
+            if cross_site_with_session(request, guarded(request)):
                 return await refuse(request)
             return await original(request)
 

@@ -1009,6 +1009,18 @@ class SessionRoute(SameSiteOnlyRoute):
     included) or mark it used on that site's behalf."""
 
     async def refuse_cross_site(self, request: Request) -> Response:
+        await self.record_cross_site(request)
+        return _error(
+            403,
+            "csrf_failed",
+            request,
+            reason=CROSS_SITE,
+            detail="opened from another site: the session is used from this service's own pages",
+        )
+
+    async def record_cross_site(self, request: Request) -> None:
+        """One WARNING line and one ``csrf_failed`` violation (reason :data:`CROSS_SITE`)
+        naming no one: whose cookie it is, is not looked up for another site."""
         services: Services = request.app.state.services
         info = request.scope.get("state", {}).get("request_info")
         log.warning(
@@ -1026,13 +1038,6 @@ class SessionRoute(SameSiteOnlyRoute):
                 actor=Actor(ActorType.ANONYMOUS),
                 reason=CROSS_SITE,
             )
-        )
-        return _error(
-            403,
-            "csrf_failed",
-            request,
-            reason=CROSS_SITE,
-            detail="opened from another site: the session is used from this service's own pages",
         )
 
 

@@ -1,17 +1,22 @@
-"""A minimal page for the citizen: log in with a method, see and end own sessions."""
+"""A minimal page for the citizen: log in with a method, see and end own sessions.
+
+Opened from another site (a link, a redirect: ``Sec-Fetch-Site: cross-site``) with the
+session cookie, the page is shown without the session: not looked up, not marked used,
+nothing of the person on it, and a link that opens the page from here (one click of the
+person's on this site's page, so another site cannot have the session read or kept
+alive by sending the browser here; decision 0037, 2026-11-28 review crosssite2)."""
 
 from __future__ import annotations
 
 import datetime
 from html import escape
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
+from kroonika.admin._same_site import SameSiteOnlyRoute
 from kroonika.web._auth import _configured_methods, current_session
 from kroonika.web._services import ServicesDep
-
-router = APIRouter(tags=["pages"])
 
 _NAMES = {"idcard": "ID-kaart", "mid": "Mobiil-ID", "smartid": "Smart-ID", "eidas": "eIDAS"}
 _STYLE = (
@@ -38,6 +43,21 @@ def _page(body: str) -> HTMLResponse:
         f"<style>{_STYLE}</style></head><body><h1>Kroonika</h1>{body}</body></html>",
         headers=HEADERS,
     )
+
+
+class PersonalPageRoute(SameSiteOnlyRoute):
+    """The citizen's page: from another site with the session cookie it is shown
+    without the session (the module docstring). Not a refusal and not recorded: a link
+    to the service from another site is ordinary."""
+
+    async def refuse_cross_site(self, request: Request) -> Response:
+        return _page(
+            "<p>Avatud teiselt saidilt / Opened from another site.</p>"
+            '<p><a class="b" id="open-here" href="/">Ava oma leht / Open your page</a></p>'
+        )
+
+
+router = APIRouter(tags=["pages"], route_class=PersonalPageRoute)
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -160,9 +160,10 @@ BULK_REVOKE = json_body(
 )
 BULK_ISSUE = json_body({"items": {"type": "array", "items": _MINT}}, "items")
 CLIENT_REFUSALS = _refusals(400, 401, 403)
-#: ``/tokens/mine`` (a bad filter; no or a bad bearer token) and ``/tokens/session``
-#: (no session; no CSRF token or a threat feed; body delivery off)
-MINE_REFUSALS = _refusals(400, 401)
+#: ``/tokens/mine`` (a bad filter; no or a bad bearer token; opened from another site
+#: with the access-token cookie) and ``/tokens/session`` (no session; no CSRF token or a
+#: threat feed; body delivery off)
+MINE_REFUSALS = _refusals(400, 401, 403)
 SESSION_REFUSALS = _refusals(401, 403, 404)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from kroonika.admin._same_site import CROSS_SITE
 from kroonika.audit import Actor, ActorType, AuditEvent, Outcome, events
 from kroonika.audit.enrich import FeedAction, ThreatIntel
 from kroonika.ratelimit import KeyKind, RateLimited, RateLimiter, Refusal, RouteGroup
@@ -50,6 +51,7 @@ from kroonika.tokens.rfc6749 import (
     too_many_requests,
 )
 from kroonika.web import _token_schemas as schemas
+from kroonika.web._auth import SessionRoute
 from kroonika.web._policy import PolicyEmitter
 from kroonika.web._services import Services, request_context
 from kroonika.web.routes_wellknown import router as wellknown_router
@@ -579,7 +581,36 @@ def _bearer(request: Request, comps: TokenComponents) -> str | None:
     return request.cookies.get(comps.settings.token_session_cookie)
 
 
-@router.get(
+class AccessTokenCookieRoute(SessionRoute):
+    """A route that takes the session's access token from its cookie (when no
+    ``Authorization`` header brings one): another site's request with that cookie or the
+    session's is refused before the token is checked, as the session routes refuse
+    (decision 0037, 2026-11-28 review crosssite2). A token sent in ``Authorization`` is
+    sent on purpose by its holder and answered from anywhere."""
+
+    def guarded_cookies(self, request: Request) -> Iterable[str]:
+        services: Services = request.app.state.services
+        return (services.cookies.session_name, _comps(request).settings.token_session_cookie)
+
+    async def refuse_cross_site(self, request: Request) -> Response:
+        await self.record_cross_site(request)
+        return JSONResponse(
+            {
+                "error": "csrf_failed",
+                "error_description": f"{CROSS_SITE}: opened from another site; the session's "
+                "tokens are listed from this service's own pages or with the token in "
+                "Authorization",
+            },
+            status_code=403,
+            headers=dict(NO_STORE),
+        )
+
+
+#: the routes that read the access-token cookie (included into :data:`router` below)
+by_cookie = APIRouter(tags=["tokens"], route_class=AccessTokenCookieRoute)
+
+
+@by_cookie.get(
     "/tokens/mine",
     response_model=None,
     openapi_extra=schemas.MINE,
@@ -646,6 +677,9 @@ async def mine(request: Request) -> Response:
         {"items": [r.public() for r in page.items], "next_cursor": page.next_cursor},
         headers=dict(NO_STORE),
     )
+
+
+router.include_router(by_cookie)  # after its routes: their class is kept
 
 
 # --- bulk ----------------------------------------------------------------------------------
