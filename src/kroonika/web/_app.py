@@ -32,6 +32,9 @@ from kroonika.settings import Settings, SettingsError
 from kroonika.tara import DiscoveryError, TaraClient, TaraClientConfig, TaraError
 from kroonika.web import _auth, _pages
 from kroonika.web import _login_page as login_page
+
+
+from kroonika.web import _auth, _pages, routes_dashboard
 from kroonika.web._context import TrustedProxies, current_request
 from kroonika.web._cors import CorsMiddleware, allowed_origins
 from kroonika.web._login_page import LOGIN_PATHS
@@ -40,8 +43,6 @@ from kroonika.web._middleware import RequestContextMiddleware
 from kroonika.web._openapi import install_openapi
 from kroonika.web._services import CookieConfig, Services
 from kroonika.web.routes_audit import RECORDS_PATH, REFUSED_WRITES
-from kroonika.web.routes_dashboard import PATH as DASHBOARD
-from kroonika.web.routes_dashboard import busy_page
 from kroonika.web.routes_tokens import install_tokens, rate_limit_answers
 
 log = logging.getLogger("kroonika.web")
@@ -374,6 +375,10 @@ def create_app(
         **rate_limit_answers(),
         **dict.fromkeys(LOGIN_PATHS, login_page.busy),
     }
+
+
+    # a token route's the RFC 6749 error object
+    pages = {**routes_dashboard.rate_limit_answers(), **rate_limit_answers()}
     install_rate_limiting(app, limiter, pages=pages)
     app.add_middleware(
         RequestContextMiddleware,

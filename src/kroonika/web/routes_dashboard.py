@@ -46,7 +46,7 @@ from kroonika.audit.dashboard import Overview, Window, overview
 from kroonika.audit.formats._text import escape_unprintable
 from kroonika.audit.personal_codes import is_personal_code
 from kroonika.db import UNAVAILABLE
-from kroonika.ratelimit import RateLimited
+from kroonika.ratelimit import RateLimited, Refusal
 from kroonika.shipping import SinkStatus
 from kroonika.web.routes_audit import _open
 
@@ -114,6 +114,15 @@ class PageRoute(AuditedRoute):
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=PageRoute)
+
+
+def rate_limit_answers() -> dict[str, Refusal]:
+    """How each page answers its 429 (the rate limiter's ``pages``, for the middleware's
+    ``admin:ip`` limit): as its route answers the ``admin:person`` one, taken from the
+    routes themselves, so a page's path is written once (in its route)."""
+    return {
+        route.path: route.rate_limited for route in router.routes if isinstance(route, PageRoute)
+    }
 
 
 def _visible(ch: str) -> str:
