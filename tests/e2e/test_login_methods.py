@@ -93,9 +93,9 @@ def test_a_login_back_from_another_site_opens_the_dashboard_from_this_site(stack
     """In production TARA is another site: its redirect to the callback, and a 302 from
     there, reach the browser's next request as ``Sec-Fetch-Site: cross-site``, which the
     admin and audit routes refuse to a session cookie (decision 0037). A login that comes
-    back from another site to an ``/admin`` or ``/audit`` page therefore answers a page
-    that moves on by itself (the next request is then same-origin); other targets and a
-    same-site callback keep the 302."""
+    back from another site to an ``/admin`` or ``/audit`` page or the citizen's page ``/``
+    therefore answers a page that moves on by itself (the next request is then
+    same-origin); other targets and a same-site callback keep the 302."""
     with stack.browser() as browser:
         hop = _back_from_tara(
             stack, browser, "/admin/dashboard", **{"sec-fetch-site": "cross-site"}
@@ -110,6 +110,10 @@ def test_a_login_back_from_another_site_opens_the_dashboard_from_this_site(stack
             stack, browser, "/admin/dashboard", **{"sec-fetch-site": "same-site"}
         )
         assert (same.status_code, same.headers["location"]) == (302, "/admin/dashboard")
-    with stack.browser() as browser:
+    with stack.browser() as browser:  # the citizen's page reads the session from here only
         citizen = _back_from_tara(stack, browser, "/", **{"sec-fetch-site": "cross-site"})
-        assert (citizen.status_code, citizen.headers["location"]) == (302, "/")
+        assert citizen.status_code == 200, citizen.text
+        assert '<meta http-equiv="refresh" content="0;url=/">' in citizen.text
+    with stack.browser() as browser:
+        other = _back_from_tara(stack, browser, "/health", **{"sec-fetch-site": "cross-site"})
+        assert (other.status_code, other.headers["location"]) == (302, "/health")
