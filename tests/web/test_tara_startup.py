@@ -34,10 +34,13 @@ SECRET = "startup-test-secret-0123456789"
 
 
 @contextmanager
-def tara_mock(issuer: str | None = None, **switches: bool) -> Iterator[str]:
-    """The TARA mock on a free loopback port; ``issuer`` is what its discovery claims,
-    ``switches`` its misbehaviour."""
-    sock = free_socket()
+def tara_mock(
+    issuer: str | None = None, sock: socket.socket | None = None, **switches: bool
+) -> Iterator[str]:
+    """The TARA mock on ``sock`` (default: a free loopback port) with its control API
+    (``/mock/config``, loopback only); ``issuer`` is what its discovery claims,
+    ``switches`` its misbehaviour at start."""
+    sock = sock or free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     mock = create_mock(
         MockConfig(
@@ -52,6 +55,7 @@ def tara_mock(issuer: str | None = None, **switches: bool) -> Iterator[str]:
             ),
             keys=mock_keys(),
             misbehaviour=Misbehaviour(**switches),
+            control_api=True,
         )
     )
     with serve(mock, sock, lifespan="off") as served:
@@ -208,9 +212,14 @@ def test_development_starts_and_reports_another_issuer_not_ready(
     assert any("KROONIKA_TARA_ISSUER" in e and "differs" in e for e in errors), errors
 
 
-def test_development_reports_endpoints_on_another_origin_not_ready(tmp_path: Path) -> None:
+def test_development_reports_endpoints_on_another_origin_not_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Over real HTTP in development: the service starts, /ready is 503 misconfigured
-    naming the foreign endpoint, and a login does not start (502 idp_misconfigured)."""
+    naming the foreign endpoint, and a login does not start (502 idp_misconfigured) with
+    an ERROR line that names that cause and does not send the operator to
+    KROONIKA_TARA_ISSUER, which is right (the document names the issuer it should)."""
+    caplog.set_level(logging.INFO, logger="kroonika")
     with tara_mock(foreign_endpoints=True) as mock:
         app = create_app(_development(tmp_path, mock))
         with serve(app, free_socket()) as service:
@@ -221,6 +230,79 @@ def test_development_reports_endpoints_on_another_origin_not_ready(tmp_path: Pat
     assert "another origin" in ready.json()["tara_detail"]
     assert login.status_code == 502, login.text
     assert login.json()["reason"] == "idp_misconfigured"
+    (error,) = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "kroonika.web.auth" and r.levelno >= logging.ERROR
+    ]
+    assert "another origin" in error
+    assert "check KROONIKA_TARA_ISSUER" not in error
+    assert "answers in its place" in error
+    assert "report it to RIA" in error
+
+
+def _switch(mock: str, **switches: bool) -> None:
+    r = httpx.post(mock + "/mock/config", json=switches, timeout=20)
+    assert r.status_code == 200, r.text
+
+
+def test_ready_shows_a_tara_outage_that_starts_after_tara_was_found_fine(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over real HTTP, the mock fine: /ready says ok; once its discovery names
+    endpoints on another origin, the next /ready after the cache period says
+    misconfigured with the reason, and once the mock is gone, unreachable. The service
+    stays ready (200, status degraded: tokens are still validated; logins fail and say
+    so), one WARNING per change, and ok again when TARA is back."""
+    caplog.set_level(logging.INFO, logger="kroonika")
+    mock_sock = free_socket()
+    port = mock_sock.getsockname()[1]
+    mock_url = f"http://127.0.0.1:{port}"
+    settings = _development(tmp_path, mock_url).model_copy(update={"tara_ready_cache_s": 0})
+    app = create_app(settings)
+    with serve(app, free_socket()) as service:
+        with tara_mock(sock=mock_sock) as mock:
+            fine = httpx.get(service + "/ready", timeout=20)
+            _switch(mock, foreign_endpoints=True)
+            foreign = httpx.get(service + "/ready", timeout=20)
+            _switch(mock, foreign_endpoints=False)
+            back = httpx.get(service + "/ready", timeout=20)
+        gone = httpx.get(service + "/ready", timeout=20)  # nothing listens there any more
+    assert fine.status_code == 200, fine.text
+    assert fine.json()["checks"]["tara"] == "ok"
+    assert foreign.status_code == 200, foreign.text
+    assert foreign.json()["status"] == "degraded"
+    assert foreign.json()["checks"]["tara"] == "misconfigured"
+    assert "another origin" in foreign.json()["tara_detail"]
+    assert foreign.json()["tara_issuer"] == mock_url
+    assert back.json()["checks"]["tara"] == "ok"
+    assert back.json()["status"] == "ok"
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["checks"]["tara"] == "unreachable"
+    assert gone.json()["status"] == "degraded"
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "kroonika.web"
+        and r.levelno == logging.WARNING
+        and r.getMessage().startswith("readiness: TARA")
+    ]
+    assert len([w for w in warnings if "misconfigured" in w]) == 1, warnings
+    assert len([w for w in warnings if "unreachable" in w]) == 1, warnings
+
+
+def test_ready_asks_tara_again_only_after_its_cache_period(tmp_path: Path) -> None:
+    """Found fine, /ready keeps its verdict KROONIKA_TARA_READY_CACHE_S: a change of
+    TARA's within that time is not seen yet (probes do not hammer TARA)."""
+    with tara_mock() as mock:
+        settings = _development(tmp_path, mock).model_copy(update={"tara_ready_cache_s": 300})
+        app = create_app(settings)
+        with serve(app, free_socket()) as service:
+            first = httpx.get(service + "/ready", timeout=20)
+            _switch(mock, foreign_endpoints=True)
+            cached = httpx.get(service + "/ready", timeout=20)
+    assert first.json()["checks"]["tara"] == "ok"
+    assert cached.json()["checks"]["tara"] == "ok"
 
 
 def test_an_unreachable_tara_fails_the_login_start_as_the_callback(tmp_path: Path) -> None:

@@ -438,7 +438,8 @@ def _check_origins(disc: Discovery) -> None:
         if issuer is None or _origin(url) != issuer:
             raise DiscoveryError(
                 f"the discovery document names {name} {url[:200]!r} on another origin "
-                f"than the issuer {disc.issuer!r}; TARA publishes its endpoints under its issuer"
+                f"than the issuer {disc.issuer!r}; TARA publishes its endpoints under its issuer",
+                cause="foreign_endpoint",
             )
 
 
@@ -507,8 +508,15 @@ class TaraClient:
         return body
 
     async def discovery(self) -> Discovery:
+        """The discovery document the logins use: fetched and checked once, then kept."""
         if self._discovery is not None:
             return self._discovery
+        disc = await self._fetch_discovery()
+        self._discovery = disc
+        return disc
+
+    async def _fetch_discovery(self) -> Discovery:
+        """The discovery document as TARA answers it now, checked against the configuration."""
         doc = await self._get_json(self.config.issuer + "/.well-known/openid-configuration")
         try:
             disc = Discovery(
@@ -518,23 +526,30 @@ class TaraClient:
                 jwks_uri=str(doc["jwks_uri"]),
             )
         except (KeyError, TypeError):
-            raise DiscoveryError("the discovery document lacks endpoints") from None
+            raise DiscoveryError(
+                "the discovery document lacks endpoints", cause="endpoints"
+            ) from None
         if disc.issuer != self.config.issuer:
             raise DiscoveryError(
                 f"discovery issuer {disc.issuer!r} differs from the configured issuer"
             )
         _check_origins(disc)
-        self._discovery = disc
         return disc
 
     async def check(self) -> Discovery:
-        """Fetch and check the discovery document and the key set now (start-up and
-        readiness): :class:`DiscoveryError` for a document that does not fit the
-        configuration (issuer differs, endpoints or signing keys missing),
-        :class:`IdpUnavailable` when TARA cannot be reached."""
-        disc = await self.discovery()
+        """Fetch and check the discovery document now, as TARA answers it (start-up and
+        readiness; the first good one is the one the logins keep: a later answer is
+        only looked at), and the key set (the cached one within its TTL, see
+        :class:`JwksCache`): :class:`DiscoveryError` for a document that does not fit
+        the configuration (issuer differs, endpoints or signing keys missing, an
+        endpoint on another origin), :class:`IdpUnavailable` when TARA cannot be reached."""
+        disc = await self._fetch_discovery()
+        if self._discovery is None:
+            self._discovery = disc
         if not await self.jwks.keys():
-            raise DiscoveryError(f"the key set at {disc.jwks_uri} has no RS256 signing key")
+            raise DiscoveryError(
+                f"the key set at {disc.jwks_uri} has no RS256 signing key", cause="keys"
+            )
         return disc
 
     async def _fetch_jwks(self) -> Any:

@@ -43,6 +43,14 @@ class DiscoveryError(TaraError):
     reason = "idp_misconfigured"
     upstream = True
 
+    def __init__(self, message: str, *, cause: str = "issuer") -> None:
+        super().__init__(message)
+        self.cause = cause
+        """What does not fit: ``issuer`` (another issuer: a setting),
+        ``endpoints`` (endpoints missing), ``foreign_endpoint`` (an endpoint on
+        another origin than the issuer's: not a setting, something answers in TARA's
+        place or TARA's document is mistaken) or ``keys`` (no RS256 signing key)."""
+
 
 class IdpUnavailable(TaraError):
     reason = "idp_unavailable"

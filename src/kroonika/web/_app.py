@@ -98,17 +98,20 @@ async def check_tara(app: FastAPI, *, bound: float | None = None) -> str:
         verdict, detail = "unreachable", str(exc)
     else:
         verdict, detail = "ok", None
+        app.state.tara_found_fine = True
     app.state.tara_status = verdict
     app.state.tara_detail = detail
     return verdict
 
 
 class TaraReadiness:
-    """``/ready``'s view of TARA once the start-up check failed: each check is cut at
-    ``timeout_s`` (a TARA that takes the connection and never answers must not hold the
-    probe) and its verdict kept ``cache_s`` seconds; concurrent probes wait for the check
-    under way rather than start their own. So probes, however many, reach TARA at most
-    once per ``cache_s``."""
+    """``/ready``'s view of TARA: each check is cut at ``timeout_s`` (a TARA that takes the
+    connection and never answers must not hold the probe) and its verdict kept
+    ``cache_s`` seconds, also once TARA was found fine (an outage or a changed discovery
+    document that starts later shows after at most ``cache_s``); concurrent probes wait
+    for the check under way rather than start their own. So probes, however many, reach
+    TARA at most once per ``cache_s``. Once TARA was found fine, a change of its verdict
+    is one WARNING (away from ``ok``) or INFO (back) on the operational log."""
 
     def __init__(
         self, timeout_s: float, cache_s: float, *, clock: Callable[[], float] = time.monotonic
@@ -120,16 +123,27 @@ class TaraReadiness:
         self._lock = asyncio.Lock()
 
     async def verdict(self, app: FastAPI) -> str:
-        status: str = app.state.tara_status
-        if status == "ok":  # once ready, TARA's outages are the logins' concern
-            return status
         async with self._lock:
             now = self._clock()
             if self._checked_at is not None and now - self._checked_at < self.cache_s:
                 cached: str = app.state.tara_status
                 return cached
+            before: str = app.state.tara_status
+            found_fine = app.state.tara_found_fine
             verdict = await check_tara(app, bound=self.timeout_s)
             self._checked_at = self._clock()
+            if found_fine and verdict != before:
+                issuer = app.state.settings.tara_issuer
+                if verdict == "ok":
+                    log.info("readiness: TARA at %s answers again (was %s)", issuer, before)
+                else:
+                    log.warning(
+                        "readiness: TARA at %s is %s: %s; logins fail until it is fine "
+                        "again, the rest of the service works (/ready: degraded)",
+                        issuer,
+                        verdict,
+                        app.state.tara_detail,
+                    )
             return verdict
 
 
@@ -356,6 +370,7 @@ def create_app(
     app.state.settings = settings
     app.state.tara_status = "unchecked"
     app.state.tara_detail = None
+    app.state.tara_found_fine = False  # once True, TARA's outages leave the service ready
     app.state.tara_readiness = TaraReadiness(
         settings.tara_ready_timeout_s, settings.tara_ready_cache_s
     )
@@ -423,12 +438,13 @@ def _health_router() -> APIRouter:
     @router.get("/ready", response_model=None)
     async def ready(request: Request) -> JSONResponse:
         """Readiness: the business database and the audit store are reachable, the audit
-        writer runs, and TARA's discovery document and keys fit the configuration (checked
-        at start-up; until that succeeded it is checked again here, cut at
-        ``KROONIKA_TARA_READY_TIMEOUT_S`` and kept ``KROONIKA_TARA_READY_CACHE_S``: see
-        :class:`TaraReadiness`). TARA's later outages
-        do not make the service unready: logins then fail with ``idp_unavailable`` (or
-        ``idp_misconfigured`` while the discovery does not fit)."""
+        writer runs, and TARA's discovery document and keys fit the configuration
+        (checked at start-up and again here, cut at ``KROONIKA_TARA_READY_TIMEOUT_S`` and
+        kept ``KROONIKA_TARA_READY_CACHE_S``: see :class:`TaraReadiness`). Once TARA was
+        found fine, its later outages show (``checks.tara``, ``tara_detail``, status
+        ``degraded``) but do not make the service unready (200): tokens are validated
+        without TARA, and logins fail with ``idp_unavailable`` (or ``idp_misconfigured``
+        while the discovery does not fit) and say so (decision 0010)."""
         services: Services = request.app.state.services
         checks: dict[str, str] = {}
 
@@ -451,8 +467,10 @@ def _health_router() -> APIRouter:
         if checks["audit_writer"] != "ok":
             log.warning("readiness: audit_writer down: %s", _ending(writer))
         checks["tara"] = await request.app.state.tara_readiness.verdict(request.app)
-        ok = all(v == "ok" for v in checks.values())
-        body: dict[str, object] = {"status": "ok" if ok else "unavailable", "checks": checks}
+        tara_needed = not request.app.state.tara_found_fine  # until TARA was found fine
+        ok = all(v == "ok" for k, v in checks.items() if k != "tara" or tara_needed)
+        status = "unavailable" if not ok else "ok" if checks["tara"] == "ok" else "degraded"
+        body: dict[str, object] = {"status": status, "checks": checks}
         if checks["tara"] != "ok":
             body["tara_issuer"] = services.settings.tara_issuer
             body["tara_detail"] = request.app.state.tara_detail

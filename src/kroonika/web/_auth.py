@@ -250,10 +250,10 @@ async def login(
             # TARA down is the same answer here as at the callback (decision 0019).
             if isinstance(exc, DiscoveryError):
                 log.error(
-                    "login could not start: %s: %s; check KROONIKA_TARA_ISSUER (it must be "
-                    "exactly the issuer TARA's discovery names) flow_id=%s",
+                    "login could not start: %s: %s; %s flow_id=%s",
                     exc.reason,
                     exc,
+                    _DISCOVERY_FIX.get(exc.cause, _DISCOVERY_FIX["issuer"]),
                     flow.flow_id,
                 )
             else:
@@ -836,6 +836,18 @@ def _landing(request: Request, return_to: str) -> Response:
     return HTMLResponse(body, status_code=200)
 
 
+#: What the operator checks when TARA's discovery document does not fit, by its cause
+#: (:attr:`DiscoveryError.cause`): only another issuer is this service's setting.
+_DISCOVERY_FIX = {
+    "issuer": "check KROONIKA_TARA_ISSUER (it must be exactly the issuer TARA's discovery names)",
+    "foreign_endpoint": "not a setting here (the issuer is right): something between this "
+    "service and TARA answers in its place (check the network path and any outgoing "
+    "proxy), or TARA's discovery is mistaken (report it to RIA); nothing is sent there",
+    "endpoints": "TARA's discovery names no authorization, token or key set endpoint: check "
+    "KROONIKA_TARA_ISSUER and that nothing between answers in TARA's place",
+    "keys": "TARA's key set has no RS256 signing key: something between this service and "
+    "TARA answers in its place, or TARA misbehaves (report it to RIA)",
+}
 #: What the operator fixes when TARA refuses this service rather than the citizen's code.
 _OPERATOR_FIX = {
     "invalid_client": "check KROONIKA_TARA_CLIENT_ID and KROONIKA_TARA_CLIENT_SECRET against "
