@@ -30,11 +30,8 @@ from kroonika.security.service import build_enrichment, build_monitor
 from kroonika.sessions import Clock, FlowStore, SessionManager, SessionPolicy, SessionStore
 from kroonika.settings import Settings, SettingsError
 from kroonika.tara import DiscoveryError, TaraClient, TaraClientConfig, TaraError
-from kroonika.web import _auth, _pages
-from kroonika.web import _login_page as login_page
-
-
 from kroonika.web import _auth, _pages, routes_dashboard
+from kroonika.web import _login_page as login_page
 from kroonika.web._context import TrustedProxies, current_request
 from kroonika.web._cors import CorsMiddleware, allowed_origins
 from kroonika.web._login_page import LOGIN_PATHS
@@ -386,14 +383,10 @@ def create_app(
     # inside the request context (client IP, request id); the dashboard's 429 is a page,
     # a token route's the RFC 6749 error object, a login route's a page for a browser
     pages = {
-        DASHBOARD: busy_page,
+        **routes_dashboard.rate_limit_answers(),
         **rate_limit_answers(),
         **dict.fromkeys(LOGIN_PATHS, login_page.busy),
     }
-
-
-    # a token route's the RFC 6749 error object
-    pages = {**routes_dashboard.rate_limit_answers(), **rate_limit_answers()}
     install_rate_limiting(app, limiter, pages=pages)
     app.add_middleware(
         RequestContextMiddleware,
