@@ -163,3 +163,45 @@ def test_variables_other_tools_read_are_not_warned_about() -> None:
         "1",
     )
     assert unknown_variables_warning(environ) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["kroonika_session_absolute_s", "Kroonika_Session_Absolute_S", "KROONIKA_session_absolute_s"],
+)
+def test_the_environment_wins_over_the_config_file_whatever_the_case_of_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """pydantic-settings reads ``kroonika_session_absolute_s`` as the setting: it overrides
+    the TOML file as the upper-case name does, not the other way round."""
+    path = tmp_path / "kroonika.toml"
+    path.write_text("session_absolute_s = 7200\nsession_idle_s = 600\n")
+    monkeypatch.setenv("KROONIKA_CONFIG_FILE", str(path))
+    monkeypatch.setenv(name, "3600")
+    settings = load_settings()
+    assert settings.session_absolute_s == 3600
+    assert settings.session_idle_s == 600
+
+
+def test_a_lower_case_config_file_variable_is_read() -> None:
+    """``kroonika_config_file`` names the file as ``KROONIKA_CONFIG_FILE`` does (pydantic
+    reads either), so it is a setting and not warned about."""
+    assert unknown_variables_warning({"kroonika_config_file": "/etc/kroonika.toml"}) is None
+
+
+def test_a_misspelt_lower_case_variable_is_named_as_written_with_a_suggestion() -> None:
+    """A misspelt name in lower case is ignored like an upper-case one, so it is named the
+    way the operator wrote it, with the setting it is close to."""
+    warning = unknown_variables_warning({"kroonika_sesion_idle_s": "600"})
+    assert warning is not None
+    assert "kroonika_sesion_idle_s (did you mean KROONIKA_SESSION_IDLE_S?)" in warning
+
+
+@pytest.mark.parametrize("name", ["kroonika_debug", "Kroonika_Require_Services"])
+def test_another_tools_variable_in_another_case_is_named(name: str) -> None:
+    """The commands and the test suite read their own variables with ``os.environ``, which
+    is case-sensitive: ``kroonika_debug=1`` turns nothing on, so it is named (with the
+    name that would)."""
+    warning = unknown_variables_warning({name: "1"})
+    assert warning is not None
+    assert f"{name} (did you mean KROONIKA_{name[9:].upper()}?)" in warning

@@ -438,6 +438,9 @@ def refused(exc: ValidationError) -> SettingsError:
     return SettingsError("; ".join(dict.fromkeys(parts)))
 
 
+_SKIP = len("KROONIKA_")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Environment first, then the TOML file named by ``KROONIKA_CONFIG_FILE`` for
     anything the environment leaves unset, then explicit overrides. A refused value is
@@ -459,7 +462,8 @@ def load_settings(**overrides: Any) -> Settings:
                 f"config file {base.config_file}: no such setting: {', '.join(unknown)} (a key"
                 " is the setting's name in lower case without KROONIKA_, e.g. session_idle_s)"
             )
-        env_set = {k[len("KROONIKA_") :].lower() for k in os.environ if k.startswith("KROONIKA_")}
+        # The names pydantic-settings reads: any case (``kroonika_session_idle_s``).
+        env_set = {k[_SKIP:].lower() for k in os.environ if k.upper().startswith("KROONIKA_")}
         merged = {k: v for k, v in data.items() if k not in env_set}
         merged.update(overrides)
         try:
@@ -485,20 +489,21 @@ OTHER_VARIABLES = frozenset(
     }
 )
 
-_SKIP = len("KROONIKA_")
-
 
 def unknown_variables_warning(environ: Mapping[str, str]) -> str | None:
     """One line naming each ``KROONIKA_*`` variable of ``environ`` that is neither a
     setting nor one of :data:`OTHER_VARIABLES` (a misspelt one is silently ignored and
     its setting keeps the default), with the closest name when one is close (difflib);
     None when there is none. Names only: a value may be a secret. Settings are matched
-    as pydantic-settings reads them, whatever the case of the name."""
+    as pydantic-settings reads them, whatever the case of the name; the other variables
+    exactly, as ``os.environ`` reads them (``kroonika_debug`` turns nothing on)."""
     settings = {f"KROONIKA_{name.upper()}" for name in Settings.model_fields}
     known = settings | OTHER_VARIABLES
     notes = []
     for name in sorted(environ):
-        if not name.upper().startswith("KROONIKA_") or name.upper() in known:
+        if not name.upper().startswith("KROONIKA_"):
+            continue
+        if name.upper() in settings or name in OTHER_VARIABLES:
             continue
         # compared without the prefix all share, which would make every name look close
         close = difflib.get_close_matches(

@@ -481,15 +481,19 @@ def test_serve_warns_once_about_a_misspelt_variable_and_does_not_refuse(tmp_path
     """A KROONIKA_* variable that is no setting is named in one warning at start with the
     setting it is close to, never its value (decision 0034, 2026-11-28 (review
     settings2)); production does not refuse for it: the start goes on to the TARA check.
-    The test suite's own variable is not named."""
+    The test suite's own variable is not named; one in lower case is named as written."""
     value = "misspelt-variable-value-0123456789"
     port, done = _serve_in_production(
-        tmp_path, KROONIKA_SESION_IDLE_S=value, KROONIKA_REQUIRE_SERVICES="1"
+        tmp_path,
+        KROONIKA_SESION_IDLE_S=value,
+        kroonika_sesion_absolute_s=value,
+        KROONIKA_REQUIRE_SERVICES="1",
     )
     warnings = [line for line in done.stderr.splitlines() if "KROONIKA_SESION_IDLE_S" in line]
     assert len(warnings) == 1, done.stderr
     assert "WARNING" in warnings[0]
     assert "did you mean KROONIKA_SESSION_IDLE_S?" in warnings[0]
+    assert "kroonika_sesion_absolute_s (did you mean KROONIKA_SESSION_ABSOLUTE_S?)" in warnings[0]
     assert "KROONIKA_REQUIRE_SERVICES" not in done.stderr
     assert value not in done.stderr + done.stdout
     assert f"TARA at https://127.0.0.1:{port} is unreachable" in done.stderr
