@@ -400,3 +400,69 @@ def test_a_secret_where_a_client_id_goes_is_still_redacted(secret: str) -> None:
     assert "[REDACTED:" in out
     assert TOKEN[:12] not in out
     assert "eyJzdWIi" not in out
+
+
+def _jtis(n: int) -> list[str]:
+    """``n`` token ids as ``TokenService`` mints them (``secrets.token_urlsafe(16)``),
+    from a seeded generator."""
+    rng = random.Random(20261128)
+    return [base64.urlsafe_b64encode(rng.randbytes(16)).decode().rstrip("=") for _ in range(n)]
+
+
+def test_a_token_id_in_the_revoke_route_is_kept() -> None:
+    """A jti is no secret (the trail's token events name it in clear): where the revoke
+    route takes it, every minted one stays, so a quoted path says which token."""
+    for jti in _jtis(300):
+        for text in (
+            f"POST /admin/tokens/{jti}/revoke without a valid CSRF token",
+            f"preflight: POST /admin/tokens/{jti}/revoke from origin https://evil.example",
+        ):
+            assert redacted(text) == (text, {}), jti
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        TOKEN + "abcdefghi",  # 43 characters: secrets.token_urlsafe(32), a client secret
+        JWT,
+        "kra_0123456789abcdef_" + TOKEN + "abcdefghi",  # an API key
+        TOKEN[:21] + "x",  # 22 characters no secrets.token_urlsafe(16) ends with
+        TOKEN[:23],  # one more than a jti
+    ],
+)
+def test_a_secret_where_a_token_id_goes_is_still_redacted(secret: str) -> None:
+    out, _ = redacted(f"POST /admin/tokens/{secret}/revoke without a valid CSRF token")
+    assert out.startswith("POST /admin/tokens/")
+    assert out.endswith("/revoke without a valid CSRF token")
+    assert "[REDACTED:" in out
+    assert TOKEN[:12] not in out
+    assert "eyJzdWIi" not in out
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/sessions/{}/revoke",
+        "/admin/tokens/{}",
+        "/admin/tokens/{}/revoke/x",
+        "/admin/token/{}/revoke",
+        "/xadmin/tokens/{}/revoke",
+    ],
+)
+def test_a_token_id_shape_elsewhere_is_judged_as_before(path: str) -> None:
+    """Only the revoke route's place makes a 22-character run a jti: the same shape in
+    any other place of a path is still taken for a secret."""
+    jti = next(j for j in _jtis(50) if sum(c.isdigit() for c in j) >= 2)
+    out, counted = redacted("POST " + path.format(jti) + " without a valid CSRF token")
+    assert jti not in out
+    assert counted == {"redact.secret": 1}
+
+
+def test_a_personal_code_inside_a_token_id_shape_still_goes() -> None:
+    """A jti-shaped segment is searched inside like any other run: a personal code in it
+    (with the two letters before it, taken for a country prefix) is cut out, the rest of
+    the path stays."""
+    jti = "Ab38001085718cDeFgHiJw"
+    out, counted = redacted(f"POST /admin/tokens/{jti}/revoke")
+    assert out == "POST /admin/tokens/[REDACTED:personal_code]cDeFgHiJw/revoke"
+    assert counted == {"redact.personal_code": 1}

@@ -24,6 +24,8 @@ from admin_harness import (
     refuse_events,
 )
 
+from poll_kit import wait_until
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdminStack]:
@@ -1027,3 +1029,33 @@ def test_the_per_person_limit_counts_a_person_with_a_session(limited: AdminStack
     assert SECOND_ADMIN not in str(event)
     (req,) = limited.events(types=("admin.request",), correlation=rid)
     assert (req["details"]["status"], req["details"]["auth"]) == (429, "session")
+
+
+def test_the_access_log_names_the_token_an_admin_revoked_as_the_trail_does(
+    stack: AdminStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``POST /admin/tokens/{jti}/revoke``: the access log line shows the jti that the
+    ``token.revoke`` record of the same request holds as its target, so an operator reads
+    which token went and an auditor finds the record by it."""
+    stack.stack.clock.advance(time.time() - stack.stack.clock())  # the mock signs in real time
+    with stack.stack.browser(autologin=AUDITOR) as b:
+        assert b.get(stack.url + "/auth/login").status_code == 200
+    tokens = stack.call("GET", "/admin/tokens", params={"subject": "EE" + AUDITOR}).json()
+    jti = next(t["jti"] for t in tokens["tokens"] if t["state"] == "active")
+
+    def lines() -> list[str]:  # the server writes its line after the answer has gone
+        return [
+            m.getMessage()
+            for m in list(caplog.records)
+            if m.name == "kroonika.web.access" and request_id in m.getMessage()
+        ]
+
+    with caplog.at_level("INFO", logger="kroonika.web.access"):
+        r = stack.call("POST", f"/admin/tokens/{jti}/revoke")
+        request_id = r.headers["x-request-id"]
+        wait_until(lambda: bool(lines()))
+    assert r.status_code == 200, r.text
+    (line,) = lines()
+    assert f"POST /admin/tokens/{jti}/revoke 200 " in line
+    (revoked,) = stack.events(types=("token.revoke",), correlation=request_id)
+    assert revoked["target"] == {"type": "token", "id": jti}

@@ -246,6 +246,36 @@ async def test_the_access_log_names_a_client_id_but_not_a_secret_in_its_place(
     assert gone is None or gone not in line
 
 
+JTI = "r4CqL0xPz8Tn2WbKd5YhMg"  # secrets.token_urlsafe(16), as the token service mints
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "logged"),
+    [
+        (f"/admin/tokens/{JTI}/revoke", f"/admin/tokens/{JTI}/revoke"),
+        (
+            "/admin/tokens/eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz/revoke",
+            "/admin/tokens/[REDACTED:jwt]/revoke",
+        ),
+        (
+            "/admin/tokens/Zx8Kq2LmN4pR7tVw9yB3cD5fG6hJ1kM0nQ0a1b2c3d4/revoke",
+            "/admin/tokens/[REDACTED:secret]/revoke",
+        ),
+    ],
+    ids=["jti", "jwt", "secret"],
+)
+async def test_the_access_log_names_the_token_a_revoke_call_names(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, path: str, logged: str
+) -> None:
+    """The jti of ``POST /admin/tokens/{jti}/revoke`` is logged as it is, as the trail's
+    token events record it; a token or a secret pasted in its place is still cut out."""
+    with caplog.at_level("INFO", logger="kroonika.web.access"):
+        r = await client.post(path)
+    (line,) = [m.getMessage() for m in caplog.records if m.name == "kroonika.web.access"]
+    assert f"POST {logged} {r.status_code} " in line
+
+
 @pytest.mark.asyncio
 async def test_the_access_log_cuts_a_very_long_path(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture

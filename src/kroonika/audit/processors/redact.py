@@ -170,6 +170,24 @@ def _is_client_id(run: str, i: int, j: int) -> bool:
     )
 
 
+# A token id as TokenService mints it (``secrets.token_urlsafe(16)``: 22 characters, the
+# last one of "AQgw" because 16 bytes leave its low four bits 0) where the revoke route
+# takes it: no secret (the trail's token events name it in clear, as ``target.id``), and
+# what an operator needs to read in POST /admin/tokens/<jti>/revoke. Only exactly this
+# shape, only in that place: without a prefix a jti elsewhere cannot be told from a
+# secret, and nothing secret Kroonika makes is 22 characters (tokens are JWTs).
+_JTI: Final = re.compile(r"[A-Za-z0-9_-]{21}[AQgw]")
+
+
+def _is_revoked_jti(run: str, i: int, j: int) -> bool:
+    """``run[i:j]`` is a minted jti standing where ``/admin/tokens/{jti}/revoke`` takes it."""
+    return (
+        _JTI.fullmatch(run, i, j) is not None
+        and f"/{run[:i]}".endswith("/admin/tokens/")
+        and run[j:] == "/revoke"
+    )
+
+
 def _find_secret(run: str) -> tuple[int, int] | None:
     """Where the random secret in a run of 32+ base64 characters is, if it has one.
 
@@ -184,7 +202,7 @@ def _find_secret(run: str) -> tuple[int, int] | None:
     starts = [0, *(m.end() for m in islice(_SEPARATOR.finditer(run), _PARTS_TRIED))]
     for start in starts:
         i, j = _without_path(run[start:])
-        if _is_client_id(run, start + i, start + j):
+        if _is_client_id(run, start + i, start + j) or _is_revoked_jti(run, start + i, start + j):
             continue
         if j - i >= _PART_MIN and _random_through(run[start + i : start + j]):
             return start + i, start + j
