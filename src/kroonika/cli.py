@@ -35,13 +35,6 @@ from kroonika.audit import (
 )
 from kroonika.audit._model import DetailValue
 from kroonika.audit.formats._text import _json_escape, clean, escape_unprintable
-from kroonika.audit.integrity import (
-    CompactRange,
-    ProofError,
-    inclusion_proof,
-    leaf_hash,
-    verify_inclusion,
-)
 from kroonika.audit.query import time_bound
 from kroonika.audit.store._types import Checkpoint
 from kroonika.auditing import AuditComponents, build_audit, cli_stream_name
@@ -677,71 +670,16 @@ def proof_cmd(
 
 
 def _proof(source: SqlAuditStore, stream: str, seq: int) -> dict[str, Any]:
-    """The inclusion proof of record ``seq`` of ``stream`` against its latest signed head.
+    """The inclusion proof of record ``seq`` of ``stream`` against its latest signed head
+    and the record itself (:func:`kroonika.audit.proofs.event_proof`, which the read API
+    answers too); exit 2 with one line saying why when there is none."""
+    from kroonika.audit.proofs import ProofUnavailable, event_proof
 
-    After a retention purge the stream's blocks start past 1: the leaves of the purged
-    records are gone, and the path is made from the retained base's Merkle frontier (the
-    subtrees left of the first kept record) and the kept leaves. The proof is checked
-    against the head's root before it is shown (its signature is the verifier's to check)."""
-    from kroonika.audit.verify import stored_bases
-    from kroonika.cli_audit_ops import inclusion_proof_after_base
-
-    name = _shown(stream)
-    leaves: list[bytes] = []
-    first: int | None = None
-    head = None
-    record = None
-    for block in source.blocks(stream):
-        if first is None:
-            first = block.first_seq
-        for body in block.records():
-            leaves.append(leaf_hash(body))
-            if first + len(leaves) - 1 == seq:
-                record = body
-        head = block.head
-    if first is None or head is None:
-        raise _fail(f"stream {name} has no records in this store")
-    gone = first - 1  # records 1..gone are not in the store
-    base = stored_bases(source).get(stream) if gone else None
-    if seq <= gone:
-        if base is not None:
-            raise _fail(f"record {seq} was purged by retention; see the archive")
-        raise _fail(
-            f"record {seq} is not in this store (stream {name} starts at {first} and no "
-            "retained base says why; run `kroonika audit verify`)"
-        )
-    if record is None or seq > head.size:
-        raise _fail(f"stream {name} has no signed record {seq}")
-    index = seq - 1
     try:
-        if gone:
-            if base is None:
-                raise ValueError(f"records 1..{gone} are missing and no retained base is stored")
-            tree = CompactRange.from_bytes(base.frontier)
-            if tree.size != gone:
-                raise ValueError(
-                    f"the retained base is at {tree.size}, the stream starts at {first}"
-                )
-            path = inclusion_proof_after_base(index, head.size, tree, lambda i: leaves[i - gone])
-        else:
-            path = inclusion_proof(index, head.size, leaves.__getitem__)
-        verify_inclusion(leaves[index - gone], index, head.size, path, head.root)
-    except (ValueError, TypeError, ProofError) as exc:  # TypeError: a damaged base row
-        raise _fail(
-            f"cannot prove record {seq} of stream {name}: {_first_line(exc)} "
-            "(run `kroonika audit verify`)"
-        ) from None
-    return {
-        "stream": stream,
-        "seq": seq,
-        "leaf_index": index,
-        "leaf_hash": leaves[index - gone].hex(),
-        "tree_size": head.size,
-        "root": head.root.hex(),
-        "head": {"time": head.time, "kid": head.kid, "signature": head.signature.hex()},
-        "proof": [h.hex() for h in path],
-        "record": orjson.loads(record),
-    }
+        proof, record = event_proof(source, stream, seq)
+    except ProofUnavailable as exc:
+        raise _fail(str(exc)) from None
+    return {**proof, "record": orjson.loads(record)}
 
 
 def _json_display(doc: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,6 @@ import orjson
 import typer
 
 from kroonika.audit.formats._text import clean, dumps
-from kroonika.audit.integrity import CompactRange
 
 sinks_app = typer.Typer(no_args_is_help=True, help="Sink cursors, lag and dead letters.")
 retention_app = typer.Typer(no_args_is_help=True, help="Purge old audit blocks by policy.")
@@ -359,58 +357,3 @@ def archive_verify(
         if report.intact:
             typer.echo(f"intact: {report.records} archived records verified")
     raise typer.Exit(0 if report.intact else 1)
-
-
-def inclusion_proof_after_base(
-    index: int, size: int, base: CompactRange, leaf_at: Callable[[int], bytes]
-) -> list[bytes]:
-    """``PATH(index, D[size])`` of RFC 9162 section 2.1.3.1, bottom-up, when the leaves
-    ``[0, base.size)`` are gone (purged by retention) and only their Merkle frontier
-    ``base`` is kept; ``leaf_at(i)`` gives the kept leaf hashes, ``i >= base.size``.
-
-    For a leaf at or after the base this is always possible: a subtree of the path that is
-    right of the leaf holds only kept leaves; one left of it is aligned and perfect, and
-    either lies inside ``[0, base.size)`` (then it is a node of the frontier) or ends after
-    it (then it starts at a frontier node, and the frontier's remaining nodes with the kept
-    leaves after them make it). ``ValueError`` for a purged leaf.
-    """
-    k = base.size
-    if not k <= index < size:
-        raise ValueError(f"leaf {index} is not kept in a tree of size {size} based at {k}")
-    spans: list[tuple[int, int, bytes]] = []  # (start, width, root) of the frontier's nodes
-    start = 0
-    widths = [1 << b for b in range(k.bit_length() - 1, -1, -1) if k >> b & 1]
-    for width, node in zip(widths, base.hashes, strict=True):
-        spans.append((start, width, node))
-        start += width
-
-    def subtree(lo: int, hi: int) -> bytes:
-        if lo >= k:
-            tree = CompactRange()
-            for i in range(lo, hi):
-                tree.append(leaf_at(i))
-            return tree.root()
-        tail = [(s, w, h) for s, w, h in spans if s >= lo]
-        if not tail or tail[0][0] != lo:
-            raise ValueError(f"subtree [{lo}, {hi}) is not made of frontier nodes")
-        if hi <= k:
-            if tail[0][1] != hi - lo:
-                raise ValueError(f"subtree [{lo}, {hi}) is not a frontier node")
-            return tail[0][2]
-        tree = CompactRange.from_bytes((k - lo).to_bytes(8, "big") + b"".join(h for *_, h in tail))
-        for i in range(k, hi):
-            tree.append(leaf_at(i))
-        return tree.root()
-
-    path: list[bytes] = []
-    lo, hi = 0, size
-    while hi - lo > 1:
-        mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))  # the largest power of 2 < hi - lo
-        if index < mid:
-            path.append(subtree(mid, hi))
-            hi = mid
-        else:
-            path.append(subtree(lo, mid))
-            lo = mid
-    path.reverse()
-    return path

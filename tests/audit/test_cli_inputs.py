@@ -523,7 +523,7 @@ def test_proof_of_a_retained_record_verifies(
 
 def test_proof_after_base_equals_the_full_proof() -> None:
     """For every base, leaf and size up to 40, the path from the frontier is RFC 9162's."""
-    from kroonika.cli_audit_ops import inclusion_proof_after_base
+    from kroonika.audit.proofs import inclusion_proof_after_base
 
     leaves = [leaf_hash(str(i).encode()) for i in range(40)]
     for size in range(1, 41):

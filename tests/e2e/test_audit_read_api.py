@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from admin_harness import AdminStack, admin_stack
@@ -18,6 +20,8 @@ from sqlalchemy import text
 
 from kroonika.audit import Actor, ActorType, SqlAuditStore, events
 from kroonika.audit import verify as verify_module
+from kroonika.audit.integrity import verify_inclusion
+from kroonika.audit.retention import RetentionJob, RetentionPolicy
 from kroonika.audit.store._types import decode_records, encode_records
 from kroonika.auditing import build_audit
 from kroonika.web import routes_audit
@@ -189,20 +193,36 @@ def _edit_record(url: str, seq: int) -> None:
         store.close()
 
 
-def _verify_with(stack: AdminStack, url: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``POST /audit/verify`` of the store at ``url``: the report and the details of the
-    call's ``audit.access``."""
+def _read_from(stack: AdminStack, url: str, method: str, path: str) -> httpx.Response:
+    """An auditor's call of the read API with the store at ``url`` as what it reads."""
     settings = stack.stack.settings
     own = settings.audit_store_url
     settings.audit_store_url = url  # what the read API opens; the writer keeps its store
     try:
-        r = stack.call("POST", "/audit/verify", role="auditor", why=None)
+        return stack.call(method, path, role="auditor", why=None)
     finally:
         settings.audit_store_url = own
+
+
+def _verify_with(stack: AdminStack, url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``POST /audit/verify`` of the store at ``url``: the report and the details of the
+    call's ``audit.access``."""
+    r = _read_from(stack, url, "POST", "/audit/verify")
     assert r.status_code == 200, r.text
     (access,) = stack.events(types=("audit.access",), correlation=r.headers["x-request-id"])
     details = {k: v for k, v in access["details"].items() if k != "request_id"}
     return r.json(), {"outcome": access["outcome"], **details}
+
+
+def _kroonika(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``kroonika`` command run to its end, with a development directory of its own."""
+    return subprocess.run(
+        [KROONIKA, *args],
+        env={**os.environ, "KROONIKA_VAR_DIR": str(tmp_path / "cli-var")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_api_and_cli_verify_report_the_same_damage(stack: AdminStack, tmp_path: Path) -> None:
@@ -215,13 +235,7 @@ def test_api_and_cli_verify_report_the_same_damage(stack: AdminStack, tmp_path: 
     keys = tmp_path / "public-keys.json"
     keys.write_bytes(stack.stack.services.audit.keyring.public_keys().to_json())
     api, _ = _verify_with(stack, url)
-    cli = subprocess.run(
-        [KROONIKA, "audit", "verify", "--json", "--store", url, "--keys", str(keys)],
-        env={**os.environ, "KROONIKA_VAR_DIR": str(tmp_path / "cli-var")},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    cli = _kroonika(tmp_path, "audit", "verify", "--json", "--store", url, "--keys", str(keys))
     assert cli.returncode == 1, cli.stderr
     report = orjson.loads(cli.stdout)
     assert api == report
@@ -259,6 +273,89 @@ def test_a_small_store_is_verified_in_process_with_the_same_report(
     assert report["records"] == 320
     assert access["action"] == "verify"
     assert access["returned"] == 320
+
+
+def _check(proof: dict[str, Any]) -> None:
+    """The proof object checks out with RFC 9162 against the root it names."""
+    leaf, index, size, root = (proof[k] for k in ("leaf_hash", "leaf_index", "tree_size", "root"))
+    hashes = [bytes.fromhex(h) for h in proof["proof"]]
+    verify_inclusion(bytes.fromhex(leaf), index, size, hashes, bytes.fromhex(root))
+
+
+def test_api_and_cli_give_the_same_inclusion_proof_under_the_same_name(
+    stack: AdminStack, tmp_path: Path
+) -> None:
+    """``GET /audit/events/{id}`` answers the hash list ``kroonika audit proof`` prints,
+    under the CLI's name ``proof`` (a stable interface), and under ``path``, its name
+    before, for callers written then; both check out with RFC 9162."""
+    url = f"sqlite:///{tmp_path / 'proved.db'}"
+    _many_blocks(stack, url)
+    done = _kroonika(
+        tmp_path, "audit", "proof", "--seq", "150", "--stream", "tampered", "--store", url
+    )
+    assert done.returncode == 0, done.stderr
+    cli = orjson.loads(done.stdout)
+    r = _read_from(stack, url, "GET", f"/audit/events/{cli['record']['id']}")
+    assert r.status_code == 200, r.text
+    api = r.json()["proof"]
+    assert api["proof"] == cli["proof"]
+    assert api["path"] == api["proof"]
+    shared = ("stream", "leaf_index", "leaf_hash", "tree_size", "root", "head")
+    assert {k: api[k] for k in shared} == {k: cli[k] for k in shared}
+    _check(api)
+
+
+def test_a_record_kept_after_a_purge_gets_the_proof_the_cli_gives(
+    stack: AdminStack, tmp_path: Path
+) -> None:
+    """After retention purged the start of a stream, ``GET /audit/events/{id}`` of a kept
+    record answers the proof made from the retained base, as ``kroonika audit proof``
+    does (the route indexed the kept leaves from 1 and failed)."""
+    url = f"sqlite:///{tmp_path / 'purged.db'}"
+    settings = stack.stack.settings.model_copy(
+        update={"audit_store_url": url, "audit_checkpoint_every": 8}
+    )
+    comps = build_audit(settings, stream="purged")
+    try:
+        for n in (4, 4, 4, 4, 4, 4, 3):  # checkpoints at 8, 16, 24; 25..27 after the last
+            comps.trail.emit_many_sync([events.auth_login(actor=Actor(ActorType.USER))] * n)
+        purged = RetentionJob(
+            comps.store,
+            RetentionPolicy(),
+            clock=lambda: time.time() + 401 * 86400,
+            keyring=comps.keyring,
+        ).run()
+    finally:
+        comps.store.close()
+    assert [(p.first_seq, p.last_seq) for p in purged] == [(1, 24)]
+    kept = _read_from(stack, url, "GET", "/audit/events").json()["events"]
+    assert sorted(e["seq"] for e in kept) == [25, 26, 27]
+    for event in kept:
+        r = _read_from(stack, url, "GET", f"/audit/events/{event['id']}")
+        assert r.status_code == 200, r.text
+        proof = r.json()["proof"]
+        assert proof["seq"] == event["seq"]
+        _check(proof)
+
+
+def test_an_event_that_cannot_be_proved_is_answered_with_why(
+    stack: AdminStack, tmp_path: Path
+) -> None:
+    """A record changed in the database no longer proves against the signed root: the
+    event is answered with ``proof`` null and the reason ``kroonika audit proof`` gives,
+    not a 500."""
+    url = f"sqlite:///{tmp_path / 'tampered.db'}"
+    _many_blocks(stack, url)
+    _edit_record(url, 150)
+    (event,) = [
+        e
+        for e in _read_from(stack, url, "GET", "/audit/events?limit=1000").json()["events"]
+        if e["seq"] == 150
+    ]
+    r = _read_from(stack, url, "GET", f"/audit/events/{event['id']}")
+    assert r.status_code == 200, r.text
+    assert r.json()["proof"] is None
+    assert r.json()["proof_unavailable"].startswith("cannot prove record 150 of stream tampered")
 
 
 #: what a caller may paste where an id belongs: a token, a personal code, markup

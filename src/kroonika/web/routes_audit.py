@@ -34,7 +34,7 @@ from kroonika.admin._errors import NotFound, RequestInvalid
 from kroonika.audit import Outcome, QueryInvalid, SqlAuditStore, Target, run_query
 from kroonika.audit import Query as AuditQuery
 from kroonika.audit import events as ev
-from kroonika.audit.integrity import inclusion_proof, leaf_hash
+from kroonika.audit.proofs import ProofUnavailable, event_proof
 from kroonika.audit.query import find_event, time_bound
 from kroonika.audit.signing import PublicKeys
 from kroonika.audit.verify import Report, verify_store
@@ -193,31 +193,19 @@ async def search_events(
 
 
 def _proof(store: SqlAuditStore, event_id: str) -> dict[str, Any] | None:
+    """The event and its inclusion proof as ``kroonika audit proof`` gives it
+    (:func:`event_proof`); the proof is None, and ``proof_unavailable`` says why, for an
+    event after the last signed head or in a damaged stream. None for no such event."""
     body = find_event(store, event_id)
     if body is None:
         return None
     doc = orjson.loads(body)
-    stream, seq = doc["stream"], doc["seq"]
-    leaves: list[bytes] = []
-    head = None
-    for block in store.blocks(stream):
-        leaves.extend(leaf_hash(b) for b in block.records())
-        head = block.head
-    out: dict[str, Any] = {"event": doc}
-    if head is not None and seq <= head.size:
-        proof = inclusion_proof(seq - 1, head.size, leaves.__getitem__)
-        out["proof"] = {
-            "stream": stream,
-            "leaf_index": seq - 1,
-            "leaf_hash": leaves[seq - 1].hex(),
-            "tree_size": head.size,
-            "root": head.root.hex(),
-            "head": {"time": head.time, "kid": head.kid, "signature": head.signature.hex()},
-            "path": [h.hex() for h in proof],
-        }
-    else:
-        out["proof"] = None
-    return out
+    try:
+        proof, _ = event_proof(store, doc["stream"], doc["seq"])
+    except ProofUnavailable as exc:
+        return {"event": doc, "proof": None, "proof_unavailable": str(exc)}
+    # ``path``: this answer's name for the hash list before it took the CLI's (0034).
+    return {"event": doc, "proof": {**proof, "path": proof["proof"]}}
 
 
 @router.get("/events/{event_id}", openapi_extra=X_ROLES)
