@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from login_harness import Stack, running_stack
+from sqlalchemy import text
 
 from kroonika.admin import ApiKeys, Principal, RoleStore
+from kroonika.audit import SqlAuditStore
+from kroonika.audit.store._types import decode_records, encode_records
 from kroonika.web import Services
 
 ADMIN = "38001085718"
@@ -188,6 +192,44 @@ def assert_documented(doc: dict[str, Any], method: str, path: str, r: httpx.Resp
     body = r.json()
     assert set(schema.get("required", ())) <= set(body), (schema, body)
     assert set(body) <= set(schema["properties"]), (schema, body)
+
+
+def edit_record(url: str, seq: int) -> None:
+    """What someone with write access to the database can do: triggers dropped, one
+    record's outcome changed."""
+    store = SqlAuditStore(url)
+    try:
+        with store.engine.begin() as conn:
+            for name in ("audit_blocks_no_update", "audit_blocks_no_delete"):
+                conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+            row = conn.execute(
+                text("SELECT id, data FROM audit_blocks WHERE first_seq <= :q AND last_seq >= :q"),
+                {"q": seq},
+            ).one()
+            records = []
+            for body in decode_records(bytes(row.data)):
+                doc = orjson.loads(body)
+                if doc["seq"] == seq:
+                    doc["outcome"] = "failure"
+                    body = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+                records.append(body)
+            conn.execute(
+                text("UPDATE audit_blocks SET data = :d WHERE id = :i"),
+                {"d": encode_records(records), "i": row.id},
+            )
+    finally:
+        store.close()
+
+
+def read_from(stack: AdminStack, url: str, method: str, path: str) -> httpx.Response:
+    """An auditor's call of the read API with the store at ``url`` as what it reads."""
+    settings = stack.stack.settings
+    own = settings.audit_store_url
+    settings.audit_store_url = url  # what the read API opens; the writer keeps its store
+    try:
+        return stack.call(method, path, role="auditor", why=None)
+    finally:
+        settings.audit_store_url = own
 
 
 REQUESTS = "/admin/config/requests"

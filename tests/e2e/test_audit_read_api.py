@@ -12,17 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from admin_harness import AdminStack, admin_stack
-from sqlalchemy import text
+from admin_harness import AdminStack, admin_stack, edit_record, read_from
 
-from kroonika.audit import Actor, ActorType, SqlAuditStore, events
+from kroonika.audit import Actor, ActorType, events
 from kroonika.audit import verify as verify_module
 from kroonika.audit.integrity import verify_inclusion
 from kroonika.audit.retention import RetentionJob, RetentionPolicy
-from kroonika.audit.store._types import decode_records, encode_records
 from kroonika.auditing import build_audit
 from kroonika.web import routes_audit
 
@@ -166,48 +163,10 @@ def _many_blocks(stack: AdminStack, url: str) -> None:
         comps.store.close()
 
 
-def _edit_record(url: str, seq: int) -> None:
-    """What someone with write access to the database can do: triggers dropped, one
-    record's outcome changed."""
-    store = SqlAuditStore(url)
-    try:
-        with store.engine.begin() as conn:
-            for name in ("audit_blocks_no_update", "audit_blocks_no_delete"):
-                conn.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
-            row = conn.execute(
-                text("SELECT id, data FROM audit_blocks WHERE first_seq <= :q AND last_seq >= :q"),
-                {"q": seq},
-            ).one()
-            records = []
-            for body in decode_records(bytes(row.data)):
-                doc = orjson.loads(body)
-                if doc["seq"] == seq:
-                    doc["outcome"] = "failure"
-                    body = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-                records.append(body)
-            conn.execute(
-                text("UPDATE audit_blocks SET data = :d WHERE id = :i"),
-                {"d": encode_records(records), "i": row.id},
-            )
-    finally:
-        store.close()
-
-
-def _read_from(stack: AdminStack, url: str, method: str, path: str) -> httpx.Response:
-    """An auditor's call of the read API with the store at ``url`` as what it reads."""
-    settings = stack.stack.settings
-    own = settings.audit_store_url
-    settings.audit_store_url = url  # what the read API opens; the writer keeps its store
-    try:
-        return stack.call(method, path, role="auditor", why=None)
-    finally:
-        settings.audit_store_url = own
-
-
 def _verify_with(stack: AdminStack, url: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``POST /audit/verify`` of the store at ``url``: the report and the details of the
     call's ``audit.access``."""
-    r = _read_from(stack, url, "POST", "/audit/verify")
+    r = read_from(stack, url, "POST", "/audit/verify")
     assert r.status_code == 200, r.text
     (access,) = stack.events(types=("audit.access",), correlation=r.headers["x-request-id"])
     details = {k: v for k, v in access["details"].items() if k != "request_id"}
@@ -231,7 +190,7 @@ def test_api_and_cli_verify_report_the_same_damage(stack: AdminStack, tmp_path: 
     named as modified, the same counts and roots."""
     url = f"sqlite:///{tmp_path / 'tampered.db'}"
     _many_blocks(stack, url)
-    _edit_record(url, 150)
+    edit_record(url, 150)
     keys = tmp_path / "public-keys.json"
     keys.write_bytes(stack.stack.services.audit.keyring.public_keys().to_json())
     api, _ = _verify_with(stack, url)
@@ -253,7 +212,7 @@ def test_a_small_store_is_verified_in_process_with_the_same_report(
     report and the same ``audit.access`` either way."""
     url = f"sqlite:///{tmp_path / 'tampered.db'}"
     _many_blocks(stack, url)  # 80 blocks: the workers' size for the CLI
-    _edit_record(url, 150)
+    edit_record(url, 150)
     pools: list[int] = []
     real = verify_module._process_pool
 
@@ -295,7 +254,7 @@ def test_api_and_cli_give_the_same_inclusion_proof_under_the_same_name(
     )
     assert done.returncode == 0, done.stderr
     cli = orjson.loads(done.stdout)
-    r = _read_from(stack, url, "GET", f"/audit/events/{cli['record']['id']}")
+    r = read_from(stack, url, "GET", f"/audit/events/{cli['record']['id']}")
     assert r.status_code == 200, r.text
     api = r.json()["proof"]
     assert api["proof"] == cli["proof"]
@@ -328,10 +287,10 @@ def test_a_record_kept_after_a_purge_gets_the_proof_the_cli_gives(
     finally:
         comps.store.close()
     assert [(p.first_seq, p.last_seq) for p in purged] == [(1, 24)]
-    kept = _read_from(stack, url, "GET", "/audit/events").json()["events"]
+    kept = read_from(stack, url, "GET", "/audit/events").json()["events"]
     assert sorted(e["seq"] for e in kept) == [25, 26, 27]
     for event in kept:
-        r = _read_from(stack, url, "GET", f"/audit/events/{event['id']}")
+        r = read_from(stack, url, "GET", f"/audit/events/{event['id']}")
         assert r.status_code == 200, r.text
         proof = r.json()["proof"]
         assert proof["seq"] == event["seq"]
@@ -346,13 +305,13 @@ def test_an_event_that_cannot_be_proved_is_answered_with_why(
     not a 500."""
     url = f"sqlite:///{tmp_path / 'tampered.db'}"
     _many_blocks(stack, url)
-    _edit_record(url, 150)
+    edit_record(url, 150)
     (event,) = [
         e
-        for e in _read_from(stack, url, "GET", "/audit/events?limit=1000").json()["events"]
+        for e in read_from(stack, url, "GET", "/audit/events?limit=1000").json()["events"]
         if e["seq"] == 150
     ]
-    r = _read_from(stack, url, "GET", f"/audit/events/{event['id']}")
+    r = read_from(stack, url, "GET", f"/audit/events/{event['id']}")
     assert r.status_code == 200, r.text
     assert r.json()["proof"] is None
     assert r.json()["proof_unavailable"].startswith("cannot prove record 150 of stream tampered")

@@ -10,18 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 from admin_harness import (
     AUDITOR,
     AdminStack,
     admin_stack,
     assert_documented,
+    edit_record,
     person_session,
+    read_from,
     resolve,
 )
 from dashboard_harness import NOBODY, NOBODY_NAMES
 from login_harness import basic_auth, register_client
 
+from kroonika.audit import Actor, ActorType, events
+from kroonika.auditing import build_audit
 from kroonika.tokens import NewClient
 
 SEEN_SECRETS: list[str] = []
@@ -373,6 +378,53 @@ def test_the_trail_search_documents_both_of_its_answers(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].split(";")[0] == media
     assert media in doc["paths"]["/audit/events"]["get"]["responses"]["200"]["content"]
+
+
+def _store_of_its_own(stack: AdminStack, url: str, *, changed: bool) -> str:
+    """A store of its own, signed with the service's keys, and the id of its record 2,
+    which has its proof, or none when ``changed`` (changed in the database after it was
+    signed: it no longer proves against the signed root)."""
+    settings = stack.stack.settings.model_copy(update={"audit_store_url": url})
+    comps = build_audit(settings, stream="documented")
+    try:
+        comps.trail.emit_many_sync([events.auth_login(actor=Actor(ActorType.USER))] * 3)
+    finally:
+        comps.store.close()
+    if changed:
+        edit_record(url, 2)
+    page = read_from(stack, url, "GET", "/audit/events").json()["events"]
+    return str(next(e["id"] for e in page if e["seq"] == 2))
+
+
+def test_an_event_and_its_proof_are_answered_as_documented(
+    stack: AdminStack, doc: dict[str, Any], tmp_path: Path
+) -> None:
+    """``GET /audit/events/{id}`` declares the schema of its answer (it had none, a bare
+    object), and the real answer validates against it: a record with its inclusion
+    proof, and one that cannot be proved, with ``proof`` null and why."""
+    declared = doc["paths"]["/audit/events/{event_id}"]["get"]["responses"]["200"]["content"]
+    schema = resolve(doc, declared["application/json"]["schema"])
+    assert {"event", "proof", "proof_unavailable"} <= set(schema["properties"])
+    # the ``$ref``s in the schema point into the document's components
+    validator = jsonschema_rs.validator_for({**schema, "components": doc["components"]})
+    stores = {changed: f"sqlite:///{tmp_path / f'{changed}.db'}" for changed in (False, True)}
+    ids = {
+        changed: _store_of_its_own(stack, url, changed=changed) for changed, url in stores.items()
+    }
+    answers: dict[bool, Any] = {}
+    for changed, url in stores.items():
+        r = read_from(stack, url, "GET", f"/audit/events/{ids[changed]}")
+        assert r.status_code == 200, r.text
+        answers[changed] = r.json()
+        errors = [e.message for e in validator.iter_errors(r.json())]
+        assert not errors, (r.json(), errors)
+    assert answers[False]["proof"]["path"] == answers[False]["proof"]["proof"]
+    assert answers[True]["proof"] is None
+    assert answers[True]["proof_unavailable"]
+    # the schema does say something: an answer without its event or with a proof of
+    # another shape is refused by it
+    assert not validator.is_valid({"proof": None})
+    assert not validator.is_valid({**answers[False], "proof": {"proof": "ab"}})
 
 
 def test_changes_that_wait_for_a_second_administrator_document_their_202(

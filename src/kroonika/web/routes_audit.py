@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final, Literal
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from kroonika.admin._auth import (
     AuditedRoute,
@@ -208,7 +209,76 @@ def _proof(store: SqlAuditStore, event_id: str) -> dict[str, Any] | None:
     return {"event": doc, "proof": {**proof, "path": proof["proof"]}}
 
 
-@router.get("/events/{event_id}", openapi_extra=X_ROLES)
+_HEX = r"^[0-9a-f]*$"
+
+
+class StoredEvent(BaseModel):
+    """A record as stored (the audit event format, auditor guide): the fields every
+    sealed record has; the rest depend on its type and are passed on as stored."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    stream: str
+    seq: int
+    time: str
+    type: str
+    category: str
+    outcome: str
+    severity: str
+
+
+class SignedHead(BaseModel):
+    """The signed tree head the proof is made against (its signature is the verifier's
+    to check)."""
+
+    model_config = ConfigDict(extra="forbid")
+    time: str
+    kid: str
+    signature: str = Field(pattern=_HEX)
+
+
+class InclusionProof(BaseModel):
+    """RFC 9162 section 2.1.3 inclusion proof, the object ``kroonika audit proof``
+    prints without its ``record`` (:func:`kroonika.audit.proofs.event_proof`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    stream: str
+    seq: int = Field(ge=1)
+    leaf_index: int = Field(ge=0, description="seq - 1")
+    leaf_hash: str = Field(pattern=_HEX)
+    tree_size: int = Field(ge=1)
+    root: str = Field(pattern=_HEX)
+    head: SignedHead
+    proof: list[Annotated[str, Field(pattern=_HEX)]] = Field(
+        description="the hash list (RFC 9162's inclusion path), bottom-up, as the CLI names it"
+    )
+    path: list[Annotated[str, Field(pattern=_HEX)]] = Field(
+        deprecated=True,
+        description="the same list under the name this answer had before (decision 0034): "
+        "read proof",
+    )
+
+
+class EventWithProof(BaseModel):
+    """One event and its inclusion proof; ``proof`` is null, and ``proof_unavailable``
+    says why, for a record after the last signed head or in a damaged stream."""
+
+    model_config = ConfigDict(extra="forbid")
+    event: StoredEvent
+    proof: InclusionProof | None
+    proof_unavailable: str | None = Field(
+        None,
+        description="why there is no proof (only with proof null): the line "
+        "kroonika audit proof prints before it exits 2",
+    )
+
+
+@router.get(
+    "/events/{event_id}",
+    openapi_extra=X_ROLES,
+    response_model=EventWithProof,
+    response_model_exclude_unset=True,
+)
 async def get_event(
     event_id: str, request: Request, p: Annotated[Principal, require(*AUDITOR)]
 ) -> dict[str, Any]:
