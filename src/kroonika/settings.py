@@ -441,10 +441,42 @@ def refused(exc: ValidationError) -> SettingsError:
 _SKIP = len("KROONIKA_")
 
 
+def _shown_name(name: str) -> str:
+    return name if name.isascii() and name.isprintable() else ascii(name)
+
+
+def named_twice(environ: Mapping[str, str]) -> SettingsError | None:
+    """Refusal of a setting given under two names of ``environ`` that differ only in
+    case (``KROONIKA_X`` and ``kroonika_x``): pydantic-settings reads the names lower-cased
+    and keeps the one it meets last, so the value would depend on the environment's
+    order. Names only: a value may be a secret."""
+    names: dict[str, list[str]] = {}
+    for name in environ:
+        key = name.lower()  # as pydantic-settings reads it (case_sensitive=False)
+        if key.startswith("kroonika_") and key[_SKIP:] in Settings.model_fields:
+            names.setdefault(key, []).append(name)
+    twice = [
+        f"{' and '.join(map(_shown_name, sorted(n)))} are {'both' if len(n) == 2 else 'all'} set"
+        for n in names.values()
+        if len(n) > 1
+    ]
+    if not twice:
+        return None
+    return SettingsError(
+        f"{'; '.join(sorted(twice))}: names that differ only in case set one setting (the"
+        " names are read in any case), and which value is read would depend on the"
+        " environment's order; keep one of them"
+    )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Environment first, then the TOML file named by ``KROONIKA_CONFIG_FILE`` for
     anything the environment leaves unset, then explicit overrides. A refused value is
-    a :class:`SettingsError` naming the variable (:func:`refused`)."""
+    a :class:`SettingsError` naming the variable (:func:`refused`), and so is a setting
+    given under two names that differ only in case (:func:`named_twice`)."""
+    twice = named_twice(os.environ)
+    if twice is not None:
+        raise twice
     try:
         base = Settings(**overrides)
     except ValidationError as exc:
