@@ -238,8 +238,8 @@ class SignedHead(BaseModel):
 
 
 class InclusionProof(BaseModel):
-    """RFC 9162 section 2.1.3 inclusion proof, the object ``kroonika audit proof``
-    prints without its ``record`` (:func:`kroonika.audit.proofs.event_proof`)."""
+    """The event's RFC 9162 (section 2.1.3) inclusion proof against its stream's latest
+    signed tree head: the object ``kroonika audit proof`` prints, without its record."""
 
     model_config = ConfigDict(extra="forbid")
     stream: str
