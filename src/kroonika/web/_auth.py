@@ -71,7 +71,8 @@ from kroonika.tara import (
     digest,
 )
 from kroonika.tokens import AccessLists, ListSubject
-from kroonika.web._login_page import LOGIN, again_link, answer
+from kroonika.web import routes_dashboard as dashboard
+from kroonika.web._login_page import LOGIN, VARY, again_link, answer, wants_page
 from kroonika.web._policy import REASON_POLICIES, violation
 from kroonika.web._services import Services, ServicesDep, request_context
 
@@ -833,7 +834,7 @@ def _landing(request: Request, return_to: str) -> Response:
         f'<meta http-equiv="refresh" content="0;url={target}"><title>Signed in</title>'
         f'</head><body><p>Signed in. <a href="{target}">Continue</a>.</p></body></html>'
     )
-    return HTMLResponse(body, status_code=200)
+    return HTMLResponse(body, status_code=200, headers=dashboard.HEADERS)
 
 
 #: What the operator checks when TARA's discovery document does not fit, by its cause
@@ -1207,16 +1208,57 @@ async def end_all(request: Request, services: ServicesDep) -> Response:
     return response
 
 
+#: what a browser's refused logout says, by status: (element id, Estonian, English)
+_LOGOUT_SAID: dict[int, tuple[str, str, str]] = {
+    401: (
+        "logged-out",
+        "Te olete juba välja logitud (seanss on lõppenud).",
+        "You are already logged out (the session has ended).",
+    ),
+    403: (
+        "stale-form",
+        "See vorm on vanem kui teie praegune seanss. Avage oma leht ja logige välja sealt.",
+        "This form is older than your current session. Open your page and log out from there.",
+    ),
+}
+
+
+def _logout_refusal(request: Request, json: JSONResponse) -> Response:
+    """A refused logout: ``json`` for an API client; for a browser that submitted the
+    page's form (:func:`wants_page`) a small page with the same status, the same cleared
+    cookie and links to the person's page and a new login (decision 0037, 2026-11-28
+    review framing). The page names nothing of the session."""
+    if not wants_page(request) or json.status_code not in _LOGOUT_SAID:
+        json.headers["vary"] = VARY
+        return json
+    element, et, en = _LOGOUT_SAID[json.status_code]
+    body = (
+        f'<main><h1>Väljalogimine</h1><p id="{element}">{dashboard.shown(et)}</p>'
+        f'<h2 lang="en">Log out</h2><p lang="en">{dashboard.shown(en)}</p>'
+        '<p><a id="home" href="/">Ava oma leht <span lang="en">/ Open your page</span></a> · '
+        f'<a id="again" href="{LOGIN}">Logi uuesti sisse <span lang="en">/ Log in again</span>'
+        "</a></p></main>"
+    )
+    page = HTMLResponse(
+        dashboard._page("Väljalogimine / Log out", body, lang="et"),
+        status_code=json.status_code,
+        headers={**dashboard.HEADERS, "vary": VARY},
+    )
+    page.raw_headers.extend((k, v) for k, v in json.raw_headers if k == b"set-cookie")
+    return page
+
+
 @sessions.post("/logout", response_model=None)
 async def logout(request: Request, services: ServicesDep) -> Response:
-    """End the current session (CSRF-protected) and clear the cookie."""
+    """End the current session (CSRF-protected) and clear the cookie. Refused, a
+    browser's form gets a page and an API client JSON (:func:`_logout_refusal`)."""
     cur, refusal = await _authorised(request, services)
     if cur is None:
-        return refusal  # type: ignore[return-value]
+        return _logout_refusal(request, refusal)  # type: ignore[arg-type]
     record = cur.record
     if not await services.sessions.end(record, EndReason.LOGOUT, cur.ctx, ended_by="user"):
         # Another request ended it meanwhile (a racing logout): that one was audited.
-        return _unauthenticated(request, services)
+        return _logout_refusal(request, _unauthenticated(request, services))
     ref = services.sessions.session_ref(record)
     await services.audit.trail.emit(
         ev.auth_logout(

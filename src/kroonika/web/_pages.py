@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime
 from html import escape
+from typing import Final
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from kroonika.admin._same_site import SameSiteOnlyRoute
+from kroonika.web import routes_dashboard as dashboard
 from kroonika.web._auth import _configured_methods, current_session
 from kroonika.web._services import ServicesDep
 
@@ -30,11 +32,19 @@ def _time(ts: int) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-#: The service's ``no-referrer`` makes a browser send ``Origin: null`` with the page's
-#: own logout form (Fetch, "serializing a request origin"), which the CORS check must
-#: refuse as a credentialed request from another origin: the button never logged anyone
-#: out. ``same-origin`` sends the real origin to this service and nothing to any other.
-HEADERS = {"referrer-policy": "same-origin"}
+#: The dashboard's strict headers (no framing: the logout button cannot be clicked
+#: through another site's frame; no inline style but this page's own, by hash), with
+#: two differences. The page's form posts to this service (``form-action 'self'``).
+#: The service's ``no-referrer`` makes a browser send ``Origin: null`` with that form
+#: (Fetch, "serializing a request origin"), which the CORS check must refuse as a
+#: credentialed request from another origin: the button never logged anyone out.
+#: ``same-origin`` sends the real origin to this service and nothing to any other
+#: (decision 0037, 2026-11-28 review framing).
+HEADERS: Final = {
+    **dashboard.HEADERS,
+    "content-security-policy": dashboard.strict_csp(_STYLE, form_action="'self'"),
+    "referrer-policy": "same-origin",
+}
 
 
 def _page(body: str) -> HTMLResponse:

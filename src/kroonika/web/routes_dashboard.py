@@ -63,12 +63,20 @@ _STYLE: Final = (
     ".ok{color:#070}.muted{color:#666}section{margin-bottom:2rem}"
     ".cols{display:flex;gap:2rem;flex-wrap:wrap}.cols>div{flex:1 1 30rem}"
 )
-_STYLE_HASH: Final = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-#: Nothing but the page's own style sheet: no script, image, font, frame or form target.
-CSP: Final = (
-    f"default-src 'none'; style-src '{'sha256-' + _STYLE_HASH}'; img-src 'none'; "
-    "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
-)
+
+
+def strict_csp(style: str, *, form_action: str = "'none'") -> str:
+    """Nothing but the page's own style sheet ``style`` (by its hash): no script, image,
+    font, frame or (unless ``form_action`` names one) form target, and no framing. The
+    citizen's page (:mod:`kroonika.web._pages`) has its own style and a logout form."""
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    return (
+        f"default-src 'none'; style-src 'sha256-{digest}'; img-src 'none'; "
+        f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+CSP: Final = strict_csp(_STYLE)
 HEADERS: Final = {
     "content-security-policy": CSP,
     "x-frame-options": "DENY",
