@@ -214,11 +214,30 @@ def test_the_list_of_tokens_refuses_the_access_token_cookie_from_another_site(
         )
         assert violation["reason"] == "cross_site_request"
         assert violation["actor"]["type"] == "anonymous"
+        cookie = stack.stack.settings.token_session_cookie
+        assert violation["details"]["attempted"] == (
+            f"GET /tokens/mine from another site with the access-token cookie {cookie}"
+        )
         same_site = browser.get(stack.url + "/tokens/mine", headers={"sec-fetch-site": "none"})
         assert same_site.status_code == 200, same_site.text
         assert same_site.json()["items"]
         bearer = {**CROSS_SITE, "authorization": f"Bearer {token}"}
         assert browser.get(stack.url + "/tokens/mine", headers=bearer).status_code == 200
+
+
+def test_the_token_list_refusal_names_each_cookie_it_carried(stack: AdminStack) -> None:
+    """With both of the person's cookies the violation names both, by what they are."""
+    with person_session(stack, AUDITOR) as (browser, _):
+        r = browser.get(stack.url + "/tokens/mine", headers=CROSS_SITE)
+    assert r.status_code == 403, r.text
+    (violation,) = stack.events(
+        types=("security.policy_violation",), correlation=r.headers["x-request-id"]
+    )
+    cookie = stack.stack.settings.token_session_cookie
+    assert violation["details"]["attempted"] == (
+        f"GET /tokens/mine from another site with the access-token cookie {cookie} "
+        "and the session cookie"
+    )
 
 
 def test_a_link_from_another_site_to_the_home_page_shows_it_without_the_session(

@@ -1031,23 +1031,29 @@ class SessionRoute(SameSiteOnlyRoute):
             detail="opened from another site: the session is used from this service's own pages",
         )
 
+    def cookies_said(self, request: Request) -> str:
+        """Which of the person's cookies the refused request carried, as the log and the
+        trail say it (a route that reads another cookie names it)."""
+        return "the session cookie"
+
     async def record_cross_site(self, request: Request) -> None:
         """One WARNING line and one ``csrf_failed`` violation (reason :data:`CROSS_SITE`)
         naming no one: whose cookie it is, is not looked up for another site."""
         services: Services = request.app.state.services
         info = request.scope.get("state", {}).get("request_info")
+        carried = self.cookies_said(request)
         log.warning(
-            "refused %s %s from another site with the session cookie request_id=%s",
+            "refused %s %s from another site with %s request_id=%s",
             request.method,
             self.path_format,
+            carried,
             info.request_id if info is not None else None,
         )
         await services.audit.trail.emit(
             violation(
                 request,
                 REASON_POLICIES["csrf_failed"],
-                attempted=f"{request.method} {self.path_format} from another site with the "
-                "session cookie",
+                attempted=f"{request.method} {self.path_format} from another site with {carried}",
                 actor=Actor(ActorType.ANONYMOUS),
                 reason=CROSS_SITE,
             )

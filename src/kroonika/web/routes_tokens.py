@@ -592,6 +592,17 @@ class AccessTokenCookieRoute(SessionRoute):
         services: Services = request.app.state.services
         return (services.cookies.session_name, _comps(request).settings.token_session_cookie)
 
+    def cookies_said(self, request: Request) -> str:
+        """The cookies of :meth:`guarded_cookies` the request carried, by what they are
+        (the access-token cookie by its name: a name, not a value)."""
+        services: Services = request.app.state.services
+        token = _comps(request).settings.token_session_cookie
+        said = (
+            (token, f"the access-token cookie {token}"),
+            (services.cookies.session_name, "the session cookie"),
+        )
+        return " and ".join(what for name, what in said if request.cookies.get(name))
+
     async def refuse_cross_site(self, request: Request) -> Response:
         await self.record_cross_site(request)
         return JSONResponse(
