@@ -34,8 +34,10 @@ class Tara:
     def __init__(self) -> None:
         self.down = False
         self.kids = ["k1", "k2"]
+        self.fetches = 0
 
     async def fetch(self) -> dict[str, Any]:
+        self.fetches += 1
         await asyncio.sleep(0)  # let the other callers pile up behind the attempt
         if self.down:
             raise IdpUnavailable("GET https://tara.mock.test/oidc/jwks answered 503")
@@ -107,10 +109,35 @@ async def test_a_window_that_ran_out_unseen_is_reported_expired() -> None:
     tara.down, now[0] = True, TTL + WINDOW + 10.0
     failed = await _many(cache, 5)
     assert all(isinstance(r, IdpUnavailable) for r in failed)
-    tara.down = False
+    tara.down, now[0] = False, now[0] + 30  # the next try is due
     await _many(cache, 5)
     assert [c.state for c in seen] == ["expired", "recovered"]
     assert seen[1].withdrawn == ()
+
+
+async def test_a_window_that_ran_out_unseen_is_an_outage_tried_every_retry_after() -> None:
+    """Found expired without a stale phase before it, the outage is still on: /ready
+    says expired, and the key set is fetched again once per ``retry_after``, not by
+    every login (each one used to try TARA anew while it was down)."""
+    tara, now, seen = Tara(), [0.0], []
+    cache = _cache(tara, now, seen)
+    await cache.keys()
+    tara.down, now[0] = True, TTL + WINDOW + 10.0
+    assert cache.health(now[0]) is None  # nobody has asked: nothing known yet
+    await _many(cache, 5)
+    tried = tara.fetches
+    for _ in range(3):
+        now[0] += 5  # within retry_after (30 s)
+        failed = await _many(cache, 5)
+        assert all(isinstance(r, IdpUnavailable) for r in failed)
+    assert tara.fetches == tried
+    state = cache.health(now[0])
+    assert state is not None
+    assert state[0] == "expired"
+    now[0] += 30  # the retry is due
+    await _many(cache, 5)
+    assert tara.fetches == tried + 1
+    assert [c.state for c in seen] == ["expired"]
 
 
 async def test_a_change_that_could_not_be_recorded_is_reported_again() -> None:

@@ -247,6 +247,16 @@ class JwksCache:
         until = self.stale_until()
         if not self._keys or until is None or now > until:
             if self._keys and self._fetched_at is not None:  # a cached set ran out
+                if self.stale_since is None:  # ran out unseen: the outage is on from now
+                    self.stale_since = now  # (retried per retry_after; /ready: expired)
+                    log.warning(
+                        "TARA's key set could not be fetched (%s) and the cached keys, "
+                        "fetched %d s ago, are past KROONIKA_TARA_JWKS_STALE_IF_ERROR_S: "
+                        "logins fail until it can; the fetch is tried again every %d s",
+                        self._failure,
+                        now - self._fetched_at,
+                        self._retry_after,
+                    )
                 await self._report("expired", now)
             raise IdpUnavailable(
                 f"{self._failure}, and no cached key set is within its TTL and the "
